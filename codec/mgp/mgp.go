@@ -1,0 +1,196 @@
+// Package mgp implements MGP/1, MeshGate's reference private protocol
+// (shared/PROTOCOL.md): a 32-byte big-endian header, TLV extensions, an
+// opaque body and an etx trailer.
+//
+// It uses the standard library only, so the Envoy wasm filter (filters/)
+// compiles it unchanged.
+package mgp
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/meshgate/meshgate/codec"
+)
+
+// Wire constants.
+const (
+	STX          = 0x02
+	ETX          = 0x03
+	Version      = 1
+	HeaderSize   = 32   // fixed part of the header
+	MaxHeaderLen = 4096 // largest header_len, extensions included
+	prefixSize   = 8    // stx, version, header_len, body_len: enough to size a frame
+	flagMask     = 0x000f
+)
+
+// Name is the registry name of the MGP/1 codec.
+const Name = "mgp"
+
+func init() {
+	codec.Register(Name, func(max int) (codec.Codec, error) { return New(max), nil })
+}
+
+// Codec is the MGP/1 codec. The zero value is not usable; call New.
+type Codec struct {
+	max int
+}
+
+var _ codec.Codec = (*Codec)(nil)
+
+// New returns an MGP/1 codec accepting frames up to maxFrameSize bytes
+// (0 = codec.DefaultMaxFrameSize).
+func New(maxFrameSize int) *Codec {
+	if maxFrameSize <= 0 {
+		maxFrameSize = codec.DefaultMaxFrameSize
+	}
+	return &Codec{max: maxFrameSize}
+}
+
+// Name implements codec.Codec.
+func (c *Codec) Name() string { return Name }
+
+// MaxFrameSize implements codec.Codec.
+func (c *Codec) MaxFrameSize() int { return c.max }
+
+// FrameSize returns the total size of the frame at the front of buf once its
+// 8-byte prefix is present, validating the prefix. ok is false if buf is
+// shorter than the prefix.
+func (c *Codec) FrameSize(buf []byte) (size int, ok bool, err error) {
+	if len(buf) > 0 && buf[0] != STX {
+		return 0, false, &codec.FieldError{Field: "stx", Value: uint64(buf[0]), Reason: "want 0x02"}
+	}
+	if len(buf) > 1 && buf[1] != Version {
+		return 0, false, &codec.FieldError{Field: "version", Value: uint64(buf[1]), Reason: "want 1"}
+	}
+	if len(buf) < prefixSize {
+		return 0, false, nil
+	}
+	hl := uint64(binary.BigEndian.Uint16(buf[2:4]))
+	if hl < HeaderSize || hl%4 != 0 || hl > MaxHeaderLen {
+		return 0, false, &codec.FieldError{Field: "header_len", Value: hl, Reason: "want a multiple of 4 in [32, 4096]"}
+	}
+	total := hl + uint64(binary.BigEndian.Uint32(buf[4:8])) + 1
+	if total > uint64(c.max) {
+		return 0, false, &codec.TooLargeError{Size: total, Max: uint64(c.max)}
+	}
+	return int(total), true, nil
+}
+
+// Decode implements codec.Codec.
+func (c *Codec) Decode(buf []byte, f *codec.Frame) (n, need int, err error) {
+	total, ok, err := c.FrameSize(buf)
+	if err != nil {
+		return 0, 0, err
+	}
+	if !ok {
+		return 0, HeaderSize + 1, nil
+	}
+	if len(buf) < total {
+		return 0, total, nil
+	}
+	hl := int(binary.BigEndian.Uint16(buf[2:4]))
+	if buf[total-1] != ETX {
+		return 0, 0, &codec.FieldError{Field: "etx", Value: uint64(buf[total-1]), Reason: "want 0x03"}
+	}
+	f.Cmd = binary.BigEndian.Uint32(buf[8:12])
+	f.Seq = binary.BigEndian.Uint32(buf[12:16])
+	f.UIN = binary.BigEndian.Uint64(buf[16:24])
+	f.Flags = codec.Flags(binary.BigEndian.Uint16(buf[24:26]) & flagMask)
+	f.Result = binary.BigEndian.Uint16(buf[26:28])
+	f.Ext = f.Ext[:0]
+	if err := parseExt(buf[HeaderSize:hl], f); err != nil {
+		return 0, 0, err
+	}
+	f.Body = buf[hl : total-1 : total-1]
+	return total, 0, nil
+}
+
+// parseExt appends the TLV entries of ext to f.Ext. A key-0 entry starts the
+// padding, which must be all zero.
+func parseExt(ext []byte, f *codec.Frame) error {
+	for off := 0; off < len(ext); {
+		if len(ext)-off < 4 || binary.BigEndian.Uint16(ext[off:]) == 0 {
+			for _, b := range ext[off:] {
+				if b != 0 {
+					return &codec.FieldError{Field: "extensions", Value: uint64(off), Reason: "non-zero padding"}
+				}
+			}
+			return nil
+		}
+		key := binary.BigEndian.Uint16(ext[off:])
+		l := int(binary.BigEndian.Uint16(ext[off+2:]))
+		off += 4
+		if l > len(ext)-off {
+			return &codec.FieldError{Field: "extensions", Value: uint64(l), Reason: "TLV value runs past header_len"}
+		}
+		f.Ext = append(f.Ext, codec.Ext{Key: key, Value: ext[off : off+l : off+l]})
+		off += l
+	}
+	return nil
+}
+
+// Size returns the encoded size of f, or an error if f cannot be encoded.
+func (c *Codec) Size(f *codec.Frame) (size, headerLen int, err error) {
+	el := 0
+	for i := range f.Ext {
+		e := &f.Ext[i]
+		if e.Key == 0 {
+			return 0, 0, fmt.Errorf("%w: extension key 0 is reserved for padding", codec.ErrInvalidFrame)
+		}
+		if len(e.Value) > 0xffff {
+			return 0, 0, fmt.Errorf("%w: extension %d value is %d bytes, max 65535", codec.ErrInvalidFrame, e.Key, len(e.Value))
+		}
+		el += 4 + len(e.Value)
+	}
+	headerLen = HeaderSize + (el+3)&^3
+	if headerLen > MaxHeaderLen {
+		return 0, 0, fmt.Errorf("%w: header_len %d exceeds %d", codec.ErrInvalidFrame, headerLen, MaxHeaderLen)
+	}
+	size = headerLen + len(f.Body) + 1
+	if size > c.max {
+		return 0, 0, fmt.Errorf("%w: frame is %d bytes, max %d", codec.ErrInvalidFrame, size, c.max)
+	}
+	return size, headerLen, nil
+}
+
+// Append implements codec.Codec.
+func (c *Codec) Append(dst []byte, f *codec.Frame) ([]byte, error) {
+	size, hl, err := c.Size(f)
+	if err != nil {
+		return dst, err
+	}
+	start := len(dst)
+	dst = grow(dst, size)
+	b := dst[start : start+size]
+	b[0], b[1] = STX, Version
+	binary.BigEndian.PutUint16(b[2:], uint16(hl))
+	binary.BigEndian.PutUint32(b[4:], uint32(len(f.Body)))
+	binary.BigEndian.PutUint32(b[8:], f.Cmd)
+	binary.BigEndian.PutUint32(b[12:], f.Seq)
+	binary.BigEndian.PutUint64(b[16:], f.UIN)
+	binary.BigEndian.PutUint16(b[24:], uint16(f.Flags)&flagMask)
+	binary.BigEndian.PutUint16(b[26:], f.Result)
+	binary.BigEndian.PutUint32(b[28:], 0)
+	off := HeaderSize
+	for i := range f.Ext {
+		e := &f.Ext[i]
+		binary.BigEndian.PutUint16(b[off:], e.Key)
+		binary.BigEndian.PutUint16(b[off+2:], uint16(len(e.Value)))
+		off += 4 + copy(b[off+4:], e.Value)
+	}
+	clear(b[off:hl])
+	copy(b[hl:], f.Body)
+	b[size-1] = ETX
+	return dst, nil
+}
+
+// grow extends dst by n bytes, reallocating only when capacity is short.
+func grow(dst []byte, n int) []byte {
+	if cap(dst)-len(dst) >= n {
+		return dst[:len(dst)+n]
+	}
+	nd := make([]byte, len(dst)+n, 2*cap(dst)+n)
+	copy(nd, dst)
+	return nd
+}

@@ -1,0 +1,181 @@
+// Package config is MeshGate's one configuration model. It feeds both the
+// data path (package meshgate) and the control plane (package xds).
+//
+// A Config is loaded from YAML with unknown fields rejected, defaults
+// applied, then validated; every validation error names the field by its
+// YAML path (e.g. "listeners[1].routes[0].upstream"). A loaded Config is
+// treated as immutable.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrInvalid wraps every validation failure.
+var ErrInvalid = errors.New("config: invalid")
+
+// Config is the whole MeshGate configuration.
+type Config struct {
+	// Admin is the admin HTTP server (/healthz, /readyz, /metrics, /config, pprof).
+	Admin Admin `yaml:"admin" json:"admin"`
+	// Codecs declares extra codecs from declarative descriptions
+	// (codec/fixed); built-in codecs ("mgp") need no entry.
+	Codecs []CodecSpec `yaml:"codecs,omitempty" json:"codecs,omitempty"`
+	// Listeners accept traffic: kind "private" (private→gRPC) or "grpc"
+	// (gRPC→private).
+	Listeners []Listener `yaml:"listeners" json:"listeners"`
+	// Upstreams are the backends routes send to.
+	Upstreams []Upstream `yaml:"upstreams" json:"upstreams"`
+	// Timeouts and limits shared by all listeners unless overridden.
+	Defaults Defaults `yaml:"defaults" json:"defaults"`
+	// XDS configures the embedded control plane (optional).
+	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
+
+	baseDir string // directory of the config file, for relative paths
+}
+
+// Admin is the admin HTTP endpoint.
+type Admin struct {
+	Address string `yaml:"address" json:"address"` // default 127.0.0.1:9901; "" after defaults never
+}
+
+// CodecSpec declares a declarative codec by name.
+type CodecSpec struct {
+	Name string `yaml:"name" json:"name"`
+	// File is a path to a codec/fixed YAML description; relative paths are
+	// resolved against the config file's directory.
+	File string `yaml:"file,omitempty" json:"file,omitempty"`
+	// Spec is an inline codec/fixed description (alternative to File).
+	Spec yaml.Node `yaml:"spec,omitempty" json:"-"`
+}
+
+// Listener kinds.
+const (
+	KindPrivate = "private" // accepts private frames, calls gRPC upstreams
+	KindGRPC    = "grpc"    // accepts gRPC calls, sends private frames upstream
+)
+
+// Listener is one accepting socket.
+type Listener struct {
+	Name    string `yaml:"name" json:"name"`
+	Kind    string `yaml:"kind" json:"kind"`
+	Address string `yaml:"address" json:"address"`
+	// Codec is the private protocol spoken (kind private); default "mgp".
+	Codec string `yaml:"codec,omitempty" json:"codec,omitempty"`
+	// MaxFrameSize limits one frame (kind private); default 4 MiB.
+	MaxFrameSize int `yaml:"max_frame_size,omitempty" json:"max_frame_size,omitempty"`
+	// MaxInFlight caps concurrent requests per downstream connection.
+	MaxInFlight int `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"`
+	// Auth, when set, requires the MGP auth extension (HMAC) on every request.
+	Auth *Auth `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// TLS, when set, terminates (m)TLS on this listener.
+	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+	// Routes map requests to upstreams, first match wins.
+	Routes []Route `yaml:"routes" json:"routes"`
+}
+
+// Auth configures HMAC verification of the MGP auth extension.
+type Auth struct {
+	// Keys maps key_id to a shared secret.
+	Keys map[uint32]string `yaml:"keys" json:"-"`
+	// MaxSkew bounds |now - unix_ms|; default 30s.
+	MaxSkew time.Duration `yaml:"max_skew,omitempty" json:"max_skew,omitempty"`
+}
+
+// TLS is a certificate set; files are re-read when they change.
+type TLS struct {
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// CAFile, when set, verifies the peer (mTLS on a listener).
+	CAFile string `yaml:"ca_file,omitempty" json:"ca_file,omitempty"`
+	// ServerName is the SNI / expected name when dialing.
+	ServerName string `yaml:"server_name,omitempty" json:"server_name,omitempty"`
+}
+
+// Route maps a request to an upstream.
+//
+// On a private listener it matches Cmd (and optionally a UIN range) and
+// names the gRPC Method to call. On a grpc listener it matches Method (exact,
+// or every method of a service with "/pkg.Svc/*") and names the Cmd to send.
+type Route struct {
+	Cmd    uint32 `yaml:"cmd,omitempty" json:"cmd,omitempty"`
+	Method string `yaml:"method,omitempty" json:"method,omitempty"`
+	// UINMin/UINMax, when UINMax > 0, restrict a private route to a uin
+	// range (gray release by user).
+	UINMin   uint64 `yaml:"uin_min,omitempty" json:"uin_min,omitempty"`
+	UINMax   uint64 `yaml:"uin_max,omitempty" json:"uin_max,omitempty"`
+	Upstream string `yaml:"upstream" json:"upstream"`
+	// Timeout applies when the request carries no deadline; default
+	// Defaults.Timeout.
+	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+}
+
+// Upstream protocols.
+const (
+	ProtoGRPC    = "grpc"
+	ProtoPrivate = "private"
+)
+
+// Load-balancing policies.
+const (
+	LBRoundRobin     = "round_robin"
+	LBLeastRequest   = "least_request"
+	LBConsistentHash = "consistent_hash" // on uin
+)
+
+// Upstream is a set of endpoints speaking one protocol.
+type Upstream struct {
+	Name      string   `yaml:"name" json:"name"`
+	Protocol  string   `yaml:"protocol" json:"protocol"` // grpc | private
+	Codec     string   `yaml:"codec,omitempty" json:"codec,omitempty"`
+	Endpoints []string `yaml:"endpoints" json:"endpoints"` // host:port
+	LB        string   `yaml:"lb,omitempty" json:"lb,omitempty"`
+	// Connections per endpoint (HTTP/2 for grpc, multiplexed TCP for private).
+	Connections int `yaml:"connections,omitempty" json:"connections,omitempty"`
+	// MaxInFlight per connection (private); default 1024.
+	MaxInFlight int `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"`
+	// Heartbeat interval for idle private connections; 0 = default 10s.
+	Heartbeat time.Duration `yaml:"heartbeat,omitempty" json:"heartbeat,omitempty"`
+	// TLS, when set, dials with (m)TLS.
+	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+}
+
+// Defaults are shared limits.
+type Defaults struct {
+	Timeout      time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`             // default 3s
+	DrainTimeout time.Duration `yaml:"drain_timeout,omitempty" json:"drain_timeout,omitempty"` // default 10s
+	MaxInFlight  int           `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"` // per downstream conn, default 1024
+	IdleTimeout  time.Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`   // downstream idle / slowloris, default 5m
+}
+
+// Parse decodes YAML, rejecting unknown fields, applies defaults and
+// validates. dir resolves relative file paths ("" = current directory).
+func Parse(data []byte, dir string) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	c.baseDir = dir
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Load reads and parses a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, dirOf(path))
+}
