@@ -1,0 +1,18 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+)
+
+func init() {
+	register(subcommand{name: "version", short: "print the version", run: func(context.Context, []string) error {
+		v := "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		fmt.Println("meshgate", v)
+		return nil
+	}})
+}
