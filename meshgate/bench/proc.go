@@ -1,0 +1,131 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat. It is
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// ErrProc wraps /proc parse failures.
+var ErrProc = errors.New("bench: cannot read /proc")
+
+// ProcSample is one reading of a process's resource use.
+type ProcSample struct {
+	CPUSeconds float64 // utime + stime
+	RSSBytes   int64   // VmRSS
+	HWMBytes   int64   // VmHWM (peak RSS)
+}
+
+// ReadProc reads CPU time and RSS of pid from /proc.
+func ReadProc(pid int) (ProcSample, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ProcSample{}, fmt.Errorf("%w: %v", ErrProc, err)
+	}
+	cpu, err := parseStatCPU(stat)
+	if err != nil {
+		return ProcSample{}, err
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ProcSample{}, fmt.Errorf("%w: %v", ErrProc, err)
+	}
+	rss, hwm := parseStatusRSS(status)
+	return ProcSample{CPUSeconds: cpu, RSSBytes: rss, HWMBytes: hwm}, nil
+}
+
+// parseStatCPU returns (utime+stime)/USER_HZ from a /proc/<pid>/stat line.
+// The command name (field 2) may contain spaces and parentheses, so fields
+// are counted from the last ')'.
+func parseStatCPU(stat []byte) (float64, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%w: stat: no ')'", ErrProc)
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%w: stat: %d fields", ErrProc, len(f))
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("%w: stat: %v", ErrProc, err)
+	}
+	return float64(ut+st) / clockTicks, nil
+}
+
+// parseStatusRSS returns VmRSS and VmHWM in bytes from /proc/<pid>/status.
+func parseStatusRSS(status []byte) (rss, hwm int64) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		line := sc.Text()
+		var dst *int64
+		switch {
+		case strings.HasPrefix(line, "VmRSS:"):
+			dst = &rss
+		case strings.HasPrefix(line, "VmHWM:"):
+			dst = &hwm
+		default:
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) >= 2 {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				*dst = kb * 1024
+			}
+		}
+	}
+	return rss, hwm
+}
+
+// Proc is one process taking part in a scenario.
+type Proc struct {
+	Role string // "bench", "meshgate", "envoy-a", "server", ...
+	PID  int
+	// Note says what the process hosts when not obvious (e.g. "client +
+	// in-process servers").
+	Note string
+}
+
+// ProcUsage is a process's resource use over one measurement.
+type ProcUsage struct {
+	Role       string  `json:"role"`
+	PID        int     `json:"pid"`
+	Note       string  `json:"note,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	CPUPer1k   float64 `json:"cpu_s_per_1k"`
+	RSSBytes   int64   `json:"rss_bytes"`
+}
+
+// procWindow measures CPU between start and stop.
+type procWindow struct {
+	procs []Proc
+	start []ProcSample
+}
+
+func startWindow(procs []Proc) *procWindow {
+	w := &procWindow{procs: procs, start: make([]ProcSample, len(procs))}
+	for i, p := range procs {
+		w.start[i], _ = ReadProc(p.PID)
+	}
+	return w
+}
+
+func (w *procWindow) stop(requests int64) []ProcUsage {
+	out := make([]ProcUsage, len(w.procs))
+	for i, p := range w.procs {
+		end, _ := ReadProc(p.PID)
+		cpu := end.CPUSeconds - w.start[i].CPUSeconds
+		out[i] = ProcUsage{Role: p.Role, PID: p.PID, Note: p.Note, CPUSeconds: cpu, CPUPer1k: CPUPer1k(cpu, requests), RSSBytes: end.RSSBytes}
+	}
+	return out
+}

@@ -1,0 +1,13 @@
+package bench
+
+// Process roles as reported.
+const (
+	RoleBench    = "bench"    // this process: the load generator (and in-process servers)
+	RoleMeshGate = "meshgate" // the MeshGate binary
+	RoleServer   = "server"   // the backend server subprocess
+	RoleEnvoyA   = "envoy-a"  // the first (client-side) Envoy
+	RoleEnvoyB   = "envoy-b"  // the second (server-side) Envoy
+)
+
+// scenarioOrder is the display order (and chart colour index).
+var scenarioOrder = []string{"S0", "S1", "S1w", "S2", "S3", "S4", "S5", "S6"}
