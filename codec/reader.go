@@ -16,6 +16,7 @@ type Reader struct {
 	buf   []byte
 	start int // first unconsumed byte
 	end   int // one past the last byte read
+	last  []byte
 }
 
 // NewReader returns a Reader with an initial buffer of size bytes (grown up
@@ -41,6 +42,7 @@ func (r *Reader) ReadFrame(f *Frame) error {
 				return err
 			}
 			if n > 0 {
+				r.last = r.buf[r.start : r.start+n : r.start+n]
 				r.start += n
 				if r.start == r.end {
 					r.start, r.end = 0, 0
@@ -66,6 +68,11 @@ func (r *Reader) ReadFrame(f *Frame) error {
 		}
 	}
 }
+
+// Last returns the raw bytes of the frame the last successful ReadFrame
+// decoded (e.g. to verify a MAC over the wire bytes). Like the Frame, it is
+// valid until the next call to ReadFrame.
+func (r *Reader) Last() []byte { return r.last }
 
 // ensure makes room for need bytes from r.start.
 func (r *Reader) ensure(need int) {

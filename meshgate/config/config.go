@@ -152,6 +152,9 @@ type Defaults struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout,omitempty" json:"drain_timeout,omitempty"` // default 10s
 	MaxInFlight  int           `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"` // per downstream conn, default 1024
 	IdleTimeout  time.Duration `yaml:"idle_timeout,omitempty" json:"idle_timeout,omitempty"`   // downstream idle / slowloris, default 5m
+	// ReadTimeout bounds receiving one whole frame once its first byte
+	// arrived (slowloris guard); default 10s.
+	ReadTimeout time.Duration `yaml:"read_timeout,omitempty" json:"read_timeout,omitempty"`
 }
 
 // Parse decodes YAML, rejecting unknown fields, applies defaults and

@@ -18,6 +18,7 @@ const (
 	DefaultHeartbeat    = 10 * time.Second
 	DefaultConnections  = 2
 	DefaultMaxSkew      = 30 * time.Second
+	DefaultReadTimeout  = 10 * time.Second
 )
 
 // BaseDir is the directory relative paths are resolved against.
@@ -48,6 +49,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if d.IdleTimeout == 0 {
 		d.IdleTimeout = DefaultIdleTimeout
+	}
+	if d.ReadTimeout == 0 {
+		d.ReadTimeout = DefaultReadTimeout
 	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]

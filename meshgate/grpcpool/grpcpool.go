@@ -1,0 +1,251 @@
+// Package grpcpool holds MeshGate's connections to gRPC upstreams: a few
+// shared HTTP/2 connections (grpc.ClientConn) per upstream that every
+// downstream connection multiplexes onto.
+//
+// Each upstream gets config.Upstream.Connections ClientConns; each
+// ClientConn resolves the upstream's endpoints through its own manual
+// resolver and balances with the configured policy:
+//
+//	round_robin      grpc "round_robin"
+//	least_request    grpc "least_request_experimental"
+//	consistent_hash  grpc "ring_hash_experimental" keyed on the x-mgp-uin
+//	                 request header (gRFC A76 requestHashHeader, honoured by
+//	                 grpc-go outside xDS)
+//
+// Calls are spread over the ClientConns round-robin. A Pool is reference
+// counted so that a config reload can retire it while requests that started
+// on it finish: Acquire/Release around each call, Retire when dropped.
+package grpcpool
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
+	_ "google.golang.org/grpc/balancer/ringhash"     // ring_hash_experimental
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// HashHeader is the metadata key consistent hashing uses (the request uin).
+const HashHeader = "x-mgp-uin"
+
+// Errors.
+var (
+	ErrProtocol = errors.New("grpcpool: upstream protocol is not grpc")
+	ErrClosed   = errors.New("grpcpool: pool closed")
+	ErrTLS      = errors.New("grpcpool: tls")
+)
+
+// Gauge is the slice of a Prometheus gauge the pool reports to.
+type Gauge interface{ Add(float64) }
+
+// Options tune a Pool.
+type Options struct {
+	// Conns, when set, tracks the number of ClientConns; Transports the
+	// number of endpoint connections they may open (ClientConns × endpoints).
+	Conns, Transports Gauge
+	// DialOptions are appended to the pool's own.
+	DialOptions []grpc.DialOption
+}
+
+// Pool is the set of shared ClientConns of one gRPC upstream.
+type Pool struct {
+	cfg   config.Upstream
+	conns []*grpc.ClientConn
+	next  atomic.Uint32
+	opts  Options
+
+	refs    atomic.Int64
+	retired atomic.Bool
+	once    sync.Once
+	closed  chan struct{}
+}
+
+// ServiceConfig returns the gRPC service config JSON for an LB policy.
+func ServiceConfig(lb string) string {
+	switch lb {
+	case config.LBLeastRequest:
+		return `{"loadBalancingConfig":[{"least_request_experimental":{"choiceCount":2}}]}`
+	case config.LBConsistentHash:
+		return `{"loadBalancingConfig":[{"ring_hash_experimental":{"requestHashHeader":"` + HashHeader + `"}}]}`
+	}
+	return `{"loadBalancingConfig":[{"round_robin":{}}]}`
+}
+
+// New dials (lazily: grpc connects on first use) the upstream u.
+func New(u config.Upstream, opts Options) (*Pool, error) {
+	if u.Protocol != config.ProtoGRPC {
+		return nil, fmt.Errorf("%w: %s is %q", ErrProtocol, u.Name, u.Protocol)
+	}
+	creds := insecure.NewCredentials()
+	if u.TLS != nil {
+		c, err := ClientTLS(u.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		creds = credentials.NewTLS(c)
+	}
+	n := u.Connections
+	if n <= 0 {
+		n = config.DefaultConnections
+	}
+	p := &Pool{cfg: u, opts: opts, closed: make(chan struct{})}
+	p.cfg.Endpoints = slices.Clone(u.Endpoints)
+	state := resolver.State{}
+	for _, ep := range u.Endpoints {
+		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: ep}}})
+	}
+	for i := 0; i < n; i++ {
+		r := manual.NewBuilderWithScheme("meshgate")
+		r.InitialState(state)
+		dopts := append([]grpc.DialOption{
+			grpc.WithResolvers(r),
+			grpc.WithTransportCredentials(creds),
+			grpc.WithDefaultServiceConfig(ServiceConfig(u.LB)),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})),
+			grpc.WithUserAgent("meshgate"),
+		}, opts.DialOptions...)
+		cc, err := grpc.NewClient("meshgate:///"+u.Name, dopts...)
+		if err != nil {
+			for _, c := range p.conns {
+				_ = c.Close()
+			}
+			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		cc.Connect()
+		p.conns = append(p.conns, cc)
+	}
+	if opts.Conns != nil {
+		opts.Conns.Add(float64(len(p.conns)))
+	}
+	if opts.Transports != nil {
+		opts.Transports.Add(float64(len(p.conns) * len(u.Endpoints)))
+	}
+	return p, nil
+}
+
+// ClientTLS builds a client tls.Config from t (CA required, client cert
+// optional for mTLS).
+func ClientTLS(t *config.TLS) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrTLS, err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: no certificate in %s", ErrTLS, t.CAFile)
+		}
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrTLS, err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// Name is the upstream name.
+func (p *Pool) Name() string { return p.cfg.Name }
+
+// Config is the upstream config the pool was built from.
+func (p *Pool) Config() config.Upstream { return p.cfg }
+
+// Same reports whether u would build an identical pool (so a reload can
+// keep this one).
+func (p *Pool) Same(u config.Upstream) bool {
+	a, b := p.cfg, u
+	if !slices.Equal(a.Endpoints, b.Endpoints) {
+		return false
+	}
+	if (a.TLS == nil) != (b.TLS == nil) || (a.TLS != nil && *a.TLS != *b.TLS) {
+		return false
+	}
+	a.Endpoints, b.Endpoints, a.TLS, b.TLS = nil, nil, nil, nil
+	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections
+}
+
+// Conn returns the next shared ClientConn.
+func (p *Pool) Conn() *grpc.ClientConn {
+	if len(p.conns) == 1 {
+		return p.conns[0]
+	}
+	return p.conns[p.next.Add(1)%uint32(len(p.conns))]
+}
+
+// Len is the number of ClientConns.
+func (p *Pool) Len() int { return len(p.conns) }
+
+// Invoke makes a unary call on the next ClientConn with the raw codec.
+func (p *Pool) Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error {
+	return p.Conn().Invoke(ctx, method, req, reply, opts...)
+}
+
+// Acquire takes a reference for one call. It returns false when the pool is
+// retired: the caller reloads its routing table and tries again.
+func (p *Pool) Acquire() bool {
+	p.refs.Add(1)
+	if p.retired.Load() {
+		p.Release()
+		return false
+	}
+	return true
+}
+
+// Release drops a reference taken by Acquire.
+func (p *Pool) Release() {
+	if p.refs.Add(-1) == 0 && p.retired.Load() {
+		p.close()
+	}
+}
+
+// Retire marks the pool as no longer routed to; it closes once the last
+// in-flight call releases it (at once if none).
+func (p *Pool) Retire() {
+	p.retired.Store(true)
+	if p.refs.Load() == 0 {
+		p.close()
+	}
+}
+
+// Done is closed when the pool has closed.
+func (p *Pool) Done() <-chan struct{} { return p.closed }
+
+// Close closes every ClientConn now, failing calls in flight.
+func (p *Pool) Close() error {
+	p.retired.Store(true)
+	p.close()
+	return nil
+}
+
+func (p *Pool) close() {
+	p.once.Do(func() {
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		if p.opts.Conns != nil {
+			p.opts.Conns.Add(-float64(len(p.conns)))
+		}
+		if p.opts.Transports != nil {
+			p.opts.Transports.Add(-float64(len(p.conns) * len(p.cfg.Endpoints)))
+		}
+		close(p.closed)
+	})
+}

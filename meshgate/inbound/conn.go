@@ -1,0 +1,424 @@
+package inbound
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// Metadata keys set on the gRPC call.
+const (
+	MDUIN         = "x-mgp-uin"
+	MDCaller      = "x-mgp-caller"
+	MDKeyID       = "x-mgp-key-id"
+	MDTraceparent = "traceparent"
+	MDResult      = "x-mgp-result"
+)
+
+// ExtMDKey is the binary metadata key carrying application extension key k
+// (k >= codec.ExtAppMin): "x-mgp-ext-<k in decimal>-bin".
+func ExtMDKey(k uint16) string {
+	return "x-mgp-ext-" + strconv.FormatUint(uint64(k), 10) + "-bin"
+}
+
+// conn is one downstream connection.
+type conn struct {
+	s   *Server
+	nc  net.Conn
+	rd  *codec.Reader
+	ctx context.Context
+	end context.CancelFunc
+
+	calls    sync.WaitGroup
+	inflight atomic.Int64
+	sem      chan struct{}
+
+	// deadline state (read goroutine), dmu orders SetReadDeadline against
+	// drainNudge.
+	dmu        sync.Mutex
+	frameStart time.Time
+	idle, rto  time.Duration
+
+	// writer state
+	wmu      sync.Mutex
+	wbuf     []byte
+	spare    []byte
+	flushing bool
+	werr     error
+	seqs     map[uint32]struct{}
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
+	c.rd = codec.NewReader(deadlineReader{c}, s.codec, 4096)
+	return c
+}
+
+// deadlineReader arms the read deadline before each socket read: the idle
+// timeout between frames, the read timeout once a frame has started
+// (slowloris), and the drain quiet period when draining with nothing in
+// flight.
+type deadlineReader struct{ c *conn }
+
+func (d deadlineReader) Read(p []byte) (int, error) {
+	c := d.c
+	now := time.Now()
+	var dl time.Time
+	if c.rd.Buffered() > 0 {
+		if c.frameStart.IsZero() {
+			c.frameStart = now
+		}
+		dl = c.frameStart.Add(c.rto)
+	} else {
+		c.frameStart = time.Time{}
+		dl = now.Add(c.idle)
+	}
+	c.dmu.Lock()
+	if c.s.draining.Load() && c.inflight.Load() == 0 && c.rd.Buffered() == 0 {
+		if q := now.Add(c.s.opts.DrainQuiet); q.Before(dl) {
+			dl = q
+		}
+	}
+	_ = c.nc.SetReadDeadline(dl)
+	c.dmu.Unlock()
+	return c.nc.Read(p)
+}
+
+// drainNudge shortens the read deadline of an idle connection when the
+// server starts draining.
+func (c *conn) drainNudge() {
+	c.dmu.Lock()
+	if c.inflight.Load() == 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.DrainQuiet))
+	}
+	c.dmu.Unlock()
+}
+
+// abort cancels every call and closes the socket.
+func (c *conn) abort() {
+	c.end()
+	_ = c.nc.Close()
+}
+
+func (c *conn) serve() {
+	s := c.s
+	defer s.removeConn(c)
+	defer c.end()
+	t := s.table.Load()
+	c.sem = make(chan struct{}, t.MaxInFlight)
+	c.idle, c.rto = t.IdleTimeout, t.ReadTimeout
+	var f codec.Frame
+	var reason string
+	var rerr error
+	for {
+		err := c.rd.ReadFrame(&f)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.rd.Buffered() == 0 {
+				if c.s.draining.Load() && c.inflight.Load() == 0 {
+					break // drained: quiet and nothing in flight
+				}
+				if c.inflight.Load() > 0 || c.s.draining.Load() {
+					continue // idle but still waiting for replies
+				}
+				reason = "idle_timeout"
+				break
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			var oe *net.OpError
+			if errors.As(err, &oe) && !errors.Is(err, os.ErrDeadlineExceeded) {
+				break // connection reset and the like
+			}
+			reason, rerr = errorReason(err), err
+			break
+		}
+		c.frameStart = time.Time{}
+		if !c.handle(&f) {
+			reason = "auth_ext"
+			rerr = codec.ErrMalformed
+			break
+		}
+	}
+	switch {
+	case rerr != nil:
+		s.malformed(reason)
+		if reason == "truncated" || reason == "read_timeout" {
+			s.log.Debug("closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason)
+		} else {
+			s.log.Warn("malformed frame, closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason, "err", rerr)
+		}
+	case reason != "":
+		s.rejected(reason)
+		s.log.Debug("closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason)
+	}
+	// Replies of requests in flight go out before the close.
+	c.calls.Wait()
+	_ = c.nc.Close()
+}
+
+// handle processes one decoded frame on the read goroutine. It returns false
+// when the connection must close (malformed auth extension).
+func (c *conn) handle(f *codec.Frame) bool {
+	s := c.s
+	if f.Flags&codec.FlagHeartbeat != 0 {
+		if f.Flags&codec.FlagResponse == 0 {
+			if s.mHeartbeats != nil {
+				s.mHeartbeats.Inc()
+			}
+			c.reply(&codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: codec.FlagResponse | codec.FlagHeartbeat})
+		}
+		return true
+	}
+	if !f.IsRequest() {
+		s.rejected("not_request")
+		return true
+	}
+	t := s.table.Load()
+	oneway := f.Flags&codec.FlagOneway != 0
+	var keyID uint32
+	if t.Auth != nil {
+		id, ok, fatal := s.verify(t.Auth, c.rd.Last(), f)
+		if fatal {
+			return false
+		}
+		if !ok {
+			s.rejected("auth")
+			if !oneway {
+				c.replyError(f, codec.ResultUnauthenticated, "unauthenticated")
+			}
+			return true
+		}
+		keyID = id
+	}
+	var r *Route
+	for try := 0; ; try++ {
+		r = t.Lookup(f.Cmd, f.UIN)
+		if r == nil {
+			s.rejected("unknown_cmd")
+			if !oneway {
+				c.replyError(f, codec.ResultUnknownCommand, "unknown command")
+			}
+			return true
+		}
+		if r.Upstream.Acquire() {
+			break
+		}
+		// The upstream was retired by a reload: take the new table.
+		if try == 3 {
+			s.rejected("upstream_retired")
+			if !oneway {
+				c.replyError(f, codec.ResultUnavailable, "upstream reloading")
+			}
+			return true
+		}
+		t = s.table.Load()
+	}
+	if !oneway {
+		c.wmu.Lock()
+		_, dup := c.seqs[f.Seq]
+		if !dup {
+			c.seqs[f.Seq] = struct{}{}
+		}
+		c.wmu.Unlock()
+		if dup {
+			r.Upstream.Release()
+			s.rejected("duplicate_seq")
+			c.replyError(f, codec.ResultBadRequest, "duplicate seq in flight")
+			return true
+		}
+	}
+	// Backpressure: block reading while the connection is at its cap.
+	c.sem <- struct{}{}
+	q := newRequest(c, r, f, keyID, t.Auth != nil, oneway)
+	c.inflight.Add(1)
+	if s.mInFlight != nil {
+		s.mInFlight.Inc()
+	}
+	c.calls.Add(1)
+	go q.run()
+	return true
+}
+
+// request is one bridged call; pooled.
+type request struct {
+	c       *conn
+	r       *Route
+	cmd     uint32
+	seq     uint32
+	uin     uint64
+	oneway  bool
+	timeout time.Duration
+	md      metadata.MD
+	start   time.Time
+	req     rawcodec.Message
+	resp    rawcodec.Message
+	trailer metadata.MD
+	out     codec.Frame
+	ext     [1]codec.Ext
+}
+
+var reqPool = sync.Pool{New: func() any { return new(request) }}
+
+func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway bool) *request {
+	q := reqPool.Get().(*request)
+	q.c, q.r, q.cmd, q.seq, q.uin, q.oneway = c, r, f.Cmd, f.Seq, f.UIN, oneway
+	q.start = time.Now()
+	q.timeout = r.Timeout
+	md := make(metadata.MD, 4)
+	if f.UIN != 0 {
+		md[MDUIN] = []string{strconv.FormatUint(f.UIN, 10)}
+	}
+	if authed {
+		md[MDKeyID] = []string{strconv.FormatUint(uint64(keyID), 10)}
+	}
+	for i := range f.Ext {
+		e := &f.Ext[i]
+		switch {
+		case e.Key == codec.ExtTraceparent:
+			md[MDTraceparent] = []string{string(e.Value)}
+		case e.Key == codec.ExtCaller:
+			md[MDCaller] = []string{string(e.Value)}
+		case e.Key == codec.ExtDeadline && len(e.Value) == 4:
+			q.timeout = time.Duration(uint32(e.Value[0])<<24|uint32(e.Value[1])<<16|uint32(e.Value[2])<<8|uint32(e.Value[3])) * time.Millisecond
+		case e.Key >= codec.ExtAppMin:
+			k := ExtMDKey(e.Key)
+			md[k] = append(md[k], string(e.Value))
+		}
+	}
+	q.md = md
+	q.req.SetBytes(f.Body)
+	return q
+}
+
+func (q *request) release() {
+	q.resp.Free()
+	q.req.Free()
+	q.out.Reset()
+	*q = request{out: q.out}
+	reqPool.Put(q)
+}
+
+func (q *request) run() {
+	c, r := q.c, q.r
+	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md), q.timeout)
+	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, grpc.Trailer(&q.trailer))
+	cancel()
+	r.Upstream.Release()
+	elapsed := time.Since(q.start)
+	if !q.oneway {
+		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
+		if err == nil {
+			q.out.Body = q.resp.Bytes()
+		} else {
+			st := status.Convert(err)
+			var app uint16
+			if v := q.trailer.Get(MDResult); len(v) > 0 {
+				if n, perr := strconv.ParseUint(v[0], 10, 16); perr == nil {
+					app = uint16(n)
+				}
+			}
+			q.out.Result = codec.ResultFor(uint32(st.Code()), app)
+			if msg := st.Message(); msg != "" {
+				q.ext[0] = codec.Ext{Key: codec.ExtErrorMsg, Value: []byte(msg)}
+				q.out.Ext = q.ext[:1]
+			}
+		}
+		c.wmu.Lock()
+		delete(c.seqs, q.seq)
+		c.wmu.Unlock()
+		c.reply(&q.out)
+	}
+	c.s.observe(r, err, elapsed)
+	q.release()
+	<-c.sem
+	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {
+		c.drainNudge()
+	}
+	if c.s.mInFlight != nil {
+		c.s.mInFlight.Dec()
+	}
+	c.calls.Done()
+}
+
+func (s *Server) observe(r *Route, err error, d time.Duration) {
+	m := s.opts.Metrics
+	if m == nil {
+		return
+	}
+	r.latency.Observe(d.Seconds())
+	if err == nil {
+		r.okCount.Inc()
+		return
+	}
+	code := status.Code(err)
+	m.Errors.WithLabelValues(s.opts.Name, code.String()).Inc()
+	m.Requests.WithLabelValues(s.opts.Name, r.cmdLabel, r.Method, strconv.Itoa(int(codec.ResultFor(uint32(code), 0)))).Inc()
+}
+
+// replyError answers request f locally with result and message.
+func (c *conn) replyError(f *codec.Frame, result uint16, msg string) {
+	ext := [1]codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte(msg)}}
+	c.reply(&codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: codec.FlagResponse, Result: result, Ext: ext[:]})
+}
+
+// reply encodes f and writes it, coalescing with concurrent replies: the
+// goroutine that finds the socket free writes everything queued meanwhile.
+func (c *conn) reply(f *codec.Frame) {
+	c.wmu.Lock()
+	if c.werr != nil {
+		c.wmu.Unlock()
+		return
+	}
+	b, err := c.s.codec.Append(c.wbuf, f)
+	if err != nil {
+		// The reply cannot be encoded (e.g. larger than the frame limit):
+		// answer with an internal error instead.
+		ef := codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: f.Flags, Result: codec.ResultInternal}
+		b, err = c.s.codec.Append(c.wbuf, &ef)
+		if err != nil {
+			c.wmu.Unlock()
+			return
+		}
+	}
+	c.wbuf = b
+	if c.flushing {
+		c.wmu.Unlock()
+		return
+	}
+	c.flushing = true
+	for len(c.wbuf) > 0 && c.werr == nil {
+		out := c.wbuf
+		c.wbuf = c.spare[:0]
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.idle))
+		_, werr := c.nc.Write(out)
+		c.wmu.Lock()
+		if cap(out) <= 64<<10 {
+			c.spare = out[:0]
+		} else {
+			c.spare = nil
+		}
+		if werr != nil {
+			c.werr = werr
+			c.end()
+			_ = c.nc.Close()
+		}
+	}
+	c.flushing = false
+	c.wmu.Unlock()
+}

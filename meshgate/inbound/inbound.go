@@ -1,0 +1,283 @@
+// Package inbound is the private → gRPC direction of the bridge: a listener
+// that speaks a private codec, turns each request frame into a unary gRPC
+// call and each reply back into a frame with the same seq.
+//
+// Per connection one goroutine reads frames (codec.Reader); each request is
+// dispatched to its own goroutine, so many requests are in flight at once
+// (pipelining) and replies go out in completion order. Replies are written
+// under a mutex by whichever goroutine finds the socket free, which keeps
+// writing while others append: writes coalesce under load without a
+// dedicated writer goroutine. When a connection reaches its in-flight cap,
+// reading stops until a reply completes (backpressure to the client).
+//
+// Local answers (no upstream contacted):
+//   - heartbeat → RESPONSE|HEARTBEAT with the same seq;
+//   - unknown cmd → result 1 (none for ONEWAY);
+//   - duplicate seq while the first request with that seq is still in
+//     flight on the connection → result 2 for the duplicate (the first one
+//     still gets its own reply);
+//   - auth failure (missing extension, unknown key, bad MAC, stale or future
+//     timestamp, replayed nonce) → result 3. A present but malformed auth
+//     extension closes the connection like any malformed frame.
+//
+// A malformed frame closes only its connection, after the replies of
+// requests already in flight have been written; one Warn line per
+// connection and a counter by reason. Frames with RESPONSE or PUSH set are
+// ignored (counted).
+package inbound
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/admin"
+)
+
+// Errors.
+var (
+	ErrClosed = errors.New("inbound: server closed")
+)
+
+// Options configure a Server.
+type Options struct {
+	// Name is the listener name (metrics label, logs).
+	Name string
+	// Codec is the private protocol spoken on the listener.
+	Codec codec.Codec
+	// Logger is tagged with the listener; nil discards.
+	Logger *slog.Logger
+	// Metrics may be nil.
+	Metrics *admin.Metrics
+	// DrainQuiet is how long a draining connection with nothing in flight
+	// must stay silent before it is closed; default 250ms.
+	DrainQuiet time.Duration
+	// NonceCacheSize bounds the replay cache; default 65536 entries.
+	NonceCacheSize int
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Server serves one private listener.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	codec codec.Codec
+	table atomic.Pointer[Table]
+	nonce *nonceCache
+
+	mu       sync.Mutex
+	lns      map[net.Listener]struct{}
+	conns    map[*conn]struct{}
+	closed   bool
+	draining atomic.Bool
+	connWG   sync.WaitGroup
+	accepted atomic.Int64
+
+	// pre-resolved metrics (nil-safe wrappers)
+	mInFlight   prometheus.Gauge
+	mConns      prometheus.Gauge
+	mHeartbeats prometheus.Counter
+}
+
+// New returns a server using table t (replace it with SetTable).
+func New(opts Options, t *Table) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DrainQuiet <= 0 {
+		opts.DrainQuiet = 250 * time.Millisecond
+	}
+	if opts.NonceCacheSize <= 0 {
+		opts.NonceCacheSize = 1 << 16
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts:  opts,
+		log:   opts.Logger.With("component", "inbound", "listener", opts.Name),
+		codec: opts.Codec,
+		nonce: newNonceCache(opts.NonceCacheSize),
+		lns:   map[net.Listener]struct{}{},
+		conns: map[*conn]struct{}{},
+	}
+	if m := opts.Metrics; m != nil {
+		s.mInFlight = m.InFlight.WithLabelValues(opts.Name)
+		s.mConns = m.DownstreamConns.WithLabelValues(opts.Name)
+		s.mHeartbeats = m.Heartbeats.WithLabelValues(opts.Name)
+	}
+	s.table.Store(t)
+	return s
+}
+
+// SetTable swaps the routing table; requests already dispatched keep the
+// one they started with.
+func (s *Server) SetTable(t *Table) { s.table.Store(t) }
+
+// Table returns the current routing table.
+func (s *Server) Table() *Table { return s.table.Load() }
+
+// Codec returns the listener's codec.
+func (s *Server) Codec() codec.Codec { return s.codec }
+
+// Conns is the number of open downstream connections.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Serve accepts connections on ln until Shutdown or Close; it then returns
+// nil (ErrClosed if the server was already closed).
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed || s.draining.Load() {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrClosed
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			stopping := s.closed || s.draining.Load()
+			s.mu.Unlock()
+			if stopping || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// Resource exhaustion (EMFILE...): back off and retry.
+			if backoff == 0 {
+				backoff = 5 * time.Millisecond
+			} else if backoff < time.Second {
+				backoff *= 2
+			}
+			s.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		c := s.newConn(nc)
+		s.mu.Lock()
+		if s.closed || s.draining.Load() {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.connWG.Add(1)
+		s.mu.Unlock()
+		s.accepted.Add(1)
+		if s.mConns != nil {
+			s.mConns.Inc()
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, lets open connections finish: a connection is
+// closed once nothing is in flight on it and the client has been silent for
+// DrainQuiet (replies are always written first). When ctx ends first, the
+// rest are closed hard (calls cancelled). It returns ctx.Err() in that case.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining.Store(true)
+	for ln := range s.lns {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.drainNudge()
+	}
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.Close()
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection now, cancelling calls
+// in flight, and waits for the connection goroutines to finish.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.lns {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.abort()
+	}
+	s.connWG.Wait()
+}
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	if s.mConns != nil {
+		s.mConns.Dec()
+	}
+	s.connWG.Done()
+}
+
+func (s *Server) rejected(reason string) {
+	if m := s.opts.Metrics; m != nil {
+		m.Rejected.WithLabelValues(s.opts.Name, reason).Inc()
+	}
+}
+
+func (s *Server) malformed(reason string) {
+	if m := s.opts.Metrics; m != nil {
+		m.Malformed.WithLabelValues(s.opts.Name, reason).Inc()
+	}
+}
+
+// errorReason is a bounded label for a decode error.
+func errorReason(err error) string {
+	var fe *codec.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return fe.Field
+	case errors.Is(err, codec.ErrFrameTooLarge):
+		return "frame_too_large"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "truncated"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "read_timeout"
+	}
+	return "malformed"
+}
