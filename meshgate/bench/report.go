@@ -291,13 +291,6 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 		last = r.Params
 		if !r.ok() {
-			why := r.Skipped
-			if why == "" {
-				why = "ERROR: " + r.Error
-			} else {
-				why = "skipped: " + why
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t\t\t\t\t\t\t\t\n", r.Scenario, r.Params, why)
 			continue
 		}
 		m := r.Intended.Median()
@@ -306,6 +299,14 @@ func (rep *Report) WriteTable(w io.Writer) {
 			r.RPS.Median, r.Errors, ratio(r.VsS0.P50), ratio(r.VsS0.P99), ratio(r.VsS5.P50), ratio(r.VsS5.P99))
 	}
 	_ = tw.Flush()
+	for _, r := range rep.Results {
+		switch {
+		case r.Skipped != "":
+			fmt.Fprintf(w, "%s  %s  skipped: %s\n", r.Scenario, r.Params, r.Skipped)
+		case r.Error != "":
+			fmt.Fprintf(w, "%s  %s  ERROR: %s\n", r.Scenario, r.Params, firstLine(r.Error))
+		}
+	}
 
 	fmt.Fprintf(w, "\nfrom the ACTUAL send time, and spread (min–max over repeats) of the intended-time p50 / p99:\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -363,4 +364,9 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
 }

@@ -1,0 +1,308 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Options configure a suite run.
+type Options struct {
+	// Scenarios to run, in display order; empty = all.
+	Scenarios []string
+	// Params are the load points; every scenario runs at each.
+	Params []Params
+	// Repeats per scenario and load point (median and spread reported).
+	Repeats int
+	// Drain bounds the wait for in-flight replies after a measurement.
+	Drain time.Duration
+	// Timeout per request.
+	Timeout time.Duration
+	// Binary is the meshgate binary: MeshGate runs as `Binary run -c FILE`
+	// and, unless InProcServers, the backend servers as `Binary bench
+	// serve`. Required for S3, S4, S6.
+	Binary string
+	// InProcServers runs the legacy and gRPC backend servers as goroutines
+	// of this process instead of subprocesses (their CPU is then
+	// attributed to the bench process).
+	InProcServers bool
+	// EnvoyBin is the Envoy binary (S1, S1w, S2, S4).
+	EnvoyBin string
+	// EnvoyConcurrency is each Envoy's --concurrency (worker threads).
+	EnvoyConcurrency int
+	// Wasm is the MGP proxy-wasm filter (S1w); "" skips S1w.
+	Wasm string
+	// WorkDir holds bootstraps, configs, certificates and logs; "" = a
+	// temporary directory removed afterwards.
+	WorkDir string
+	// Log receives progress and component logs at Debug.
+	Log *slog.Logger
+	// Progress, when set, receives one line per measurement.
+	Progress io.Writer
+}
+
+// Scenario is one path through the system.
+type Scenario struct {
+	ID    string
+	Title string
+	// Needs lists what the scenario requires: "envoy", "wasm", "binary".
+	Needs []string
+	setup func(ctx context.Context, e *env) (*topology, error)
+}
+
+// topology is a running scenario: its processes and how to dial it.
+type topology struct {
+	procs   []Proc
+	dial    func(conns int) (Client, error)
+	closers []func() error // run in reverse order
+	notes   []string
+}
+
+func (t *topology) close() error {
+	var errs []error
+	for i := len(t.closers) - 1; i >= 0; i-- {
+		errs = append(errs, t.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// Scenarios returns every scenario in display order.
+func Scenarios() []Scenario {
+	return []Scenario{
+		{ID: "S0", Title: "legacy direct", setup: setupS0},
+		{ID: "S1", Title: "via Envoy tcp_proxy", Needs: []string{"envoy"}, setup: setupS1(false)},
+		{ID: "S1w", Title: "via Envoy + MGP wasm", Needs: []string{"envoy", "wasm"}, setup: setupS1(true)},
+		{ID: "S2", Title: "2 Envoys, mTLS", Needs: []string{"envoy"}, setup: setupS2},
+		{ID: "S3", Title: "MeshGate priv→gRPC", Needs: []string{"binary"}, setup: setupS3},
+		{ID: "S4", Title: "S3 + 2 Envoys mTLS", Needs: []string{"binary", "envoy"}, setup: setupS4},
+		{ID: "S5", Title: "grpc-go direct", setup: setupS5},
+		{ID: "S6", Title: "MeshGate gRPC→priv", Needs: []string{"binary"}, setup: setupS6},
+	}
+}
+
+// ErrUnknownScenario reports a scenario id that does not exist.
+var ErrUnknownScenario = errors.New("bench: unknown scenario")
+
+// SelectScenarios returns the scenarios named in ids (all when empty), in
+// display order.
+func SelectScenarios(ids []string) ([]Scenario, error) {
+	all := Scenarios()
+	if len(ids) == 0 {
+		return all, nil
+	}
+	var out []Scenario
+	for _, id := range ids {
+		found := false
+		for _, s := range all {
+			if strings.EqualFold(s.ID, strings.TrimSpace(id)) {
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%w %q", ErrUnknownScenario, id)
+		}
+	}
+	for _, s := range all {
+		for _, id := range ids {
+			if strings.EqualFold(s.ID, strings.TrimSpace(id)) {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// env is what scenario setups share.
+type env struct {
+	opts  Options
+	dir   string
+	log   *slog.Logger
+	certs *certFiles
+}
+
+// skipReason says why s cannot run with these options ("" = it can).
+func (o *Options) skipReason(s Scenario) string {
+	for _, n := range s.Needs {
+		switch n {
+		case "envoy":
+			if o.EnvoyBin == "" {
+				return "no envoy (set ENVOY_BIN or put envoy on PATH)"
+			}
+		case "wasm":
+			if o.Wasm == "" {
+				return "no wasm (build with make wasm or set MESHGATE_WASM)"
+			}
+			if _, err := os.Stat(o.Wasm); err != nil {
+				return "no wasm (" + o.Wasm + " missing)"
+			}
+		case "binary":
+			if o.Binary == "" {
+				return "no meshgate binary"
+			}
+		}
+	}
+	return ""
+}
+
+func (o *Options) defaults() {
+	if o.Repeats < 1 {
+		o.Repeats = 1
+	}
+	if o.Drain <= 0 {
+		o.Drain = 2 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.EnvoyConcurrency <= 0 {
+		o.EnvoyConcurrency = 1
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Params) == 0 {
+		o.Params = []Params{{Rate: 1000, Conns: 1, Payload: 1024, Duration: 10 * time.Second, Warmup: 2 * time.Second}}
+	}
+}
+
+// RunSuite runs the suite and returns the finished report. A scenario that
+// cannot start or measure is reported with its error (and the run goes
+// on); Run itself fails only for bad options or a cancelled ctx.
+func RunSuite(ctx context.Context, opts Options) (*Report, error) {
+	opts.defaults()
+	scs, err := SelectScenarios(opts.Scenarios)
+	if err != nil {
+		return nil, err
+	}
+	dir := opts.WorkDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "meshgate-bench-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	e := &env{opts: opts, dir: dir, log: opts.Log}
+	rep := &Report{Started: time.Now().UTC(), Machine: ThisMachine(), Repeats: opts.Repeats}
+	rep.Notes = append(rep.Notes, methodNotes(&opts)...)
+	for _, sc := range scs {
+		results := runScenario(ctx, e, sc, rep)
+		rep.Results = append(rep.Results, results...)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	// Display order: by load point, then scenario.
+	slices.SortStableFunc(rep.Results, func(a, b Result) int {
+		pa, pb := a.Params, b.Params
+		switch {
+		case pa.Payload != pb.Payload:
+			return pa.Payload - pb.Payload
+		case pa.Rate != pb.Rate:
+			if pa.Rate < pb.Rate {
+				return -1
+			}
+			return 1
+		case pa.Conns != pb.Conns:
+			return pa.Conns - pb.Conns
+		}
+		return scenarioColor(a.Scenario, 99) - scenarioColor(b.Scenario, 99)
+	})
+	rep.Finish()
+	return rep, ctx.Err()
+}
+
+func methodNotes(o *Options) []string {
+	n := []string{
+		"open loop: one scheduler fires request i at start+i/rate round-robin over the connections, never waiting for replies; latency recorded from the intended send time (CO-free, shown) and the actual send time",
+		"HdrHistogram 1 µs resolution, 3 significant digits; warm-up requests discarded; percentiles are medians over repeats, spread = min–max",
+		fmt.Sprintf("every Envoy is a real subprocess (--concurrency %d); MeshGate is the real binary as a subprocess (`meshgate run -c FILE`)", o.EnvoyConcurrency),
+	}
+	if o.InProcServers {
+		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run in the bench process: their CPU/RSS is inside 'bench'")
+	} else {
+		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run as `meshgate bench serve` subprocesses ('server'); 'bench' is the load generator alone")
+	}
+	n = append(n, "CPU-s/1k = (utime+stime delta over the measured window from /proc/<pid>/stat) / (completed requests/1000); RSS = VmRSS at the end")
+	return n
+}
+
+func runScenario(ctx context.Context, e *env, sc Scenario, rep *Report) []Result {
+	mk := func(p Params) Result { return Result{Scenario: sc.ID, Title: sc.Title, Params: p} }
+	var out []Result
+	if why := e.opts.skipReason(sc); why != "" {
+		for _, p := range e.opts.Params {
+			r := mk(p)
+			r.Skipped = why
+			out = append(out, r)
+		}
+		e.progress("%-4s skipped: %s", sc.ID, why)
+		return out
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	topo, err := sc.setup(setupCtx, e)
+	cancel()
+	if err != nil {
+		for _, p := range e.opts.Params {
+			r := mk(p)
+			r.Error = "setup: " + err.Error()
+			out = append(out, r)
+		}
+		e.progress("%-4s setup failed: %v", sc.ID, err)
+		return out
+	}
+	defer func() {
+		if err := topo.close(); err != nil {
+			e.log.Warn("bench: teardown", "scenario", sc.ID, "err", err)
+		}
+	}()
+	for _, note := range topo.notes {
+		if !slices.Contains(rep.Notes, note) {
+			rep.Notes = append(rep.Notes, note)
+		}
+	}
+	procs := append([]Proc{{Role: RoleBench, PID: os.Getpid(), Note: "load generator"}}, topo.procs...)
+	if e.opts.InProcServers {
+		procs[0].Note = "load generator + in-process servers"
+	}
+	for _, p := range e.opts.Params {
+		r := mk(p)
+		c, err := topo.dial(p.Conns)
+		if err != nil {
+			r.Error = "dial: " + err.Error()
+			out = append(out, r)
+			e.progress("%-4s %s: %v", sc.ID, p, err)
+			continue
+		}
+		for i := 0; i < e.opts.Repeats && ctx.Err() == nil; i++ {
+			run, err := Measure(ctx, c, p, procs, e.opts.Drain)
+			if err != nil {
+				r.Error = err.Error()
+				e.progress("%-4s %s #%d: %v", sc.ID, p, i+1, err)
+				break
+			}
+			r.Runs = append(r.Runs, run)
+			e.progress("%-4s %-26s #%d  p50 %s  p99 %s  ms  %6.0f rps  %d errors", sc.ID, p, i+1,
+				ms(run.Intended.P50), ms(run.Intended.P99), run.AchievedRPS, run.Errors)
+		}
+		if err := c.Close(); err != nil {
+			e.log.Debug("bench: client close", "err", err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (e *env) progress(format string, args ...any) {
+	if e.opts.Progress != nil {
+		fmt.Fprintf(e.opts.Progress, format+"\n", args...)
+	}
+}

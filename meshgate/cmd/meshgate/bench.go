@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshgate/meshgate/meshgate/bench"
+)
+
+func init() {
+	register(subcommand{name: "bench", short: "latency benchmark suite (S0–S6 vs the seed table); bench -h for flags", run: runBench})
+}
+
+// errBenchFailed reports a suite run in which some scenario failed.
+var errBenchFailed = errors.New("some scenarios failed")
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		mult := 1
+		switch {
+		case strings.HasSuffix(strings.ToLower(f), "kb"):
+			mult, f = 1024, f[:len(f)-2]
+		case strings.HasSuffix(strings.ToLower(f), "k"):
+			mult, f = 1000, f[:len(f)-1]
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("bad number %q", f)
+		}
+		out = append(out, n*mult)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty list")
+	}
+	return out, nil
+}
+
+// findEnvoy returns $ENVOY_BIN, or envoy on PATH, or "".
+func findEnvoy() string {
+	if p := os.Getenv("ENVOY_BIN"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("envoy"); err == nil {
+		return p
+	}
+	return ""
+}
+
+// findWasm returns $MESHGATE_WASM, or bin/mgp_filter.wasm beside the
+// binary or under the working directory, or "".
+func findWasm(self string) string {
+	if p := os.Getenv("MESHGATE_WASM"); p != "" {
+		return p
+	}
+	for _, p := range []string{filepath.Join(filepath.Dir(self), "mgp_filter.wasm"), filepath.Join("bin", "mgp_filter.wasm")} {
+		if _, err := os.Stat(p); err == nil {
+			abs, _ := filepath.Abs(p)
+			return abs
+		}
+	}
+	return ""
+}
+
+func runBench(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "serve" {
+		return runBenchServe(ctx, args[1:])
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var (
+		quick     = fs.Bool("quick", false, "quick mode: 1 KB × 1k rps × 1 conn, 2s + 0.5s warm-up, 1 repeat (all scenarios < 1 min)")
+		matrix    = fs.Bool("matrix", false, "full matrix: 64 B,1 KB,16 KB × 1k,5k rps × 1,16 connections")
+		scenarios = fs.String("scenarios", "", "comma-separated scenarios to run (S0,S1,S1w,S2,S3,S4,S5,S6); default all")
+		rates     = fs.String("rate", "1000", "requests per second (comma list, e.g. 1k,5k)")
+		conns     = fs.String("conns", "1", "connections (comma list, e.g. 1,16)")
+		payloads  = fs.String("payload", "1kb", "payload bytes (comma list, e.g. 64,1kb,16kb)")
+		duration  = fs.Duration("duration", 10*time.Second, "measured duration of each repeat")
+		warmup    = fs.Duration("warmup", 2*time.Second, "warm-up before each repeat (discarded)")
+		repeats   = fs.Int("repeats", 3, "repeats per scenario and load point")
+		jsonOut   = fs.String("json", "", "write the report as JSON to FILE")
+		svgOut    = fs.String("svg", "", "write a latency-percentile chart (SVG) to FILE")
+		envoyBin  = fs.String("envoy", findEnvoy(), "Envoy binary (default $ENVOY_BIN or envoy on PATH)")
+		wasm      = fs.String("wasm", "", "MGP proxy-wasm filter for S1w (default $MESHGATE_WASM or bin/mgp_filter.wasm)")
+		conc      = fs.Int("envoy-concurrency", 1, "worker threads per Envoy")
+		inproc    = fs.Bool("inproc-servers", false, "run the backend servers inside the bench process instead of as subprocesses")
+		workdir   = fs.String("workdir", "", "keep bootstraps, configs, certs and logs here (default: temp dir, removed)")
+		timeout   = fs.Duration("timeout", 5*time.Second, "per-request timeout")
+		verbose   = fs.Bool("v", false, "debug logging")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find own binary: %w", err)
+	}
+	if *wasm == "" {
+		*wasm = findWasm(self)
+	}
+	if *quick {
+		if !set["duration"] {
+			*duration = 2 * time.Second
+		}
+		if !set["warmup"] {
+			*warmup = 500 * time.Millisecond
+		}
+		if !set["repeats"] {
+			*repeats = 1
+		}
+	}
+	if *matrix {
+		if !set["payload"] {
+			*payloads = "64,1kb,16kb"
+		}
+		if !set["rate"] {
+			*rates = "1k,5k"
+		}
+		if !set["conns"] {
+			*conns = "1,16"
+		}
+	}
+	rl, err := intList(*rates)
+	if err != nil {
+		return fmt.Errorf("-rate: %w", err)
+	}
+	cl, err := intList(*conns)
+	if err != nil {
+		return fmt.Errorf("-conns: %w", err)
+	}
+	pl, err := intList(*payloads)
+	if err != nil {
+		return fmt.Errorf("-payload: %w", err)
+	}
+	var params []bench.Params
+	for _, p := range pl {
+		for _, r := range rl {
+			for _, c := range cl {
+				params = append(params, bench.Params{Rate: float64(r), Conns: c, Payload: p, Duration: *duration, Warmup: *warmup})
+			}
+		}
+	}
+	var ids []string
+	if *scenarios != "" {
+		ids = strings.Split(*scenarios, ",")
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	opts := bench.Options{
+		Scenarios: ids, Params: params, Repeats: *repeats, Timeout: *timeout,
+		Binary: self, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
+		Wasm: *wasm, WorkDir: *workdir, Log: log, Progress: os.Stderr,
+	}
+	rep, err := bench.RunSuite(ctx, opts)
+	if rep == nil {
+		return err
+	}
+	rep.Commands = []string{"meshgate bench " + strings.Join(args, " ")}
+	fmt.Println()
+	rep.WriteTable(os.Stdout)
+	if *jsonOut != "" {
+		if werr := writeFile(*jsonOut, rep.WriteJSON); werr != nil {
+			return werr
+		}
+	}
+	if *svgOut != "" {
+		if werr := writeFile(*svgOut, rep.WriteSVG); werr != nil {
+			return werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			return errBenchFailed
+		}
+	}
+	return nil
+}
+
+func writeFile(path string, w func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := w(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// runBenchServe is `meshgate bench serve`: a backend server process the
+// suite starts (kind legacy or grpc).
+func runBenchServe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench serve", flag.ContinueOnError)
+	kind := fs.String("kind", "legacy", "server kind: legacy (MGP/1 echo) or grpc (demo.Echo)")
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("listening %s\n", ln.Addr())
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return bench.Serve(ctx, *kind, ln, log)
+}
