@@ -1,0 +1,488 @@
+// Package privconn is a multiplexed, pipelined client connection for any
+// private-protocol codec over a net.Conn.
+//
+// A Conn carries many requests at once. It assigns its OWN sequence numbers
+// to every frame it sends — a caller's seq is never forwarded on a shared
+// connection (a misrouting bug class, see motan-go#118) — and matches replies
+// by seq in one reader goroutine. Writes are coalesced by a [FrameWriter]:
+// no writer goroutine, concurrent callers share syscalls.
+//
+// Replies are returned as owned copies: body and extension values are copied
+// out of the reader buffer into one allocation per reply.
+//
+// Cancelling a request's context frees its in-flight slot at once; a reply
+// that arrives later is dropped and counted (Late). A reply whose seq was
+// never issued, or was already answered, is dropped and counted (UnknownSeq).
+// An idle connection sends heartbeats; if nothing is read for the liveness
+// timeout the connection is closed and every pending request fails with an
+// error wrapping [ErrClosed].
+package privconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshgate/meshgate/codec"
+)
+
+// Sentinel errors.
+var (
+	// ErrClosed wraps every error of a request that failed because the
+	// connection closed (peer gone, liveness timeout, malformed reply, Close).
+	ErrClosed = errors.New("privconn: connection closed")
+	// ErrTooManyInFlight is returned when the per-connection in-flight cap is
+	// reached; the request was not sent.
+	ErrTooManyInFlight = errors.New("privconn: too many requests in flight")
+	// ErrLivenessTimeout is the cause when the peer stopped answering.
+	ErrLivenessTimeout = errors.New("privconn: peer did not answer heartbeats")
+)
+
+// Defaults.
+const (
+	DefaultMaxInFlight = 1024
+	DefaultHeartbeat   = 10 * time.Second
+)
+
+// Options configure a Conn. The zero value is usable.
+type Options struct {
+	// MaxInFlight caps concurrent requests; default DefaultMaxInFlight.
+	MaxInFlight int
+	// Heartbeat is the idle interval after which a heartbeat is sent;
+	// 0 = DefaultHeartbeat, negative disables heartbeats and liveness.
+	Heartbeat time.Duration
+	// Liveness closes the connection when nothing was read for this long;
+	// default 3 × Heartbeat.
+	Liveness time.Duration
+	// ReadBufferSize is the initial read buffer; default 32 KiB.
+	ReadBufferSize int
+	// Logger receives connection-level events (never payloads).
+	Logger *slog.Logger
+	// Hooks, called from the reader goroutine; may be nil.
+	OnLate       func() // a reply arrived after its request was abandoned
+	OnUnknownSeq func() // a reply matched no request
+}
+
+// Stats are a Conn's counters.
+type Stats struct {
+	InFlight       int
+	Sent           uint64
+	Received       uint64
+	Late           uint64
+	UnknownSeq     uint64
+	HeartbeatsSent uint64
+	HeartbeatsRecv uint64
+}
+
+// waiter is one pending request. Whoever removes it from the pending map
+// owns signalling it.
+type waiter struct {
+	ch   chan struct{} // cap 1
+	resp *codec.Frame
+	err  error
+}
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
+
+// Conn is a multiplexed client connection. Safe for concurrent use.
+type Conn struct {
+	nc     net.Conn
+	c      codec.Codec
+	w      *FrameWriter
+	opts   Options
+	log    *slog.Logger
+	remote string
+
+	seq      atomic.Uint32
+	inflight atomic.Int64
+
+	mu        sync.Mutex
+	pending   map[uint32]*waiter
+	abandoned map[uint32]int64 // seq -> unix nano when abandoned
+	closed    bool
+	err       error
+
+	done     chan struct{}
+	readSeen atomic.Bool // set by the reader on every frame
+
+	sent, received, late, unknown, hbSent, hbRecv atomic.Uint64
+	wg                                            sync.WaitGroup
+}
+
+// Dial connects to addr and returns a Conn.
+func Dial(ctx context.Context, addr string, c codec.Codec, opts Options) (*Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return New(nc, c, opts), nil
+}
+
+// New takes ownership of nc and starts the reader (and heartbeat) goroutines.
+func New(nc net.Conn, c codec.Codec, opts Options) *Conn {
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.Liveness <= 0 {
+		opts.Liveness = 3 * opts.Heartbeat
+	}
+	if opts.ReadBufferSize <= 0 {
+		opts.ReadBufferSize = 32 << 10
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	cn := &Conn{
+		nc:        nc,
+		c:         c,
+		w:         NewFrameWriter(nc, c),
+		opts:      opts,
+		remote:    nc.RemoteAddr().String(),
+		pending:   make(map[uint32]*waiter, 64),
+		abandoned: make(map[uint32]int64),
+		done:      make(chan struct{}),
+	}
+	cn.log = log.With("component", "privconn", "remote", cn.remote)
+	cn.wg.Add(1)
+	go cn.readLoop()
+	if opts.Heartbeat > 0 {
+		cn.wg.Add(1)
+		go cn.heartbeatLoop()
+	}
+	return cn
+}
+
+// RemoteAddr is the peer address.
+func (cn *Conn) RemoteAddr() string { return cn.remote }
+
+// InFlight is the number of requests awaiting a reply.
+func (cn *Conn) InFlight() int { return int(cn.inflight.Load()) }
+
+// Done is closed when the connection has closed.
+func (cn *Conn) Done() <-chan struct{} { return cn.done }
+
+// Err returns why the connection closed (nil while open).
+func (cn *Conn) Err() error {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return cn.err
+}
+
+// Stats returns the counters.
+func (cn *Conn) Stats() Stats {
+	return Stats{
+		InFlight:       cn.InFlight(),
+		Sent:           cn.sent.Load(),
+		Received:       cn.received.Load(),
+		Late:           cn.late.Load(),
+		UnknownSeq:     cn.unknown.Load(),
+		HeartbeatsSent: cn.hbSent.Load(),
+		HeartbeatsRecv: cn.hbRecv.Load(),
+	}
+}
+
+// Close closes the connection, fails pending requests and waits for the
+// goroutines to exit.
+func (cn *Conn) Close() error {
+	cn.fail(fmt.Errorf("%w: closed by client", ErrClosed))
+	cn.wg.Wait()
+	return nil
+}
+
+// fail closes the connection once with cause err and fails every pending
+// request.
+func (cn *Conn) fail(err error) {
+	cn.mu.Lock()
+	if cn.closed {
+		cn.mu.Unlock()
+		return
+	}
+	cn.closed = true
+	cn.err = err
+	pending := cn.pending
+	cn.pending = nil
+	cn.mu.Unlock()
+	close(cn.done)
+	_ = cn.nc.Close()
+	for _, w := range pending {
+		w.err = err
+		w.ch <- struct{}{}
+	}
+	cn.log.Debug("connection closed", "err", err, "failed_pending", len(pending))
+}
+
+// nextSeq registers w under a fresh seq. It fails if the conn is closed.
+func (cn *Conn) register(w *waiter) (uint32, error) {
+	cn.mu.Lock()
+	if cn.closed {
+		err := cn.err
+		cn.mu.Unlock()
+		return 0, err
+	}
+	for {
+		s := cn.seq.Add(1)
+		if _, busy := cn.pending[s]; busy {
+			continue
+		}
+		cn.pending[s] = w
+		cn.mu.Unlock()
+		return s, nil
+	}
+}
+
+// Do sends req and waits for its reply. It overwrites req.Seq with the
+// connection's own sequence number and clears the response flags. The
+// returned frame is owned by the caller. A reply's Result is not an error;
+// errors are transport failures (wrapping ErrClosed), ErrTooManyInFlight,
+// codec.ErrInvalidFrame, or ctx's error.
+func (cn *Conn) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if cn.inflight.Add(1) > int64(cn.opts.MaxInFlight) {
+		cn.inflight.Add(-1)
+		return nil, ErrTooManyInFlight
+	}
+	w := waiterPool.Get().(*waiter)
+	seq, err := cn.register(w)
+	if err != nil {
+		cn.inflight.Add(-1)
+		waiterPool.Put(w)
+		return nil, err
+	}
+	req.Seq = seq
+	req.Flags &^= codec.FlagResponse | codec.FlagOneway | codec.FlagHeartbeat | codec.FlagPush
+	if err := cn.w.WriteFrame(req); err != nil {
+		if cn.unregister(seq, w) {
+			cn.inflight.Add(-1)
+			waiterPool.Put(w)
+		} else {
+			<-w.ch
+			cn.inflight.Add(-1)
+			w.resp, w.err = nil, nil
+			waiterPool.Put(w)
+		}
+		if errors.Is(err, codec.ErrInvalidFrame) {
+			return nil, err
+		}
+		err = fmt.Errorf("%w: write: %v", ErrClosed, err)
+		cn.fail(err)
+		return nil, err
+	}
+	cn.sent.Add(1)
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		if cn.unregister(seq, w) {
+			// Nobody will signal w: the slot is free now.
+			cn.inflight.Add(-1)
+			waiterPool.Put(w)
+			return nil, ctx.Err()
+		}
+		// The reader (or fail) took w and is signalling it.
+		<-w.ch
+	}
+	cn.inflight.Add(-1)
+	resp, err := w.resp, w.err
+	w.resp, w.err = nil, nil
+	waiterPool.Put(w)
+	return resp, err
+}
+
+// unregister removes seq if it still maps to w and remembers it as
+// abandoned (so a late reply is told apart from an unknown one).
+func (cn *Conn) unregister(seq uint32, w *waiter) bool {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if cn.pending == nil || cn.pending[seq] != w {
+		return false
+	}
+	delete(cn.pending, seq)
+	if len(cn.abandoned) < 1<<16 {
+		cn.abandoned[seq] = time.Now().UnixNano()
+	}
+	return true
+}
+
+// Send sends a ONEWAY frame (no reply expected). It overwrites req.Seq and
+// sets FlagOneway.
+func (cn *Conn) Send(ctx context.Context, req *codec.Frame) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-cn.done:
+		return cn.Err()
+	default:
+	}
+	req.Seq = cn.seq.Add(1)
+	req.Flags = req.Flags&^(codec.FlagResponse|codec.FlagHeartbeat|codec.FlagPush) | codec.FlagOneway
+	if err := cn.w.WriteFrame(req); err != nil {
+		if errors.Is(err, codec.ErrInvalidFrame) {
+			return err
+		}
+		err = fmt.Errorf("%w: write: %v", ErrClosed, err)
+		cn.fail(err)
+		return err
+	}
+	cn.sent.Add(1)
+	return nil
+}
+
+func (cn *Conn) readLoop() {
+	defer cn.wg.Done()
+	r := codec.NewReader(cn.nc, cn.c, cn.opts.ReadBufferSize)
+	var f codec.Frame
+	for {
+		if err := r.ReadFrame(&f); err != nil {
+			switch {
+			case errors.Is(err, codec.ErrMalformed):
+				cn.fail(fmt.Errorf("%w: malformed reply: %v", ErrClosed, err))
+			case errors.Is(err, io.EOF):
+				cn.fail(fmt.Errorf("%w: peer closed the connection", ErrClosed))
+			default:
+				cn.fail(fmt.Errorf("%w: read: %v", ErrClosed, err))
+			}
+			return
+		}
+		cn.readSeen.Store(true)
+		switch {
+		case f.Flags.Has(codec.FlagHeartbeat):
+			if f.Flags.Has(codec.FlagResponse) {
+				cn.hbRecv.Add(1)
+				continue
+			}
+			// The peer probes us: answer.
+			hb := codec.Frame{Seq: f.Seq, Flags: codec.FlagHeartbeat | codec.FlagResponse}
+			_ = cn.w.WriteFrame(&hb)
+			continue
+		case !f.Flags.Has(codec.FlagResponse):
+			// Push or stray request: not for a client connection.
+			continue
+		}
+		cn.received.Add(1)
+		cn.mu.Lock()
+		w, ok := cn.pending[f.Seq]
+		if ok {
+			delete(cn.pending, f.Seq)
+			cn.mu.Unlock()
+			w.resp = Clone(&f)
+			w.ch <- struct{}{}
+			continue
+		}
+		_, wasAbandoned := cn.abandoned[f.Seq]
+		if wasAbandoned {
+			delete(cn.abandoned, f.Seq)
+		}
+		cn.mu.Unlock()
+		if wasAbandoned {
+			cn.late.Add(1)
+			if cn.opts.OnLate != nil {
+				cn.opts.OnLate()
+			}
+		} else {
+			cn.unknown.Add(1)
+			if cn.opts.OnUnknownSeq != nil {
+				cn.opts.OnUnknownSeq()
+			}
+		}
+	}
+}
+
+// owned is a frame with room for a few extensions in the same allocation.
+type owned struct {
+	f   codec.Frame
+	ext [4]codec.Ext
+}
+
+// Clone returns a deep copy of f: the frame, its extension list and every
+// byte it references, in two allocations.
+func Clone(f *codec.Frame) *codec.Frame {
+	o := &owned{f: *f}
+	n := len(f.Body)
+	for i := range f.Ext {
+		n += len(f.Ext[i].Value)
+	}
+	var buf []byte
+	if n > 0 {
+		buf = make([]byte, n)
+	}
+	if len(f.Ext) <= len(o.ext) {
+		o.f.Ext = o.ext[:len(f.Ext):len(o.ext)]
+	} else {
+		o.f.Ext = make([]codec.Ext, len(f.Ext))
+	}
+	off := 0
+	for i := range f.Ext {
+		l := copy(buf[off:], f.Ext[i].Value)
+		o.f.Ext[i] = codec.Ext{Key: f.Ext[i].Key, Value: buf[off : off+l : off+l]}
+		off += l
+	}
+	if f.Body != nil {
+		l := copy(buf[off:], f.Body)
+		o.f.Body = buf[off : off+l : off+l]
+	}
+	return &o.f
+}
+
+func (cn *Conn) heartbeatLoop() {
+	defer cn.wg.Done()
+	tick := cn.opts.Heartbeat / 2
+	if tick <= 0 {
+		tick = cn.opts.Heartbeat
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastRead := time.Now()
+	for {
+		select {
+		case <-cn.done:
+			return
+		case now := <-t.C:
+			if cn.readSeen.Swap(false) {
+				lastRead = now
+			}
+			idle := now.Sub(lastRead)
+			if idle > cn.opts.Liveness {
+				cn.log.Debug("liveness timeout", "idle", idle)
+				cn.fail(fmt.Errorf("%w: %w after %v", ErrClosed, ErrLivenessTimeout, idle.Round(time.Millisecond)))
+				return
+			}
+			if idle >= cn.opts.Heartbeat {
+				hb := codec.Frame{Seq: cn.seq.Add(1), Flags: codec.FlagHeartbeat}
+				if err := cn.w.WriteFrame(&hb); err != nil {
+					cn.fail(fmt.Errorf("%w: write heartbeat: %v", ErrClosed, err))
+					return
+				}
+				cn.hbSent.Add(1)
+			}
+			cn.pruneAbandoned(now)
+		}
+	}
+}
+
+// pruneAbandoned forgets abandoned seqs older than the liveness window.
+func (cn *Conn) pruneAbandoned(now time.Time) {
+	cutoff := now.Add(-2 * cn.opts.Liveness).UnixNano()
+	cn.mu.Lock()
+	for s, t := range cn.abandoned {
+		if t < cutoff {
+			delete(cn.abandoned, s)
+		}
+	}
+	cn.mu.Unlock()
+}
