@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/meshgate/legacy"
 )
 
 // Wasm filter plugin settings (S1w).
@@ -27,17 +28,34 @@ type certFiles struct {
 
 func (e *env) certFiles() (*certFiles, error) { return nil, errors.New("certgen pending") }
 
+// ErrServerKind reports an unknown backend server kind.
+var ErrServerKind = errors.New("bench: unknown server kind")
+
 // Serve runs a backend server of kind "legacy" or "grpc" on ln until ctx
 // ends.
 func Serve(ctx context.Context, kind string, ln net.Listener, log *slog.Logger) error {
 	switch kind {
 	case "grpc":
 		s := demo.NewServer()
-		go func() { <-ctx.Done(); s.GracefulStop() }()
-		return s.Serve(ln)
+		stop := context.AfterFunc(ctx, s.Stop)
+		defer stop()
+		err := s.Serve(ln)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	case "legacy":
+		s := legacy.NewServer(legacy.ServerOptions{Logger: log})
+		stop := context.AfterFunc(ctx, func() { _ = s.Close() })
+		defer stop()
+		err := s.Serve(ln)
+		if errors.Is(err, legacy.ErrServerClosed) {
+			return nil
+		}
+		return err
 	}
 	ln.Close()
-	return fmt.Errorf("bench: server kind %q pending", kind)
+	return fmt.Errorf("%w %q", ErrServerKind, kind)
 }
 
 func (e *env) startEnvoy(ctx context.Context, t *topology, role string, spec EnvoySpec) (string, error) {

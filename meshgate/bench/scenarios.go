@@ -11,10 +11,11 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/meshgate/legacy"
 )
 
 // EchoCmd is the MGP command the legacy echo path uses end to end.
-const EchoCmd uint32 = 1
+const EchoCmd = legacy.CmdEcho
 
 // EchoMethod is the gRPC method MeshGate routes EchoCmd to (and from).
 const EchoMethod = demo.MethodEcho
