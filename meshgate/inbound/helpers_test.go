@@ -1,0 +1,238 @@
+package inbound
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// Commands used by the test table.
+const (
+	cmdEcho  = 100
+	cmdUpper = 101
+	cmdFail  = 102
+	cmdSleep = 103
+	cmdMeta  = 104
+	cmdGate  = 105 // testService Gate
+)
+
+type env struct {
+	t       *testing.T
+	gs      *grpc.Server
+	pool    *grpcpool.Pool
+	srv     *Server
+	addr    string
+	metrics *admin.Metrics
+	codec   *mgp.Codec
+	done    chan error
+}
+
+type envOpts struct {
+	lim      Limits
+	auth     *AuthPolicy
+	extra    map[string]demo.Handler // methods of service test.Svc
+	maxFrame int
+	now      func() time.Time
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer()
+	if o.extra != nil {
+		demo.RegisterRaw(gs, "test.Svc", o.extra)
+	}
+	go func() { _ = gs.Serve(gln) }()
+	m := admin.NewMetrics()
+	pool, err := grpcpool.New(config.Upstream{Name: "demo", Protocol: "grpc", Endpoints: []string{gln.Addr().String()}, LB: "round_robin", Connections: 2},
+		grpcpool.Options{Conns: m.UpstreamConns.WithLabelValues("demo", "clientconn")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := []Route{
+		{Cmd: cmdEcho, Method: demo.MethodEcho, Upstream: pool},
+		{Cmd: cmdUpper, Method: demo.MethodUpper, Upstream: pool},
+		{Cmd: cmdFail, Method: demo.MethodFail, Upstream: pool},
+		{Cmd: cmdSleep, Method: demo.MethodSleep, Upstream: pool},
+		{Cmd: cmdMeta, Method: demo.MethodMeta, Upstream: pool},
+		{Cmd: cmdGate, Method: "/test.Svc/Gate", Upstream: pool},
+	}
+	c := mgp.New(o.maxFrame)
+	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now}, NewTable("priv", routes, o.lim, o.auth, m))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, gs: gs, pool: pool, srv: srv, addr: ln.Addr().String(), metrics: m, codec: c, done: make(chan error, 1)}
+	go func() { e.done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-e.done
+		_ = pool.Close()
+		gs.Stop()
+	})
+	return e
+}
+
+// client is a minimal pipelining MGP client over TCP.
+type client struct {
+	t    *testing.T
+	nc   net.Conn
+	c    *mgp.Codec
+	wmu  sync.Mutex
+	mu   sync.Mutex
+	pend map[uint32]chan codec.Frame
+	seq  uint32
+	got  chan codec.Frame // every frame in arrival order
+	done chan struct{}
+	err  error
+}
+
+func (e *env) dial() *client {
+	e.t.Helper()
+	nc, err := net.DialTimeout("tcp", e.addr, 2*time.Second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cl := &client{t: e.t, nc: nc, c: e.codec, pend: map[uint32]chan codec.Frame{}, got: make(chan codec.Frame, 4096), done: make(chan struct{})}
+	go cl.readLoop()
+	e.t.Cleanup(func() { _ = nc.Close(); <-cl.done })
+	return cl
+}
+
+func cloneFrame(f *codec.Frame) codec.Frame {
+	out := *f
+	out.Body = bytes.Clone(f.Body)
+	out.Ext = nil
+	for _, x := range f.Ext {
+		out.Ext = append(out.Ext, codec.Ext{Key: x.Key, Value: bytes.Clone(x.Value)})
+	}
+	return out
+}
+
+func (cl *client) readLoop() {
+	defer close(cl.done)
+	rd := codec.NewReader(cl.nc, cl.c, 4096)
+	var f codec.Frame
+	for {
+		if err := rd.ReadFrame(&f); err != nil {
+			cl.mu.Lock()
+			cl.err = err
+			for _, ch := range cl.pend {
+				close(ch)
+			}
+			cl.pend = map[uint32]chan codec.Frame{}
+			cl.mu.Unlock()
+			close(cl.got)
+			return
+		}
+		g := cloneFrame(&f)
+		cl.mu.Lock()
+		ch := cl.pend[g.Seq]
+		delete(cl.pend, g.Seq)
+		cl.mu.Unlock()
+		if ch != nil {
+			ch <- g
+		}
+		select {
+		case cl.got <- g:
+		default:
+		}
+	}
+}
+
+// start sends f (assigning a seq when f.Seq == 0) and returns the reply
+// channel (closed without a value if the connection closes).
+func (cl *client) start(f codec.Frame) chan codec.Frame {
+	cl.mu.Lock()
+	if f.Seq == 0 {
+		cl.seq++
+		f.Seq = cl.seq
+	}
+	ch := make(chan codec.Frame, 1)
+	if f.Flags&codec.FlagOneway == 0 {
+		cl.pend[f.Seq] = ch
+	}
+	cl.mu.Unlock()
+	b, err := cl.c.Append(nil, &f)
+	if err != nil {
+		cl.t.Fatal(err)
+	}
+	cl.write(b)
+	return ch
+}
+
+func (cl *client) write(b []byte) {
+	cl.wmu.Lock()
+	defer cl.wmu.Unlock()
+	_, _ = cl.nc.Write(b)
+}
+
+func (cl *client) call(f codec.Frame) (codec.Frame, bool) {
+	return wait(cl.t, cl.start(f))
+}
+
+func wait(t *testing.T, ch chan codec.Frame) (codec.Frame, bool) {
+	t.Helper()
+	select {
+	case f, ok := <-ch:
+		return f, ok
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reply within 5s")
+	}
+	return codec.Frame{}, false
+}
+
+// waitClosed waits until the server closes the connection.
+func (cl *client) waitClosed() error {
+	cl.t.Helper()
+	select {
+	case <-cl.done:
+		return cl.err
+	case <-time.After(5 * time.Second):
+		cl.t.Fatal("connection not closed within 5s")
+	}
+	return nil
+}
+
+func errMsg(f codec.Frame) string {
+	v, _ := f.ExtValue(codec.ExtErrorMsg)
+	return string(v)
+}
+
+func deadlineExt(ms uint32) codec.Ext {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], ms)
+	return codec.Ext{Key: codec.ExtDeadline, Value: b[:]}
+}
+
+func isEOF(err error) bool {
+	return err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
