@@ -56,9 +56,11 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-bench: build ## Go micro-benchmarks (-benchmem) and the quick latency suite
+BENCHFLAGS   ?= --quick
+bench: build ## Go micro-benchmarks (-benchmem) and the latency suite (BENCHFLAGS, default --quick; e.g. BENCHFLAGS="--matrix -json b.json -svg b.svg")
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./codec/... ./meshgate/...
-	$(BIN)/meshgate bench --quick
+	@if [ -f $(WASM) ]; then export MESHGATE_WASM=$${MESHGATE_WASM:-$(CURDIR)/$(WASM)}; fi; \
+	  $(BIN)/meshgate bench $(BENCHFLAGS)
 
 tidy-check: ## Fail if go mod tidy changes go.mod/go.sum
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum

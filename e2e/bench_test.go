@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchReport is the part of `meshgate bench -json` the test checks.
+type benchReport struct {
+	Results []struct {
+		Scenario string `json:"scenario"`
+		Skipped  string `json:"skipped"`
+		Error    string `json:"error"`
+		OK       int64  `json:"ok"`
+		Errors   int64  `json:"errors"`
+		Params   struct {
+			Rate     float64 `json:"rate_rps"`
+			Duration int64   `json:"duration_ns"`
+		} `json:"params"`
+		Runs []struct {
+			Sent  int64 `json:"sent"`
+			Procs []struct {
+				Role     string `json:"role"`
+				RSSBytes int64  `json:"rss_bytes"`
+			} `json:"procs"`
+		} `json:"runs"`
+	} `json:"results"`
+	Targets []struct {
+		Name   string `json:"name"`
+		Status string `json:"status"`
+	} `json:"targets"`
+}
+
+// benchBinary returns $MESHGATE_BIN or a freshly built meshgate.
+func benchBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("MESHGATE_BIN"); p != "" {
+		return p
+	}
+	out := filepath.Join(t.TempDir(), "meshgate")
+	cmd := exec.Command("go", "build", "-o", out, "../meshgate/cmd/meshgate")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build meshgate: %v\n%s", err, b)
+	}
+	return out
+}
+
+// benchEnvoy returns $ENVOY_BIN or envoy on PATH; without one it fails
+// under CI=true and skips otherwise.
+func benchEnvoy(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("ENVOY_BIN"); p != "" {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("envoy"); err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("envoy not found (set ENVOY_BIN or run make deps); required under CI=true")
+	}
+	t.Skip("envoy not found; set ENVOY_BIN (make deps)")
+	return ""
+}
+
+// TestBenchQuick runs the real latency suite in quick mode against the real
+// meshgate binary and real Envoys, and checks that every scenario ran to
+// completion without errors and with a sane request count. It asserts no
+// timing: this machine is shared and noisy.
+func TestBenchQuick(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the suite reads /proc")
+	}
+	bin, envoy := benchBinary(t), benchEnvoy(t)
+	wasm := os.Getenv("MESHGATE_WASM")
+	if wasm != "" {
+		if _, err := os.Stat(wasm); err != nil {
+			wasm = ""
+		}
+	}
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "bench.json")
+	svgPath := filepath.Join(dir, "bench.svg")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const rate, dur = 1000, 2 * time.Second
+	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "-duration", dur.String(), "-warmup", "300ms",
+		"-json", jsonPath, "-svg", svgPath, "-workdir", filepath.Join(dir, "work"))
+	cmd.Env = append(os.Environ(), "ENVOY_BIN="+envoy, "MESHGATE_WASM="+wasm)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Logf("meshgate bench output:\n%s\n%s", stdout.String(), stderr.String())
+	if err != nil {
+		logs, _ := filepath.Glob(filepath.Join(dir, "work", "*.log"))
+		for _, l := range logs {
+			b, _ := os.ReadFile(l)
+			if len(b) > 3000 {
+				b = b[len(b)-3000:]
+			}
+			t.Logf("== %s\n%s", filepath.Base(l), b)
+		}
+		t.Fatalf("meshgate bench: %v", err)
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep benchReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("bench JSON: %v", err)
+	}
+	want := map[string]bool{"S0": true, "S1": true, "S1w": true, "S2": true, "S3": true, "S4": true, "S5": true, "S6": true}
+	for _, r := range rep.Results {
+		delete(want, r.Scenario)
+		if r.Scenario == "S1w" && wasm == "" {
+			if !strings.Contains(r.Skipped, "no wasm") {
+				t.Errorf("S1w without wasm: skipped=%q error=%q, want skipped: no wasm", r.Skipped, r.Error)
+			}
+			if !strings.Contains(stdout.String(), "S1w") || !strings.Contains(stdout.String(), "skipped: no wasm") {
+				t.Errorf("S1w skip not printed")
+			}
+			continue
+		}
+		if r.Skipped != "" || r.Error != "" {
+			t.Errorf("%s: skipped=%q error=%q", r.Scenario, r.Skipped, r.Error)
+			continue
+		}
+		if r.Errors != 0 {
+			t.Errorf("%s: %d errors", r.Scenario, r.Errors)
+		}
+		expect := int64(r.Params.Rate * time.Duration(r.Params.Duration).Seconds())
+		if r.Params.Rate != rate || expect == 0 || r.OK < expect*9/10 || r.OK > expect*11/10 {
+			t.Errorf("%s: %d requests completed at %v rps, want ~%d", r.Scenario, r.OK, r.Params.Rate, expect)
+		}
+		roles := map[string]bool{}
+		for _, run := range r.Runs {
+			for _, p := range run.Procs {
+				if p.RSSBytes <= 0 {
+					t.Errorf("%s: process %s has no RSS", r.Scenario, p.Role)
+				}
+				roles[p.Role] = true
+			}
+		}
+		needRoles := map[string][]string{
+			"S0": {"bench", "server"}, "S1": {"envoy-a"}, "S2": {"envoy-a", "envoy-b"},
+			"S3": {"meshgate", "server"}, "S4": {"meshgate", "envoy-a", "envoy-b"}, "S5": {"server"}, "S6": {"meshgate"},
+		}
+		for _, role := range needRoles[r.Scenario] {
+			if !roles[role] {
+				t.Errorf("%s: no %s process measured (have %v)", r.Scenario, role, roles)
+			}
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("scenarios missing from the report: %v", want)
+	}
+	if len(rep.Targets) != 4 {
+		t.Errorf("targets: %+v", rep.Targets)
+	}
+	for _, tg := range rep.Targets {
+		if tg.Status != "PASS" && tg.Status != "MISS" {
+			t.Errorf("target %q not evaluated: %s", tg.Name, tg.Status)
+		}
+		if !strings.Contains(stdout.String(), tg.Status+"  "+tg.Name) {
+			t.Errorf("target %q not printed", tg.Name)
+		}
+	}
+	svg, err := os.ReadFile(svgPath)
+	if err != nil || !bytes.Contains(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("polyline")) {
+		t.Errorf("svg: %v %d bytes", err, len(svg))
+	}
+}
