@@ -40,6 +40,9 @@ var (
 	// ErrTooManyInFlight is returned when the per-connection in-flight cap is
 	// reached; the request was not sent.
 	ErrTooManyInFlight = errors.New("privconn: too many requests in flight")
+	// ErrNotSent wraps errors of requests that never reached the wire (the
+	// connection was already closed): safe to retry elsewhere.
+	ErrNotSent = errors.New("privconn: request not sent")
 	// ErrLivenessTimeout is the cause when the peer stopped answering.
 	ErrLivenessTimeout = errors.New("privconn: peer did not answer heartbeats")
 )
@@ -231,7 +234,7 @@ func (cn *Conn) register(w *waiter) (uint32, error) {
 	if cn.closed {
 		err := cn.err
 		cn.mu.Unlock()
-		return 0, err
+		return 0, fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
 	for {
 		s := cn.seq.Add(1)
@@ -326,7 +329,7 @@ func (cn *Conn) Send(ctx context.Context, req *codec.Frame) error {
 	}
 	select {
 	case <-cn.done:
-		return cn.Err()
+		return fmt.Errorf("%w: %w", ErrNotSent, cn.Err())
 	default:
 	}
 	req.Seq = cn.seq.Add(1)

@@ -1,0 +1,79 @@
+package upstream
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are shared by every pool registered on one Registerer, so a pool
+// rebuilt on hot reload (same upstream name) adds to the same series.
+// Gauges move by deltas for the same reason.
+type metrics struct {
+	endpoints, healthy, conns                             *prometheus.GaugeVec
+	dialErrors, reconnects, ejections, late, unknown, noH *prometheus.CounterVec
+}
+
+type poolMetrics struct {
+	endpoints, healthy, conns                                   prometheus.Gauge
+	dialErrors, reconnects, ejections, late, unknown, noHealthy prometheus.Counter
+}
+
+var (
+	metricsMu  sync.Mutex
+	metricsReg = map[prometheus.Registerer]*metrics{}
+)
+
+func metricsFor(reg prometheus.Registerer) (*metrics, error) {
+	metricsMu.Lock()
+	defer metricsMu.Unlock()
+	if m, ok := metricsReg[reg]; ok {
+		return m, nil
+	}
+	lbl := []string{"upstream"}
+	g := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshgate_private_upstream_" + name, Help: help}, lbl)
+	}
+	c := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_private_upstream_" + name, Help: help}, lbl)
+	}
+	m := &metrics{
+		endpoints:  g("endpoints", "Configured endpoints of private upstreams."),
+		healthy:    g("healthy_endpoints", "Endpoints with at least one live connection."),
+		conns:      g("connections", "Live multiplexed connections."),
+		dialErrors: c("dial_errors_total", "Failed connection attempts."),
+		reconnects: c("reconnects_total", "Connections lost and redialed."),
+		ejections:  c("ejections_total", "Endpoints ejected (last connection lost)."),
+		late:       c("late_replies_total", "Replies that arrived after their request was abandoned (dropped)."),
+		unknown:    c("unknown_seq_replies_total", "Replies matching no request (dropped)."),
+		noH:        c("no_healthy_total", "Requests failed because no endpoint was healthy."),
+	}
+	if reg != nil {
+		cols := []prometheus.Collector{m.endpoints, m.healthy, m.conns, m.dialErrors, m.reconnects, m.ejections, m.late, m.unknown, m.noH}
+		for i, col := range cols {
+			if err := reg.Register(col); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return nil, err
+				}
+				cols[i] = are.ExistingCollector
+			}
+		}
+		m.endpoints, m.healthy, m.conns = cols[0].(*prometheus.GaugeVec), cols[1].(*prometheus.GaugeVec), cols[2].(*prometheus.GaugeVec)
+		m.dialErrors, m.reconnects, m.ejections = cols[3].(*prometheus.CounterVec), cols[4].(*prometheus.CounterVec), cols[5].(*prometheus.CounterVec)
+		m.late, m.unknown, m.noH = cols[6].(*prometheus.CounterVec), cols[7].(*prometheus.CounterVec), cols[8].(*prometheus.CounterVec)
+	}
+	metricsReg[reg] = m
+	return m, nil
+}
+
+func (m *metrics) forPool(name string) *poolMetrics {
+	return &poolMetrics{
+		endpoints: m.endpoints.WithLabelValues(name), healthy: m.healthy.WithLabelValues(name),
+		conns: m.conns.WithLabelValues(name), dialErrors: m.dialErrors.WithLabelValues(name),
+		reconnects: m.reconnects.WithLabelValues(name), ejections: m.ejections.WithLabelValues(name),
+		late: m.late.WithLabelValues(name), unknown: m.unknown.WithLabelValues(name),
+		noHealthy: m.noH.WithLabelValues(name),
+	}
+}

@@ -1,0 +1,484 @@
+// Package upstream holds MeshGate's private-protocol upstream pools: per
+// endpoint a few multiplexed privconn connections, kept up with exponential
+// backoff and jitter, and load balancing across endpoints (round robin,
+// least request by power of two choices, consistent hash on uin).
+//
+// An endpoint with no live connection is ejected: pickers skip it until a
+// reconnect succeeds. With no healthy endpoint a request fails at once with
+// an error wrapping ErrNoHealthy (gRPC UNAVAILABLE, result 7).
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/privconn"
+)
+
+// Sentinel errors.
+var (
+	// ErrNoHealthy: every endpoint is ejected (maps to UNAVAILABLE / 7).
+	ErrNoHealthy = errors.New("upstream: no healthy endpoint")
+	// ErrPoolClosed: the pool was closed (maps to UNAVAILABLE / 7).
+	ErrPoolClosed = errors.New("upstream: pool closed")
+	// ErrOverloaded: every live connection of the chosen endpoint is at
+	// its in-flight cap (maps to RESOURCE_EXHAUSTED / 6).
+	ErrOverloaded = errors.New("upstream: endpoint overloaded")
+	// ErrConfig: the upstream config cannot back a private pool.
+	ErrConfig = errors.New("upstream: bad private upstream config")
+)
+
+// Option tunes a PrivatePool.
+type Option func(*poolOptions)
+
+type poolOptions struct {
+	backoffBase, backoffMax time.Duration
+	dialTimeout             time.Duration
+	liveness                time.Duration
+}
+
+// WithBackoff sets the reconnect backoff (default 50ms doubling to 5s, ±20%
+// jitter).
+func WithBackoff(base, max time.Duration) Option {
+	return func(o *poolOptions) { o.backoffBase, o.backoffMax = base, max }
+}
+
+// WithDialTimeout bounds one connection attempt (default 2s).
+func WithDialTimeout(d time.Duration) Option { return func(o *poolOptions) { o.dialTimeout = d } }
+
+// WithLiveness overrides the privconn liveness timeout (default 3 × heartbeat).
+func WithLiveness(d time.Duration) Option { return func(o *poolOptions) { o.liveness = d } }
+
+// Stats is a snapshot of a pool.
+type Stats struct {
+	Name      string
+	Endpoints int
+	Healthy   int
+	Conns     int
+	InFlight  int
+	Late      uint64
+	Unknown   uint64
+	PerEP     []EndpointStats
+}
+
+// EndpointStats is one endpoint's state.
+type EndpointStats struct {
+	Addr     string
+	Healthy  bool
+	Conns    int
+	InFlight int
+	Requests uint64
+}
+
+// PrivatePool is a load-balanced set of multiplexed connections to the
+// endpoints of one private upstream. Safe for concurrent use.
+type PrivatePool struct {
+	name  string
+	codec codec.Codec
+	lb    string
+	opts  poolOptions
+	cfg   config.Upstream
+	log   *slog.Logger
+	m     *poolMetrics
+
+	eps  []*endpoint
+	ring *ring
+	rr   atomic.Uint32
+
+	late, unknown atomic.Uint64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type endpoint struct {
+	addr     string
+	idx      int
+	live     atomic.Int32 // live connections
+	inflight atomic.Int64
+	requests atomic.Uint64
+	rr       atomic.Uint32
+	slots    []atomic.Pointer[privconn.Conn]
+}
+
+func (e *endpoint) healthy() bool { return e.live.Load() > 0 }
+
+// NewPrivatePool builds the pool for u (Protocol "private") speaking c and
+// starts connecting in the background; it does not wait for connections.
+// reg may be nil; metrics are shared by name across pools (hot reload).
+func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*PrivatePool, error) {
+	if u.Protocol != config.ProtoPrivate {
+		return nil, fmt.Errorf("%w: upstream %q protocol is %q", ErrConfig, u.Name, u.Protocol)
+	}
+	if len(u.Endpoints) == 0 || c == nil {
+		return nil, fmt.Errorf("%w: upstream %q needs endpoints and a codec", ErrConfig, u.Name)
+	}
+	switch u.LB {
+	case "":
+		u.LB = config.LBRoundRobin
+	case config.LBRoundRobin, config.LBLeastRequest, config.LBConsistentHash:
+	default:
+		return nil, fmt.Errorf("%w: upstream %q: unknown lb %q", ErrConfig, u.Name, u.LB)
+	}
+	if u.Connections <= 0 {
+		u.Connections = config.DefaultConnections
+	}
+	if u.MaxInFlight <= 0 {
+		u.MaxInFlight = config.DefaultMaxInFlight
+	}
+	if u.Heartbeat == 0 {
+		u.Heartbeat = config.DefaultHeartbeat
+	}
+	if u.TLS != nil {
+		return nil, fmt.Errorf("%w: upstream %q: TLS to private upstreams is not supported (use Envoy for mTLS)", ErrConfig, u.Name)
+	}
+	o := poolOptions{backoffBase: 50 * time.Millisecond, backoffMax: 5 * time.Second, dialTimeout: 2 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := metricsFor(reg)
+	if err != nil {
+		return nil, err
+	}
+	p := &PrivatePool{
+		name: u.Name, codec: c, lb: u.LB, opts: o, cfg: u,
+		log: logger.With("component", "upstream", "upstream", u.Name),
+		m:   m.forPool(u.Name),
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	for i, a := range u.Endpoints {
+		e := &endpoint{addr: a, idx: i, slots: make([]atomic.Pointer[privconn.Conn], u.Connections)}
+		p.eps = append(p.eps, e)
+	}
+	p.m.endpoints.Add(float64(len(p.eps)))
+	if u.LB == config.LBConsistentHash {
+		p.ring = newRing(u.Endpoints)
+	}
+	for _, e := range p.eps {
+		for s := range e.slots {
+			p.wg.Add(1)
+			go p.keep(e, s)
+		}
+	}
+	return p, nil
+}
+
+// Name is the upstream name.
+func (p *PrivatePool) Name() string { return p.name }
+
+// keep maintains one connection slot of e: dial, wait for the connection to
+// close, back off, redial.
+func (p *PrivatePool) keep(e *endpoint, slot int) {
+	defer p.wg.Done()
+	backoff := time.Duration(0)
+	for {
+		if p.ctx.Err() != nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(p.ctx, p.opts.dialTimeout)
+		cn, err := privconn.Dial(dctx, e.addr, p.codec, privconn.Options{
+			MaxInFlight:  p.cfg.MaxInFlight,
+			Heartbeat:    p.cfg.Heartbeat,
+			Liveness:     p.opts.liveness,
+			Logger:       p.log,
+			OnLate:       p.onLate,
+			OnUnknownSeq: p.onUnknown,
+		})
+		cancel()
+		if err != nil {
+			if p.ctx.Err() != nil {
+				return
+			}
+			p.m.dialErrors.Inc()
+			backoff = nextBackoff(backoff, p.opts.backoffBase, p.opts.backoffMax)
+			p.log.Debug("dial failed", "endpoint", e.addr, "err", err, "retry_in", backoff)
+			if !p.sleep(backoff) {
+				return
+			}
+			continue
+		}
+		backoff = 0
+		e.slots[slot].Store(cn)
+		if e.live.Add(1) == 1 {
+			p.m.healthy.Inc()
+			p.log.Debug("endpoint healthy", "endpoint", e.addr)
+		}
+		p.m.conns.Inc()
+		select {
+		case <-cn.Done():
+		case <-p.ctx.Done():
+		}
+		e.slots[slot].Store(nil)
+		if e.live.Add(-1) == 0 {
+			p.m.healthy.Dec()
+			p.m.ejections.Inc()
+			p.log.Debug("endpoint ejected", "endpoint", e.addr, "err", cn.Err())
+		}
+		p.m.conns.Dec()
+		_ = cn.Close()
+		if p.ctx.Err() != nil {
+			return
+		}
+		p.m.reconnects.Inc()
+		// A connection that dropped: wait a little (jittered) before
+		// redialing so a restarting backend is not hammered.
+		if !p.sleep(jitter(p.opts.backoffBase)) {
+			return
+		}
+	}
+}
+
+func nextBackoff(cur, base, max time.Duration) time.Duration {
+	if cur <= 0 {
+		cur = base
+	} else {
+		cur *= 2
+	}
+	if cur > max {
+		cur = max
+	}
+	return jitter(cur)
+}
+
+// jitter returns d ± 20%.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d*4/5 + rand.N(d*2/5+1)
+}
+
+func (p *PrivatePool) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+func (p *PrivatePool) onLate() {
+	p.late.Add(1)
+	p.m.late.Inc()
+}
+
+func (p *PrivatePool) onUnknown() {
+	p.unknown.Add(1)
+	p.m.unknown.Inc()
+}
+
+// pick chooses a healthy endpoint for uin.
+func (p *PrivatePool) pick(uin uint64) *endpoint {
+	n := len(p.eps)
+	switch p.lb {
+	case config.LBConsistentHash:
+		i := p.ring.lookup(uin, func(i int) bool { return p.eps[i].healthy() })
+		if i < 0 {
+			return nil
+		}
+		return p.eps[i]
+	case config.LBLeastRequest:
+		if n == 1 {
+			if p.eps[0].healthy() {
+				return p.eps[0]
+			}
+			return nil
+		}
+		a, b := p.eps[rand.IntN(n)], p.eps[rand.IntN(n)]
+		switch ah, bh := a.healthy(), b.healthy(); {
+		case ah && bh:
+			if b.inflight.Load() < a.inflight.Load() {
+				return b
+			}
+			return a
+		case ah:
+			return a
+		case bh:
+			return b
+		}
+		// Both sampled endpoints are down: fall back to a scan.
+		return p.scan(rand.IntN(n))
+	default:
+		return p.scan(int(p.rr.Add(1)))
+	}
+}
+
+// scan returns the first healthy endpoint from start (round robin order).
+func (p *PrivatePool) scan(start int) *endpoint {
+	n := len(p.eps)
+	for k := range n {
+		if e := p.eps[(start+k)%n]; e.healthy() {
+			return e
+		}
+	}
+	return nil
+}
+
+// conn returns a live connection of e with room, round robin.
+func (e *endpoint) conn() (*privconn.Conn, bool) {
+	n := len(e.slots)
+	start := int(e.rr.Add(1))
+	for k := range n {
+		cn := e.slots[(start+k)%n].Load()
+		if cn == nil {
+			continue
+		}
+		select {
+		case <-cn.Done():
+			continue
+		default:
+		}
+		return cn, true
+	}
+	return nil, false
+}
+
+// Do sends req to an endpoint chosen by the pool's policy (req.UIN is the
+// consistent-hash key) and returns the reply, owned by the caller. req.Seq
+// is overwritten with the connection's own sequence number. A request that
+// could not be written (connection found closed, in-flight cap) is tried on
+// another connection; one that was written is never retried.
+func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error) {
+	if p.ctx.Err() != nil {
+		return nil, ErrPoolClosed
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		e := p.pick(req.UIN)
+		if e == nil {
+			break
+		}
+		cn, ok := e.conn()
+		if !ok {
+			continue
+		}
+		e.inflight.Add(1)
+		e.requests.Add(1)
+		resp, err := cn.Do(ctx, req)
+		e.inflight.Add(-1)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		if errors.Is(err, privconn.ErrTooManyInFlight) {
+			continue
+		}
+		if errors.Is(err, privconn.ErrNotSent) {
+			continue
+		}
+		return nil, p.wrap(e, err)
+	}
+	if lastErr != nil {
+		if errors.Is(lastErr, privconn.ErrTooManyInFlight) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrOverloaded, p.name, lastErr)
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrNoHealthy, p.name, lastErr)
+	}
+	p.m.noHealthy.Inc()
+	return nil, fmt.Errorf("%w: %s (%d endpoints, all ejected)", ErrNoHealthy, p.name, len(p.eps))
+}
+
+func (p *PrivatePool) wrap(e *endpoint, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, codec.ErrInvalidFrame) {
+		return err
+	}
+	return fmt.Errorf("upstream %s endpoint %s: %w", p.name, e.addr, err)
+}
+
+// Send sends a ONEWAY frame to an endpoint chosen by the policy.
+func (p *PrivatePool) Send(ctx context.Context, req *codec.Frame) error {
+	if p.ctx.Err() != nil {
+		return ErrPoolClosed
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		e := p.pick(req.UIN)
+		if e == nil {
+			break
+		}
+		cn, ok := e.conn()
+		if !ok {
+			continue
+		}
+		err := cn.Send(ctx, req)
+		if err != nil && errors.Is(err, privconn.ErrNotSent) {
+			continue
+		}
+		return err
+	}
+	p.m.noHealthy.Inc()
+	return fmt.Errorf("%w: %s", ErrNoHealthy, p.name)
+}
+
+// Endpoint returns the address Do would pick for uin right now ("" if
+// none); for tests and debugging.
+func (p *PrivatePool) Endpoint(uin uint64) string {
+	if e := p.pick(uin); e != nil {
+		return e.addr
+	}
+	return ""
+}
+
+// Stats returns a snapshot.
+func (p *PrivatePool) Stats() Stats {
+	s := Stats{Name: p.name, Endpoints: len(p.eps), Late: p.late.Load(), Unknown: p.unknown.Load()}
+	for _, e := range p.eps {
+		es := EndpointStats{Addr: e.addr, Healthy: e.healthy(), Conns: int(e.live.Load()),
+			Requests: e.requests.Load()}
+		for i := range e.slots {
+			if cn := e.slots[i].Load(); cn != nil {
+				es.InFlight += cn.InFlight()
+			}
+		}
+		if es.Healthy {
+			s.Healthy++
+		}
+		s.Conns += es.Conns
+		s.InFlight += es.InFlight
+		s.PerEP = append(s.PerEP, es)
+	}
+	return s
+}
+
+// WaitHealthy blocks until at least n endpoints are healthy or ctx ends.
+func (p *PrivatePool) WaitHealthy(ctx context.Context, n int) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if p.Stats().Healthy >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s: waiting for %d healthy: %v", ErrNoHealthy, p.name, n, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close closes every connection (pending requests fail with ErrClosed) and
+// stops reconnecting.
+func (p *PrivatePool) Close() error {
+	if p.ctx.Err() != nil {
+		return nil
+	}
+	p.cancel()
+	p.wg.Wait()
+	p.m.endpoints.Sub(float64(len(p.eps)))
+	return nil
+}
