@@ -18,14 +18,17 @@ var ErrResult = errors.New("bench: reply carries an error result")
 // connections (each assigns its own seq and matches replies); every request
 // waits for its reply in its own goroutine.
 type legacyClient struct {
-	conns   []*privconn.Conn
-	timeout time.Duration
+	conns []*privconn.Conn
+	// ctx spans the client's life (see grpcClient).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // DialLegacy opens n multiplexed MGP/1 connections to addr and checks each
 // with one echo round trip.
-func DialLegacy(addr string, n int, timeout time.Duration) (Client, error) {
-	c := &legacyClient{timeout: timeout}
+func DialLegacy(addr string, n int) (Client, error) {
+	c := &legacyClient{}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cd := mgp.New(codec.DefaultMaxFrameSize)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -61,14 +64,11 @@ func echoOnce(ctx context.Context, cn *privconn.Conn, payload []byte) error {
 
 func (c *legacyClient) Go(conn int, payload []byte, done func(error)) {
 	cn := c.conns[conn%len(c.conns)]
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		defer cancel()
-		done(echoOnce(ctx, cn, payload))
-	}()
+	go func() { done(echoOnce(c.ctx, cn, payload)) }()
 }
 
 func (c *legacyClient) Close() error {
+	c.cancel()
 	var errs []error
 	for _, cn := range c.conns {
 		errs = append(errs, cn.Close())

@@ -41,7 +41,7 @@ func yamlQuote(s string) string {
 
 func tlsCertsYAML(b *strings.Builder, indent string, t *EnvoyTLS) {
 	fmt.Fprintf(b, "%scommon_tls_context:\n", indent)
-	fmt.Fprintf(b, "%s  tls_params: {tls_minimum_protocol_version: TLSv1_3}\n", indent)
+	fmt.Fprintf(b, "%s  tls_params: {tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}\n", indent)
 	fmt.Fprintf(b, "%s  tls_certificates:\n", indent)
 	fmt.Fprintf(b, "%s  - certificate_chain: {filename: %s}\n", indent, yamlQuote(t.CertFile))
 	fmt.Fprintf(b, "%s    private_key: {filename: %s}\n", indent, yamlQuote(t.KeyFile))

@@ -129,11 +129,11 @@ func ports(n int) ([]int, error) {
 }
 
 func (e *env) legacyDial(a string) func(int) (Client, error) {
-	return func(n int) (Client, error) { return DialLegacy(a, n, e.opts.Timeout) }
+	return func(n int) (Client, error) { return DialLegacy(a, n) }
 }
 
 func (e *env) grpcDial(a string) func(int) (Client, error) {
-	return func(n int) (Client, error) { return DialGRPC(a, EchoMethod, n, e.opts.Timeout) }
+	return func(n int) (Client, error) { return DialGRPC(a, EchoMethod, n) }
 }
 
 // guard tears the topology down when setup fails half-way.

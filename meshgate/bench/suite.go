@@ -22,8 +22,6 @@ type Options struct {
 	Repeats int
 	// Drain bounds the wait for in-flight replies after a measurement.
 	Drain time.Duration
-	// Timeout per request.
-	Timeout time.Duration
 	// Binary is the meshgate binary: MeshGate runs as `Binary run -c FILE`
 	// and, unless InProcServers, the backend servers as `Binary bench
 	// serve`. Required for S3, S4, S6.
@@ -157,9 +155,6 @@ func (o *Options) defaults() {
 	}
 	if o.Drain <= 0 {
 		o.Drain = 2 * time.Second
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
 	}
 	if o.EnvoyConcurrency <= 0 {
 		o.EnvoyConcurrency = 1

@@ -99,7 +99,7 @@ func runBench(ctx context.Context, args []string) error {
 		conc      = fs.Int("envoy-concurrency", 1, "worker threads per Envoy")
 		inproc    = fs.Bool("inproc-servers", false, "run the backend servers inside the bench process instead of as subprocesses")
 		workdir   = fs.String("workdir", "", "keep bootstraps, configs, certs and logs here (default: temp dir, removed)")
-		timeout   = fs.Duration("timeout", 5*time.Second, "per-request timeout")
+		drain     = fs.Duration("drain", 2*time.Second, "after each repeat, wait this long for in-flight replies; the rest count as errors")
 		verbose   = fs.Bool("v", false, "debug logging")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -166,7 +166,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := bench.Options{
-		Scenarios: ids, Params: params, Repeats: *repeats, Timeout: *timeout,
+		Scenarios: ids, Params: params, Repeats: *repeats, Drain: *drain,
 		Binary: self, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
 		Wasm: *wasm, WorkDir: *workdir, Log: log, Progress: os.Stderr,
 	}
