@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -23,6 +24,21 @@ func Register(name string, f Factory) {
 		panic("codec: Register called twice for " + name)
 	}
 	registry[name] = f
+}
+
+// ErrDuplicateCodec is returned by TryRegister for a name already taken.
+var ErrDuplicateCodec = errors.New("codec: codec already registered")
+
+// TryRegister is Register for codecs added at run time (declarative codecs
+// named in a config file): a duplicate name is an error, not a panic.
+func TryRegister(name string, f Factory) error {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[name]; dup {
+		return fmt.Errorf("%w: %q", ErrDuplicateCodec, name)
+	}
+	registry[name] = f
+	return nil
 }
 
 // New builds the codec registered under name.

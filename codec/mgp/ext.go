@@ -56,8 +56,8 @@ func (c *Codec) Sign(dst []byte, f *codec.Frame, keyID uint32, key []byte, unixM
 		return dst, err
 	}
 	frame := out[start:]
-	off, ok := authOffset(frame)
-	if !ok {
+	off, l, ok := authOffset(frame)
+	if !ok || l != AuthSize {
 		return dst, ErrAuthMalformed
 	}
 	m := hmac.New(sha256.New, key)
@@ -68,13 +68,15 @@ func (c *Codec) Sign(dst []byte, f *codec.Frame, keyID uint32, key []byte, unixM
 
 // VerifyAuth checks the auth extension of a whole encoded frame against
 // key. It zeroes nothing in place: the MAC is computed over a copy-free
-// three-part stream. It returns the parsed extension.
+// three-part stream. It returns the parsed extension; ErrAuthMissing when
+// the frame has none, ErrAuthMalformed when it is truncated or the wrong
+// size, ErrAuthBadMAC when the MAC does not match.
 func VerifyAuth(frame []byte, key []byte) (Auth, error) {
-	off, ok := authOffset(frame)
+	off, l, ok := authOffset(frame)
 	if !ok {
 		return Auth{}, ErrAuthMissing
 	}
-	a, err := ParseAuth(frame[off : off+AuthSize])
+	a, err := ParseAuth(frame[off : off+l])
 	if err != nil {
 		return a, err
 	}
@@ -90,32 +92,34 @@ func VerifyAuth(frame []byte, key []byte) (Auth, error) {
 	return a, nil
 }
 
-// authOffset finds the value offset of the auth extension within an encoded
-// frame. ok is false when absent or its length is wrong.
-func authOffset(frame []byte) (int, bool) {
+// authOffset finds the value offset and length of the auth extension
+// within an encoded frame. ok is false when it is absent. An auth entry
+// whose value runs past header_len is reported with the length that fits,
+// so that VerifyAuth calls it malformed rather than missing.
+func authOffset(frame []byte) (off, l int, ok bool) {
 	if len(frame) < HeaderSize {
-		return 0, false
+		return 0, 0, false
 	}
 	hl := int(binary.BigEndian.Uint16(frame[2:4]))
 	if hl > len(frame) {
-		return 0, false
+		return 0, 0, false
 	}
-	for off := HeaderSize; off+4 <= hl; {
+	for off = HeaderSize; off+4 <= hl; {
 		key := binary.BigEndian.Uint16(frame[off:])
-		l := int(binary.BigEndian.Uint16(frame[off+2:]))
+		l = int(binary.BigEndian.Uint16(frame[off+2:]))
 		if key == 0 {
-			return 0, false
+			return 0, 0, false
 		}
 		off += 4
-		if off+l > hl {
-			return 0, false
-		}
 		if key == codec.ExtAuth {
-			return off, l == AuthSize
+			return off, min(l, hl-off), true
+		}
+		if off+l > hl {
+			return 0, 0, false
 		}
 		off += l
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // Deadline returns the deadline extension (remaining milliseconds).

@@ -1,0 +1,267 @@
+// Package codectest holds helpers shared by codec tests: annotated hex
+// frames, chunking readers that split a stream at arbitrary points, frame
+// comparison and fuzz-corpus loading. It is imported by tests only.
+package codectest
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/meshgate/meshgate/codec"
+)
+
+// Hex decodes s, ignoring spaces; it panics on bad input (test data only).
+func Hex(s string) []byte {
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		panic(fmt.Sprintf("codectest.Hex(%q): %v", s, err))
+	}
+	return b
+}
+
+// ChunkReader returns its data in reads of the given sizes, cycling through
+// them (a size <= 0 returns everything left). It returns io.EOF after the
+// last byte.
+type ChunkReader struct {
+	data  []byte
+	sizes []int
+	i     int
+	Reads int // number of Read calls that returned data
+}
+
+// NewChunkReader returns a reader delivering data in chunks of sizes.
+func NewChunkReader(data []byte, sizes ...int) *ChunkReader {
+	if len(sizes) == 0 {
+		sizes = []int{0}
+	}
+	return &ChunkReader{data: data, sizes: sizes}
+}
+
+// Read implements io.Reader.
+func (r *ChunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := r.sizes[r.i%len(r.sizes)]
+	r.i++
+	if n <= 0 || n > len(r.data) {
+		n = len(r.data)
+	}
+	n = copy(p, r.data[:n])
+	r.data = r.data[n:]
+	r.Reads++
+	return n, nil
+}
+
+// Clone deep-copies f so that it outlives the decode buffer.
+func Clone(f *codec.Frame) codec.Frame {
+	g := *f
+	g.Body = bytes.Clone(f.Body)
+	g.Ext = nil
+	for _, e := range f.Ext {
+		g.Ext = append(g.Ext, codec.Ext{Key: e.Key, Value: bytes.Clone(e.Value)})
+	}
+	return g
+}
+
+// Diff describes how a and b differ ("" if equal). Nil and empty byte
+// slices are equal.
+func Diff(a, b *codec.Frame) string {
+	var d []string
+	if a.Cmd != b.Cmd {
+		d = append(d, fmt.Sprintf("cmd %d != %d", a.Cmd, b.Cmd))
+	}
+	if a.Seq != b.Seq {
+		d = append(d, fmt.Sprintf("seq %d != %d", a.Seq, b.Seq))
+	}
+	if a.UIN != b.UIN {
+		d = append(d, fmt.Sprintf("uin %d != %d", a.UIN, b.UIN))
+	}
+	if a.Flags != b.Flags {
+		d = append(d, fmt.Sprintf("flags %#x != %#x", a.Flags, b.Flags))
+	}
+	if a.Result != b.Result {
+		d = append(d, fmt.Sprintf("result %d != %d", a.Result, b.Result))
+	}
+	if !bytes.Equal(a.Body, b.Body) {
+		d = append(d, fmt.Sprintf("body %q != %q", a.Body, b.Body))
+	}
+	if len(a.Ext) != len(b.Ext) {
+		d = append(d, fmt.Sprintf("%d ext != %d ext", len(a.Ext), len(b.Ext)))
+	} else {
+		for i := range a.Ext {
+			if a.Ext[i].Key != b.Ext[i].Key || !bytes.Equal(a.Ext[i].Value, b.Ext[i].Value) {
+				d = append(d, fmt.Sprintf("ext[%d] %d=%q != %d=%q", i, a.Ext[i].Key, a.Ext[i].Value, b.Ext[i].Key, b.Ext[i].Value))
+			}
+		}
+	}
+	return strings.Join(d, "; ")
+}
+
+// DecodeAll decodes every whole frame of buf with one-shot Decode calls.
+// rest is the number of trailing bytes that do not form a whole frame; err
+// is the first decode error.
+func DecodeAll(c codec.Codec, buf []byte) (frames []codec.Frame, rest int, err error) {
+	var f codec.Frame
+	for len(buf) > 0 {
+		n, need, err := c.Decode(buf, &f)
+		if err != nil {
+			return frames, len(buf), err
+		}
+		if n == 0 {
+			if need <= len(buf) {
+				return frames, len(buf), fmt.Errorf("codectest: need %d <= buffered %d", need, len(buf))
+			}
+			return frames, len(buf), nil
+		}
+		frames = append(frames, Clone(&f))
+		buf = buf[n:]
+	}
+	return frames, 0, nil
+}
+
+// ReadAll reads frames from r through a codec.Reader with an initial
+// buffer of bufSize until an error; io.EOF at a frame boundary is returned
+// as a nil error.
+func ReadAll(c codec.Codec, r io.Reader, bufSize int) ([]codec.Frame, error) {
+	rd := codec.NewReader(r, c, bufSize)
+	var frames []codec.Frame
+	var f codec.Frame
+	for {
+		err := rd.ReadFrame(&f)
+		if errors.Is(err, io.EOF) {
+			return frames, nil
+		}
+		if err != nil {
+			return frames, err
+		}
+		frames = append(frames, Clone(&f))
+	}
+}
+
+// CorpusHeader starts every file of a go test fuzz corpus.
+const CorpusHeader = "go test fuzz v1\n"
+
+// CorpusFile renders b as a one-argument ([]byte) fuzz corpus file.
+func CorpusFile(b []byte) []byte {
+	return []byte(CorpusHeader + "[]byte(" + strconv.Quote(string(b)) + ")\n")
+}
+
+// ReadCorpus loads every one-argument ([]byte) corpus file in dir, sorted
+// by name.
+func ReadCorpus(dir string) (map[string][]byte, []string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := map[string][]byte{}
+	var names []string
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, nil, err
+		}
+		s, ok := strings.CutPrefix(string(raw), CorpusHeader)
+		s = strings.TrimSpace(s)
+		if !ok || !strings.HasPrefix(s, "[]byte(") || !strings.HasSuffix(s, ")") {
+			return nil, nil, fmt.Errorf("%s: not a []byte corpus file", e.Name())
+		}
+		v, err := strconv.Unquote(s[len("[]byte(") : len(s)-1])
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		out[e.Name()] = []byte(v)
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return out, names, nil
+}
+
+// CheckDecode is the body of every codec's FuzzDecode: Decode must not
+// panic and must return a typed error, need more (need > len(data)) or a
+// frame; a decoded frame must re-encode (no larger, stably) and decode to the
+// same frame; and reading data through a codec.Reader in arbitrary chunks
+// must give the same frames and the same final verdict as one-shot Decode
+// calls.
+func CheckDecode(t testing.TB, c codec.Codec, data []byte) {
+	t.Helper()
+	var fr codec.Frame
+	n, need, err := c.Decode(data, &fr)
+	switch {
+	case err != nil:
+		if !errors.Is(err, codec.ErrMalformed) {
+			t.Fatalf("untyped error %v", err)
+		}
+		if n != 0 {
+			t.Fatalf("n=%d with error", n)
+		}
+	case n == 0:
+		if need <= len(data) {
+			t.Fatalf("need %d <= len %d", need, len(data))
+		}
+	default:
+		if n > len(data) || n > c.MaxFrameSize() {
+			t.Fatalf("n=%d len=%d", n, len(data))
+		}
+		enc, err := c.Append(nil, &fr)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if len(enc) > n {
+			t.Fatalf("re-encoding grew from %d to %d bytes", n, len(enc))
+		}
+		var fr2 codec.Frame
+		n2, _, err := c.Decode(enc, &fr2)
+		if err != nil || n2 != len(enc) {
+			t.Fatalf("decode re-encoded: n=%d/%d err=%v", n2, len(enc), err)
+		}
+		if d := Diff(&fr, &fr2); d != "" {
+			t.Fatalf("round trip: %s", d)
+		}
+		enc2, _ := c.Append(nil, &fr2)
+		if string(enc2) != string(enc) {
+			t.Fatalf("encode not stable:\n%x\n%x", enc, enc2)
+		}
+	}
+	// Split invariance.
+	one, rest, oneErr := DecodeAll(c, data)
+	sizes := []int{1}
+	for i := 0; i+1 < len(data) && i < 8; i++ {
+		sizes = append(sizes, int(data[i]%17)+1)
+	}
+	got, rdErr := ReadAll(c, NewChunkReader(data, sizes...), 64)
+	if len(got) != len(one) {
+		t.Fatalf("reader %d frames, one-shot %d", len(got), len(one))
+	}
+	for i := range got {
+		if d := Diff(&got[i], &one[i]); d != "" {
+			t.Fatalf("frame %d: %s", i, d)
+		}
+	}
+	switch {
+	case oneErr != nil:
+		if rdErr == nil || rdErr.Error() != oneErr.Error() {
+			t.Fatalf("reader err %v, one-shot %v", rdErr, oneErr)
+		}
+	case rest > 0:
+		if !errors.Is(rdErr, io.ErrUnexpectedEOF) {
+			t.Fatalf("reader err %v, want unexpected EOF (rest %d)", rdErr, rest)
+		}
+	default:
+		if rdErr != nil {
+			t.Fatalf("reader err %v", rdErr)
+		}
+	}
+}
