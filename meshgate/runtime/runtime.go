@@ -1,0 +1,393 @@
+// Package runtime is MeshGate's composition root: from a *config.Config it
+// builds the upstream pools, the listeners (private → inbound, grpc →
+// grpc.Server with the outbound handler, health and reflection) and the
+// admin server, and it owns their lifecycle: hot reload and drain.
+//
+// Reload builds a new immutable routing table per listener and swaps it
+// atomically; requests in flight finish on the table (and pools) they
+// started with. Upstream pools whose config is unchanged are kept; dropped
+// ones are retired and close after their last call. Listeners are added,
+// replaced (when their socket-level settings change) and removed. A config
+// that fails validation or cannot be built is rejected with an error naming
+// the field, and the running config keeps serving.
+package runtime
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshgate/meshgate/codec"
+	_ "github.com/meshgate/meshgate/codec/mgp" // registers "mgp"
+	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
+	"github.com/meshgate/meshgate/meshgate/inbound"
+)
+
+// DefaultConfig is the embedded default configuration (default.yaml).
+//
+//go:embed default.yaml
+var DefaultConfig []byte
+
+// Errors.
+var (
+	ErrClosed   = errors.New("runtime: shut down")
+	ErrRejected = errors.New("runtime: config rejected")
+)
+
+// Options configure a Runtime.
+type Options struct {
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Metrics; nil creates a fresh set.
+	Metrics *admin.Metrics
+	// NoAdmin skips the admin HTTP listener (Admin() still works for
+	// readiness checks and Handler()).
+	NoAdmin bool
+	// DrainQuiet is passed to private listeners (see inbound.Options).
+	DrainQuiet time.Duration
+}
+
+// Runtime runs one MeshGate instance.
+type Runtime struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *admin.Metrics
+	admin   *admin.Server
+
+	mu        sync.Mutex // serializes Reload and Shutdown
+	cfg       atomic.Pointer[config.Config]
+	pools     map[string]*grpcpool.Pool
+	priv      privatePools
+	listeners map[string]*listener
+	closed    bool
+	draining  atomic.Bool
+	wg        sync.WaitGroup
+}
+
+// New builds and starts everything cfg describes. On error nothing is left
+// running.
+func New(cfg *config.Config, opts Options) (*Runtime, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = admin.NewMetrics()
+	}
+	r := &Runtime{
+		opts:      opts,
+		log:       opts.Logger.With("component", "runtime"),
+		metrics:   opts.Metrics,
+		pools:     map[string]*grpcpool.Pool{},
+		listeners: map[string]*listener{},
+	}
+	r.priv.init()
+	r.admin = admin.New(r.metrics, func() any { return r.cfg.Load() }, opts.Logger.With("component", "admin"))
+	r.admin.SetReadiness("listeners", r.listenersReady)
+	if err := r.apply(cfg, true); err != nil {
+		return nil, err
+	}
+	if !opts.NoAdmin {
+		if err := r.admin.Listen(cfg.Admin.Address); err != nil {
+			r.closeAll()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Parse parses YAML config data (dir resolves relative paths), or the
+// embedded default when data is nil.
+func Parse(data []byte, dir string) (*config.Config, error) {
+	if data == nil {
+		data = DefaultConfig
+	}
+	return config.Parse(data, dir)
+}
+
+// Config returns the running config.
+func (r *Runtime) Config() *config.Config { return r.cfg.Load() }
+
+// Metrics returns the metrics.
+func (r *Runtime) Metrics() *admin.Metrics { return r.metrics }
+
+// Admin returns the admin server (e.g. to add readiness checks).
+func (r *Runtime) Admin() *admin.Server { return r.admin }
+
+// AdminAddr is the admin listener's address (nil with NoAdmin).
+func (r *Runtime) AdminAddr() net.Addr { return r.admin.Addr() }
+
+// Addr returns the bound address of the named listener, or nil.
+func (r *Runtime) Addr(name string) net.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l := r.listeners[name]; l != nil {
+		return l.ln.Addr()
+	}
+	return nil
+}
+
+// Pool returns the named gRPC upstream pool (tests, introspection).
+func (r *Runtime) Pool(name string) *grpcpool.Pool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pools[name]
+}
+
+func (r *Runtime) listenersReady() error {
+	if r.draining.Load() {
+		return fmt.Errorf("%w: draining", admin.ErrNotReady)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("%w: shut down", admin.ErrNotReady)
+	}
+	return nil
+}
+
+// Reload switches to cfg. A config that does not validate, or whose parts
+// cannot be built (a listener address already in use, a bad certificate), is
+// rejected: the error names the field and the running config is untouched.
+func (r *Runtime) Reload(cfg *config.Config) error {
+	err := r.apply(cfg, false)
+	outcome := "ok"
+	if err != nil {
+		outcome = "rejected"
+		r.log.Warn("config reload rejected", "err", err)
+	} else {
+		r.log.Info("config reloaded", "listeners", len(cfg.Listeners), "upstreams", len(cfg.Upstreams))
+	}
+	r.metrics.Reloads.WithLabelValues(outcome).Inc()
+	return err
+}
+
+// ReloadFile loads path and reloads it.
+func (r *Runtime) ReloadFile(path string) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		r.metrics.Reloads.WithLabelValues("rejected").Inc()
+		r.log.Warn("config reload rejected", "file", path, "err", err)
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	return r.Reload(cfg)
+}
+
+// apply builds everything new that cfg needs, then commits: swap tables,
+// start new listeners, stop removed ones, retire dropped pools.
+func (r *Runtime) apply(cfg *config.Config, initial bool) error {
+	if cfg == nil {
+		return fmt.Errorf("%w: nil config", ErrRejected)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.draining.Load() {
+		return ErrClosed
+	}
+	old := r.cfg.Load()
+	if !initial && old != nil && old.Admin.Address != cfg.Admin.Address {
+		r.log.Warn("admin.address changes need a restart; keeping", "address", old.Admin.Address)
+	}
+
+	// 1. Pools: keep unchanged ones, build new ones.
+	st := &staged{pools: map[string]*grpcpool.Pool{}, listeners: map[string]*listener{}}
+	fail := func(err error) error {
+		st.abort(r)
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	for i := range cfg.Upstreams {
+		u := cfg.Upstreams[i]
+		if u.Protocol != config.ProtoGRPC {
+			continue
+		}
+		if p := r.pools[u.Name]; p != nil && p.Same(u) {
+			st.pools[u.Name] = p
+			continue
+		}
+		p, err := grpcpool.New(u, grpcpool.Options{
+			Conns:      r.metrics.UpstreamConns.WithLabelValues(u.Name, "clientconn"),
+			Transports: r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
+		})
+		if err != nil {
+			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))
+		}
+		st.pools[u.Name] = p
+		st.newPools = append(st.newPools, p)
+	}
+	if err := r.priv.stage(r, cfg, st); err != nil {
+		return fail(err)
+	}
+
+	// 2. Listeners: tables for every private listener; sockets for new or
+	// changed ones.
+	for i := range cfg.Listeners {
+		lc := cfg.Listeners[i]
+		cur := r.listeners[lc.Name]
+		reuse := cur != nil && cur.sameSocket(&lc)
+		var tbl *inbound.Table
+		var cd codec.Codec
+		if lc.Kind == config.KindPrivate {
+			var err error
+			cd, err = codec.New(lc.Codec, lc.MaxFrameSize)
+			if err != nil {
+				return fail(fmt.Errorf("%w: listeners[%d].codec: %w", config.ErrInvalid, i, err))
+			}
+			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, func(name string) inbound.Upstream {
+				if p := st.pools[name]; p != nil {
+					return p
+				}
+				return nil
+			}, r.metrics)
+			if err != nil {
+				return fail(fmt.Errorf("listeners[%d]: %w", i, err))
+			}
+		}
+		if reuse {
+			st.updates = append(st.updates, update{l: cur, cfg: lc, table: tbl})
+			st.listeners[lc.Name] = cur
+			continue
+		}
+		nl, err := r.newListener(lc, cfg, cd, tbl, st, cur)
+		if err != nil {
+			return fail(fmt.Errorf("listeners[%d]: %w", i, err))
+		}
+		st.listeners[lc.Name] = nl
+		st.newListeners = append(st.newListeners, nl)
+	}
+
+	// 3. Commit.
+	for _, u := range st.updates {
+		u.l.update(r, u.cfg, u.table, st)
+	}
+	for name, l := range r.listeners {
+		if st.listeners[name] != l {
+			r.stopListener(l, cfg.Defaults.DrainTimeout)
+		}
+	}
+	for _, l := range st.newListeners {
+		r.startListener(l)
+	}
+	r.listeners = st.listeners
+	for name, p := range r.pools {
+		if st.pools[name] != p {
+			p.Retire()
+		}
+	}
+	r.pools = st.pools
+	r.priv.commit(r, st)
+	r.cfg.Store(cfg)
+	return nil
+}
+
+// staged is what apply builds before committing.
+type staged struct {
+	pools        map[string]*grpcpool.Pool
+	newPools     []*grpcpool.Pool
+	listeners    map[string]*listener
+	newListeners []*listener
+	updates      []update
+	priv         any // privatePools' staged state
+}
+
+type update struct {
+	l     *listener
+	cfg   config.Listener
+	table *inbound.Table
+}
+
+func (st *staged) abort(r *Runtime) {
+	for _, l := range st.newListeners {
+		l.abort()
+	}
+	for _, p := range st.newPools {
+		_ = p.Close()
+	}
+	r.priv.abort(st)
+}
+
+// Shutdown drains: readiness fails at once, listeners stop accepting,
+// open connections finish what is in flight (private listeners also wait
+// for clients to go quiet; gRPC listeners stop gracefully), bounded by
+// Defaults.DrainTimeout and ctx; then everything is closed.
+func (r *Runtime) Shutdown(ctx context.Context) error {
+	r.draining.Store(true)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	cfg := r.cfg.Load()
+	ls := make([]*listener, 0, len(r.listeners))
+	for _, l := range r.listeners {
+		ls = append(ls, l)
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Defaults.DrainTimeout)
+	defer cancel()
+	r.log.Info("draining", "listeners", len(ls), "timeout", cfg.Defaults.DrainTimeout)
+	var wg sync.WaitGroup
+	errs := make([]error, len(ls))
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.shutdown(ctx)
+		}()
+	}
+	wg.Wait()
+	r.closeAll()
+	err := errors.Join(errs...)
+	if err != nil {
+		r.log.Warn("drain timed out; closed the rest", "err", err)
+	} else {
+		r.log.Info("drained")
+	}
+	actx, acancel := context.WithTimeout(context.Background(), time.Second)
+	defer acancel()
+	_ = r.admin.Shutdown(actx)
+	return err
+}
+
+// Close stops everything at once.
+func (r *Runtime) Close() {
+	r.draining.Store(true)
+	r.closeAll()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = r.admin.Shutdown(ctx)
+}
+
+func (r *Runtime) closeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	for _, l := range r.listeners {
+		l.abort()
+	}
+	r.wg.Wait()
+	for _, p := range r.pools {
+		_ = p.Close()
+	}
+	r.priv.close()
+}
+
+// sameListenerSocket reports whether two listener configs can share one
+// socket and server (only routes/limits differ).
+func sameListenerSocket(a, b *config.Listener) bool {
+	return a.Kind == b.Kind && a.Address == b.Address && a.Codec == b.Codec &&
+		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS)
+}

@@ -1,0 +1,360 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/meshgate/legacy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// backend is a demo gRPC service whose test.Svc/Who answers its name.
+func backend(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer()
+	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{
+		"Who": func(context.Context, []byte) ([]byte, error) { return []byte(name), nil },
+	})
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}
+
+func yamlConfig(grpcEP string, extra string) string {
+	return fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+defaults: {timeout: 2s, drain_timeout: 5s}
+listeners:
+  - name: mgp-in
+    kind: private
+    address: 127.0.0.1:0
+    routes:
+      - {cmd: 1, method: /demo.Echo/Echo, upstream: demo}
+      - {cmd: 2, method: /test.Svc/Who, upstream: demo}
+      - {cmd: 4, method: /demo.Echo/Sleep, upstream: demo}
+%s
+upstreams:
+  - {name: demo, protocol: grpc, endpoints: [%q], connections: 2}
+`, extra, grpcEP)
+}
+
+func mustParse(t *testing.T, y string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(y), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func start(t *testing.T, cfg *config.Config) *Runtime {
+	t.Helper()
+	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Close)
+	return rt
+}
+
+func dial(t *testing.T, rt *Runtime, listener string, conns int) *legacy.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cl, err := legacy.Dial(ctx, rt.Addr(listener).String(), legacy.ClientOptions{Conns: conns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+func call(cl *legacy.Client, cmd uint32, body string) (*codec.Frame, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return cl.Call(ctx, cmd, 1, []byte(body), nil)
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestBridgeAdminMetrics(t *testing.T) {
+	ep := backend(t, "A")
+	cfg := mustParse(t, yamlConfig(ep, `
+  - name: secure
+    kind: private
+    address: 127.0.0.1:0
+    auth: {keys: {1: "topsecret-key"}}
+    routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]`))
+	rt := start(t, cfg)
+	cl := dial(t, rt, "mgp-in", 1)
+	for i := 0; i < 20; i++ {
+		r, err := call(cl, 1, "hello")
+		if err != nil || r.Result != 0 || string(r.Body) != "hello" {
+			t.Fatalf("echo: %+v %v", r, err)
+		}
+	}
+	r, err := call(cl, 2, "")
+	if err != nil || string(r.Body) != "A" {
+		t.Fatalf("who: %+v %v", r, err)
+	}
+	base := "http://" + rt.AdminAddr().String()
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d", code)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	rt.Admin().SetReadiness("xds", func() error { return errors.New("NACKed") })
+	if code, body := get(t, base+"/readyz"); code != 503 || !strings.Contains(body, "xds: NACKed") {
+		t.Fatalf("/readyz with failing check: %d %s", code, body)
+	}
+	rt.Admin().SetReadiness("xds", nil)
+	_, metrics := get(t, base+"/metrics")
+	for _, want := range []string{
+		`meshgate_requests_total{cmd="1",listener="mgp-in",method="/demo.Echo/Echo",result="0"} 20`,
+		`meshgate_request_duration_seconds_count{cmd="1",listener="mgp-in",method="/demo.Echo/Echo"} 20`,
+		`meshgate_downstream_connections{listener="mgp-in"} 1`,
+		`meshgate_upstream_connections{kind="clientconn",upstream="demo"} 2`,
+		`meshgate_requests_in_flight{listener="mgp-in"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	_, cj := get(t, base+"/config")
+	if !strings.Contains(cj, `"name": "mgp-in"`) || strings.Contains(cj, "topsecret") {
+		t.Errorf("/config: %s", cj)
+	}
+	if code, _ := get(t, base+"/debug/pprof/"); code != 200 {
+		t.Errorf("pprof %d", code)
+	}
+}
+
+// load runs workers sequential callers until stop; it returns ok and
+// failed counts.
+func load(t *testing.T, cl *legacy.Client, cmd uint32, workers int, stop <-chan struct{}) func() (int64, int64, []error) {
+	var okN, failN atomic.Int64
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, err := call(cl, cmd, "x")
+				if err != nil || r.Result != 0 {
+					failN.Add(1)
+					mu.Lock()
+					if len(errs) < 5 {
+						if err == nil {
+							err = fmt.Errorf("result %d", r.Result)
+						}
+						errs = append(errs, err)
+					}
+					mu.Unlock()
+					continue
+				}
+				okN.Add(1)
+			}
+		}()
+	}
+	return func() (int64, int64, []error) { wg.Wait(); return okN.Load(), failN.Load(), errs }
+}
+
+func TestReloadUnderLoad(t *testing.T) {
+	epA, epB := backend(t, "A"), backend(t, "B")
+	rt := start(t, mustParse(t, yamlConfig(epA, "")))
+	cl := dial(t, rt, "mgp-in", 4)
+	stop := make(chan struct{})
+	wait := load(t, cl, 2, 8, stop)
+	eps := []string{epB, epA}
+	for i := 0; i < 10; i++ {
+		time.Sleep(40 * time.Millisecond)
+		// Alternate the upstream endpoint (new pool, old one retired) and
+		// the route timeout (same pool, new table).
+		cfg := mustParse(t, strings.Replace(yamlConfig(eps[i%2], ""), "timeout: 2s", fmt.Sprintf("timeout: %ds", 2+i), 1))
+		if err := rt.Reload(cfg); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	okN, failN, errs := wait()
+	if failN != 0 || okN == 0 {
+		t.Fatalf("ok=%d failed=%d %v", okN, failN, errs)
+	}
+	t.Logf("%d requests across 10 reloads, 0 failed", okN)
+	// The last config points at B... (i=9 → eps[1] = A)
+	r, err := call(cl, 2, "")
+	if err != nil || string(r.Body) != "A" {
+		t.Fatalf("after reloads: %+v %v", r, err)
+	}
+}
+
+func TestBadReloadRejected(t *testing.T) {
+	ep := backend(t, "A")
+	rt := start(t, mustParse(t, yamlConfig(ep, "")))
+	cl := dial(t, rt, "mgp-in", 1)
+	bad := mustParse(t, yamlConfig(ep, ""))
+	bad.Listeners[0].Routes[0].Upstream = "nope"
+	err := rt.Reload(bad)
+	if err == nil || !strings.Contains(err.Error(), "listeners[0].routes[0].upstream") {
+		t.Fatalf("bad reload error: %v", err)
+	}
+	// A config that validates but cannot be built (address in use).
+	busy, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer busy.Close()
+	bad2 := mustParse(t, yamlConfig(ep, fmt.Sprintf(`
+  - name: extra
+    kind: private
+    address: %s
+    routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]`, busy.Addr())))
+	if err := rt.Reload(bad2); err == nil || !strings.Contains(err.Error(), "listeners[1]") {
+		t.Fatalf("address in use: %v", err)
+	}
+	if rt.Addr("extra") != nil {
+		t.Fatal("rejected listener is running")
+	}
+	if r, err := call(cl, 1, "still"); err != nil || string(r.Body) != "still" {
+		t.Fatalf("old config not serving: %+v %v", r, err)
+	}
+	_, m := get(t, "http://"+rt.AdminAddr().String()+"/metrics")
+	if !strings.Contains(m, `meshgate_config_reloads_total{outcome="rejected"} 2`) {
+		t.Errorf("reload metric missing")
+	}
+}
+
+func TestListenersAddedRemovedAndWatch(t *testing.T) {
+	ep := backend(t, "A")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "meshgate.yaml")
+	if err := os.WriteFile(path, []byte(yamlConfig(ep, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := start(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); _ = rt.Watch(ctx, path) }()
+	defer func() { cancel(); <-watched }()
+	time.Sleep(50 * time.Millisecond)
+	// Add a listener by editing the file.
+	withExtra := yamlConfig(ep, `
+  - name: extra
+    kind: private
+    address: 127.0.0.1:0
+    routes: [{cmd: 9, method: /test.Svc/Who, upstream: demo}]`)
+	if err := os.WriteFile(path, []byte(withExtra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return rt.Addr("extra") != nil })
+	cl := dial(t, rt, "extra", 1)
+	if r, err := call(cl, 9, ""); err != nil || string(r.Body) != "A" {
+		t.Fatalf("new listener: %+v %v", r, err)
+	}
+	// A broken file is rejected; the listener stays.
+	if err := os.WriteFile(path, []byte("listeners: [{name: x, kind: bogus}]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * WatchDebounce)
+	if rt.Addr("extra") == nil {
+		t.Fatal("bad file removed the listener")
+	}
+	// Remove it again.
+	if err := os.WriteFile(path, []byte(yamlConfig(ep, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return rt.Addr("extra") == nil })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestShutdownDrainUnderLoad(t *testing.T) {
+	ep := backend(t, "A")
+	rt, err := New(mustParse(t, yamlConfig(ep, "")), Options{DrainQuiet: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := dial(t, rt, "mgp-in", 4)
+	stop := make(chan struct{})
+	wait := load(t, cl, 1, 8, stop)
+	time.Sleep(150 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- rt.Shutdown(context.Background()) }()
+	time.Sleep(200 * time.Millisecond)
+	if code := readyz(rt); code != 503 {
+		t.Errorf("/readyz while draining: %d", code)
+	}
+	close(stop)
+	okN, failN, errs := wait()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if failN != 0 || okN == 0 {
+		t.Fatalf("ok=%d failed=%d %v", okN, failN, errs)
+	}
+	t.Logf("%d requests, 0 failed, across drain", okN)
+}
+
+func readyz(rt *Runtime) int {
+	if err := rt.Admin().Ready(); err != nil {
+		return 503
+	}
+	return 200
+}
+
+var _ = grpc.NewServer
