@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/runtime"
+)
+
+func init() {
+	register(subcommand{name: "validate", short: "check a config file: prints OK or the field errors (exit 1)", run: validateCmd})
+}
+
+// errInvalidConfig is returned after the field errors were printed.
+var errInvalidConfig = errors.New("config is invalid")
+
+func validateCmd(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	path := fs.String("c", "", "config file (default: the embedded default config)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if *path == "" {
+		_, err = runtime.Parse(nil, "")
+	} else {
+		_, err = config.Load(*path)
+	}
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stdout, strings.TrimPrefix(line, config.ErrInvalid.Error()+": "))
+		}
+		return errInvalidConfig
+	}
+	fmt.Println("OK")
+	return nil
+}
