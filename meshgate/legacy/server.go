@@ -63,6 +63,10 @@ type ServerOptions struct {
 	// EchoExt makes replies carry the request's extensions (except auth
 	// and error message), so bridges can assert metadata travelled.
 	EchoExt bool
+	// OnRequest, when set, is called with every request frame before it is
+	// served, from the connection's read goroutine. The frame aliases the
+	// read buffer: copy what you keep. For tests that assert what arrived.
+	OnRequest func(*codec.Frame)
 	// Logger for connection-level events; nil discards.
 	Logger *slog.Logger
 }
@@ -279,6 +283,9 @@ func (sc *serverConn) serve() {
 			continue
 		}
 		s.requests.Add(1)
+		if s.opts.OnRequest != nil {
+			s.opts.OnRequest(&f)
+		}
 		delay := s.opts.Latency
 		if s.opts.Jitter > 0 {
 			delay += rand.N(s.opts.Jitter)

@@ -1,0 +1,114 @@
+package outbound
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/upstream"
+)
+
+// Route is one resolved routing entry: a gRPC method (or service wildcard)
+// to a private command on a pool.
+type Route struct {
+	Method  string // as configured: "/pkg.Svc/M" or "/pkg.Svc/*"
+	Cmd     uint32
+	Pool    *upstream.PrivatePool
+	Timeout time.Duration // used when the call carries no deadline
+
+	m *routeMetrics
+}
+
+// table is an immutable routing table; swapped atomically by Update.
+type table struct {
+	listener string
+	exact    map[string]int // method -> index in routes
+	service  map[string]int // "/pkg.Svc/" -> index of the first wildcard route
+	routes   []*Route
+}
+
+// buildTable resolves l's routes against pools. Errors name the field.
+func buildTable(l config.Listener, pools map[string]*upstream.PrivatePool, defTimeout time.Duration, mm *metrics) (*table, error) {
+	t := &table{listener: l.Name, exact: map[string]int{}, service: map[string]int{}}
+	var errs []error
+	for i, r := range l.Routes {
+		f := fmt.Sprintf("listeners[%s].routes[%d]", l.Name, i)
+		if err := config.CheckMethod(r.Method, true); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s.method: %v", ErrConfig, f, err))
+			continue
+		}
+		p := pools[r.Upstream]
+		if p == nil {
+			errs = append(errs, fmt.Errorf("%w: %s.upstream: no private pool %q", ErrConfig, f, r.Upstream))
+			continue
+		}
+		to := r.Timeout
+		if to <= 0 {
+			to = defTimeout
+		}
+		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, Timeout: to, m: mm.forRoute(l.Name, r.Method)}
+		idx := len(t.routes)
+		t.routes = append(t.routes, rt)
+		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {
+			if _, dup := t.service[svc]; !dup {
+				t.service[svc] = idx
+			}
+		} else if _, dup := t.exact[r.Method]; !dup {
+			t.exact[r.Method] = idx
+		}
+	}
+	if len(errs) > 0 {
+		return nil, joinErrors(errs)
+	}
+	return t, nil
+}
+
+// lookup returns the first route matching method (exact or service
+// wildcard, first match in config order wins), or nil.
+func (t *table) lookup(method string) *Route {
+	ei, eok := t.exact[method]
+	si, sok := -1, false
+	if i := strings.LastIndexByte(method, '/'); i > 0 {
+		si, sok = t.service[method[:i+1]]
+	}
+	switch {
+	case eok && sok:
+		return t.routes[min(ei, si)]
+	case eok:
+		return t.routes[ei]
+	case sok:
+		return t.routes[si]
+	}
+	return nil
+}
+
+// checkMethod validates a called method name with config.CheckMethod's
+// rules ("/pkg.Svc/Method", no empty, ".", ".." segment, no NUL or
+// whitespace, no extra "/", no wildcard) without allocating.
+func checkMethod(m string) bool {
+	if len(m) < 4 || m[0] != '/' {
+		return false
+	}
+	rest := m[1:]
+	i := strings.IndexByte(rest, '/')
+	if i <= 0 {
+		return false
+	}
+	svc, name := rest[:i], rest[i+1:]
+	if name == "" || name == "*" || strings.IndexByte(name, '/') >= 0 {
+		return false
+	}
+	for _, p := range [2]string{svc, name} {
+		if p == "." || p == ".." {
+			return false
+		}
+		for j := 0; j < len(p); j++ {
+			switch p[j] {
+			case 0, ' ', '\t', '\r', '\n':
+				return false
+			}
+		}
+	}
+	return true
+}
