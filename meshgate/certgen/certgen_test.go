@@ -1,0 +1,93 @@
+package certgen
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+func TestMTLSHandshake(t *testing.T) {
+	dir := t.TempDir()
+	ca, files, err := WriteSet(dir, "server", "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := tls.LoadX509KeyPair(files["server"].CertFile, files["server"].KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliCert, err := tls.LoadX509KeyPair(files["client"].CertFile, files["client"].KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(files["server"].CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.pem not parsable")
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{srvCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		done <- c.(*tls.Conn).Handshake()
+	}()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(), &tls.Config{
+		Certificates: []tls.Certificate{cliCert}, RootCAs: ca.Pool(), ServerName: "127.0.0.1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRotateChangesSerialAndSANs(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1, _, _, err := ca.IssueFiles(dir, "idc", "idc.meshgate.local", "spiffe://meshgate/idc", "10.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, cf, _, err := ca.IssueFiles(dir, "idc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l1.Serial() == l2.Serial() {
+		t.Fatal("rotation kept the serial")
+	}
+	if len(l1.Cert.URIs) != 1 || l1.Cert.URIs[0].String() != "spiffe://meshgate/idc" {
+		t.Fatalf("URI SANs %v", l1.Cert.URIs)
+	}
+	if len(l1.Cert.IPAddresses) != 3 {
+		t.Fatalf("IP SANs %v", l1.Cert.IPAddresses)
+	}
+	if _, err := l1.Cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), DNSName: "idc.meshgate.local"}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(cf)
+	if string(b) != string(l2.CertPEM) {
+		t.Fatal("file not rotated")
+	}
+}
