@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,5 +272,57 @@ func TestNoEndpointsListening(t *testing.T) {
 	}
 	if _, err := upstream.NewPrivatePool(config.Upstream{Name: "g", Protocol: config.ProtoGRPC, Endpoints: []string{addr}}, mgp.New(0), nil, nil); !errors.Is(err, upstream.ErrConfig) {
 		t.Fatalf("grpc upstream accepted: %v", err)
+	}
+}
+
+// TestStress100k: 100k requests from 128 goroutines over 3 endpoints × 3
+// connections, backends replying after random delays (out of order); every
+// reply must carry its own request's unique body and uin.
+func TestStress100k(t *testing.T) {
+	n := 100000
+	if testing.Short() {
+		n = 10000
+	}
+	_, addrs := backends(t, 3, legacy.ServerOptions{Jitter: 500 * time.Microsecond})
+	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBConsistentHash, Connections: 3}
+	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.WaitHealthy(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	var next, bad, errs atomic.Int64
+	var wg sync.WaitGroup
+	for range 128 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body []byte
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				body = legacy.RequestBody(body, uint64(i), 32)
+				r, err := p.Do(ctx, &codec.Frame{Cmd: legacy.CmdEcho, UIN: uint64(i), Body: body})
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				if string(r.Body) != string(body) || r.UIN != uint64(i) {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	st := p.Stats()
+	t.Logf("%d requests: per endpoint %+v", n, st.PerEP)
+	if bad.Load() != 0 || errs.Load() != 0 || st.Unknown != 0 || st.Late != 0 {
+		t.Fatalf("%d mismatched, %d errors; %+v", bad.Load(), errs.Load(), st)
 	}
 }
