@@ -35,7 +35,7 @@ const (
 )
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	gs      *grpc.Server
 	pool    *grpcpool.Pool
 	srv     *Server
@@ -54,6 +54,13 @@ type envOpts struct {
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	return newEnvO(t, o)
+}
+
+func newEnvTB(b *testing.B) *env { return newEnvO(b, envOpts{}) }
+
+func newEnvO(t testing.TB, o envOpts) *env {
 	t.Helper()
 	gln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -97,7 +104,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 
 // client is a minimal pipelining MGP client over TCP.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	nc   net.Conn
 	c    *mgp.Codec
 	wmu  sync.Mutex
@@ -193,7 +200,7 @@ func (cl *client) call(f codec.Frame) (codec.Frame, bool) {
 	return wait(cl.t, cl.start(f))
 }
 
-func wait(t *testing.T, ch chan codec.Frame) (codec.Frame, bool) {
+func wait(t testing.TB, ch chan codec.Frame) (codec.Frame, bool) {
 	t.Helper()
 	select {
 	case f, ok := <-ch:

@@ -1,0 +1,211 @@
+package grpcpool
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/demo"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func backend(t *testing.T, name string, opts ...grpc.ServerOption) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer(opts...)
+	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{
+		"Who": func(context.Context, []byte) ([]byte, error) { return []byte(name), nil },
+	})
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}
+
+func who(t *testing.T, p *Pool, uin uint64) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if uin != 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, HashHeader, strconv.FormatUint(uin, 10))
+	}
+	var out []byte
+	if err := p.Invoke(ctx, "/test.Svc/Who", []byte{}, &out); err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func TestPolicies(t *testing.T) {
+	eps := []string{backend(t, "a"), backend(t, "b"), backend(t, "c")}
+	for _, lb := range []string{config.LBRoundRobin, config.LBLeastRequest, config.LBConsistentHash} {
+		t.Run(lb, func(t *testing.T) {
+			p, err := New(config.Upstream{Name: "u", Protocol: "grpc", Endpoints: eps, LB: lb, Connections: 2}, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if p.Len() != 2 {
+				t.Fatalf("%d ClientConns", p.Len())
+			}
+			seen := map[string]int{}
+			if lb == config.LBConsistentHash {
+				// Same uin → same backend, always, on either ClientConn.
+				for uin := uint64(1); uin <= 60; uin++ {
+					first := who(t, p, uin)
+					for i := 0; i < 4; i++ {
+						if got := who(t, p, uin); got != first {
+							t.Fatalf("uin %d: %s then %s", uin, first, got)
+						}
+					}
+					seen[first]++
+				}
+			} else {
+				for i := 0; i < 90; i++ {
+					seen[who(t, p, 0)]++
+				}
+			}
+			if len(seen) != 3 {
+				t.Fatalf("%s spread: %v", lb, seen)
+			}
+		})
+	}
+}
+
+func TestRetireWaitsForLastCall(t *testing.T) {
+	p, err := New(config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{backend(t, "a")}, LB: "round_robin", Connections: 1}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Acquire() {
+		t.Fatal("acquire")
+	}
+	p.Retire()
+	select {
+	case <-p.Done():
+		t.Fatal("closed with a call in flight")
+	default:
+	}
+	if who(t, p, 0) != "a" {
+		t.Fatal("call on retired pool failed")
+	}
+	if p.Acquire() {
+		t.Fatal("acquire after retire")
+	}
+	p.Release()
+	select {
+	case <-p.Done():
+	case <-time.After(time.Second):
+		t.Fatal("not closed after last release")
+	}
+}
+
+func TestSame(t *testing.T) {
+	u := config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{"127.0.0.1:1"}, LB: "round_robin", Connections: 2}
+	p, err := New(u, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if !p.Same(u) {
+		t.Fatal("same config differs")
+	}
+	v := u
+	v.Endpoints = []string{"127.0.0.1:2"}
+	w := u
+	w.LB = "least_request"
+	if p.Same(v) || p.Same(w) {
+		t.Fatal("changed config reported same")
+	}
+	if _, err := New(config.Upstream{Name: "x", Protocol: "private"}, Options{}); err == nil {
+		t.Fatal("private upstream accepted")
+	}
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	caCert, caKey := newCA(t)
+	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", caCert.Raw)
+	srvDER, srvKey := leaf(t, caCert, caKey, "backend.test")
+	cert := tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
+	ep := backend(t, "tls", grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	u := config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{ep}, LB: "round_robin", Connections: 1,
+		TLS: &config.TLS{CAFile: filepath.Join(dir, "ca.pem"), ServerName: "backend.test"}}
+	p, err := New(u, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if who(t, p, 0) != "tls" {
+		t.Fatal("tls call")
+	}
+	// Wrong server name: the handshake fails.
+	u.TLS = &config.TLS{CAFile: filepath.Join(dir, "ca.pem"), ServerName: "other.test"}
+	q, err := New(u, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var out []byte
+	if err := q.Invoke(ctx, "/test.Svc/Who", []byte{}, &out); err == nil {
+		t.Fatal("wrong server name accepted")
+	}
+	u.TLS = &config.TLS{CAFile: filepath.Join(dir, "missing.pem")}
+	if _, err := New(u, Options{}); err == nil {
+		t.Fatal("missing CA accepted")
+	}
+}
+
+func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key
+}
+
+func leaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string) ([]byte, *ecdsa.PrivateKey) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, key
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
