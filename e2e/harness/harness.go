@@ -1,0 +1,225 @@
+// Package harness holds helpers shared by the end-to-end tests: locating or
+// building the meshgate binary, starting processes with their output
+// captured (and printed when the test fails), free loopback ports, and
+// waiting for conditions with a deadline.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// RepoRoot returns the module root (the directory holding go.mod), found
+// from this source file's location.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// MeshgateBin returns $MESHGATE_BIN, or builds ./meshgate/cmd/meshgate once
+// per test binary into a temporary directory.
+func MeshgateBin(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("MESHGATE_BIN"); p != "" {
+		return p
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "meshgate-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		out := filepath.Join(dir, "meshgate")
+		cmd := exec.Command("go", "build", "-o", out, "./meshgate/cmd/meshgate")
+		cmd.Dir = RepoRoot()
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build meshgate: %v\n%s", err, b)
+			return
+		}
+		buildPath = out
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// FreeAddr returns "127.0.0.1:PORT" with a free port.
+func FreeAddr(t testing.TB) string {
+	return fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+}
+
+// syncBuffer is a goroutine-safe output sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Proc is a started process with captured output.
+type Proc struct {
+	Name string
+	Cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+	once sync.Once
+}
+
+// Start starts name with args, capturing stdout+stderr. On test cleanup
+// the process is stopped (SIGTERM, then SIGKILL after 5s) and, if the test
+// failed, its output is logged.
+func Start(t testing.TB, label, name string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: label, Cmd: exec.Command(name, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.Cmd.Stdout = p.out
+	p.Cmd.Stderr = p.out
+	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", label, err)
+	}
+	go func() { p.err = p.Cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("--- %s output ---\n%s", label, p.Output())
+		}
+	})
+	return p
+}
+
+// Output is everything the process printed so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Done is closed when the process exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Stop sends SIGTERM, waits up to 5s, then kills. Safe to call twice.
+func (p *Proc) Stop() {
+	p.once.Do(func() {
+		select {
+		case <-p.done:
+			return
+		default:
+		}
+		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = p.Cmd.Process.Kill()
+			<-p.done
+		}
+	})
+}
+
+// Eventually polls cond every 50ms until it returns nil or timeout passes,
+// then fails the test with the last error.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = cond(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// HTTPGet GETs url with a 5s timeout and returns the status and body.
+func HTTPGet(url string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, err = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String(), err
+}
+
+// WaitHTTP200 waits until url answers 200.
+func WaitHTTP200(t testing.TB, timeout time.Duration, url string) {
+	t.Helper()
+	Eventually(t, timeout, "200 from "+url, func() error {
+		code, body, err := HTTPGet(url)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK {
+			return fmt.Errorf("status %d: %s", code, strings.TrimSpace(body))
+		}
+		return nil
+	})
+}
+
+// WaitTCP waits until addr accepts TCP connections.
+func WaitTCP(t testing.TB, timeout time.Duration, addr string) {
+	t.Helper()
+	Eventually(t, timeout, "tcp "+addr, func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// WriteFile writes data to dir/name and returns the path.
+func WriteFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
