@@ -49,8 +49,8 @@ type Codec struct {
 	prefix   int     // bytes needed to learn the frame size
 	minFrame int     // smallest valid frame
 
-	hl, bl, tl                         int // field indexes, -1 if absent
-	hlMin, hlMax, hlMult               int
+	hl, bl, tl                        int // field indexes, -1 if absent
+	hlMin, hlMax, hlMult              int
 	inclHeader, inclBody, inclTrailer bool
 
 	ext   bool
