@@ -12,6 +12,10 @@
 //   - *[]byte: Unmarshal copies into the slice (reusing its capacity);
 //     Marshal wraps it without copying.
 //   - []byte: Marshal only, without copying.
+//
+// Any other type (generated protobuf messages, e.g. the gRPC health and
+// reflection services that share a server with the raw handlers) goes to
+// grpc-go's registered "proto" codec.
 package rawcodec
 
 import (
@@ -19,7 +23,9 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // fallback for generated messages
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 )
 
 // Name is the codec's content-subtype name. It is forced on calls, never
@@ -47,6 +53,9 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	case *[]byte:
 		return mem.BufferSlice{mem.SliceBuffer(*m)}, nil
 	}
+	if pc := protoCodec(); pc != nil && isProto(v) {
+		return pc.Marshal(v)
+	}
 	return nil, fmt.Errorf("%w %T", ErrType, v)
 }
 
@@ -67,7 +76,26 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		data.CopyTo(*m)
 		return nil
 	}
+	if pc := protoCodec(); pc != nil && isProto(v) {
+		return pc.Unmarshal(data, v)
+	}
 	return fmt.Errorf("%w %T", ErrType, v)
+}
+
+// protoCodec is grpc-go's proto codec (registered by package
+// google.golang.org/grpc/encoding/proto, which grpc imports).
+func protoCodec() encoding.CodecV2 {
+	if c := encoding.GetCodecV2("proto"); c != nil {
+		if _, self := c.(Codec); !self {
+			return c
+		}
+	}
+	return nil
+}
+
+func isProto(v any) bool {
+	_, ok := v.(proto.Message)
+	return ok
 }
 
 // Message is a message body held in gRPC memory buffers. The zero value is

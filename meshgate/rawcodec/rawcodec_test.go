@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -78,4 +79,17 @@ func strconvI(n int) string {
 		return string(rune('0'+n/1024)) + "KiB"
 	}
 	return "64B"
+}
+
+func TestProtoFallback(t *testing.T) {
+	var c Codec
+	in := wrapperspb.String("generated")
+	bs, err := c.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out wrapperspb.StringValue
+	if err := c.Unmarshal(bs, &out); err != nil || out.GetValue() != "generated" {
+		t.Fatalf("proto fallback: %v %v", out.GetValue(), err)
+	}
 }

@@ -64,7 +64,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		}
 		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet}, tbl)
 	case config.KindGRPC:
-		b, err := r.priv.bridge(r, lc, st)
+		b, err := r.priv.bridge(r, lc, cfg, st)
 		if err != nil {
 			_ = ln.Close()
 			return nil, err
@@ -84,14 +84,12 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 	return l, nil
 }
 
-// update applies a new config to a listener that keeps its socket.
-func (l *listener) update(r *Runtime, lc config.Listener, tbl *inbound.Table, st *staged) {
+// update applies a new config to a listener that keeps its socket (a grpc
+// listener's bridge was already updated by prepareUpdate).
+func (l *listener) update(lc config.Listener, tbl *inbound.Table) {
 	l.cfg = lc
 	if l.in != nil {
 		l.in.SetTable(tbl)
-	}
-	if l.bridge != nil {
-		r.priv.updateBridge(r, l.bridge, lc, st)
 	}
 }
 

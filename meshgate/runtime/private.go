@@ -1,13 +1,17 @@
 package runtime
 
 import (
-	"context"
+	"fmt"
+	"reflect"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/outbound"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // grpcBridge is the gRPC→private side mounted on a grpc listener.
@@ -15,29 +19,142 @@ type grpcBridge interface {
 	ServerOptions() []grpc.ServerOption
 }
 
-// privatePools owns the private-protocol upstream pools and the
-// gRPC→private bridges. Placeholder until meshgate/outbound lands: grpc
-// listeners answer UNIMPLEMENTED.
-type privatePools struct{}
+// privatePools owns the private-protocol upstream pools (package upstream)
+// and builds the gRPC→private bridges (package outbound) of grpc listeners.
+//
+// A private pool dropped by a reload is closed DrainTimeout later, so calls
+// that started on it finish (package upstream pools are not reference
+// counted); Close closes such pools at once.
+type privatePools struct {
+	pools map[string]*upstream.PrivatePool
+	cfgs  map[string]config.Upstream
 
-func (p *privatePools) init()                                                  {}
-func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error { return nil }
-func (p *privatePools) commit(r *Runtime, st *staged)                          {}
-func (p *privatePools) abort(st *staged)                                       {}
-func (p *privatePools) close()                                                 {}
-func (p *privatePools) updateBridge(r *Runtime, b grpcBridge, lc config.Listener, st *staged) {
+	mu      sync.Mutex
+	retired map[*upstream.PrivatePool]*time.Timer
 }
 
-func (p *privatePools) bridge(r *Runtime, lc config.Listener, st *staged) (grpcBridge, error) {
-	return unimplementedBridge{}, nil
+// privStaged is the private side of a staged reload.
+type privStaged struct {
+	pools    map[string]*upstream.PrivatePool
+	cfgs     map[string]config.Upstream
+	newPools []*upstream.PrivatePool
+	// bridges updated in place before commit, with how to undo.
+	undo []func()
 }
 
-type unimplementedBridge struct{}
-
-func (unimplementedBridge) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
-		return status.Error(codes.Unimplemented, "meshgate: gRPC→private bridge not built in")
-	})}
+func (p *privatePools) init() {
+	p.pools = map[string]*upstream.PrivatePool{}
+	p.cfgs = map[string]config.Upstream{}
+	p.retired = map[*upstream.PrivatePool]*time.Timer{}
 }
 
-var _ = context.Background
+func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
+	ps := &privStaged{pools: map[string]*upstream.PrivatePool{}, cfgs: map[string]config.Upstream{}}
+	st.priv = ps
+	for i := range cfg.Upstreams {
+		u := cfg.Upstreams[i]
+		if u.Protocol != config.ProtoPrivate {
+			continue
+		}
+		ps.cfgs[u.Name] = u
+		if old := p.pools[u.Name]; old != nil && reflect.DeepEqual(p.cfgs[u.Name], u) {
+			ps.pools[u.Name] = old
+			continue
+		}
+		c, err := codec.New(u.Codec, 0)
+		if err != nil {
+			return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
+		}
+		pool, err := upstream.NewPrivatePool(u, c, r.opts.Logger, r.metrics.Registry)
+		if err != nil {
+			return fmt.Errorf("upstreams[%d]: %w", i, err)
+		}
+		ps.pools[u.Name] = pool
+		ps.newPools = append(ps.newPools, pool)
+	}
+	return nil
+}
+
+// bridge builds the outbound handler of a new grpc listener.
+func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config, st *staged) (grpcBridge, error) {
+	ps := st.priv.(*privStaged)
+	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Registerer: r.metrics.Registry, DefaultTimeout: cfg.Defaults.Timeout})
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Update(lc, ps.pools); err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	return b, nil
+}
+
+// prepareUpdate swaps the routes of a kept grpc listener's bridge before
+// commit, remembering how to undo it if the reload is aborted later.
+func (p *privatePools) prepareUpdate(l *listener, lc config.Listener, st *staged) error {
+	ps := st.priv.(*privStaged)
+	b, ok := l.bridge.(*outbound.Server)
+	if !ok {
+		return nil
+	}
+	if err := b.Update(lc, ps.pools); err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	oldCfg, oldPools := l.cfg, p.pools
+	ps.undo = append(ps.undo, func() { _ = b.Update(oldCfg, oldPools) })
+	return nil
+}
+
+func (p *privatePools) commit(r *Runtime, st *staged, drain time.Duration) {
+	ps := st.priv.(*privStaged)
+	for name, old := range p.pools {
+		if ps.pools[name] == old {
+			continue
+		}
+		p.mu.Lock()
+		p.retired[old] = time.AfterFunc(drain, func() {
+			p.mu.Lock()
+			_, still := p.retired[old]
+			delete(p.retired, old)
+			p.mu.Unlock()
+			if still {
+				_ = old.Close()
+			}
+		})
+		p.mu.Unlock()
+	}
+	p.pools, p.cfgs = ps.pools, ps.cfgs
+}
+
+func (p *privatePools) abort(st *staged) {
+	ps, ok := st.priv.(*privStaged)
+	if !ok {
+		return
+	}
+	for i := len(ps.undo) - 1; i >= 0; i-- {
+		ps.undo[i]()
+	}
+	for _, pool := range ps.newPools {
+		_ = pool.Close()
+	}
+}
+
+func (p *privatePools) close() {
+	p.mu.Lock()
+	retired := p.retired
+	p.retired = map[*upstream.PrivatePool]*time.Timer{}
+	p.mu.Unlock()
+	for pool, t := range retired {
+		t.Stop()
+		_ = pool.Close()
+	}
+	for _, pool := range p.pools {
+		_ = pool.Close()
+	}
+}
+
+// Private returns the named private upstream pool (tests, introspection).
+func (r *Runtime) Private(name string) *upstream.PrivatePool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.priv.pools[name]
+}

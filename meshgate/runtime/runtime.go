@@ -266,9 +266,18 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		st.newListeners = append(st.newListeners, nl)
 	}
 
+	// Kept grpc listeners get their new routes last (undone on abort).
+	for _, u := range st.updates {
+		if u.l.bridge != nil {
+			if err := r.priv.prepareUpdate(u.l, u.cfg, st); err != nil {
+				return fail(fmt.Errorf("listener %s: %w", u.cfg.Name, err))
+			}
+		}
+	}
+
 	// 3. Commit.
 	for _, u := range st.updates {
-		u.l.update(r, u.cfg, u.table, st)
+		u.l.update(u.cfg, u.table)
 	}
 	for name, l := range r.listeners {
 		if st.listeners[name] != l {
@@ -285,7 +294,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		}
 	}
 	r.pools = st.pools
-	r.priv.commit(r, st)
+	r.priv.commit(r, st, cfg.Defaults.DrainTimeout)
 	r.cfg.Store(cfg)
 	return nil
 }
