@@ -380,7 +380,7 @@ func TestEnvoyBootstrap(t *testing.T) {
 	if strings.Contains(y, "DownstreamTlsContext") {
 		t.Error("unexpected downstream TLS")
 	}
-	if _, err := (EnvoySpec{Name: "x", UpstreamAddr: "nohost"}).Bootstrap(); err == nil {
+	if _, err := (EnvoySpec{Name: "x", ListenPort: 1, UpstreamAddr: "nohost"}).Bootstrap(); err == nil {
 		t.Fatal("incomplete spec accepted")
 	}
 }

@@ -18,7 +18,7 @@ type EnvoyTLS struct {
 // proxying (tcp_proxy) to one upstream endpoint.
 type EnvoySpec struct {
 	Name         string // node id and stat prefix
-	AdminPort    int    // admin on 127.0.0.1 (for /ready)
+	AdminPort    int    // admin on 127.0.0.1 (for /ready); 0 = any
 	ListenPort   int    // listener on 127.0.0.1
 	UpstreamAddr string // host:port
 	// DownstreamTLS, when set, makes the listener terminate mTLS
@@ -57,7 +57,7 @@ func tlsCertsYAML(b *strings.Builder, indent string, t *EnvoyTLS) {
 // Bootstrap renders the Envoy v3 bootstrap YAML.
 func (s EnvoySpec) Bootstrap() (string, error) {
 	host, port, ok := strings.Cut(s.UpstreamAddr, ":")
-	if !ok || s.AdminPort == 0 || s.ListenPort == 0 {
+	if !ok || s.ListenPort == 0 {
 		return "", fmt.Errorf("bench: envoy %s: incomplete spec (upstream %q)", s.Name, s.UpstreamAddr)
 	}
 	var b strings.Builder

@@ -50,7 +50,7 @@ func (e *env) startServer(ctx context.Context, t *topology, kind string) (string
 		return "", err
 	}
 	a := addr(port)
-	p, err := startSubproc("server-"+kind, e.dir, e.opts.Binary, "bench", "serve", "-kind", kind, "-listen", a)
+	p, err := startSubproc(t.id+"-server-"+kind, e.dir, e.opts.Binary, "bench", "serve", "-kind", kind, "-listen", a)
 	if err != nil {
 		return "", err
 	}
@@ -68,11 +68,11 @@ func (e *env) startMeshGate(ctx context.Context, t *topology, name, cfg, wait st
 	if _, err := config.Parse([]byte(cfg), e.dir); err != nil {
 		return fmt.Errorf("bench: generated MeshGate config: %w", err)
 	}
-	path := filepath.Join(e.dir, name+".yaml")
+	path := filepath.Join(e.dir, t.id+"-"+name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	p, err := startSubproc(name, e.dir, e.opts.Binary, "run", "-c", path)
+	p, err := startSubproc(t.id+"-"+name, e.dir, e.opts.Binary, "run", "-c", path)
 	if err != nil {
 		return err
 	}
@@ -143,8 +143,7 @@ func guard(t *topology, err *error) {
 	}
 }
 
-func setupS0(ctx context.Context, e *env) (_ *topology, err error) {
-	t := &topology{}
+func setupS0(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
 	a, err := e.startServer(ctx, t, "legacy")
 	if err != nil {
@@ -154,9 +153,8 @@ func setupS0(ctx context.Context, e *env) (_ *topology, err error) {
 	return t, nil
 }
 
-func setupS1(wasm bool) func(context.Context, *env) (*topology, error) {
-	return func(ctx context.Context, e *env) (_ *topology, err error) {
-		t := &topology{}
+func setupS1(wasm bool) func(context.Context, *env, *topology) (*topology, error) {
+	return func(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 		defer guard(t, &err)
 		a, err := e.startServer(ctx, t, "legacy")
 		if err != nil {
@@ -193,8 +191,7 @@ func (e *env) envoyPair(ctx context.Context, t *topology, upstream string) (stri
 		UpstreamTLS: &EnvoyTLS{CertFile: certs.ClientCert, KeyFile: certs.ClientKey, CAFile: certs.CA, PeerSAN: certs.ServerName}})
 }
 
-func setupS2(ctx context.Context, e *env) (_ *topology, err error) {
-	t := &topology{}
+func setupS2(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
 	a, err := e.startServer(ctx, t, "legacy")
 	if err != nil {
@@ -226,8 +223,7 @@ func (e *env) startBridge(ctx context.Context, t *topology) (string, error) {
 	return listen, nil
 }
 
-func setupS3(ctx context.Context, e *env) (_ *topology, err error) {
-	t := &topology{}
+func setupS3(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
 	in, err := e.startBridge(ctx, t)
 	if err != nil {
@@ -241,8 +237,7 @@ func setupS3(ctx context.Context, e *env) (_ *topology, err error) {
 // client's sidecar (envoy-a, IDC side) originates mTLS to the sidecar of
 // the MeshGate pod (envoy-b, cloud side), which hands the private stream
 // to MeshGate on loopback; MeshGate calls the gRPC service directly.
-func setupS4(ctx context.Context, e *env) (_ *topology, err error) {
-	t := &topology{}
+func setupS4(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
 	mg, err := e.startBridge(ctx, t)
 	if err != nil {
@@ -257,8 +252,7 @@ func setupS4(ctx context.Context, e *env) (_ *topology, err error) {
 	return t, nil
 }
 
-func setupS5(ctx context.Context, e *env) (_ *topology, err error) {
-	t := &topology{}
+func setupS5(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
 	g, err := e.startServer(ctx, t, "grpc")
 	if err != nil {
@@ -268,8 +262,7 @@ func setupS5(ctx context.Context, e *env) (_ *topology, err error) {
 	return t, nil
 }
 
-func setupS6(ctx context.Context, e *env) (_ *topology, err error) {
-	t := &topology{}
+func setupS6(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
 	l, err := e.startServer(ctx, t, "legacy")
 	if err != nil {

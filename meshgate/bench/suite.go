@@ -51,11 +51,12 @@ type Scenario struct {
 	Title string
 	// Needs lists what the scenario requires: "envoy", "wasm", "binary".
 	Needs []string
-	setup func(ctx context.Context, e *env) (*topology, error)
+	setup func(ctx context.Context, e *env, t *topology) (*topology, error)
 }
 
 // topology is a running scenario: its processes and how to dial it.
 type topology struct {
+	id      string // scenario id, names per-scenario files
 	procs   []Proc
 	dial    func(conns int) (Client, error)
 	closers []func() error // run in reverse order
@@ -243,7 +244,7 @@ func runScenario(ctx context.Context, e *env, sc Scenario, rep *Report) []Result
 		return out
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	topo, err := sc.setup(setupCtx, e)
+	topo, err := sc.setup(setupCtx, e, &topology{id: sc.ID})
 	cancel()
 	if err != nil {
 		for _, p := range e.opts.Params {

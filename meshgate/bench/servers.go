@@ -1,0 +1,42 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/meshgate/legacy"
+)
+
+// ErrServerKind reports an unknown backend server kind.
+var ErrServerKind = errors.New("bench: unknown server kind")
+
+// Serve runs a backend server of kind "legacy" or "grpc" on ln until ctx
+// ends.
+func Serve(ctx context.Context, kind string, ln net.Listener, log *slog.Logger) error {
+	switch kind {
+	case "grpc":
+		s := demo.NewServer()
+		stop := context.AfterFunc(ctx, s.Stop)
+		defer stop()
+		err := s.Serve(ln)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	case "legacy":
+		s := legacy.NewServer(legacy.ServerOptions{Logger: log})
+		stop := context.AfterFunc(ctx, func() { _ = s.Close() })
+		defer stop()
+		err := s.Serve(ln)
+		if errors.Is(err, legacy.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+	ln.Close()
+	return fmt.Errorf("%w %q", ErrServerKind, kind)
+}
