@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -57,11 +56,11 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 			continue
 		}
 		ps.cfgs[u.Name] = u
-		if old := p.pools[u.Name]; old != nil && reflect.DeepEqual(p.cfgs[u.Name], u) {
+		if old := p.pools[u.Name]; old != nil && reflect.DeepEqual(p.cfgs[u.Name], u) && !st.codecChanged(u.Codec) {
 			ps.pools[u.Name] = old
 			continue
 		}
-		c, err := codec.New(u.Codec, 0)
+		c, err := st.codecs.get(u.Codec, 0)
 		if err != nil {
 			return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
 		}

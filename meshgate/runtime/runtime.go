@@ -200,8 +200,13 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		r.log.Warn("admin.address changes need a restart; keeping", "address", old.Admin.Address)
 	}
 
+	codecs, err := buildCodecs(cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+
 	// 1. Pools: keep unchanged ones, build new ones.
-	st := &staged{pools: map[string]*grpcpool.Pool{}, listeners: map[string]*listener{}}
+	st := &staged{codecs: codecs, codecsChanged: changedCodecs(old, cfg), pools: map[string]*grpcpool.Pool{}, listeners: map[string]*listener{}}
 	fail := func(err error) error {
 		st.abort(r)
 		return fmt.Errorf("%w: %w", ErrRejected, err)
@@ -234,12 +239,12 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
 		cur := r.listeners[lc.Name]
-		reuse := cur != nil && cur.sameSocket(&lc)
+		reuse := cur != nil && cur.sameSocket(&lc) && !st.codecChanged(lc.Codec)
 		var tbl *inbound.Table
 		var cd codec.Codec
 		if lc.Kind == config.KindPrivate {
 			var err error
-			cd, err = codec.New(lc.Codec, lc.MaxFrameSize)
+			cd, err = codecs.get(lc.Codec, lc.MaxFrameSize)
 			if err != nil {
 				return fail(fmt.Errorf("%w: listeners[%d].codec: %w", config.ErrInvalid, i, err))
 			}
@@ -301,12 +306,14 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 
 // staged is what apply builds before committing.
 type staged struct {
-	pools        map[string]*grpcpool.Pool
-	newPools     []*grpcpool.Pool
-	listeners    map[string]*listener
-	newListeners []*listener
-	updates      []update
-	priv         any // privatePools' staged state
+	codecs        codecSet
+	codecsChanged map[string]bool
+	pools         map[string]*grpcpool.Pool
+	newPools      []*grpcpool.Pool
+	listeners     map[string]*listener
+	newListeners  []*listener
+	updates       []update
+	priv          any // privatePools' staged state
 }
 
 type update struct {

@@ -358,3 +358,12 @@ func readyz(rt *Runtime) int {
 }
 
 var _ = grpc.NewServer
+
+func mustLoad(t *testing.T, path string) *config.Config {
+	t.Helper()
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

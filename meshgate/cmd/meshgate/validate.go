@@ -25,11 +25,15 @@ func validateCmd(_ context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	var cfg *config.Config
 	var err error
 	if *path == "" {
-		_, err = runtime.Parse(nil, "")
+		cfg, err = runtime.Parse(nil, "")
 	} else {
-		_, err = config.Load(*path)
+		cfg, err = config.Load(*path)
+	}
+	if err == nil {
+		err = runtime.Check(cfg) // builds the declarative codecs too
 	}
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
