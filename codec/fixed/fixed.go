@@ -45,6 +45,7 @@ type Codec struct {
 
 	fields   []field
 	consts   []field // const fields, in wire order
+	nPre     int     // consts[:nPre] lie within the prefix
 	fixed    int     // bytes of the fixed fields
 	prefix   int     // bytes needed to learn the frame size
 	minFrame int     // smallest valid frame
@@ -78,6 +79,11 @@ func (c *Codec) finish() {
 		}
 		if fd.kind == kindHeaderLen || fd.kind == kindBodyLen || fd.kind == kindTotalLen {
 			c.prefix = max(c.prefix, fd.off+fd.size)
+		}
+	}
+	for _, fd := range c.consts {
+		if fd.off+fd.size <= c.prefix {
+			c.nPre++
 		}
 	}
 	c.unit = 1
@@ -188,25 +194,49 @@ func (c *Codec) put(b []byte, size int, v uint64) {
 // FrameSize returns the total size of the frame at the front of buf once
 // the fields that size it are present, validating them and every constant
 // field present so far. ok is false when buf is too short to tell.
+//
+// Checks run in an order that makes the verdict independent of how much of
+// the frame has arrived: constants within the size prefix (as their bytes
+// arrive), then the length fields, then the remaining constants.
 func (c *Codec) FrameSize(buf []byte) (size int, ok bool, err error) {
-	for i := range c.consts {
-		fd := &c.consts[i]
-		if fd.off+fd.size > len(buf) {
-			break
-		}
-		if v := c.get(buf[fd.off:], fd.size); v != fd.konst {
-			return 0, false, &codec.FieldError{Field: fd.name, Value: v, Reason: fmt.Sprintf("want %#x", fd.konst)}
-		}
+	if err := c.checkConsts(buf, c.consts[:c.nPre]); err != nil {
+		return 0, false, err
 	}
 	if len(buf) < c.prefix {
 		return 0, false, nil
 	}
+	size, err = c.sizeFromPrefix(buf)
+	if err != nil {
+		return 0, false, err
+	}
+	if err := c.checkConsts(buf, c.consts[c.nPre:]); err != nil {
+		return 0, false, err
+	}
+	return size, true, nil
+}
+
+// checkConsts checks the constant fields of cs whose bytes are present.
+func (c *Codec) checkConsts(buf []byte, cs []field) error {
+	for i := range cs {
+		fd := &cs[i]
+		if fd.off+fd.size > len(buf) {
+			break
+		}
+		if v := c.get(buf[fd.off:], fd.size); v != fd.konst {
+			return &codec.FieldError{Field: fd.name, Value: v, Reason: fmt.Sprintf("want %#x", fd.konst)}
+		}
+	}
+	return nil
+}
+
+// sizeFromPrefix validates the length fields and returns the frame size.
+func (c *Codec) sizeFromPrefix(buf []byte) (int, error) {
 	hl := uint64(c.fixed)
 	if c.hl >= 0 {
 		fd := &c.fields[c.hl]
 		hl = c.get(buf[fd.off:], fd.size)
 		if hl < uint64(c.hlMin) || hl > uint64(c.hlMax) || hl%uint64(c.hlMult) != 0 {
-			return 0, false, c.headerLenError(fd.name, hl)
+			return 0, c.headerLenError(fd.name, hl)
 		}
 	}
 	tr := uint64(len(c.trailer))
@@ -225,19 +255,19 @@ func (c *Codec) FrameSize(buf []byte) (size int, ok bool, err error) {
 			sub += tr
 		}
 		if v < sub {
-			return 0, false, &codec.FieldError{Field: fd.name, Value: v, Reason: fmt.Sprintf("less than the %d header/trailer bytes it includes", sub)}
+			return 0, &codec.FieldError{Field: fd.name, Value: v, Reason: fmt.Sprintf("less than the %d header/trailer bytes it includes", sub)}
 		}
 		body = v - sub
 	}
 	max := uint64(c.max)
 	if body > max {
-		return 0, false, &codec.TooLargeError{Size: satAdd(hl+tr, body), Max: max}
+		return 0, &codec.TooLargeError{Size: satAdd(hl+tr, body), Max: max}
 	}
 	total := hl + body + tr
 	if total > max {
-		return 0, false, &codec.TooLargeError{Size: total, Max: max}
+		return 0, &codec.TooLargeError{Size: total, Max: max}
 	}
-	return int(total), true, nil
+	return int(total), nil
 }
 
 func satAdd(a, b uint64) uint64 {
