@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/meshgate/envoyproc"
 )
 
 // benchReport is the part of `meshgate bench -json` the test checks.
@@ -39,39 +42,6 @@ type benchReport struct {
 	} `json:"targets"`
 }
 
-// benchBinary returns $MESHGATE_BIN or a freshly built meshgate.
-func benchBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("MESHGATE_BIN"); p != "" {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "meshgate")
-	cmd := exec.Command("go", "build", "-o", out, "../meshgate/cmd/meshgate")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build meshgate: %v\n%s", err, b)
-	}
-	return out
-}
-
-// benchEnvoy returns $ENVOY_BIN or envoy on PATH; without one it fails
-// under CI=true and skips otherwise.
-func benchEnvoy(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("ENVOY_BIN"); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("envoy"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("envoy not found (set ENVOY_BIN or run make deps); required under CI=true")
-	}
-	t.Skip("envoy not found; set ENVOY_BIN (make deps)")
-	return ""
-}
-
 // TestBenchQuick runs the real latency suite in quick mode against the real
 // meshgate binary and real Envoys, and checks that every scenario ran to
 // completion without errors and with a sane request count. It asserts no
@@ -80,7 +50,7 @@ func TestBenchQuick(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the suite reads /proc")
 	}
-	bin, envoy := benchBinary(t), benchEnvoy(t)
+	bin, envoy := harness.MeshgateBin(t), envoyproc.Require(t)
 	wasm := os.Getenv("MESHGATE_WASM")
 	if wasm != "" {
 		if _, err := os.Stat(wasm); err != nil {
