@@ -63,7 +63,7 @@ func TestBenchQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const rate, dur = 1000, 2 * time.Second
-	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "-duration", dur.String(), "-warmup", "300ms",
+	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "-duration", dur.String(), "-warmup", "300ms", "-drain", "10s",
 		"-json", jsonPath, "-svg", svgPath, "-workdir", filepath.Join(dir, "work"))
 	cmd.Env = append(os.Environ(), "ENVOY_BIN="+envoy, "MESHGATE_WASM="+wasm)
 	var stdout, stderr bytes.Buffer

@@ -190,6 +190,13 @@ func TestProcParsing(t *testing.T) {
 	if err != nil || s.RSSBytes < 1<<20 || s.CPUSeconds < 0 {
 		t.Fatalf("self %+v %v", s, err)
 	}
+	busy, err := parseBusy([]byte("cpu  100 20 30 4000 50 6 4 10 0 0\ncpu0 1 2 3\n"))
+	if err != nil || busy != 1.7 {
+		t.Fatalf("busy %v %v, want 1.7 s", busy, err)
+	}
+	if _, err := parseBusy([]byte("intr 1 2")); !errors.Is(err, ErrProc) {
+		t.Fatalf("bad /proc/stat: %v", err)
+	}
 	if _, err := ReadProc(1 << 30); !errors.Is(err, ErrProc) {
 		t.Fatalf("missing pid: %v", err)
 	}

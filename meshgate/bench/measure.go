@@ -51,6 +51,10 @@ type Run struct {
 	ErrorKinds  map[string]int64 `json:"error_kinds,omitempty"`
 	AchievedRPS float64          `json:"achieved_rps"`
 	Procs       []ProcUsage      `json:"procs"`
+	// Background is the CPU, in cores, used by everything outside this
+	// scenario's processes during the window (a noise indicator on a
+	// shared machine).
+	Background float64 `json:"background_cores"`
 }
 
 // ErrNoRequests reports a measurement that completed nothing.
@@ -111,7 +115,7 @@ func Measure(ctx context.Context, c Client, p Params, procs []Proc, drain time.D
 	run := Run{Intended: in, Actual: act, Sent: sent, OK: ok, Errors: errs, ErrorKinds: kinds,
 		AchievedRPS: float64(ok) / p.Duration.Seconds()}
 	if w != nil {
-		run.Procs = w.stop(ok)
+		run.Procs, run.Background = w.stop(ok)
 	}
 	if err := ctx.Err(); err != nil {
 		return run, err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat. It is
@@ -106,26 +107,67 @@ type ProcUsage struct {
 	RSSBytes   int64   `json:"rss_bytes"`
 }
 
+// readBusy returns the machine's busy CPU seconds (all CPUs: user, nice,
+// system, irq, softirq, steal) from the first line of /proc/stat.
+func readBusy() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrProc, err)
+	}
+	return parseBusy(b)
+}
+
+func parseBusy(stat []byte) (float64, error) {
+	line, _, _ := bytes.Cut(stat, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("%w: /proc/stat: unexpected %q", ErrProc, line)
+	}
+	var busy uint64
+	// user nice system idle iowait irq softirq steal
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: /proc/stat: %v", ErrProc, err)
+		}
+		busy += v
+	}
+	return float64(busy) / clockTicks, nil
+}
+
 // procWindow measures CPU between start and stop.
 type procWindow struct {
 	procs []Proc
 	start []ProcSample
+	busy  float64
+	at    time.Time
 }
 
 func startWindow(procs []Proc) *procWindow {
-	w := &procWindow{procs: procs, start: make([]ProcSample, len(procs))}
+	w := &procWindow{procs: procs, start: make([]ProcSample, len(procs)), at: time.Now()}
+	w.busy, _ = readBusy()
 	for i, p := range procs {
 		w.start[i], _ = ReadProc(p.PID)
 	}
 	return w
 }
 
-func (w *procWindow) stop(requests int64) []ProcUsage {
+// stop returns each process's use and the background load: the CPU (in
+// cores) the rest of the machine used during the window.
+func (w *procWindow) stop(requests int64) ([]ProcUsage, float64) {
 	out := make([]ProcUsage, len(w.procs))
+	var ours float64
 	for i, p := range w.procs {
 		end, _ := ReadProc(p.PID)
 		cpu := end.CPUSeconds - w.start[i].CPUSeconds
+		ours += cpu
 		out[i] = ProcUsage{Role: p.Role, PID: p.PID, Note: p.Note, CPUSeconds: cpu, CPUPer1k: CPUPer1k(cpu, requests), RSSBytes: end.RSSBytes}
 	}
-	return out
+	busy, _ := readBusy()
+	el := time.Since(w.at).Seconds()
+	bg := 0.0
+	if el > 0 && w.busy > 0 {
+		bg = max(0, (busy-w.busy-ours)/el)
+	}
+	return out, bg
 }

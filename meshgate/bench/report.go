@@ -68,12 +68,15 @@ type Result struct {
 	Procs    []ProcSummary `json:"procs,omitempty"`
 	VsS0     Ratios        `json:"vs_s0"`
 	VsS5     Ratios        `json:"vs_s5"`
+	// Background is the spread of the CPU (cores) the rest of the
+	// machine used during the runs.
+	Background Spread `json:"background_cores"`
 }
 
 // summarize fills the aggregate fields from Runs.
 func (r *Result) summarize() {
 	var in, act []Latency
-	var rps []float64
+	var rps, bg []float64
 	r.OK, r.Errors = 0, 0
 	procs := map[string]*ProcSummary{}
 	var order []string
@@ -82,6 +85,7 @@ func (r *Result) summarize() {
 		in = append(in, run.Intended)
 		act = append(act, run.Actual)
 		rps = append(rps, run.AchievedRPS)
+		bg = append(bg, run.Background)
 		r.OK += run.OK
 		r.Errors += run.Errors
 		for _, p := range run.Procs {
@@ -98,6 +102,7 @@ func (r *Result) summarize() {
 	r.Intended = SpreadLatencies(in)
 	r.Actual = SpreadLatencies(act)
 	r.RPS = SpreadOf(rps)
+	r.Background = SpreadOf(bg)
 	r.Procs = r.Procs[:0]
 	for _, role := range order {
 		ps := procs[role]
@@ -283,20 +288,20 @@ func (rep *Report) WriteTable(w io.Writer) {
 		rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.Kernel, rep.Machine.GoVersion, rep.Repeats)
 	fmt.Fprintf(w, "latency in ms from the INTENDED send time (open loop, coordinated-omission free); ratios on p50/p99 vs S0 and S5 of this run\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tload\tavg\tp50\tp90\tp95\tp99\tp99.9\tmax\trps\terrors\tp50/S0\tp99/S0\tp50/S5\tp99/S5\t")
+	fmt.Fprintln(tw, "scenario\tload\tavg\tp50\tp90\tp95\tp99\tp99.9\tmax\trps\terrors\tp50/S0\tp99/S0\tp50/S5\tp99/S5\tbg cores\t")
 	var last Params
 	for i, r := range rep.Results {
 		if i > 0 && r.Params != last {
-			fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t")
+			fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t")
 		}
 		last = r.Params
 		if !r.ok() {
 			continue
 		}
 		m := r.Intended.Median()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%d\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%d\t%s\t%s\t%s\t%s\t%.2f\t\n",
 			r.Scenario, r.Params, ms(m.Avg), ms(m.P50), ms(m.P90), ms(m.P95), ms(m.P99), ms(m.P999), ms(m.Max),
-			r.RPS.Median, r.Errors, ratio(r.VsS0.P50), ratio(r.VsS0.P99), ratio(r.VsS5.P50), ratio(r.VsS5.P99))
+			r.RPS.Median, r.Errors, ratio(r.VsS0.P50), ratio(r.VsS0.P99), ratio(r.VsS5.P50), ratio(r.VsS5.P99), r.Background.Median)
 	}
 	_ = tw.Flush()
 	for _, r := range rep.Results {

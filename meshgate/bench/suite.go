@@ -227,6 +227,7 @@ func methodNotes(o *Options) []string {
 	} else {
 		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run as `meshgate bench serve` subprocesses ('server'); 'bench' is the load generator alone")
 	}
+	n = append(n, "bg cores = CPU the rest of the machine used during the window (/proc/stat busy minus this scenario's processes): a noise indicator; results with bg well above 0 were measured on a busy machine")
 	n = append(n, "CPU-s/1k = (utime+stime delta over the measured window from /proc/<pid>/stat) / (completed requests/1000); RSS = VmRSS at the end")
 	return n
 }
