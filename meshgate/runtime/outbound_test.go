@@ -140,3 +140,52 @@ func grpcDefaultCodec(t *testing.T, addr string) *grpc.ClientConn {
 	t.Cleanup(func() { _ = cc.Close() })
 	return cc
 }
+
+// TestReloadUnderLoadGRPCToPrivate: gRPC clients keep calling while reloads
+// move the private upstream between two legacy servers: 0 failures.
+func TestReloadUnderLoadGRPCToPrivate(t *testing.T) {
+	lA, lB, demoEP := legacyServer(t), legacyServer(t), backend(t, "A")
+	rt := start(t, mustParse(t, grpcConfig(lA, demoEP)))
+	cc := grpcClient(t, rt.Addr("grpc-in").String())
+	stop := make(chan struct{})
+	var okN, failN atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				var o []byte
+				err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("r"), &o)
+				cancel()
+				if err != nil || string(o) != "r" {
+					failN.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
+					continue
+				}
+				okN.Add(1)
+			}
+		}()
+	}
+	eps := []string{lB, lA}
+	for i := 0; i < 6; i++ {
+		time.Sleep(50 * time.Millisecond)
+		if err := rt.Reload(mustParse(t, grpcConfig(eps[i%2], demoEP))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failN.Load() != 0 || okN.Load() == 0 {
+		t.Fatalf("ok=%d failed=%d first error: %v", okN.Load(), failN.Load(), firstErr.Load())
+	}
+	t.Logf("%d gRPC→private calls across 6 reloads, 0 failed", okN.Load())
+}

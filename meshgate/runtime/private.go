@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"sync"
@@ -70,6 +71,24 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 		}
 		ps.pools[u.Name] = pool
 		ps.newPools = append(ps.newPools, pool)
+	}
+	// Give new pools a moment to connect before traffic moves to them, so
+	// a reload does not fail calls with "no healthy endpoint". An upstream
+	// that stays down is not an error (it may come up later).
+	if len(ps.newPools) > 0 && r.opts.WarmUp > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), r.opts.WarmUp)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, pool := range ps.newPools {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := pool.WaitHealthy(ctx, 1); err != nil {
+					r.log.Warn("private upstream not connected yet", "upstream", pool.Name(), "err", err)
+				}
+			}()
+		}
+		wg.Wait()
 	}
 	return nil
 }

@@ -54,6 +54,10 @@ type Options struct {
 	NoAdmin bool
 	// DrainQuiet is passed to private listeners (see inbound.Options).
 	DrainQuiet time.Duration
+	// WarmUp bounds how long a (re)load waits for new private upstream
+	// pools to connect before switching traffic to them; default 2s,
+	// negative = don't wait.
+	WarmUp time.Duration
 }
 
 // Runtime runs one MeshGate instance.
@@ -81,6 +85,9 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = admin.NewMetrics()
+	}
+	if opts.WarmUp == 0 {
+		opts.WarmUp = 2 * time.Second
 	}
 	r := &Runtime{
 		opts:      opts,

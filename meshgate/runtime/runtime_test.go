@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
@@ -221,10 +222,35 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Fatalf("ok=%d failed=%d %v", okN, failN, errs)
 	}
 	t.Logf("%d requests across 10 reloads, 0 failed", okN)
-	// The last config points at B... (i=9 → eps[1] = A)
+	// The last config (i=9) points at A.
 	r, err := call(cl, 2, "")
 	if err != nil || string(r.Body) != "A" {
 		t.Fatalf("after reloads: %+v %v", r, err)
+	}
+	// Retired pools closed once idle: only the live pool's conns count.
+	conns := rt.Metrics().UpstreamConns.WithLabelValues("demo", "clientconn")
+	waitFor(t, func() bool { return testutil.ToFloat64(conns) == 2 })
+	// An upstream-unchanged reload keeps the pool; a changed one replaces it.
+	p := rt.Pool("demo")
+	if err := rt.Reload(mustParse(t, strings.Replace(yamlConfig(epA, ""), "timeout: 2s", "timeout: 9s", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if rt.Pool("demo") != p {
+		t.Fatal("unchanged upstream got a new pool")
+	}
+	if err := rt.Reload(mustParse(t, yamlConfig(epB, ""))); err != nil {
+		t.Fatal(err)
+	}
+	if rt.Pool("demo") == p {
+		t.Fatal("changed upstream kept its pool")
+	}
+	if r, err := call(cl, 2, ""); err != nil || string(r.Body) != "B" {
+		t.Fatalf("after switch to B: %+v %v", r, err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(3 * time.Second):
+		t.Fatal("retired pool not closed")
 	}
 }
 
