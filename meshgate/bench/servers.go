@@ -37,6 +37,8 @@ func Serve(ctx context.Context, kind string, ln net.Listener, log *slog.Logger) 
 		}
 		return err
 	}
-	ln.Close()
+	if ln != nil {
+		ln.Close()
+	}
 	return fmt.Errorf("%w %q", ErrServerKind, kind)
 }
