@@ -120,9 +120,8 @@ func fail(ctx context.Context, b []byte) ([]byte, error) {
 		msg = strings.Join(f[1:], " ")
 	}
 	if code == int(codes.Unknown) && len(f) > 1 {
-		if r, err := strconv.Atoi(f[1]); err == nil {
+		if _, err := strconv.Atoi(f[1]); err == nil {
 			_ = grpc.SetTrailer(ctx, metadata.Pairs("x-mgp-result", f[1]))
-			_ = r
 			msg = ""
 			if len(f) > 2 {
 				msg = f[2]
