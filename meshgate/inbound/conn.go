@@ -270,29 +270,45 @@ type request struct {
 	trailer metadata.MD
 	out     codec.Frame
 	ext     [1]codec.Ext
+	// Reused across pooled lives: the call options (trailer capture into
+	// q.trailer) and one-value slices for the fixed metadata keys. gRPC
+	// reads metadata only while creating the stream, inside Invoke.
+	opts []grpc.CallOption
+	vals [4][1]string
 }
 
-var reqPool = sync.Pool{New: func() any { return new(request) }}
+var reqPool = sync.Pool{New: func() any {
+	q := &request{md: make(metadata.MD, 4)}
+	q.opts = []grpc.CallOption{grpc.Trailer(&q.trailer)}
+	return q
+}}
+
+// set stores a single-valued metadata key using the request's own backing
+// array i.
+func (q *request) set(i int, k, v string) {
+	q.vals[i][0] = v
+	q.md[k] = q.vals[i][:1:1]
+}
 
 func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway bool) *request {
 	q := reqPool.Get().(*request)
 	q.c, q.r, q.cmd, q.seq, q.uin, q.oneway = c, r, f.Cmd, f.Seq, f.UIN, oneway
 	q.start = time.Now()
 	q.timeout = r.Timeout
-	md := make(metadata.MD, 4)
+	md := q.md
 	if f.UIN != 0 {
-		md[MDUIN] = []string{strconv.FormatUint(f.UIN, 10)}
+		q.set(0, MDUIN, strconv.FormatUint(f.UIN, 10))
 	}
 	if authed {
-		md[MDKeyID] = []string{strconv.FormatUint(uint64(keyID), 10)}
+		q.set(1, MDKeyID, strconv.FormatUint(uint64(keyID), 10))
 	}
 	for i := range f.Ext {
 		e := &f.Ext[i]
 		switch {
 		case e.Key == codec.ExtTraceparent:
-			md[MDTraceparent] = []string{string(e.Value)}
+			q.set(2, MDTraceparent, string(e.Value))
 		case e.Key == codec.ExtCaller:
-			md[MDCaller] = []string{string(e.Value)}
+			q.set(3, MDCaller, string(e.Value))
 		case e.Key == codec.ExtDeadline && len(e.Value) == 4:
 			q.timeout = time.Duration(uint32(e.Value[0])<<24|uint32(e.Value[1])<<16|uint32(e.Value[2])<<8|uint32(e.Value[3])) * time.Millisecond
 		case e.Key >= codec.ExtAppMin:
@@ -300,7 +316,7 @@ func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway 
 			md[k] = append(md[k], string(e.Value))
 		}
 	}
-	q.md = md
+	_ = md
 	q.req.SetBytes(f.Body)
 	return q
 }
@@ -309,14 +325,17 @@ func (q *request) release() {
 	q.resp.Free()
 	q.req.Free()
 	q.out.Reset()
-	*q = request{out: q.out}
+	clear(q.md)
+	q.trailer = nil
+	q.vals = [4][1]string{}
+	q.c, q.r = nil, nil
 	reqPool.Put(q)
 }
 
 func (q *request) run() {
 	c, r := q.c, q.r
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md), q.timeout)
-	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, grpc.Trailer(&q.trailer))
+	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, q.opts...)
 	cancel()
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
