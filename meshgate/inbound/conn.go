@@ -2,6 +2,7 @@ package inbound
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -121,6 +122,18 @@ func (c *conn) serve() {
 	t := s.table.Load()
 	c.sem = make(chan struct{}, t.MaxInFlight)
 	c.idle, c.rto = t.IdleTimeout, t.ReadTimeout
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		// The handshake is bounded like a frame read (slowloris).
+		ctx, cancel := context.WithTimeout(c.ctx, c.rto)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			s.rejected("tls_handshake")
+			s.log.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+			_ = c.nc.Close()
+			return
+		}
+	}
 	var f codec.Frame
 	var reason string
 	var rerr error
