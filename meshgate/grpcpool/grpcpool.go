@@ -19,11 +19,8 @@ package grpcpool
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -136,30 +133,6 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		opts.Transports.Add(float64(len(p.conns) * len(u.Endpoints)))
 	}
 	return p, nil
-}
-
-// ClientTLS builds a client tls.Config from t (CA required, client cert
-// optional for mTLS).
-func ClientTLS(t *config.TLS) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrTLS, err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: no certificate in %s", ErrTLS, t.CAFile)
-		}
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrTLS, err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
-	return c, nil
 }
 
 // Name is the upstream name.
