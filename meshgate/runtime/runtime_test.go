@@ -393,3 +393,36 @@ func mustLoad(t *testing.T, path string) *config.Config {
 	}
 	return c
 }
+
+// TestListenerReplacedOnSamePort: a socket-level change (max_frame_size)
+// rebinds the same port; connections open on the old server keep being
+// served while it drains.
+func TestListenerReplacedOnSamePort(t *testing.T) {
+	ep := backend(t, "A")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	y := strings.Replace(yamlConfig(ep, ""), "address: 127.0.0.1:0", "address: "+addr, 1)
+	rt := start(t, mustParse(t, y))
+	old := dial(t, rt, "mgp-in", 1)
+	if r, err := call(old, 1, "a"); err != nil || string(r.Body) != "a" {
+		t.Fatalf("before: %+v %v", r, err)
+	}
+	y2 := strings.Replace(y, "kind: private\n", "kind: private\n    max_frame_size: 65536\n", 1)
+	if err := rt.Reload(mustParse(t, y2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.Addr("mgp-in").String(); got != addr {
+		t.Fatalf("rebound on %s, want %s", got, addr)
+	}
+	if r, err := call(old, 1, "b"); err != nil || string(r.Body) != "b" {
+		t.Fatalf("old connection during drain: %+v %v", r, err)
+	}
+	fresh := dial(t, rt, "mgp-in", 1)
+	if r, err := call(fresh, 1, "c"); err != nil || string(r.Body) != "c" {
+		t.Fatalf("new listener: %+v %v", r, err)
+	}
+}
