@@ -249,7 +249,10 @@ func TestBackpressureInFlightCap(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		chs = append(chs, cl.start(codec.Frame{Cmd: cmdGate, Body: []byte("x")}))
 	}
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(3 * time.Second); cur.Load() < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // room for a 4th call, were the cap broken
 	if p := peak.Load(); p != 3 {
 		t.Fatalf("peak concurrency %d, want 3", p)
 	}
@@ -292,7 +295,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	go func() { shut <- e.srv.Shutdown(ctxT(t, 5*time.Second)) }()
 	time.Sleep(300 * time.Millisecond) // load keeps flowing while draining
 	before := okN.Load()
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
 	if okN.Load() == before {
 		t.Error("no requests served while draining")
 	}
