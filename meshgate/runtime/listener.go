@@ -55,7 +55,6 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		return nil, fmt.Errorf("%w: address: %v", config.ErrInvalid, err)
 	}
 	l := &listener{cfg: lc, ln: ln, done: make(chan struct{})}
-	log := r.opts.Logger.With("listener", lc.Name)
 	switch lc.Kind {
 	case config.KindPrivate:
 		if tcfg != nil {
@@ -78,7 +77,6 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		l.health = health.NewServer()
 		healthpb.RegisterHealthServer(l.gs, l.health)
 		reflection.Register(l.gs)
-		_ = log
 	}
 	return l, nil
 }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
@@ -382,8 +381,6 @@ func readyz(rt *Runtime) int {
 	}
 	return 200
 }
-
-var _ = grpc.NewServer
 
 func mustLoad(t *testing.T, path string) *config.Config {
 	t.Helper()
