@@ -189,11 +189,40 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 	e := &env{opts: opts, dir: dir, log: opts.Log}
 	rep := &Report{Started: time.Now().UTC(), Machine: ThisMachine(), Repeats: opts.Repeats}
 	rep.Notes = append(rep.Notes, methodNotes(&opts)...)
+	// Every topology is started first, then measured repeat-major: each
+	// repeat runs every load point of every scenario back to back, so a
+	// burst of background load on a shared machine spreads over the
+	// scenarios instead of landing on one scenario's repeats.
+	var lives []*live
+	defer func() {
+		for _, l := range lives {
+			if err := l.topo.close(); err != nil {
+				e.log.Warn("bench: teardown", "scenario", l.sc.ID, "err", err)
+			}
+		}
+	}()
 	for _, sc := range scs {
-		results := runScenario(ctx, e, sc, rep)
-		rep.Results = append(rep.Results, results...)
+		l, failed := setupScenario(ctx, e, sc, rep)
+		rep.Results = append(rep.Results, failed...)
+		if l != nil {
+			lives = append(lives, l)
+		}
 		if ctx.Err() != nil {
 			break
+		}
+	}
+	for i := 0; i < opts.Repeats && ctx.Err() == nil; i++ {
+		for pi, p := range opts.Params {
+			for _, l := range lives {
+				if r := l.results[pi]; r.Error == "" && ctx.Err() == nil {
+					measureOnce(ctx, e, l, p, r, i)
+				}
+			}
+		}
+	}
+	for _, l := range lives {
+		for _, r := range l.results {
+			rep.Results = append(rep.Results, *r)
 		}
 	}
 	// Display order: by load point, then scenario.
@@ -219,6 +248,7 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 func methodNotes(o *Options) []string {
 	n := []string{
 		"open loop: one scheduler fires request i at start+i/rate round-robin over the connections, never waiting for replies; latency recorded from the intended send time (CO-free, shown) and the actual send time",
+		"repeat-major order: all topologies start first, then each repeat measures every scenario and load point back to back (a fresh client per measurement), so background bursts spread over scenarios",
 		"HdrHistogram 1 µs resolution, 3 significant digits; warm-up requests discarded; percentiles are medians over repeats, spread = min–max",
 		fmt.Sprintf("every Envoy is a real subprocess (--concurrency %d); MeshGate is the real binary as a subprocess (`meshgate run -c FILE`)", o.EnvoyConcurrency),
 	}
@@ -232,7 +262,17 @@ func methodNotes(o *Options) []string {
 	return n
 }
 
-func runScenario(ctx context.Context, e *env, sc Scenario, rep *Report) []Result {
+// live is a scenario whose topology is up, with its results per load
+// point (index into Options.Params).
+type live struct {
+	sc      Scenario
+	topo    *topology
+	results []*Result
+}
+
+// setupScenario starts sc's topology, or returns its results marked
+// skipped or failed.
+func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report) (*live, []Result) {
 	mk := func(p Params) Result { return Result{Scenario: sc.ID, Title: sc.Title, Params: p} }
 	var out []Result
 	if why := e.opts.skipReason(sc); why != "" {
@@ -242,7 +282,7 @@ func runScenario(ctx context.Context, e *env, sc Scenario, rep *Report) []Result
 			out = append(out, r)
 		}
 		e.progress("%-4s skipped: %s", sc.ID, why)
-		return out
+		return nil, out
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	topo, err := sc.setup(setupCtx, e, &topology{id: sc.ID})
@@ -254,48 +294,47 @@ func runScenario(ctx context.Context, e *env, sc Scenario, rep *Report) []Result
 			out = append(out, r)
 		}
 		e.progress("%-4s setup failed: %v", sc.ID, err)
-		return out
+		return nil, out
 	}
-	defer func() {
-		if err := topo.close(); err != nil {
-			e.log.Warn("bench: teardown", "scenario", sc.ID, "err", err)
-		}
-	}()
 	for _, note := range topo.notes {
 		if !slices.Contains(rep.Notes, note) {
 			rep.Notes = append(rep.Notes, note)
 		}
 	}
-	procs := append([]Proc{{Role: RoleBench, PID: os.Getpid(), Note: "load generator"}}, topo.procs...)
+	l := &live{sc: sc, topo: topo}
+	for _, p := range e.opts.Params {
+		r := mk(p)
+		l.results = append(l.results, &r)
+	}
+	return l, nil
+}
+
+// measureOnce dials a fresh client at p and measures one repeat into r.
+func measureOnce(ctx context.Context, e *env, l *live, p Params, r *Result, rep int) {
+	procs := append([]Proc{{Role: RoleBench, PID: os.Getpid(), Note: "load generator"}}, l.topo.procs...)
 	if e.opts.InProcServers {
 		procs[0].Note = "load generator + in-process servers"
 	}
-	for _, p := range e.opts.Params {
-		r := mk(p)
-		c, err := topo.dial(p.Conns)
-		if err != nil {
-			r.Error = "dial: " + err.Error()
-			out = append(out, r)
-			e.progress("%-4s %s: %v", sc.ID, p, err)
-			continue
-		}
-		for i := 0; i < e.opts.Repeats && ctx.Err() == nil; i++ {
-			run, err := Measure(ctx, c, p, procs, e.opts.Drain)
-			if err != nil {
-				r.Error = err.Error()
-				e.progress("%-4s %s #%d: %v", sc.ID, p, i+1, err)
-				break
-			}
-			r.Runs = append(r.Runs, run)
-			e.progress("%-4s %-26s #%d  p50 %s  p99 %s  ms  %6.0f rps  %d errors", sc.ID, p, i+1,
-				ms(run.Intended.P50), ms(run.Intended.P99), run.AchievedRPS, run.Errors)
-		}
+	c, err := l.topo.dial(p.Conns)
+	if err != nil {
+		r.Error = "dial: " + err.Error()
+		e.progress("%-4s %s: %v", l.sc.ID, p, err)
+		return
+	}
+	defer func() {
 		if err := c.Close(); err != nil {
 			e.log.Debug("bench: client close", "err", err)
 		}
-		out = append(out, r)
+	}()
+	run, err := Measure(ctx, c, p, procs, e.opts.Drain)
+	if err != nil {
+		r.Error = err.Error()
+		e.progress("%-4s %s #%d: %v", l.sc.ID, p, rep+1, err)
+		return
 	}
-	return out
+	r.Runs = append(r.Runs, run)
+	e.progress("%-4s %-26s #%d  p50 %s  p99 %s  ms  %6.0f rps  %d errors  bg %.2f cores", l.sc.ID, p, rep+1,
+		ms(run.Intended.P50), ms(run.Intended.P99), run.AchievedRPS, run.Errors, run.Background)
 }
 
 func (e *env) progress(format string, args ...any) {
