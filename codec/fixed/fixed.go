@@ -45,6 +45,7 @@ type Codec struct {
 
 	fields   []field
 	consts   []field // const fields, in wire order
+	decoded  []field // fields Decode copies into the frame (and header_len)
 	nPre     int     // consts[:nPre] lie within the prefix
 	fixed    int     // bytes of the fixed fields
 	prefix   int     // bytes needed to learn the frame size
@@ -79,6 +80,9 @@ func (c *Codec) finish() {
 		}
 		if fd.kind == kindHeaderLen || fd.kind == kindBodyLen || fd.kind == kindTotalLen {
 			c.prefix = max(c.prefix, fd.off+fd.size)
+		}
+		if fd.kind == kindHeaderLen || fd.kind >= kindCmd {
+			c.decoded = append(c.decoded, *fd)
 		}
 	}
 	for _, fd := range c.consts {
@@ -305,11 +309,8 @@ func (c *Codec) Decode(buf []byte, f *codec.Frame) (n, need int, err error) {
 	}
 	hl := c.fixed
 	f.Cmd, f.Seq, f.UIN, f.Flags, f.Result = 0, 0, 0, 0, 0
-	for i := range c.fields {
-		fd := &c.fields[i]
-		if fd.kind <= kindConst {
-			continue
-		}
+	for i := range c.decoded {
+		fd := &c.decoded[i]
 		v := c.get(buf[fd.off:], fd.size)
 		switch fd.kind {
 		case kindHeaderLen:
