@@ -1,0 +1,553 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registerer receives meshgate_xds_* metrics; nil = not registered.
+	Registerer prometheus.Registerer
+	// Address overrides xds.address of the config (e.g. "127.0.0.1:0").
+	Address string
+}
+
+// Server is the embedded control plane. Update feeds it configs; Serve
+// runs the ADS gRPC server and the certificate file watcher.
+type Server struct {
+	log   *slog.Logger
+	opts  Options
+	cache cache.SnapshotCache
+	xds   serverv3.Server
+	nodes atomic.Pointer[map[string]bool] // Envoy node ids of the current config
+
+	start   string // process-start component of versions
+	counter atomic.Uint64
+
+	mu      sync.Mutex // guards cfg, files, version, snapped, ln
+	cfg     *config.Config
+	files   Files
+	version string
+	snapped map[string]bool
+	ln      net.Listener
+	grpc    *grpc.Server
+
+	nackMu  sync.Mutex
+	nacks   map[nackKey]nackInfo
+	streams map[int64]string // stream id → node id
+
+	nackTotal *prometheus.CounterVec
+	pushes    prometheus.Counter
+	connected prometheus.Gauge
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+type nackKey struct{ node, typeURL string }
+
+type nackInfo struct {
+	version string // the snapshot version that was rejected
+	detail  string
+}
+
+// NewServer creates a control plane with nothing to serve yet.
+func NewServer(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		log:     opts.Logger.With("component", "xds"),
+		opts:    opts,
+		start:   strconv.FormatInt(time.Now().UnixNano(), 36),
+		nacks:   map[nackKey]nackInfo{},
+		streams: map[int64]string{},
+		closed:  make(chan struct{}),
+		nackTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshgate_xds_nacks_total", Help: "xDS responses rejected by a client (NACK), by resource type.",
+		}, []string{"type_url"}),
+		pushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshgate_xds_snapshots_total", Help: "Snapshots set on the xDS cache.",
+		}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshgate_xds_streams", Help: "Open xDS streams.",
+		}),
+	}
+	empty := map[string]bool{}
+	s.nodes.Store(&empty)
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.nackTotal, s.pushes, s.connected} {
+			if err := opts.Registerer.Register(c); err != nil {
+				s.log.Warn("metric not registered", "err", err)
+			}
+		}
+	}
+	s.cache = &nackSafeCache{SnapshotCache: cache.NewSnapshotCache(true, nodeHash{s}, cacheLogger{s.log}), hash: nodeHash{s}}
+	cb := serverv3.CallbackFuncs{
+		StreamOpenFunc:         func(context.Context, int64, string) error { s.connected.Inc(); return nil },
+		StreamClosedFunc:       func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(id) },
+		DeltaStreamOpenFunc:    func(context.Context, int64, string) error { s.connected.Inc(); return nil },
+		DeltaStreamClosedFunc:  func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(id) },
+		StreamRequestFunc:      s.onRequest,
+		StreamDeltaRequestFunc: s.onDeltaRequest,
+	}
+	// One XDSOption sets Ordered for both the SotW and the delta server.
+	s.xds = serverv3.NewServer(context.Background(), s.cache, cb, sotw.WithOrderedADS())
+	return s
+}
+
+// nodeHash maps Envoy node ids of the config to themselves and every
+// other node (proxyless gRPC clients) to ProxylessNode.
+type nodeHash struct{ s *Server }
+
+func (h nodeHash) ID(n *core.Node) string {
+	if n == nil {
+		return ProxylessNode
+	}
+	if (*h.s.nodes.Load())[n.GetId()] {
+		return n.GetId()
+	}
+	return ProxylessNode
+}
+
+// nackSafeCache keeps the SotW snapshot cache from answering a NACK with
+// the very version just rejected (which would loop): a request carrying
+// error_detail is treated as if it named the current version, so the
+// watch stays open until a newer snapshot is set.
+type nackSafeCache struct {
+	cache.SnapshotCache
+	hash cache.NodeHash
+}
+
+func (c *nackSafeCache) CreateWatch(req *cache.Request, sub cache.Subscription, ch chan cache.Response) (func(), error) {
+	if req.GetErrorDetail() != nil {
+		if snap, err := c.GetSnapshot(c.hash.ID(req.GetNode())); err == nil {
+			if v := snap.GetVersion(req.GetTypeUrl()); v != "" {
+				r := proto.Clone(req).(*discovery.DiscoveryRequest)
+				r.VersionInfo = v
+				req = r
+			}
+		}
+	}
+	return c.SnapshotCache.CreateWatch(req, sub, ch)
+}
+
+// Version is the version of the last snapshot set ("" before Update).
+func (s *Server) Version() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+func (s *Server) nextVersion() string {
+	return s.start + "-" + strconv.FormatUint(s.counter.Add(1), 10)
+}
+
+// readFiles reads every certificate file cfg references.
+func readFiles(cfg *config.Config) (Files, error) {
+	files := Files{}
+	var errs []error
+	for _, p := range CertFiles(cfg) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %v", ErrMissingFile, err))
+			continue
+		}
+		files[p] = b
+	}
+	return files, errors.Join(errs...)
+}
+
+// Update translates cfg and pushes a new snapshot (new version) to every
+// node. On error nothing is pushed and the previous snapshots stay.
+func (s *Server) Update(cfg *config.Config) error {
+	if cfg == nil || cfg.XDS == nil {
+		return ErrNoXDS
+	}
+	files, err := readFiles(cfg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pushLocked(cfg, files)
+}
+
+func (s *Server) pushLocked(cfg *config.Config, files Files) error {
+	res, err := Translate(cfg, files)
+	if err != nil {
+		return err
+	}
+	version := s.nextVersion()
+	snaps := make(map[string]*cache.Snapshot, len(res))
+	for node, r := range res {
+		snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
+			resource.ClusterType:  r.Clusters,
+			resource.EndpointType: r.Endpoints,
+			resource.ListenerType: r.Listeners,
+			resource.RouteType:    r.Routes,
+			resource.SecretType:   r.Secrets,
+		})
+		if err != nil {
+			return fmt.Errorf("xds: node %s: %w", node, err)
+		}
+		if err := snap.Consistent(); err != nil {
+			return fmt.Errorf("xds: node %s: inconsistent snapshot: %w", node, err)
+		}
+		snaps[node] = snap
+	}
+	nodes := map[string]bool{}
+	for _, n := range cfg.XDS.Envoy {
+		nodes[n.Node] = true
+	}
+	s.nodes.Store(&nodes)
+	for node, snap := range snaps {
+		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
+			return fmt.Errorf("xds: node %s: %w", node, err)
+		}
+	}
+	for node := range s.snapped {
+		if snaps[node] == nil {
+			s.cache.ClearSnapshot(node)
+		}
+	}
+	s.snapped = map[string]bool{}
+	for node := range snaps {
+		s.snapped[node] = true
+	}
+	s.cfg, s.files, s.version = cfg, files, version
+	s.pushes.Inc()
+	s.log.Info("snapshot set", "version", version, "nodes", len(snaps))
+	return nil
+}
+
+// Snapshot returns the current snapshot of node (for tests and /config).
+func (s *Server) Snapshot(node string) (cache.ResourceSnapshot, error) {
+	return s.cache.GetSnapshot(node)
+}
+
+// RecheckFiles re-reads the certificate files and pushes a new snapshot
+// if any changed. Serve calls it every xds.cert_poll.
+func (s *Server) RecheckFiles() (changed bool, err error) {
+	s.mu.Lock()
+	cfg, old := s.cfg, s.files
+	s.mu.Unlock()
+	if cfg == nil {
+		return false, nil
+	}
+	files, err := readFiles(cfg)
+	if err != nil {
+		return false, err // keep serving the last good secrets
+	}
+	if sameFiles(old, files) {
+		return false, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg != cfg { // a config update raced us and read the files itself
+		return false, nil
+	}
+	if err := s.pushLocked(cfg, files); err != nil {
+		return false, err
+	}
+	s.log.Info("certificate files changed; secrets pushed", "version", s.version)
+	return true, nil
+}
+
+func sameFiles(a, b Files) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || string(w) != string(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// Listen opens the ADS listener (TCP host:port or unix:/path) without
+// serving yet; Serve calls it when it was not called. It returns the
+// bound address.
+func (s *Server) Listen() (net.Addr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return s.ln.Addr(), nil
+	}
+	addr := s.opts.Address
+	if addr == "" && s.cfg != nil {
+		addr = s.cfg.XDS.Address
+	}
+	if addr == "" {
+		return nil, fmt.Errorf("xds: no address (call Update first or set Options.Address)")
+	}
+	var ln net.Listener
+	var err error
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if st, serr := os.Stat(path); serr == nil && st.Mode()&os.ModeSocket != 0 {
+			os.Remove(path) // stale socket of a previous run
+		}
+		ln, err = net.Listen("unix", path)
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xds: listen %s: %w", addr, err)
+	}
+	s.ln = ln
+	return ln.Addr(), nil
+}
+
+// Addr is the bound ADS address (nil before Listen).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Serve serves ADS (and the per-type xDS services) until ctx is done or
+// Close is called, and polls the certificate files every xds.cert_poll.
+func (s *Server) Serve(ctx context.Context) error {
+	if _, err := s.Listen(); err != nil {
+		return err
+	}
+	select {
+	case <-s.closed:
+		return ErrClosed
+	default:
+	}
+	g := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
+	)
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+	s.mu.Lock()
+	s.grpc = g
+	ln := s.ln
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.pollFiles(stop)
+	}()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-s.closed:
+		case <-stop:
+			return
+		}
+		done := make(chan struct{})
+		go func() { g.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second): // ADS streams never end by themselves
+			g.Stop()
+			<-done
+		}
+	}()
+	s.log.Info("xds serving", "addr", ln.Addr().String())
+	err := g.Serve(ln)
+	close(stop)
+	wg.Wait()
+	if errors.Is(err, grpc.ErrServerStopped) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) pollFiles(stop <-chan struct{}) {
+	interval := config.DefaultCertPoll
+	s.mu.Lock()
+	if s.cfg != nil && s.cfg.XDS.CertPoll > 0 {
+		interval = s.cfg.XDS.CertPoll
+	}
+	s.mu.Unlock()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-stop:
+			return
+		case <-s.closed:
+			return
+		case <-t.C:
+		}
+		if _, err := s.RecheckFiles(); err != nil {
+			if err.Error() != lastErr {
+				s.log.Warn("certificate files unreadable; keeping the last secrets", "err", err)
+			}
+			lastErr = err.Error()
+		} else {
+			lastErr = ""
+		}
+	}
+}
+
+// Close stops serving (streams are cut) and frees the listener.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.mu.Lock()
+		g, ln := s.grpc, s.ln
+		s.mu.Unlock()
+		if g != nil {
+			g.Stop()
+		} else if ln != nil {
+			ln.Close()
+		}
+	})
+}
+
+// --- NACK tracking ---------------------------------------------------------
+
+func (s *Server) nodeOf(id int64, n *core.Node) string {
+	s.nackMu.Lock()
+	defer s.nackMu.Unlock()
+	if n != nil && n.GetId() != "" {
+		s.streams[id] = n.GetId()
+	}
+	return s.streams[id]
+}
+
+func (s *Server) forget(id int64) {
+	s.nackMu.Lock()
+	delete(s.streams, id)
+	s.nackMu.Unlock()
+}
+
+func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
+	node := s.nodeOf(id, req.GetNode())
+	if d := req.GetErrorDetail(); d != nil {
+		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
+	} else if req.GetResponseNonce() != "" && req.GetVersionInfo() == s.Version() {
+		s.clearNack(node, req.GetTypeUrl())
+	}
+	return nil
+}
+
+func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	node := s.nodeOf(id, req.GetNode())
+	if d := req.GetErrorDetail(); d != nil {
+		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
+	} else if req.GetResponseNonce() != "" {
+		s.clearNack(node, req.GetTypeUrl())
+	}
+	return nil
+}
+
+func (s *Server) recordNack(node, typeURL, detail string) {
+	version := s.Version()
+	k := nackKey{node, typeURL}
+	s.nackMu.Lock()
+	prev, seen := s.nacks[k]
+	s.nacks[k] = nackInfo{version: version, detail: detail}
+	s.nackMu.Unlock()
+	if seen && prev.version == version {
+		return // logged and counted once per rejected version
+	}
+	s.nackTotal.WithLabelValues(typeURL).Inc()
+	s.log.Error("xds NACK: client rejected configuration; it keeps the last accepted one",
+		"node", node, "type_url", typeURL, "version", version, "detail", detail)
+}
+
+func (s *Server) clearNack(node, typeURL string) {
+	k := nackKey{node, typeURL}
+	s.nackMu.Lock()
+	_, had := s.nacks[k]
+	delete(s.nacks, k)
+	s.nackMu.Unlock()
+	if had {
+		s.log.Info("xds ACK after NACK: configuration accepted again", "node", node, "type_url", typeURL)
+	}
+}
+
+// Nack describes one outstanding rejection.
+type Nack struct {
+	Node, TypeURL, Version, Detail string
+}
+
+// Nacks lists the outstanding rejections, sorted.
+func (s *Server) Nacks() []Nack {
+	s.nackMu.Lock()
+	out := make([]Nack, 0, len(s.nacks))
+	for k, v := range s.nacks {
+		out = append(out, Nack{Node: k.node, TypeURL: k.typeURL, Version: v.version, Detail: v.detail})
+	}
+	s.nackMu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Node != out[j].Node {
+			return out[i].Node < out[j].Node
+		}
+		return out[i].TypeURL < out[j].TypeURL
+	})
+	return out
+}
+
+// NackCheck is a readiness check: nil while no client rejects the current
+// configuration, an error wrapping ErrNack otherwise.
+func (s *Server) NackCheck() error {
+	ns := s.Nacks()
+	if len(ns) == 0 {
+		return nil
+	}
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = fmt.Sprintf("%s rejected %s version %s: %s", n.Node, n.TypeURL, n.Version, n.Detail)
+	}
+	return fmt.Errorf("%w: %s", ErrNack, strings.Join(parts, "; "))
+}
+
+// cacheLogger adapts slog to go-control-plane's logger (all at Debug).
+type cacheLogger struct{ l *slog.Logger }
+
+func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }

@@ -1,0 +1,188 @@
+package xds
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+func loadTestConfig(t *testing.T, name string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// fakeFiles gives every referenced certificate file a recognisable body.
+func fakeFiles(cfg *config.Config) Files {
+	f := Files{}
+	for _, p := range CertFiles(cfg) {
+		f[p] = []byte("PEM of " + filepath.Base(p))
+	}
+	return f
+}
+
+func resourcesJSON(t *testing.T, rs []types.Resource) []json.RawMessage {
+	t.Helper()
+	out := make([]json.RawMessage, 0, len(rs))
+	for _, r := range rs {
+		b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	p := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(p, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run go test ./xds -run Golden -update)", err)
+	}
+	if !bytes.Equal(want, got) {
+		t.Errorf("%s differs from golden; run `go test ./xds -update` and review the diff\n--- got ---\n%s", p, got)
+	}
+}
+
+func indentJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	buf.WriteByte('\n')
+	return buf.Bytes()
+}
+
+func TestTranslateGolden(t *testing.T) {
+	cfg := loadTestConfig(t, "bridge.yaml")
+	res, err := Translate(cfg, fakeFiles(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []string{"idc", "cloud", ProxylessNode} {
+		r := res[node]
+		if r == nil {
+			t.Fatalf("no resources for %s", node)
+		}
+		doc := map[string]any{
+			"listeners": resourcesJSON(t, r.Listeners),
+			"routes":    resourcesJSON(t, r.Routes),
+			"clusters":  resourcesJSON(t, r.Clusters),
+			"endpoints": resourcesJSON(t, r.Endpoints),
+			"secrets":   resourcesJSON(t, r.Secrets),
+		}
+		golden(t, "translate_"+strings.TrimPrefix(node, "_"), indentJSON(t, doc))
+	}
+	if len(res) != 3 {
+		t.Fatalf("nodes %d", len(res))
+	}
+}
+
+func TestTranslateIsPure(t *testing.T) {
+	cfg := loadTestConfig(t, "bridge.yaml")
+	files := fakeFiles(cfg)
+	a, err := Translate(cfg, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Translate(cfg, files)
+	ja := indentJSON(t, resourcesJSON(t, a["idc"].Clusters))
+	jb := indentJSON(t, resourcesJSON(t, b["idc"].Clusters))
+	if !bytes.Equal(ja, jb) {
+		t.Fatal("same input, different output")
+	}
+	// Rotated certificate content changes only the secrets.
+	files2 := Files{}
+	for k, v := range files {
+		files2[k] = append([]byte("rotated "), v...)
+	}
+	c, _ := Translate(cfg, files2)
+	if !bytes.Equal(indentJSON(t, resourcesJSON(t, c["idc"].Listeners)), indentJSON(t, resourcesJSON(t, a["idc"].Listeners))) {
+		t.Fatal("rotation changed listeners")
+	}
+	if bytes.Equal(indentJSON(t, resourcesJSON(t, c["idc"].Secrets)), indentJSON(t, resourcesJSON(t, a["idc"].Secrets))) {
+		t.Fatal("rotation did not change secrets")
+	}
+}
+
+func TestTranslateMissingFile(t *testing.T) {
+	cfg := loadTestConfig(t, "bridge.yaml")
+	files := fakeFiles(cfg)
+	delete(files, cfg.Path("certs/ca.pem"))
+	if _, err := Translate(cfg, files); !errors.Is(err, ErrMissingFile) {
+		t.Fatalf("err = %v, want ErrMissingFile", err)
+	}
+}
+
+func TestBootstrapGolden(t *testing.T) {
+	cfg := loadTestConfig(t, "bridge.yaml")
+	b, err := Bootstrap(cfg, "idc", BootstrapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "bootstrap_idc.yaml", b)
+	d, err := Bootstrap(cfg, "cloud", BootstrapOptions{Delta: true, XDSAddress: "127.0.0.1:18000", AdminAddress: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "bootstrap_cloud_delta.yaml", d)
+	if _, err := Bootstrap(cfg, "nope", BootstrapOptions{}); err == nil {
+		t.Fatal("unknown node accepted")
+	}
+}
+
+func TestValidationNamesFields(t *testing.T) {
+	base, err := os.ReadFile(filepath.Join("testdata", "bridge.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ from, to, field string }{
+		{"cert_file: certs/cloud.pem, key_file", "key_file", "xds.envoy[1].listeners[0].tls.cert_file"},
+		{"route_to: {cluster: cloud_grpc}", "route_to: {cluster: nope}", "xds.envoy[0].listeners[1].route_to.cluster"},
+		{"route_to: {cluster: cloud_private}", "route_to: {cluster: cloud_grpc}", "xds.envoy[0].listeners[0].route_to.cluster"},
+		{"protocol: grpc\n      route_to: {cluster: cloud_grpc}", "protocol: http\n      route_to: {cluster: cloud_grpc}", "xds.envoy[0].listeners[1].protocol"},
+		{"endpoints: [127.0.0.1:10100]", "endpoints: [127.0.0.1]", "xds.envoy[0].clusters[0].endpoints[0]"},
+		{"- node: cloud", "- node: idc", "xds.envoy[1].node"},
+		{"{meshgate_listener: private_in}", "{meshgate_listener: grpc_in}", "xds.envoy[1].listeners[0].route_to.meshgate_listener"},
+		{"wasm: {file: mgp_filter.wasm,", "wasm: {file: '',", "xds.envoy[0].listeners[0].wasm.file"},
+		{"- name: direct\n    endpoints: [127.0.0.1:7101]", "- name: direct", "xds.grpc_clients[1]"},
+	}
+	for _, c := range cases {
+		y := strings.Replace(string(base), c.from, c.to, 1)
+		if y == string(base) {
+			t.Fatalf("case %q did not apply", c.field)
+		}
+		_, err := config.Parse([]byte(y), "testdata")
+		if err == nil || !strings.Contains(err.Error(), c.field+":") {
+			t.Errorf("%s: got %v", c.field, err)
+		}
+	}
+}
