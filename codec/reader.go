@@ -25,6 +25,9 @@ func NewReader(r io.Reader, c Codec, size int) *Reader {
 	if size < 64 {
 		size = 64
 	}
+	if m := c.MaxFrameSize(); size > m && m >= 64 {
+		size = m // the buffer never needs to exceed one frame
+	}
 	return &Reader{r: r, c: c, buf: make([]byte, size)}
 }
 

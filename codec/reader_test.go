@@ -138,3 +138,12 @@ func TestReaderRefusesNeedOverMax(t *testing.T) {
 		t.Fatalf("buffer %d", len(r.buf))
 	}
 }
+
+func TestReaderInitialSizeClamped(t *testing.T) {
+	if r := NewReader(strings.NewReader(""), lenCodec{max: 1000}, 1<<20); len(r.buf) != 1000 {
+		t.Fatalf("initial buffer %d, want the 1000-byte maximum", len(r.buf))
+	}
+	if r := NewReader(strings.NewReader(""), lenCodec{max: 1000}, 10); len(r.buf) != 64 {
+		t.Fatalf("initial buffer %d, want 64", len(r.buf))
+	}
+}
