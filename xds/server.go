@@ -56,18 +56,25 @@ type Server struct {
 	start   string // process-start component of versions
 	counter atomic.Uint64
 
-	mu      sync.Mutex // guards cfg, files, version, snapped, ln
+	mu      sync.Mutex // guards cfg, files, res, snapped, ln; held for a whole push
 	cfg     *config.Config
 	files   Files
-	version string
+	res     map[string]*Resources // what was pushed last, by node
+	version atomic.Pointer[string]
 	snapped map[string]bool
 	ln      net.Listener
 	grpc    *grpc.Server
 
 	nackMu  sync.Mutex
 	nacks   map[nackKey]nackInfo
-	streams map[int64]string // stream id → node id
+	streams map[int64]string   // stream id → node id
+	acks    map[nackKey]string // (node, type) → last version ACKed
+	nonces  map[string]string  // delta response nonce → snapshot version
 
+	// PhaseTimeout bounds each make-before-break phase's wait for ACKs.
+	phaseTimeout time.Duration
+
+	nackReqs  atomic.Uint64 // every request carrying error_detail
 	nackTotal *prometheus.CounterVec
 	pushes    prometheus.Counter
 	connected prometheus.Gauge
@@ -89,12 +96,15 @@ func NewServer(opts Options) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log:     opts.Logger.With("component", "xds"),
-		opts:    opts,
-		start:   strconv.FormatInt(time.Now().UnixNano(), 36),
-		nacks:   map[nackKey]nackInfo{},
-		streams: map[int64]string{},
-		closed:  make(chan struct{}),
+		log:          opts.Logger.With("component", "xds"),
+		opts:         opts,
+		start:        strconv.FormatInt(time.Now().UnixNano(), 36),
+		nacks:        map[nackKey]nackInfo{},
+		streams:      map[int64]string{},
+		acks:         map[nackKey]string{},
+		nonces:       map[string]string{},
+		closed:       make(chan struct{}),
+		phaseTimeout: 5 * time.Second,
 		nackTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshgate_xds_nacks_total", Help: "xDS responses rejected by a client (NACK), by resource type.",
 		}, []string{"type_url"}),
@@ -122,6 +132,14 @@ func NewServer(opts Options) *Server {
 		DeltaStreamClosedFunc:  func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(id) },
 		StreamRequestFunc:      s.onRequest,
 		StreamDeltaRequestFunc: s.onDeltaRequest,
+		StreamDeltaResponseFunc: func(_ int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+			s.nackMu.Lock()
+			if len(s.nonces) > 4096 { // never ACKed (stream gone); keep it bounded
+				clear(s.nonces)
+			}
+			s.nonces[resp.GetNonce()] = resp.GetSystemVersionInfo()
+			s.nackMu.Unlock()
+		},
 	}
 	// One XDSOption sets Ordered for both the SotW and the delta server.
 	s.xds = serverv3.NewServer(context.Background(), s.cache, cb, sotw.WithOrderedADS())
@@ -166,9 +184,10 @@ func (c *nackSafeCache) CreateWatch(req *cache.Request, sub cache.Subscription, 
 
 // Version is the version of the last snapshot set ("" before Update).
 func (s *Server) Version() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.version
+	if v := s.version.Load(); v != nil {
+		return *v
+	}
+	return ""
 }
 
 func (s *Server) nextVersion() string {
@@ -210,7 +229,57 @@ func (s *Server) pushLocked(cfg *config.Config, files Files) error {
 	if err != nil {
 		return err
 	}
-	version := s.nextVersion()
+	// Validate the final state before touching anything.
+	if _, err := s.snapshots(res, "check"); err != nil {
+		return err
+	}
+	nodes := map[string]bool{}
+	for _, n := range cfg.XDS.Envoy {
+		nodes[n.Node] = true
+	}
+	// Make-before-break when clusters come or go: first add the new
+	// clusters (with their endpoints and secrets) beside the old ones
+	// under the old listeners and routes; then switch listeners and
+	// routes; only then drop clusters nothing references any more.
+	// Each phase waits (bounded) for the connected nodes to ACK it.
+	if old := s.res; old != nil && clustersChanged(old, res) {
+		union := map[string]*Resources{}
+		switched := map[string]*Resources{}
+		for node, r := range res {
+			o := old[node]
+			if o == nil {
+				union[node], switched[node] = r, r
+				continue
+			}
+			merged := &Resources{
+				Clusters:  unionByName(o.Clusters, r.Clusters),
+				Endpoints: unionByName(o.Endpoints, r.Endpoints),
+				Secrets:   unionByName(o.Secrets, r.Secrets),
+			}
+			union[node] = &Resources{Clusters: merged.Clusters, Endpoints: merged.Endpoints, Secrets: merged.Secrets, Listeners: o.Listeners, Routes: o.Routes}
+			switched[node] = &Resources{Clusters: merged.Clusters, Endpoints: merged.Endpoints, Secrets: merged.Secrets, Listeners: r.Listeners, Routes: r.Routes}
+		}
+		prev := old
+		for i, phase := range []map[string]*Resources{union, switched} {
+			v, err := s.set(phase, nodes)
+			if err != nil {
+				return err
+			}
+			s.waitAcked(v, prev, phase, fmt.Sprintf("phase %d/3", i+1))
+			prev = phase
+		}
+	}
+	v, err := s.set(res, nodes)
+	if err != nil {
+		return err
+	}
+	s.cfg, s.files, s.res = cfg, files, res
+	s.log.Info("snapshot set", "version", v, "nodes", len(res))
+	return nil
+}
+
+// snapshots builds consistent snapshots of res at version.
+func (s *Server) snapshots(res map[string]*Resources, version string) (map[string]*cache.Snapshot, error) {
 	snaps := make(map[string]*cache.Snapshot, len(res))
 	for node, r := range res {
 		snap, err := cache.NewSnapshot(version, map[resource.Type][]types.Resource{
@@ -221,21 +290,28 @@ func (s *Server) pushLocked(cfg *config.Config, files Files) error {
 			resource.SecretType:   r.Secrets,
 		})
 		if err != nil {
-			return fmt.Errorf("xds: node %s: %w", node, err)
+			return nil, fmt.Errorf("xds: node %s: %w", node, err)
 		}
 		if err := snap.Consistent(); err != nil {
-			return fmt.Errorf("xds: node %s: inconsistent snapshot: %w", node, err)
+			return nil, fmt.Errorf("xds: node %s: inconsistent snapshot: %w", node, err)
 		}
 		snaps[node] = snap
 	}
-	nodes := map[string]bool{}
-	for _, n := range cfg.XDS.Envoy {
-		nodes[n.Node] = true
+	return snaps, nil
+}
+
+// set pushes res under a fresh version.
+func (s *Server) set(res map[string]*Resources, nodes map[string]bool) (string, error) {
+	version := s.nextVersion()
+	snaps, err := s.snapshots(res, version)
+	if err != nil {
+		return "", err
 	}
 	s.nodes.Store(&nodes)
+	s.version.Store(&version)
 	for node, snap := range snaps {
 		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
-			return fmt.Errorf("xds: node %s: %w", node, err)
+			return "", fmt.Errorf("xds: node %s: %w", node, err)
 		}
 	}
 	for node := range s.snapped {
@@ -247,10 +323,126 @@ func (s *Server) pushLocked(cfg *config.Config, files Files) error {
 	for node := range snaps {
 		s.snapped[node] = true
 	}
-	s.cfg, s.files, s.version = cfg, files, version
 	s.pushes.Inc()
-	s.log.Info("snapshot set", "version", version, "nodes", len(snaps))
-	return nil
+	return version, nil
+}
+
+func names(rs []types.Resource) map[string]bool {
+	m := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		m[cache.GetResourceName(r)] = true
+	}
+	return m
+}
+
+func clustersChanged(old, res map[string]*Resources) bool {
+	for node, r := range res {
+		o := old[node]
+		if o == nil {
+			continue
+		}
+		a, b := names(o.Clusters), names(r.Clusters)
+		if len(a) != len(b) {
+			return true
+		}
+		for n := range a {
+			if !b[n] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// unionByName is b plus the resources of a whose names b lacks.
+func unionByName(a, b []types.Resource) []types.Resource {
+	have := names(b)
+	out := append([]types.Resource(nil), b...)
+	for _, r := range a {
+		if !have[cache.GetResourceName(r)] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func sameResources(a, b []types.Resource) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	byName := make(map[string]types.Resource, len(a))
+	for _, r := range a {
+		byName[cache.GetResourceName(r)] = r
+	}
+	for _, r := range b {
+		o, ok := byName[cache.GetResourceName(r)]
+		if !ok || !proto.Equal(o, r) {
+			return false
+		}
+	}
+	return true
+}
+
+// waitAcked waits until every connected Envoy node ACKed version for each
+// resource type that changed between prev and cur (a delta stream is only
+// sent what changed), or until the phase timeout (then it logs and goes on).
+func (s *Server) waitAcked(version string, prev, cur map[string]*Resources, phase string) {
+	type want struct{ node, typeURL string }
+	var wants []want
+	connected := map[string]bool{}
+	s.nackMu.Lock()
+	for _, n := range s.streams {
+		connected[n] = true
+	}
+	s.nackMu.Unlock()
+	for node, r := range cur {
+		if node == ProxylessNode || !connected[node] {
+			continue
+		}
+		p := prev[node]
+		if p == nil {
+			p = &Resources{}
+		}
+		for _, c := range []struct {
+			t    string
+			a, b []types.Resource
+		}{
+			{resource.ClusterType, p.Clusters, r.Clusters},
+			{resource.EndpointType, p.Endpoints, r.Endpoints},
+			{resource.SecretType, p.Secrets, r.Secrets},
+			{resource.ListenerType, p.Listeners, r.Listeners},
+			{resource.RouteType, p.Routes, r.Routes},
+		} {
+			if !sameResources(c.a, c.b) {
+				wants = append(wants, want{node, c.t})
+			}
+		}
+	}
+	deadline := time.Now().Add(s.phaseTimeout)
+	for {
+		missing := ""
+		s.nackMu.Lock()
+		for _, w := range wants {
+			if s.acks[nackKey{w.node, w.typeURL}] != version {
+				missing = w.node + " " + w.typeURL
+				break
+			}
+		}
+		s.nackMu.Unlock()
+		if missing == "" {
+			s.log.Debug("make-before-break phase acknowledged", "phase", phase, "version", version)
+			return
+		}
+		if time.Now().After(deadline) {
+			s.log.Warn("make-before-break phase not acknowledged in time; continuing", "phase", phase, "version", version, "waiting_for", missing)
+			return
+		}
+		select {
+		case <-s.closed:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Snapshot returns the current snapshot of node (for tests and /config).
@@ -282,7 +474,7 @@ func (s *Server) RecheckFiles() (changed bool, err error) {
 	if err := s.pushLocked(cfg, files); err != nil {
 		return false, err
 	}
-	s.log.Info("certificate files changed; secrets pushed", "version", s.version)
+	s.log.Info("certificate files changed; secrets pushed", "version", s.Version())
 	return true, nil
 }
 
@@ -466,23 +658,29 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 	node := s.nodeOf(id, req.GetNode())
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
-	} else if req.GetResponseNonce() != "" && req.GetVersionInfo() == s.Version() {
-		s.clearNack(node, req.GetTypeUrl())
+	} else if req.GetResponseNonce() != "" {
+		s.recordAck(node, req.GetTypeUrl(), req.GetVersionInfo())
 	}
 	return nil
 }
 
 func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
 	node := s.nodeOf(id, req.GetNode())
+	nonce := req.GetResponseNonce()
+	s.nackMu.Lock()
+	version, known := s.nonces[nonce]
+	delete(s.nonces, nonce)
+	s.nackMu.Unlock()
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
-	} else if req.GetResponseNonce() != "" {
-		s.clearNack(node, req.GetTypeUrl())
+	} else if nonce != "" && known {
+		s.recordAck(node, req.GetTypeUrl(), version)
 	}
 	return nil
 }
 
 func (s *Server) recordNack(node, typeURL, detail string) {
+	s.nackReqs.Add(1)
 	version := s.Version()
 	k := nackKey{node, typeURL}
 	s.nackMu.Lock()
@@ -497,15 +695,33 @@ func (s *Server) recordNack(node, typeURL, detail string) {
 		"node", node, "type_url", typeURL, "version", version, "detail", detail)
 }
 
-func (s *Server) clearNack(node, typeURL string) {
+// recordAck notes that node accepted version of typeURL; an outstanding
+// NACK of that type is cleared when the accepted version is the current one.
+func (s *Server) recordAck(node, typeURL, version string) {
 	k := nackKey{node, typeURL}
 	s.nackMu.Lock()
+	s.acks[k] = version
 	_, had := s.nacks[k]
-	delete(s.nacks, k)
+	if had && version == s.Version() {
+		delete(s.nacks, k)
+	} else {
+		had = false
+	}
 	s.nackMu.Unlock()
 	if had {
 		s.log.Info("xds ACK after NACK: configuration accepted again", "node", node, "type_url", typeURL)
 	}
+}
+
+// NackRequests counts every request that carried error_detail (a NACK
+// answered by re-sending the same version would make it climb in a loop).
+func (s *Server) NackRequests() uint64 { return s.nackReqs.Load() }
+
+// AckedVersion is the last version node ACKed for typeURL ("" if none).
+func (s *Server) AckedVersion(node, typeURL string) string {
+	s.nackMu.Lock()
+	defer s.nackMu.Unlock()
+	return s.acks[nackKey{node, typeURL}]
 }
 
 // Nack describes one outstanding rejection.

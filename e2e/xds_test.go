@@ -1,0 +1,557 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/runtime"
+	"github.com/meshgate/meshgate/xds"
+)
+
+// bridge is the standalone IDC↔cloud deployment on loopback: a legacy MGP
+// server and a demo gRPC service, one MeshGate runtime (in-process) with a
+// private→gRPC and a gRPC→private listener, MeshGate's control plane
+// (in-process, restartable), and two real Envoys configured only over
+// xDS: "idc" (state-of-the-world ADS) and "cloud" (delta ADS), mTLS
+// between them with certificates delivered by SDS.
+type bridge struct {
+	t        *testing.T
+	dir      string
+	ca       *certgen.CA
+	legacy   string
+	demo     string
+	mgPriv   string
+	mgGRPC   string
+	xdsAddr  string
+	ports    map[string]int
+	rt       *runtime.Runtime
+	reg      *prometheus.Registry
+	xs       *xds.Server
+	xsDone   chan error
+	idc      *envoyproc.Envoy
+	cloud    *envoyproc.Envoy
+	idcLeaf  *certgen.Leaf
+	cloudLef *certgen.Leaf
+}
+
+// variant selects what the pushed config contains.
+type variant struct {
+	extraRoute  bool   // idc_grpc: /legacy.Legacy/Uppercase → new cluster cloud_grpc2
+	grpcTarget  string // cloud listener idc's cloud_grpc cluster points at
+	badEndpoint bool   // cloud_grpc endpoint Envoy must reject (not an IP)
+}
+
+func (b *bridge) configYAML(v variant) string {
+	p := b.ports
+	grpcEP := fmt.Sprintf("127.0.0.1:%d", p[v.grpcTarget])
+	if v.badEndpoint {
+		grpcEP = "cloud.invalid:443"
+	}
+	idcTLS := "tls: {cert_file: idc.pem, key_file: idc-key.pem, ca_file: ca.pem, server_name: cloud}"
+	cloudTLS := "tls: {cert_file: cloud.pem, key_file: cloud-key.pem, ca_file: ca.pem}"
+	extraRoute, extraCluster := "", ""
+	if v.extraRoute {
+		extraRoute = "\n      routes: [{prefix: /legacy.Legacy/Uppercase, route_to: {cluster: cloud_grpc2}}]"
+		extraCluster = fmt.Sprintf("\n    - {name: cloud_grpc2, protocol: grpc, endpoints: [127.0.0.1:%d], %s}", p["cloud_grpc2"], idcTLS)
+	}
+	return fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+defaults: {timeout: 5s, drain_timeout: 2s}
+listeners:
+- name: private_in
+  kind: private
+  address: %[1]s
+  routes:
+  - {cmd: 1, method: /demo.Echo/Echo, upstream: demo}
+- name: grpc_in
+  kind: grpc
+  address: %[2]s
+  routes:
+  - {method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}
+  - {method: /legacy.Legacy/Uppercase, cmd: 2, upstream: legacy}
+upstreams:
+- {name: demo, protocol: grpc, endpoints: [%[3]q]}
+- {name: legacy, protocol: private, endpoints: [%[4]q]}
+xds:
+  address: %[5]s
+  cert_poll: 100ms
+  envoy:
+  - node: idc
+    admin_address: 127.0.0.1:0
+    listeners:
+    - {name: idc_private, address: 127.0.0.1:%[6]d, protocol: private, route_to: {cluster: cloud_private}}
+    - name: idc_grpc
+      address: 127.0.0.1:%[7]d
+      protocol: grpc
+      route_to: {cluster: cloud_grpc}%[8]s
+    clusters:
+    - {name: cloud_private, protocol: private, endpoints: [127.0.0.1:%[9]d], %[10]s}
+    - {name: cloud_grpc, protocol: grpc, endpoints: [%[11]q], %[10]s}%[12]s
+  - node: cloud
+    admin_address: 127.0.0.1:0
+    listeners:
+    - {name: cloud_private, address: 127.0.0.1:%[9]d, protocol: private, %[13]s, route_to: {meshgate_listener: private_in}}
+    - {name: cloud_grpc, address: 127.0.0.1:%[14]d, protocol: grpc, %[13]s, route_to: {meshgate_listener: grpc_in}}
+    - {name: cloud_grpc2, address: 127.0.0.1:%[15]d, protocol: grpc, %[13]s, route_to: {meshgate_listener: grpc_in}}
+  grpc_clients:
+  - name: legacy-bridge
+    route_to: {meshgate_listener: grpc_in}
+`, b.mgPriv, b.mgGRPC, b.demo, b.legacy, b.xdsAddr,
+		p["idc_private"], p["idc_grpc"], extraRoute, p["cloud_private"], idcTLS, grpcEP, extraCluster,
+		cloudTLS, p["cloud_grpc"], p["cloud_grpc2"])
+}
+
+func (b *bridge) config(v variant) *config.Config {
+	b.t.Helper()
+	cfg, err := config.Parse([]byte(b.configYAML(v)), b.dir)
+	if err != nil {
+		b.t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+func (b *bridge) issueCerts() {
+	b.t.Helper()
+	var err error
+	if b.idcLeaf, _, _, err = b.ca.IssueFiles(b.dir, "idc"); err != nil {
+		b.t.Fatal(err)
+	}
+	if b.cloudLef, _, _, err = b.ca.IssueFiles(b.dir, "cloud"); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func (b *bridge) startXDS(cfg *config.Config) {
+	b.t.Helper()
+	b.reg = prometheus.NewRegistry()
+	b.xs = xds.NewServer(xds.Options{Logger: testLogger(b.t, "xds"), Registerer: b.reg})
+	if err := b.xs.Update(cfg); err != nil {
+		b.t.Fatal(err)
+	}
+	if _, err := b.xs.Listen(); err != nil {
+		b.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	xs := b.xs
+	go func() { done <- xs.Serve(context.Background()) }()
+	b.xsDone = done
+}
+
+func (b *bridge) stopXDS() {
+	b.xs.Close()
+	select {
+	case err := <-b.xsDone:
+		if err != nil {
+			b.t.Errorf("xds serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		b.t.Fatal("xds server did not stop")
+	}
+}
+
+func newBridge(t *testing.T) *bridge {
+	envoyproc.Require(t)
+	b := &bridge{t: t, dir: t.TempDir(), ports: map[string]int{}}
+	for _, n := range []string{"idc_private", "idc_grpc", "cloud_private", "cloud_grpc", "cloud_grpc2", "xds"} {
+		b.ports[n] = harness.FreePort(t)
+	}
+	b.xdsAddr = fmt.Sprintf("127.0.0.1:%d", b.ports["xds"])
+	var err error
+	if b.ca, err = certgen.NewCA("meshgate-e2e-ca"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ca.WriteCA(b.dir); err != nil {
+		t.Fatal(err)
+	}
+	b.issueCerts()
+
+	// Old world and new world.
+	ls := legacy.NewServer(legacy.ServerOptions{})
+	if err := ls.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ls.Close() })
+	b.legacy = ls.Addr().String()
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer()
+	go func() { _ = gs.Serve(dl) }()
+	t.Cleanup(gs.Stop)
+	b.demo = dl.Addr().String()
+	b.mgPriv, b.mgGRPC = harness.FreeAddr(t), harness.FreeAddr(t)
+
+	cfg := b.config(variant{grpcTarget: "cloud_grpc"})
+	if b.rt, err = runtime.New(cfg, runtime.Options{NoAdmin: true, Logger: testLogger(t, "meshgate")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.rt.Close)
+	b.startXDS(cfg)
+	t.Cleanup(func() { b.xs.Close() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, n := range []struct {
+		node  string
+		delta bool
+		into  **envoyproc.Envoy
+	}{{"idc", false, &b.idc}, {"cloud", true, &b.cloud}} {
+		// The same function `meshgate envoy-bootstrap` uses.
+		boot, err := xds.Bootstrap(cfg, n.node, xds.BootstrapOptions{Delta: n.delta})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*n.into = envoyproc.StartT(t, ctx, envoyproc.Options{Bootstrap: boot})
+	}
+	return b
+}
+
+func testLogger(t *testing.T, component string) *slogLogger { return newSlog(t, component) }
+
+// traffic drives both paths until stopped and counts failures.
+type traffic struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func (tr *traffic) fail(what string, err error) {
+	tr.failed.Add(1)
+	tr.mu.Lock()
+	if len(tr.errs) < 10 {
+		tr.errs = append(tr.errs, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), what, err))
+	}
+	tr.mu.Unlock()
+}
+
+// mgpCall: MGP client → Envoy(idc) → mTLS → Envoy(cloud) → MeshGate → demo gRPC.
+func mgpCall(ctx context.Context, c *legacy.Client, body string) error {
+	resp, err := c.Call(ctx, 1, 42, []byte(body), nil)
+	if err != nil {
+		return err
+	}
+	if resp.Result != 0 || string(resp.Body) != body {
+		return fmt.Errorf("result %d body %q", resp.Result, resp.Body)
+	}
+	return nil
+}
+
+// grpcCall: grpc-go → Envoy(idc) → mTLS → Envoy(cloud) → MeshGate → legacy MGP server.
+func grpcCall(ctx context.Context, cc *grpc.ClientConn, method, body, want string) error {
+	var out []byte
+	if err := cc.Invoke(ctx, method, []byte(body), &out); err != nil {
+		return err
+	}
+	if string(out) != want {
+		return fmt.Errorf("%s: got %q want %q", method, out, want)
+	}
+	return nil
+}
+
+func (b *bridge) clients() (*legacy.Client, *grpc.ClientConn) {
+	b.t.Helper()
+	var mc *legacy.Client
+	harness.Eventually(b.t, 20*time.Second, "MGP call through both Envoys", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := legacy.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), legacy.ClientOptions{Conns: 2})
+		if err != nil {
+			return err
+		}
+		if err := mgpCall(ctx, c, "warm"); err != nil {
+			c.Close()
+			return err
+		}
+		mc = c
+		return nil
+	})
+	b.t.Cleanup(func() { mc.Close() })
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", b.ports["idc_grpc"]),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { cc.Close() })
+	harness.Eventually(b.t, 20*time.Second, "gRPC call through both Envoys", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return grpcCall(ctx, cc, "/legacy.Legacy/Echo", "warm", "warm")
+	})
+	return mc, cc
+}
+
+func startTraffic(mc *legacy.Client, cc *grpc.ClientConn) *traffic {
+	tr := &traffic{stop: make(chan struct{})}
+	loop := func(name string, call func(ctx context.Context, i int) error) {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-tr.stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := call(ctx, i)
+				cancel()
+				if err != nil {
+					tr.fail(name, err)
+				} else {
+					tr.ok.Add(1)
+				}
+			}
+		}()
+	}
+	loop("mgp", func(ctx context.Context, i int) error { return mgpCall(ctx, mc, fmt.Sprintf("m%d", i)) })
+	loop("grpc-echo", func(ctx context.Context, i int) error {
+		return grpcCall(ctx, cc, "/legacy.Legacy/Echo", fmt.Sprintf("g%d", i), fmt.Sprintf("g%d", i))
+	})
+	loop("grpc-upper", func(ctx context.Context, i int) error {
+		return grpcCall(ctx, cc, "/legacy.Legacy/Uppercase", fmt.Sprintf("u%d", i), fmt.Sprintf("U%d", i))
+	})
+	return tr
+}
+
+func (tr *traffic) finish(t *testing.T, phase string) {
+	t.Helper()
+	close(tr.stop)
+	tr.wg.Wait()
+	t.Logf("%s: %d requests ok, %d failed", phase, tr.ok.Load(), tr.failed.Load())
+	if tr.failed.Load() != 0 {
+		t.Errorf("%s: %d failed requests: %s", phase, tr.failed.Load(), strings.Join(tr.errs, "; "))
+	}
+	if tr.ok.Load() < 30 {
+		t.Errorf("%s: only %d requests went through", phase, tr.ok.Load())
+	}
+}
+
+func (b *bridge) push(v variant) {
+	b.t.Helper()
+	if err := b.xs.Update(b.config(v)); err != nil {
+		b.t.Fatalf("push: %v", err)
+	}
+}
+
+func dumpContains(e *envoyproc.Envoy, subs ...string) error {
+	d, err := e.ConfigDump()
+	if err != nil {
+		return err
+	}
+	for _, s := range subs {
+		if !strings.Contains(string(d), s) {
+			return fmt.Errorf("config_dump lacks %q", s)
+		}
+	}
+	return nil
+}
+
+// TestXDSBridge: both data paths through two xDS-configured Envoys with
+// mTLS; live pushes (route + cluster, endpoint move, certificate
+// rotation) with zero failed requests; a NACKed push; a control-plane
+// restart.
+func TestXDSBridge(t *testing.T) {
+	start := time.Now()
+	b := newBridge(t)
+	mc, cc := b.clients()
+	t.Logf("setup: %v", time.Since(start).Round(time.Millisecond))
+
+	// 1. Changes while traffic flows.
+	tr := startTraffic(mc, cc)
+	time.Sleep(300 * time.Millisecond)
+
+	b.push(variant{grpcTarget: "cloud_grpc", extraRoute: true})
+	harness.Eventually(t, 15*time.Second, "route to the new cluster used", func() error {
+		if err := dumpContains(b.idc, `"cloud_grpc2"`, `/legacy.Legacy/Uppercase`); err != nil {
+			return err
+		}
+		if n := b.idc.Stat("cluster.cloud_grpc2.upstream_rq_total"); n == 0 {
+			return errors.New("no request on cloud_grpc2 yet")
+		}
+		return nil
+	})
+
+	b.push(variant{grpcTarget: "cloud_grpc2", extraRoute: true})
+	moved := fmt.Sprintf("cloud_grpc::127.0.0.1:%d::", b.ports["cloud_grpc2"])
+	harness.Eventually(t, 15*time.Second, "endpoint moved", func() error {
+		cl, err := b.idc.AdminGet("/clusters")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(cl), moved) {
+			return errors.New("cloud_grpc not moved yet")
+		}
+		if strings.Contains(string(cl), fmt.Sprintf("cloud_grpc::127.0.0.1:%d::", b.ports["cloud_grpc"])) {
+			return errors.New("old endpoint still listed")
+		}
+		return nil
+	})
+	before := b.cloud.Stat("listener.127.0.0.1_" + fmt.Sprint(b.ports["cloud_grpc2"]) + ".downstream_cx_total")
+	time.Sleep(300 * time.Millisecond)
+	t.Logf("cloud_grpc2 downstream connections after move: %d", before)
+
+	b.rotateAndCheck()
+	// A brand-new connection handshakes with the rotated certificates.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fresh, err := legacy.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), legacy.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgpCall(ctx, fresh, "after-rotation"); err != nil {
+		t.Fatalf("new connection after rotation: %v", err)
+	}
+	fresh.Close()
+	time.Sleep(300 * time.Millisecond)
+	tr.finish(t, "pushes under load")
+	t.Logf("pushes done: %v", time.Since(start).Round(time.Millisecond))
+
+	// 2. A push Envoy rejects: reported, not re-sent, old config kept.
+	good := variant{grpcTarget: "cloud_grpc2", extraRoute: true}
+	b.push(variant{grpcTarget: "cloud_grpc2", extraRoute: true, badEndpoint: true})
+	harness.Eventually(t, 15*time.Second, "NACK reported", func() error {
+		if b.xs.NackCheck() == nil {
+			return errors.New("no NACK yet")
+		}
+		return nil
+	})
+	nerr := b.xs.NackCheck()
+	if !errors.Is(nerr, xds.ErrNack) || !strings.Contains(nerr.Error(), "idc") {
+		t.Fatalf("NackCheck = %v", nerr)
+	}
+	t.Logf("NACK: %v", nerr)
+	eds := "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	if n := testutil.ToFloat64(mustCounter(t, b.reg, "meshgate_xds_nacks_total", eds)); n != 1 {
+		t.Fatalf("meshgate_xds_nacks_total{type_url=%s} = %v, want 1", eds, n)
+	}
+	reqs := b.xs.NackRequests()
+	tr = startTraffic(mc, cc)
+	time.Sleep(time.Second)
+	if d := b.xs.NackRequests() - reqs; d > 2 {
+		t.Fatalf("%d more NACKs in 1s: the rejected version is being re-sent", d)
+	}
+	// Envoy kept the last accepted endpoints.
+	if cl, err := b.idc.AdminGet("/clusters"); err != nil || !strings.Contains(string(cl), moved) {
+		t.Fatalf("after NACK, /clusters lacks %s (err %v)", moved, err)
+	}
+	tr.finish(t, "while NACKed")
+	b.push(good)
+	harness.Eventually(t, 15*time.Second, "NACK cleared by a good push", b.xs.NackCheck)
+
+	// 3. Control-plane restart: Envoy keeps serving, reconnects, accepts
+	// the new process's (never seen) version.
+	tr = startTraffic(mc, cc)
+	oldVersion := b.xs.Version()
+	b.stopXDS()
+	time.Sleep(500 * time.Millisecond)
+	b.startXDS(b.config(good))
+	newVersion := b.xs.Version()
+	if newVersion == oldVersion {
+		t.Fatalf("restart reused version %s", oldVersion)
+	}
+	for _, e := range []*envoyproc.Envoy{b.idc, b.cloud} {
+		harness.Eventually(t, 30*time.Second, "Envoy reconnected to the restarted control plane", func() error {
+			if e.Stat("control_plane.connected_state") != 1 {
+				return errors.New("not connected")
+			}
+			return nil
+		})
+	}
+	// The SotW node (idc) ACKs the new process's version (which it never
+	// saw before) for clusters; Envoy skips re-applying identical resources.
+	harness.Eventually(t, 15*time.Second, "idc ACKed the new version", func() error {
+		if v := b.xs.AckedVersion("idc", "type.googleapis.com/envoy.config.cluster.v3.Cluster"); v != newVersion {
+			return fmt.Errorf("idc CDS ACKed %q, want %q", v, newVersion)
+		}
+		return nil
+	})
+	// Both accept a new change from the restarted control plane.
+	b.rotateAndCheck()
+	for _, node := range []string{"idc", "cloud"} {
+		harness.Eventually(t, 10*time.Second, node+" ACKed the rotated secrets", func() error {
+			if v := b.xs.AckedVersion(node, "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"); v != b.xs.Version() {
+				return fmt.Errorf("%s SDS ACKed %q, want %q", node, v, b.xs.Version())
+			}
+			return nil
+		})
+	}
+	if err := b.xs.NackCheck(); err != nil {
+		t.Fatal(err)
+	}
+	tr.finish(t, "control-plane restart")
+	t.Logf("total: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// rotateAndCheck reissues both leaf certificates in place and waits until
+// each Envoy serves the new serial (and no longer the old one).
+func (b *bridge) rotateAndCheck() {
+	b.t.Helper()
+	oldIDC, oldCloud := b.idcLeaf.Serial(), b.cloudLef.Serial()
+	b.issueCerts() // atomic rename; the control plane polls the files
+	for _, c := range []struct {
+		e      *envoyproc.Envoy
+		serial string
+		old    string
+	}{{b.idc, b.idcLeaf.Serial(), oldIDC}, {b.cloud, b.cloudLef.Serial(), oldCloud}} {
+		harness.Eventually(b.t, 15*time.Second, "new certificate serial in /certs", func() error {
+			certs, err := c.e.AdminGet("/certs")
+			if err != nil {
+				return err
+			}
+			s := strings.ToLower(string(certs))
+			if !strings.Contains(s, c.serial) {
+				return fmt.Errorf("serial %s not in /certs", c.serial)
+			}
+			if strings.Contains(s, c.old) {
+				return fmt.Errorf("old serial %s still in /certs", c.old)
+			}
+			return nil
+		})
+	}
+}
+
+func mustCounter(t *testing.T, reg *prometheus.Registry, name, typeURL string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type_url" && l.GetValue() == typeURL {
+					return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x", Help: "x"}, func() float64 { return m.GetCounter().GetValue() })
+				}
+			}
+		}
+	}
+	t.Fatalf("%s{type_url=%s} not found", name, typeURL)
+	return nil
+}
+
