@@ -554,4 +554,3 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name, typeURL string) p
 	t.Fatalf("%s{type_url=%s} not found", name, typeURL)
 	return nil
 }
-
