@@ -212,7 +212,9 @@ func loadAssignment(name string, eps []string) (*endpoint.ClusterLoadAssignment,
 	return &endpoint.ClusterLoadAssignment{
 		ClusterName: name,
 		Endpoints: []*endpoint.LocalityLbEndpoints{{
-			// grpc-go ignores localities without a weight.
+			// grpc-go NACKs localities without an ID and ignores
+			// those without a weight.
+			Locality:            &core.Locality{Region: "meshgate", Zone: "local"},
 			LoadBalancingWeight: wrapperspb.UInt32(1),
 			LbEndpoints:         lb,
 		}},
