@@ -75,6 +75,9 @@ type Runtime struct {
 	closed    bool
 	draining  atomic.Bool
 	wg        sync.WaitGroup
+
+	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
+	xdsPlane *xdsPlane
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
@@ -107,6 +110,10 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 			r.closeAll()
 			return nil, err
 		}
+	}
+	if err := r.syncXDS(cfg); err != nil {
+		r.Close()
+		return nil, err
 	}
 	return r, nil
 }
@@ -172,6 +179,7 @@ func (r *Runtime) Reload(cfg *config.Config) error {
 		r.log.Warn("config reload rejected", "err", err)
 	} else {
 		r.log.Info("config reloaded", "listeners", len(cfg.Listeners), "upstreams", len(cfg.Upstreams))
+		_ = r.syncXDS(cfg) // failures are logged and fail the "xds" readiness check
 	}
 	r.metrics.Reloads.WithLabelValues(outcome).Inc()
 	return err
@@ -392,6 +400,7 @@ func (r *Runtime) Close() {
 }
 
 func (r *Runtime) closeAll() {
+	r.stopXDS()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {

@@ -1,0 +1,231 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func proxylessConfig(t *testing.T, addr, endpoint string) *config.Config {
+	t.Helper()
+	y := fmt.Sprintf(`
+listeners:
+- {name: grpc_in, kind: grpc, address: "127.0.0.1:7201", routes: [{method: "/a.B/*", cmd: 1, upstream: legacy}]}
+upstreams:
+- {name: legacy, protocol: private, endpoints: ["127.0.0.1:7100"]}
+xds:
+  address: %s
+  grpc_clients:
+  - {name: svc, endpoints: [%q]}
+`, addr, endpoint)
+	cfg, err := config.Parse([]byte(y), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// startServer serves cfg and returns the server and a connected ADS stream.
+func startServer(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
+	t.Helper()
+	s := NewServer(Options{Registerer: reg})
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	target := addr.String()
+	if addr.Network() == "unix" {
+		target = "unix://" + target
+	}
+	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cc.Close()
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return s, stream
+}
+
+// responses reads the stream on one goroutine for the stream's life.
+func responses(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) <-chan *discovery.DiscoveryResponse {
+	ch := make(chan *discovery.DiscoveryResponse, 16)
+	go func() {
+		defer close(ch)
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			ch <- r
+		}
+	}()
+	return ch
+}
+
+func recvTimeout(ch <-chan *discovery.DiscoveryResponse, d time.Duration) (*discovery.DiscoveryResponse, error) {
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, errors.New("stream ended")
+		}
+		return r, nil
+	case <-time.After(d):
+		return nil, errTimeout
+	}
+}
+
+var errTimeout = errors.New("no response")
+
+// TestNackNotResentAndReported: a client NACKs a version; the server logs
+// and counts it once, reports it through NackCheck, does not answer with
+// the same version again, and clears it when a newer version is ACKed.
+func TestNackNotResentAndReported(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	sock := filepath.Join(t.TempDir(), "xds.sock")
+	cfg := proxylessConfig(t, "unix:"+sock, "127.0.0.1:7201")
+	s, stream := startServer(t, cfg, reg)
+	node := &core.Node{Id: "client-1"}
+	in := responses(stream)
+	if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := recvTimeout(in, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.VersionInfo != s.Version() || len(r1.Resources) != 1 {
+		t.Fatalf("first response version %q (server %q), %d resources", r1.VersionInfo, s.Version(), len(r1.Resources))
+	}
+	// NACK it.
+	if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r1.Nonce,
+		ErrorDetail: &status.Status{Code: 3, Message: "bad cluster"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := recvTimeout(in, 500*time.Millisecond); !errors.Is(err, errTimeout) {
+		t.Fatalf("after NACK the server answered %v %v (re-send loop)", r, err)
+	}
+	err = s.NackCheck()
+	if !errors.Is(err, ErrNack) || !strings.Contains(err.Error(), "client-1") || !strings.Contains(err.Error(), "bad cluster") {
+		t.Fatalf("NackCheck = %v", err)
+	}
+	if n := testutil.ToFloat64(s.nackTotal.WithLabelValues(resource.ClusterType)); n != 1 {
+		t.Fatalf("nacks_total = %v", n)
+	}
+	// A new config: new version sent; its ACK clears the NACK.
+	old := s.Version()
+	if err := s.Update(proxylessConfig(t, "unix:"+sock, "127.0.0.1:7202")); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := recvTimeout(in, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.VersionInfo == old || r2.VersionInfo != s.Version() {
+		t.Fatalf("second version %q, old %q", r2.VersionInfo, old)
+	}
+	if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r2.Nonce, VersionInfo: r2.VersionInfo}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.NackCheck() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("NACK not cleared: %v", s.NackCheck())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := s.AckedVersion("client-1", resource.ClusterType); v != r2.VersionInfo {
+		t.Fatalf("acked %q", v)
+	}
+}
+
+// TestVersionsFreshAcrossRestarts: two servers (a restart) never produce
+// the same version, and every Update gets a new one.
+func TestVersionsFreshAcrossRestarts(t *testing.T) {
+	cfg := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")
+	seen := map[string]bool{}
+	for i := 0; i < 2; i++ {
+		s := NewServer(Options{})
+		for j := 0; j < 3; j++ {
+			if err := s.Update(cfg); err != nil {
+				t.Fatal(err)
+			}
+			if seen[s.Version()] {
+				t.Fatalf("version %s reused", s.Version())
+			}
+			seen[s.Version()] = true
+		}
+		s.Close()
+		time.Sleep(time.Microsecond)
+	}
+}
+
+func TestUpdateRejectsMissingCertFile(t *testing.T) {
+	cfg := loadTestConfig(t, "bridge.yaml") // its certs/ files do not exist
+	s := NewServer(Options{})
+	defer s.Close()
+	if err := s.Update(cfg); !errors.Is(err, ErrMissingFile) {
+		t.Fatalf("err = %v", err)
+	}
+	if s.Version() != "" {
+		t.Fatal("a snapshot was set")
+	}
+}
+
+func TestListenTCPAndClose(t *testing.T) {
+	s := NewServer(Options{Address: "127.0.0.1:0"})
+	addr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	c, err := net.DialTimeout("tcp", addr.String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
+	}
+}
