@@ -422,13 +422,22 @@ func (s *Server) waitAcked(version string, prev, cur map[string]*Resources, phas
 	for {
 		missing := ""
 		s.nackMu.Lock()
+		rejected := ""
 		for _, w := range wants {
-			if s.acks[nackKey{w.node, w.typeURL}] != version {
+			k := nackKey{w.node, w.typeURL}
+			if s.acks[k] != version {
 				missing = w.node + " " + w.typeURL
+				if n, ok := s.nacks[k]; ok && n.version == version {
+					rejected = missing
+				}
 				break
 			}
 		}
 		s.nackMu.Unlock()
+		if rejected != "" {
+			s.log.Warn("make-before-break phase rejected; continuing", "phase", phase, "version", version, "rejected_by", rejected)
+			return
+		}
 		if missing == "" {
 			s.log.Debug("make-before-break phase acknowledged", "phase", phase, "version", version)
 			return

@@ -223,3 +223,38 @@ func WriteFile(t testing.TB, dir, name string, data []byte) string {
 	}
 	return p
 }
+
+var (
+	wasmOnce sync.Once
+	wasmPath string
+	wasmErr  error
+)
+
+// WasmFilter returns $MESHGATE_WASM, or builds the MGP proxy-wasm filter
+// (filters/, GOOS=wasip1) once per test binary into a temporary directory.
+func WasmFilter(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("MESHGATE_WASM"); p != "" {
+		return p
+	}
+	wasmOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "meshgate-e2e-wasm-")
+		if err != nil {
+			wasmErr = err
+			return
+		}
+		out := filepath.Join(dir, "mgp_filter.wasm")
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "./mgpfilter")
+		cmd.Dir = filepath.Join(RepoRoot(), "filters")
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			wasmErr = fmt.Errorf("build wasm filter: %v\n%s", err, b)
+			return
+		}
+		wasmPath = out
+	})
+	if wasmErr != nil {
+		t.Fatal(wasmErr)
+	}
+	return wasmPath
+}

@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// TestXDSSidecarBinary: the sidecar deployment with the real binaries.
+// `meshgate run -c FILE` (config with an xds section on a unix socket)
+// starts the control plane; Envoy runs on the bootstrap printed by
+// `meshgate envoy-bootstrap`; its private listener carries the MGP
+// proxy-wasm filter before tcp_proxy to MeshGate, its gRPC listener routes
+// to MeshGate's grpc listener. Editing the config file pushes a snapshot;
+// an edit Envoy NACKs turns /readyz to 503 and counts
+// meshgate_xds_nacks_total; restoring the file makes MeshGate ready again.
+func TestXDSSidecarBinary(t *testing.T) {
+	envoyproc.Require(t)
+	bin := harness.MeshgateBin(t)
+	wasm := harness.WasmFilter(t)
+	dir := t.TempDir()
+
+	ls := legacy.NewServer(legacy.ServerOptions{})
+	if err := ls.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ls.Close() })
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer()
+	go func() { _ = gs.Serve(dl) }()
+	t.Cleanup(gs.Stop)
+
+	admin := harness.FreeAddr(t)
+	scPriv, scGRPC := harness.FreePort(t), harness.FreePort(t)
+	sock := filepath.Join(dir, "xds.sock")
+	mgPriv, mgGRPC := harness.FreeAddr(t), harness.FreeAddr(t)
+	cfgText := func(broken bool) string {
+		extra := ""
+		if broken {
+			// Valid for MeshGate, rejected by Envoy (EDS needs an IP).
+			extra = `
+      routes: [{prefix: /broken.Svc/, route_to: {cluster: broken}}]
+    clusters:
+    - {name: broken, protocol: grpc, endpoints: ["broken.invalid:80"]}`
+		}
+		return fmt.Sprintf(`
+admin: {address: %q}
+defaults: {drain_timeout: 1s}
+listeners:
+- name: private_in
+  kind: private
+  address: %q
+  routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]
+- name: grpc_in
+  kind: grpc
+  address: %q
+  routes: [{method: "/legacy.Legacy/*", cmd: 1, upstream: legacy}]
+upstreams:
+- {name: demo, protocol: grpc, endpoints: [%q]}
+- {name: legacy, protocol: private, endpoints: [%q]}
+xds:
+  address: unix:%s
+  envoy:
+  - node: sidecar
+    admin_address: 127.0.0.1:0
+    listeners:
+    - name: sc_private
+      address: 127.0.0.1:%d
+      protocol: private
+      wasm: {file: %q, config: {deny_cmds: [9]}}
+      route_to: {meshgate_listener: private_in}
+    - name: sc_grpc
+      address: 127.0.0.1:%d
+      protocol: grpc
+      route_to: {meshgate_listener: grpc_in}%s
+`, admin, mgPriv, mgGRPC, dl.Addr().String(), ls.Addr().String(), sock, scPriv, wasm, scGRPC, extra)
+	}
+	cfgPath := filepath.Join(dir, "meshgate.yaml")
+	writeAtomic := func(s string) {
+		tmp := cfgPath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfgPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := cfgText(false)
+	writeAtomic(good)
+
+	harness.Start(t, "meshgate", bin, "run", "-c", cfgPath)
+	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+
+	out, err := exec.Command(bin, "envoy-bootstrap", "-c", cfgPath, "-node", "sidecar").CombinedOutput()
+	if err != nil {
+		t.Fatalf("envoy-bootstrap: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "pipe:") || !strings.Contains(string(out), sock) {
+		t.Fatalf("bootstrap does not reach the unix socket:\n%s", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	env := envoyproc.StartT(t, ctx, envoyproc.Options{Bootstrap: out})
+
+	// Private frames: client → Envoy (wasm filter, tcp_proxy) → MeshGate → demo gRPC.
+	var mc *legacy.Client
+	harness.Eventually(t, 20*time.Second, "MGP call through the sidecar Envoy", func() error {
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer ccancel()
+		c, err := legacy.Dial(cctx, fmt.Sprintf("127.0.0.1:%d", scPriv), legacy.ClientOptions{})
+		if err != nil {
+			return err
+		}
+		if err := mgpCall(cctx, c, "sidecar"); err != nil {
+			c.Close()
+			return err
+		}
+		mc = c
+		return nil
+	})
+	defer mc.Close()
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ccancel()
+	// The wasm filter refuses cmd 9 itself (result 4, forbidden).
+	resp, err := mc.Call(cctx, 9, 1, []byte("x"), nil)
+	if err != nil || resp.Result != 4 {
+		t.Fatalf("cmd 9 through the wasm filter: resp %+v err %v", resp, err)
+	}
+
+	// gRPC: client → Envoy (HCM, HTTP/2) → MeshGate → legacy MGP server.
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", scGRPC), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	harness.Eventually(t, 10*time.Second, "gRPC call through the sidecar Envoy", func() error {
+		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return grpcCall(c, cc, "/legacy.Legacy/Echo", "hi", "hi")
+	})
+
+	// An edit Envoy rejects: readiness reflects the NACK, Envoy keeps serving.
+	writeAtomic(cfgText(true))
+	harness.Eventually(t, 20*time.Second, "/readyz reports the NACK", func() error {
+		code, body, err := harness.HTTPGet("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		if code != 503 || !strings.Contains(body, "NACK") {
+			return fmt.Errorf("readyz %d %q", code, strings.TrimSpace(body))
+		}
+		return nil
+	})
+	_, metrics, err := harness.HTTPGet("http://" + admin + "/metrics")
+	// One per rejected version (a make-before-break update pushes up to three).
+	if err != nil || !strings.Contains(metrics, `meshgate_xds_nacks_total{type_url="type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"} `) ||
+		strings.Contains(metrics, `meshgate_xds_nacks_total{type_url="type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"} 0`) {
+		t.Fatalf("metrics lack the NACK counter (err %v)", err)
+	}
+	if err := mgpCall(cctx, mc, "still-serving"); err != nil {
+		t.Fatalf("after NACK: %v", err)
+	}
+	if err := grpcCall(cctx, cc, "/legacy.Legacy/Echo", "still", "still"); err != nil {
+		t.Fatalf("after NACK: %v", err)
+	}
+	writeAtomic(good)
+	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+	if err := dumpContains(env, `"envoy.filters.network.wasm"`, `deny_cmds`); err != nil {
+		t.Fatal(err)
+	}
+}
