@@ -69,10 +69,39 @@ func (e *env) startEnvoy(ctx context.Context, t *topology, role string, spec Env
 		return "", fmt.Errorf("%s: %w", spec.Name, err)
 	}
 	t.closers = append(t.closers, ev.Stop)
+	if t.envoys == nil {
+		t.envoys = map[string]*envoyproc.Envoy{}
+	}
+	t.envoys[role] = ev
 	t.procs = append(t.procs, Proc{Role: role, PID: ev.Pid()})
 	a := addr(port)
 	if err := waitTCP(ctx, a, nil, 10*time.Second); err != nil {
 		return "", fmt.Errorf("%s: %w\n%s", spec.Name, err, ev.Log())
 	}
 	return a, nil
+}
+
+// WasmRequestsStat is the Envoy counter the MGP filter bumps per echo
+// request (custom wasm metrics are prefixed "wasmcustom.").
+var WasmRequestsStat = fmt.Sprintf("wasmcustom.mgp.cmd.%d.requests", EchoCmd)
+
+// checkWasmOnPath sends one echo through in and requires the filter's
+// request counter on ev to move: S1w must measure the filter, not a
+// listener that silently lacks it.
+func checkWasmOnPath(ctx context.Context, in string, ev *envoyproc.Envoy) error {
+	c, err := DialLegacy(in, 1)
+	if err != nil {
+		return err
+	}
+	_ = c.Close()
+	for {
+		if ev.Stat(WasmRequestsStat) > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: wasm filter not on the path: %s stayed 0", WasmRequestsStat)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -168,6 +168,15 @@ func setupS1(wasm bool) func(context.Context, *env, *topology) (*topology, error
 		if err != nil {
 			return nil, err
 		}
+		if wasm {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := checkWasmOnPath(cctx, in, t.envoys[RoleEnvoyA])
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			t.notes = append(t.notes, "S1w: the MGP proxy-wasm filter ("+filepath.Base(e.opts.Wasm)+", V8) sits before tcp_proxy; setup checks its counter "+WasmRequestsStat+" moves, so it is on the path")
+		}
 		t.dial = e.legacyDial(in)
 		return t, nil
 	}

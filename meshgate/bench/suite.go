@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshgate/meshgate/meshgate/envoyproc"
 )
 
 // Options configure a suite run.
@@ -60,6 +62,7 @@ type topology struct {
 	procs   []Proc
 	dial    func(conns int) (Client, error)
 	closers []func() error // run in reverse order
+	envoys  map[string]*envoyproc.Envoy
 	notes   []string
 }
 
