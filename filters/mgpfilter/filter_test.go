@@ -30,9 +30,9 @@ func (r *recorder) Close() error { r.closes++; return nil }
 type harness struct {
 	t     *testing.T
 	reset func()
-	host proxytest.HostEmulator
-	rec  map[uint32]*recorder
-	last *recorder
+	host  proxytest.HostEmulator
+	rec   map[uint32]*recorder
+	last  *recorder
 }
 
 func newHarness(t *testing.T, cfg string) *harness {
