@@ -21,7 +21,8 @@ import (
 // TestXDSProxyless: a grpc-go client with an xDS bootstrap pointing at
 // MeshGate's control plane resolves xds:///legacy-bridge to MeshGate's grpc
 // listener and completes calls through MeshGate to a legacy MGP server;
-// moving the target to another MeshGate listener is followed by the client.
+// moving the target to another MeshGate listener (a config reload of the
+// runtime, which pushes a new snapshot) is followed by the client.
 func TestXDSProxyless(t *testing.T) {
 	legacyA, legacyB := legacy.NewServer(legacy.ServerOptions{}), legacy.NewServer(legacy.ServerOptions{})
 	for _, s := range []*legacy.Server{legacyA, legacyB} {
@@ -59,17 +60,11 @@ xds:
 		t.Fatal(err)
 	}
 	t.Cleanup(rt.Close)
-	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
-	if err := xs.Update(cfg); err != nil {
-		t.Fatal(err)
+	// The runtime runs the control plane of the config's xds section.
+	xs := rt.XDS()
+	if xs == nil {
+		t.Fatal("runtime did not start the xds control plane")
 	}
-	if _, err := xs.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- xs.Serve(context.Background()) }()
-	t.Cleanup(func() { xs.Close(); <-done })
-
 	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1")
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +97,7 @@ xds:
 		t.Fatalf("legacy A served %d requests, want ≥ 21", n)
 	}
 	// Move the target: the client follows the new endpoint (EDS update).
-	if err := xs.Update(cfgFor("grpc_b")); err != nil {
+	if err := rt.Reload(cfgFor("grpc_b")); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 15*time.Second, "client follows the moved endpoint", func() error {

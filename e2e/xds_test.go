@@ -202,7 +202,11 @@ func newBridge(t *testing.T) *bridge {
 	b.mgPriv, b.mgGRPC = harness.FreeAddr(t), harness.FreeAddr(t)
 
 	cfg := b.config(variant{grpcTarget: "cloud_grpc"})
-	if b.rt, err = runtime.New(cfg, runtime.Options{NoAdmin: true, Logger: testLogger(t, "meshgate")}); err != nil {
+	// The data path runs in-process without the xds section: this test
+	// runs the control plane itself so it can restart it.
+	dataOnly := *cfg
+	dataOnly.XDS = nil
+	if b.rt, err = runtime.New(&dataOnly, runtime.Options{NoAdmin: true, Logger: testLogger(t, "meshgate")}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.rt.Close)
@@ -427,6 +431,9 @@ func TestXDSBridge(t *testing.T) {
 	fresh.Close()
 	time.Sleep(300 * time.Millisecond)
 	tr.finish(t, "pushes under load")
+	if t.Failed() {
+		b.logErrorStats()
+	}
 	t.Logf("pushes done: %v", time.Since(start).Round(time.Millisecond))
 
 	// 2. A push Envoy rejects: reported, not re-sent, old config kept.
@@ -530,6 +537,26 @@ func (b *bridge) rotateAndCheck() {
 			}
 			return nil
 		})
+	}
+}
+
+// logErrorStats logs the Envoy counters that explain failed requests.
+func (b *bridge) logErrorStats() {
+	for name, e := range map[string]*envoyproc.Envoy{"idc": b.idc, "cloud": b.cloud} {
+		st, err := e.Stats()
+		if err != nil {
+			continue
+		}
+		for k, v := range st {
+			if v == 0 {
+				continue
+			}
+			for _, pat := range []string{"no_cluster", "no_route", "connect_fail", "ssl.fail", "handshake_error", "rq_503", "upstream_rq_5", "reset", "rq_timeout", "cx_destroy_with_active_rq", "protocol_error", "rq_retry", "overflow", "none_healthy", "rq_pending_failure"} {
+				if strings.Contains(k, pat) {
+					b.t.Logf("%s %s = %d", name, k, v)
+				}
+			}
+		}
 	}
 }
 

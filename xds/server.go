@@ -67,12 +67,14 @@ type Server struct {
 
 	nackMu  sync.Mutex
 	nacks   map[nackKey]nackInfo
-	streams map[int64]string   // stream id → node id
-	acks    map[nackKey]string // (node, type) → last version ACKed
-	nonces  map[string]string  // delta response nonce → snapshot version
+	streams map[streamKey]string // stream → node id
+	acks    map[nackKey]string   // (node, type) → last version ACKed
+	nonces  map[nonceKey]string  // delta stream response nonce → snapshot version
 
-	// PhaseTimeout bounds each make-before-break phase's wait for ACKs.
+	// phaseTimeout bounds each make-before-break phase's wait for ACKs;
+	// phaseSettle is waited after a phase was ACKed.
 	phaseTimeout time.Duration
+	phaseSettle  time.Duration
 
 	nackReqs  atomic.Uint64 // every request carrying error_detail
 	nackTotal *prometheus.CounterVec
@@ -84,6 +86,19 @@ type Server struct {
 }
 
 type nackKey struct{ node, typeURL string }
+
+// streamKey: the SotW and the delta server number their streams
+// independently.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+// nonceKey: delta nonces are per stream.
+type nonceKey struct {
+	stream int64
+	nonce  string
+}
 
 type nackInfo struct {
 	version string // the snapshot version that was rejected
@@ -100,11 +115,12 @@ func NewServer(opts Options) *Server {
 		opts:         opts,
 		start:        strconv.FormatInt(time.Now().UnixNano(), 36),
 		nacks:        map[nackKey]nackInfo{},
-		streams:      map[int64]string{},
+		streams:      map[streamKey]string{},
 		acks:         map[nackKey]string{},
-		nonces:       map[string]string{},
+		nonces:       map[nonceKey]string{},
 		closed:       make(chan struct{}),
 		phaseTimeout: 5 * time.Second,
+		phaseSettle:  250 * time.Millisecond,
 		nackTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshgate_xds_nacks_total", Help: "xDS responses rejected by a client (NACK), by resource type.",
 		}, []string{"type_url"}),
@@ -127,17 +143,17 @@ func NewServer(opts Options) *Server {
 	s.cache = &nackSafeCache{SnapshotCache: cache.NewSnapshotCache(true, nodeHash{s}, cacheLogger{s.log}), hash: nodeHash{s}}
 	cb := serverv3.CallbackFuncs{
 		StreamOpenFunc:         func(context.Context, int64, string) error { s.connected.Inc(); return nil },
-		StreamClosedFunc:       func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(id) },
+		StreamClosedFunc:       func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(streamKey{false, id}) },
 		DeltaStreamOpenFunc:    func(context.Context, int64, string) error { s.connected.Inc(); return nil },
-		DeltaStreamClosedFunc:  func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(id) },
+		DeltaStreamClosedFunc:  func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(streamKey{true, id}) },
 		StreamRequestFunc:      s.onRequest,
 		StreamDeltaRequestFunc: s.onDeltaRequest,
-		StreamDeltaResponseFunc: func(_ int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
 			s.nackMu.Lock()
 			if len(s.nonces) > 4096 { // never ACKed (stream gone); keep it bounded
 				clear(s.nonces)
 			}
-			s.nonces[resp.GetNonce()] = resp.GetSystemVersionInfo()
+			s.nonces[nonceKey{id, resp.GetNonce()}] = resp.GetSystemVersionInfo()
 			s.nackMu.Unlock()
 		},
 	}
@@ -440,6 +456,15 @@ func (s *Server) waitAcked(version string, prev, cur map[string]*Resources, phas
 		}
 		if missing == "" {
 			s.log.Debug("make-before-break phase acknowledged", "phase", phase, "version", version)
+			// An ACK means Envoy accepted the resources; a new cluster may
+			// still be warming (secrets, first endpoints) and reaching the
+			// workers. Give it a moment before the next phase uses it.
+			if len(wants) > 0 {
+				select {
+				case <-s.closed:
+				case <-time.After(s.phaseSettle):
+				}
+			}
 			return
 		}
 		if time.Now().After(deadline) {
@@ -648,7 +673,7 @@ func (s *Server) Close() {
 
 // --- NACK tracking ---------------------------------------------------------
 
-func (s *Server) nodeOf(id int64, n *core.Node) string {
+func (s *Server) nodeOf(id streamKey, n *core.Node) string {
 	s.nackMu.Lock()
 	defer s.nackMu.Unlock()
 	if n != nil && n.GetId() != "" {
@@ -657,14 +682,21 @@ func (s *Server) nodeOf(id int64, n *core.Node) string {
 	return s.streams[id]
 }
 
-func (s *Server) forget(id int64) {
+func (s *Server) forget(id streamKey) {
 	s.nackMu.Lock()
 	delete(s.streams, id)
+	if id.delta {
+		for k := range s.nonces {
+			if k.stream == id.id {
+				delete(s.nonces, k)
+			}
+		}
+	}
 	s.nackMu.Unlock()
 }
 
 func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
-	node := s.nodeOf(id, req.GetNode())
+	node := s.nodeOf(streamKey{false, id}, req.GetNode())
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
 	} else if req.GetResponseNonce() != "" {
@@ -674,11 +706,11 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 }
 
 func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	node := s.nodeOf(id, req.GetNode())
+	node := s.nodeOf(streamKey{true, id}, req.GetNode())
 	nonce := req.GetResponseNonce()
 	s.nackMu.Lock()
-	version, known := s.nonces[nonce]
-	delete(s.nonces, nonce)
+	version, known := s.nonces[nonceKey{id, nonce}]
+	delete(s.nonces, nonceKey{id, nonce})
 	s.nackMu.Unlock()
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
