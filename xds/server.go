@@ -736,14 +736,31 @@ func (s *Server) recordNack(node, typeURL, detail string) {
 		"node", node, "type_url", typeURL, "version", version, "detail", detail)
 }
 
+// newer reports whether version a was set after version b by this process.
+func (s *Server) newer(a, b string) bool {
+	seq := func(v string) (uint64, bool) {
+		rest, ok := strings.CutPrefix(v, s.start+"-")
+		if !ok {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(rest, 10, 64)
+		return n, err == nil
+	}
+	na, oka := seq(a)
+	nb, okb := seq(b)
+	return oka && okb && na > nb
+}
+
 // recordAck notes that node accepted version of typeURL; an outstanding
-// NACK of that type is cleared when the accepted version is the current one.
+// NACK of that type is cleared when a version newer than the rejected one
+// is accepted (a delta stream is only sent resources that changed, so the
+// accepted version need not be the very latest).
 func (s *Server) recordAck(node, typeURL, version string) {
 	k := nackKey{node, typeURL}
 	s.nackMu.Lock()
 	s.acks[k] = version
-	_, had := s.nacks[k]
-	if had && version == s.Version() {
+	n, had := s.nacks[k]
+	if had && s.newer(version, n.version) {
 		delete(s.nacks, k)
 	} else {
 		had = false

@@ -229,3 +229,92 @@ func TestListenTCPAndClose(t *testing.T) {
 		t.Fatal("Serve did not return after Close")
 	}
 }
+
+// TestDeltaNack: the same over an incremental (delta) ADS stream.
+func TestDeltaNack(t *testing.T) {
+	s := NewServer(Options{})
+	cfg := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	cc, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer func() {
+		cancel()
+		cc.Close()
+		s.Close()
+		<-done
+	}()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make(chan *discovery.DeltaDiscoveryResponse, 16)
+	go func() {
+		defer close(in)
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			in <- r
+		}
+	}()
+	recv := func(d time.Duration) *discovery.DeltaDiscoveryResponse {
+		select {
+		case r := <-in:
+			return r
+		case <-time.After(d):
+			return nil
+		}
+	}
+	if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "delta-1"}, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+		t.Fatal(err)
+	}
+	r1 := recv(5 * time.Second)
+	if r1 == nil || len(r1.Resources) != 1 {
+		t.Fatalf("first delta response %v", r1)
+	}
+	if err := stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r1.Nonce,
+		ErrorDetail: &status.Status{Code: 3, Message: "nope"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := recv(500 * time.Millisecond); r != nil {
+		t.Fatalf("re-sent after NACK: %v", r)
+	}
+	if err := s.NackCheck(); !errors.Is(err, ErrNack) || !strings.Contains(err.Error(), "delta-1") {
+		t.Fatalf("NackCheck = %v", err)
+	}
+	// A new cluster is sent; its ACK clears the NACK.
+	cfg2 := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")
+	cfg2.XDS.GRPCClients = append(cfg2.XDS.GRPCClients, config.GRPCClient{Name: "svc2", Endpoints: []string{"127.0.0.1:7203"}})
+	if err := s.Update(cfg2); err != nil {
+		t.Fatal(err)
+	}
+	r2 := recv(5 * time.Second)
+	if r2 == nil {
+		t.Fatal("no delta response after update")
+	}
+	if err := stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r2.Nonce}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.NackCheck() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("NACK not cleared: %v", s.NackCheck())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := s.AckedVersion("delta-1", resource.ClusterType); v == "" || !s.newer(v, r1.SystemVersionInfo) {
+		t.Fatalf("acked %q after rejecting %q", v, r1.SystemVersionInfo)
+	}
+}
