@@ -387,7 +387,9 @@ func TestXDSBridge(t *testing.T) {
 	tr := startTraffic(mc, cc)
 	time.Sleep(300 * time.Millisecond)
 
+	t0 := time.Now()
 	b.push(variant{grpcTarget: "cloud_grpc", extraRoute: true})
+	t.Logf("add route+cluster: Update returned after %v (3 make-before-break phases)", time.Since(t0).Round(time.Millisecond))
 	harness.Eventually(t, 15*time.Second, "route to the new cluster used", func() error {
 		if err := dumpContains(b.idc, `"cloud_grpc2"`, `/legacy.Legacy/Uppercase`); err != nil {
 			return err
@@ -398,7 +400,15 @@ func TestXDSBridge(t *testing.T) {
 		return nil
 	})
 
+	t0 = time.Now()
 	b.push(variant{grpcTarget: "cloud_grpc2", extraRoute: true})
+	harness.Eventually(t, 10*time.Second, "idc ACKed the endpoint move", func() error {
+		if v := b.xs.AckedVersion("idc", "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"); v != b.xs.Version() {
+			return fmt.Errorf("EDS ACKed %q", v)
+		}
+		return nil
+	})
+	t.Logf("endpoint move: pushed and ACKed in %v", time.Since(t0).Round(time.Millisecond))
 	moved := fmt.Sprintf("cloud_grpc::127.0.0.1:%d::", b.ports["cloud_grpc2"])
 	harness.Eventually(t, 15*time.Second, "endpoint moved", func() error {
 		cl, err := b.idc.AdminGet("/clusters")
@@ -417,7 +427,9 @@ func TestXDSBridge(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	t.Logf("cloud_grpc2 downstream connections after move: %d", before)
 
+	t0 = time.Now()
 	b.rotateAndCheck()
+	t.Logf("certificate rotation: files rewritten → both Envoys serve the new serials in %v (cert_poll 100ms)", time.Since(t0).Round(time.Millisecond))
 	// A brand-new connection handshakes with the rotated certificates.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
