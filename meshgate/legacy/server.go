@@ -243,6 +243,8 @@ type serverConn struct {
 	nc       net.Conn
 	w        *privconn.FrameWriter
 	scratch  []byte
+	resp     codec.Frame // reply frame for the inline path
+	ext      [8]codec.Ext
 	handlers sync.WaitGroup
 }
 
@@ -294,7 +296,8 @@ func (sc *serverConn) serve() {
 			delay += time.Duration(binary.BigEndian.Uint32(f.Body)) * time.Millisecond
 		}
 		if delay <= 0 {
-			sc.handle(&f, &sc.scratch)
+			sc.resp = codec.Frame{Ext: sc.ext[:0]}
+			sc.handle(&f, &sc.resp, &sc.scratch)
 			continue
 		}
 		req := privconn.Clone(&f)
@@ -309,21 +312,21 @@ func (sc *serverConn) serve() {
 				return
 			}
 			var scratch []byte
-			sc.handle(req, &scratch)
+			resp := codec.Frame{Ext: make([]codec.Ext, 0, 8)}
+			sc.handle(req, &resp, &scratch)
 		}()
 	}
 }
 
-// handle serves one request and writes its reply. scratch is a reusable
-// buffer for transformed bodies.
-func (sc *serverConn) handle(req *codec.Frame, scratch *[]byte) {
+// handle serves one request and writes its reply, built in resp (whose Ext
+// capacity is reused). scratch is a reusable buffer for transformed bodies.
+func (sc *serverConn) handle(req *codec.Frame, resp *codec.Frame, scratch *[]byte) {
 	s := sc.s
 	oneway := req.Flags.Has(codec.FlagOneway)
 	if oneway {
 		s.oneway.Add(1)
 	}
-	var extBuf [8]codec.Ext
-	resp := codec.Frame{Cmd: req.Cmd, Seq: req.Seq, UIN: req.UIN, Flags: codec.FlagResponse, Ext: extBuf[:0]}
+	*resp = codec.Frame{Cmd: req.Cmd, Seq: req.Seq, UIN: req.UIN, Flags: codec.FlagResponse, Ext: resp.Ext[:0]}
 	if s.opts.EchoExt {
 		for _, e := range req.Ext {
 			if e.Key != codec.ExtAuth && e.Key != codec.ExtErrorMsg {
@@ -363,12 +366,12 @@ func (sc *serverConn) handle(req *codec.Frame, scratch *[]byte) {
 	if oneway {
 		return
 	}
-	if err := sc.w.WriteFrame(&resp); err != nil {
+	if err := sc.w.WriteFrame(resp); err != nil {
 		return
 	}
 	s.replies.Add(1)
 	if s.opts.DuplicateRate > 0 && rand.Float64() < s.opts.DuplicateRate {
-		_ = sc.w.WriteFrame(&resp)
+		_ = sc.w.WriteFrame(resp)
 	}
 }
 

@@ -26,8 +26,10 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -148,12 +150,30 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	return err
 }
 
+// callState is the per-call scratch space, pooled so a call's frame,
+// extension list and received message do not each cost an allocation.
+type callState struct {
+	f   codec.Frame
+	ext [maxExt]codec.Ext
+	dl  [4]byte
+	msg rawcodec.Message
+}
+
+var statePool = sync.Pool{New: func() any { return new(callState) }}
+
 func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	ctx := stream.Context()
-	var extBuf [maxExt]codec.Ext
-	f := codec.Frame{Cmd: r.Cmd, Ext: extBuf[:0]}
+	cs := statePool.Get().(*callState)
+	defer func() {
+		cs.msg.Free()
+		cs.f = codec.Frame{}
+		clear(cs.ext[:])
+		statePool.Put(cs)
+	}()
+	f := &cs.f
+	f.Cmd, f.Ext = r.Cmd, cs.ext[:0]
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if err := fromMetadata(md, &f); err != nil {
+		if err := fromMetadata(md, f); err != nil {
 			return err
 		}
 	}
@@ -172,17 +192,14 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if ms == 0 {
 		ms = 1
 	}
-	var dlBuf [4]byte
-	f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtDeadline, Value: mgp.PutDeadline(&dlBuf, ms)})
+	f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtDeadline, Value: mgp.PutDeadline(&cs.dl, ms)})
 
-	var msg rawcodec.Message
-	if err := stream.RecvMsg(&msg); err != nil {
-		msg.Free()
+	if err := stream.RecvMsg(&cs.msg); err != nil {
 		return err
 	}
-	f.Body = msg.Bytes()
-	resp, err := r.Pool.Do(ctx, &f)
-	msg.Free() // the body was encoded onto the wire (or the call failed)
+	f.Body = cs.msg.Bytes()
+	resp, err := r.Pool.Do(ctx, f)
+	cs.msg.Free() // the body was encoded onto the wire (or the call failed)
 	if err != nil {
 		return s.poolError(ctx, r, err)
 	}
@@ -194,8 +211,13 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if resp.Result != codec.ResultOK {
 		return resultStatus(stream, resp)
 	}
-	return stream.SendMsg(resp.Body)
+	// A pointer to the (heap) body: no boxing allocation, no copy.
+	return stream.SendMsg(&resp.Body)
 }
+
+// bytesOf views s as bytes without copying. The codec only reads extension
+// values while encoding, and the metadata strings outlive the call.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // fromMetadata fills f's uin and extensions from incoming metadata.
 func fromMetadata(md metadata.MD, f *codec.Frame) error {
@@ -207,10 +229,10 @@ func fromMetadata(md metadata.MD, f *codec.Frame) error {
 		f.UIN = uin
 	}
 	if v := md[MDTraceparent]; len(v) > 0 {
-		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtTraceparent, Value: []byte(v[0])})
+		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtTraceparent, Value: bytesOf(v[0])})
 	}
 	if v := md[MDCaller]; len(v) > 0 {
-		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtCaller, Value: []byte(v[0])})
+		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtCaller, Value: bytesOf(v[0])})
 	}
 	for k, v := range md {
 		if len(v) == 0 || !strings.HasPrefix(k, mdExtPrefix) || !strings.HasSuffix(k, mdExtSuffix) {
@@ -221,7 +243,7 @@ func fromMetadata(md metadata.MD, f *codec.Frame) error {
 		if err != nil || uint16(key) < codec.ExtAppMin {
 			return status.Errorf(codes.InvalidArgument, "outbound: metadata %q: key must be a decimal in [%d, 65535]", k, codec.ExtAppMin)
 		}
-		f.Ext = append(f.Ext, codec.Ext{Key: uint16(key), Value: []byte(v[0])})
+		f.Ext = append(f.Ext, codec.Ext{Key: uint16(key), Value: bytesOf(v[0])})
 	}
 	return nil
 }

@@ -406,24 +406,37 @@ func (cn *Conn) readLoop() {
 	}
 }
 
-// owned is a frame with room for a few extensions in the same allocation.
+// owned is a frame with room for a few extensions in the same allocation;
+// ownedSmall adds room for a small body too.
 type owned struct {
 	f   codec.Frame
 	ext [4]codec.Ext
 }
 
+const smallBody = 256
+
+type ownedSmall struct {
+	owned
+	buf [smallBody]byte
+}
+
 // Clone returns a deep copy of f: the frame, its extension list and every
-// byte it references, in two allocations.
+// byte it references, in one allocation when the bytes fit in 256 and there
+// are at most 4 extensions, two otherwise.
 func Clone(f *codec.Frame) *codec.Frame {
-	o := &owned{f: *f}
 	n := len(f.Body)
 	for i := range f.Ext {
 		n += len(f.Ext[i].Value)
 	}
+	var o *owned
 	var buf []byte
-	if n > 0 {
-		buf = make([]byte, n)
+	if n <= smallBody {
+		os := &ownedSmall{}
+		o, buf = &os.owned, os.buf[:n:n]
+	} else {
+		o, buf = &owned{}, make([]byte, n)
 	}
+	o.f = *f
 	if len(f.Ext) <= len(o.ext) {
 		o.f.Ext = o.ext[:len(f.Ext):len(o.ext)]
 	} else {
