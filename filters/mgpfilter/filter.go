@@ -204,6 +204,11 @@ func (c *conn) onRequest(f *codec.Frame, s *stream) bool {
 		if f.Flags.Has(codec.FlagOneway) {
 			return false
 		}
+		if _, dup := c.denied[f.Seq]; !dup && len(c.denied) >= maxTracked {
+			// Upstream is not answering the probes: drop unanswered
+			// rather than grow without bound.
+			return false
+		}
 		c.denied[f.Seq] = denied{cmd: f.Cmd, uin: f.UIN}
 		probe := &c.scratch
 		probe.Reset()

@@ -374,3 +374,42 @@ func BenchmarkFilterFrame(b *testing.B) {
 		})
 	}
 }
+
+// TestCmdCardinalityCapped: wire-chosen cmds cannot create unbounded
+// metrics; past maxCmds they count under "other".
+func TestCmdCardinalityCapped(t *testing.T) {
+	h := newHarness(t, ``)
+	id := h.conn()
+	var in []byte
+	for i := uint32(0); i < maxCmds+10; i++ {
+		in = append(in, frame(t, codec.Frame{Cmd: 1000 + i, Seq: i, Flags: codec.FlagOneway})...)
+	}
+	h.send(id, true, in)
+	if got := h.counter("mgp.cmd.1000.requests"); got != 1 {
+		t.Fatalf("first cmd requests = %d", got)
+	}
+	if got := h.counter("mgp.cmd.other.requests"); got != 10 {
+		t.Fatalf("other requests = %d, want 10", got)
+	}
+	if _, err := h.host.GetCounterMetric(fmt.Sprintf("mgp.cmd.%d.requests", 1000+maxCmds)); err == nil {
+		t.Fatal("metric defined past the cap")
+	}
+}
+
+// TestPendingDenialsBounded: denied requests whose probes are never
+// answered stop being tracked at maxTracked (dropped, still counted).
+func TestPendingDenialsBounded(t *testing.T) {
+	h := newHarness(t, `{"deny_cmds": [9]}`)
+	id := h.conn()
+	var in []byte
+	for i := uint32(0); i < maxTracked+5; i++ {
+		in = append(in, frame(t, req(9, i, ""))...)
+	}
+	probes := decodeAll(t, h.send(id, true, in))
+	if len(probes) != maxTracked {
+		t.Fatalf("probes = %d, want %d", len(probes), maxTracked)
+	}
+	if got := h.counter("mgp.denied"); got != maxTracked+5 {
+		t.Fatalf("denied = %d", got)
+	}
+}
