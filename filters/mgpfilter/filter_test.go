@@ -413,3 +413,30 @@ func TestPendingDenialsBounded(t *testing.T) {
 		t.Fatalf("denied = %d", got)
 	}
 }
+
+// BenchmarkFilterFrameViaHost drives the filter through the proxytest host
+// emulator's callbacks (the SDK's buffer copy-out included), one request
+// and one response per iteration.
+func BenchmarkFilterFrameViaHost(b *testing.B) {
+	for _, cfg := range []string{``, `{"deny_cmds": [9]}`} {
+		b.Run("policy="+fmt.Sprint(cfg != ""), func(b *testing.B) {
+			newOps = func() ops { return &recorder{} }
+			defer func() { newOps = func() ops { return sdkOps{} } }()
+			opt := proxytest.NewEmulatorOption().WithVMContext(&vmContext{}).WithPluginConfiguration([]byte(cfg))
+			host, reset := proxytest.NewHostEmulator(opt)
+			defer reset()
+			if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
+				b.Fatal(st)
+			}
+			id, _ := host.InitializeConnection()
+			r := frame(b, req(1, 1, string(make([]byte, 1024))))
+			p := frame(b, resp(1, 1, 0))
+			b.SetBytes(int64(len(r)))
+			b.ReportAllocs()
+			for b.Loop() {
+				host.CallOnDownstreamData(id, r)
+				host.CallOnUpstreamData(id, p)
+			}
+		})
+	}
+}
