@@ -390,7 +390,7 @@ func TestStressCorrelation(t *testing.T) {
 		n = v
 	}
 	e := newEnv(t, legacy.ServerOptions{Jitter: time.Millisecond, EchoExt: true, OnRequest: func(*codec.Frame) {}}, 3, 2)
-	ctx := tctx(t, 60*time.Second)
+	ctx := tctx(t, 60*time.Second+time.Duration(n)*time.Millisecond)
 	var next, bad, errs atomic.Int64
 	var wg sync.WaitGroup
 	for range 64 {
@@ -418,6 +418,7 @@ func TestStressCorrelation(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	t.Logf("%d calls, %d mismatched, %d errors", n, bad.Load(), errs.Load())
 	if bad.Load() != 0 || errs.Load() != 0 {
 		t.Fatalf("%d mismatched, %d errors of %d", bad.Load(), errs.Load(), n)
 	}
