@@ -326,3 +326,25 @@ func TestStress100k(t *testing.T) {
 		t.Fatalf("%d mismatched, %d errors; %+v", bad.Load(), errs.Load(), st)
 	}
 }
+
+func TestOnewaySend(t *testing.T) {
+	ss, addrs := backends(t, 2, legacy.ServerOptions{})
+	p := newPool(t, config.LBRoundRobin, addrs, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 10 {
+		if err := p.Send(ctx, &codec.Frame{Cmd: legacy.CmdEcho, Body: []byte("fire")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for ss[0].Stats().Oneway+ss[1].Stats().Oneway < 10 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := ss[0].Stats().Oneway + ss[1].Stats().Oneway; n != 10 || ss[0].Stats().Replies+ss[1].Stats().Replies != 0 {
+		t.Fatalf("oneway delivered %d", n)
+	}
+	if st := p.Stats(); st.Unknown != 0 {
+		t.Fatalf("oneway answered: %+v", st)
+	}
+}
