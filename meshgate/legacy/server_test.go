@@ -74,6 +74,11 @@ func TestCommands(t *testing.T) {
 	if _, err := cl.Call(ctx, legacy.CmdEcho, 0, nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The oneway went on the other connection: wait for it.
+	deadline := time.Now().Add(2 * time.Second)
+	for s.Stats().Oneway == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	st := s.Stats()
 	if st.Oneway != 1 || st.UnknownCmd != 1 || st.Requests != 7 || st.Replies != 6 {
 		t.Fatalf("stats %+v", st)
