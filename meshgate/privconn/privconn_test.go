@@ -288,6 +288,10 @@ func TestInFlightCapAndOneway(t *testing.T) {
 	if _, err := cn.Do(ctx, &codec.Frame{Cmd: legacy.CmdEcho}); err != nil {
 		t.Fatal(err)
 	}
+	// The server counts a reply after writing it: wait for the counters.
+	for dl := time.Now().Add(2 * time.Second); (s.Stats().Oneway < 1 || s.Stats().Replies < 3) && time.Now().Before(dl); {
+		time.Sleep(time.Millisecond)
+	}
 	if st := s.Stats(); st.Oneway != 1 || st.Replies != 3 {
 		t.Fatalf("server stats %+v", st)
 	}
