@@ -349,3 +349,40 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	})
 }
+
+// A peer that neither reads nor answers: the flusher blocked in Write is
+// released by the liveness timeout, and every caller gets ErrClosed.
+func TestStuckPeerReleasedByLiveness(t *testing.T) {
+	stop := make(chan struct{})
+	addr := rawServer(t, func(nc net.Conn) { <-stop })
+	defer close(stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cn, err := privconn.Dial(ctx, addr, mgpc, privconn.Options{Heartbeat: 20 * time.Millisecond, Liveness: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	body := make([]byte, 1<<20)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	t0 := time.Now()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := cn.Do(ctx, &codec.Frame{Cmd: 1, Body: body})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, privconn.ErrClosed) {
+			t.Fatalf("want ErrClosed, got %v", err)
+		}
+	}
+	if el := time.Since(t0); el > 3*time.Second {
+		t.Fatalf("released after %v", el)
+	}
+}
