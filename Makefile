@@ -48,7 +48,7 @@ e2e: deps build wasm ## End-to-end tests: real meshgate binary, real Envoy, grpc
 	MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_WASM=$(CURDIR)/$(WASM) \
 	  $(GO) test -race -count=1 -timeout 20m ./e2e/...
 
-test: deps lint unit e2e ## Every test: vet, gofmt, race unit tests, e2e with real Envoy
+test: deps lint tidy-check unit e2e ## Every test: vet, gofmt, go.mod tidy, race unit tests, e2e with real Envoy
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
 	@set -e; for pkg in $$($(GO) list ./codec/...); do \
@@ -64,6 +64,7 @@ bench: build ## Go micro-benchmarks (-benchmem) and the latency suite (BENCHFLAG
 
 tidy-check: ## Fail if go mod tidy changes go.mod/go.sum
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd filters && $(GO) mod tidy && git diff --exit-code go.mod go.sum
 
 clean: ## Remove build output
 	rm -rf $(BIN)
