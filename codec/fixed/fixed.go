@@ -394,15 +394,8 @@ func (c *Codec) parseExt(ext []byte, f *codec.Frame) error {
 func (c *Codec) Size(f *codec.Frame) (size, headerLen int, err error) {
 	el := 0
 	if c.ext {
-		for i := range f.Ext {
-			e := &f.Ext[i]
-			if e.Key == 0 {
-				return 0, 0, fmt.Errorf("%w: extension key 0 is reserved for padding", codec.ErrInvalidFrame)
-			}
-			if len(e.Value) > 0xffff {
-				return 0, 0, fmt.Errorf("%w: extension %d value is %d bytes, max 65535", codec.ErrInvalidFrame, e.Key, len(e.Value))
-			}
-			el += 4 + len(e.Value)
+		if el, err = codec.ExtLen(f.Ext); err != nil {
+			return 0, 0, err
 		}
 	}
 	headerLen = c.headerLen(el)
@@ -425,7 +418,7 @@ func (c *Codec) Append(dst []byte, f *codec.Frame) ([]byte, error) {
 		return dst, err
 	}
 	start := len(dst)
-	dst = grow(dst, size)
+	dst = codec.Grow(dst, size)
 	b := dst[start : start+size]
 	for i := range c.fields {
 		fd := &c.fields[i]
@@ -488,13 +481,3 @@ func (e *valueError) Error() string {
 }
 
 func (e *valueError) Unwrap() error { return codec.ErrInvalidFrame }
-
-// grow extends dst by n bytes, reallocating only when capacity is short.
-func grow(dst []byte, n int) []byte {
-	if cap(dst)-len(dst) >= n {
-		return dst[:len(dst)+n]
-	}
-	nd := make([]byte, len(dst)+n, 2*cap(dst)+n)
-	copy(nd, dst)
-	return nd
-}

@@ -132,16 +132,9 @@ func parseExt(ext []byte, f *codec.Frame) error {
 
 // Size returns the encoded size of f, or an error if f cannot be encoded.
 func (c *Codec) Size(f *codec.Frame) (size, headerLen int, err error) {
-	el := 0
-	for i := range f.Ext {
-		e := &f.Ext[i]
-		if e.Key == 0 {
-			return 0, 0, fmt.Errorf("%w: extension key 0 is reserved for padding", codec.ErrInvalidFrame)
-		}
-		if len(e.Value) > 0xffff {
-			return 0, 0, fmt.Errorf("%w: extension %d value is %d bytes, max 65535", codec.ErrInvalidFrame, e.Key, len(e.Value))
-		}
-		el += 4 + len(e.Value)
+	el, err := codec.ExtLen(f.Ext)
+	if err != nil {
+		return 0, 0, err
 	}
 	headerLen = HeaderSize + (el+3)&^3
 	if headerLen > MaxHeaderLen {
@@ -161,7 +154,7 @@ func (c *Codec) Append(dst []byte, f *codec.Frame) ([]byte, error) {
 		return dst, err
 	}
 	start := len(dst)
-	dst = grow(dst, size)
+	dst = codec.Grow(dst, size)
 	b := dst[start : start+size]
 	b[0], b[1] = STX, Version
 	binary.BigEndian.PutUint16(b[2:], uint16(hl))
@@ -183,14 +176,4 @@ func (c *Codec) Append(dst []byte, f *codec.Frame) ([]byte, error) {
 	copy(b[hl:], f.Body)
 	b[size-1] = ETX
 	return dst, nil
-}
-
-// grow extends dst by n bytes, reallocating only when capacity is short.
-func grow(dst []byte, n int) []byte {
-	if cap(dst)-len(dst) >= n {
-		return dst[:len(dst)+n]
-	}
-	nd := make([]byte, len(dst)+n, 2*cap(dst)+n)
-	copy(nd, dst)
-	return nd
 }

@@ -1,0 +1,33 @@
+package codec
+
+import "fmt"
+
+// ExtLen validates extensions for a TLV (u16 key, u16 length) area and
+// returns their encoded length before padding. Key 0 is reserved for
+// padding and a value is at most 65535 bytes; violations wrap
+// ErrInvalidFrame. Codecs share it so they reject the same frames alike.
+func ExtLen(ext []Ext) (int, error) {
+	n := 0
+	for i := range ext {
+		e := &ext[i]
+		if e.Key == 0 {
+			return 0, fmt.Errorf("%w: extension key 0 is reserved for padding", ErrInvalidFrame)
+		}
+		if len(e.Value) > 0xffff {
+			return 0, fmt.Errorf("%w: extension %d value is %d bytes, max 65535", ErrInvalidFrame, e.Key, len(e.Value))
+		}
+		n += 4 + len(e.Value)
+	}
+	return n, nil
+}
+
+// Grow extends dst by n bytes, reallocating only when its capacity is
+// short, for Append implementations.
+func Grow(dst []byte, n int) []byte {
+	if cap(dst)-len(dst) >= n {
+		return dst[:len(dst)+n]
+	}
+	nd := make([]byte, len(dst)+n, 2*cap(dst)+n)
+	copy(nd, dst)
+	return nd
+}
