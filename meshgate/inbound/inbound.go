@@ -199,17 +199,8 @@ func (s *Server) Serve(ln net.Listener) error {
 // DrainQuiet (replies are always written first). When ctx ends first, the
 // rest are closed hard (calls cancelled). It returns ctx.Err() in that case.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
 	s.draining.Store(true)
-	for ln := range s.lns {
-		_ = ln.Close()
-	}
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range s.stopAccepting(false) {
 		c.drainNudge()
 	}
 	done := make(chan struct{})
@@ -228,8 +219,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every connection now, cancelling calls
 // in flight, and waits for the connection goroutines to finish.
 func (s *Server) Close() {
+	for _, c := range s.stopAccepting(true) {
+		c.abort()
+	}
+	s.connWG.Wait()
+}
+
+// stopAccepting closes the listeners (marking the server closed when
+// closed is set) and returns a snapshot of the open connections.
+func (s *Server) stopAccepting(closed bool) []*conn {
 	s.mu.Lock()
-	s.closed = true
+	defer s.mu.Unlock()
+	if closed {
+		s.closed = true
+	}
 	for ln := range s.lns {
 		_ = ln.Close()
 	}
@@ -237,11 +240,7 @@ func (s *Server) Close() {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.abort()
-	}
-	s.connWG.Wait()
+	return conns
 }
 
 func (s *Server) removeConn(c *conn) {
