@@ -119,62 +119,68 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 	}
 
 	// A malformed frame closes its own connection only.
-	bad, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
-	if _, err := bad.Write([]byte{0x02, 0x01, 0x00, 0x21, 0, 0, 0, 0}); err != nil { // header_len 33
-		t.Fatal(err)
-	}
-	bad.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadAll(bad); err != nil {
-		t.Fatalf("malformed connection not closed by Envoy: %v", err)
-	}
+	expectClosed(t, addr, []byte{0x02, 0x01, 0x00, 0x21, 0, 0, 0, 0}) // header_len 33
 	if resp, err := c.Call(ctx, 1, 2, []byte("still"), nil); err != nil || string(resp.Body) != "still" {
 		t.Fatalf("other connection after malformed: %+v %v", resp, err)
 	}
 	// An oversized frame (over the plugin's 64 KiB limit) is cut from its header.
-	big, err := net.Dial("tcp", addr)
+	enc := mgp.New(1 << 20)
+	frame, _ := enc.Append(nil, &codec.Frame{Cmd: 1, Seq: 1, Body: make([]byte, 100<<10)})
+	expectClosed(t, addr, frame[:64])
+
+	expectFilterStats(t, env, map[string]uint64{
+		"wasmcustom.mgp.cmd.1.requests":            n + 2,
+		"wasmcustom.mgp.cmd.1.responses.result.0":  n + 2,
+		"wasmcustom.mgp.cmd.99.responses.result.1": 1,
+		"wasmcustom.mgp.cmd.66.denied":             1,
+		"wasmcustom.mgp.cmd.66.responses.result.4": 1,
+		"wasmcustom.mgp.malformed":                 2,
+	}, 1)
+	if ls.Stats().Malformed != 0 {
+		t.Fatal("malformed bytes reached the server")
+	}
+}
+
+// expectClosed writes raw bytes on a fresh connection to addr and waits for
+// Envoy to close it (the filter cuts a malformed or oversized stream).
+func expectClosed(t *testing.T, addr string, raw []byte) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer big.Close()
-	enc := mgp.New(1 << 20)
-	frame, _ := enc.Append(nil, &codec.Frame{Cmd: 1, Seq: 1, Body: make([]byte, 100<<10)})
-	big.Write(frame[:64])
-	big.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadAll(big); err != nil {
-		t.Fatalf("oversized frame connection not closed: %v", err)
+	defer nc.Close()
+	if _, err := nc.Write(raw); err != nil {
+		t.Fatal(err)
 	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(nc); err != nil {
+		t.Fatalf("connection not closed by Envoy after %x: %v", raw, err)
+	}
+}
 
+// expectFilterStats waits until Envoy's /stats has the filter counters in
+// want and a non-empty latency histogram for cmd.
+func expectFilterStats(t *testing.T, env *envoyproc.Envoy, want map[string]uint64, cmd uint32) {
+	t.Helper()
+	hist := fmt.Sprintf("wasmcustom.mgp.cmd.%d.latency_us", cmd)
 	harness.Eventually(t, 10*time.Second, "filter stats in /stats", func() error {
 		st, err := env.Stats()
 		if err != nil {
 			return err
 		}
-		for name, want := range map[string]uint64{
-			"wasmcustom.mgp.cmd.1.requests":            n + 2,
-			"wasmcustom.mgp.cmd.1.responses.result.0":  n + 2,
-			"wasmcustom.mgp.cmd.99.responses.result.1": 1,
-			"wasmcustom.mgp.cmd.66.denied":             1,
-			"wasmcustom.mgp.cmd.66.responses.result.4": 1,
-			"wasmcustom.mgp.malformed":                 2,
-		} {
-			if st[name] != want {
-				return fmt.Errorf("%s = %d, want %d", name, st[name], want)
+		for name, v := range want {
+			if st[name] != v {
+				return fmt.Errorf("%s = %d, want %d", name, st[name], v)
 			}
 		}
 		h, err := env.AdminGet("/stats?filter=latency_us")
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(string(h), "wasmcustom.mgp.cmd.1.latency_us") || strings.Contains(string(h), "wasmcustom.mgp.cmd.1.latency_us: No recorded values") {
+		if s := string(h); !strings.Contains(s, hist) || strings.Contains(s, hist+": No recorded values") {
 			return fmt.Errorf("latency histogram missing or empty:\n%s", h)
 		}
 		return nil
 	})
-	if ls.Stats().Malformed != 0 {
-		t.Fatal("malformed bytes reached the server")
-	}
 }

@@ -3,9 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -130,47 +127,18 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	}
 
 	// Malformed: that connection closes, the client's keeps working.
-	bad, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
-	if _, err := bad.Write([]byte{0x03, 0x01, 0x00, 0x20, 0, 0, 0, 0}); err != nil { // bad stx
-		t.Fatal(err)
-	}
-	bad.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadAll(bad); err != nil {
-		t.Fatalf("malformed connection not closed: %v", err)
-	}
+	expectClosed(t, addr, []byte{0x03, 0x01, 0x00, 0x20, 0, 0, 0, 0}) // bad stx
 	if resp, err := c.Call(ctx, 1, 2, []byte("still"), nil); err != nil || string(resp.Body) != "still" {
 		t.Fatalf("other connection after malformed: %+v %v", resp, err)
 	}
 
-	harness.Eventually(t, 10*time.Second, "filter stats in /stats", func() error {
-		st, err := env.Stats()
-		if err != nil {
-			return err
-		}
-		for name, want := range map[string]uint64{
-			"wasmcustom.mgp.cmd.1.requests":            n + 2,
-			"wasmcustom.mgp.cmd.1.responses.result.0":  n + 2,
-			"wasmcustom.mgp.cmd.66.denied":             1,
-			"wasmcustom.mgp.cmd.66.responses.result.4": 1,
-			"wasmcustom.mgp.malformed":                 1,
-		} {
-			if st[name] != want {
-				return fmt.Errorf("%s = %d, want %d", name, st[name], want)
-			}
-		}
-		h, err := env.AdminGet("/stats?filter=latency_us")
-		if err != nil {
-			return err
-		}
-		if s := string(h); !strings.Contains(s, "wasmcustom.mgp.cmd.1.latency_us") || strings.Contains(s, "wasmcustom.mgp.cmd.1.latency_us: No recorded values") {
-			return fmt.Errorf("latency histogram missing or empty:\n%s", h)
-		}
-		return nil
-	})
+	expectFilterStats(t, env, map[string]uint64{
+		"wasmcustom.mgp.cmd.1.requests":            n + 2,
+		"wasmcustom.mgp.cmd.1.responses.result.0":  n + 2,
+		"wasmcustom.mgp.cmd.66.denied":             1,
+		"wasmcustom.mgp.cmd.66.responses.result.4": 1,
+		"wasmcustom.mgp.malformed":                 1,
+	}, 1)
 
 	// Push a new plugin config (deny 67 instead of 66): new connections
 	// get it once Envoy has swapped the listener.
