@@ -160,3 +160,25 @@ func TestDockerfiles(t *testing.T) {
 		fh.Close()
 	}
 }
+
+// TestReadmeConfigExample keeps the README's configuration example valid.
+func TestReadmeConfigExample(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	i := strings.Index(s, "## Configuration")
+	if i < 0 {
+		t.Fatal("README has no Configuration section")
+	}
+	j := strings.Index(s[i:], "```yaml\n")
+	if j < 0 {
+		t.Fatal("README Configuration section has no yaml block")
+	}
+	body := s[i+j+len("```yaml\n"):]
+	body = body[:strings.Index(body, "```")]
+	if _, err := config.Parse([]byte(body), "."); err != nil {
+		t.Fatalf("README config example does not validate: %v", err)
+	}
+}
