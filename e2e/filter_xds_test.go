@@ -95,22 +95,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	defer cancel()
 	env := envoyproc.StartT(t, ctx, envoyproc.Options{Bootstrap: boot, ReadyTimeout: 60 * time.Second})
 
-	var c *legacy.Client
-	harness.Eventually(t, 30*time.Second, "MGP call through the xDS-configured filter", func() error {
-		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
-		defer ccancel()
-		cl, err := legacy.Dial(cctx, addr, legacy.ClientOptions{})
-		if err != nil {
-			return err
-		}
-		if resp, err := cl.Call(cctx, 1, 1, []byte("warm"), nil); err != nil || string(resp.Body) != "warm" {
-			cl.Close()
-			return fmt.Errorf("resp %+v err %v", resp, err)
-		}
-		c = cl
-		return nil
-	})
-	defer c.Close()
+	c := dialMGPWhenReady(t, addr, 1, "warm", "MGP call through the xDS-configured filter")
 	const n = 50
 	for i := 0; i < n; i++ {
 		body := []byte(fmt.Sprintf("x-%d", i))

@@ -121,22 +121,7 @@ xds:
 	env := envoyproc.StartT(t, ctx, envoyproc.Options{Bootstrap: out})
 
 	// Private frames: client → Envoy (wasm filter, tcp_proxy) → MeshGate → demo gRPC.
-	var mc *legacy.Client
-	harness.Eventually(t, 20*time.Second, "MGP call through the sidecar Envoy", func() error {
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer ccancel()
-		c, err := legacy.Dial(cctx, fmt.Sprintf("127.0.0.1:%d", scPriv), legacy.ClientOptions{})
-		if err != nil {
-			return err
-		}
-		if err := mgpCall(cctx, c, "sidecar"); err != nil {
-			c.Close()
-			return err
-		}
-		mc = c
-		return nil
-	})
-	defer mc.Close()
+	mc := dialMGPWhenReady(t, fmt.Sprintf("127.0.0.1:%d", scPriv), 1, "sidecar", "MGP call through the sidecar Envoy")
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
 	// The wasm filter refuses cmd 9 itself (result 4, forbidden).

@@ -262,6 +262,30 @@ func mgpCall(ctx context.Context, c *legacy.Client, body string) error {
 	return nil
 }
 
+// dialMGPWhenReady dials addr until an echo call with body succeeds (Envoy
+// may still be taking its listeners from xDS) and returns the client,
+// closed when the test ends.
+func dialMGPWhenReady(t testing.TB, addr string, conns int, body, what string) *legacy.Client {
+	t.Helper()
+	var mc *legacy.Client
+	harness.Eventually(t, 30*time.Second, what, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: conns})
+		if err != nil {
+			return err
+		}
+		if err := mgpCall(ctx, c, body); err != nil {
+			c.Close()
+			return err
+		}
+		mc = c
+		return nil
+	})
+	t.Cleanup(func() { mc.Close() })
+	return mc
+}
+
 // grpcCall: grpc-go → Envoy(idc) → mTLS → Envoy(cloud) → MeshGate → legacy MGP server.
 func grpcCall(ctx context.Context, cc *grpc.ClientConn, method, body, want string) error {
 	var out []byte
@@ -276,22 +300,7 @@ func grpcCall(ctx context.Context, cc *grpc.ClientConn, method, body, want strin
 
 func (b *bridge) clients() (*legacy.Client, *grpc.ClientConn) {
 	b.t.Helper()
-	var mc *legacy.Client
-	harness.Eventually(b.t, 20*time.Second, "MGP call through both Envoys", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		c, err := legacy.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), legacy.ClientOptions{Conns: 2})
-		if err != nil {
-			return err
-		}
-		if err := mgpCall(ctx, c, "warm"); err != nil {
-			c.Close()
-			return err
-		}
-		mc = c
-		return nil
-	})
-	b.t.Cleanup(func() { mc.Close() })
+	mc := dialMGPWhenReady(b.t, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), 2, "warm", "MGP call through both Envoys")
 	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", b.ports["idc_grpc"]),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))

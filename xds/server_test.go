@@ -44,8 +44,8 @@ xds:
 	return cfg
 }
 
-// startServer serves cfg and returns the server and a connected ADS stream.
-func startServer(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
+// serveForTest starts a Server on cfg; done receives Serve's result.
+func serveForTest(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, net.Addr, chan error) {
 	t.Helper()
 	s := NewServer(Options{Registerer: reg})
 	if err := s.Update(cfg); err != nil {
@@ -57,6 +57,13 @@ func startServer(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background()) }()
+	return s, addr, done
+}
+
+// startServer serves cfg and returns the server and a connected ADS stream.
+func startServer(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
+	t.Helper()
+	s, addr, done := serveForTest(t, cfg, reg)
 	target := addr.String()
 	if addr.Network() == "unix" {
 		target = "unix://" + target
@@ -232,17 +239,7 @@ func TestListenTCPAndClose(t *testing.T) {
 
 // TestDeltaNack: the same over an incremental (delta) ADS stream.
 func TestDeltaNack(t *testing.T) {
-	s := NewServer(Options{})
-	cfg := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")
-	if err := s.Update(cfg); err != nil {
-		t.Fatal(err)
-	}
-	addr, err := s.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
+	s, addr, done := serveForTest(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"), nil)
 	cc, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
