@@ -55,7 +55,7 @@ const (
 // Has reports whether every bit of g is set in f.
 func (f Flags) Has(g Flags) bool { return f&g == g }
 
-// Well-known extension keys (shared/PROTOCOL.md).
+// Well-known extension keys (docs/protocol.md).
 const (
 	ExtTraceparent uint16 = 1
 	ExtAuth        uint16 = 2

@@ -1,5 +1,5 @@
 // Package mgp implements MGP/1, MeshGate's reference private protocol
-// (shared/PROTOCOL.md): a 32-byte big-endian header, TLV extensions, an
+// (docs/protocol.md): a 32-byte big-endian header, TLV extensions, an
 // opaque body and an etx trailer.
 //
 // It uses the standard library only, so the Envoy wasm filter (filters/)
@@ -131,25 +131,44 @@ func parseExt(ext []byte, f *codec.Frame) error {
 }
 
 // Size returns the encoded size of f, or an error if f cannot be encoded.
+// An error message (ext 5) too long for the header limit does not make f
+// unencodable: Append truncates it, and Size reports the truncated size.
 func (c *Codec) Size(f *codec.Frame) (size, headerLen int, err error) {
+	size, headerLen, _, err = c.layout(f)
+	return size, headerLen, err
+}
+
+// layout is Size plus msgLen, the length the first ext 5 value is encoded
+// with when it must be truncated to fit MaxHeaderLen (-1: not truncated).
+func (c *Codec) layout(f *codec.Frame) (size, headerLen, msgLen int, err error) {
 	el, err := codec.ExtLen(f.Ext)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, -1, err
 	}
+	msgLen = -1
 	headerLen = HeaderSize + (el+3)&^3
+	if over := headerLen - MaxHeaderLen; over > 0 {
+		if msg, ok := f.ExtValue(codec.ExtErrorMsg); ok && len(msg) >= over {
+			// Keep the result code and as much of the message as fits,
+			// cut on a UTF-8 boundary (docs/protocol.md, ext 5).
+			msgLen = len(codec.TruncateUTF8(msg, len(msg)-over))
+			el -= len(msg) - msgLen
+			headerLen = HeaderSize + (el+3)&^3
+		}
+	}
 	if headerLen > MaxHeaderLen {
-		return 0, 0, fmt.Errorf("%w: header_len %d exceeds %d", codec.ErrInvalidFrame, headerLen, MaxHeaderLen)
+		return 0, 0, -1, fmt.Errorf("%w: header_len %d exceeds %d", codec.ErrInvalidFrame, headerLen, MaxHeaderLen)
 	}
 	size = headerLen + len(f.Body) + 1
 	if size > c.max {
-		return 0, 0, fmt.Errorf("%w: frame is %d bytes, max %d", codec.ErrInvalidFrame, size, c.max)
+		return 0, 0, -1, fmt.Errorf("%w: frame is %d bytes, max %d", codec.ErrInvalidFrame, size, c.max)
 	}
-	return size, headerLen, nil
+	return size, headerLen, msgLen, nil
 }
 
 // Append implements codec.Codec.
 func (c *Codec) Append(dst []byte, f *codec.Frame) ([]byte, error) {
-	size, hl, err := c.Size(f)
+	size, hl, msgLen, err := c.layout(f)
 	if err != nil {
 		return dst, err
 	}
@@ -168,9 +187,13 @@ func (c *Codec) Append(dst []byte, f *codec.Frame) ([]byte, error) {
 	off := HeaderSize
 	for i := range f.Ext {
 		e := &f.Ext[i]
+		v := e.Value
+		if msgLen >= 0 && e.Key == codec.ExtErrorMsg {
+			v, msgLen = v[:msgLen], -1 // only the first ext 5 is truncated
+		}
 		binary.BigEndian.PutUint16(b[off:], e.Key)
-		binary.BigEndian.PutUint16(b[off+2:], uint16(len(e.Value)))
-		off += 4 + copy(b[off+4:], e.Value)
+		binary.BigEndian.PutUint16(b[off+2:], uint16(len(v)))
+		off += 4 + copy(b[off+4:], v)
 	}
 	clear(b[off:hl])
 	copy(b[hl:], f.Body)

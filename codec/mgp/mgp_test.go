@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/codectest"
@@ -522,4 +524,46 @@ func (r *loopReader) Read(p []byte) (int, error) {
 	copy(p, r.data[r.off:r.off+n])
 	r.off = (r.off + n) % len(r.data)
 	return n, nil
+}
+
+// TestLongErrorMessageIsTruncated: an ext 5 message too long for the
+// 4096-byte header is cut on a UTF-8 boundary; result code, other
+// extensions and body survive. (Before: Append failed and the bridge
+// answered result 9 with no message.)
+func TestLongErrorMessageIsTruncated(t *testing.T) {
+	c := New(0)
+	msg := strings.Repeat("€", 2000) // 6000 bytes, 3 per rune
+	f := codec.Frame{Cmd: 7, Seq: 9, Flags: codec.FlagResponse, Result: codec.ResultNotFound,
+		Ext:  []codec.Ext{{Key: codec.ExtCaller, Value: []byte("svc")}, {Key: codec.ExtErrorMsg, Value: []byte(msg)}, {Key: 0x8001, Value: []byte{1, 2}}},
+		Body: []byte("body")}
+	size, hl, err := c.Size(&f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, err := c.Append(nil, &f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wire) != size || hl != MaxHeaderLen {
+		t.Fatalf("size %d (Size said %d), header_len %d", len(wire), size, hl)
+	}
+	var g codec.Frame
+	if n, _, err := c.Decode(wire, &g); err != nil || n != len(wire) {
+		t.Fatalf("decode: n=%d err=%v", n, err)
+	}
+	got, _ := g.ExtValue(codec.ExtErrorMsg)
+	if g.Result != codec.ResultNotFound || !utf8.Valid(got) || len(got) < MaxHeaderLen-HeaderSize-32 || !strings.HasPrefix(msg, string(got)) {
+		t.Fatalf("result %d, message %d bytes valid=%v", g.Result, len(got), utf8.Valid(got))
+	}
+	if v, _ := g.ExtValue(0x8001); string(g.Body) != "body" || len(v) != 2 {
+		t.Fatalf("body %q ext %v", g.Body, v)
+	}
+	if m, _ := f.ExtValue(codec.ExtErrorMsg); len(m) != len(msg) {
+		t.Fatal("Append modified the caller's frame")
+	}
+	// Without a message to cut, an oversized header is still an error.
+	f.Ext = []codec.Ext{{Key: 0x8002, Value: make([]byte, 5000)}}
+	if _, err := c.Append(nil, &f); !errors.Is(err, codec.ErrInvalidFrame) {
+		t.Fatalf("oversized app ext: %v", err)
+	}
 }
