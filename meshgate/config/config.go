@@ -114,6 +114,7 @@ type Route struct {
 	// Timeout applies when the request carries no deadline; default
 	// Defaults.Timeout.
 	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
 }
 
 // Upstream protocols.

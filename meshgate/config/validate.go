@@ -105,7 +105,7 @@ func (e *errs) add(field, format string, args ...any) {
 func (c *Config) Validate() error {
 	var e errs
 	checkAddr(&e, "admin.address", c.Admin.Address)
-	codecs := map[string]bool{"mgp": true}
+	codecs := registeredCodecs()
 	for i, cs := range c.Codecs {
 		f := fmt.Sprintf("codecs[%d]", i)
 		switch {
@@ -215,6 +215,7 @@ func (c *Config) Validate() error {
 			if r.Timeout < 0 {
 				e.add(rf+".timeout", "must not be negative")
 			}
+			checkRouteMapping(&e, rf, l.Kind, r)
 		}
 	}
 	if c.XDS != nil {

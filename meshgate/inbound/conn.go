@@ -17,23 +17,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
-
-// Metadata keys set on the gRPC call.
-const (
-	MDUIN         = "x-mgp-uin"
-	MDCaller      = "x-mgp-caller"
-	MDKeyID       = "x-mgp-key-id"
-	MDTraceparent = "traceparent"
-	MDResult      = "x-mgp-result"
-)
-
-// ExtMDKey is the binary metadata key carrying application extension key k
-// (k >= codec.ExtAppMin): "x-mgp-ext-<k in decimal>-bin".
-func ExtMDKey(k uint16) string {
-	return "x-mgp-ext-" + strconv.FormatUint(uint64(k), 10) + "-bin"
-}
 
 // conn is one downstream connection.
 type conn struct {
@@ -276,60 +262,32 @@ type request struct {
 	uin     uint64
 	oneway  bool
 	timeout time.Duration
-	md      metadata.MD
+	md      *mapping.RequestMD
 	start   time.Time
 	req     rawcodec.Message
 	resp    rawcodec.Message
+	header  metadata.MD
 	trailer metadata.MD
 	out     codec.Frame
-	ext     [1]codec.Ext
-	// Reused across pooled lives: the call options (trailer capture into
-	// q.trailer) and one-value slices for the fixed metadata keys. gRPC
-	// reads metadata only while creating the stream, inside Invoke.
+	// Reused across pooled lives: the call options (header and trailer
+	// capture into q.header and q.trailer).
 	opts []grpc.CallOption
-	vals [4][1]string
 }
 
 var reqPool = sync.Pool{New: func() any {
-	q := &request{md: make(metadata.MD, 4)}
-	q.opts = []grpc.CallOption{grpc.Trailer(&q.trailer)}
+	q := &request{md: mapping.NewRequestMD()}
+	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer)}
 	return q
 }}
-
-// set stores a single-valued metadata key using the request's own backing
-// array i.
-func (q *request) set(i int, k, v string) {
-	q.vals[i][0] = v
-	q.md[k] = q.vals[i][:1:1]
-}
 
 func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway bool) *request {
 	q := reqPool.Get().(*request)
 	q.c, q.r, q.cmd, q.seq, q.uin, q.oneway = c, r, f.Cmd, f.Seq, f.UIN, oneway
 	q.start = time.Now()
 	q.timeout = r.Timeout
-	md := q.md
-	if f.UIN != 0 {
-		q.set(0, MDUIN, strconv.FormatUint(f.UIN, 10))
+	if d, ok := q.md.FromFrame(f, keyID, authed); ok {
+		q.timeout = d
 	}
-	if authed {
-		q.set(1, MDKeyID, strconv.FormatUint(uint64(keyID), 10))
-	}
-	for i := range f.Ext {
-		e := &f.Ext[i]
-		switch {
-		case e.Key == codec.ExtTraceparent:
-			q.set(2, MDTraceparent, string(e.Value))
-		case e.Key == codec.ExtCaller:
-			q.set(3, MDCaller, string(e.Value))
-		case e.Key == codec.ExtDeadline && len(e.Value) == 4:
-			q.timeout = time.Duration(uint32(e.Value[0])<<24|uint32(e.Value[1])<<16|uint32(e.Value[2])<<8|uint32(e.Value[3])) * time.Millisecond
-		case e.Key >= codec.ExtAppMin:
-			k := ExtMDKey(e.Key)
-			md[k] = append(md[k], string(e.Value))
-		}
-	}
-	_ = md
 	q.req.SetBytes(f.Body)
 	return q
 }
@@ -338,38 +296,22 @@ func (q *request) release() {
 	q.resp.Free()
 	q.req.Free()
 	q.out.Reset()
-	clear(q.md)
-	q.trailer = nil
-	q.vals = [4][1]string{}
+	q.md.Reset()
+	q.header, q.trailer = nil, nil
 	q.c, q.r = nil, nil
 	reqPool.Put(q)
 }
 
 func (q *request) run() {
 	c, r := q.c, q.r
-	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md), q.timeout)
+	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
 	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, q.opts...)
 	cancel()
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
-		if err == nil {
-			q.out.Body = q.resp.Bytes()
-		} else {
-			st := status.Convert(err)
-			var app uint16
-			if v := q.trailer.Get(MDResult); len(v) > 0 {
-				if n, perr := strconv.ParseUint(v[0], 10, 16); perr == nil {
-					app = uint16(n)
-				}
-			}
-			q.out.Result = codec.ResultFor(uint32(st.Code()), app)
-			if msg := st.Message(); msg != "" {
-				q.ext[0] = codec.Ext{Key: codec.ExtErrorMsg, Value: []byte(msg)}
-				q.out.Ext = q.ext[:1]
-			}
-		}
+		mapping.ReplyFrame(&q.out, q.resp.Bytes(), err, q.header, q.trailer)
 		c.wmu.Lock()
 		delete(c.seqs, q.seq)
 		c.wmu.Unlock()
@@ -399,7 +341,7 @@ func (s *Server) observe(r *Route, err error, d time.Duration) {
 	}
 	code := status.Code(err)
 	m.Errors.WithLabelValues(s.opts.Name, code.String()).Inc()
-	m.Requests.WithLabelValues(s.opts.Name, r.cmdLabel, r.Method, strconv.Itoa(int(codec.ResultFor(uint32(code), 0)))).Inc()
+	m.Requests.WithLabelValues(s.opts.Name, r.cmdLabel, r.Method, strconv.Itoa(int(mapping.StatusResult(err, nil)))).Inc()
 }
 
 // replyError answers request f locally with result and message.
@@ -418,10 +360,10 @@ func (c *conn) reply(f *codec.Frame) {
 	}
 	b, err := c.s.codec.Append(c.wbuf, f)
 	if err != nil {
-		// The reply cannot be encoded (e.g. larger than the frame limit):
-		// answer with an internal error instead.
-		ef := codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: f.Flags, Result: codec.ResultInternal}
-		b, err = c.s.codec.Append(c.wbuf, &ef)
+		// The reply cannot be encoded (a body over the frame limit, an
+		// extension too long): answer with result 6 and why, or keep a
+		// failed reply's result with a shortened message.
+		b, err = c.s.codec.Append(c.wbuf, mapping.Unencodable(f, err))
 		if err != nil {
 			c.wmu.Unlock()
 			return

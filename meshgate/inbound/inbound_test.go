@@ -78,7 +78,7 @@ func TestBodiesAndMetadata(t *testing.T) {
 func TestStatusTable(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	cl := e.dial()
-	for result := uint16(1); result <= 9; result++ {
+	for result := uint16(1); result <= 16; result++ {
 		code, _ := codec.GRPCCode(result)
 		r, _ := cl.call(codec.Frame{Cmd: cmdFail, Body: []byte(fmt.Sprintf("%d failing %d", code, result))})
 		if r.Result != result || errMsg(r) != fmt.Sprintf("failing %d", result) {
@@ -94,12 +94,18 @@ func TestStatusTable(t *testing.T) {
 	if r.Result != 1234 || errMsg(r) != "app says no" {
 		t.Errorf("app error: result %d msg %q", r.Result, errMsg(r))
 	}
-	// Codes without a row map to the closest result.
-	for code, want := range map[codes.Code]uint16{codes.Canceled: 7, codes.AlreadyExists: 2, codes.FailedPrecondition: 2, codes.DataLoss: 9} {
-		r, _ := cl.call(codec.Frame{Cmd: cmdFail, Body: []byte(fmt.Sprintf("%d x", code))})
-		if r.Result != want {
-			t.Errorf("code %v: result %d want %d", code, r.Result, want)
+	// UNKNOWN without x-mgp-result is result 10 (before: 9), and a table
+	// result in x-mgp-result does not override it.
+	for _, body := range []string{"2 plain unknown", "2 8 says not found"} {
+		r, _ := cl.call(codec.Frame{Cmd: cmdFail, Body: []byte(body)})
+		if r.Result != codec.ResultUnknown {
+			t.Errorf("%q: result %d want %d", body, r.Result, codec.ResultUnknown)
 		}
+	}
+	// An empty status message still travels (ext 5 present, empty).
+	r, _ = cl.call(codec.Frame{Cmd: cmdFail, Body: []byte(fmt.Sprintf("%d", codes.NotFound))})
+	if v, ok := r.ExtValue(codec.ExtErrorMsg); r.Result != codec.ResultNotFound || !ok || len(v) != 0 {
+		t.Errorf("empty message: result %d ext5 %q present=%v", r.Result, v, ok)
 	}
 	// Deadline from the frame: expires → result 5.
 	r, _ = cl.call(codec.Frame{Cmd: cmdSleep, Body: []byte("2s"), Ext: []codec.Ext{deadlineExt(50)}})

@@ -6,15 +6,14 @@
 // pool's own seq) and converts the reply back into the gRPC response and
 // status.
 //
-// Metadata ⇄ extensions (shared/PROTOCOL.md):
+// Metadata, deadline, reply extensions and status are mapped by package
+// mapping (docs/protocol.md), the same code the other direction uses.
 //
-//	x-mgp-uin (decimal)          frame uin (bad value → INVALID_ARGUMENT)
-//	traceparent                  ext 1
-//	grpc deadline / route timeout ext 3, remaining milliseconds
-//	x-mgp-caller                 ext 4
-//	x-mgp-ext-<key>-bin          app ext <key> (decimal, >= 0x8000), both ways
-//	ext 5 of a failed reply      status message
-//	result outside the table     UNKNOWN + trailer x-mgp-result: <n>
+// A call must carry exactly one request message: none or more than one is
+// answered INTERNAL "cardinality violation" (as grpc-go answers a unary
+// method), without contacting the upstream. A route with oneway set sends
+// the frame with ONEWAY and answers the call (empty message, OK) as soon as
+// the frame is written.
 //
 // The routing table is immutable and swapped atomically by Update: a call
 // finishes on the table (and pool) it started with.
@@ -23,13 +22,11 @@ package outbound
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -38,21 +35,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/upstream"
-)
-
-// Metadata keys.
-const (
-	MDUIN         = "x-mgp-uin"
-	MDCaller      = "x-mgp-caller"
-	MDTraceparent = "traceparent"
-	MDResult      = "x-mgp-result"
-	mdExtPrefix   = "x-mgp-ext-"
-	mdExtSuffix   = "-bin"
 )
 
 // ErrConfig wraps routing-table build errors.
@@ -173,8 +160,8 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	f := &cs.f
 	f.Cmd, f.Ext = r.Cmd, cs.ext[:0]
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if err := fromMetadata(md, f); err != nil {
-			return err
+		if err := mapping.RequestFrame(md, f); err != nil {
+			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
 		}
 	}
 	var cancel context.CancelFunc
@@ -188,96 +175,73 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if remaining <= 0 {
 		return status.Error(codes.DeadlineExceeded, "outbound: deadline exceeded before sending")
 	}
-	ms := uint32(min(remaining.Milliseconds(), 0xffffffff))
-	if ms == 0 {
-		ms = 1
-	}
-	f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtDeadline, Value: mgp.PutDeadline(&cs.dl, ms)})
+	mapping.AppendDeadline(f, &cs.dl, remaining)
 
-	if err := stream.RecvMsg(&cs.msg); err != nil {
+	if err := recvOne(stream, &cs.msg); err != nil {
 		return err
 	}
 	f.Body = cs.msg.Bytes()
+	if r.Oneway {
+		err := r.Pool.Send(ctx, f)
+		cs.msg.Free()
+		if err != nil {
+			return s.poolError(ctx, r, err)
+		}
+		return stream.SendMsg(empty)
+	}
 	resp, err := r.Pool.Do(ctx, f)
 	cs.msg.Free() // the body was encoded onto the wire (or the call failed)
 	if err != nil {
 		return s.poolError(ctx, r, err)
 	}
-	if hdr := appExtMD(resp); hdr != nil {
+	if hdr := mapping.ReplyHeader(resp); hdr != nil {
 		if err := stream.SetHeader(hdr); err != nil {
 			return err
 		}
 	}
-	if resp.Result != codec.ResultOK {
-		return resultStatus(stream, resp)
+	if trl, err := mapping.ReplyStatus(resp); err != nil {
+		if trl != nil {
+			stream.SetTrailer(trl)
+		}
+		return err
 	}
 	// A pointer to the (heap) body: no boxing allocation, no copy.
 	return stream.SendMsg(&resp.Body)
 }
 
-// bytesOf views s as bytes without copying. The codec only reads extension
-// values while encoding, and the metadata strings outlive the call.
-func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+// empty is the response message of a oneway route.
+var empty = []byte{}
 
-// fromMetadata fills f's uin and extensions from incoming metadata.
-func fromMetadata(md metadata.MD, f *codec.Frame) error {
-	if v := md[MDUIN]; len(v) > 0 {
-		uin, err := strconv.ParseUint(v[0], 10, 64)
-		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "outbound: %s must be a decimal uint64, got %q", MDUIN, v[0])
+// errNoRequest and errManyRequests answer a call that does not carry
+// exactly one request message (a client stream on a unary route).
+var (
+	errNoRequest    = status.Error(codes.Internal, "outbound: cardinality violation: the call sent no request message; routes are unary (exactly one)")
+	errManyRequests = status.Error(codes.Internal, "outbound: cardinality violation: the call sent more than one request message; routes are unary (exactly one)")
+)
+
+// recvOne receives the call's only request message into m and checks that
+// the client then half-closes: exactly one message, like a grpc-go unary
+// handler. A unary client sends END_STREAM with its message, so the second
+// receive returns at once.
+func recvOne(stream grpc.ServerStream, m *rawcodec.Message) error {
+	if err := stream.RecvMsg(m); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errNoRequest
 		}
-		f.UIN = uin
+		return err
 	}
-	if v := md[MDTraceparent]; len(v) > 0 {
-		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtTraceparent, Value: bytesOf(v[0])})
+	var extra rawcodec.Message
+	err := stream.RecvMsg(&extra)
+	if err == nil {
+		extra.Free()
+		m.Free()
+		return errManyRequests
 	}
-	if v := md[MDCaller]; len(v) > 0 {
-		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtCaller, Value: bytesOf(v[0])})
-	}
-	for k, v := range md {
-		if len(v) == 0 || !strings.HasPrefix(k, mdExtPrefix) || !strings.HasSuffix(k, mdExtSuffix) {
-			continue
-		}
-		num := k[len(mdExtPrefix) : len(k)-len(mdExtSuffix)]
-		key, err := strconv.ParseUint(num, 10, 16)
-		if err != nil || uint16(key) < codec.ExtAppMin {
-			return status.Errorf(codes.InvalidArgument, "outbound: metadata %q: key must be a decimal in [%d, 65535]", k, codec.ExtAppMin)
-		}
-		f.Ext = append(f.Ext, codec.Ext{Key: uint16(key), Value: bytesOf(v[0])})
+	if !errors.Is(err, io.EOF) {
+		m.Free()
+		return err
 	}
 	return nil
-}
-
-// appExtMD returns response header metadata for resp's app extensions.
-func appExtMD(resp *codec.Frame) metadata.MD {
-	var md metadata.MD
-	for _, e := range resp.Ext {
-		if e.Key < codec.ExtAppMin {
-			continue
-		}
-		if md == nil {
-			md = metadata.MD{}
-		}
-		k := mdExtPrefix + strconv.FormatUint(uint64(e.Key), 10) + mdExtSuffix
-		md[k] = append(md[k], string(e.Value))
-	}
-	return md
-}
-
-// resultStatus turns a failed reply into a gRPC status (and the
-// x-mgp-result trailer for application results).
-func resultStatus(stream grpc.ServerStream, resp *codec.Frame) error {
-	code, app := codec.GRPCCode(resp.Result)
-	msg := ""
-	if v, ok := resp.ExtValue(codec.ExtErrorMsg); ok {
-		msg = string(v)
-	} else {
-		msg = "upstream result " + strconv.Itoa(int(resp.Result))
-	}
-	if app {
-		stream.SetTrailer(metadata.MD{MDResult: []string{strconv.Itoa(int(resp.Result))}})
-	}
-	return status.Error(codes.Code(code), msg)
 }
 
 // poolError maps a transport-level failure to a gRPC status.

@@ -16,6 +16,9 @@ type Route struct {
 	Cmd     uint32
 	Pool    *upstream.PrivatePool
 	Timeout time.Duration // used when the call carries no deadline
+	// Oneway sends the frame with ONEWAY set and answers the call (empty
+	// message, OK) once the frame is written.
+	Oneway bool
 
 	m *routeMetrics
 }
@@ -47,7 +50,7 @@ func buildTable(l config.Listener, pools map[string]*upstream.PrivatePool, defTi
 		if to <= 0 {
 			to = defTimeout
 		}
-		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, Timeout: to, m: mm.forRoute(l.Name, r.Method)}
+		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, Timeout: to, Oneway: r.Oneway, m: mm.forRoute(l.Name, r.Method)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)
 		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {

@@ -1,0 +1,105 @@
+package mapping
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+
+	"github.com/meshgate/meshgate/codec"
+)
+
+// RequestMD is the gRPC request metadata of one bridged frame. It reuses
+// its storage: keep one per pooled request and call Reset between uses.
+type RequestMD struct {
+	// MD is the outgoing metadata (metadata.NewOutgoingContext).
+	MD metadata.MD
+	// one-value backing arrays for the fixed keys, so that setting them
+	// does not allocate a slice each time.
+	vals [4][1]string
+}
+
+// NewRequestMD returns an empty RequestMD.
+func NewRequestMD() *RequestMD { return &RequestMD{MD: make(metadata.MD, 4)} }
+
+func (m *RequestMD) set(i int, k, v string) {
+	m.vals[i][0] = v
+	m.MD[k] = m.vals[i][:1:1]
+}
+
+// FromFrame fills m from request frame f (private → gRPC). keyID is the
+// verified auth key id, sent as x-mgp-key-id when authed. It returns the
+// timeout carried in ext 3, if any. Extensions below 0x8000 other than
+// 1, 3 and 4 are dropped (conversion path), ext 2 never travels.
+func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeout time.Duration, hasDeadline bool) {
+	if f.UIN != 0 {
+		m.set(0, MDUIN, strconv.FormatUint(f.UIN, 10))
+	}
+	if authed {
+		m.set(1, MDKeyID, strconv.FormatUint(uint64(keyID), 10))
+	}
+	for i := range f.Ext {
+		e := &f.Ext[i]
+		switch {
+		case e.Key == codec.ExtTraceparent:
+			m.set(2, MDTraceparent, string(e.Value))
+		case e.Key == codec.ExtCaller:
+			m.set(3, MDCaller, string(e.Value))
+		case e.Key >= codec.ExtAppMin:
+			k := ExtMDKey(e.Key)
+			m.MD[k] = append(m.MD[k], string(e.Value))
+		}
+	}
+	return Timeout(f)
+}
+
+// Reset empties m for reuse.
+func (m *RequestMD) Reset() {
+	clear(m.MD)
+	m.vals = [4][1]string{}
+}
+
+// RequestFrame fills request frame f's uin and extensions from incoming
+// metadata (gRPC → private). Extension values alias md's strings: md must
+// outlive the encoding of f. x-mgp-key-id is not trusted from a gRPC caller
+// and is not carried. A bad x-mgp-uin or x-mgp-ext-*-bin key is an error
+// wrapping ErrMetadata (the caller answers INVALID_ARGUMENT).
+func RequestFrame(md metadata.MD, f *codec.Frame) error {
+	if v := md[MDUIN]; len(v) > 0 {
+		uin, err := strconv.ParseUint(v[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: %s must be a decimal uint64, got %q", ErrMetadata, MDUIN, v[0])
+		}
+		f.UIN = uin
+	}
+	if v := md[MDTraceparent]; len(v) > 0 {
+		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtTraceparent, Value: bytesOf(v[0])})
+	}
+	if v := md[MDCaller]; len(v) > 0 {
+		f.Ext = append(f.Ext, codec.Ext{Key: codec.ExtCaller, Value: bytesOf(v[0])})
+	}
+	return appendExts(md, f, true)
+}
+
+// appendExts appends one extension per value of every x-mgp-ext-<k>-bin
+// key of md. strict makes a malformed key an error; otherwise it is
+// skipped (replies cannot be refused).
+func appendExts(md metadata.MD, f *codec.Frame, strict bool) error {
+	for k, vs := range md {
+		key, isExt, err := ParseExtMDKey(k)
+		if !isExt {
+			continue
+		}
+		if err != nil {
+			if strict {
+				return err
+			}
+			continue
+		}
+		for _, v := range vs {
+			f.Ext = append(f.Ext, codec.Ext{Key: key, Value: bytesOf(v)})
+		}
+	}
+	return nil
+}
