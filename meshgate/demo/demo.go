@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -121,7 +122,7 @@ func fail(ctx context.Context, b []byte) ([]byte, error) {
 	}
 	if code == int(codes.Unknown) && len(f) > 1 {
 		if _, err := strconv.Atoi(f[1]); err == nil {
-			_ = grpc.SetTrailer(ctx, metadata.Pairs("x-mgp-result", f[1]))
+			_ = grpc.SetTrailer(ctx, metadata.Pairs(mapping.MDResult, f[1]))
 			msg = ""
 			if len(f) > 2 {
 				msg = f[2]

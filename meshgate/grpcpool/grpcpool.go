@@ -34,11 +34,12 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // HashHeader is the metadata key consistent hashing uses (the request uin).
-const HashHeader = "x-mgp-uin"
+const HashHeader = mapping.MDUIN
 
 // Errors.
 var (

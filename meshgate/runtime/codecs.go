@@ -12,7 +12,8 @@ import (
 
 // codecSet resolves codec names: the config's declarative codecs
 // (codec/fixed, built per config so a reload can change them) first, then
-// the global registry ("mgp").
+// the global registry: "mgp" and any codec a program registers from Go with
+// codec.Register (docs/codecs.md).
 type codecSet map[string]*fixed.Codec
 
 // buildCodecs builds cfg.Codecs; errors name the field.

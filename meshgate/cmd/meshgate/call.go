@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -77,7 +78,7 @@ func callCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cc.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, "x-mgp-uin", strconv.FormatUint(*uin, 10), "x-mgp-caller", *caller)
+	ctx = metadata.AppendToOutgoingContext(ctx, mapping.MDUIN, strconv.FormatUint(*uin, 10), mapping.MDCaller, *caller)
 	req := []byte(*data)
 	var resp []byte
 	var hdr, trl metadata.MD
@@ -87,8 +88,8 @@ func callCmd(ctx context.Context, args []string) error {
 	if st.Message() != "" {
 		fmt.Printf(" message=%q", st.Message())
 	}
-	if r := trl.Get("x-mgp-result"); len(r) > 0 {
-		fmt.Printf(" x-mgp-result=%s", r[0])
+	if r := trl.Get(mapping.MDResult); len(r) > 0 {
+		fmt.Printf(" %s=%s", mapping.MDResult, r[0])
 	}
 	fmt.Printf(" body=%q\n", resp)
 	if err != nil {
