@@ -144,6 +144,8 @@ type callState struct {
 	ext [maxExt]codec.Ext
 	dl  [4]byte
 	msg rawcodec.Message
+	// extra receives a second request message, if any (cardinality).
+	extra rawcodec.Message
 }
 
 var statePool = sync.Pool{New: func() any { return new(callState) }}
@@ -177,7 +179,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	}
 	mapping.AppendDeadline(f, &cs.dl, remaining)
 
-	if err := recvOne(stream, &cs.msg); err != nil {
+	if err := recvOne(stream, &cs.msg, &cs.extra); err != nil {
 		return err
 	}
 	f.Body = cs.msg.Bytes()
@@ -222,16 +224,15 @@ var (
 // recvOne receives the call's only request message into m and checks that
 // the client then half-closes: exactly one message, like a grpc-go unary
 // handler. A unary client sends END_STREAM with its message, so the second
-// receive returns at once.
-func recvOne(stream grpc.ServerStream, m *rawcodec.Message) error {
+// receive (into extra, scratch space) returns at once.
+func recvOne(stream grpc.ServerStream, m, extra *rawcodec.Message) error {
 	if err := stream.RecvMsg(m); err != nil {
 		if errors.Is(err, io.EOF) {
 			return errNoRequest
 		}
 		return err
 	}
-	var extra rawcodec.Message
-	err := stream.RecvMsg(&extra)
+	err := stream.RecvMsg(extra)
 	if err == nil {
 		extra.Free()
 		m.Free()
