@@ -65,7 +65,7 @@ xds:
 	if xs == nil {
 		t.Fatal("runtime did not start the xds control plane")
 	}
-	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1")
+	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
