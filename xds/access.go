@@ -293,3 +293,24 @@ func loopback(host string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// TransportChanged reports whether cfg's xds section would listen
+// differently (address, TLS files, xds.insecure, socket mode) from what
+// this server listens with. Update does not change a bound listener or
+// its credentials, so the runtime restarts the control plane then.
+func (s *Server) TransportChanged(cfg *config.Config) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil || s.listened == nil || cfg == nil || cfg.XDS == nil {
+		return false
+	}
+	a, b := s.listened, cfg.XDS
+	tlsKey := func(x *config.XDS, c *config.Config) string {
+		if x.TLS == nil {
+			return ""
+		}
+		return c.Path(x.TLS.CertFile) + "\x00" + c.Path(x.TLS.KeyFile) + "\x00" + c.Path(x.TLS.CAFile)
+	}
+	return (s.opts.Address == "" && a.Address != b.Address) || a.Insecure != b.Insecure ||
+		a.SocketMode != b.SocketMode || tlsKey(a, s.listenedCfg) != tlsKey(b, cfg)
+}

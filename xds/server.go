@@ -60,16 +60,18 @@ type Server struct {
 	start   string // process-start component of versions
 	counter atomic.Uint64
 
-	mu         sync.Mutex // guards cfg, files, res, snapped, ln; held for a whole push
-	cfg        *config.Config
-	files      Files
-	res        map[string]*Resources // what was pushed last, by node
-	version    atomic.Pointer[string]
-	snapped    map[string]bool
-	ln         net.Listener
-	grpc       *grpc.Server
-	creds      credentials.TransportCredentials // nil: plaintext (unix socket or xds.insecure)
-	closeCreds func()
+	mu          sync.Mutex // guards cfg, files, res, snapped, ln; held for a whole push
+	cfg         *config.Config
+	files       Files
+	res         map[string]*Resources // what was pushed last, by node
+	version     atomic.Pointer[string]
+	snapped     map[string]bool
+	ln          net.Listener
+	grpc        *grpc.Server
+	creds       credentials.TransportCredentials // nil: plaintext (unix socket or xds.insecure)
+	listened    *config.XDS                      // the xds section the listener was opened with
+	listenedCfg *config.Config
+	closeCreds  func()
 
 	nackMu  sync.Mutex
 	nacks   map[nackKey]nackInfo
@@ -143,12 +145,13 @@ func NewServer(opts Options) *Server {
 	}
 	s.access.Store(newAccessTable(nil))
 	s.refused, s.refusedLog = newRefusedCounter()
-	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.nackTotal, s.pushes, s.connected, s.refused} {
-			if err := opts.Registerer.Register(c); err != nil {
-				s.log.Warn("metric not registered", "err", err)
-			}
-		}
+	if r := opts.Registerer; r != nil {
+		// A control plane restarted by the runtime (new address or TLS
+		// settings) keeps counting in the collectors already registered.
+		s.nackTotal = register(r, s.log, s.nackTotal)
+		s.pushes = register(r, s.log, s.pushes)
+		s.connected = register(r, s.log, s.connected)
+		s.refused = register(r, s.log, s.refused)
 	}
 	s.cache = &nackSafeCache{SnapshotCache: cache.NewSnapshotCache(true, nodeHash{s}, cacheLogger{s.log}), hash: nodeHash{s}}
 	cb := serverv3.CallbackFuncs{
@@ -170,6 +173,23 @@ func NewServer(opts Options) *Server {
 	// One XDSOption sets Ordered for both the SotW and the delta server.
 	s.xds = serverv3.NewServer(context.Background(), s.cache, cb, sotw.WithOrderedADS())
 	return s
+}
+
+// register registers c, or returns the identical collector registered
+// before (by an earlier Server on the same registry).
+func register[T prometheus.Collector](r prometheus.Registerer, log *slog.Logger, c T) T {
+	err := r.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if e, ok := are.ExistingCollector.(T); ok {
+			return e
+		}
+	}
+	log.Warn("metric not registered", "err", err)
+	return c
 }
 
 // nodeHash maps Envoy node ids of the config to themselves, declared
@@ -570,6 +590,9 @@ func (s *Server) Listen() (net.Addr, error) {
 		return nil, fmt.Errorf("xds: listen %s: %w", addr, err)
 	}
 	s.ln = ln
+	if s.cfg != nil {
+		s.listened, s.listenedCfg = s.cfg.XDS, s.cfg
+	}
 	return ln.Addr(), nil
 }
 
