@@ -42,7 +42,7 @@ type XDS struct {
 	// Envoy lists the Envoy nodes this control plane configures.
 	Envoy []EnvoyNode `yaml:"envoy,omitempty" json:"envoy,omitempty"`
 	// GRPCClients are the xds:///NAME targets served to proxyless gRPC
-	// clients (any node id not listed in Envoy).
+	// clients (the nodes of Proxyless).
 	GRPCClients []GRPCClient `yaml:"grpc_clients,omitempty" json:"grpc_clients,omitempty"`
 	// TLS is the control plane's mutual TLS (required on TCP); see xdssec.go.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
