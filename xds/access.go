@@ -74,14 +74,14 @@ type peerIdentity struct {
 }
 
 // IdentitiesOf lists the identities of a certificate: URI SANs verbatim,
-// DNS SANs as "dns:NAME".
+// DNS SANs as "dns:NAME" in lower case.
 func IdentitiesOf(c *x509.Certificate) []string {
 	out := make([]string, 0, len(c.URIs)+len(c.DNSNames))
 	for _, u := range c.URIs {
 		out = append(out, u.String())
 	}
 	for _, d := range c.DNSNames {
-		out = append(out, "dns:"+d)
+		out = append(out, "dns:"+strings.ToLower(d)) // DNS names are case-insensitive
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -299,4 +300,88 @@ func newPool(t *testing.T, pem []byte) *x509.CertPool {
 		t.Fatal("bad CA PEM")
 	}
 	return p
+}
+
+// TestADSServerCertificateRotation: replacing xds.tls files is picked up
+// for new connections without a restart (grpc-go's pemfile provider).
+func TestADSServerCertificateRotation(t *testing.T) {
+	dir := t.TempDir()
+	ca := securePKI(t, dir)
+	cfg := secureConfig(t, dir, "127.0.0.1:0")
+	cfg.XDS.CertPoll = 50 * time.Millisecond
+	s, addr, done := serveForTest(t, cfg, nil)
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	client, err := tls.LoadX509KeyPair(filepath.Join(dir, "idc.pem"), filepath.Join(dir, "idc-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := func() (string, error) {
+		c, err := tls.Dial("tcp", addr.String(), &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1",
+			Certificates: []tls.Certificate{client}, NextProtos: []string{"h2"}})
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Text(16), nil
+	}
+	old, err := serial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _, _, err := ca.IssueFiles(dir, "xds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := serial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == leaf.Serial() {
+			break
+		}
+		if got != old || time.Now().After(deadline) {
+			t.Fatalf("serving serial %s; old %s, rotated %s", got, old, leaf.Serial())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestListenCloseWithoutServe: Listen with TLS then Close without Serve
+// releases the certificate provider (goleak in TestMain checks).
+func TestListenCloseWithoutServe(t *testing.T) {
+	dir := t.TempDir()
+	securePKI(t, dir)
+	s := NewServer(Options{})
+	if err := s.Update(secureConfig(t, dir, "127.0.0.1:0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+}
+
+// TestListenRefusesUnusableTLSFiles: a missing xds.tls file fails Listen
+// at once (the runtime reports it) instead of serving a listener whose
+// handshakes all fail.
+func TestListenRefusesUnusableTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	securePKI(t, dir)
+	cfg := secureConfig(t, dir, "127.0.0.1:0")
+	if err := os.Remove(filepath.Join(dir, "xds-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{})
+	defer s.Close()
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Listen(); !errors.Is(err, ErrMissingFile) {
+		t.Fatalf("Listen: %v, want ErrMissingFile", err)
+	}
 }

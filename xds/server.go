@@ -715,9 +715,17 @@ func (s *Server) Close() {
 		g, ln := s.grpc, s.ln
 		s.mu.Unlock()
 		if g != nil {
-			g.Stop()
-		} else if ln != nil {
-			ln.Close()
+			g.Stop() // Serve releases the credentials when it returns
+		} else {
+			if ln != nil {
+				ln.Close()
+			}
+			s.mu.Lock()
+			if s.closeCreds != nil {
+				s.closeCreds()
+				s.closeCreds = nil
+			}
+			s.mu.Unlock()
 		}
 	})
 }

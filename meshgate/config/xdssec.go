@@ -67,9 +67,16 @@ func (x *XDS) SocketFileMode() uint32 {
 // IsUnix reports whether xds.address is a unix socket.
 func (x *XDS) IsUnix() bool { return strings.HasPrefix(x.Address, "unix:") }
 
+// defaultIdentities is ids with DNS names lower-cased (they compare
+// case-insensitively), or ["dns:<node>"] when empty.
 func defaultIdentities(node string, ids []string) []string {
 	if len(ids) == 0 && node != "" {
-		return []string{"dns:" + node}
+		return []string{"dns:" + strings.ToLower(node)}
+	}
+	for i, id := range ids {
+		if name, ok := strings.CutPrefix(id, "dns:"); ok {
+			ids[i] = "dns:" + strings.ToLower(name)
+		}
 	}
 	return ids
 }
