@@ -6,8 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,5 +386,65 @@ func TestListenRefusesUnusableTLSFiles(t *testing.T) {
 	}
 	if _, err := s.Listen(); !errors.Is(err, ErrMissingFile) {
 		t.Fatalf("Listen: %v, want ErrMissingFile", err)
+	}
+}
+
+// TestADSNodeSwitchMidStream: a stream that opened as its own node and
+// later names another node id is closed; it never gets the other's secrets.
+func TestADSNodeSwitchMidStream(t *testing.T) {
+	_, reg, dial, dir := secureServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := dial(clientCreds(t, dir, "idc")).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "idc"}, TypeUrl: resource.SecretType}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "cloud"}, TypeUrl: resource.SecretType,
+		VersionInfo: first.GetVersionInfo(), ResponseNonce: first.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("after switching to cloud: %v / %v, want PermissionDenied", r, err)
+	}
+	if n := refusedCount(reg, RefusedIdentity); n != 1 {
+		t.Fatalf("refused{identity_mismatch} = %v", n)
+	}
+}
+
+type countHandler struct{ n *atomic.Int64 }
+
+func (h countHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "refused") {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestRefusalsCountedLogRateLimited: every refusal is counted, but a flood
+// logs once per reason per interval.
+func TestRefusalsCountedLogRateLimited(t *testing.T) {
+	var n atomic.Int64
+	reg := prometheus.NewRegistry()
+	s := NewServer(Options{Logger: slog.New(countHandler{&n}), Registerer: reg})
+	defer s.Close()
+	for i := 0; i < 1000; i++ {
+		s.refuse(RefusedUnknown, "node", "x")
+		s.refuse(RefusedIdentity, "node", "y")
+	}
+	if got := n.Load(); got != 2 {
+		t.Fatalf("%d log lines for 2000 refusals, want 2 (one per reason)", got)
+	}
+	if c := refusedCount(reg, RefusedUnknown); c != 1000 {
+		t.Fatalf("refused{unknown_node} = %v", c)
 	}
 }
