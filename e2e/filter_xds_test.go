@@ -19,14 +19,19 @@ import (
 // plane: one Envoy node with a private listener that carries the MGP wasm
 // filter (plugin config from wasm.config) and tcp_proxies to a cluster of
 // the legacy server.
-func filterXDSConfig(t *testing.T, xdsAddr string, listen int, wasm, legacyAddr string, deny uint32) *config.Config {
+//
+// ADS is mutual TLS: the control plane serves pki's xds certificate and
+// the node proves its id with client (default identity dns:filter).
+func filterXDSConfig(t *testing.T, xdsAddr string, listen int, wasm, legacyAddr string, deny uint32, pki *xdsPKI, client *config.TLS) *config.Config {
 	t.Helper()
 	y := fmt.Sprintf(`
 xds:
   address: %s
+  %s
   envoy:
   - node: filter
     admin_address: 127.0.0.1:0
+    xds_tls: %s
     listeners:
     - name: mgp_in
       address: 127.0.0.1:%d
@@ -35,7 +40,7 @@ xds:
       route_to: {cluster: legacy}
     clusters:
     - {name: legacy, protocol: private, endpoints: [%q]}
-`, xdsAddr, listen, wasm, deny, legacyAddr)
+`, xdsAddr, pki.serverYAML(), clientYAML(client), listen, wasm, deny, legacyAddr)
 	cfg, err := config.Parse([]byte(y), t.TempDir())
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -67,7 +72,9 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	xdsAddr := harness.FreeAddr(t)
 	port := harness.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 66)
+	pki := newXDSPKI(t, t.TempDir(), nil)
+	client := pki.client(t, "filter")
+	cfg := filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 66, pki, client)
 
 	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
 	if err := xs.Update(cfg); err != nil {
@@ -127,7 +134,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 
 	// Push a new plugin config (deny 67 instead of 66): new connections
 	// get it once Envoy has swapped the listener.
-	if err := xs.Update(filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67)); err != nil {
+	if err := xs.Update(filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client)); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 30*time.Second, "pushed deny list in force on a new connection", func() error {

@@ -22,14 +22,20 @@ import (
 	"github.com/meshgate/meshgate/xds"
 )
 
-// TestXDSCommands: `meshgate envoy-bootstrap -delta` output passes Envoy's
-// own validation, and `meshgate xds -c FILE` alone serves the control
-// plane (a proxyless client resolves its target through it and calls it).
+// TestXDSCommands: `meshgate envoy-bootstrap -delta` output (with the
+// mutual-TLS transport socket of the xds cluster) passes Envoy's own
+// validation, and `meshgate xds -c FILE` alone serves the control plane
+// over mutual TLS: a proxyless grpc-go client with "tls" channel
+// credentials in its xDS bootstrap resolves its target through it and
+// calls it.
 func TestXDSCommands(t *testing.T) {
 	envoy := envoyproc.Require(t)
 	bin := harness.MeshgateBin(t)
 	dir := t.TempDir()
 	xdsAddr := harness.FreeAddr(t)
+	pki := newXDSPKI(t, dir, nil)
+	edgeTLS := pki.client(t, "edge")
+	proxylessTLS := pki.client(t, "cmd-client") // DNS SAN cmd-client: the default identity of node cmd-client
 	// Stand-in for MeshGate's grpc listener: `meshgate xds` runs no data
 	// path, so the demo gRPC service listens where grpc_in would.
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -46,13 +52,16 @@ upstreams:
 - {name: legacy, protocol: private, endpoints: ["127.0.0.1:1"]}
 xds:
   address: %s
+  %s
   envoy:
   - node: edge
+    xds_tls: %s
     listeners:
     - {name: in, address: 127.0.0.1:%d, protocol: grpc, route_to: {meshgate_listener: grpc_in}}
+  proxyless_nodes: [{node: cmd-client}]
   grpc_clients:
   - {name: legacy-bridge, route_to: {meshgate_listener: grpc_in}}
-`, gl.Addr().String(), xdsAddr, harness.FreePort(t))
+`, gl.Addr().String(), xdsAddr, pki.serverYAML(), clientYAML(edgeTLS), harness.FreePort(t))
 	cfgPath := harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg))
 
 	boot := filepath.Join(dir, "bootstrap.yaml")
@@ -60,8 +69,8 @@ xds:
 		t.Fatalf("envoy-bootstrap: %v\n%s", err, out)
 	}
 	b, _ := os.ReadFile(boot)
-	if !strings.Contains(string(b), "DELTA_GRPC") {
-		t.Fatalf("not a delta bootstrap:\n%s", b)
+	if !strings.Contains(string(b), "DELTA_GRPC") || !strings.Contains(string(b), "envoy.transport_sockets.tls") || !strings.Contains(string(b), edgeTLS.CertFile) {
+		t.Fatalf("not a delta bootstrap with the xds client certificate:\n%s", b)
 	}
 	if out, err := exec.Command(envoy, "--mode", "validate", "-c", boot, "--disable-hot-restart").CombinedOutput(); err != nil || !strings.Contains(string(out), "OK") {
 		t.Fatalf("envoy --mode validate: %v\n%s", err, out)
@@ -72,7 +81,7 @@ xds:
 
 	p := harness.Start(t, "meshgate xds", bin, "xds", "-c", cfgPath)
 	harness.WaitTCP(t, 20*time.Second, xdsAddr)
-	gb, err := xds.GRPCBootstrap(xdsAddr, "cmd-client")
+	gb, err := xds.GRPCBootstrap(xdsAddr, "cmd-client", proxylessTLS)
 	if err != nil {
 		t.Fatal(err)
 	}

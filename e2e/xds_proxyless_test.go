@@ -19,7 +19,7 @@ import (
 )
 
 // TestXDSProxyless: a grpc-go client with an xDS bootstrap pointing at
-// MeshGate's control plane resolves xds:///legacy-bridge to MeshGate's grpc
+// MeshGate's control plane (mutual TLS, SPIFFE identity) resolves xds:///legacy-bridge to MeshGate's grpc
 // listener and completes calls through MeshGate to a legacy MGP server;
 // moving the target to another MeshGate listener (a config reload of the
 // runtime, which pushes a new snapshot) is followed by the client.
@@ -33,6 +33,10 @@ func TestXDSProxyless(t *testing.T) {
 	}
 	inA, inB := harness.FreeAddr(t), harness.FreeAddr(t)
 	xdsAddr := harness.FreeAddr(t)
+	// ADS over mutual TLS: the client's certificate (SPIFFE URI SAN) is
+	// the identity allowed to claim node proxyless-client-1.
+	pki := newXDSPKI(t, t.TempDir(), nil)
+	clientTLS := pki.client(t, "proxyless-client", "spiffe://meshgate.e2e/ns/legacy/sa/proxyless-client-1")
 	cfgFor := func(target string) *config.Config {
 		y := fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}
@@ -44,10 +48,13 @@ upstreams:
 - {name: legacy_b, protocol: private, endpoints: [%q]}
 xds:
   address: %s
+  %s
+  proxyless_nodes:
+  - {node: proxyless-client-1, identities: ["spiffe://meshgate.e2e/ns/legacy/sa/proxyless-client-1"]}
   grpc_clients:
   - name: legacy-bridge
     route_to: {meshgate_listener: %s}
-`, inA, inB, legacyA.Addr().String(), legacyB.Addr().String(), xdsAddr, target)
+`, inA, inB, legacyA.Addr().String(), legacyB.Addr().String(), xdsAddr, pki.serverYAML(), target)
 		cfg, err := config.Parse([]byte(y), "")
 		if err != nil {
 			t.Fatal(err)
@@ -65,7 +72,7 @@ xds:
 	if xs == nil {
 		t.Fatal("runtime did not start the xds control plane")
 	}
-	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1")
+	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1", clientTLS)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,6 +108,10 @@ xds:
 
 	harness.Start(t, "meshgate", bin, "run", "-c", cfgPath)
 	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+	// The plaintext unix socket is the only access control here: owner only.
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("xds socket %s: %v (err %v), want mode 0600", sock, st, err)
+	}
 
 	out, err := exec.Command(bin, "envoy-bootstrap", "-c", cfgPath, "-node", "sidecar").CombinedOutput()
 	if err != nil {

@@ -32,7 +32,9 @@ import (
 // private→gRPC and a gRPC→private listener, MeshGate's control plane
 // (in-process, restartable), and two real Envoys configured only over
 // xDS: "idc" (state-of-the-world ADS) and "cloud" (delta ADS), mTLS
-// between them with certificates delivered by SDS.
+// between them with certificates delivered by SDS. ADS itself is mutual
+// TLS: idc proves its node id with a SPIFFE URI SAN, cloud with the
+// default DNS SAN "cloud".
 type bridge struct {
 	t        *testing.T
 	dir      string
@@ -51,6 +53,9 @@ type bridge struct {
 	cloud    *envoyproc.Envoy
 	idcLeaf  *certgen.Leaf
 	cloudLef *certgen.Leaf
+	pki      *xdsPKI
+	idcXDS   *config.TLS // idc's client certificate towards the control plane
+	cloudXDS *config.TLS
 }
 
 // variant selects what the pushed config contains.
@@ -94,9 +99,12 @@ upstreams:
 xds:
   address: %[5]s
   cert_poll: 100ms
+  %[16]s
   envoy:
   - node: idc
     admin_address: 127.0.0.1:0
+    identities: ["spiffe://meshgate.e2e/ns/edge/sa/idc"]
+    xds_tls: %[17]s
     listeners:
     - {name: idc_private, address: 127.0.0.1:%[6]d, protocol: private, route_to: {cluster: cloud_private}}
     - name: idc_grpc
@@ -108,6 +116,7 @@ xds:
     - {name: cloud_grpc, protocol: grpc, endpoints: [%[11]q], %[10]s}%[12]s
   - node: cloud
     admin_address: 127.0.0.1:0
+    xds_tls: %[18]s
     listeners:
     - {name: cloud_private, address: 127.0.0.1:%[9]d, protocol: private, %[13]s, route_to: {meshgate_listener: private_in}}
     - {name: cloud_grpc, address: 127.0.0.1:%[14]d, protocol: grpc, %[13]s, route_to: {meshgate_listener: grpc_in}}
@@ -117,7 +126,7 @@ xds:
     route_to: {meshgate_listener: grpc_in}
 `, b.mgPriv, b.mgGRPC, b.demo, b.legacy, b.xdsAddr,
 		p["idc_private"], p["idc_grpc"], extraRoute, p["cloud_private"], idcTLS, grpcEP, extraCluster,
-		cloudTLS, p["cloud_grpc"], p["cloud_grpc2"])
+		cloudTLS, p["cloud_grpc"], p["cloud_grpc2"], b.pki.serverYAML(), clientYAML(b.idcXDS), clientYAML(b.cloudXDS))
 }
 
 func (b *bridge) config(v variant) *config.Config {
@@ -183,6 +192,9 @@ func newBridge(t *testing.T) *bridge {
 		t.Fatal(err)
 	}
 	b.issueCerts()
+	b.pki = newXDSPKI(t, b.dir, b.ca)
+	b.idcXDS = b.pki.client(t, "idc-xds", "spiffe://meshgate.e2e/ns/edge/sa/idc")
+	b.cloudXDS = b.pki.client(t, "cloud-xds", "cloud")
 
 	// Old world and new world.
 	ls := legacy.NewServer(legacy.ServerOptions{})

@@ -10,6 +10,8 @@ import (
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -29,6 +31,11 @@ type BootstrapOptions struct {
 	XDSAddress string
 	// AdminAddress overrides the node's admin_address.
 	AdminAddress string
+	// XDSTLS overrides xds.envoy[].xds_tls: the client certificate, key
+	// and CA (paths as Envoy sees them) Envoy uses to reach the control
+	// plane over mutual TLS; ServerName, when set, is sent as SNI and
+	// required as a DNS SAN of the control plane's certificate.
+	XDSTLS *config.TLS
 }
 
 // Bootstrap renders the Envoy bootstrap (YAML) for node: node id and
@@ -66,6 +73,20 @@ func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, err
 	} else if cp, err = socketAddress(xdsAddr); err != nil {
 		return nil, fmt.Errorf("xds: address: %w", err)
 	}
+	var transport *core.TransportSocket
+	clientTLS := n.XDSTLS
+	if o.XDSTLS != nil {
+		clientTLS = o.XDSTLS
+	}
+	switch {
+	case clientTLS != nil:
+		if clientTLS.CertFile == "" || clientTLS.KeyFile == "" || clientTLS.CAFile == "" {
+			return nil, fmt.Errorf("xds: node %q: the xds client TLS needs cert_file, key_file and ca_file", node)
+		}
+		transport = xdsTransportSocket(clientTLS)
+	case cfg.XDS.TLS != nil:
+		return nil, fmt.Errorf("xds: node %q: the control plane requires mutual TLS: set xds.envoy[].xds_tls or the -xds-cert/-xds-key/-xds-ca flags", node)
+	}
 	apiType := core.ApiConfigSource_GRPC
 	if o.Delta {
 		apiType = core.ApiConfigSource_DELTA_GRPC
@@ -90,6 +111,7 @@ func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, err
 			ClusterDiscoveryType:          &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
 			ConnectTimeout:                durationpb.New(config.DefaultConnectTimeout),
 			TypedExtensionProtocolOptions: http2Options(),
+			TransportSocket:               transport,
 			LoadAssignment: &endpoint.ClusterLoadAssignment{
 				ClusterName: xdsClusterName,
 				Endpoints: []*endpoint.LocalityLbEndpoints{{LbEndpoints: []*endpoint.LbEndpoint{{
@@ -103,6 +125,31 @@ func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, err
 		return nil, fmt.Errorf("xds: bootstrap: %w", err)
 	}
 	return jsonToYAML(js)
+}
+
+// xdsTransportSocket is the UpstreamTlsContext of the xds cluster: the
+// node's client certificate and the CA verifying the control plane, read
+// by Envoy from files (Envoy watches them).
+func xdsTransportSocket(t *config.TLS) *core.TransportSocket {
+	file := func(p string) *core.DataSource {
+		return &core.DataSource{Specifier: &core.DataSource_Filename{Filename: p}}
+	}
+	vc := &tlsv3.CertificateValidationContext{TrustedCa: file(t.CAFile)}
+	if t.ServerName != "" {
+		vc.MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{
+			SanType: tlsv3.SubjectAltNameMatcher_DNS,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.ServerName}},
+		}}
+	}
+	ctx := &tlsv3.UpstreamTlsContext{
+		Sni: t.ServerName,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols:         []string{"h2"},
+			TlsCertificates:       []*tlsv3.TlsCertificate{{CertificateChain: file(t.CertFile), PrivateKey: file(t.KeyFile)}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+		},
+	}
+	return &core.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
 }
 
 func jsonToYAML(js []byte) ([]byte, error) {
@@ -124,16 +171,30 @@ func jsonToYAML(js []byte) ([]byte, error) {
 
 // GRPCBootstrap renders the grpc-go xDS bootstrap JSON (for
 // GRPC_XDS_BOOTSTRAP_CONFIG) that points a proxyless client with node id
-// nodeID at this control plane's address (host:port or unix:/path).
-func GRPCBootstrap(xdsAddress, nodeID string) ([]byte, error) {
+// nodeID at this control plane's address (host:port or unix:/path). With
+// tls, the channel uses grpc-go's "tls" channel credentials (client
+// certificate, key and CA files); without, plaintext ("insecure"), which
+// the control plane accepts only on a unix socket or with xds.insecure.
+func GRPCBootstrap(xdsAddress, nodeID string, tls *config.TLS) ([]byte, error) {
 	uri := xdsAddress
 	if path, ok := strings.CutPrefix(xdsAddress, "unix:"); ok {
 		uri = "unix://" + path
 	}
+	creds := map[string]any{"type": "insecure"}
+	if tls != nil {
+		if tls.CertFile == "" || tls.KeyFile == "" || tls.CAFile == "" {
+			return nil, fmt.Errorf("xds: grpc bootstrap: TLS needs cert_file, key_file and ca_file")
+		}
+		creds = map[string]any{"type": "tls", "config": map[string]any{
+			"certificate_file":    tls.CertFile,
+			"private_key_file":    tls.KeyFile,
+			"ca_certificate_file": tls.CAFile,
+		}}
+	}
 	return json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      uri,
-			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"channel_creds":   []any{creds},
 			"server_features": []string{"xds_v3"},
 		}},
 		"node": map[string]any{"id": nodeID, "cluster": "meshgate-proxyless"},

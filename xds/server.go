@@ -28,6 +28,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
@@ -51,35 +52,45 @@ type Server struct {
 	opts  Options
 	cache cache.SnapshotCache
 	xds   serverv3.Server
-	nodes atomic.Pointer[map[string]bool] // Envoy node ids of the current config
+	// access is the node/identity table of the current config;
+	// requireTLS is set while ADS is served over mutual TLS.
+	access     atomic.Pointer[accessTable]
+	requireTLS atomic.Bool
 
 	start   string // process-start component of versions
 	counter atomic.Uint64
 
-	mu      sync.Mutex // guards cfg, files, res, snapped, ln; held for a whole push
-	cfg     *config.Config
-	files   Files
-	res     map[string]*Resources // what was pushed last, by node
-	version atomic.Pointer[string]
-	snapped map[string]bool
-	ln      net.Listener
-	grpc    *grpc.Server
+	mu          sync.Mutex // guards cfg, files, res, snapped, ln; held for a whole push
+	cfg         *config.Config
+	files       Files
+	res         map[string]*Resources // what was pushed last, by node
+	version     atomic.Pointer[string]
+	snapped     map[string]bool
+	ln          net.Listener
+	grpc        *grpc.Server
+	creds       credentials.TransportCredentials // nil: plaintext (unix socket or xds.insecure)
+	listened    *config.XDS                      // the xds section the listener was opened with
+	listenedCfg *config.Config
+	closeCreds  func()
 
 	nackMu  sync.Mutex
 	nacks   map[nackKey]nackInfo
 	streams map[streamKey]string // stream → node id
-	acks    map[nackKey]string   // (node, type) → last version ACKed
-	nonces  map[nonceKey]string  // delta stream response nonce → snapshot version
+	peers   map[streamKey]peerIdentity
+	acks    map[nackKey]string  // (node, type) → last version ACKed
+	nonces  map[nonceKey]string // delta stream response nonce → snapshot version
 
 	// phaseTimeout bounds each make-before-break phase's wait for ACKs;
 	// phaseSettle is waited after a phase was ACKed.
 	phaseTimeout time.Duration
 	phaseSettle  time.Duration
 
-	nackReqs  atomic.Uint64 // every request carrying error_detail
-	nackTotal *prometheus.CounterVec
-	pushes    prometheus.Counter
-	connected prometheus.Gauge
+	nackReqs   atomic.Uint64 // every request carrying error_detail
+	nackTotal  *prometheus.CounterVec
+	pushes     prometheus.Counter
+	connected  prometheus.Gauge
+	refused    *prometheus.CounterVec
+	refusedLog map[string]*atomic.Int64 // reason → last log time (unix nanos)
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -116,6 +127,7 @@ func NewServer(opts Options) *Server {
 		start:        strconv.FormatInt(time.Now().UnixNano(), 36),
 		nacks:        map[nackKey]nackInfo{},
 		streams:      map[streamKey]string{},
+		peers:        map[streamKey]peerIdentity{},
 		acks:         map[nackKey]string{},
 		nonces:       map[nonceKey]string{},
 		closed:       make(chan struct{}),
@@ -131,20 +143,21 @@ func NewServer(opts Options) *Server {
 			Name: "meshgate_xds_streams", Help: "Open xDS streams.",
 		}),
 	}
-	empty := map[string]bool{}
-	s.nodes.Store(&empty)
-	if opts.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.nackTotal, s.pushes, s.connected} {
-			if err := opts.Registerer.Register(c); err != nil {
-				s.log.Warn("metric not registered", "err", err)
-			}
-		}
+	s.access.Store(newAccessTable(nil))
+	s.refused, s.refusedLog = newRefusedCounter()
+	if r := opts.Registerer; r != nil {
+		// A control plane restarted by the runtime (new address or TLS
+		// settings) keeps counting in the collectors already registered.
+		s.nackTotal = register(r, s.log, s.nackTotal)
+		s.pushes = register(r, s.log, s.pushes)
+		s.connected = register(r, s.log, s.connected)
+		s.refused = register(r, s.log, s.refused)
 	}
 	s.cache = &nackSafeCache{SnapshotCache: cache.NewSnapshotCache(true, nodeHash{s}, cacheLogger{s.log}), hash: nodeHash{s}}
 	cb := serverv3.CallbackFuncs{
-		StreamOpenFunc:         func(context.Context, int64, string) error { s.connected.Inc(); return nil },
+		StreamOpenFunc:         func(ctx context.Context, id int64, _ string) error { return s.streamOpened(ctx, streamKey{false, id}) },
 		StreamClosedFunc:       func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(streamKey{false, id}) },
-		DeltaStreamOpenFunc:    func(context.Context, int64, string) error { s.connected.Inc(); return nil },
+		DeltaStreamOpenFunc:    func(ctx context.Context, id int64, _ string) error { return s.streamOpened(ctx, streamKey{true, id}) },
 		DeltaStreamClosedFunc:  func(id int64, _ *core.Node) { s.connected.Dec(); s.forget(streamKey{true, id}) },
 		StreamRequestFunc:      s.onRequest,
 		StreamDeltaRequestFunc: s.onDeltaRequest,
@@ -162,18 +175,40 @@ func NewServer(opts Options) *Server {
 	return s
 }
 
-// nodeHash maps Envoy node ids of the config to themselves and every
-// other node (proxyless gRPC clients) to ProxylessNode.
+// register registers c, or returns the identical collector registered
+// before (by an earlier Server on the same registry).
+func register[T prometheus.Collector](r prometheus.Registerer, log *slog.Logger, c T) T {
+	err := r.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if e, ok := are.ExistingCollector.(T); ok {
+			return e
+		}
+	}
+	log.Warn("metric not registered", "err", err)
+	return c
+}
+
+// nodeHash maps Envoy node ids of the config to themselves, declared
+// proxyless nodes to ProxylessNode and anything else to refusedNode (which
+// never has a snapshot; such streams are refused before they get here).
 type nodeHash struct{ s *Server }
 
+// refusedNode is the cache key of undeclared node ids: never snapshotted.
+const refusedNode = "_refused"
+
 func (h nodeHash) ID(n *core.Node) string {
-	if n == nil {
+	t := h.s.access.Load()
+	switch id := n.GetId(); {
+	case t.envoy[id]:
+		return id
+	case t.proxyless[id]:
 		return ProxylessNode
 	}
-	if (*h.s.nodes.Load())[n.GetId()] {
-		return n.GetId()
-	}
-	return ProxylessNode
+	return refusedNode
 }
 
 // nackSafeCache keeps the SotW snapshot cache from answering a NACK with
@@ -249,10 +284,7 @@ func (s *Server) pushLocked(cfg *config.Config, files Files) error {
 	if _, err := s.snapshots(res, "check"); err != nil {
 		return err
 	}
-	nodes := map[string]bool{}
-	for _, n := range cfg.XDS.Envoy {
-		nodes[n.Node] = true
-	}
+	nodes := newAccessTable(cfg.XDS)
 	// Make-before-break when clusters come or go: first add the new
 	// clusters (with their endpoints and secrets) beside the old ones
 	// under the old listeners and routes; then switch listeners and
@@ -317,13 +349,13 @@ func (s *Server) snapshots(res map[string]*Resources, version string) (map[strin
 }
 
 // set pushes res under a fresh version.
-func (s *Server) set(res map[string]*Resources, nodes map[string]bool) (string, error) {
+func (s *Server) set(res map[string]*Resources, nodes *accessTable) (string, error) {
 	version := s.nextVersion()
 	snaps, err := s.snapshots(res, version)
 	if err != nil {
 		return "", err
 	}
-	s.nodes.Store(&nodes)
+	s.access.Store(nodes)
 	s.version.Store(&version)
 	for node, snap := range snaps {
 		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
@@ -540,20 +572,27 @@ func (s *Server) Listen() (net.Addr, error) {
 	if addr == "" {
 		return nil, fmt.Errorf("xds: no address (call Update first or set Options.Address)")
 	}
+	if err := s.secureLocked(addr); err != nil {
+		return nil, err
+	}
 	var ln net.Listener
 	var err error
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
-		if st, serr := os.Stat(path); serr == nil && st.Mode()&os.ModeSocket != 0 {
-			os.Remove(path) // stale socket of a previous run
-		}
-		ln, err = net.Listen("unix", path)
+		ln, err = listenUnix(path, s.socketModeLocked())
 	} else {
 		ln, err = net.Listen("tcp", addr)
 	}
 	if err != nil {
+		if s.closeCreds != nil {
+			s.closeCreds()
+			s.closeCreds = nil
+		}
 		return nil, fmt.Errorf("xds: listen %s: %w", addr, err)
 	}
 	s.ln = ln
+	if s.cfg != nil {
+		s.listened, s.listenedCfg = s.cfg.XDS, s.cfg
+	}
 	return ln.Addr(), nil
 }
 
@@ -578,10 +617,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		return ErrClosed
 	default:
 	}
-	g := grpc.NewServer(
+	gopts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
-	)
+	}
+	s.mu.Lock()
+	if s.creds != nil {
+		gopts = append(gopts, grpc.Creds(s.creds))
+	}
+	s.mu.Unlock()
+	g := grpc.NewServer(gopts...)
 	discovery.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
@@ -621,6 +666,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	err := g.Serve(ln)
 	close(stop)
 	wg.Wait()
+	s.mu.Lock()
+	if s.closeCreds != nil {
+		s.closeCreds()
+		s.closeCreds = nil
+	}
+	s.mu.Unlock()
 	if errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
 	}
@@ -664,9 +715,17 @@ func (s *Server) Close() {
 		g, ln := s.grpc, s.ln
 		s.mu.Unlock()
 		if g != nil {
-			g.Stop()
-		} else if ln != nil {
-			ln.Close()
+			g.Stop() // Serve releases the credentials when it returns
+		} else {
+			if ln != nil {
+				ln.Close()
+			}
+			s.mu.Lock()
+			if s.closeCreds != nil {
+				s.closeCreds()
+				s.closeCreds = nil
+			}
+			s.mu.Unlock()
 		}
 	})
 }
@@ -685,6 +744,7 @@ func (s *Server) nodeOf(id streamKey, n *core.Node) string {
 func (s *Server) forget(id streamKey) {
 	s.nackMu.Lock()
 	delete(s.streams, id)
+	delete(s.peers, id)
 	if id.delta {
 		for k := range s.nonces {
 			if k.stream == id.id {
@@ -697,6 +757,9 @@ func (s *Server) forget(id streamKey) {
 
 func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 	node := s.nodeOf(streamKey{false, id}, req.GetNode())
+	if err := s.authorize(streamKey{false, id}, node); err != nil {
+		return err
+	}
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
 	} else if req.GetResponseNonce() != "" {
@@ -707,6 +770,9 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 
 func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
 	node := s.nodeOf(streamKey{true, id}, req.GetNode())
+	if err := s.authorize(streamKey{true, id}, node); err != nil {
+		return err
+	}
 	nonce := req.GetResponseNonce()
 	s.nackMu.Lock()
 	version, known := s.nonces[nonceKey{id, nonce}]

@@ -34,6 +34,8 @@ upstreams:
 - {name: legacy, protocol: private, endpoints: ["127.0.0.1:7100"]}
 xds:
   address: %s
+  insecure: true
+  proxyless_nodes: [{node: client-1}, {node: delta-1}]
   grpc_clients:
   - {name: svc, endpoints: [%q]}
 `, addr, endpoint)
@@ -214,7 +216,13 @@ func TestUpdateRejectsMissingCertFile(t *testing.T) {
 }
 
 func TestListenTCPAndClose(t *testing.T) {
+	if _, err := NewServer(Options{Address: "127.0.0.1:0"}).Listen(); err == nil {
+		t.Fatal("plaintext TCP listen without a config (no xds.insecure) succeeded")
+	}
 	s := NewServer(Options{Address: "127.0.0.1:0"})
+	if err := s.Update(proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")); err != nil {
+		t.Fatal(err)
+	}
 	addr, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)

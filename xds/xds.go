@@ -40,11 +40,25 @@
 // watch until the next snapshot. Envoy keeps serving the last config it
 // accepted.
 //
-// Proxyless gRPC: node ids not listed in xds.envoy share the snapshot
-// keyed ProxylessNode (xds.grpc_clients): per target an ApiListener with
-// an inline route configuration, an EDS cluster and its endpoints. Envoy
-// endpoints must be IP literals (EDS does not resolve names; Envoy NACKs
-// a name, which MeshGate reports).
+// Proxyless gRPC: the node ids listed in xds.proxyless_nodes share the
+// snapshot keyed ProxylessNode (xds.grpc_clients): per target an
+// ApiListener with an inline route configuration, an EDS cluster and its
+// endpoints. It holds no secrets. Envoy endpoints must be IP literals (EDS
+// does not resolve names; Envoy NACKs a name, which MeshGate reports).
+//
+// Access control (access.go): on TCP, ADS is mutual TLS (xds.tls; the
+// files are re-read by grpc-go's pemfile provider). A stream's identities
+// are its verified client certificate's URI SANs and DNS SANs ("dns:NAME"),
+// recorded when the stream opens; each request's node id must be declared
+// (xds.envoy or xds.proxyless_nodes) and listed for one of those
+// identities (xds.envoy[].identities, default "dns:<node>"), or the stream
+// is closed with PermissionDenied before the cache sees the request. So a
+// client only ever receives its own node's resources and secrets.
+// Refusals (failed handshakes too) are counted in
+// meshgate_xds_refused_total{reason} and logged at most every 10s per
+// reason. Plaintext is served only on a unix socket (mode xds.socket_mode,
+// default 0600) or, with xds.insecure, on a loopback address; there any
+// declared node id is accepted.
 package xds
 
 import "errors"

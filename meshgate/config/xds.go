@@ -42,8 +42,16 @@ type XDS struct {
 	// Envoy lists the Envoy nodes this control plane configures.
 	Envoy []EnvoyNode `yaml:"envoy,omitempty" json:"envoy,omitempty"`
 	// GRPCClients are the xds:///NAME targets served to proxyless gRPC
-	// clients (any node id not listed in Envoy).
+	// clients (the nodes of Proxyless).
 	GRPCClients []GRPCClient `yaml:"grpc_clients,omitempty" json:"grpc_clients,omitempty"`
+	// TLS is the control plane's mutual TLS (required on TCP); see xdssec.go.
+	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+	// Insecure allows plaintext ADS on a loopback TCP address.
+	Insecure bool `yaml:"insecure,omitempty" json:"insecure,omitempty"`
+	// SocketMode is the octal file mode of a unix socket; default "0600".
+	SocketMode string `yaml:"socket_mode,omitempty" json:"socket_mode,omitempty"`
+	// Proxyless lists the proxyless gRPC client nodes and their identities.
+	Proxyless []ProxylessNode `yaml:"proxyless_nodes,omitempty" json:"proxyless_nodes,omitempty"`
 }
 
 // EnvoyNode is one Envoy's configuration.
@@ -57,6 +65,13 @@ type EnvoyNode struct {
 	AdminAddress string          `yaml:"admin_address,omitempty" json:"admin_address,omitempty"`
 	Listeners    []EnvoyListener `yaml:"listeners" json:"listeners"`
 	Clusters     []EnvoyCluster  `yaml:"clusters,omitempty" json:"clusters,omitempty"`
+	// Identities may claim this node id on ADS: "dns:NAME" (a DNS SAN)
+	// or a URI SAN (spiffe://…); default ["dns:<node>"].
+	Identities []string `yaml:"identities,omitempty" json:"identities,omitempty"`
+	// XDSTLS is the client certificate this Envoy presents to the control
+	// plane; `meshgate envoy-bootstrap` writes these paths verbatim (as
+	// Envoy sees them) into the xds cluster's transport socket.
+	XDSTLS *TLS `yaml:"xds_tls,omitempty" json:"xds_tls,omitempty"`
 }
 
 // Envoy listener/cluster protocols.
@@ -133,6 +148,7 @@ func (x *XDS) applyDefaults() {
 	if x.CertPoll == 0 {
 		x.CertPoll = DefaultCertPoll
 	}
+	x.applySecurityDefaults()
 	for i := range x.Envoy {
 		n := &x.Envoy[i]
 		if n.Cluster == "" {
@@ -261,6 +277,7 @@ func (x *XDS) validate(c *Config, e *errs) {
 			checkHostPort(e, fmt.Sprintf("%s.endpoints[%d]", f, k), ep)
 		}
 	}
+	x.validateSecurity(e, nodes)
 }
 
 func checkRouteTo(e *errs, c *Config, f string, r RouteTo, proto string, clusters map[string]*EnvoyCluster) {

@@ -48,6 +48,11 @@ func (r *Runtime) syncXDS(cfg *config.Config) error {
 	case cfg.XDS == nil:
 		r.stopXDSLocked()
 		return nil
+	case p != nil && p.srv.TransportChanged(cfg):
+		// A new address or new TLS settings need a new listener: restart
+		// (Envoy keeps its config and reconnects).
+		r.log.Info("xds transport settings changed; restarting the control plane")
+		r.stopXDSLocked()
 	case p != nil:
 		err := p.srv.Update(cfg)
 		p.mu.Lock()

@@ -14,6 +14,7 @@ func TestXDSWiring(t *testing.T) {
 		return yamlConfig(grpcEP, "") + fmt.Sprintf(`
 xds:
   address: 127.0.0.1:0
+  insecure: true
   grpc_clients:
   - {name: svc, endpoints: [%q]}
 `, ep)

@@ -25,6 +25,10 @@ func envoyBootstrapCmd(_ context.Context, args []string) error {
 	xdsAddr := fs.String("xds-address", "", "override xds.address")
 	adminAddr := fs.String("admin-address", "", "override the node's admin_address")
 	out := fs.String("o", "", "write to this file instead of stdout")
+	xdsCert := fs.String("xds-cert", "", "client certificate Envoy presents to the control plane (overrides the node's xds_tls)")
+	xdsKey := fs.String("xds-key", "", "its private key")
+	xdsCA := fs.String("xds-ca", "", "CA verifying the control plane's certificate")
+	xdsSNI := fs.String("xds-server-name", "", "SNI and required DNS SAN of the control plane's certificate")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -35,7 +39,16 @@ func envoyBootstrapCmd(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := xds.Bootstrap(cfg, *node, xds.BootstrapOptions{Delta: *delta, XDSAddress: *xdsAddr, AdminAddress: *adminAddr})
+	opts := xds.BootstrapOptions{Delta: *delta, XDSAddress: *xdsAddr, AdminAddress: *adminAddr}
+	if *xdsCert != "" || *xdsKey != "" || *xdsCA != "" {
+		if *xdsCert == "" || *xdsKey == "" || *xdsCA == "" {
+			return errors.New("-xds-cert, -xds-key and -xds-ca go together")
+		}
+		opts.XDSTLS = &config.TLS{CertFile: *xdsCert, KeyFile: *xdsKey, CAFile: *xdsCA, ServerName: *xdsSNI}
+	} else if *xdsSNI != "" {
+		return errors.New("-xds-server-name needs -xds-cert, -xds-key and -xds-ca")
+	}
+	b, err := xds.Bootstrap(cfg, *node, opts)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/e2e/harness"
+)
+
+// TestXDSSecurityBinary runs the real `meshgate run` with an mTLS control
+// plane on 127.0.0.1 and plays hostile ADS clients against it: without a
+// client certificate (or in plaintext) the handshake fails; with idc's
+// certificate claiming cloud — whose SDS secrets carry cloud's private
+// key — or an undeclared node id, the stream is closed with
+// PermissionDenied over state-of-the-world and delta, and every refusal
+// is counted in meshgate_xds_refused_total. idc claiming idc gets its own
+// secrets. `meshgate validate` refuses plaintext ADS on a non-loopback
+// address, naming the field.
+func TestXDSSecurityBinary(t *testing.T) {
+	bin := harness.MeshgateBin(t)
+	dir := t.TempDir()
+	pki := newXDSPKI(t, dir, nil)
+	idc := pki.client(t, "idc")     // DNS SAN idc: node idc's default identity
+	cloud := pki.client(t, "cloud") // used only as SDS material of node cloud
+	admin, xdsAddr := harness.FreeAddr(t), harness.FreeAddr(t)
+	cfg := fmt.Sprintf(`
+admin: {address: %q}
+listeners: []
+upstreams: []
+xds:
+  address: %s
+  %s
+  envoy:
+  - node: idc
+    listeners:
+    - {name: in, address: 127.0.0.1:10000, protocol: private, route_to: {cluster: up}}
+    clusters:
+    - {name: up, protocol: private, endpoints: [127.0.0.1:10100], tls: {cert_file: %q, key_file: %q, ca_file: %q}}
+  - node: cloud
+    listeners:
+    - {name: in, address: 127.0.0.1:10100, protocol: private, tls: {cert_file: %q, key_file: %q, ca_file: %q}, route_to: {cluster: up}}
+    clusters:
+    - {name: up, protocol: private, endpoints: [127.0.0.1:7200]}
+`, admin, xdsAddr, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
+	cfgPath := harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg))
+	harness.Start(t, "meshgate", bin, "run", "-c", cfgPath)
+	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+
+	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
+		cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return discovery.NewAggregatedDiscoveryServiceClient(cc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sotw := func(c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DiscoveryResponse, error) {
+		st, err := c.StreamAggregatedResources(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType}); err != nil {
+			return nil, err
+		}
+		return st.Recv()
+	}
+	delta := func(c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DeltaDiscoveryResponse, error) {
+		st, err := c.DeltaAggregatedResources(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+			return nil, err
+		}
+		return st.Recv()
+	}
+
+	// 1. No client certificate, or no TLS at all: nothing.
+	for name, c := range map[string]credentials.TransportCredentials{
+		"tls without client certificate": pki.creds(t, nil),
+		"plaintext":                      insecure.NewCredentials(),
+	} {
+		if r, err := sotw(dial(c), "idc"); status.Code(err) != codes.Unavailable {
+			t.Fatalf("%s: got %v / %v, want Unavailable (handshake refused)", name, r, err)
+		}
+	}
+
+	// 2. A valid certificate claiming someone else's node id, or a node
+	// nobody declared: PermissionDenied, over SotW and delta.
+	asIDC := dial(pki.creds(t, idc))
+	for _, node := range []string{"cloud", "stranger"} {
+		if r, err := sotw(asIDC, node); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("idc certificate claiming %s (sotw): got %v / %v, want PermissionDenied", node, r, err)
+		}
+		if r, err := delta(asIDC, node); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("idc certificate claiming %s (delta): got %v / %v, want PermissionDenied", node, r, err)
+		}
+	}
+
+	// 3. The rightful node gets its own secrets.
+	r, err := sotw(asIDC, "idc")
+	if err != nil || len(r.GetResources()) == 0 {
+		t.Fatalf("idc as idc: %v / %v", r, err)
+	}
+	d, err := delta(asIDC, "idc")
+	if err != nil || len(d.GetResources()) == 0 {
+		t.Fatalf("idc as idc (delta): %v / %v", d, err)
+	}
+
+	// 4. Every refusal was counted.
+	_, metrics, err := harness.HTTPGet("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for reason, min := range map[string]float64{"handshake": 2, "identity_mismatch": 2, "unknown_node": 2} {
+		if n := metricValue(metrics, `meshgate_xds_refused_total{reason="`+reason+`"}`); n < min {
+			t.Errorf("meshgate_xds_refused_total{reason=%q} = %v, want >= %v", reason, n, min)
+		}
+	}
+
+	// 5. validate refuses plaintext ADS off loopback, naming the field.
+	for field, x := range map[string]string{
+		"xds.tls":     "xds:\n  address: 0.0.0.0:18000\n",
+		"xds.address": "xds:\n  address: 0.0.0.0:18000\n  insecure: true\n",
+	} {
+		p := harness.WriteFile(t, dir, "bad.yaml", []byte("listeners: []\nupstreams: []\n"+x))
+		out, err := exec.Command(bin, "validate", "-c", p).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), field+":") {
+			t.Errorf("validate %q: err %v, output %s; want it to name %s", x, err, out, field)
+		}
+	}
+}
+
+// metricValue is the value of the sample line starting with series in a
+// Prometheus text exposition (-1 when absent).
+func metricValue(text, series string) float64 {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(text)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}

@@ -1,0 +1,316 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/tls/certprovider/pemfile"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+)
+
+// Access control. Every ADS stream is bound to the identities of its
+// peer's verified client certificate (URI SANs verbatim, DNS SANs as
+// "dns:NAME"), recorded when the stream opens. Every request's node id
+// must be a declared node (xds.envoy or xds.proxyless_nodes) and, on a TLS
+// stream, one of the stream's identities must be listed for it; otherwise
+// the stream is closed with PermissionDenied before the cache sees the
+// request. Without TLS (a unix socket, or xds.insecure on loopback) the
+// transport is trusted and only the node id is checked.
+
+// ErrRefused: an xDS stream was refused (unknown node, wrong identity).
+var ErrRefused = errors.New("xds: stream refused")
+
+// Refusal reasons, the reason label of meshgate_xds_refused_total.
+const (
+	RefusedHandshake = "handshake"         // TLS handshake failed (no or bad client certificate)
+	RefusedNoNode    = "no_node"           // request without a node id
+	RefusedUnknown   = "unknown_node"      // node id not declared
+	RefusedIdentity  = "identity_mismatch" // certificate not allowed to claim the node id
+)
+
+var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity}
+
+// accessTable is the node/identity table of one config.
+type accessTable struct {
+	envoy     map[string]bool     // Envoy node ids (own snapshot)
+	proxyless map[string]bool     // proxyless node ids (shared ProxylessNode snapshot)
+	byID      map[string][]string // identity → node ids it may claim
+}
+
+func newAccessTable(x *config.XDS) *accessTable {
+	t := &accessTable{envoy: map[string]bool{}, proxyless: map[string]bool{}, byID: map[string][]string{}}
+	if x == nil {
+		return t
+	}
+	for _, n := range x.Envoy {
+		t.envoy[n.Node] = true
+	}
+	for _, n := range x.Proxyless {
+		t.proxyless[n.Node] = true
+	}
+	t.byID = x.NodeIdentities()
+	return t
+}
+
+// peerIdentity is what a stream's transport proved about its client.
+type peerIdentity struct {
+	tls bool     // a verified client certificate was presented
+	ids []string // its identities
+	who string   // for logs: first identity or remote address
+}
+
+// IdentitiesOf lists the identities of a certificate: URI SANs verbatim,
+// DNS SANs as "dns:NAME" in lower case.
+func IdentitiesOf(c *x509.Certificate) []string {
+	out := make([]string, 0, len(c.URIs)+len(c.DNSNames))
+	for _, u := range c.URIs {
+		out = append(out, u.String())
+	}
+	for _, d := range c.DNSNames {
+		out = append(out, "dns:"+strings.ToLower(d)) // DNS names are case-insensitive
+	}
+	return out
+}
+
+func identityOf(ctx context.Context) peerIdentity {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return peerIdentity{who: "unknown"}
+	}
+	pi := peerIdentity{who: p.Addr.String()}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.PeerCertificates) > 0 {
+		pi.tls = true
+		pi.ids = IdentitiesOf(ti.State.PeerCertificates[0])
+		if len(pi.ids) > 0 {
+			pi.who = pi.ids[0]
+		}
+	}
+	return pi
+}
+
+// check decides whether a stream with identity pi may claim node.
+func (t *accessTable) check(pi peerIdentity, node string, requireTLS bool) (reason string) {
+	switch {
+	case node == "":
+		return RefusedNoNode
+	case !t.envoy[node] && !t.proxyless[node]:
+		return RefusedUnknown
+	case !pi.tls && requireTLS:
+		return RefusedIdentity
+	case !pi.tls:
+		return ""
+	}
+	for _, id := range pi.ids {
+		for _, n := range t.byID[id] {
+			if n == node {
+				return ""
+			}
+		}
+	}
+	return RefusedIdentity
+}
+
+// streamOpened records the identity of a new stream.
+func (s *Server) streamOpened(ctx context.Context, k streamKey) error {
+	s.connected.Inc()
+	pi := identityOf(ctx)
+	s.nackMu.Lock()
+	s.peers[k] = pi
+	s.nackMu.Unlock()
+	return nil
+}
+
+// authorize refuses a request whose node id the stream may not claim; the
+// returned status error closes the stream.
+func (s *Server) authorize(k streamKey, node string) error {
+	s.nackMu.Lock()
+	pi := s.peers[k]
+	s.nackMu.Unlock()
+	reason := s.access.Load().check(pi, node, s.requireTLS.Load())
+	if reason == "" {
+		return nil
+	}
+	s.refuse(reason, "node", node, "peer", pi.who, "identities", pi.ids)
+	return status.Errorf(codes.PermissionDenied, "%v: node %q: %s", ErrRefused, node, reason)
+}
+
+// refuse counts a refusal and logs it at most once per logEvery per reason.
+func (s *Server) refuse(reason string, attrs ...any) {
+	s.refused.WithLabelValues(reason).Inc()
+	last := s.refusedLog[reason]
+	now := time.Now().UnixNano()
+	if prev := last.Load(); now-prev < int64(refusedLogEvery) || !last.CompareAndSwap(prev, now) {
+		return
+	}
+	s.log.Warn("xds stream refused (logged at most every 10s per reason)", append([]any{"reason", reason}, attrs...)...)
+}
+
+const refusedLogEvery = 10 * time.Second
+
+func newRefusedCounter() (*prometheus.CounterVec, map[string]*atomic.Int64) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch).",
+	}, []string{"reason"})
+	logs := map[string]*atomic.Int64{}
+	for _, r := range refusedReasons {
+		c.WithLabelValues(r)
+		logs[r] = new(atomic.Int64)
+	}
+	return c, logs
+}
+
+// serverCreds builds the mutual-TLS transport credentials of xds.tls:
+// certificates and CA come from grpc-go's pemfile provider (re-read every
+// refresh), client certificates are required and verified.
+func serverCreds(cfg *config.Config, refresh time.Duration, s *Server) (credentials.TransportCredentials, func(), error) {
+	t := cfg.XDS.TLS
+	certFile, keyFile, caFile := cfg.Path(t.CertFile), cfg.Path(t.KeyFile), cfg.Path(t.CAFile)
+	// Fail now on unusable files (the provider would only log and wait).
+	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+		return nil, nil, fmt.Errorf("%w: xds.tls: %w", ErrMissingFile, err)
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: xds.tls.ca_file: %w", ErrMissingFile, err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return nil, nil, fmt.Errorf("%w: xds.tls.ca_file %s: no PEM certificate", ErrMissingFile, caFile)
+	}
+	if refresh <= 0 {
+		refresh = config.DefaultCertPoll
+	}
+	prov, err := pemfile.NewProvider(pemfile.Options{CertFile: certFile, KeyFile: keyFile, RootFile: caFile, RefreshDuration: refresh})
+	if err != nil {
+		return nil, nil, fmt.Errorf("xds.tls: %w", err)
+	}
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			ctx, cancel := context.WithTimeout(hi.Context(), 5*time.Second)
+			defer cancel()
+			km, err := prov.KeyMaterial(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("xds.tls: key material: %w", err)
+			}
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				ClientAuth:   tls.RequireAndVerifyClientCert,
+				Certificates: km.Certs,
+				ClientCAs:    km.Roots,
+				NextProtos:   []string{"h2"},
+			}, nil
+		},
+	}
+	return countingCreds{credentials.NewTLS(tc), s}, prov.Close, nil
+}
+
+// countingCreds counts failed TLS handshakes as refusals.
+type countingCreds struct {
+	credentials.TransportCredentials
+	s *Server
+}
+
+func (c countingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, ai, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		c.s.refuse(RefusedHandshake, "peer", conn.RemoteAddr().String(), "err", err)
+	}
+	return out, ai, err
+}
+
+func (c countingCreds) Clone() credentials.TransportCredentials {
+	return countingCreds{c.TransportCredentials.Clone(), c.s}
+}
+
+// secureLocked prepares the transport of addr: mutual TLS when the config
+// has xds.tls, plaintext otherwise (validation allows that only on a unix
+// socket or, with xds.insecure, a loopback address). s.mu is held.
+func (s *Server) secureLocked(addr string) error {
+	if s.cfg == nil || s.cfg.XDS.TLS == nil {
+		if path, ok := strings.CutPrefix(addr, "unix:"); ok && path != "" {
+			s.requireTLS.Store(false)
+			return nil
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if s.cfg == nil || !s.cfg.XDS.Insecure || err != nil || !loopback(host) {
+			return fmt.Errorf("xds: listen %s: xds.tls is required on TCP (plaintext only with xds.insecure on a loopback address)", addr)
+		}
+		s.requireTLS.Store(false)
+		return nil
+	}
+	creds, closeFn, err := serverCreds(s.cfg, s.cfg.XDS.CertPoll, s)
+	if err != nil {
+		return err
+	}
+	s.creds, s.closeCreds = creds, closeFn
+	s.requireTLS.Store(true)
+	return nil
+}
+
+func (s *Server) socketModeLocked() os.FileMode {
+	if s.cfg == nil {
+		return 0o600
+	}
+	return os.FileMode(s.cfg.XDS.SocketFileMode())
+}
+
+// listenUnix listens on path and sets its mode. A stale socket of a
+// previous run is removed first.
+func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// TransportChanged reports whether cfg's xds section would listen
+// differently (address, TLS files, xds.insecure, socket mode) from what
+// this server listens with. Update does not change a bound listener or
+// its credentials, so the runtime restarts the control plane then.
+func (s *Server) TransportChanged(cfg *config.Config) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil || s.listened == nil || cfg == nil || cfg.XDS == nil {
+		return false
+	}
+	a, b := s.listened, cfg.XDS
+	tlsKey := func(x *config.XDS, c *config.Config) string {
+		if x.TLS == nil {
+			return ""
+		}
+		return c.Path(x.TLS.CertFile) + "\x00" + c.Path(x.TLS.KeyFile) + "\x00" + c.Path(x.TLS.CAFile)
+	}
+	return (s.opts.Address == "" && a.Address != b.Address) || a.Insecure != b.Insecure ||
+		a.SocketMode != b.SocketMode || tlsKey(a, s.listenedCfg) != tlsKey(b, cfg)
+}
