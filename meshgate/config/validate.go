@@ -37,6 +37,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Admin.Address == "" {
 		c.Admin.Address = DefaultAdminAddress
 	}
+	c.applyTLSDefaults()
 	d := &c.Defaults
 	if d.Timeout == 0 {
 		d.Timeout = DefaultTimeout
@@ -105,6 +106,8 @@ func (e *errs) add(field, format string, args ...any) {
 func (c *Config) Validate() error {
 	var e errs
 	checkAddr(&e, "admin.address", c.Admin.Address)
+	c.validateAdmin(&e)
+	c.validateTLS(&e)
 	codecs := map[string]bool{"mgp": true}
 	for i, cs := range c.Codecs {
 		f := fmt.Sprintf("codecs[%d]", i)
