@@ -208,3 +208,53 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 		t.Fatal("missing ca_file accepted")
 	}
 }
+
+// BenchmarkPrivatePoolDo compares one request/reply on a pooled private
+// connection in plaintext and over mTLS (the handshake is outside the loop).
+func BenchmarkPrivatePoolDo(b *testing.B) {
+	dir := b.TempDir()
+	_, files, err := certgen.WriteSet(dir, "server", "client")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sf, cf := files["server"], files["client"]
+	for _, mode := range []string{"plain", "mtls"} {
+		b.Run(mode, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{ln.Addr().String()}, Connections: 1}
+			s := legacy.NewServer(legacy.ServerOptions{})
+			if mode == "mtls" {
+				srv, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile, CAFile: sf.CAFile}, tlsconf.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer srv.Close()
+				ln = tls.NewListener(ln, srv.Config())
+				u.TLS = &config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile}
+			}
+			go func() { _ = s.Serve(ln) }()
+			defer s.Close()
+			p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := p.WaitHealthy(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+			body := make([]byte, 1024)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := call(context.Background(), p, 1, string(body)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
