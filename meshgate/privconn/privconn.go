@@ -50,6 +50,8 @@ var (
 	ErrNotSent = errors.New("privconn: request not sent")
 	// ErrLivenessTimeout is the cause when the peer stopped answering.
 	ErrLivenessTimeout = errors.New("privconn: peer did not answer heartbeats")
+	// ErrTLS wraps Dial errors of the TLS handshake (Options.TLS).
+	ErrTLS = errors.New("privconn: tls")
 )
 
 // Defaults.
@@ -142,12 +144,12 @@ func Dial(ctx context.Context, addr string, c codec.Codec, opts Options) (*Conn,
 		cfg, err := opts.TLS(ctx)
 		if err != nil {
 			_ = nc.Close()
-			return nil, fmt.Errorf("privconn: tls config for %s: %w", addr, err)
+			return nil, fmt.Errorf("%w: config for %s: %w", ErrTLS, addr, err)
 		}
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = nc.Close()
-			return nil, fmt.Errorf("privconn: tls handshake with %s: %w", addr, err)
+			return nil, fmt.Errorf("%w: handshake with %s: %w", ErrTLS, addr, err)
 		}
 		nc = tc
 	}

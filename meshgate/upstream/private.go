@@ -197,6 +197,7 @@ func (p *PrivatePool) Name() string { return p.name }
 func (p *PrivatePool) keep(e *endpoint, slot int) {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
+	tlsWarned := false
 	var secure func(context.Context) (*tls.Config, error)
 	if p.tls != nil {
 		secure = func(ctx context.Context) (*tls.Config, error) { return p.tls.Config(ctx, e.addr) }
@@ -222,13 +223,20 @@ func (p *PrivatePool) keep(e *endpoint, slot int) {
 			}
 			p.m.dialErrors.Inc()
 			backoff = nextBackoff(backoff, p.opts.backoffBase, p.opts.backoffMax)
-			p.log.Debug("dial failed", "endpoint", e.addr, "err", err, "retry_in", backoff)
+			if errors.Is(err, privconn.ErrTLS) && !tlsWarned {
+				// Certificates rarely fix themselves: say so once per
+				// failing streak, the retries stay at Debug.
+				tlsWarned = true
+				p.log.Warn("tls handshake failed", "endpoint", e.addr, "err", err, "retry_in", backoff)
+			} else {
+				p.log.Debug("dial failed", "endpoint", e.addr, "err", err, "retry_in", backoff)
+			}
 			if !p.sleep(backoff) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		backoff, tlsWarned = 0, false
 		e.slots[slot].Store(cn)
 		if e.live.Add(1) == 1 {
 			p.m.healthy.Inc()
