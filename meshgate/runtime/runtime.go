@@ -211,7 +211,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		return ErrClosed
 	}
 	old := r.cfg.Load()
-	if !initial && old != nil && old.Admin != cfg.Admin {
+	if !initial && old != nil && (old.Admin.Address != cfg.Admin.Address || old.Admin.HealthAddress != cfg.Admin.HealthAddress || old.Admin.PProf != cfg.Admin.PProf) {
 		r.log.Warn("admin.* changes need a restart; keeping", "address", old.Admin.Address)
 	}
 
