@@ -106,8 +106,6 @@ func (e *errs) add(field, format string, args ...any) {
 func (c *Config) Validate() error {
 	var e errs
 	checkAddr(&e, "admin.address", c.Admin.Address)
-	c.validateAdmin(&e)
-	c.validateTLS(&e)
 	codecs := map[string]bool{"mgp": true}
 	for i, cs := range c.Codecs {
 		f := fmt.Sprintf("codecs[%d]", i)
@@ -223,6 +221,8 @@ func (c *Config) Validate() error {
 	if c.XDS != nil {
 		c.XDS.validate(c, &e)
 	}
+	c.validateAdmin(&e)
+	c.validateTLS(&e)
 	if len(e) == 0 {
 		return nil
 	}
