@@ -77,8 +77,11 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	s.health = &http.Server{Handler: s.healthMux(), ReadHeaderTimeout: 5 * time.Second}
+	// No WriteTimeout on admin: a pprof CPU profile streams for its whole
+	// duration. The health listener may face the network: bound it all.
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+	s.health = &http.Server{Handler: s.healthMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	return s
 }
 
