@@ -1,6 +1,12 @@
 // Package admin is MeshGate's admin HTTP endpoint: /healthz, /readyz,
-// /metrics (Prometheus), /config (effective config, secrets redacted) and
-// /debug/pprof. It listens on loopback by default (config.Admin.Address).
+// /metrics (Prometheus), /config (effective config, secrets redacted) and,
+// only when enabled (WithPprof), /debug/pprof. It listens on loopback by
+// default (config.Admin.Address).
+//
+// A second, optional health listener (ListenHealth, config
+// admin.health_address) serves exactly /healthz, /readyz and /metrics, for
+// kubelet probes and Prometheus scrapes from outside the pod, so that the
+// admin address with /config and pprof can stay on loopback.
 package admin
 
 import (
@@ -14,6 +20,7 @@ import (
 	"net/http/pprof"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -33,34 +40,66 @@ type Server struct {
 	mu     sync.Mutex
 	checks map[string]Check
 
+	pprof bool
+
 	srv *http.Server
 	ln  net.Listener
-	wg  sync.WaitGroup
+
+	health   *http.Server
+	healthLn net.Listener
+
+	wg sync.WaitGroup
 }
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithPprof serves /debug/pprof/ on the admin listener when on (default
+// off: profiles expose memory contents and cost CPU on demand).
+func WithPprof(on bool) Option { return func(s *Server) { s.pprof = on } }
 
 // New returns an admin server exposing m and, on /config, the value config
 // returns (marshalled to JSON; the config model keeps secrets out of JSON).
-func New(m *Metrics, config func() any, log *slog.Logger) *Server {
+func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{metrics: m, config: config, log: log, checks: map[string]Check{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", s.readyz)
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	for _, o := range opts {
+		o(s)
+	}
+	mux := s.healthMux()
 	mux.HandleFunc("/config", s.configz)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5e9}
+	if s.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	// No WriteTimeout on admin: a pprof CPU profile streams for its whole
+	// duration. The health listener may face the network: bound it all.
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+	s.health = &http.Server{Handler: s.healthMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	return s
 }
 
-// Handler returns the HTTP handler (for tests or mounting elsewhere).
+// healthMux serves /healthz, /readyz and /metrics, nothing else.
+func (s *Server) healthMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
+	return mux
+}
+
+// Handler returns the admin HTTP handler (for tests or mounting elsewhere).
 func (s *Server) Handler() http.Handler { return s.srv.Handler }
+
+// HealthHandler returns the health listener's handler: /healthz, /readyz
+// and /metrics only.
+func (s *Server) HealthHandler() http.Handler { return s.health.Handler }
 
 // SetReadiness adds or replaces the named readiness check; a nil check
 // removes it. /readyz is 200 only when every check passes.
@@ -117,21 +156,49 @@ func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// Listen binds addr and starts serving in the background.
+// Listen binds addr and starts serving the admin handler in the background.
 func (s *Server) Listen(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := s.serve(s.srv, addr)
 	if err != nil {
-		return fmt.Errorf("admin: %w", err)
+		return err
 	}
 	s.ln = ln
+	return nil
+}
+
+// ListenHealth binds addr and starts serving the health handler (/healthz,
+// /readyz, /metrics) in the background.
+func (s *Server) ListenHealth(addr string) error {
+	ln, err := s.serve(s.health, addr)
+	if err != nil {
+		return fmt.Errorf("health_address: %w", err)
+	}
+	s.healthLn = ln
+	return nil
+}
+
+func (s *Server) serve(srv *http.Server, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("admin server stopped", "err", err)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin server stopped", "address", addr, "err", err)
 		}
 	}()
-	return nil
+	return ln, nil
+}
+
+// HealthAddr is the health listener's bound address (nil before
+// ListenHealth).
+func (s *Server) HealthAddr() net.Addr {
+	if s.healthLn == nil {
+		return nil
+	}
+	return s.healthLn.Addr()
 }
 
 // Addr is the bound address (after Listen).
@@ -142,12 +209,15 @@ func (s *Server) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Shutdown stops the server, waiting for active requests up to ctx.
+// Shutdown stops both listeners, waiting for active requests up to ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		_ = s.srv.Close()
+	var errs []error
+	for _, srv := range []*http.Server{s.srv, s.health} {
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+			errs = append(errs, err)
+		}
 	}
 	s.wg.Wait()
-	return err
+	return errors.Join(errs...)
 }

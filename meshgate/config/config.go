@@ -36,6 +36,8 @@ type Config struct {
 	Defaults Defaults `yaml:"defaults" json:"defaults"`
 	// XDS configures the embedded control plane (optional).
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
+	// TLS holds settings shared by every listener and upstream TLS block.
+	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -43,6 +45,11 @@ type Config struct {
 // Admin is the admin HTTP endpoint.
 type Admin struct {
 	Address string `yaml:"address" json:"address"` // default 127.0.0.1:9901; "" after defaults never
+	// HealthAddress, when set, serves only /healthz, /readyz and /metrics
+	// (never /config or pprof), e.g. 0.0.0.0:9900 for probes and scrapes.
+	HealthAddress string `yaml:"health_address,omitempty" json:"health_address,omitempty"`
+	// PProf serves /debug/pprof/ on Address; default off.
+	PProf bool `yaml:"pprof,omitempty" json:"pprof,omitempty"`
 }
 
 // CodecSpec declares a declarative codec by name.

@@ -37,6 +37,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Admin.Address == "" {
 		c.Admin.Address = DefaultAdminAddress
 	}
+	c.applyTLSDefaults()
 	d := &c.Defaults
 	if d.Timeout == 0 {
 		d.Timeout = DefaultTimeout
@@ -221,6 +222,8 @@ func (c *Config) Validate() error {
 	if c.XDS != nil {
 		c.XDS.validate(c, &e)
 	}
+	c.validateAdmin(&e)
+	c.validateTLS(&e)
 	if len(e) == 0 {
 		return nil
 	}

@@ -15,6 +15,11 @@
 // Calls are spread over the ClientConns round-robin. A Pool is reference
 // counted so that a config reload can retire it while requests that started
 // on it finish: Acquire/Release around each call, Retire when dropped.
+//
+// With config.Upstream.TLS the pool dials with (m)TLS from package tlsconf:
+// the CA, certificate and key files are re-read every Options.TLSRefresh
+// and every new HTTP/2 connection handshakes with the current material;
+// established connections are kept.
 package grpcpool
 
 import (
@@ -24,11 +29,11 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
 	_ "google.golang.org/grpc/balancer/ringhash"     // ring_hash_experimental
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -36,6 +41,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
 // HashHeader is the metadata key consistent hashing uses (the request uin).
@@ -58,6 +64,9 @@ type Options struct {
 	Conns, Transports Gauge
 	// DialOptions are appended to the pool's own.
 	DialOptions []grpc.DialOption
+	// TLSRefresh is how often TLS files are re-read; default
+	// config.DefaultTLSRefresh.
+	TLSRefresh time.Duration
 }
 
 // Pool is the set of shared ClientConns of one gRPC upstream.
@@ -66,6 +75,7 @@ type Pool struct {
 	conns []*grpc.ClientConn
 	next  atomic.Uint32
 	opts  Options
+	tls   *tlsconf.Client // nil: plaintext
 
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -90,18 +100,19 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		return nil, fmt.Errorf("%w: %s is %q", ErrProtocol, u.Name, u.Protocol)
 	}
 	creds := insecure.NewCredentials()
+	var tc *tlsconf.Client
 	if u.TLS != nil {
-		c, err := ClientTLS(u.TLS)
-		if err != nil {
-			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+		var err error
+		if tc, err = tlsconf.NewClient(u.TLS, tlsconf.Options{Refresh: opts.TLSRefresh}); err != nil {
+			return nil, fmt.Errorf("%w: upstream %s: %w", ErrTLS, u.Name, err)
 		}
-		creds = credentials.NewTLS(c)
+		creds = tc.Credentials()
 	}
 	n := u.Connections
 	if n <= 0 {
 		n = config.DefaultConnections
 	}
-	p := &Pool{cfg: u, opts: opts, closed: make(chan struct{})}
+	p := &Pool{cfg: u, opts: opts, tls: tc, closed: make(chan struct{})}
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
 	for _, ep := range u.Endpoints {
@@ -121,6 +132,9 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		if err != nil {
 			for _, c := range p.conns {
 				_ = c.Close()
+			}
+			if tc != nil {
+				tc.Close()
 			}
 			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
 		}
@@ -213,6 +227,9 @@ func (p *Pool) close() {
 	p.once.Do(func() {
 		for _, c := range p.conns {
 			_ = c.Close()
+		}
+		if p.tls != nil {
+			p.tls.Close()
 		}
 		if p.opts.Conns != nil {
 			p.opts.Conns.Add(-float64(len(p.conns)))

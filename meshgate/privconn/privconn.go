@@ -16,10 +16,15 @@
 // An idle connection sends heartbeats; if nothing is read for the liveness
 // timeout the connection is closed and every pending request fails with an
 // error wrapping [ErrClosed].
+//
+// With Options.TLS, [Dial] runs a TLS handshake (bounded by the dial
+// context) before the first frame; framing, multiplexing and heartbeats are
+// the same on the encrypted connection.
 package privconn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +50,8 @@ var (
 	ErrNotSent = errors.New("privconn: request not sent")
 	// ErrLivenessTimeout is the cause when the peer stopped answering.
 	ErrLivenessTimeout = errors.New("privconn: peer did not answer heartbeats")
+	// ErrTLS wraps Dial errors of the TLS handshake (Options.TLS).
+	ErrTLS = errors.New("privconn: tls")
 )
 
 // Defaults.
@@ -70,6 +77,10 @@ type Options struct {
 	// Hooks, called from the reader goroutine; may be nil.
 	OnLate       func() // a reply arrived after its request was abandoned
 	OnUnknownSeq func() // a reply matched no request
+	// TLS, when set, makes Dial secure the connection: it returns the
+	// tls.Config for this handshake (ServerName set), so rotated
+	// certificates apply to each new connection.
+	TLS func(ctx context.Context) (*tls.Config, error)
 }
 
 // Stats are a Conn's counters.
@@ -118,12 +129,29 @@ type Conn struct {
 	wg                                            sync.WaitGroup
 }
 
-// Dial connects to addr and returns a Conn.
+// Dial connects to addr and returns a Conn; with opts.TLS the TLS
+// handshake completes within ctx before Dial returns.
 func Dial(ctx context.Context, addr string, c codec.Codec, opts Options) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if opts.TLS != nil {
+		if tc, ok := nc.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		cfg, err := opts.TLS(ctx)
+		if err != nil {
+			_ = nc.Close()
+			return nil, fmt.Errorf("%w: config for %s: %w", ErrTLS, addr, err)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = nc.Close()
+			return nil, fmt.Errorf("%w: handshake with %s: %w", ErrTLS, addr, err)
+		}
+		nc = tc
 	}
 	return New(nc, c, opts), nil
 }

@@ -9,16 +9,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
 // listener is one running listener.
@@ -28,7 +27,8 @@ type listener struct {
 	in     *inbound.Server // kind private
 	gs     *grpc.Server    // kind grpc
 	health *health.Server
-	bridge grpcBridge // kind grpc: the gRPC→private handler
+	bridge grpcBridge      // kind grpc: the gRPC→private handler
+	tls    *tlsconf.Server // nil: plaintext
 	done   chan struct{}
 }
 
@@ -43,34 +43,40 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		// the port first (its connections keep draining).
 		cur.stopAccepting()
 	}
-	var tcfg *tls.Config
+	var ts *tlsconf.Server
 	if lc.TLS != nil {
 		var err error
-		if tcfg, err = ServerTLS(lc.TLS); err != nil {
+		if ts, err = tlsconf.NewServer(cfg.ResolveTLS(lc.TLS), tlsconf.Options{Refresh: cfg.TLS.RefreshInterval}); err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 	}
 	ln, err := net.Listen("tcp", lc.Address)
 	if err != nil {
+		if ts != nil {
+			ts.Close()
+		}
 		return nil, fmt.Errorf("%w: address: %v", config.ErrInvalid, err)
 	}
-	l := &listener{cfg: lc, ln: ln, done: make(chan struct{})}
+	l := &listener{cfg: lc, ln: ln, tls: ts, done: make(chan struct{})}
 	switch lc.Kind {
 	case config.KindPrivate:
-		if tcfg != nil {
-			l.ln = tls.NewListener(ln, tcfg)
+		if ts != nil {
+			l.ln = tls.NewListener(ln, ts.Config())
 		}
 		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet}, tbl)
 	case config.KindGRPC:
 		b, err := r.priv.bridge(r, lc, cfg, st)
 		if err != nil {
 			_ = ln.Close()
+			if ts != nil {
+				ts.Close()
+			}
 			return nil, err
 		}
 		l.bridge = b
 		opts := []grpc.ServerOption{grpc.ForceServerCodecV2(rawcodec.Codec{})}
-		if tcfg != nil {
-			opts = append(opts, grpc.Creds(credentials.NewTLS(tcfg)))
+		if ts != nil {
+			opts = append(opts, grpc.Creds(ts.Credentials()))
 		}
 		opts = append(opts, b.ServerOptions()...)
 		l.gs = grpc.NewServer(opts...)
@@ -130,6 +136,7 @@ func (l *listener) stopAccepting() {
 
 // shutdown drains the listener within ctx, then closes it hard.
 func (l *listener) shutdown(ctx context.Context) error {
+	defer l.closeTLS()
 	switch {
 	case l.in != nil:
 		return l.in.Shutdown(ctx)
@@ -151,8 +158,16 @@ func (l *listener) shutdown(ctx context.Context) error {
 	return nil
 }
 
+// closeTLS stops re-reading the listener's certificate files.
+func (l *listener) closeTLS() {
+	if l.tls != nil {
+		l.tls.Close()
+	}
+}
+
 // abort closes the listener at once.
 func (l *listener) abort() {
+	defer l.closeTLS()
 	switch {
 	case l.in != nil:
 		l.in.Close()
@@ -162,7 +177,3 @@ func (l *listener) abort() {
 		_ = l.ln.Close()
 	}
 }
-
-// ServerTLS builds a listener tls.Config from t (see grpcpool.ServerTLS:
-// the key pair is re-read when its files change).
-func ServerTLS(t *config.TLS) (*tls.Config, error) { return grpcpool.ServerTLS(t) }

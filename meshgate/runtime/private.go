@@ -56,6 +56,7 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 		if u.Protocol != config.ProtoPrivate {
 			continue
 		}
+		u.TLS = cfg.ResolveTLS(u.TLS)
 		ps.cfgs[u.Name] = u
 		if old := p.pools[u.Name]; old != nil && reflect.DeepEqual(p.cfgs[u.Name], u) && !st.codecChanged(u.Codec) {
 			ps.pools[u.Name] = old
@@ -65,7 +66,7 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 		if err != nil {
 			return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
 		}
-		pool, err := upstream.NewPrivatePool(u, c, r.opts.Logger, r.metrics.Registry)
+		pool, err := upstream.NewPrivatePool(u, c, r.opts.Logger, r.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval))
 		if err != nil {
 			return fmt.Errorf("upstreams[%d]: %w", i, err)
 		}

@@ -100,14 +100,14 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		listeners: map[string]*listener{},
 	}
 	r.priv.init()
-	r.admin = admin.New(r.metrics, func() any { return r.cfg.Load() }, opts.Logger.With("component", "admin"))
+	r.admin = admin.New(r.metrics, func() any { return r.cfg.Load() }, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf))
 	r.admin.SetReadiness("listeners", r.listenersReady)
 	if err := r.apply(cfg, true); err != nil {
 		return nil, err
 	}
 	if !opts.NoAdmin {
-		if err := r.admin.Listen(cfg.Admin.Address); err != nil {
-			r.closeAll()
+		if err := r.listenAdmin(cfg.Admin); err != nil {
+			r.Close()
 			return nil, err
 		}
 	}
@@ -211,8 +211,8 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		return ErrClosed
 	}
 	old := r.cfg.Load()
-	if !initial && old != nil && old.Admin.Address != cfg.Admin.Address {
-		r.log.Warn("admin.address changes need a restart; keeping", "address", old.Admin.Address)
+	if !initial && old != nil && (old.Admin.Address != cfg.Admin.Address || old.Admin.HealthAddress != cfg.Admin.HealthAddress || old.Admin.PProf != cfg.Admin.PProf) {
+		r.log.Warn("admin.* changes need a restart; keeping", "address", old.Admin.Address)
 	}
 
 	codecs, err := buildCodecs(cfg)
@@ -231,6 +231,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		if u.Protocol != config.ProtoGRPC {
 			continue
 		}
+		u.TLS = cfg.ResolveTLS(u.TLS)
 		if p := r.pools[u.Name]; p != nil && p.Same(u) {
 			st.pools[u.Name] = p
 			continue
@@ -238,6 +239,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		p, err := grpcpool.New(u, grpcpool.Options{
 			Conns:      r.metrics.UpstreamConns.WithLabelValues(u.Name, "clientconn"),
 			Transports: r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
+			TLSRefresh: cfg.TLS.RefreshInterval,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))
@@ -422,4 +424,21 @@ func (r *Runtime) closeAll() {
 func sameListenerSocket(a, b *config.Listener) bool {
 	return a.Kind == b.Kind && a.Address == b.Address && a.Codec == b.Codec &&
 		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS)
+}
+
+// listenAdmin binds the admin listener and, when configured, the health
+// listener (probes and scrapes; never /config or pprof).
+func (r *Runtime) listenAdmin(a config.Admin) error {
+	if err := r.admin.Listen(a.Address); err != nil {
+		return err
+	}
+	if !a.IsLoopback() {
+		r.log.Warn("admin listens beyond loopback: /config and pprof (if enabled) are reachable from the network", "address", a.Address)
+	}
+	if a.HealthAddress != "" {
+		if err := r.admin.ListenHealth(a.HealthAddress); err != nil {
+			return err
+		}
+	}
+	return nil
 }

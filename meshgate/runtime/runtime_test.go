@@ -156,8 +156,8 @@ func TestBridgeAdminMetrics(t *testing.T) {
 	if !strings.Contains(cj, `"name": "mgp-in"`) || strings.Contains(cj, "topsecret") {
 		t.Errorf("/config: %s", cj)
 	}
-	if code, _ := get(t, base+"/debug/pprof/"); code != 200 {
-		t.Errorf("pprof %d", code)
+	if code, _ := get(t, base+"/debug/pprof/"); code != 404 {
+		t.Errorf("pprof %d, want 404 (off unless admin.pprof)", code)
 	}
 }
 

@@ -10,6 +10,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
+	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
 // Sentinel errors.
@@ -45,6 +47,7 @@ type poolOptions struct {
 	backoffBase, backoffMax time.Duration
 	dialTimeout             time.Duration
 	liveness                time.Duration
+	tlsRefresh              time.Duration
 }
 
 // WithBackoff sets the reconnect backoff (default 50ms doubling to 5s, ±20%
@@ -58,6 +61,10 @@ func WithDialTimeout(d time.Duration) Option { return func(o *poolOptions) { o.d
 
 // WithLiveness overrides the privconn liveness timeout (default 3 × heartbeat).
 func WithLiveness(d time.Duration) Option { return func(o *poolOptions) { o.liveness = d } }
+
+// WithTLSRefresh sets how often TLS files are re-read (default
+// config.DefaultTLSRefresh).
+func WithTLSRefresh(d time.Duration) Option { return func(o *poolOptions) { o.tlsRefresh = d } }
 
 // Stats is a snapshot of a pool.
 type Stats struct {
@@ -90,6 +97,7 @@ type PrivatePool struct {
 	cfg   config.Upstream
 	log   *slog.Logger
 	m     *poolMetrics
+	tls   *tlsconf.Client // nil: plaintext
 
 	eps  []*endpoint
 	ring *ring
@@ -140,9 +148,6 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	if u.Heartbeat == 0 {
 		u.Heartbeat = config.DefaultHeartbeat
 	}
-	if u.TLS != nil {
-		return nil, fmt.Errorf("%w: upstream %q: TLS to private upstreams is not supported (use Envoy for mTLS)", ErrConfig, u.Name)
-	}
 	o := poolOptions{backoffBase: 50 * time.Millisecond, backoffMax: 5 * time.Second, dialTimeout: 2 * time.Second}
 	for _, f := range opts {
 		f(&o)
@@ -154,10 +159,17 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	if err != nil {
 		return nil, err
 	}
+	var tc *tlsconf.Client
+	if u.TLS != nil {
+		if tc, err = tlsconf.NewClient(u.TLS, tlsconf.Options{Refresh: o.tlsRefresh}); err != nil {
+			return nil, fmt.Errorf("%w: upstream %q: tls: %w", ErrConfig, u.Name, err)
+		}
+	}
 	p := &PrivatePool{
 		name: u.Name, codec: c, lb: u.LB, opts: o, cfg: u,
 		log: logger.With("component", "upstream", "upstream", u.Name),
 		m:   m.forPool(u.Name),
+		tls: tc,
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for i, a := range u.Endpoints {
@@ -185,6 +197,11 @@ func (p *PrivatePool) Name() string { return p.name }
 func (p *PrivatePool) keep(e *endpoint, slot int) {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
+	tlsWarned := false
+	var secure func(context.Context) (*tls.Config, error)
+	if p.tls != nil {
+		secure = func(ctx context.Context) (*tls.Config, error) { return p.tls.Config(ctx, e.addr) }
+	}
 	for {
 		if p.ctx.Err() != nil {
 			return
@@ -197,6 +214,7 @@ func (p *PrivatePool) keep(e *endpoint, slot int) {
 			Logger:       p.log,
 			OnLate:       p.onLate,
 			OnUnknownSeq: p.onUnknown,
+			TLS:          secure,
 		})
 		cancel()
 		if err != nil {
@@ -205,13 +223,20 @@ func (p *PrivatePool) keep(e *endpoint, slot int) {
 			}
 			p.m.dialErrors.Inc()
 			backoff = nextBackoff(backoff, p.opts.backoffBase, p.opts.backoffMax)
-			p.log.Debug("dial failed", "endpoint", e.addr, "err", err, "retry_in", backoff)
+			if errors.Is(err, privconn.ErrTLS) && !tlsWarned {
+				// Certificates rarely fix themselves: say so once per
+				// failing streak, the retries stay at Debug.
+				tlsWarned = true
+				p.log.Warn("tls handshake failed", "endpoint", e.addr, "err", err, "retry_in", backoff)
+			} else {
+				p.log.Debug("dial failed", "endpoint", e.addr, "err", err, "retry_in", backoff)
+			}
 			if !p.sleep(backoff) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		backoff, tlsWarned = 0, false
 		e.slots[slot].Store(cn)
 		if e.live.Add(1) == 1 {
 			p.m.healthy.Inc()
@@ -479,6 +504,9 @@ func (p *PrivatePool) Close() error {
 	}
 	p.cancel()
 	p.wg.Wait()
+	if p.tls != nil {
+		p.tls.Close()
+	}
 	p.m.endpoints.Sub(float64(len(p.eps)))
 	return nil
 }

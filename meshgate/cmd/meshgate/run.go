@@ -63,7 +63,14 @@ func runCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("admin", "url", "http://"+rt.AdminAddr().String(), "endpoints", "/healthz /readyz /metrics /config /debug/pprof")
+	endpoints := "/healthz /readyz /metrics /config"
+	if cfg.Admin.PProf {
+		endpoints += " /debug/pprof/"
+	}
+	log.Info("admin", "url", "http://"+rt.AdminAddr().String(), "endpoints", endpoints)
+	if ha := rt.Admin().HealthAddr(); ha != nil {
+		log.Info("health", "url", "http://"+ha.String(), "endpoints", "/healthz /readyz /metrics")
+	}
 	watchDone := make(chan struct{})
 	wctx, wcancel := context.WithCancel(ctx)
 	if embedded {
