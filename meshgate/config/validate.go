@@ -91,6 +91,7 @@ func (c *Config) ApplyDefaults() {
 	if c.XDS != nil {
 		c.XDS.applyDefaults()
 	}
+	c.applyLimitDefaults()
 }
 
 // errs collects field errors.
@@ -220,6 +221,7 @@ func (c *Config) Validate() error {
 	if c.XDS != nil {
 		c.XDS.validate(c, &e)
 	}
+	c.validateLimits(&e)
 	if len(e) == 0 {
 		return nil
 	}

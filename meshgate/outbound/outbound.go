@@ -67,6 +67,8 @@ type Options struct {
 	// DefaultTimeout applies to routes without a timeout when the call
 	// carries no deadline; default config.DefaultTimeout.
 	DefaultTimeout time.Duration
+	// Limits of the listener (limits.go); zero fields take the defaults.
+	Limits config.Limits
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -75,6 +77,7 @@ type Server struct {
 	defTO time.Duration
 	m     *metrics
 	table atomic.Pointer[table]
+	lim   *limiter
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -90,7 +93,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m}
+	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, lim: newLimiter(o.Limits.Effective())}
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -121,12 +124,13 @@ func (s *Server) Routes() []Route {
 func (s *Server) Handler() grpc.StreamHandler { return s.handle }
 
 // ServerOptions are the options the grpc.Server must be built with: the
-// unknown-service handler and the forced raw codec.
+// unknown-service handler, the forced raw codec and the resource limits
+// (limits.go).
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.UnknownServiceHandler(s.handle),
 		grpc.ForceServerCodecV2(rawcodec.Codec{}),
-	}
+	}, s.lim.serverOptions()...)
 }
 
 // maxExt bounds the extensions built from metadata on the stack.
