@@ -5,14 +5,17 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -365,9 +368,12 @@ func (q *request) run() {
 				}
 			}
 			q.out.Result = codec.ResultFor(uint32(st.Code()), app)
-			if msg := st.Message(); msg != "" {
+			if msg := callerMessage(st.Code(), st.Message()); msg != "" {
 				q.ext[0] = codec.Ext{Key: codec.ExtErrorMsg, Value: []byte(msg)}
 				q.out.Ext = q.ext[:1]
+			}
+			if c.s.log.Enabled(context.Background(), slog.LevelDebug) {
+				c.s.log.Debug("upstream call failed", "method", r.Method, "code", st.Code().String(), "err", err)
 			}
 		}
 		c.wmu.Lock()
@@ -400,6 +406,30 @@ func (s *Server) observe(r *Route, err error, d time.Duration) {
 	code := status.Code(err)
 	m.Errors.WithLabelValues(s.opts.Name, code.String()).Inc()
 	m.Requests.WithLabelValues(s.opts.Name, r.cmdLabel, r.Method, strconv.Itoa(int(codec.ResultFor(uint32(code), 0)))).Inc()
+}
+
+// MaxMessageLen caps the error message (ext 5) MeshGate passes back to a
+// client, in bytes.
+const MaxMessageLen = 256
+
+// callerMessage is what a client is told about a failed call: transport
+// failures (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELED), whose grpc-go text
+// names upstream addresses and socket errors, get a fixed text; other
+// messages (the upstream application's) are capped at MaxMessageLen bytes.
+// The full error goes to the Debug log.
+func callerMessage(code codes.Code, msg string) string {
+	switch code {
+	case codes.Unavailable:
+		return "upstream unavailable"
+	case codes.DeadlineExceeded:
+		return "upstream did not answer in time"
+	case codes.Canceled:
+		return "call canceled"
+	}
+	if len(msg) > MaxMessageLen {
+		msg = msg[:MaxMessageLen-3] + "..."
+	}
+	return strings.ToValidUTF8(msg, "?")
 }
 
 // replyError answers request f locally with result and message.

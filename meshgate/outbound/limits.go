@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +31,28 @@ import (
 //     first RecvMsg runs on a helper goroutine that outlives the handler
 //     only until grpc-go closes the stream.
 
-// errors returned to callers: fixed text, nothing from the input.
+// Errors returned to callers: fixed text, nothing from the input and no
+// upstream address or socket error (those go to the Debug log).
 var (
+	errUpstreamUnavailable = status.Error(codes.Unavailable, "outbound: upstream unavailable")
+	errUpstreamBusy        = status.Error(codes.ResourceExhausted, "outbound: upstream overloaded")
+	errBadFrame            = status.Error(codes.InvalidArgument, "outbound: request cannot be encoded as a frame")
+	errUpstreamInternal    = status.Error(codes.Internal, "outbound: upstream call failed")
 	errConnBusy    = status.Error(codes.ResourceExhausted, "outbound: too many calls in flight on this connection")
 	errRecvTimeout = status.Error(codes.DeadlineExceeded, "outbound: request message not received in time")
 )
+
+// MaxMessageLen caps a status message MeshGate passes to a caller (bytes).
+const MaxMessageLen = 256
+
+// clip bounds s to MaxMessageLen bytes of valid UTF-8 (for echoing names
+// and upstream messages to callers).
+func clip(s string) string {
+	if len(s) > MaxMessageLen {
+		s = s[:MaxMessageLen-3] + "..."
+	}
+	return strings.ToValidUTF8(s, "?")
+}
 
 // limiter enforces the interceptor-side limits.
 type limiter struct {

@@ -142,12 +142,12 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(stream)
 	if !checkMethod(method) {
 		s.m.unmatched(t.listener, codes.InvalidArgument)
-		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", method)
+		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", clip(method))
 	}
 	r := t.lookup(method)
 	if r == nil {
 		s.m.unmatched(t.listener, codes.Unimplemented)
-		return status.Errorf(codes.Unimplemented, "outbound: no route for method %s", method)
+		return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", clip(method))
 	}
 	err := s.call(r, stream)
 	r.m.observe(status.Code(err), time.Since(start))
@@ -228,7 +228,7 @@ func fromMetadata(md metadata.MD, f *codec.Frame) error {
 	if v := md[MDUIN]; len(v) > 0 {
 		uin, err := strconv.ParseUint(v[0], 10, 64)
 		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "outbound: %s must be a decimal uint64, got %q", MDUIN, v[0])
+			return status.Error(codes.InvalidArgument, "outbound: "+MDUIN+" must be a decimal uint64")
 		}
 		f.UIN = uin
 	}
@@ -245,7 +245,7 @@ func fromMetadata(md metadata.MD, f *codec.Frame) error {
 		num := k[len(mdExtPrefix) : len(k)-len(mdExtSuffix)]
 		key, err := strconv.ParseUint(num, 10, 16)
 		if err != nil || uint16(key) < codec.ExtAppMin {
-			return status.Errorf(codes.InvalidArgument, "outbound: metadata %q: key must be a decimal in [%d, 65535]", k, codec.ExtAppMin)
+			return status.Errorf(codes.InvalidArgument, "outbound: metadata %q: key must be a decimal in [%d, 65535]", clip(k), codec.ExtAppMin)
 		}
 		f.Ext = append(f.Ext, codec.Ext{Key: uint16(key), Value: bytesOf(v[0])})
 	}
@@ -274,7 +274,7 @@ func resultStatus(stream grpc.ServerStream, resp *codec.Frame) error {
 	code, app := codec.GRPCCode(resp.Result)
 	msg := ""
 	if v, ok := resp.ExtValue(codec.ExtErrorMsg); ok {
-		msg = string(v)
+		msg = clip(string(v))
 	} else {
 		msg = "upstream result " + strconv.Itoa(int(resp.Result))
 	}
@@ -289,20 +289,20 @@ func (s *Server) poolError(ctx context.Context, r *Route, err error) error {
 	s.log.Debug("upstream call failed", "method", r.Method, "err", err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Errorf(codes.DeadlineExceeded, "outbound: %s: upstream did not answer in time", r.Pool.Name())
+		return status.Error(codes.DeadlineExceeded, "outbound: upstream did not answer in time")
 	case errors.Is(err, context.Canceled):
 		if ctx.Err() != nil {
 			return status.Error(codes.Canceled, "outbound: call canceled")
 		}
-		return status.Errorf(codes.Unavailable, "outbound: %v", err)
+		return errUpstreamUnavailable
 	case errors.Is(err, upstream.ErrOverloaded), errors.Is(err, privconn.ErrTooManyInFlight):
-		return status.Errorf(codes.ResourceExhausted, "outbound: %v", err)
+		return errUpstreamBusy
 	case errors.Is(err, codec.ErrInvalidFrame):
-		return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
+		return errBadFrame
 	case errors.Is(err, upstream.ErrNoHealthy), errors.Is(err, upstream.ErrPoolClosed), errors.Is(err, privconn.ErrClosed):
-		return status.Errorf(codes.Unavailable, "outbound: %v", err)
+		return errUpstreamUnavailable
 	}
-	return status.Errorf(codes.Internal, "outbound: %v", err)
+	return errUpstreamInternal
 }
 
 func joinErrors(errs []error) error { return errors.Join(errs...) }
