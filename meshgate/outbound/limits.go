@@ -38,8 +38,8 @@ var (
 	errUpstreamBusy        = status.Error(codes.ResourceExhausted, "outbound: upstream overloaded")
 	errBadFrame            = status.Error(codes.InvalidArgument, "outbound: request cannot be encoded as a frame")
 	errUpstreamInternal    = status.Error(codes.Internal, "outbound: upstream call failed")
-	errConnBusy    = status.Error(codes.ResourceExhausted, "outbound: too many calls in flight on this connection")
-	errRecvTimeout = status.Error(codes.DeadlineExceeded, "outbound: request message not received in time")
+	errConnBusy            = status.Error(codes.ResourceExhausted, "outbound: too many calls in flight on this connection")
+	errRecvTimeout         = status.Error(codes.DeadlineExceeded, "outbound: request message not received in time")
 )
 
 // MaxMessageLen caps a status message MeshGate passes to a caller (bytes).
