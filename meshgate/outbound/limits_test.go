@@ -469,8 +469,24 @@ func TestBadMetadataNotEchoed(t *testing.T) {
 func TestUpstreamAddressNotLeaked(t *testing.T) {
 	e := newLimitEnv(t, config.Limits{}, legacy.ServerOptions{}, 100)
 	cc := e.client(t)
-	e.backend.Close() // calls now fail: connection lost, redials refused
+	// A call in flight when the upstream connection drops fails with the
+	// endpoint's address and socket error inside; later calls fail while
+	// redials are refused.
+	slow := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var out []byte
+		slow <- cc.Invoke(ctx, "/test.Echo/Slow", slowBody(3000), &out)
+	}()
+	poll(t, 5*time.Second, "the slow call to reach the upstream", func() bool { return e.pool.Stats().InFlight == 1 })
+	e.backend.Close()
 	var msgs []string
+	if err := <-slow; err == nil {
+		t.Fatal("slow call succeeded after the upstream closed")
+	} else if msg := status.Convert(err).Message(); strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "privconn") {
+		t.Fatalf("message leaks upstream details: %q", msg)
+	}
 	for i := 0; i < 20; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var out []byte
