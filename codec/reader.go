@@ -50,7 +50,9 @@ func (r *Reader) Cap() int { return len(r.buf) }
 // Buffered returns how many bytes are read but not yet decoded.
 func (r *Reader) Buffered() int { return r.end - r.start }
 
-// ReadFrame decodes the next frame into f, reading as needed. It returns
+// ReadFrame decodes the next frame into f, reading as needed. When it
+// gives a large buffer back it clears f's body and extension values first
+// (they may view that buffer; pass the same Frame each call). It returns
 // io.EOF at a clean frame boundary, io.ErrUnexpectedEOF when the stream ends
 // mid-frame, and the codec's error for malformed input.
 func (r *Reader) ReadFrame(f *Frame) error {
@@ -59,7 +61,11 @@ func (r *Reader) ReadFrame(f *Frame) error {
 	if len(r.buf) > len(r.base) && r.end-r.start <= len(r.base) {
 		n := copy(r.base, r.buf[r.start:r.end])
 		putBuf(r.buf)
-		r.buf, r.start, r.end = r.base, 0, n
+		r.buf, r.start, r.end, r.last = r.base, 0, n, nil
+		// f usually is the caller's frame from the last call: drop its
+		// views of the large buffer so an idle connection does not pin it.
+		f.Body = nil
+		clear(f.Ext[:cap(f.Ext)])
 	}
 	for {
 		if r.end > r.start {

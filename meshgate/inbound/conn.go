@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -412,22 +413,41 @@ func (s *Server) observe(r *Route, err error, d time.Duration) {
 // client, in bytes.
 const MaxMessageLen = 256
 
-// callerMessage is what a client is told about a failed call: transport
-// failures (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELED), whose grpc-go text
-// names upstream addresses and socket errors, get a fixed text; other
-// messages (the upstream application's) are capped at MaxMessageLen bytes.
-// The full error goes to the Debug log.
+// transportText marks status messages grpc-go makes up on the client side
+// for transport failures; they name upstream addresses and socket errors.
+var transportText = []string{"connection error", "transport", "dial ", "error reading from server",
+	"RST_STREAM", "context deadline", "context canceled", "resolver", "grpc: ", "connect:", "no address"}
+
+// addrRE matches ip:port (v4 or bracketed v6).
+var addrRE = regexp.MustCompile(`\b\d{1,3}(\.\d{1,3}){3}:\d+\b|\[[0-9a-fA-F:.]+\](:\d+)?`)
+
+// callerMessage is what a client is told about a failed call. A message
+// grpc-go made up for a transport failure (UNAVAILABLE, DEADLINE_EXCEEDED,
+// CANCELED, INTERNAL) becomes a fixed text; an upstream application's
+// message passes, capped at MaxMessageLen bytes, with any ip:port in it
+// masked. The full error goes to the Debug log.
 func callerMessage(code codes.Code, msg string) string {
 	switch code {
-	case codes.Unavailable:
-		return "upstream unavailable"
-	case codes.DeadlineExceeded:
-		return "upstream did not answer in time"
-	case codes.Canceled:
-		return "call canceled"
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Internal:
+		for _, t := range transportText {
+			if strings.Contains(msg, t) {
+				switch code {
+				case codes.Unavailable:
+					return "upstream unavailable"
+				case codes.DeadlineExceeded:
+					return "upstream did not answer in time"
+				case codes.Canceled:
+					return "call canceled"
+				}
+				return "upstream call failed"
+			}
+		}
 	}
 	if len(msg) > MaxMessageLen {
 		msg = msg[:MaxMessageLen-3] + "..."
+	}
+	if strings.IndexByte(msg, ':') >= 0 {
+		msg = addrRE.ReplaceAllString(msg, "<addr>")
 	}
 	return strings.ToValidUTF8(msg, "?")
 }

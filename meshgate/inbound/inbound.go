@@ -20,6 +20,13 @@
 //     timestamp, replayed nonce) → result 3. A present but malformed auth
 //     extension closes the connection like any malformed frame.
 //
+// Resource bounds: a connection past Options.MaxConnections, or one that
+// would use a descriptor of the fd reserve, is closed as soon as it is
+// accepted (meshgate_connections_rejected_total, one Warn line a second at
+// most); read buffers grow with the bytes received and shrink after a
+// large frame (codec.Reader); error messages sent back to clients are
+// bounded and never carry upstream addresses or socket errors.
+//
 // A malformed frame closes only its connection, after the replies of
 // requests already in flight have been written; one Warn line per
 // connection and a counter by reason. Frames with RESPONSE or PUSH set are
