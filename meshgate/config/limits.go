@@ -27,8 +27,8 @@ const (
 // Limits bound what one client can take from a listener. Set under
 // defaults.limits (every listener) and per listener under
 // listeners[i].limits; a listener's non-zero fields override the defaults.
-// Fields marked "grpc" apply to grpc listeners only; max_connections
-// applies to both kinds; fd_reserve only under defaults.limits.
+// Fields marked "grpc" apply to grpc listeners only; max_connections and
+// send_timeout apply to both kinds; fd_reserve only under defaults.limits.
 type Limits struct {
 	// MaxConnections caps the listener's open downstream connections; a
 	// connection past the cap is closed at once and counted in
@@ -50,8 +50,9 @@ type Limits struct {
 	// message after its headers (grpc); past it the call ends with
 	// DEADLINE_EXCEEDED.
 	RecvTimeout time.Duration `yaml:"recv_timeout,omitempty" json:"recv_timeout,omitempty"`
-	// SendTimeout bounds one socket write to a client (grpc): a client that
-	// stops reading its socket is disconnected and its buffers released.
+	// SendTimeout bounds one socket write to a client (both kinds): a
+	// client that stops reading its socket is disconnected and its buffers
+	// released.
 	SendTimeout time.Duration `yaml:"send_timeout,omitempty" json:"send_timeout,omitempty"`
 	// MaxConnectionIdle closes (GOAWAY) a connection without calls for
 	// this long (grpc).

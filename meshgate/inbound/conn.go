@@ -59,6 +59,7 @@ type conn struct {
 
 	// writer state
 	wmu      sync.Mutex
+	wcond    *sync.Cond // signalled by the flusher as wbuf drains
 	wbuf     []byte
 	spare    []byte
 	flushing bool
@@ -69,6 +70,7 @@ type conn struct {
 func (s *Server) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
+	c.wcond = sync.NewCond(&c.wmu)
 	c.rd = codec.NewReader(deadlineReader{c}, s.codec, 4096)
 	return c
 }
@@ -462,6 +464,13 @@ func (c *conn) replyError(f *codec.Frame, result uint16, msg string) {
 // goroutine that finds the socket free writes everything queued meanwhile.
 func (c *conn) reply(f *codec.Frame) {
 	c.wmu.Lock()
+	// Bounded queue: behind a write in progress at most maxPendingWrite
+	// bytes wait; further repliers block (holding their in-flight slot, so
+	// reading stops at the in-flight cap) until the socket takes them or
+	// the send timeout cuts the connection.
+	for c.flushing && len(c.wbuf) >= maxPendingWrite && c.werr == nil {
+		c.wcond.Wait()
+	}
 	if c.werr != nil {
 		c.wmu.Unlock()
 		return
@@ -487,9 +496,10 @@ func (c *conn) reply(f *codec.Frame) {
 		out := c.wbuf
 		c.wbuf = c.spare[:0]
 		c.wmu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.idle))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.sendTimeout()))
 		_, werr := c.nc.Write(out)
 		c.wmu.Lock()
+		c.wcond.Broadcast()
 		if cap(out) <= 64<<10 {
 			c.spare = out[:0]
 		} else {
@@ -502,5 +512,18 @@ func (c *conn) reply(f *codec.Frame) {
 		}
 	}
 	c.flushing = false
+	c.wcond.Broadcast()
 	c.wmu.Unlock()
+}
+
+// maxPendingWrite bounds the reply bytes queued behind a socket write.
+const maxPendingWrite = 1 << 20
+
+// sendTimeout bounds one socket write: Options.SendTimeout, else the idle
+// timeout.
+func (c *conn) sendTimeout() time.Duration {
+	if d := c.s.opts.SendTimeout; d > 0 {
+		return d
+	}
+	return c.idle
 }

@@ -82,6 +82,10 @@ type Options struct {
 	// FDReserve file descriptors below RLIMIT_NOFILE, keeping them for the
 	// admin endpoint, gRPC listeners and upstreams; 0 = none.
 	FDReserve int
+	// SendTimeout bounds one socket write to a client: a client that stops
+	// reading is disconnected and its queued replies released. 0 = the
+	// table's idle timeout.
+	SendTimeout time.Duration
 }
 
 // Server serves one private listener.

@@ -211,3 +211,39 @@ func TestCallerMessage(t *testing.T) {
 		t.Fatalf("internal transport error: %q", m)
 	}
 }
+
+// A client that sends requests but never reads its replies is cut off by
+// the send timeout (before: the idle timeout, 5 minutes, while replies
+// queued without bound), and the replies queued for it are released.
+func TestNonReadingClientCutOff(t *testing.T) {
+	e := newEnv(t, envOpts{sendTO: 300 * time.Millisecond})
+	before := heapInuse()
+	nc, err := net.DialTimeout("tcp", e.addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetReadBuffer(4096)
+	body := bytes.Repeat([]byte("e"), 64<<10)
+	var reqs []byte
+	for i := range 400 { // 25 MiB of replies: more than the kernel buffers
+		reqs, err = e.codec.Append(reqs, &codec.Frame{Cmd: cmdEcho, Seq: uint32(i + 1), Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() { // may block once the server stops reading; ends when cut off
+		defer close(done)
+		_, _ = nc.Write(reqs)
+	}()
+	poll(t, 10*time.Second, "the server to close the non-reading connection", func() bool { return e.srv.Conns() == 0 })
+	nc.Close()
+	<-done
+	var held int64
+	poll(t, 5*time.Second, "queued replies to be released", func() bool {
+		held = int64(heapInuse()) - int64(before)
+		return held < 4<<20
+	})
+	t.Logf("after cut-off: %+d KiB", held>>10)
+}

@@ -63,7 +63,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		}
 		lim := lc.Limits.Effective()
 		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet,
-			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve}, tbl)
+			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout}, tbl)
 	case config.KindGRPC:
 		b, err := r.priv.bridge(r, lc, cfg, st)
 		if err != nil {
