@@ -47,6 +47,7 @@ listeners:
   - name: grpc-in
     kind: grpc
     address: %s
+    limits: {max_connections: 5}
     routes: [{method: /legacy.L/*, cmd: 1, upstream: p}]
 upstreams:
   - {name: g, protocol: grpc, endpoints: ["127.0.0.1:1"]}
@@ -81,6 +82,27 @@ upstreams:
 			t.Fatalf("connection %d past max_connections: read %v, want EOF", 21+i, err)
 		}
 	}
+	// The gRPC listener's cap: 5 silent connections take every slot, a 6th
+	// is closed at once; once they go, gRPC clients are served again.
+	var silent []net.Conn
+	for range 5 {
+		silent = append(silent, dial(grpcAddr))
+	}
+	harness.Eventually(t, 5*time.Second, "grpc-in refusal", func() error {
+		c := dial(grpcAddr)
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			return fmt.Errorf("6th connection: read %v, want EOF", err)
+		}
+		return nil
+	})
+	if n, err := metric("http://"+admin+"/metrics", `meshgate_connections_rejected_total{listener="grpc-in",reason="max_connections"}`); err != nil || n < 1 {
+		t.Fatalf("grpc-in max_connections refusals %v (%v), want >= 1", n, err)
+	}
+	for _, c := range silent {
+		c.Close()
+	}
 	// Flood the other listener well past the fd limit.
 	for range 400 {
 		dial(open)
@@ -105,11 +127,12 @@ upstreams:
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
-		t.Fatalf("gRPC listener under fd pressure: %v", err)
-	}
+	harness.Eventually(t, 10*time.Second, "gRPC health under fd pressure", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		return err
+	})
 }
 
 // metric reads one sample from a Prometheus text endpoint (0 if absent).
