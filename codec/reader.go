@@ -25,9 +25,10 @@ type Reader struct {
 	r     io.Reader
 	c     Codec
 	buf   []byte
-	base  []byte // the connection's own small buffer
-	start int    // first unconsumed byte
-	end   int    // one past the last byte read
+	base  []byte  // the connection's own small buffer
+	big   *[]byte // the pooled buffer buf is in, when grown past base
+	start int     // first unconsumed byte
+	end   int     // one past the last byte read
 	last  []byte
 }
 
@@ -44,8 +45,9 @@ func NewReader(r io.Reader, c Codec, size int) *Reader {
 	return &Reader{r: r, c: c, buf: b, base: b}
 }
 
-// Cap is the current buffer size in bytes (tests and introspection).
-func (r *Reader) Cap() int { return len(r.buf) }
+// Cap is the capacity of the current buffer in bytes (tests and
+// introspection).
+func (r *Reader) Cap() int { return cap(r.buf) }
 
 // Buffered returns how many bytes are read but not yet decoded.
 func (r *Reader) Buffered() int { return r.end - r.start }
@@ -60,8 +62,8 @@ func (r *Reader) ReadFrame(f *Frame) error {
 	// valid: give a large buffer back when what is left fits the base.
 	if len(r.buf) > len(r.base) && r.end-r.start <= len(r.base) {
 		n := copy(r.base, r.buf[r.start:r.end])
-		putBuf(r.buf)
-		r.buf, r.start, r.end, r.last = r.base, 0, n, nil
+		putBuf(r.big)
+		r.buf, r.big, r.start, r.end, r.last = r.base, nil, 0, n, nil
 		// f usually is the caller's frame from the last call: drop its
 		// views of the large buffer so an idle connection does not pin it.
 		f.Body = nil
@@ -122,12 +124,13 @@ func (r *Reader) ensure(need int) {
 		return // room for more bytes; grow when they have arrived
 	}
 	size := min(2*len(r.buf), need)
-	nb := getBuf(size)
+	p := getBuf(size)
+	nb := (*p)[:size]
 	copy(nb, r.buf[:r.end])
-	if len(r.buf) > len(r.base) {
-		putBuf(r.buf)
+	if r.big != nil {
+		putBuf(r.big)
 	}
-	r.buf = nb
+	r.buf, r.big = nb, p
 }
 
 // Large buffers are pooled by power-of-two capacity class, so a buffer is
@@ -137,21 +140,16 @@ var bufPools [48]sync.Pool
 
 func sizeClass(n int) int { return bits.Len(uint(n - 1)) }
 
-func getBuf(n int) []byte {
+// getBuf returns a pooled buffer of capacity 1<<sizeClass(n) >= n.
+func getBuf(n int) *[]byte {
 	c := sizeClass(n)
-	if c < len(bufPools) {
-		if p, ok := bufPools[c].Get().(*[]byte); ok {
-			return (*p)[:n]
-		}
+	if p, ok := bufPools[c].Get().(*[]byte); ok {
+		return p
 	}
-	return make([]byte, n, 1<<c)
+	b := make([]byte, 1<<c)
+	return &b
 }
 
-func putBuf(b []byte) {
-	c := cap(b)
-	if c == 0 || c&(c-1) != 0 || sizeClass(c) >= len(bufPools) {
-		return // not one of ours
-	}
-	b = b[:c]
-	bufPools[sizeClass(c)].Put(&b)
+func putBuf(p *[]byte) {
+	bufPools[sizeClass(cap(*p))].Put(p)
 }
