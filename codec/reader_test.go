@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -145,5 +146,135 @@ func TestReaderInitialSizeClamped(t *testing.T) {
 	}
 	if r := NewReader(strings.NewReader(""), lenCodec{max: 1000}, 10); len(r.buf) != 64 {
 		t.Fatalf("initial buffer %d, want 64", len(r.buf))
+	}
+}
+
+// stallReader yields its data then fails every further Read with errStall,
+// like a peer that sent a header and went quiet (a read deadline firing).
+type stallReader struct{ data []byte }
+
+var errStall = errors.New("stalled")
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, errStall
+	}
+	n := copy(p, s.data)
+	s.data = s.data[n:]
+	return n, nil
+}
+
+// A header announcing 4 MiB followed by nothing must cost about the bytes
+// received, not the announced size.
+func TestReaderAnnouncedSizeNotAllocated(t *testing.T) {
+	c := lenCodec{max: 8 << 20}
+	hdr := make([]byte, 32)
+	binary.BigEndian.PutUint32(hdr, 4<<20)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r := NewReader(&stallReader{data: hdr}, c, 4096)
+	var f Frame
+	if err := r.ReadFrame(&f); !errors.Is(err, errStall) {
+		t.Fatalf("ReadFrame: %v, want the stall", err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 64<<10 {
+		t.Fatalf("allocated %d bytes for a 32-byte header announcing 4 MiB; want <= 64 KiB", got)
+	}
+	if r.Cap() > 4096 {
+		t.Fatalf("buffer grew to %d before any body byte arrived", r.Cap())
+	}
+}
+
+// Growth is geometric and bounded by twice the bytes actually received.
+func TestReaderGrowthTracksArrivedBytes(t *testing.T) {
+	c := lenCodec{max: 8 << 20}
+	in := make([]byte, 100<<10) // 100 KiB of a 4 MiB frame
+	binary.BigEndian.PutUint32(in, 4<<20)
+	r := NewReader(&stallReader{data: in}, c, 4096)
+	var f Frame
+	if err := r.ReadFrame(&f); !errors.Is(err, errStall) {
+		t.Fatalf("ReadFrame: %v", err)
+	}
+	if r.Cap() < len(in) || r.Cap() > 2*len(in) {
+		t.Fatalf("buffer %d after %d bytes received; want within [received, 2×received]", r.Cap(), len(in))
+	}
+}
+
+// After a large frame is consumed the buffer returns to its base size, so
+// an idle connection does not keep the largest frame it ever saw.
+func TestReaderShrinksAfterLargeFrame(t *testing.T) {
+	c := lenCodec{max: 8 << 20}
+	in := lenFrames(strings.Repeat("x", 1<<20), "small")
+	r := NewReader(&stallReader{data: []byte(in)}, c, 4096)
+	var f Frame
+	if err := r.ReadFrame(&f); err != nil || len(f.Body) != 1<<20 {
+		t.Fatalf("large frame: %v, %d bytes", err, len(f.Body))
+	}
+	if err := r.ReadFrame(&f); err != nil || string(f.Body) != "small" {
+		t.Fatalf("small frame after large: %v %q", err, f.Body)
+	}
+	if r.Cap() != 4096 {
+		t.Fatalf("buffer %d after the large frame was consumed; want the 4096 base", r.Cap())
+	}
+	if err := r.ReadFrame(&f); !errors.Is(err, errStall) {
+		t.Fatalf("idle: %v", err)
+	}
+	if r.Cap() != 4096 {
+		t.Fatalf("idle buffer %d; want 4096", r.Cap())
+	}
+}
+
+// Small frames in steady state allocate nothing.
+func TestReaderSmallFramesZeroAlloc(t *testing.T) {
+	c := lenCodec{max: 1 << 20}
+	frame := lenFrames(strings.Repeat("y", 100))
+	src := &loopReader{data: []byte(frame)}
+	r := NewReader(src, c, 4096)
+	var f Frame
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := r.ReadFrame(&f); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocs per small frame, want 0", allocs)
+	}
+}
+
+// loopReader repeats data forever.
+type loopReader struct {
+	data []byte
+	off  int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	n := copy(p, l.data[l.off:])
+	l.off = (l.off + n) % len(l.data)
+	return n, nil
+}
+
+func BenchmarkReaderSmallFrames(b *testing.B) {
+	c := lenCodec{max: 1 << 20}
+	r := NewReader(&loopReader{data: []byte(lenFrames(strings.Repeat("y", 100)))}, c, 4096)
+	var f Frame
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := r.ReadFrame(&f); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkReaderLargeFrames(b *testing.B) {
+	c := lenCodec{max: 8 << 20}
+	r := NewReader(&loopReader{data: []byte(lenFrames(strings.Repeat("z", 1<<20)))}, c, 4096)
+	var f Frame
+	b.ReportAllocs()
+	b.SetBytes(1 << 20)
+	for b.Loop() {
+		if err := r.ReadFrame(&f); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

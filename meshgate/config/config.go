@@ -85,6 +85,8 @@ type Listener struct {
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// Routes map requests to upstreams, first match wins.
 	Routes []Route `yaml:"routes" json:"routes"`
+	// Limits bound one client's resources (limits.go); defaults.limits fill the rest.
+	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
 }
 
 // Auth configures HMAC verification of the MGP auth extension.
@@ -163,6 +165,8 @@ type Defaults struct {
 	// ReadTimeout bounds receiving one whole frame once its first byte
 	// arrived (slowloris guard); default 10s.
 	ReadTimeout time.Duration `yaml:"read_timeout,omitempty" json:"read_timeout,omitempty"`
+	// Limits are every listener's resource limits (limits.go).
+	Limits Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
 }
 
 // Parse decodes YAML, rejecting unknown fields, applies defaults and

@@ -92,6 +92,7 @@ func (c *Config) ApplyDefaults() {
 	if c.XDS != nil {
 		c.XDS.applyDefaults()
 	}
+	c.applyLimitDefaults()
 }
 
 // errs collects field errors.
@@ -224,6 +225,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateAdmin(&e)
 	c.validateTLS(&e)
+	c.validateLimits(&e)
 	if len(e) == 0 {
 		return nil
 	}

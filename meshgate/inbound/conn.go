@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -41,6 +42,7 @@ type conn struct {
 
 	// writer state
 	wmu      sync.Mutex
+	wcond    *sync.Cond // signalled by the flusher as wbuf drains
 	wbuf     []byte
 	spare    []byte
 	flushing bool
@@ -51,6 +53,7 @@ type conn struct {
 func (s *Server) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
+	c.wcond = sync.NewCond(&c.wmu)
 	c.rd = codec.NewReader(deadlineReader{c}, s.codec, 4096)
 	return c
 }
@@ -312,6 +315,9 @@ func (q *request) run() {
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
 		mapping.ReplyFrame(&q.out, q.resp.Bytes(), err, q.header, q.trailer)
+		if err != nil && c.s.log.Enabled(context.Background(), slog.LevelDebug) {
+			c.s.log.Debug("upstream call failed", "method", r.Method, "err", err)
+		}
 		c.wmu.Lock()
 		delete(c.seqs, q.seq)
 		c.wmu.Unlock()
@@ -354,6 +360,13 @@ func (c *conn) replyError(f *codec.Frame, result uint16, msg string) {
 // goroutine that finds the socket free writes everything queued meanwhile.
 func (c *conn) reply(f *codec.Frame) {
 	c.wmu.Lock()
+	// Bounded queue: behind a write in progress at most maxPendingWrite
+	// bytes wait; further repliers block (holding their in-flight slot, so
+	// reading stops at the in-flight cap) until the socket takes them or
+	// the send timeout cuts the connection.
+	for c.flushing && len(c.wbuf) >= maxPendingWrite && c.werr == nil {
+		c.wcond.Wait()
+	}
 	if c.werr != nil {
 		c.wmu.Unlock()
 		return
@@ -379,9 +392,10 @@ func (c *conn) reply(f *codec.Frame) {
 		out := c.wbuf
 		c.wbuf = c.spare[:0]
 		c.wmu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.idle))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.sendTimeout()))
 		_, werr := c.nc.Write(out)
 		c.wmu.Lock()
+		c.wcond.Broadcast()
 		if cap(out) <= 64<<10 {
 			c.spare = out[:0]
 		} else {
@@ -394,5 +408,18 @@ func (c *conn) reply(f *codec.Frame) {
 		}
 	}
 	c.flushing = false
+	c.wcond.Broadcast()
 	c.wmu.Unlock()
+}
+
+// maxPendingWrite bounds the reply bytes queued behind a socket write.
+const maxPendingWrite = 1 << 20
+
+// sendTimeout bounds one socket write: Options.SendTimeout, else the idle
+// timeout.
+func (c *conn) sendTimeout() time.Duration {
+	if d := c.s.opts.SendTimeout; d > 0 {
+		return d
+	}
+	return c.idle
 }

@@ -51,6 +51,8 @@ type envOpts struct {
 	extra    map[string]demo.Handler // methods of service test.Svc
 	maxFrame int
 	now      func() time.Time
+	maxConns int           // Options.MaxConnections
+	sendTO   time.Duration // Options.SendTimeout
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -86,7 +88,7 @@ func newEnvO(t testing.TB, o envOpts) *env {
 		{Cmd: cmdGate, Method: "/test.Svc/Gate", Upstream: pool},
 	}
 	c := mgp.New(o.maxFrame)
-	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now}, NewTable("priv", routes, o.lim, o.auth, m))
+	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO}, NewTable("priv", routes, o.lim, o.auth, m))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

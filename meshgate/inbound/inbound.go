@@ -20,6 +20,13 @@
 //     timestamp, replayed nonce) → result 3. A present but malformed auth
 //     extension closes the connection like any malformed frame.
 //
+// Resource bounds: a connection past Options.MaxConnections, or one that
+// would use a descriptor of the fd reserve, is closed as soon as it is
+// accepted (meshgate_connections_rejected_total, one Warn line a second at
+// most); read buffers grow with the bytes received and shrink after a
+// large frame (codec.Reader); error messages sent back to clients are
+// bounded and never carry upstream addresses or socket errors.
+//
 // A malformed frame closes only its connection, after the replies of
 // requests already in flight have been written; one Warn line per
 // connection and a counter by reason. Frames with RESPONSE or PUSH set are
@@ -41,6 +48,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/connlimit"
 )
 
 // Errors.
@@ -65,6 +73,19 @@ type Options struct {
 	NonceCacheSize int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// MaxConnections caps open downstream connections; a connection past
+	// it is closed as soon as it is accepted (counted in
+	// meshgate_connections_rejected_total, logged at most once a second).
+	// 0 = no cap.
+	MaxConnections int
+	// FDReserve refuses a connection that would use one of the last
+	// FDReserve file descriptors below RLIMIT_NOFILE, keeping them for the
+	// admin endpoint, gRPC listeners and upstreams; 0 = none.
+	FDReserve int
+	// SendTimeout bounds one socket write to a client: a client that stops
+	// reading is disconnected and its queued replies released. 0 = the
+	// table's idle timeout.
+	SendTimeout time.Duration
 }
 
 // Server serves one private listener.
@@ -87,6 +108,9 @@ type Server struct {
 	mInFlight   prometheus.Gauge
 	mConns      prometheus.Gauge
 	mHeartbeats prometheus.Counter
+	mRejMax     prometheus.Counter
+	mRejFD      prometheus.Counter
+	refusals    connlimit.LogLimiter
 }
 
 // New returns a server using table t (replace it with SetTable).
@@ -115,7 +139,12 @@ func New(opts Options, t *Table) *Server {
 		s.mInFlight = m.InFlight.WithLabelValues(opts.Name)
 		s.mConns = m.DownstreamConns.WithLabelValues(opts.Name)
 		s.mHeartbeats = m.Heartbeats.WithLabelValues(opts.Name)
+		if rej, err := connlimit.NewRejected(m.Registry); err == nil {
+			s.mRejMax = rej.WithLabelValues(opts.Name, connlimit.ReasonMaxConnections)
+			s.mRejFD = rej.WithLabelValues(opts.Name, connlimit.ReasonFDReserve)
+		}
 	}
+	s.refusals.Log = s.log
 	s.table.Store(t)
 	return s
 }
@@ -173,16 +202,25 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
+		if connlimit.InReserve(nc, s.opts.FDReserve) {
+			s.refuse(nc, connlimit.ReasonFDReserve, s.mRejFD)
+			continue
+		}
 		if tc, ok := nc.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
 		}
-		c := s.newConn(nc)
 		s.mu.Lock()
 		if s.closed || s.draining.Load() {
 			s.mu.Unlock()
 			_ = nc.Close()
 			return nil
 		}
+		if max := s.opts.MaxConnections; max > 0 && len(s.conns) >= max {
+			s.mu.Unlock()
+			s.refuse(nc, connlimit.ReasonMaxConnections, s.mRejMax)
+			continue
+		}
+		c := s.newConn(nc)
 		s.conns[c] = struct{}{}
 		s.connWG.Add(1)
 		s.mu.Unlock()
@@ -251,6 +289,16 @@ func (s *Server) removeConn(c *conn) {
 		s.mConns.Dec()
 	}
 	s.connWG.Done()
+}
+
+// refuse closes a connection refused at accept, counts and logs it (at
+// most one line a second).
+func (s *Server) refuse(nc net.Conn, reason string, ctr prometheus.Counter) {
+	if ctr != nil {
+		ctr.Inc() // before the close: whoever sees the close sees the count
+	}
+	_ = nc.Close()
+	s.refusals.Warn("connection refused", "reason", reason, "max_connections", s.opts.MaxConnections)
 }
 
 func (s *Server) rejected(reason string) {

@@ -73,7 +73,7 @@ func ParseExtMDKey(k string) (key uint16, isExt bool, err error) {
 	num := k[len(MDExtPrefix) : len(k)-len(MDExtSuffix)]
 	n, perr := strconv.ParseUint(num, 10, 16)
 	if perr != nil || uint16(n) < codec.ExtAppMin {
-		return 0, true, fmt.Errorf("%w: metadata %q: key must be a decimal in [%d, 65535]", ErrMetadata, k, codec.ExtAppMin)
+		return 0, true, fmt.Errorf("%w: metadata %q: key must be a decimal in [%d, 65535]", ErrMetadata, Clip(k), codec.ExtAppMin)
 	}
 	return uint16(n), true, nil
 }

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -30,7 +31,7 @@ func ReplyFrame(out *codec.Frame, body []byte, err error, header, trailer metada
 	code := uint32(st.Code())
 	out.Result = codec.ResultFor(code, AppResult(code, trailer))
 	out.Body = nil
-	out.Ext = append(out.Ext, codec.Ext{Key: codec.ExtErrorMsg, Value: bytesOf(st.Message())})
+	out.Ext = append(out.Ext, codec.Ext{Key: codec.ExtErrorMsg, Value: bytesOf(CallerMessage(st.Code(), st.Message()))})
 }
 
 // AppResult returns the x-mgp-result trailer value of an UNKNOWN status,
@@ -80,7 +81,7 @@ func ReplyStatus(resp *codec.Frame) (trailer metadata.MD, err error) {
 	code, app := codec.GRPCCode(resp.Result)
 	var msg string
 	if v, ok := resp.ExtValue(codec.ExtErrorMsg); ok {
-		msg = string(v)
+		msg = strings.ToValidUTF8(string(v), "?")
 	} else {
 		msg = "upstream result " + strconv.Itoa(int(resp.Result))
 	}

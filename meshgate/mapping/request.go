@@ -69,7 +69,7 @@ func RequestFrame(md metadata.MD, f *codec.Frame) error {
 	if v := md[MDUIN]; len(v) > 0 {
 		uin, err := strconv.ParseUint(v[0], 10, 64)
 		if err != nil {
-			return fmt.Errorf("%w: %s must be a decimal uint64, got %q", ErrMetadata, MDUIN, v[0])
+			return fmt.Errorf("%w: %s must be a decimal uint64", ErrMetadata, MDUIN)
 		}
 		f.UIN = uin
 	}

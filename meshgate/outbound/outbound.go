@@ -54,6 +54,8 @@ type Options struct {
 	// DefaultTimeout applies to routes without a timeout when the call
 	// carries no deadline; default config.DefaultTimeout.
 	DefaultTimeout time.Duration
+	// Limits of the listener (limits.go); zero fields take the defaults.
+	Limits config.Limits
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -62,6 +64,7 @@ type Server struct {
 	defTO time.Duration
 	m     *metrics
 	table atomic.Pointer[table]
+	lim   *limiter
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -77,7 +80,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m}
+	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, lim: newLimiter(o.Limits.Effective())}
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -108,12 +111,13 @@ func (s *Server) Routes() []Route {
 func (s *Server) Handler() grpc.StreamHandler { return s.handle }
 
 // ServerOptions are the options the grpc.Server must be built with: the
-// unknown-service handler and the forced raw codec.
+// unknown-service handler, the forced raw codec and the resource limits
+// (limits.go).
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.UnknownServiceHandler(s.handle),
 		grpc.ForceServerCodecV2(rawcodec.Codec{}),
-	}
+	}, s.lim.serverOptions()...)
 }
 
 // maxExt bounds the extensions built from metadata on the stack.
@@ -125,12 +129,12 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(stream)
 	if !checkMethod(method) {
 		s.m.unmatched(t.listener, codes.InvalidArgument)
-		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", method)
+		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", mapping.Clip(method))
 	}
 	r := t.lookup(method)
 	if r == nil {
 		s.m.unmatched(t.listener, codes.Unimplemented)
-		return status.Errorf(codes.Unimplemented, "outbound: no route for method %s", method)
+		return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
 	}
 	err := s.call(r, stream)
 	r.m.observe(status.Code(err), time.Since(start))
@@ -250,20 +254,20 @@ func (s *Server) poolError(ctx context.Context, r *Route, err error) error {
 	s.log.Debug("upstream call failed", "method", r.Method, "err", err)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return status.Errorf(codes.DeadlineExceeded, "outbound: %s: upstream did not answer in time", r.Pool.Name())
+		return status.Error(codes.DeadlineExceeded, "outbound: upstream did not answer in time")
 	case errors.Is(err, context.Canceled):
 		if ctx.Err() != nil {
 			return status.Error(codes.Canceled, "outbound: call canceled")
 		}
-		return status.Errorf(codes.Unavailable, "outbound: %v", err)
+		return errUpstreamUnavailable
 	case errors.Is(err, upstream.ErrOverloaded), errors.Is(err, privconn.ErrTooManyInFlight):
-		return status.Errorf(codes.ResourceExhausted, "outbound: %v", err)
+		return errUpstreamBusy
 	case errors.Is(err, codec.ErrInvalidFrame):
-		return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
+		return errBadFrame
 	case errors.Is(err, upstream.ErrNoHealthy), errors.Is(err, upstream.ErrPoolClosed), errors.Is(err, privconn.ErrClosed):
-		return status.Errorf(codes.Unavailable, "outbound: %v", err)
+		return errUpstreamUnavailable
 	}
-	return status.Errorf(codes.Internal, "outbound: %v", err)
+	return errUpstreamInternal
 }
 
 func joinErrors(errs []error) error { return errors.Join(errs...) }

@@ -70,7 +70,8 @@ type Options struct {
 	// Liveness closes the connection when nothing was read for this long;
 	// default 3 × Heartbeat.
 	Liveness time.Duration
-	// ReadBufferSize is the initial read buffer; default 32 KiB.
+	// ReadBufferSize is the initial read buffer, and the size it returns to
+	// after a large reply (codec.Reader); default 32 KiB.
 	ReadBufferSize int
 	// Logger receives connection-level events (never payloads).
 	Logger *slog.Logger

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
@@ -63,7 +64,9 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		if ts != nil {
 			l.ln = tls.NewListener(ln, ts.Config())
 		}
-		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet}, tbl)
+		lim := lc.Limits.Effective()
+		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet,
+			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout}, tbl)
 	case config.KindGRPC:
 		b, err := r.priv.bridge(r, lc, cfg, st)
 		if err != nil {
@@ -74,6 +77,10 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			return nil, err
 		}
 		l.bridge = b
+		if err := r.limitGRPCListener(l, lc); err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
 		opts := []grpc.ServerOption{grpc.ForceServerCodecV2(rawcodec.Codec{})}
 		if ts != nil {
 			opts = append(opts, grpc.Creds(ts.Credentials()))
@@ -85,6 +92,19 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		reflection.Register(l.gs)
 	}
 	return l, nil
+}
+
+// limitGRPCListener applies limits.max_connections and send_timeout to a
+// grpc listener's socket (the rest of its limits are server options).
+func (r *Runtime) limitGRPCListener(l *listener, lc config.Listener) error {
+	lim := lc.Limits.Effective()
+	rej, err := connlimit.NewRejected(r.metrics.Registry)
+	if err != nil {
+		return err
+	}
+	l.ln = connlimit.Listener(l.ln, connlimit.Options{Name: lc.Name, Max: lim.MaxConnections,
+		WriteTimeout: lim.SendTimeout, Rejected: rej, Logger: r.opts.Logger})
+	return nil
 }
 
 // update applies a new config to a listener that keeps its socket (a grpc

@@ -423,7 +423,7 @@ func (r *Runtime) closeAll() {
 // socket and server (only routes/limits differ).
 func sameListenerSocket(a, b *config.Listener) bool {
 	return a.Kind == b.Kind && a.Address == b.Address && a.Codec == b.Codec &&
-		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS)
+		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.Limits, b.Limits)
 }
 
 // listenAdmin binds the admin listener and, when configured, the health

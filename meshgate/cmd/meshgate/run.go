@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/demo"
 	"github.com/meshgate/meshgate/meshgate/legacy"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -59,6 +60,13 @@ func runCmd(ctx context.Context, args []string) error {
 		return err
 	}
 
+	// The Go runtime already raises the soft fd limit on Linux; doing it
+	// here too makes it explicit and logs the limit fd_reserve works from.
+	if nofile, err := connlimit.RaiseNOFILE(); err != nil {
+		log.Warn("cannot raise RLIMIT_NOFILE", "err", err)
+	} else {
+		log.Info("file descriptors", "limit", nofile, "reserve", cfg.Defaults.Limits.FDReserve)
+	}
 	rt, err := runtime.New(cfg, runtime.Options{Logger: log})
 	if err != nil {
 		return err
