@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/internal/envoyproc"
 )
 
 // benchReport is the part of `meshgate bench -json` the test checks.

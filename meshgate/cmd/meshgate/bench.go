@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshgate/meshgate/meshgate/bench"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/internal/bench"
+	"github.com/meshgate/meshgate/internal/envoyproc"
 )
 
 func init() {

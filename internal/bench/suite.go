@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/internal/envoyproc"
 )
 
 // Options configure a suite run.

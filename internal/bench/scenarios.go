@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 )
 
 // EchoCmd is the MGP command the legacy echo path uses end to end.
