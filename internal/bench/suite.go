@@ -24,9 +24,11 @@ type Options struct {
 	Repeats int
 	// Drain bounds the wait for in-flight replies after a measurement.
 	Drain time.Duration
-	// Binary is the meshgate binary: MeshGate runs as `Binary run -c FILE`
-	// and, unless InProcServers, the backend servers as `Binary bench
-	// serve`. Required for S3, S4, S6.
+	// MeshGate is the product binary (meshgate): MeshGate runs as
+	// `MeshGate run -c FILE`. Required for S3, S4, S6.
+	MeshGate string
+	// Binary is the tools binary (meshgate-dev): unless InProcServers or
+	// empty, the backend servers run as `Binary bench serve`.
 	Binary string
 	// InProcServers runs the legacy and gRPC backend servers as goroutines
 	// of this process instead of subprocesses (their CPU is then
@@ -145,8 +147,8 @@ func (o *Options) skipReason(s Scenario) string {
 				return "no wasm (" + o.Wasm + " missing)"
 			}
 		case "binary":
-			if o.Binary == "" {
-				return "no meshgate binary"
+			if o.MeshGate == "" {
+				return "no meshgate binary (build it with make build, or pass -meshgate)"
 			}
 		}
 	}
@@ -258,7 +260,7 @@ func methodNotes(o *Options) []string {
 	if o.InProcServers {
 		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run in the bench process: their CPU/RSS is inside 'bench'")
 	} else {
-		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run as `meshgate bench serve` subprocesses ('server'); 'bench' is the load generator alone")
+		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run as `meshgate-dev bench serve` subprocesses ('server'); 'bench' is the load generator alone")
 	}
 	n = append(n, "bg cores = CPU the rest of the machine used during the window (/proc/stat busy minus this scenario's processes): a noise indicator; results with bg well above 0 were measured on a busy machine")
 	n = append(n, "CPU-s/1k = (utime+stime delta over the measured window from /proc/<pid>/stat) / (completed requests/1000); RSS = VmRSS at the end")
