@@ -255,7 +255,7 @@ func methodNotes(o *Options) []string {
 		"open loop: one scheduler fires request i at start+i/rate round-robin over the connections, never waiting for replies; latency recorded from the intended send time (CO-free, shown) and the actual send time",
 		"repeat-major order: all topologies start first, then each repeat measures every scenario and load point back to back (a fresh client per measurement), so background bursts spread over scenarios",
 		"HdrHistogram 1 µs resolution, 3 significant digits; warm-up requests discarded; percentiles are medians over repeats, spread = min–max",
-		fmt.Sprintf("every Envoy is a real subprocess (--concurrency %d); MeshGate is the real binary as a subprocess (`meshgate run -c FILE`)", o.EnvoyConcurrency),
+		fmt.Sprintf("every Envoy is a real subprocess (--concurrency %d); MeshGate is the real product binary as a subprocess (`meshgate run -c FILE`)", o.EnvoyConcurrency),
 	}
 	if o.InProcServers {
 		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run in the bench process: their CPU/RSS is inside 'bench'")
