@@ -134,9 +134,7 @@ func demoCmd(ctx context.Context, args []string) error {
 	defer signal.Stop(sigs)
 	cmd := exec.Command(bin, "run", "-c", path, "-log-level", *level)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	// Its own process group: a terminal's Ctrl-C reaches meshgate once,
-	// forwarded by us, not twice.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", bin, err)
 	}
