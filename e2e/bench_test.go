@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/internal/envoyproc"
 )
 
-// benchReport is the part of `meshgate bench -json` the test checks.
+// benchReport is the part of `meshgate-dev bench -json` the test checks.
 type benchReport struct {
 	Results []struct {
 		Scenario string `json:"scenario"`
@@ -42,8 +42,9 @@ type benchReport struct {
 	} `json:"targets"`
 }
 
-// TestBenchQuick runs the real latency suite in quick mode against the real
-// meshgate binary and real Envoys, and checks that every scenario ran to
+// TestBenchQuick runs the real latency suite (the tools binary, with its
+// backends as `meshgate-dev bench serve` subprocesses) in quick mode against
+// the real product binary and real Envoys, and checks that every scenario ran to
 // completion without errors and with a sane request count. It asserts no
 // timing: this machine is shared and noisy.
 func TestBenchQuick(t *testing.T) {
@@ -53,7 +54,7 @@ func TestBenchQuick(t *testing.T) {
 		}
 		t.Skip("the suite reads /proc (Linux only; CI fails instead of skipping)")
 	}
-	bin, envoy := harness.MeshgateBin(t), envoyproc.Require(t)
+	dev, bin, envoy := harness.MeshgateDevBin(t), harness.MeshgateBin(t), envoyproc.Require(t)
 	wasm := os.Getenv("MESHGATE_WASM")
 	if wasm != "" {
 		if _, err := os.Stat(wasm); err != nil {
@@ -66,13 +67,13 @@ func TestBenchQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const rate, dur = 1000, 2 * time.Second
-	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "-duration", dur.String(), "-warmup", "300ms", "-drain", "10s",
+	cmd := exec.CommandContext(ctx, dev, "bench", "-meshgate", bin, "--quick", "-duration", dur.String(), "-warmup", "300ms", "-drain", "10s",
 		"-json", jsonPath, "-svg", svgPath, "-workdir", filepath.Join(dir, "work"))
 	cmd.Env = append(os.Environ(), "ENVOY_BIN="+envoy, "MESHGATE_WASM="+wasm)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	t.Logf("meshgate bench output:\n%s\n%s", stdout.String(), stderr.String())
+	t.Logf("meshgate-dev bench output:\n%s\n%s", stdout.String(), stderr.String())
 	if err != nil {
 		logs, _ := filepath.Glob(filepath.Join(dir, "work", "*.log"))
 		for _, l := range logs {
@@ -82,7 +83,7 @@ func TestBenchQuick(t *testing.T) {
 			}
 			t.Logf("== %s\n%s", filepath.Base(l), b)
 		}
-		t.Fatalf("meshgate bench: %v", err)
+		t.Fatalf("meshgate-dev bench: %v", err)
 	}
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {

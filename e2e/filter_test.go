@@ -13,8 +13,8 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/envoyproc"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 )
 
 // filterBootstrap is a static Envoy config: one listener whose network

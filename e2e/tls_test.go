@@ -13,10 +13,10 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
@@ -30,7 +30,7 @@ import (
 // the new CA.
 func TestTLSEveryHopBinary(t *testing.T) {
 	dir := t.TempDir()
-	_, files, err := certgen.WriteSet(dir, "meshgate", "client", "backend")
+	_, files, err := testpki.WriteSet(dir, "meshgate", "client", "backend")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ upstreams:
 
 	// Rotate the CA and every certificate (MeshGate's, the client's, the
 	// backends').
-	ca2, err := certgen.NewCA("ca-two")
+	ca2, err := testpki.NewCA("ca-two")
 	if err != nil {
 		t.Fatal(err)
 	}

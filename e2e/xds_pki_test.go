@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/grpc/credentials"
 
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
@@ -17,15 +17,15 @@ import (
 // localhost SANs) and client certificates issued per node.
 type xdsPKI struct {
 	dir string
-	ca  *certgen.CA
+	ca  *testpki.CA
 }
 
 // newXDSPKI writes the PKI into dir; ca nil creates a new CA.
-func newXDSPKI(t testing.TB, dir string, ca *certgen.CA) *xdsPKI {
+func newXDSPKI(t testing.TB, dir string, ca *testpki.CA) *xdsPKI {
 	t.Helper()
 	if ca == nil {
 		var err error
-		if ca, err = certgen.NewCA("meshgate-xds-e2e-ca"); err != nil {
+		if ca, err = testpki.NewCA("meshgate-xds-e2e-ca"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	grpcxds "google.golang.org/grpc/xds" // registers the xds resolver and balancers (client side only)
 
 	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"

@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/envoyproc"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 

@@ -17,11 +17,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/envoyproc"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"
@@ -38,7 +38,7 @@ import (
 type bridge struct {
 	t        *testing.T
 	dir      string
-	ca       *certgen.CA
+	ca       *testpki.CA
 	legacy   string
 	demo     string
 	mgPriv   string
@@ -51,8 +51,8 @@ type bridge struct {
 	xsDone   chan error
 	idc      *envoyproc.Envoy
 	cloud    *envoyproc.Envoy
-	idcLeaf  *certgen.Leaf
-	cloudLef *certgen.Leaf
+	idcLeaf  *testpki.Leaf
+	cloudLef *testpki.Leaf
 	pki      *xdsPKI
 	idcXDS   *config.TLS // idc's client certificate towards the control plane
 	cloudXDS *config.TLS
@@ -185,7 +185,7 @@ func newBridge(t *testing.T) *bridge {
 	}
 	b.xdsAddr = fmt.Sprintf("127.0.0.1:%d", b.ports["xds"])
 	var err error
-	if b.ca, err = certgen.NewCA("meshgate-e2e-ca"); err != nil {
+	if b.ca, err = testpki.NewCA("meshgate-e2e-ca"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.ca.WriteCA(b.dir); err != nil {

@@ -24,16 +24,16 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 // securePKI writes a CA, the control plane's certificate and client
 // certificates for idc (DNS SAN idc), cloud (SPIFFE URI SAN) and a
 // stranger, all signed by the CA, into dir.
-func securePKI(t *testing.T, dir string) *certgen.CA {
+func securePKI(t *testing.T, dir string) *testpki.CA {
 	t.Helper()
-	ca, err := certgen.NewCA("xds-test-ca")
+	ca, err := testpki.NewCA("xds-test-ca")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 // Package harness holds helpers shared by the end-to-end tests: locating or
-// building the meshgate binary, starting processes with their output
+// building the meshgate and meshgate-dev binaries, starting processes with their output
 // captured (and printed when the test fails), free loopback ports, and
 // waiting for conditions with a deadline.
 package harness
@@ -21,11 +21,14 @@ import (
 	"time"
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
+// builds caches one `go build` per package per test binary.
+var builds sync.Map // package path -> *build
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
 // RepoRoot returns the module root (the directory holding go.mod), found
 // from this source file's location.
@@ -34,32 +37,48 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// MeshgateBin returns $MESHGATE_BIN, or builds ./meshgate/cmd/meshgate once
-// per test binary into a temporary directory.
+// MeshgateBin returns the product binary: $MESHGATE_BIN, or builds
+// ./meshgate/cmd/meshgate once per test binary into a temporary directory.
 func MeshgateBin(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("MESHGATE_BIN"); p != "" {
+	return binary(t, "MESHGATE_BIN", "./meshgate/cmd/meshgate", "meshgate")
+}
+
+// MeshgateDevBin returns the tools binary (legacy-server, legacy-client,
+// call, bench, demo): $MESHGATE_DEV_BIN, or builds ./cmd/meshgate-dev once
+// per test binary into a temporary directory.
+func MeshgateDevBin(t testing.TB) string {
+	t.Helper()
+	return binary(t, "MESHGATE_DEV_BIN", "./cmd/meshgate-dev", "meshgate-dev")
+}
+
+// binary returns $env, or builds pkg once as name.
+func binary(t testing.TB, env, pkg, name string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
 		return p
 	}
-	buildOnce.Do(func() {
+	v, _ := builds.LoadOrStore(pkg, &build{})
+	b := v.(*build)
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "meshgate-e2e-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		out := filepath.Join(dir, "meshgate")
-		cmd := exec.Command("go", "build", "-o", out, "./meshgate/cmd/meshgate")
+		out := filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = RepoRoot()
-		if b, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build meshgate: %v\n%s", err, b)
+		if o, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, o)
 			return
 		}
-		buildPath = out
+		b.path = out
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildPath
+	return b.path
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.

@@ -22,8 +22,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -10,9 +10,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
@@ -61,7 +61,7 @@ func tlsBackend(t *testing.T, addr, name string, srv *tlsconf.Server, accepts *a
 func TestTLSRotation(t *testing.T) {
 	const refresh = 20 * time.Millisecond
 	dir := t.TempDir()
-	_, files, err := certgen.WriteSet(dir, "server", "client")
+	_, files, err := testpki.WriteSet(dir, "server", "client")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestTLSRotation(t *testing.T) {
 		t.Fatal("call over mTLS")
 	}
 
-	ca2, err := certgen.NewCA("ca-two")
+	ca2, err := testpki.NewCA("ca-two")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 

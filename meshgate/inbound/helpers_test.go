@@ -16,9 +16,9 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 )
 

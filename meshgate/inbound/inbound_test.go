@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/internal/demo"
 )
 
 func TestBodiesAndMetadata(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/internal/demo"
 )
 
 // gate answers by its body: "big" a 10,000-byte message; "md" and

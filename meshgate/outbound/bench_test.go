@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 

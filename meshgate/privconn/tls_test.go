@@ -10,8 +10,8 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
-	"github.com/meshgate/meshgate/meshgate/certgen"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 )
 
@@ -21,7 +21,7 @@ import (
 // context.
 func TestDialTLS(t *testing.T) {
 	dir := t.TempDir()
-	ca, files, err := certgen.WriteSet(dir, "server")
+	ca, files, err := testpki.WriteSet(dir, "server")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestDialTLS(t *testing.T) {
 		}
 	}
 
-	other, err := certgen.NewCA("other")
+	other, err := testpki.NewCA("other")
 	if err != nil {
 		t.Fatal(err)
 	}

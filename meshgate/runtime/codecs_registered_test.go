@@ -10,7 +10,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/fixed"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 )
 
 // TestGoRegisteredCodec: a codec registered from Go with codec.Register

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec/fixed"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 )
 
 // TestDeclarativeCodecListener: a private listener speaking a codec/fixed

@@ -14,7 +14,6 @@ package runtime
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,11 +30,6 @@ import (
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 )
-
-// DefaultConfig is the embedded default configuration (default.yaml).
-//
-//go:embed default.yaml
-var DefaultConfig []byte
 
 // Errors.
 var (
@@ -118,12 +112,9 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 	return r, nil
 }
 
-// Parse parses YAML config data (dir resolves relative paths), or the
-// embedded default when data is nil.
+// Parse parses YAML config data (dir resolves relative paths). There is
+// no built-in default config: the demo's lives in meshgate-dev.
 func Parse(data []byte, dir string) (*config.Config, error) {
-	if data == nil {
-		data = DefaultConfig
-	}
 	return config.Parse(data, dir)
 }
 

@@ -19,9 +19,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -16,9 +16,9 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
@@ -82,7 +82,7 @@ func (m *mgpConn) echo(body string) error {
 // files were never re-read and private upstream TLS was refused.)
 func TestTLSRotationEveryHop(t *testing.T) {
 	dir := t.TempDir()
-	_, files, err := certgen.WriteSet(dir, "meshgate", "client", "backend")
+	_, files, err := testpki.WriteSet(dir, "meshgate", "client", "backend")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestTLSRotationEveryHop(t *testing.T) {
 	go func() { _ = back.Serve(tls.NewListener(ln, backTLS.Config())) }()
 	t.Cleanup(func() { back.Close() })
 
-	tlsY := func(f certgen.TLSFiles) string {
+	tlsY := func(f testpki.TLSFiles) string {
 		return fmt.Sprintf("{cert_file: %q, key_file: %q, ca_file: %q}", f.CertFile, f.KeyFile, f.CAFile)
 	}
 	y := fmt.Sprintf(`
@@ -178,7 +178,7 @@ upstreams:
 	backConns := back.Stats().Conns
 
 	// Rotate every file to CA two (MeshGate's, the client's, the backend's).
-	ca2, err := certgen.NewCA("ca-two")
+	ca2, err := testpki.NewCA("ca-two")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,13 +10,13 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/testpki"
 )
 
 // TestPrivateListenerMTLS: a private listener terminating mTLS.
 func TestPrivateListenerMTLS(t *testing.T) {
 	dir := t.TempDir()
-	_, files, err := certgen.WriteSet(dir, "meshgate", "client")
+	_, files, err := testpki.WriteSet(dir, "meshgate", "client")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/testpki"
 )
 
 // TestXDSReloadToTLSRestartsPlane: a reload that adds xds.tls restarts the
@@ -16,7 +16,7 @@ import (
 // certificate of the CA completes the handshake.
 func TestXDSReloadToTLSRestartsPlane(t *testing.T) {
 	dir := t.TempDir()
-	ca, files, err := certgen.WriteSet(dir, "xds", "client")
+	ca, files, err := testpki.WriteSet(dir, "xds", "client")
 	if err != nil {
 		t.Fatal(err)
 	}

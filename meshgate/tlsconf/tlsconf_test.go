@@ -16,7 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
@@ -98,7 +98,7 @@ func dial(ctx context.Context, c *tlsconf.Client, addr string) (*tls.Conn, error
 // new CA; a peer still holding the old CA's material is refused.
 func TestRotation(t *testing.T) {
 	dir := t.TempDir()
-	ca1, err := certgen.NewCA("ca-one")
+	ca1, err := testpki.NewCA("ca-one")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestRotation(t *testing.T) {
 	firstSerial := est.ConnectionState().PeerCertificates[0].SerialNumber
 
 	// Rotate everything to CA two.
-	ca2, err := certgen.NewCA("ca-two")
+	ca2, err := testpki.NewCA("ca-two")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestRotation(t *testing.T) {
 // with no identity connects.
 func TestServerWithoutClientCA(t *testing.T) {
 	dir := t.TempDir()
-	ca, files, err := certgen.WriteSet(dir, "server")
+	ca, files, err := testpki.WriteSet(dir, "server")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestServerWithoutClientCA(t *testing.T) {
 // naming which file.
 func TestBadFiles(t *testing.T) {
 	dir := t.TempDir()
-	_, files, err := certgen.WriteSet(dir, "server")
+	_, files, err := testpki.WriteSet(dir, "server")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestBadFiles(t *testing.T) {
 // current key material looked up from the providers on both sides.
 func BenchmarkMTLSHandshake(b *testing.B) {
 	dir := b.TempDir()
-	_, files, err := certgen.WriteSet(dir, "server", "client")
+	_, files, err := testpki.WriteSet(dir, "server", "client")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec/mgp"
-	"github.com/meshgate/meshgate/meshgate/certgen"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -44,7 +44,7 @@ func serveTLS(t *testing.T, addr string, srv *tlsconf.Server) (*legacy.Server, s
 func TestPrivateMTLSRotation(t *testing.T) {
 	const refresh = 20 * time.Millisecond
 	dir := t.TempDir()
-	ca1, files, err := certgen.WriteSet(dir, "server", "client")
+	ca1, files, err := testpki.WriteSet(dir, "server", "client")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestPrivateMTLSRotation(t *testing.T) {
 	}
 
 	// Rotate CA, server and client certificates.
-	ca2, err := certgen.NewCA("ca-two")
+	ca2, err := testpki.NewCA("ca-two")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,11 +163,11 @@ func TestPrivateMTLSRotation(t *testing.T) {
 // not chain to ca_file never becomes healthy.
 func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 	dir, otherDir := t.TempDir(), t.TempDir()
-	_, files, err := certgen.WriteSet(dir, "server")
+	_, files, err := testpki.WriteSet(dir, "server")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, other, err := certgen.WriteSet(otherDir, "x")
+	_, other, err := testpki.WriteSet(otherDir, "x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 // connection in plaintext and over mTLS (the handshake is outside the loop).
 func BenchmarkPrivatePoolDo(b *testing.B) {
 	dir := b.TempDir()
-	_, files, err := certgen.WriteSet(dir, "server", "client")
+	_, files, err := testpki.WriteSet(dir, "server", "client")
 	if err != nil {
 		b.Fatal(err)
 	}

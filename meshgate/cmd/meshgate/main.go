@@ -1,6 +1,6 @@
-// Command meshgate is the MeshGate binary: the bridge (run, validate), the
-// xDS helpers (envoy-bootstrap), the reference legacy peers (legacy-server,
-// legacy-client) and the latency benchmark suite (bench).
+// Command meshgate is the MeshGate product binary: the bridge (run,
+// validate) and the xDS helpers (envoy-bootstrap, xds). The developer tools
+// (reference legacy peers, call, bench, demo) are in cmd/meshgate-dev.
 //
 // Each subcommand lives in its own file and registers itself in init.
 package main

@@ -15,8 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 )
 
 func freePort(t *testing.T) string {

@@ -21,17 +21,14 @@ var errInvalidConfig = errors.New("config is invalid")
 
 func validateCmd(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	path := fs.String("c", "", "config file (default: the embedded default config)")
+	path := fs.String("c", "", "config file (required)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var cfg *config.Config
-	var err error
 	if *path == "" {
-		cfg, err = runtime.Parse(nil, "")
-	} else {
-		cfg, err = config.Load(*path)
+		return errNoConfig
 	}
+	cfg, err := config.Load(*path)
 	if err == nil {
 		err = runtime.Check(cfg) // builds the declarative codecs too
 	}

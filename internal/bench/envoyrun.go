@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/meshgate/meshgate/meshgate/certgen"
-	"github.com/meshgate/meshgate/meshgate/envoyproc"
+	"github.com/meshgate/meshgate/internal/envoyproc"
+	"github.com/meshgate/meshgate/internal/testpki"
 )
 
 // Wasm filter plugin settings (S1w).
@@ -25,7 +25,7 @@ type certFiles struct {
 	ServerName            string // DNS SAN of envoy-b's certificate
 }
 
-// certFiles creates (once) a CA and a leaf per Envoy with certgen.
+// certFiles creates (once) a CA and a leaf per Envoy with testpki.
 func (e *env) certFiles() (*certFiles, error) {
 	if e.certs != nil {
 		return e.certs, nil
@@ -34,7 +34,7 @@ func (e *env) certFiles() (*certFiles, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	_, set, err := certgen.WriteSet(dir, "envoy-a", "envoy-b")
+	_, set, err := testpki.WriteSet(dir, "envoy-a", "envoy-b")
 	if err != nil {
 		return nil, err
 	}
