@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -24,7 +25,8 @@ import (
 // listener is one running listener.
 type listener struct {
 	cfg    config.Listener
-	ln     net.Listener
+	ln     net.Listener // a view of sock (TLS-wrapped on TLS private listeners)
+	sock   *socket
 	in     *inbound.Server // kind private
 	gs     *grpc.Server    // kind grpc
 	health *health.Server
@@ -36,13 +38,11 @@ func (l *listener) sameSocket(lc *config.Listener) bool {
 	return sameListenerSocket(&l.cfg, lc)
 }
 
-// newListener binds the socket and builds the server, not yet serving.
+// newListener builds the server, not yet serving, on a new view of the live
+// socket when a running listener already holds lc.Address, else on a newly
+// bound socket. Nothing running is touched: closing the new listener
+// (abort) releases only what it took.
 func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.Codec, tbl *inbound.Table, st *staged, cur *listener) (*listener, error) {
-	if cur != nil && cur.cfg.Address == lc.Address {
-		// Same address, new socket settings: the old one must let go of
-		// the port first (its connections keep draining).
-		cur.stopAccepting()
-	}
 	var tcfg *tls.Config
 	if lc.TLS != nil {
 		var err error
@@ -50,11 +50,15 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 	}
-	ln, err := net.Listen("tcp", lc.Address)
-	if err != nil {
-		return nil, fmt.Errorf("%w: address: %v", config.ErrInvalid, err)
+	sock := r.liveSocket(lc.Address, cur)
+	if sock == nil {
+		var err error
+		if sock, err = bindSocket(lc.Address); err != nil {
+			return nil, fmt.Errorf("%w: address: %v", config.ErrInvalid, err)
+		}
 	}
-	l := &listener{cfg: lc, ln: ln, done: make(chan struct{})}
+	ln := sock.view()
+	l := &listener{cfg: lc, ln: ln, sock: sock, done: make(chan struct{})}
 	switch lc.Kind {
 	case config.KindPrivate:
 		if tcfg != nil {
@@ -124,8 +128,21 @@ func (r *Runtime) stopListener(l *listener, timeout time.Duration) {
 	}()
 }
 
-func (l *listener) stopAccepting() {
-	_ = l.ln.Close()
+// liveSocket returns the socket a running listener holds on addr (cur's,
+// or for a fixed port any listener's), or nil.
+func (r *Runtime) liveSocket(addr string, cur *listener) *socket {
+	if cur != nil && cur.cfg.Address == addr {
+		return cur.sock
+	}
+	if strings.HasSuffix(addr, ":0") {
+		return nil
+	}
+	for _, l := range r.listeners {
+		if l.cfg.Address == addr {
+			return l.sock
+		}
+	}
+	return nil
 }
 
 // shutdown drains the listener within ctx, then closes it hard.

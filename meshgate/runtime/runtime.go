@@ -7,9 +7,16 @@
 // atomically; requests in flight finish on the table (and pools) they
 // started with. Upstream pools whose config is unchanged are kept; dropped
 // ones are retired and close after their last call. Listeners are added,
-// replaced (when their socket-level settings change) and removed. A config
-// that fails validation or cannot be built is rejected with an error naming
-// the field, and the running config keeps serving.
+// replaced (when their socket-level settings change) and removed.
+//
+// A reload is a build step followed by a commit. The build step touches
+// nothing live: new pools are dialled but not routed to, new listeners are
+// built on newly bound sockets where the address changed and on a new view
+// of the live socket where it did not (see socket), route tables are
+// prepared but not installed. Any error aborts: only what the build step
+// created is closed, and every listener, pool and xDS resource is left as it
+// was. A config that fails validation or cannot be built is rejected with an
+// error naming the field, and the running config keeps serving.
 package runtime
 
 import (
