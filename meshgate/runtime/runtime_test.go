@@ -300,7 +300,7 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	rt := start(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
-	go func() { defer close(watched); _ = rt.Watch(ctx, path) }()
+	go func() { defer close(watched); _ = rt.Watch(ctx, path, nil) }()
 	defer func() { cancel(); <-watched }()
 	time.Sleep(50 * time.Millisecond)
 	// Add a listener by editing the file.

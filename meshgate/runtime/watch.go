@@ -2,10 +2,7 @@ package runtime
 
 import (
 	"context"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -14,14 +11,12 @@ import (
 // WatchDebounce is how long file events must settle before a reload.
 const WatchDebounce = 200 * time.Millisecond
 
-// Watch reloads path on SIGHUP and when the file changes (fsnotify on its
+// Watch reloads path on every receive from reload (the caller's SIGHUP
+// handler; nil for none) and when the file changes (fsnotify on its
 // directory, so editors' rename-and-replace is seen; events debounced).
 // A rejected reload is logged and counted; the running config keeps
 // serving. Watch returns when ctx ends.
-func (r *Runtime) Watch(ctx context.Context, path string) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func (r *Runtime) Watch(ctx context.Context, path string, reload <-chan struct{}) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
@@ -43,8 +38,8 @@ func (r *Runtime) Watch(ctx context.Context, path string) error {
 				timer.Stop()
 			}
 			return nil
-		case <-hup:
-			r.log.Info("SIGHUP: reloading", "file", path)
+		case <-reload:
+			r.log.Info("reload requested", "file", path)
 			_ = r.ReloadFile(path)
 		case ev, ok := <-w.Events:
 			if !ok {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,10 +43,13 @@ func runCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	embedded := *path == ""
+	log.Info("starting", "config", *path, "embedded", embedded)
+	hup := newHupHandler(log, sighup, embedded)
+	defer hup.stop()
 
 	var cfg *config.Config
 	var err error
-	embedded := *path == ""
 	var stopPeers func()
 	if embedded {
 		if cfg, err = runtime.Parse(nil, ""); err != nil {
@@ -63,6 +67,7 @@ func runCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	reloads := hup.running() // a SIGHUP received during start-up is delivered now
 	log.Info("admin", "url", "http://"+rt.AdminAddr().String(), "endpoints", "/healthz /readyz /metrics /config /debug/pprof")
 	watchDone := make(chan struct{})
 	wctx, wcancel := context.WithCancel(ctx)
@@ -79,12 +84,13 @@ func runCmd(ctx context.Context, args []string) error {
 	} else {
 		go func() {
 			defer close(watchDone)
-			if err := rt.Watch(wctx, *path); err != nil {
+			if err := rt.Watch(wctx, *path, reloads); err != nil {
 				log.Error("config watch stopped", "err", err)
 			}
 		}()
 	}
 	<-ctx.Done()
+	hup.draining()
 	log.Info("signal received: draining", "timeout", cfg.Defaults.DrainTimeout)
 	wcancel()
 	<-watchDone
@@ -165,4 +171,91 @@ func demoTraffic(ctx context.Context, log *slog.Logger, mgpAddr, grpcAddr string
 			log.Info("demo gRPC→MGP", "method", "/legacy.Legacy/Uppercase", "sent", body, "got", string(out), "rtt", time.Since(start))
 		}
 	}
+}
+
+// hupHandler owns SIGHUP for the whole life of `meshgate run`. During
+// start-up a SIGHUP is queued and delivered as one reload once the runtime
+// runs; while running each SIGHUP asks for a reload; while draining, and
+// always with the embedded config (there is no file to re-read), it is
+// logged and ignored.
+type hupHandler struct {
+	log      *slog.Logger
+	embedded bool
+	reload   chan struct{} // capacity 1: reload requests coalesce
+	mu       sync.Mutex
+	state    int // hupStarting, hupRunning, hupDraining
+	pending  bool
+	quit     chan struct{}
+	done     chan struct{}
+}
+
+const (
+	hupStarting = iota
+	hupRunning
+	hupDraining
+)
+
+func newHupHandler(log *slog.Logger, sig <-chan os.Signal, embedded bool) *hupHandler {
+	h := &hupHandler{log: log, embedded: embedded, reload: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		for {
+			select {
+			case <-h.quit:
+				return
+			case <-sig:
+				h.onHUP()
+			}
+		}
+	}()
+	return h
+}
+
+func (h *hupHandler) onHUP() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.embedded:
+		h.log.Warn("SIGHUP ignored: running the embedded config, there is no file to reload")
+	case h.state == hupStarting:
+		h.pending = true
+		h.log.Info("SIGHUP during start-up: reload queued until started")
+	case h.state == hupRunning:
+		h.log.Info("SIGHUP: reloading")
+		h.request()
+	default:
+		h.log.Warn("SIGHUP ignored: draining")
+	}
+}
+
+func (h *hupHandler) request() {
+	select {
+	case h.reload <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
+// running marks start-up done and returns the reload requests; a SIGHUP
+// queued during start-up is already in it.
+func (h *hupHandler) running() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.state = hupRunning
+	if h.pending {
+		h.pending = false
+		h.request()
+	}
+	return h.reload
+}
+
+func (h *hupHandler) draining() {
+	h.mu.Lock()
+	h.state = hupDraining
+	h.mu.Unlock()
+}
+
+func (h *hupHandler) stop() {
+	h.draining()
+	close(h.quit)
+	<-h.done
 }
