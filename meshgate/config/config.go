@@ -164,6 +164,9 @@ func Parse(data []byte, dir string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
+		if uf := unknownFields(data); uf != nil {
+			return nil, uf
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	c.baseDir = dir

@@ -209,7 +209,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	if cfg == nil {
 		return fmt.Errorf("%w: nil config", ErrRejected)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := Check(cfg); err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	r.mu.Lock()

@@ -1,0 +1,121 @@
+package config
+
+import (
+	"encoding"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// unknownFields reports every mapping key in the document that no field of
+// Config (at that position) accepts, by YAML path and line, e.g.
+// "listeners[0].adress: unknown field (line 7)". yaml's own KnownFields
+// error names only the line and the Go type.
+func unknownFields(data []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil // the decoder reports syntax errors
+	}
+	var e errs
+	walkKnown(&e, &doc, reflect.TypeFor[Config](), "")
+	if len(e) == 0 {
+		return nil
+	}
+	return joinErrs(e)
+}
+
+var (
+	yamlNodeType    = reflect.TypeFor[yaml.Node]()
+	yamlUnmarshaler = reflect.TypeFor[yaml.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+func walkKnown(e *errs, n *yaml.Node, t reflect.Type, path string) {
+	for n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == yamlNodeType || reflect.PointerTo(t).Implements(yamlUnmarshaler) || reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		fields := map[string]reflect.Type{}
+		yamlFields(t, fields)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Value == "<<" {
+				walkKnown(e, v, t, path)
+				continue
+			}
+			p := joinPath(path, k.Value)
+			ft, ok := fields[k.Value]
+			if !ok {
+				e.add(p, "unknown field (line %d)", k.Line)
+				continue
+			}
+			walkKnown(e, v, ft, p)
+		}
+	case reflect.Slice, reflect.Array:
+		if n.Kind != yaml.SequenceNode {
+			return
+		}
+		for i, c := range n.Content {
+			walkKnown(e, c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			walkKnown(e, n.Content[i+1], t.Elem(), joinPath(path, n.Content[i].Value))
+		}
+	}
+}
+
+// yamlFields maps the YAML keys of struct t to their types (",inline"
+// fields contribute their own keys).
+func yamlFields(t reflect.Type, out map[string]reflect.Type) {
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		if !sf.IsExported() {
+			continue
+		}
+		tag := sf.Tag.Get("yaml")
+		if tag == "-" {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if strings.Contains(","+opts+",", ",inline,") {
+			ft := sf.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				yamlFields(ft, out)
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(sf.Name)
+		}
+		out[name] = sf.Type
+	}
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}

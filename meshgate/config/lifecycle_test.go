@@ -1,0 +1,37 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestUnknownFieldsByPath: unknown keys are reported by YAML path and line,
+// all of them, not only yaml's "line N: field x not found in type ...".
+func TestUnknownFieldsByPath(t *testing.T) {
+	y := `admin: {address: "127.0.0.1:0"}
+listeners:
+  - name: a
+    kind: private
+    adress: x
+    address: 127.0.0.1:0
+    routes: [{cmd: 1, method: /a.B/C, upstream: u, upstrem: v}]
+upstreams:
+  - {name: u, protocol: grpc, endpoints: ["127.0.0.1:1"], tls: {ca: x}}
+defaultz: {}
+`
+	_, err := Parse([]byte(y), "")
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, want := range []string{
+		"listeners[0].adress: unknown field (line 5)",
+		"listeners[0].routes[0].upstrem: unknown field (line 7)",
+		"upstreams[0].tls.ca: unknown field (line 9)",
+		"defaultz: unknown field (line 10)",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
