@@ -1,10 +1,16 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestAbortedReloadKeepsReplacedListener: a reload that replaces a
@@ -51,5 +57,69 @@ func TestAbortedReloadKeepsReplacedListener(t *testing.T) {
 	cl2 := dial(t, rt, "mgp-in", 1)
 	if r, err := call(cl2, 1, "new"); err != nil || string(r.Body) != "new" {
 		t.Fatalf("replaced listener: %+v %v", r, err)
+	}
+}
+
+// kubeletWrite publishes content the way kubelet updates a ConfigMap
+// volume: a new timestamped directory, a "..data_tmp" symlink to it renamed
+// over "..data", and (first time) "config.yaml" → "..data/config.yaml".
+func kubeletWrite(t *testing.T, dir, stamp, content string) {
+	t.Helper()
+	ts := filepath.Join(dir, "..2026_11_30_07_00_00."+stamp)
+	if err := os.Mkdir(ts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ts, "config.yaml"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.Readlink(filepath.Join(dir, "..data"))
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "config.yaml")); os.IsNotExist(err) {
+		if err := os.Symlink(filepath.Join("..data", "config.yaml"), filepath.Join(dir, "config.yaml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if old != "" {
+		_ = os.RemoveAll(filepath.Join(dir, old))
+	}
+}
+
+// TestWatchKubeletConfigMapSwap: a ConfigMap update (kubelet's atomic
+// "..data" symlink swap) reloads the config. The old watcher compared event
+// names with the config path and never saw it.
+func TestWatchKubeletConfigMapSwap(t *testing.T) {
+	ep := backend(t, "A")
+	dir := t.TempDir()
+	kubeletWrite(t, dir, "1", yamlConfig(ep, ""))
+	path := filepath.Join(dir, "config.yaml")
+	rt := start(t, mustLoad(t, path))
+	ctx, cancel := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); _ = rt.Watch(ctx, path, nil) }()
+	defer func() { cancel(); <-watched }()
+	before := testutil.ToFloat64(rt.Metrics().Reloads.WithLabelValues("ok"))
+	// Let the watcher register before the swap.
+	waitFor(t, func() bool { return rt.Addr("mgp-in") != nil })
+	time.Sleep(100 * time.Millisecond)
+	kubeletWrite(t, dir, "2", yamlConfig(ep, `
+  - name: extra
+    kind: private
+    address: 127.0.0.1:0
+    routes: [{cmd: 9, method: /test.Svc/Who, upstream: demo}]`))
+	waitFor(t, func() bool { return rt.Addr("extra") != nil })
+	cl := dial(t, rt, "extra", 1)
+	if r, err := call(cl, 9, ""); err != nil || string(r.Body) != "A" {
+		t.Fatalf("listener from the swapped ConfigMap: %+v %v", r, err)
+	}
+	// A second swap (the previous timestamped dir is gone) reloads again.
+	kubeletWrite(t, dir, "3", yamlConfig(ep, ""))
+	waitFor(t, func() bool { return rt.Addr("extra") == nil })
+	if got := testutil.ToFloat64(rt.Metrics().Reloads.WithLabelValues("ok")) - before; got != 2 {
+		t.Errorf("%v reloads, want 2", got)
 	}
 }
