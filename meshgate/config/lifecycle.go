@@ -2,9 +2,11 @@ package config
 
 import (
 	"encoding"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -118,4 +120,79 @@ func joinPath(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// View returns c as a JSON-ready value for the admin /config page: the
+// json field names and omissions (secrets carry json:"-") of the config
+// types, with durations as Go duration strings ("30s") instead of
+// nanosecond integers.
+func (c *Config) View() any { return jsonView(reflect.ValueOf(c)) }
+
+var (
+	durationType      = reflect.TypeFor[time.Duration]()
+	jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
+)
+
+func jsonView(v reflect.Value) any {
+	if !v.IsValid() {
+		return nil
+	}
+	if v.Type() == durationType {
+		return time.Duration(v.Int()).String()
+	}
+	if v.Type().Implements(jsonMarshalerType) {
+		return v.Interface()
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return jsonView(v.Elem())
+	case reflect.Struct:
+		out := map[string]any{}
+		t := v.Type()
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			if !sf.IsExported() {
+				continue
+			}
+			tag := sf.Tag.Get("json")
+			if tag == "-" {
+				continue
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "" {
+				name = sf.Name
+			}
+			fv := v.Field(i)
+			if strings.Contains(","+opts+",", ",omitempty,") && (fv.IsZero() || ((fv.Kind() == reflect.Slice || fv.Kind() == reflect.Map) && fv.Len() == 0)) {
+				continue
+			}
+			out[name] = jsonView(fv)
+		}
+		return out
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.IsNil() {
+			return nil
+		}
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return v.Interface()
+		}
+		out := make([]any, v.Len())
+		for i := range out {
+			out[i] = jsonView(v.Index(i))
+		}
+		return out
+	case reflect.Map:
+		if v.IsNil() {
+			return nil
+		}
+		out := make(map[string]any, v.Len())
+		for it := v.MapRange(); it.Next(); {
+			out[fmt.Sprint(it.Key().Interface())] = jsonView(it.Value())
+		}
+		return out
+	}
+	return v.Interface()
 }

@@ -123,3 +123,72 @@ func TestWatchKubeletConfigMapSwap(t *testing.T) {
 		t.Errorf("%v reloads, want 2", got)
 	}
 }
+
+// TestConfigStatusMetricsAndView: /metrics and /config show whether the
+// last reload was applied, when, and which config (generation, hash) is
+// served; a rejected reload is visible with its error; /config prints
+// durations as durations.
+func TestConfigStatusMetricsAndView(t *testing.T) {
+	ep := backend(t, "A")
+	rt := start(t, mustParse(t, yamlConfig(ep, "")))
+	base := "http://" + rt.AdminAddr().String()
+	_, m := get(t, base+"/metrics")
+	hash1 := ConfigHash(rt.Config())
+	for _, want := range []string{
+		"meshgate_config_last_reload_success 1",
+		"meshgate_config_generation 1",
+		`meshgate_config_info{hash="` + hash1 + `"} 1`,
+		"meshgate_config_last_reload_timestamp_seconds 1.",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	_, cj := get(t, base+"/config")
+	for _, want := range []string{`"drain_timeout": "5s"`, `"timeout": "2s"`, `"generation": 1`, `"hash": "` + hash1 + `"`, `"success": true`} {
+		if !strings.Contains(cj, want) {
+			t.Errorf("/config lacks %s:\n%s", want, cj)
+		}
+	}
+
+	bad := strings.Replace(yamlConfig(ep, ""), "upstreams:", "codecs: [{name: x, file: /nonexistent/x.yaml}]\nupstreams:", 1)
+	if err := rt.Reload(mustParse(t, bad)); err == nil {
+		t.Fatal("bad reload accepted")
+	}
+	_, m = get(t, base+"/metrics")
+	if !strings.Contains(m, "meshgate_config_last_reload_success 0") || !strings.Contains(m, "meshgate_config_generation 1") {
+		t.Errorf("after a rejected reload:\n%s", grepLines(m, "meshgate_config_"))
+	}
+	_, cj = get(t, base+"/config")
+	if !strings.Contains(cj, `"success": false`) || !strings.Contains(cj, "codecs[0]") {
+		t.Errorf("/config after a rejected reload:\n%s", cj)
+	}
+
+	good := strings.Replace(yamlConfig(ep, ""), "timeout: 2s", "timeout: 1500ms", 1)
+	if err := rt.Reload(mustParse(t, good)); err != nil {
+		t.Fatal(err)
+	}
+	hash2 := ConfigHash(rt.Config())
+	_, m = get(t, base+"/metrics")
+	for _, want := range []string{"meshgate_config_last_reload_success 1", "meshgate_config_generation 2", `meshgate_config_info{hash="` + hash2 + `"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if hash2 == hash1 || strings.Contains(m, hash1) {
+		t.Errorf("hash not replaced: %s → %s", hash1, hash2)
+	}
+	if _, cj = get(t, base+"/config"); !strings.Contains(cj, `"timeout": "1.5s"`) {
+		t.Errorf("/config after reload:\n%s", cj)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

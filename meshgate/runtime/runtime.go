@@ -73,6 +73,7 @@ type Runtime struct {
 	log     *slog.Logger
 	metrics *admin.Metrics
 	admin   *admin.Server
+	status  *configStatus
 
 	mu        sync.Mutex // serializes Reload and Shutdown
 	cfg       atomic.Pointer[config.Config]
@@ -107,11 +108,13 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		listeners: map[string]*listener{},
 	}
 	r.priv.init()
-	r.admin = admin.New(r.metrics, func() any { return r.cfg.Load() }, opts.Logger.With("component", "admin"))
+	r.status = newConfigStatus(r.metrics.Registry)
+	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"))
 	r.admin.SetReadiness("listeners", r.listenersReady)
 	if err := r.apply(cfg, true); err != nil {
 		return nil, err
 	}
+	r.status.applied(cfg)
 	if !opts.NoAdmin {
 		if err := r.admin.Listen(cfg.Admin.Address); err != nil {
 			r.closeAll()
@@ -132,6 +135,16 @@ func Parse(data []byte, dir string) (*config.Config, error) {
 		data = DefaultConfig
 	}
 	return config.Parse(data, dir)
+}
+
+// configView is what /config shows: the served config (durations as
+// "30s", secrets omitted) and its status (generation, hash, last reload).
+func (r *Runtime) configView() any {
+	v := map[string]any{"status": r.status.view()}
+	if cfg := r.cfg.Load(); cfg != nil {
+		v["config"] = cfg.View()
+	}
+	return v
 }
 
 // Config returns the running config.
@@ -183,9 +196,13 @@ func (r *Runtime) Reload(cfg *config.Config) error {
 	outcome := "ok"
 	if err != nil {
 		outcome = "rejected"
+		if !errors.Is(err, ErrClosed) {
+			r.status.rejected(err)
+		}
 		r.log.Warn("config reload rejected", "err", err)
 	} else {
-		r.log.Info("config reloaded", "listeners", len(cfg.Listeners), "upstreams", len(cfg.Upstreams))
+		r.status.applied(cfg)
+		r.log.Info("config reloaded", "listeners", len(cfg.Listeners), "upstreams", len(cfg.Upstreams), "hash", ConfigHash(cfg))
 		_ = r.syncXDS(cfg) // failures are logged and fail the "xds" readiness check
 	}
 	r.metrics.Reloads.WithLabelValues(outcome).Inc()
@@ -197,6 +214,7 @@ func (r *Runtime) ReloadFile(path string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		r.metrics.Reloads.WithLabelValues("rejected").Inc()
+		r.status.rejected(err)
 		r.log.Warn("config reload rejected", "file", path, "err", err)
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
