@@ -36,6 +36,8 @@ type Config struct {
 	Defaults Defaults `yaml:"defaults" json:"defaults"`
 	// XDS configures the embedded control plane (optional).
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
+	// Readiness is what /readyz waits for from the upstreams: all | any | none (default all; see lifecycle.go).
+	Readiness string `yaml:"readiness,omitempty" json:"readiness,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -144,6 +146,8 @@ type Upstream struct {
 	Heartbeat time.Duration `yaml:"heartbeat,omitempty" json:"heartbeat,omitempty"`
 	// TLS, when set, dials with (m)TLS.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+	// ReconnectBackoffMax caps a grpc upstream's reconnect backoff (default 5s; see lifecycle.go).
+	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
 }
 
 // Defaults are shared limits.
@@ -155,6 +159,8 @@ type Defaults struct {
 	// ReadTimeout bounds receiving one whole frame once its first byte
 	// arrived (slowloris guard); default 10s.
 	ReadTimeout time.Duration `yaml:"read_timeout,omitempty" json:"read_timeout,omitempty"`
+	// DrainGrace keeps gRPC listeners accepting after SIGTERM (default 2s; see lifecycle.go).
+	DrainGrace time.Duration `yaml:"drain_grace,omitempty" json:"drain_grace,omitempty"`
 }
 
 // Parse decodes YAML, rejecting unknown fields, applies defaults and

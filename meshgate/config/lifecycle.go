@@ -196,3 +196,59 @@ func jsonView(v reflect.Value) any {
 	}
 	return v.Interface()
 }
+
+// Readiness modes (Config.Readiness): what /readyz waits for from the
+// upstreams, beyond every listener being bound.
+const (
+	ReadinessAll  = "all"  // every upstream has a ready connection (default)
+	ReadinessAny  = "any"  // at least one upstream has
+	ReadinessNone = "none" // upstreams are not checked
+)
+
+// Lifecycle defaults.
+const (
+	// DefaultReconnectBackoffMax caps a grpc upstream's reconnect backoff
+	// (grpc-go's own default grows to 120s).
+	DefaultReconnectBackoffMax = 5 * time.Second
+	// DefaultDrainGrace is how long a gRPC listener keeps accepting (and
+	// serving, with its health service NOT_SERVING) after SIGTERM before it
+	// sends GOAWAY and stops accepting, so clients that have not yet seen
+	// the endpoint leave get no "connection refused". The default is
+	// min(2s, drain_timeout/2); a negative drain_grace disables it.
+	DefaultDrainGrace = 2 * time.Second
+)
+
+func (c *Config) applyLifecycleDefaults() {
+	if c.Readiness == "" {
+		c.Readiness = ReadinessAll
+	}
+	if c.Defaults.DrainGrace == 0 {
+		c.Defaults.DrainGrace = min(DefaultDrainGrace, c.Defaults.DrainTimeout/2)
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.Protocol == ProtoGRPC && u.ReconnectBackoffMax == 0 {
+			u.ReconnectBackoffMax = DefaultReconnectBackoffMax
+		}
+	}
+}
+
+func (c *Config) validateLifecycle(e *errs) {
+	switch c.Readiness {
+	case ReadinessAll, ReadinessAny, ReadinessNone:
+	default:
+		e.add("readiness", "must be %s, %s or %s; got %q", ReadinessAll, ReadinessAny, ReadinessNone, c.Readiness)
+	}
+	if g := c.Defaults.DrainGrace; g > c.Defaults.DrainTimeout {
+		e.add("defaults.drain_grace", "must not exceed drain_timeout (%s), got %s", c.Defaults.DrainTimeout, g)
+	}
+	for i, u := range c.Upstreams {
+		f := fmt.Sprintf("upstreams[%d].reconnect_backoff_max", i)
+		switch {
+		case u.Protocol != ProtoGRPC && u.ReconnectBackoffMax != 0:
+			e.add(f, "only for protocol grpc")
+		case u.ReconnectBackoffMax < 0 || u.ReconnectBackoffMax > 10*time.Minute:
+			e.add(f, "must be in (0, 10m], got %s", u.ReconnectBackoffMax)
+		}
+	}
+}

@@ -91,6 +91,7 @@ func (c *Config) ApplyDefaults() {
 	if c.XDS != nil {
 		c.XDS.applyDefaults()
 	}
+	c.applyLifecycleDefaults()
 }
 
 // errs collects field errors.
@@ -220,6 +221,7 @@ func (c *Config) Validate() error {
 	if c.XDS != nil {
 		c.XDS.validate(c, &e)
 	}
+	c.validateLifecycle(&e)
 	if len(e) == 0 {
 		return nil
 	}

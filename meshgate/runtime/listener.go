@@ -30,8 +30,10 @@ type listener struct {
 	in     *inbound.Server // kind private
 	gs     *grpc.Server    // kind grpc
 	health *health.Server
-	bridge grpcBridge // kind grpc: the gRPC→private handler
-	done   chan struct{}
+	// healthSvcs: the services last set on health, true = SERVING (guarded by Runtime.mu).
+	healthSvcs map[string]bool
+	bridge     grpcBridge // kind grpc: the gRPC→private handler
+	done       chan struct{}
 }
 
 func (l *listener) sameSocket(lc *config.Listener) bool {
@@ -123,7 +125,7 @@ func (r *Runtime) stopListener(l *listener, timeout time.Duration) {
 		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		_ = l.shutdown(ctx)
+		_ = l.shutdown(ctx, 0)
 		r.log.Info("listener removed", "listener", l.cfg.Name)
 	}()
 }
@@ -145,14 +147,26 @@ func (r *Runtime) liveSocket(addr string, cur *listener) *socket {
 	return nil
 }
 
-// shutdown drains the listener within ctx, then closes it hard.
-func (l *listener) shutdown(ctx context.Context) error {
+// shutdown drains the listener within ctx, then closes it hard. A gRPC
+// listener first keeps accepting and serving for grace (its health service
+// already NOT_SERVING), so clients that have not yet learnt the endpoint is
+// leaving connect and are served instead of being refused; then it sends
+// GOAWAY and stops accepting.
+func (l *listener) shutdown(ctx context.Context, grace time.Duration) error {
 	switch {
 	case l.in != nil:
 		return l.in.Shutdown(ctx)
 	case l.gs != nil:
 		if l.health != nil {
 			l.health.Shutdown()
+		}
+		if grace > 0 {
+			t := time.NewTimer(grace)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
 		}
 		done := make(chan struct{})
 		go func() { l.gs.GracefulStop(); close(done) }()

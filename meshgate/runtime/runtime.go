@@ -84,6 +84,10 @@ type Runtime struct {
 	draining  atomic.Bool
 	wg        sync.WaitGroup
 
+	healthStop chan struct{} // see health.go
+	healthDone chan struct{}
+	healthOnce sync.Once
+
 	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
 	xdsPlane *xdsPlane
 }
@@ -115,6 +119,8 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		return nil, err
 	}
 	r.status.applied(cfg)
+	r.admin.SetReadiness("upstreams", r.upstreamsReady)
+	r.startHealth()
 	if !opts.NoAdmin {
 		if err := r.admin.Listen(cfg.Admin.Address); err != nil {
 			r.closeAll()
@@ -270,7 +276,10 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		st.pools[u.Name] = p
 		st.newPools = append(st.newPools, p)
 	}
-	if err := r.priv.stage(r, cfg, st); err != nil {
+	warmed := r.warmUp(st.newPools)
+	err = r.priv.stage(r, cfg, st)
+	<-warmed
+	if err != nil {
 		return fail(err)
 	}
 
@@ -344,6 +353,35 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	return nil
 }
 
+// warmUp gives new gRPC pools up to Options.WarmUp to connect before
+// traffic moves to them (in the background; the channel closes when done).
+// An upstream that stays down is not an error: it may come up later, and
+// readiness reports it meanwhile.
+func (r *Runtime) warmUp(pools []*grpcpool.Pool) <-chan struct{} {
+	done := make(chan struct{})
+	if len(pools) == 0 || r.opts.WarmUp <= 0 {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), r.opts.WarmUp)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, p := range pools {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := p.WaitReady(ctx); err != nil {
+					r.log.Warn("grpc upstream not connected yet", "upstream", p.Name(), "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+	return done
+}
+
 // staged is what apply builds before committing.
 type staged struct {
 	codecs        codecSet
@@ -398,7 +436,7 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = l.shutdown(ctx)
+			errs[i] = l.shutdown(ctx, cfg.Defaults.DrainGrace)
 		}()
 	}
 	wg.Wait()
@@ -425,6 +463,7 @@ func (r *Runtime) Close() {
 }
 
 func (r *Runtime) closeAll() {
+	r.stopHealth()
 	r.stopXDS()
 	r.mu.Lock()
 	defer r.mu.Unlock()
