@@ -85,7 +85,8 @@ func (r *Runtime) updateHealth() {
 		return
 	}
 	for _, l := range r.listeners {
-		if l.health == nil {
+		g, ok := l.srv.(*grpcServer)
+		if !ok {
 			continue
 		}
 		up := map[string]bool{} // service → all its upstreams healthy
@@ -99,25 +100,25 @@ func (r *Runtime) updateHealth() {
 			healthy := p != nil && p.Stats().Healthy > 0
 			up[svc] = healthy && (ok || !seen)
 		}
-		for svc := range l.healthSvcs {
+		for svc := range g.healthSvcs {
 			if _, still := up[svc]; !still {
-				l.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
-				delete(l.healthSvcs, svc)
+				g.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+				delete(g.healthSvcs, svc)
 			}
 		}
-		if l.healthSvcs == nil {
-			l.healthSvcs = map[string]bool{}
+		if g.healthSvcs == nil {
+			g.healthSvcs = map[string]bool{}
 		}
 		for svc, ok := range up {
-			if was, set := l.healthSvcs[svc]; set && was == ok {
+			if was, set := g.healthSvcs[svc]; set && was == ok {
 				continue
 			}
 			st := healthpb.HealthCheckResponse_NOT_SERVING
 			if ok {
 				st = healthpb.HealthCheckResponse_SERVING
 			}
-			l.health.SetServingStatus(svc, st)
-			l.healthSvcs[svc] = ok
+			g.health.SetServingStatus(svc, st)
+			g.healthSvcs[svc] = ok
 		}
 	}
 }

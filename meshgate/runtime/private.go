@@ -110,7 +110,11 @@ func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config
 // they are installed by commit (the live bridge is not touched before).
 func (p *privatePools) prepareUpdate(l *listener, lc config.Listener, st *staged) error {
 	ps := st.priv.(*privStaged)
-	b, ok := l.bridge.(*outbound.Server)
+	g, ok := l.srv.(*grpcServer)
+	if !ok {
+		return nil
+	}
+	b, ok := g.bridge.(*outbound.Server)
 	if !ok {
 		return nil
 	}

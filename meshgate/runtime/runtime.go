@@ -322,7 +322,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 
 	// Kept grpc listeners get their new routes last (undone on abort).
 	for _, u := range st.updates {
-		if u.l.bridge != nil {
+		if _, isGRPC := u.l.srv.(*grpcServer); isGRPC {
 			if err := r.priv.prepareUpdate(u.l, u.cfg, st); err != nil {
 				return fail(fmt.Errorf("listener %s: %w", u.cfg.Name, err))
 			}
