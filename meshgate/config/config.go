@@ -32,12 +32,12 @@ type Config struct {
 	Listeners []Listener `yaml:"listeners" json:"listeners"`
 	// Upstreams are the backends routes send to.
 	Upstreams []Upstream `yaml:"upstreams" json:"upstreams"`
+	// Readiness is what /readyz waits for from the upstreams: all | any | none (default all; see lifecycle.go).
+	Readiness string `yaml:"readiness,omitempty" json:"readiness,omitempty"`
 	// Timeouts and limits shared by all listeners unless overridden.
 	Defaults Defaults `yaml:"defaults" json:"defaults"`
 	// XDS configures the embedded control plane (optional).
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
-	// Readiness is what /readyz waits for from the upstreams: all | any | none (default all; see lifecycle.go).
-	Readiness string `yaml:"readiness,omitempty" json:"readiness,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }

@@ -105,6 +105,7 @@ func (e *errs) add(field, format string, args ...any) {
 // naming its field, joined with errors.Join.
 func (c *Config) Validate() error {
 	var e errs
+	c.validateLifecycle(&e)
 	checkAddr(&e, "admin.address", c.Admin.Address)
 	codecs := map[string]bool{"mgp": true}
 	for i, cs := range c.Codecs {
@@ -221,7 +222,6 @@ func (c *Config) Validate() error {
 	if c.XDS != nil {
 		c.XDS.validate(c, &e)
 	}
-	c.validateLifecycle(&e)
 	if len(e) == 0 {
 		return nil
 	}

@@ -15,7 +15,8 @@
 // Reconnects back off from BackoffBase up to the upstream's
 // reconnect_backoff_max (default 5s; grpc-go's own cap is 120s, which kept
 // calls failing for many seconds after a long outage ended). Ready reports
-// whether every ClientConn has a ready transport (for /readyz).
+// whether every ClientConn has a ready transport (for /readyz); see
+// ready.go.
 //
 // Calls are spread over the ClientConns round-robin. A Pool is reference
 // counted so that a config reload can retire it while requests that started
@@ -29,13 +30,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
 	_ "google.golang.org/grpc/balancer/ringhash"     // ring_hash_experimental
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
@@ -47,9 +45,6 @@ import (
 
 // HashHeader is the metadata key consistent hashing uses (the request uin).
 const HashHeader = "x-mgp-uin"
-
-// BackoffBase is the first reconnect delay of a gRPC upstream connection.
-const BackoffBase = 500 * time.Millisecond
 
 // Errors.
 var (
@@ -82,8 +77,7 @@ type Pool struct {
 	once    sync.Once
 	closed  chan struct{}
 
-	ready   []atomic.Bool // per ClientConn: READY, or IDLE after being READY
-	watchWG sync.WaitGroup
+	readiness // ready.go
 }
 
 // ServiceConfig returns the gRPC service config JSON for an LB policy.
@@ -114,13 +108,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 	if n <= 0 {
 		n = config.DefaultConnections
 	}
-	p := &Pool{cfg: u, opts: opts, closed: make(chan struct{}), ready: make([]atomic.Bool, n)}
-	maxDelay := u.ReconnectBackoffMax
-	if maxDelay <= 0 {
-		maxDelay = config.DefaultReconnectBackoffMax
-	}
-	bc := backoff.DefaultConfig
-	bc.BaseDelay, bc.MaxDelay = min(BackoffBase, maxDelay), maxDelay
+	p := &Pool{cfg: u, opts: opts, closed: make(chan struct{})}
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
 	for _, ep := range u.Endpoints {
@@ -135,7 +123,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 			grpc.WithDefaultServiceConfig(ServiceConfig(u.LB)),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})),
 			grpc.WithUserAgent("meshgate"),
-			grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 5 * time.Second}),
+			grpc.WithConnectParams(connectParams(u)),
 		}, opts.DialOptions...)
 		cc, err := grpc.NewClient("meshgate:///"+u.Name, dopts...)
 		if err != nil {
@@ -147,10 +135,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		cc.Connect()
 		p.conns = append(p.conns, cc)
 	}
-	for i, cc := range p.conns {
-		p.watchWG.Add(1)
-		go p.watch(i, cc)
-	}
+	p.watchStates()
 	if opts.Conns != nil {
 		opts.Conns.Add(float64(len(p.conns)))
 	}
@@ -179,61 +164,6 @@ func (p *Pool) Same(u config.Upstream) bool {
 	a.Endpoints, b.Endpoints, a.TLS, b.TLS = nil, nil, nil, nil
 	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections &&
 		a.ReconnectBackoffMax == b.ReconnectBackoffMax
-}
-
-// watch tracks ClientConn i's connectivity state until the pool closes.
-func (p *Pool) watch(i int, cc *grpc.ClientConn) {
-	defer p.watchWG.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-p.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	was := false
-	for s := cc.GetState(); ; s = cc.GetState() {
-		switch s {
-		case connectivity.Ready:
-			was = true
-		case connectivity.Idle:
-			// idle after being ready reconnects on the next call
-		default:
-			was = false
-		}
-		p.ready[i].Store(was)
-		if s == connectivity.Shutdown || !cc.WaitForStateChange(ctx, s) {
-			p.ready[i].Store(false)
-			return
-		}
-	}
-}
-
-// WaitReady blocks until Ready or ctx ends.
-func (p *Pool) WaitReady(ctx context.Context) error {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for !p.Ready() {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("upstream %s: not connected: %w", p.cfg.Name, ctx.Err())
-		case <-t.C:
-		}
-	}
-	return nil
-}
-
-// Ready reports whether every ClientConn has a ready connection (IDLE after
-// READY counts: it reconnects on the next call).
-func (p *Pool) Ready() bool {
-	for i := range p.ready {
-		if !p.ready[i].Load() {
-			return false
-		}
-	}
-	return true
 }
 
 // Conn returns the next shared ClientConn.
@@ -290,6 +220,7 @@ func (p *Pool) Close() error {
 }
 
 func (p *Pool) close() {
+	defer p.watchWG.Wait() // the state watchers end with their ClientConns
 	p.once.Do(func() {
 		for _, c := range p.conns {
 			_ = c.Close()
@@ -301,6 +232,5 @@ func (p *Pool) close() {
 			p.opts.Transports.Add(-float64(len(p.conns) * len(p.cfg.Endpoints)))
 		}
 		close(p.closed)
-		p.watchWG.Wait()
 	})
 }

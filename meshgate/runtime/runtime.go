@@ -110,9 +110,9 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		metrics:   opts.Metrics,
 		pools:     map[string]*grpcpool.Pool{},
 		listeners: map[string]*listener{},
+		status:    newConfigStatus(opts.Metrics.Registry),
 	}
 	r.priv.init()
-	r.status = newConfigStatus(r.metrics.Registry)
 	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"))
 	r.admin.SetReadiness("listeners", r.listenersReady)
 	if err := r.apply(cfg, true); err != nil {

@@ -67,10 +67,10 @@ func runCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	reloads := hup.running() // a SIGHUP received during start-up is delivered now
 	log.Info("admin", "url", "http://"+rt.AdminAddr().String(), "endpoints", "/healthz /readyz /metrics /config /debug/pprof")
 	watchDone := make(chan struct{})
 	wctx, wcancel := context.WithCancel(ctx)
+	reloads := hup.running() // a SIGHUP received during start-up is delivered now
 	if embedded {
 		log.Info("demo: MGP/1 → gRPC", "send_mgp_to", addrOf(rt, "mgp-in"), "cmds", "1 Echo, 2 Upper, 3 Fail, 4 Sleep, 5 Meta", "grpc_service", demoGRPCAddr)
 		log.Info("demo: gRPC → MGP/1", "send_grpc_to", addrOf(rt, "grpc-in"), "methods", "/legacy.Legacy/{Echo,Uppercase,Fail,Slow}", "legacy_server", demoLegacyAddr)
