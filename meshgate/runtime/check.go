@@ -1,13 +1,14 @@
 package runtime
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/xds"
 )
@@ -40,7 +41,7 @@ func Check(cfg *config.Config) error {
 		l := &cfg.Listeners[i]
 		f := fmt.Sprintf("listeners[%d]", i)
 		if l.TLS != nil {
-			if _, err := ServerTLS(l.TLS); err != nil {
+			if err := checkTLSFiles(cfg, l.TLS); err != nil {
 				add(f+".tls", err)
 			}
 		}
@@ -69,13 +70,9 @@ func Check(cfg *config.Config) error {
 					add(f+".codec", err)
 				}
 			}
-			if u.TLS != nil {
-				add(f+".tls", errors.New("TLS to private upstreams is not supported (use Envoy for mTLS)"))
-			}
-			continue
 		}
 		if u.TLS != nil {
-			if _, err := grpcpool.ClientTLS(u.TLS); err != nil {
+			if err := checkTLSFiles(cfg, u.TLS); err != nil {
 				add(f+".tls", err)
 			}
 		}
@@ -97,6 +94,26 @@ func Check(cfg *config.Config) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkTLSFiles loads t's key pair and CA bundle (paths relative to the
+// config file's directory) the way listeners and upstreams will.
+func checkTLSFiles(cfg *config.Config, t *config.TLS) error {
+	if t.CertFile != "" || t.KeyFile != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.Path(t.CertFile), cfg.Path(t.KeyFile)); err != nil {
+			return fmt.Errorf("cert_file/key_file: %w", err)
+		}
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(cfg.Path(t.CAFile))
+		if err != nil {
+			return fmt.Errorf("ca_file: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return fmt.Errorf("ca_file: %s: no PEM certificates", cfg.Path(t.CAFile))
+		}
+	}
+	return nil
 }
 
 // trimInvalid drops the "config: invalid: " prefixes a wrapped error
