@@ -10,6 +10,8 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // HealthInterval is how often upstream health is re-read into readiness
@@ -20,30 +22,44 @@ const HealthInterval = 100 * time.Millisecond
 // (default) every upstream needs a ready connection (a grpc upstream: every
 // shared ClientConn READY; a private one: a healthy endpoint), with "any"
 // one of them, with "none" nothing.
+//
+// It reads the snapshot taken at each commit, never Runtime.mu, so /readyz
+// answers at once even while a reload holds the lock warming up pools.
 func (r *Runtime) upstreamsReady() error {
 	cfg := r.cfg.Load()
-	if cfg == nil || cfg.Readiness == config.ReadinessNone {
+	ups := r.upstreams.Load()
+	if cfg == nil || ups == nil || cfg.Readiness == config.ReadinessNone {
 		return nil
 	}
-	r.mu.Lock()
 	var down []string
-	total := len(r.pools) + len(r.priv.pools)
-	for name, p := range r.pools {
+	total := len(ups.grpc) + len(ups.priv)
+	for name, p := range ups.grpc {
 		if !p.Ready() {
 			down = append(down, name)
 		}
 	}
-	for name, p := range r.priv.pools {
+	for name, p := range ups.priv {
 		if p.Stats().Healthy == 0 {
 			down = append(down, name)
 		}
 	}
-	r.mu.Unlock()
 	if len(down) == 0 || (cfg.Readiness == config.ReadinessAny && len(down) < total) {
 		return nil
 	}
 	slices.Sort(down)
 	return fmt.Errorf("%w: upstreams not connected: %s", admin.ErrNotReady, strings.Join(down, ", "))
+}
+
+// upstreamSet is the committed upstream pools, for lock-free readiness.
+type upstreamSet struct {
+	grpc map[string]*grpcpool.Pool
+	priv map[string]*upstream.PrivatePool
+}
+
+// snapshotUpstreams publishes the committed pools (called with r.mu held;
+// the maps are replaced, never mutated, by later commits).
+func (r *Runtime) snapshotUpstreams() {
+	r.upstreams.Store(&upstreamSet{grpc: r.pools, priv: r.priv.pools})
 }
 
 // startHealth runs the loop that keeps every gRPC listener's

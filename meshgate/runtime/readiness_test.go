@@ -245,3 +245,48 @@ func TestGRPCUpstreamRecoversWithinBackoffMax(t *testing.T) {
 		t.Fatalf("recovery took %v, want <= max backoff (1s +20%% jitter) + 1s", rec)
 	}
 }
+
+// TestReadyzAnswersDuringWarmingReload: while a reload holds the runtime
+// lock warming up a new upstream that does not connect (up to WarmUp),
+// /readyz still answers at once (it used to wait for the lock, failing
+// probes with a 1s timeout).
+func TestReadyzAnswersDuringWarmingReload(t *testing.T) {
+	ep := backend(t, "A")
+	rt, err := New(mustParse(t, yamlConfig(ep, "")), Options{WarmUp: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Close)
+	waitFor(t, func() bool { return rt.Admin().Ready() == nil })
+	dead := freeAddr(t)
+	next := mustParse(t, yamlConfig(ep, "")+fmt.Sprintf("  - {name: cold, protocol: private, endpoints: [%q]}\n", dead))
+	done := make(chan error, 1)
+	go func() { done <- rt.Reload(next) }()
+	waitFor(t, func() bool {
+		if rt.mu.TryLock() {
+			rt.mu.Unlock()
+			return false
+		}
+		return true
+	})
+	start := time.Now()
+	err = rt.Admin().Ready()
+	took := time.Since(start)
+	select {
+	case <-done:
+		t.Fatal("reload finished before the readiness check could overlap it")
+	default:
+	}
+	if took > 200*time.Millisecond {
+		t.Fatalf("/readyz took %v during a warming reload", took)
+	}
+	if err != nil {
+		t.Fatalf("ready during reload: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Admin().Ready(); err == nil || !strings.Contains(err.Error(), "cold") {
+		t.Fatalf("after the reload, with upstream cold down: %v", err)
+	}
+}

@@ -87,6 +87,7 @@ type Runtime struct {
 	healthStop chan struct{} // see health.go
 	healthDone chan struct{}
 	healthOnce sync.Once
+	upstreams  atomic.Pointer[upstreamSet] // committed pools, for readiness
 
 	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
 	xdsPlane *xdsPlane
@@ -182,14 +183,12 @@ func (r *Runtime) Pool(name string) *grpcpool.Pool {
 	return r.pools[name]
 }
 
+// listenersReady fails once draining (Shutdown and Close set draining
+// before closing anything). It takes no lock, so /readyz answers at once
+// even while a reload is warming up new pools.
 func (r *Runtime) listenersReady() error {
 	if r.draining.Load() {
 		return fmt.Errorf("%w: draining", admin.ErrNotReady)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return fmt.Errorf("%w: shut down", admin.ErrNotReady)
 	}
 	return nil
 }
@@ -349,6 +348,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	}
 	r.pools = st.pools
 	r.priv.commit(r, st, cfg.Defaults.DrainTimeout)
+	r.snapshotUpstreams()
 	r.cfg.Store(cfg)
 	return nil
 }
