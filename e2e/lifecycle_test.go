@@ -10,9 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/meshgate/demo"
 	"github.com/meshgate/meshgate/meshgate/legacy"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // demoBackend serves demo.Echo on a loopback port until the test ends.
@@ -196,5 +201,67 @@ func TestSIGHUPEmbedded(t *testing.T) {
 	case <-p.Done():
 		t.Fatalf("meshgate exited: %v", p.Cmd.ProcessState)
 	default:
+	}
+}
+
+// TestSIGTERMGRPCDrainGrace: after SIGTERM, `meshgate run` keeps its gRPC
+// listener accepting for defaults.drain_grace: a client that connects
+// then is served (it used to get "connection refused"), the health service
+// says NOT_SERVING; the process then exits 0.
+func TestSIGTERMGRPCDrainGrace(t *testing.T) {
+	bin := harness.MeshgateBin(t)
+	ls := legacy.NewServer(legacy.ServerOptions{})
+	if err := ls.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Close()
+	grpcIn, admin := harness.FreeAddr(t), harness.FreeAddr(t)
+	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(`
+admin: {address: %q}
+defaults: {drain_timeout: 6s, drain_grace: 2s}
+listeners:
+  - {name: grpc-in, kind: grpc, address: %q, routes: [{method: /legacy.Legacy/*, cmd: 1, upstream: legacy}]}
+upstreams:
+  - {name: legacy, protocol: private, endpoints: [%q]}
+`, admin, grpcIn, ls.Addr().String())))
+	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
+	harness.WaitHTTP200(t, 10*time.Second, "http://"+admin+"/readyz")
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	sent := time.Now()
+	dial := func() *grpc.ClientConn {
+		cc, err := grpc.NewClient(grpcIn, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return cc
+	}
+	// Draining has begun once the health service says NOT_SERVING...
+	probe := dial()
+	harness.Eventually(t, 3*time.Second, "health NOT_SERVING after SIGTERM", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		hr, err := healthpb.NewHealthClient(probe).Check(ctx, &healthpb.HealthCheckRequest{Service: "legacy.Legacy"})
+		if err != nil {
+			return err
+		}
+		if hr.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+			return fmt.Errorf("status %v", hr.Status)
+		}
+		return nil
+	})
+	// ...and a client connecting only now is still served.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var out []byte
+	if err := dial().Invoke(ctx, "/legacy.Legacy/Echo", []byte("late"), &out); err != nil || string(out) != "late" {
+		t.Fatalf("call from a client connecting %v after SIGTERM: %q %v", time.Since(sent), out, err)
+	}
+	if code := exited(t, p, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if el := time.Since(sent); el < 2*time.Second {
+		t.Fatalf("exited %v after SIGTERM, before drain_grace", el)
 	}
 }
