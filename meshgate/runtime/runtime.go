@@ -16,7 +16,15 @@
 // prepared but not installed. Any error aborts: only what the build step
 // created is closed, and every listener, pool and xDS resource is left as it
 // was. A config that fails validation or cannot be built is rejected with an
-// error naming the field, and the running config keeps serving.
+// error naming the field, and the running config keeps serving. Check is
+// the validation every (re)load starts with and `meshgate validate` prints.
+//
+// Readiness (/readyz) needs every listener bound and, per the config's
+// readiness mode, the upstreams connected (health.go); gRPC listeners serve
+// grpc.health.v1 per routed service. Shutdown turns readiness and health
+// off at once, keeps gRPC listeners accepting for defaults.drain_grace, then
+// drains. The served config's generation, hash and last reload outcome are
+// exported as metrics and on /config (status.go).
 package runtime
 
 import (
