@@ -32,6 +32,8 @@ type Config struct {
 	Listeners []Listener `yaml:"listeners" json:"listeners"`
 	// Upstreams are the backends routes send to.
 	Upstreams []Upstream `yaml:"upstreams" json:"upstreams"`
+	// Readiness is what /readyz waits for from the upstreams: all | any | none (default all; see lifecycle.go).
+	Readiness string `yaml:"readiness,omitempty" json:"readiness,omitempty"`
 	// Timeouts and limits shared by all listeners unless overridden.
 	Defaults Defaults `yaml:"defaults" json:"defaults"`
 	// XDS configures the embedded control plane (optional).
@@ -154,6 +156,8 @@ type Upstream struct {
 	Heartbeat time.Duration `yaml:"heartbeat,omitempty" json:"heartbeat,omitempty"`
 	// TLS, when set, dials with (m)TLS.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+	// ReconnectBackoffMax caps a grpc upstream's reconnect backoff (default 5s; see lifecycle.go).
+	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
 }
 
 // Defaults are shared limits.
@@ -167,6 +171,8 @@ type Defaults struct {
 	ReadTimeout time.Duration `yaml:"read_timeout,omitempty" json:"read_timeout,omitempty"`
 	// Limits are every listener's resource limits (limits.go).
 	Limits Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
+	// DrainGrace keeps gRPC listeners accepting after SIGTERM (default 2s; see lifecycle.go).
+	DrainGrace time.Duration `yaml:"drain_grace,omitempty" json:"drain_grace,omitempty"`
 }
 
 // Parse decodes YAML, rejecting unknown fields, applies defaults and
@@ -176,6 +182,9 @@ func Parse(data []byte, dir string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
+		if uf := unknownFields(data); uf != nil {
+			return nil, uf
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	c.baseDir = dir

@@ -93,6 +93,7 @@ func (c *Config) ApplyDefaults() {
 		c.XDS.applyDefaults()
 	}
 	c.applyLimitDefaults()
+	c.applyLifecycleDefaults()
 }
 
 // errs collects field errors.
@@ -106,6 +107,7 @@ func (e *errs) add(field, format string, args ...any) {
 // naming its field, joined with errors.Join.
 func (c *Config) Validate() error {
 	var e errs
+	c.validateLifecycle(&e)
 	checkAddr(&e, "admin.address", c.Admin.Address)
 	codecs := registeredCodecs()
 	for i, cs := range c.Codecs {

@@ -12,6 +12,12 @@
 //	                 request header (gRFC A76 requestHashHeader, honoured by
 //	                 grpc-go outside xDS)
 //
+// Reconnects back off from BackoffBase up to the upstream's
+// reconnect_backoff_max (default 5s; grpc-go's own cap is 120s, which kept
+// calls failing for many seconds after a long outage ended). Ready reports
+// whether every ClientConn has a ready transport (for /readyz); see
+// ready.go.
+//
 // Calls are spread over the ClientConns round-robin. A Pool is reference
 // counted so that a config reload can retire it while requests that started
 // on it finish: Acquire/Release around each call, Retire when dropped.
@@ -81,6 +87,8 @@ type Pool struct {
 	retired atomic.Bool
 	once    sync.Once
 	closed  chan struct{}
+
+	readiness // ready.go
 }
 
 // ServiceConfig returns the gRPC service config JSON for an LB policy.
@@ -127,6 +135,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 			grpc.WithDefaultServiceConfig(ServiceConfig(u.LB)),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})),
 			grpc.WithUserAgent("meshgate"),
+			grpc.WithConnectParams(connectParams(u)),
 		}, opts.DialOptions...)
 		cc, err := grpc.NewClient("meshgate:///"+u.Name, dopts...)
 		if err != nil {
@@ -141,6 +150,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		cc.Connect()
 		p.conns = append(p.conns, cc)
 	}
+	p.watchStates()
 	if opts.Conns != nil {
 		opts.Conns.Add(float64(len(p.conns)))
 	}
@@ -167,7 +177,8 @@ func (p *Pool) Same(u config.Upstream) bool {
 		return false
 	}
 	a.Endpoints, b.Endpoints, a.TLS, b.TLS = nil, nil, nil, nil
-	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections
+	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections &&
+		a.ReconnectBackoffMax == b.ReconnectBackoffMax
 }
 
 // Conn returns the next shared ClientConn.
@@ -224,6 +235,7 @@ func (p *Pool) Close() error {
 }
 
 func (p *Pool) close() {
+	defer p.watchWG.Wait() // the state watchers end with their ClientConns
 	p.once.Do(func() {
 		for _, c := range p.conns {
 			_ = c.Close()

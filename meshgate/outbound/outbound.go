@@ -89,12 +89,23 @@ func New(o Options) (*Server, error) {
 // upstream in pools, and swaps it in atomically. On error the current table
 // keeps serving.
 func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePool) error {
-	t, err := buildTable(l, pools, s.defTO, s.m)
+	commit, err := s.Prepare(l, pools)
 	if err != nil {
 		return err
 	}
-	s.table.Store(t)
+	commit()
 	return nil
+}
+
+// Prepare builds the routing table Update would install without installing
+// it: commit swaps it in. A reload prepares every listener first and
+// commits only when all succeeded.
+func (s *Server) Prepare(l config.Listener, pools map[string]*upstream.PrivatePool) (commit func(), err error) {
+	t, err := buildTable(l, pools, s.defTO, s.m)
+	if err != nil {
+		return nil, err
+	}
+	return func() { s.table.Store(t) }, nil
 }
 
 // Routes returns the current routes (for /config and tests).

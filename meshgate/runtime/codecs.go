@@ -43,34 +43,6 @@ func (s codecSet) get(name string, maxFrameSize int) (codec.Codec, error) {
 	return codec.New(name, maxFrameSize)
 }
 
-// Check validates cfg beyond config.Validate: it builds the declarative
-// codecs and every listener's and upstream's codec (what `meshgate
-// validate` reports).
-func Check(cfg *config.Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	set, err := buildCodecs(cfg)
-	if err != nil {
-		return err
-	}
-	for i, l := range cfg.Listeners {
-		if l.Kind == config.KindPrivate {
-			if _, err := set.get(l.Codec, l.MaxFrameSize); err != nil {
-				return fmt.Errorf("%w: listeners[%d].codec: %w", config.ErrInvalid, i, err)
-			}
-		}
-	}
-	for i, u := range cfg.Upstreams {
-		if u.Protocol == config.ProtoPrivate {
-			if _, err := set.get(u.Codec, 0); err != nil {
-				return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
-			}
-		}
-	}
-	return nil
-}
-
 // codecChanged reports whether a declarative codec used by name differs
 // from the running config's (so pools speaking it must be rebuilt).
 func (st *staged) codecChanged(name string) bool {

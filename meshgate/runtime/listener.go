@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,29 +22,42 @@ import (
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
-// listener is one running listener.
+// server is what a listener runs on its socket: privateServer (kind
+// private: package inbound) or grpcServer (kind grpc: grpc.Server with the
+// outbound bridge and the health service). A reload builds servers that do
+// not serve yet; its commit Starts the new ones, Updates the kept ones and
+// Shuts down the replaced ones; an abort Aborts what it built.
+type server interface {
+	// Start serves ln until Shutdown or Abort (it blocks).
+	Start(ln net.Listener) error
+	// Update applies a kept listener's new config (routes, limits).
+	Update(lc config.Listener, tbl *inbound.Table)
+	// Shutdown drains within ctx, after keeping on accepting for grace
+	// where the server supports it, then closes hard.
+	Shutdown(ctx context.Context, grace time.Duration) error
+	// Abort closes at once.
+	Abort()
+}
+
+// listener is one running listener: a server on a view of a socket.
 type listener struct {
-	cfg    config.Listener
-	ln     net.Listener
-	in     *inbound.Server // kind private
-	gs     *grpc.Server    // kind grpc
-	health *health.Server
-	bridge grpcBridge      // kind grpc: the gRPC→private handler
-	tls    *tlsconf.Server // nil: plaintext
-	done   chan struct{}
+	cfg  config.Listener
+	ln   net.Listener // a view of sock (TLS-wrapped on TLS private listeners)
+	sock *socket
+	srv  server
+	tls  *tlsconf.Server // nil: plaintext
+	done chan struct{}
 }
 
 func (l *listener) sameSocket(lc *config.Listener) bool {
 	return sameListenerSocket(&l.cfg, lc)
 }
 
-// newListener binds the socket and builds the server, not yet serving.
+// newListener builds the server, not yet serving, on a new view of the live
+// socket when a running listener already holds lc.Address, else on a newly
+// bound socket. Nothing running is touched: closing the new listener
+// (abort) releases only what it took.
 func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.Codec, tbl *inbound.Table, st *staged, cur *listener) (*listener, error) {
-	if cur != nil && cur.cfg.Address == lc.Address {
-		// Same address, new socket settings: the old one must let go of
-		// the port first (its connections keep draining).
-		cur.stopAccepting()
-	}
 	var ts *tlsconf.Server
 	if lc.TLS != nil {
 		var err error
@@ -51,34 +65,36 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 	}
-	ln, err := net.Listen("tcp", lc.Address)
-	if err != nil {
-		if ts != nil {
-			ts.Close()
+	sock := r.liveSocket(lc.Address, cur)
+	if sock == nil {
+		var err error
+		if sock, err = bindSocket(lc.Address); err != nil {
+			if ts != nil {
+				ts.Close()
+			}
+			return nil, fmt.Errorf("%w: address: %v", config.ErrInvalid, err)
 		}
-		return nil, fmt.Errorf("%w: address: %v", config.ErrInvalid, err)
 	}
-	l := &listener{cfg: lc, ln: ln, tls: ts, done: make(chan struct{})}
+	ln := sock.view()
+	l := &listener{cfg: lc, ln: ln, sock: sock, tls: ts, done: make(chan struct{})}
 	switch lc.Kind {
 	case config.KindPrivate:
 		if ts != nil {
 			l.ln = tls.NewListener(ln, ts.Config())
 		}
 		lim := lc.Limits.Effective()
-		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet,
-			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout}, tbl)
+		l.srv = &privateServer{inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet,
+			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout}, tbl)}
 	case config.KindGRPC:
 		b, err := r.priv.bridge(r, lc, cfg, st)
 		if err != nil {
 			_ = ln.Close()
-			if ts != nil {
-				ts.Close()
-			}
+			l.closeTLS()
 			return nil, err
 		}
-		l.bridge = b
 		if err := r.limitGRPCListener(l, lc); err != nil {
 			_ = ln.Close()
+			l.closeTLS()
 			return nil, err
 		}
 		opts := []grpc.ServerOption{grpc.ForceServerCodecV2(rawcodec.Codec{})}
@@ -86,10 +102,14 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			opts = append(opts, grpc.Creds(ts.Credentials()))
 		}
 		opts = append(opts, b.ServerOptions()...)
-		l.gs = grpc.NewServer(opts...)
-		l.health = health.NewServer()
-		healthpb.RegisterHealthServer(l.gs, l.health)
-		reflection.Register(l.gs)
+		g := &grpcServer{gs: grpc.NewServer(opts...), health: health.NewServer(), bridge: b}
+		healthpb.RegisterHealthServer(g.gs, g.health)
+		reflection.Register(g.gs)
+		l.srv = g
+	default:
+		_ = ln.Close()
+		l.closeTLS()
+		return nil, fmt.Errorf("%w: kind: %q", config.ErrInvalid, lc.Kind)
 	}
 	return l, nil
 }
@@ -108,11 +128,29 @@ func (r *Runtime) limitGRPCListener(l *listener, lc config.Listener) error {
 }
 
 // update applies a new config to a listener that keeps its socket (a grpc
-// listener's bridge was already updated by prepareUpdate).
+// listener's bridge routes were prepared by prepareUpdate and are installed
+// by the private-side commit).
 func (l *listener) update(lc config.Listener, tbl *inbound.Table) {
 	l.cfg = lc
-	if l.in != nil {
-		l.in.SetTable(tbl)
+	l.srv.Update(lc, tbl)
+}
+
+func (l *listener) shutdown(ctx context.Context, grace time.Duration) error {
+	defer l.closeTLS()
+	return l.srv.Shutdown(ctx, grace)
+}
+
+// abort closes the listener and its view of the socket at once.
+func (l *listener) abort() {
+	defer l.closeTLS()
+	l.srv.Abort()
+	_ = l.ln.Close()
+}
+
+// closeTLS stops re-reading the listener's certificate files.
+func (l *listener) closeTLS() {
+	if l.tls != nil {
+		l.tls.Close()
 	}
 }
 
@@ -121,17 +159,7 @@ func (r *Runtime) startListener(l *listener) {
 	go func() {
 		defer r.wg.Done()
 		defer close(l.done)
-		var err error
-		switch {
-		case l.in != nil:
-			err = l.in.Serve(l.ln)
-		case l.gs != nil:
-			err = l.gs.Serve(l.ln)
-			if errors.Is(err, grpc.ErrServerStopped) {
-				err = nil
-			}
-		}
-		if err != nil && !errors.Is(err, inbound.ErrClosed) {
+		if err := l.srv.Start(l.ln); err != nil {
 			r.log.Error("listener stopped", "listener", l.cfg.Name, "err", err)
 		}
 	}()
@@ -145,55 +173,92 @@ func (r *Runtime) stopListener(l *listener, timeout time.Duration) {
 		defer r.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		_ = l.shutdown(ctx)
+		_ = l.shutdown(ctx, 0)
 		r.log.Info("listener removed", "listener", l.cfg.Name)
 	}()
 }
 
-func (l *listener) stopAccepting() {
-	_ = l.ln.Close()
-}
-
-// shutdown drains the listener within ctx, then closes it hard.
-func (l *listener) shutdown(ctx context.Context) error {
-	defer l.closeTLS()
-	switch {
-	case l.in != nil:
-		return l.in.Shutdown(ctx)
-	case l.gs != nil:
-		if l.health != nil {
-			l.health.Shutdown()
-		}
-		done := make(chan struct{})
-		go func() { l.gs.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-			return nil
-		case <-ctx.Done():
-			l.gs.Stop()
-			<-done
-			return ctx.Err()
+// liveSocket returns the socket a running listener holds on addr (cur's,
+// or for a fixed port any listener's), or nil.
+func (r *Runtime) liveSocket(addr string, cur *listener) *socket {
+	if cur != nil && cur.cfg.Address == addr {
+		return cur.sock
+	}
+	if strings.HasSuffix(addr, ":0") {
+		return nil
+	}
+	for _, l := range r.listeners {
+		if l.cfg.Address == addr {
+			return l.sock
 		}
 	}
 	return nil
 }
 
-// closeTLS stops re-reading the listener's certificate files.
-func (l *listener) closeTLS() {
-	if l.tls != nil {
-		l.tls.Close()
+// privateServer is a kind private listener's server.
+type privateServer struct{ in *inbound.Server }
+
+func (p *privateServer) Start(ln net.Listener) error {
+	if err := p.in.Serve(ln); err != nil && !errors.Is(err, inbound.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+func (p *privateServer) Update(_ config.Listener, tbl *inbound.Table) { p.in.SetTable(tbl) }
+
+// Shutdown stops accepting at once (grace is for gRPC clients, which
+// cannot be told to leave before they connect) and drains.
+func (p *privateServer) Shutdown(ctx context.Context, _ time.Duration) error {
+	return p.in.Shutdown(ctx)
+}
+
+func (p *privateServer) Abort() { p.in.Close() }
+
+// grpcServer is a kind grpc listener's server.
+type grpcServer struct {
+	gs     *grpc.Server
+	health *health.Server
+	bridge grpcBridge // the gRPC→private handler
+	// healthSvcs: the services last set on health, true = SERVING
+	// (guarded by Runtime.mu; see health.go).
+	healthSvcs map[string]bool
+}
+
+func (g *grpcServer) Start(ln net.Listener) error {
+	if err := g.gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// Update: the bridge's routes are installed by the private-side commit.
+func (g *grpcServer) Update(config.Listener, *inbound.Table) {}
+
+// Shutdown turns the health service NOT_SERVING, keeps accepting and
+// serving for grace, so clients that have not yet learnt the endpoint is
+// leaving connect and are served instead of refused; then sends GOAWAY,
+// stops accepting and waits for the calls in flight (bounded by ctx).
+func (g *grpcServer) Shutdown(ctx context.Context, grace time.Duration) error {
+	g.health.Shutdown()
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	done := make(chan struct{})
+	go func() { g.gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.gs.Stop()
+		<-done
+		return ctx.Err()
 	}
 }
 
-// abort closes the listener at once.
-func (l *listener) abort() {
-	defer l.closeTLS()
-	switch {
-	case l.in != nil:
-		l.in.Close()
-		_ = l.ln.Close()
-	case l.gs != nil:
-		l.gs.Stop()
-		_ = l.ln.Close()
-	}
-}
+func (g *grpcServer) Abort() { g.gs.Stop() }

@@ -38,8 +38,8 @@ type privStaged struct {
 	pools    map[string]*upstream.PrivatePool
 	cfgs     map[string]config.Upstream
 	newPools []*upstream.PrivatePool
-	// bridges updated in place before commit, with how to undo.
-	undo []func()
+	// route tables prepared for kept bridges, installed on commit.
+	commits []func()
 }
 
 func (p *privatePools) init() {
@@ -107,24 +107,31 @@ func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config
 	return b, nil
 }
 
-// prepareUpdate swaps the routes of a kept grpc listener's bridge before
-// commit, remembering how to undo it if the reload is aborted later.
+// prepareUpdate builds the new routes of a kept grpc listener's bridge;
+// they are installed by commit (the live bridge is not touched before).
 func (p *privatePools) prepareUpdate(l *listener, lc config.Listener, st *staged) error {
 	ps := st.priv.(*privStaged)
-	b, ok := l.bridge.(*outbound.Server)
+	g, ok := l.srv.(*grpcServer)
 	if !ok {
 		return nil
 	}
-	if err := b.Update(lc, ps.pools); err != nil {
+	b, ok := g.bridge.(*outbound.Server)
+	if !ok {
+		return nil
+	}
+	commit, err := b.Prepare(lc, ps.pools)
+	if err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	oldCfg, oldPools := l.cfg, p.pools
-	ps.undo = append(ps.undo, func() { _ = b.Update(oldCfg, oldPools) })
+	ps.commits = append(ps.commits, commit)
 	return nil
 }
 
 func (p *privatePools) commit(r *Runtime, st *staged, drain time.Duration) {
 	ps := st.priv.(*privStaged)
+	for _, c := range ps.commits {
+		c()
+	}
 	for name, old := range p.pools {
 		if ps.pools[name] == old {
 			continue
@@ -148,9 +155,6 @@ func (p *privatePools) abort(st *staged) {
 	ps, ok := st.priv.(*privStaged)
 	if !ok {
 		return
-	}
-	for i := len(ps.undo) - 1; i >= 0; i-- {
-		ps.undo[i]()
 	}
 	for _, pool := range ps.newPools {
 		_ = pool.Close()

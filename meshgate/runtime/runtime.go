@@ -7,9 +7,24 @@
 // atomically; requests in flight finish on the table (and pools) they
 // started with. Upstream pools whose config is unchanged are kept; dropped
 // ones are retired and close after their last call. Listeners are added,
-// replaced (when their socket-level settings change) and removed. A config
-// that fails validation or cannot be built is rejected with an error naming
-// the field, and the running config keeps serving.
+// replaced (when their socket-level settings change) and removed.
+//
+// A reload is a build step followed by a commit. The build step touches
+// nothing live: new pools are dialled but not routed to, new listeners are
+// built on newly bound sockets where the address changed and on a new view
+// of the live socket where it did not (see socket), route tables are
+// prepared but not installed. Any error aborts: only what the build step
+// created is closed, and every listener, pool and xDS resource is left as it
+// was. A config that fails validation or cannot be built is rejected with an
+// error naming the field, and the running config keeps serving. Check is
+// the validation every (re)load starts with and `meshgate validate` prints.
+//
+// Readiness (/readyz) needs every listener bound and, per the config's
+// readiness mode, the upstreams connected (health.go); gRPC listeners serve
+// grpc.health.v1 per routed service. Shutdown turns readiness and health
+// off at once, keeps gRPC listeners accepting for defaults.drain_grace, then
+// drains. The served config's generation, hash and last reload outcome are
+// exported as metrics and on /config (status.go).
 package runtime
 
 import (
@@ -60,6 +75,7 @@ type Runtime struct {
 	log     *slog.Logger
 	metrics *admin.Metrics
 	admin   *admin.Server
+	status  *configStatus
 
 	mu        sync.Mutex // serializes Reload and Shutdown
 	cfg       atomic.Pointer[config.Config]
@@ -69,6 +85,11 @@ type Runtime struct {
 	closed    bool
 	draining  atomic.Bool
 	wg        sync.WaitGroup
+
+	healthStop chan struct{} // see health.go
+	healthDone chan struct{}
+	healthOnce sync.Once
+	upstreams  atomic.Pointer[upstreamSet] // committed pools, for readiness
 
 	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
 	xdsPlane *xdsPlane
@@ -92,13 +113,17 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		metrics:   opts.Metrics,
 		pools:     map[string]*grpcpool.Pool{},
 		listeners: map[string]*listener{},
+		status:    newConfigStatus(opts.Metrics.Registry),
 	}
 	r.priv.init()
-	r.admin = admin.New(r.metrics, func() any { return r.cfg.Load() }, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf))
+	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf))
 	r.admin.SetReadiness("listeners", r.listenersReady)
 	if err := r.apply(cfg, true); err != nil {
 		return nil, err
 	}
+	r.status.applied(cfg)
+	r.admin.SetReadiness("upstreams", r.upstreamsReady)
+	r.startHealth()
 	if !opts.NoAdmin {
 		if err := r.listenAdmin(cfg.Admin); err != nil {
 			r.Close()
@@ -116,6 +141,16 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 // no built-in default config: the demo's lives in meshgate-dev.
 func Parse(data []byte, dir string) (*config.Config, error) {
 	return config.Parse(data, dir)
+}
+
+// configView is what /config shows: the served config (durations as
+// "30s", secrets omitted) and its status (generation, hash, last reload).
+func (r *Runtime) configView() any {
+	v := map[string]any{"status": r.status.view()}
+	if cfg := r.cfg.Load(); cfg != nil {
+		v["config"] = cfg.View()
+	}
+	return v
 }
 
 // Config returns the running config.
@@ -147,14 +182,12 @@ func (r *Runtime) Pool(name string) *grpcpool.Pool {
 	return r.pools[name]
 }
 
+// listenersReady fails once draining (Shutdown and Close set draining
+// before closing anything). It takes no lock, so /readyz answers at once
+// even while a reload is warming up new pools.
 func (r *Runtime) listenersReady() error {
 	if r.draining.Load() {
 		return fmt.Errorf("%w: draining", admin.ErrNotReady)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return fmt.Errorf("%w: shut down", admin.ErrNotReady)
 	}
 	return nil
 }
@@ -167,9 +200,13 @@ func (r *Runtime) Reload(cfg *config.Config) error {
 	outcome := "ok"
 	if err != nil {
 		outcome = "rejected"
+		if !errors.Is(err, ErrClosed) {
+			r.status.rejected(err)
+		}
 		r.log.Warn("config reload rejected", "err", err)
 	} else {
-		r.log.Info("config reloaded", "listeners", len(cfg.Listeners), "upstreams", len(cfg.Upstreams))
+		r.status.applied(cfg)
+		r.log.Info("config reloaded", "listeners", len(cfg.Listeners), "upstreams", len(cfg.Upstreams), "hash", ConfigHash(cfg))
 		_ = r.syncXDS(cfg) // failures are logged and fail the "xds" readiness check
 	}
 	r.metrics.Reloads.WithLabelValues(outcome).Inc()
@@ -181,6 +218,7 @@ func (r *Runtime) ReloadFile(path string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		r.metrics.Reloads.WithLabelValues("rejected").Inc()
+		r.status.rejected(err)
 		r.log.Warn("config reload rejected", "file", path, "err", err)
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
@@ -193,7 +231,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	if cfg == nil {
 		return fmt.Errorf("%w: nil config", ErrRejected)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := Check(cfg); err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	r.mu.Lock()
@@ -238,7 +276,10 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		st.pools[u.Name] = p
 		st.newPools = append(st.newPools, p)
 	}
-	if err := r.priv.stage(r, cfg, st); err != nil {
+	warmed := r.warmUp(st.newPools)
+	err = r.priv.stage(r, cfg, st)
+	<-warmed
+	if err != nil {
 		return fail(err)
 	}
 
@@ -281,7 +322,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 
 	// Kept grpc listeners get their new routes last (undone on abort).
 	for _, u := range st.updates {
-		if u.l.bridge != nil {
+		if _, isGRPC := u.l.srv.(*grpcServer); isGRPC {
 			if err := r.priv.prepareUpdate(u.l, u.cfg, st); err != nil {
 				return fail(fmt.Errorf("listener %s: %w", u.cfg.Name, err))
 			}
@@ -308,8 +349,38 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	}
 	r.pools = st.pools
 	r.priv.commit(r, st, cfg.Defaults.DrainTimeout)
+	r.snapshotUpstreams()
 	r.cfg.Store(cfg)
 	return nil
+}
+
+// warmUp gives new gRPC pools up to Options.WarmUp to connect before
+// traffic moves to them (in the background; the channel closes when done).
+// An upstream that stays down is not an error: it may come up later, and
+// readiness reports it meanwhile.
+func (r *Runtime) warmUp(pools []*grpcpool.Pool) <-chan struct{} {
+	done := make(chan struct{})
+	if len(pools) == 0 || r.opts.WarmUp <= 0 {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), r.opts.WarmUp)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, p := range pools {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := p.WaitReady(ctx); err != nil {
+					r.log.Warn("grpc upstream not connected yet", "upstream", p.Name(), "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+	return done
 }
 
 // staged is what apply builds before committing.
@@ -366,7 +437,7 @@ func (r *Runtime) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = l.shutdown(ctx)
+			errs[i] = l.shutdown(ctx, cfg.Defaults.DrainGrace)
 		}()
 	}
 	wg.Wait()
@@ -393,6 +464,7 @@ func (r *Runtime) Close() {
 }
 
 func (r *Runtime) closeAll() {
+	r.stopHealth()
 	r.stopXDS()
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -140,6 +140,8 @@ func TestBridgeAdminMetrics(t *testing.T) {
 		t.Fatalf("/readyz with failing check: %d %s", code, body)
 	}
 	rt.Admin().SetReadiness("xds", nil)
+	// inbound decrements the in-flight gauge just after writing the reply.
+	waitFor(t, func() bool { return testutil.ToFloat64(rt.Metrics().InFlight.WithLabelValues("mgp-in")) == 0 })
 	_, metrics := get(t, base+"/metrics")
 	for _, want := range []string{
 		`meshgate_requests_total{cmd="1",listener="mgp-in",method="/demo.Echo/Echo",result="0"} 20`,
@@ -300,7 +302,7 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	rt := start(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
-	go func() { defer close(watched); _ = rt.Watch(ctx, path) }()
+	go func() { defer close(watched); _ = rt.Watch(ctx, path, nil) }()
 	defer func() { cancel(); <-watched }()
 	time.Sleep(50 * time.Millisecond)
 	// Add a listener by editing the file.

@@ -1,11 +1,11 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -14,14 +14,17 @@ import (
 // WatchDebounce is how long file events must settle before a reload.
 const WatchDebounce = 200 * time.Millisecond
 
-// Watch reloads path on SIGHUP and when the file changes (fsnotify on its
-// directory, so editors' rename-and-replace is seen; events debounced).
+// Watch reloads path on every receive from reload (the caller's SIGHUP
+// handler; nil for none) and when the file's content changes. It watches
+// the directory holding path (so editors' rename-and-replace is seen) and
+// the directory of the file path resolves to through symlinks, and after
+// any event there (debounced) re-resolves the symlinks and compares the
+// content with what was last loaded: a Kubernetes ConfigMap volume, where
+// kubelet swaps the "..data" symlink to a new timestamped directory and
+// path is "..data/<key>" behind a symlink, reloads like a plain file.
 // A rejected reload is logged and counted; the running config keeps
 // serving. Watch returns when ctx ends.
-func (r *Runtime) Watch(ctx context.Context, path string) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func (r *Runtime) Watch(ctx context.Context, path string, reload <-chan struct{}) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
@@ -34,6 +37,29 @@ func (r *Runtime) Watch(ctx context.Context, path string) error {
 	if err := w.Add(filepath.Dir(abs)); err != nil {
 		return err
 	}
+	target := ""    // directory of the resolved file, watched too
+	var last []byte // hash of the content last loaded (or rejected)
+	resolve := func() []byte {
+		real, err := filepath.EvalSymlinks(abs)
+		if err != nil {
+			return nil
+		}
+		if d := filepath.Dir(real); d != target && d != filepath.Dir(abs) {
+			if target != "" {
+				_ = w.Remove(target)
+			}
+			if err := w.Add(d); err == nil {
+				target = d
+			}
+		}
+		data, err := os.ReadFile(real)
+		if err != nil {
+			return nil
+		}
+		h := sha256.Sum256(data)
+		return h[:]
+	}
+	last = resolve()
 	var timer *time.Timer
 	var fire <-chan time.Time
 	for {
@@ -43,15 +69,13 @@ func (r *Runtime) Watch(ctx context.Context, path string) error {
 				timer.Stop()
 			}
 			return nil
-		case <-hup:
-			r.log.Info("SIGHUP: reloading", "file", path)
+		case <-reload:
+			r.log.Info("reload requested", "file", path)
+			last = resolve()
 			_ = r.ReloadFile(path)
-		case ev, ok := <-w.Events:
+		case _, ok := <-w.Events:
 			if !ok {
 				return nil
-			}
-			if filepath.Clean(ev.Name) != abs || ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) == 0 {
-				continue
 			}
 			if timer == nil {
 				timer = time.NewTimer(WatchDebounce)
@@ -61,6 +85,11 @@ func (r *Runtime) Watch(ctx context.Context, path string) error {
 			fire = timer.C
 		case <-fire:
 			fire = nil
+			h := resolve()
+			if h == nil || bytes.Equal(h, last) {
+				continue // gone for now (mid-swap) or unchanged
+			}
+			last = h
 			r.log.Info("config file changed: reloading", "file", path)
 			_ = r.ReloadFile(path)
 		case err, ok := <-w.Errors:

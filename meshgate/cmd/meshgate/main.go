@@ -45,7 +45,17 @@ func usage() {
 	fmt.Fprintf(os.Stderr, "\nmeshgate <command> -h for the command's flags\n")
 }
 
+// sighup receives SIGHUP for the whole life of the process (registered
+// first thing in main, so a SIGHUP never kills `meshgate run`: it reloads,
+// or is queued during start-up, or is logged and ignored). Other commands
+// restore the default action.
+var sighup = make(chan os.Signal, 4)
+
 func main() {
+	signal.Notify(sighup, syscall.SIGHUP)
+	if len(os.Args) < 2 || os.Args[1] != "run" {
+		signal.Reset(syscall.SIGHUP)
+	}
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
 		usage()
 		os.Exit(2)

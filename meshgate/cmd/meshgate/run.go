@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
@@ -36,6 +37,9 @@ func runCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	log.Info("starting", "config", *path)
+	hup := newHupHandler(log, sighup)
+	defer hup.stop()
 
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -63,13 +67,15 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 	watchDone := make(chan struct{})
 	wctx, wcancel := context.WithCancel(ctx)
+	reloads := hup.running() // a SIGHUP received during start-up is delivered now
 	go func() {
 		defer close(watchDone)
-		if err := rt.Watch(wctx, *path); err != nil {
+		if err := rt.Watch(wctx, *path, reloads); err != nil {
 			log.Error("config watch stopped", "err", err)
 		}
 	}()
 	<-ctx.Done()
+	hup.draining()
 	log.Info("signal received: draining", "timeout", cfg.Defaults.DrainTimeout)
 	wcancel()
 	<-watchDone
@@ -78,4 +84,87 @@ func runCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("drain: %w", err)
 	}
 	return nil
+}
+
+// hupHandler owns SIGHUP for the whole life of `meshgate run`. During
+// start-up a SIGHUP is queued and delivered as one reload once the runtime
+// runs; while running each SIGHUP asks for a reload; while draining it is
+// logged and ignored.
+type hupHandler struct {
+	log     *slog.Logger
+	reload  chan struct{} // capacity 1: reload requests coalesce
+	mu      sync.Mutex
+	state   int // hupStarting, hupRunning, hupDraining
+	pending bool
+	quit    chan struct{}
+	done    chan struct{}
+}
+
+const (
+	hupStarting = iota
+	hupRunning
+	hupDraining
+)
+
+func newHupHandler(log *slog.Logger, sig <-chan os.Signal) *hupHandler {
+	h := &hupHandler{log: log, reload: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(h.done)
+		for {
+			select {
+			case <-h.quit:
+				return
+			case <-sig:
+				h.onHUP()
+			}
+		}
+	}()
+	return h
+}
+
+func (h *hupHandler) onHUP() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.state == hupStarting:
+		h.pending = true
+		h.log.Info("SIGHUP during start-up: reload queued until started")
+	case h.state == hupRunning:
+		h.log.Info("SIGHUP: reloading")
+		h.request()
+	default:
+		h.log.Warn("SIGHUP ignored: draining")
+	}
+}
+
+func (h *hupHandler) request() {
+	select {
+	case h.reload <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
+// running marks start-up done and returns the reload requests; a SIGHUP
+// queued during start-up is already in it.
+func (h *hupHandler) running() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.state = hupRunning
+	if h.pending {
+		h.pending = false
+		h.request()
+	}
+	return h.reload
+}
+
+func (h *hupHandler) draining() {
+	h.mu.Lock()
+	h.state = hupDraining
+	h.mu.Unlock()
+}
+
+func (h *hupHandler) stop() {
+	h.draining()
+	close(h.quit)
+	<-h.done
 }
