@@ -91,7 +91,8 @@ type Runtime struct {
 	healthOnce sync.Once
 	upstreams  atomic.Pointer[upstreamSet] // committed pools, for readiness
 
-	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
+	xdsSync  sync.Mutex // serializes syncXDS and stopXDS (see xds.go)
+	xdsMu    sync.Mutex // guards xdsPlane only; never held across a push
 	xdsPlane *xdsPlane
 }
 

@@ -411,9 +411,9 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 	}
 	if lastErr != nil {
 		if errors.Is(lastErr, privconn.ErrTooManyInFlight) {
-			return nil, fmt.Errorf("%w: %s: %v", ErrOverloaded, p.name, lastErr)
+			return nil, fmt.Errorf("%w: %s: %w", ErrOverloaded, p.name, lastErr)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrNoHealthy, p.name, lastErr)
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoHealthy, p.name, lastErr)
 	}
 	p.m.noHealthy.Inc()
 	return nil, fmt.Errorf("%w: %s (%d endpoints, all ejected)", ErrNoHealthy, p.name, len(p.eps))
@@ -490,7 +490,7 @@ func (p *PrivatePool) WaitHealthy(ctx context.Context, n int) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %s: waiting for %d healthy: %v", ErrNoHealthy, p.name, n, ctx.Err())
+			return fmt.Errorf("%w: %s: waiting for %d healthy: %w", ErrNoHealthy, p.name, n, ctx.Err())
 		case <-t.C:
 		}
 	}
