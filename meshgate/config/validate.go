@@ -177,10 +177,8 @@ func (c *Config) Validate() error {
 			e.add(f+".address", "%s already used by listener %q", l.Address, prev)
 		}
 		addrs[l.Address] = l.Name
-		want := ""
 		switch l.Kind {
 		case KindPrivate:
-			want = ProtoGRPC
 			if !codecs[l.Codec] {
 				e.add(f+".codec", "unknown codec %q", l.Codec)
 			}
@@ -188,7 +186,6 @@ func (c *Config) Validate() error {
 				e.add(f+".max_frame_size", "must be in [64, 67108864], got %d", l.MaxFrameSize)
 			}
 		case KindGRPC:
-			want = ProtoPrivate
 		default:
 			e.add(f+".kind", "must be %q or %q, got %q", KindPrivate, KindGRPC, l.Kind)
 		}
@@ -207,12 +204,8 @@ func (c *Config) Validate() error {
 				e.add(rf+".upstream", "required")
 			case u == nil:
 				e.add(rf+".upstream", "unknown upstream %q", r.Upstream)
-			case want != "" && u.Protocol != want:
-				e.add(rf+".upstream", "upstream %q speaks %s; a %s listener needs a %s upstream", r.Upstream, u.Protocol, l.Kind, want)
 			}
-			if err := CheckMethod(r.Method, l.Kind == KindGRPC); err != nil {
-				e.add(rf+".method", "%v", err)
-			}
+			checkRouteTarget(&e, rf, l.Kind, r, u)
 			if r.UINMax > 0 && r.UINMin > r.UINMax {
 				e.add(rf+".uin_min", "greater than uin_max")
 			}

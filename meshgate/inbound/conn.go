@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // conn is one downstream connection.
@@ -217,7 +219,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 			}
 			return true
 		}
-		if r.Upstream.Acquire() {
+		if r.acquire() {
 			break
 		}
 		// The upstream was retired by a reload: take the new table.
@@ -238,7 +240,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		}
 		c.wmu.Unlock()
 		if dup {
-			r.Upstream.Release()
+			r.release()
 			s.rejected("duplicate_seq")
 			c.replyError(f, codec.ResultBadRequest, "duplicate seq in flight")
 			return true
@@ -272,6 +274,11 @@ type request struct {
 	header  metadata.MD
 	trailer metadata.MD
 	out     codec.Frame
+	// private → private: the frame sent upstream, and the copy of the
+	// request's body and extension values it points into.
+	fwd  codec.Frame
+	fbuf []byte
+	dl   [4]byte
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption
@@ -288,6 +295,13 @@ func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway 
 	q.c, q.r, q.cmd, q.seq, q.uin, q.oneway = c, r, f.Cmd, f.Seq, f.UIN, oneway
 	q.start = time.Now()
 	q.timeout = r.Timeout
+	if r.Private != nil {
+		if d, ok := mapping.Timeout(f); ok {
+			q.timeout = d
+		}
+		q.copyFrame(f, r.SendCmd)
+		return q
+	}
 	if d, ok := q.md.FromFrame(f, keyID, authed); ok {
 		q.timeout = d
 	}
@@ -295,10 +309,45 @@ func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway 
 	return q
 }
 
+// copyFrame copies request f (which aliases the read buffer) into q.fwd for
+// a private upstream: cmd rewritten, every extension kept in order except
+// ext 2 (auth, verified and stripped here) and ext 3 (deadline, re-sent
+// with the remaining time); unknown keys below 0x8000 and application keys
+// pass unchanged. One buffer, reused across pooled lives.
+func (q *request) copyFrame(f *codec.Frame, cmd uint32) {
+	n := len(f.Body)
+	for i := range f.Ext {
+		n += len(f.Ext[i].Value)
+	}
+	if cap(q.fbuf) < n {
+		q.fbuf = make([]byte, 0, n)
+	}
+	b := q.fbuf[:0]
+	q.fwd = codec.Frame{Cmd: cmd, UIN: f.UIN, Flags: f.Flags & codec.FlagOneway, Ext: q.fwd.Ext[:0]}
+	for i := range f.Ext {
+		e := &f.Ext[i]
+		if e.Key == codec.ExtAuth || e.Key == codec.ExtDeadline {
+			continue
+		}
+		s := len(b)
+		b = append(b, e.Value...) // within capacity: never moves
+		q.fwd.Ext = append(q.fwd.Ext, codec.Ext{Key: e.Key, Value: b[s:len(b):len(b)]})
+	}
+	s := len(b)
+	b = append(b, f.Body...)
+	q.fwd.Body = b[s:]
+	q.fbuf = b
+}
+
 func (q *request) release() {
 	q.resp.Free()
 	q.req.Free()
 	q.out.Reset()
+	q.fwd.Reset()
+	clear(q.fwd.Ext[:cap(q.fwd.Ext)])
+	if cap(q.fbuf) > 64<<10 {
+		q.fbuf = nil
+	}
 	q.md.Reset()
 	q.header, q.trailer = nil, nil
 	q.c, q.r = nil, nil
@@ -306,6 +355,10 @@ func (q *request) release() {
 }
 
 func (q *request) run() {
+	if q.r.Private != nil {
+		q.forward()
+		return
+	}
 	c, r := q.c, q.r
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
 	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, q.opts...)
@@ -323,6 +376,56 @@ func (q *request) run() {
 		c.wmu.Unlock()
 		c.reply(&q.out)
 	}
+	q.done(r, err, elapsed)
+}
+
+// forward proxies the request frame to a private upstream (private →
+// private) and its reply frame back with the client's seq: result, body and
+// every reply extension unchanged.
+func (q *request) forward() {
+	c, r := q.c, q.r
+	ctx, cancel := context.WithTimeout(c.ctx, q.timeout)
+	dl, _ := ctx.Deadline()
+	mapping.AppendDeadline(&q.fwd, &q.dl, time.Until(dl))
+	var resp *codec.Frame
+	var err error
+	if q.oneway {
+		err = r.Private.Send(ctx, &q.fwd)
+	} else {
+		resp, err = r.Private.Do(ctx, &q.fwd)
+	}
+	err = upstream.Status(ctx, err)
+	cancel()
+	r.release()
+	elapsed := time.Since(q.start)
+	if !q.oneway {
+		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
+		if err != nil {
+			mapping.ReplyFrame(&q.out, nil, err, nil, nil)
+		} else {
+			q.out.Result, q.out.Body = resp.Result, resp.Body
+			q.out.Ext = append(q.out.Ext, resp.Ext...)
+		}
+		c.wmu.Lock()
+		delete(c.seqs, q.seq)
+		c.wmu.Unlock()
+		c.reply(&q.out)
+	}
+	if err == nil && resp != nil && resp.Result != codec.ResultOK {
+		err = resultError(resp.Result) // for the metrics only
+	}
+	q.done(r, err, elapsed)
+}
+
+// resultError is the status a private upstream's failed reply counts as.
+func resultError(result uint16) error {
+	code, _ := codec.GRPCCode(result)
+	return status.Error(codes.Code(code), "")
+}
+
+// done records the call and frees its slot.
+func (q *request) done(r *Route, err error, elapsed time.Duration) {
+	c := q.c
 	c.s.observe(r, err, elapsed)
 	q.release()
 	<-c.sem

@@ -68,7 +68,7 @@ func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlot
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := out.Update(listener(defaultRoutes...), map[string]*upstream.PrivatePool{"legacy": p}); err != nil {
+	if err := out.Update(listener(defaultRoutes...), upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(out.ServerOptions()...)

@@ -88,8 +88,8 @@ func New(o Options) (*Server, error) {
 // Update builds a routing table from l's routes, resolving each route's
 // upstream in pools, and swaps it in atomically. On error the current table
 // keeps serving.
-func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePool) error {
-	commit, err := s.Prepare(l, pools)
+func (s *Server) Update(l config.Listener, set upstream.Set) error {
+	commit, err := s.Prepare(l, set)
 	if err != nil {
 		return err
 	}
@@ -100,8 +100,8 @@ func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePoo
 // Prepare builds the routing table Update would install without installing
 // it: commit swaps it in. A reload prepares every listener first and
 // commits only when all succeeded.
-func (s *Server) Prepare(l config.Listener, pools map[string]*upstream.PrivatePool) (commit func(), err error) {
-	t, err := buildTable(l, pools, s.defTO, s.m)
+func (s *Server) Prepare(l config.Listener, set upstream.Set) (commit func(), err error) {
+	t, err := buildTable(l, set, s.defTO, s.m)
 	if err != nil {
 		return nil, err
 	}
@@ -142,12 +142,30 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		s.m.unmatched(t.listener, codes.InvalidArgument)
 		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", mapping.Clip(method))
 	}
-	r := t.lookup(method)
-	if r == nil {
-		s.m.unmatched(t.listener, codes.Unimplemented)
-		return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
+	var r *Route
+	for try := 0; ; try++ {
+		r = t.lookup(method)
+		if r == nil {
+			s.m.unmatched(t.listener, codes.Unimplemented)
+			return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
+		}
+		if r.acquire() {
+			break
+		}
+		// The upstream was retired by a reload: take the new table.
+		if try == 3 {
+			r.m.observe(codes.Unavailable, time.Since(start))
+			return errUpstreamUnavailable
+		}
+		t = s.table.Load()
 	}
-	err := s.call(r, stream)
+	var err error
+	if r.GRPC != nil {
+		err = s.proxy(r, method, stream)
+	} else {
+		err = s.call(r, stream)
+	}
+	r.release()
 	r.m.observe(status.Code(err), time.Since(start))
 	return err
 }

@@ -113,7 +113,7 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.out.Update(listener(defaultRoutes...), map[string]*upstream.PrivatePool{"legacy": p}); err != nil {
+	if err := e.out.Update(listener(defaultRoutes...), upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(e.out.ServerOptions()...)
@@ -356,7 +356,7 @@ func TestHotSwapKeepsInFlightTable(t *testing.T) {
 	}
 	// New table: Slow is gone, Echo now uppercases.
 	err := e.out.Update(listener(config.Route{Method: "/test.Echo/Echo", Cmd: legacy.CmdUppercase, Upstream: "legacy"}),
-		map[string]*upstream.PrivatePool{"legacy": e.pool})
+		upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": e.pool}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +370,7 @@ func TestHotSwapKeepsInFlightTable(t *testing.T) {
 		t.Fatalf("removed route: %v", err)
 	}
 	// A bad table is rejected and the current one keeps serving.
-	if err := e.out.Update(listener(config.Route{Method: "/x.Y/Z", Upstream: "nope"}), nil); !errors.Is(err, outbound.ErrConfig) {
+	if err := e.out.Update(listener(config.Route{Method: "/x.Y/Z", Upstream: "nope"}), upstream.Set{}); !errors.Is(err, outbound.ErrConfig) {
 		t.Fatalf("bad update: %v", err)
 	}
 	if out, err := e.invoke(ctx, "/test.Echo/Echo", []byte("abc")); err != nil || string(out) != "ABC" {

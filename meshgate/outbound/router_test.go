@@ -34,7 +34,7 @@ func TestLookupFirstMatchWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	tb, err := buildTable(l, map[string]*upstream.PrivatePool{"u": p}, 0, mm)
+	tb, err := buildTable(l, upstream.Set{Private: map[string]*upstream.PrivatePool{"u": p}}, 0, mm)
 	if err != nil {
 		t.Fatal(err)
 	}

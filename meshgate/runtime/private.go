@@ -14,23 +14,22 @@ import (
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
-// grpcBridge is the gRPC→private side mounted on a grpc listener.
+// grpcBridge is the handler mounted on a grpc listener (outbound.Server):
+// its server options, and the routes a reload prepares and later commits.
 type grpcBridge interface {
 	ServerOptions() []grpc.ServerOption
+	Prepare(l config.Listener, set upstream.Set) (commit func(), err error)
 }
 
 // privatePools owns the private-protocol upstream pools (package upstream)
 // and builds the gRPC→private bridges (package outbound) of grpc listeners.
 //
-// A private pool dropped by a reload is closed DrainTimeout later, so calls
-// that started on it finish (package upstream pools are not reference
-// counted); Close closes such pools at once.
+// A private pool dropped by a reload is retired like a gRPC pool
+// (upstream.RetireWithin): it closes after its last in-flight call, at the
+// latest DrainTimeout later; Close closes such pools at once.
 type privatePools struct {
 	pools map[string]*upstream.PrivatePool
 	cfgs  map[string]config.Upstream
-
-	mu      sync.Mutex
-	retired map[*upstream.PrivatePool]*time.Timer
 }
 
 // privStaged is the private side of a staged reload.
@@ -45,7 +44,6 @@ type privStaged struct {
 func (p *privatePools) init() {
 	p.pools = map[string]*upstream.PrivatePool{}
 	p.cfgs = map[string]config.Upstream{}
-	p.retired = map[*upstream.PrivatePool]*time.Timer{}
 }
 
 func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
@@ -96,12 +94,11 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 
 // bridge builds the outbound handler of a new grpc listener.
 func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config, st *staged) (grpcBridge, error) {
-	ps := st.priv.(*privStaged)
 	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Registerer: r.metrics.Registry, DefaultTimeout: cfg.Defaults.Timeout, Limits: lc.Limits.Effective()})
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Update(lc, ps.pools); err != nil {
+	if err := b.Update(lc, st.set()); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
 	return b, nil
@@ -110,25 +107,20 @@ func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config
 // prepareUpdate builds the new routes of a kept grpc listener's bridge;
 // they are installed by commit (the live bridge is not touched before).
 func (p *privatePools) prepareUpdate(l *listener, lc config.Listener, st *staged) error {
-	ps := st.priv.(*privStaged)
 	g, ok := l.srv.(*grpcServer)
 	if !ok {
 		return nil
 	}
-	b, ok := g.bridge.(*outbound.Server)
-	if !ok {
-		return nil
-	}
-	commit, err := b.Prepare(lc, ps.pools)
+	commit, err := g.bridge.Prepare(lc, st.set())
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	ps.commits = append(ps.commits, commit)
+	st.priv.commits = append(st.priv.commits, commit)
 	return nil
 }
 
-func (p *privatePools) commit(r *Runtime, st *staged, drain time.Duration) {
-	ps := st.priv.(*privStaged)
+func (p *privatePools) commit(st *staged, retired *retiredSet, drain time.Duration) {
+	ps := st.priv
 	for _, c := range ps.commits {
 		c()
 	}
@@ -136,24 +128,14 @@ func (p *privatePools) commit(r *Runtime, st *staged, drain time.Duration) {
 		if ps.pools[name] == old {
 			continue
 		}
-		p.mu.Lock()
-		p.retired[old] = time.AfterFunc(drain, func() {
-			p.mu.Lock()
-			_, still := p.retired[old]
-			delete(p.retired, old)
-			p.mu.Unlock()
-			if still {
-				_ = old.Close()
-			}
-		})
-		p.mu.Unlock()
+		retired.retire(old, drain)
 	}
 	p.pools, p.cfgs = ps.pools, ps.cfgs
 }
 
 func (p *privatePools) abort(st *staged) {
-	ps, ok := st.priv.(*privStaged)
-	if !ok {
+	ps := st.priv
+	if ps == nil {
 		return
 	}
 	for _, pool := range ps.newPools {
@@ -162,14 +144,6 @@ func (p *privatePools) abort(st *staged) {
 }
 
 func (p *privatePools) close() {
-	p.mu.Lock()
-	retired := p.retired
-	p.retired = map[*upstream.PrivatePool]*time.Timer{}
-	p.mu.Unlock()
-	for pool, t := range retired {
-		t.Stop()
-		_ = pool.Close()
-	}
 	for _, pool := range p.pools {
 		_ = pool.Close()
 	}

@@ -44,6 +44,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // Errors.
@@ -81,6 +82,7 @@ type Runtime struct {
 	cfg       atomic.Pointer[config.Config]
 	pools     map[string]*grpcpool.Pool
 	priv      privatePools
+	retired   retiredSet // dropped upstreams finishing their calls
 	listeners map[string]*listener
 	closed    bool
 	draining  atomic.Bool
@@ -298,12 +300,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			if err != nil {
 				return fail(fmt.Errorf("%w: listeners[%d].codec: %w", config.ErrInvalid, i, err))
 			}
-			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, func(name string) inbound.Upstream {
-				if p := st.pools[name]; p != nil {
-					return p
-				}
-				return nil
-			}, r.metrics)
+			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, st.target, r.metrics)
 			if err != nil {
 				return fail(fmt.Errorf("listeners[%d]: %w", i, err))
 			}
@@ -345,11 +342,11 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	r.listeners = st.listeners
 	for name, p := range r.pools {
 		if st.pools[name] != p {
-			p.Retire()
+			r.retired.retire(p, cfg.Defaults.DrainTimeout)
 		}
 	}
 	r.pools = st.pools
-	r.priv.commit(r, st, cfg.Defaults.DrainTimeout)
+	r.priv.commit(st, &r.retired, cfg.Defaults.DrainTimeout)
 	r.snapshotUpstreams()
 	r.cfg.Store(cfg)
 	return nil
@@ -393,7 +390,29 @@ type staged struct {
 	listeners     map[string]*listener
 	newListeners  []*listener
 	updates       []update
-	priv          any // privatePools' staged state
+	priv          *privStaged
+}
+
+// set is the staged generation's upstreams of both protocols.
+func (st *staged) set() upstream.Set {
+	s := upstream.Set{GRPC: st.pools}
+	if st.priv != nil {
+		s.Private = st.priv.pools
+	}
+	return s
+}
+
+// target resolves a route's upstream name in the staged generation.
+func (st *staged) target(name string) inbound.Target {
+	if p := st.pools[name]; p != nil {
+		return inbound.Target{GRPC: p}
+	}
+	if st.priv != nil {
+		if p := st.priv.pools[name]; p != nil {
+			return inbound.Target{Private: p}
+		}
+	}
+	return inbound.Target{}
 }
 
 type update struct {
@@ -481,6 +500,7 @@ func (r *Runtime) closeAll() {
 		_ = p.Close()
 	}
 	r.priv.close()
+	r.retired.close()
 }
 
 // sameListenerSocket reports whether two listener configs can share one

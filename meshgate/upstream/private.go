@@ -105,6 +105,12 @@ type PrivatePool struct {
 
 	late, unknown atomic.Uint64
 
+	// reference counting (Acquire/Release/Retire, see Upstream)
+	refs     atomic.Int64
+	retired  atomic.Bool
+	doneOnce sync.Once
+	done     chan struct{}
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -167,9 +173,10 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	}
 	p := &PrivatePool{
 		name: u.Name, codec: c, lb: u.LB, opts: o, cfg: u,
-		log: logger.With("component", "upstream", "upstream", u.Name),
-		m:   m.forPool(u.Name),
-		tls: tc,
+		log:  logger.With("component", "upstream", "upstream", u.Name),
+		m:    m.forPool(u.Name),
+		tls:  tc,
+		done: make(chan struct{}),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for i, a := range u.Endpoints {
@@ -496,17 +503,50 @@ func (p *PrivatePool) WaitHealthy(ctx context.Context, n int) error {
 	}
 }
 
+// Acquire takes a reference for one call. It returns false once the pool
+// is retired or closed: the caller re-reads its routing table.
+func (p *PrivatePool) Acquire() bool {
+	p.refs.Add(1)
+	if p.retired.Load() {
+		p.Release()
+		return false
+	}
+	return true
+}
+
+// Release drops a reference taken by Acquire; the last one of a retired
+// pool closes it.
+func (p *PrivatePool) Release() {
+	if p.refs.Add(-1) == 0 && p.retired.Load() {
+		_ = p.Close()
+	}
+}
+
+// Retire marks the pool as no longer routed to; it closes once the last
+// in-flight call releases it (at once if none). See RetireWithin for an
+// upper bound.
+func (p *PrivatePool) Retire() {
+	p.retired.Store(true)
+	if p.refs.Load() == 0 {
+		_ = p.Close()
+	}
+}
+
+// Done is closed once the pool has closed.
+func (p *PrivatePool) Done() <-chan struct{} { return p.done }
+
 // Close closes every connection (pending requests fail with ErrClosed) and
 // stops reconnecting.
 func (p *PrivatePool) Close() error {
-	if p.ctx.Err() != nil {
-		return nil
-	}
-	p.cancel()
-	p.wg.Wait()
-	if p.tls != nil {
-		p.tls.Close()
-	}
-	p.m.endpoints.Sub(float64(len(p.eps)))
+	p.retired.Store(true)
+	p.doneOnce.Do(func() {
+		p.cancel()
+		p.wg.Wait()
+		if p.tls != nil {
+			p.tls.Close()
+		}
+		p.m.endpoints.Sub(float64(len(p.eps)))
+		close(p.done)
+	})
 	return nil
 }
