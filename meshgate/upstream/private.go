@@ -85,7 +85,12 @@ type EndpointStats struct {
 	Conns    int
 	InFlight int
 	Requests uint64
+	Failures uint64
+	Latency  time.Duration // EWMA
 }
+
+// Endpoints returns the pool's endpoints (their live state).
+func (p *PrivatePool) Endpoints() []*Endpoint { return p.eps }
 
 // PrivatePool is a load-balanced set of multiplexed connections to the
 // endpoints of one private upstream. Safe for concurrent use.
@@ -99,9 +104,8 @@ type PrivatePool struct {
 	m     *poolMetrics
 	tls   *tlsconf.Client // nil: plaintext
 
-	eps  []*endpoint
-	ring *ring
-	rr   atomic.Uint32
+	eps []*Endpoint
+	bal Balancer
 
 	late, unknown atomic.Uint64
 
@@ -116,18 +120,6 @@ type PrivatePool struct {
 	wg     sync.WaitGroup
 }
 
-type endpoint struct {
-	addr     string
-	idx      int
-	live     atomic.Int32 // live connections
-	inflight atomic.Int64
-	requests atomic.Uint64
-	rr       atomic.Uint32
-	slots    []atomic.Pointer[privconn.Conn]
-}
-
-func (e *endpoint) healthy() bool { return e.live.Load() > 0 }
-
 // NewPrivatePool builds the pool for u (Protocol "private") speaking c and
 // starts connecting in the background; it does not wait for connections.
 // reg may be nil; metrics are shared by name across pools (hot reload).
@@ -137,13 +129,6 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	}
 	if len(u.Endpoints) == 0 || c == nil {
 		return nil, fmt.Errorf("%w: upstream %q needs endpoints and a codec", ErrConfig, u.Name)
-	}
-	switch u.LB {
-	case "":
-		u.LB = config.LBRoundRobin
-	case config.LBRoundRobin, config.LBLeastRequest, config.LBConsistentHash:
-	default:
-		return nil, fmt.Errorf("%w: upstream %q: unknown lb %q", ErrConfig, u.Name, u.LB)
 	}
 	if u.Connections <= 0 {
 		u.Connections = config.DefaultConnections
@@ -179,14 +164,18 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 		done: make(chan struct{}),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	for i, a := range u.Endpoints {
-		e := &endpoint{addr: a, idx: i, slots: make([]atomic.Pointer[privconn.Conn], u.Connections)}
+	for _, a := range u.Endpoints {
+		e := NewEndpoint(a)
+		e.slots = make([]atomic.Pointer[privconn.Conn], u.Connections)
 		p.eps = append(p.eps, e)
 	}
-	p.m.endpoints.Add(float64(len(p.eps)))
-	if u.LB == config.LBConsistentHash {
-		p.ring = newRing(u.Endpoints)
+	if p.bal, err = NewBalancer(u.LB, p.eps); err != nil {
+		if tc != nil {
+			tc.Close()
+		}
+		return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 	}
+	p.m.endpoints.Add(float64(len(p.eps)))
 	for _, e := range p.eps {
 		for s := range e.slots {
 			p.wg.Add(1)
@@ -201,7 +190,7 @@ func (p *PrivatePool) Name() string { return p.name }
 
 // keep maintains one connection slot of e: dial, wait for the connection to
 // close, back off, redial.
-func (p *PrivatePool) keep(e *endpoint, slot int) {
+func (p *PrivatePool) keep(e *Endpoint, slot int) {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
 	tlsWarned := false
@@ -315,55 +304,11 @@ func (p *PrivatePool) onUnknown() {
 	p.m.unknown.Inc()
 }
 
-// pick chooses a healthy endpoint for uin.
-func (p *PrivatePool) pick(uin uint64) *endpoint {
-	n := len(p.eps)
-	switch p.lb {
-	case config.LBConsistentHash:
-		i := p.ring.lookup(uin, func(i int) bool { return p.eps[i].healthy() })
-		if i < 0 {
-			return nil
-		}
-		return p.eps[i]
-	case config.LBLeastRequest:
-		if n == 1 {
-			if p.eps[0].healthy() {
-				return p.eps[0]
-			}
-			return nil
-		}
-		a, b := p.eps[rand.IntN(n)], p.eps[rand.IntN(n)]
-		switch ah, bh := a.healthy(), b.healthy(); {
-		case ah && bh:
-			if b.inflight.Load() < a.inflight.Load() {
-				return b
-			}
-			return a
-		case ah:
-			return a
-		case bh:
-			return b
-		}
-		// Both sampled endpoints are down: fall back to a scan.
-		return p.scan(rand.IntN(n))
-	default:
-		return p.scan(int(p.rr.Add(1)))
-	}
-}
-
-// scan returns the first healthy endpoint from start (round robin order).
-func (p *PrivatePool) scan(start int) *endpoint {
-	n := len(p.eps)
-	for k := range n {
-		if e := p.eps[(start+k)%n]; e.healthy() {
-			return e
-		}
-	}
-	return nil
-}
+// pick chooses a healthy endpoint for uin by the pool's balancer.
+func (p *PrivatePool) pick(uin uint64) *Endpoint { return p.bal.Pick(uin) }
 
 // conn returns a live connection of e with room, round robin.
-func (e *endpoint) conn() (*privconn.Conn, bool) {
+func (e *Endpoint) conn() (*privconn.Conn, bool) {
 	n := len(e.slots)
 	start := int(e.rr.Add(1))
 	for k := range n {
@@ -400,10 +345,9 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		if !ok {
 			continue
 		}
-		e.inflight.Add(1)
-		e.requests.Add(1)
+		t0 := e.begin()
 		resp, err := cn.Do(ctx, req)
-		e.inflight.Add(-1)
+		e.end(t0, err)
 		if err == nil {
 			return resp, nil
 		}
@@ -426,7 +370,7 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 	return nil, fmt.Errorf("%w: %s (%d endpoints, all ejected)", ErrNoHealthy, p.name, len(p.eps))
 }
 
-func (p *PrivatePool) wrap(e *endpoint, err error) error {
+func (p *PrivatePool) wrap(e *Endpoint, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, codec.ErrInvalidFrame) {
 		return err
 	}
@@ -470,8 +414,8 @@ func (p *PrivatePool) Endpoint(uin uint64) string {
 func (p *PrivatePool) Stats() Stats {
 	s := Stats{Name: p.name, Endpoints: len(p.eps), Late: p.late.Load(), Unknown: p.unknown.Load()}
 	for _, e := range p.eps {
-		es := EndpointStats{Addr: e.addr, Healthy: e.healthy(), Conns: int(e.live.Load()),
-			Requests: e.requests.Load()}
+		es := EndpointStats{Addr: e.addr, Healthy: e.Healthy(), Conns: int(e.live.Load()),
+			Requests: e.requests.Load(), Failures: e.Failures(), Latency: e.Latency()}
 		for i := range e.slots {
 			if cn := e.slots[i].Load(); cn != nil {
 				es.InFlight += cn.InFlight()
