@@ -63,3 +63,25 @@ func checkRouteTarget(e *errs, rf, kind string, r Route, u *Upstream) {
 		}
 	}
 }
+
+// WithDefaults returns u with every unset field at its default: the one
+// place upstream defaults are applied (ApplyDefaults uses it; the pools
+// take the result as given and reject unset fields).
+func (u Upstream) WithDefaults() Upstream {
+	if u.Protocol == ProtoPrivate && u.Codec == "" {
+		u.Codec = "mgp"
+	}
+	if u.LB == "" {
+		u.LB = LBRoundRobin
+	}
+	if u.Connections == 0 {
+		u.Connections = DefaultConnections
+	}
+	if u.MaxInFlight == 0 {
+		u.MaxInFlight = DefaultMaxInFlight
+	}
+	if u.Heartbeat == 0 {
+		u.Heartbeat = DefaultHeartbeat
+	}
+	return u
+}

@@ -72,22 +72,7 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	for i := range c.Upstreams {
-		u := &c.Upstreams[i]
-		if u.Protocol == ProtoPrivate && u.Codec == "" {
-			u.Codec = "mgp"
-		}
-		if u.LB == "" {
-			u.LB = LBRoundRobin
-		}
-		if u.Connections == 0 {
-			u.Connections = DefaultConnections
-		}
-		if u.MaxInFlight == 0 {
-			u.MaxInFlight = DefaultMaxInFlight
-		}
-		if u.Heartbeat == 0 {
-			u.Heartbeat = DefaultHeartbeat
-		}
+		c.Upstreams[i] = c.Upstreams[i].WithDefaults()
 	}
 	if c.XDS != nil {
 		c.XDS.applyDefaults()

@@ -87,6 +87,19 @@ func newEnvO(t testing.TB, o envOpts) *env {
 		{Cmd: cmdMeta, Method: demo.MethodMeta, Upstream: pool},
 		{Cmd: cmdGate, Method: "/test.Svc/Gate", Upstream: pool},
 	}
+	// Unset limits and timeouts at their defaults, as config.ApplyDefaults does.
+	if o.lim.MaxInFlight == 0 {
+		o.lim.MaxInFlight = config.DefaultMaxInFlight
+	}
+	if o.lim.IdleTimeout == 0 {
+		o.lim.IdleTimeout = config.DefaultIdleTimeout
+	}
+	if o.lim.ReadTimeout == 0 {
+		o.lim.ReadTimeout = config.DefaultReadTimeout
+	}
+	for i := range routes {
+		routes[i].Timeout = config.DefaultTimeout
+	}
 	c := mgp.New(o.maxFrame)
 	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO}, NewTable("priv", routes, o.lim, o.auth, m))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -115,23 +115,12 @@ func (t *Table) Routes() []*Route {
 }
 
 // NewTable builds a table from resolved routes (first match wins per cmd,
-// in slice order). m may be nil.
+// in slice order) and limits: every value is taken as given (the config
+// was defaulted once, by config.ApplyDefaults). m may be nil.
 func NewTable(listener string, routes []Route, lim Limits, auth *AuthPolicy, m *admin.Metrics) *Table {
 	t := &Table{byCmd: map[uint32][]*Route{}, MaxInFlight: lim.MaxInFlight, IdleTimeout: lim.IdleTimeout, ReadTimeout: lim.ReadTimeout, Auth: auth}
-	if t.MaxInFlight <= 0 {
-		t.MaxInFlight = config.DefaultMaxInFlight
-	}
-	if t.IdleTimeout <= 0 {
-		t.IdleTimeout = config.DefaultIdleTimeout
-	}
-	if t.ReadTimeout <= 0 {
-		t.ReadTimeout = config.DefaultReadTimeout
-	}
 	for i := range routes {
 		r := routes[i]
-		if r.Timeout <= 0 {
-			r.Timeout = config.DefaultTimeout
-		}
 		r.cmdLabel = strconv.FormatUint(uint64(r.Cmd), 10)
 		if r.SendCmd == 0 {
 			r.SendCmd = r.Cmd
@@ -165,12 +154,8 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 		if u.GRPC != nil && rc.Method == "" {
 			return nil, fmt.Errorf("%w: listener %s: routes[%d].method: required for grpc upstream %q", config.ErrInvalid, l.Name, i, rc.Upstream)
 		}
-		timeout := rc.Timeout
-		if timeout == 0 {
-			timeout = d.Timeout
-		}
 		routes = append(routes, Route{Cmd: rc.Cmd, UINMin: rc.UINMin, UINMax: rc.UINMax, Method: rc.Method,
-			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: timeout})
+			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout})
 	}
 	var auth *AuthPolicy
 	if l.Auth != nil {
@@ -181,13 +166,6 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 		for id, k := range l.Auth.Keys {
 			auth.Keys[id] = []byte(k)
 		}
-		if auth.MaxSkew <= 0 {
-			auth.MaxSkew = config.DefaultMaxSkew
-		}
 	}
-	mif := l.MaxInFlight
-	if mif == 0 {
-		mif = d.MaxInFlight
-	}
-	return NewTable(l.Name, routes, Limits{MaxInFlight: mif, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m), nil
+	return NewTable(l.Name, routes, Limits{MaxInFlight: l.MaxInFlight, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m), nil
 }

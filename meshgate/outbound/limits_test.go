@@ -54,7 +54,7 @@ func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlot
 	reg := prometheus.NewRegistry()
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{backend},
 		LB: config.LBRoundRobin, Connections: 1, MaxInFlight: upstreamSlots}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,9 +51,6 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the meshgate_outbound_* metrics; nil = none.
 	Registerer prometheus.Registerer
-	// DefaultTimeout applies to routes without a timeout when the call
-	// carries no deadline; default config.DefaultTimeout.
-	DefaultTimeout time.Duration
 	// Limits of the listener (limits.go); zero fields take the defaults.
 	Limits config.Limits
 }
@@ -61,7 +58,6 @@ type Options struct {
 // Server is the outbound handler of one grpc listener.
 type Server struct {
 	log   *slog.Logger
-	defTO time.Duration
 	m     *metrics
 	table atomic.Pointer[table]
 	lim   *limiter
@@ -73,14 +69,11 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.DefaultTimeout <= 0 {
-		o.DefaultTimeout = config.DefaultTimeout
-	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, lim: newLimiter(o.Limits.Effective())}
+	s := &Server{log: o.Logger.With("component", "outbound"), m: m, lim: newLimiter(o.Limits.Effective())}
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -101,7 +94,7 @@ func (s *Server) Update(l config.Listener, set upstream.Set) error {
 // it: commit swaps it in. A reload prepares every listener first and
 // commits only when all succeeded.
 func (s *Server) Prepare(l config.Listener, set upstream.Set) (commit func(), err error) {
-	t, err := buildTable(l, set, s.defTO, s.m)
+	t, err := buildTable(l, set, s.m)
 	if err != nil {
 		return nil, err
 	}

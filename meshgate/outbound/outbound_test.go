@@ -69,7 +69,19 @@ type env struct {
 }
 
 func listener(routes ...config.Route) config.Listener {
-	return config.Listener{Name: "grpc-in", Kind: config.KindGRPC, Address: "127.0.0.1:0", Routes: routes}
+	return withTimeouts(config.Listener{Name: "grpc-in", Kind: config.KindGRPC, Address: "127.0.0.1:0", Routes: routes})
+}
+
+// withTimeouts gives routes without a timeout the default one, as
+// config.ApplyDefaults does.
+func withTimeouts(l config.Listener) config.Listener {
+	l.Routes = append([]config.Route(nil), l.Routes...)
+	for i := range l.Routes {
+		if l.Routes[i].Timeout == 0 {
+			l.Routes[i].Timeout = config.DefaultTimeout
+		}
+	}
+	return l
 }
 
 var defaultRoutes = []config.Route{
@@ -98,7 +110,7 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	}
 	e.addr = addrs[0]
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBLeastRequest, Connections: conns}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, e.reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, e.reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ type table struct {
 }
 
 // buildTable resolves l's routes against pools. Errors name the field.
-func buildTable(l config.Listener, set upstream.Set, defTimeout time.Duration, mm *metrics) (*table, error) {
+func buildTable(l config.Listener, set upstream.Set, mm *metrics) (*table, error) {
 	t := &table{listener: l.Name, exact: map[string]int{}, service: map[string]int{}}
 	var errs []error
 	for i, r := range l.Routes {
@@ -56,12 +56,12 @@ func buildTable(l config.Listener, set upstream.Set, defTimeout time.Duration, m
 			errs = append(errs, fmt.Errorf("%w: %s.oneway: only for a private upstream", ErrConfig, f))
 			continue
 		}
-		to := r.Timeout
-		if to <= 0 {
-			to = defTimeout
+		if r.Timeout <= 0 { // resolved by config.ApplyDefaults
+			errs = append(errs, fmt.Errorf("%w: %s.timeout: must be positive (unresolved config?)", ErrConfig, f))
+			continue
 		}
 		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream,
-			Timeout: to, Oneway: r.Oneway, m: mm.forRoute(l.Name, r.Method)}
+			Timeout: r.Timeout, Oneway: r.Oneway, m: mm.forRoute(l.Name, r.Method)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)
 		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {

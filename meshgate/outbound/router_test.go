@@ -29,12 +29,12 @@ func TestLookupFirstMatchWins(t *testing.T) {
 		{Method: "/b.S/*", Cmd: 4, Upstream: "u"},
 		{Method: "/b.S/X", Cmd: 5, Upstream: "u"},
 	}}
-	p, err := upstream.NewPrivatePool(config.Upstream{Name: "u", Protocol: config.ProtoPrivate, Endpoints: []string{"127.0.0.1:1"}}, mgp.New(0), nil, nil)
+	p, err := upstream.NewPrivatePool(config.Upstream{Name: "u", Protocol: config.ProtoPrivate, Endpoints: []string{"127.0.0.1:1"}}.WithDefaults(), mgp.New(0), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	tb, err := buildTable(l, upstream.Set{Private: map[string]*upstream.PrivatePool{"u": p}}, 0, mm)
+	tb, err := buildTable(withTimeouts(l), upstream.Set{Private: map[string]*upstream.PrivatePool{"u": p}}, mm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,4 +46,15 @@ func TestLookupFirstMatchWins(t *testing.T) {
 	if r := tb.lookup("/c.S/X"); r != nil {
 		t.Errorf("unrouted method matched %+v", r)
 	}
+}
+
+// withTimeouts gives routes without a timeout the default one, as
+// config.ApplyDefaults does.
+func withTimeouts(l config.Listener) config.Listener {
+	for i := range l.Routes {
+		if l.Routes[i].Timeout == 0 {
+			l.Routes[i].Timeout = config.DefaultTimeout
+		}
+	}
+	return l
 }

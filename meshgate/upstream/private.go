@@ -130,14 +130,14 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	if len(u.Endpoints) == 0 || c == nil {
 		return nil, fmt.Errorf("%w: upstream %q needs endpoints and a codec", ErrConfig, u.Name)
 	}
-	if u.Connections <= 0 {
-		u.Connections = config.DefaultConnections
-	}
-	if u.MaxInFlight <= 0 {
-		u.MaxInFlight = config.DefaultMaxInFlight
-	}
-	if u.Heartbeat == 0 {
-		u.Heartbeat = config.DefaultHeartbeat
+	// u comes resolved (config.ApplyDefaults / Upstream.WithDefaults).
+	switch {
+	case u.Connections <= 0:
+		return nil, fmt.Errorf("%w: upstream %q: connections must be positive (unresolved config?)", ErrConfig, u.Name)
+	case u.MaxInFlight <= 0:
+		return nil, fmt.Errorf("%w: upstream %q: max_in_flight must be positive (unresolved config?)", ErrConfig, u.Name)
+	case u.Heartbeat == 0:
+		return nil, fmt.Errorf("%w: upstream %q: heartbeat unset (unresolved config?)", ErrConfig, u.Name)
 	}
 	o := poolOptions{backoffBase: 50 * time.Millisecond, backoffMax: 5 * time.Second, dialTimeout: 2 * time.Second}
 	for _, f := range opts {
