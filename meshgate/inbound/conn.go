@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -439,18 +438,7 @@ func (q *request) done(r *Route, err error, elapsed time.Duration) {
 }
 
 func (s *Server) observe(r *Route, err error, d time.Duration) {
-	m := s.opts.Metrics
-	if m == nil {
-		return
-	}
-	r.latency.Observe(d.Seconds())
-	if err == nil {
-		r.okCount.Inc()
-		return
-	}
-	code := status.Code(err)
-	m.Errors.WithLabelValues(s.opts.Name, code.String()).Inc()
-	m.Requests.WithLabelValues(s.opts.Name, r.cmdLabel, r.Method, strconv.Itoa(int(mapping.StatusResult(err, nil)))).Inc()
+	r.m.Observe(status.Code(err), d)
 }
 
 // replyError answers request f locally with result and message.

@@ -112,8 +112,8 @@ func TestStatusTable(t *testing.T) {
 	if r.Result != codec.ResultTimeout {
 		t.Errorf("deadline: result %d", r.Result)
 	}
-	if n := testutil.ToFloat64(e.metrics.Errors.WithLabelValues("priv", "DeadlineExceeded")); n < 1 {
-		t.Errorf("errors metric DeadlineExceeded = %v", n)
+	if n := testutil.ToFloat64(e.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmdSleep), "", "DeadlineExceeded")); n < 1 {
+		t.Errorf("requests metric code=DeadlineExceeded = %v", n)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/meshgate/meshgate/codec"
@@ -53,9 +52,7 @@ type Route struct {
 	UpstreamName   string
 	Timeout        time.Duration
 
-	cmdLabel string
-	latency  prometheus.Observer
-	okCount  prometheus.Counter
+	m *admin.RouteMetrics
 }
 
 func (r *Route) acquire() bool {
@@ -121,14 +118,10 @@ func NewTable(listener string, routes []Route, lim Limits, auth *AuthPolicy, m *
 	t := &Table{byCmd: map[uint32][]*Route{}, MaxInFlight: lim.MaxInFlight, IdleTimeout: lim.IdleTimeout, ReadTimeout: lim.ReadTimeout, Auth: auth}
 	for i := range routes {
 		r := routes[i]
-		r.cmdLabel = strconv.FormatUint(uint64(r.Cmd), 10)
 		if r.SendCmd == 0 {
 			r.SendCmd = r.Cmd
 		}
-		if m != nil {
-			r.latency = m.Latency.WithLabelValues(listener, r.cmdLabel, r.Method)
-			r.okCount = m.Requests.WithLabelValues(listener, r.cmdLabel, r.Method, "0")
-		}
+		r.m = m.Route(listener, routeLabel(&r), r.UpstreamName)
 		t.byCmd[r.Cmd] = append(t.byCmd[r.Cmd], &r)
 	}
 	return t
@@ -168,4 +161,14 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 		}
 	}
 	return NewTable(l.Name, routes, Limits{MaxInFlight: l.MaxInFlight, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m), nil
+}
+
+// routeLabel names a private route in metrics: its cmd, with its uin range
+// when it has one ("7" or "7[100-199]").
+func routeLabel(r *Route) string {
+	l := strconv.FormatUint(uint64(r.Cmd), 10)
+	if r.UINMax > 0 {
+		l += "[" + strconv.FormatUint(r.UINMin, 10) + "-" + strconv.FormatUint(r.UINMax, 10) + "]"
+	}
+	return l
 }

@@ -28,13 +28,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
@@ -49,8 +49,8 @@ var ErrConfig = errors.New("outbound: invalid routes")
 type Options struct {
 	// Logger; nil discards. Nothing above Debug per call.
 	Logger *slog.Logger
-	// Registerer receives the meshgate_outbound_* metrics; nil = none.
-	Registerer prometheus.Registerer
+	// Metrics receives the per-route request metrics; nil = none.
+	Metrics *admin.Metrics
 	// Limits of the listener (limits.go); zero fields take the defaults.
 	Limits config.Limits
 }
@@ -58,7 +58,7 @@ type Options struct {
 // Server is the outbound handler of one grpc listener.
 type Server struct {
 	log   *slog.Logger
-	m     *metrics
+	m     *admin.Metrics
 	table atomic.Pointer[table]
 	lim   *limiter
 }
@@ -69,11 +69,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m, err := newMetrics(o.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{log: o.Logger.With("component", "outbound"), m: m, lim: newLimiter(o.Limits.Effective())}
+	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective())}
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -132,14 +128,14 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	t := s.table.Load()
 	method, _ := grpc.MethodFromServerStream(stream)
 	if !checkMethod(method) {
-		s.m.unmatched(t.listener, codes.InvalidArgument)
+		s.m.Unrouted(t.listener, codes.InvalidArgument)
 		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", mapping.Clip(method))
 	}
 	var r *Route
 	for try := 0; ; try++ {
 		r = t.lookup(method)
 		if r == nil {
-			s.m.unmatched(t.listener, codes.Unimplemented)
+			s.m.Unrouted(t.listener, codes.Unimplemented)
 			return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
 		}
 		if r.acquire() {
@@ -147,7 +143,7 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		}
 		// The upstream was retired by a reload: take the new table.
 		if try == 3 {
-			r.m.observe(codes.Unavailable, time.Since(start))
+			r.m.Observe(codes.Unavailable, time.Since(start))
 			return errUpstreamUnavailable
 		}
 		t = s.table.Load()
@@ -159,7 +155,7 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		err = s.call(r, stream)
 	}
 	r.release()
-	r.m.observe(status.Code(err), time.Since(start))
+	r.m.Observe(status.Code(err), time.Since(start))
 	return err
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -64,6 +65,7 @@ type env struct {
 	pool    *upstream.PrivatePool
 	out     *outbound.Server
 	reg     *prometheus.Registry
+	metrics *admin.Metrics
 	cc      *grpc.ClientConn
 	seen    *seen
 }
@@ -94,7 +96,8 @@ var defaultRoutes = []config.Route{
 
 func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *env {
 	t.Helper()
-	e := &env{seen: &seen{last: map[string]codec.Frame{}}, reg: prometheus.NewRegistry()}
+	m := admin.NewMetrics()
+	e := &env{seen: &seen{last: map[string]codec.Frame{}}, reg: m.Registry, metrics: m}
 	if so.OnRequest == nil {
 		so.OnRequest = e.seen.record
 	}
@@ -121,7 +124,7 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	if err := p.WaitHealthy(ctx, endpoints); err != nil {
 		t.Fatal(err)
 	}
-	e.out, err = outbound.New(outbound.Options{Registerer: e.reg})
+	e.out, err = outbound.New(outbound.Options{Metrics: e.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +391,7 @@ func TestHotSwapKeepsInFlightTable(t *testing.T) {
 	if out, err := e.invoke(ctx, "/test.Echo/Echo", []byte("abc")); err != nil || string(out) != "ABC" {
 		t.Fatalf("after rejected update: %q %v", out, err)
 	}
-	if n := testutil.CollectAndCount(e.reg, "meshgate_outbound_requests_total"); n < 2 {
+	if n := testutil.CollectAndCount(e.reg, "meshgate_requests_total"); n < 2 {
 		t.Fatalf("metrics series %d", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -26,7 +27,7 @@ type Route struct {
 	// message, OK) once the frame is written.
 	Oneway bool
 
-	m *routeMetrics
+	m *admin.RouteMetrics
 }
 
 // table is an immutable routing table; swapped atomically by Update.
@@ -38,7 +39,7 @@ type table struct {
 }
 
 // buildTable resolves l's routes against pools. Errors name the field.
-func buildTable(l config.Listener, set upstream.Set, mm *metrics) (*table, error) {
+func buildTable(l config.Listener, set upstream.Set, mm *admin.Metrics) (*table, error) {
 	t := &table{listener: l.Name, exact: map[string]int{}, service: map[string]int{}}
 	var errs []error
 	for i, r := range l.Routes {
@@ -61,7 +62,7 @@ func buildTable(l config.Listener, set upstream.Set, mm *metrics) (*table, error
 			continue
 		}
 		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream,
-			Timeout: r.Timeout, Oneway: r.Oneway, m: mm.forRoute(l.Name, r.Method)}
+			Timeout: r.Timeout, Oneway: r.Oneway, m: mm.Route(l.Name, r.Method, r.Upstream)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)
 		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {

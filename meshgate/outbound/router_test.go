@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -21,7 +22,7 @@ func TestCheckMethodMatchesConfig(t *testing.T) {
 }
 
 func TestLookupFirstMatchWins(t *testing.T) {
-	mm, _ := newMetrics(nil)
+	var mm *admin.Metrics
 	l := config.Listener{Name: "l", Routes: []config.Route{
 		{Method: "/a.S/*", Cmd: 1, Upstream: "u"},
 		{Method: "/a.S/X", Cmd: 2, Upstream: "u"},

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -124,6 +125,13 @@ upstreams:
 	if msg, _ := resp.ExtValue(codec.ExtErrorMsg); resp.Result != 101 || string(msg) != "app says no" {
 		t.Fatalf("failed reply: result %d msg %q", resp.Result, msg)
 	}
+	// The same metrics as every other path: an application result counts
+	// as UNKNOWN (docs/protocol.md), success as OK.
+	// (A private listener counts just after writing the reply: poll.)
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(rt.Metrics().Requests.WithLabelValues("p2p", "3", "legacy", "Unknown")) == 1 &&
+			testutil.ToFloat64(rt.Metrics().Requests.WithLabelValues("p2p", "70", "legacy", "OK")) == 1
+	})
 
 	// The client's deadline (ext 3, 100ms) bounds a slow upstream: result 5.
 	var dl [4]byte
@@ -283,6 +291,21 @@ upstreams:
 	}
 	if _, err := invoke(ctx, "/other.Svc/M", ""); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("unrouted: %v", err)
+	}
+	// One metrics scheme whatever the path.
+	req := rt.Metrics().Requests
+	for _, c := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"g2g", "/test.Px/*", "up", "FailedPrecondition"}, 1},
+		{[]string{"g2g", "/test.Shout/Loud", "up", "OK"}, 1},
+		{[]string{"g2g", "/demo.Echo/*", "up", "DeadlineExceeded"}, 1},
+		{[]string{"g2g", "unmatched", "", "Unimplemented"}, 1},
+	} {
+		if got := testutil.ToFloat64(req.WithLabelValues(c.labels...)); got != c.want {
+			t.Errorf("meshgate_requests_total%v = %v, want %v", c.labels, got, c.want)
+		}
 	}
 }
 

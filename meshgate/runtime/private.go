@@ -94,7 +94,7 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 
 // bridge builds the outbound handler of a new grpc listener.
 func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config, st *staged) (grpcBridge, error) {
-	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Registerer: r.metrics.Registry, Limits: lc.Limits.Effective()})
+	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Metrics: r.metrics, Limits: lc.Limits.Effective()})
 	if err != nil {
 		return nil, err
 	}
