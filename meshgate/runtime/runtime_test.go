@@ -323,7 +323,8 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	if err := os.WriteFile(path, []byte("listeners: [{name: x, kind: bogus}]"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * WatchDebounce)
+	// Wait for the rejection itself (not a fixed sleep), then check.
+	waitFor(t, func() bool { return testutil.ToFloat64(rt.Metrics().Reloads.WithLabelValues("rejected")) >= 1 })
 	if rt.Addr("extra") == nil {
 		t.Fatal("bad file removed the listener")
 	}
