@@ -1,10 +1,10 @@
-// Package outbound is MeshGate's gRPC → private direction: a gRPC service
-// handler that accepts ANY method (grpc.UnknownServiceHandler with the raw
-// bytes codec forced on the server, no stubs, no re-marshal), routes the
-// method to a private command and upstream pool, converts metadata to
-// extensions, sends the frame over a multiplexed pool connection (with the
-// pool's own seq) and converts the reply back into the gRPC response and
-// status.
+// Package outbound serves gRPC listeners: a gRPC service handler that
+// accepts ANY method (grpc.UnknownServiceHandler with the raw bytes codec
+// forced on the server, no stubs, no re-marshal) and routes the method
+// either to a private upstream (it converts metadata to extensions, sends
+// the frame over a multiplexed pool connection with the pool's own seq and
+// converts the reply back into the gRPC response and status) or to a gRPC
+// upstream (a raw-bytes L7 proxy, proxy.go).
 //
 // Metadata, deadline, reply extensions and status are mapped by package
 // mapping (docs/protocol.md), the same code the other direction uses.

@@ -1,7 +1,10 @@
-// Package upstream holds MeshGate's private-protocol upstream pools: per
-// endpoint a few multiplexed privconn connections, kept up with exponential
-// backoff and jitter, and load balancing across endpoints (round robin,
-// least request by power of two choices, consistent hash on uin).
+// Package upstream is MeshGate's upstream model, shared by both
+// protocols: Upstream (what a route targets; reference counted, one retire
+// policy), Set (one generation's upstreams by name), Endpoint (all
+// per-endpoint state) and Balancer (round robin, least request by power of
+// two choices, consistent hash on uin). It also holds the private-protocol
+// pool: per endpoint a few multiplexed privconn connections, kept up with
+// exponential backoff and jitter. The gRPC pool is package grpcpool.
 //
 // An endpoint with no live connection is ejected: pickers skip it until a
 // reconnect succeeds. With no healthy endpoint a request fails at once with
