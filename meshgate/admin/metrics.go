@@ -18,6 +18,10 @@ type Metrics struct {
 	// Latency observes request latency in seconds by listener, route and
 	// upstream (meshgate_request_duration_seconds).
 	Latency *prometheus.HistogramVec
+	// UpstreamRequests counts calls an upstream pool sent, by upstream,
+	// endpoint and gRPC code (meshgate_upstream_requests_total; private
+	// pools, which pick the endpoint themselves).
+	UpstreamRequests *prometheus.CounterVec
 	// InFlight is the number of requests in flight per listener.
 	InFlight *prometheus.GaugeVec
 	// DownstreamConns is the number of open downstream connections per
@@ -52,6 +56,9 @@ func NewMetrics() *Metrics {
 			Namespace: "meshgate", Name: "request_duration_seconds", Help: "Request latency by listener, route and upstream.",
 			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5},
 		}, []string{"listener", "route", "upstream"}),
+		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshgate", Name: "upstream_requests_total", Help: "Calls sent to upstream endpoints by upstream, endpoint and gRPC code.",
+		}, []string{"upstream", "endpoint", "code"}),
 		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "meshgate", Name: "requests_in_flight", Help: "Requests in flight per listener.",
 		}, []string{"listener"}),
@@ -74,7 +81,7 @@ func NewMetrics() *Metrics {
 			Namespace: "meshgate", Name: "config_reloads_total", Help: "Configuration reloads by outcome.",
 		}, []string{"outcome"}),
 	}
-	r.MustRegister(m.Requests, m.Latency, m.InFlight, m.DownstreamConns,
+	r.MustRegister(m.Requests, m.Latency, m.UpstreamRequests, m.InFlight, m.DownstreamConns,
 		m.UpstreamConns, m.Malformed, m.Rejected, m.Heartbeats, m.Reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -39,7 +39,8 @@ func BenchmarkPrivateProxySerial(b *testing.B) {
 		b.Fatal(err)
 	}
 	m := admin.NewMetrics()
-	srv := New(Options{Name: "p2p", Codec: c, Metrics: m}, NewTable("p2p", []Route{{Cmd: legacy.CmdEcho, Private: pool}}, Limits{}, nil, m))
+	srv := New(Options{Name: "p2p", Codec: c, Metrics: m}, NewTable("p2p", []Route{{Cmd: legacy.CmdEcho, Private: pool, Timeout: config.DefaultTimeout}},
+		Limits{MaxInFlight: config.DefaultMaxInFlight, IdleTimeout: config.DefaultIdleTimeout, ReadTimeout: config.DefaultReadTimeout}, nil, m))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -7,6 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+
+	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 )
@@ -22,6 +26,11 @@ type Endpoint struct {
 	requests atomic.Uint64
 	failures atomic.Uint64
 	ewmaNS   atomic.Uint64 // float64 bits of the latency EWMA, ns
+
+	// meshgate_upstream_requests_total children, resolved once per code
+	reqVec   *prometheus.CounterVec
+	upstream string
+	reqCodes [17]atomic.Pointer[prometheus.Counter]
 
 	// private pools: the connection slots (see PrivatePool.keep)
 	rr    atomic.Uint32
@@ -70,6 +79,29 @@ func (e *Endpoint) Observe(d time.Duration, err error) {
 // Latency is the latency EWMA (0 before the first call).
 func (e *Endpoint) Latency() time.Duration {
 	return time.Duration(math.Float64frombits(e.ewmaNS.Load()))
+}
+
+// count adds one call answered with code c to the endpoint's counter.
+func (e *Endpoint) count(c codes.Code) {
+	if e.reqVec == nil {
+		return
+	}
+	if int(c) >= len(e.reqCodes) {
+		c = codes.Unknown
+	}
+	if p := e.reqCodes[c].Load(); p != nil {
+		(*p).Inc()
+		return
+	}
+	ctr := e.reqVec.WithLabelValues(e.upstream, e.addr, c.String())
+	e.reqCodes[c].Store(&ctr)
+	ctr.Inc()
+}
+
+// resultCode is the gRPC code of a reply's result (docs/protocol.md).
+func resultCode(result uint16) codes.Code {
+	c, _ := codec.GRPCCode(result)
+	return codes.Code(c)
 }
 
 // begin and end bracket one call on the endpoint.

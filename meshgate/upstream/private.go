@@ -24,6 +24,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
@@ -51,6 +53,13 @@ type poolOptions struct {
 	dialTimeout             time.Duration
 	liveness                time.Duration
 	tlsRefresh              time.Duration
+	epRequests              *prometheus.CounterVec
+}
+
+// WithEndpointRequests counts every call sent in vec, labelled upstream,
+// endpoint and gRPC code (admin.Metrics.UpstreamRequests).
+func WithEndpointRequests(vec *prometheus.CounterVec) Option {
+	return func(o *poolOptions) { o.epRequests = vec }
 }
 
 // WithBackoff sets the reconnect backoff (default 50ms doubling to 5s, ±20%
@@ -170,6 +179,7 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	for _, a := range u.Endpoints {
 		e := NewEndpoint(a)
 		e.slots = make([]atomic.Pointer[privconn.Conn], u.Connections)
+		e.reqVec, e.upstream = o.epRequests, u.Name
 		p.eps = append(p.eps, e)
 	}
 	if p.bal, err = NewBalancer(u.LB, p.eps); err != nil {
@@ -351,6 +361,11 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		t0 := e.begin()
 		resp, err := cn.Do(ctx, req)
 		e.end(t0, err)
+		if err == nil {
+			e.count(resultCode(resp.Result))
+		} else if !errors.Is(err, privconn.ErrNotSent) && !errors.Is(err, privconn.ErrTooManyInFlight) {
+			e.count(status.Code(Status(ctx, err)))
+		}
 		if err == nil {
 			return resp, nil
 		}
