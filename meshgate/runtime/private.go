@@ -3,12 +3,14 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -46,7 +48,20 @@ func (p *privatePools) init() {
 	p.cfgs = map[string]config.Upstream{}
 }
 
-func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
+// buildDeps are what the build step needs from the runtime: a logger, the
+// metrics, the warm-up bound. Narrow on purpose: helpers do not see the
+// Runtime.
+type buildDeps struct {
+	log     *slog.Logger
+	metrics *admin.Metrics
+	warmUp  time.Duration
+}
+
+func (r *Runtime) buildDeps() buildDeps {
+	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp}
+}
+
+func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error {
 	ps := &privStaged{pools: map[string]*upstream.PrivatePool{}, cfgs: map[string]config.Upstream{}}
 	st.priv = ps
 	for i := range cfg.Upstreams {
@@ -64,8 +79,8 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 		if err != nil {
 			return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
 		}
-		pool, err := upstream.NewPrivatePool(u, c, r.opts.Logger, r.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval),
-			upstream.WithEndpointRequests(r.metrics.UpstreamRequests))
+		pool, err := upstream.NewPrivatePool(u, c, d.log, d.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval),
+			upstream.WithEndpointRequests(d.metrics.UpstreamRequests))
 		if err != nil {
 			return fmt.Errorf("upstreams[%d]: %w", i, err)
 		}
@@ -75,8 +90,8 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 	// Give new pools a moment to connect before traffic moves to them, so
 	// a reload does not fail calls with "no healthy endpoint". An upstream
 	// that stays down is not an error (it may come up later).
-	if len(ps.newPools) > 0 && r.opts.WarmUp > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), r.opts.WarmUp)
+	if len(ps.newPools) > 0 && d.warmUp > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), d.warmUp)
 		defer cancel()
 		var wg sync.WaitGroup
 		for _, pool := range ps.newPools {
@@ -84,7 +99,7 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 			go func() {
 				defer wg.Done()
 				if err := pool.WaitHealthy(ctx, 1); err != nil {
-					r.log.Warn("private upstream not connected yet", "upstream", pool.Name(), "err", err)
+					d.log.Warn("private upstream not connected yet", "component", "runtime", "upstream", pool.Name(), "err", err)
 				}
 			}()
 		}
@@ -94,8 +109,8 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 }
 
 // bridge builds the outbound handler of a new grpc listener.
-func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config, st *staged) (grpcBridge, error) {
-	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Metrics: r.metrics, Limits: lc.Limits.Effective()})
+func (p *privatePools) bridge(d buildDeps, lc config.Listener, st *staged) (grpcBridge, error) {
+	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective()})
 	if err != nil {
 		return nil, err
 	}

@@ -280,7 +280,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		st.newPools = append(st.newPools, p)
 	}
 	warmed := r.warmUp(st.newPools)
-	err = r.priv.stage(r, cfg, st)
+	err = r.priv.stage(r.buildDeps(), cfg, st)
 	<-warmed
 	if err != nil {
 		return fail(err)
