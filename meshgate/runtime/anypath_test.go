@@ -150,6 +150,12 @@ upstreams:
 		t.Fatalf("slow call: result %d after %v; want 5 after ~100ms", resp.Result, time.Since(start))
 	}
 
+	// A ONEWAY frame is proxied with ONEWAY and gets no reply.
+	if err := cl.Send(ctx, 1, 5, []byte("fire"), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return lb.srv.Stats().Oneway == 1 })
+
 	// MeshGate assigns seq on the pooled upstream connection: two raw
 	// clients using the same seq at once over the one upstream connection
 	// both get their own reply with their seq.
