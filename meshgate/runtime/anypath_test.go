@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -302,6 +303,9 @@ upstreams:
 	if _, err := invoke(ctx, "/other.Svc/M", ""); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("unrouted: %v", err)
 	}
+	// grpc.health.v1 reports a service routed to a connected gRPC
+	// upstream as SERVING (it used to look for a private pool only).
+	waitFor(t, func() bool { return healthOf(cc, "demo.Echo") == healthpb.HealthCheckResponse_SERVING })
 	// One metrics scheme whatever the path. (The server side of a call
 	// whose client deadline passed ends a moment after the client, as
 	// DeadlineExceeded or, when the client's RST_STREAM wins, Canceled: poll.)
