@@ -1,75 +1,106 @@
 package inbound
 
 import (
-	"errors"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/meshgate/authz"
+	"github.com/meshgate/meshgate/meshgate/config"
 )
 
-// verify checks the MGP auth extension of raw (the frame's wire bytes). ok
-// is the verdict; fatal means the extension is present but malformed (the
-// connection closes).
-func (s *Server) verify(p *AuthPolicy, raw []byte, f *codec.Frame) (keyID uint32, ok, fatal bool) {
-	v, present := f.ExtValue(codec.ExtAuth)
+// AuthPolicy is a listener's HMAC requirement.
+type AuthPolicy struct {
+	Keys    map[uint32][]byte
+	MaxSkew time.Duration
+	// MaxNonces bounds the replay cache; at the bound new frames are
+	// refused (result 3). Default config.DefaultMaxNonces(MaxSkew).
+	MaxNonces int
+
+	once sync.Once
+	macs map[uint32]*mgp.Key
+}
+
+// prepare builds the pooled MAC states once per policy.
+func (p *AuthPolicy) prepare() {
+	p.macs = make(map[uint32]*mgp.Key, len(p.Keys))
+	for id, k := range p.Keys {
+		p.macs[id] = mgp.NewKey(k)
+	}
+	if p.MaxSkew <= 0 {
+		p.MaxSkew = config.DefaultMaxSkew
+	}
+	if p.MaxNonces <= 0 {
+		p.MaxNonces = config.DefaultMaxNonces(p.MaxSkew)
+	}
+}
+
+// authState is a Server's replay cache (kept across table swaps, so a
+// reload never forgets a nonce) and its failure counters.
+type authState struct {
+	nonces   *nonceCache
+	failures [len(authz.Reasons)]prometheus.Counter // by authz.Reasons index
+}
+
+func (a *authState) init(s *Server) {
+	a.nonces = newNonceCache()
+	if m := s.opts.Metrics; m != nil {
+		v := authz.Failures(m.Registry)
+		for i, r := range authz.Reasons {
+			a.failures[i] = v.WithLabelValues(s.opts.Name, r)
+		}
+	}
+}
+
+// failed counts an authentication or authorization failure.
+func (a *authState) failed(reason string) {
+	for i, r := range authz.Reasons {
+		if r == reason {
+			if c := a.failures[i]; c != nil {
+				c.Inc()
+			}
+			return
+		}
+	}
+}
+
+// verify checks the MGP auth extension of raw (the frame's wire bytes,
+// read in place). reason is "" when the frame is authentic, fresh and not a
+// replay; authz.ReasonMalformed means the extension is present but
+// malformed (the connection closes). The order is cheap to expensive, and
+// only a frame with a good MAC and a timestamp inside the window reaches
+// the replay cache: bad frames cannot fill it.
+func (s *Server) verify(p *AuthPolicy, raw []byte, f *codec.Frame) (keyID uint32, reason string) {
+	p.once.Do(p.prepare)
+	off, l, present := mgp.AuthOffset(raw)
 	if !present {
-		return 0, false, false
+		return 0, authz.ReasonMissing
 	}
-	a, err := mgp.ParseAuth(v)
+	a, err := mgp.ParseAuth(raw[off : off+l])
 	if err != nil {
-		return 0, false, true
+		return 0, authz.ReasonMalformed
 	}
-	key, known := p.Keys[a.KeyID]
+	key, known := p.macs[a.KeyID]
 	if !known {
-		return a.KeyID, false, false
+		return a.KeyID, authz.ReasonUnknownKey
 	}
-	if _, err := mgp.VerifyAuth(raw, key); err != nil {
-		return a.KeyID, false, errors.Is(err, mgp.ErrAuthMalformed)
+	now := s.opts.Now().UnixMilli()
+	accept, retain := s.auth.nonces.window(p.MaxSkew.Milliseconds(), now)
+	ts := int64(a.UnixMs)
+	if a.UnixMs > 1<<62 || now-ts > accept || ts-now > accept {
+		return a.KeyID, authz.ReasonSkew
 	}
-	now := s.opts.Now()
-	ts := time.UnixMilli(int64(a.UnixMs))
-	if d := now.Sub(ts); d > p.MaxSkew || d < -p.MaxSkew {
-		return a.KeyID, false, false
+	if !key.Check(raw, off) {
+		return a.KeyID, authz.ReasonBadMAC
 	}
-	if !s.nonce.add(a.KeyID, a.Nonce) {
-		return a.KeyID, false, false
+	switch s.auth.nonces.add(a.KeyID, a.Nonce, ts+retain, now, p.MaxNonces) {
+	case nonceReplay:
+		return a.KeyID, authz.ReasonReplay
+	case nonceFull:
+		return a.KeyID, authz.ReasonNonceCacheFull
 	}
-	return a.KeyID, true, false
-}
-
-// nonceCache remembers recently seen (key id, nonce) pairs, FIFO-bounded. A
-// replay is caught while its original is among the last size frames; frames
-// older than MaxSkew are rejected by timestamp anyway.
-type nonceCache struct {
-	mu   sync.Mutex
-	seen map[[2]uint64]struct{}
-	ring [][2]uint64
-	head int
-	full bool
-}
-
-func newNonceCache(size int) *nonceCache {
-	return &nonceCache{seen: make(map[[2]uint64]struct{}, size), ring: make([][2]uint64, size)}
-}
-
-// add records the pair; false if it was already present.
-func (n *nonceCache) add(keyID uint32, nonce uint64) bool {
-	k := [2]uint64{uint64(keyID), nonce}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, dup := n.seen[k]; dup {
-		return false
-	}
-	if n.full {
-		delete(n.seen, n.ring[n.head])
-	}
-	n.ring[n.head] = k
-	n.seen[k] = struct{}{}
-	n.head++
-	if n.head == len(n.ring) {
-		n.head, n.full = 0, true
-	}
-	return true
+	return a.KeyID, ""
 }

@@ -17,8 +17,12 @@
 //     flight on the connection → result 2 for the duplicate (the first one
 //     still gets its own reply);
 //   - auth failure (missing extension, unknown key, bad MAC, stale or future
-//     timestamp, replayed nonce) → result 3. A present but malformed auth
-//     extension closes the connection like any malformed frame.
+//     timestamp, replayed nonce, replay cache full) → result 3. A present
+//     but malformed auth extension closes the connection like any
+//     malformed frame. Replay protection and its memory bound: auth.go,
+//     nonce.go;
+//   - authorization: a cmd the table's policy does not allow for the
+//     verified key id → result 4, before any route lookup.
 //
 // A malformed frame closes only its connection, after the replies of
 // requests already in flight have been written; one Warn line per
@@ -61,8 +65,6 @@ type Options struct {
 	// DrainQuiet is how long a draining connection with nothing in flight
 	// must stay silent before it is closed; default 250ms.
 	DrainQuiet time.Duration
-	// NonceCacheSize bounds the replay cache; default 65536 entries.
-	NonceCacheSize int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -73,7 +75,7 @@ type Server struct {
 	log   *slog.Logger
 	codec codec.Codec
 	table atomic.Pointer[Table]
-	nonce *nonceCache
+	auth  authState
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -97,9 +99,6 @@ func New(opts Options, t *Table) *Server {
 	if opts.DrainQuiet <= 0 {
 		opts.DrainQuiet = 250 * time.Millisecond
 	}
-	if opts.NonceCacheSize <= 0 {
-		opts.NonceCacheSize = 1 << 16
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -107,7 +106,6 @@ func New(opts Options, t *Table) *Server {
 		opts:  opts,
 		log:   opts.Logger.With("component", "inbound", "listener", opts.Name),
 		codec: opts.Codec,
-		nonce: newNonceCache(opts.NonceCacheSize),
 		lns:   map[net.Listener]struct{}{},
 		conns: map[*conn]struct{}{},
 	}
@@ -116,6 +114,7 @@ func New(opts Options, t *Table) *Server {
 		s.mConns = m.DownstreamConns.WithLabelValues(opts.Name)
 		s.mHeartbeats = m.Heartbeats.WithLabelValues(opts.Name)
 	}
+	s.auth.init(s)
 	s.table.Store(t)
 	return s
 }

@@ -1,0 +1,190 @@
+package inbound
+
+import (
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+)
+
+// nonceCache remembers every accepted (key id, nonce) until the timestamp of
+// its frame leaves the acceptance window, so a captured frame can never be
+// replayed: while its timestamp would still pass the skew check, its nonce
+// is still here. Nothing is ever evicted early. When the bound on entries
+// is reached, new nonces are refused (the caller fails closed).
+//
+// Entries live in 64 shards, each with its own lock, a map of nonce →
+// expiry and time buckets of the nonces that expire in each 500 ms, so
+// expiry is by timestamp and costs nothing per lookup: a shard drops whole
+// buckets once their end has passed, when it is next used.
+type nonceCache struct {
+	seed   uint64
+	n      atomic.Int64 // entries across shards
+	win    atomic.Pointer[nonceWindow]
+	shards [nonceShards]nonceShard
+}
+
+const (
+	nonceShards = 64
+	bucketMs    = 500
+	maxFree     = 8 // recycled bucket slices kept per shard
+)
+
+type nonceKey struct {
+	id    uint32
+	nonce uint64
+}
+
+type nonceShard struct {
+	mu      sync.Mutex
+	seen    map[nonceKey]int64   // expiry, unix ms
+	buckets map[int64][]nonceKey // expiry/bucketMs -> nonces
+	free    [][]nonceKey
+	swept   int64    // buckets below this one are gone
+	_       [64]byte // keep shards' locks on separate cache lines
+}
+
+// nonceResult is the outcome of nonceCache.add.
+type nonceResult uint8
+
+const (
+	nonceOK nonceResult = iota
+	nonceReplay
+	nonceFull
+)
+
+// nonceWindow is how long nonces are kept after their timestamp (retain,
+// the largest max_skew the listener has used) and, after max_skew was
+// raised by a reload, the narrower window frames are accepted with until
+// every nonce remembered under the old one has timed out.
+type nonceWindow struct {
+	retain int64 // ms
+	prev   int64 // ms, accept window while now < until
+	until  int64 // unix ms
+}
+
+func newNonceCache() *nonceCache {
+	return &nonceCache{seed: rand.Uint64()}
+}
+
+// window returns the skew to accept frames with (ms) and how long after
+// its timestamp a nonce is kept (ms), for a policy skew of skew ms at now.
+func (c *nonceCache) window(skew, now int64) (accept, retain int64) {
+	for {
+		w := c.win.Load()
+		switch {
+		case w == nil:
+			// First use: nothing remembered yet, no narrower window.
+			c.win.CompareAndSwap(nil, &nonceWindow{retain: skew})
+			continue
+		case skew > w.retain:
+			// Raised: nonces accepted so far are kept only retain after
+			// their timestamp, so keep accepting with the old window
+			// until they can no longer pass the new one.
+			prev := w.retain
+			if now < w.until {
+				prev = min(prev, w.prev)
+			}
+			c.win.CompareAndSwap(w, &nonceWindow{retain: skew, prev: prev, until: now + w.retain + skew})
+			continue
+		}
+		accept = skew
+		if now < w.until {
+			accept = min(accept, w.prev)
+		}
+		return accept, w.retain
+	}
+}
+
+func (c *nonceCache) shard(k nonceKey) *nonceShard {
+	h := (k.nonce ^ c.seed ^ uint64(k.id)*0xff51afd7ed558ccd) * 0x9e3779b97f4a7c15
+	return &c.shards[h>>58]
+}
+
+// add records (id, nonce) until exp (unix ms). It returns nonceReplay when
+// the pair is already remembered and nonceFull when max entries are
+// remembered (after dropping every expired one).
+func (c *nonceCache) add(id uint32, nonce uint64, exp, now int64, max int) nonceResult {
+	k := nonceKey{id, nonce}
+	sh := c.shard(k)
+	for try := 0; ; try++ {
+		sh.mu.Lock()
+		sh.sweep(c, now)
+		if e, ok := sh.seen[k]; ok {
+			if e >= now {
+				sh.mu.Unlock()
+				return nonceReplay
+			}
+			// Expired but not swept yet: take the entry over (its old
+			// bucket skips it, the expiry no longer matches).
+			sh.insert(k, exp)
+			sh.mu.Unlock()
+			return nonceOK
+		}
+		if c.n.Add(1) <= int64(max) {
+			sh.insert(k, exp)
+			sh.mu.Unlock()
+			return nonceOK
+		}
+		c.n.Add(-1)
+		sh.mu.Unlock()
+		if try > 0 {
+			return nonceFull
+		}
+		// Other shards may hold expired entries they have not dropped yet.
+		c.sweepAll(now)
+	}
+}
+
+// len is the number of remembered nonces.
+func (c *nonceCache) len() int { return int(c.n.Load()) }
+
+func (c *nonceCache) sweepAll(now int64) {
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		sh.sweep(c, now)
+		sh.mu.Unlock()
+	}
+}
+
+func (sh *nonceShard) insert(k nonceKey, exp int64) {
+	if sh.seen == nil {
+		sh.seen = map[nonceKey]int64{}
+		sh.buckets = map[int64][]nonceKey{}
+	}
+	sh.seen[k] = exp
+	b := exp / bucketMs
+	keys, ok := sh.buckets[b]
+	if !ok && len(sh.free) > 0 {
+		keys = sh.free[len(sh.free)-1]
+		sh.free = sh.free[:len(sh.free)-1]
+	}
+	sh.buckets[b] = append(keys, k)
+}
+
+// sweep drops the buckets whose every nonce expired before now.
+func (sh *nonceShard) sweep(c *nonceCache, now int64) {
+	cur := now / bucketMs
+	if cur <= sh.swept {
+		return
+	}
+	sh.swept = cur
+	for b, keys := range sh.buckets {
+		if b >= cur {
+			continue
+		}
+		end := (b + 1) * bucketMs
+		removed := 0
+		for _, k := range keys {
+			if e, ok := sh.seen[k]; ok && e < end {
+				delete(sh.seen, k)
+				removed++
+			}
+		}
+		c.n.Add(int64(-removed))
+		delete(sh.buckets, b)
+		if len(sh.free) < maxFree {
+			sh.free = append(sh.free, keys[:0])
+		}
+	}
+}
