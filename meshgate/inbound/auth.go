@@ -88,15 +88,18 @@ func (s *Server) verify(p *AuthPolicy, raw []byte, f *codec.Frame) (keyID uint32
 		return a.KeyID, authz.ReasonUnknownKey
 	}
 	now := s.opts.Now().UnixMilli()
-	accept, retain := s.auth.nonces.window(p.MaxSkew.Milliseconds(), now)
+	high := s.auth.nonces.clock(now)
+	accept, retain := s.auth.nonces.window(p.MaxSkew.Milliseconds(), high)
 	ts := int64(a.UnixMs)
-	if a.UnixMs > 1<<62 || now-ts > accept || ts-now > accept {
+	// Stale against the latest time seen, future against now: both the
+	// stricter reading when the clock stepped back.
+	if a.UnixMs > 1<<62 || high-ts > accept || ts-now > accept {
 		return a.KeyID, authz.ReasonSkew
 	}
 	if !key.Check(raw, off) {
 		return a.KeyID, authz.ReasonBadMAC
 	}
-	switch s.auth.nonces.add(a.KeyID, a.Nonce, ts+retain, now, p.MaxNonces) {
+	switch s.auth.nonces.add(a.KeyID, a.Nonce, ts+retain, high, p.MaxNonces) {
 	case nonceReplay:
 		return a.KeyID, authz.ReasonReplay
 	case nonceFull:

@@ -19,6 +19,7 @@ import (
 type nonceCache struct {
 	seed   uint64
 	n      atomic.Int64 // entries across shards
+	high   atomic.Int64 // latest time seen, unix ms (see clock)
 	win    atomic.Pointer[nonceWindow]
 	shards [nonceShards]nonceShard
 }
@@ -95,12 +96,30 @@ func (c *nonceCache) window(skew, now int64) (accept, retain int64) {
 	}
 }
 
+// clock returns the latest of now and every earlier now: the time the
+// cache has already expired nonces up to. If the wall clock steps back,
+// frames are judged stale against this time, so a nonce dropped before the
+// step cannot be replayed after it (frames older than the high-water mark
+// minus max_skew fail until the clock catches up).
+func (c *nonceCache) clock(now int64) int64 {
+	for {
+		h := c.high.Load()
+		if now <= h {
+			return h
+		}
+		if c.high.CompareAndSwap(h, now) {
+			return now
+		}
+	}
+}
+
 func (c *nonceCache) shard(k nonceKey) *nonceShard {
 	h := (k.nonce ^ c.seed ^ uint64(k.id)*0xff51afd7ed558ccd) * 0x9e3779b97f4a7c15
 	return &c.shards[h>>58]
 }
 
-// add records (id, nonce) until exp (unix ms). It returns nonceReplay when
+// add records (id, nonce) until exp (unix ms); now comes from clock. It
+// returns nonceReplay when
 // the pair is already remembered and nonceFull when max entries are
 // remembered (after dropping every expired one).
 func (c *nonceCache) add(id uint32, nonce uint64, exp, now int64, max int) nonceResult {

@@ -23,18 +23,21 @@ func TestNonceCacheExpiresByTimestamp(t *testing.T) {
 			t.Fatal(r)
 		}
 	}
-	if r := c.add(1, 5, now+10_000, now+9_999, 10); r != nonceReplay {
-		t.Fatalf("replay before expiry: %v", r)
-	}
 	if r := c.add(3, 1, now+20_000, now, 10); r != nonceOK {
 		t.Fatal(r)
 	}
 	if r := c.add(3, 2, now+20_000, now, 10); r != nonceFull {
 		t.Fatalf("11th nonce: %v, want full", r)
 	}
+	if r := c.add(1, 5, now+10_000, now+999, 10); r != nonceReplay {
+		t.Fatalf("replay before expiry: %v", r)
+	}
 	// At now+1500 the eight short-lived nonces are gone: room again.
 	if r := c.add(3, 2, now+20_000, now+1_500, 10); r != nonceOK {
 		t.Fatalf("after expiry: %v", r)
+	}
+	if r := c.add(1, 5, now+10_000, now+9_999, 10); r != nonceReplay {
+		t.Fatalf("replay at the last instant: %v", r)
 	}
 	if c.len() != 3 {
 		t.Fatalf("len %d, want 3", c.len())
@@ -89,6 +92,28 @@ func TestNonceWindowRamp(t *testing.T) {
 	}
 	if a, r := c.window(5_000, 80_000); a != 5_000 || r != 60_000 {
 		t.Fatalf("lowered: accept %d retain %d", a, r)
+	}
+}
+
+// TestClockNeverGoesBack: after the wall clock steps back, staleness is
+// judged against the latest time seen, so nonces dropped before the step
+// cannot come back.
+func TestClockNeverGoesBack(t *testing.T) {
+	clk := newFakeClock()
+	e := newEnv(t, envOpts{auth: authPolicy(5*time.Second, 0), now: clk.now})
+	ts := clk.at(0)
+	raw := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, ts, 1)
+	if got := flood(t, e.addr, raw, 1); got[codec.ResultOK] != 1 {
+		t.Fatal(got)
+	}
+	clk.add(6 * time.Second) // the nonce expires and is swept
+	if got := flood(t, e.addr, signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 8, clk.at(0), 1), 1); got[codec.ResultOK] != 1 {
+		t.Fatal(got)
+	}
+	e.srv.auth.nonces.sweepAll(clk.ms.Load())
+	clk.add(-4 * time.Second) // NTP step back: raw's timestamp looks fresh again
+	if got := flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
+		t.Fatalf("replay after the clock stepped back: %v", got)
 	}
 }
 
