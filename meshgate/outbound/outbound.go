@@ -39,6 +39,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -75,6 +76,7 @@ type Server struct {
 	defTO time.Duration
 	m     *metrics
 	table atomic.Pointer[table]
+	fails *prometheus.CounterVec // meshgate_auth_failures_total (authz.go)
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -91,6 +93,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m}
+	s.fails = authz.Failures(o.Registerer)
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -103,6 +106,7 @@ func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePoo
 	if err != nil {
 		return err
 	}
+	t.authz = newGate(l, s.fails)
 	s.table.Store(t)
 	return nil
 }
@@ -139,6 +143,9 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	if !checkMethod(method) {
 		s.m.unmatched(t.listener, codes.InvalidArgument)
 		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", method)
+	}
+	if err := t.authz.authorize(stream.Context(), method); err != nil {
+		return err
 	}
 	r := t.lookup(method)
 	if r == nil {
