@@ -94,6 +94,9 @@ func (p *Policy) AllowMethod(identity, method string) bool {
 	}
 	ms := p.ids[identity]
 	if ms == nil {
+		if strings.Contains(identity, "://") {
+			return false
+		}
 		if lc := strings.ToLower(identity); lc != identity {
 			ms = p.ids[lc]
 		}
