@@ -173,13 +173,14 @@ const (
 	ReasonBadMAC         = "bad_mac"          // HMAC mismatch
 	ReasonReplay         = "replay"           // nonce already seen within the window
 	ReasonNonceCacheFull = "nonce_cache_full" // memory bound reached: failing closed
+	ReasonNonceKeyQuota  = "nonce_key_quota"  // this key id's share of the bound reached
 	ReasonForbidden      = "forbidden"        // authenticated, but the policy denies it
 	ReasonNoIdentity     = "no_identity"      // grpc: no verified client certificate
 )
 
 // Reasons lists every reason, for pre-resolving counters.
 var Reasons = [...]string{ReasonMissing, ReasonMalformed, ReasonUnknownKey, ReasonSkew, ReasonBadMAC,
-	ReasonReplay, ReasonNonceCacheFull, ReasonForbidden, ReasonNoIdentity}
+	ReasonReplay, ReasonNonceCacheFull, ReasonNonceKeyQuota, ReasonForbidden, ReasonNoIdentity}
 
 // Failures returns meshgate_auth_failures_total{listener,reason},
 // registered on reg (or the one already registered there); reg may be nil.

@@ -50,10 +50,28 @@ func DefaultMaxNonces(skew time.Duration) int {
 	return min(max(n, DefaultNonceRate), MaxMaxNonces)
 }
 
-// applyAuthDefaults fills auth.max_nonces (after auth.max_skew).
+// DefaultMaxNoncesPerKey is the default auth.max_nonces_per_key: half of
+// maxNonces when there are several keys (so one key holder cannot fill the
+// replay cache for the others), all of it with one key.
+func DefaultMaxNoncesPerKey(maxNonces, keys int) int {
+	if keys > 1 {
+		return max(maxNonces/2, 1)
+	}
+	return maxNonces
+}
+
+// applyAuthDefaults fills auth.max_nonces and auth.max_nonces_per_key
+// (after auth.max_skew).
 func applyAuthDefaults(l *Listener) {
-	if l.Auth != nil && l.Auth.MaxNonces == 0 && l.Auth.MaxSkew > 0 {
-		l.Auth.MaxNonces = DefaultMaxNonces(l.Auth.MaxSkew)
+	a := l.Auth
+	if a == nil {
+		return
+	}
+	if a.MaxNonces == 0 && a.MaxSkew > 0 {
+		a.MaxNonces = DefaultMaxNonces(a.MaxSkew)
+	}
+	if a.MaxNoncesPerKey == 0 && a.MaxNonces > 0 {
+		a.MaxNoncesPerKey = DefaultMaxNoncesPerKey(a.MaxNonces, len(a.Keys))
 	}
 }
 
@@ -72,6 +90,8 @@ func validateAuth(e *errs, f string, l *Listener) {
 		}
 		if a.MaxNonces < 0 || a.MaxNonces > MaxMaxNonces {
 			e.add(f+".auth.max_nonces", "must be in [1, %d], got %d", MaxMaxNonces, a.MaxNonces)
+		} else if a.MaxNoncesPerKey < 0 || a.MaxNoncesPerKey > a.MaxNonces {
+			e.add(f+".auth.max_nonces_per_key", "must be in [1, max_nonces = %d], got %d", a.MaxNonces, a.MaxNoncesPerKey)
 		}
 		for id, k := range a.Keys {
 			if k == "" {

@@ -40,6 +40,12 @@ func TestAuthDefaults(t *testing.T) {
 	if n := c.Listeners[0].Auth.MaxNonces; n != 600_000 {
 		t.Fatalf("default max_nonces %d, want 600000 (10k rps × 2 × 30s)", n)
 	}
+	if n := c.Listeners[0].Auth.MaxNoncesPerKey; n != 300_000 {
+		t.Fatalf("default max_nonces_per_key %d, want half of max_nonces with two keys", n)
+	}
+	if DefaultMaxNoncesPerKey(10, 1) != 10 {
+		t.Fatal("one key gets the whole bound")
+	}
 	if DefaultMaxNonces(time.Second) != 20_000 || DefaultMaxNonces(time.Millisecond) != DefaultNonceRate || DefaultMaxNonces(MaxMaxSkew) != 12_000_000 {
 		t.Fatal("DefaultMaxNonces")
 	}
@@ -59,6 +65,7 @@ func TestAuthErrorsNameTheField(t *testing.T) {
 		"negative max_skew":      {"max_skew: 30s", "max_skew: -1s", "listeners[0].auth.max_skew"},
 		"huge max_skew":          {"max_skew: 30s", "max_skew: 1h", "listeners[0].auth.max_skew"},
 		"negative max_nonces":    {"max_skew: 30s", "max_skew: 30s, max_nonces: -1", "listeners[0].auth.max_nonces"},
+		"per key above total":    {"max_skew: 30s", "max_skew: 30s, max_nonces: 10, max_nonces_per_key: 11", "listeners[0].auth.max_nonces_per_key"},
 		"empty secret":           {`2: "s2"`, `2: ""`, "listeners[0].auth.keys[2]"},
 		"bad method pattern":     {"/legacy.L/Get,", "/legacy.L/Get/x,", "listeners[1].authz.allow[0].methods[0]"},
 		"wildcard method prefix": {"/legacy.L/*]", "/legacy.*]", "listeners[1].authz.allow[0].methods[1]"},

@@ -90,6 +90,9 @@ type Auth struct {
 	MaxSkew time.Duration `yaml:"max_skew,omitempty" json:"max_skew,omitempty"`
 	// MaxNonces bounds the replay cache; default DefaultMaxNonces(MaxSkew).
 	MaxNonces int `yaml:"max_nonces,omitempty" json:"max_nonces,omitempty"`
+	// MaxNoncesPerKey bounds one key id's share of MaxNonces; default
+	// DefaultMaxNoncesPerKey.
+	MaxNoncesPerKey int `yaml:"max_nonces_per_key,omitempty" json:"max_nonces_per_key,omitempty"`
 }
 
 // TLS is a certificate set; files are re-read when they change.

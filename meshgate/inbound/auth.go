@@ -19,6 +19,11 @@ type AuthPolicy struct {
 	// MaxNonces bounds the replay cache; at the bound new frames are
 	// refused (result 3). Default config.DefaultMaxNonces(MaxSkew).
 	MaxNonces int
+	// MaxNoncesPerKey bounds the nonces of one key id, so one key holder
+	// cannot fill the cache for the others; at the bound its new frames
+	// are refused (result 3). Default MaxNonces/2 with several keys,
+	// MaxNonces with one.
+	MaxNoncesPerKey int
 
 	once sync.Once
 	macs map[uint32]*mgp.Key
@@ -35,6 +40,9 @@ func (p *AuthPolicy) prepare() {
 	}
 	if p.MaxNonces <= 0 {
 		p.MaxNonces = config.DefaultMaxNonces(p.MaxSkew)
+	}
+	if p.MaxNoncesPerKey <= 0 {
+		p.MaxNoncesPerKey = config.DefaultMaxNoncesPerKey(p.MaxNonces, len(p.Keys))
 	}
 }
 
@@ -99,11 +107,13 @@ func (s *Server) verify(p *AuthPolicy, raw []byte, f *codec.Frame) (keyID uint32
 	if !key.Check(raw, off) {
 		return a.KeyID, authz.ReasonBadMAC
 	}
-	switch s.auth.nonces.add(a.KeyID, a.Nonce, ts+retain, high, p.MaxNonces) {
+	switch s.auth.nonces.add(a.KeyID, a.Nonce, ts+retain, high, nonceLimits{p.MaxNonces, p.MaxNoncesPerKey}) {
 	case nonceReplay:
 		return a.KeyID, authz.ReasonReplay
 	case nonceFull:
 		return a.KeyID, authz.ReasonNonceCacheFull
+	case nonceKeyFull:
+		return a.KeyID, authz.ReasonNonceKeyQuota
 	}
 	return a.KeyID, ""
 }

@@ -23,8 +23,11 @@ func (c *conn) authorize(t *Table, f *codec.Frame, oneway bool) (keyID uint32, p
 			s.rejected("auth")
 			if !oneway {
 				msg := "unauthenticated"
-				if reason == authz.ReasonNonceCacheFull {
+				switch reason {
+				case authz.ReasonNonceCacheFull:
 					msg = "unauthenticated: replay cache full, retry later"
+				case authz.ReasonNonceKeyQuota:
+					msg = "unauthenticated: replay cache quota of this key id reached, retry later"
 				}
 				c.replyError(f, codec.ResultUnauthenticated, msg)
 			}

@@ -10,7 +10,8 @@ import (
 // its frame leaves the acceptance window, so a captured frame can never be
 // replayed: while its timestamp would still pass the skew check, its nonce
 // is still here. Nothing is ever evicted early. When the bound on entries
-// is reached, new nonces are refused (the caller fails closed).
+// is reached, new nonces are refused (the caller fails closed); a second,
+// per key id bound keeps one key holder from taking all of it.
 //
 // Entries live in 64 shards, each with its own lock, a map of nonce →
 // expiry and time buckets of the nonces that expire in each 500 ms, so
@@ -18,8 +19,10 @@ import (
 // buckets once their end has passed, when it is next used.
 type nonceCache struct {
 	seed   uint64
-	n      atomic.Int64 // entries across shards
-	high   atomic.Int64 // latest time seen, unix ms (see clock)
+	n      atomic.Int64                             // entries across shards
+	high   atomic.Int64                             // latest time seen, unix ms (see clock)
+	keys   atomic.Pointer[map[uint32]*atomic.Int64] // entries per key id, copy on write
+	keysMu sync.Mutex                               // serialises adding a key id
 	win    atomic.Pointer[nonceWindow]
 	shards [nonceShards]nonceShard
 }
@@ -50,8 +53,12 @@ type nonceResult uint8
 const (
 	nonceOK nonceResult = iota
 	nonceReplay
-	nonceFull
+	nonceFull    // the listener's bound
+	nonceKeyFull // the key id's bound
 )
+
+// nonceLimits bound the entries of the whole cache and of one key id.
+type nonceLimits struct{ total, perKey int }
 
 // nonceWindow is how long nonces are kept after their timestamp (retain,
 // the largest max_skew the listener has used) and, after max_skew was
@@ -119,12 +126,13 @@ func (c *nonceCache) shard(k nonceKey) *nonceShard {
 }
 
 // add records (id, nonce) until exp (unix ms); now comes from clock. It
-// returns nonceReplay when
-// the pair is already remembered and nonceFull when max entries are
-// remembered (after dropping every expired one).
-func (c *nonceCache) add(id uint32, nonce uint64, exp, now int64, max int) nonceResult {
+// returns nonceReplay when the pair is already remembered, nonceFull or
+// nonceKeyFull when a bound is reached (after dropping every expired
+// entry).
+func (c *nonceCache) add(id uint32, nonce uint64, exp, now int64, lim nonceLimits) nonceResult {
 	k := nonceKey{id, nonce}
 	sh := c.shard(k)
+	perKey := c.keyCount(id)
 	for try := 0; ; try++ {
 		sh.mu.Lock()
 		sh.sweep(c, now)
@@ -139,19 +147,52 @@ func (c *nonceCache) add(id uint32, nonce uint64, exp, now int64, max int) nonce
 			sh.mu.Unlock()
 			return nonceOK
 		}
-		if c.n.Add(1) <= int64(max) {
-			sh.insert(k, exp)
-			sh.mu.Unlock()
-			return nonceOK
+		res := nonceFull
+		if perKey.Add(1) <= int64(lim.perKey) {
+			if c.n.Add(1) <= int64(lim.total) {
+				sh.insert(k, exp)
+				sh.mu.Unlock()
+				return nonceOK
+			}
+			c.n.Add(-1)
+		} else {
+			res = nonceKeyFull
 		}
-		c.n.Add(-1)
+		perKey.Add(-1)
 		sh.mu.Unlock()
 		if try > 0 {
-			return nonceFull
+			return res
 		}
 		// Other shards may hold expired entries they have not dropped yet.
 		c.sweepAll(now)
 	}
+}
+
+// keyCount returns the entry counter of key id, adding it on first use.
+func (c *nonceCache) keyCount(id uint32) *atomic.Int64 {
+	if m := c.keys.Load(); m != nil {
+		if n := (*m)[id]; n != nil {
+			return n
+		}
+	}
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	old := c.keys.Load()
+	if old != nil {
+		if n := (*old)[id]; n != nil {
+			return n
+		}
+	}
+	m := make(map[uint32]*atomic.Int64, 1)
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	n := new(atomic.Int64)
+	m[id] = n
+	c.keys.Store(&m)
+	return n
 }
 
 // len is the number of remembered nonces.
@@ -197,6 +238,7 @@ func (sh *nonceShard) sweep(c *nonceCache, now int64) {
 		for _, k := range keys {
 			if e, ok := sh.seen[k]; ok && e < end {
 				delete(sh.seen, k)
+				c.keyCount(k.id).Add(-1)
 				removed++
 			}
 		}

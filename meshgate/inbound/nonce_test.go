@@ -15,30 +15,31 @@ import (
 func TestNonceCacheExpiresByTimestamp(t *testing.T) {
 	c := newNonceCache()
 	const now = 1_000_000
-	if r := c.add(1, 5, now+10_000, now, 10); r != nonceOK {
+	if r := c.add(1, 5, now+10_000, now, nonceLimits{10, 10}); r != nonceOK {
 		t.Fatal(r)
 	}
 	for i := uint64(0); i < 8; i++ { // other keys, same nonce values
-		if r := c.add(2, i, now+1_000, now, 10); r != nonceOK {
+		if r := c.add(2, i, now+1_000, now, nonceLimits{10, 10}); r != nonceOK {
 			t.Fatal(r)
 		}
 	}
-	if r := c.add(3, 1, now+20_000, now, 10); r != nonceOK {
+	if r := c.add(3, 1, now+20_000, now, nonceLimits{10, 10}); r != nonceOK {
 		t.Fatal(r)
 	}
-	if r := c.add(3, 2, now+20_000, now, 10); r != nonceFull {
+	if r := c.add(3, 2, now+20_000, now, nonceLimits{10, 10}); r != nonceFull {
 		t.Fatalf("11th nonce: %v, want full", r)
 	}
-	if r := c.add(1, 5, now+10_000, now+999, 10); r != nonceReplay {
+	if r := c.add(1, 5, now+10_000, now+999, nonceLimits{10, 10}); r != nonceReplay {
 		t.Fatalf("replay before expiry: %v", r)
 	}
 	// At now+1500 the eight short-lived nonces are gone: room again.
-	if r := c.add(3, 2, now+20_000, now+1_500, 10); r != nonceOK {
+	if r := c.add(3, 2, now+20_000, now+1_500, nonceLimits{10, 10}); r != nonceOK {
 		t.Fatalf("after expiry: %v", r)
 	}
-	if r := c.add(1, 5, now+10_000, now+9_999, 10); r != nonceReplay {
+	if r := c.add(1, 5, now+10_000, now+9_999, nonceLimits{10, 10}); r != nonceReplay {
 		t.Fatalf("replay at the last instant: %v", r)
 	}
+	c.sweepAll(now + 9_999) // shards not used since drop their expired buckets now
 	if c.len() != 3 {
 		t.Fatalf("len %d, want 3", c.len())
 	}
@@ -62,7 +63,7 @@ func TestNonceCacheConcurrent(t *testing.T) {
 			defer wg.Done()
 			mine := 0
 			for i := range uint64(n) {
-				if c.add(uint32(i%3), i, 10_000, 0, 1<<20) == nonceOK {
+				if c.add(uint32(i%3), i, 10_000, 0, nonceLimits{1 << 20, 1 << 20}) == nonceOK {
 					mine++
 				}
 			}
@@ -133,7 +134,7 @@ func BenchmarkNonceAdd(b *testing.B) {
 			// Timestamps advance 1 ms per 10 frames: a steady stream whose
 			// nonces expire 30 s after their timestamp.
 			now := int64(i-base) / 10
-			if c.add(1, i, now+30_000, now, 1<<30) != nonceOK {
+			if c.add(1, i, now+30_000, now, nonceLimits{1 << 30, 1 << 30}) != nonceOK {
 				b.Fatal("refused")
 			}
 		}

@@ -149,7 +149,9 @@ func TestReplayAfterFlood(t *testing.T) {
 func TestNonceBoundFailsClosed(t *testing.T) {
 	const max, skew = 1000, 10 * time.Second
 	clk := newFakeClock()
-	e := newEnv(t, envOpts{auth: authPolicy(skew, max), now: clk.now})
+	p := authPolicy(skew, max)
+	p.MaxNoncesPerKey = max
+	e := newEnv(t, envOpts{auth: p, now: clk.now})
 	ts := func(int) uint64 { return clk.at(0) }
 	first := signedBatch(t, e.codec, cmdUnrouted, []uint32{7, 8}, ts, 1, max)
 	if got := flood(t, e.addr, first, max); got[codec.ResultUnknownCommand] != max {
@@ -187,6 +189,30 @@ func TestNonceBoundFailsClosed(t *testing.T) {
 	e.srv.auth.nonces.sweepAll(clk.ms.Load())
 	if l := e.srv.auth.nonces.len(); l != 100 {
 		t.Fatalf("cache holds %d nonces, want 100", l)
+	}
+}
+
+// TestNonceKeyQuota: one key holder flooding the listener uses up only its
+// share of the bound (by default half, with several keys); the other keys
+// keep working and its own replays stay refused.
+func TestNonceKeyQuota(t *testing.T) {
+	const max = 1000
+	e := newEnv(t, envOpts{auth: authPolicy(30*time.Second, max)})
+	now := func(int) uint64 { return uint64(time.Now().UnixMilli()) }
+	flooder := signedBatch(t, e.codec, cmdUnrouted, []uint32{8}, now, 1, max)
+	got := flood(t, e.addr, flooder, max)
+	if got[codec.ResultUnknownCommand] != max/2 || got[codec.ResultUnauthenticated] != max/2 {
+		t.Fatalf("flooding key: %v, want %d through and %d refused", got, max/2, max/2)
+	}
+	if r := authFailures(e, authz.ReasonNonceKeyQuota); r != max/2 {
+		t.Fatalf("nonce_key_quota %d", r)
+	}
+	others := signedBatch(t, e.codec, cmdUnrouted, []uint32{7, 9}, now, 1, max/2)
+	if got := flood(t, e.addr, others, max/2); got[codec.ResultUnknownCommand] != max/2 {
+		t.Fatalf("other keys: %v", got)
+	}
+	if got := flood(t, e.addr, flooder[:len(flooder)/4], max/4); got[codec.ResultUnauthenticated] != max/4 {
+		t.Fatalf("replays: %v", got)
 	}
 }
 

@@ -130,7 +130,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 		if l.Codec != "" && l.Codec != "mgp" {
 			return nil, fmt.Errorf("%w: listener %s: auth: HMAC auth needs codec mgp, not %q", config.ErrInvalid, l.Name, l.Codec)
 		}
-		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew, MaxNonces: l.Auth.MaxNonces}
+		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew, MaxNonces: l.Auth.MaxNonces, MaxNoncesPerKey: l.Auth.MaxNoncesPerKey}
 		for id, k := range l.Auth.Keys {
 			auth.Keys[id] = []byte(k)
 		}
