@@ -189,6 +189,21 @@ upstreams:
 		}
 	}
 
+	// A reload that grants key 8 cmd 1 applies to new requests; the
+	// listener's replay cache survives it.
+	harness.WriteFile(t, dir, "meshgate.yaml", []byte(strings.Replace(cfg, "{key_ids: [8], cmds: [2]}", "{key_ids: [8], cmds: [1, 2]}", 1)))
+	nonce := uint64(100)
+	harness.Eventually(t, 15*time.Second, "reloaded policy grants key 8 cmd 1", func() error {
+		nonce++
+		if got := exchange(sign(8, "key-eight-secret", 1, nonce)); got != codec.ResultOK {
+			return fmt.Errorf("result %d", got)
+		}
+		return nil
+	})
+	if got := exchange(captured); got != codec.ResultUnauthenticated {
+		t.Errorf("replay after reload: result %d", got)
+	}
+
 	// A policy naming an unknown key id is refused, naming the field.
 	bad := strings.Replace(cfg, "{key_ids: [8], cmds: [2]}", "{key_ids: [9], cmds: [2]}", 1)
 	out, err := exec.Command(bin, "validate", "-c", harness.WriteFile(t, dir, "bad.yaml", []byte(bad))).CombinedOutput()
