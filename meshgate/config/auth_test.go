@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +104,27 @@ func TestCheckIdentity(t *testing.T) {
 		if err := CheckIdentity(id); (err == nil) != ok {
 			t.Errorf("CheckIdentity(%q) = %v, want ok=%v", id, err, ok)
 		}
+	}
+}
+
+// TestAuthDocExample keeps the example in docs/security-auth.md valid.
+func TestAuthDocExample(t *testing.T) {
+	data, err := os.ReadFile("../../docs/security-auth.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	i := strings.Index(s, "```yaml\n")
+	if i < 0 {
+		t.Fatal("no yaml block")
+	}
+	body := s[i+len("```yaml\n"):]
+	body = body[:strings.Index(body, "```")]
+	c, err := Parse([]byte(body), "")
+	if err != nil {
+		t.Fatalf("docs example does not validate: %v", err)
+	}
+	if c.Listeners[0].Authz == nil || len(c.Listeners[1].Authz.Allow) != 2 {
+		t.Fatal("example policies not parsed")
 	}
 }
