@@ -46,6 +46,15 @@ func (p *AuthPolicy) prepare() {
 	}
 }
 
+// ReplayCache is a private listener's memory of accepted nonces. A
+// listener rebuilt by a reload (new socket settings) takes over the cache
+// of the one it replaces through Options.Replay, so a frame accepted before
+// the reload cannot be replayed after it.
+type ReplayCache struct{ c *nonceCache }
+
+// Replay returns the server's replay cache.
+func (s *Server) Replay() *ReplayCache { return &ReplayCache{s.auth.nonces} }
+
 // authState is a Server's replay cache (kept across table swaps, so a
 // reload never forgets a nonce) and its failure counters.
 type authState struct {
@@ -54,7 +63,11 @@ type authState struct {
 }
 
 func (a *authState) init(s *Server) {
-	a.nonces = newNonceCache()
+	if r := s.opts.Replay; r != nil && r.c != nil {
+		a.nonces = r.c
+	} else {
+		a.nonces = newNonceCache()
+	}
 	if m := s.opts.Metrics; m != nil {
 		v := authz.Failures(m.Registry)
 		for i, r := range authz.Reasons {

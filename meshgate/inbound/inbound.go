@@ -67,6 +67,9 @@ type Options struct {
 	DrainQuiet time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Replay, when set, is the replay cache of the listener this one
+	// replaces (see ReplayCache); nil starts an empty one.
+	Replay *ReplayCache
 }
 
 // Server serves one private listener.
