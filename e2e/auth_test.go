@@ -139,6 +139,21 @@ upstreams:
 		t.Errorf("gRPC backend saw %d requests, want 2 (the allowed ones)", n)
 	}
 
+	// The CLI signs with -key-id and the secret from $MESHGATE_KEY.
+	cli := exec.Command(bin, "call", "mgp", "-addr", priv, "-cmd", "1", "-key-id", "7", "-data", "cli")
+	cli.Env = append(cli.Environ(), "MESHGATE_KEY=key-seven-secret")
+	if out, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(out), `result=0 body="cli"`) {
+		t.Errorf("call mgp -key-id 7: %v\n%s", err, out)
+	}
+	cli = exec.Command(bin, "call", "mgp", "-addr", priv, "-cmd", "2", "-key-id", "7")
+	cli.Env = append(cli.Environ(), "MESHGATE_KEY=key-seven-secret")
+	if out, err := cli.CombinedOutput(); err == nil || !strings.Contains(string(out), "result=4") {
+		t.Errorf("call mgp -key-id 7 -cmd 2: %v\n%s", err, out)
+	}
+	if n := gate.Load(); n != 3 {
+		t.Errorf("gRPC backend saw %d requests, want 3", n)
+	}
+
 	// gRPC over mTLS.
 	dialAs := func(id string) *grpc.ClientConn {
 		leaf, err := ca.IssueLeaf("client", id)
@@ -180,7 +195,7 @@ upstreams:
 	}
 	for _, want := range []string{
 		`meshgate_auth_failures_total{listener="mgp_in",reason="replay"} 1`,
-		`meshgate_auth_failures_total{listener="mgp_in",reason="forbidden"} 2`,
+		`meshgate_auth_failures_total{listener="mgp_in",reason="forbidden"} 3`,
 		`meshgate_auth_failures_total{listener="mgp_in",reason="bad_mac"} 1`,
 		`meshgate_auth_failures_total{listener="grpc_in",reason="forbidden"} 1`,
 	} {
