@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Auth and authorization limits and defaults.
@@ -179,6 +181,14 @@ func CheckIdentity(id string) error {
 	}
 	if strings.ContainsAny(id, "*\x00 \t\r\n") {
 		return fmt.Errorf("%q: wildcards and whitespace are not allowed", id)
+	}
+	if strings.HasPrefix(id, "spiffe://") {
+		// SPIFFE IDs have stricter rules than URIs (lower-case trust
+		// domain, no query, no empty or dot segments): go-spiffe checks them.
+		if _, err := spiffeid.FromString(id); err != nil {
+			return fmt.Errorf("%q: %v", id, err)
+		}
+		return nil
 	}
 	if strings.Contains(id, "://") {
 		u, err := url.Parse(id)

@@ -99,7 +99,8 @@ func TestCheckIdentity(t *testing.T) {
 	for id, ok := range map[string]bool{
 		"spiffe://td/ns/a/sa/b": true, "web.svc": true, "Web-1.svc": true, "a": true,
 		"": false, "spiffe://": false, "*.svc": false, "a b": false, "a..b": false, "a_b.svc": false,
-		"spiffe://td/a b": false,
+		"spiffe://td/a b": false, "spiffe://TD/x": false, "spiffe://td/a/../b": false, "spiffe://td/x?y=1": false,
+		"https://id.example/svc": true,
 	} {
 		if err := CheckIdentity(id); (err == nil) != ok {
 			t.Errorf("CheckIdentity(%q) = %v, want ok=%v", id, err, ok)
