@@ -1,6 +1,9 @@
 package inbound
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -26,14 +29,21 @@ type AuthPolicy struct {
 	MaxNoncesPerKey int
 
 	once sync.Once
-	macs map[uint32]*mgp.Key
+	keys map[uint32]authKey
+}
+
+// authKey is a prepared key: pooled MAC states and the namespace of its
+// nonces in the replay cache.
+type authKey struct {
+	mac *mgp.Key
+	ns  uint64
 }
 
 // prepare builds the pooled MAC states once per policy.
 func (p *AuthPolicy) prepare() {
-	p.macs = make(map[uint32]*mgp.Key, len(p.Keys))
+	p.keys = make(map[uint32]authKey, len(p.Keys))
 	for id, k := range p.Keys {
-		p.macs[id] = mgp.NewKey(k)
+		p.keys[id] = authKey{mac: mgp.NewKey(k), ns: nonceNamespace(id, k)}
 	}
 	if p.MaxSkew <= 0 {
 		p.MaxSkew = config.DefaultMaxSkew
@@ -46,14 +56,27 @@ func (p *AuthPolicy) prepare() {
 	}
 }
 
-// ReplayCache is a private listener's memory of accepted nonces. A
-// listener rebuilt by a reload (new socket settings) takes over the cache
-// of the one it replaces through Options.Replay, so a frame accepted before
-// the reload cannot be replayed after it.
+// ReplayCache is the memory of accepted nonces. The private listeners of
+// one process share one (Options.Replay): a frame accepted by one listener
+// is a replay on every listener that has its key, and a listener rebuilt or
+// re-added by a reload forgets nothing.
 type ReplayCache struct{ c *nonceCache }
 
-// Replay returns the server's replay cache.
-func (s *Server) Replay() *ReplayCache { return &ReplayCache{s.auth.nonces} }
+// nonceNamespace names the nonces of key id with secret in a replay
+// cache: the same key on two listeners shares them, another secret under
+// the same id does not. It is a MAC, so it reveals nothing of the secret.
+func nonceNamespace(id uint32, secret []byte) uint64 {
+	m := hmac.New(sha256.New, secret)
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], id)
+	m.Write([]byte("meshgate replay namespace\x00"))
+	m.Write(b[:])
+	return binary.BigEndian.Uint64(m.Sum(nil))
+}
+
+// NewReplayCache returns an empty replay cache, to be shared by the
+// private listeners of one process (Options.Replay).
+func NewReplayCache() *ReplayCache { return &ReplayCache{newNonceCache()} }
 
 // authState is a Server's replay cache (kept across table swaps, so a
 // reload never forgets a nonce) and its failure counters.
@@ -104,7 +127,7 @@ func (s *Server) verify(p *AuthPolicy, raw []byte, f *codec.Frame) (keyID uint32
 	if err != nil {
 		return 0, authz.ReasonMalformed
 	}
-	key, known := p.macs[a.KeyID]
+	key, known := p.keys[a.KeyID]
 	if !known {
 		return a.KeyID, authz.ReasonUnknownKey
 	}
@@ -117,10 +140,10 @@ func (s *Server) verify(p *AuthPolicy, raw []byte, f *codec.Frame) (keyID uint32
 	if a.UnixMs > 1<<62 || high-ts > accept || ts-now > accept {
 		return a.KeyID, authz.ReasonSkew
 	}
-	if !key.Check(raw, off) {
+	if !key.mac.Check(raw, off) {
 		return a.KeyID, authz.ReasonBadMAC
 	}
-	switch s.auth.nonces.add(a.KeyID, a.Nonce, ts+retain, high, nonceLimits{p.MaxNonces, p.MaxNoncesPerKey}) {
+	switch s.auth.nonces.add(key.ns, a.Nonce, ts+retain, high, nonceLimits{p.MaxNonces, p.MaxNoncesPerKey}) {
 	case nonceReplay:
 		return a.KeyID, authz.ReasonReplay
 	case nonceFull:

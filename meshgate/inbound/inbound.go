@@ -67,8 +67,8 @@ type Options struct {
 	DrainQuiet time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
-	// Replay, when set, is the replay cache of the listener this one
-	// replaces (see ReplayCache); nil starts an empty one.
+	// Replay, when set, is the replay cache shared with the process's other
+	// private listeners (see ReplayCache); nil starts an empty one.
 	Replay *ReplayCache
 }
 

@@ -6,12 +6,16 @@ import (
 	"sync/atomic"
 )
 
-// nonceCache remembers every accepted (key id, nonce) until the timestamp of
+// nonceCache remembers every accepted (key, nonce) until the timestamp of
 // its frame leaves the acceptance window, so a captured frame can never be
 // replayed: while its timestamp would still pass the skew check, its nonce
 // is still here. Nothing is ever evicted early. When the bound on entries
 // is reached, new nonces are refused (the caller fails closed); a second,
-// per key id bound keeps one key holder from taking all of it.
+// per key bound keeps one key holder from taking all of it.
+//
+// A key is named by its namespace (AuthPolicy: a fingerprint of key id and
+// secret), so listeners sharing one cache share nonces exactly when they
+// share a key, and a key id whose secret changes starts afresh.
 //
 // Entries live in 64 shards, each with its own lock, a map of nonce →
 // expiry and time buckets of the nonces that expire in each 500 ms, so
@@ -21,8 +25,8 @@ type nonceCache struct {
 	seed   uint64
 	n      atomic.Int64                             // entries across shards
 	high   atomic.Int64                             // latest time seen, unix ms (see clock)
-	keys   atomic.Pointer[map[uint32]*atomic.Int64] // entries per key id, copy on write
-	keysMu sync.Mutex                               // serialises adding a key id
+	keys   atomic.Pointer[map[uint64]*atomic.Int64] // entries per key, copy on write
+	keysMu sync.Mutex                               // serialises adding a key
 	win    atomic.Pointer[nonceWindow]
 	shards [nonceShards]nonceShard
 }
@@ -34,7 +38,7 @@ const (
 )
 
 type nonceKey struct {
-	id    uint32
+	id    uint64 // key namespace
 	nonce uint64
 }
 
@@ -54,10 +58,10 @@ const (
 	nonceOK nonceResult = iota
 	nonceReplay
 	nonceFull    // the listener's bound
-	nonceKeyFull // the key id's bound
+	nonceKeyFull // the key's bound
 )
 
-// nonceLimits bound the entries of the whole cache and of one key id.
+// nonceLimits bound the entries of the whole cache and of one key.
 type nonceLimits struct{ total, perKey int }
 
 // nonceWindow is how long nonces are kept after their timestamp (retain,
@@ -121,7 +125,7 @@ func (c *nonceCache) clock(now int64) int64 {
 }
 
 func (c *nonceCache) shard(k nonceKey) *nonceShard {
-	h := (k.nonce ^ c.seed ^ uint64(k.id)*0xff51afd7ed558ccd) * 0x9e3779b97f4a7c15
+	h := (k.nonce ^ c.seed ^ k.id*0xff51afd7ed558ccd) * 0x9e3779b97f4a7c15
 	return &c.shards[h>>58]
 }
 
@@ -129,7 +133,7 @@ func (c *nonceCache) shard(k nonceKey) *nonceShard {
 // returns nonceReplay when the pair is already remembered, nonceFull or
 // nonceKeyFull when a bound is reached (after dropping every expired
 // entry).
-func (c *nonceCache) add(id uint32, nonce uint64, exp, now int64, lim nonceLimits) nonceResult {
+func (c *nonceCache) add(id, nonce uint64, exp, now int64, lim nonceLimits) nonceResult {
 	k := nonceKey{id, nonce}
 	sh := c.shard(k)
 	perKey := c.keyCount(id)
@@ -169,7 +173,7 @@ func (c *nonceCache) add(id uint32, nonce uint64, exp, now int64, lim nonceLimit
 }
 
 // keyCount returns the entry counter of key id, adding it on first use.
-func (c *nonceCache) keyCount(id uint32) *atomic.Int64 {
+func (c *nonceCache) keyCount(id uint64) *atomic.Int64 {
 	if m := c.keys.Load(); m != nil {
 		if n := (*m)[id]; n != nil {
 			return n
@@ -183,11 +187,9 @@ func (c *nonceCache) keyCount(id uint32) *atomic.Int64 {
 			return n
 		}
 	}
-	m := make(map[uint32]*atomic.Int64, 1)
-	if old != nil {
-		for k, v := range *old {
-			m[k] = v
-		}
+	m := make(map[uint64]*atomic.Int64, len(*orEmpty(old))+1)
+	for k, v := range *orEmpty(old) {
+		m[k] = v
 	}
 	n := new(atomic.Int64)
 	m[id] = n
@@ -205,6 +207,13 @@ func (c *nonceCache) sweepAll(now int64) {
 		sh.sweep(c, now)
 		sh.mu.Unlock()
 	}
+}
+
+func orEmpty(m *map[uint64]*atomic.Int64) *map[uint64]*atomic.Int64 {
+	if m == nil {
+		return &map[uint64]*atomic.Int64{}
+	}
+	return m
 }
 
 func (sh *nonceShard) insert(k nonceKey, exp int64) {

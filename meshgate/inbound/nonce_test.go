@@ -63,7 +63,7 @@ func TestNonceCacheConcurrent(t *testing.T) {
 			defer wg.Done()
 			mine := 0
 			for i := range uint64(n) {
-				if c.add(uint32(i%3), i, 10_000, 0, nonceLimits{1 << 20, 1 << 20}) == nonceOK {
+				if c.add(i%3, i, 10_000, 0, nonceLimits{1 << 20, 1 << 20}) == nonceOK {
 					mine++
 				}
 			}

@@ -1,13 +1,21 @@
 package runtime
 
-import "github.com/meshgate/meshgate/meshgate/inbound"
+import (
+	"sync"
 
-// replay returns the replay cache of the private listener l (nil when l is
-// nil or not private), for the listener that replaces it on a reload: a
-// nonce accepted before the reload stays remembered after it.
-func (l *listener) replay() *inbound.ReplayCache {
-	if l == nil || l.in == nil {
-		return nil
-	}
-	return l.in.Replay()
+	"github.com/meshgate/meshgate/meshgate/inbound"
+)
+
+// replayShare is the replay cache every private listener of the runtime
+// uses: a frame accepted on one listener is refused as a replay on any
+// other listener with the same key, and a listener rebuilt or re-added by a
+// reload forgets no nonce.
+type replayShare struct {
+	once sync.Once
+	c    *inbound.ReplayCache
+}
+
+func (r *Runtime) replayCache() *inbound.ReplayCache {
+	r.replay.once.Do(func() { r.replay.c = inbound.NewReplayCache() })
+	return r.replay.c
 }
