@@ -76,7 +76,8 @@ func nonceNamespace(id uint32, secret []byte) uint64 {
 
 // NewReplayCache returns an empty replay cache, to be shared by the
 // private listeners of one process (Options.Replay).
-func NewReplayCache() *ReplayCache { return &ReplayCache{newNonceCache()} }
+// Frames stamped before it was created are refused.
+func NewReplayCache() *ReplayCache { return &ReplayCache{newNonceCache(time.Now().UnixMilli())} }
 
 // authState is a Server's replay cache (kept across table swaps, so a
 // reload never forgets a nonce) and its failure counters.
@@ -89,7 +90,7 @@ func (a *authState) init(s *Server) {
 	if r := s.opts.Replay; r != nil && r.c != nil {
 		a.nonces = r.c
 	} else {
-		a.nonces = newNonceCache()
+		a.nonces = newNonceCache(s.opts.Now().UnixMilli())
 	}
 	if m := s.opts.Metrics; m != nil {
 		v := authz.Failures(m.Registry)
@@ -136,8 +137,9 @@ func (s *Server) verify(p *AuthPolicy, raw []byte, f *codec.Frame) (keyID uint32
 	accept, retain := s.auth.nonces.window(p.MaxSkew.Milliseconds(), high)
 	ts := int64(a.UnixMs)
 	// Stale against the latest time seen, future against now: both the
-	// stricter reading when the clock stepped back.
-	if a.UnixMs > 1<<62 || high-ts > accept || ts-now > accept {
+	// stricter reading when the clock stepped back. Nothing stamped before
+	// the cache was created (a restart) passes.
+	if a.UnixMs > 1<<62 || high-ts > accept || ts-now > accept || ts < s.auth.nonces.floorOf() {
 		return a.KeyID, authz.ReasonSkew
 	}
 	if !key.mac.Check(raw, off) {

@@ -25,6 +25,7 @@ type nonceCache struct {
 	seed   uint64
 	n      atomic.Int64                             // entries across shards
 	high   atomic.Int64                             // latest time seen, unix ms (see clock)
+	floor  int64                                    // creation time, unix ms (see newNonceCache)
 	keys   atomic.Pointer[map[uint64]*atomic.Int64] // entries per key, copy on write
 	keysMu sync.Mutex                               // serialises adding a key
 	win    atomic.Pointer[nonceWindow]
@@ -74,8 +75,12 @@ type nonceWindow struct {
 	until  int64 // unix ms
 }
 
-func newNonceCache() *nonceCache {
-	return &nonceCache{seed: rand.Uint64()}
+// newNonceCache returns an empty cache created at now (unix ms). Frames
+// stamped before now are refused: a process that ran before this one (a
+// restart) may have accepted them, and their nonces are not here. Clients
+// whose clocks run behind by d are refused for d after the start.
+func newNonceCache(now int64) *nonceCache {
+	return &nonceCache{seed: rand.Uint64(), floor: now}
 }
 
 // window returns the skew to accept frames with (ms) and how long after
@@ -123,6 +128,9 @@ func (c *nonceCache) clock(now int64) int64 {
 		}
 	}
 }
+
+// floorOf is the earliest timestamp accepted (see newNonceCache).
+func (c *nonceCache) floorOf() int64 { return c.floor }
 
 func (c *nonceCache) shard(k nonceKey) *nonceShard {
 	h := (k.nonce ^ c.seed ^ k.id*0xff51afd7ed558ccd) * 0x9e3779b97f4a7c15

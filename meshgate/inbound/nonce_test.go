@@ -13,7 +13,7 @@ import (
 // TestNonceCacheExpiresByTimestamp: a nonce is kept exactly until its
 // expiry, whatever else arrives, and then dropped.
 func TestNonceCacheExpiresByTimestamp(t *testing.T) {
-	c := newNonceCache()
+	c := newNonceCache(0)
 	const now = 1_000_000
 	if r := c.add(1, 5, now+10_000, now, nonceLimits{10, 10}); r != nonceOK {
 		t.Fatal(r)
@@ -52,7 +52,7 @@ func TestNonceCacheExpiresByTimestamp(t *testing.T) {
 // TestNonceCacheConcurrent: one nonce added from many goroutines is
 // accepted once.
 func TestNonceCacheConcurrent(t *testing.T) {
-	c := newNonceCache()
+	c := newNonceCache(0)
 	const g, n = 8, 2000
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -81,7 +81,7 @@ func TestNonceCacheConcurrent(t *testing.T) {
 // TestNonceWindowRamp: raising max_skew keeps the old acceptance window
 // until every nonce kept under it has expired.
 func TestNonceWindowRamp(t *testing.T) {
-	c := newNonceCache()
+	c := newNonceCache(0)
 	if a, r := c.window(10_000, 0); a != 10_000 || r != 10_000 {
 		t.Fatal(a, r)
 	}
@@ -119,7 +119,7 @@ func TestClockNeverGoesBack(t *testing.T) {
 }
 
 func BenchmarkNonceAdd(b *testing.B) {
-	c := newNonceCache()
+	c := newNonceCache(0)
 	var seq uint64
 	var mu sync.Mutex
 	b.ReportAllocs()

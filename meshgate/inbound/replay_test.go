@@ -233,6 +233,7 @@ func TestSkewBoundaries(t *testing.T) {
 	const skew = 5 * time.Second
 	clk := newFakeClock()
 	e := newEnv(t, envOpts{auth: authPolicy(skew, 0), now: clk.now})
+	clk.add(time.Minute) // past the start-up floor (TestRestartFloor)
 	ms := time.Millisecond
 	for i, tc := range []struct {
 		off  time.Duration
@@ -266,6 +267,23 @@ func TestSkewBoundaries(t *testing.T) {
 	}
 	if r := authFailures(e, authz.ReasonReplay); r != 1 {
 		t.Fatalf("replay failures %d", r)
+	}
+}
+
+// TestRestartFloor: a fresh replay cache (a restarted process) refuses
+// frames stamped before it was created, even inside max_skew: the previous
+// process may have accepted them.
+func TestRestartFloor(t *testing.T) {
+	clk := newFakeClock()
+	before := signFrame(t, mgp.New(0), codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, clk.at(-time.Millisecond), 1)
+	e := newEnv(t, envOpts{auth: authPolicy(30*time.Second, 0), now: clk.now})
+	clk.add(time.Second)
+	if got := flood(t, e.addr, before, 1); got[codec.ResultUnauthenticated] != 1 {
+		t.Fatalf("frame signed before the start: %v", got)
+	}
+	after := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, clk.at(-time.Millisecond), 2)
+	if got := flood(t, e.addr, after, 1); got[codec.ResultOK] != 1 {
+		t.Fatalf("frame signed after the start: %v", got)
 	}
 }
 
