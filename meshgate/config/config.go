@@ -83,6 +83,8 @@ type Listener struct {
 	MaxInFlight int `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"`
 	// Auth, when set, requires the MGP auth extension (HMAC) on every request.
 	Auth *Auth `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// Authz, when set, allows only the listed identity × cmd/method pairs.
+	Authz *Authz `yaml:"authz,omitempty" json:"authz,omitempty"`
 	// TLS, when set, terminates (m)TLS on this listener.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// Routes map requests to upstreams, first match wins.
@@ -97,6 +99,11 @@ type Auth struct {
 	Keys map[uint32]string `yaml:"keys" json:"-"`
 	// MaxSkew bounds |now - unix_ms|; default 30s.
 	MaxSkew time.Duration `yaml:"max_skew,omitempty" json:"max_skew,omitempty"`
+	// MaxNonces bounds the replay cache; default DefaultMaxNonces(MaxSkew).
+	MaxNonces int `yaml:"max_nonces,omitempty" json:"max_nonces,omitempty"`
+	// MaxNoncesPerKey bounds one key id's share of MaxNonces; default
+	// DefaultMaxNoncesPerKey.
+	MaxNoncesPerKey int `yaml:"max_nonces_per_key,omitempty" json:"max_nonces_per_key,omitempty"`
 }
 
 // TLS is a certificate set; files are re-read when they change.

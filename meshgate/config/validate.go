@@ -65,6 +65,7 @@ func (c *Config) ApplyDefaults() {
 		if l.Auth != nil && l.Auth.MaxSkew == 0 {
 			l.Auth.MaxSkew = DefaultMaxSkew
 		}
+		applyAuthDefaults(l)
 		for j := range l.Routes {
 			if l.Routes[j].Timeout == 0 {
 				l.Routes[j].Timeout = d.Timeout
@@ -199,6 +200,7 @@ func (c *Config) Validate() error {
 			e.add(f+".auth.keys", "at least one key is required")
 		}
 		checkTLS(&e, f+".tls", l.TLS, true)
+		validateAuth(&e, f, l)
 		for j, r := range l.Routes {
 			rf := fmt.Sprintf("%s.routes[%d]", f, j)
 			u := ups[r.Upstream]

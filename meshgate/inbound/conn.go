@@ -193,17 +193,10 @@ func (c *conn) handle(f *codec.Frame) bool {
 	t := s.table.Load()
 	oneway := f.Flags&codec.FlagOneway != 0
 	var keyID uint32
-	if t.Auth != nil {
-		id, ok, fatal := s.verify(t.Auth, c.rd.Last(), f)
-		if fatal {
-			return false
-		}
-		if !ok {
-			s.rejected("auth")
-			if !oneway {
-				c.replyError(f, codec.ResultUnauthenticated, "unauthenticated")
-			}
-			return true
+	if t.Auth != nil || t.Authz != nil {
+		id, pass, keep := c.authorize(t, f, oneway)
+		if !pass {
+			return keep
 		}
 		keyID = id
 	}

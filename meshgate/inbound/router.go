@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
@@ -42,12 +43,6 @@ func (r *Route) matches(uin uint64) bool {
 	return r.UINMax == 0 || (uin >= r.UINMin && uin <= r.UINMax)
 }
 
-// AuthPolicy is a listener's HMAC requirement.
-type AuthPolicy struct {
-	Keys    map[uint32][]byte
-	MaxSkew time.Duration
-}
-
 // Table is an immutable routing table for one private listener, swapped
 // atomically on reload. Requests keep the table they started with.
 type Table struct {
@@ -56,6 +51,7 @@ type Table struct {
 	IdleTimeout time.Duration
 	ReadTimeout time.Duration
 	Auth        *AuthPolicy
+	Authz       *authz.Policy // nil: every authenticated caller may send every cmd
 }
 
 // Lookup returns the first route matching cmd and uin, or nil.
@@ -134,7 +130,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 		if l.Codec != "" && l.Codec != "mgp" {
 			return nil, fmt.Errorf("%w: listener %s: auth: HMAC auth needs codec mgp, not %q", config.ErrInvalid, l.Name, l.Codec)
 		}
-		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew}
+		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew, MaxNonces: l.Auth.MaxNonces, MaxNoncesPerKey: l.Auth.MaxNoncesPerKey}
 		for id, k := range l.Auth.Keys {
 			auth.Keys[id] = []byte(k)
 		}
@@ -146,5 +142,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 	if mif == 0 {
 		mif = d.MaxInFlight
 	}
-	return NewTable(l.Name, routes, Limits{MaxInFlight: mif, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m), nil
+	t := NewTable(l.Name, routes, Limits{MaxInFlight: mif, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m)
+	t.Authz = authz.New(l.Authz)
+	return t, nil
 }

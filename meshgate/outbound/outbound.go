@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
@@ -65,6 +66,7 @@ type Server struct {
 	m     *metrics
 	table atomic.Pointer[table]
 	lim   *limiter
+	fails *prometheus.CounterVec // meshgate_auth_failures_total (authz.go)
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -81,6 +83,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, lim: newLimiter(o.Limits.Effective())}
+	s.fails = authz.Failures(o.Registerer)
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -105,6 +108,7 @@ func (s *Server) Prepare(l config.Listener, pools map[string]*upstream.PrivatePo
 	if err != nil {
 		return nil, err
 	}
+	t.authz = newGate(l, s.fails)
 	return func() { s.table.Store(t) }, nil
 }
 
@@ -141,6 +145,9 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	if !checkMethod(method) {
 		s.m.unmatched(t.listener, codes.InvalidArgument)
 		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", mapping.Clip(method))
+	}
+	if err := t.authz.authorize(stream.Context(), method); err != nil {
+		return err
 	}
 	r := t.lookup(method)
 	if r == nil {

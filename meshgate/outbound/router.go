@@ -29,6 +29,7 @@ type table struct {
 	exact    map[string]int // method -> index in routes
 	service  map[string]int // "/pkg.Svc/" -> index of the first wildcard route
 	routes   []*Route
+	authz    *gate // nil: no authz section, every caller allowed
 }
 
 // buildTable resolves l's routes against pools. Errors name the field.

@@ -84,7 +84,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		}
 		lim := lc.Limits.Effective()
 		l.srv = &privateServer{inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet,
-			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout}, tbl)}
+			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout, Replay: r.replayCache()}, tbl)}
 	case config.KindGRPC:
 		b, err := r.priv.bridge(r, lc, cfg, st)
 		if err != nil {

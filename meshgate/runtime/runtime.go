@@ -93,6 +93,8 @@ type Runtime struct {
 
 	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
 	xdsPlane *xdsPlane
+
+	replay replayShare // nonces of every private listener (see auth.go)
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
