@@ -36,6 +36,9 @@ type Config struct {
 	Defaults Defaults `yaml:"defaults" json:"defaults"`
 	// XDS configures the embedded control plane (optional).
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
+	// Telemetry and AccessLog: see observability.go.
+	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
+	AccessLog *AccessLog `yaml:"access_log,omitempty" json:"access_log,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -78,6 +81,8 @@ type Listener struct {
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// Routes map requests to upstreams, first match wins.
 	Routes []Route `yaml:"routes" json:"routes"`
+
+	ListenerObservability `yaml:",inline"` // observability.go
 }
 
 // Auth configures HMAC verification of the MGP auth extension.
@@ -115,6 +120,8 @@ type Route struct {
 	// Defaults.Timeout.
 	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+
+	RouteObservability `yaml:",inline"` // observability.go
 }
 
 // Upstream protocols.
@@ -145,6 +152,8 @@ type Upstream struct {
 	Heartbeat time.Duration `yaml:"heartbeat,omitempty" json:"heartbeat,omitempty"`
 	// TLS, when set, dials with (m)TLS.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
+
+	UpstreamObservability `yaml:",inline"` // observability.go
 }
 
 // Defaults are shared limits.

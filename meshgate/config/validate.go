@@ -221,6 +221,7 @@ func (c *Config) Validate() error {
 	if c.XDS != nil {
 		c.XDS.validate(c, &e)
 	}
+	c.validateObservability(&e)
 	if len(e) == 0 {
 		return nil
 	}

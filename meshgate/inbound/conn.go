@@ -304,9 +304,11 @@ func (q *request) release() {
 
 func (q *request) run() {
 	c, r := q.c, q.r
+	oc := q.startTelemetry()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
-	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, q.opts...)
+	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
 	cancel()
+	q.endTelemetry(oc, err)
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
 	if !q.oneway {

@@ -41,6 +41,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
 // Errors.
@@ -65,6 +66,8 @@ type Options struct {
 	NonceCacheSize int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
 }
 
 // Server serves one private listener.

@@ -39,6 +39,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -54,6 +55,8 @@ type Options struct {
 	// DefaultTimeout applies to routes without a timeout when the call
 	// carries no deadline; default config.DefaultTimeout.
 	DefaultTimeout time.Duration
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -62,6 +65,7 @@ type Server struct {
 	defTO time.Duration
 	m     *metrics
 	table atomic.Pointer[table]
+	tel   *telemetry.Hub
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -77,7 +81,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m}
+	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, tel: o.Telemetry}
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -132,7 +136,9 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		s.m.unmatched(t.listener, codes.Unimplemented)
 		return status.Errorf(codes.Unimplemented, "outbound: no route for method %s", method)
 	}
+	stream, oc := s.startTelemetry(r, method, stream)
 	err := s.call(r, stream)
+	oc.End(status.Code(err), mapping.StatusResult(err, nil))
 	r.m.observe(status.Code(err), time.Since(start))
 	return err
 }

@@ -60,7 +60,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		if tcfg != nil {
 			l.ln = tls.NewListener(ln, tcfg)
 		}
-		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet}, tbl)
+		l.in = inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet, Telemetry: &r.tel}, tbl)
 	case config.KindGRPC:
 		b, err := r.priv.bridge(r, lc, cfg, st)
 		if err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
 // DefaultConfig is the embedded default configuration (default.yaml).
@@ -75,6 +76,8 @@ type Runtime struct {
 	closed    bool
 	draining  atomic.Bool
 	wg        sync.WaitGroup
+
+	tel telemetry.Hub // spans and access log (telemetry.go)
 
 	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
 	xdsPlane *xdsPlane
@@ -295,7 +298,13 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		}
 	}
 
+	ts, err := r.stageTelemetry(old, cfg)
+	if err != nil {
+		return fail(err)
+	}
+
 	// 3. Commit.
+	r.commitTelemetry(ts, cfg.Defaults.DrainTimeout)
 	for _, u := range st.updates {
 		u.l.update(u.cfg, u.table)
 	}
@@ -415,6 +424,7 @@ func (r *Runtime) closeAll() {
 		_ = p.Close()
 	}
 	r.priv.close()
+	r.stopTelemetry()
 }
 
 // sameListenerSocket reports whether two listener configs can share one
