@@ -33,6 +33,7 @@ func runCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("c", "", "config file; reloaded on change and SIGHUP (default: embedded demo config)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log format: text or json (one JSON object per line)")
 	traffic := fs.Duration("demo-traffic", 2*time.Second, "with the embedded config: send a demo request each way this often (0 = off)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -41,10 +42,12 @@ func runCmd(ctx context.Context, args []string) error {
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	log, err := newLogger(os.Stderr, *logFormat, lvl)
+	if err != nil {
+		return err
+	}
 
 	var cfg *config.Config
-	var err error
 	embedded := *path == ""
 	var stopPeers func()
 	if embedded {
