@@ -276,7 +276,7 @@ type request struct {
 
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
-	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer)}
+	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod()}
 	return q
 }}
 

@@ -73,6 +73,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			opts = append(opts, grpc.Creds(credentials.NewTLS(tcfg)))
 		}
 		opts = append(opts, b.ServerOptions()...)
+		opts = append(opts, r.gm.ServerOptions()...)
 		l.gs = grpc.NewServer(opts...)
 		l.health = health.NewServer()
 		healthpb.RegisterHealthServer(l.gs, l.health)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -343,5 +344,40 @@ func warmUp(t *testing.T, cl *legacy.Client) int {
 			t.Fatalf("bridge never answered: %v %+v", err, r)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGRPCMetricsOnAdmin: with telemetry.grpc_metrics, grpc-go's standard
+// OpenTelemetry metrics of both the gRPC listener (server) and the gRPC
+// upstream (client) appear on /metrics beside meshgate_*.
+func TestGRPCMetricsOnAdmin(t *testing.T) {
+	grpcIn := freeAddr(t)
+	rt := start(t, mustParse(t, doubleBridgeConfig(grpcIn, legacyServer(t), "telemetry: {grpc_metrics: true}\n")))
+	cl := dial(t, rt, "mgp-in", 1)
+	warmUp(t, cl)
+	for range 3 {
+		if r, err := call(cl, 1, "m"); err != nil || r.Result != 0 {
+			t.Fatalf("call: %v %+v", err, r)
+		}
+	}
+	_, metrics := get(t, "http://"+rt.AdminAddr().String()+"/metrics")
+	for _, want := range []string{
+		`grpc_client_attempt_duration_seconds_count{grpc_method="legacy.Legacy/Echo",grpc_status="OK",grpc_target=`,
+		`grpc_client_call_duration_seconds_count{grpc_method="legacy.Legacy/Echo",grpc_status="OK",grpc_target=`,
+		`grpc_client_attempt_sent_total_compressed_message_size_bytes_count{grpc_method="legacy.Legacy/Echo"`,
+		`grpc_server_call_duration_seconds_count{grpc_method="other",grpc_status="OK"`,
+		`grpc_server_call_rcvd_total_compressed_message_size_bytes_count{grpc_method="other",grpc_status="OK"`,
+		`meshgate_requests_total{cmd="1",listener="mgp-in",method="/legacy.Legacy/Echo",result="0"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		for _, l := range strings.Split(metrics, "\n") {
+			if strings.HasPrefix(l, "grpc_") {
+				t.Log(l)
+			}
+		}
 	}
 }

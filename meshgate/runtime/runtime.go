@@ -78,6 +78,7 @@ type Runtime struct {
 	wg        sync.WaitGroup
 
 	tel telemetry.Hub // spans and access log (telemetry.go)
+	gm  *telemetry.GRPCMetrics
 
 	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
 	xdsPlane *xdsPlane
@@ -105,6 +106,9 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 	r.priv.init()
 	r.admin = admin.New(r.metrics, func() any { return r.cfg.Load() }, opts.Logger.With("component", "admin"))
 	r.admin.SetReadiness("listeners", r.listenersReady)
+	if err := r.startGRPCMetrics(cfg); err != nil {
+		return nil, err
+	}
 	if err := r.apply(cfg, true); err != nil {
 		return nil, err
 	}
@@ -239,8 +243,9 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			continue
 		}
 		p, err := grpcpool.New(u, grpcpool.Options{
-			Conns:      r.metrics.UpstreamConns.WithLabelValues(u.Name, "clientconn"),
-			Transports: r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
+			Conns:       r.metrics.UpstreamConns.WithLabelValues(u.Name, "clientconn"),
+			Transports:  r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
+			DialOptions: r.gm.DialOptions(),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))

@@ -22,6 +22,9 @@ type telStaged struct {
 // stageTelemetry builds the tracer and access log cfg asks for when they
 // differ from the running config's.
 func (r *Runtime) stageTelemetry(old, cfg *config.Config) (*telStaged, error) {
+	if old != nil && grpcMetricsOn(old) != grpcMetricsOn(cfg) {
+		r.log.Warn("telemetry.grpc_metrics changes need a restart; keeping", "grpc_metrics", grpcMetricsOn(old))
+	}
 	if old != nil && reflect.DeepEqual(tracingOf(old), tracingOf(cfg)) && reflect.DeepEqual(old.AccessLog, cfg.AccessLog) {
 		return &telStaged{}, nil
 	}
@@ -73,7 +76,26 @@ func (r *Runtime) commitTelemetry(ts *telStaged, drain time.Duration) {
 // stopTelemetry flushes and closes whatever is installed.
 func (r *Runtime) stopTelemetry() {
 	closeTelemetry(r.tel.Set(nil, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = r.gm.Shutdown(ctx)
 }
+
+// startGRPCMetrics sets up grpc-go's OpenTelemetry metrics when the
+// initial config asks for them (telemetry.grpc_metrics).
+func (r *Runtime) startGRPCMetrics(cfg *config.Config) error {
+	if !grpcMetricsOn(cfg) {
+		return nil
+	}
+	gm, err := telemetry.NewGRPCMetrics(r.metrics.Registry)
+	if err != nil {
+		return fmt.Errorf("%w: telemetry.grpc_metrics: %w", ErrRejected, err)
+	}
+	r.gm = gm
+	return nil
+}
+
+func grpcMetricsOn(c *config.Config) bool { return c.Telemetry != nil && c.Telemetry.GRPCMetrics }
 
 func closeTelemetry(tr *telemetry.Tracing, al *accesslog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
