@@ -12,10 +12,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -29,6 +29,7 @@ type listener struct {
 	gs     *grpc.Server    // kind grpc
 	health *health.Server
 	bridge grpcBridge // kind grpc: the gRPC→private handler
+	refl   *descset.Reflector
 	done   chan struct{}
 }
 
@@ -77,7 +78,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		l.gs = grpc.NewServer(opts...)
 		l.health = health.NewServer()
 		healthpb.RegisterHealthServer(l.gs, l.health)
-		reflection.Register(l.gs)
+		l.refl = descset.NewReflector(l.gs) // reflection v1 + v1alpha with the config's descriptor sets
 	}
 	return l, nil
 }

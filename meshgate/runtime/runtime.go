@@ -303,6 +303,10 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		}
 	}
 
+	sets, err := stageDescriptors(cfg)
+	if err != nil {
+		return fail(err)
+	}
 	ts, err := r.stageTelemetry(old, cfg)
 	if err != nil {
 		return fail(err)
@@ -322,6 +326,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		r.startListener(l)
 	}
 	r.listeners = st.listeners
+	r.commitDescriptors(sets)
 	for name, p := range r.pools {
 		if st.pools[name] != p {
 			p.Retire()

@@ -1,0 +1,48 @@
+package runtime
+
+import (
+	"fmt"
+
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
+)
+
+// stageDescriptors loads every listener's reflection descriptor sets; an
+// unreadable or unlinkable set rejects the config naming the file's field.
+func stageDescriptors(cfg *config.Config) (map[string]*descset.Set, error) {
+	sets := map[string]*descset.Set{}
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		if l.Reflection == nil {
+			continue
+		}
+		paths := make([]string, len(l.Reflection.DescriptorSets))
+		for j, p := range l.Reflection.DescriptorSets {
+			paths[j] = cfg.Path(p)
+			if _, err := descset.Load(paths[j]); err != nil {
+				return nil, fmt.Errorf("%w: listeners[%d].reflection.descriptor_sets[%d]: %w", config.ErrInvalid, i, j, err)
+			}
+		}
+		s, err := descset.Load(paths...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: listeners[%d].reflection.descriptor_sets: %w", config.ErrInvalid, i, err)
+		}
+		sets[l.Name] = s
+	}
+	return sets, nil
+}
+
+// commitDescriptors points each grpc listener's reflection service at its
+// descriptor sets and routed methods.
+func (r *Runtime) commitDescriptors(sets map[string]*descset.Set) {
+	for name, l := range r.listeners {
+		if l.refl == nil {
+			continue
+		}
+		methods := make([]string, len(l.cfg.Routes))
+		for i, rt := range l.cfg.Routes {
+			methods[i] = rt.Method
+		}
+		l.refl.Update(sets[name], methods)
+	}
+}
