@@ -75,6 +75,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		}
 		opts = append(opts, b.ServerOptions()...)
 		opts = append(opts, r.gm.ServerOptions()...)
+		opts = append(opts, listenerMsgOptions(&lc)...)
 		l.gs = grpc.NewServer(opts...)
 		l.health = health.NewServer()
 		healthpb.RegisterHealthServer(l.gs, l.health)

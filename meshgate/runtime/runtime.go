@@ -245,7 +245,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		p, err := grpcpool.New(u, grpcpool.Options{
 			Conns:       r.metrics.UpstreamConns.WithLabelValues(u.Name, "clientconn"),
 			Transports:  r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
-			DialOptions: r.gm.DialOptions(),
+			DialOptions: r.upstreamDialOptions(&u),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))
@@ -441,5 +441,5 @@ func (r *Runtime) closeAll() {
 // socket and server (only routes/limits differ).
 func sameListenerSocket(a, b *config.Listener) bool {
 	return a.Kind == b.Kind && a.Address == b.Address && a.Codec == b.Codec &&
-		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS)
+		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS) && sameMsgLimits(a, b)
 }
