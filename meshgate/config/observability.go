@@ -127,6 +127,9 @@ type Reflection struct {
 type MetadataPair struct {
 	Ext uint16 `yaml:"ext" json:"ext"`
 	Key string `yaml:"key" json:"key"`
+	// Trailer sends the pair on a reply as a gRPC trailer instead of a
+	// header (replies read both).
+	Trailer bool `yaml:"trailer,omitempty" json:"trailer,omitempty"`
 }
 
 // RouteObservability holds a route's body transcoding; it is inlined into

@@ -244,6 +244,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 	// Backpressure: block reading while the connection is at its cap.
 	c.sem <- struct{}{}
 	q := newRequest(c, r, f, keyID, t.Auth != nil, oneway)
+	q.mapMetadata(t, f)
 	c.inflight.Add(1)
 	if s.mInFlight != nil {
 		s.mInFlight.Inc()
@@ -269,6 +270,7 @@ type request struct {
 	header  metadata.MD
 	trailer metadata.MD
 	out     codec.Frame
+	mm      *mapping.MDMap // the table's extension ⇄ metadata pairs
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption
@@ -314,6 +316,7 @@ func (q *request) run() {
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
 		mapping.ReplyFrame(&q.out, q.resp.Bytes(), err, q.header, q.trailer)
+		q.mm.ReplyFromMD(&q.out, q.header, q.trailer)
 		c.wmu.Lock()
 		delete(c.seqs, q.seq)
 		c.wmu.Unlock()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
 )
 
 // Upstream is where a route's calls go: a grpcpool.Pool in production.
@@ -56,6 +57,8 @@ type Table struct {
 	IdleTimeout time.Duration
 	ReadTimeout time.Duration
 	Auth        *AuthPolicy
+	// MD maps configured extensions to metadata keys (nil = none).
+	MD *mapping.MDMap
 }
 
 // Lookup returns the first route matching cmd and uin, or nil.
@@ -146,5 +149,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 	if mif == 0 {
 		mif = d.MaxInFlight
 	}
-	return NewTable(l.Name, routes, Limits{MaxInFlight: mif, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m), nil
+	t := NewTable(l.Name, routes, Limits{MaxInFlight: mif, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m)
+	t.MD = mapping.NewMDMap(l.Metadata)
+	return t, nil
 }

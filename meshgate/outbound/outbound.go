@@ -94,6 +94,7 @@ func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePoo
 	if err != nil {
 		return err
 	}
+	setMDMap(t, l)
 	s.table.Store(t)
 	return nil
 }
@@ -171,6 +172,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		if err := mapping.RequestFrame(md, f); err != nil {
 			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
 		}
+		r.md.RequestFromMD(md, f)
 	}
 	var cancel context.CancelFunc
 	dl, ok := ctx.Deadline()
@@ -202,7 +204,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if err != nil {
 		return s.poolError(ctx, r, err)
 	}
-	if hdr := mapping.ReplyHeader(resp); hdr != nil {
+	if hdr := replyHeader(r, stream, resp); hdr != nil {
 		if err := stream.SetHeader(hdr); err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -20,7 +21,8 @@ type Route struct {
 	// message, OK) once the frame is written.
 	Oneway bool
 
-	m *routeMetrics
+	m  *routeMetrics
+	md *mapping.MDMap // the listener's extension ⇄ metadata pairs
 }
 
 // table is an immutable routing table; swapped atomically by Update.

@@ -3,6 +3,7 @@ package inbound
 import (
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
@@ -34,4 +35,11 @@ func (q *request) endTelemetry(oc *telemetry.Call, err error) {
 	}
 	oc.BytesOut = q.resp.Len()
 	oc.End(status.Code(err), mapping.StatusResult(err, q.trailer))
+}
+
+// mapMetadata applies the table's configured extension ⇄ metadata pairs to
+// q's request metadata and remembers them for the reply.
+func (q *request) mapMetadata(t *Table, f *codec.Frame) {
+	q.mm = t.MD
+	q.mm.RequestToMD(f, q.md.MD)
 }
