@@ -308,14 +308,18 @@ func (q *request) run() {
 	c, r := q.c, q.r
 	oc := q.startTelemetry()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
-	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+	err := q.transcodeRequest()
+	if err == nil {
+		err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+	}
 	cancel()
+	body, err := q.replyBody(err)
 	q.endTelemetry(oc, err)
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
-		mapping.ReplyFrame(&q.out, q.resp.Bytes(), err, q.header, q.trailer)
+		mapping.ReplyFrame(&q.out, body, err, q.header, q.trailer)
 		q.mm.ReplyFromMD(&q.out, q.header, q.trailer)
 		c.wmu.Lock()
 		delete(c.seqs, q.seq)

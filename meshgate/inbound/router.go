@@ -12,6 +12,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 )
 
 // Upstream is where a route's calls go: a grpcpool.Pool in production.
@@ -32,6 +33,9 @@ type Route struct {
 	Upstream       Upstream
 	UpstreamName   string
 	Timeout        time.Duration
+	// Body, when set, converts JSON request bodies to protobuf and replies
+	// back (route body.format json).
+	Body *transcode.Codec
 
 	cmdLabel string
 	latency  prometheus.Observer

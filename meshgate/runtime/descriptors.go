@@ -5,6 +5,8 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
+	"github.com/meshgate/meshgate/meshgate/inbound"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 )
 
 // stageDescriptors loads every listener's reflection descriptor sets; an
@@ -45,4 +47,16 @@ func (r *Runtime) commitDescriptors(sets map[string]*descset.Set) {
 		}
 		l.refl.Update(sets[name], methods)
 	}
+}
+
+// attachBodies builds the body transcoders of private listener l's routes
+// (index i in the config) from its descriptor sets.
+func attachBodies(tbl *inbound.Table, l *config.Listener, i int, set *descset.Set) error {
+	return tbl.AttachBodies(l, func(j int, b *config.Body) (*transcode.Codec, error) {
+		bc, err := transcode.New(set, b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: listeners[%d].routes[%d].body: %w", config.ErrInvalid, i, j, err)
+		}
+		return bc, nil
+	})
 }

@@ -257,6 +257,11 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		return fail(err)
 	}
 
+	sets, err := stageDescriptors(cfg)
+	if err != nil {
+		return fail(err)
+	}
+
 	// 2. Listeners: tables for every private listener; sockets for new or
 	// changed ones.
 	for i := range cfg.Listeners {
@@ -277,6 +282,9 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 				}
 				return nil
 			}, r.metrics)
+			if err == nil {
+				err = attachBodies(tbl, &lc, i, sets[lc.Name])
+			}
 			if err != nil {
 				return fail(fmt.Errorf("listeners[%d]: %w", i, err))
 			}
@@ -303,10 +311,6 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		}
 	}
 
-	sets, err := stageDescriptors(cfg)
-	if err != nil {
-		return fail(err)
-	}
 	ts, err := r.stageTelemetry(old, cfg)
 	if err != nil {
 		return fail(err)
