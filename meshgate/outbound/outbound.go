@@ -36,6 +36,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -57,6 +58,9 @@ type Options struct {
 	DefaultTimeout time.Duration
 	// Telemetry records spans and access-log lines; nil = none.
 	Telemetry *telemetry.Hub
+	// Descriptors returns listener l's descriptor sets for routes with
+	// body.format json (nil = none).
+	Descriptors func(l *config.Listener) *descset.Set
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -66,6 +70,7 @@ type Server struct {
 	m     *metrics
 	table atomic.Pointer[table]
 	tel   *telemetry.Hub
+	descs func(*config.Listener) *descset.Set
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -81,7 +86,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, tel: o.Telemetry}
+	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, tel: o.Telemetry, descs: o.Descriptors}
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -95,6 +100,9 @@ func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePoo
 		return err
 	}
 	setMDMap(t, l)
+	if err := s.attachBodies(t, l); err != nil {
+		return err
+	}
 	s.table.Store(t)
 	return nil
 }
@@ -191,6 +199,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	f.Body = cs.msg.Bytes()
+	if err := transcodeRequest(r, f); err != nil {
+		return err
+	}
 	if r.Oneway {
 		err := r.Pool.Send(ctx, f)
 		cs.msg.Free()
@@ -216,6 +227,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	// A pointer to the (heap) body: no boxing allocation, no copy.
+	if err := transcodeReply(r, resp); err != nil {
+		return err
+	}
 	return stream.SendMsg(&resp.Body)
 }
 

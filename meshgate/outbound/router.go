@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -21,8 +22,10 @@ type Route struct {
 	// message, OK) once the frame is written.
 	Oneway bool
 
-	m  *routeMetrics
-	md *mapping.MDMap // the listener's extension ⇄ metadata pairs
+	m *routeMetrics
+
+	md   *mapping.MDMap   // the listener's extension ⇄ metadata pairs
+	body *transcode.Codec // body.format json: protobuf ⇄ JSON
 }
 
 // table is an immutable routing table; swapped atomically by Update.

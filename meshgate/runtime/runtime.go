@@ -77,8 +77,9 @@ type Runtime struct {
 	draining  atomic.Bool
 	wg        sync.WaitGroup
 
-	tel telemetry.Hub // spans and access log (telemetry.go)
-	gm  *telemetry.GRPCMetrics
+	tel   telemetry.Hub // spans and access log (telemetry.go)
+	gm    *telemetry.GRPCMetrics
+	descs descCache // descriptor sets (descriptors.go)
 
 	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
 	xdsPlane *xdsPlane
@@ -257,7 +258,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		return fail(err)
 	}
 
-	sets, err := stageDescriptors(cfg)
+	sets, err := r.stageDescriptors(cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -330,7 +331,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		r.startListener(l)
 	}
 	r.listeners = st.listeners
-	r.commitDescriptors(sets)
+	r.commitDescriptors(cfg, sets)
 	for name, p := range r.pools {
 		if st.pools[name] != p {
 			p.Retire()

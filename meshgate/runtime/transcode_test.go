@@ -22,6 +22,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/descset/descsettest"
+	"github.com/meshgate/meshgate/meshgate/legacy"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -139,5 +140,71 @@ func TestJSONBodyTranscoding(t *testing.T) {
 	defer cancel()
 	if r, err := cl.Call(ctx, 1, 1, []byte(`{"text":"still"}`), nil); err != nil || !strings.Contains(string(r.Body), "STILL") {
 		t.Fatalf("after rejected reload: %v %+v", err, r)
+	}
+}
+
+// TestJSONBodyTranscodingGRPCToPrivate: a protobuf gRPC call to a route
+// with body.format json reaches the legacy server as JSON and its JSON
+// reply comes back as protobuf; a reply that is not the declared JSON
+// message is INTERNAL, a request that is not protobuf INVALID_ARGUMENT.
+func TestJSONBodyTranscodingGRPCToPrivate(t *testing.T) {
+	var seen atomic.Value
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) { seen.Store(string(f.Body)) }})
+	go func() { _ = ls.Serve(ln) }()
+	t.Cleanup(func() { _ = ls.Close() })
+	ps := descsettest.Write(t, t.TempDir())
+	rt := start(t, mustParse(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners:
+  - name: grpc-in
+    kind: grpc
+    address: 127.0.0.1:0
+    reflection: {descriptor_sets: [%q]}
+    routes:
+      - {method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy, body: {format: json, request_type: legacy.EchoRequest, response_type: legacy.EchoResponse}}
+      - {method: /legacy.Legacy/Uppercase, cmd: 2, upstream: legacy, body: {format: json, request_type: legacy.EchoRequest, response_type: legacy.EchoResponse}}
+upstreams:
+  - {name: legacy, protocol: private, endpoints: [%q]}
+`, ps, ln.Addr().String())))
+	set, err := descset.FromFileDescriptorSet(descsettest.FileDescriptorSet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqD, _ := set.Message("legacy.EchoRequest")
+	respD, _ := set.Message("legacy.EchoResponse")
+	req := dynamicpb.NewMessage(reqD)
+	req.Set(reqD.Fields().ByName("text"), protoreflect.ValueOfString("hi"))
+	req.Set(reqD.Fields().ByName("count"), protoreflect.ValueOfInt64(7))
+	in, _ := proto.Marshal(req)
+
+	cc := grpcClient(t, rt.Addr("grpc-in").String())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out []byte
+	if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", in, &out); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	if s, _ := seen.Load().(string); s != `{"text":"hi","count":"7"}` {
+		t.Errorf("legacy server got %q, want JSON", s)
+	}
+	resp := dynamicpb.NewMessage(respD)
+	if err := proto.Unmarshal(out, resp); err != nil {
+		t.Fatalf("reply is not protobuf: %v", err)
+	}
+	if resp.Get(respD.Fields().ByName("text")).String() != "hi" || resp.Get(respD.Fields().ByName("count")).Int() != 7 {
+		t.Fatalf("reply %v", resp)
+	}
+	// The legacy Uppercase reply {"TEXT":...} is no EchoResponse.
+	err = cc.Invoke(ctx, "/legacy.Legacy/Uppercase", in, &out)
+	if st := status.Convert(err); st.Code() != codes.Internal || !strings.Contains(st.Message(), "TEXT") {
+		t.Fatalf("bad reply: %v", err)
+	}
+	err = cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte{0xff, 0xff}, &out)
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "legacy.EchoRequest") {
+		t.Fatalf("bad request: %v", err)
 	}
 }
