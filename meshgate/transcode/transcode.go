@@ -83,6 +83,9 @@ func jsonToProto(md protoreflect.MessageDescriptor, js []byte, what string) ([]b
 	m := dynamicpb.NewMessage(md)
 	if len(js) > 0 {
 		if err := unmarshalJSON.Unmarshal(js, m); err != nil {
+			if p := fieldPath(md, js); p != "" {
+				return nil, fmt.Errorf("%w: %s body field %s: not a valid JSON %s: %w", ErrBody, what, p, md.FullName(), err)
+			}
 			return nil, fmt.Errorf("%w: %s body is not a JSON %s: %w", ErrBody, what, md.FullName(), err)
 		}
 	}
