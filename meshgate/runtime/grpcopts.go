@@ -25,3 +25,17 @@ func (r *Runtime) upstreamDialOptions(u *config.Upstream) []grpc.DialOption {
 func sameMsgLimits(a, b *config.Listener) bool {
 	return a.RecvSize() == b.RecvSize() && a.SendSize() == b.SendSize()
 }
+
+// sameUpstreamLimits reports whether upstream u had the same message
+// limits in the old config (a pool is rebuilt when they change).
+func sameUpstreamLimits(old *config.Config, u config.Upstream) bool {
+	if old == nil {
+		return true
+	}
+	for i := range old.Upstreams {
+		if o := &old.Upstreams[i]; o.Name == u.Name {
+			return o.RecvSize() == u.RecvSize() && o.SendSize() == u.SendSize()
+		}
+	}
+	return true
+}

@@ -96,6 +96,21 @@ func TestGzipCallEndToEnd(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("compressed message over max_recv_msg_size: %v", err)
 	}
+	// A reload raising the limit replaces the listener's server.
+	if err := rt.Reload(mustParse(t, strings.Replace(y, "max_recv_msg_size: 65536", "max_recv_msg_size: 131072", 1))); err != nil {
+		t.Fatal(err)
+	}
+	cc2 := grpcClient(t, rt.Addr("grpc-in").String()) // address :0 → a new port
+	for {
+		err = cc2.Invoke(ctx, "/legacy.Legacy/Echo", big, &out)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || len(out) != len(big) {
+		t.Fatalf("after raising the listener limit: %v", err)
+	}
 }
 
 // TestUpstreamMaxRecvMsgSize: a gRPC upstream's reply over
@@ -112,5 +127,12 @@ func TestUpstreamMaxRecvMsgSize(t *testing.T) {
 	r, err := call(cl, 1, strings.Repeat("b", 5000))
 	if err != nil || r.Result != codec.ResultOverloaded {
 		t.Fatalf("reply over the upstream limit: %v %+v", err, r)
+	}
+	// A reload raising the limit rebuilds the pool.
+	if err := rt.Reload(mustParse(t, strings.Replace(y, "max_recv_msg_size: 4096", "max_recv_msg_size: 8192", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := call(cl, 1, strings.Repeat("b", 5000)); err != nil || r.Result != 0 {
+		t.Fatalf("after raising the limit: %v %+v", err, r)
 	}
 }

@@ -239,7 +239,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		if u.Protocol != config.ProtoGRPC {
 			continue
 		}
-		if p := r.pools[u.Name]; p != nil && p.Same(u) {
+		if p := r.pools[u.Name]; p != nil && p.Same(u) && sameUpstreamLimits(old, u) {
 			st.pools[u.Name] = p
 			continue
 		}
