@@ -147,7 +147,7 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	}
 	stream, oc := s.startTelemetry(r, method, stream)
 	err := s.call(r, stream)
-	oc.End(status.Code(err), mapping.StatusResult(err, nil))
+	oc.End(status.Code(err), mapping.StatusResult(err, oc.Trailer()))
 	r.m.observe(status.Code(err), time.Since(start))
 	return err
 }

@@ -301,6 +301,18 @@ access_log: {path: %q, hash_uin: true}
 			t.Errorf("failed call log line %v", l)
 		}
 	}
+	// An application result (1234: UNKNOWN + x-mgp-result) is logged as
+	// itself on both hops.
+	resp, err = cl.Call(ctx, 3, 7, []byte{0x04, 0xd2, 'a', 'p', 'p'}, nil)
+	if err != nil || resp.Result != 1234 {
+		t.Fatalf("app result call: %v %+v", err, resp)
+	}
+	lines = readLines(t, logPath, base+6)
+	for _, l := range lines[base+4:] {
+		if l["result"] != 1234.0 || l["code"] != "Unknown" {
+			t.Errorf("app result log line %v", l)
+		}
+	}
 }
 
 // readLines polls path until it has n JSON lines (bounded) and returns them.

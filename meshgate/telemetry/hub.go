@@ -101,6 +101,16 @@ type Call struct {
 	Endpoint string
 	// BytesIn/BytesOut are the request and response body sizes.
 	BytesIn, BytesOut int
+
+	trailer metadata.MD // set on a wrapped stream
+}
+
+// Trailer returns the trailer set on a stream wrapped by WrapStream.
+func (c *Call) Trailer() metadata.MD {
+	if c == nil {
+		return nil
+	}
+	return c.trailer
 }
 
 // Start begins recording a request. md is the request's metadata on the
@@ -218,6 +228,13 @@ type countingStream struct {
 }
 
 func (s *countingStream) Context() context.Context { return s.ctx }
+
+// SetTrailer remembers the trailer (x-mgp-result of application results)
+// for End's result.
+func (s *countingStream) SetTrailer(md metadata.MD) {
+	s.c.trailer = metadata.Join(s.c.trailer, md)
+	s.ServerStream.SetTrailer(md)
+}
 
 func (s *countingStream) RecvMsg(m any) error {
 	err := s.ServerStream.RecvMsg(m)
