@@ -104,8 +104,10 @@ func TestJSONBodyTranscoding(t *testing.T) {
 		t.Fatalf("reply %v", got)
 	}
 	// An empty body is the empty message.
-	if r, err := call(cl, 1, ""); err != nil || r.Result != 0 || !strings.Contains(string(r.Body), `"count":"1"`) {
-		t.Fatalf("empty body: %v %+v %s", err, r, r.Body)
+	r, err = call(cl, 1, "")
+	var empty map[string]any
+	if err != nil || r.Result != 0 || json.Unmarshal(r.Body, &empty) != nil || empty["count"] != "1" {
+		t.Fatalf("empty body: %v %+v", err, r)
 	}
 	before := calls.Load()
 	for body, field := range map[string]string{
@@ -188,8 +190,9 @@ upstreams:
 	if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", in, &out); err != nil {
 		t.Fatalf("echo: %v", err)
 	}
-	if s, _ := seen.Load().(string); s != `{"text":"hi","count":"7"}` {
-		t.Errorf("legacy server got %q, want JSON", s)
+	var sent map[string]any
+	if s, _ := seen.Load().(string); json.Unmarshal([]byte(s), &sent) != nil || sent["text"] != "hi" || sent["count"] != "7" || len(sent) != 2 {
+		t.Errorf("legacy server got %q, want the JSON EchoRequest", s)
 	}
 	resp := dynamicpb.NewMessage(respD)
 	if err := proto.Unmarshal(out, resp); err != nil {
