@@ -118,8 +118,9 @@ type ListenerObservability struct {
 // Reflection names the descriptors of the routed services.
 type Reflection struct {
 	// DescriptorSets are FileDescriptorSet files (protoc
-	// --descriptor_set_out --include_imports, buf build -o x.protoset);
-	// relative paths are resolved against the config file.
+	// --descriptor_set_out --include_imports, buf build -o x.protoset) or
+	// .proto sources compiled at load time; relative paths are resolved
+	// against the config file.
 	DescriptorSets []string `yaml:"descriptor_sets" json:"descriptor_sets"`
 }
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -30,20 +31,19 @@ type Set struct {
 }
 
 // Load reads and links the FileDescriptorSet files at paths (in order; a
-// file already defined by an earlier set is skipped when identical).
+// file already defined by an earlier set is skipped). A path ending in
+// .proto is compiled at load time (github.com/bufbuild/protocompile), its
+// imports resolved from its own directory and the standard
+// google/protobuf imports.
 // Imports not found in the sets are resolved from the descriptors linked
 // into the binary (google/protobuf/*.proto and the like).
 func Load(paths ...string) (*Set, error) {
 	all := &descriptorpb.FileDescriptorSet{}
 	seen := map[string]bool{}
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		fds, err := readSet(p)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrLoad, err)
-		}
-		var fds descriptorpb.FileDescriptorSet
-		if err := proto.Unmarshal(b, &fds); err != nil {
-			return nil, fmt.Errorf("%w: %s: not a FileDescriptorSet: %w", ErrLoad, p, err)
+			return nil, err
 		}
 		for _, f := range fds.File {
 			if seen[f.GetName()] {
@@ -54,6 +54,22 @@ func Load(paths ...string) (*Set, error) {
 		}
 	}
 	return FromFileDescriptorSet(all)
+}
+
+// readSet reads one FileDescriptorSet file, or compiles a .proto file.
+func readSet(p string) (*descriptorpb.FileDescriptorSet, error) {
+	if strings.HasSuffix(p, ".proto") {
+		return compileProto(p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrLoad, err)
+	}
+	var fds descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(b, &fds); err != nil {
+		return nil, fmt.Errorf("%w: %s: not a FileDescriptorSet: %w", ErrLoad, p, err)
+	}
+	return &fds, nil
 }
 
 // FromFileDescriptorSet links fds.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -55,5 +56,44 @@ func TestLoadErrors(t *testing.T) {
 		Label: descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(), TypeName: new(".google.protobuf.Timestamp")})
 	if _, err := descset.FromFileDescriptorSet(fds); err != nil {
 		t.Errorf("well-known import: %v", err)
+	}
+}
+
+// TestLoadProtoSource: a .proto path is compiled at load time, with local
+// and standard imports.
+func TestLoadProtoSource(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("common.proto", `syntax = "proto3"; package shop; message Money { int64 cents = 1; }`)
+	p := write("shop.proto", `syntax = "proto3";
+package shop;
+import "common.proto";
+import "google/protobuf/timestamp.proto";
+message BuyRequest { string item = 1; Money price = 2; google.protobuf.Timestamp at = 3; }
+message BuyReply { bool ok = 1; }
+service Shop { rpc Buy(BuyRequest) returns (BuyReply); }
+`)
+	s, err := descset.Load(p, descsettest.Write(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sd, ok := s.Service("shop.Shop"); !ok || sd.Methods().ByName("Buy") == nil {
+		t.Fatal("shop.Shop not compiled")
+	}
+	if md, err := s.Message("shop.BuyRequest"); err != nil || md.Fields().ByName("price").Message().FullName() != "shop.Money" {
+		t.Fatalf("BuyRequest: %v", err)
+	}
+	if _, ok := s.Service("legacy.Legacy"); !ok {
+		t.Fatal("the protoset beside the .proto was lost")
+	}
+	bad := write("bad.proto", "syntax = \"proto3\";\nmessage X { strng y = 1; }\n")
+	if _, err := descset.Load(bad); !errors.Is(err, descset.ErrLoad) || !strings.Contains(err.Error(), "bad.proto:2") {
+		t.Fatalf("bad .proto: %v", err)
 	}
 }
