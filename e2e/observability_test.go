@@ -122,29 +122,6 @@ upstreams:
 	if r, err := mc.Call(ctx, 1, 77, []byte("traced"), []codec.Ext{{Key: codec.ExtTraceparent, Value: []byte(tp)}}); err != nil || string(r.Body) != "traced" {
 		t.Fatalf("traced call: %v %+v", err, r)
 	}
-	var mine []*tracepb.Span
-	harness.Eventually(t, 15*time.Second, "two spans of the trace exported", func() error {
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		mine = mine[:0]
-		for _, s := range sink.spans {
-			if hex.EncodeToString(s.TraceId) == traceID {
-				mine = append(mine, s)
-			}
-		}
-		if len(mine) != 2 {
-			return fmt.Errorf("%d spans", len(mine))
-		}
-		return nil
-	})
-	a, b := mine[0], mine[1]
-	if hex.EncodeToString(a.ParentSpanId) != "b7ad6b7169203331" {
-		a, b = b, a
-	}
-	if hex.EncodeToString(a.ParentSpanId) != "b7ad6b7169203331" || !bytes.Equal(b.ParentSpanId, a.SpanId) {
-		t.Errorf("span links: %x←%x, %x←%x", a.ParentSpanId, a.SpanId, b.ParentSpanId, b.SpanId)
-	}
-
 	// The access log: the traced request is one line per hop.
 	harness.Eventually(t, 5*time.Second, "access log lines", func() error {
 		f, err := os.Open(logPath)
@@ -207,6 +184,34 @@ upstreams:
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+
+	// Stopping the process (SIGTERM: drain) flushes the spans it still
+	// holds: the traced request's two spans, linked.
+	_ = mc.Close()
+	_ = cc.Close()
+	proc.Stop()
+	var mine []*tracepb.Span
+	harness.Eventually(t, 5*time.Second, "two spans of the trace exported", func() error {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		mine = mine[:0]
+		for _, s := range sink.spans {
+			if hex.EncodeToString(s.TraceId) == traceID {
+				mine = append(mine, s)
+			}
+		}
+		if len(mine) != 2 {
+			return fmt.Errorf("%d spans", len(mine))
+		}
+		return nil
+	})
+	a, b := mine[0], mine[1]
+	if hex.EncodeToString(a.ParentSpanId) != "b7ad6b7169203331" {
+		a, b = b, a
+	}
+	if hex.EncodeToString(a.ParentSpanId) != "b7ad6b7169203331" || !bytes.Equal(b.ParentSpanId, a.SpanId) {
+		t.Errorf("span links: %x←%x, %x←%x", a.ParentSpanId, a.SpanId, b.ParentSpanId, b.SpanId)
 	}
 
 	// -log-format json: every line the process wrote is a JSON object.
