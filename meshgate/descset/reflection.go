@@ -14,9 +14,11 @@ import (
 
 // Reflector is the reflection service of one grpc listener. It lists the
 // services registered on the grpc.Server (health, reflection) plus every
-// routed service the descriptor sets describe; a routed service without a
-// descriptor is not listed (reflection cannot describe it and says nothing
-// false). Update swaps what it serves (config reload).
+// routed service the descriptor sets describe, with only its routed
+// methods; a routed service without a descriptor is not listed (reflection
+// cannot describe it), nor is a described service no route serves:
+// reflection says nothing false. Update swaps what it serves (config
+// reload).
 type Reflector struct {
 	base reflection.ServiceInfoProvider
 	st   atomic.Pointer[reflState]
@@ -40,8 +42,10 @@ func NewReflector(gs *grpc.Server) *Reflector {
 }
 
 // Update serves set (may be nil) for the routed methods (full method names
-// "/pkg.Svc/M" or "/pkg.Svc/*").
+// "/pkg.Svc/M" or "/pkg.Svc/*"): only routed services and methods are
+// listed and described (Set.Routed).
 func (r *Reflector) Update(set *Set, methods []string) {
+	set = set.Routed(methods)
 	st := &reflState{set: set, services: map[string]grpc.ServiceInfo{}}
 	for _, m := range methods {
 		svc, _, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")

@@ -38,9 +38,15 @@ listeners:
     address: 127.0.0.1:0
     routes:
       - {method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}
+  - name: exact
+    kind: grpc
+    address: 127.0.0.1:0
+    reflection: {descriptor_sets: [%q]}
+    routes:
+      - {method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, protoset, legacyEP)
+`, protoset, protoset, legacyEP)
 }
 
 // reflectCall runs one reflection v1 request with grpc-go's generated client.
@@ -118,11 +124,33 @@ func TestReflectionFromDescriptorSets(t *testing.T) {
 		t.Fatalf("other.Svc has no descriptor, yet: %v", resp)
 	}
 
+	// Only routed methods are described, and an unrouted service not at all.
+	exact := rt.Addr("exact").String()
+	resp = reflectCall(t, exact, &rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "legacy.Legacy"}})
+	fd.Reset()
+	if err := proto.Unmarshal(resp.GetFileDescriptorResponse().GetFileDescriptorProto()[0], &fd); err != nil {
+		t.Fatal(err)
+	}
+	if len(fd.GetService()) != 1 || len(fd.GetService()[0].GetMethod()) != 1 || fd.GetService()[0].GetMethod()[0].GetName() != "Echo" || len(fd.GetMessageType()) != 3 {
+		t.Fatalf("exact route: described %v", &fd)
+	}
+	for _, sym := range []string{"legacy.Unrouted", "legacy.Legacy.Uppercase"} {
+		resp = reflectCall(t, exact, &rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: sym}})
+		if resp.GetErrorResponse() == nil {
+			t.Errorf("%s is not routed, yet described", sym)
+		}
+	}
+	resp = reflectCall(t, addr, &rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "legacy.Unrouted"}})
+	if resp.GetErrorResponse() == nil {
+		t.Errorf("legacy.Unrouted is not routed, yet described")
+	}
+
 	grpcurl(t, addr)
 
 	// A missing descriptor set rejects a reload, naming the field.
 	bad := mustParse(t, reflectionConfig(legacyServer(t), ps))
 	bad.Listeners[0].Reflection.DescriptorSets = []string{filepath.Join(dir, "missing.protoset")}
+	bad.Listeners[2].Reflection = nil
 	err := rt.Reload(bad)
 	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "listeners[0].reflection.descriptor_sets[0]") {
 		t.Fatalf("reload with a missing set: %v", err)
