@@ -393,3 +393,42 @@ func TestGRPCMetricsOnAdmin(t *testing.T) {
 		}
 	}
 }
+
+// TestTelemetryReload: a reload swaps the access log and turns tracing
+// off; later requests go to the new log only and record no spans; the
+// replaced exporter is shut down with the runtime (goleak in TestMain).
+func TestTelemetryReload(t *testing.T) {
+	recv, otlpAddr := startOTLP(t)
+	dir := t.TempDir()
+	logA, logB := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	grpcIn := freeAddr(t)
+	legacyEP := legacyServer(t)
+	y := func(extra string) string { return doubleBridgeConfig(grpcIn, legacyEP, extra) }
+	rt := start(t, mustParse(t, y(fmt.Sprintf("telemetry: {tracing: {otlp_endpoint: %q, insecure: true}}\naccess_log: {path: %q}\n", otlpAddr, logA))))
+	cl := dial(t, rt, "mgp-in", 1)
+	n := warmUp(t, cl) + 2
+	readLines(t, logA, n)
+	if err := rt.Reload(mustParse(t, y(fmt.Sprintf("access_log: {path: %q, sample_ratio: 1}\n", logB)))); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := call(cl, 1, "after"); err != nil || r.Result != 0 {
+		t.Fatalf("call: %v %+v", err, r)
+	}
+	readLines(t, logB, 2)
+	readLines(t, logA, n)
+	// Closing flushes the replaced tracer: the spans from before the
+	// reload arrive, none from after.
+	_ = cl.Close()
+	rt.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		spans, _ := recv.snapshot()
+		if len(spans) >= n || time.Now().After(deadline) {
+			if len(spans) != n {
+				t.Fatalf("%d spans exported, want the %d from before the reload", len(spans), n)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

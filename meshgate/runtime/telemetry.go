@@ -70,12 +70,13 @@ func (r *Runtime) commitTelemetry(ts *telStaged, drain time.Duration) {
 	if oldTr == nil && oldLog == nil {
 		return
 	}
-	time.AfterFunc(drain, func() { closeTelemetry(oldTr, oldLog) })
+	r.tel.Retire(drain, func() { closeTelemetry(oldTr, oldLog) })
 }
 
 // stopTelemetry flushes and closes whatever is installed.
 func (r *Runtime) stopTelemetry() {
 	closeTelemetry(r.tel.Set(nil, nil))
+	r.tel.CloseRetired()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = r.gm.Shutdown(ctx)

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,9 @@ const (
 // and a nil *Hub record nothing.
 type Hub struct {
 	st atomic.Pointer[state]
+
+	mu      sync.Mutex
+	retired map[*time.Timer]func()
 }
 
 type state struct {
@@ -64,6 +68,43 @@ func (h *Hub) Set(tr *Tracing, al *accesslog.Logger) (oldTr *Tracing, oldLog *ac
 		return old.tr, old.alog
 	}
 	return nil, nil
+}
+
+// Retire runs closeFn after d (requests that started on replaced
+// telemetry finish first), or at Close, whichever comes first.
+func (h *Hub) Retire(d time.Duration, closeFn func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.retired == nil {
+		h.retired = map[*time.Timer]func(){}
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		h.mu.Lock()
+		_, still := h.retired[t]
+		delete(h.retired, t)
+		h.mu.Unlock()
+		if still {
+			closeFn()
+		}
+	})
+	h.retired[t] = closeFn
+}
+
+// CloseRetired runs every pending Retire function now.
+func (h *Hub) CloseRetired() {
+	h.mu.Lock()
+	fns := make([]func(), 0, len(h.retired))
+	for t, fn := range h.retired {
+		if t.Stop() {
+			fns = append(fns, fn)
+		}
+		delete(h.retired, t)
+	}
+	h.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // Enabled reports whether anything is recorded.
