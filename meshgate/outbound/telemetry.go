@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"context"
 	"strconv"
 
 	"google.golang.org/grpc"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // startTelemetry begins the span and access-log record of a call routed
@@ -22,9 +24,22 @@ func (s *Server) startTelemetry(r *Route, method string, stream grpc.ServerStrea
 	if v := metadata.ValueFromIncomingContext(stream.Context(), mapping.MDUIN); len(v) > 0 {
 		uin, _ = strconv.ParseUint(v[0], 10, 64)
 	}
-	return s.tel.WrapStream(stream, telemetry.Info{
+	ws, oc := s.tel.WrapStream(stream, telemetry.Info{
 		Listener: s.table.Load().listener, Direction: telemetry.GRPCToMGP,
 		Route: telemetry.RouteName(r.Cmd, r.Method), Cmd: r.Cmd, Method: method,
 		Upstream: r.Pool.Name(), UIN: uin,
 	})
+	if oc == nil {
+		return stream, nil
+	}
+	// The pool reports the endpoint it sends to (same goroutine).
+	return &ctxStream{ServerStream: ws, ctx: upstream.WithEndpointSink(ws.Context(), &oc.Endpoint)}, oc
 }
+
+// ctxStream overrides a stream's context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }

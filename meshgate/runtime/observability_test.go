@@ -234,6 +234,7 @@ access_log: {path: %q, hash_uin: true}
 	for k, want := range map[string]string{
 		"meshgate.listener": "grpc-in", "meshgate.cmd": "1", "rpc.method": "/legacy.Legacy/Echo",
 		"meshgate.upstream": "legacy", "meshgate.result": "0", "meshgate.bytes_in": "2", "meshgate.bytes_out": "2",
+		"meshgate.endpoint": ln.Addr().String(),
 	} {
 		if oa[k] != want {
 			t.Errorf("grpc-in span %s = %q, want %q", k, oa[k], want)
@@ -253,7 +254,7 @@ access_log: {path: %q, hash_uin: true}
 	for name, want := range map[string]map[string]any{
 		"mgp-in": {"direction": "mgp_to_grpc", "route": "cmd 1 <-> /legacy.Legacy/Echo", "cmd": 1.0, "method": "/legacy.Legacy/Echo",
 			"uin_hash": hu, "upstream": "self", "endpoint": grpcIn, "result": 0.0, "code": "OK", "bytes_in": 2.0, "bytes_out": 2.0, "trace_id": traceID, "msg": "request"},
-		"grpc-in": {"direction": "grpc_to_mgp", "cmd": 1.0, "method": "/legacy.Legacy/Echo", "uin_hash": hu, "upstream": "legacy",
+		"grpc-in": {"direction": "grpc_to_mgp", "cmd": 1.0, "method": "/legacy.Legacy/Echo", "uin_hash": hu, "upstream": "legacy", "endpoint": ln.Addr().String(),
 			"result": 0.0, "code": "OK", "bytes_in": 2.0, "bytes_out": 2.0, "trace_id": traceID},
 	} {
 		l := byListener[name]
