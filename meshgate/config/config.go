@@ -40,6 +40,9 @@ type Config struct {
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
 	// TLS holds settings shared by every listener and upstream TLS block.
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
+	// Telemetry and AccessLog: see observability.go.
+	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
+	AccessLog *AccessLog `yaml:"access_log,omitempty" json:"access_log,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -91,6 +94,8 @@ type Listener struct {
 	Routes []Route `yaml:"routes" json:"routes"`
 	// Limits bound one client's resources (limits.go); defaults.limits fill the rest.
 	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
+
+	ListenerObservability `yaml:",inline"` // observability.go
 }
 
 // Auth configures HMAC verification of the MGP auth extension.
@@ -133,6 +138,8 @@ type Route struct {
 	// Defaults.Timeout.
 	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+
+	RouteObservability `yaml:",inline"` // observability.go
 }
 
 // Upstream protocols.
@@ -165,6 +172,8 @@ type Upstream struct {
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// ReconnectBackoffMax caps a grpc upstream's reconnect backoff (default 5s; see lifecycle.go).
 	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
+
+	UpstreamObservability `yaml:",inline"` // observability.go
 }
 
 // Defaults are shared limits.

@@ -230,6 +230,7 @@ func (c *Config) Validate() error {
 	c.validateAdmin(&e)
 	c.validateTLS(&e)
 	c.validateLimits(&e)
+	c.validateObservability(&e)
 	if len(e) == 0 {
 		return nil
 	}

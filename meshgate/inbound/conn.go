@@ -240,6 +240,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 	// Backpressure: block reading while the connection is at its cap.
 	c.sem <- struct{}{}
 	q := newRequest(c, r, f, keyID, t.Auth != nil, oneway)
+	q.mapMetadata(t, f)
 	c.inflight.Add(1)
 	if s.mInFlight != nil {
 		s.mInFlight.Inc()
@@ -265,6 +266,7 @@ type request struct {
 	header  metadata.MD
 	trailer metadata.MD
 	out     codec.Frame
+	mm      *mapping.MDMap // the table's extension ⇄ metadata pairs
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption
@@ -272,7 +274,7 @@ type request struct {
 
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
-	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer)}
+	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod()}
 	return q
 }}
 
@@ -300,14 +302,26 @@ func (q *request) release() {
 
 func (q *request) run() {
 	c, r := q.c, q.r
+	oc := q.startTelemetry()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
-	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, q.opts...)
+	err := q.transcodeRequest()
+	if err == nil {
+		err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+	}
 	cancel()
+	body, err := q.replyBody(err)
+	q.endTelemetry(oc, err)
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
+	// Count before answering: whoever sees the reply sees it counted.
+	c.s.observe(r, err, elapsed)
+	if c.s.mInFlight != nil {
+		c.s.mInFlight.Dec()
+	}
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
-		mapping.ReplyFrame(&q.out, q.resp.Bytes(), err, q.header, q.trailer)
+		mapping.ReplyFrame(&q.out, body, err, q.header, q.trailer)
+		q.mm.ReplyFromMD(&q.out, q.header, q.trailer)
 		if err != nil && c.s.log.Enabled(context.Background(), slog.LevelDebug) {
 			c.s.log.Debug("upstream call failed", "method", r.Method, "err", err)
 		}
@@ -316,14 +330,10 @@ func (q *request) run() {
 		c.wmu.Unlock()
 		c.reply(&q.out)
 	}
-	c.s.observe(r, err, elapsed)
 	q.release()
 	<-c.sem
 	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {
 		c.drainNudge()
-	}
-	if c.s.mInFlight != nil {
-		c.s.mInFlight.Dec()
 	}
 	c.calls.Done()
 }

@@ -53,6 +53,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
 // Errors.
@@ -91,6 +92,8 @@ type Options struct {
 	// Replay, when set, is the replay cache shared with the process's other
 	// private listeners (see ReplayCache); nil starts an empty one.
 	Replay *ReplayCache
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
 }
 
 // Server serves one private listener.

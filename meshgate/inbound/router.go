@@ -12,6 +12,8 @@ import (
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 )
 
 // Upstream is where a route's calls go: a grpcpool.Pool in production.
@@ -32,6 +34,9 @@ type Route struct {
 	Upstream       Upstream
 	UpstreamName   string
 	Timeout        time.Duration
+	// Body, when set, converts JSON request bodies to protobuf and replies
+	// back (route body.format json).
+	Body *transcode.Codec
 
 	cmdLabel string
 	latency  prometheus.Observer
@@ -52,6 +57,8 @@ type Table struct {
 	ReadTimeout time.Duration
 	Auth        *AuthPolicy
 	Authz       *authz.Policy // nil: every authenticated caller may send every cmd
+	// MD maps configured extensions to metadata keys (nil = none).
+	MD *mapping.MDMap
 }
 
 // Lookup returns the first route matching cmd and uin, or nil.
@@ -144,5 +151,6 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 	}
 	t := NewTable(l.Name, routes, Limits{MaxInFlight: mif, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m)
 	t.Authz = authz.New(l.Authz)
+	t.MD = mapping.NewMDMap(l.Metadata)
 	return t, nil
 }

@@ -37,9 +37,11 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -57,6 +59,11 @@ type Options struct {
 	DefaultTimeout time.Duration
 	// Limits of the listener (limits.go); zero fields take the defaults.
 	Limits config.Limits
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
+	// Descriptors returns listener l's descriptor sets for routes with
+	// body.format json (nil = none).
+	Descriptors func(l *config.Listener) *descset.Set
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -67,6 +74,8 @@ type Server struct {
 	table atomic.Pointer[table]
 	lim   *limiter
 	fails *prometheus.CounterVec // meshgate_auth_failures_total (authz.go)
+	tel   *telemetry.Hub
+	descs func(*config.Listener) *descset.Set
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -82,7 +91,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, lim: newLimiter(o.Limits.Effective())}
+	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, lim: newLimiter(o.Limits.Effective()), tel: o.Telemetry, descs: o.Descriptors}
 	s.fails = authz.Failures(o.Registerer)
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
@@ -109,6 +118,10 @@ func (s *Server) Prepare(l config.Listener, pools map[string]*upstream.PrivatePo
 		return nil, err
 	}
 	t.authz = newGate(l, s.fails)
+	setMDMap(t, l)
+	if err := s.attachBodies(t, l); err != nil {
+		return nil, err
+	}
 	return func() { s.table.Store(t) }, nil
 }
 
@@ -154,7 +167,9 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		s.m.unmatched(t.listener, codes.Unimplemented)
 		return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
 	}
+	stream, oc := s.startTelemetry(r, method, stream)
 	err := s.call(r, stream)
+	oc.End(status.Code(err), mapping.StatusResult(err, oc.Trailer()))
 	r.m.observe(status.Code(err), time.Since(start))
 	return err
 }
@@ -187,6 +202,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		if err := mapping.RequestFrame(md, f); err != nil {
 			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
 		}
+		r.md.RequestFromMD(md, f)
 	}
 	var cancel context.CancelFunc
 	dl, ok := ctx.Deadline()
@@ -205,6 +221,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	f.Body = cs.msg.Bytes()
+	if err := transcodeRequest(r, f); err != nil {
+		return err
+	}
 	if r.Oneway {
 		err := r.Pool.Send(ctx, f)
 		cs.msg.Free()
@@ -218,7 +237,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if err != nil {
 		return s.poolError(ctx, r, err)
 	}
-	if hdr := mapping.ReplyHeader(resp); hdr != nil {
+	if hdr := replyHeader(r, stream, resp); hdr != nil {
 		if err := stream.SetHeader(hdr); err != nil {
 			return err
 		}
@@ -230,6 +249,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	// A pointer to the (heap) body: no boxing allocation, no copy.
+	if err := transcodeReply(r, resp); err != nil {
+		return err
+	}
 	return stream.SendMsg(&resp.Body)
 }
 

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -21,6 +23,9 @@ type Route struct {
 	Oneway bool
 
 	m *routeMetrics
+
+	md   *mapping.MDMap   // the listener's extension ⇄ metadata pairs
+	body *transcode.Codec // body.format json: protobuf ⇄ JSON
 }
 
 // table is an immutable routing table; swapped atomically by Update.

@@ -97,7 +97,7 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 // bridge builds the outbound handler of a new grpc listener.
 func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config, st *staged) (grpcBridge, error) {
 	ps := st.priv.(*privStaged)
-	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Registerer: r.metrics.Registry, DefaultTimeout: cfg.Defaults.Timeout, Limits: lc.Limits.Effective()})
+	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Registerer: r.metrics.Registry, DefaultTimeout: cfg.Defaults.Timeout, Limits: lc.Limits.Effective(), Telemetry: &r.tel, Descriptors: r.descs.get})
 	if err != nil {
 		return nil, err
 	}

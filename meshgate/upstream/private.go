@@ -393,6 +393,7 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		if !ok {
 			continue
 		}
+		reportEndpoint(ctx, e.addr)
 		e.inflight.Add(1)
 		e.requests.Add(1)
 		resp, err := cn.Do(ctx, req)
@@ -440,6 +441,7 @@ func (p *PrivatePool) Send(ctx context.Context, req *codec.Frame) error {
 		if !ok {
 			continue
 		}
+		reportEndpoint(ctx, e.addr)
 		err := cn.Send(ctx, req)
 		if err != nil && errors.Is(err, privconn.ErrNotSent) {
 			continue
