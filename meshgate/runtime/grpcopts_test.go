@@ -56,7 +56,7 @@ func TestGzipCallEndToEnd(t *testing.T) {
 	go func() { _ = ls.Serve(ln) }()
 	t.Cleanup(func() { _ = ls.Close() })
 	y := strings.Replace(grpcConfig(ln.Addr().String(), backend(t, "A")), "kind: grpc\n", "kind: grpc\n    max_recv_msg_size: 65536\n", 1)
-	rt := start(t, mustParse(t, y))
+	rt := startReady(t, mustParse(t, y))
 
 	ps := &payloadStats{}
 	cc, err := grpc.NewClient(rt.Addr("grpc-in").String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -118,7 +118,7 @@ func TestGzipCallEndToEnd(t *testing.T) {
 func TestUpstreamMaxRecvMsgSize(t *testing.T) {
 	grpcIn := freeAddr(t)
 	y := strings.Replace(doubleBridgeConfig(grpcIn, legacyServer(t), ""), "{name: self, protocol: grpc,", "{name: self, protocol: grpc, max_recv_msg_size: 4096,", 1)
-	rt := start(t, mustParse(t, y))
+	rt := startReady(t, mustParse(t, y))
 	cl := dial(t, rt, "mgp-in", 1)
 	warmUp(t, cl)
 	if r, err := call(cl, 1, strings.Repeat("s", 4000)); err != nil || r.Result != 0 {

@@ -129,7 +129,7 @@ func TestTracingDoubleBridge(t *testing.T) {
 
 	logPath := filepath.Join(t.TempDir(), "access.log")
 	grpcIn := freeAddr(t)
-	rt := start(t, mustParse(t, doubleBridgeConfig(grpcIn, ln.Addr().String(), fmt.Sprintf(`
+	rt := startReady(t, mustParse(t, doubleBridgeConfig(grpcIn, ln.Addr().String(), fmt.Sprintf(`
 telemetry:
   tracing:
     otlp_endpoint: %q
@@ -354,7 +354,7 @@ func warmUp(t *testing.T, cl *legacy.Client) int {
 // upstream (client) appear on /metrics beside meshgate_*.
 func TestGRPCMetricsOnAdmin(t *testing.T) {
 	grpcIn := freeAddr(t)
-	rt := start(t, mustParse(t, doubleBridgeConfig(grpcIn, legacyServer(t), "telemetry: {grpc_metrics: true}\n")))
+	rt := startReady(t, mustParse(t, doubleBridgeConfig(grpcIn, legacyServer(t), "telemetry: {grpc_metrics: true}\n")))
 	cl := dial(t, rt, "mgp-in", 1)
 	warmUp(t, cl)
 	for range 3 {
@@ -394,7 +394,7 @@ func TestTelemetryReload(t *testing.T) {
 	grpcIn := freeAddr(t)
 	legacyEP := legacyServer(t)
 	y := func(extra string) string { return doubleBridgeConfig(grpcIn, legacyEP, extra) }
-	rt := start(t, mustParse(t, y(fmt.Sprintf("telemetry: {tracing: {otlp_endpoint: %q, insecure: true}}\naccess_log: {path: %q}\n", otlpAddr, logA))))
+	rt := startReady(t, mustParse(t, y(fmt.Sprintf("telemetry: {tracing: {otlp_endpoint: %q, insecure: true}}\naccess_log: {path: %q}\n", otlpAddr, logA))))
 	cl := dial(t, rt, "mgp-in", 1)
 	n := warmUp(t, cl) + 2
 	readLines(t, logA, n)

@@ -34,7 +34,7 @@ func TestLogFormat(t *testing.T) {
 	if !strings.Contains(buf.String(), "msg=hello k=v") {
 		t.Fatalf("text: %q", buf.String())
 	}
-	err = runCmd(context.Background(), []string{"-log-format", "xml"})
+	err = runCmd(context.Background(), []string{"-c", "unused.yaml", "-log-format", "xml"})
 	if err == nil || !strings.Contains(err.Error(), "-log-format") {
 		t.Fatalf("bad format: %v", err)
 	}
