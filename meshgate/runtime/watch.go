@@ -15,7 +15,8 @@ import (
 const WatchDebounce = 200 * time.Millisecond
 
 // Watch reloads path on SIGHUP and when the file changes (fsnotify on its
-// directory, so editors' rename-and-replace is seen; events debounced).
+// directory, so editors' rename-and-replace and Kubernetes ConfigMap updates
+// are seen; events debounced).
 // A rejected reload is logged and counted; the running config keeps
 // serving. Watch returns when ctx ends.
 func (r *Runtime) Watch(ctx context.Context, path string) error {
@@ -31,6 +32,9 @@ func (r *Runtime) Watch(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
+	// A Kubernetes ConfigMap volume updates its files by swapping the "..data" symlink
+	// the file links through: the file's own path sees no event, "..data" does.
+	dataLink := filepath.Join(filepath.Dir(abs), "..data")
 	if err := w.Add(filepath.Dir(abs)); err != nil {
 		return err
 	}
@@ -50,7 +54,7 @@ func (r *Runtime) Watch(ctx context.Context, path string) error {
 			if !ok {
 				return nil
 			}
-			if filepath.Clean(ev.Name) != abs || ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) == 0 {
+			if name := filepath.Clean(ev.Name); (name != abs && name != dataLink) || ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) == 0 {
 				continue
 			}
 			if timer == nil {
