@@ -360,3 +360,28 @@ func TestChartMetadata(t *testing.T) {
 		t.Fatalf("%s is not a chart directory: %v", Dir(), err)
 	}
 }
+
+// TestConfigChangeReloadsInPlace: by default a config change only changes the ConfigMap (the
+// pod template is identical, MeshGate reloads the file); rollOnConfigChange rolls the pods.
+func TestConfigChangeReloadsInPlace(t *testing.T) {
+	template := func(vals map[string]any) string {
+		t.Helper()
+		out, err := Render("mg", "game", vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out["meshgate/templates/deployment.yaml"]
+	}
+	timeout := func(roll bool, d string) map[string]any {
+		v := values(t, "values.yaml")
+		v["rollOnConfigChange"] = roll
+		v["config"].(map[string]any)["defaults"].(map[string]any)["timeout"] = d
+		return v
+	}
+	if a, b := template(timeout(false, "3s")), template(timeout(false, "4s")); a != b {
+		t.Error("a config change altered the pod template with rollOnConfigChange=false")
+	}
+	if a, b := template(timeout(true, "3s")), template(timeout(true, "4s")); a == b || !strings.Contains(a, "meshgate.io/config-checksum") {
+		t.Error("rollOnConfigChange=true: the pod template does not follow the config")
+	}
+}
