@@ -337,14 +337,20 @@ func TestStrictDecodeRejectsMisspelling(t *testing.T) {
 	}
 }
 
-// TestBadValuesRejected: values the chart cannot honour fail the render, naming the value.
+// TestBadValuesRejected: values the chart cannot honour, or misspelt ones, fail the render
+// naming the value (values.schema.json, then the chart's own checks).
 func TestBadValuesRejected(t *testing.T) {
 	for _, c := range []struct {
 		vals map[string]any
 		want string
 	}{
 		{map[string]any{"drain": map[string]any{"preStopSeconds": 5, "timeoutSeconds": 30, "terminationGracePeriodSeconds": 35}}, "drain.terminationGracePeriodSeconds"},
-		{map[string]any{"mode": "daemon"}, "mode: must be sidecar or bridge"},
+		{map[string]any{"mode": "daemon"}, "at '/mode': value must be one of 'sidecar', 'bridge'"},
+		// values.schema.json: a misspelt or mistyped value fails naming its path.
+		{map[string]any{"drian": map[string]any{}}, "additional properties 'drian' not allowed"},
+		{map[string]any{"istio": map[string]any{"wasmPlugin": map[string]any{"prots": []any{8000}}}}, "at '/istio/wasmPlugin': additional properties 'prots' not allowed"},
+		{map[string]any{"image": map[string]any{"digest": "latest"}}, "at '/image/digest'"},
+		{map[string]any{"ports": map[string]any{"health": 70000}}, "at '/ports/health'"},
 		{map[string]any{"mode": "bridge"}, "config.xds: required in bridge mode"},
 	} {
 		_, err := Render("mg", "game", c.vals)
