@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -67,7 +68,12 @@ type world struct {
 // chartValues are the chart values the e2e deploys: the MGP gateway (MeshGate's private
 // listener) and the gRPC service as ServiceEntry + WorkloadEntry, consistent hashing on
 // x-mgp-uin for the gRPC service, the MGP filter on the egress port.
-func (w *world) chartValues(gatewayAt, echoAt int, deny []uint32) map[string]any {
+func (w *world) chartValues(gatewayAt int, echoAt []int, deny []uint32) map[string]any {
+	var echoes []any
+	for i, p := range echoAt {
+		echoes = append(echoes, map[string]any{"name": fmt.Sprintf("echo-%d", i+1), "address": "127.0.0.1",
+			"ports": map[string]any{"grpc": p}})
+	}
 	pluginConfig := map[string]any{}
 	if len(deny) > 0 {
 		pluginConfig["deny_cmds"] = deny
@@ -92,9 +98,8 @@ func (w *world) chartValues(gatewayAt, echoAt int, deny []uint32) map[string]any
 				},
 				map[string]any{
 					"name": "echo", "host": echoHost, "location": "MESH_INTERNAL",
-					"ports": []any{map[string]any{"number": w.echoPort, "name": "grpc", "protocol": "GRPC"}},
-					"workloads": []any{map[string]any{"name": "echo-1", "address": "127.0.0.1",
-						"ports": map[string]any{"grpc": echoAt}}},
+					"ports":     []any{map[string]any{"number": w.echoPort, "name": "grpc", "protocol": "GRPC"}},
+					"workloads": echoes,
 				},
 			},
 			"consistentHash": map[string]any{"hosts": []any{echoHost}},
@@ -105,12 +110,14 @@ func (w *world) chartValues(gatewayAt, echoAt int, deny []uint32) map[string]any
 // write renders the chart and writes its Istio objects into istiod's config directory, the
 // WasmPlugin as the equivalent TrafficExtension (this istiod build translates WasmPlugin only
 // with Kubernetes), plus the Sidecar of the legacy client's Envoy.
-func (w *world) write(t *testing.T, gatewayAt, echoAt int, deny []uint32) {
+func (w *world) write(t *testing.T, gatewayAt int, echoAt []int, deny []uint32) {
 	t.Helper()
 	out, err := chart.Render("meshgate", ns, w.chartValues(gatewayAt, echoAt, deny))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Rewrite the whole set: a WorkloadEntry that is no longer rendered is removed.
+	old, _ := filepath.Glob(filepath.Join(w.dir, "*.yaml"))
 	files := map[string]string{}
 	for f, m := range out {
 		for i, doc := range chart.Split(m) {
@@ -149,6 +156,13 @@ spec:
       captureMode: NONE
       hosts: ["%s/%s"]
 `, ns, w.egressPort, ns, gatewayHost)
+	for _, f := range old {
+		if _, ok := files[filepath.Base(f)]; !ok {
+			if err := os.Remove(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	for name, doc := range files {
 		// Write-then-rename: istiod's directory watcher never sees half a file.
 		tmp := filepath.Join(w.dir, "."+name+".tmp")
@@ -220,7 +234,7 @@ func TestIstiod(t *testing.T) {
 		return n
 	}
 	mgA, mgB := freePort(t), freePort(t)
-	w.write(t, mgA, portOf(svcA), nil)
+	w.write(t, mgA, []int{portOf(svcA)}, nil)
 
 	// istiod: file config store, no Kubernetes, every address on loopback.
 	xdsPort, httpPort := freePort(t), freePort(t)
@@ -342,17 +356,17 @@ upstreams:
 	})
 
 	// 2. Move the gRPC service's WorkloadEntry to svc-b: MeshGate follows istiod's EDS.
-	w.write(t, mgA, portOf(svcB), nil)
+	w.write(t, mgA, []int{portOf(svcB)}, nil)
 	eventuallyReply(t, 30*time.Second, "echo WorkloadEntry moved to svc-b", egress, 1, bodyPrefix("svc-b/A:hello"))
 
 	// 3. Move the MGP gateway's WorkloadEntry to MeshGate's listener B: Envoy follows.
-	w.write(t, mgB, portOf(svcB), nil)
+	w.write(t, mgB, []int{portOf(svcB)}, nil)
 	eventuallyReply(t, 30*time.Second, "mgp-gateway WorkloadEntry moved to listener B", egress, 1, bodyPrefix("svc-b/B:hello"))
 
 	// 4. Deny cmd 2 in the filter config: Envoy answers it with result 4 (forbidden), cmd 1
 	// still passes.
 	eventuallyReply(t, 10*time.Second, "cmd 2 allowed before the deny list", egress, 2, bodyPrefix("svc-b/B:hello"))
-	w.write(t, mgB, portOf(svcB), []uint32{2})
+	w.write(t, mgB, []int{portOf(svcB)}, []uint32{2})
 	eventuallyReply(t, 30*time.Second, "cmd 2 denied by the filter", egress, 2, func(f *codec.Frame) error {
 		if f.Result != codec.ResultForbidden {
 			return fmt.Errorf("result %d body %q, want %d", f.Result, f.Body, codec.ResultForbidden)
@@ -363,6 +377,50 @@ upstreams:
 	if n, err := stats("wasmcustom.mgp.cmd.2.denied"); err != nil || n == 0 {
 		t.Fatalf("wasmcustom.mgp.cmd.2.denied = %d, %v", n, err)
 	}
+
+	// 5. Two gRPC endpoints behind the ServiceEntry, the chart's DestinationRule hashing on
+	// x-mgp-uin: istiod gives MeshGate's xds:/// upstream a ring hash keyed on the uin MeshGate
+	// sends, so one user stays on one endpoint and users spread over both.
+	w.write(t, mgB, []int{portOf(svcA), portOf(svcB)}, []uint32{2})
+	svcOf := func(uin uint64) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		f, err := mgpCall(ctx, egress, 1, uin, "hash")
+		if err != nil {
+			return "", err
+		}
+		if f.Result != 0 {
+			return "", fmt.Errorf("uin %d: result %d", uin, f.Result)
+		}
+		svc, _, _ := strings.Cut(string(f.Body), "/")
+		return svc, nil
+	}
+	harness.Eventually(t, 30*time.Second, "both gRPC endpoints in use", func() error {
+		seen := map[string]bool{}
+		for uin := uint64(1); uin <= 16; uin++ {
+			svc, err := svcOf(uin)
+			if err != nil {
+				return err
+			}
+			seen[svc] = true
+		}
+		if len(seen) != 2 {
+			return fmt.Errorf("16 users all on %v", seen)
+		}
+		return nil
+	})
+	for uin := uint64(1); uin <= 24; uin++ {
+		first, err := svcOf(uin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if got, err := svcOf(uin); err != nil || got != first {
+				t.Fatalf("uin %d: %s, then %s (%v): not sticky", uin, first, got, err)
+			}
+		}
+	}
+
 	for _, p := range []*harness.Proc{istiod, envoy} {
 		select {
 		case <-p.Done():
