@@ -421,6 +421,18 @@ upstreams:
 		}
 	}
 
+	// Envoy accepted everything istiod pushed (listeners, clusters, routes, the ECDS filter).
+	_, rejected, err := harness.HTTPGet(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=update_rejected", envoyAdmin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(rejected), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); !ok || v != "0" {
+			t.Errorf("Envoy rejected config from istiod: %s = %s", k, v)
+		}
+	}
+	t.Logf("Envoy accepted all of istiod's config:\n%s", rejected)
+
 	for _, p := range []*harness.Proc{istiod, envoy} {
 		select {
 		case <-p.Done():
