@@ -223,7 +223,7 @@ func TestIstiod(t *testing.T) {
 	wasm := need(t, "MESHGATE_WASM", "bin/mgp_filter.wasm from `make wasm`")
 
 	base := t.TempDir()
-	w := &world{dir: filepath.Join(base, "istio-config"), wasm: wasm, egressPort: freePort(t), echoPort: 9000}
+	w := &world{dir: filepath.Join(base, "istio-config"), wasm: wasm, egressPort: freePort(t), echoPort: freePort(t)}
 	if err := os.MkdirAll(w.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -432,6 +432,9 @@ upstreams:
 		}
 	}
 	t.Logf("Envoy accepted all of istiod's config:\n%s", rejected)
+	if _, l, err := harness.HTTPGet(fmt.Sprintf("http://127.0.0.1:%d/listeners", envoyAdmin)); err == nil {
+		t.Logf("Envoy listeners (from istiod):\n%s", l)
+	}
 
 	for _, p := range []*harness.Proc{istiod, envoy} {
 		select {
