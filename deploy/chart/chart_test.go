@@ -261,6 +261,9 @@ func checkIstio(t *testing.T, r *IstioResource) {
 		if s.GetSelector() == nil {
 			t.Errorf("WasmPlugin %s: no workload selector", r.Meta.Name)
 		}
+		if sel := s.GetMatch()[0]; sel.GetMode().String() != "SERVER" || sel.GetPorts()[0].GetNumber() != 8000 {
+			t.Errorf("WasmPlugin %s: want SERVER on the app's private port 8000: %v", r.Meta.Name, sel)
+		}
 	case *networkingv1.DestinationRule:
 		if s.GetTrafficPolicy().GetLoadBalancer().GetConsistentHash().GetHttpHeaderName() != "x-mgp-uin" {
 			t.Errorf("DestinationRule %s: want consistentHash on x-mgp-uin: %v", r.Meta.Name, s)
