@@ -2,7 +2,6 @@ package chart
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -80,27 +79,6 @@ func Objects(name, namespace string, vals map[string]any) ([]Object, error) {
 		}
 	}
 	return objs, nil
-}
-
-// WriteIstio writes the Istio objects of a render, one file each, into dir (the layout
-// istiod's --configDir reads).
-func WriteIstio(dir string, out map[string]string) error {
-	for f, m := range out {
-		for i, doc := range Split(m) {
-			_, tm, err := Decode(doc)
-			if err != nil {
-				return err
-			}
-			if !strings.Contains(tm.APIVersion, "istio.io") {
-				continue
-			}
-			name := fmt.Sprintf("%s-%d.yaml", strings.ReplaceAll(filepath.Base(f), ".yaml", ""), i)
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(doc), 0o644); err != nil {
-				return fmt.Errorf("chart: %w", err)
-			}
-		}
-	}
-	return nil
 }
 
 func nameOf(v any) string {
