@@ -31,7 +31,8 @@ var cases = []struct {
 }{
 	{"sidecar-defaults", "", "sidecar", []string{"ConfigMap", "Deployment", "DestinationRule", "PeerAuthentication", "PodDisruptionBudget", "Service", "ServiceAccount", "WasmPlugin"}},
 	{"sidecar-custom", "ci/sidecar-custom-values.yaml", "sidecar", []string{"ConfigMap", "Deployment", "DestinationRule", "PeerAuthentication", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceEntry", "ServiceMonitor", "WasmPlugin", "WorkloadEntry"}},
-	{"bridge", "ci/bridge-values.yaml", "bridge", []string{"ConfigMap", "Deployment", "DestinationRule", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceEntry", "ServiceMonitor", "WorkloadEntry"}},
+	{"bridge-defaults", "ci/bridge-minimal-values.yaml", "bridge", []string{"ConfigMap", "Deployment", "DestinationRule", "PodDisruptionBudget", "Service", "ServiceAccount"}},
+	{"bridge-custom", "ci/bridge-values.yaml", "bridge", []string{"ConfigMap", "Deployment", "DestinationRule", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceEntry", "ServiceMonitor", "WorkloadEntry"}},
 }
 
 func values(t *testing.T, path string) map[string]any {
