@@ -82,7 +82,7 @@ pilot-discovery: ## Build (once per version, cached) the istiod used by istio-e2
 istio-e2e: deps build wasm ## e2e under a real istiod: stock Envoy + MGP filter + meshgate + xds:/// upstream
 	@pilot=$$(deploy/istio/pilot-discovery.sh) && cd deploy && \
 	  PILOT_DISCOVERY_BIN=$$pilot MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_WASM=$(CURDIR)/$(WASM) \
-	  $(GO) test -race -count=1 -timeout 15m -v -run '^TestIstiod$$' ./e2e/
+	  $(GO) test -race -count=1 -timeout 15m -v -run '^(TestIstiod|TestBridgeBootstrap)$$' ./e2e/
 
 deploy-test: deploy-check istio-e2e ## Everything under deploy/
 
