@@ -318,7 +318,7 @@ upstreams:
 		t.Fatal(err)
 	}
 	t.Setenv("GRPC_XDS_BOOTSTRAP", boot)
-	harness.Start(t, "meshgate", mgBin, "run", "-c", mgCfg)
+	meshgate := harness.Start(t, "meshgate", mgBin, "run", "-c", mgCfg)
 	harness.WaitHTTP200(t, 20*time.Second, fmt.Sprintf("http://127.0.0.1:%d/readyz", mgAdmin))
 
 	// Stock Envoy as the legacy client's sidecar: node metadata as the Istio agent would send
@@ -436,7 +436,8 @@ upstreams:
 		t.Logf("Envoy listeners (from istiod):\n%s", l)
 	}
 
-	for _, p := range []*harness.Proc{istiod, envoy} {
+	// Nothing was restarted: every change above reached the running processes.
+	for _, p := range []*harness.Proc{istiod, envoy, meshgate} {
 		select {
 		case <-p.Done():
 			t.Fatalf("%s exited during the test", p.Name)
