@@ -331,6 +331,7 @@ func TestBadValuesRejected(t *testing.T) {
 		{map[string]any{"drian": map[string]any{}}, "additional properties 'drian' not allowed"},
 		{map[string]any{"istio": map[string]any{"wasmPlugin": map[string]any{"prots": []any{8000}}}}, "at '/istio/wasmPlugin': additional properties 'prots' not allowed"},
 		{map[string]any{"image": map[string]any{"digest": "latest"}}, "at '/image/digest'"},
+		{map[string]any{"istio": map[string]any{"wasmPlugin": map[string]any{"pluginConfig": map[string]any{"deny_cmd": []any{9}}}}}, "additional properties 'deny_cmd' not allowed"},
 		{map[string]any{"ports": map[string]any{"health": 70000}}, "at '/ports/health'"},
 		{map[string]any{"mode": "bridge"}, "config.xds: required in bridge mode"},
 	} {
