@@ -76,7 +76,11 @@ func (w *world) chartValues(gatewayAt int, echoAt []int, deny []uint32) map[stri
 	}
 	pluginConfig := map[string]any{}
 	if len(deny) > 0 {
-		pluginConfig["deny_cmds"] = deny
+		cmds := []any{} // as YAML values would be
+		for _, c := range deny {
+			cmds = append(cmds, int(c))
+		}
+		pluginConfig["deny_cmds"] = cmds
 	}
 	return map[string]any{
 		"mode":             "sidecar",
