@@ -54,7 +54,7 @@ e2e: deps build wasm ## End-to-end tests: real meshgate (and meshgate-dev) binar
 	MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_DEV_BIN=$(CURDIR)/$(BIN)/meshgate-dev MESHGATE_WASM=$(CURDIR)/$(WASM) \
 	  $(GO) test -race -count=1 -timeout 20m ./e2e/...
 
-test: deps lint tidy-check unit e2e ## Every test: vet, gofmt, go.mod tidy, race unit tests, e2e with real Envoy
+test: deps lint tidy-check unit e2e deploy-test ## Every test: vet, gofmt, go.mod tidy, race unit tests, e2e with real Envoy
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
 	@set -e; for pkg in $$($(GO) list ./codec/...); do \
@@ -76,3 +76,20 @@ clean: ## Remove build output
 	rm -rf $(BIN)
 
 .PHONY: help build run deps wasm vet lint unit e2e test fuzz bench tidy-check clean
+
+# --- deploy/: Helm chart + Istio (own Go module) ---------------------------------------------
+deploy-check: ## deploy module: vet, go.mod tidy, chart lint/render/strict-decode tests
+	cd deploy && $(GO) vet ./... && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd deploy && $(GO) test -race -count=1 ./chart/
+
+pilot-discovery: ## Build (once per version, cached) the istiod used by istio-e2e; prints its path
+	@deploy/istio/pilot-discovery.sh
+
+istio-e2e: deps build wasm ## e2e under a real istiod: stock Envoy + MGP filter + meshgate + xds:/// upstream
+	@pilot=$$(deploy/istio/pilot-discovery.sh) && cd deploy && \
+	  PILOT_DISCOVERY_BIN=$$pilot MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_WASM=$(CURDIR)/$(WASM) \
+	  $(GO) test -race -count=1 -timeout 15m -v -run '^(TestIstiod|TestBridgeBootstrap)$$' ./e2e/
+
+deploy-test: deploy-check istio-e2e ## Everything under deploy/
+
+.PHONY: deploy-check pilot-discovery istio-e2e deploy-test

@@ -147,6 +147,10 @@ func (c *Config) Validate() error {
 			e.add(f+".endpoints", "at least one endpoint is required")
 		}
 		for j, ep := range u.Endpoints {
+			if IsXDSTarget(ep) {
+				checkXDSEndpoint(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), u)
+				continue
+			}
 			checkAddr(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), ep)
 		}
 		switch u.LB {
