@@ -40,6 +40,9 @@ type Config struct {
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
 	// TLS holds settings shared by every listener and upstream TLS block.
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
+	// Telemetry and AccessLog: see observability.go.
+	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
+	AccessLog *AccessLog `yaml:"access_log,omitempty" json:"access_log,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -83,12 +86,16 @@ type Listener struct {
 	MaxInFlight int `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"`
 	// Auth, when set, requires the MGP auth extension (HMAC) on every request.
 	Auth *Auth `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// Authz, when set, allows only the listed identity × cmd/method pairs.
+	Authz *Authz `yaml:"authz,omitempty" json:"authz,omitempty"`
 	// TLS, when set, terminates (m)TLS on this listener.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// Routes map requests to upstreams, first match wins.
 	Routes []Route `yaml:"routes" json:"routes"`
 	// Limits bound one client's resources (limits.go); defaults.limits fill the rest.
 	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
+
+	ListenerObservability `yaml:",inline"` // observability.go
 }
 
 // Auth configures HMAC verification of the MGP auth extension.
@@ -97,6 +104,11 @@ type Auth struct {
 	Keys map[uint32]string `yaml:"keys" json:"-"`
 	// MaxSkew bounds |now - unix_ms|; default 30s.
 	MaxSkew time.Duration `yaml:"max_skew,omitempty" json:"max_skew,omitempty"`
+	// MaxNonces bounds the replay cache; default DefaultMaxNonces(MaxSkew).
+	MaxNonces int `yaml:"max_nonces,omitempty" json:"max_nonces,omitempty"`
+	// MaxNoncesPerKey bounds one key id's share of MaxNonces; default
+	// DefaultMaxNoncesPerKey.
+	MaxNoncesPerKey int `yaml:"max_nonces_per_key,omitempty" json:"max_nonces_per_key,omitempty"`
 }
 
 // TLS is a certificate set; files are re-read when they change.
@@ -127,6 +139,8 @@ type Route struct {
 	Timeout      time.Duration                   `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Oneway       bool                            `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
 	RouteRewrite `yaml:",inline" json:",inline"` // rewrite_cmd / rewrite_method (reshape.go)
+
+	RouteObservability `yaml:",inline"` // observability.go
 }
 
 // Upstream protocols.
@@ -159,6 +173,8 @@ type Upstream struct {
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// ReconnectBackoffMax caps a grpc upstream's reconnect backoff (default 5s; see lifecycle.go).
 	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
+
+	UpstreamObservability `yaml:",inline"` // observability.go
 }
 
 // Defaults are shared limits.

@@ -18,9 +18,15 @@ type RouteRewrite struct {
 //	private listener → private upstream  method must be empty; rewrite_cmd optional
 //	grpc listener    → private upstream  method (match) required; cmd sent; oneway allowed
 //	grpc listener    → grpc upstream     method (match) required; rewrite_method optional; no cmd, no oneway
+//
+// body.format json converts between the two protocols' bodies: it is
+// refused on the passthrough pairs (private → private, grpc → grpc).
 func checkRouteTarget(e *errs, rf, kind string, r Route, u *Upstream) {
 	if u == nil {
 		return
+	}
+	if r.Body != nil && r.Body.Format == BodyJSON && ((kind == KindPrivate) == (u.Protocol == ProtoPrivate)) {
+		e.add(rf+".body", "format json only on a route that converts between protocols; %s listener → %s upstream %q passes bodies through unchanged", kind, u.Protocol, r.Upstream)
 	}
 	switch kind {
 	case KindPrivate:

@@ -47,4 +47,14 @@ upstreams:
 	if _, err := Parse([]byte(bad), ""); err == nil || !strings.Contains(err.Error(), "listeners[0].routes[0].method") {
 		t.Fatalf("missing method: %v", err)
 	}
+	// body.format json converts between protocols: not on passthrough routes.
+	for _, tc := range []struct{ from, to, field string }{
+		{"{cmd: 2, upstream: p, rewrite_cmd: 9}", "{cmd: 2, upstream: p, body: {format: json, request_type: a.B, response_type: a.C}}", "listeners[0].routes[1].body"},
+		{"{method: /demo.Other/*, upstream: g}", "{method: /demo.Other/*, upstream: g, body: {format: json, request_type: a.B, response_type: a.C}}", "listeners[1].routes[2].body"},
+	} {
+		bad = strings.Replace(y, tc.from, tc.to, 1)
+		if _, err := Parse([]byte(bad), ""); err == nil || !strings.Contains(err.Error(), tc.field+": format json only on a route that converts") {
+			t.Errorf("body on a passthrough route: %v", err)
+		}
+	}
 }

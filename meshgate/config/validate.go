@@ -65,6 +65,7 @@ func (c *Config) ApplyDefaults() {
 		if l.Auth != nil && l.Auth.MaxSkew == 0 {
 			l.Auth.MaxSkew = DefaultMaxSkew
 		}
+		applyAuthDefaults(l)
 		for j := range l.Routes {
 			if l.Routes[j].Timeout == 0 {
 				l.Routes[j].Timeout = d.Timeout
@@ -131,6 +132,10 @@ func (c *Config) Validate() error {
 			e.add(f+".endpoints", "at least one endpoint is required")
 		}
 		for j, ep := range u.Endpoints {
+			if IsXDSTarget(ep) {
+				checkXDSEndpoint(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), u)
+				continue
+			}
 			checkAddr(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), ep)
 		}
 		switch u.LB {
@@ -181,6 +186,7 @@ func (c *Config) Validate() error {
 			e.add(f+".auth.keys", "at least one key is required")
 		}
 		checkTLS(&e, f+".tls", l.TLS, true)
+		validateAuth(&e, f, l)
 		for j, r := range l.Routes {
 			rf := fmt.Sprintf("%s.routes[%d]", f, j)
 			u := ups[r.Upstream]
@@ -206,6 +212,7 @@ func (c *Config) Validate() error {
 	c.validateAdmin(&e)
 	c.validateTLS(&e)
 	c.validateLimits(&e)
+	c.validateObservability(&e)
 	if len(e) == 0 {
 		return nil
 	}

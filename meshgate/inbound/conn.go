@@ -194,17 +194,10 @@ func (c *conn) handle(f *codec.Frame) bool {
 	t := s.table.Load()
 	oneway := f.Flags&codec.FlagOneway != 0
 	var keyID uint32
-	if t.Auth != nil {
-		id, ok, fatal := s.verify(t.Auth, c.rd.Last(), f)
-		if fatal {
-			return false
-		}
-		if !ok {
-			s.rejected("auth")
-			if !oneway {
-				c.replyError(f, codec.ResultUnauthenticated, "unauthenticated")
-			}
-			return true
+	if t.Auth != nil || t.Authz != nil {
+		id, pass, keep := c.authorize(t, f, oneway)
+		if !pass {
+			return keep
 		}
 		keyID = id
 	}
@@ -248,6 +241,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 	// Backpressure: block reading while the connection is at its cap.
 	c.sem <- struct{}{}
 	q := newRequest(c, r, f, keyID, t.Auth != nil, oneway)
+	q.mapMetadata(t, f)
 	c.inflight.Add(1)
 	if s.mInFlight != nil {
 		s.mInFlight.Inc()
@@ -273,6 +267,7 @@ type request struct {
 	header  metadata.MD
 	trailer metadata.MD
 	out     codec.Frame
+	mm      *mapping.MDMap // the table's extension ⇄ metadata pairs
 	// private → private: the frame sent upstream, and the copy of the
 	// request's body and extension values it points into.
 	fwd  codec.Frame
@@ -285,7 +280,7 @@ type request struct {
 
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
-	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer)}
+	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod()}
 	return q
 }}
 
@@ -349,7 +344,7 @@ func (q *request) release() {
 	}
 	q.md.Reset()
 	q.header, q.trailer = nil, nil
-	q.c, q.r = nil, nil
+	q.c, q.r, q.mm = nil, nil, nil
 	reqPool.Put(q)
 }
 
@@ -359,14 +354,23 @@ func (q *request) run() {
 		return
 	}
 	c, r := q.c, q.r
+	oc := q.startTelemetry()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
-	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, q.opts...)
+	err := q.transcodeRequest()
+	if err == nil {
+		err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+	}
 	cancel()
+	body, err := q.replyBody(err)
+	q.endTelemetry(oc, err)
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
+	// Count before answering: whoever sees the reply sees it counted.
+	q.count(r, err, elapsed)
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
-		mapping.ReplyFrame(&q.out, q.resp.Bytes(), err, q.header, q.trailer)
+		mapping.ReplyFrame(&q.out, body, err, q.header, q.trailer)
+		q.mm.ReplyFromMD(&q.out, q.header, q.trailer)
 		if err != nil && c.s.log.Enabled(context.Background(), slog.LevelDebug) {
 			c.s.log.Debug("upstream call failed", "method", r.Method, "err", err)
 		}
@@ -375,15 +379,21 @@ func (q *request) run() {
 		c.wmu.Unlock()
 		c.reply(&q.out)
 	}
-	q.done(r, err, elapsed)
+	q.done()
 }
 
 // forward proxies the request frame to a private upstream (private →
 // private) and its reply frame back with the client's seq: result, body and
-// every reply extension unchanged.
+// every reply extension unchanged. It is recorded like a bridged call
+// (span, access log): the span is the child of the request's ext 1 and
+// ext 1 sent upstream names the span.
 func (q *request) forward() {
 	c, r := q.c, q.r
+	oc := q.startForwardTelemetry()
 	ctx, cancel := context.WithTimeout(c.ctx, q.timeout)
+	if oc != nil {
+		ctx = upstream.WithEndpointSink(ctx, &oc.Endpoint)
+	}
 	dl, _ := ctx.Deadline()
 	mapping.AppendDeadline(&q.fwd, &q.dl, time.Until(dl))
 	var resp *codec.Frame
@@ -397,6 +407,13 @@ func (q *request) forward() {
 	cancel()
 	r.release()
 	elapsed := time.Since(q.start)
+	cerr := err // what the call counts as
+	if err == nil && resp != nil && resp.Result != codec.ResultOK {
+		cerr = resultError(resp.Result)
+	}
+	q.endForwardTelemetry(oc, err, resp)
+	// Count before answering: whoever sees the reply sees it counted.
+	q.count(r, cerr, elapsed)
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
 		if err != nil {
@@ -410,10 +427,7 @@ func (q *request) forward() {
 		c.wmu.Unlock()
 		c.reply(&q.out)
 	}
-	if err == nil && resp != nil && resp.Result != codec.ResultOK {
-		err = resultError(resp.Result) // for the metrics only
-	}
-	q.done(r, err, elapsed)
+	q.done()
 }
 
 // resultError is the status a private upstream's failed reply counts as.
@@ -422,17 +436,23 @@ func resultError(result uint16) error {
 	return status.Error(codes.Code(code), "")
 }
 
-// done records the call and frees its slot.
-func (q *request) done(r *Route, err error, elapsed time.Duration) {
+// count records the call in the metrics and leaves the in-flight gauge;
+// called before the reply is written.
+func (q *request) count(r *Route, err error, elapsed time.Duration) {
+	s := q.c.s
+	s.observe(r, err, elapsed)
+	if s.mInFlight != nil {
+		s.mInFlight.Dec()
+	}
+}
+
+// done frees the call's slot once its reply is written.
+func (q *request) done() {
 	c := q.c
-	c.s.observe(r, err, elapsed)
 	q.release()
 	<-c.sem
 	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {
 		c.drainNudge()
-	}
-	if c.s.mInFlight != nil {
-		c.s.mInFlight.Dec()
 	}
 	c.calls.Done()
 }

@@ -10,7 +10,10 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 )
 
 // Upstream is a gRPC route target: a grpcpool.Pool in production.
@@ -51,6 +54,9 @@ type Route struct {
 	SendCmd        uint32 // cmd sent to a private upstream; 0 = Cmd
 	UpstreamName   string
 	Timeout        time.Duration
+	// Body, when set, converts JSON request bodies to protobuf and replies
+	// back (route body.format json).
+	Body *transcode.Codec
 
 	m *admin.RouteMetrics
 }
@@ -75,12 +81,6 @@ func (r *Route) matches(uin uint64) bool {
 	return r.UINMax == 0 || (uin >= r.UINMin && uin <= r.UINMax)
 }
 
-// AuthPolicy is a listener's HMAC requirement.
-type AuthPolicy struct {
-	Keys    map[uint32][]byte
-	MaxSkew time.Duration
-}
-
 // Table is an immutable routing table for one private listener, swapped
 // atomically on reload. Requests keep the table they started with.
 type Table struct {
@@ -89,6 +89,9 @@ type Table struct {
 	IdleTimeout time.Duration
 	ReadTimeout time.Duration
 	Auth        *AuthPolicy
+	Authz       *authz.Policy // nil: every authenticated caller may send every cmd
+	// MD maps configured extensions to metadata keys (nil = none).
+	MD *mapping.MDMap
 }
 
 // Lookup returns the first route matching cmd and uin, or nil.
@@ -155,12 +158,15 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 		if l.Codec != "" && l.Codec != "mgp" {
 			return nil, fmt.Errorf("%w: listener %s: auth: HMAC auth needs codec mgp, not %q", config.ErrInvalid, l.Name, l.Codec)
 		}
-		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew}
+		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew, MaxNonces: l.Auth.MaxNonces, MaxNoncesPerKey: l.Auth.MaxNoncesPerKey}
 		for id, k := range l.Auth.Keys {
 			auth.Keys[id] = []byte(k)
 		}
 	}
-	return NewTable(l.Name, routes, Limits{MaxInFlight: l.MaxInFlight, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m), nil
+	t := NewTable(l.Name, routes, Limits{MaxInFlight: l.MaxInFlight, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m)
+	t.Authz = authz.New(l.Authz)
+	t.MD = mapping.NewMDMap(l.Metadata)
+	return t, nil
 }
 
 // routeLabel names a private route in metrics: its cmd, with its uin range

@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -35,10 +36,13 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -53,6 +57,11 @@ type Options struct {
 	Metrics *admin.Metrics
 	// Limits of the listener (limits.go); zero fields take the defaults.
 	Limits config.Limits
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
+	// Descriptors returns listener l's descriptor sets for routes with
+	// body.format json (nil = none).
+	Descriptors func(l *config.Listener) *descset.Set
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -61,6 +70,9 @@ type Server struct {
 	m     *admin.Metrics
 	table atomic.Pointer[table]
 	lim   *limiter
+	fails *prometheus.CounterVec // meshgate_auth_failures_total (authz.go)
+	tel   *telemetry.Hub
+	descs func(*config.Listener) *descset.Set
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -69,7 +81,12 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective())}
+	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective()), tel: o.Telemetry, descs: o.Descriptors}
+	var reg prometheus.Registerer
+	if o.Metrics != nil {
+		reg = o.Metrics.Registry
+	}
+	s.fails = authz.Failures(reg)
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -92,6 +109,11 @@ func (s *Server) Update(l config.Listener, set upstream.Set) error {
 func (s *Server) Prepare(l config.Listener, set upstream.Set) (commit func(), err error) {
 	t, err := buildTable(l, set, s.m)
 	if err != nil {
+		return nil, err
+	}
+	t.authz = newGate(l, s.fails)
+	setMDMap(t, l)
+	if err := s.attachBodies(t, l); err != nil {
 		return nil, err
 	}
 	return func() { s.table.Store(t) }, nil
@@ -131,6 +153,9 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		s.m.Unrouted(t.listener, codes.InvalidArgument)
 		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", mapping.Clip(method))
 	}
+	if err := t.authz.authorize(stream.Context(), method); err != nil {
+		return err
+	}
 	var r *Route
 	for try := 0; ; try++ {
 		r = t.lookup(method)
@@ -148,13 +173,15 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		}
 		t = s.table.Load()
 	}
+	stream, oc := s.startTelemetry(r, method, stream)
 	var err error
 	if r.GRPC != nil {
-		err = s.proxy(r, method, stream)
+		err = s.proxy(r, method, stream, oc)
 	} else {
 		err = s.call(r, stream)
 	}
 	r.release()
+	oc.End(status.Code(err), mapping.StatusResult(err, oc.Trailer()))
 	r.m.Observe(status.Code(err), time.Since(start))
 	return err
 }
@@ -187,6 +214,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		if err := mapping.RequestFrame(md, f); err != nil {
 			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
 		}
+		r.md.RequestFromMD(md, f)
 	}
 	var cancel context.CancelFunc
 	dl, ok := ctx.Deadline()
@@ -205,6 +233,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	f.Body = cs.msg.Bytes()
+	if err := transcodeRequest(r, f); err != nil {
+		return err
+	}
 	if r.Oneway {
 		err := r.Pool.Send(ctx, f)
 		cs.msg.Free()
@@ -218,7 +249,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if err != nil {
 		return s.poolError(ctx, r, err)
 	}
-	if hdr := mapping.ReplyHeader(resp); hdr != nil {
+	if hdr := replyHeader(r, stream, resp); hdr != nil {
 		if err := stream.SetHeader(hdr); err != nil {
 			return err
 		}
@@ -230,6 +261,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	// A pointer to the (heap) body: no boxing allocation, no copy.
+	if err := transcodeReply(r, resp); err != nil {
+		return err
+	}
 	return stream.SendMsg(&resp.Body)
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
 // proxy is the gRPC → gRPC path: the call's one request message is sent
@@ -17,7 +18,11 @@ import (
 // header, trailer, status (code, message, details) and message come back,
 // all except hop-by-hop and transport keys (see forwardable). The deadline
 // is the call's own, else the route's timeout.
-func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream) error {
+//
+// oc (nil when telemetry is off) learns the upstream's address; the
+// request's traceparent, replaced by the span's in stream's context, goes
+// upstream with the other metadata.
+func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *telemetry.Call) error {
 	ctx := stream.Context()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -43,7 +48,7 @@ func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream) error 
 	var resp rawcodec.Message
 	defer resp.Free()
 	var hdr, trl metadata.MD
-	err := r.GRPC.Invoke(ctx, method, &cs.msg, &resp, grpc.Header(&hdr), grpc.Trailer(&trl))
+	err := r.GRPC.Invoke(ctx, method, &cs.msg, &resp, oc.CallOptions([]grpc.CallOption{grpc.Header(&hdr), grpc.Trailer(&trl)})...)
 	if h := filterMD(hdr); len(h) > 0 {
 		if serr := stream.SetHeader(h); serr != nil && err == nil {
 			return serr

@@ -8,6 +8,8 @@ import (
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
+	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -28,6 +30,9 @@ type Route struct {
 	Oneway bool
 
 	m *admin.RouteMetrics
+
+	md   *mapping.MDMap   // the listener's extension ⇄ metadata pairs
+	body *transcode.Codec // body.format json: protobuf ⇄ JSON
 }
 
 // table is an immutable routing table; swapped atomically by Update.
@@ -36,6 +41,7 @@ type table struct {
 	exact    map[string]int // method -> index in routes
 	service  map[string]int // "/pkg.Svc/" -> index of the first wildcard route
 	routes   []*Route
+	authz    *gate // nil: no authz section, every caller allowed
 }
 
 // buildTable resolves l's routes against pools. Errors name the field.

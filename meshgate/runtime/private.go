@@ -12,7 +12,9 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/outbound"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -49,16 +51,18 @@ func (p *privatePools) init() {
 }
 
 // buildDeps are what the build step needs from the runtime: a logger, the
-// metrics, the warm-up bound. Narrow on purpose: helpers do not see the
-// Runtime.
+// metrics, the warm-up bound, the telemetry hub and the descriptor sets of
+// listeners. Narrow on purpose: helpers do not see the Runtime.
 type buildDeps struct {
 	log     *slog.Logger
 	metrics *admin.Metrics
 	warmUp  time.Duration
+	tel     *telemetry.Hub
+	descs   func(l *config.Listener) *descset.Set
 }
 
 func (r *Runtime) buildDeps() buildDeps {
-	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp}
+	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp, tel: &r.tel, descs: r.descs.get}
 }
 
 func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error {
@@ -110,7 +114,7 @@ func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error 
 
 // bridge builds the outbound handler of a new grpc listener.
 func (p *privatePools) bridge(d buildDeps, lc config.Listener, st *staged) (grpcBridge, error) {
-	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective()})
+	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective(), Telemetry: d.tel, Descriptors: d.descs})
 	if err != nil {
 		return nil, err
 	}

@@ -79,6 +79,25 @@ func start(t *testing.T, cfg *config.Config) *Runtime {
 	return rt
 }
 
+// startReady is start, then waits for /readyz: every upstream connected
+// (a config that routes to its own listeners connects only once they are
+// bound, after start-up's warm-up).
+func startReady(t *testing.T, cfg *config.Config) *Runtime {
+	t.Helper()
+	rt := start(t, cfg)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := rt.Admin().Ready()
+		if err == nil {
+			return rt
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 15s: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func dial(t *testing.T, rt *Runtime, listener string, conns int) *legacy.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -358,6 +358,7 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		if !ok {
 			continue
 		}
+		reportEndpoint(ctx, e.addr)
 		t0 := e.begin()
 		resp, err := cn.Do(ctx, req)
 		e.end(t0, err)
@@ -409,6 +410,7 @@ func (p *PrivatePool) Send(ctx context.Context, req *codec.Frame) error {
 		if !ok {
 			continue
 		}
+		reportEndpoint(ctx, e.addr)
 		err := cn.Send(ctx, req)
 		if err != nil && errors.Is(err, privconn.ErrNotSent) {
 			continue
