@@ -43,6 +43,11 @@ type ProcSummary struct {
 	Note     string `json:"note,omitempty"`
 	CPUPer1k Spread `json:"cpu_s_per_1k"`
 	RSSBytes int64  `json:"rss_bytes_max"`
+	// CtxPerReq is context switches per completed request.
+	CtxPerReq Spread `json:"ctx_switches_per_request"`
+	// ReqPerCPUs is completed requests per CPU-second of this process
+	// (1000 / CPUPer1k): the efficiency at saturation in closed loop.
+	ReqPerCPUs Spread `json:"requests_per_cpu_s"`
 }
 
 // Ratios compares a result with a reference scenario of the same run and
@@ -81,6 +86,8 @@ func (r *Result) summarize() {
 	procs := map[string]*ProcSummary{}
 	var order []string
 	cpu := map[string][]float64{}
+	ctxs := map[string][]float64{}
+	eff := map[string][]float64{}
 	for _, run := range r.Runs {
 		in = append(in, run.Intended)
 		act = append(act, run.Actual)
@@ -96,6 +103,10 @@ func (r *Result) summarize() {
 				order = append(order, p.Role)
 			}
 			cpu[p.Role] = append(cpu[p.Role], p.CPUPer1k)
+			ctxs[p.Role] = append(ctxs[p.Role], p.CtxPerReq)
+			if p.CPUPer1k > 0 {
+				eff[p.Role] = append(eff[p.Role], 1000/p.CPUPer1k)
+			}
 			ps.RSSBytes = max(ps.RSSBytes, p.RSSBytes)
 		}
 	}
@@ -107,6 +118,8 @@ func (r *Result) summarize() {
 	for _, role := range order {
 		ps := procs[role]
 		ps.CPUPer1k = SpreadOf(cpu[role])
+		ps.CtxPerReq = SpreadOf(ctxs[role])
+		ps.ReqPerCPUs = SpreadOf(eff[role])
 		r.Procs = append(r.Procs, *ps)
 	}
 }
@@ -139,7 +152,7 @@ type Report struct {
 func (rep *Report) find(id string, p Params) *Result {
 	for i := range rep.Results {
 		r := &rep.Results[i]
-		if r.Scenario == id && r.Params.Rate == p.Rate && r.Params.Conns == p.Conns && r.Params.Payload == p.Payload {
+		if r.Scenario == id && r.Params.same(p) {
 			return r
 		}
 	}

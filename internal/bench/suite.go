@@ -55,6 +55,9 @@ type Scenario struct {
 	Title string
 	// Needs lists what the scenario requires: "envoy", "wasm", "binary".
 	Needs []string
+	// Proxy is the role of the proxy under test ("" = none or several):
+	// its CPU, context switches and RSS are the hop's cost.
+	Proxy string
 	setup func(ctx context.Context, e *env, t *topology) (*topology, error)
 }
 
@@ -80,13 +83,18 @@ func (t *topology) close() error {
 func Scenarios() []Scenario {
 	return []Scenario{
 		{ID: "S0", Title: "legacy direct", setup: setupS0},
-		{ID: "S1", Title: "via Envoy tcp_proxy", Needs: []string{"envoy"}, setup: setupS1(false)},
-		{ID: "S1w", Title: "via Envoy + MGP wasm", Needs: []string{"envoy", "wasm"}, setup: setupS1(true)},
+		{ID: "S1", Title: "via Envoy tcp_proxy", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupS1(false)},
+		{ID: "S1w", Title: "via Envoy + MGP wasm", Needs: []string{"envoy", "wasm"}, Proxy: RoleEnvoyA, setup: setupS1(true)},
 		{ID: "S2", Title: "2 Envoys, mTLS", Needs: []string{"envoy"}, setup: setupS2},
-		{ID: "S3", Title: "MeshGate priv→gRPC", Needs: []string{"binary"}, setup: setupS3},
+		{ID: "S3", Title: "MeshGate priv→gRPC", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS3},
 		{ID: "S4", Title: "S3 + 2 Envoys mTLS", Needs: []string{"binary", "envoy"}, setup: setupS4},
 		{ID: "S5", Title: "grpc-go direct", setup: setupS5},
-		{ID: "S6", Title: "MeshGate gRPC→priv", Needs: []string{"binary"}, setup: setupS6},
+		{ID: "S6", Title: "MeshGate gRPC→priv", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS6},
+		{ID: "EL7", Title: "Envoy L7 gRPC proxy", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupEL7},
+		{ID: "HJ", Title: "HTTP/1.1 JSON direct", setup: setupHJ},
+		{ID: "EJT", Title: "Envoy JSON→gRPC transcoder", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupEJT},
+		{ID: "MPP", Title: "MeshGate priv→priv", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMPP},
+		{ID: "MGG", Title: "MeshGate gRPC→gRPC", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMGG},
 	}
 }
 
@@ -292,6 +300,15 @@ func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report) (*live
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	topo, err := sc.setup(setupCtx, e, &topology{id: sc.ID})
 	cancel()
+	if why := isSkip(err); why != "" {
+		for _, p := range e.opts.Params {
+			r := mk(p)
+			r.Skipped = why
+			out = append(out, r)
+		}
+		e.progress("%-4s skipped: %s", sc.ID, why)
+		return nil, out
+	}
 	if err != nil {
 		for _, p := range e.opts.Params {
 			r := mk(p)
