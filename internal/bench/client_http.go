@@ -104,7 +104,7 @@ func (c *httpJSONClient) do(ctx context.Context, body []byte, want int) error {
 func (c *httpJSONClient) Go(_ int, payload []byte, done func(error)) {
 	// The payload is the same slice for a whole measurement: encode it
 	// once.
-	if c.body == nil || len(c.bodyFor) != len(payload) || &c.bodyFor[0] != &payload[0] {
+	if c.body == nil || len(c.bodyFor) != len(payload) || (len(payload) > 0 && &c.bodyFor[0] != &payload[0]) {
 		c.body, c.bodyFor = c.request(payload), payload
 	}
 	body := c.body

@@ -59,6 +59,9 @@ func sizeName(n int) string {
 
 // Run is the outcome of one measurement.
 type Run struct {
+	// Repeat is the repeat index (0-based): hop differences pair the runs
+	// of two scenarios with the same index, measured back to back.
+	Repeat      int              `json:"repeat"`
 	Intended    Latency          `json:"intended"` // from intended send time (CO-free)
 	Actual      Latency          `json:"actual"`   // from actual send time
 	Sent        int64            `json:"sent"`

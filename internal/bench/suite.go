@@ -45,6 +45,10 @@ type Options struct {
 	WorkDir string
 	// Log receives progress and component logs at Debug.
 	Log *slog.Logger
+	// IdleConns > 0 measures, per scenario with an MGP or gRPC client and
+	// before any load, each process's idle RSS and its RSS with IdleConns
+	// idle client connections open (bytes per idle connection).
+	IdleConns int
 	// Progress, when set, receives one line per measurement.
 	Progress io.Writer
 }
@@ -224,6 +228,19 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 			break
 		}
 	}
+	if opts.IdleConns > 0 {
+		for _, l := range lives {
+			if k := clientKind[l.sc.ID]; l.sc.Proxy != "" && (k == "mgp" || k == "grpc") && ctx.Err() == nil {
+				ir := measureIdle(ctx, e, l, opts.IdleConns)
+				rep.Idle = append(rep.Idle, ir)
+				if ir.Error != "" {
+					e.progress("%-4s idle: %s", l.sc.ID, ir.Error)
+				} else if p := ir.proc(l.sc.Proxy); p != nil {
+					e.progress("%-4s idle: %s RSS %s, %s per idle %s connection (%d open)", l.sc.ID, p.Role, mb(p.RSSIdle), kb(p.BytesPerConn), ir.Kind, ir.Conns)
+				}
+			}
+		}
+	}
 	for i := 0; i < opts.Repeats && ctx.Err() == nil; i++ {
 		for pi, p := range opts.Params {
 			for _, l := range lives {
@@ -244,6 +261,8 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 		switch {
 		case pa.Payload != pb.Payload:
 			return pa.Payload - pb.Payload
+		case pa.InFlight != pb.InFlight:
+			return pa.InFlight - pb.InFlight
 		case pa.Rate != pb.Rate:
 			if pa.Rate < pb.Rate {
 				return -1
@@ -354,6 +373,7 @@ func measureOnce(ctx context.Context, e *env, l *live, p Params, r *Result, rep 
 		e.progress("%-4s %s #%d: %v", l.sc.ID, p, rep+1, err)
 		return
 	}
+	run.Repeat = rep
 	r.Runs = append(r.Runs, run)
 	e.progress("%-4s %-26s #%d  p50 %s  p99 %s  ms  %6.0f rps  %d errors  bg %.2f cores", l.sc.ID, p, rep+1,
 		ms(run.Intended.P50), ms(run.Intended.P99), run.AchievedRPS, run.Errors, run.Background)
