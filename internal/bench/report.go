@@ -139,17 +139,17 @@ type Target struct {
 
 // Report is a whole suite run.
 type Report struct {
-	Started  time.Time `json:"started"`
-	Machine  Machine   `json:"machine"`
-	Repeats  int       `json:"repeats"`
-	Results  []Result  `json:"results"`
-	Targets  []Target  `json:"targets"`
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Repeats int       `json:"repeats"`
+	Results []Result  `json:"results"`
+	Targets []Target  `json:"targets"`
 	// Hops are paired differences between scenarios (per repeat).
 	Hops []Hop `json:"hops,omitempty"`
 	// Idle is the idle-connection memory per scenario.
-	Idle []IdleResult `json:"idle,omitempty"`
-	Notes    []string  `json:"notes"`
-	Commands []string  `json:"command,omitempty"`
+	Idle     []IdleResult `json:"idle,omitempty"`
+	Notes    []string     `json:"notes"`
+	Commands []string     `json:"command,omitempty"`
 }
 
 // find returns the result of scenario id at params p.
