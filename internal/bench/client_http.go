@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -36,8 +37,9 @@ type httpJSONClient struct {
 	tr     *http.Transport
 	ctx    context.Context
 	cancel context.CancelFunc
-	// body caches the JSON request of the current payload; only the
-	// scheduler goroutine (Go) touches it.
+	// body caches the JSON request of the current payload (closed-loop
+	// workers call Go concurrently).
+	mu      sync.Mutex
 	body    []byte
 	bodyFor []byte
 }
@@ -104,10 +106,12 @@ func (c *httpJSONClient) do(ctx context.Context, body []byte, want int) error {
 func (c *httpJSONClient) Go(_ int, payload []byte, done func(error)) {
 	// The payload is the same slice for a whole measurement: encode it
 	// once.
+	c.mu.Lock()
 	if c.body == nil || len(c.bodyFor) != len(payload) || (len(payload) > 0 && &c.bodyFor[0] != &payload[0]) {
 		c.body, c.bodyFor = c.request(payload), payload
 	}
 	body := c.body
+	c.mu.Unlock()
 	go func() { done(c.do(c.ctx, body, len(payload))) }()
 }
 

@@ -14,7 +14,8 @@ type Client interface {
 	// Go starts one request carrying payload on connection conn
 	// (0 <= conn < the client's connection count) and returns without
 	// waiting for the reply. done is called exactly once, from any
-	// goroutine, when the reply arrives or the request fails.
+	// goroutine, when the reply arrives or the request fails. Go may be
+	// called from several goroutines at once (closed-loop workers).
 	Go(conn int, payload []byte, done func(error))
 	// Close closes every connection.
 	Close() error
