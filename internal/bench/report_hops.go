@@ -59,9 +59,13 @@ func (rep *Report) writeHopsMarkdown(w io.Writer) {
 		fmt.Fprintln(w, "\n| hop | A − B | load | Δp50 | Δp99 | pairs | proxy | CPU-s/1k [spread] | ctx switches/req | RSS |")
 		fmt.Fprintln(w, "|---|---|---|--:|--:|--:|---|--:|--:|--:|")
 		for _, h := range rep.Hops {
-			fmt.Fprintf(w, "| %s | %s − %s | %s | %s [%s – %s] | %s | %d | %s | %s [%s–%s] | %s | %s |\n", h.Name, h.A, h.B, h.Params,
+			cpu := "-"
+			if h.CPUPer1k.Median > 0 {
+				cpu = fmt.Sprintf("%s [%s–%s]", f3(h.CPUPer1k.Median), f3(h.CPUPer1k.Min), f3(h.CPUPer1k.Max))
+			}
+			fmt.Fprintf(w, "| %s | %s − %s | %s | %s [%s – %s] | %s | %d | %s | %s | %s | %s |\n", h.Name, h.A, h.B, h.Params,
 				msSigned(h.P50.Median), msSigned(h.P50.Min), msSigned(h.P50.Max), msSigned(h.P99.Median), h.Pairs,
-				dash(h.Proxy), f3(h.CPUPer1k.Median), f3(h.CPUPer1k.Min), f3(h.CPUPer1k.Max), f1(h.CtxPerReq.Median), mbOrDash(h.RSSBytes))
+				dash(h.Proxy), cpu, f1(h.CtxPerReq.Median), mbOrDash(h.RSSBytes))
 		}
 	}
 	if closed := rep.closedResults(); len(closed) > 0 {
