@@ -196,3 +196,34 @@ func TestMeasureIdle(t *testing.T) {
 }
 
 func slogDiscard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestProductAcceptsSkips checks the one function that turns the product's
+// `meshgate validate` verdict into a skip: a stand-in script plays the
+// binary (exit 1 with a field error; exit 0), and a missing binary is an
+// error, never a skip.
+func TestProductAcceptsSkips(t *testing.T) {
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctx := context.Background()
+	topo := &topology{id: "MPP"}
+	e := &env{dir: dir, opts: Options{MeshGate: script("reject", `echo 'listeners[0].routes[0].upstream: needs a grpc upstream'; exit 1`)}}
+	_, err := e.productAccepts(ctx, topo, "mg", "listeners: []\n", "private→private")
+	if why := isSkip(err); !strings.Contains(why, "product lacks private→private") || !strings.Contains(why, "listeners[0].routes[0].upstream") {
+		t.Fatalf("rejected config: err %v, skip %q", err, why)
+	}
+	e.opts.MeshGate = script("accept", `[ "$1" = validate ] && [ "$2" = -c ] && [ -f "$3" ] && echo OK`)
+	path, err := e.productAccepts(ctx, topo, "mg", "listeners: []\n", "private→private")
+	if err != nil || filepath.Dir(path) != dir {
+		t.Fatalf("accepted config: %q %v", path, err)
+	}
+	e.opts.MeshGate = filepath.Join(dir, "missing")
+	if _, err := e.productAccepts(ctx, topo, "mg", "listeners: []\n", "x"); err == nil || isSkip(err) != "" {
+		t.Fatalf("missing binary: %v (must fail, not skip)", err)
+	}
+}
