@@ -33,8 +33,9 @@ type benchReport struct {
 		Runs []struct {
 			Sent  int64 `json:"sent"`
 			Procs []struct {
-				Role     string `json:"role"`
-				RSSBytes int64  `json:"rss_bytes"`
+				Role        string `json:"role"`
+				RSSBytes    int64  `json:"rss_bytes"`
+				CtxSwitches int64  `json:"ctx_switches"`
 			} `json:"procs"`
 		} `json:"runs"`
 	} `json:"results"`
@@ -161,6 +162,11 @@ func TestBenchQuick(t *testing.T) {
 			for _, p := range run.Procs {
 				if p.RSSBytes <= 0 {
 					t.Errorf("%s: process %s has no RSS", r.Scenario, p.Role)
+				}
+				// Every process of a path serves ~2000 requests in the
+				// window: its threads must have switched.
+				if p.CtxSwitches <= 0 {
+					t.Errorf("%s: process %s has no context switches", r.Scenario, p.Role)
 				}
 				roles[p.Role] = true
 			}
