@@ -117,21 +117,12 @@ func TestRenderStrict(t *testing.T) {
 	}
 }
 
-// parseConfig parses the rendered config with the product's config package, tolerating the
-// fields other branches add (see Tolerated).
+// parseConfig parses the rendered config with the product's config package.
 func parseConfig(t *testing.T, data string) *config.Config {
 	t.Helper()
-	var cfg *config.Config
-	removed, err := Tolerate(data, func(b []byte) error {
-		c, err := config.Parse(b, t.TempDir())
-		cfg = c
-		return err
-	})
+	cfg, err := config.Parse([]byte(data), t.TempDir())
 	if err != nil {
 		t.Fatalf("rendered MeshGate config does not parse: %v\n%s", err, data)
-	}
-	for _, f := range removed {
-		t.Logf("config: %s not known to this branch's config package; tolerated", f)
 	}
 	return cfg
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
-	"github.com/meshgate/meshgate/meshgate/demo"
+	"github.com/meshgate/meshgate/internal/demo"
 )
 
 // grpcService starts a grpc-go service e2e.Echo on 127.0.0.1 whose methods A and B reply
