@@ -136,8 +136,9 @@ type Route struct {
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// Timeout applies when the request carries no deadline; default
 	// Defaults.Timeout.
-	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	Timeout      time.Duration                   `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Oneway       bool                            `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	RouteRewrite `yaml:",inline" json:",inline"` // rewrite_cmd / rewrite_method (reshape.go)
 
 	RouteObservability `yaml:",inline"` // observability.go
 }

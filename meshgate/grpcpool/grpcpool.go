@@ -121,9 +121,12 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		}
 		creds = tc.Credentials()
 	}
-	n := u.Connections
+	n := u.Connections // resolved by config.ApplyDefaults
 	if n <= 0 {
-		n = config.DefaultConnections
+		if tc != nil {
+			tc.Close()
+		}
+		return nil, fmt.Errorf("upstream %s: connections must be positive (unresolved config?)", u.Name)
 	}
 	p := &Pool{cfg: u, opts: opts, tls: tc, closed: make(chan struct{})}
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)

@@ -1,7 +1,10 @@
 package inbound
 
 import (
+	"strconv"
+
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
@@ -40,9 +43,69 @@ func (q *request) endTelemetry(oc *telemetry.Call, err error) {
 	oc.End(status.Code(err), mapping.StatusResult(err, q.trailer))
 }
 
+// startForwardTelemetry begins the span and access-log record of a
+// private → private request (nil when telemetry is off). The request's
+// ext 1 (W3C traceparent) is the parent; the frame sent upstream carries
+// the new span's traceparent in its place.
+func (q *request) startForwardTelemetry() *telemetry.Call {
+	h := q.c.s.opts.Telemetry
+	if !h.Enabled() {
+		return nil
+	}
+	r := q.r
+	md := metadata.MD{}
+	ti := -1
+	for i := range q.fwd.Ext {
+		if q.fwd.Ext[i].Key == codec.ExtTraceparent {
+			ti = i
+			md[mapping.MDTraceparent] = []string{string(q.fwd.Ext[i].Value)}
+			break
+		}
+	}
+	_, oc := h.Start(q.c.ctx, md, telemetry.Info{
+		Listener: q.c.s.opts.Name, Direction: telemetry.MGPToMGP,
+		Route: telemetry.ProxyRouteName(cmdName(r.Cmd), cmdName(r.SendCmd)), Cmd: r.Cmd,
+		Upstream: r.UpstreamName, UIN: q.uin,
+	})
+	if oc == nil {
+		return nil
+	}
+	oc.BytesIn = len(q.fwd.Body)
+	if v := md[mapping.MDTraceparent]; len(v) > 0 {
+		tp := []byte(v[0])
+		if ti >= 0 {
+			q.fwd.Ext[ti].Value = tp
+		} else {
+			q.fwd.Ext = append(q.fwd.Ext, codec.Ext{Key: codec.ExtTraceparent, Value: tp})
+		}
+	}
+	return oc
+}
+
+// endForwardTelemetry records a private → private outcome: err from the
+// pool, else the upstream's reply result.
+func (q *request) endForwardTelemetry(oc *telemetry.Call, err error, resp *codec.Frame) {
+	if oc == nil {
+		return
+	}
+	if err != nil || resp == nil {
+		oc.End(status.Code(err), mapping.StatusResult(err, nil))
+		return
+	}
+	oc.BytesOut = len(resp.Body)
+	code, _ := codec.GRPCCode(resp.Result)
+	oc.End(codes.Code(code), resp.Result)
+}
+
+func cmdName(cmd uint32) string { return "cmd " + strconv.FormatUint(uint64(cmd), 10) }
+
 // mapMetadata applies the table's configured extension ⇄ metadata pairs to
-// q's request metadata and remembers them for the reply.
+// q's request metadata and remembers them for the reply (gRPC upstreams
+// only: a private upstream gets every extension as it came).
 func (q *request) mapMetadata(t *Table, f *codec.Frame) {
+	if q.r.Private != nil {
+		return
+	}
 	q.mm = t.MD
 	q.mm.RequestToMD(f, q.md.MD)
 }

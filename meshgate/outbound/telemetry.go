@@ -24,13 +24,24 @@ func (s *Server) startTelemetry(r *Route, method string, stream grpc.ServerStrea
 	if v := metadata.ValueFromIncomingContext(stream.Context(), mapping.MDUIN); len(v) > 0 {
 		uin, _ = strconv.ParseUint(v[0], 10, 64)
 	}
-	ws, oc := s.tel.WrapStream(stream, telemetry.Info{
+	info := telemetry.Info{
 		Listener: s.table.Load().listener, Direction: telemetry.GRPCToMGP,
 		Route: telemetry.RouteName(r.Cmd, r.Method), Cmd: r.Cmd, Method: method,
-		Upstream: r.Pool.Name(), UIN: uin,
-	})
+		Upstream: r.Upstream, UIN: uin,
+	}
+	if r.GRPC != nil { // gRPC → gRPC proxy: no cmd
+		to := r.CallMethod
+		if to == "" {
+			to = r.Method
+		}
+		info.Direction, info.Route, info.Cmd = telemetry.GRPCToGRPC, telemetry.ProxyRouteName(r.Method, to), 0
+	}
+	ws, oc := s.tel.WrapStream(stream, info)
 	if oc == nil {
 		return stream, nil
+	}
+	if r.GRPC != nil { // the endpoint comes from the call's peer (oc.CallOptions)
+		return ws, oc
 	}
 	// The pool reports the endpoint it sends to (same goroutine).
 	return &ctxStream{ServerStream: ws, ctx: upstream.WithEndpointSink(ws.Context(), &oc.Endpoint)}, oc

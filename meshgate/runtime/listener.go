@@ -86,7 +86,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		l.srv = &privateServer{inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet,
 			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout, Replay: r.replayCache(), Telemetry: &r.tel}, tbl)}
 	case config.KindGRPC:
-		b, err := r.priv.bridge(r, lc, cfg, st)
+		b, err := r.priv.bridge(r.buildDeps(), lc, st)
 		if err != nil {
 			_ = ln.Close()
 			l.closeTLS()

@@ -369,7 +369,7 @@ func TestGRPCMetricsOnAdmin(t *testing.T) {
 		`grpc_client_attempt_sent_total_compressed_message_size_bytes_count{grpc_method="legacy.Legacy/Echo"`,
 		`grpc_server_call_duration_seconds_count{grpc_method="other",grpc_status="OK"`,
 		`grpc_server_call_rcvd_total_compressed_message_size_bytes_count{grpc_method="other",grpc_status="OK"`,
-		`meshgate_requests_total{cmd="1",listener="mgp-in",method="/legacy.Legacy/Echo",result="0"}`,
+		`meshgate_requests_total{code="OK",listener="mgp-in",route="1",upstream="self"}`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)

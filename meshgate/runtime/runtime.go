@@ -45,6 +45,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // Errors.
@@ -82,6 +83,7 @@ type Runtime struct {
 	cfg       atomic.Pointer[config.Config]
 	pools     map[string]*grpcpool.Pool
 	priv      privatePools
+	retired   retiredSet // dropped upstreams finishing their calls
 	listeners map[string]*listener
 	closed    bool
 	draining  atomic.Bool
@@ -96,7 +98,8 @@ type Runtime struct {
 	gm    *telemetry.GRPCMetrics
 	descs descCache // descriptor sets (descriptors.go)
 
-	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
+	xdsSync  sync.Mutex // serializes syncXDS and stopXDS (see xds.go)
+	xdsMu    sync.Mutex // guards xdsPlane only; never held across a push
 	xdsPlane *xdsPlane
 
 	replay replayShare // nonces of every private listener (see auth.go)
@@ -288,7 +291,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		st.newPools = append(st.newPools, p)
 	}
 	warmed := r.warmUp(st.newPools)
-	err = r.priv.stage(r, cfg, st)
+	err = r.priv.stage(r.buildDeps(), cfg, st)
 	<-warmed
 	if err != nil {
 		return fail(err)
@@ -313,12 +316,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			if err != nil {
 				return fail(fmt.Errorf("%w: listeners[%d].codec: %w", config.ErrInvalid, i, err))
 			}
-			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, func(name string) inbound.Upstream {
-				if p := st.pools[name]; p != nil {
-					return p
-				}
-				return nil
-			}, r.metrics)
+			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, st.target, r.metrics)
 			if err == nil {
 				err = attachBodies(tbl, &lc, i, sets[lc.Name])
 			}
@@ -370,11 +368,11 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	r.commitDescriptors(cfg, sets)
 	for name, p := range r.pools {
 		if st.pools[name] != p {
-			p.Retire()
+			r.retired.retire(p, cfg.Defaults.DrainTimeout)
 		}
 	}
 	r.pools = st.pools
-	r.priv.commit(r, st, cfg.Defaults.DrainTimeout)
+	r.priv.commit(st, &r.retired, cfg.Defaults.DrainTimeout)
 	r.snapshotUpstreams()
 	r.cfg.Store(cfg)
 	return nil
@@ -418,7 +416,29 @@ type staged struct {
 	listeners     map[string]*listener
 	newListeners  []*listener
 	updates       []update
-	priv          any // privatePools' staged state
+	priv          *privStaged
+}
+
+// set is the staged generation's upstreams of both protocols.
+func (st *staged) set() upstream.Set {
+	s := upstream.Set{GRPC: st.pools}
+	if st.priv != nil {
+		s.Private = st.priv.pools
+	}
+	return s
+}
+
+// target resolves a route's upstream name in the staged generation.
+func (st *staged) target(name string) inbound.Target {
+	if p := st.pools[name]; p != nil {
+		return inbound.Target{GRPC: p}
+	}
+	if st.priv != nil {
+		if p := st.priv.pools[name]; p != nil {
+			return inbound.Target{Private: p}
+		}
+	}
+	return inbound.Target{}
 }
 
 type update struct {
@@ -506,6 +526,7 @@ func (r *Runtime) closeAll() {
 		_ = p.Close()
 	}
 	r.priv.close()
+	r.retired.close()
 	r.stopTelemetry()
 }
 

@@ -163,8 +163,8 @@ func TestBridgeAdminMetrics(t *testing.T) {
 	waitFor(t, func() bool { return testutil.ToFloat64(rt.Metrics().InFlight.WithLabelValues("mgp-in")) == 0 })
 	_, metrics := get(t, base+"/metrics")
 	for _, want := range []string{
-		`meshgate_requests_total{cmd="1",listener="mgp-in",method="/demo.Echo/Echo",result="0"} 20`,
-		`meshgate_request_duration_seconds_count{cmd="1",listener="mgp-in",method="/demo.Echo/Echo"} 20`,
+		`meshgate_requests_total{code="OK",listener="mgp-in",route="1",upstream="demo"} 20`,
+		`meshgate_request_duration_seconds_count{listener="mgp-in",route="1",upstream="demo"} 20`,
 		`meshgate_downstream_connections{listener="mgp-in"} 1`,
 		`meshgate_upstream_connections{kind="clientconn",upstream="demo"} 2`,
 		`meshgate_requests_in_flight{listener="mgp-in"} 0`,
@@ -342,7 +342,8 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	if err := os.WriteFile(path, []byte("listeners: [{name: x, kind: bogus}]"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * WatchDebounce)
+	// Wait for the rejection itself (not a fixed sleep), then check.
+	waitFor(t, func() bool { return testutil.ToFloat64(rt.Metrics().Reloads.WithLabelValues("rejected")) >= 1 })
 	if rt.Addr("extra") == nil {
 		t.Fatal("bad file removed the listener")
 	}

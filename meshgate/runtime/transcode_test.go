@@ -54,7 +54,8 @@ func protoEchoServer(t *testing.T, calls *atomic.Int32) string {
 		resp := dynamicpb.NewMessage(respD)
 		resp.Set(respD.Fields().ByName("text"), protoreflect.ValueOfString(strings.ToUpper(req.Get(reqD.Fields().ByName("text")).String())))
 		resp.Set(respD.Fields().ByName("count"), protoreflect.ValueOfInt64(req.Get(reqD.Fields().ByName("count")).Int()+1))
-		out, err := proto.Marshal(resp)
+		// Deterministic: fields in number order (the raw route compares bytes).
+		out, err := proto.MarshalOptions{Deterministic: true}.Marshal(resp)
 		if err != nil {
 			return err
 		}

@@ -23,6 +23,9 @@ import (
 const (
 	MGPToGRPC = "mgp_to_grpc" // private listener → gRPC upstream (package inbound)
 	GRPCToMGP = "grpc_to_mgp" // grpc listener → private upstream (package outbound)
+	// Passthrough paths (no protocol conversion).
+	MGPToMGP   = "mgp_to_mgp"   // private listener → private upstream (frame proxy, package inbound)
+	GRPCToGRPC = "grpc_to_grpc" // grpc listener → gRPC upstream (raw-bytes proxy, package outbound)
 )
 
 // Span attribute keys (beside the semantic-convention rpc.* ones).
@@ -113,7 +116,7 @@ func (h *Hub) Enabled() bool { return h != nil && h.st.Load() != nil }
 // Info describes one bridged request.
 type Info struct {
 	Listener  string
-	Direction string // MGPToGRPC or GRPCToMGP
+	Direction string // MGPToGRPC, GRPCToMGP, MGPToMGP or GRPCToGRPC
 	Route     string // e.g. "cmd 1 -> /pkg.Svc/M"
 	Cmd       uint32
 	Method    string // full gRPC method
@@ -124,6 +127,13 @@ type Info struct {
 // RouteName is the route label of a cmd ⇄ method route.
 func RouteName(cmd uint32, method string) string {
 	return "cmd " + strconv.FormatUint(uint64(cmd), 10) + " <-> " + method
+}
+
+// ProxyRouteName is the route label of a passthrough route: what the
+// listener matched and what is sent upstream ("cmd 70 <-> cmd 2",
+// "/a.S/* <-> /a.S/*").
+func ProxyRouteName(from, to string) string {
+	return from + " <-> " + to
 }
 
 // Call is one recorded request; nil when nothing is recorded (every
@@ -286,9 +296,10 @@ func (s *countingStream) RecvMsg(m any) error {
 }
 
 func (s *countingStream) SendMsg(m any) error {
+	n := msgLen(m) // before: sending may hand a raw message's buffer over
 	err := s.ServerStream.SendMsg(m)
 	if err == nil {
-		s.c.BytesOut += msgLen(m)
+		s.c.BytesOut += n
 	}
 	return err
 }
