@@ -10,11 +10,9 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"sort"
-	"syscall"
+
+	"github.com/meshgate/meshgate/internal/cli"
 )
 
 // subcommand is one `meshgate-dev NAME ...` entry.
@@ -26,43 +24,8 @@ type subcommand struct {
 	run func(ctx context.Context, args []string) error
 }
 
-var subcommands = map[string]subcommand{}
+var commands = cli.New("meshgate-dev", "developer tools for MeshGate (the proxy itself is the meshgate binary)")
 
-func register(c subcommand) {
-	if _, dup := subcommands[c.name]; dup {
-		panic("duplicate subcommand " + c.name)
-	}
-	subcommands[c.name] = c
-}
+func register(c subcommand) { commands.Register(cli.Command{Name: c.name, Short: c.short, Run: c.run}) }
 
-func usage() {
-	fmt.Fprintf(os.Stderr, "usage: meshgate-dev <command> [flags]\n\ndeveloper tools for MeshGate (the proxy itself is the meshgate binary)\n\ncommands:\n")
-	names := make([]string, 0, len(subcommands))
-	for n := range subcommands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-16s %s\n", n, subcommands[n].short)
-	}
-	fmt.Fprintf(os.Stderr, "\nmeshgate-dev <command> -h for the command's flags\n")
-}
-
-func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		os.Exit(2)
-	}
-	c, ok := subcommands[os.Args[1]]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "meshgate-dev: unknown command %q\n\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := c.run(ctx, os.Args[2:]); err != nil {
-		fmt.Fprintf(os.Stderr, "meshgate-dev %s: %v\n", c.name, err)
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(commands.Main(os.Args[1:], os.Stderr)) }

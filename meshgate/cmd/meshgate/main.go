@@ -7,11 +7,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
-	"sort"
 	"syscall"
+
+	"github.com/meshgate/meshgate/internal/cli"
 )
 
 // subcommand is one `meshgate NAME ...` entry.
@@ -23,27 +23,9 @@ type subcommand struct {
 	run func(ctx context.Context, args []string) error
 }
 
-var subcommands = map[string]subcommand{}
+var commands = cli.New("meshgate", "")
 
-func register(c subcommand) {
-	if _, dup := subcommands[c.name]; dup {
-		panic("duplicate subcommand " + c.name)
-	}
-	subcommands[c.name] = c
-}
-
-func usage() {
-	fmt.Fprintf(os.Stderr, "usage: meshgate <command> [flags]\n\ncommands:\n")
-	names := make([]string, 0, len(subcommands))
-	for n := range subcommands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-16s %s\n", n, subcommands[n].short)
-	}
-	fmt.Fprintf(os.Stderr, "\nmeshgate <command> -h for the command's flags\n")
-}
+func register(c subcommand) { commands.Register(cli.Command{Name: c.name, Short: c.short, Run: c.run}) }
 
 // sighup receives SIGHUP for the whole life of the process (registered
 // first thing in main, so a SIGHUP never kills `meshgate run`: it reloads,
@@ -56,20 +38,8 @@ func main() {
 	if len(os.Args) < 2 || os.Args[1] != "run" {
 		signal.Reset(syscall.SIGHUP)
 	}
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		os.Exit(2)
-	}
-	c, ok := subcommands[os.Args[1]]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "meshgate: unknown command %q\n\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := c.run(ctx, os.Args[2:]); err != nil {
-		fmt.Fprintf(os.Stderr, "meshgate %s: %v\n", c.name, err)
-		os.Exit(1)
-	}
+	// The tools moved to meshgate-dev: say so to whoever types the old name.
+	commands.Elsewhere = map[string]string{"legacy-server": "meshgate-dev", "legacy-client": "meshgate-dev",
+		"call": "meshgate-dev", "bench": "meshgate-dev", "demo": "meshgate-dev"}
+	os.Exit(commands.Main(os.Args[1:], os.Stderr))
 }
