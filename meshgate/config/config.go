@@ -40,6 +40,8 @@ type Config struct {
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
 	// TLS holds settings shared by every listener and upstream TLS block.
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
+	// Migrate holds migration control settings (migrate.go).
+	Migrate Migrate `yaml:"migrate,omitempty" json:"migrate"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -126,6 +128,9 @@ type Route struct {
 	// Defaults.Timeout.
 	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	// Split and Shadow: migration control (migrate.go).
+	Split  *Split  `yaml:"split,omitempty" json:"split,omitempty"`
+	Shadow *Shadow `yaml:"shadow,omitempty" json:"shadow,omitempty"`
 }
 
 // Upstream protocols.
