@@ -357,10 +357,8 @@ func (c *Config) validateSplit(e *errs, rf string, l *Listener, r *Route, ups ma
 			e.add(bf+".upstream", "upstream %q listed twice", b.Upstream)
 		}
 		names[b.Upstream] = true
-		if b.Method != "" {
-			if err := CheckMethod(b.Method, false); err != nil {
-				e.add(bf+".method", "%v", err)
-			}
+		if u != nil {
+			checkTargetFields(e, bf, l, r, u, b.Method, b.Cmd)
 		}
 		if b.Percent != 0 && s.By != SplitByUINBucket {
 			e.add(bf+".percent", "only with by: %s", SplitByUINBucket)
@@ -474,6 +472,45 @@ func readUINFile(path string) ([]uint64, error) {
 	return out, nil
 }
 
+// checkTargetFields checks what a split backend or shadow (field f) sends
+// its upstream u, given the listener kind:
+//
+//	private listener → grpc upstream     method (default the route's) required
+//	private listener → private upstream  cmd optional (rewrite); no method
+//	grpc listener    → private upstream  cmd optional (default the route's)
+//	grpc listener    → grpc upstream     method optional (rewrite; not of a wildcard route); no cmd
+func checkTargetFields(e *errs, f string, l *Listener, r *Route, u *Upstream, method string, cmd uint32) {
+	switch {
+	case l.Kind == KindPrivate && u.Protocol == ProtoGRPC:
+		m := method
+		if m == "" {
+			m = r.Method
+		}
+		if err := CheckMethod(m, false); err != nil {
+			e.add(f+".method", "%v (the gRPC method called on %q)", err, u.Name)
+		}
+	case l.Kind == KindPrivate && u.Protocol == ProtoPrivate:
+		if method != "" {
+			e.add(f+".method", "not used with private upstream %q (cmd rewrites the command)", u.Name)
+		}
+	case l.Kind == KindGRPC && u.Protocol == ProtoGRPC:
+		if cmd != 0 {
+			e.add(f+".cmd", "not used with grpc upstream %q (method rewrites the method)", u.Name)
+		}
+		if method != "" {
+			if err := CheckMethod(method, false); err != nil {
+				e.add(f+".method", "%v", err)
+			} else if strings.HasSuffix(r.Method, "/*") {
+				e.add(f+".method", "cannot rewrite the wildcard route %q to one method", r.Method)
+			}
+		}
+	case l.Kind == KindGRPC && u.Protocol == ProtoPrivate:
+		if method != "" {
+			e.add(f+".method", "not used with private upstream %q (cmd is the command sent)", u.Name)
+		}
+	}
+}
+
 func validateShadow(e *errs, f string, l *Listener, r *Route, ups map[string]*Upstream) {
 	sh := r.Shadow
 	u := ups[sh.Upstream]
@@ -482,13 +519,9 @@ func validateShadow(e *errs, f string, l *Listener, r *Route, ups map[string]*Up
 		e.add(f+".upstream", "required")
 	case u == nil:
 		e.add(f+".upstream", "unknown upstream %q", sh.Upstream)
-	case u.Protocol == ProtoGRPC && sh.Method == "" && strings.HasSuffix(r.Method, "/*") && l.Kind != KindGRPC:
-		e.add(f+".method", "required: the route has no single method")
 	}
-	if sh.Method != "" {
-		if err := CheckMethod(sh.Method, false); err != nil {
-			e.add(f+".method", "%v", err)
-		}
+	if u != nil {
+		checkTargetFields(e, f, l, r, u, sh.Method, sh.Cmd)
 	}
 	if checkPercent(e, f+".percent", sh.Percent) && sh.Percent == 0 {
 		e.add(f+".percent", "must be greater than 0")
