@@ -124,13 +124,13 @@ type Route struct {
 	UINMin   uint64 `yaml:"uin_min,omitempty" json:"uin_min,omitempty"`
 	UINMax   uint64 `yaml:"uin_max,omitempty" json:"uin_max,omitempty"`
 	Upstream string `yaml:"upstream" json:"upstream"`
+	// Split and Shadow: migration control (migrate.go).
+	Split  *Split  `yaml:"split,omitempty" json:"split,omitempty"`
+	Shadow *Shadow `yaml:"shadow,omitempty" json:"shadow,omitempty"`
 	// Timeout applies when the request carries no deadline; default
 	// Defaults.Timeout.
 	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
-	// Split and Shadow: migration control (migrate.go).
-	Split  *Split  `yaml:"split,omitempty" json:"split,omitempty"`
-	Shadow *Shadow `yaml:"shadow,omitempty" json:"shadow,omitempty"`
 }
 
 // Upstream protocols.
