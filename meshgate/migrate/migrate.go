@@ -43,10 +43,12 @@ type Controller struct {
 	tracker   *split.Tracker
 	log       *slog.Logger
 
-	routes atomic.Pointer[[]Route]
-	window atomic.Int64
-	token  atomic.Pointer[string]
-	mu     sync.Mutex // serialises Configure
+	routes  atomic.Pointer[[]Route]
+	window  atomic.Int64
+	token   atomic.Pointer[string]
+	staging atomic.Pointer[Generation]
+	mu      sync.Mutex       // serialises Configure; guards mirrors
+	mirrors []*shadow.Mirror // of the generation in service
 }
 
 // New creates the controller, registering its collectors on reg.

@@ -74,7 +74,14 @@ type Request struct {
 	Cmd    uint32
 	Body   []byte
 	Ext    []codec.Ext // application extensions to forward
+	// Oneway requests (mirrored only with shadow.oneway) expect no reply:
+	// a send without error counts as matched.
+	Oneway bool
 }
+
+// ErrSkipped, as an Outcome's Err, says the shadow call was not made (its
+// upstream was retired by a reload): counted as dropped, not compared.
+var ErrSkipped = errors.New("shadow: skipped")
 
 // Outcome is one reply in protocol-neutral form.
 type Outcome struct {
@@ -120,6 +127,8 @@ type Mirror struct {
 	rs        *routeStats
 	log       *slog.Logger
 
+	conc   int
+	start  sync.Once
 	jobs   chan job
 	stop   chan struct{}
 	closed atomic.Bool
@@ -149,11 +158,17 @@ func New(route string, cfg *config.Shadow, caller Caller, m *Metrics, log *slog.
 		log:    log.With("component", "shadow", "route", route),
 		jobs:   make(chan job, queue), stop: make(chan struct{}),
 	}
-	mi.wg.Add(conc)
-	for range conc {
-		go mi.work()
-	}
+	mi.conc = conc
 	return mi
+}
+
+// spawn starts the workers (on the first Submit: a mirror built for a
+// generation that never serves starts nothing).
+func (m *Mirror) spawn() {
+	m.wg.Add(m.conc)
+	for range m.conc {
+		go m.work()
+	}
 }
 
 // Want reports whether this request should be mirrored: never a ONEWAY one
@@ -174,6 +189,7 @@ func (m *Mirror) Submit(req *Request, primary *Outcome) bool {
 		m.rs.dropped.Inc()
 		return false
 	}
+	m.start.Do(m.spawn)
 	j := job{req: *req, primary: *primary}
 	j.req.Body = bytes.Clone(req.Body)
 	j.req.Ext = cloneExt(req.Ext)
@@ -259,8 +275,15 @@ func (m *Mirror) one(parent context.Context, j *job) {
 	lat := time.Since(start)
 	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
+	if errors.Is(out.Err, ErrSkipped) {
+		m.rs.dropped.Inc()
+		return
+	}
 	m.rs.latency.Observe(lat.Seconds())
 	kind := Compare(&j.primary, &out, m.ignore)
+	if j.req.Oneway && out.Err == nil {
+		kind = ""
+	}
 	if kind == KindError && timedOut {
 		kind = KindTimeout
 	}

@@ -253,3 +253,22 @@ func TestFromFrame(t *testing.T) {
 		t.Fatalf("%+v", o)
 	}
 }
+
+// A mirror that never gets a copy starts no goroutine (goleak in TestMain
+// checks the rest); a skipped call counts as dropped; a oneway send without
+// error matches.
+func TestLazySkipOneway(t *testing.T) {
+	m := NewMetrics(nil)
+	idle := New("idle", cfg(64, 1), CallerFunc(func(context.Context, *Request) Outcome { return Outcome{} }), m, nil)
+	closeMirror(t, idle)
+	mi := New("r", cfg(1, 10), CallerFunc(func(_ context.Context, req *Request) Outcome {
+		if req.UIN == 1 {
+			return Outcome{Err: ErrSkipped}
+		}
+		return Outcome{}
+	}), m, nil)
+	defer closeMirror(t, mi)
+	mi.Submit(&Request{UIN: 1}, &Outcome{Body: []byte("x")})
+	mi.Submit(&Request{UIN: 2, Oneway: true}, &Outcome{Body: []byte("x")})
+	waitFor(t, "both handled", func() bool { c, _ := m.Counts("r"); return c.Dropped == 1 && c.Matched == 1 })
+}
