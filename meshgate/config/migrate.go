@@ -235,6 +235,15 @@ func (c *Config) applyMigrateDefaults() {
 				if r.Upstream == "" && len(s.Backends) > 0 {
 					r.Upstream = s.Backends[0].Upstream
 				}
+				// what backends[0] is sent is what the route sends
+				if len(s.Backends) > 0 && r.Upstream == s.Backends[0].Upstream {
+					switch b0 := s.Backends[0]; {
+					case l.Kind == KindPrivate && r.Method == "" && b0.Method != "":
+						r.Method = b0.Method
+					case l.Kind == KindGRPC && r.Cmd == 0 && b0.Cmd != 0:
+						r.Cmd = b0.Cmd
+					}
+				}
 				if s.Allow != nil && s.Allow.Upstream == "" && len(s.Backends) > 0 {
 					s.Allow.Upstream = s.Backends[len(s.Backends)-1].Upstream
 				}

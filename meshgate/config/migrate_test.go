@@ -158,3 +158,35 @@ func TestMigrateTokenFile(t *testing.T) {
 		t.Fatalf("migrate %+v", c.Migrate)
 	}
 }
+
+// backends[0]'s method (private listener) or cmd (grpc listener) is the
+// route's own when the route leaves it out.
+func TestMigrateBaseBackendFields(t *testing.T) {
+	y := `
+listeners:
+  - name: in
+    kind: private
+    address: 127.0.0.1:7000
+    routes:
+      - {cmd: 1, split: {backends: [{upstream: g, method: /a.B/C}, {upstream: g2, method: /a.B/D, percent: 1}]}}
+  - name: out
+    kind: grpc
+    address: 127.0.0.1:7001
+    routes:
+      - {method: /legacy.L/X, split: {backends: [{upstream: p, cmd: 9}, {upstream: g, percent: 1}]}}
+upstreams:
+  - {name: g, protocol: grpc, endpoints: [127.0.0.1:9000]}
+  - {name: g2, protocol: grpc, endpoints: [127.0.0.1:9001]}
+  - {name: p, protocol: private, endpoints: [127.0.0.1:8000]}
+`
+	c, err := Parse([]byte(y), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Listeners[0].Routes[0]; r.Method != "/a.B/C" || r.Upstream != "g" {
+		t.Fatalf("private route %+v", r)
+	}
+	if r := c.Listeners[1].Routes[0]; r.Cmd != 9 || r.Upstream != "p" {
+		t.Fatalf("grpc route %+v", r)
+	}
+}
