@@ -134,16 +134,18 @@ func (c *Controller) Publish(routes []Route) {
 		}
 		return 0
 	})
+	var rules []*split.Rule
 	for _, r := range rs { // create every recorder now so the window starts at publish
 		if r.Rule == nil {
 			c.Stats(r.ID, r.Upstream)
 			continue
 		}
-		c.Backends.SetShare(r.Rule)
+		rules = append(rules, r.Rule)
 		for _, b := range r.Rule.Backends() {
 			c.Stats(r.ID, b.Upstream)
 		}
 	}
+	c.Backends.SetShares(rules)
 	c.routes.Store(&rs)
 }
 

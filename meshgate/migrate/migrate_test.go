@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 
 	"github.com/meshgate/meshgate/meshgate/config"
@@ -78,5 +79,20 @@ func TestStatus(t *testing.T) {
 	b := st.Routes[1].Backends
 	if b[0].Percent != 50 || b[1].Requests != 10 || b[1].ErrorRate != 1 || b[0].ErrorRate != 0 || st.Routes[1].Shadow == nil {
 		t.Fatalf("%+v", st.Routes[1])
+	}
+}
+
+// A route that stops being split loses its share series.
+func TestShareSeriesFollowPublish(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := New(reg, nil)
+	r, _ := c.Rule("in/1", twoSides)
+	c.Publish([]Route{{ID: "in/1", Listener: "in", Rule: r}})
+	if n, _ := testutil.GatherAndCount(reg, "meshgate_split_share"); n != 2 {
+		t.Fatalf("%d share series", n)
+	}
+	c.Publish([]Route{{ID: "in/1", Listener: "in", Upstream: "legacy"}})
+	if n, _ := testutil.GatherAndCount(reg, "meshgate_split_share"); n != 0 {
+		t.Fatalf("%d share series after the split was removed", n)
 	}
 }

@@ -28,8 +28,9 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 	share    *prometheus.GaugeVec
 
-	mu    sync.Mutex
-	stats map[[2]string]*BackendStats
+	mu     sync.Mutex
+	stats  map[[2]string]*BackendStats
+	shared map[[2]string]bool // pairs with a share series
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil = not
@@ -84,11 +85,25 @@ func (m *Metrics) Backend(route, backend string) *BackendStats {
 	return s
 }
 
-// SetShare publishes a rule's configured shares.
-func (m *Metrics) SetShare(r *Rule) {
-	for k, sh := range r.Share() {
-		m.share.WithLabelValues(r.Route(), r.backends[k].Upstream).Set(sh)
+// SetShares publishes the configured shares of rules (the routes in
+// service) and drops the series of (route, backend) pairs no longer split.
+func (m *Metrics) SetShares(rules []*Rule) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := map[[2]string]bool{}
+	for _, r := range rules {
+		for k, sh := range r.Share() {
+			key := [2]string{r.Route(), r.backends[k].Upstream}
+			next[key] = true
+			m.share.WithLabelValues(key[0], key[1]).Set(sh)
+		}
 	}
+	for key := range m.shared {
+		if !next[key] {
+			m.share.DeleteLabelValues(key[0], key[1])
+		}
+	}
+	m.shared = next
 }
 
 // All returns every recorder created so far.
