@@ -41,6 +41,7 @@ type Controller struct {
 	Backends  *split.Metrics
 	Shadows   *shadow.Metrics
 	tracker   *split.Tracker
+	unified   bool // backends read from the request metrics (WithUnifiedMetrics)
 	log       *slog.Logger
 
 	routes  atomic.Pointer[[]Route]
@@ -51,8 +52,24 @@ type Controller struct {
 	mirrors []*shadow.Mirror // of the generation in service
 }
 
+// Option configures a Controller.
+type Option func(*Controller)
+
+// WithUnifiedMetrics reads each route's backends from MeshGate's request
+// metrics (requests: a counter family labelled listener, route, upstream,
+// code; latency: a histogram family labelled listener, route, upstream) in
+// g instead of the controller's own meshgate_backend_* recorders: the data
+// path then records every backend once, in those families (Route.Label
+// names the route there).
+func WithUnifiedMetrics(g prometheus.Gatherer, requests, latency string) Option {
+	return func(c *Controller) {
+		c.unified = true
+		c.tracker = split.NewTracker(split.GatherSource{Gatherer: g, Requests: requests, Latency: latency}, config.DefaultMigrateWindow, nil)
+	}
+}
+
 // New creates the controller, registering its collectors on reg.
-func New(reg prometheus.Registerer, log *slog.Logger) *Controller {
+func New(reg prometheus.Registerer, log *slog.Logger, opts ...Option) *Controller {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,6 +80,9 @@ func New(reg prometheus.Registerer, log *slog.Logger) *Controller {
 		log:       log.With("component", "migrate"),
 	}
 	c.tracker = split.NewTracker(c.Backends, config.DefaultMigrateWindow, nil)
+	for _, o := range opts {
+		o(c)
+	}
 	c.window.Store(int64(config.DefaultMigrateWindow))
 	empty := ""
 	c.token.Store(&empty)
@@ -119,7 +139,22 @@ type Route struct {
 	Upstream string
 	// Shadow is the shadow upstream ("" = none).
 	Shadow string
+	// Label is the route's label in the unified request metrics (see
+	// WithUnifiedMetrics).
+	Label string
 }
+
+// key names route's backend in the tracked metrics.
+func (c *Controller) key(r Route, backend string) split.Key {
+	if c.unified {
+		return split.Key{Listener: r.Listener, Route: r.Label, Upstream: backend}
+	}
+	return split.Key{Route: r.ID, Upstream: backend}
+}
+
+// Unified reports whether backends are read from the request metrics (the
+// data path must then not record into Stats).
+func (c *Controller) Unified() bool { return c.unified }
 
 // Publish makes routes the set the admin API answers for (call when a
 // generation is committed) and updates the share gauges.
@@ -136,11 +171,16 @@ func (c *Controller) Publish(routes []Route) {
 	})
 	var rules []*split.Rule
 	for _, r := range rs { // create every recorder now so the window starts at publish
+		if r.Rule != nil {
+			rules = append(rules, r.Rule)
+		}
+		if c.unified {
+			continue
+		}
 		if r.Rule == nil {
 			c.Stats(r.ID, r.Upstream)
 			continue
 		}
-		rules = append(rules, r.Rule)
 		for _, b := range r.Rule.Backends() {
 			c.Stats(r.ID, b.Upstream)
 		}
@@ -230,10 +270,22 @@ type ShadowStatus struct {
 // Status computes the status of every route in service.
 func (c *Controller) Status() Status {
 	st := Status{WindowSeconds: time.Duration(c.window.Load()).Seconds(), Routes: []RouteStatus{}, Overrides: c.Overrides.List()}
-	for _, r := range *c.routes.Load() {
+	routes := *c.routes.Load()
+	var keys []split.Key
+	for _, r := range routes {
+		if r.Rule == nil {
+			keys = append(keys, c.key(r, r.Upstream))
+			continue
+		}
+		for _, b := range r.Rule.Backends() {
+			keys = append(keys, c.key(r, b.Upstream))
+		}
+	}
+	ws := c.tracker.Windows(keys)
+	for _, r := range routes {
 		rs := RouteStatus{Route: r.ID, Listener: r.Listener}
 		if r.Rule == nil {
-			rs.Backends = []BackendStatus{{Upstream: r.Upstream, Percent: 100, WindowStats: c.tracker.Window(c.Stats(r.ID, r.Upstream))}}
+			rs.Backends = []BackendStatus{{Upstream: r.Upstream, Percent: 100, WindowStats: ws[c.key(r, r.Upstream)]}}
 		} else {
 			rs.By = r.Rule.By()
 			if e, ok := c.Overrides.Get(r.ID); ok {
@@ -245,7 +297,7 @@ func (c *Controller) Status() Status {
 				if p >= 0 {
 					p *= 100
 				}
-				rs.Backends = append(rs.Backends, BackendStatus{Upstream: b.Upstream, Percent: p, WindowStats: c.tracker.Window(c.Stats(r.ID, b.Upstream))})
+				rs.Backends = append(rs.Backends, BackendStatus{Upstream: b.Upstream, Percent: p, WindowStats: ws[c.key(r, b.Upstream)]})
 			}
 		}
 		if r.Shadow != "" {

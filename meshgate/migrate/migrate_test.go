@@ -96,3 +96,26 @@ func TestShareSeriesFollowPublish(t *testing.T) {
 		t.Fatalf("%d share series after the split was removed", n)
 	}
 }
+
+// With unified metrics the status reads the request families by listener,
+// route label and upstream.
+func TestStatusUnified(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_requests_total"}, []string{"listener", "route", "upstream", "code"})
+	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meshgate_request_duration_seconds"}, []string{"listener", "route", "upstream"})
+	reg.MustRegister(req, lat)
+	c := New(reg, nil, WithUnifiedMetrics(reg, "meshgate_requests_total", "meshgate_request_duration_seconds"))
+	r, _ := c.Rule("up", twoSides)
+	c.Publish([]Route{{ID: "up", Listener: "mgp", Label: "2", Rule: r}})
+	c.tracker.Sample()
+	req.WithLabelValues("mgp", "2", "new", "OK").Add(7)
+	req.WithLabelValues("mgp", "2", "legacy", "Internal").Add(3)
+	st := c.Status()
+	b := st.Routes[0].Backends
+	if !c.Unified() || b[1].Upstream != "new" || b[1].Total != 7 || b[0].Total != 3 {
+		t.Fatalf("%+v", st.Routes[0])
+	}
+	if n, _ := testutil.GatherAndCount(reg, "meshgate_backend_requests_total"); n != 0 {
+		t.Fatalf("own recorders created in unified mode: %d series", n)
+	}
+}

@@ -44,7 +44,7 @@ func TestTrackerWindow(t *testing.T) {
 			tr.Sample()
 		}
 	}
-	ws := tr.Window(legacy)
+	ws := tr.Window(Key{Route: "r", Upstream: "legacy"})
 	if ws.Total != 1500 || ws.Requests != 1000 || ws.Errors != 10 {
 		t.Fatalf("window %+v", ws)
 	}
@@ -65,7 +65,8 @@ func TestTrackerWindow(t *testing.T) {
 		t.Fatal("expected series")
 	}
 	// new backend with no history yet: zeros, no division by zero
-	if ws := tr.Window(m.Backend("r", "new")); ws.Span != 0 || ws.RPS != 0 || ws.P99 != 0 {
+	m.Backend("r", "new")
+	if ws := tr.Window(Key{Route: "r", Upstream: "new"}); ws.Span != 0 || ws.RPS != 0 || ws.P99 != 0 {
 		t.Fatalf("fresh backend %+v", ws)
 	}
 }
@@ -78,13 +79,13 @@ func TestQuantile(t *testing.T) {
 			cum[i] = 98
 		}
 	}
-	if q := quantile(0.5, cum, 100); q <= 500e-6 || q > 1e-3 {
+	if q := quantile(0.5, LatencyBuckets, cum, 100); q <= 500e-6 || q > 1e-3 {
 		t.Fatalf("p50 %v", q)
 	}
-	if q := quantile(0.99, cum, 100); q != 5 {
+	if q := quantile(0.99, LatencyBuckets, cum, 100); q != 5 {
 		t.Fatalf("p99 %v, want the last bound", q)
 	}
-	if q := quantile(0.99, cum, 0); q != 0 {
+	if q := quantile(0.99, LatencyBuckets, cum, 0); q != 0 {
 		t.Fatalf("empty %v", q)
 	}
 }
@@ -97,5 +98,34 @@ func TestObserveAllocs(t *testing.T) {
 		s.Observe(codes.Code(200), time.Millisecond)
 	}); a != 0 {
 		t.Fatalf("Observe allocates %v", a)
+	}
+}
+
+// GatherSource reads MeshGate's unified request families (the labels of
+// meshgate_requests_total and meshgate_request_duration_seconds).
+func TestGatherSource(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_requests_total"}, []string{"listener", "route", "upstream", "code"})
+	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meshgate_request_duration_seconds", Buckets: LatencyBuckets}, []string{"listener", "route", "upstream"})
+	reg.MustRegister(req, lat)
+	c := &clock{t: time.Unix(1000, 0)}
+	tr := NewTracker(GatherSource{Gatherer: reg, Requests: "meshgate_requests_total", Latency: "meshgate_request_duration_seconds"}, 10*time.Second, c.now)
+	req.WithLabelValues("mgp", "2", "new", "OK").Add(5)
+	lat.WithLabelValues("mgp", "2", "new").Observe(0.002)
+	tr.Sample()
+	c.t = c.t.Add(10 * time.Second)
+	req.WithLabelValues("mgp", "2", "new", "OK").Add(90)
+	req.WithLabelValues("mgp", "2", "new", "Unavailable").Add(10)
+	for range 100 {
+		lat.WithLabelValues("mgp", "2", "new").Observe(0.003)
+	}
+	req.WithLabelValues("mgp", "2", "legacy", "OK").Add(1)
+	k := Key{Listener: "mgp", Route: "2", Upstream: "new"}
+	ws := tr.Windows([]Key{k, {Listener: "mgp", Route: "2", Upstream: "legacy"}})
+	if w := ws[k]; w.Requests != 100 || w.Total != 105 || w.ErrorRate != 0.1 || w.RPS != 10 || w.P99 <= 2.5e-3 || w.P99 > 5e-3 {
+		t.Fatalf("%+v", w)
+	}
+	if w := ws[Key{Listener: "mgp", Route: "2", Upstream: "legacy"}]; w.Total != 1 || w.Span != 0 {
+		t.Fatalf("legacy (no history yet) %+v", w)
 	}
 }
