@@ -42,6 +42,8 @@ type Server struct {
 
 	pprof bool
 
+	migrate Migration // migrate.go; nil = no /migrate endpoints
+
 	srv *http.Server
 	ln  net.Listener
 
@@ -70,6 +72,9 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 	}
 	mux := s.healthMux()
 	mux.HandleFunc("/config", s.configz)
+	if s.migrate != nil {
+		s.migrateRoutes(mux)
+	}
 	if s.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

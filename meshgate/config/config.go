@@ -40,6 +40,8 @@ type Config struct {
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
 	// TLS holds settings shared by every listener and upstream TLS block.
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
+	// Migrate holds migration control settings (migrate.go).
+	Migrate Migrate `yaml:"migrate,omitempty" json:"migrate"`
 	// Telemetry and AccessLog: see observability.go.
 	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
 	AccessLog *AccessLog `yaml:"access_log,omitempty" json:"access_log,omitempty"`
@@ -134,6 +136,9 @@ type Route struct {
 	UINMin   uint64 `yaml:"uin_min,omitempty" json:"uin_min,omitempty"`
 	UINMax   uint64 `yaml:"uin_max,omitempty" json:"uin_max,omitempty"`
 	Upstream string `yaml:"upstream" json:"upstream"`
+	// Split and Shadow: migration control (migrate.go).
+	Split  *Split  `yaml:"split,omitempty" json:"split,omitempty"`
+	Shadow *Shadow `yaml:"shadow,omitempty" json:"shadow,omitempty"`
 	// Timeout applies when the request carries no deadline; default
 	// Defaults.Timeout.
 	Timeout      time.Duration                   `yaml:"timeout,omitempty" json:"timeout,omitempty"`

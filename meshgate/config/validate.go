@@ -80,6 +80,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.applyLimitDefaults()
 	c.applyLifecycleDefaults()
+	c.applyMigrateDefaults()
 }
 
 // errs collects field errors.
@@ -212,6 +213,7 @@ func (c *Config) Validate() error {
 	c.validateAdmin(&e)
 	c.validateTLS(&e)
 	c.validateLimits(&e)
+	c.validateMigrate(&e)
 	c.validateObservability(&e)
 	if len(e) == 0 {
 		return nil

@@ -211,6 +211,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 			}
 			return true
 		}
+		r = r.pick(f) // split: the chosen backend's route
 		if r.acquire() {
 			break
 		}
@@ -273,6 +274,7 @@ type request struct {
 	fwd  codec.Frame
 	fbuf []byte
 	dl   [4]byte
+	mirr mirrorState // shadow copy (migrate.go)
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption
@@ -357,6 +359,9 @@ func (q *request) run() {
 	oc := q.startTelemetry()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
 	err := q.transcodeRequest()
+	if r.mig != nil {
+		q.mirrorBefore()
+	}
 	if err == nil {
 		err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
 	}
@@ -389,6 +394,9 @@ func (q *request) run() {
 // ext 1 sent upstream names the span.
 func (q *request) forward() {
 	c, r := q.c, q.r
+	if r.mig != nil {
+		q.mirrorBefore()
+	}
 	oc := q.startForwardTelemetry()
 	ctx, cancel := context.WithTimeout(c.ctx, q.timeout)
 	if oc != nil {
@@ -449,6 +457,9 @@ func (q *request) count(r *Route, err error, elapsed time.Duration) {
 // done frees the call's slot once its reply is written.
 func (q *request) done() {
 	c := q.c
+	if q.mirr.want {
+		q.mirror()
+	}
 	q.release()
 	<-c.sem
 	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {

@@ -58,7 +58,8 @@ type Route struct {
 	// back (route body.format json).
 	Body *transcode.Codec
 
-	m *admin.RouteMetrics
+	m   *admin.RouteMetrics
+	mig *routeMig // migration control (migrate.go); nil = none
 }
 
 func (r *Route) acquire() bool {
@@ -140,7 +141,7 @@ type Limits struct {
 // TableFromConfig builds the table of private listener l. upstream resolves
 // a route's upstream name to a target of either protocol (neither set =
 // error naming the field).
-func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name string) Target, m *admin.Metrics) (*Table, error) {
+func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name string) Target, m *admin.Metrics, opts ...TableOption) (*Table, error) {
 	routes := make([]Route, 0, len(l.Routes))
 	for i, rc := range l.Routes {
 		u := upstream(rc.Upstream)
@@ -166,6 +167,9 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 	t := NewTable(l.Name, routes, Limits{MaxInFlight: l.MaxInFlight, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m)
 	t.Authz = authz.New(l.Authz)
 	t.MD = mapping.NewMDMap(l.Metadata)
+	if err := applyTableOptions(t, l, upstream, m, opts); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 

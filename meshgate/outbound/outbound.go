@@ -40,8 +40,10 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/migrate"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/shadow"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -62,6 +64,8 @@ type Options struct {
 	// Descriptors returns listener l's descriptor sets for routes with
 	// body.format json (nil = none).
 	Descriptors func(l *config.Listener) *descset.Set
+	// Migration, when set, resolves splits and shadows (migrate.go).
+	Migration *migrate.Controller
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -73,6 +77,7 @@ type Server struct {
 	fails *prometheus.CounterVec // meshgate_auth_failures_total (authz.go)
 	tel   *telemetry.Hub
 	descs func(*config.Listener) *descset.Set
+	mig   *migrate.Controller
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -87,6 +92,7 @@ func New(o Options) (*Server, error) {
 		reg = o.Metrics.Registry
 	}
 	s.fails = authz.Failures(reg)
+	s.mig = o.Migration
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -114,6 +120,9 @@ func (s *Server) Prepare(l config.Listener, set upstream.Set) (commit func(), er
 	t.authz = newGate(l, s.fails)
 	setMDMap(t, l)
 	if err := s.attachBodies(t, l); err != nil {
+		return nil, err
+	}
+	if err := s.applyMigration(t, l, set); err != nil {
 		return nil, err
 	}
 	return func() { s.table.Store(t) }, nil
@@ -163,6 +172,7 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 			s.m.Unrouted(t.listener, codes.Unimplemented)
 			return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
 		}
+		r = r.pick(stream.Context()) // split: the chosen backend's route
 		if r.acquire() {
 			break
 		}
@@ -238,6 +248,10 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	}
 	if r.Oneway {
 		err := r.Pool.Send(ctx, f)
+		if r.mig != nil && r.mig.mirror.Want(true) {
+			req := shadowRequest(ctx, "", f.Body, f, true)
+			r.mig.mirror.Submit(&req, &shadow.Outcome{})
+		}
 		cs.msg.Free()
 		if err != nil {
 			return s.poolError(ctx, r, err)
@@ -245,6 +259,15 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return stream.SendMsg(empty)
 	}
 	resp, err := r.Pool.Do(ctx, f)
+	if r.mig != nil && r.mig.mirror.Want(false) {
+		method, _ := grpc.MethodFromServerStream(stream)
+		req := shadowRequest(ctx, method, f.Body, f, false)
+		primary := shadow.Outcome{Result: mapping.StatusResult(upstream.Status(ctx, err), nil)}
+		if err == nil {
+			primary = shadow.FromFrame(resp)
+		}
+		r.mig.mirror.Submit(&req, &primary)
+	}
 	cs.msg.Free() // the body was encoded onto the wire (or the call failed)
 	if err != nil {
 		return s.poolError(ctx, r, err)

@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"bytes"
 	"context"
 	"strings"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/shadow"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
@@ -42,13 +44,24 @@ func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *te
 	if err := recvOne(stream, &cs.msg, &cs.extra); err != nil {
 		return err
 	}
+	called := method
 	if r.CallMethod != "" {
 		method = r.CallMethod
 	}
 	var resp rawcodec.Message
 	defer resp.Free()
 	var hdr, trl metadata.MD
+	var mirrored []byte // the request body for the shadow (Invoke takes cs.msg's buffer)
+	want := r.mig != nil && r.mig.mirror.Want(false)
+	if want {
+		mirrored = bytes.Clone(cs.msg.Bytes())
+	}
 	err := r.GRPC.Invoke(ctx, method, &cs.msg, &resp, oc.CallOptions([]grpc.CallOption{grpc.Header(&hdr), grpc.Trailer(&trl)})...)
+	if want {
+		req := shadowRequest(ctx, called, mirrored, nil, false)
+		primary := shadow.FromGRPC(resp.Bytes(), err, hdr, trl)
+		r.mig.mirror.Submit(&req, &primary)
+	}
 	if h := filterMD(hdr); len(h) > 0 {
 		if serr := stream.SetHeader(h); serr != nil && err == nil {
 			return serr

@@ -29,7 +29,8 @@ type Route struct {
 	// message, OK) once the frame is written.
 	Oneway bool
 
-	m *admin.RouteMetrics
+	m   *admin.RouteMetrics
+	mig *routeMig // migration control (migrate.go); nil = none
 
 	md   *mapping.MDMap   // the listener's extension ⇄ metadata pairs
 	body *transcode.Codec // body.format json: protobuf ⇄ JSON

@@ -103,6 +103,7 @@ type Runtime struct {
 	xdsPlane *xdsPlane
 
 	replay replayShare // nonces of every private listener (see auth.go)
+	mig    migration   // splits, shadows, overrides (see migrate.go)
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
@@ -126,7 +127,8 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		status:    newConfigStatus(opts.Metrics.Registry),
 	}
 	r.priv.init()
-	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf))
+	r.initMigration()
+	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf), admin.WithMigrate(r.mig.c))
 	r.admin.SetReadiness("listeners", r.listenersReady)
 	if err := r.startGRPCMetrics(cfg); err != nil {
 		return nil, err
@@ -135,6 +137,7 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		return nil, err
 	}
 	r.status.applied(cfg)
+	r.startMigration()
 	r.admin.SetReadiness("upstreams", r.upstreamsReady)
 	r.startHealth()
 	if !opts.NoAdmin {
@@ -163,6 +166,7 @@ func (r *Runtime) configView() any {
 	if cfg := r.cfg.Load(); cfg != nil {
 		v["config"] = cfg.View()
 	}
+	v["migrate_overrides"] = r.mig.c.Overrides.List()
 	return v
 }
 
@@ -264,7 +268,9 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 
 	// 1. Pools: keep unchanged ones, build new ones.
 	st := &staged{codecs: codecs, codecsChanged: changedCodecs(old, cfg), pools: map[string]*grpcpool.Pool{}, listeners: map[string]*listener{}}
+	gen := r.mig.c.Begin()
 	fail := func(err error) error {
+		r.mig.c.Abort(gen)
 		st.abort(r)
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
@@ -316,7 +322,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			if err != nil {
 				return fail(fmt.Errorf("%w: listeners[%d].codec: %w", config.ErrInvalid, i, err))
 			}
-			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, st.target, r.metrics)
+			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, st.target, r.metrics, inbound.WithMigration(r.mig.c))
 			if err == nil {
 				err = attachBodies(tbl, &lc, i, sets[lc.Name])
 			}
@@ -351,6 +357,10 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		return fail(err)
 	}
 
+	if err := r.mig.c.Configure(&cfg.Migrate); err != nil {
+		return fail(fmt.Errorf("%w: migrate.state_file: %w", config.ErrInvalid, err))
+	}
+
 	// 3. Commit.
 	r.commitTelemetry(ts, cfg.Defaults.DrainTimeout)
 	for _, u := range st.updates {
@@ -375,6 +385,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 	r.priv.commit(st, &r.retired, cfg.Defaults.DrainTimeout)
 	r.snapshotUpstreams()
 	r.cfg.Store(cfg)
+	r.mig.c.Commit(gen)
 	return nil
 }
 
@@ -511,6 +522,7 @@ func (r *Runtime) Close() {
 
 func (r *Runtime) closeAll() {
 	r.stopHealth()
+	r.stopMigration()
 	r.stopXDS()
 	r.mu.Lock()
 	defer r.mu.Unlock()
