@@ -95,6 +95,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.applyLimitDefaults()
 	c.applyLifecycleDefaults()
+	c.applyPushDefaults()
 }
 
 // errs collects field errors.
@@ -230,6 +231,7 @@ func (c *Config) Validate() error {
 	c.validateAdmin(&e)
 	c.validateTLS(&e)
 	c.validateLimits(&e)
+	c.validatePush(&e)
 	if len(e) == 0 {
 		return nil
 	}
