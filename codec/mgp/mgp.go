@@ -21,7 +21,7 @@ const (
 	HeaderSize   = 32   // fixed part of the header
 	MaxHeaderLen = 4096 // largest header_len, extensions included
 	prefixSize   = 8    // stx, version, header_len, body_len: enough to size a frame
-	flagMask     = 0x000f
+	flagMask     = 0x003f // bits 0-5; 6-15 reserved
 )
 
 // Name is the registry name of the MGP/1 codec.
