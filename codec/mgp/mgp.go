@@ -18,9 +18,9 @@ const (
 	STX          = 0x02
 	ETX          = 0x03
 	Version      = 1
-	HeaderSize   = 32   // fixed part of the header
-	MaxHeaderLen = 4096 // largest header_len, extensions included
-	prefixSize   = 8    // stx, version, header_len, body_len: enough to size a frame
+	HeaderSize   = 32     // fixed part of the header
+	MaxHeaderLen = 4096   // largest header_len, extensions included
+	prefixSize   = 8      // stx, version, header_len, body_len: enough to size a frame
 	flagMask     = 0x003f // bits 0-5; 6-15 reserved
 )
 
