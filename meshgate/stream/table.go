@@ -11,10 +11,10 @@ type Action uint8
 
 // Dispatch outcomes.
 const (
-	NotStream Action = iota // no exchange has this seq: handle the frame as before
-	Queued                  // a message was queued (or an exchange ended normally)
-	Overflowed              // the exchange overflowed and ended with result 6: tell the peer
-	Cancelled               // the peer cancelled the exchange (CANCEL frame)
+	NotStream  Action = iota // no exchange has this seq: handle the frame as before
+	Queued                   // a message was queued (or an exchange ended normally)
+	Overflowed               // the exchange overflowed and ended with result 6: tell the peer
+	Cancelled                // the peer cancelled the exchange (CANCEL frame)
 )
 
 // Table maps seq → open exchange for one connection. Safe for concurrent
