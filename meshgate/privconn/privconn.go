@@ -78,6 +78,10 @@ type Options struct {
 	// Hooks, called from the reader goroutine; may be nil.
 	OnLate       func() // a reply arrived after its request was abandoned
 	OnUnknownSeq func() // a reply matched no request
+	// OnPush receives each PUSH frame the peer sends (a server-initiated
+	// message, upstreams[].push); f aliases the read buffer and is valid
+	// only during the call, which must not block. nil drops pushes.
+	OnPush func(f *codec.Frame)
 	// TLS, when set, makes Dial secure the connection: it returns the
 	// tls.Config for this handshake (ServerName set), so rotated
 	// certificates apply to each new connection.
@@ -402,8 +406,13 @@ func (cn *Conn) readLoop() {
 			hb := codec.Frame{Seq: f.Seq, Flags: codec.FlagHeartbeat | codec.FlagResponse}
 			_ = cn.w.WriteFrame(&hb)
 			continue
+		case f.Flags.Has(codec.FlagPush) && !f.Flags.Has(codec.FlagResponse):
+			if cn.opts.OnPush != nil {
+				cn.opts.OnPush(&f)
+			}
+			continue
 		case !f.Flags.Has(codec.FlagResponse):
-			// Push or stray request: not for a client connection.
+			// Stray request: not for a client connection.
 			continue
 		}
 		cn.received.Add(1)
