@@ -205,3 +205,24 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 	}
 }
+
+func TestFanout(t *testing.T) {
+	a, b := NewRegistry(Limits{}), NewRegistry(Limits{})
+	ca, cb := &recConn{}, &recConn{full: true}
+	a.Attach(ca).Learn(1)
+	b.Attach(cb).Learn(1)
+	b.Attach(&recConn{full: true}).Learn(2)
+	fo := Fanout{a, b}
+	if n, err := fo.Deliver(1, &codec.Frame{}); n != 1 || err != nil {
+		t.Fatalf("uin 1: %d %v", n, err)
+	}
+	if _, err := fo.Deliver(2, &codec.Frame{}); !errors.Is(err, ErrFull) {
+		t.Fatalf("uin 2: %v", err)
+	}
+	if _, err := fo.Deliver(3, &codec.Frame{}); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("uin 3: %v", err)
+	}
+	if _, err := (Fanout{}).Deliver(3, &codec.Frame{}); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("empty: %v", err)
+	}
+}
