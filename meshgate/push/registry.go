@@ -53,8 +53,8 @@ const nShards = 64
 
 // Registry maps uin → bound connections. Safe for concurrent use.
 type Registry struct {
-	lim    Limits
-	shards [nShards]shard
+	perUIN, perConn atomic.Int64 // Limits, changed by SetLimits (a reload)
+	shards          [nShards]shard
 	size   atomic.Int64 // bindings
 }
 
@@ -65,17 +65,25 @@ type shard struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry(l Limits) *Registry {
+	r := &Registry{}
+	r.SetLimits(l)
+	for i := range r.shards {
+		r.shards[i].m = make(map[uint64][]*Binding)
+	}
+	return r
+}
+
+// SetLimits changes the bounds for bindings made from now on (a reload);
+// existing bindings stay.
+func (r *Registry) SetLimits(l Limits) {
 	if l.MaxConnsPerUIN <= 0 {
 		l.MaxConnsPerUIN = 8
 	}
 	if l.MaxUINsPerConn <= 0 {
 		l.MaxUINsPerConn = 4
 	}
-	r := &Registry{lim: l}
-	for i := range r.shards {
-		r.shards[i].m = make(map[uint64][]*Binding)
-	}
-	return r
+	r.perUIN.Store(int64(l.MaxConnsPerUIN))
+	r.perConn.Store(int64(l.MaxUINsPerConn))
 }
 
 func (r *Registry) shard(uin uint64) *shard {
@@ -145,38 +153,57 @@ func (b *Binding) bind(uin uint64, only bool) bool {
 	s := r.shard(uin)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// b.mu is never held while another Binding's mu is taken (two binds
+	// evicting each other's connections would deadlock).
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return false
+	case contains(b.uins, uin):
+		b.last.Store(uin)
+		b.mu.Unlock()
+		return true
+	case int64(len(b.uins)) >= r.perConn.Load():
+		b.mu.Unlock()
 		return false
 	}
-	for _, u := range b.uins {
-		if u == uin {
-			b.last.Store(uin)
-			return true
-		}
-	}
-	if len(b.uins) >= r.lim.MaxUINsPerConn {
-		return false
-	}
+	b.mu.Unlock()
 	list := s.m[uin]
-	if len(list) >= r.lim.MaxConnsPerUIN {
+	for int64(len(list)) >= r.perUIN.Load() {
 		// Multi-device bound: the oldest binding of this uin gives way.
 		old := list[0]
-		if old != b {
-			old.mu.Lock()
-			old.uins = remove(old.uins, uin)
-			old.last.CompareAndSwap(uin, 0)
-			old.mu.Unlock()
-		}
+		old.mu.Lock()
+		old.uins = remove(old.uins, uin)
+		old.last.CompareAndSwap(uin, 0)
+		old.mu.Unlock()
 		list = append(list[:0], list[1:]...)
 		r.size.Add(-1)
 	}
-	s.m[uin] = append(list, b)
-	b.uins = append(b.uins, uin)
-	b.last.Store(uin)
-	r.size.Add(1)
-	return true
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ok := !b.closed && int64(len(b.uins)) < r.perConn.Load() // Close or a concurrent bind meanwhile
+	if ok {
+		list = append(list, b)
+		b.uins = append(b.uins, uin)
+		b.last.Store(uin)
+		r.size.Add(1)
+	}
+	if len(list) == 0 {
+		delete(s.m, uin)
+	} else {
+		s.m[uin] = list
+	}
+	return ok
+}
+
+func contains(s []uint64, v uint64) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Binding) unbind(uin uint64) {
