@@ -55,7 +55,7 @@ const nShards = 64
 type Registry struct {
 	perUIN, perConn atomic.Int64 // Limits, changed by SetLimits (a reload)
 	shards          [nShards]shard
-	size   atomic.Int64 // bindings
+	size            atomic.Int64 // bindings
 }
 
 type shard struct {
