@@ -124,6 +124,7 @@ type Conn struct {
 	mu        sync.Mutex
 	pending   map[uint32]*waiter
 	abandoned map[uint32]int64 // seq -> unix nano when abandoned
+	streams   map[uint32]*Stream // open stream exchanges (stream.go)
 	closed    bool
 	err       error
 
@@ -251,7 +252,10 @@ func (cn *Conn) fail(err error) {
 	cn.err = err
 	pending := cn.pending
 	cn.pending = nil
+	streams := cn.streams
+	cn.streams = nil
 	cn.mu.Unlock()
+	cn.failStreams(streams, err)
 	close(cn.done)
 	_ = cn.nc.Close()
 	for _, w := range pending {
@@ -271,7 +275,8 @@ func (cn *Conn) register(w *waiter) (uint32, error) {
 	}
 	for {
 		s := cn.seq.Add(1)
-		if _, busy := cn.pending[s]; busy {
+		_, busy := cn.pending[s]
+		if _, sbusy := cn.streams[s]; busy || sbusy {
 			continue
 		}
 		cn.pending[s] = w
@@ -416,6 +421,9 @@ func (cn *Conn) readLoop() {
 			continue
 		}
 		cn.received.Add(1)
+		if cn.dispatchStream(&f) {
+			continue
+		}
 		cn.mu.Lock()
 		w, ok := cn.pending[f.Seq]
 		if ok {
