@@ -123,7 +123,7 @@ type Conn struct {
 
 	mu        sync.Mutex
 	pending   map[uint32]*waiter
-	abandoned map[uint32]int64 // seq -> unix nano when abandoned
+	abandoned map[uint32]int64   // seq -> unix nano when abandoned
 	streams   map[uint32]*Stream // open stream exchanges (stream.go)
 	closed    bool
 	err       error
