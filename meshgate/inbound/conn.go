@@ -48,6 +48,8 @@ type conn struct {
 	flushing bool
 	werr     error
 	seqs     map[uint32]struct{}
+
+	push pushState // push.go
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -109,6 +111,7 @@ func (c *conn) serve() {
 	defer s.removeConn(c)
 	defer c.end()
 	t := s.table.Load()
+	defer c.attachPush()()
 	c.sem = make(chan struct{}, t.MaxInFlight)
 	c.idle, c.rto = t.IdleTimeout, t.ReadTimeout
 	if tc, ok := c.nc.(*tls.Conn); ok {
@@ -200,6 +203,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		}
 		keyID = id
 	}
+	c.learnUIN(f.UIN)
 	var r *Route
 	for try := 0; ; try++ {
 		r = t.Lookup(f.Cmd, f.UIN)
@@ -352,6 +356,7 @@ func (c *conn) replyError(f *codec.Frame, result uint16, msg string) {
 // reply encodes f and writes it, coalescing with concurrent replies: the
 // goroutine that finds the socket free writes everything queued meanwhile.
 func (c *conn) reply(f *codec.Frame) {
+	c.loginReply(f)
 	c.wmu.Lock()
 	// Bounded queue: behind a write in progress at most maxPendingWrite
 	// bytes wait; further repliers block (holding their in-flight slot, so
@@ -381,6 +386,13 @@ func (c *conn) reply(f *codec.Frame) {
 		return
 	}
 	c.flushing = true
+	c.flushLocked()
+	c.wmu.Unlock()
+}
+
+// flushLocked writes wbuf until it is empty; called with wmu held and
+// flushing set by the caller, it returns with wmu held and flushing clear.
+func (c *conn) flushLocked() {
 	for len(c.wbuf) > 0 && c.werr == nil {
 		out := c.wbuf
 		c.wbuf = c.spare[:0]
@@ -402,7 +414,6 @@ func (c *conn) reply(f *codec.Frame) {
 	}
 	c.flushing = false
 	c.wcond.Broadcast()
-	c.wmu.Unlock()
 }
 
 // maxPendingWrite bounds the reply bytes queued behind a socket write.
