@@ -95,6 +95,7 @@ type Runtime struct {
 	xdsPlane *xdsPlane
 
 	replay replayShare // nonces of every private listener (see auth.go)
+	push   pushHub     // push delivery to private listeners' connections (see push.go)
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
