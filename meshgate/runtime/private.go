@@ -66,7 +66,8 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 		if err != nil {
 			return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
 		}
-		pool, err := upstream.NewPrivatePool(u, c, r.opts.Logger, r.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval))
+		pool, err := upstream.NewPrivatePool(u, c, r.opts.Logger, r.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval),
+			upstream.WithPushHandler(r.pushSink(u.Name).handle))
 		if err != nil {
 			return fmt.Errorf("upstreams[%d]: %w", i, err)
 		}

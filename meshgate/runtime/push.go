@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/meshgate/push"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // pushHub is the process's push delivery (docs/push-streams.md): every
@@ -27,6 +29,8 @@ type pushHub struct {
 	mOnce sync.Once
 	m     *push.Metrics
 	mErr  error
+
+	sinks map[string]*pushSink // by private upstream name (Runtime.mu)
 }
 
 func (h *pushHub) add(s *inbound.Server) {
@@ -134,4 +138,68 @@ func (g *grpcServer) authorizePush(ctx context.Context, method string) error {
 		return status.Errorf(codes.PermissionDenied, "push: permission denied for %s", method)
 	}
 	return nil
+}
+
+// pushSink is where a private upstream's PUSH frames go: one per upstream
+// name, kept across reloads (pools keep their handler), pointing at the
+// forwarder of the committed config (nil: dropped).
+type pushSink struct{ fw atomic.Pointer[push.Forwarder] }
+
+func (s *pushSink) handle(f *codec.Frame) {
+	if fw := s.fw.Load(); fw != nil {
+		fw.Handle(f)
+	}
+}
+
+// pushSink returns name's sink (r.mu held).
+func (r *Runtime) pushSink(name string) *pushSink {
+	h := &r.push
+	if h.sinks == nil {
+		h.sinks = map[string]*pushSink{}
+	}
+	s := h.sinks[name]
+	if s == nil {
+		s = &pushSink{}
+		h.sinks[name] = s
+	}
+	return s
+}
+
+// commitPush points every private upstream's sink at the forwarder its
+// committed upstreams[].push describes (r.mu held, after r.pools is set).
+func (r *Runtime) commitPush(cfg *config.Config) {
+	seen := map[string]bool{}
+	for _, u := range cfg.Upstreams {
+		if u.Protocol != config.ProtoPrivate {
+			continue
+		}
+		seen[u.Name] = true
+		s := r.pushSink(u.Name)
+		if u.Push == nil {
+			s.fw.Store(nil)
+			continue
+		}
+		m, err := r.pushMetrics()
+		if err != nil {
+			r.log.Error("push metrics", "err", err)
+		}
+		switch u.Push.To {
+		case config.PushToDownstream:
+			s.fw.Store(push.ToDownstream(u.Name, &r.push, m))
+		case config.PushToGRPC:
+			pool := r.pools[u.Push.Upstream]
+			if pool == nil {
+				s.fw.Store(nil)
+				continue
+			}
+			s.fw.Store(push.ToGRPC(u.Name, pool, u.Push.Method, u.Push.Timeout, u.Push.MaxConcurrency, m, r.log,
+				grpc.ForceCodecV2(rawcodec.Codec{})))
+		}
+	}
+	for name, s := range r.push.sinks {
+		if !seen[name] {
+			s.fw.Store(nil)
+			delete(r.push.sinks, name)
+		}
+	}
 }

@@ -351,6 +351,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		}
 	}
 	r.pools = st.pools
+	r.commitPush(cfg)
 	r.priv.commit(r, st, cfg.Defaults.DrainTimeout)
 	r.snapshotUpstreams()
 	r.cfg.Store(cfg)

@@ -48,6 +48,7 @@ type poolOptions struct {
 	dialTimeout             time.Duration
 	liveness                time.Duration
 	tlsRefresh              time.Duration
+	onPush                  func(*codec.Frame) // push.go
 }
 
 // WithBackoff sets the reconnect backoff (default 50ms doubling to 5s, ±20%
@@ -214,6 +215,7 @@ func (p *PrivatePool) keep(e *endpoint, slot int) {
 			Logger:       p.log,
 			OnLate:       p.onLate,
 			OnUnknownSeq: p.onUnknown,
+			OnPush:       p.opts.onPush,
 			TLS:          secure,
 		})
 		cancel()
