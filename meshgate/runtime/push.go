@@ -143,7 +143,9 @@ func (g *grpcServer) authorizePush(ctx context.Context, method string) error {
 // pushSink is where a private upstream's PUSH frames go: one per upstream
 // name, kept across reloads (pools keep their handler), pointing at the
 // forwarder of the committed config (nil: dropped).
-type pushSink struct{ fw atomic.Pointer[push.Forwarder] }
+type pushSink struct {
+	fw atomic.Pointer[push.Forwarder]
+}
 
 func (s *pushSink) handle(f *codec.Frame) {
 	if fw := s.fw.Load(); fw != nil {
