@@ -20,6 +20,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/stream"
 )
 
 // conn is one downstream connection.
@@ -49,7 +50,8 @@ type conn struct {
 	werr     error
 	seqs     map[uint32]struct{}
 
-	push pushState // push.go
+	push    pushState     // push.go
+	streams *stream.Table // stream exchanges in flight (stream.go); created by the read goroutine
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -204,6 +206,9 @@ func (c *conn) handle(f *codec.Frame) bool {
 		keyID = id
 	}
 	c.learnUIN(f.UIN)
+	if c.streamFrame(f) {
+		return true // a frame of an exchange in flight, or a CANCEL (stream.go)
+	}
 	var r *Route
 	for try := 0; ; try++ {
 		r = t.Lookup(f.Cmd, f.UIN)
@@ -226,6 +231,10 @@ func (c *conn) handle(f *codec.Frame) bool {
 			return true
 		}
 		t = s.table.Load()
+	}
+	if r.Stream != "" {
+		c.startStream(r, f, keyID, t.Auth != nil)
+		return true
 	}
 	if !oneway {
 		c.wmu.Lock()

@@ -32,6 +32,7 @@ type Route struct {
 	Upstream       Upstream
 	UpstreamName   string
 	Timeout        time.Duration
+	Stream         string // "" (unary), "server", "client" or "bidi" (stream.go)
 
 	cmdLabel string
 	latency  prometheus.Observer
@@ -123,7 +124,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 			timeout = d.Timeout
 		}
 		routes = append(routes, Route{Cmd: rc.Cmd, UINMin: rc.UINMin, UINMax: rc.UINMax, Method: rc.Method,
-			Upstream: u, UpstreamName: rc.Upstream, Timeout: timeout})
+			Upstream: u, UpstreamName: rc.Upstream, Timeout: timeout, Stream: streamKind(rc.Stream)})
 	}
 	var auth *AuthPolicy
 	if l.Auth != nil {

@@ -154,7 +154,12 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		s.m.unmatched(t.listener, codes.Unimplemented)
 		return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
 	}
-	err := s.call(r, stream)
+	var err error
+	if r.Stream != "" {
+		err = s.callStream(r, stream)
+	} else {
+		err = s.call(r, stream)
+	}
 	r.m.observe(status.Code(err), time.Since(start))
 	return err
 }

@@ -19,6 +19,8 @@ type Route struct {
 	// Oneway sends the frame with ONEWAY set and answers the call (empty
 	// message, OK) once the frame is written.
 	Oneway bool
+	// Stream is "" (unary), "server", "client" or "bidi" (stream.go).
+	Stream string
 
 	m *routeMetrics
 }
@@ -51,7 +53,7 @@ func buildTable(l config.Listener, pools map[string]*upstream.PrivatePool, defTi
 		if to <= 0 {
 			to = defTimeout
 		}
-		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, Timeout: to, Oneway: r.Oneway, m: mm.forRoute(l.Name, r.Method)}
+		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, Timeout: to, Oneway: r.Oneway, Stream: streamKind(r.Stream), m: mm.forRoute(l.Name, r.Method)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)
 		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {

@@ -56,6 +56,9 @@ type Exchange struct {
 	ended  bool
 	end    error // nil: ended with result 0 (Recv returns io.EOF)
 	cancel bool  // ended locally (Cancel or overflow): the peer must be told
+
+	goneOnce sync.Once
+	gone     chan struct{} // closed by Abort
 }
 
 // New returns an open exchange bounded by l.
@@ -66,8 +69,15 @@ func New(l Limits) *Exchange {
 	if l.Bytes <= 0 {
 		l.Bytes = 4 << 20
 	}
-	return &Exchange{lim: l, wake: make(chan struct{}, 1)}
+	return &Exchange{lim: l, wake: make(chan struct{}, 1), gone: make(chan struct{})}
 }
+
+// Abort closes Gone: the peer gave the whole exchange up (a CANCEL frame),
+// which the owner must act on even after the request side ended.
+func (e *Exchange) Abort() { e.goneOnce.Do(func() { close(e.gone) }) }
+
+// Gone is closed once the peer cancelled the exchange.
+func (e *Exchange) Gone() <-chan struct{} { return e.gone }
 
 func (e *Exchange) signal() {
 	select {

@@ -42,11 +42,17 @@ func TestServerStreamInOrderThenEOF(t *testing.T) {
 	tb.Dispatch(f)
 	buf[0] = 'X' // the read buffer is reused: the queued message is a copy
 	tb.Dispatch(frame(1, codec.FlagMore|codec.FlagResponse, "b"))
-	if a := tb.Dispatch(frame(1, codec.FlagResponse, "")); a != Queued || tb.Len() != 0 {
-		t.Fatalf("final: %v, open %d", a, tb.Len())
+	if a := tb.Dispatch(frame(1, codec.FlagResponse, "")); a != Queued || tb.Len() != 1 {
+		t.Fatalf("final: %v, open %d (kept until Close)", a, tb.Len())
 	}
-	if a := tb.Dispatch(frame(1, codec.FlagResponse, "late")); a != NotStream {
-		t.Fatalf("frame after the end: %v", a)
+	tb.Dispatch(frame(1, codec.FlagMore|codec.FlagResponse, "late")) // dropped: the exchange ended
+	if tb.Dispatch(&codec.Frame{Seq: 1, Flags: codec.FlagCancel}) != Cancelled {
+		t.Fatal("a CANCEL after the end must still reach the exchange")
+	}
+	select {
+	case <-e.Gone():
+	default:
+		t.Fatal("Gone not closed by CANCEL")
 	}
 	for _, want := range []string{"a", "b"} {
 		m, err := e.Recv(ctx5(t))
@@ -117,8 +123,8 @@ func TestSlowConsumerOverflowsOnlyItsExchange(t *testing.T) {
 			t.Fatalf("message %d: %v", i, a)
 		case i == 4:
 			overflowed = a == Overflowed
-		case i > 4 && a != NotStream:
-			t.Fatalf("after overflow the seq must be forgotten, got %v", a)
+		case i > 4 && a != Queued:
+			t.Fatalf("after overflow later frames are dropped by the ended exchange, got %v", a)
 		}
 		tb.Dispatch(frame(2, codec.FlagMore|codec.FlagResponse, fmt.Sprint(i)))
 		m, err := fast.Recv(ctx5(t))
@@ -145,6 +151,10 @@ func TestSlowConsumerOverflowsOnlyItsExchange(t *testing.T) {
 	var ee *EndError
 	if !errors.As(err, &ee) || ee.Result != codec.ResultOverloaded || n != 5 {
 		t.Fatalf("slow exchange: %d messages then %v", n-1, err)
+	}
+	tb.Close(1)
+	if tb.Dispatch(frame(1, codec.FlagMore, "x")) != NotStream {
+		t.Fatal("Close must forget the seq")
 	}
 }
 

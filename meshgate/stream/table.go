@@ -82,19 +82,21 @@ func (t *Table) CancelAll() {
 
 // Dispatch hands frame f (read from the connection) to its exchange:
 //
-//   - CANCEL: the exchange is cancelled (result 11) and forgotten.
+//   - CANCEL: the exchange is cancelled (result 11) and Gone is closed,
+//     even when its request side had already ended.
 //   - MORE: the body is queued; past the bound the exchange ends with
-//     result 6 and is forgotten (Overflowed: tell the peer).
-//   - otherwise (the final frame): a non-empty body is queued as the last
-//     message (a client stream's last request may carry one), then the
-//     exchange ends with the frame's result and ext 5 message and is
-//     forgotten by the reader side; Recv drains what is queued first.
+//     result 6 (Overflowed: tell the peer).
+//   - otherwise (the last request frame, or a final reply frame): a
+//     non-empty body is queued as the last message, then the exchange ends
+//     with the frame's result and ext 5 message; Recv drains what is
+//     queued first.
+//
+// The exchange stays in the table until its owner calls Close, so later
+// frames of an exchange that ended are dropped instead of starting a new
+// one.
 func (t *Table) Dispatch(f *codec.Frame) Action {
 	t.mu.Lock()
 	e := t.m[f.Seq]
-	if e != nil && (f.Flags&codec.FlagCancel != 0 || f.Flags&codec.FlagMore == 0) {
-		delete(t.m, f.Seq)
-	}
 	t.mu.Unlock()
 	if e == nil {
 		return NotStream
@@ -102,10 +104,10 @@ func (t *Table) Dispatch(f *codec.Frame) Action {
 	switch {
 	case f.Flags&codec.FlagCancel != 0:
 		e.Cancel()
+		e.Abort()
 		return Cancelled
 	case f.Flags&codec.FlagMore != 0:
 		if e.Offer(f.Body) != nil {
-			t.Close(f.Seq)
 			return Overflowed
 		}
 		return Queued
