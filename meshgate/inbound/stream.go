@@ -122,11 +122,15 @@ func (c *conn) bridgeStream(ctx context.Context, cancel context.CancelFunc, r *R
 	// exchange (CANCEL from the client: 11, buffer full: 6) cancels the call.
 	var local atomic.Pointer[stream.EndError]
 	go func() {
-		// A CANCEL from the client cancels the call even after the
-		// request side ended (a server stream).
+		// A CANCEL from the client (even after the request side ended, a
+		// server stream) or a full buffer (even while SendMsg waits for
+		// the upstream's flow control) cancels the call at once.
 		select {
 		case <-ex.Gone():
-			local.Store(&stream.EndError{Result: codec.ResultCancelled, Msg: "cancelled by the client"})
+			var ee *stream.EndError
+			if errors.As(ex.Err(), &ee) {
+				local.Store(ee)
+			}
 			cancel()
 		case <-ctx.Done():
 		}

@@ -72,12 +72,21 @@ func New(l Limits) *Exchange {
 	return &Exchange{lim: l, wake: make(chan struct{}, 1), gone: make(chan struct{})}
 }
 
-// Abort closes Gone: the peer gave the whole exchange up (a CANCEL frame),
-// which the owner must act on even after the request side ended.
+// Abort closes Gone: the exchange was given up as a whole (a CANCEL frame,
+// or an overflow), which the owner must act on at once — even after the
+// request side ended, even while its consumer is blocked elsewhere.
 func (e *Exchange) Abort() { e.goneOnce.Do(func() { close(e.gone) }) }
 
-// Gone is closed once the peer cancelled the exchange.
+// Gone is closed once the exchange was given up: the peer cancelled it or
+// its buffer overflowed. Err then says which.
 func (e *Exchange) Gone() <-chan struct{} { return e.gone }
+
+// Err returns how the exchange ended (nil while open or after result 0).
+func (e *Exchange) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.end
+}
 
 func (e *Exchange) signal() {
 	select {

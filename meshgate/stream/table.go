@@ -85,7 +85,7 @@ func (t *Table) CancelAll() {
 //   - CANCEL: the exchange is cancelled (result 11) and Gone is closed,
 //     even when its request side had already ended.
 //   - MORE: the body is queued; past the bound the exchange ends with
-//     result 6 (Overflowed: tell the peer).
+//     result 6 and Gone is closed (Overflowed: tell the peer).
 //   - otherwise (the last request frame, or a final reply frame): a
 //     non-empty body is queued as the last message, then the exchange ends
 //     with the frame's result and ext 5 message; Recv drains what is
@@ -108,12 +108,14 @@ func (t *Table) Dispatch(f *codec.Frame) Action {
 		return Cancelled
 	case f.Flags&codec.FlagMore != 0:
 		if e.Offer(f.Body) != nil {
+			e.Abort()
 			return Overflowed
 		}
 		return Queued
 	default:
 		if len(f.Body) > 0 && f.Result == codec.ResultOK {
 			if e.Offer(f.Body) != nil {
+				e.Abort()
 				return Overflowed
 			}
 		}
