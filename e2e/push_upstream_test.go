@@ -128,7 +128,7 @@ listeners:
   - name: clients
     kind: private
     address: %s
-    push: {}
+    push: {trust_uin: true}
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: backend}]
 upstreams:
   - {name: backend, protocol: grpc, endpoints: [%q]}

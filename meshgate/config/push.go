@@ -57,6 +57,10 @@ type ListenerPush struct {
 	MaxConnsPerUIN int `yaml:"max_conns_per_uin,omitempty" json:"max_conns_per_uin,omitempty"`
 	// MaxUINsPerConn (private) bounds uins per connection; default 4.
 	MaxUINsPerConn int `yaml:"max_uins_per_conn,omitempty" json:"max_uins_per_conn,omitempty"`
+	// TrustUIN (private) binds the uin of every request on a listener
+	// without auth and without login_cmd. A client can then claim any uin
+	// and receive that user's pushes, so it must be asked for.
+	TrustUIN bool `yaml:"trust_uin,omitempty" json:"trust_uin,omitempty"`
 	// API (grpc) serves meshgate.v1.Push on this listener.
 	API bool `yaml:"api,omitempty" json:"api,omitempty"`
 }
@@ -145,12 +149,15 @@ func (c *Config) validatePush(e *errs) {
 			if p.MaxUINsPerConn < 1 || p.MaxUINsPerConn > 1024 {
 				e.add(pf+".max_uins_per_conn", "must be in [1, 1024], got %d", p.MaxUINsPerConn)
 			}
+			if p.LoginCmd == 0 && l.Auth == nil && !p.TrustUIN {
+				e.add(pf+".login_cmd", "required when the listener has no auth: otherwise any client could claim any uin and receive its pushes (set trust_uin: true to accept that)")
+			}
 		case KindGRPC:
 			if !p.API {
 				e.add(pf+".api", "a grpc listener's push section must set api: true")
 			}
-			if p.LoginCmd != 0 || p.QueueBytes != 0 || p.MaxConnsPerUIN != 0 || p.MaxUINsPerConn != 0 {
-				e.add(pf, "login_cmd, queue_bytes, max_conns_per_uin and max_uins_per_conn apply to private listeners only")
+			if p.LoginCmd != 0 || p.QueueBytes != 0 || p.MaxConnsPerUIN != 0 || p.MaxUINsPerConn != 0 || p.TrustUIN {
+				e.add(pf, "login_cmd, queue_bytes, max_conns_per_uin, max_uins_per_conn and trust_uin apply to private listeners only")
 			}
 		}
 	}

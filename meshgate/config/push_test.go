@@ -25,16 +25,27 @@ func TestPushDefaults(t *testing.T) {
 	}
 }
 
+func TestPushTrustUINOrAuthAccepted(t *testing.T) {
+	for _, add := range []string{"    push: {trust_uin: true}\n", "    push: {}\n    auth: {keys: {1: \"k\"}}\n"} {
+		y := strings.Replace(good, "    address: 127.0.0.1:7000\n", "    address: 127.0.0.1:7000\n"+add, 1)
+		if _, err := Parse([]byte(y), ""); err != nil {
+			t.Errorf("%q: %v", add, err)
+		}
+	}
+}
+
 func TestPushErrorsNameTheField(t *testing.T) {
 	cases := map[string]struct{ from, to, field string }{
 		"bad stream":        {"upstream: g}", "upstream: g, stream: both}", "listeners[0].routes[0].stream"},
 		"oneway stream":     {"upstream: p}", "upstream: p, stream: server, oneway: true}", "listeners[1].routes[0].oneway"},
 		"api on private":    {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {api: true}\n", "listeners[0].push.api"},
-		"tiny queue":        {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {queue_bytes: 10}\n", "listeners[0].push.queue_bytes"},
-		"conns per uin":     {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {max_conns_per_uin: -1}\n", "listeners[0].push.max_conns_per_uin"},
+		"tiny queue":        {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {login_cmd: 1, queue_bytes: 10}\n", "listeners[0].push.queue_bytes"},
+		"conns per uin":     {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {login_cmd: 1, max_conns_per_uin: -1}\n", "listeners[0].push.max_conns_per_uin"},
+		"claimable uin":     {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {}\n", "listeners[0].push.login_cmd"},
 		"grpc without api":  {"address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {}\n", "listeners[1].push.api"},
 		"grpc login":        {"address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {api: true, login_cmd: 3}\n", "listeners[1].push"},
 		"bad to":            {"lb: consistent_hash}", "lb: consistent_hash, push: {to: nowhere}}", "upstreams[1].push.to"},
+		"grpc trust_uin":    {"address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {api: true, trust_uin: true}\n", "listeners[1].push"},
 		"downstream no lis": {"lb: consistent_hash}", "lb: consistent_hash, push: {to: downstream}}", "upstreams[1].push.to"},
 		"grpc no method":    {"lb: consistent_hash}", "lb: consistent_hash, push: {to: grpc, upstream: g}}", "upstreams[1].push.method"},
 		"grpc wrong up":     {"lb: consistent_hash}", "lb: consistent_hash, push: {to: grpc, method: /a.B/C, upstream: p}}", "upstreams[1].push.upstream"},
