@@ -629,11 +629,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	select {
-	case <-s.closed:
-		return ErrClosed
-	default:
-	}
 	gopts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
@@ -650,7 +645,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
 	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+	// Published under mu, after checking closed: a Close from now on stops
+	// g; one before it is seen here (it closed the listener already).
 	s.mu.Lock()
+	select {
+	case <-s.closed:
+		s.mu.Unlock()
+		g.Stop()
+		return ErrClosed
+	default:
+	}
 	s.grpc = g
 	ln := s.ln
 	s.mu.Unlock()

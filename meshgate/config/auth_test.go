@@ -71,7 +71,7 @@ func TestAuthErrorsNameTheField(t *testing.T) {
 		"bad method pattern":     {"/legacy.L/Get,", "/legacy.L/Get/x,", "listeners[1].authz.allow[0].methods[0]"},
 		"wildcard method prefix": {"/legacy.L/*]", "/legacy.*]", "listeners[1].authz.allow[0].methods[1]"},
 		"bad identity":           {"dns:web.game.svc", "dns:web..svc", "listeners[1].authz.allow[0].identities[1]"},
-		"wildcard identity":      {"dns:web.game.svc", "\"dns:*.game.svc\"", "listeners[1].authz.allow[0].identities[1]"},
+		"wildcard identity":      {"dns:web.game.svc", "dns:*.game.svc", "listeners[1].authz.allow[0].identities[1]"},
 		"uri without host":       {"spiffe://example.org/ns/game/sa/web", "spiffe:///web", "listeners[1].authz.allow[0].identities[0]"},
 		"no identities":          {"identities: [\"spiffe://example.org/ns/game/sa/web\", \"dns:web.game.svc\"], ", "", "listeners[1].authz.allow[0].identities"},
 		"key ids on grpc":        {"methods: [/legacy.L/Get, /legacy.L/*]}", "methods: [/legacy.L/Get], key_ids: [1]}", "listeners[1].authz.allow[0].key_ids"},

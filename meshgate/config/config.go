@@ -40,6 +40,9 @@ type Config struct {
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
 	// TLS holds settings shared by every listener and upstream TLS block.
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
+	// Telemetry and AccessLog: see observability.go.
+	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
+	AccessLog *AccessLog `yaml:"access_log,omitempty" json:"access_log,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -93,6 +96,8 @@ type Listener struct {
 	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
 	// Push tracks uin → connection (private) or serves the push API (grpc); see push.go.
 	Push *ListenerPush `yaml:"push,omitempty" json:"push,omitempty"`
+
+	ListenerObservability `yaml:",inline"` // observability.go
 }
 
 // Auth configures HMAC verification of the MGP auth extension.
@@ -133,10 +138,13 @@ type Route struct {
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// Timeout applies when the request carries no deadline; default
 	// Defaults.Timeout.
-	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	Timeout      time.Duration                   `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Oneway       bool                            `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	RouteRewrite `yaml:",inline" json:",inline"` // rewrite_cmd / rewrite_method (reshape.go)
 	// Stream is unary (default) | server | client | bidi; see push.go.
 	Stream string `yaml:"stream,omitempty" json:"stream,omitempty"`
+
+	RouteObservability `yaml:",inline"` // observability.go
 }
 
 // Upstream protocols.
@@ -171,6 +179,8 @@ type Upstream struct {
 	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
 	// Push says where the upstream's PUSH frames go (private; push.go).
 	Push *UpstreamPush `yaml:"push,omitempty" json:"push,omitempty"`
+
+	UpstreamObservability `yaml:",inline"` // observability.go
 }
 
 // Defaults are shared limits.

@@ -1,6 +1,9 @@
-// Package inbound is the private → gRPC direction of the bridge: a listener
-// that speaks a private codec, turns each request frame into a unary gRPC
-// call and each reply back into a frame with the same seq.
+// Package inbound serves private listeners: a listener that speaks a
+// private codec routes each request frame by cmd (and uin) either to a gRPC
+// upstream (the frame becomes a unary gRPC call and the reply a frame with
+// the same seq) or to a private upstream (the frame is proxied through an
+// upstream.PrivatePool, which assigns its own seq; the reply goes back with
+// the client's).
 //
 // Per connection one goroutine reads frames (codec.Reader); each request is
 // dispatched to its own goroutine, so many requests are in flight at once
@@ -54,6 +57,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/push"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
 // Errors.
@@ -92,6 +96,8 @@ type Options struct {
 	// Replay, when set, is the replay cache shared with the process's other
 	// private listeners (see ReplayCache); nil starts an empty one.
 	Replay *ReplayCache
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
 }
 
 // Server serves one private listener.

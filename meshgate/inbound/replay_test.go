@@ -303,7 +303,7 @@ func TestReplayAcrossReload(t *testing.T) {
 		for _, r := range old.Routes() {
 			routes = append(routes, *r)
 		}
-		e.srv.SetTable(NewTable("priv", routes, Limits{}, authPolicy(skew, 0), nil))
+		e.srv.SetTable(NewTable("priv", routes, limitsOf(old), authPolicy(skew, 0), nil))
 	}
 	reload(10 * time.Second)
 	if got := flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
@@ -349,13 +349,18 @@ func TestConcurrentVerify(t *testing.T) {
 	}
 }
 
+// limitsOf returns t's (resolved) limits, for a table that replaces it.
+func limitsOf(t *Table) Limits {
+	return Limits{MaxInFlight: t.MaxInFlight, IdleTimeout: t.IdleTimeout, ReadTimeout: t.ReadTimeout}
+}
+
 // withAuthz swaps in a copy of e's table with policy p.
 func withAuthz(e *env, auth *AuthPolicy, p *config.Authz) {
 	routes := make([]Route, 0)
 	for _, r := range e.srv.Table().Routes() {
 		routes = append(routes, *r)
 	}
-	t := NewTable("priv", routes, Limits{}, auth, e.metrics)
+	t := NewTable("priv", routes, limitsOf(e.srv.Table()), auth, e.metrics)
 	t.Authz = authz.New(p)
 	e.srv.SetTable(t)
 }
@@ -425,7 +430,7 @@ upstreams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl, err := TableFromConfig(&cfg.Listeners[0], cfg.Defaults, func(string) Upstream { return nopUpstream{} }, nil)
+	tbl, err := TableFromConfig(&cfg.Listeners[0], cfg.Defaults, func(string) Target { return Target{GRPC: nopUpstream{}} }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,10 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/stream"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // Streams (routes[].stream; docs/protocol.md "Push and streams"): the
@@ -55,13 +57,27 @@ func (c *conn) streamFrame(f *codec.Frame) bool {
 	return f.Flags&codec.FlagCancel != 0
 }
 
+// frameStreamer opens stream exchanges on a private upstream (an
+// upstream.PrivatePool).
+type frameStreamer interface {
+	OpenStream(cmd uint32, uin uint64, ext []codec.Ext, lim stream.Limits) (*privconn.Stream, error)
+}
+
 // startStream opens an exchange for the first frame f of a stream route r
-// (r's upstream is acquired) and runs the gRPC call in its own goroutine.
+// (r's upstream is acquired) and runs the call — a gRPC stream, or a
+// stream exchange on a private upstream — in its own goroutine.
 func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool) {
 	s := c.s
-	up, ok := r.Upstream.(streamer)
+	var up streamer
+	var fup frameStreamer
+	ok := false
+	if r.Private != nil {
+		fup, ok = r.Private.(frameStreamer)
+	} else {
+		up, ok = r.Upstream.(streamer)
+	}
 	if !ok {
-		r.Upstream.Release()
+		r.release()
 		c.replyError(f, codec.ResultInternal, "upstream cannot stream")
 		return
 	}
@@ -70,15 +86,24 @@ func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool) 
 	}
 	ex, ok := c.streams.Open(f.Seq)
 	if !ok {
-		r.Upstream.Release()
+		r.release()
 		s.rejected("stream_limit")
 		c.replyError(f, codec.ResultOverloaded, "too many streams in flight on this connection")
 		return
 	}
-	md := mapping.NewRequestMD()
 	timeout := r.Timeout
-	if d, ok := md.FromFrame(f, keyID, authed); ok {
-		timeout = d
+	var md *mapping.RequestMD
+	var ext []codec.Ext
+	if fup != nil {
+		if d, ok := mapping.Timeout(f); ok {
+			timeout = d
+		}
+		ext = passExt(f)
+	} else {
+		md = mapping.NewRequestMD()
+		if d, ok := md.FromFrame(f, keyID, authed); ok {
+			timeout = d
+		}
 	}
 	c.streams.Dispatch(f) // the first message (or the only, final one)
 	c.sem <- struct{}{}
@@ -87,16 +112,39 @@ func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool) 
 		s.mInFlight.Inc()
 	}
 	c.calls.Add(1)
-	go c.runStream(r, up, ex, f.Cmd, f.Seq, f.UIN, md.MD, timeout)
+	cmd, seq, uin := f.Cmd, f.Seq, f.UIN // f aliases the read buffer
+	if fup != nil {
+		go c.runStream(r, ex, cmd, seq, uin, nil, timeout, func(ctx context.Context, cancel context.CancelFunc) error {
+			return c.proxyStream(ctx, cancel, r, fup, ex, cmd, seq, uin, ext)
+		})
+		return
+	}
+	go c.runStream(r, ex, cmd, seq, uin, md.MD, timeout, func(ctx context.Context, cancel context.CancelFunc) error {
+		return c.bridgeStream(ctx, cancel, r, up, ex, cmd, seq, uin)
+	})
 }
 
-func (c *conn) runStream(r *Route, up streamer, ex *stream.Exchange, cmd, seq uint32, uin uint64, md metadata.MD, timeout time.Duration) {
+// passExt copies f's extensions for a private upstream (they alias the
+// read buffer): every one except ext 2 (auth, verified here) and ext 3
+// (deadline, re-sent with the remaining time).
+func passExt(f *codec.Frame) []codec.Ext {
+	var out []codec.Ext
+	for _, e := range f.Ext {
+		if e.Key == codec.ExtAuth || e.Key == codec.ExtDeadline {
+			continue
+		}
+		out = append(out, codec.Ext{Key: e.Key, Value: append([]byte(nil), e.Value...)})
+	}
+	return out
+}
+
+func (c *conn) runStream(r *Route, ex *stream.Exchange, cmd, seq uint32, uin uint64, md metadata.MD, timeout time.Duration, call func(context.Context, context.CancelFunc) error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, md), timeout)
-	err := c.bridgeStream(ctx, cancel, r, up, ex, cmd, seq, uin)
+	err := call(ctx, cancel)
 	cancel()
 	c.streams.Close(seq)
-	r.Upstream.Release()
+	r.release()
 	c.s.observe(r, err, time.Since(start))
 	<-c.sem
 	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {
@@ -184,4 +232,84 @@ func (c *conn) endStream(cmd, seq uint32, uin uint64, err error, header, trailer
 	out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Ext: ext[:0]}
 	mapping.ReplyFrame(&out, nil, err, header, trailer)
 	c.reply(&out)
+}
+
+// proxyStream passes an exchange through to a private upstream (private →
+// private): each message of the client's exchange goes out as a frame of
+// an exchange the pool opens with its own seq (cmd rewritten when the route
+// says so), each reply message comes back with the client's seq, and the
+// final frame's result and message pass unchanged. A CANCEL from the client,
+// an overflow or the deadline sends CANCEL upstream.
+func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Route, up frameStreamer, ex *stream.Exchange, cmd, seq uint32, uin uint64, ext []codec.Ext) error {
+	sendCmd := cmd
+	if r.SendCmd != 0 {
+		sendCmd = r.SendCmd
+	}
+	var dl [4]byte
+	f := codec.Frame{Ext: ext}
+	if d, ok := ctx.Deadline(); ok {
+		mapping.AppendDeadline(&f, &dl, time.Until(d))
+	}
+	st, err := up.OpenStream(sendCmd, uin, f.Ext, stream.Limits{Messages: config.DefaultStreamBuffer})
+	if err != nil {
+		ex.Cancel()
+		err = upstream.Status(ctx, err)
+		c.endStream(cmd, seq, uin, err, nil, nil)
+		return err
+	}
+	defer st.Cancel()
+	go func() {
+		select {
+		case <-ex.Gone():
+			st.Cancel()
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		sent := false
+		for {
+			b, err := ex.Recv(ctx)
+			switch {
+			case err == nil:
+				last := r.Stream == config.StreamServer
+				if st.Send(b, last) != nil {
+					return
+				}
+				sent = sent || last
+			case errors.Is(err, io.EOF):
+				if !sent {
+					_ = st.CloseSend()
+				}
+				return
+			default:
+				return
+			}
+		}
+	}()
+	for {
+		b, err := st.Recv(ctx)
+		switch {
+		case err == nil:
+			out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse | codec.FlagMore, Body: b}
+			c.reply(&out)
+			continue
+		case errors.Is(err, io.EOF):
+			c.endStream(cmd, seq, uin, nil, nil, nil)
+			return nil
+		}
+		var ee *stream.EndError
+		if local := ex.Err(); local != nil && errors.As(local, &ee) {
+			// the client cancelled, or its exchange overflowed
+		} else if !errors.As(err, &ee) {
+			st.Cancel()
+			err = upstream.Status(ctx, err)
+			c.endStream(cmd, seq, uin, err, nil, nil)
+			return err
+		}
+		ex.Cancel()
+		e := [1]codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte(ee.Msg)}}
+		c.reply(&codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Result: ee.Result, Ext: e[:]})
+		return resultError(ee.Result)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testpki"
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
@@ -55,14 +56,15 @@ func newAuthzEnv(t *testing.T, mtls bool, policy *config.Authz) *authzEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &authzEnv{ca: ca, reg: prometheus.NewRegistry(), backend: new(atomic.Int64)}
+	m := admin.NewMetrics()
+	e := &authzEnv{ca: ca, reg: m.Registry, backend: new(atomic.Int64)}
 	b := legacy.NewServer(legacy.ServerOptions{OnRequest: func(*codec.Frame) { e.backend.Add(1) }})
 	if err := b.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{b.Addr().String()}, LB: config.LBRoundRobin, Connections: 1}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, e.reg)
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, e.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,13 +74,13 @@ func newAuthzEnv(t *testing.T, mtls bool, policy *config.Authz) *authzEnv {
 	if err := p.WaitHealthy(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	out, err := outbound.New(outbound.Options{Registerer: e.reg})
+	out, err := outbound.New(outbound.Options{Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := listener(defaultRoutes...)
 	l.Authz = policy
-	if err := out.Update(l, map[string]*upstream.PrivatePool{"legacy": p}); err != nil {
+	if err := out.Update(l, upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
 	opts := out.ServerOptions()

@@ -14,6 +14,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/stream"
 )
 
@@ -130,5 +131,86 @@ func (s *Server) callStream(r *Route, ss grpc.ServerStream) error {
 			}
 			return serr
 		}
+	}
+}
+
+// proxyStreamDesc lets a proxied stream carry any number of messages each
+// way.
+var proxyStreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// proxyStream is the gRPC → gRPC path of a stream route: the call's
+// messages go to the route's gRPC upstream as raw bytes on a stream call
+// (called method or rewrite_method), the upstream's messages come back,
+// then its header, trailer and status unchanged (hop-by-hop keys dropped,
+// as for unary proxying). Cancelling the call cancels the upstream's.
+func (s *Server) proxyStream(r *Route, method string, ss grpc.ServerStream) error {
+	ctx := ss.Context()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
+		defer cancel()
+	}
+	var out metadata.MD
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		out = filterMD(md)
+	}
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
+	defer cancel()
+	if r.CallMethod != "" {
+		method = r.CallMethod
+	}
+	cs, err := r.GRPC.NewStream(ctx, proxyStreamDesc, method, grpc.ForceCodecV2(rawcodec.Codec{}))
+	if err != nil {
+		return err
+	}
+	rs := ss
+	if ls, ok := ss.(*limitedStream); ok {
+		rs = ls.ServerStream // see callStream
+	}
+	go func() {
+		for {
+			var b []byte
+			err := rs.RecvMsg(&b)
+			switch {
+			case errors.Is(err, io.EOF):
+				_ = cs.CloseSend()
+				return
+			case err != nil:
+				cancel()
+				return
+			}
+			if cs.SendMsg(&b) != nil {
+				return
+			}
+		}
+	}()
+	headerSent := false
+	for {
+		var b []byte
+		err := cs.RecvMsg(&b)
+		if !headerSent {
+			headerSent = true
+			if h, herr := cs.Header(); herr == nil {
+				if fh := filterMD(h); len(fh) > 0 {
+					if serr := ss.SetHeader(fh); serr != nil {
+						return serr
+					}
+				}
+			}
+		}
+		if err == nil {
+			if err := ss.SendMsg(&b); err != nil {
+				return err
+			}
+			continue
+		}
+		if t := filterMD(cs.Trailer()); len(t) > 0 {
+			ss.SetTrailer(t)
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		s.log.Debug("grpc upstream stream failed", "method", method, "err", err)
+		return err // the upstream's status, unchanged
 	}
 }

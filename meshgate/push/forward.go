@@ -84,8 +84,20 @@ func (w *Forwarder) Handle(f *codec.Frame) {
 	md.MD[MDPushCmd] = []string{strconv.FormatUint(uint64(f.Cmd), 10)}
 	body := append([]byte(nil), f.Body...)
 	cmd := f.Cmd
+	release := func() {}
+	if a, ok := w.inv.(acquirer); ok {
+		if !a.Acquire() { // retired by a reload; the next commit repoints the sink
+			<-w.sem
+			w.m.Inc(w.label, f.Cmd, OutcomeDropped)
+			return
+		}
+		release = a.Release
+	}
 	go func() {
-		defer func() { <-w.sem }()
+		defer func() {
+			release()
+			<-w.sem
+		}()
 		ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md.MD), w.timeout)
 		defer cancel()
 		var resp []byte
@@ -96,6 +108,13 @@ func (w *Forwarder) Handle(f *codec.Frame) {
 		}
 		w.m.Inc(w.label, cmd, OutcomeOK)
 	}()
+}
+
+// acquirer is an upstream whose retirement waits for the calls it let in
+// (grpcpool.Pool).
+type acquirer interface {
+	Acquire() bool
+	Release()
 }
 
 // InFlight returns the gRPC calls in flight (0 for to: downstream).

@@ -83,12 +83,13 @@ func TestReplayCacheSurvivesListenerRebuild(t *testing.T) {
 	if got := send(); got != codec.ResultOK {
 		t.Fatalf("first use: result %d", got)
 	}
-	before := rt.Addr("mgp-in").String()
+	srvOf := func() server { rt.mu.Lock(); defer rt.mu.Unlock(); return rt.listeners["mgp-in"].srv }
+	before := srvOf()
 	y2 := strings.Replace(y, "kind: private\n", "kind: private\n    max_frame_size: 65536\n", 1)
 	if err := rt.Reload(mustParse(t, y2)); err != nil {
 		t.Fatal(err)
 	}
-	if rt.Addr("mgp-in").String() == before {
+	if srvOf() == before {
 		t.Fatal("listener was not rebuilt")
 	}
 	if got := send(); got != codec.ResultUnauthenticated {
