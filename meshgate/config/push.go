@@ -125,8 +125,11 @@ func (c *Config) validatePush(e *errs) {
 			default:
 				e.add(fmt.Sprintf("%s.routes[%d].stream", f, j), "must be one of unary, server, client, bidi; got %q", r.Stream)
 			}
-			if r.Stream != StreamUnary && r.Stream != "unary" && r.Oneway {
+			if r.IsStream() && r.Oneway {
 				e.add(fmt.Sprintf("%s.routes[%d].oneway", f, j), "a stream route cannot be oneway")
+			}
+			if r.IsStream() && r.Body != nil && r.Body.Format != "" && r.Body.Format != BodyProto {
+				e.add(fmt.Sprintf("%s.routes[%d].body", f, j), "body transcoding applies to unary routes only")
 			}
 		}
 		p := l.Push

@@ -38,6 +38,7 @@ func TestPushErrorsNameTheField(t *testing.T) {
 	cases := map[string]struct{ from, to, field string }{
 		"bad stream":        {"upstream: g}", "upstream: g, stream: both}", "listeners[0].routes[0].stream"},
 		"oneway stream":     {"upstream: p}", "upstream: p, stream: server, oneway: true}", "listeners[1].routes[0].oneway"},
+		"json stream":       {"upstream: g}", "upstream: g, stream: bidi, body: {format: json}}", "listeners[0].routes[0].body: body transcoding applies to unary routes only"},
 		"api on private":    {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {api: true}\n", "listeners[0].push.api"},
 		"tiny queue":        {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {login_cmd: 1, queue_bytes: 10}\n", "listeners[0].push.queue_bytes"},
 		"conns per uin":     {"address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {login_cmd: 1, max_conns_per_uin: -1}\n", "listeners[0].push.max_conns_per_uin"},
