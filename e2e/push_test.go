@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -214,8 +216,18 @@ upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q]}
 `, admin, priv, loginCmd, loginCmd, api, gln.Addr().String())
 	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", bin, "run", "-c", path)
+	proc := harness.Start(t, "meshgate", bin, "run", "-c", path)
 	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+	rss := func() string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.Cmd.Process.Pid))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				return strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:"))
+			}
+		}
+		return "?"
+	}
+	t.Logf("meshgate RSS before clients: %s", rss())
 
 	fl := newFleet(t)
 	paddr, _ := net.ResolveTCPAddr("tcp", priv)
@@ -231,7 +243,7 @@ upstreams:
 		}
 		return nil
 	})
-	t.Logf("%d clients connected and logged in in %v", clients, time.Since(start))
+	t.Logf("%d clients connected and logged in in %v; meshgate RSS %s", clients, time.Since(start), rss())
 
 	cc, err := grpc.NewClient(api, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -276,7 +288,7 @@ upstreams:
 		}
 		return nil
 	})
-	t.Logf("%d pushes acknowledged in %v (%.0f/s)", clients*perClient, elapsed, float64(clients*perClient)/elapsed.Seconds())
+	t.Logf("%d pushes acknowledged in %v (%.0f/s); meshgate RSS %s", clients*perClient, elapsed, float64(clients*perClient)/elapsed.Seconds(), rss())
 	fl.mu.Lock()
 	for _, c := range fl.conns {
 		if len(c.pushes) != perClient {
