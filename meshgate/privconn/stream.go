@@ -31,7 +31,13 @@ type Stream struct {
 	ext    []codec.Ext // sent with the first frame only
 	sent   bool        // the last request frame went out
 	closed bool        // forgotten by the connection
+	onEnd  func()      // see OnEnd
 }
+
+// OnEnd sets fn to run once when the stream is done with (its end was
+// received, or Cancel); call it right after OpenStream, before Recv or
+// Cancel.
+func (s *Stream) OnEnd(fn func()) { s.onEnd = fn }
 
 // OpenStream starts an exchange of cmd for uin; ext (e.g. the deadline and
 // trace extensions) goes with the first request frame. The stream counts as
@@ -134,6 +140,9 @@ func (s *Stream) forget() {
 	}
 	cn.mu.Unlock()
 	cn.inflight.Add(-1)
+	if s.onEnd != nil {
+		s.onEnd()
+	}
 }
 
 // write sends f, failing the connection on a socket error.

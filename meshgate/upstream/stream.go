@@ -27,7 +27,11 @@ func (p *PrivatePool) OpenStream(cmd uint32, uin uint64, ext []codec.Ext, lim st
 		}
 		s, err := cn.OpenStream(cmd, uin, ext, lim)
 		if err == nil {
+			// An open stream counts as a request in flight on its
+			// endpoint (least_request), until it ends.
+			e.inflight.Add(1)
 			e.requests.Add(1)
+			s.OnEnd(func() { e.inflight.Add(-1) })
 			return s, nil
 		}
 		lastErr = err
