@@ -50,6 +50,8 @@ const (
 	FlagOneway    Flags = 1 << 1 // a request that expects no reply
 	FlagHeartbeat Flags = 1 << 2 // keepalive; answered with a response heartbeat, no body
 	FlagPush      Flags = 1 << 3 // server-initiated message, no reply
+	FlagMore      Flags = 1 << 4 // more frames of this exchange (seq) follow: a stream
+	FlagCancel    Flags = 1 << 5 // the requester gave up the exchange (seq); no reply
 )
 
 // Has reports whether every bit of g is set in f.

@@ -29,11 +29,13 @@
 //	trailer:                  # optional
 //	  name: <string>          # default "trailer"
 //	  bytes: [<byte>, ...]    # checked on decode, written on encode
-//	flag_bits:                # optional, needs a flags field; default {response: 0, oneway: 1, heartbeat: 2, push: 3}
+//	flag_bits:                # optional, needs a flags field; default {response: 0, oneway: 1, heartbeat: 2, push: 3}; streams add more, cancel
 //	  response: <bit>         # wire bit number carrying codec.FlagResponse
 //	  oneway: <bit>
 //	  heartbeat: <bit>
 //	  push: <bit>
+//	  more: <bit>             # codec.FlagMore (streams)
+//	  cancel: <bit>           # codec.FlagCancel (streams)
 //
 // Roles: header_len (bytes from the first header byte to the first body
 // byte; without it the header is exactly the fixed fields), body_len or
@@ -72,7 +74,7 @@
 //	  - {name: reserved, size: 4}
 //	extensions: {format: tlv16, align: 4}
 //	trailer: {name: etx, bytes: [0x03]}
-//	flag_bits: {response: 0, oneway: 1, heartbeat: 2, push: 3}
+//	flag_bits: {response: 0, oneway: 1, heartbeat: 2, push: 3, more: 4, cancel: 5}
 //
 // # Example: a length-first little-endian protocol (testdata/le16.yaml)
 //

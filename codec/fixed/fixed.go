@@ -62,7 +62,7 @@ type Codec struct {
 	trailer     []byte
 	trailerName string
 
-	flagWire [4]uint64 // wire bit for codec flag bit i (0 = not carried)
+	flagWire [6]uint64 // wire bit for codec flag bit i (0 = not carried)
 }
 
 var _ codec.Codec = (*Codec)(nil)

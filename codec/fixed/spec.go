@@ -27,7 +27,7 @@ type Spec struct {
 	Extensions *ExtSpec `yaml:"extensions,omitempty"`
 	// Trailer is constant bytes after the body (optional).
 	Trailer *TrailerSpec `yaml:"trailer,omitempty"`
-	// FlagBits maps codec flag names (response, oneway, heartbeat, push)
+	// FlagBits maps codec flag names (response, oneway, heartbeat, push, more, cancel)
 	// to wire bit numbers of the flags field. Default: identity (bits 0-3).
 	FlagBits map[string]int `yaml:"flag_bits,omitempty"`
 }
@@ -92,6 +92,7 @@ var roleMaxSize = map[string]int{
 var flagNames = map[string]codec.Flags{
 	"response": codec.FlagResponse, "oneway": codec.FlagOneway,
 	"heartbeat": codec.FlagHeartbeat, "push": codec.FlagPush,
+	"more": codec.FlagMore, "cancel": codec.FlagCancel,
 }
 
 // Parse reads a YAML description (unknown keys are errors) and builds the
@@ -387,7 +388,7 @@ func (c *Codec) compileFlags(s Spec, roles map[string]int, p *problems) {
 		path := "flag_bits." + n
 		fl, known := flagNames[n]
 		if !known {
-			p.add(path, "unknown flag (want response, oneway, heartbeat or push)")
+			p.add(path, "unknown flag (want response, oneway, heartbeat, push, more or cancel)")
 			continue
 		}
 		if bit < 0 || bit >= bits {
@@ -398,7 +399,7 @@ func (c *Codec) compileFlags(s Spec, roles map[string]int, p *problems) {
 			p.add(path, "bit %d already used by %s", bit, other)
 		}
 		used[bit] = n
-		for b := range 4 {
+		for b := range len(c.flagWire) {
 			if fl == 1<<b {
 				c.flagWire[b] = 1 << bit
 			}

@@ -18,10 +18,10 @@ const (
 	STX          = 0x02
 	ETX          = 0x03
 	Version      = 1
-	HeaderSize   = 32   // fixed part of the header
-	MaxHeaderLen = 4096 // largest header_len, extensions included
-	prefixSize   = 8    // stx, version, header_len, body_len: enough to size a frame
-	flagMask     = 0x000f
+	HeaderSize   = 32     // fixed part of the header
+	MaxHeaderLen = 4096   // largest header_len, extensions included
+	prefixSize   = 8      // stx, version, header_len, body_len: enough to size a frame
+	flagMask     = 0x003f // bits 0-5; 6-15 reserved
 )
 
 // Name is the registry name of the MGP/1 codec.

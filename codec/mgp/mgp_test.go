@@ -118,7 +118,7 @@ func TestGoldenFrames(t *testing.T) {
 
 func TestDecodeIgnoresReservedBits(t *testing.T) {
 	wire := hx(emptyHex)
-	wire[24], wire[25] = 0xff, 0xf1 // reserved flag bits 4-15 set
+	wire[24], wire[25] = 0xff, 0xc1 // reserved flag bits 6-15 set
 	wire[28] = 0x7f                 // reserved field non-zero
 	var f codec.Frame
 	if _, _, err := New(0).Decode(wire, &f); err != nil {
@@ -127,13 +127,29 @@ func TestDecodeIgnoresReservedBits(t *testing.T) {
 	if f.Flags != codec.FlagResponse {
 		t.Fatalf("flags %#x, want reserved bits dropped", f.Flags)
 	}
-	f.Flags = 0xfff0 | codec.FlagPush
+	f.Flags = 0xffc0 | codec.FlagPush
 	out, err := New(0).Append(nil, &f)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out[24] != 0 || out[25] != byte(codec.FlagPush) {
 		t.Fatalf("reserved flag bits sent: %x", out[24:26])
+	}
+}
+
+// TestStreamFlagsRoundTrip: MORE (bit 4) and CANCEL (bit 5) are carried
+// both ways (docs/protocol.md "Push and streams"); they were dropped as
+// reserved bits before streams existed.
+func TestStreamFlagsRoundTrip(t *testing.T) {
+	for _, fl := range []codec.Flags{codec.FlagMore, codec.FlagCancel, codec.FlagMore | codec.FlagResponse} {
+		out, err := New(0).Append(nil, &codec.Frame{Cmd: 1, Seq: 2, Flags: fl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f codec.Frame
+		if _, _, err := New(0).Decode(out, &f); err != nil || f.Flags != fl {
+			t.Fatalf("flags %#x came back as %#x (%v)", fl, f.Flags, err)
+		}
 	}
 }
 

@@ -96,6 +96,8 @@ type Listener struct {
 	Routes []Route `yaml:"routes" json:"routes"`
 	// Limits bound one client's resources (limits.go); defaults.limits fill the rest.
 	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
+	// Push tracks uin → connection (private) or serves the push API (grpc); see push.go.
+	Push *ListenerPush `yaml:"push,omitempty" json:"push,omitempty"`
 
 	ListenerObservability `yaml:",inline"` // observability.go
 }
@@ -144,6 +146,8 @@ type Route struct {
 	Timeout      time.Duration                   `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Oneway       bool                            `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
 	RouteRewrite `yaml:",inline" json:",inline"` // rewrite_cmd / rewrite_method (reshape.go)
+	// Stream is unary (default) | server | client | bidi; see push.go.
+	Stream string `yaml:"stream,omitempty" json:"stream,omitempty"`
 
 	RouteObservability `yaml:",inline"` // observability.go
 }
@@ -178,6 +182,8 @@ type Upstream struct {
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// ReconnectBackoffMax caps a grpc upstream's reconnect backoff (default 5s; see lifecycle.go).
 	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
+	// Push says where the upstream's PUSH frames go (private; push.go).
+	Push *UpstreamPush `yaml:"push,omitempty" json:"push,omitempty"`
 
 	UpstreamObservability `yaml:",inline"` // observability.go
 }

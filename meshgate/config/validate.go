@@ -81,6 +81,7 @@ func (c *Config) ApplyDefaults() {
 	c.applyLimitDefaults()
 	c.applyLifecycleDefaults()
 	c.applyMigrateDefaults()
+	c.applyPushDefaults()
 }
 
 // errs collects field errors.
@@ -214,6 +215,7 @@ func (c *Config) Validate() error {
 	c.validateTLS(&e)
 	c.validateLimits(&e)
 	c.validateMigrate(&e)
+	c.validatePush(&e)
 	c.validateObservability(&e)
 	if len(e) == 0 {
 		return nil

@@ -20,6 +20,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/stream"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -49,6 +50,9 @@ type conn struct {
 	flushing bool
 	werr     error
 	seqs     map[uint32]struct{}
+
+	push    pushState     // push.go
+	streams *stream.Table // stream exchanges in flight (stream.go); created by the read goroutine
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -110,6 +114,7 @@ func (c *conn) serve() {
 	defer s.removeConn(c)
 	defer c.end()
 	t := s.table.Load()
+	defer c.attachPush()()
 	c.sem = make(chan struct{}, t.MaxInFlight)
 	c.idle, c.rto = t.IdleTimeout, t.ReadTimeout
 	if tc, ok := c.nc.(*tls.Conn); ok {
@@ -201,6 +206,10 @@ func (c *conn) handle(f *codec.Frame) bool {
 		}
 		keyID = id
 	}
+	c.learnUIN(f.UIN)
+	if c.streamFrame(f) {
+		return true // a frame of an exchange in flight, or a CANCEL (stream.go)
+	}
 	var r *Route
 	for try := 0; ; try++ {
 		r = t.Lookup(f.Cmd, f.UIN)
@@ -224,6 +233,10 @@ func (c *conn) handle(f *codec.Frame) bool {
 			return true
 		}
 		t = s.table.Load()
+	}
+	if r.Stream != "" {
+		c.startStream(r, f, keyID, t.Auth != nil)
+		return true
 	}
 	if !oneway {
 		c.wmu.Lock()
@@ -481,6 +494,7 @@ func (c *conn) replyError(f *codec.Frame, result uint16, msg string) {
 // reply encodes f and writes it, coalescing with concurrent replies: the
 // goroutine that finds the socket free writes everything queued meanwhile.
 func (c *conn) reply(f *codec.Frame) {
+	c.loginReply(f)
 	c.wmu.Lock()
 	// Bounded queue: behind a write in progress at most maxPendingWrite
 	// bytes wait; further repliers block (holding their in-flight slot, so
@@ -510,6 +524,13 @@ func (c *conn) reply(f *codec.Frame) {
 		return
 	}
 	c.flushing = true
+	c.flushLocked()
+	c.wmu.Unlock()
+}
+
+// flushLocked writes wbuf until it is empty; called with wmu held and
+// flushing set by the caller, it returns with wmu held and flushing clear.
+func (c *conn) flushLocked() {
 	for len(c.wbuf) > 0 && c.werr == nil {
 		out := c.wbuf
 		c.wbuf = c.spare[:0]
@@ -531,7 +552,6 @@ func (c *conn) reply(f *codec.Frame) {
 	}
 	c.flushing = false
 	c.wcond.Broadcast()
-	c.wmu.Unlock()
 }
 
 // maxPendingWrite bounds the reply bytes queued behind a socket write.

@@ -56,6 +56,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
+	"github.com/meshgate/meshgate/meshgate/push"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
@@ -122,6 +123,11 @@ type Server struct {
 	mRejMax     prometheus.Counter
 	mRejFD      prometheus.Counter
 	refusals    connlimit.LogLimiter
+
+	// push (push.go)
+	pushCfg  atomic.Pointer[pushConfig]
+	pushOnce sync.Once
+	registry *push.Registry
 }
 
 // New returns a server using table t (replace it with SetTable).

@@ -54,6 +54,7 @@ type Route struct {
 	SendCmd        uint32 // cmd sent to a private upstream; 0 = Cmd
 	UpstreamName   string
 	Timeout        time.Duration
+	Stream         string // "" (unary), "server", "client" or "bidi" (stream.go)
 	// Body, when set, converts JSON request bodies to protobuf and replies
 	// back (route body.format json).
 	Body *transcode.Codec
@@ -152,7 +153,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 			return nil, fmt.Errorf("%w: listener %s: routes[%d].method: required for grpc upstream %q", config.ErrInvalid, l.Name, i, rc.Upstream)
 		}
 		routes = append(routes, Route{Cmd: rc.Cmd, UINMin: rc.UINMin, UINMax: rc.UINMax, Method: rc.Method,
-			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout})
+			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout, Stream: streamKind(rc.Stream)})
 	}
 	var auth *AuthPolicy
 	if l.Auth != nil {

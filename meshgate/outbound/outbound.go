@@ -185,9 +185,14 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	}
 	stream, oc := s.startTelemetry(r, method, stream)
 	var err error
-	if r.GRPC != nil {
+	switch {
+	case r.GRPC != nil && r.Stream != "":
+		err = s.proxyStream(r, method, stream)
+	case r.GRPC != nil:
 		err = s.proxy(r, method, stream, oc)
-	} else {
+	case r.Stream != "":
+		err = s.callStream(r, stream)
+	default:
 		err = s.call(r, stream)
 	}
 	r.release()

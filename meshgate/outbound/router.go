@@ -28,6 +28,8 @@ type Route struct {
 	// Oneway sends the frame with ONEWAY set and answers the call (empty
 	// message, OK) once the frame is written.
 	Oneway bool
+	// Stream is "" (unary), "server", "client" or "bidi" (stream.go).
+	Stream string
 
 	m   *admin.RouteMetrics
 	mig *routeMig // migration control (migrate.go); nil = none
@@ -69,7 +71,7 @@ func buildTable(l config.Listener, set upstream.Set, mm *admin.Metrics) (*table,
 			continue
 		}
 		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream,
-			Timeout: r.Timeout, Oneway: r.Oneway, m: mm.Route(l.Name, r.Method, r.Upstream)}
+			Timeout: r.Timeout, Oneway: r.Oneway, Stream: streamKind(r.Stream), m: mm.Route(l.Name, r.Method, r.Upstream)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)
 		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {

@@ -78,6 +78,10 @@ type Options struct {
 	// Hooks, called from the reader goroutine; may be nil.
 	OnLate       func() // a reply arrived after its request was abandoned
 	OnUnknownSeq func() // a reply matched no request
+	// OnPush receives each PUSH frame the peer sends (a server-initiated
+	// message, upstreams[].push); f aliases the read buffer and is valid
+	// only during the call, which must not block. nil drops pushes.
+	OnPush func(f *codec.Frame)
 	// TLS, when set, makes Dial secure the connection: it returns the
 	// tls.Config for this handshake (ServerName set), so rotated
 	// certificates apply to each new connection.
@@ -119,7 +123,8 @@ type Conn struct {
 
 	mu        sync.Mutex
 	pending   map[uint32]*waiter
-	abandoned map[uint32]int64 // seq -> unix nano when abandoned
+	abandoned map[uint32]int64   // seq -> unix nano when abandoned
+	streams   map[uint32]*Stream // open stream exchanges (stream.go)
 	closed    bool
 	err       error
 
@@ -247,7 +252,10 @@ func (cn *Conn) fail(err error) {
 	cn.err = err
 	pending := cn.pending
 	cn.pending = nil
+	streams := cn.streams
+	cn.streams = nil
 	cn.mu.Unlock()
+	cn.failStreams(streams, err)
 	close(cn.done)
 	_ = cn.nc.Close()
 	for _, w := range pending {
@@ -267,7 +275,8 @@ func (cn *Conn) register(w *waiter) (uint32, error) {
 	}
 	for {
 		s := cn.seq.Add(1)
-		if _, busy := cn.pending[s]; busy {
+		_, busy := cn.pending[s]
+		if _, sbusy := cn.streams[s]; busy || sbusy {
 			continue
 		}
 		cn.pending[s] = w
@@ -402,11 +411,19 @@ func (cn *Conn) readLoop() {
 			hb := codec.Frame{Seq: f.Seq, Flags: codec.FlagHeartbeat | codec.FlagResponse}
 			_ = cn.w.WriteFrame(&hb)
 			continue
+		case f.Flags.Has(codec.FlagPush) && !f.Flags.Has(codec.FlagResponse):
+			if cn.opts.OnPush != nil {
+				cn.opts.OnPush(&f)
+			}
+			continue
 		case !f.Flags.Has(codec.FlagResponse):
-			// Push or stray request: not for a client connection.
+			// Stray request: not for a client connection.
 			continue
 		}
 		cn.received.Add(1)
+		if cn.dispatchStream(&f) {
+			continue
+		}
 		cn.mu.Lock()
 		w, ok := cn.pending[f.Seq]
 		if ok {

@@ -386,3 +386,39 @@ func TestStuckPeerReleasedByLiveness(t *testing.T) {
 		t.Fatalf("released after %v", el)
 	}
 }
+
+// TestPushDeliveredToOnPush: a PUSH frame the server sends between replies
+// reaches Options.OnPush (it was dropped before) and the request on the
+// same connection is still answered.
+func TestPushDeliveredToOnPush(t *testing.T) {
+	addr := rawServer(t, func(nc net.Conn) {
+		r := codec.NewReader(nc, mgpc, 1024)
+		var f codec.Frame
+		if r.ReadFrame(&f) != nil {
+			return
+		}
+		writeFrame(t, nc, &codec.Frame{Cmd: 77, Seq: 5, UIN: 42, Flags: codec.FlagPush, Body: []byte("event")})
+		writeFrame(t, nc, &codec.Frame{Cmd: f.Cmd, Seq: f.Seq, Flags: codec.FlagResponse, Body: []byte("ok")})
+		r.ReadFrame(&f) // until the client closes
+	})
+	pushes := make(chan codec.Frame, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cn, err := privconn.Dial(ctx, addr, mgpc, privconn.Options{Heartbeat: -1, OnPush: func(f *codec.Frame) { pushes <- *privconn.Clone(f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	resp, err := cn.Do(ctx, &codec.Frame{Cmd: 1, Body: []byte("q")})
+	if err != nil || string(resp.Body) != "ok" {
+		t.Fatalf("reply: %v %v", resp, err)
+	}
+	select {
+	case p := <-pushes:
+		if p.Cmd != 77 || p.UIN != 42 || string(p.Body) != "event" {
+			t.Fatalf("push %+v", p)
+		}
+	case <-ctx.Done():
+		t.Fatal("push not delivered")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -106,12 +107,20 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		opts = append(opts, listenerMsgOptions(&lc)...)
 		g := &grpcServer{gs: grpc.NewServer(opts...), health: health.NewServer(), bridge: b}
 		healthpb.RegisterHealthServer(g.gs, g.health)
+		if err := r.registerPushAPI(g, lc); err != nil {
+			_ = ln.Close()
+			l.closeTLS()
+			return nil, err
+		}
 		g.refl = descset.NewReflector(g.gs) // reflection v1 + v1alpha with the config's descriptor sets
 		l.srv = g
 	default:
 		_ = ln.Close()
 		l.closeTLS()
 		return nil, fmt.Errorf("%w: kind: %q", config.ErrInvalid, lc.Kind)
+	}
+	if ps, ok := l.srv.(*privateServer); ok {
+		ps.in.SetPush(lc.Push)
 	}
 	return l, nil
 }
@@ -161,6 +170,10 @@ func (r *Runtime) startListener(l *listener) {
 	go func() {
 		defer r.wg.Done()
 		defer close(l.done)
+		if ps, ok := l.srv.(*privateServer); ok {
+			r.push.add(ps.in) // pushes reach its connections while it serves
+			defer r.push.remove(ps.in)
+		}
 		if err := l.srv.Start(l.ln); err != nil {
 			r.log.Error("listener stopped", "listener", l.cfg.Name, "err", err)
 		}
@@ -207,7 +220,10 @@ func (p *privateServer) Start(ln net.Listener) error {
 	return nil
 }
 
-func (p *privateServer) Update(_ config.Listener, tbl *inbound.Table) { p.in.SetTable(tbl) }
+func (p *privateServer) Update(lc config.Listener, tbl *inbound.Table) {
+	p.in.SetTable(tbl)
+	p.in.SetPush(lc.Push)
+}
 
 // Shutdown stops accepting at once (grace is for gRPC clients, which
 // cannot be told to leave before they connect) and drains.
@@ -226,6 +242,8 @@ type grpcServer struct {
 	// healthSvcs: the services last set on health, true = SERVING
 	// (guarded by Runtime.mu; see health.go).
 	healthSvcs map[string]bool
+	// pushAuthz: the push API's policy when push.api is set (push.go).
+	pushAuthz *atomic.Pointer[pushPolicy]
 }
 
 func (g *grpcServer) Start(ln net.Listener) error {
@@ -235,8 +253,13 @@ func (g *grpcServer) Start(ln net.Listener) error {
 	return nil
 }
 
-// Update: the bridge's routes are installed by the private-side commit.
-func (g *grpcServer) Update(config.Listener, *inbound.Table) {}
+// Update: the bridge's routes are installed by the private-side commit;
+// the push API's policy follows the listener's authz.
+func (g *grpcServer) Update(lc config.Listener, _ *inbound.Table) {
+	if g.pushAuthz != nil {
+		g.setPushPolicy(lc)
+	}
+}
 
 // Shutdown turns the health service NOT_SERVING, keeps accepting and
 // serving for grace, so clients that have not yet learnt the endpoint is

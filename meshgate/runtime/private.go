@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
@@ -61,10 +62,13 @@ type buildDeps struct {
 	tel     *telemetry.Hub
 	descs   func(l *config.Listener) *descset.Set
 	mig     *migrate.Controller
+	// pushSink returns where a private upstream's PUSH frames go (push.go).
+	pushSink func(name string) func(*codec.Frame)
 }
 
 func (r *Runtime) buildDeps() buildDeps {
-	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp, tel: &r.tel, descs: r.descs.get, mig: r.mig.c}
+	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp, tel: &r.tel, descs: r.descs.get, mig: r.mig.c,
+		pushSink: func(name string) func(*codec.Frame) { return r.pushSink(name).handle }}
 }
 
 func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error {
@@ -86,7 +90,7 @@ func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error 
 			return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
 		}
 		pool, err := upstream.NewPrivatePool(u, c, d.log, d.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval),
-			upstream.WithEndpointRequests(d.metrics.UpstreamRequests))
+			upstream.WithEndpointRequests(d.metrics.UpstreamRequests), upstream.WithPushHandler(d.pushSink(u.Name)))
 		if err != nil {
 			return fmt.Errorf("upstreams[%d]: %w", i, err)
 		}

@@ -104,6 +104,7 @@ type Runtime struct {
 
 	replay replayShare // nonces of every private listener (see auth.go)
 	mig    migration   // splits, shadows, overrides (see migrate.go)
+	push   pushHub     // push delivery to private listeners' connections (see push.go)
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
@@ -382,6 +383,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		}
 	}
 	r.pools = st.pools
+	r.commitPush(cfg)
 	r.priv.commit(st, &r.retired, cfg.Defaults.DrainTimeout)
 	r.snapshotUpstreams()
 	r.cfg.Store(cfg)

@@ -53,6 +53,7 @@ type poolOptions struct {
 	dialTimeout             time.Duration
 	liveness                time.Duration
 	tlsRefresh              time.Duration
+	onPush                  func(*codec.Frame) // push.go
 	epRequests              *prometheus.CounterVec
 }
 
@@ -223,6 +224,7 @@ func (p *PrivatePool) keep(e *Endpoint, slot int) {
 			Logger:       p.log,
 			OnLate:       p.onLate,
 			OnUnknownSeq: p.onUnknown,
+			OnPush:       p.opts.onPush,
 			TLS:          secure,
 		})
 		cancel()

@@ -1,0 +1,325 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/meshgate/push"
+	"github.com/meshgate/meshgate/meshgate/push/pushpb"
+)
+
+// fleet is many legacy client connections driven by one epoll loop: one
+// goroutine for all of them (the race detector caps live goroutines at
+// 8128, so a goroutine per connection cannot reach 10,000).
+type fleet struct {
+	ep    int
+	c     codec.Codec
+	mu    sync.Mutex
+	conns map[int32]*fleetConn // by fd
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+type fleetConn struct {
+	fd      int
+	uin     uint64
+	buf     []byte
+	loginOK bool
+	pushes  []codec.Frame
+	closed  bool
+}
+
+func newFleet(t *testing.T) *fleet {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &fleet{ep: ep, c: mgp.New(0), conns: map[int32]*fleetConn{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go fl.loop()
+	t.Cleanup(func() {
+		close(fl.stop)
+		<-fl.done
+		fl.mu.Lock()
+		for _, c := range fl.conns {
+			if !c.closed {
+				syscall.Close(c.fd)
+			}
+		}
+		fl.mu.Unlock()
+		syscall.Close(ep)
+	})
+	return fl
+}
+
+// dial connects one client to addr (blocking connect, then non-blocking
+// reads under epoll) and sends its login request.
+func (fl *fleet) dial(addr *net.TCPAddr, uin uint64, loginCmd uint32) error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	sa := &syscall.SockaddrInet4{Port: addr.Port}
+	copy(sa.Addr[:], addr.IP.To4())
+	if err := syscall.Connect(fd, sa); err != nil {
+		syscall.Close(fd)
+		return err
+	}
+	login, err := fl.c.Append(nil, &codec.Frame{Cmd: loginCmd, Seq: 1, UIN: uin, Body: []byte("login")})
+	if err != nil {
+		return err
+	}
+	if _, err := syscall.Write(fd, login); err != nil {
+		syscall.Close(fd)
+		return err
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	fl.mu.Lock()
+	fl.conns[int32(fd)] = &fleetConn{fd: fd, uin: uin}
+	fl.mu.Unlock()
+	return syscall.EpollCtl(fl.ep, syscall.EPOLL_CTL_ADD, fd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)})
+}
+
+func (fl *fleet) loop() {
+	defer close(fl.done)
+	events := make([]syscall.EpollEvent, 256)
+	rd := make([]byte, 64<<10)
+	for {
+		select {
+		case <-fl.stop:
+			return
+		default:
+		}
+		n, err := syscall.EpollWait(fl.ep, events, 50)
+		if err != nil && !errors.Is(err, syscall.EINTR) {
+			return
+		}
+		for i := 0; i < n; i++ {
+			fl.mu.Lock()
+			c := fl.conns[events[i].Fd]
+			if c != nil && !c.closed {
+				fl.readLocked(c, rd)
+			}
+			fl.mu.Unlock()
+		}
+	}
+}
+
+// readLocked drains c's socket and decodes the frames in it.
+func (fl *fleet) readLocked(c *fleetConn, rd []byte) {
+	for {
+		m, err := syscall.Read(c.fd, rd)
+		if m <= 0 || err != nil {
+			if m == 0 && err == nil { // peer closed
+				c.closed = true
+				syscall.Close(c.fd)
+			}
+			return
+		}
+		c.buf = append(c.buf, rd[:m]...)
+		for {
+			var f codec.Frame
+			k, _, err := fl.c.Decode(c.buf, &f)
+			if err != nil || k == 0 {
+				break
+			}
+			switch {
+			case f.Flags&codec.FlagPush != 0:
+				g := f
+				g.Body = append([]byte(nil), f.Body...)
+				g.Ext = nil
+				c.pushes = append(c.pushes, g)
+			case f.Flags&codec.FlagResponse != 0 && f.Seq == 1 && f.Result == 0:
+				c.loginOK = true
+			}
+			c.buf = c.buf[k:]
+		}
+	}
+}
+
+func (fl *fleet) count(pred func(*fleetConn) bool) int {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	n := 0
+	for _, c := range fl.conns {
+		if pred(c) {
+			n++
+		}
+	}
+	return n
+}
+
+func (fl *fleet) close(uin uint64) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	for _, c := range fl.conns {
+		if c.uin == uin && !c.closed {
+			c.closed = true
+			syscall.Close(c.fd)
+		}
+	}
+}
+
+// TestPushToTenThousandClients: the real binary holds 10,000 legacy client
+// connections, each bound to its uin by a successful login reply
+// (listeners[].push.login_cmd); a grpc-go client pushes 3 messages to every
+// user through meshgate.v1.Push/Send on the gRPC listener. Every client
+// receives exactly its own pushes, in order; a user who disconnected gets
+// NOT_FOUND; meshgate_push_total counts them. Before push support the push
+// API did not exist and PUSH frames never reached a client.
+func TestPushToTenThousandClients(t *testing.T) {
+	const clients, perClient, loginCmd = 10000, 3, 1
+	bin := harness.MeshgateBin(t)
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer()
+	go gs.Serve(gln)
+	t.Cleanup(gs.Stop)
+
+	admin, priv, api := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
+	cfg := fmt.Sprintf(`admin: {address: %s}
+listeners:
+  - name: clients
+    kind: private
+    address: %s
+    limits: {max_connections: 12000}
+    push: {login_cmd: %d}
+    routes: [{cmd: %d, method: /demo.Echo/Echo, upstream: demo}]
+  - name: push-api
+    kind: grpc
+    address: %s
+    push: {api: true}
+    routes: []
+upstreams:
+  - {name: demo, protocol: grpc, endpoints: [%q]}
+`, admin, priv, loginCmd, loginCmd, api, gln.Addr().String())
+	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
+	proc := harness.Start(t, "meshgate", bin, "run", "-c", path)
+	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+	rss := func() string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.Cmd.Process.Pid))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmRSS:") {
+				return strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:"))
+			}
+		}
+		return "?"
+	}
+	t.Logf("meshgate RSS before clients: %s", rss())
+
+	fl := newFleet(t)
+	paddr, _ := net.ResolveTCPAddr("tcp", priv)
+	start := time.Now()
+	for i := range clients {
+		if err := fl.dial(paddr, uint64(i+1), loginCmd); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+	harness.Eventually(t, 60*time.Second, "every login answered", func() error {
+		if n := fl.count(func(c *fleetConn) bool { return c.loginOK }); n != clients {
+			return fmt.Errorf("%d of %d logged in", n, clients)
+		}
+		return nil
+	})
+	t.Logf("%d clients connected and logged in in %v; meshgate RSS %s", clients, time.Since(start), rss())
+
+	cc, err := grpc.NewClient(api, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	start = time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	const workers = 64
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := w; u < clients; u += workers {
+				uin := uint64(u + 1)
+				for k := range perClient { // in order per user: each waits for the previous
+					var resp pushpb.SendResponse
+					err := cc.Invoke(ctx, push.MethodSend, &pushpb.SendRequest{Uin: uin, Cmd: 500 + uint32(k), Body: []byte(fmt.Sprintf("%d:%d", uin, k))}, &resp)
+					if err != nil || resp.GetDelivered() != 1 {
+						select {
+						case errs <- fmt.Errorf("push uin %d #%d: delivered %d, %v", uin, k, resp.GetDelivered(), err):
+						default:
+						}
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	harness.Eventually(t, 30*time.Second, "every push received", func() error {
+		if n := fl.count(func(c *fleetConn) bool { return len(c.pushes) >= perClient }); n != clients {
+			return fmt.Errorf("%d of %d clients have all their pushes", n, clients)
+		}
+		return nil
+	})
+	t.Logf("%d pushes acknowledged in %v (%.0f/s); meshgate RSS %s", clients*perClient, elapsed, float64(clients*perClient)/elapsed.Seconds(), rss())
+	fl.mu.Lock()
+	for _, c := range fl.conns {
+		if len(c.pushes) != perClient {
+			t.Errorf("uin %d got %d pushes", c.uin, len(c.pushes))
+			continue
+		}
+		for k, p := range c.pushes {
+			if want := fmt.Sprintf("%d:%d", c.uin, k); p.UIN != c.uin || p.Cmd != 500+uint32(k) || string(p.Body) != want {
+				t.Errorf("uin %d push %d: uin %d cmd %d body %q, want %q", c.uin, k, p.UIN, p.Cmd, p.Body, want)
+			}
+		}
+	}
+	fl.mu.Unlock()
+
+	// A user who left: NOT_FOUND once the connection is gone.
+	fl.close(1)
+	harness.Eventually(t, 10*time.Second, "push to a disconnected user is NOT_FOUND", func() error {
+		err := cc.Invoke(ctx, push.MethodSend, &pushpb.SendRequest{Uin: 1, Cmd: 9}, &pushpb.SendResponse{})
+		if status.Code(err) != codes.NotFound {
+			return fmt.Errorf("got %v", err)
+		}
+		return nil
+	})
+	_, body, err := harness.HTTPGet("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := metricValue(body, `meshgate_push_total{cmd="500",listener="push-api",outcome="ok"}`); v != clients {
+		t.Errorf("meshgate_push_total ok for cmd 500 = %v, want %d", v, clients)
+	}
+	if v := metricValue(body, `meshgate_push_total{cmd="9",listener="push-api",outcome="not_found"}`); v < 1 {
+		t.Errorf("meshgate_push_total not_found = %v", v)
+	}
+}
