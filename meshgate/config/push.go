@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -158,6 +159,11 @@ func (c *Config) validatePush(e *errs) {
 		case KindGRPC:
 			if !p.API {
 				e.add(pf+".api", "a grpc listener's push section must set api: true")
+			}
+			// Whoever reaches the push API can write to any user's
+			// connection: beyond loopback it needs verified callers.
+			if host, _, err := net.SplitHostPort(l.Address); p.API && err == nil && !isLoopback(host) && (l.TLS == nil || l.TLS.CAFile == "" || l.Authz == nil) {
+				e.add(pf+".api", "the push API on a non-loopback address needs mTLS (tls.ca_file) and an authz policy naming who may push; serve it on 127.0.0.1 otherwise")
 			}
 			if p.LoginCmd != 0 || p.QueueBytes != 0 || p.MaxConnsPerUIN != 0 || p.MaxUINsPerConn != 0 || p.TrustUIN {
 				e.add(pf, "login_cmd, queue_bytes, max_conns_per_uin, max_uins_per_conn and trust_uin apply to private listeners only")

@@ -46,6 +46,7 @@ func TestPushErrorsNameTheField(t *testing.T) {
 		"grpc without api":  {"address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {}\n", "listeners[1].push.api"},
 		"grpc login":        {"address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {api: true, login_cmd: 3}\n", "listeners[1].push"},
 		"bad to":            {"lb: consistent_hash}", "lb: consistent_hash, push: {to: nowhere}}", "upstreams[1].push.to"},
+		"open push api":     {"address: 127.0.0.1:7001\n", "address: 0.0.0.0:7001\n    push: {api: true}\n", "listeners[1].push.api: the push API on a non-loopback address needs mTLS"},
 		"grpc trust_uin":    {"address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {api: true, trust_uin: true}\n", "listeners[1].push"},
 		"downstream no lis": {"lb: consistent_hash}", "lb: consistent_hash, push: {to: downstream}}", "upstreams[1].push.to"},
 		"grpc no method":    {"lb: consistent_hash}", "lb: consistent_hash, push: {to: grpc, upstream: g}}", "upstreams[1].push.method"},
