@@ -84,6 +84,9 @@ type Options struct {
 type Pool struct {
 	cfg   config.Upstream
 	conns []*grpc.ClientConn
+	// lazy: an xds:/// target, whose balancer (ring_hash from a
+	// DestinationRule, say) may stay IDLE until the first call.
+	lazy bool
 	next  atomic.Uint32
 	opts  Options
 	tls   *tlsconf.Client // nil: plaintext
@@ -132,6 +135,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
 	xdsTarget := len(u.Endpoints) == 1 && config.IsXDSTarget(u.Endpoints[0])
+	p.lazy = xdsTarget
 	for _, ep := range u.Endpoints {
 		if xdsTarget {
 			break

@@ -64,7 +64,13 @@ func (p *Pool) watch(i int, cc *grpc.ClientConn) {
 		case connectivity.Ready:
 			was = true
 		case connectivity.Idle:
-			// idle after being ready reconnects on the next call
+			// idle after being ready reconnects on the next call; an
+			// xds:/// channel's balancer may connect only on the first
+			// call (ring_hash), so its IDLE — resolved, not failing —
+			// counts as ready.
+			if p.lazy {
+				was = true
+			}
 		default:
 			was = false
 		}
