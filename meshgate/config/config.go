@@ -40,6 +40,8 @@ type Config struct {
 	XDS *XDS `yaml:"xds,omitempty" json:"xds,omitempty"`
 	// TLS holds settings shared by every listener and upstream TLS block.
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
+	// Switches are service switches routes can name (resilience.go).
+	Switches []Switch `yaml:"switches,omitempty" json:"switches,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -89,6 +91,8 @@ type Listener struct {
 	Routes []Route `yaml:"routes" json:"routes"`
 	// Limits bound one client's resources (limits.go); defaults.limits fill the rest.
 	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
+	// Overload is a listener-wide admission cap with a core reserve (resilience.go).
+	Overload *Overload `yaml:"overload,omitempty" json:"overload,omitempty"`
 }
 
 // Auth configures HMAC verification of the MGP auth extension.
@@ -126,6 +130,8 @@ type Route struct {
 	// Defaults.Timeout.
 	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	// RouteResilience: idempotent, core, retry_on, max_attempts, hedge_delay, switch (resilience.go).
+	RouteResilience `yaml:",inline"`
 }
 
 // Upstream protocols.
@@ -158,6 +164,8 @@ type Upstream struct {
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// ReconnectBackoffMax caps a grpc upstream's reconnect backoff (default 5s; see lifecycle.go).
 	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
+	// Resilience: adaptive weights, outlier ejection, retry budget, circuit breaker (resilience.go).
+	Resilience Resilience `yaml:"resilience,omitempty" json:"resilience"`
 }
 
 // Defaults are shared limits.

@@ -94,6 +94,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.applyLimitDefaults()
 	c.applyLifecycleDefaults()
+	c.applyResilienceDefaults()
 }
 
 // errs collects field errors.
@@ -228,6 +229,7 @@ func (c *Config) Validate() error {
 	c.validateAdmin(&e)
 	c.validateTLS(&e)
 	c.validateLimits(&e)
+	c.validateResilience(&e)
 	if len(e) == 0 {
 		return nil
 	}
