@@ -193,7 +193,7 @@ type Overload struct {
 
 func (c *Config) applyResilienceDefaults() {
 	for i := range c.Upstreams {
-		c.Upstreams[i].Resilience.applyDefaults()
+		c.Upstreams[i].Resilience.ApplyDefaults()
 	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
@@ -221,7 +221,9 @@ func (c *Config) applyResilienceDefaults() {
 	}
 }
 
-func (r *Resilience) applyDefaults() {
+// ApplyDefaults fills r's zero fields with the defaults (config loading
+// does this; exported for code that builds a Resilience by hand).
+func (r *Resilience) ApplyDefaults() {
 	w := &r.AdaptiveWeights
 	setDur(&w.Decay, DefaultLatencyDecay)
 	setDur(&w.SlowStart, DefaultSlowStart)
@@ -388,3 +390,4 @@ func (r *Resilience) validate(e *errs, f string) {
 		e.add(f+".min_remaining", "must not be negative")
 	}
 }
+

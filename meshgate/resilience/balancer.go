@@ -69,16 +69,28 @@ func (s *set) bestLatency(now time.Duration, tried Tried) float64 {
 	return best
 }
 
-// weight is e's effective weight: quality / latency, relative to ref.
+// latency is e's latency estimate: its EWMA decaying towards 0 while it
+// gets no samples (as linkerd's peak-EWMA does), so an endpoint that
+// stopped being picked because it was slow is tried again after a few
+// decay times and its recovery is seen. It is never below floor; an
+// endpoint without samples gets floor (it is tried first).
+func (s *set) latency(e *Endpoint, now time.Duration, ref, floor float64) float64 {
+	l := math.Float64frombits(e.latBits.Load())
+	if l <= 0 {
+		return floor
+	}
+	if idle := float64(int64(now) - e.lastSample.Load()); idle > 0 {
+		l *= math.Exp(-idle / s.decay)
+	}
+	return max(l, floor)
+}
+
+// weight is e's effective weight: quality × ref / latency.
 func (s *set) weight(e *Endpoint, now time.Duration, ref float64) float64 {
 	if !s.weights {
 		return e.base
 	}
-	l := math.Float64frombits(e.latBits.Load())
-	if l <= 0 {
-		l = ref
-	}
-	return e.quality(now) * ref / l
+	return e.quality(now) * ref / s.latency(e, now, ref, ref)
 }
 
 // Weights returns every endpoint's current effective weight (0 when not
@@ -182,13 +194,9 @@ func (b *p2c) sample(now time.Duration, tried Tried, start, skip int) *Endpoint 
 
 func (b *p2c) cost(e *Endpoint, now time.Duration, ref float64) float64 {
 	s := b.s
-	w := e.base
-	l := ref
+	w, l := e.base, ref
 	if s.weights {
-		w = max(e.quality(now), s.minShare*e.base)
-		if x := math.Float64frombits(e.latBits.Load()); x > 0 {
-			l = x
-		}
+		w, l = max(e.quality(now), s.minShare*e.base), s.latency(e, now, ref, 1)
 	}
 	return l * float64(e.inflight.Load()+1) / w
 }

@@ -46,6 +46,7 @@ type Endpoint struct {
 	ejectedUntil atomic.Int64 // clock ns; 0 = not ejected
 	rampFrom     atomic.Int64 // clock ns + 1 when slow start began; 0 = none
 	latBits      atomic.Uint64
+	lastSample   atomic.Int64 // clock ns of the last latency sample
 	srBits       atomic.Uint64
 
 	mu        sync.Mutex
@@ -198,6 +199,7 @@ func (e *Endpoint) record(o Outcome, rtt time.Duration, now time.Duration) {
 				e.lat = e.lat*w + float64(rtt)*(1-w)
 			}
 			e.latBits.Store(math.Float64bits(e.lat))
+			e.lastSample.Store(int64(now))
 		}
 		v := 1.0
 		if fail {
