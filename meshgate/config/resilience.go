@@ -390,4 +390,3 @@ func (r *Resilience) validate(e *errs, f string) {
 		e.add(f+".min_remaining", "must not be negative")
 	}
 }
-

@@ -90,7 +90,8 @@ func (s *set) weight(e *Endpoint, now time.Duration, ref float64) float64 {
 	if !s.weights {
 		return e.base
 	}
-	return e.quality(now) * ref / s.latency(e, now, ref, ref)
+	// Never exactly 0: when every endpoint fails, all still share the load.
+	return max(e.quality(now)*ref/s.latency(e, now, ref, ref), 1e-9)
 }
 
 // Weights returns every endpoint's current effective weight (0 when not
