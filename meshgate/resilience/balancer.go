@@ -45,7 +45,7 @@ func newBalancer(lb string, s *set) Balancer {
 	case LBConsistentHash:
 		return newRing(s)
 	default:
-		return &wrr{s: s, cur: make([]float64, len(s.eps))}
+		return &wrr{s: s, cur: make([]float64, len(s.eps)), w: make([]float64, len(s.eps))}
 	}
 }
 
@@ -122,7 +122,8 @@ func (s *set) Weights(dst []float64) []float64 {
 type wrr struct {
 	s   *set
 	mu  sync.Mutex
-	cur []float64
+	cur []float64 // smooth WRR state
+	w   []float64 // scratch: this pick's weights (-1 = not eligible)
 }
 
 func (b *wrr) Pick(_ uint64, tried Tried) *Endpoint {
@@ -132,30 +133,33 @@ func (b *wrr) Pick(_ uint64, tried Tried) *Endpoint {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	top := 0.0
-	for _, e := range s.eps {
+	for i, e := range s.eps {
+		w := -1.0 // not eligible
 		if eligible(e, now, tried) {
-			top = max(top, s.weight(e, now, ref))
+			w = s.weight(e, now, ref)
+			top = max(top, w)
 		}
+		b.w[i] = w
 	}
 	if top == 0 {
 		return nil
 	}
 	floor := top * s.minShare
 	total := 0.0
-	var pick *Endpoint
-	for i, e := range s.eps {
-		if !eligible(e, now, tried) {
+	pick := -1
+	for i, w := range b.w {
+		if w < 0 {
 			continue
 		}
-		w := max(s.weight(e, now, ref), floor)
+		w = max(w, floor)
 		total += w
 		b.cur[i] += w
-		if pick == nil || b.cur[i] > b.cur[pick.index] {
-			pick = e
+		if pick < 0 || b.cur[i] > b.cur[pick] {
+			pick = i
 		}
 	}
-	b.cur[pick.index] -= total
-	return pick
+	b.cur[pick] -= total
+	return s.eps[pick]
 }
 
 // p2c is power of two choices: of two random eligible endpoints, the one
