@@ -1,0 +1,389 @@
+package e2e
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// faultBackend is a real grpc-go server (any method, raw bytes) whose
+// faults the test turns on and off: added latency, answering UNAVAILABLE,
+// a capacity (requests beyond `workers` queue inside the backend, as a
+// saturated server's do). It answers with its own name, so a client can
+// tell which endpoint served it, and counts the requests that arrived with
+// their deadline already passed.
+type faultBackend struct {
+	name    string
+	addr    string
+	latency atomic.Int64 // ns
+	failing atomic.Bool
+	workers chan struct{} // nil: unlimited
+	calls   atomic.Int64
+	expired atomic.Int64 // arrived past their deadline
+	srv     *grpc.Server
+}
+
+func startFaultBackend(t *testing.T, name string, latency time.Duration, workers int) *faultBackend {
+	t.Helper()
+	b := &faultBackend{name: name}
+	b.latency.Store(int64(latency))
+	if workers > 0 {
+		b.workers = make(chan struct{}, workers)
+	}
+	b.srv = grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		ctx := st.Context()
+		var req []byte
+		if err := st.RecvMsg(&req); err != nil {
+			return err
+		}
+		b.calls.Add(1)
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			b.expired.Add(1)
+		}
+		if b.workers != nil {
+			select {
+			case b.workers <- struct{}{}:
+				defer func() { <-b.workers }()
+			case <-ctx.Done():
+				return status.Error(codes.DeadlineExceeded, "queued too long")
+			}
+		}
+		if d := time.Duration(b.latency.Load()); d > 0 {
+			tm := time.NewTimer(d)
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+				tm.Stop()
+				return status.Error(codes.DeadlineExceeded, "too slow")
+			}
+		}
+		if b.failing.Load() {
+			return status.Error(codes.Unavailable, b.name+" failing")
+		}
+		return st.SendMsg([]byte(b.name))
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.addr = ln.Addr().String()
+	go func() { _ = b.srv.Serve(ln) }()
+	t.Cleanup(b.srv.Stop)
+	return b
+}
+
+// reply is what a load worker saw for one request.
+type reply struct {
+	at      time.Duration // since load start, when the reply came
+	uin     uint64
+	backend string // reply body ("" on error)
+	result  uint16
+	latency time.Duration
+	err     error
+}
+
+// loadRecorder runs closed-loop workers against a private listener and
+// records every reply.
+type loadRecorder struct {
+	mu      sync.Mutex
+	replies []reply
+	start   time.Time
+}
+
+func (l *loadRecorder) since(from, to time.Duration) []reply {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []reply
+	for _, r := range l.replies {
+		if r.at >= from && r.at < to {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (l *loadRecorder) now() time.Duration { return time.Since(l.start) }
+
+// run starts workers sending cmd with uins from uins (round robin per
+// worker) and deadline (ext 3) until ctx ends. It returns when they stop.
+func (l *loadRecorder) run(ctx context.Context, t *testing.T, addr string, workers int, cmd uint32, uins []uint64, deadline time.Duration) *sync.WaitGroup {
+	t.Helper()
+	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.start = time.Now()
+	var wg sync.WaitGroup
+	dl := make([]byte, 4)
+	binary.BigEndian.PutUint32(dl, uint32(deadline/time.Millisecond))
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := w; ctx.Err() == nil; k += workers {
+				uin := uins[k%len(uins)]
+				cctx, cancel := context.WithTimeout(ctx, deadline+time.Second)
+				t0 := time.Now()
+				resp, err := cl.Call(cctx, cmd, uin, []byte("x"), []codec.Ext{{Key: codec.ExtDeadline, Value: dl}})
+				cancel()
+				r := reply{at: time.Since(l.start), uin: uin, latency: time.Since(t0), err: err}
+				if err == nil {
+					r.result = resp.Result
+					if resp.Result == 0 {
+						r.backend = string(resp.Body)
+					}
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				l.mu.Lock()
+				l.replies = append(l.replies, r)
+				l.mu.Unlock()
+			}
+		}()
+	}
+	go func() { wg.Wait(); cl.Close() }()
+	return &wg
+}
+
+func share(rs []reply, backend string) float64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	n := 0
+	for _, r := range rs {
+		if r.backend == backend {
+			n++
+		}
+	}
+	return float64(n) / float64(len(rs))
+}
+
+func p99(rs []reply) time.Duration {
+	var ls []time.Duration
+	for _, r := range rs {
+		if r.err == nil && r.result == 0 {
+			ls = append(ls, r.latency)
+		}
+	}
+	if len(ls) == 0 {
+		return 0
+	}
+	slices.Sort(ls)
+	return ls[len(ls)*99/100]
+}
+
+func failures(rs []reply) int {
+	n := 0
+	for _, r := range rs {
+		if r.err != nil || r.result != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// promSum sums the samples of a Prometheus series whose line matches re.
+func promSum(t *testing.T, admin, re string) float64 {
+	t.Helper()
+	_, body, err := harness.HTTPGet("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, m := range regexp.MustCompile(`(?m)^`+re+` ([0-9.e+-]+)$`).FindAllStringSubmatch(body, -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		sum += v
+	}
+	return sum
+}
+
+// startMeshgate runs the real binary on cfg (with %[1]s = admin address,
+// %[2]s = private listener address) and waits until it is ready.
+func startMeshgate(t *testing.T, cfg string) (admin, priv string) {
+	t.Helper()
+	admin, priv = harness.FreeAddr(t), harness.FreeAddr(t)
+	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(cfg, admin, priv)))
+	harness.Start(t, "meshgate", harness.MeshgateBin(t), "run", "-c", path)
+	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+	harness.WaitTCP(t, 5*time.Second, priv)
+	return admin, priv
+}
+
+func uinRange(n int) []uint64 {
+	u := make([]uint64, n)
+	for i := range u {
+		u[i] = uint64(i + 1)
+	}
+	return u
+}
+
+// TestResilienceSlowEndpoint: one of three endpoints becomes 10× slower
+// (2ms → 20ms). With adaptive weights (decay 500ms) its share falls below
+// 10 % within 5 s and the route's p99 returns to within 2× the baseline;
+// when it recovers its share is back above 25 % within 30 s (in practice
+// a few seconds). Before adaptive weights it kept a third of the requests
+// and the p99 was the slow endpoint's latency.
+func TestResilienceSlowEndpoint(t *testing.T) {
+	bs := []*faultBackend{startFaultBackend(t, "a", 2*time.Millisecond, 0), startFaultBackend(t, "b", 2*time.Millisecond, 0), startFaultBackend(t, "c", 2*time.Millisecond, 0)}
+	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
+upstreams:
+  - name: g
+    protocol: grpc
+    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
+    resilience:
+      adaptive_weights: {decay: 500ms, slow_start: 1s}
+`)
+	_ = admin
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	var l loadRecorder
+	wg := l.run(ctx, t, priv, 6, 1, uinRange(100), time.Second)
+	defer func() { cancel(); wg.Wait() }()
+
+	time.Sleep(2 * time.Second) // load phase: baseline
+	base := l.since(time.Second, 2*time.Second)
+	baseP99 := p99(base)
+	if s := share(base, "c"); s < 0.2 {
+		t.Fatalf("baseline share of c = %.2f, want about 1/3", s)
+	}
+	slowAt := l.now()
+	bs[2].latency.Store(int64(20 * time.Millisecond))
+	time.Sleep(5 * time.Second) // load phase: c is slow
+	after := l.since(slowAt+4*time.Second, slowAt+5*time.Second)
+	sc, afterP99 := share(after, "c"), p99(after)
+	t.Logf("baseline p99 %s (%d requests); 4-5 s after c slowed: share of c %.3f, p99 %s (%d requests)", baseP99, len(base), sc, afterP99, len(after))
+	if sc >= 0.10 {
+		t.Errorf("share of the 10x slower endpoint 4-5 s later = %.3f, want < 0.10", sc)
+	}
+	if afterP99 > 2*baseP99+time.Millisecond {
+		t.Errorf("route p99 %s, want within 2x baseline %s", afterP99, baseP99)
+	}
+	recoverAt := l.now()
+	bs[2].latency.Store(int64(2 * time.Millisecond))
+	harness.Eventually(t, 30*time.Second, "share of c back above 25%", func() error {
+		now := l.now()
+		if s := share(l.since(now-time.Second, now), "c"); s < 0.25 {
+			return fmt.Errorf("share of c over the last second %.3f", s)
+		}
+		return nil
+	})
+	t.Logf("share of c back above 25%% %s after recovery", (l.now() - recoverAt).Round(100*time.Millisecond))
+}
+
+// TestResilienceFailingEndpointConsistentHash: with consistent hashing
+// (the SET model), one of three endpoints starts failing every request.
+// It is ejected within 1 s, fewer than 1 % of requests fail overall (the
+// route is idempotent: the failures before the ejection are retried on
+// the next endpoint), no user of another endpoint moves, and the failing
+// endpoint's users come back to it after it recovers. Before outlier
+// ejection it stayed in the ring and a third of the users failed.
+func TestResilienceFailingEndpointConsistentHash(t *testing.T) {
+	bs := []*faultBackend{startFaultBackend(t, "a", time.Millisecond, 0), startFaultBackend(t, "b", time.Millisecond, 0), startFaultBackend(t, "c", time.Millisecond, 0)}
+	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    routes: [{cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true}]
+upstreams:
+  - name: g
+    protocol: grpc
+    lb: consistent_hash
+    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
+    resilience:
+      outlier_detection: {consecutive_failures: 5, base_ejection_time: 2s}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	var l loadRecorder
+	wg := l.run(ctx, t, priv, 6, 1, uinRange(300), time.Second)
+	defer func() { cancel(); wg.Wait() }()
+	time.Sleep(1500 * time.Millisecond)
+	home := map[uint64]string{}
+	for _, r := range l.since(500*time.Millisecond, 1500*time.Millisecond) {
+		if r.backend != "" {
+			if h, ok := home[r.uin]; ok && h != r.backend {
+				t.Fatalf("user %d on both %s and %s while all healthy", r.uin, h, r.backend)
+			}
+			home[r.uin] = r.backend
+		}
+	}
+	if len(home) < 250 {
+		t.Fatalf("only %d of 300 users seen in the baseline", len(home))
+	}
+	failAt := l.now()
+	bs[1].failing.Store(true)
+	ejectedRe := `meshgate_upstream_ejections_total\{endpoint="` + regexp.QuoteMeta(bs[1].addr) + `",reason="[a-z_]+",upstream="g"\}`
+	harness.Eventually(t, 2*time.Second, "ejection of b", func() error {
+		if promSum(t, admin, ejectedRe) < 1 {
+			return fmt.Errorf("not ejected yet")
+		}
+		return nil
+	})
+	ejectedAfter := l.now() - failAt
+	time.Sleep(1500 * time.Millisecond) // load phase: b ejected (ejection lasts 2s)
+	during := l.since(failAt, l.now())
+	moved, stayed := 0, 0
+	for _, r := range during {
+		h := home[r.uin]
+		switch {
+		case r.backend == "" || h == "":
+		case h != "b" && r.backend != h:
+			t.Errorf("user %d of %s moved to %s", r.uin, h, r.backend)
+		case h == "b" && r.backend != "b":
+			moved++
+		case h != "b":
+			stayed++
+		}
+	}
+	f := failures(during)
+	t.Logf("ejected %s after b started failing; %d of %d requests failed; b's users served elsewhere %d times, others stayed %d times", ejectedAfter.Round(time.Millisecond), f, len(during), moved, stayed)
+	if ejectedAfter > time.Second+100*time.Millisecond { // + one poll interval
+		t.Errorf("ejected %s after failing, want within 1s", ejectedAfter)
+	}
+	if float64(f) >= 0.01*float64(len(during)) {
+		t.Errorf("%d of %d requests failed, want < 1%%", f, len(during))
+	}
+	if moved == 0 {
+		t.Error("b's users were never served elsewhere")
+	}
+	bs[1].failing.Store(false)
+	recoverAt := l.now()
+	harness.Eventually(t, 10*time.Second, "b's users back on b", func() error {
+		now := l.now()
+		for _, r := range l.since(max(recoverAt, now-500*time.Millisecond), now) {
+			if home[r.uin] == "b" && r.backend != "b" {
+				return fmt.Errorf("user %d of b still on %q", r.uin, r.backend)
+			}
+		}
+		return nil
+	})
+	for _, r := range l.since(recoverAt, l.now()) {
+		if h := home[r.uin]; h != "b" && h != "" && r.backend != "" && r.backend != h {
+			t.Errorf("after recovery user %d of %s on %s", r.uin, h, r.backend)
+		}
+	}
+}
