@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -387,3 +388,349 @@ upstreams:
 		}
 	}
 }
+
+// openLoop sends requests at rate per second (one goroutine each) until
+// ctx ends, recording replies like loadRecorder.run.
+func (l *loadRecorder) openLoop(ctx context.Context, t *testing.T, cl *legacy.Client, rate int, cmd uint32, deadline time.Duration) *sync.WaitGroup {
+	t.Helper()
+	var wg sync.WaitGroup
+	dl := make([]byte, 4)
+	binary.BigEndian.PutUint32(dl, uint32(deadline/time.Millisecond))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for uin := uint64(1); ; uin++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(context.Background(), deadline+time.Second)
+				defer cancel()
+				t0 := time.Now()
+				resp, err := cl.Call(cctx, cmd, uin, []byte("x"), []codec.Ext{{Key: codec.ExtDeadline, Value: dl}})
+				r := reply{at: time.Since(l.start), uin: uin, latency: time.Since(t0), err: err}
+				if err == nil {
+					r.result = resp.Result
+					if resp.Result == 0 {
+						r.backend = string(resp.Body)
+					}
+				}
+				l.mu.Lock()
+				l.replies = append(l.replies, r)
+				l.mu.Unlock()
+			}()
+		}
+	}()
+	return &wg
+}
+
+func quantile(ls []time.Duration, q float64) time.Duration {
+	if len(ls) == 0 {
+		return 0
+	}
+	slices.Sort(ls)
+	return ls[int(float64(len(ls)-1)*q)]
+}
+
+// TestResilienceOverload offers 3× a backend's capacity (4 workers × 20 ms
+// = 200 requests/s; 600 offered, deadline 200 ms). The adaptive
+// concurrency limit (window 50 ms) keeps the backend's queue short:
+// goodput stays ≥ 90 % of capacity, every accepted request finishes within
+// its deadline, the rest fail fast with result 6, and latency is back to
+// normal within 5 s after the load drops. Before the limiter every request
+// was sent, queued in the backend, and most timed out (goodput collapses
+// to what finishes within 200 ms while the backend works on expired ones).
+func TestResilienceOverload(t *testing.T) {
+	b := startFaultBackend(t, "a", 20*time.Millisecond, 4)
+	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
+upstreams:
+  - name: g
+    protocol: grpc
+    endpoints: [`+b.addr+`]
+    resilience:
+      adaptive_concurrency: {enabled: true, window: 50ms, long_window: 100, min_limit: 2, initial_limit: 4}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var l loadRecorder
+	l.start = time.Now()
+	// Unloaded latency.
+	lctx, lcancel := context.WithCancel(ctx)
+	wg := l.openLoop(lctx, t, cl, 20, 1, 200*time.Millisecond)
+	time.Sleep(time.Second)
+	lcancel()
+	wg.Wait()
+	var unloaded []time.Duration
+	for _, r := range l.since(0, l.now()) {
+		if r.err == nil && r.result == 0 {
+			unloaded = append(unloaded, r.latency)
+		}
+	}
+	normal := quantile(unloaded, 0.5)
+
+	from := l.now()
+	lctx, lcancel = context.WithCancel(ctx)
+	wg = l.openLoop(lctx, t, cl, 600, 1, 200*time.Millisecond)
+	time.Sleep(4 * time.Second) // load phase: 3x overload
+	lcancel()
+	wg.Wait()
+	over := l.since(from+time.Second, from+4*time.Second) // skip the first second (limit adapting)
+	var ok, rejected []time.Duration
+	late, other := 0, 0
+	for _, r := range over {
+		switch {
+		case r.err == nil && r.result == 0:
+			ok = append(ok, r.latency)
+			if r.latency > 200*time.Millisecond {
+				late++
+			}
+		case r.err == nil && r.result == 6:
+			rejected = append(rejected, r.latency)
+		default:
+			other++
+		}
+	}
+	goodput := float64(len(ok)) / 3
+	t.Logf("unloaded p50 %s; at 3x: goodput %.0f/s of 200/s capacity, accepted p50 %s p99 %s (%d past deadline), rejected %d (p50 %s p99 %s), other failures %d, limit %v",
+		normal, goodput, quantile(ok, 0.5), quantile(ok, 0.99), late, len(rejected), quantile(rejected, 0.5), quantile(rejected, 0.99), other,
+		promSum(t, admin, `meshgate_upstream_concurrency_limit\{upstream="g"\}`))
+	if goodput < 180 {
+		t.Errorf("goodput %.0f/s, want >= 90%% of 200/s", goodput)
+	}
+	if late > 0 {
+		t.Errorf("%d accepted requests finished past their 200ms deadline", late)
+	}
+	if len(rejected) == 0 || quantile(rejected, 0.5) > time.Millisecond {
+		t.Errorf("rejections: %d, p50 %s; want fast result 6 (< 1ms)", len(rejected), quantile(rejected, 0.5))
+	}
+	if other > len(over)/100 {
+		t.Errorf("%d of %d requests failed other than with result 6", other, len(over))
+	}
+	// Load drops: latency back to normal within 5 s.
+	dropAt := l.now()
+	lctx, lcancel = context.WithCancel(ctx)
+	wg = l.openLoop(lctx, t, cl, 20, 1, 200*time.Millisecond)
+	defer func() { lcancel(); wg.Wait() }()
+	harness.Eventually(t, 5*time.Second, "latency back to normal", func() error {
+		now := l.now()
+		var ls []time.Duration
+		for _, r := range l.since(max(dropAt, now-500*time.Millisecond), now) {
+			if r.err != nil || r.result != 0 {
+				return fmt.Errorf("a request failed after the load dropped: %v result %d", r.err, r.result)
+			}
+			ls = append(ls, r.latency)
+		}
+		if len(ls) < 5 || quantile(ls, 0.99) > 2*normal {
+			return fmt.Errorf("p99 %s over %d requests, normal p50 %s", quantile(ls, 0.99), len(ls), normal)
+		}
+		return nil
+	})
+}
+
+// TestResilienceDeadlineNeverSentExpired: one slot upstream
+// (circuit_breaker max_requests 1, max_wait 1s, min_remaining 5ms) and ten
+// clients with a 30 ms deadline: requests whose deadline passes while
+// they wait are answered with result 5 and never sent — MeshGate counts
+// them and the backend never sees a request arrive past (or within 5 ms
+// of) its deadline. Before, a queued request was sent whatever was left.
+func TestResilienceDeadlineNeverSentExpired(t *testing.T) {
+	b := startFaultBackend(t, "a", 10*time.Millisecond, 0)
+	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
+upstreams:
+  - name: g
+    protocol: grpc
+    endpoints: [`+b.addr+`]
+    resilience:
+      circuit_breaker: {max_requests: 1, max_wait: 1s}
+      min_remaining: 5ms
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var l loadRecorder
+	wg := l.run(ctx, t, priv, 10, 1, uinRange(10), 30*time.Millisecond)
+	wg.Wait()
+	all := l.since(0, time.Hour)
+	timeouts, oks := 0, 0
+	for _, r := range all {
+		switch {
+		case r.err == nil && r.result == 0:
+			oks++
+		case r.err == nil && r.result == 5:
+			timeouts++
+		}
+	}
+	dropped := promSum(t, admin, `meshgate_upstream_deadline_dropped_total\{stage="queue",upstream="g"\}`)
+	t.Logf("%d requests: %d ok, %d result 5; MeshGate dropped %v in the queue; backend got %d, %d of them expired", len(all), oks, timeouts, dropped, b.calls.Load(), b.expired.Load())
+	if dropped == 0 || timeouts == 0 {
+		t.Fatalf("no request expired in the queue (dropped %v, result 5 %d): the test did not queue", dropped, timeouts)
+	}
+	if b.expired.Load() != 0 {
+		t.Fatalf("backend received %d requests past their deadline", b.expired.Load())
+	}
+	if got := b.calls.Load(); got > int64(len(all))-int64(dropped) {
+		t.Fatalf("backend got %d requests, more than the %d not dropped", got, int64(len(all))-int64(dropped))
+	}
+}
+
+// TestResilienceRetryBudget: every endpoint flaps (fails everything for
+// 300 ms, then serves for 300 ms), outlier detection off, an idempotent
+// route with max_attempts 3 and a retry budget of 20 % (minimum 1); twenty
+// clients, half with a deadline too short for a retry (8 ms with
+// min_remaining 4 ms against 5 ms attempts). Retries stay within the
+// budget (without it, each failing request would cost three attempts), the
+// denials are counted, and no retry is sent after (or too close to) its
+// deadline.
+func TestResilienceRetryBudget(t *testing.T) {
+	bs := []*faultBackend{startFaultBackend(t, "a", 5*time.Millisecond, 0), startFaultBackend(t, "b", 5*time.Millisecond, 0), startFaultBackend(t, "c", 5*time.Millisecond, 0)}
+	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    routes:
+      - {cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true, max_attempts: 3}
+upstreams:
+  - name: g
+    protocol: grpc
+    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
+    resilience:
+      outlier_detection: {disabled: true}
+      retry_budget: {budget_percent: 20, min_concurrency: 1}
+      min_remaining: 4ms
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	go func() { // flap
+		for on := true; ctx.Err() == nil; on = !on {
+			for _, b := range bs {
+				b.failing.Store(on)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}()
+	var short, long loadRecorder
+	w1 := short.run(ctx, t, priv, 10, 1, uinRange(50), 8*time.Millisecond)
+	w2 := long.run(ctx, t, priv, 10, 1, uinRange(50), 200*time.Millisecond)
+	w1.Wait()
+	w2.Wait()
+	requests := len(short.since(0, time.Hour)) + len(long.since(0, time.Hour))
+	var calls, expired int64
+	for _, b := range bs {
+		calls += b.calls.Load()
+		expired += b.expired.Load()
+	}
+	sent := promSum(t, admin, `meshgate_upstream_retries_total\{event="retry",upstream="g"\}`)
+	budget := promSum(t, admin, `meshgate_upstream_retries_total\{event="budget_exhausted",upstream="g"\}`)
+	deadline := promSum(t, admin, `meshgate_upstream_retries_total\{event="deadline",upstream="g"\}`)
+	t.Logf("%d requests, %d backend calls; retries sent %v, denied by budget %v, by deadline %v; %d arrived expired", requests, calls, sent, budget, deadline, expired)
+	if budget == 0 || deadline == 0 {
+		t.Errorf("want retries denied by both the budget (%v) and the deadline (%v)", budget, deadline)
+	}
+	if sent > 0.35*float64(requests) {
+		t.Errorf("%v retries for %d requests: more than the 20%% budget allows", sent, requests)
+	}
+	if expired != 0 {
+		t.Errorf("%d attempts reached a backend past their deadline", expired)
+	}
+}
+
+// TestResilienceSwitch: a route switched off from the admin API answers at
+// once with result 6 and never reaches its upstream; switched back it is
+// served again; a switch off in config answers its static reply.
+func TestResilienceSwitch(t *testing.T) {
+	b := startFaultBackend(t, "a", 0, 0)
+	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
+switches:
+  - {name: rec, reply: {message: "recommendations off"}}
+  - {name: gift, off: true, reply: {result: 0, body: "static gift"}}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    routes:
+      - {cmd: 1, method: /svc.S/Get, upstream: g}
+      - {cmd: 2, method: /svc.S/Rec, upstream: g, switch: rec}
+      - {cmd: 3, method: /svc.S/Gift, upstream: g, switch: gift}
+upstreams:
+  - {name: g, protocol: grpc, endpoints: [`+b.addr+`]}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	call := func(cmd uint32) *codec.Frame {
+		resp, err := cl.Call(ctx, cmd, 7, []byte("x"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := call(2); r.Result != 0 || string(r.Body) != "a" {
+		t.Fatalf("switch on: result %d body %q", r.Result, r.Body)
+	}
+	if r := call(3); r.Result != 0 || string(r.Body) != "static gift" {
+		t.Fatalf("switched off in config: result %d body %q, want the static reply", r.Result, r.Body)
+	}
+	post := func(method, path string) {
+		req, _ := newRequest(method, "http://"+admin+path)
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d", method, path, resp.StatusCode)
+		}
+	}
+	post("POST", "/switches/rec?off=1")
+	before := b.calls.Load()
+	t0 := time.Now()
+	r := call(2)
+	el := time.Since(t0)
+	msg, _ := r.ExtValue(codec.ExtErrorMsg)
+	if r.Result != 6 || string(msg) != "recommendations off" {
+		t.Fatalf("switched off: result %d message %q, want 6 %q", r.Result, msg, "recommendations off")
+	}
+	if b.calls.Load() != before {
+		t.Fatal("a switched-off route reached its upstream")
+	}
+	t.Logf("switched-off reply in %s", el)
+	if r := call(1); r.Result != 0 {
+		t.Fatalf("another route affected: result %d", r.Result)
+	}
+	post("DELETE", "/switches/rec")
+	if r := call(2); r.Result != 0 || string(r.Body) != "a" {
+		t.Fatalf("switch back on: result %d body %q", r.Result, r.Body)
+	}
+}
+
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
+func newRequest(method, url string) (*http.Request, error) { return http.NewRequest(method, url, nil) }
