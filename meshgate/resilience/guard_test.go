@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
@@ -334,4 +337,26 @@ func pendingOf(g *gate) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.pending
+}
+
+func TestStatusMapping(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		{ErrMaxRequests, codes.ResourceExhausted, "overloaded: max_requests"},
+		{ErrSwitchedOff, codes.ResourceExhausted, "overloaded: switched_off"},
+		{ErrDeadline, codes.DeadlineExceeded, "deadline exceeded before sending upstream"},
+		{ErrNoEndpoint, codes.Unavailable, "no available endpoint"},
+	} {
+		st := status.Convert(Status(c.err))
+		if st.Code() != c.code || st.Message() != c.msg {
+			t.Errorf("Status(%v) = %s %q, want %s %q", c.err, st.Code(), st.Message(), c.code, c.msg)
+		}
+	}
+	other := errors.New("x")
+	if Status(other) != other {
+		t.Error("other errors must pass unchanged")
+	}
 }
