@@ -183,7 +183,11 @@ func (g *Guard) Do(ctx context.Context, key uint64, p *Policy, call Attempt) (in
 			g.budget.Release()
 			held = false
 		}
-		if n+1 >= p.MaxAttempts || p.RetryOn&o.bit() == 0 || ctx.Err() != nil {
+		if o == NotSent {
+			if n+1 >= max(p.MaxAttempts, notSentAttempts) || ctx.Err() != nil {
+				return n, nil
+			}
+		} else if n+1 >= p.MaxAttempts || p.RetryOn&o.bit() == 0 || ctx.Err() != nil {
 			return n, nil
 		}
 		if hasDL && !time.Now().Before(until) {
@@ -233,11 +237,14 @@ func (g *Guard) attempt(ctx context.Context, ep *Endpoint, n int, call Attempt) 
 	ep.inflight.Add(-1)
 	rtt := now - start
 	ep.record(o, rtt, now)
-	if g.lim != nil && o != Cancelled && o != ConnectFailure {
+	if g.lim != nil && o != Cancelled && o != ConnectFailure && o != NotSent {
 		g.lim.Record(now, rtt, o == Timeout || o == Exhausted, g.live.Load())
 	}
 	return o
 }
+
+// notSentAttempts bounds the attempts of a request that was never sent.
+const notSentAttempts = 3
 
 type hedgeResult struct {
 	n int
@@ -306,7 +313,7 @@ func (g *Guard) hedged(ctx context.Context, key uint64, p *Policy, call Attempt,
 		case r := <-ch:
 			finished++
 			last = r.n
-			if p.RetryOn&r.o.bit() == 0 || ctx.Err() != nil {
+			if (p.RetryOn&r.o.bit() == 0 && r.o != NotSent) || ctx.Err() != nil {
 				winner = r.n
 			} else if finished == launched {
 				more(RetrySent)

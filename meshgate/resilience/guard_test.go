@@ -360,3 +360,28 @@ func TestStatusMapping(t *testing.T) {
 		t.Error("other errors must pass unchanged")
 	}
 }
+
+// A request that was never sent is retried on another endpoint even on a
+// route that is not idempotent.
+func TestNotSentRetriedAnyRoute(t *testing.T) {
+	g := New("u", LBRoundRobin, addrs(3), defaults())
+	var seen []int
+	n, err := g.Do(context.Background(), 0, pol(config.RouteResilience{}), func(_ context.Context, ep *Endpoint, n int) Outcome {
+		seen = append(seen, ep.index)
+		if n == 0 {
+			return NotSent
+		}
+		return Success
+	})
+	if err != nil || n != 1 || len(seen) != 2 || seen[0] == seen[1] {
+		t.Fatalf("Do = %d, %v, attempts on %v; want a second attempt elsewhere", n, err, seen)
+	}
+	seen = seen[:0]
+	g.Do(context.Background(), 0, pol(config.RouteResilience{}), func(_ context.Context, ep *Endpoint, _ int) Outcome {
+		seen = append(seen, ep.index)
+		return Unavailable // may have been acted on: not retried
+	})
+	if len(seen) != 1 {
+		t.Fatalf("UNAVAILABLE on a non-idempotent route retried: %v", seen)
+	}
+}

@@ -22,9 +22,14 @@ const (
 	Failure
 	// Cancelled: the caller gave up (or a hedge lost); not counted.
 	Cancelled
+	// NotSent: the request provably never left MeshGate (no connection, a
+	// write that failed before any byte). Counted like ConnectFailure, and
+	// retried on another endpoint on any route (up to 3 attempts), since
+	// the backend cannot have acted on it.
+	NotSent
 )
 
-var outcomeNames = [...]string{"success", "connect_failure", "unavailable", "resource_exhausted", "timeout", "failure", "cancelled"}
+var outcomeNames = [...]string{"success", "connect_failure", "unavailable", "resource_exhausted", "timeout", "failure", "cancelled", "not_sent"}
 
 func (o Outcome) String() string {
 	if int(o) < len(outcomeNames) {
