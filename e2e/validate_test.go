@@ -24,7 +24,7 @@ import (
 func shippedConfigs(t *testing.T, dir string) []string {
 	t.Helper()
 	root := harness.RepoRoot()
-	if _, _, err := testpki.WriteSet(dir, "idc", "cloud"); err != nil {
+	if _, _, err := testpki.WriteSet(dir, "idc", "cloud", "xds"); err != nil {
 		t.Fatal(err)
 	}
 	var out []string

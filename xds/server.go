@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -257,8 +258,24 @@ func readFiles(cfg *config.Config) (Files, error) {
 		}
 		files[p] = b
 	}
+	if len(errs) == 0 {
+		// A rotation that rewrites the certificate and the key one after
+		// the other can be caught half-way: never publish a pair that does
+		// not match (Envoy would NACK it); the next poll sees both.
+		for _, t := range secretTLS(cfg) {
+			if t.CertFile == "" || t.KeyFile == "" {
+				continue
+			}
+			if _, err := tls.X509KeyPair(files[cfg.Path(t.CertFile)], files[cfg.Path(t.KeyFile)]); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %s and %s: %v", ErrKeyPair, t.CertFile, t.KeyFile, err))
+			}
+		}
+	}
 	return files, errors.Join(errs...)
 }
+
+// ErrKeyPair: a certificate file and its key file do not form a pair (yet).
+var ErrKeyPair = errors.New("xds: certificate and key do not match")
 
 // Update translates cfg and pushes a new snapshot (new version) to every
 // node. On error nothing is pushed and the previous snapshots stay.
@@ -612,11 +629,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	select {
-	case <-s.closed:
-		return ErrClosed
-	default:
-	}
 	gopts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
@@ -633,7 +645,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
 	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+	// Published under mu, after checking closed: a Close from now on stops
+	// g; one before it is seen here (it closed the listener already).
 	s.mu.Lock()
+	select {
+	case <-s.closed:
+		s.mu.Unlock()
+		g.Stop()
+		return ErrClosed
+	default:
+	}
 	s.grpc = g
 	ln := s.ln
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
@@ -237,7 +239,7 @@ func TestListenTCPAndClose(t *testing.T) {
 	s.Close()
 	select {
 	case err := <-done:
-		if err != nil {
+		if err != nil && !errors.Is(err, ErrClosed) { // ErrClosed: closed before Serve got going
 			t.Fatal(err)
 		}
 	case <-time.After(5 * time.Second):
@@ -321,5 +323,56 @@ func TestDeltaNack(t *testing.T) {
 	}
 	if v := s.AckedVersion("delta-1", resource.ClusterType); v == "" || !s.newer(v, r1.SystemVersionInfo) {
 		t.Fatalf("acked %q after rejecting %q", v, r1.SystemVersionInfo)
+	}
+}
+
+// TestRecheckSkipsHalfRotatedKeyPair: a rotation caught between writing
+// the key and writing the certificate is not published (Envoy would NACK
+// the mismatched secret); the next poll, with both files new, is.
+func TestRecheckSkipsHalfRotatedKeyPair(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.ReadFile(filepath.Join("testdata", "bridge.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bridge.yaml"), src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certs := filepath.Join(dir, "certs")
+	if err := os.Mkdir(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca, _, err := testpki.WriteSet(certs, "idc", "cloud")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(filepath.Join(dir, "bridge.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{})
+	defer s.Close()
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	v := s.Version()
+	next, err := ca.IssueLeaf("idc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certs, "idc-key.pem"), next.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.RecheckFiles(); changed || !errors.Is(err, ErrKeyPair) {
+		t.Fatalf("half-rotated pair: changed=%v err=%v, want ErrKeyPair and nothing pushed", changed, err)
+	}
+	if s.Version() != v {
+		t.Fatalf("version moved to %s on a mismatched pair", s.Version())
+	}
+	if err := os.WriteFile(filepath.Join(certs, "idc.pem"), next.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := s.RecheckFiles(); !changed || err != nil {
+		t.Fatalf("completed rotation: changed=%v err=%v", changed, err)
 	}
 }

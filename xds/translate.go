@@ -57,29 +57,37 @@ type Resources struct {
 // references (see CertFiles). The translator reads nothing itself.
 type Files map[string][]byte
 
-// CertFiles lists the (resolved) certificate files the xds section
-// references, sorted and without duplicates.
-func CertFiles(cfg *config.Config) []string {
+// secretTLS lists every TLS block of the xds config whose files become
+// SDS secrets.
+func secretTLS(cfg *config.Config) []*config.TLS {
 	if cfg == nil || cfg.XDS == nil {
 		return nil
 	}
-	set := map[string]bool{}
-	add := func(t *config.TLS) {
-		if t == nil {
-			return
+	var out []*config.TLS
+	for _, n := range cfg.XDS.Envoy {
+		for _, l := range n.Listeners {
+			if l.TLS != nil {
+				out = append(out, l.TLS)
+			}
 		}
+		for _, c := range n.Clusters {
+			if c.TLS != nil {
+				out = append(out, c.TLS)
+			}
+		}
+	}
+	return out
+}
+
+// CertFiles lists the (resolved) certificate files the xds section
+// references, sorted and without duplicates.
+func CertFiles(cfg *config.Config) []string {
+	set := map[string]bool{}
+	for _, t := range secretTLS(cfg) {
 		for _, p := range []string{t.CertFile, t.KeyFile, t.CAFile} {
 			if p != "" {
 				set[cfg.Path(p)] = true
 			}
-		}
-	}
-	for _, n := range cfg.XDS.Envoy {
-		for _, l := range n.Listeners {
-			add(l.TLS)
-		}
-		for _, c := range n.Clusters {
-			add(c.TLS)
 		}
 	}
 	out := make([]string, 0, len(set))

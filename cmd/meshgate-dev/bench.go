@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "bench", short: "latency benchmark suite (S0–S6 vs the seed table); bench -h for flags", run: runBench})
+	register(subcommand{name: "bench", short: "latency benchmark suite (S0–S6 vs the seed table, Envoy anchors); bench -h for flags", run: runBench})
 }
 
 // errBenchFailed reports a suite run in which some scenario failed.
@@ -80,9 +80,11 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var (
-		quick     = fs.Bool("quick", false, "quick mode: 1 KB × 1k rps × 1 conn, 2s + 0.5s warm-up, 1 repeat (all scenarios < 1 min)")
+		quick     = fs.Bool("quick", false, "quick mode: 1 KB × 1k rps × 1 conn (+ the -closed points), 2s + 0.5s warm-up, 1 repeat, 100 idle connections (all scenarios ~1.5 min)")
 		matrix    = fs.Bool("matrix", false, "full matrix: 64 B,1 KB,16 KB × 1k,5k rps × 1,16 connections")
-		scenarios = fs.String("scenarios", "", "comma-separated scenarios to run (S0,S1,S1w,S2,S3,S4,S5,S6); default all")
+		scenarios = fs.String("scenarios", "", "comma-separated scenarios to run (S0,S1,S1w,S2,S3,S4,S5,S6,EL7,HJ,EJT,MPP,MGG); default all")
+		closed    = fs.String("closed", "128", "closed-loop points: requests in flight K (comma list; 0 or empty = none); measured at each payload and connection count")
+		idleConns = fs.Int("idle-conns", 500, "idle mode: before any load, open N idle client connections per proxy scenario and report RSS per connection (0 = off)")
 		rates     = fs.String("rate", "1000", "requests per second (comma list, e.g. 1k,5k)")
 		conns     = fs.String("conns", "1", "connections (comma list, e.g. 1,16)")
 		payloads  = fs.String("payload", "1kb", "payload bytes (comma list, e.g. 64,1kb,16kb)")
@@ -133,6 +135,9 @@ func runBench(ctx context.Context, args []string) error {
 		if !set["repeats"] {
 			*repeats = 1
 		}
+		if !set["idle-conns"] {
+			*idleConns = 100
+		}
 	}
 	if *matrix {
 		if !set["payload"] {
@@ -165,6 +170,22 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	if *closed != "" && *closed != "0" {
+		kl, err := intList(*closed)
+		if err != nil {
+			return fmt.Errorf("-closed: %w", err)
+		}
+		for _, p := range pl {
+			for _, c := range cl {
+				for _, k := range kl {
+					params = append(params, bench.Params{InFlight: k, Conns: c, Payload: p, Duration: *duration, Warmup: *warmup})
+				}
+			}
+		}
+	}
+	if *idleConns < 0 {
+		return fmt.Errorf("-idle-conns: must not be negative, got %d", *idleConns)
+	}
 	var ids []string
 	if *scenarios != "" {
 		ids = strings.Split(*scenarios, ",")
@@ -175,7 +196,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := bench.Options{
-		Scenarios: ids, Params: params, Repeats: *repeats, Drain: *drain,
+		Scenarios: ids, Params: params, Repeats: *repeats, Drain: *drain, IdleConns: *idleConns,
 		Binary: self, MeshGate: meshgateBin, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
 		Wasm: *wasm, WorkDir: *workdir, Log: log, Progress: os.Stderr,
 	}

@@ -40,6 +40,7 @@ func callCmd(ctx context.Context, args []string) error {
 	data := fs.String("data", "hello", "request body")
 	caller := fs.String("caller", "meshgate-call", "caller name (ext 4 / x-mgp-caller)")
 	timeout := fs.Duration("timeout", 3*time.Second, "deadline")
+	keyID := fs.Uint("key-id", 0, "mgp: sign the frame (HMAC auth, ext 2) under this key id; the secret comes from $"+envKey)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -48,6 +49,9 @@ func callCmd(ctx context.Context, args []string) error {
 	if proto == "mgp" {
 		if *addr == "" {
 			*addr = "127.0.0.1:7000"
+		}
+		if *keyID != 0 {
+			return callSigned(ctx, *addr, uint32(*keyID), codec.Frame{Cmd: uint32(*cmd), UIN: *uin, Body: []byte(*data), Ext: []codec.Ext{{Key: codec.ExtCaller, Value: []byte(*caller)}}})
 		}
 		c, err := legacy.Dial(ctx, *addr, legacy.ClientOptions{})
 		if err != nil {

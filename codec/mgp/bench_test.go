@@ -42,20 +42,64 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkSignVerify signs and verifies with prepared keys (the hot path):
+// 0 allocs/op.
 func BenchmarkSignVerify(b *testing.B) {
-	f := codec.Frame{Cmd: 1, Body: make([]byte, 256)}
+	f := codec.Frame{Cmd: 1, Body: make([]byte, 256), Ext: make([]codec.Ext, 0, 2)}
 	c := New(0)
 	dst := make([]byte, 0, 512)
-	key := []byte("0123456789abcdef")
+	key := NewKey([]byte("0123456789abcdef"))
 	b.ReportAllocs()
 	for b.Loop() {
 		var err error
-		if dst, err = c.Sign(dst[:0], &f, 1, key, 1, 2); err != nil {
+		if dst, err = c.SignKey(dst[:0], &f, 1, key, 1, 2); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := VerifyAuth(dst, key); err != nil {
+		if _, err := key.Verify(dst); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func BenchmarkSign(b *testing.B) {
+	for _, n := range []int{64, 1 << 10, 16 << 10} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			f := codec.Frame{Cmd: 1, Body: make([]byte, n), Ext: make([]codec.Ext, 0, 2)}
+			c := New(0)
+			dst := make([]byte, 0, n+128)
+			key := NewKey([]byte("0123456789abcdef"))
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if dst, err = c.SignKey(dst[:0], &f, 1, key, 1, 2); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, n := range []int{64, 1 << 10, 16 << 10} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			f := codec.Frame{Cmd: 1, Body: make([]byte, n)}
+			key := NewKey([]byte("0123456789abcdef"))
+			wire, err := New(0).SignKey(nil, &f, 1, key, 1, 2)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := key.Verify(wire); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }
 

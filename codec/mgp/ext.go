@@ -1,8 +1,6 @@
 package mgp
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 
@@ -43,53 +41,16 @@ func ParseAuth(v []byte) (Auth, error) {
 
 // Sign appends the encoding of f to dst with an auth extension (key 2) whose
 // HMAC-SHA256 covers the whole frame with the MAC bytes zeroed. Any existing
-// auth extension in f is replaced. f.Ext is modified.
+// auth extension in f is replaced. f.Ext is modified. It prepares key on
+// every call; hot paths keep a Key and call SignKey.
 func (c *Codec) Sign(dst []byte, f *codec.Frame, keyID uint32, key []byte, unixMs, nonce uint64) ([]byte, error) {
-	var v [AuthSize]byte
-	binary.BigEndian.PutUint32(v[0:], keyID)
-	binary.BigEndian.PutUint64(v[4:], unixMs)
-	binary.BigEndian.PutUint64(v[12:], nonce)
-	f.SetExt(codec.ExtAuth, v[:])
-	start := len(dst)
-	out, err := c.Append(dst, f)
-	if err != nil {
-		return dst, err
-	}
-	frame := out[start:]
-	off, l, ok := authOffset(frame)
-	if !ok || l != AuthSize {
-		return dst, ErrAuthMalformed
-	}
-	m := hmac.New(sha256.New, key)
-	m.Write(frame)
-	m.Sum(frame[off+20 : off+20])
-	return out, nil
+	return c.SignKey(dst, f, keyID, NewKey(key), unixMs, nonce)
 }
 
 // VerifyAuth checks the auth extension of a whole encoded frame against
-// key. It zeroes nothing in place: the MAC is computed over a copy-free
-// three-part stream. It returns the parsed extension; ErrAuthMissing when
-// the frame has none, ErrAuthMalformed when it is truncated or the wrong
-// size, ErrAuthBadMAC when the MAC does not match.
+// key (see Key.Verify). It prepares key on every call; hot paths keep a Key.
 func VerifyAuth(frame []byte, key []byte) (Auth, error) {
-	off, l, ok := authOffset(frame)
-	if !ok {
-		return Auth{}, ErrAuthMissing
-	}
-	a, err := ParseAuth(frame[off : off+l])
-	if err != nil {
-		return a, err
-	}
-	var zero [32]byte
-	m := hmac.New(sha256.New, key)
-	m.Write(frame[:off+20])
-	m.Write(zero[:])
-	m.Write(frame[off+AuthSize:])
-	var sum [32]byte
-	if !hmac.Equal(m.Sum(sum[:0]), a.MAC[:]) {
-		return a, ErrAuthBadMAC
-	}
-	return a, nil
+	return NewKey(key).Verify(frame)
 }
 
 // authOffset finds the value offset and length of the auth extension

@@ -278,23 +278,38 @@ func TestMeasureNothingCompletes(t *testing.T) {
 
 func sampleReport() *Report {
 	p := Params{Rate: 1000, Conns: 1, Payload: 1024, Duration: time.Second}
-	mk := func(id string, p50, p99 float64, mgCPU float64) Result {
+	// proxy is the role and CPU-s/1k of the scenario's proxy (none when
+	// cpu is 0); repeat i adds 10·i µs to p50 and p99, and dRep lets one
+	// scenario move differently per repeat (pairing is by repeat).
+	mk := func(id string, p50, p99 float64, role string, cpu float64, dRep float64) Result {
 		r := Result{Scenario: id, Title: id + " title", Params: p}
 		for i := 0; i < 3; i++ {
-			d := float64(i) * 10
-			run := Run{Intended: Latency{Avg: p50, P50: p50 + d, P90: p99 / 2, P95: p99 / 1.5, P99: p99 + d, P999: p99 * 2, Max: p99 * 3},
+			d := float64(i) * (10 + dRep)
+			run := Run{Repeat: i, Intended: Latency{Avg: p50, P50: p50 + d, P90: p99 / 2, P95: p99 / 1.5, P99: p99 + d, P999: p99 * 2, Max: p99 * 3},
 				OK: 1000, AchievedRPS: 1000, Procs: []ProcUsage{{Role: RoleBench, CPUPer1k: 0.02, RSSBytes: 10 << 20}}}
 			run.Actual = run.Intended
-			if mgCPU > 0 {
-				run.Procs = append(run.Procs, ProcUsage{Role: RoleMeshGate, CPUPer1k: mgCPU, RSSBytes: 20 << 20})
+			if cpu > 0 {
+				run.Procs = append(run.Procs, ProcUsage{Role: role, CPUPer1k: cpu, CtxPerReq: 5, RSSBytes: 20 << 20})
 			}
 			r.Runs = append(r.Runs, run)
 		}
 		return r
 	}
+	closed := func(id, role string, cpu float64) Result {
+		q := p
+		q.Rate, q.InFlight = 0, 128
+		return Result{Scenario: id, Title: id, Params: q, Runs: []Run{{OK: 50000, AchievedRPS: 10000,
+			Intended: Latency{P50: 1000, P99: 5000}, Procs: []ProcUsage{{Role: role, CPUPer1k: cpu, RSSBytes: 20 << 20}}}}}
+	}
 	rep := &Report{Machine: ThisMachine(), Repeats: 3, Results: []Result{
-		mk("S0", 100, 200, 0), mk("S5", 200, 400, 0), mk("S3", 250, 700, 0.05), mk("S4", 400, 900, 0.2),
+		mk("S0", 100, 200, "", 0, 0), mk("S5", 200, 400, "", 0, 0), mk("S3", 230, 700, RoleMeshGate, 0.05, 20), mk("S4", 400, 900, RoleMeshGate, 0.2, 0),
+		mk("S6", 300, 600, RoleMeshGate, 0.09, 0), mk("EL7", 300, 800, RoleEnvoyA, 0.1, 0), mk("S1", 130, 250, RoleEnvoyA, 0.04, 0),
 		{Scenario: "S1w", Params: p, Skipped: "no wasm"},
+		{Scenario: "MPP", Params: p, Skipped: "product lacks private→private (meshgate validate: ...)"},
+		closed("S3", RoleMeshGate, 0.04), closed("S6", RoleMeshGate, 0.02), closed("EL7", RoleEnvoyA, 0.05),
+	}, Idle: []IdleResult{
+		{Scenario: "S3", Kind: "mgp", Conns: 100, Procs: []IdleProc{{Role: RoleMeshGate, RSSIdle: 15 << 20, RSSWithConns: 15<<20 + 100*6000, BytesPerConn: 6000}}},
+		{Scenario: "S6", Kind: "grpc", Conns: 100, Procs: []IdleProc{{Role: RoleMeshGate, RSSIdle: 25 << 20, RSSWithConns: 25<<20 + 100*20000, BytesPerConn: 20000}}},
 	}}
 	rep.Finish()
 	return rep
@@ -303,31 +318,56 @@ func sampleReport() *Report {
 func TestReportRatiosAndTargets(t *testing.T) {
 	rep := sampleReport()
 	s3 := rep.find("S3", rep.Results[0].Params)
-	if s3.Intended.P50.Median != 260 || s3.Intended.P50.Min != 250 || s3.Intended.P50.Max != 270 {
+	if s3.Intended.P50.Median != 260 || s3.Intended.P50.Min != 230 || s3.Intended.P50.Max != 290 {
 		t.Fatalf("S3 p50 spread %+v", s3.Intended.P50)
 	}
-	if math.Abs(s3.VsS5.P50-260.0/210) > 1e-9 || math.Abs(s3.VsS0.P99-710.0/210) > 1e-9 {
+	if math.Abs(s3.VsS5.P50-260.0/210) > 1e-9 || math.Abs(s3.VsS0.P99-730.0/210) > 1e-9 {
 		t.Fatalf("ratios %+v %+v", s3.VsS5, s3.VsS0)
 	}
+	// Hops pair repeat i of A with repeat i of B: S3−S5 per repeat is
+	// 30, 50, 70 µs (S3 moves 30 µs per repeat, S5 10).
+	h := rep.hop("S3", "S5", s3.Params)
+	if h == nil || h.Pairs != 3 || h.P50 != (Spread{Median: 50, Min: 30, Max: 70}) || h.Proxy != RoleMeshGate || h.CPUPer1k.Median != 0.05 || h.CtxPerReq.Median != 5 {
+		t.Fatalf("S3−S5 hop %+v", h)
+	}
 	want := map[string]string{
-		"S3 p50 <= 1.3x S5 (1 KB, 1k rps)":      "PASS", // 1.24
-		"S3 p99 <= 1.5x S5 (1 KB, 1k rps)":      "MISS", // 1.73
-		"S4 p99 < 1 ms (1k rps)":                "PASS", // 0.91
-		"MeshGate <= 0.1 CPU-s per 1k requests": "MISS", // worst 0.2
+		"private→gRPC hop p50 <= 0.6x Envoy L7 hop (S3−S5 / EL7−S5)":     "PASS", // 50/100
+		"gRPC→private hop p50 <= 0.6x Envoy L7 hop (S6−S0 / EL7−S5)":     "MISS", // 200/100
+		"MeshGate CPU/request <= 0.7x Envoy L7 (S3 priv→gRPC)":           "PASS", // 0.5
+		"MeshGate CPU/request <= 0.7x Envoy L7 (S6 gRPC→priv)":           "MISS", // 0.9
+		"MeshGate <= 0.12 CPU-s per 1k requests (stretch)":               "PASS", // worst 0.09
+		"MeshGate context switches <= 6 per request":                     "PASS", // 5
+		"saturation: MeshGate requests per CPU-s >= 1.5x Envoy L7 (S3)":  "MISS", // 25000/20000
+		"saturation: MeshGate requests per CPU-s >= 1.5x Envoy L7 (S6)":  "PASS", // 50000/20000
+		"private→private hop p50 <= 2x Envoy tcp_proxy (MPP−S0 / S1−S0)": "N/A",
+		"private→private CPU <= 2x Envoy tcp_proxy (MPP / S1)":           "N/A",
+		"MeshGate idle RSS <= 20 MB":                                     "MISS", // S6 25 MB
+		"<= 8 KB per idle MGP connection (MeshGate, S3)":                 "PASS",
+		"<= 12 KB per idle gRPC connection (MeshGate, S6)":               "MISS",
+		"S4 p99 < 1 ms (1k rps)":                                         "PASS", // 0.91
 	}
 	for _, tg := range rep.Targets {
 		if want[tg.Name] != tg.Status {
-			t.Errorf("%s: %s (%.3f), want %s", tg.Name, tg.Status, tg.Value, want[tg.Name])
+			t.Errorf("%s: %s (%.3f, %s), want %s", tg.Name, tg.Status, tg.Value, tg.Why, want[tg.Name])
+		}
+		if tg.Status == "N/A" && !strings.Contains(tg.Why, "product lacks private→private") {
+			t.Errorf("%s: N/A without the skip reason: %q", tg.Name, tg.Why)
 		}
 		delete(want, tg.Name)
 	}
 	if len(want) != 0 {
 		t.Fatalf("missing targets %v", want)
 	}
-	// Without S5 the ratio targets are N/A, never PASS.
+	// Without S5 and EL7 the ratio targets are N/A, never PASS.
 	rep.Results = rep.Results[2:3]
+	rep.Idle = nil
 	rep.Finish()
-	if rep.Targets[0].Status != "N/A" || rep.Targets[2].Status != "N/A" {
+	for _, tg := range rep.Targets {
+		if tg.Status == "PASS" && !strings.Contains(tg.Name, "stretch") && !strings.Contains(tg.Name, "context switches") {
+			t.Errorf("%s: PASS without its reference: %+v", tg.Name, tg)
+		}
+	}
+	if rep.Targets[0].Status != "N/A" {
 		t.Fatalf("targets %+v", rep.Targets)
 	}
 }
@@ -336,14 +376,16 @@ func TestReportOutputs(t *testing.T) {
 	rep := sampleReport()
 	var tab bytes.Buffer
 	rep.WriteTable(&tab)
-	for _, s := range []string{"S3", "0.260", "skipped: no wasm", "PASS", "MISS", "meshgate 0.050 / 20M", "Istio + gRPC 6.23 / 14.62"} {
+	for _, s := range []string{"S3", "0.260", "skipped: no wasm", "PASS", "MISS", "meshgate 0.050 / 5.0 / 20M", "Istio + gRPC 6.23 / 14.62",
+		"S3−S5", "+0.050 [+0.030–+0.070]", "closed K=128", "25000", "5.9 KB"} {
 		if !strings.Contains(tab.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, tab.String())
 		}
 	}
 	var md bytes.Buffer
 	rep.WriteMarkdown(&md)
-	for _, s := range []string{"| S3 S3 title | 1 KB × 1000 rps × 1 conn | 0.250 | 0.260 [0.250–0.270]", "skipped: no wasm", "| **PASS** |", "meshgate 0.050 / 20M"} {
+	for _, s := range []string{"| S3 S3 title | 1 KB × 1000 rps × 1 conn | 0.230 | 0.260 [0.230–0.290]", "skipped: no wasm", "| **PASS** |", "meshgate 0.050 / 5.0 / 20M",
+		"| MeshGate private→gRPC | S3 − S5 | 1 KB × 1000 rps × 1 conn | +0.050 [+0.030 – +0.070]", "| 25000 |", "| 5.9 KB |"} {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, md.String())
 		}
@@ -353,7 +395,7 @@ func TestReportOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back Report
-	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Results) != 5 || back.Results[2].Intended.P99.Median != 710 {
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Results) != len(rep.Results) || back.Results[2].Intended.P99.Median != 730 || len(back.Hops) != len(rep.Hops) {
 		t.Fatalf("json: %v %+v", err, back.Results)
 	}
 	var svg bytes.Buffer
@@ -374,8 +416,14 @@ func TestReportOutputs(t *testing.T) {
 			polylines++
 		}
 	}
-	if polylines != 4 {
-		t.Fatalf("svg has %d lines, want 4 (skipped results not drawn)", polylines)
+	drawn := 0
+	for i := range rep.Results {
+		if rep.Results[i].ok() {
+			drawn++
+		}
+	}
+	if polylines != drawn {
+		t.Fatalf("svg has %d lines, want %d (skipped results not drawn)", polylines, drawn)
 	}
 }
 

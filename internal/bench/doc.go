@@ -2,6 +2,10 @@
 // host the seed latency table (direct private TCP, via Envoy tcp_proxy, via
 // two Envoys with mTLS, gRPC through the mesh) with MeshGate's bridge paths
 // beside it, and reports them with ratios computed inside the same run.
+// Anchor scenarios run Envoy on the same jobs — an L7 gRPC proxy (EL7), the
+// grpc_json_transcoder (EJT, beside a direct HTTP/1.1 JSON server, HJ) —
+// and MeshGate's private→private (MPP) and gRPC→gRPC (MGG) routes, which
+// are reported as skipped while `meshgate validate` rejects them.
 //
 // # Method
 //
@@ -19,5 +23,13 @@
 // CPU seconds per 1 000 requests and RSS are read from /proc/<pid>/stat and
 // /proc/<pid>/status for every process of a scenario: the bench process
 // (which hosts the load generator, and any server run in-process), the
-// MeshGate binary, each Envoy and the server subprocesses.
+// MeshGate binary, each Envoy and the server subprocesses, with context
+// switches per request summed over every thread.
+//
+// Beside the open loop, a closed-loop mode keeps K requests in flight
+// (saturation throughput and requests per proxy CPU-second), an idle mode
+// measures each proxy's RSS before any load and per idle MGP or gRPC
+// connection, and hops (A−B of two scenarios that differ by one proxy) are
+// computed per repeat and reported with their spread. Targets are printed
+// PASS/MISS/N/A on every run and never asserted.
 package bench

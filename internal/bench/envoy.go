@@ -32,6 +32,10 @@ type EnvoySpec struct {
 	WasmFile   string
 	WasmRootID string
 	WasmConfig string
+	// HTTP, when set, makes the listener an L7 HTTP proxy (HCM + router,
+	// optional JSON transcoder) to an HTTP/2 upstream instead of
+	// tcp_proxy; TLS and wasm are then not supported.
+	HTTP *EnvoyHTTP
 }
 
 func yamlQuote(s string) string {
@@ -59,6 +63,12 @@ func (s EnvoySpec) Bootstrap() (string, error) {
 	host, port, ok := strings.Cut(s.UpstreamAddr, ":")
 	if !ok || s.ListenPort == 0 {
 		return "", fmt.Errorf("bench: envoy %s: incomplete spec (upstream %q)", s.Name, s.UpstreamAddr)
+	}
+	if s.HTTP != nil {
+		if s.DownstreamTLS != nil || s.UpstreamTLS != nil || s.WasmFile != "" {
+			return "", fmt.Errorf("bench: envoy %s: HTTP mode supports neither TLS nor wasm", s.Name)
+		}
+		return s.httpBootstrap(host, port), nil
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "node: {id: %s, cluster: meshgate-bench}\n", yamlQuote(s.Name))

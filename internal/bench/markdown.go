@@ -29,8 +29,8 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 			ms(m.P90), ms(m.P95), ms(m.P99), ms(r.Intended.P99.Min), ms(r.Intended.P99.Max), ms(m.P999), ms(m.Max),
 			r.RPS.Median, r.Errors, ratio(r.VsS0.P50), ratio(r.VsS0.P99), ratio(r.VsS5.P50), ratio(r.VsS5.P99), r.Background.Median)
 	}
-	fmt.Fprintln(w, "\nLatency from the actual send time (median p50 / p99, ms) and CPU seconds per 1 000 requests / RSS per process:")
-	fmt.Fprintln(w, "\n| scenario | load | actual p50 | actual p99 | processes: CPU-s/1k / RSS |")
+	fmt.Fprintln(w, "\nLatency from the actual send time (median p50 / p99, ms) and per process CPU seconds per 1 000 requests / context switches per request / RSS:")
+	fmt.Fprintln(w, "\n| scenario | load | actual p50 | actual p99 | processes: CPU-s/1k / ctx sw/req / RSS |")
 	fmt.Fprintln(w, "|---|---|--:|--:|---|")
 	for _, r := range rep.Results {
 		if !r.ok() {
@@ -39,10 +39,11 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		a := r.Actual.Median()
 		var parts []string
 		for _, p := range r.Procs {
-			parts = append(parts, fmt.Sprintf("%s %.3f / %s", p.Role, p.CPUPer1k.Median, mb(p.RSSBytes)))
+			parts = append(parts, fmt.Sprintf("%s %.3f / %.1f / %s", p.Role, p.CPUPer1k.Median, p.CtxPerReq.Median, mb(p.RSSBytes)))
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.Scenario, r.Params, ms(a.P50), ms(a.P99), strings.Join(parts, ", "))
 	}
+	rep.writeHopsMarkdown(w)
 	fmt.Fprintln(w, "\n| target | value | result | where |")
 	fmt.Fprintln(w, "|---|--:|---|---|")
 	for _, t := range rep.Targets {

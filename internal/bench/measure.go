@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,7 +14,8 @@ type Client interface {
 	// Go starts one request carrying payload on connection conn
 	// (0 <= conn < the client's connection count) and returns without
 	// waiting for the reply. done is called exactly once, from any
-	// goroutine, when the reply arrives or the request fails.
+	// goroutine, when the reply arrives or the request fails. Go may be
+	// called from several goroutines at once (closed-loop workers).
 	Go(conn int, payload []byte, done func(error))
 	// Close closes every connection.
 	Close() error
@@ -26,10 +28,25 @@ type Params struct {
 	Payload  int           `json:"payload_bytes"`
 	Duration time.Duration `json:"duration_ns"`
 	Warmup   time.Duration `json:"warmup_ns"`
+	// InFlight > 0 selects closed loop: InFlight workers each send a
+	// request and wait for its reply before sending the next, as fast as
+	// the system allows; Rate is then ignored (0).
+	InFlight int `json:"in_flight,omitempty"`
 }
 
+// Closed reports whether p is a closed-loop (saturation) point.
+func (p Params) Closed() bool { return p.InFlight > 0 }
+
 func (p Params) String() string {
+	if p.Closed() {
+		return fmt.Sprintf("%s × closed K=%d × %d conn", sizeName(p.Payload), p.InFlight, p.Conns)
+	}
 	return fmt.Sprintf("%s × %g rps × %d conn", sizeName(p.Payload), p.Rate, p.Conns)
+}
+
+// same reports whether p and q are the same load point.
+func (p Params) same(q Params) bool {
+	return p.Rate == q.Rate && p.Conns == q.Conns && p.Payload == q.Payload && p.InFlight == q.InFlight
 }
 
 func sizeName(n int) string {
@@ -43,6 +60,9 @@ func sizeName(n int) string {
 
 // Run is the outcome of one measurement.
 type Run struct {
+	// Repeat is the repeat index (0-based): hop differences pair the runs
+	// of two scenarios with the same index, measured back to back.
+	Repeat      int              `json:"repeat"`
 	Intended    Latency          `json:"intended"` // from intended send time (CO-free)
 	Actual      Latency          `json:"actual"`   // from actual send time
 	Sent        int64            `json:"sent"`
@@ -68,9 +88,9 @@ func Measure(ctx context.Context, c Client, p Params, procs []Proc, drain time.D
 	if p.Conns < 1 {
 		p.Conns = 1
 	}
-	payload := make([]byte, p.Payload)
-	for i := range payload {
-		payload[i] = byte('a' + i%26)
+	payload := makePayload(p.Payload)
+	if p.Closed() {
+		return measureClosed(ctx, c, p, payload, procs, drain)
 	}
 	start := time.Now().Add(5 * time.Millisecond)
 	from := start.Add(p.Warmup)
@@ -117,6 +137,97 @@ func Measure(ctx context.Context, c Client, p Params, procs []Proc, drain time.D
 	if w != nil {
 		run.Procs, run.Background = w.stop(ok)
 	}
+	if err := ctx.Err(); err != nil {
+		return run, err
+	}
+	if ok == 0 {
+		return run, fmt.Errorf("%w (%d errors: %v)", ErrNoRequests, errs, kinds)
+	}
+	return run, nil
+}
+
+func makePayload(n int) []byte {
+	payload := make([]byte, n)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	return payload
+}
+
+// measureClosed runs p.InFlight workers, each sending its next request as
+// soon as the previous reply arrives (worker w uses connection w mod
+// Conns), for the warm-up plus the duration. Latency is from the send
+// (intended = actual in closed loop); AchievedRPS is the saturation
+// throughput and the processes' CPU over the window gives requests per
+// CPU-second.
+func measureClosed(ctx context.Context, c Client, p Params, payload []byte, procs []Proc, drain time.Duration) (Run, error) {
+	start := time.Now()
+	from := start.Add(p.Warmup)
+	end := from.Add(p.Duration)
+	rec := NewRecorder(from)
+	var (
+		wmu    sync.Mutex
+		window *procWindow
+	)
+	wt := time.AfterFunc(time.Until(from), func() {
+		w := startWindow(procs)
+		wmu.Lock()
+		window = w
+		wmu.Unlock()
+	})
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for w := range p.InFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reply := make(chan struct{}, 1)
+			for ctx.Err() == nil {
+				now := time.Now()
+				if !now.Before(end) {
+					return
+				}
+				if !now.Before(from) {
+					sent.Add(1)
+				}
+				rec.Begin()
+				c.Go(w%p.Conns, payload, func(err error) {
+					rec.Record(now, now, time.Now(), err)
+					reply <- struct{}{}
+				})
+				select {
+				case <-reply:
+				case <-time.After(drain):
+					// The reply may still come; Close counts it as an error.
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// The window ends with the last worker; a reply that a worker
+	// gave up on counts as an error.
+	wt.Stop()
+	wmu.Lock()
+	w := window
+	wmu.Unlock()
+	var ok int64
+	var procsUse []ProcUsage
+	var bg float64
+	if n := rec.Close(); n > 0 {
+		rec.AddErrors(n, fmt.Sprintf("no reply within %s", drain))
+	}
+	in, act, okN, errs, kinds := rec.Snapshot()
+	ok = okN
+	if w != nil {
+		procsUse, bg = w.stop(ok)
+	}
+	el := time.Since(from).Seconds()
+	if el <= 0 {
+		el = p.Duration.Seconds()
+	}
+	run := Run{Intended: in, Actual: act, Sent: sent.Load(), OK: ok, Errors: errs, ErrorKinds: kinds,
+		AchievedRPS: float64(ok) / el, Procs: procsUse, Background: bg}
 	if err := ctx.Err(); err != nil {
 		return run, err
 	}

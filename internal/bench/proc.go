@@ -23,6 +23,9 @@ type ProcSample struct {
 	CPUSeconds float64 // utime + stime
 	RSSBytes   int64   // VmRSS
 	HWMBytes   int64   // VmHWM (peak RSS)
+	// CtxSwitches is voluntary + nonvoluntary context switches summed
+	// over the process's live threads (/proc/<pid>/task/*/status).
+	CtxSwitches int64
 }
 
 // ReadProc reads CPU time and RSS of pid from /proc.
@@ -40,7 +43,49 @@ func ReadProc(pid int) (ProcSample, error) {
 		return ProcSample{}, fmt.Errorf("%w: %v", ErrProc, err)
 	}
 	rss, hwm := parseStatusRSS(status)
-	return ProcSample{CPUSeconds: cpu, RSSBytes: rss, HWMBytes: hwm}, nil
+	return ProcSample{CPUSeconds: cpu, RSSBytes: rss, HWMBytes: hwm, CtxSwitches: readCtxSwitches(pid)}, nil
+}
+
+// readCtxSwitches sums voluntary and nonvoluntary context switches over
+// every thread of pid. /proc/<pid>/status alone counts only the main
+// thread, and a Go or Envoy process switches mostly on its other threads.
+// A thread that exits between two readings takes its count with it; the
+// Go runtime and Envoy keep their threads, so the delta over a window is
+// reliable for them.
+func readCtxSwitches(pid int) int64 {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/status")
+		if err != nil {
+			continue // the thread exited
+		}
+		n += parseCtxSwitches(b)
+	}
+	return n
+}
+
+// parseCtxSwitches returns voluntary_ctxt_switches +
+// nonvoluntary_ctxt_switches from a status file.
+func parseCtxSwitches(status []byte) int64 {
+	var n int64
+	for _, line := range bytes.Split(status, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		if string(k) != "voluntary_ctxt_switches" && string(k) != "nonvoluntary_ctxt_switches" {
+			continue
+		}
+		if x, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64); err == nil {
+			n += x
+		}
+	}
+	return n
 }
 
 // parseStatCPU returns (utime+stime)/USER_HZ from a /proc/<pid>/stat line.
@@ -105,6 +150,11 @@ type ProcUsage struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	CPUPer1k   float64 `json:"cpu_s_per_1k"`
 	RSSBytes   int64   `json:"rss_bytes"`
+	// CtxSwitches is the context switches (all threads, voluntary +
+	// nonvoluntary) over the window; CtxPerReq divides by the completed
+	// requests.
+	CtxSwitches int64   `json:"ctx_switches"`
+	CtxPerReq   float64 `json:"ctx_switches_per_request"`
 }
 
 // readBusy returns the machine's busy CPU seconds (all CPUs: user, nice,
@@ -161,7 +211,9 @@ func (w *procWindow) stop(requests int64) ([]ProcUsage, float64) {
 		end, _ := ReadProc(p.PID)
 		cpu := end.CPUSeconds - w.start[i].CPUSeconds
 		ours += cpu
-		out[i] = ProcUsage{Role: p.Role, PID: p.PID, Note: p.Note, CPUSeconds: cpu, CPUPer1k: CPUPer1k(cpu, requests), RSSBytes: end.RSSBytes}
+		cs := end.CtxSwitches - w.start[i].CtxSwitches
+		out[i] = ProcUsage{Role: p.Role, PID: p.PID, Note: p.Note, CPUSeconds: cpu, CPUPer1k: CPUPer1k(cpu, requests), RSSBytes: end.RSSBytes,
+			CtxSwitches: cs, CtxPerReq: perRequest(cs, requests)}
 	}
 	busy, _ := readBusy()
 	el := time.Since(w.at).Seconds()
@@ -170,4 +222,12 @@ func (w *procWindow) stop(requests int64) ([]ProcUsage, float64) {
 		bg = max(0, (busy-w.busy-ours)/el)
 	}
 	return out, bg
+}
+
+// perRequest is n/requests (0 without requests).
+func perRequest(n, requests int64) float64 {
+	if requests <= 0 {
+		return 0
+	}
+	return float64(n) / float64(requests)
 }

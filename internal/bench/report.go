@@ -43,6 +43,11 @@ type ProcSummary struct {
 	Note     string `json:"note,omitempty"`
 	CPUPer1k Spread `json:"cpu_s_per_1k"`
 	RSSBytes int64  `json:"rss_bytes_max"`
+	// CtxPerReq is context switches per completed request.
+	CtxPerReq Spread `json:"ctx_switches_per_request"`
+	// ReqPerCPUs is completed requests per CPU-second of this process
+	// (1000 / CPUPer1k): the efficiency at saturation in closed loop.
+	ReqPerCPUs Spread `json:"requests_per_cpu_s"`
 }
 
 // Ratios compares a result with a reference scenario of the same run and
@@ -81,6 +86,8 @@ func (r *Result) summarize() {
 	procs := map[string]*ProcSummary{}
 	var order []string
 	cpu := map[string][]float64{}
+	ctxs := map[string][]float64{}
+	eff := map[string][]float64{}
 	for _, run := range r.Runs {
 		in = append(in, run.Intended)
 		act = append(act, run.Actual)
@@ -96,6 +103,10 @@ func (r *Result) summarize() {
 				order = append(order, p.Role)
 			}
 			cpu[p.Role] = append(cpu[p.Role], p.CPUPer1k)
+			ctxs[p.Role] = append(ctxs[p.Role], p.CtxPerReq)
+			if p.CPUPer1k > 0 {
+				eff[p.Role] = append(eff[p.Role], 1000/p.CPUPer1k)
+			}
 			ps.RSSBytes = max(ps.RSSBytes, p.RSSBytes)
 		}
 	}
@@ -107,6 +118,8 @@ func (r *Result) summarize() {
 	for _, role := range order {
 		ps := procs[role]
 		ps.CPUPer1k = SpreadOf(cpu[role])
+		ps.CtxPerReq = SpreadOf(ctxs[role])
+		ps.ReqPerCPUs = SpreadOf(eff[role])
 		r.Procs = append(r.Procs, *ps)
 	}
 }
@@ -126,20 +139,24 @@ type Target struct {
 
 // Report is a whole suite run.
 type Report struct {
-	Started  time.Time `json:"started"`
-	Machine  Machine   `json:"machine"`
-	Repeats  int       `json:"repeats"`
-	Results  []Result  `json:"results"`
-	Targets  []Target  `json:"targets"`
-	Notes    []string  `json:"notes"`
-	Commands []string  `json:"command,omitempty"`
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	Repeats int       `json:"repeats"`
+	Results []Result  `json:"results"`
+	Targets []Target  `json:"targets"`
+	// Hops are paired differences between scenarios (per repeat).
+	Hops []Hop `json:"hops,omitempty"`
+	// Idle is the idle-connection memory per scenario.
+	Idle     []IdleResult `json:"idle,omitempty"`
+	Notes    []string     `json:"notes"`
+	Commands []string     `json:"command,omitempty"`
 }
 
 // find returns the result of scenario id at params p.
 func (rep *Report) find(id string, p Params) *Result {
 	for i := range rep.Results {
 		r := &rep.Results[i]
-		if r.Scenario == id && r.Params.Rate == p.Rate && r.Params.Conns == p.Conns && r.Params.Payload == p.Payload {
+		if r.Scenario == id && r.Params.same(p) {
 			return r
 		}
 	}
@@ -167,6 +184,7 @@ func (rep *Report) Finish() {
 			r.VsS5 = Ratios{P50: Ratio(m.P50, b.P50), P99: Ratio(m.P99, b.P99)}
 		}
 	}
+	rep.Hops = rep.computeHops()
 	rep.Targets = rep.evalTargets()
 }
 
@@ -181,7 +199,7 @@ func (rep *Report) targetResult(id string) *Result {
 	var best *Result
 	for i := range rep.Results {
 		r := &rep.Results[i]
-		if r.Scenario != id || !r.ok() || r.Params.Rate != targetRate || r.Params.Payload != targetPayload {
+		if r.Scenario != id || !r.ok() || r.Params.Closed() || r.Params.Rate != targetRate || r.Params.Payload != targetPayload {
 			continue
 		}
 		if best == nil || r.Params.Conns < best.Params.Conns {
@@ -198,61 +216,6 @@ func judge(t Target, ok bool) Target {
 		t.Status = "MISS"
 	}
 	return t
-}
-
-func (rep *Report) evalTargets() []Target {
-	var out []Target
-	s3, s4 := rep.targetResult("S3"), rep.targetResult("S4")
-	var s5 *Result
-	if s3 != nil {
-		s5 = rep.find("S5", s3.Params)
-		if s5 != nil && !s5.ok() {
-			s5 = nil
-		}
-	}
-	t1 := Target{Name: "S3 p50 <= 1.3x S5 (1 KB, 1k rps)", Limit: 1.3, Unit: "x"}
-	t2 := Target{Name: "S3 p99 <= 1.5x S5 (1 KB, 1k rps)", Limit: 1.5, Unit: "x"}
-	if s3 == nil || s5 == nil {
-		t1.Status, t1.Why = "N/A", "needs S3 and S5 at 1 KB x 1k rps"
-		t2.Status, t2.Why = "N/A", t1.Why
-		out = append(out, t1, t2)
-	} else {
-		t1.Value = Ratio(s3.Intended.P50.Median, s5.Intended.P50.Median)
-		t2.Value = Ratio(s3.Intended.P99.Median, s5.Intended.P99.Median)
-		t1.Why, t2.Why = "at "+s3.Params.String(), "at "+s3.Params.String()
-		out = append(out, judge(t1, t1.Value <= t1.Limit), judge(t2, t2.Value <= t2.Limit))
-	}
-	t3 := Target{Name: "S4 p99 < 1 ms (1k rps)", Limit: 1, Unit: "ms"}
-	if s4 == nil {
-		t3.Status, t3.Why = "N/A", "needs S4 at 1 KB x 1k rps"
-		out = append(out, t3)
-	} else {
-		t3.Value = s4.Intended.P99.Median / 1000
-		t3.Why = "at " + s4.Params.String()
-		out = append(out, judge(t3, t3.Value < t3.Limit))
-	}
-	// MeshGate CPU: the worst median over every bridged result.
-	t4 := Target{Name: "MeshGate <= 0.1 CPU-s per 1k requests", Limit: 0.1, Unit: "CPU-s/1k"}
-	found := false
-	for i := range rep.Results {
-		r := &rep.Results[i]
-		if !r.ok() {
-			continue
-		}
-		for _, p := range r.Procs {
-			if p.Role == RoleMeshGate && (!found || p.CPUPer1k.Median > t4.Value) {
-				t4.Value, found = p.CPUPer1k.Median, true
-				t4.Why = "worst: " + r.Scenario + " at " + r.Params.String()
-			}
-		}
-	}
-	if !found {
-		t4.Status, t4.Why = "N/A", "no MeshGate process measured"
-		out = append(out, t4)
-	} else {
-		out = append(out, judge(t4, t4.Value <= t4.Limit))
-	}
-	return out
 }
 
 // Seed is the seed latency table the suite reproduces (ms).
@@ -327,7 +290,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	_ = tw.Flush()
 
-	fmt.Fprintf(w, "\nCPU seconds per 1k requests (median) / RSS per process:\n")
+	fmt.Fprintf(w, "\nper process: CPU seconds per 1k requests / context switches per request (medians) / RSS:\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, r := range rep.Results {
 		if !r.ok() {
@@ -335,11 +298,12 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 		var parts []string
 		for _, p := range r.Procs {
-			parts = append(parts, fmt.Sprintf("%s %.3f / %s", p.Role, p.CPUPer1k.Median, mb(p.RSSBytes)))
+			parts = append(parts, fmt.Sprintf("%s %.3f / %.1f / %s", p.Role, p.CPUPer1k.Median, p.CtxPerReq.Median, mb(p.RSSBytes)))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Scenario, r.Params, strings.Join(parts, "   "))
 	}
 	_ = tw.Flush()
+	rep.writeHopsTable(w)
 
 	fmt.Fprintf(w, "\nseed table (ms, avg / p95): ")
 	for i, s := range Seed {
@@ -354,7 +318,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		if t.Status != "N/A" {
 			val = fmt.Sprintf("%.3f %s", t.Value, t.Unit)
 		}
-		fmt.Fprintf(w, "  %-4s  %-40s  %-18s %s\n", t.Status, t.Name, val, t.Why)
+		fmt.Fprintf(w, "  %-4s  %-66s  %-18s %s\n", t.Status, t.Name, val, t.Why)
 	}
 	if len(rep.Notes) > 0 {
 		fmt.Fprintf(w, "\nnotes:\n")

@@ -10,4 +10,4 @@ const (
 )
 
 // scenarioOrder is the display order (and chart colour index).
-var scenarioOrder = []string{"S0", "S1", "S1w", "S2", "S3", "S4", "S5", "S6"}
+var scenarioOrder = []string{"S0", "S1", "S1w", "S2", "S3", "S4", "S5", "S6", "EL7", "HJ", "EJT", "MPP", "MGG"}

@@ -14,7 +14,7 @@ import (
 // ErrServerKind reports an unknown backend server kind.
 var ErrServerKind = errors.New("bench: unknown server kind")
 
-// Serve runs a backend server of kind "legacy" or "grpc" on ln until ctx
+// Serve runs a backend server of kind "legacy", "grpc" or "httpjson" on ln until ctx
 // ends.
 func Serve(ctx context.Context, kind string, ln net.Listener, log *slog.Logger) error {
 	switch kind {
@@ -27,6 +27,8 @@ func Serve(ctx context.Context, kind string, ln net.Listener, log *slog.Logger) 
 			return nil
 		}
 		return err
+	case "httpjson":
+		return serveHTTPJSON(ctx, ln, log)
 	case "legacy":
 		s := legacy.NewServer(legacy.ServerOptions{Logger: log})
 		stop := context.AfterFunc(ctx, func() { _ = s.Close() })

@@ -45,6 +45,10 @@ type Options struct {
 	WorkDir string
 	// Log receives progress and component logs at Debug.
 	Log *slog.Logger
+	// IdleConns > 0 measures, per scenario with an MGP or gRPC client and
+	// before any load, each process's idle RSS and its RSS with IdleConns
+	// idle client connections open (bytes per idle connection).
+	IdleConns int
 	// Progress, when set, receives one line per measurement.
 	Progress io.Writer
 }
@@ -55,6 +59,9 @@ type Scenario struct {
 	Title string
 	// Needs lists what the scenario requires: "envoy", "wasm", "binary".
 	Needs []string
+	// Proxy is the role of the proxy under test ("" = none or several):
+	// its CPU, context switches and RSS are the hop's cost.
+	Proxy string
 	setup func(ctx context.Context, e *env, t *topology) (*topology, error)
 }
 
@@ -80,13 +87,18 @@ func (t *topology) close() error {
 func Scenarios() []Scenario {
 	return []Scenario{
 		{ID: "S0", Title: "legacy direct", setup: setupS0},
-		{ID: "S1", Title: "via Envoy tcp_proxy", Needs: []string{"envoy"}, setup: setupS1(false)},
-		{ID: "S1w", Title: "via Envoy + MGP wasm", Needs: []string{"envoy", "wasm"}, setup: setupS1(true)},
+		{ID: "S1", Title: "via Envoy tcp_proxy", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupS1(false)},
+		{ID: "S1w", Title: "via Envoy + MGP wasm", Needs: []string{"envoy", "wasm"}, Proxy: RoleEnvoyA, setup: setupS1(true)},
 		{ID: "S2", Title: "2 Envoys, mTLS", Needs: []string{"envoy"}, setup: setupS2},
-		{ID: "S3", Title: "MeshGate priv→gRPC", Needs: []string{"binary"}, setup: setupS3},
+		{ID: "S3", Title: "MeshGate priv→gRPC", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS3},
 		{ID: "S4", Title: "S3 + 2 Envoys mTLS", Needs: []string{"binary", "envoy"}, setup: setupS4},
 		{ID: "S5", Title: "grpc-go direct", setup: setupS5},
-		{ID: "S6", Title: "MeshGate gRPC→priv", Needs: []string{"binary"}, setup: setupS6},
+		{ID: "S6", Title: "MeshGate gRPC→priv", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS6},
+		{ID: "EL7", Title: "Envoy L7 gRPC proxy", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupEL7},
+		{ID: "HJ", Title: "HTTP/1.1 JSON direct", setup: setupHJ},
+		{ID: "EJT", Title: "Envoy JSON→gRPC transcoder", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupEJT},
+		{ID: "MPP", Title: "MeshGate priv→priv", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMPP},
+		{ID: "MGG", Title: "MeshGate gRPC→gRPC", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMGG},
 	}
 }
 
@@ -216,6 +228,19 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 			break
 		}
 	}
+	if opts.IdleConns > 0 {
+		for _, l := range lives {
+			if k := clientKind[l.sc.ID]; l.sc.Proxy != "" && (k == "mgp" || k == "grpc") && ctx.Err() == nil {
+				ir := measureIdle(ctx, e, l, opts.IdleConns)
+				rep.Idle = append(rep.Idle, ir)
+				if ir.Error != "" {
+					e.progress("%-4s idle: %s", l.sc.ID, ir.Error)
+				} else if p := ir.proc(l.sc.Proxy); p != nil {
+					e.progress("%-4s idle: %s RSS %s, %s per idle %s connection (%d open)", l.sc.ID, p.Role, mb(p.RSSIdle), kb(p.BytesPerConn), ir.Kind, ir.Conns)
+				}
+			}
+		}
+	}
 	for i := 0; i < opts.Repeats && ctx.Err() == nil; i++ {
 		for pi, p := range opts.Params {
 			for _, l := range lives {
@@ -236,6 +261,8 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 		switch {
 		case pa.Payload != pb.Payload:
 			return pa.Payload - pb.Payload
+		case pa.InFlight != pb.InFlight:
+			return pa.InFlight - pb.InFlight
 		case pa.Rate != pb.Rate:
 			if pa.Rate < pb.Rate {
 				return -1
@@ -292,6 +319,15 @@ func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report) (*live
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	topo, err := sc.setup(setupCtx, e, &topology{id: sc.ID})
 	cancel()
+	if why := isSkip(err); why != "" {
+		for _, p := range e.opts.Params {
+			r := mk(p)
+			r.Skipped = why
+			out = append(out, r)
+		}
+		e.progress("%-4s skipped: %s", sc.ID, why)
+		return nil, out
+	}
 	if err != nil {
 		for _, p := range e.opts.Params {
 			r := mk(p)
@@ -337,6 +373,7 @@ func measureOnce(ctx context.Context, e *env, l *live, p Params, r *Result, rep 
 		e.progress("%-4s %s #%d: %v", l.sc.ID, p, rep+1, err)
 		return
 	}
+	run.Repeat = rep
 	r.Runs = append(r.Runs, run)
 	e.progress("%-4s %-26s #%d  p50 %s  p99 %s  ms  %6.0f rps  %d errors  bg %.2f cores", l.sc.ID, p, rep+1,
 		ms(run.Intended.P50), ms(run.Intended.P99), run.AchievedRPS, run.Errors, run.Background)

@@ -13,7 +13,7 @@ import (
 
 func TestEndpoints(t *testing.T) {
 	m := NewMetrics()
-	m.Requests.WithLabelValues("l", "1", "/a.B/C", "0").Inc()
+	m.Requests.WithLabelValues("l", "1", "u", "OK").Inc()
 	s := New(m, func() any { return map[string]string{"listener": "l"} }, nil)
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
@@ -43,7 +43,7 @@ func TestEndpoints(t *testing.T) {
 	if c, _ := get("/readyz"); c != 200 {
 		t.Fatalf("readyz after removal %d", c)
 	}
-	if _, body := get("/metrics"); !strings.Contains(body, `meshgate_requests_total{cmd="1",listener="l",method="/a.B/C",result="0"} 1`) || !strings.Contains(body, "go_goroutines") {
+	if _, body := get("/metrics"); !strings.Contains(body, `meshgate_requests_total{code="OK",listener="l",route="1",upstream="u"} 1`) || !strings.Contains(body, "go_goroutines") {
 		t.Fatalf("metrics: %.300s", body)
 	}
 	if _, body := get("/config"); !strings.Contains(body, `"listener": "l"`) {
@@ -114,7 +114,7 @@ func TestPprofEnabled(t *testing.T) {
 // is enabled on the admin listener.
 func TestHealthListenerServesOnlyHealth(t *testing.T) {
 	m := NewMetrics()
-	m.Requests.WithLabelValues("l", "1", "/a.B/C", "0").Inc()
+	m.Requests.WithLabelValues("l", "1", "u", "OK").Inc()
 	s := New(m, func() any { return map[string]string{"secret-ish": "config"} }, nil, WithPprof(true))
 	admin, health := serveAdmin(t, s)
 	if c, _ := health("/healthz"); c != 200 {

@@ -11,13 +11,17 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	// Requests counts bridged requests by listener, cmd, method and result.
+	// Requests counts requests of every listener kind and upstream
+	// protocol by listener, route, upstream and gRPC code name
+	// (meshgate_requests_total; see RouteMetrics).
 	Requests *prometheus.CounterVec
-	// Errors counts failed requests by listener and gRPC code name.
-	Errors *prometheus.CounterVec
-	// Latency observes bridged request latency in seconds by listener, cmd
-	// and method.
+	// Latency observes request latency in seconds by listener, route and
+	// upstream (meshgate_request_duration_seconds).
 	Latency *prometheus.HistogramVec
+	// UpstreamRequests counts calls an upstream pool sent, by upstream,
+	// endpoint and gRPC code (meshgate_upstream_requests_total; private
+	// pools, which pick the endpoint themselves).
+	UpstreamRequests *prometheus.CounterVec
 	// InFlight is the number of requests in flight per listener.
 	InFlight *prometheus.GaugeVec
 	// DownstreamConns is the number of open downstream connections per
@@ -46,15 +50,15 @@ func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: r,
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "requests_total", Help: "Bridged requests by listener, cmd, method and result.",
-		}, []string{"listener", "cmd", "method", "result"}),
-		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "request_errors_total", Help: "Failed bridged requests by listener and gRPC code.",
-		}, []string{"listener", "code"}),
+			Namespace: "meshgate", Name: "requests_total", Help: "Requests by listener, route, upstream and gRPC code, every listener kind and upstream protocol.",
+		}, []string{"listener", "route", "upstream", "code"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "meshgate", Name: "request_duration_seconds", Help: "Bridged request latency by listener, cmd and method.",
+			Namespace: "meshgate", Name: "request_duration_seconds", Help: "Request latency by listener, route and upstream.",
 			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5},
-		}, []string{"listener", "cmd", "method"}),
+		}, []string{"listener", "route", "upstream"}),
+		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "meshgate", Name: "upstream_requests_total", Help: "Calls sent to upstream endpoints by upstream, endpoint and gRPC code.",
+		}, []string{"upstream", "endpoint", "code"}),
 		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "meshgate", Name: "requests_in_flight", Help: "Requests in flight per listener.",
 		}, []string{"listener"}),
@@ -77,7 +81,7 @@ func NewMetrics() *Metrics {
 			Namespace: "meshgate", Name: "config_reloads_total", Help: "Configuration reloads by outcome.",
 		}, []string{"outcome"}),
 	}
-	r.MustRegister(m.Requests, m.Errors, m.Latency, m.InFlight, m.DownstreamConns,
+	r.MustRegister(m.Requests, m.Latency, m.UpstreamRequests, m.InFlight, m.DownstreamConns,
 		m.UpstreamConns, m.Malformed, m.Rejected, m.Heartbeats, m.Reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -42,6 +42,9 @@ type Config struct {
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
 	// Switches are service switches routes can name (resilience.go).
 	Switches []Switch `yaml:"switches,omitempty" json:"switches,omitempty"`
+	// Telemetry and AccessLog: see observability.go.
+	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
+	AccessLog *AccessLog `yaml:"access_log,omitempty" json:"access_log,omitempty"`
 
 	baseDir string // directory of the config file, for relative paths
 }
@@ -85,6 +88,8 @@ type Listener struct {
 	MaxInFlight int `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"`
 	// Auth, when set, requires the MGP auth extension (HMAC) on every request.
 	Auth *Auth `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// Authz, when set, allows only the listed identity × cmd/method pairs.
+	Authz *Authz `yaml:"authz,omitempty" json:"authz,omitempty"`
 	// TLS, when set, terminates (m)TLS on this listener.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// Routes map requests to upstreams, first match wins.
@@ -93,6 +98,8 @@ type Listener struct {
 	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
 	// Overload is a listener-wide admission cap with a core reserve (resilience.go).
 	Overload *Overload `yaml:"overload,omitempty" json:"overload,omitempty"`
+
+	ListenerObservability `yaml:",inline"` // observability.go
 }
 
 // Auth configures HMAC verification of the MGP auth extension.
@@ -101,6 +108,11 @@ type Auth struct {
 	Keys map[uint32]string `yaml:"keys" json:"-"`
 	// MaxSkew bounds |now - unix_ms|; default 30s.
 	MaxSkew time.Duration `yaml:"max_skew,omitempty" json:"max_skew,omitempty"`
+	// MaxNonces bounds the replay cache; default DefaultMaxNonces(MaxSkew).
+	MaxNonces int `yaml:"max_nonces,omitempty" json:"max_nonces,omitempty"`
+	// MaxNoncesPerKey bounds one key id's share of MaxNonces; default
+	// DefaultMaxNoncesPerKey.
+	MaxNoncesPerKey int `yaml:"max_nonces_per_key,omitempty" json:"max_nonces_per_key,omitempty"`
 }
 
 // TLS is a certificate set; files are re-read when they change.
@@ -128,10 +140,13 @@ type Route struct {
 	Upstream string `yaml:"upstream" json:"upstream"`
 	// Timeout applies when the request carries no deadline; default
 	// Defaults.Timeout.
-	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	Oneway  bool          `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	Timeout      time.Duration                   `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Oneway       bool                            `yaml:"oneway,omitempty" json:"oneway,omitempty"` // grpc listener only; see mapping.go
+	RouteRewrite `yaml:",inline" json:",inline"` // rewrite_cmd / rewrite_method (reshape.go)
 	// RouteResilience: idempotent, core, retry_on, max_attempts, hedge_delay, switch (resilience.go).
 	RouteResilience `yaml:",inline"`
+
+	RouteObservability `yaml:",inline"` // observability.go
 }
 
 // Upstream protocols.
@@ -166,6 +181,8 @@ type Upstream struct {
 	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
 	// Resilience: adaptive weights, outlier ejection, retry budget, circuit breaker (resilience.go).
 	Resilience Resilience `yaml:"resilience,omitempty" json:"resilience"`
+
+	UpstreamObservability `yaml:",inline"` // observability.go
 }
 
 // Defaults are shared limits.

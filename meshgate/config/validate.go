@@ -65,6 +65,7 @@ func (c *Config) ApplyDefaults() {
 		if l.Auth != nil && l.Auth.MaxSkew == 0 {
 			l.Auth.MaxSkew = DefaultMaxSkew
 		}
+		applyAuthDefaults(l)
 		for j := range l.Routes {
 			if l.Routes[j].Timeout == 0 {
 				l.Routes[j].Timeout = d.Timeout
@@ -72,22 +73,7 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	for i := range c.Upstreams {
-		u := &c.Upstreams[i]
-		if u.Protocol == ProtoPrivate && u.Codec == "" {
-			u.Codec = "mgp"
-		}
-		if u.LB == "" {
-			u.LB = LBRoundRobin
-		}
-		if u.Connections == 0 {
-			u.Connections = DefaultConnections
-		}
-		if u.MaxInFlight == 0 {
-			u.MaxInFlight = DefaultMaxInFlight
-		}
-		if u.Heartbeat == 0 {
-			u.Heartbeat = DefaultHeartbeat
-		}
+		c.Upstreams[i] = c.Upstreams[i].WithDefaults()
 	}
 	if c.XDS != nil {
 		c.XDS.applyDefaults()
@@ -147,6 +133,10 @@ func (c *Config) Validate() error {
 			e.add(f+".endpoints", "at least one endpoint is required")
 		}
 		for j, ep := range u.Endpoints {
+			if IsXDSTarget(ep) {
+				checkXDSEndpoint(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), u)
+				continue
+			}
 			checkAddr(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), ep)
 		}
 		switch u.LB {
@@ -178,10 +168,8 @@ func (c *Config) Validate() error {
 			e.add(f+".address", "%s already used by listener %q", l.Address, prev)
 		}
 		addrs[l.Address] = l.Name
-		want := ""
 		switch l.Kind {
 		case KindPrivate:
-			want = ProtoGRPC
 			if !codecs[l.Codec] {
 				e.add(f+".codec", "unknown codec %q", l.Codec)
 			}
@@ -189,7 +177,6 @@ func (c *Config) Validate() error {
 				e.add(f+".max_frame_size", "must be in [64, 67108864], got %d", l.MaxFrameSize)
 			}
 		case KindGRPC:
-			want = ProtoPrivate
 		default:
 			e.add(f+".kind", "must be %q or %q, got %q", KindPrivate, KindGRPC, l.Kind)
 		}
@@ -200,6 +187,7 @@ func (c *Config) Validate() error {
 			e.add(f+".auth.keys", "at least one key is required")
 		}
 		checkTLS(&e, f+".tls", l.TLS, true)
+		validateAuth(&e, f, l)
 		for j, r := range l.Routes {
 			rf := fmt.Sprintf("%s.routes[%d]", f, j)
 			u := ups[r.Upstream]
@@ -208,12 +196,8 @@ func (c *Config) Validate() error {
 				e.add(rf+".upstream", "required")
 			case u == nil:
 				e.add(rf+".upstream", "unknown upstream %q", r.Upstream)
-			case want != "" && u.Protocol != want:
-				e.add(rf+".upstream", "upstream %q speaks %s; a %s listener needs a %s upstream", r.Upstream, u.Protocol, l.Kind, want)
 			}
-			if err := CheckMethod(r.Method, l.Kind == KindGRPC); err != nil {
-				e.add(rf+".method", "%v", err)
-			}
+			checkRouteTarget(&e, rf, l.Kind, r, u)
 			if r.UINMax > 0 && r.UINMin > r.UINMax {
 				e.add(rf+".uin_min", "greater than uin_max")
 			}
@@ -230,6 +214,7 @@ func (c *Config) Validate() error {
 	c.validateTLS(&e)
 	c.validateLimits(&e)
 	c.validateResilience(&e)
+	c.validateObservability(&e)
 	if len(e) == 0 {
 		return nil
 	}

@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 )
@@ -100,22 +99,6 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// CheckIdentity validates one identity string: "dns:NAME" or a URI with a
-// scheme and a host (e.g. spiffe://trust.domain/path).
-func CheckIdentity(id string) error {
-	if name, ok := strings.CutPrefix(id, "dns:"); ok {
-		if name == "" || strings.ContainsAny(name, " /:") {
-			return fmt.Errorf("dns identity %q: want dns:NAME", id)
-		}
-		return nil
-	}
-	u, err := url.Parse(id)
-	if err != nil || u.Scheme == "" || u.Host == "" || !strings.Contains(id, "://") {
-		return fmt.Errorf("identity %q: want \"dns:NAME\" or a URI SAN such as spiffe://trust.domain/path", id)
-	}
-	return nil
 }
 
 func (x *XDS) validateSecurity(e *errs, nodes map[string]bool) {

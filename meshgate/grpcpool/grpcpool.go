@@ -18,6 +18,10 @@
 // whether every ClientConn has a ready transport (for /readyz); see
 // ready.go.
 //
+// An upstream whose one endpoint is an xds:/// target (config.XDSScheme) is
+// resolved and balanced by the xDS control plane instead (grpc-go's xDS
+// resolver; bootstrap from GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG).
+//
 // Calls are spread over the ClientConns round-robin. A Pool is reference
 // counted so that a config reload can retire it while requests that started
 // on it finish: Acquire/Release around each call, Retire when dropped.
@@ -43,6 +47,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	_ "google.golang.org/grpc/xds" // xds:/// upstreams: xDS resolver and balancers
 
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
@@ -116,28 +121,41 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		}
 		creds = tc.Credentials()
 	}
-	n := u.Connections
+	n := u.Connections // resolved by config.ApplyDefaults
 	if n <= 0 {
-		n = config.DefaultConnections
+		if tc != nil {
+			tc.Close()
+		}
+		return nil, fmt.Errorf("upstream %s: connections must be positive (unresolved config?)", u.Name)
 	}
 	p := &Pool{cfg: u, opts: opts, tls: tc, closed: make(chan struct{})}
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
+	xdsTarget := len(u.Endpoints) == 1 && config.IsXDSTarget(u.Endpoints[0])
 	for _, ep := range u.Endpoints {
+		if xdsTarget {
+			break
+		}
 		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: ep}}})
 	}
 	for i := 0; i < n; i++ {
-		r := manual.NewBuilderWithScheme("meshgate")
-		r.InitialState(state)
-		dopts := append([]grpc.DialOption{
-			grpc.WithResolvers(r),
+		target := "meshgate:///" + u.Name
+		dopts := []grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
-			grpc.WithDefaultServiceConfig(ServiceConfig(u.LB)),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})),
 			grpc.WithUserAgent("meshgate"),
 			grpc.WithConnectParams(connectParams(u)),
-		}, opts.DialOptions...)
-		cc, err := grpc.NewClient("meshgate:///"+u.Name, dopts...)
+		}
+		if xdsTarget {
+			// Endpoints and load balancing come from the xDS control plane.
+			target = u.Endpoints[0]
+		} else {
+			r := manual.NewBuilderWithScheme("meshgate")
+			r.InitialState(state)
+			dopts = append(dopts, grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(ServiceConfig(u.LB)))
+		}
+		dopts = append(dopts, opts.DialOptions...)
+		cc, err := grpc.NewClient(target, dopts...)
 		if err != nil {
 			for _, c := range p.conns {
 				_ = c.Close()

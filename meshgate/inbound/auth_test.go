@@ -75,22 +75,3 @@ func TestAuth(t *testing.T) {
 		t.Errorf("auth_ext malformed counter %v", n)
 	}
 }
-
-func TestNonceCacheBounded(t *testing.T) {
-	c := newNonceCache(4)
-	for i := uint64(0); i < 4; i++ {
-		if !c.add(1, i) {
-			t.Fatal("fresh nonce refused")
-		}
-	}
-	if c.add(1, 2) {
-		t.Fatal("replay accepted")
-	}
-	c.add(1, 10) // evicts nonce 0
-	if !c.add(1, 0) || len(c.seen) != 4 {
-		t.Fatalf("eviction: %d entries", len(c.seen))
-	}
-	if !c.add(2, 2) {
-		t.Fatal("nonce of another key refused")
-	}
-}

@@ -8,18 +8,19 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // conn is one downstream connection.
@@ -193,17 +194,10 @@ func (c *conn) handle(f *codec.Frame) bool {
 	t := s.table.Load()
 	oneway := f.Flags&codec.FlagOneway != 0
 	var keyID uint32
-	if t.Auth != nil {
-		id, ok, fatal := s.verify(t.Auth, c.rd.Last(), f)
-		if fatal {
-			return false
-		}
-		if !ok {
-			s.rejected("auth")
-			if !oneway {
-				c.replyError(f, codec.ResultUnauthenticated, "unauthenticated")
-			}
-			return true
+	if t.Auth != nil || t.Authz != nil {
+		id, pass, keep := c.authorize(t, f, oneway)
+		if !pass {
+			return keep
 		}
 		keyID = id
 	}
@@ -217,7 +211,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 			}
 			return true
 		}
-		if r.Upstream.Acquire() {
+		if r.acquire() {
 			break
 		}
 		// The upstream was retired by a reload: take the new table.
@@ -238,7 +232,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		}
 		c.wmu.Unlock()
 		if dup {
-			r.Upstream.Release()
+			r.release()
 			s.rejected("duplicate_seq")
 			c.replyError(f, codec.ResultBadRequest, "duplicate seq in flight")
 			return true
@@ -247,6 +241,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 	// Backpressure: block reading while the connection is at its cap.
 	c.sem <- struct{}{}
 	q := newRequest(c, r, f, keyID, t.Auth != nil, oneway)
+	q.mapMetadata(t, f)
 	c.inflight.Add(1)
 	if s.mInFlight != nil {
 		s.mInFlight.Inc()
@@ -272,6 +267,12 @@ type request struct {
 	header  metadata.MD
 	trailer metadata.MD
 	out     codec.Frame
+	mm      *mapping.MDMap // the table's extension ⇄ metadata pairs
+	// private → private: the frame sent upstream, and the copy of the
+	// request's body and extension values it points into.
+	fwd  codec.Frame
+	fbuf []byte
+	dl   [4]byte
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption
@@ -279,7 +280,7 @@ type request struct {
 
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
-	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer)}
+	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod()}
 	return q
 }}
 
@@ -288,6 +289,13 @@ func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway 
 	q.c, q.r, q.cmd, q.seq, q.uin, q.oneway = c, r, f.Cmd, f.Seq, f.UIN, oneway
 	q.start = time.Now()
 	q.timeout = r.Timeout
+	if r.Private != nil {
+		if d, ok := mapping.Timeout(f); ok {
+			q.timeout = d
+		}
+		q.copyFrame(f, r.SendCmd)
+		return q
+	}
 	if d, ok := q.md.FromFrame(f, keyID, authed); ok {
 		q.timeout = d
 	}
@@ -295,26 +303,74 @@ func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway 
 	return q
 }
 
+// copyFrame copies request f (which aliases the read buffer) into q.fwd for
+// a private upstream: cmd rewritten, every extension kept in order except
+// ext 2 (auth, verified and stripped here) and ext 3 (deadline, re-sent
+// with the remaining time); unknown keys below 0x8000 and application keys
+// pass unchanged. One buffer, reused across pooled lives.
+func (q *request) copyFrame(f *codec.Frame, cmd uint32) {
+	n := len(f.Body)
+	for i := range f.Ext {
+		n += len(f.Ext[i].Value)
+	}
+	if cap(q.fbuf) < n {
+		q.fbuf = make([]byte, 0, n)
+	}
+	b := q.fbuf[:0]
+	q.fwd = codec.Frame{Cmd: cmd, UIN: f.UIN, Flags: f.Flags & codec.FlagOneway, Ext: q.fwd.Ext[:0]}
+	for i := range f.Ext {
+		e := &f.Ext[i]
+		if e.Key == codec.ExtAuth || e.Key == codec.ExtDeadline {
+			continue
+		}
+		s := len(b)
+		b = append(b, e.Value...) // within capacity: never moves
+		q.fwd.Ext = append(q.fwd.Ext, codec.Ext{Key: e.Key, Value: b[s:len(b):len(b)]})
+	}
+	s := len(b)
+	b = append(b, f.Body...)
+	q.fwd.Body = b[s:]
+	q.fbuf = b
+}
+
 func (q *request) release() {
 	q.resp.Free()
 	q.req.Free()
 	q.out.Reset()
+	q.fwd.Reset()
+	clear(q.fwd.Ext[:cap(q.fwd.Ext)])
+	if cap(q.fbuf) > 64<<10 {
+		q.fbuf = nil
+	}
 	q.md.Reset()
 	q.header, q.trailer = nil, nil
-	q.c, q.r = nil, nil
+	q.c, q.r, q.mm = nil, nil, nil
 	reqPool.Put(q)
 }
 
 func (q *request) run() {
+	if q.r.Private != nil {
+		q.forward()
+		return
+	}
 	c, r := q.c, q.r
+	oc := q.startTelemetry()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
-	err := r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, q.opts...)
+	err := q.transcodeRequest()
+	if err == nil {
+		err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+	}
 	cancel()
+	body, err := q.replyBody(err)
+	q.endTelemetry(oc, err)
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
+	// Count before answering: whoever sees the reply sees it counted.
+	q.count(r, err, elapsed)
 	if !q.oneway {
 		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
-		mapping.ReplyFrame(&q.out, q.resp.Bytes(), err, q.header, q.trailer)
+		mapping.ReplyFrame(&q.out, body, err, q.header, q.trailer)
+		q.mm.ReplyFromMD(&q.out, q.header, q.trailer)
 		if err != nil && c.s.log.Enabled(context.Background(), slog.LevelDebug) {
 			c.s.log.Debug("upstream call failed", "method", r.Method, "err", err)
 		}
@@ -323,31 +379,86 @@ func (q *request) run() {
 		c.wmu.Unlock()
 		c.reply(&q.out)
 	}
-	c.s.observe(r, err, elapsed)
+	q.done()
+}
+
+// forward proxies the request frame to a private upstream (private →
+// private) and its reply frame back with the client's seq: result, body and
+// every reply extension unchanged. It is recorded like a bridged call
+// (span, access log): the span is the child of the request's ext 1 and
+// ext 1 sent upstream names the span.
+func (q *request) forward() {
+	c, r := q.c, q.r
+	oc := q.startForwardTelemetry()
+	ctx, cancel := context.WithTimeout(c.ctx, q.timeout)
+	if oc != nil {
+		ctx = upstream.WithEndpointSink(ctx, &oc.Endpoint)
+	}
+	dl, _ := ctx.Deadline()
+	mapping.AppendDeadline(&q.fwd, &q.dl, time.Until(dl))
+	var resp *codec.Frame
+	var err error
+	if q.oneway {
+		err = r.Private.Send(ctx, &q.fwd)
+	} else {
+		resp, err = r.Private.Do(ctx, &q.fwd)
+	}
+	err = upstream.Status(ctx, err)
+	cancel()
+	r.release()
+	elapsed := time.Since(q.start)
+	cerr := err // what the call counts as
+	if err == nil && resp != nil && resp.Result != codec.ResultOK {
+		cerr = resultError(resp.Result)
+	}
+	q.endForwardTelemetry(oc, err, resp)
+	// Count before answering: whoever sees the reply sees it counted.
+	q.count(r, cerr, elapsed)
+	if !q.oneway {
+		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
+		if err != nil {
+			mapping.ReplyFrame(&q.out, nil, err, nil, nil)
+		} else {
+			q.out.Result, q.out.Body = resp.Result, resp.Body
+			q.out.Ext = append(q.out.Ext, resp.Ext...)
+		}
+		c.wmu.Lock()
+		delete(c.seqs, q.seq)
+		c.wmu.Unlock()
+		c.reply(&q.out)
+	}
+	q.done()
+}
+
+// resultError is the status a private upstream's failed reply counts as.
+func resultError(result uint16) error {
+	code, _ := codec.GRPCCode(result)
+	return status.Error(codes.Code(code), "")
+}
+
+// count records the call in the metrics and leaves the in-flight gauge;
+// called before the reply is written.
+func (q *request) count(r *Route, err error, elapsed time.Duration) {
+	s := q.c.s
+	s.observe(r, err, elapsed)
+	if s.mInFlight != nil {
+		s.mInFlight.Dec()
+	}
+}
+
+// done frees the call's slot once its reply is written.
+func (q *request) done() {
+	c := q.c
 	q.release()
 	<-c.sem
 	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {
 		c.drainNudge()
 	}
-	if c.s.mInFlight != nil {
-		c.s.mInFlight.Dec()
-	}
 	c.calls.Done()
 }
 
 func (s *Server) observe(r *Route, err error, d time.Duration) {
-	m := s.opts.Metrics
-	if m == nil {
-		return
-	}
-	r.latency.Observe(d.Seconds())
-	if err == nil {
-		r.okCount.Inc()
-		return
-	}
-	code := status.Code(err)
-	m.Errors.WithLabelValues(s.opts.Name, code.String()).Inc()
-	m.Requests.WithLabelValues(s.opts.Name, r.cmdLabel, r.Method, strconv.Itoa(int(mapping.StatusResult(err, nil)))).Inc()
+	r.m.Observe(status.Code(err), d)
 }
 
 // replyError answers request f locally with result and message.

@@ -87,6 +87,19 @@ func newEnvO(t testing.TB, o envOpts) *env {
 		{Cmd: cmdMeta, Method: demo.MethodMeta, Upstream: pool},
 		{Cmd: cmdGate, Method: "/test.Svc/Gate", Upstream: pool},
 	}
+	// Unset limits and timeouts at their defaults, as config.ApplyDefaults does.
+	if o.lim.MaxInFlight == 0 {
+		o.lim.MaxInFlight = config.DefaultMaxInFlight
+	}
+	if o.lim.IdleTimeout == 0 {
+		o.lim.IdleTimeout = config.DefaultIdleTimeout
+	}
+	if o.lim.ReadTimeout == 0 {
+		o.lim.ReadTimeout = config.DefaultReadTimeout
+	}
+	for i := range routes {
+		routes[i].Timeout = config.DefaultTimeout
+	}
 	c := mgp.New(o.maxFrame)
 	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO}, NewTable("priv", routes, o.lim, o.auth, m))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -186,7 +199,10 @@ func (cl *client) start(f codec.Frame) chan codec.Frame {
 	cl.mu.Unlock()
 	b, err := cl.c.Append(nil, &f)
 	if err != nil {
-		cl.t.Fatal(err)
+		// Not Fatal: start is called from helper goroutines too.
+		cl.t.Errorf("encode: %v", err)
+		close(ch)
+		return ch
 	}
 	cl.write(b)
 	return ch
@@ -204,13 +220,22 @@ func (cl *client) call(f codec.Frame) (codec.Frame, bool) {
 
 func wait(t testing.TB, ch chan codec.Frame) (codec.Frame, bool) {
 	t.Helper()
-	select {
-	case f, ok := <-ch:
-		return f, ok
-	case <-time.After(5 * time.Second):
+	f, ok, timedOut := tryWait(ch)
+	if timedOut {
 		t.Fatal("no reply within 5s")
 	}
-	return codec.Frame{}, false
+	return f, ok
+}
+
+// tryWait is wait for goroutines other than the test's own (which must not
+// call t.Fatal): a reply missing after 5s is reported, not fatal.
+func tryWait(ch chan codec.Frame) (f codec.Frame, ok, timedOut bool) {
+	select {
+	case f, ok := <-ch:
+		return f, ok, false
+	case <-time.After(5 * time.Second):
+		return codec.Frame{}, false, true
+	}
 }
 
 // waitClosed waits until the server closes the connection.

@@ -1,6 +1,9 @@
-// Package inbound is the private → gRPC direction of the bridge: a listener
-// that speaks a private codec, turns each request frame into a unary gRPC
-// call and each reply back into a frame with the same seq.
+// Package inbound serves private listeners: a listener that speaks a
+// private codec routes each request frame by cmd (and uin) either to a gRPC
+// upstream (the frame becomes a unary gRPC call and the reply a frame with
+// the same seq) or to a private upstream (the frame is proxied through an
+// upstream.PrivatePool, which assigns its own seq; the reply goes back with
+// the client's).
 //
 // Per connection one goroutine reads frames (codec.Reader); each request is
 // dispatched to its own goroutine, so many requests are in flight at once
@@ -17,8 +20,12 @@
 //     flight on the connection → result 2 for the duplicate (the first one
 //     still gets its own reply);
 //   - auth failure (missing extension, unknown key, bad MAC, stale or future
-//     timestamp, replayed nonce) → result 3. A present but malformed auth
-//     extension closes the connection like any malformed frame.
+//     timestamp, replayed nonce, replay cache full) → result 3. A present
+//     but malformed auth extension closes the connection like any
+//     malformed frame. Replay protection and its memory bound: auth.go,
+//     nonce.go;
+//   - authorization: a cmd the table's policy does not allow for the
+//     verified key id → result 4, before any route lookup.
 //
 // Resource bounds: a connection past Options.MaxConnections, or one that
 // would use a descriptor of the fd reserve, is closed as soon as it is
@@ -49,6 +56,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
 // Errors.
@@ -69,8 +77,6 @@ type Options struct {
 	// DrainQuiet is how long a draining connection with nothing in flight
 	// must stay silent before it is closed; default 250ms.
 	DrainQuiet time.Duration
-	// NonceCacheSize bounds the replay cache; default 65536 entries.
-	NonceCacheSize int
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 	// MaxConnections caps open downstream connections; a connection past
@@ -86,6 +92,11 @@ type Options struct {
 	// reading is disconnected and its queued replies released. 0 = the
 	// table's idle timeout.
 	SendTimeout time.Duration
+	// Replay, when set, is the replay cache shared with the process's other
+	// private listeners (see ReplayCache); nil starts an empty one.
+	Replay *ReplayCache
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
 }
 
 // Server serves one private listener.
@@ -94,7 +105,7 @@ type Server struct {
 	log   *slog.Logger
 	codec codec.Codec
 	table atomic.Pointer[Table]
-	nonce *nonceCache
+	auth  authState
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -121,9 +132,6 @@ func New(opts Options, t *Table) *Server {
 	if opts.DrainQuiet <= 0 {
 		opts.DrainQuiet = 250 * time.Millisecond
 	}
-	if opts.NonceCacheSize <= 0 {
-		opts.NonceCacheSize = 1 << 16
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -131,7 +139,6 @@ func New(opts Options, t *Table) *Server {
 		opts:  opts,
 		log:   opts.Logger.With("component", "inbound", "listener", opts.Name),
 		codec: opts.Codec,
-		nonce: newNonceCache(opts.NonceCacheSize),
 		lns:   map[net.Listener]struct{}{},
 		conns: map[*conn]struct{}{},
 	}
@@ -145,6 +152,7 @@ func New(opts Options, t *Table) *Server {
 		}
 	}
 	s.refusals.Log = s.log
+	s.auth.init(s)
 	s.table.Store(t)
 	return s
 }

@@ -112,8 +112,8 @@ func TestStatusTable(t *testing.T) {
 	if r.Result != codec.ResultTimeout {
 		t.Errorf("deadline: result %d", r.Result)
 	}
-	if n := testutil.ToFloat64(e.metrics.Errors.WithLabelValues("priv", "DeadlineExceeded")); n < 1 {
-		t.Errorf("errors metric DeadlineExceeded = %v", n)
+	if n := testutil.ToFloat64(e.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmdSleep), "", "DeadlineExceeded")); n < 1 {
+		t.Errorf("requests metric code=DeadlineExceeded = %v", n)
 	}
 }
 
@@ -147,7 +147,7 @@ func TestPipeliningOutOfOrder(t *testing.T) {
 		ch := cl.start(codec.Frame{Cmd: cmdEcho, Body: []byte(strconv.Itoa(i))})
 		go func(i int) {
 			defer wg.Done()
-			r, ok := wait(t, ch)
+			r, ok, _ := tryWait(ch)
 			if !ok || string(r.Body) != strconv.Itoa(i) {
 				bad.Add(1)
 			}
@@ -287,7 +287,7 @@ func TestDrainUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				r, ok := wait(t, cl.start(codec.Frame{Cmd: cmdEcho, Body: []byte("x")}))
+				r, ok, _ := tryWait(cl.start(codec.Frame{Cmd: cmdEcho, Body: []byte("x")}))
 				if !ok || r.Result != 0 {
 					failN.Add(1)
 					return
@@ -299,11 +299,16 @@ func TestDrainUnderLoad(t *testing.T) {
 	time.Sleep(150 * time.Millisecond)
 	shut := make(chan error, 1)
 	go func() { shut <- e.srv.Shutdown(ctxT(t, 5*time.Second)) }()
-	time.Sleep(300 * time.Millisecond) // load keeps flowing while draining
+	// Load keeps flowing while draining: poll for progress (bounded).
+	for deadline := time.Now().Add(3 * time.Second); !e.srv.draining.Load() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	before := okN.Load()
-	time.Sleep(300 * time.Millisecond)
-	if okN.Load() == before {
-		t.Error("no requests served while draining")
+	for deadline := time.Now().Add(3 * time.Second); okN.Load() < before+10; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("no requests served while draining")
+			break
+		}
 	}
 	close(stop)
 	wg.Wait()

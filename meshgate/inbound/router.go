@@ -6,14 +6,17 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 )
 
-// Upstream is where a route's calls go: a grpcpool.Pool in production.
+// Upstream is a gRPC route target: a grpcpool.Pool in production.
 // Acquire/Release bracket each call so a retired upstream closes only after
 // its last call (Acquire returns false once retired).
 type Upstream interface {
@@ -22,30 +25,60 @@ type Upstream interface {
 	Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error
 }
 
+// FrameUpstream is a private route target: an upstream.PrivatePool in
+// production (frame-aware proxy: the pool load-balances per request and
+// assigns its own seq on its pooled connections).
+type FrameUpstream interface {
+	Acquire() bool
+	Release()
+	Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error)
+	Send(ctx context.Context, req *codec.Frame) error
+}
+
+// Target is a resolved route upstream: exactly one of GRPC and Private is
+// set (nil both: unknown upstream).
+type Target struct {
+	GRPC    Upstream
+	Private FrameUpstream
+}
+
 // Route is one resolved private route: cmd (and optional uin range) →
-// gRPC method on an upstream.
+// a gRPC method on a gRPC upstream (Upstream), or a command on a private
+// upstream (Private; the frame is proxied with cmd rewritten to SendCmd).
 type Route struct {
 	Cmd            uint32
 	UINMin, UINMax uint64 // UINMax > 0 restricts the route to [UINMin, UINMax]
 	Method         string
 	Upstream       Upstream
+	Private        FrameUpstream
+	SendCmd        uint32 // cmd sent to a private upstream; 0 = Cmd
 	UpstreamName   string
 	Timeout        time.Duration
+	// Body, when set, converts JSON request bodies to protobuf and replies
+	// back (route body.format json).
+	Body *transcode.Codec
 
-	cmdLabel string
-	latency  prometheus.Observer
-	okCount  prometheus.Counter
+	m *admin.RouteMetrics
+}
+
+func (r *Route) acquire() bool {
+	if r.Private != nil {
+		return r.Private.Acquire()
+	}
+	return r.Upstream.Acquire()
+}
+
+func (r *Route) release() {
+	if r.Private != nil {
+		r.Private.Release()
+		return
+	}
+	r.Upstream.Release()
 }
 
 // matches reports whether the route takes a request for uin.
 func (r *Route) matches(uin uint64) bool {
 	return r.UINMax == 0 || (uin >= r.UINMin && uin <= r.UINMax)
-}
-
-// AuthPolicy is a listener's HMAC requirement.
-type AuthPolicy struct {
-	Keys    map[uint32][]byte
-	MaxSkew time.Duration
 }
 
 // Table is an immutable routing table for one private listener, swapped
@@ -56,6 +89,9 @@ type Table struct {
 	IdleTimeout time.Duration
 	ReadTimeout time.Duration
 	Auth        *AuthPolicy
+	Authz       *authz.Policy // nil: every authenticated caller may send every cmd
+	// MD maps configured extensions to metadata keys (nil = none).
+	MD *mapping.MDMap
 }
 
 // Lookup returns the first route matching cmd and uin, or nil.
@@ -79,28 +115,16 @@ func (t *Table) Routes() []*Route {
 }
 
 // NewTable builds a table from resolved routes (first match wins per cmd,
-// in slice order). m may be nil.
+// in slice order) and limits: every value is taken as given (the config
+// was defaulted once, by config.ApplyDefaults). m may be nil.
 func NewTable(listener string, routes []Route, lim Limits, auth *AuthPolicy, m *admin.Metrics) *Table {
 	t := &Table{byCmd: map[uint32][]*Route{}, MaxInFlight: lim.MaxInFlight, IdleTimeout: lim.IdleTimeout, ReadTimeout: lim.ReadTimeout, Auth: auth}
-	if t.MaxInFlight <= 0 {
-		t.MaxInFlight = config.DefaultMaxInFlight
-	}
-	if t.IdleTimeout <= 0 {
-		t.IdleTimeout = config.DefaultIdleTimeout
-	}
-	if t.ReadTimeout <= 0 {
-		t.ReadTimeout = config.DefaultReadTimeout
-	}
 	for i := range routes {
 		r := routes[i]
-		if r.Timeout <= 0 {
-			r.Timeout = config.DefaultTimeout
+		if r.SendCmd == 0 {
+			r.SendCmd = r.Cmd
 		}
-		r.cmdLabel = strconv.FormatUint(uint64(r.Cmd), 10)
-		if m != nil {
-			r.latency = m.Latency.WithLabelValues(listener, r.cmdLabel, r.Method)
-			r.okCount = m.Requests.WithLabelValues(listener, r.cmdLabel, r.Method, "0")
-		}
+		r.m = m.Route(listener, routeLabel(&r), r.UpstreamName)
 		t.byCmd[r.Cmd] = append(t.byCmd[r.Cmd], &r)
 	}
 	return t
@@ -114,37 +138,43 @@ type Limits struct {
 }
 
 // TableFromConfig builds the table of private listener l. upstream resolves
-// a route's upstream name (nil result = error naming the field).
-func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name string) Upstream, m *admin.Metrics) (*Table, error) {
+// a route's upstream name to a target of either protocol (neither set =
+// error naming the field).
+func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name string) Target, m *admin.Metrics) (*Table, error) {
 	routes := make([]Route, 0, len(l.Routes))
 	for i, rc := range l.Routes {
 		u := upstream(rc.Upstream)
-		if u == nil {
-			return nil, fmt.Errorf("%w: listener %s: routes[%d].upstream: no grpc upstream %q", config.ErrInvalid, l.Name, i, rc.Upstream)
+		if u.GRPC == nil && u.Private == nil {
+			return nil, fmt.Errorf("%w: listener %s: routes[%d].upstream: no upstream %q", config.ErrInvalid, l.Name, i, rc.Upstream)
 		}
-		timeout := rc.Timeout
-		if timeout == 0 {
-			timeout = d.Timeout
+		if u.GRPC != nil && rc.Method == "" {
+			return nil, fmt.Errorf("%w: listener %s: routes[%d].method: required for grpc upstream %q", config.ErrInvalid, l.Name, i, rc.Upstream)
 		}
 		routes = append(routes, Route{Cmd: rc.Cmd, UINMin: rc.UINMin, UINMax: rc.UINMax, Method: rc.Method,
-			Upstream: u, UpstreamName: rc.Upstream, Timeout: timeout})
+			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout})
 	}
 	var auth *AuthPolicy
 	if l.Auth != nil {
 		if l.Codec != "" && l.Codec != "mgp" {
 			return nil, fmt.Errorf("%w: listener %s: auth: HMAC auth needs codec mgp, not %q", config.ErrInvalid, l.Name, l.Codec)
 		}
-		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew}
+		auth = &AuthPolicy{Keys: map[uint32][]byte{}, MaxSkew: l.Auth.MaxSkew, MaxNonces: l.Auth.MaxNonces, MaxNoncesPerKey: l.Auth.MaxNoncesPerKey}
 		for id, k := range l.Auth.Keys {
 			auth.Keys[id] = []byte(k)
 		}
-		if auth.MaxSkew <= 0 {
-			auth.MaxSkew = config.DefaultMaxSkew
-		}
 	}
-	mif := l.MaxInFlight
-	if mif == 0 {
-		mif = d.MaxInFlight
+	t := NewTable(l.Name, routes, Limits{MaxInFlight: l.MaxInFlight, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m)
+	t.Authz = authz.New(l.Authz)
+	t.MD = mapping.NewMDMap(l.Metadata)
+	return t, nil
+}
+
+// routeLabel names a private route in metrics: its cmd, with its uin range
+// when it has one ("7" or "7[100-199]").
+func routeLabel(r *Route) string {
+	l := strconv.FormatUint(uint64(r.Cmd), 10)
+	if r.UINMax > 0 {
+		l += "[" + strconv.FormatUint(r.UINMin, 10) + "-" + strconv.FormatUint(r.UINMax, 10) + "]"
 	}
-	return NewTable(l.Name, routes, Limits{MaxInFlight: mif, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m), nil
+	return l
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -23,6 +22,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -51,10 +51,11 @@ func newLimitEnv(t *testing.T, lim config.Limits, so legacy.ServerOptions, upstr
 
 func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlots int) *limitEnv {
 	t.Helper()
-	reg := prometheus.NewRegistry()
+	m := admin.NewMetrics()
+	reg := m.Registry
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{backend},
 		LB: config.LBRoundRobin, Connections: 1, MaxInFlight: upstreamSlots}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,11 +65,11 @@ func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlot
 	if err := p.WaitHealthy(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	out, err := outbound.New(outbound.Options{Registerer: reg, Limits: lim})
+	out, err := outbound.New(outbound.Options{Metrics: m, Limits: lim})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := out.Update(listener(defaultRoutes...), map[string]*upstream.PrivatePool{"legacy": p}); err != nil {
+	if err := out.Update(listener(defaultRoutes...), upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(out.ServerOptions()...)

@@ -74,7 +74,7 @@ func TestClientStreamCardinality(t *testing.T) {
 func TestOnewayRoute(t *testing.T) {
 	e := newEnv(t, legacy.ServerOptions{}, 1, 1)
 	err := e.out.Update(listener(config.Route{Method: "/test.Fire/Forget", Cmd: legacy.CmdSlow, Upstream: "legacy", Oneway: true}),
-		map[string]*upstream.PrivatePool{"legacy": e.pool})
+		upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": e.pool}})
 	if err != nil {
 		t.Fatal(err)
 	}

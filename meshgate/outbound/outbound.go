@@ -1,10 +1,10 @@
-// Package outbound is MeshGate's gRPC → private direction: a gRPC service
-// handler that accepts ANY method (grpc.UnknownServiceHandler with the raw
-// bytes codec forced on the server, no stubs, no re-marshal), routes the
-// method to a private command and upstream pool, converts metadata to
-// extensions, sends the frame over a multiplexed pool connection (with the
-// pool's own seq) and converts the reply back into the gRPC response and
-// status.
+// Package outbound serves gRPC listeners: a gRPC service handler that
+// accepts ANY method (grpc.UnknownServiceHandler with the raw bytes codec
+// forced on the server, no stubs, no re-marshal) and routes the method
+// either to a private upstream (it converts metadata to extensions, sends
+// the frame over a multiplexed pool connection with the pool's own seq and
+// converts the reply back into the gRPC response and status) or to a gRPC
+// upstream (a raw-bytes L7 proxy, proxy.go).
 //
 // Metadata, deadline, reply extensions and status are mapped by package
 // mapping (docs/protocol.md), the same code the other direction uses.
@@ -35,10 +35,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -49,22 +53,26 @@ var ErrConfig = errors.New("outbound: invalid routes")
 type Options struct {
 	// Logger; nil discards. Nothing above Debug per call.
 	Logger *slog.Logger
-	// Registerer receives the meshgate_outbound_* metrics; nil = none.
-	Registerer prometheus.Registerer
-	// DefaultTimeout applies to routes without a timeout when the call
-	// carries no deadline; default config.DefaultTimeout.
-	DefaultTimeout time.Duration
+	// Metrics receives the per-route request metrics; nil = none.
+	Metrics *admin.Metrics
 	// Limits of the listener (limits.go); zero fields take the defaults.
 	Limits config.Limits
+	// Telemetry records spans and access-log lines; nil = none.
+	Telemetry *telemetry.Hub
+	// Descriptors returns listener l's descriptor sets for routes with
+	// body.format json (nil = none).
+	Descriptors func(l *config.Listener) *descset.Set
 }
 
 // Server is the outbound handler of one grpc listener.
 type Server struct {
 	log   *slog.Logger
-	defTO time.Duration
-	m     *metrics
+	m     *admin.Metrics
 	table atomic.Pointer[table]
 	lim   *limiter
+	fails *prometheus.CounterVec // meshgate_auth_failures_total (authz.go)
+	tel   *telemetry.Hub
+	descs func(*config.Listener) *descset.Set
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -73,14 +81,12 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.DefaultTimeout <= 0 {
-		o.DefaultTimeout = config.DefaultTimeout
+	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective()), tel: o.Telemetry, descs: o.Descriptors}
+	var reg prometheus.Registerer
+	if o.Metrics != nil {
+		reg = o.Metrics.Registry
 	}
-	m, err := newMetrics(o.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{log: o.Logger.With("component", "outbound"), defTO: o.DefaultTimeout, m: m, lim: newLimiter(o.Limits.Effective())}
+	s.fails = authz.Failures(reg)
 	s.table.Store(&table{exact: map[string]int{}, service: map[string]int{}})
 	return s, nil
 }
@@ -88,8 +94,8 @@ func New(o Options) (*Server, error) {
 // Update builds a routing table from l's routes, resolving each route's
 // upstream in pools, and swaps it in atomically. On error the current table
 // keeps serving.
-func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePool) error {
-	commit, err := s.Prepare(l, pools)
+func (s *Server) Update(l config.Listener, set upstream.Set) error {
+	commit, err := s.Prepare(l, set)
 	if err != nil {
 		return err
 	}
@@ -100,9 +106,14 @@ func (s *Server) Update(l config.Listener, pools map[string]*upstream.PrivatePoo
 // Prepare builds the routing table Update would install without installing
 // it: commit swaps it in. A reload prepares every listener first and
 // commits only when all succeeded.
-func (s *Server) Prepare(l config.Listener, pools map[string]*upstream.PrivatePool) (commit func(), err error) {
-	t, err := buildTable(l, pools, s.defTO, s.m)
+func (s *Server) Prepare(l config.Listener, set upstream.Set) (commit func(), err error) {
+	t, err := buildTable(l, set, s.m)
 	if err != nil {
+		return nil, err
+	}
+	t.authz = newGate(l, s.fails)
+	setMDMap(t, l)
+	if err := s.attachBodies(t, l); err != nil {
 		return nil, err
 	}
 	return func() { s.table.Store(t) }, nil
@@ -139,16 +150,39 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 	t := s.table.Load()
 	method, _ := grpc.MethodFromServerStream(stream)
 	if !checkMethod(method) {
-		s.m.unmatched(t.listener, codes.InvalidArgument)
+		s.m.Unrouted(t.listener, codes.InvalidArgument)
 		return status.Errorf(codes.InvalidArgument, "outbound: invalid method name %q", mapping.Clip(method))
 	}
-	r := t.lookup(method)
-	if r == nil {
-		s.m.unmatched(t.listener, codes.Unimplemented)
-		return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
+	if err := t.authz.authorize(stream.Context(), method); err != nil {
+		return err
 	}
-	err := s.call(r, stream)
-	r.m.observe(status.Code(err), time.Since(start))
+	var r *Route
+	for try := 0; ; try++ {
+		r = t.lookup(method)
+		if r == nil {
+			s.m.Unrouted(t.listener, codes.Unimplemented)
+			return status.Errorf(codes.Unimplemented, "outbound: no route for method %q", mapping.Clip(method))
+		}
+		if r.acquire() {
+			break
+		}
+		// The upstream was retired by a reload: take the new table.
+		if try == 3 {
+			r.m.Observe(codes.Unavailable, time.Since(start))
+			return errUpstreamUnavailable
+		}
+		t = s.table.Load()
+	}
+	stream, oc := s.startTelemetry(r, method, stream)
+	var err error
+	if r.GRPC != nil {
+		err = s.proxy(r, method, stream, oc)
+	} else {
+		err = s.call(r, stream)
+	}
+	r.release()
+	oc.End(status.Code(err), mapping.StatusResult(err, oc.Trailer()))
+	r.m.Observe(status.Code(err), time.Since(start))
 	return err
 }
 
@@ -180,6 +214,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		if err := mapping.RequestFrame(md, f); err != nil {
 			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
 		}
+		r.md.RequestFromMD(md, f)
 	}
 	var cancel context.CancelFunc
 	dl, ok := ctx.Deadline()
@@ -198,6 +233,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	f.Body = cs.msg.Bytes()
+	if err := transcodeRequest(r, f); err != nil {
+		return err
+	}
 	if r.Oneway {
 		err := r.Pool.Send(ctx, f)
 		cs.msg.Free()
@@ -211,7 +249,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if err != nil {
 		return s.poolError(ctx, r, err)
 	}
-	if hdr := mapping.ReplyHeader(resp); hdr != nil {
+	if hdr := replyHeader(r, stream, resp); hdr != nil {
 		if err := stream.SetHeader(hdr); err != nil {
 			return err
 		}
@@ -223,6 +261,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return err
 	}
 	// A pointer to the (heap) body: no boxing allocation, no copy.
+	if err := transcodeReply(r, resp); err != nil {
+		return err
+	}
 	return stream.SendMsg(&resp.Body)
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -64,12 +65,25 @@ type env struct {
 	pool    *upstream.PrivatePool
 	out     *outbound.Server
 	reg     *prometheus.Registry
+	metrics *admin.Metrics
 	cc      *grpc.ClientConn
 	seen    *seen
 }
 
 func listener(routes ...config.Route) config.Listener {
-	return config.Listener{Name: "grpc-in", Kind: config.KindGRPC, Address: "127.0.0.1:0", Routes: routes}
+	return withTimeouts(config.Listener{Name: "grpc-in", Kind: config.KindGRPC, Address: "127.0.0.1:0", Routes: routes})
+}
+
+// withTimeouts gives routes without a timeout the default one, as
+// config.ApplyDefaults does.
+func withTimeouts(l config.Listener) config.Listener {
+	l.Routes = append([]config.Route(nil), l.Routes...)
+	for i := range l.Routes {
+		if l.Routes[i].Timeout == 0 {
+			l.Routes[i].Timeout = config.DefaultTimeout
+		}
+	}
+	return l
 }
 
 var defaultRoutes = []config.Route{
@@ -82,7 +96,8 @@ var defaultRoutes = []config.Route{
 
 func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *env {
 	t.Helper()
-	e := &env{seen: &seen{last: map[string]codec.Frame{}}, reg: prometheus.NewRegistry()}
+	m := admin.NewMetrics()
+	e := &env{seen: &seen{last: map[string]codec.Frame{}}, reg: m.Registry, metrics: m}
 	if so.OnRequest == nil {
 		so.OnRequest = e.seen.record
 	}
@@ -98,7 +113,7 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	}
 	e.addr = addrs[0]
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBLeastRequest, Connections: conns}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, e.reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, e.reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,11 +124,11 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	if err := p.WaitHealthy(ctx, endpoints); err != nil {
 		t.Fatal(err)
 	}
-	e.out, err = outbound.New(outbound.Options{Registerer: e.reg})
+	e.out, err = outbound.New(outbound.Options{Metrics: e.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.out.Update(listener(defaultRoutes...), map[string]*upstream.PrivatePool{"legacy": p}); err != nil {
+	if err := e.out.Update(listener(defaultRoutes...), upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(e.out.ServerOptions()...)
@@ -281,7 +296,13 @@ func TestDeadline(t *testing.T) {
 	if el := time.Since(t0); el > 500*time.Millisecond {
 		t.Fatalf("deadline honoured after %v", el)
 	}
-	f, _ := e.seen.get("\x00\x00\x03\xe8d")
+	// The caller may give up before the backend has read the frame (a
+	// loaded machine): wait for it.
+	f, ok := e.seen.get("\x00\x00\x03\xe8d")
+	for wait := time.Now().Add(3 * time.Second); !ok && time.Now().Before(wait); {
+		time.Sleep(5 * time.Millisecond)
+		f, ok = e.seen.get("\x00\x00\x03\xe8d")
+	}
 	if ms, _ := mgp.Deadline(&f); ms == 0 || ms > 80 {
 		t.Fatalf("deadline ext %d", ms)
 	}
@@ -356,7 +377,7 @@ func TestHotSwapKeepsInFlightTable(t *testing.T) {
 	}
 	// New table: Slow is gone, Echo now uppercases.
 	err := e.out.Update(listener(config.Route{Method: "/test.Echo/Echo", Cmd: legacy.CmdUppercase, Upstream: "legacy"}),
-		map[string]*upstream.PrivatePool{"legacy": e.pool})
+		upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": e.pool}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,13 +391,13 @@ func TestHotSwapKeepsInFlightTable(t *testing.T) {
 		t.Fatalf("removed route: %v", err)
 	}
 	// A bad table is rejected and the current one keeps serving.
-	if err := e.out.Update(listener(config.Route{Method: "/x.Y/Z", Upstream: "nope"}), nil); !errors.Is(err, outbound.ErrConfig) {
+	if err := e.out.Update(listener(config.Route{Method: "/x.Y/Z", Upstream: "nope"}), upstream.Set{}); !errors.Is(err, outbound.ErrConfig) {
 		t.Fatalf("bad update: %v", err)
 	}
 	if out, err := e.invoke(ctx, "/test.Echo/Echo", []byte("abc")); err != nil || string(out) != "ABC" {
 		t.Fatalf("after rejected update: %q %v", out, err)
 	}
-	if n := testutil.CollectAndCount(e.reg, "meshgate_outbound_requests_total"); n < 2 {
+	if n := testutil.CollectAndCount(e.reg, "meshgate_requests_total"); n < 2 {
 		t.Fatalf("metrics series %d", n)
 	}
 }

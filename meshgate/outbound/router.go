@@ -5,22 +5,34 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
+	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/transcode"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // Route is one resolved routing entry: a gRPC method (or service wildcard)
-// to a private command on a pool.
+// to a private command on a private pool (Pool), or to a gRPC upstream
+// (GRPC: the call is proxied as raw bytes, its method rewritten to
+// CallMethod when set).
 type Route struct {
-	Method  string // as configured: "/pkg.Svc/M" or "/pkg.Svc/*"
-	Cmd     uint32
-	Pool    *upstream.PrivatePool
-	Timeout time.Duration // used when the call carries no deadline
+	Method     string // as configured: "/pkg.Svc/M" or "/pkg.Svc/*"
+	Cmd        uint32
+	Pool       *upstream.PrivatePool
+	GRPC       *grpcpool.Pool
+	CallMethod string // gRPC upstream: method called; "" = the called method
+	Upstream   string
+	Timeout    time.Duration // used when the call carries no deadline
 	// Oneway sends the frame with ONEWAY set and answers the call (empty
 	// message, OK) once the frame is written.
 	Oneway bool
 
-	m *routeMetrics
+	m *admin.RouteMetrics
+
+	md   *mapping.MDMap   // the listener's extension ⇄ metadata pairs
+	body *transcode.Codec // body.format json: protobuf ⇄ JSON
 }
 
 // table is an immutable routing table; swapped atomically by Update.
@@ -29,10 +41,11 @@ type table struct {
 	exact    map[string]int // method -> index in routes
 	service  map[string]int // "/pkg.Svc/" -> index of the first wildcard route
 	routes   []*Route
+	authz    *gate // nil: no authz section, every caller allowed
 }
 
 // buildTable resolves l's routes against pools. Errors name the field.
-func buildTable(l config.Listener, pools map[string]*upstream.PrivatePool, defTimeout time.Duration, mm *metrics) (*table, error) {
+func buildTable(l config.Listener, set upstream.Set, mm *admin.Metrics) (*table, error) {
 	t := &table{listener: l.Name, exact: map[string]int{}, service: map[string]int{}}
 	var errs []error
 	for i, r := range l.Routes {
@@ -41,16 +54,21 @@ func buildTable(l config.Listener, pools map[string]*upstream.PrivatePool, defTi
 			errs = append(errs, fmt.Errorf("%w: %s.method: %v", ErrConfig, f, err))
 			continue
 		}
-		p := pools[r.Upstream]
-		if p == nil {
-			errs = append(errs, fmt.Errorf("%w: %s.upstream: no private pool %q", ErrConfig, f, r.Upstream))
+		p, g := set.Private[r.Upstream], set.GRPC[r.Upstream]
+		if p == nil && g == nil {
+			errs = append(errs, fmt.Errorf("%w: %s.upstream: no upstream %q", ErrConfig, f, r.Upstream))
 			continue
 		}
-		to := r.Timeout
-		if to <= 0 {
-			to = defTimeout
+		if g != nil && r.Oneway {
+			errs = append(errs, fmt.Errorf("%w: %s.oneway: only for a private upstream", ErrConfig, f))
+			continue
 		}
-		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, Timeout: to, Oneway: r.Oneway, m: mm.forRoute(l.Name, r.Method)}
+		if r.Timeout <= 0 { // resolved by config.ApplyDefaults
+			errs = append(errs, fmt.Errorf("%w: %s.timeout: must be positive (unresolved config?)", ErrConfig, f))
+			continue
+		}
+		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream,
+			Timeout: r.Timeout, Oneway: r.Oneway, m: mm.Route(l.Name, r.Method, r.Upstream)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)
 		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {
@@ -65,6 +83,21 @@ func buildTable(l config.Listener, pools map[string]*upstream.PrivatePool, defTi
 		return nil, joinErrors(errs)
 	}
 	return t, nil
+}
+
+func (r *Route) acquire() bool {
+	if r.GRPC != nil {
+		return r.GRPC.Acquire()
+	}
+	return r.Pool.Acquire()
+}
+
+func (r *Route) release() {
+	if r.GRPC != nil {
+		r.GRPC.Release()
+		return
+	}
+	r.Pool.Release()
 }
 
 // lookup returns the first route matching method (exact or service

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -21,7 +22,7 @@ func TestCheckMethodMatchesConfig(t *testing.T) {
 }
 
 func TestLookupFirstMatchWins(t *testing.T) {
-	mm, _ := newMetrics(nil)
+	var mm *admin.Metrics
 	l := config.Listener{Name: "l", Routes: []config.Route{
 		{Method: "/a.S/*", Cmd: 1, Upstream: "u"},
 		{Method: "/a.S/X", Cmd: 2, Upstream: "u"},
@@ -29,12 +30,12 @@ func TestLookupFirstMatchWins(t *testing.T) {
 		{Method: "/b.S/*", Cmd: 4, Upstream: "u"},
 		{Method: "/b.S/X", Cmd: 5, Upstream: "u"},
 	}}
-	p, err := upstream.NewPrivatePool(config.Upstream{Name: "u", Protocol: config.ProtoPrivate, Endpoints: []string{"127.0.0.1:1"}}, mgp.New(0), nil, nil)
+	p, err := upstream.NewPrivatePool(config.Upstream{Name: "u", Protocol: config.ProtoPrivate, Endpoints: []string{"127.0.0.1:1"}}.WithDefaults(), mgp.New(0), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	tb, err := buildTable(l, map[string]*upstream.PrivatePool{"u": p}, 0, mm)
+	tb, err := buildTable(withTimeouts(l), upstream.Set{Private: map[string]*upstream.PrivatePool{"u": p}}, mm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,4 +47,15 @@ func TestLookupFirstMatchWins(t *testing.T) {
 	if r := tb.lookup("/c.S/X"); r != nil {
 		t.Errorf("unrouted method matched %+v", r)
 	}
+}
+
+// withTimeouts gives routes without a timeout the default one, as
+// config.ApplyDefaults does.
+func withTimeouts(l config.Listener) config.Listener {
+	for i := range l.Routes {
+		if l.Routes[i].Timeout == 0 {
+			l.Routes[i].Timeout = config.DefaultTimeout
+		}
+	}
+	return l
 }

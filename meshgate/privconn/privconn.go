@@ -311,7 +311,7 @@ func (cn *Conn) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error) 
 		if errors.Is(err, codec.ErrInvalidFrame) {
 			return nil, err
 		}
-		err = fmt.Errorf("%w: write: %v", ErrClosed, err)
+		err = fmt.Errorf("%w: write: %w", ErrClosed, err)
 		cn.fail(err)
 		return nil, err
 	}
@@ -367,7 +367,7 @@ func (cn *Conn) Send(ctx context.Context, req *codec.Frame) error {
 		if errors.Is(err, codec.ErrInvalidFrame) {
 			return err
 		}
-		err = fmt.Errorf("%w: write: %v", ErrClosed, err)
+		err = fmt.Errorf("%w: write: %w", ErrClosed, err)
 		cn.fail(err)
 		return err
 	}
@@ -383,11 +383,11 @@ func (cn *Conn) readLoop() {
 		if err := r.ReadFrame(&f); err != nil {
 			switch {
 			case errors.Is(err, codec.ErrMalformed):
-				cn.fail(fmt.Errorf("%w: malformed reply: %v", ErrClosed, err))
+				cn.fail(fmt.Errorf("%w: malformed reply: %w", ErrClosed, err))
 			case errors.Is(err, io.EOF):
 				cn.fail(fmt.Errorf("%w: peer closed the connection", ErrClosed))
 			default:
-				cn.fail(fmt.Errorf("%w: read: %v", ErrClosed, err))
+				cn.fail(fmt.Errorf("%w: read: %w", ErrClosed, err))
 			}
 			return
 		}
@@ -510,7 +510,7 @@ func (cn *Conn) heartbeatLoop() {
 			if idle >= cn.opts.Heartbeat {
 				hb := codec.Frame{Seq: cn.seq.Add(1), Flags: codec.FlagHeartbeat}
 				if err := cn.w.WriteFrame(&hb); err != nil {
-					cn.fail(fmt.Errorf("%w: write heartbeat: %v", ErrClosed, err))
+					cn.fail(fmt.Errorf("%w: write heartbeat: %w", ErrClosed, err))
 					return
 				}
 				cn.hbSent.Add(1)

@@ -57,7 +57,16 @@ func Check(cfg *config.Config) error {
 			add(f+".auth", fmt.Errorf("HMAC auth needs codec mgp, not %q", l.Codec))
 			continue
 		}
-		if _, err := inbound.TableFromConfig(l, cfg.Defaults, func(string) inbound.Upstream { return checkUpstream{} }, nil); err != nil {
+		if _, err := inbound.TableFromConfig(l, cfg.Defaults, func(name string) inbound.Target {
+			for _, u := range cfg.Upstreams {
+				if u.Name == name && u.Protocol == config.ProtoPrivate {
+					return inbound.Target{Private: checkFrameUpstream{}}
+				} else if u.Name == name {
+					return inbound.Target{GRPC: checkUpstream{}}
+				}
+			}
+			return inbound.Target{}
+		}, nil); err != nil {
 			add(f, err)
 		}
 	}
@@ -128,3 +137,6 @@ func trimInvalid(err error) string {
 
 // checkUpstream stands in for a pool while Check builds routing tables.
 type checkUpstream struct{ inbound.Upstream }
+
+// checkFrameUpstream stands in for a private pool.
+type checkFrameUpstream struct{ inbound.FrameUpstream }

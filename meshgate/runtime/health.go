@@ -65,8 +65,8 @@ func (r *Runtime) snapshotUpstreams() {
 // startHealth runs the loop that keeps every gRPC listener's
 // grpc.health.v1 service in step with its upstreams: each service routed
 // by the listener ("pkg.Svc" of "/pkg.Svc/Method" or "/pkg.Svc/*") is
-// SERVING while every private upstream it routes to has a healthy endpoint,
-// NOT_SERVING otherwise and, once draining starts, NOT_SERVING for good
+// SERVING while every upstream it routes to is up (a private one has a
+// healthy endpoint, a gRPC one is connected), NOT_SERVING otherwise and, once draining starts, NOT_SERVING for good
 // (health.Server.Shutdown). The overall service "" stays SERVING until then.
 func (r *Runtime) startHealth() {
 	r.healthStop, r.healthDone = make(chan struct{}), make(chan struct{})
@@ -112,8 +112,12 @@ func (r *Runtime) updateHealth() {
 				continue
 			}
 			ok, seen := up[svc]
-			p := r.priv.pools[rt.Upstream]
-			healthy := p != nil && p.Stats().Healthy > 0
+			healthy := false
+			if p := r.priv.pools[rt.Upstream]; p != nil {
+				healthy = p.Stats().Healthy > 0
+			} else if g := r.pools[rt.Upstream]; g != nil { // gRPC → gRPC route
+				healthy = g.Ready()
+			}
 			up[svc] = healthy && (ok || !seen)
 		}
 		for svc := range g.healthSvcs {

@@ -12,11 +12,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
@@ -84,9 +84,9 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		}
 		lim := lc.Limits.Effective()
 		l.srv = &privateServer{inbound.New(inbound.Options{Name: lc.Name, Codec: cd, Logger: r.opts.Logger, Metrics: r.metrics, DrainQuiet: r.opts.DrainQuiet,
-			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout}, tbl)}
+			MaxConnections: lim.MaxConnections, FDReserve: cfg.Defaults.Limits.FDReserve, SendTimeout: lim.SendTimeout, Replay: r.replayCache(), Telemetry: &r.tel}, tbl)}
 	case config.KindGRPC:
-		b, err := r.priv.bridge(r, lc, cfg, st)
+		b, err := r.priv.bridge(r.buildDeps(), lc, st)
 		if err != nil {
 			_ = ln.Close()
 			l.closeTLS()
@@ -102,9 +102,11 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			opts = append(opts, grpc.Creds(ts.Credentials()))
 		}
 		opts = append(opts, b.ServerOptions()...)
+		opts = append(opts, r.gm.ServerOptions()...)
+		opts = append(opts, listenerMsgOptions(&lc)...)
 		g := &grpcServer{gs: grpc.NewServer(opts...), health: health.NewServer(), bridge: b}
 		healthpb.RegisterHealthServer(g.gs, g.health)
-		reflection.Register(g.gs)
+		g.refl = descset.NewReflector(g.gs) // reflection v1 + v1alpha with the config's descriptor sets
 		l.srv = g
 	default:
 		_ = ln.Close()
@@ -220,6 +222,7 @@ type grpcServer struct {
 	gs     *grpc.Server
 	health *health.Server
 	bridge grpcBridge // the gRPC→private handler
+	refl   *descset.Reflector
 	// healthSvcs: the services last set on health, true = SERVING
 	// (guarded by Runtime.mu; see health.go).
 	healthSvcs map[string]bool

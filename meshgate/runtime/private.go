@@ -3,34 +3,37 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/outbound"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
-// grpcBridge is the gRPC→private side mounted on a grpc listener.
+// grpcBridge is the handler mounted on a grpc listener (outbound.Server):
+// its server options, and the routes a reload prepares and later commits.
 type grpcBridge interface {
 	ServerOptions() []grpc.ServerOption
+	Prepare(l config.Listener, set upstream.Set) (commit func(), err error)
 }
 
 // privatePools owns the private-protocol upstream pools (package upstream)
 // and builds the gRPC→private bridges (package outbound) of grpc listeners.
 //
-// A private pool dropped by a reload is closed DrainTimeout later, so calls
-// that started on it finish (package upstream pools are not reference
-// counted); Close closes such pools at once.
+// A private pool dropped by a reload is retired like a gRPC pool
+// (upstream.RetireWithin): it closes after its last in-flight call, at the
+// latest DrainTimeout later; Close closes such pools at once.
 type privatePools struct {
 	pools map[string]*upstream.PrivatePool
 	cfgs  map[string]config.Upstream
-
-	mu      sync.Mutex
-	retired map[*upstream.PrivatePool]*time.Timer
 }
 
 // privStaged is the private side of a staged reload.
@@ -45,10 +48,24 @@ type privStaged struct {
 func (p *privatePools) init() {
 	p.pools = map[string]*upstream.PrivatePool{}
 	p.cfgs = map[string]config.Upstream{}
-	p.retired = map[*upstream.PrivatePool]*time.Timer{}
 }
 
-func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
+// buildDeps are what the build step needs from the runtime: a logger, the
+// metrics, the warm-up bound, the telemetry hub and the descriptor sets of
+// listeners. Narrow on purpose: helpers do not see the Runtime.
+type buildDeps struct {
+	log     *slog.Logger
+	metrics *admin.Metrics
+	warmUp  time.Duration
+	tel     *telemetry.Hub
+	descs   func(l *config.Listener) *descset.Set
+}
+
+func (r *Runtime) buildDeps() buildDeps {
+	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp, tel: &r.tel, descs: r.descs.get}
+}
+
+func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error {
 	ps := &privStaged{pools: map[string]*upstream.PrivatePool{}, cfgs: map[string]config.Upstream{}}
 	st.priv = ps
 	for i := range cfg.Upstreams {
@@ -66,7 +83,8 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 		if err != nil {
 			return fmt.Errorf("%w: upstreams[%d].codec: %w", config.ErrInvalid, i, err)
 		}
-		pool, err := upstream.NewPrivatePool(u, c, r.opts.Logger, r.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval))
+		pool, err := upstream.NewPrivatePool(u, c, d.log, d.metrics.Registry, upstream.WithTLSRefresh(cfg.TLS.RefreshInterval),
+			upstream.WithEndpointRequests(d.metrics.UpstreamRequests))
 		if err != nil {
 			return fmt.Errorf("upstreams[%d]: %w", i, err)
 		}
@@ -76,8 +94,8 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 	// Give new pools a moment to connect before traffic moves to them, so
 	// a reload does not fail calls with "no healthy endpoint". An upstream
 	// that stays down is not an error (it may come up later).
-	if len(ps.newPools) > 0 && r.opts.WarmUp > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), r.opts.WarmUp)
+	if len(ps.newPools) > 0 && d.warmUp > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), d.warmUp)
 		defer cancel()
 		var wg sync.WaitGroup
 		for _, pool := range ps.newPools {
@@ -85,7 +103,7 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 			go func() {
 				defer wg.Done()
 				if err := pool.WaitHealthy(ctx, 1); err != nil {
-					r.log.Warn("private upstream not connected yet", "upstream", pool.Name(), "err", err)
+					d.log.Warn("private upstream not connected yet", "component", "runtime", "upstream", pool.Name(), "err", err)
 				}
 			}()
 		}
@@ -95,13 +113,12 @@ func (p *privatePools) stage(r *Runtime, cfg *config.Config, st *staged) error {
 }
 
 // bridge builds the outbound handler of a new grpc listener.
-func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config, st *staged) (grpcBridge, error) {
-	ps := st.priv.(*privStaged)
-	b, err := outbound.New(outbound.Options{Logger: r.opts.Logger, Registerer: r.metrics.Registry, DefaultTimeout: cfg.Defaults.Timeout, Limits: lc.Limits.Effective()})
+func (p *privatePools) bridge(d buildDeps, lc config.Listener, st *staged) (grpcBridge, error) {
+	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective(), Telemetry: d.tel, Descriptors: d.descs})
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Update(lc, ps.pools); err != nil {
+	if err := b.Update(lc, st.set()); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
 	return b, nil
@@ -110,25 +127,20 @@ func (p *privatePools) bridge(r *Runtime, lc config.Listener, cfg *config.Config
 // prepareUpdate builds the new routes of a kept grpc listener's bridge;
 // they are installed by commit (the live bridge is not touched before).
 func (p *privatePools) prepareUpdate(l *listener, lc config.Listener, st *staged) error {
-	ps := st.priv.(*privStaged)
 	g, ok := l.srv.(*grpcServer)
 	if !ok {
 		return nil
 	}
-	b, ok := g.bridge.(*outbound.Server)
-	if !ok {
-		return nil
-	}
-	commit, err := b.Prepare(lc, ps.pools)
+	commit, err := g.bridge.Prepare(lc, st.set())
 	if err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	ps.commits = append(ps.commits, commit)
+	st.priv.commits = append(st.priv.commits, commit)
 	return nil
 }
 
-func (p *privatePools) commit(r *Runtime, st *staged, drain time.Duration) {
-	ps := st.priv.(*privStaged)
+func (p *privatePools) commit(st *staged, retired *retiredSet, drain time.Duration) {
+	ps := st.priv
 	for _, c := range ps.commits {
 		c()
 	}
@@ -136,24 +148,14 @@ func (p *privatePools) commit(r *Runtime, st *staged, drain time.Duration) {
 		if ps.pools[name] == old {
 			continue
 		}
-		p.mu.Lock()
-		p.retired[old] = time.AfterFunc(drain, func() {
-			p.mu.Lock()
-			_, still := p.retired[old]
-			delete(p.retired, old)
-			p.mu.Unlock()
-			if still {
-				_ = old.Close()
-			}
-		})
-		p.mu.Unlock()
+		retired.retire(old, drain)
 	}
 	p.pools, p.cfgs = ps.pools, ps.cfgs
 }
 
 func (p *privatePools) abort(st *staged) {
-	ps, ok := st.priv.(*privStaged)
-	if !ok {
+	ps := st.priv
+	if ps == nil {
 		return
 	}
 	for _, pool := range ps.newPools {
@@ -162,14 +164,6 @@ func (p *privatePools) abort(st *staged) {
 }
 
 func (p *privatePools) close() {
-	p.mu.Lock()
-	retired := p.retired
-	p.retired = map[*upstream.PrivatePool]*time.Timer{}
-	p.mu.Unlock()
-	for pool, t := range retired {
-		t.Stop()
-		_ = pool.Close()
-	}
 	for _, pool := range p.pools {
 		_ = pool.Close()
 	}

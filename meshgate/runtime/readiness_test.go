@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,25 @@ func serveDemoOn(t *testing.T, addr string) (stop func()) {
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	return gs.Stop
+}
+
+// lateDemo binds a loopback socket now (no "free port" race: the address
+// stays ours) and serves the demo gRPC service on it only when serve is
+// called. Until then a client's TCP connect lands in the backlog and its
+// HTTP/2 handshake waits: the upstream is down as far as readiness goes.
+func lateDemo(t *testing.T) (addr string, serve func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer()
+	var once sync.Once
+	t.Cleanup(func() {
+		once.Do(func() { _ = ln.Close() })
+		gs.Stop()
+	})
+	return ln.Addr().String(), func() { once.Do(func() { go func() { _ = gs.Serve(ln) }() }) }
 }
 
 func bothWaysConfig(grpcUp, legacyUp, extra string) string {
@@ -75,7 +95,8 @@ func healthOf(cc *grpc.ClientConn, svc string) healthpb.HealthCheckResponse_Serv
 // and calls both ways succeed at once. (Readiness used to be 200 from the
 // start while calls failed with "no healthy endpoint".)
 func TestReadinessFollowsLateUpstreams(t *testing.T) {
-	gAddr, lAddr := freeAddr(t), freeAddr(t)
+	gAddr, serveG := lateDemo(t)
+	lAddr := freeAddr(t) // a private endpoint must refuse connections to count as down
 	cfg := mustParse(t, bothWaysConfig(gAddr, lAddr, ""))
 	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
 	if err != nil {
@@ -92,7 +113,7 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 		t.Fatalf("overall health %v", st)
 	}
 
-	serveDemoOn(t, gAddr)
+	serveG()
 	waitFor(t, func() bool {
 		err := rt.Admin().Ready()
 		return err != nil && !strings.Contains(err.Error(), "demo")
@@ -123,7 +144,8 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 // TestReadinessModes: readiness "none" ignores the upstreams, "any" needs
 // one of them connected.
 func TestReadinessModes(t *testing.T) {
-	gAddr, lAddr := freeAddr(t), freeAddr(t)
+	gAddr, serveG := lateDemo(t)
+	lAddr := freeAddr(t)
 	for _, c := range []struct {
 		mode string
 		up   bool // start the grpc backend
@@ -131,7 +153,7 @@ func TestReadinessModes(t *testing.T) {
 	}{{"none", false, true}, {"any", false, false}, {"any", true, true}} {
 		t.Run(fmt.Sprintf("%s/%v", c.mode, c.up), func(t *testing.T) {
 			if c.up {
-				serveDemoOn(t, gAddr)
+				serveG()
 			}
 			rt, err := New(mustParse(t, "readiness: "+c.mode+"\n"+bothWaysConfig(gAddr, lAddr, "")), Options{WarmUp: -1})
 			if err != nil {

@@ -44,6 +44,8 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/inbound"
+	"github.com/meshgate/meshgate/meshgate/telemetry"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // Errors.
@@ -81,6 +83,7 @@ type Runtime struct {
 	cfg       atomic.Pointer[config.Config]
 	pools     map[string]*grpcpool.Pool
 	priv      privatePools
+	retired   retiredSet // dropped upstreams finishing their calls
 	listeners map[string]*listener
 	closed    bool
 	draining  atomic.Bool
@@ -91,8 +94,15 @@ type Runtime struct {
 	healthOnce sync.Once
 	upstreams  atomic.Pointer[upstreamSet] // committed pools, for readiness
 
-	xdsMu    sync.Mutex // guards xdsPlane (see xds.go)
+	tel   telemetry.Hub // spans and access log (telemetry.go)
+	gm    *telemetry.GRPCMetrics
+	descs descCache // descriptor sets (descriptors.go)
+
+	xdsSync  sync.Mutex // serializes syncXDS and stopXDS (see xds.go)
+	xdsMu    sync.Mutex // guards xdsPlane only; never held across a push
 	xdsPlane *xdsPlane
+
+	replay replayShare // nonces of every private listener (see auth.go)
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
@@ -118,6 +128,9 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 	r.priv.init()
 	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf))
 	r.admin.SetReadiness("listeners", r.listenersReady)
+	if err := r.startGRPCMetrics(cfg); err != nil {
+		return nil, err
+	}
 	if err := r.apply(cfg, true); err != nil {
 		return nil, err
 	}
@@ -261,14 +274,15 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			continue
 		}
 		u.TLS = cfg.ResolveTLS(u.TLS)
-		if p := r.pools[u.Name]; p != nil && p.Same(u) {
+		if p := r.pools[u.Name]; p != nil && p.Same(u) && sameUpstreamLimits(old, u) {
 			st.pools[u.Name] = p
 			continue
 		}
 		p, err := grpcpool.New(u, grpcpool.Options{
-			Conns:      r.metrics.UpstreamConns.WithLabelValues(u.Name, "clientconn"),
-			Transports: r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
-			TLSRefresh: cfg.TLS.RefreshInterval,
+			Conns:       r.metrics.UpstreamConns.WithLabelValues(u.Name, "clientconn"),
+			Transports:  r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
+			TLSRefresh:  cfg.TLS.RefreshInterval,
+			DialOptions: r.upstreamDialOptions(&u),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))
@@ -277,8 +291,13 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		st.newPools = append(st.newPools, p)
 	}
 	warmed := r.warmUp(st.newPools)
-	err = r.priv.stage(r, cfg, st)
+	err = r.priv.stage(r.buildDeps(), cfg, st)
 	<-warmed
+	if err != nil {
+		return fail(err)
+	}
+
+	sets, err := r.stageDescriptors(cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -297,12 +316,10 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			if err != nil {
 				return fail(fmt.Errorf("%w: listeners[%d].codec: %w", config.ErrInvalid, i, err))
 			}
-			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, func(name string) inbound.Upstream {
-				if p := st.pools[name]; p != nil {
-					return p
-				}
-				return nil
-			}, r.metrics)
+			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, st.target, r.metrics)
+			if err == nil {
+				err = attachBodies(tbl, &lc, i, sets[lc.Name])
+			}
 			if err != nil {
 				return fail(fmt.Errorf("listeners[%d]: %w", i, err))
 			}
@@ -329,7 +346,13 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		}
 	}
 
+	ts, err := r.stageTelemetry(old, cfg)
+	if err != nil {
+		return fail(err)
+	}
+
 	// 3. Commit.
+	r.commitTelemetry(ts, cfg.Defaults.DrainTimeout)
 	for _, u := range st.updates {
 		u.l.update(u.cfg, u.table)
 	}
@@ -342,13 +365,14 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 		r.startListener(l)
 	}
 	r.listeners = st.listeners
+	r.commitDescriptors(cfg, sets)
 	for name, p := range r.pools {
 		if st.pools[name] != p {
-			p.Retire()
+			r.retired.retire(p, cfg.Defaults.DrainTimeout)
 		}
 	}
 	r.pools = st.pools
-	r.priv.commit(r, st, cfg.Defaults.DrainTimeout)
+	r.priv.commit(st, &r.retired, cfg.Defaults.DrainTimeout)
 	r.snapshotUpstreams()
 	r.cfg.Store(cfg)
 	return nil
@@ -392,7 +416,29 @@ type staged struct {
 	listeners     map[string]*listener
 	newListeners  []*listener
 	updates       []update
-	priv          any // privatePools' staged state
+	priv          *privStaged
+}
+
+// set is the staged generation's upstreams of both protocols.
+func (st *staged) set() upstream.Set {
+	s := upstream.Set{GRPC: st.pools}
+	if st.priv != nil {
+		s.Private = st.priv.pools
+	}
+	return s
+}
+
+// target resolves a route's upstream name in the staged generation.
+func (st *staged) target(name string) inbound.Target {
+	if p := st.pools[name]; p != nil {
+		return inbound.Target{GRPC: p}
+	}
+	if st.priv != nil {
+		if p := st.priv.pools[name]; p != nil {
+			return inbound.Target{Private: p}
+		}
+	}
+	return inbound.Target{}
 }
 
 type update struct {
@@ -480,13 +526,15 @@ func (r *Runtime) closeAll() {
 		_ = p.Close()
 	}
 	r.priv.close()
+	r.retired.close()
+	r.stopTelemetry()
 }
 
 // sameListenerSocket reports whether two listener configs can share one
 // socket and server (only routes/limits differ).
 func sameListenerSocket(a, b *config.Listener) bool {
 	return a.Kind == b.Kind && a.Address == b.Address && a.Codec == b.Codec &&
-		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.Limits, b.Limits)
+		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.Limits, b.Limits) && sameMsgLimits(a, b)
 }
 
 // listenAdmin binds the admin listener and, when configured, the health

@@ -79,6 +79,25 @@ func start(t *testing.T, cfg *config.Config) *Runtime {
 	return rt
 }
 
+// startReady is start, then waits for /readyz: every upstream connected
+// (a config that routes to its own listeners connects only once they are
+// bound, after start-up's warm-up).
+func startReady(t *testing.T, cfg *config.Config) *Runtime {
+	t.Helper()
+	rt := start(t, cfg)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := rt.Admin().Ready()
+		if err == nil {
+			return rt
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 15s: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func dial(t *testing.T, rt *Runtime, listener string, conns int) *legacy.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -144,8 +163,8 @@ func TestBridgeAdminMetrics(t *testing.T) {
 	waitFor(t, func() bool { return testutil.ToFloat64(rt.Metrics().InFlight.WithLabelValues("mgp-in")) == 0 })
 	_, metrics := get(t, base+"/metrics")
 	for _, want := range []string{
-		`meshgate_requests_total{cmd="1",listener="mgp-in",method="/demo.Echo/Echo",result="0"} 20`,
-		`meshgate_request_duration_seconds_count{cmd="1",listener="mgp-in",method="/demo.Echo/Echo"} 20`,
+		`meshgate_requests_total{code="OK",listener="mgp-in",route="1",upstream="demo"} 20`,
+		`meshgate_request_duration_seconds_count{listener="mgp-in",route="1",upstream="demo"} 20`,
 		`meshgate_downstream_connections{listener="mgp-in"} 1`,
 		`meshgate_upstream_connections{kind="clientconn",upstream="demo"} 2`,
 		`meshgate_requests_in_flight{listener="mgp-in"} 0`,
@@ -323,7 +342,8 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	if err := os.WriteFile(path, []byte("listeners: [{name: x, kind: bogus}]"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * WatchDebounce)
+	// Wait for the rejection itself (not a fixed sleep), then check.
+	waitFor(t, func() bool { return testutil.ToFloat64(rt.Metrics().Reloads.WithLabelValues("rejected")) >= 1 })
 	if rt.Addr("extra") == nil {
 		t.Fatal("bad file removed the listener")
 	}

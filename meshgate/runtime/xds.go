@@ -38,10 +38,16 @@ func (r *Runtime) XDS() *xds.Server {
 
 // syncXDS starts, updates or stops the control plane to match cfg. It is
 // called after a config was applied to the data path.
+//
+// Pushes are serialized by xdsSync; xdsMu (which readiness and XDS take) is
+// held only to read or swap the plane pointer, never across a push that
+// waits for Envoy's ACKs, so /readyz and /config answer during a slow push.
 func (r *Runtime) syncXDS(cfg *config.Config) error {
+	r.xdsSync.Lock()
+	defer r.xdsSync.Unlock()
 	r.xdsMu.Lock()
-	defer r.xdsMu.Unlock()
 	p := r.xdsPlane
+	r.xdsMu.Unlock()
 	switch {
 	case cfg.XDS == nil && p == nil:
 		return nil
@@ -74,7 +80,9 @@ func (r *Runtime) syncXDS(cfg *config.Config) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	p = &xdsPlane{srv: srv, cancel: cancel, done: make(chan error, 1)}
 	go func() { p.done <- srv.Serve(ctx) }()
+	r.xdsMu.Lock()
 	r.xdsPlane = p
+	r.xdsMu.Unlock()
 	r.admin.SetReadiness("xds", r.xdsReady)
 	return nil
 }
@@ -100,17 +108,20 @@ func (r *Runtime) xdsReady() error {
 
 // stopXDS stops the control plane (Envoy keeps its last config).
 func (r *Runtime) stopXDS() {
-	r.xdsMu.Lock()
-	defer r.xdsMu.Unlock()
+	r.xdsSync.Lock()
+	defer r.xdsSync.Unlock()
 	r.stopXDSLocked()
 }
 
+// stopXDSLocked stops the plane; the caller holds xdsSync.
 func (r *Runtime) stopXDSLocked() {
+	r.xdsMu.Lock()
 	p := r.xdsPlane
+	r.xdsPlane = nil
+	r.xdsMu.Unlock()
 	if p == nil {
 		return
 	}
-	r.xdsPlane = nil
 	p.cancel()
 	p.srv.Close()
 	select {

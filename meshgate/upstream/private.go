@@ -1,7 +1,10 @@
-// Package upstream holds MeshGate's private-protocol upstream pools: per
-// endpoint a few multiplexed privconn connections, kept up with exponential
-// backoff and jitter, and load balancing across endpoints (round robin,
-// least request by power of two choices, consistent hash on uin).
+// Package upstream is MeshGate's upstream model, shared by both
+// protocols: Upstream (what a route targets; reference counted, one retire
+// policy), Set (one generation's upstreams by name), Endpoint (all
+// per-endpoint state) and Balancer (round robin, least request by power of
+// two choices, consistent hash on uin). It also holds the private-protocol
+// pool: per endpoint a few multiplexed privconn connections, kept up with
+// exponential backoff and jitter. The gRPC pool is package grpcpool.
 //
 // An endpoint with no live connection is ejected: pickers skip it until a
 // reconnect succeeds. With no healthy endpoint a request fails at once with
@@ -20,6 +23,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
@@ -48,6 +53,13 @@ type poolOptions struct {
 	dialTimeout             time.Duration
 	liveness                time.Duration
 	tlsRefresh              time.Duration
+	epRequests              *prometheus.CounterVec
+}
+
+// WithEndpointRequests counts every call sent in vec, labelled upstream,
+// endpoint and gRPC code (admin.Metrics.UpstreamRequests).
+func WithEndpointRequests(vec *prometheus.CounterVec) Option {
+	return func(o *poolOptions) { o.epRequests = vec }
 }
 
 // WithBackoff sets the reconnect backoff (default 50ms doubling to 5s, ±20%
@@ -85,7 +97,12 @@ type EndpointStats struct {
 	Conns    int
 	InFlight int
 	Requests uint64
+	Failures uint64
+	Latency  time.Duration // EWMA
 }
+
+// Endpoints returns the pool's endpoints (their live state).
+func (p *PrivatePool) Endpoints() []*Endpoint { return p.eps }
 
 // PrivatePool is a load-balanced set of multiplexed connections to the
 // endpoints of one private upstream. Safe for concurrent use.
@@ -99,28 +116,21 @@ type PrivatePool struct {
 	m     *poolMetrics
 	tls   *tlsconf.Client // nil: plaintext
 
-	eps  []*endpoint
-	ring *ring
-	rr   atomic.Uint32
+	eps []*Endpoint
+	bal Balancer
 
 	late, unknown atomic.Uint64
+
+	// reference counting (Acquire/Release/Retire, see Upstream)
+	refs     atomic.Int64
+	retired  atomic.Bool
+	doneOnce sync.Once
+	done     chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
-
-type endpoint struct {
-	addr     string
-	idx      int
-	live     atomic.Int32 // live connections
-	inflight atomic.Int64
-	requests atomic.Uint64
-	rr       atomic.Uint32
-	slots    []atomic.Pointer[privconn.Conn]
-}
-
-func (e *endpoint) healthy() bool { return e.live.Load() > 0 }
 
 // NewPrivatePool builds the pool for u (Protocol "private") speaking c and
 // starts connecting in the background; it does not wait for connections.
@@ -132,21 +142,14 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	if len(u.Endpoints) == 0 || c == nil {
 		return nil, fmt.Errorf("%w: upstream %q needs endpoints and a codec", ErrConfig, u.Name)
 	}
-	switch u.LB {
-	case "":
-		u.LB = config.LBRoundRobin
-	case config.LBRoundRobin, config.LBLeastRequest, config.LBConsistentHash:
-	default:
-		return nil, fmt.Errorf("%w: upstream %q: unknown lb %q", ErrConfig, u.Name, u.LB)
-	}
-	if u.Connections <= 0 {
-		u.Connections = config.DefaultConnections
-	}
-	if u.MaxInFlight <= 0 {
-		u.MaxInFlight = config.DefaultMaxInFlight
-	}
-	if u.Heartbeat == 0 {
-		u.Heartbeat = config.DefaultHeartbeat
+	// u comes resolved (config.ApplyDefaults / Upstream.WithDefaults).
+	switch {
+	case u.Connections <= 0:
+		return nil, fmt.Errorf("%w: upstream %q: connections must be positive (unresolved config?)", ErrConfig, u.Name)
+	case u.MaxInFlight <= 0:
+		return nil, fmt.Errorf("%w: upstream %q: max_in_flight must be positive (unresolved config?)", ErrConfig, u.Name)
+	case u.Heartbeat == 0:
+		return nil, fmt.Errorf("%w: upstream %q: heartbeat unset (unresolved config?)", ErrConfig, u.Name)
 	}
 	o := poolOptions{backoffBase: 50 * time.Millisecond, backoffMax: 5 * time.Second, dialTimeout: 2 * time.Second}
 	for _, f := range opts {
@@ -167,19 +170,25 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	}
 	p := &PrivatePool{
 		name: u.Name, codec: c, lb: u.LB, opts: o, cfg: u,
-		log: logger.With("component", "upstream", "upstream", u.Name),
-		m:   m.forPool(u.Name),
-		tls: tc,
+		log:  logger.With("component", "upstream", "upstream", u.Name),
+		m:    m.forPool(u.Name),
+		tls:  tc,
+		done: make(chan struct{}),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	for i, a := range u.Endpoints {
-		e := &endpoint{addr: a, idx: i, slots: make([]atomic.Pointer[privconn.Conn], u.Connections)}
+	for _, a := range u.Endpoints {
+		e := NewEndpoint(a)
+		e.slots = make([]atomic.Pointer[privconn.Conn], u.Connections)
+		e.reqVec, e.upstream = o.epRequests, u.Name
 		p.eps = append(p.eps, e)
 	}
-	p.m.endpoints.Add(float64(len(p.eps)))
-	if u.LB == config.LBConsistentHash {
-		p.ring = newRing(u.Endpoints)
+	if p.bal, err = NewBalancer(u.LB, p.eps); err != nil {
+		if tc != nil {
+			tc.Close()
+		}
+		return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 	}
+	p.m.endpoints.Add(float64(len(p.eps)))
 	for _, e := range p.eps {
 		for s := range e.slots {
 			p.wg.Add(1)
@@ -194,7 +203,7 @@ func (p *PrivatePool) Name() string { return p.name }
 
 // keep maintains one connection slot of e: dial, wait for the connection to
 // close, back off, redial.
-func (p *PrivatePool) keep(e *endpoint, slot int) {
+func (p *PrivatePool) keep(e *Endpoint, slot int) {
 	defer p.wg.Done()
 	backoff := time.Duration(0)
 	tlsWarned := false
@@ -308,55 +317,11 @@ func (p *PrivatePool) onUnknown() {
 	p.m.unknown.Inc()
 }
 
-// pick chooses a healthy endpoint for uin.
-func (p *PrivatePool) pick(uin uint64) *endpoint {
-	n := len(p.eps)
-	switch p.lb {
-	case config.LBConsistentHash:
-		i := p.ring.lookup(uin, func(i int) bool { return p.eps[i].healthy() })
-		if i < 0 {
-			return nil
-		}
-		return p.eps[i]
-	case config.LBLeastRequest:
-		if n == 1 {
-			if p.eps[0].healthy() {
-				return p.eps[0]
-			}
-			return nil
-		}
-		a, b := p.eps[rand.IntN(n)], p.eps[rand.IntN(n)]
-		switch ah, bh := a.healthy(), b.healthy(); {
-		case ah && bh:
-			if b.inflight.Load() < a.inflight.Load() {
-				return b
-			}
-			return a
-		case ah:
-			return a
-		case bh:
-			return b
-		}
-		// Both sampled endpoints are down: fall back to a scan.
-		return p.scan(rand.IntN(n))
-	default:
-		return p.scan(int(p.rr.Add(1)))
-	}
-}
-
-// scan returns the first healthy endpoint from start (round robin order).
-func (p *PrivatePool) scan(start int) *endpoint {
-	n := len(p.eps)
-	for k := range n {
-		if e := p.eps[(start+k)%n]; e.healthy() {
-			return e
-		}
-	}
-	return nil
-}
+// pick chooses a healthy endpoint for uin by the pool's balancer.
+func (p *PrivatePool) pick(uin uint64) *Endpoint { return p.bal.Pick(uin) }
 
 // conn returns a live connection of e with room, round robin.
-func (e *endpoint) conn() (*privconn.Conn, bool) {
+func (e *Endpoint) conn() (*privconn.Conn, bool) {
 	n := len(e.slots)
 	start := int(e.rr.Add(1))
 	for k := range n {
@@ -393,10 +358,15 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		if !ok {
 			continue
 		}
-		e.inflight.Add(1)
-		e.requests.Add(1)
+		reportEndpoint(ctx, e.addr)
+		t0 := e.begin()
 		resp, err := cn.Do(ctx, req)
-		e.inflight.Add(-1)
+		e.end(t0, err)
+		if err == nil {
+			e.count(resultCode(resp.Result))
+		} else if !errors.Is(err, privconn.ErrNotSent) && !errors.Is(err, privconn.ErrTooManyInFlight) {
+			e.count(status.Code(Status(ctx, err)))
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -411,15 +381,15 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 	}
 	if lastErr != nil {
 		if errors.Is(lastErr, privconn.ErrTooManyInFlight) {
-			return nil, fmt.Errorf("%w: %s: %v", ErrOverloaded, p.name, lastErr)
+			return nil, fmt.Errorf("%w: %s: %w", ErrOverloaded, p.name, lastErr)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrNoHealthy, p.name, lastErr)
+		return nil, fmt.Errorf("%w: %s: %w", ErrNoHealthy, p.name, lastErr)
 	}
 	p.m.noHealthy.Inc()
 	return nil, fmt.Errorf("%w: %s (%d endpoints, all ejected)", ErrNoHealthy, p.name, len(p.eps))
 }
 
-func (p *PrivatePool) wrap(e *endpoint, err error) error {
+func (p *PrivatePool) wrap(e *Endpoint, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, codec.ErrInvalidFrame) {
 		return err
 	}
@@ -440,6 +410,7 @@ func (p *PrivatePool) Send(ctx context.Context, req *codec.Frame) error {
 		if !ok {
 			continue
 		}
+		reportEndpoint(ctx, e.addr)
 		err := cn.Send(ctx, req)
 		if err != nil && errors.Is(err, privconn.ErrNotSent) {
 			continue
@@ -463,8 +434,8 @@ func (p *PrivatePool) Endpoint(uin uint64) string {
 func (p *PrivatePool) Stats() Stats {
 	s := Stats{Name: p.name, Endpoints: len(p.eps), Late: p.late.Load(), Unknown: p.unknown.Load()}
 	for _, e := range p.eps {
-		es := EndpointStats{Addr: e.addr, Healthy: e.healthy(), Conns: int(e.live.Load()),
-			Requests: e.requests.Load()}
+		es := EndpointStats{Addr: e.addr, Healthy: e.Healthy(), Conns: int(e.live.Load()),
+			Requests: e.requests.Load(), Failures: e.Failures(), Latency: e.Latency()}
 		for i := range e.slots {
 			if cn := e.slots[i].Load(); cn != nil {
 				es.InFlight += cn.InFlight()
@@ -490,23 +461,56 @@ func (p *PrivatePool) WaitHealthy(ctx context.Context, n int) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %s: waiting for %d healthy: %v", ErrNoHealthy, p.name, n, ctx.Err())
+			return fmt.Errorf("%w: %s: waiting for %d healthy: %w", ErrNoHealthy, p.name, n, ctx.Err())
 		case <-t.C:
 		}
 	}
 }
 
+// Acquire takes a reference for one call. It returns false once the pool
+// is retired or closed: the caller re-reads its routing table.
+func (p *PrivatePool) Acquire() bool {
+	p.refs.Add(1)
+	if p.retired.Load() {
+		p.Release()
+		return false
+	}
+	return true
+}
+
+// Release drops a reference taken by Acquire; the last one of a retired
+// pool closes it.
+func (p *PrivatePool) Release() {
+	if p.refs.Add(-1) == 0 && p.retired.Load() {
+		_ = p.Close()
+	}
+}
+
+// Retire marks the pool as no longer routed to; it closes once the last
+// in-flight call releases it (at once if none). See RetireWithin for an
+// upper bound.
+func (p *PrivatePool) Retire() {
+	p.retired.Store(true)
+	if p.refs.Load() == 0 {
+		_ = p.Close()
+	}
+}
+
+// Done is closed once the pool has closed.
+func (p *PrivatePool) Done() <-chan struct{} { return p.done }
+
 // Close closes every connection (pending requests fail with ErrClosed) and
 // stops reconnecting.
 func (p *PrivatePool) Close() error {
-	if p.ctx.Err() != nil {
-		return nil
-	}
-	p.cancel()
-	p.wg.Wait()
-	if p.tls != nil {
-		p.tls.Close()
-	}
-	p.m.endpoints.Sub(float64(len(p.eps)))
+	p.retired.Store(true)
+	p.doneOnce.Do(func() {
+		p.cancel()
+		p.wg.Wait()
+		if p.tls != nil {
+			p.tls.Close()
+		}
+		p.m.endpoints.Sub(float64(len(p.eps)))
+		close(p.done)
+	})
 	return nil
 }

@@ -43,7 +43,7 @@ func startLegacy(t *testing.T, addr string, o legacy.ServerOptions) *legacy.Serv
 func newPool(t *testing.T, lb string, addrs []string, reg prometheus.Registerer) *upstream.PrivatePool {
 	t.Helper()
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: lb, Connections: 2}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestNoEndpointsListening(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	u := config.Upstream{Name: "dead", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBConsistentHash}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil, upstream.WithBackoff(5*time.Millisecond, 20*time.Millisecond))
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil, upstream.WithBackoff(5*time.Millisecond, 20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestNoEndpointsListening(t *testing.T) {
 	if _, err := call(ctx, p, 9, "x"); !errors.Is(err, upstream.ErrNoHealthy) {
 		t.Fatalf("want ErrNoHealthy, got %v", err)
 	}
-	if _, err := upstream.NewPrivatePool(config.Upstream{Name: "g", Protocol: config.ProtoGRPC, Endpoints: []string{addr}}, mgp.New(0), nil, nil); !errors.Is(err, upstream.ErrConfig) {
+	if _, err := upstream.NewPrivatePool(config.Upstream{Name: "g", Protocol: config.ProtoGRPC, Endpoints: []string{addr}}.WithDefaults(), mgp.New(0), nil, nil); !errors.Is(err, upstream.ErrConfig) {
 		t.Fatalf("grpc upstream accepted: %v", err)
 	}
 }
@@ -285,7 +285,7 @@ func TestStress100k(t *testing.T) {
 	}
 	_, addrs := backends(t, 3, legacy.ServerOptions{Jitter: 500 * time.Microsecond})
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBConsistentHash, Connections: 3}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil)
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func TestPrivateMTLSRotation(t *testing.T) {
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBRoundRobin, Connections: 1,
 		Heartbeat: 50 * time.Millisecond,
 		TLS:       &config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile, ServerName: "localhost"}}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil,
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil,
 		upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond), upstream.WithTLSRefresh(refresh))
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 	s, addr := serveTLS(t, "127.0.0.1:0", srvTLS)
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, Connections: 1,
 		TLS: &config.TLS{CAFile: other["x"].CAFile}}
-	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 	}
 	// A bad ca_file is a construction error.
 	u.TLS = &config.TLS{CAFile: dir + "/missing.pem"}
-	if _, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil); err == nil {
+	if _, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil); err == nil {
 		t.Fatal("missing ca_file accepted")
 	}
 }
@@ -237,7 +237,7 @@ func BenchmarkPrivatePoolDo(b *testing.B) {
 			}
 			go func() { _ = s.Serve(ln) }()
 			defer s.Close()
-			p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, nil)
+			p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -26,6 +26,7 @@ func runCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("c", "", "config file (required); reloaded on change and SIGHUP")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log format: text or json (one JSON object per line)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -36,7 +37,10 @@ func runCmd(ctx context.Context, args []string) error {
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	log, err := newLogger(os.Stderr, *logFormat, lvl)
+	if err != nil {
+		return err
+	}
 	log.Info("starting", "config", *path)
 	hup := newHupHandler(log, sighup)
 	defer hup.stop()

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mgp
+
+const raceEnabled = false

@@ -1,0 +1,138 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// payloadStats records the client's outgoing payload sizes.
+type payloadStats struct {
+	mu  sync.Mutex
+	out []*stats.OutPayload
+}
+
+func (p *payloadStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (p *payloadStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (p *payloadStats) HandleConn(context.Context, stats.ConnStats)                       {}
+func (p *payloadStats) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if o, ok := s.(*stats.OutPayload); ok && o.Client {
+		p.mu.Lock()
+		p.out = append(p.out, o)
+		p.mu.Unlock()
+	}
+}
+
+// TestGzipCallEndToEnd: a gzip-compressed gRPC call through the grpc
+// listener reaches the legacy server as the plain body and comes back;
+// messages over listeners[].max_recv_msg_size are refused with
+// RESOURCE_EXHAUSTED.
+func TestGzipCallEndToEnd(t *testing.T) {
+	var mu sync.Mutex
+	var bodies [][]byte
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+		mu.Lock()
+		bodies = append(bodies, bytes.Clone(f.Body))
+		mu.Unlock()
+	}})
+	go func() { _ = ls.Serve(ln) }()
+	t.Cleanup(func() { _ = ls.Close() })
+	y := strings.Replace(grpcConfig(ln.Addr().String(), backend(t, "A")), "kind: grpc\n", "kind: grpc\n    max_recv_msg_size: 65536\n", 1)
+	rt := startReady(t, mustParse(t, y))
+
+	ps := &payloadStats{}
+	cc, err := grpc.NewClient(rt.Addr("grpc-in").String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(ps), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body := bytes.Repeat([]byte("compress me "), 1000) // 12 000 bytes
+	var out []byte
+	if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", body, &out, grpc.UseCompressor("gzip")); err != nil {
+		t.Fatalf("gzip call: %v", err)
+	}
+	if !bytes.Equal(out, body) {
+		t.Fatalf("reply %d bytes, want the %d sent", len(out), len(body))
+	}
+	mu.Lock()
+	if len(bodies) != 1 || !bytes.Equal(bodies[0], body) {
+		t.Errorf("legacy server got %d bodies, want the plain %d-byte body", len(bodies), len(body))
+	}
+	mu.Unlock()
+	ps.mu.Lock()
+	if len(ps.out) != 1 || ps.out[0].CompressedLength >= ps.out[0].Length {
+		t.Errorf("request not compressed on the wire: %+v", ps.out)
+	}
+	ps.mu.Unlock()
+
+	// Over the listener's limit (compressed or not): RESOURCE_EXHAUSTED.
+	big := bytes.Repeat([]byte{'x'}, 70000)
+	err = cc.Invoke(ctx, "/legacy.Legacy/Echo", big, &out)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("message over max_recv_msg_size: %v", err)
+	}
+	err = cc.Invoke(ctx, "/legacy.Legacy/Echo", big, &out, grpc.UseCompressor("gzip"))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("compressed message over max_recv_msg_size: %v", err)
+	}
+	// A reload raising the limit replaces the listener's server.
+	if err := rt.Reload(mustParse(t, strings.Replace(y, "max_recv_msg_size: 65536", "max_recv_msg_size: 131072", 1))); err != nil {
+		t.Fatal(err)
+	}
+	cc2 := grpcClient(t, rt.Addr("grpc-in").String()) // address :0 → a new port
+	for {
+		err = cc2.Invoke(ctx, "/legacy.Legacy/Echo", big, &out)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil || len(out) != len(big) {
+		t.Fatalf("after raising the listener limit: %v", err)
+	}
+}
+
+// TestUpstreamMaxRecvMsgSize: a gRPC upstream's reply over
+// upstreams[].max_recv_msg_size fails the MGP request with result 6.
+func TestUpstreamMaxRecvMsgSize(t *testing.T) {
+	grpcIn := freeAddr(t)
+	y := strings.Replace(doubleBridgeConfig(grpcIn, legacyServer(t), ""), "{name: self, protocol: grpc,", "{name: self, protocol: grpc, max_recv_msg_size: 4096,", 1)
+	rt := startReady(t, mustParse(t, y))
+	cl := dial(t, rt, "mgp-in", 1)
+	warmUp(t, cl)
+	if r, err := call(cl, 1, strings.Repeat("s", 4000)); err != nil || r.Result != 0 {
+		t.Fatalf("under the limit: %v %+v", err, r)
+	}
+	r, err := call(cl, 1, strings.Repeat("b", 5000))
+	if err != nil || r.Result != codec.ResultOverloaded {
+		t.Fatalf("reply over the upstream limit: %v %+v", err, r)
+	}
+	// A reload raising the limit rebuilds the pool.
+	if err := rt.Reload(mustParse(t, strings.Replace(y, "max_recv_msg_size: 4096", "max_recv_msg_size: 8192", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := call(cl, 1, strings.Repeat("b", 5000)); err != nil || r.Result != 0 {
+		t.Fatalf("after raising the limit: %v %+v", err, r)
+	}
+}
