@@ -41,6 +41,7 @@ type Server struct {
 	checks map[string]Check
 
 	pprof bool
+	extra []extraHandler
 
 	srv *http.Server
 	ln  net.Listener
@@ -58,6 +59,17 @@ type Option func(*Server)
 // off: profiles expose memory contents and cost CPU on demand).
 func WithPprof(on bool) Option { return func(s *Server) { s.pprof = on } }
 
+// WithHandler serves h at pattern on the admin listener (never on the
+// health listener), e.g. the service switches API.
+func WithHandler(pattern string, h http.Handler) Option {
+	return func(s *Server) { s.extra = append(s.extra, extraHandler{pattern, h}) }
+}
+
+type extraHandler struct {
+	pattern string
+	h       http.Handler
+}
+
 // New returns an admin server exposing m and, on /config, the value config
 // returns (marshalled to JSON; the config model keeps secrets out of JSON).
 func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Server {
@@ -70,6 +82,9 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 	}
 	mux := s.healthMux()
 	mux.HandleFunc("/config", s.configz)
+	for _, e := range s.extra {
+		mux.Handle(e.pattern, e.h)
+	}
 	if s.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

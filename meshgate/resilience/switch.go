@@ -59,6 +59,9 @@ func NewSwitches(cfg []config.Switch, prev *Switches) *Switches {
 		if c.Reply.Result != nil {
 			sw.Reply.Result = *c.Reply.Result
 		}
+		if sw.Reply.Result != 0 && sw.Reply.Message == "" {
+			sw.Reply.Message = ErrSwitchedOff.Error()
+		}
 		if p := prev.Get(c.Name); p != nil {
 			sw.override.Store(p.override.Load())
 			sw.hits.Store(p.hits.Load())

@@ -103,6 +103,8 @@ type Runtime struct {
 	xdsPlane *xdsPlane
 
 	replay replayShare // nonces of every private listener (see auth.go)
+
+	res resilienceRT // guards' metrics, service switches (resilience.go)
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
@@ -126,7 +128,11 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 		status:    newConfigStatus(opts.Metrics.Registry),
 	}
 	r.priv.init()
-	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf))
+	if err := r.res.init(r.metrics.Registry); err != nil {
+		return nil, err
+	}
+	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf),
+		admin.WithHandler("/switches", r.res.handler()), admin.WithHandler("/switches/", r.res.handler()))
 	r.admin.SetReadiness("listeners", r.listenersReady)
 	if err := r.startGRPCMetrics(cfg); err != nil {
 		return nil, err
@@ -283,6 +289,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			Transports:  r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
 			TLSRefresh:  cfg.TLS.RefreshInterval,
 			DialOptions: r.upstreamDialOptions(&u),
+			Resilience:  r.res.guardOptions(u.Name, r.opts.Logger),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))
@@ -304,6 +311,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 
 	// 2. Listeners: tables for every private listener; sockets for new or
 	// changed ones.
+	switches := r.res.stageSwitches(cfg)
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
 		cur := r.listeners[lc.Name]
@@ -318,6 +326,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			}
 			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, st.target, r.metrics)
 			if err == nil {
+				tbl.AttachSwitches(switches)
 				err = attachBodies(tbl, &lc, i, sets[lc.Name])
 			}
 			if err != nil {
@@ -431,7 +440,7 @@ func (st *staged) set() upstream.Set {
 // target resolves a route's upstream name in the staged generation.
 func (st *staged) target(name string) inbound.Target {
 	if p := st.pools[name]; p != nil {
-		return inbound.Target{GRPC: p}
+		return inbound.Target{GRPC: p, Guard: p.Guard()}
 	}
 	if st.priv != nil {
 		if p := st.priv.pools[name]; p != nil {
