@@ -144,17 +144,14 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
 	xdsTarget := len(u.Endpoints) == 1 && config.IsXDSTarget(u.Endpoints[0])
-	for _, ep := range u.Endpoints {
-		if xdsTarget {
-			break
-		}
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: ep}}})
-		state.Addresses = append(state.Addresses, resolver.Address{Addr: ep}) // for the base balancer
-	}
 	svc := ServiceConfig(u.LB)
 	if !xdsTarget {
 		p.guard = resilience.New(u.Name, u.LB, u.Endpoints, u.Resilience, opts.Resilience...)
 		svc = resilience.GRPCServiceConfig
+		state.Addresses = p.guard.ResolverAddresses() // they carry the Guard to the picker
+		for _, a := range state.Addresses {
+			state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{a}})
+		}
 	}
 	for i := 0; i < n; i++ {
 		target := "meshgate:///" + u.Name

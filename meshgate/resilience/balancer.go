@@ -85,7 +85,11 @@ func (s *set) latency(e *Endpoint, now time.Duration, ref, floor float64) float6
 	return max(l, floor)
 }
 
-// weight is e's effective weight: quality × (ref / latency)². Squared so
+// latencyTolerance: an endpoint up to this much slower than the best keeps
+// its full weight.
+const latencyTolerance = 1.2
+
+// weight is e's effective weight: quality × min(1, 1.2 × ref / latency)². Squared so
 // that a 10× slower endpoint's share (1 % of the best's weight) is small
 // enough to leave the route's p99 alone; linear would leave it ~5 % of
 // the traffic out of three endpoints.
@@ -93,7 +97,9 @@ func (s *set) weight(e *Endpoint, now time.Duration, ref float64) float64 {
 	if !s.weights {
 		return e.base
 	}
-	r := ref / s.latency(e, now, ref, ref)
+	// Within latencyTolerance of the best counts as the best: sampling
+	// noise between equal endpoints does not move weights.
+	r := min(1, latencyTolerance*ref/s.latency(e, now, ref, ref))
 	// Never exactly 0: when every endpoint fails, all still share the load.
 	return max(e.quality(now)*r*r, 1e-9)
 }

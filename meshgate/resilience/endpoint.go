@@ -59,6 +59,9 @@ type Endpoint struct {
 	ejections int // multiplier of the next ejection time
 }
 
+// minAlpha is the least weight of one sample in the EWMAs.
+const minAlpha = 0.02
+
 // set is what an upstream's endpoints share.
 type set struct {
 	name    string
@@ -188,7 +191,9 @@ func (e *Endpoint) record(o Outcome, rtt time.Duration, now time.Duration) {
 	if s.weights {
 		w := 0.0
 		if e.last != 0 || e.lat != 0 {
-			w = math.Exp(-float64(now-e.last) / s.decay)
+			// Time-decayed, but each sample weighs at least minAlpha, so a
+			// burst of samples right after the first moves the average too.
+			w = min(math.Exp(-float64(now-e.last)/s.decay), 1-minAlpha)
 		}
 		e.last = now
 		// Fast failures (refused connections) say nothing of latency.

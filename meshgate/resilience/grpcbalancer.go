@@ -3,12 +3,18 @@ package resilience
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/mapping"
 )
 
 // GRPCBalancerName is the grpc-go load-balancing policy under which a
@@ -41,6 +47,22 @@ var errNotConnected = status.Error(codes.Unavailable, notConnected)
 
 const notConnected = "meshgate: endpoint not connected"
 
+type guardAttr struct{}
+
+// ResolverAddresses returns the resolver addresses of the Guard's
+// endpoints, in order, carrying the Guard for the picker: a call made
+// without WithEndpoint (e.g. a gRPC → gRPC proxy call) is still balanced
+// by the Guard — keyed on the x-mgp-uin request header for consistent
+// hashing — and its outcome recorded (weights, ejection), without the
+// Guard's admission and retries.
+func (g *Guard) ResolverAddresses() []resolver.Address {
+	out := make([]resolver.Address, len(g.s.eps))
+	for i, e := range g.s.eps {
+		out[i] = resolver.Address{Addr: e.addr, BalancerAttributes: attributes.New(guardAttr{}, g)}
+	}
+	return out
+}
+
 type pickerBuilder struct{}
 
 func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
@@ -51,6 +73,9 @@ func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	for sc, sci := range info.ReadySCs {
 		p.byAddr[sci.Address.Addr] = sc
 		p.all = append(p.all, sc)
+		if g, ok := sci.Address.BalancerAttributes.Value(guardAttr{}).(*Guard); ok {
+			p.guard = g
+		}
 	}
 	return p
 }
@@ -59,18 +84,52 @@ type picker struct {
 	byAddr map[string]balancer.SubConn
 	all    []balancer.SubConn
 	next   atomic.Uint32
+	guard  *Guard
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	ep, _ := info.Ctx.Value(endpointKey{}).(*Endpoint)
 	if ep == nil {
-		return balancer.PickResult{SubConn: p.all[int(p.next.Add(1))%len(p.all)]}, nil
+		return p.pickUnguarded(info)
 	}
 	sc, ok := p.byAddr[ep.addr]
 	if !ok {
 		return balancer.PickResult{}, errNotConnected
 	}
 	return balancer.PickResult{SubConn: sc}, nil
+}
+
+// pickUnguarded balances a call that did not go through Guard.Do.
+func (p *picker) pickUnguarded(info balancer.PickInfo) (balancer.PickResult, error) {
+	if p.guard != nil {
+		var key uint64
+		if md, ok := metadata.FromOutgoingContext(info.Ctx); ok {
+			if v := md.Get(mapping.MDUIN); len(v) > 0 {
+				key, _ = strconv.ParseUint(v[0], 10, 64)
+			}
+		}
+		// The Guard's choice, or the next one (clockwise for consistent
+		// hashing) when it has no ready connection in this ClientConn.
+		var tried Tried
+		for range len(p.guard.s.eps) {
+			ep := p.guard.bal.Pick(key, tried)
+			if ep == nil {
+				break
+			}
+			tried = tried.With(ep.index)
+			if sc, ok := p.byAddr[ep.addr]; ok {
+				ep.inflight.Add(1)
+				start := p.guard.s.clock()
+				ctx := info.Ctx
+				return balancer.PickResult{SubConn: sc, Done: func(di balancer.DoneInfo) {
+					ep.inflight.Add(-1)
+					now := p.guard.s.clock()
+					ep.record(ClassifyGRPC(ctx, di.Err), now-start, now)
+				}}, nil
+			}
+		}
+	}
+	return balancer.PickResult{SubConn: p.all[int(p.next.Add(1))%len(p.all)]}, nil
 }
 
 // ClassifyGRPC maps a gRPC call's error to an Outcome. ctx is the call's
