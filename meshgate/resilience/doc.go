@@ -4,7 +4,8 @@
 //
 //   - adaptive weights: every Endpoint keeps time-decayed EWMAs of its
 //     latency and success rate; its effective weight is
-//     base × success² × (best latency / latency)² × slow-start ramp, floored at a minimum
+//     base × success² × min(1, 1.2 × best latency / latency)³ × slow-start
+//     ramp, floored at a minimum
 //     share so a degraded endpoint keeps being sampled (weights.go);
 //   - balancers over those weights: smooth weighted round robin,
 //     power-of-two-choices weighted by load × latency, and a consistent
