@@ -85,11 +85,15 @@ func (s *set) latency(e *Endpoint, now time.Duration, ref, floor float64) float6
 	return max(l, floor)
 }
 
-// latencyTolerance: an endpoint up to this much slower than the best keeps
-// its full weight.
-const latencyTolerance = 1.2
+// An endpoint up to latencyTolerance × the best latency + latencySlack
+// keeps its full weight (scheduling noise at sub-millisecond latencies
+// must not move weights).
+const (
+	latencyTolerance = 1.2
+	latencySlack     = float64(500 * time.Microsecond)
+)
 
-// weight is e's effective weight: quality × min(1, 1.2 × ref / latency)³.
+// weight is e's effective weight: quality × min(1, (1.2 × ref + 0.5ms) / latency)³.
 // Cubed so that a 10× slower endpoint falls to the min_weight_percent
 // floor (~0.5 % of the traffic out of three endpoints) and out of the
 // route's p99; linear leaves it ~5 %, squared ~1.5 % (measured).
@@ -106,7 +110,7 @@ func (s *set) weight(e *Endpoint, now time.Duration, ref float64) float64 {
 	if l <= 0 {
 		l = ref
 	}
-	r := min(1, latencyTolerance*ref/l)
+	r := min(1, (latencyTolerance*ref+latencySlack)/l)
 	// Never exactly 0: when every endpoint fails, all still share the load.
 	return max(e.quality(now)*r*r*r, 1e-9)
 }
@@ -218,7 +222,9 @@ func (b *p2c) cost(e *Endpoint, now time.Duration, ref float64) float64 {
 	s := b.s
 	w, l := e.base, ref
 	if s.weights {
-		w, l = max(e.quality(now), s.minShare*e.base), s.latency(e, now, ref, 1)
+		// Latencies within latencyTolerance of the best are equal: ties
+		// go by load (then at random), as plain least request.
+		w, l = max(e.quality(now), s.minShare*e.base), s.latency(e, now, ref, latencyTolerance*ref+latencySlack)
 	}
 	return l * float64(e.inflight.Load()+1) / w
 }

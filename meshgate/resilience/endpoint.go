@@ -43,6 +43,7 @@ type Endpoint struct {
 
 	inflight     atomic.Int64
 	down         atomic.Bool  // connection layer says unreachable
+	wasUp        atomic.Bool  // has been up once (slow start only on a return)
 	ejectedUntil atomic.Int64 // clock ns; 0 = not ejected
 	rampFrom     atomic.Int64 // clock ns + 1 when slow start began; 0 = none
 	latBits      atomic.Uint64
@@ -53,14 +54,19 @@ type Endpoint struct {
 	lat, sr   float64 // EWMAs; lat 0 = no sample yet
 	last      time.Duration
 	consec    int
+	samples   int // EWMA samples so far, up to warmSamples
 	winStart  time.Duration
 	winTotal  int
 	winFail   int
 	ejections int // multiplier of the next ejection time
 }
 
-// minAlpha is the least weight of one sample in the EWMAs.
-const minAlpha = 0.02
+// minAlpha is the least weight of one sample in the EWMAs; the first
+// warmSamples are averaged plainly.
+const (
+	minAlpha    = 0.02
+	warmSamples = 10
+)
 
 // set is what an upstream's endpoints share.
 type set struct {
@@ -87,6 +93,7 @@ type set struct {
 
 func newEndpoint(s *set, i int, addr string) *Endpoint {
 	e := &Endpoint{addr: addr, index: i, base: 1, set: s, sr: 1}
+	e.wasUp.Store(true) // up from the start; a pool that connects first calls SetDown(true)
 	e.srBits.Store(math.Float64bits(1))
 	return e
 }
@@ -102,10 +109,14 @@ func (e *Endpoint) InFlight() int64 { return e.inflight.Load() }
 
 // SetDown tells the endpoint its connection layer has no live connection
 // (down) or has one again; a down endpoint is never picked. Coming back up
-// starts the slow-start ramp.
+// after an outage starts the slow-start ramp (the first connection does
+// not: every endpoint starts together).
 func (e *Endpoint) SetDown(down bool) {
-	if e.down.Swap(down) && !down {
-		e.startRamp(e.set.clock())
+	if down && !e.down.Load() && e.inflight.Load() == 0 && e.lastSample.Load() == 0 {
+		e.wasUp.Store(false) // never used yet: the coming up is the first connection
+	}
+	if e.down.Swap(down) && !down && e.wasUp.Swap(true) {
+		e.startRamp(e.set.clock()) // back after an outage (not the first connection)
 	}
 }
 
@@ -142,7 +153,7 @@ func (e *Endpoint) unEject(now time.Duration) {
 	e.mu.Lock()
 	// Forget the failing history: the endpoint starts over at the floor
 	// of its slow-start ramp.
-	e.lat, e.sr, e.consec, e.winTotal, e.winFail, e.winStart, e.last = 0, 1, 0, 0, 0, now, 0
+	e.lat, e.sr, e.consec, e.winTotal, e.winFail, e.winStart, e.last, e.samples = 0, 1, 0, 0, 0, now, 0, 0
 	e.latBits.Store(0)
 	e.srBits.Store(math.Float64bits(1))
 	e.mu.Unlock()
@@ -194,6 +205,10 @@ func (e *Endpoint) record(o Outcome, rtt time.Duration, now time.Duration) {
 			// Time-decayed, but each sample weighs at least minAlpha, so a
 			// burst of samples right after the first moves the average too.
 			w = min(math.Exp(-float64(now-e.last)/s.decay), 1-minAlpha)
+		}
+		if e.samples < warmSamples { // plain mean of the first samples: one odd first sample fades fast
+			e.samples++
+			w = min(w, 1-1/float64(e.samples))
 		}
 		e.last = now
 		// Fast failures (refused connections) say nothing of latency.

@@ -72,8 +72,10 @@ func WithObserver(o Observer) Option { return func(g *Guard) { g.c.next = o } }
 func WithLogger(l *slog.Logger) Option { return func(g *Guard) { g.c.log = l } }
 
 // New builds the Guard of upstream name with the given balancer (lb:
-// round_robin, least_request or consistent_hash) over addrs.
+// round_robin, least_request or consistent_hash) over addrs. Zero fields
+// of rc get their defaults.
 func New(name, lb string, addrs []string, rc config.Resilience, opts ...Option) *Guard {
+	rc.ApplyDefaults() // zero fields (a config built by hand) get the defaults
 	g := &Guard{name: name, c: &counters{name: name, log: slog.Default()}}
 	w, o := rc.AdaptiveWeights, rc.OutlierDetection
 	g.s = &set{
