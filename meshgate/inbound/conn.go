@@ -425,7 +425,7 @@ func (q *request) forward() {
 	if q.oneway {
 		err = r.Private.Send(ctx, &q.fwd)
 	} else {
-		resp, err = r.Private.Do(ctx, &q.fwd)
+		resp, err = r.doPrivate(ctx, &q.fwd)
 	}
 	err = upstream.Status(ctx, err)
 	cancel()

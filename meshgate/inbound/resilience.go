@@ -52,3 +52,18 @@ func (c *conn) replySwitch(f *codec.Frame, sw *resilience.Switch) {
 	}
 	c.reply(&out)
 }
+
+// policyDoer is a private target that takes the route's resilience policy
+// (upstream.PrivatePool).
+type policyDoer interface {
+	DoPolicy(ctx context.Context, req *codec.Frame, pol *resilience.Policy) (*codec.Frame, error)
+}
+
+// doPrivate sends req to the route's private upstream with the route's
+// policy when the target takes one.
+func (r *Route) doPrivate(ctx context.Context, req *codec.Frame) (*codec.Frame, error) {
+	if pd, ok := r.Private.(policyDoer); ok {
+		return pd.DoPolicy(ctx, req, &r.Policy)
+	}
+	return r.Private.Do(ctx, req)
+}

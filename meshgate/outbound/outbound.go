@@ -40,6 +40,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
@@ -62,6 +63,8 @@ type Options struct {
 	// Descriptors returns listener l's descriptor sets for routes with
 	// body.format json (nil = none).
 	Descriptors func(l *config.Listener) *descset.Set
+	// Switches returns the current service switches (nil = none).
+	Switches func() *resilience.Switches
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -73,6 +76,7 @@ type Server struct {
 	fails *prometheus.CounterVec // meshgate_auth_failures_total (authz.go)
 	tel   *telemetry.Hub
 	descs func(*config.Listener) *descset.Set
+	sw    func() *resilience.Switches
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -81,7 +85,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective()), tel: o.Telemetry, descs: o.Descriptors}
+	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective()), tel: o.Telemetry, descs: o.Descriptors, sw: o.Switches}
 	var reg prometheus.Registerer
 	if o.Metrics != nil {
 		reg = o.Metrics.Registry
@@ -173,6 +177,14 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		}
 		t = s.table.Load()
 	}
+	if r.switchName != "" && s.sw != nil {
+		if sw := s.sw().Get(r.switchName); sw.Off() {
+			r.release()
+			err := switchReply(stream, sw)
+			r.m.Observe(status.Code(err), time.Since(start))
+			return err
+		}
+	}
 	stream, oc := s.startTelemetry(r, method, stream)
 	var err error
 	if r.GRPC != nil {
@@ -244,7 +256,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		}
 		return stream.SendMsg(empty)
 	}
-	resp, err := r.Pool.Do(ctx, f)
+	resp, err := r.Pool.DoPolicy(ctx, f, &r.Policy)
 	cs.msg.Free() // the body was encoded onto the wire (or the call failed)
 	if err != nil {
 		return s.poolError(ctx, r, err)

@@ -9,6 +9,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/transcode"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -28,6 +29,10 @@ type Route struct {
 	// Oneway sends the frame with ONEWAY set and answers the call (empty
 	// message, OK) once the frame is written.
 	Oneway bool
+	// Policy is the route's resilience policy (retries of idempotent
+	// routes) for a private upstream's Guard.
+	Policy     resilience.Policy
+	switchName string // service switch (resilience.go)
 
 	m *admin.RouteMetrics
 
@@ -67,7 +72,7 @@ func buildTable(l config.Listener, set upstream.Set, mm *admin.Metrics) (*table,
 			errs = append(errs, fmt.Errorf("%w: %s.timeout: must be positive (unresolved config?)", ErrConfig, f))
 			continue
 		}
-		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream,
+		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream, Policy: resilience.PolicyFor(r.RouteResilience), switchName: r.Switch,
 			Timeout: r.Timeout, Oneway: r.Oneway, m: mm.Route(l.Name, r.Method, r.Upstream)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)

@@ -14,6 +14,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/outbound"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -59,10 +60,11 @@ type buildDeps struct {
 	warmUp  time.Duration
 	tel     *telemetry.Hub
 	descs   func(l *config.Listener) *descset.Set
+	sw      func() *resilience.Switches
 }
 
 func (r *Runtime) buildDeps() buildDeps {
-	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp, tel: &r.tel, descs: r.descs.get}
+	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp, tel: &r.tel, descs: r.descs.get, sw: r.res.switches.Load}
 }
 
 func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error {
@@ -114,7 +116,7 @@ func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error 
 
 // bridge builds the outbound handler of a new grpc listener.
 func (p *privatePools) bridge(d buildDeps, lc config.Listener, st *staged) (grpcBridge, error) {
-	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective(), Telemetry: d.tel, Descriptors: d.descs})
+	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective(), Telemetry: d.tel, Descriptors: d.descs, Switches: d.sw})
 	if err != nil {
 		return nil, err
 	}
