@@ -66,7 +66,7 @@ type AdaptiveWeights struct {
 	// MinWeightPercent is the floor of an endpoint's effective weight, in
 	// percent of its base weight, so a degraded endpoint keeps being
 	// sampled and its recovery is seen (default 1).
-	MinWeightPercent int `yaml:"min_weight_percent,omitempty" json:"min_weight_percent,omitempty"`
+	MinWeightPercent float64 `yaml:"min_weight_percent,omitempty" json:"min_weight_percent,omitempty"`
 }
 
 // OutlierDetection: upstreams[i].resilience.outlier_detection.
@@ -227,7 +227,9 @@ func (r *Resilience) ApplyDefaults() {
 	w := &r.AdaptiveWeights
 	setDur(&w.Decay, DefaultLatencyDecay)
 	setDur(&w.SlowStart, DefaultSlowStart)
-	setInt(&w.MinWeightPercent, DefaultMinWeightPercent)
+	if w.MinWeightPercent == 0 {
+		w.MinWeightPercent = DefaultMinWeightPercent
+	}
 	o := &r.OutlierDetection
 	setInt(&o.ConsecutiveFailures, DefaultConsecutiveFailures)
 	setInt(&o.FailureRatePercent, DefaultFailureRatePercent)
@@ -320,8 +322,8 @@ func (r *Resilience) validate(e *errs, f string) {
 	if w.SlowStart < 0 {
 		e.add(f+".adaptive_weights.slow_start", "must not be negative")
 	}
-	if w.MinWeightPercent < 1 || w.MinWeightPercent > 100 {
-		e.add(f+".adaptive_weights.min_weight_percent", "must be in [1, 100], got %d", w.MinWeightPercent)
+	if w.MinWeightPercent < 0.01 || w.MinWeightPercent > 100 {
+		e.add(f+".adaptive_weights.min_weight_percent", "must be in [0.01, 100], got %g", w.MinWeightPercent)
 	}
 	o := r.OutlierDetection
 	of := f + ".outlier_detection"

@@ -81,7 +81,7 @@ func New(name, lb string, addrs []string, rc config.Resilience, opts ...Option) 
 	g.s = &set{
 		name: name, clock: MonoClock(), obs: g.c,
 		weights: !w.Disabled, decay: float64(max(w.Decay, time.Millisecond)), ramp: w.SlowStart,
-		minShare: float64(max(w.MinWeightPercent, 1)) / 100,
+		minShare: max(w.MinWeightPercent, 0.01) / 100,
 		outlier:  !o.Disabled, consecutive: max(o.ConsecutiveFailures, 1), ratePct: o.FailureRatePercent,
 		rateMin: max(o.FailureRateMinRequests, 1), interval: o.Interval, baseEject: o.BaseEjectionTime,
 		maxEject: max(o.MaxEjectionTime, o.BaseEjectionTime), maxEjectPct: o.MaxEjectionPercent,
