@@ -751,3 +751,76 @@ upstreams:
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
 func newRequest(method, url string) (*http.Request, error) { return http.NewRequest(method, url, nil) }
+
+// TestResilienceListenerOverloadCoreFirst: a private listener capped at 4
+// requests in flight with half reserved for core routes. With a slow
+// backend, non-core requests past 2 fail at once with result 6 while a core
+// request is still admitted. Without the cap all were sent.
+func TestResilienceListenerOverloadCoreFirst(t *testing.T) {
+	b := startFaultBackend(t, "a", 300*time.Millisecond, 0)
+	_, priv := startMeshgate(t, `admin: {address: %[1]s}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    overload: {max_in_flight: 4, core_reserve_percent: 50}
+    routes:
+      - {cmd: 1, method: /svc.S/Get, upstream: g}
+      - {cmd: 2, method: /svc.S/Login, upstream: g, core: true}
+upstreams:
+  - {name: g, protocol: grpc, endpoints: [`+b.addr+`]}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	type res struct {
+		cmd    uint32
+		result uint16
+		took   time.Duration
+	}
+	out := make(chan res, 5)
+	send := func(cmd uint32) {
+		t0 := time.Now()
+		r, err := cl.Call(ctx, cmd, 1, []byte("x"), nil)
+		if err != nil {
+			t.Error(err)
+			out <- res{cmd, 0xffff, 0}
+			return
+		}
+		out <- res{cmd, r.Result, time.Since(t0)}
+	}
+	for range 4 {
+		go send(1)
+	}
+	harness.Eventually(t, 5*time.Second, "two non-core requests at the backend", func() error {
+		if n := b.calls.Load(); n < 2 {
+			return fmt.Errorf("%d at the backend", n)
+		}
+		return nil
+	})
+	go send(2)
+	var admitted, shed, core int
+	for range 5 {
+		r := <-out
+		switch {
+		case r.cmd == 2 && r.result == 0:
+			core++
+		case r.cmd == 1 && r.result == 0:
+			admitted++
+		case r.cmd == 1 && r.result == 6:
+			shed++
+			if r.took > 100*time.Millisecond {
+				t.Errorf("shed request took %s, want at once", r.took)
+			}
+		default:
+			t.Errorf("cmd %d: result %d", r.cmd, r.result)
+		}
+	}
+	if admitted != 2 || shed != 2 || core != 1 {
+		t.Fatalf("non-core admitted %d shed %d, core served %d; want 2, 2, 1", admitted, shed, core)
+	}
+}
