@@ -171,7 +171,9 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 			return nil, fmt.Errorf("%w: listener %s: routes[%d].method: required for grpc upstream %q", config.ErrInvalid, l.Name, i, rc.Upstream)
 		}
 		pol := resilience.PolicyFor(rc.RouteResilience)
-		pol.HedgeDelay = 0 // a bridged call has one reply buffer: retries yes, concurrent hedges not (yet)
+		if u.GRPC != nil {
+			pol.HedgeDelay = 0 // a bridged call has one reply buffer: retries yes, concurrent hedges not (yet)
+		}
 		routes = append(routes, Route{Cmd: rc.Cmd, UINMin: rc.UINMin, UINMax: rc.UINMax, Method: rc.Method,
 			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout,
 			Guard: u.Guard, Policy: pol, switchName: rc.Switch})

@@ -40,37 +40,40 @@ var onePolicy = resilience.Policy{MaxAttempts: 1}
 // DoPolicy sends req by route policy pol through the Guard: deadline
 // check, circuit breaker and adaptive limit, the endpoint by adaptive
 // weights, retries on another endpoint (idempotent routes, and requests
-// never sent on any route) under the retry budget. Attempts run one at a
-// time (privconn assigns req.Seq): pol's hedge delay is not used.
+// never sent on any route) under the retry budget, and hedging
+// (idempotent routes with hedge_delay: each attempt sends its own shallow
+// copy of req, since privconn assigns the copy's seq).
 func (p *PrivatePool) DoPolicy(ctx context.Context, req *codec.Frame, pol *resilience.Policy) (*codec.Frame, error) {
 	if p.ctx.Err() != nil {
 		return nil, ErrPoolClosed
 	}
-	if pol.HedgeDelay != 0 {
-		pp := *pol
-		pp.HedgeDelay = 0
-		pol = &pp
-	}
-	var resp *codec.Frame
-	var last error
-	var lastEp *Endpoint
-	_, err := p.guard.Do(ctx, req.UIN, pol, func(ctx context.Context, ge *resilience.Endpoint, _ int) resilience.Outcome {
+	var (
+		resps [8]*codec.Frame
+		errs  [8]error
+		eps   [8]*Endpoint
+	)
+	n, err := p.guard.Do(ctx, req.UIN, pol, func(ctx context.Context, ge *resilience.Endpoint, n int) resilience.Outcome {
 		e := p.eps[ge.Index()]
-		lastEp, resp = e, nil
+		eps[n] = e
 		cn, ok := e.conn()
 		if !ok {
-			last = fmt.Errorf("%w: %s: endpoint %s has no live connection", ErrNoHealthy, p.name, e.addr)
+			errs[n] = fmt.Errorf("%w: %s: endpoint %s has no live connection", ErrNoHealthy, p.name, e.addr)
 			return resilience.NotSent
+		}
+		f := req
+		if pol.HedgeDelay > 0 {
+			cp := *req // attempts may run side by side: each its own seq; req stays read-only
+			f = &cp
 		}
 		reportEndpoint(ctx, e.addr)
 		t0 := e.begin()
-		r, err := cn.Do(ctx, req)
+		r, err := cn.Do(ctx, f)
 		e.end(t0, err)
-		last = err
+		errs[n] = err
 		switch {
 		case err == nil:
 			e.count(resultCode(r.Result))
-			resp = r
+			resps[n] = r
 			return resilience.ClassifyResult(r.Result)
 		case errors.Is(err, privconn.ErrNotSent), errors.Is(err, privconn.ErrTooManyInFlight):
 			return resilience.NotSent
@@ -84,6 +87,12 @@ func (p *PrivatePool) DoPolicy(ctx context.Context, req *codec.Frame, pol *resil
 		}
 		return resilience.ConnectFailure
 	})
+	var resp *codec.Frame
+	var last error
+	var lastEp *Endpoint
+	if err == nil {
+		resp, last, lastEp = resps[n], errs[n], eps[n]
+	}
 	switch {
 	case err == nil && last == nil:
 		return resp, nil
