@@ -41,6 +41,7 @@ type Server struct {
 	checks map[string]Check
 
 	pprof bool
+	extra []extraHandler
 
 	migrate Migration // migrate.go; nil = no /migrate endpoints
 
@@ -60,6 +61,17 @@ type Option func(*Server)
 // off: profiles expose memory contents and cost CPU on demand).
 func WithPprof(on bool) Option { return func(s *Server) { s.pprof = on } }
 
+// WithHandler serves h at pattern on the admin listener (never on the
+// health listener), e.g. the service switches API.
+func WithHandler(pattern string, h http.Handler) Option {
+	return func(s *Server) { s.extra = append(s.extra, extraHandler{pattern, h}) }
+}
+
+type extraHandler struct {
+	pattern string
+	h       http.Handler
+}
+
 // New returns an admin server exposing m and, on /config, the value config
 // returns (marshalled to JSON; the config model keeps secrets out of JSON).
 func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Server {
@@ -74,6 +86,9 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 	mux.HandleFunc("/config", s.configz)
 	if s.migrate != nil {
 		s.migrateRoutes(mux)
+	}
+	for _, e := range s.extra {
+		mux.Handle(e.pattern, e.h)
 	}
 	if s.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

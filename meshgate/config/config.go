@@ -42,6 +42,8 @@ type Config struct {
 	TLS TLSSettings `yaml:"tls,omitempty" json:"tls"`
 	// Migrate holds migration control settings (migrate.go).
 	Migrate Migrate `yaml:"migrate,omitempty" json:"migrate"`
+	// Switches are service switches routes can name (resilience.go).
+	Switches []Switch `yaml:"switches,omitempty" json:"switches,omitempty"`
 	// Telemetry and AccessLog: see observability.go.
 	Telemetry *Telemetry `yaml:"telemetry,omitempty" json:"telemetry,omitempty"`
 	AccessLog *AccessLog `yaml:"access_log,omitempty" json:"access_log,omitempty"`
@@ -98,6 +100,8 @@ type Listener struct {
 	Limits *Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
 	// Push tracks uin → connection (private) or serves the push API (grpc); see push.go.
 	Push *ListenerPush `yaml:"push,omitempty" json:"push,omitempty"`
+	// Overload is a listener-wide admission cap with a core reserve (resilience.go).
+	Overload *Overload `yaml:"overload,omitempty" json:"overload,omitempty"`
 
 	ListenerObservability `yaml:",inline"` // observability.go
 }
@@ -148,6 +152,8 @@ type Route struct {
 	RouteRewrite `yaml:",inline" json:",inline"` // rewrite_cmd / rewrite_method (reshape.go)
 	// Stream is unary (default) | server | client | bidi; see push.go.
 	Stream string `yaml:"stream,omitempty" json:"stream,omitempty"`
+	// RouteResilience: idempotent, core, retry_on, max_attempts, hedge_delay, switch (resilience.go).
+	RouteResilience `yaml:",inline"`
 
 	RouteObservability `yaml:",inline"` // observability.go
 }
@@ -184,6 +190,8 @@ type Upstream struct {
 	ReconnectBackoffMax time.Duration `yaml:"reconnect_backoff_max,omitempty" json:"reconnect_backoff_max,omitempty"`
 	// Push says where the upstream's PUSH frames go (private; push.go).
 	Push *UpstreamPush `yaml:"push,omitempty" json:"push,omitempty"`
+	// Resilience: adaptive weights, outlier ejection, retry budget, circuit breaker (resilience.go).
+	Resilience Resilience `yaml:"resilience,omitempty" json:"resilience"`
 
 	UpstreamObservability `yaml:",inline"` // observability.go
 }

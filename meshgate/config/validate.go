@@ -82,6 +82,7 @@ func (c *Config) ApplyDefaults() {
 	c.applyLifecycleDefaults()
 	c.applyMigrateDefaults()
 	c.applyPushDefaults()
+	c.applyResilienceDefaults()
 }
 
 // errs collects field errors.
@@ -216,6 +217,7 @@ func (c *Config) Validate() error {
 	c.validateLimits(&e)
 	c.validateMigrate(&e)
 	c.validatePush(&e)
+	c.validateResilience(&e)
 	c.validateObservability(&e)
 	if len(e) == 0 {
 		return nil

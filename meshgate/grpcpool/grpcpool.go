@@ -4,13 +4,14 @@
 //
 // Each upstream gets config.Upstream.Connections ClientConns; each
 // ClientConn resolves the upstream's endpoints through its own manual
-// resolver and balances with the configured policy:
-//
-//	round_robin      grpc "round_robin"
-//	least_request    grpc "least_request_experimental"
-//	consistent_hash  grpc "ring_hash_experimental" keyed on the x-mgp-uin
-//	                 request header (gRFC A76 requestHashHeader, honoured by
-//	                 grpc-go outside xDS)
+// resolver. Balancing is the pool's resilience.Guard (Guard): it picks the
+// endpoint of each call by the configured policy (round_robin,
+// least_request, consistent_hash on uin) over adaptive weights, with
+// outlier ejection, and the ClientConn's balancer
+// (resilience.GRPCBalancerName) sends the call to that endpoint's
+// connection. An xds:/// target keeps grpc-go's xDS balancing.
+// ServiceConfig is the grpc-go policy each lb name had before (kept for
+// reference and tests).
 //
 // Reconnects back off from BackoffBase up to the upstream's
 // reconnect_backoff_max (default 5s; grpc-go's own cap is 120s, which kept
@@ -52,6 +53,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
@@ -78,6 +80,8 @@ type Options struct {
 	// TLSRefresh is how often TLS files are re-read; default
 	// config.DefaultTLSRefresh.
 	TLSRefresh time.Duration
+	// Resilience options (observer, logger) for the pool's Guard.
+	Resilience []resilience.Option
 }
 
 // Pool is the set of shared ClientConns of one gRPC upstream.
@@ -97,7 +101,15 @@ type Pool struct {
 	closed  chan struct{}
 
 	readiness // ready.go
+
+	guard *resilience.Guard // nil for xDS targets
 }
+
+// Guard is the pool's resilience Guard (adaptive weights, ejection,
+// retries, breakers; package resilience), nil for an xds:/// target. A
+// call made through it goes to the endpoint it picked
+// (resilience.WithEndpoint, balancer resilience.GRPCBalancerName).
+func (p *Pool) Guard() *resilience.Guard { return p.guard }
 
 // ServiceConfig returns the gRPC service config JSON for an LB policy.
 func ServiceConfig(lb string) string {
@@ -136,11 +148,14 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 	state := resolver.State{}
 	xdsTarget := len(u.Endpoints) == 1 && config.IsXDSTarget(u.Endpoints[0])
 	p.lazy = xdsTarget
-	for _, ep := range u.Endpoints {
-		if xdsTarget {
-			break
+	svc := ServiceConfig(u.LB)
+	if !xdsTarget {
+		p.guard = resilience.New(u.Name, u.LB, u.Endpoints, u.Resilience, opts.Resilience...)
+		svc = resilience.GRPCServiceConfig
+		state.Addresses = p.guard.ResolverAddresses() // they carry the Guard to the picker
+		for _, a := range state.Addresses {
+			state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{a}})
 		}
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: ep}}})
 	}
 	for i := 0; i < n; i++ {
 		target := "meshgate:///" + u.Name
@@ -156,7 +171,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		} else {
 			r := manual.NewBuilderWithScheme("meshgate")
 			r.InitialState(state)
-			dopts = append(dopts, grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(ServiceConfig(u.LB)))
+			dopts = append(dopts, grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(svc))
 		}
 		dopts = append(dopts, opts.DialOptions...)
 		cc, err := grpc.NewClient(target, dopts...)
@@ -200,7 +215,7 @@ func (p *Pool) Same(u config.Upstream) bool {
 	}
 	a.Endpoints, b.Endpoints, a.TLS, b.TLS = nil, nil, nil, nil
 	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections &&
-		a.ReconnectBackoffMax == b.ReconnectBackoffMax
+		a.ReconnectBackoffMax == b.ReconnectBackoffMax && a.Resilience == b.Resilience
 }
 
 // Conn returns the next shared ClientConn.

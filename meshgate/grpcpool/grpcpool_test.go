@@ -24,6 +24,7 @@ import (
 
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -69,6 +70,7 @@ func TestPolicies(t *testing.T) {
 			if p.Len() != 2 {
 				t.Fatalf("%d ClientConns", p.Len())
 			}
+			waitAllConnected(t, p)
 			seen := map[string]int{}
 			if lb == config.LBConsistentHash {
 				// Same uin → same backend, always, on either ClientConn.
@@ -207,5 +209,28 @@ func leaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name stri
 func writePEM(t *testing.T, path, typ string, der []byte) {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitAllConnected waits (bounded) until every endpoint answers on every
+// ClientConn: consistent hashing moves a user to the next endpoint while
+// its own is still connecting.
+func waitAllConnected(t *testing.T, p *Pool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, ep := range p.Guard().Endpoints() {
+		for ok := 0; ok < 2*p.Len(); {
+			var out []byte
+			if err := p.Invoke(resilience.WithEndpoint(ctx, ep), "/test.Svc/Who", []byte{}, &out); err != nil {
+				ok = 0
+				if ctx.Err() != nil {
+					t.Fatalf("%s never connected on every ClientConn: %v", ep.Addr(), err)
+				}
+				time.Sleep(2 * time.Millisecond)
+				continue
+			}
+			ok++
+		}
 	}
 }

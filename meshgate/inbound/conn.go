@@ -234,8 +234,24 @@ func (c *conn) handle(f *codec.Frame) bool {
 		}
 		t = s.table.Load()
 	}
+	if r.Switch.Off() {
+		r.release()
+		s.rejected("switched_off")
+		if !oneway {
+			c.replySwitch(f, r.Switch)
+		}
+		return true
+	}
 	if r.Stream != "" {
 		c.startStream(r, f, keyID, t.Auth != nil)
+		return true
+	}
+	if !t.Admission.Acquire(r.Policy.Core) {
+		r.release()
+		s.rejected("overload")
+		if !oneway {
+			c.replyError(f, codec.ResultOverloaded, "overloaded: listener_overload")
+		}
 		return true
 	}
 	if !oneway {
@@ -247,6 +263,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		c.wmu.Unlock()
 		if dup {
 			r.release()
+			t.Admission.Release()
 			s.rejected("duplicate_seq")
 			c.replyError(f, codec.ResultBadRequest, "duplicate seq in flight")
 			return true
@@ -255,6 +272,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 	// Backpressure: block reading while the connection is at its cap.
 	c.sem <- struct{}{}
 	q := newRequest(c, r, f, keyID, t.Auth != nil, oneway)
+	q.res.adm = t.Admission
 	q.mapMetadata(t, f)
 	c.inflight.Add(1)
 	if s.mInFlight != nil {
@@ -269,6 +287,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 type request struct {
 	c       *conn
 	r       *Route
+	res     resilienceState // resilience.go
 	cmd     uint32
 	seq     uint32
 	uin     uint64
@@ -296,6 +315,7 @@ type request struct {
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
 	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod()}
+	q.res.attemptFn = q.attempt
 	return q
 }}
 
@@ -376,7 +396,11 @@ func (q *request) run() {
 		q.mirrorBefore()
 	}
 	if err == nil {
-		err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+		if r.Guard != nil {
+			err = q.guarded(ctx, oc.CallOptions(q.opts))
+		} else {
+			err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+		}
 	}
 	cancel()
 	body, err := q.replyBody(err)
@@ -422,7 +446,7 @@ func (q *request) forward() {
 	if q.oneway {
 		err = r.Private.Send(ctx, &q.fwd)
 	} else {
-		resp, err = r.Private.Do(ctx, &q.fwd)
+		resp, err = r.doPrivate(ctx, &q.fwd)
 	}
 	err = upstream.Status(ctx, err)
 	cancel()
@@ -473,6 +497,8 @@ func (q *request) done() {
 	if q.mirr.want {
 		q.mirror()
 	}
+	q.res.adm.Release()
+	q.res.adm, q.res.callOpts, q.res.err = nil, nil, nil
 	q.release()
 	<-c.sem
 	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {

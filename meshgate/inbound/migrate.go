@@ -109,7 +109,7 @@ func applyTableOptions(t *Table, l *config.Listener, upstream func(string) Targe
 		for k, b := range rc.Split.Backends {
 			u := upstream(b.Upstream)
 			side := *r
-			side.Upstream, side.Private, side.UpstreamName = u.GRPC, u.Private, b.Upstream
+			side.Upstream, side.Private, side.UpstreamName, side.Guard = u.GRPC, u.Private, b.Upstream, u.Guard
 			switch {
 			case u.GRPC != nil:
 				if b.Method != "" {

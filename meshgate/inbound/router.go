@@ -13,6 +13,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/transcode"
 )
 
@@ -40,6 +41,9 @@ type FrameUpstream interface {
 type Target struct {
 	GRPC    Upstream
 	Private FrameUpstream
+	// Guard, when set, is the upstream's resilience Guard: gRPC calls go
+	// through it (endpoint choice, retries, breakers, deadline check).
+	Guard *resilience.Guard
 }
 
 // Route is one resolved private route: cmd (and optional uin range) →
@@ -58,6 +62,11 @@ type Route struct {
 	// Body, when set, converts JSON request bodies to protobuf and replies
 	// back (route body.format json).
 	Body *transcode.Codec
+	// Guard, Policy and Switch: the route's resilience (resilience.go).
+	Guard      *resilience.Guard
+	Policy     resilience.Policy
+	Switch     *resilience.Switch
+	switchName string
 
 	m   *admin.RouteMetrics
 	mig *routeMig // migration control (migrate.go); nil = none
@@ -94,6 +103,17 @@ type Table struct {
 	Authz       *authz.Policy // nil: every authenticated caller may send every cmd
 	// MD maps configured extensions to metadata keys (nil = none).
 	MD *mapping.MDMap
+	// Admission is the listener-wide overload cap (nil = none).
+	Admission *resilience.Admission
+}
+
+// AttachSwitches resolves the routes' service switches (by name) in sw.
+func (t *Table) AttachSwitches(sw *resilience.Switches) {
+	for _, rs := range t.byCmd {
+		for _, r := range rs {
+			r.Switch = sw.Get(r.switchName)
+		}
+	}
 }
 
 // Lookup returns the first route matching cmd and uin, or nil.
@@ -152,8 +172,13 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 		if u.GRPC != nil && rc.Method == "" {
 			return nil, fmt.Errorf("%w: listener %s: routes[%d].method: required for grpc upstream %q", config.ErrInvalid, l.Name, i, rc.Upstream)
 		}
+		pol := resilience.PolicyFor(rc.RouteResilience)
+		if u.GRPC != nil {
+			pol.HedgeDelay = 0 // a bridged call has one reply buffer: retries yes, concurrent hedges not (yet)
+		}
 		routes = append(routes, Route{Cmd: rc.Cmd, UINMin: rc.UINMin, UINMax: rc.UINMax, Method: rc.Method,
-			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout, Stream: streamKind(rc.Stream)})
+			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout, Stream: streamKind(rc.Stream),
+			Guard: u.Guard, Policy: pol, switchName: rc.Switch})
 	}
 	var auth *AuthPolicy
 	if l.Auth != nil {
@@ -168,6 +193,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 	t := NewTable(l.Name, routes, Limits{MaxInFlight: l.MaxInFlight, IdleTimeout: d.IdleTimeout, ReadTimeout: d.ReadTimeout}, auth, m)
 	t.Authz = authz.New(l.Authz)
 	t.MD = mapping.NewMDMap(l.Metadata)
+	t.Admission = resilience.NewAdmission(l.Overload)
 	if err := applyTableOptions(t, l, upstream, m, opts); err != nil {
 		return nil, err
 	}

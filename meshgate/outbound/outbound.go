@@ -43,6 +43,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/migrate"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/shadow"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -66,6 +67,8 @@ type Options struct {
 	Descriptors func(l *config.Listener) *descset.Set
 	// Migration, when set, resolves splits and shadows (migrate.go).
 	Migration *migrate.Controller
+	// Switches returns the current service switches (nil = none).
+	Switches func() *resilience.Switches
 }
 
 // Server is the outbound handler of one grpc listener.
@@ -78,6 +81,7 @@ type Server struct {
 	tel   *telemetry.Hub
 	descs func(*config.Listener) *descset.Set
 	mig   *migrate.Controller
+	sw    func() *resilience.Switches
 }
 
 // New returns a Server with an empty routing table (every method is
@@ -86,7 +90,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective()), tel: o.Telemetry, descs: o.Descriptors}
+	s := &Server{log: o.Logger.With("component", "outbound"), m: o.Metrics, lim: newLimiter(o.Limits.Effective()), tel: o.Telemetry, descs: o.Descriptors, sw: o.Switches}
 	var reg prometheus.Registerer
 	if o.Metrics != nil {
 		reg = o.Metrics.Registry
@@ -183,6 +187,14 @@ func (s *Server) handle(_ any, stream grpc.ServerStream) error {
 		}
 		t = s.table.Load()
 	}
+	if r.switchName != "" && s.sw != nil {
+		if sw := s.sw().Get(r.switchName); sw.Off() {
+			r.release()
+			err := switchReply(stream, sw)
+			r.m.Observe(status.Code(err), time.Since(start))
+			return err
+		}
+	}
 	stream, oc := s.startTelemetry(r, method, stream)
 	var err error
 	switch {
@@ -263,7 +275,7 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		}
 		return stream.SendMsg(empty)
 	}
-	resp, err := r.Pool.Do(ctx, f)
+	resp, err := r.Pool.DoPolicy(ctx, f, &r.Policy)
 	if r.mig != nil && r.mig.mirror.Want(false) {
 		method, _ := grpc.MethodFromServerStream(stream)
 		req := shadowRequest(ctx, method, f.Body, f, false)

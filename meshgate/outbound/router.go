@@ -9,6 +9,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/transcode"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -30,6 +31,10 @@ type Route struct {
 	Oneway bool
 	// Stream is "" (unary), "server", "client" or "bidi" (stream.go).
 	Stream string
+	// Policy is the route's resilience policy (retries of idempotent
+	// routes) for a private upstream's Guard.
+	Policy     resilience.Policy
+	switchName string // service switch (resilience.go)
 
 	m   *admin.RouteMetrics
 	mig *routeMig // migration control (migrate.go); nil = none
@@ -70,7 +75,7 @@ func buildTable(l config.Listener, set upstream.Set, mm *admin.Metrics) (*table,
 			errs = append(errs, fmt.Errorf("%w: %s.timeout: must be positive (unresolved config?)", ErrConfig, f))
 			continue
 		}
-		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream,
+		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream, Policy: resilience.PolicyFor(r.RouteResilience), switchName: r.Switch,
 			Timeout: r.Timeout, Oneway: r.Oneway, Stream: streamKind(r.Stream), m: mm.Route(l.Name, r.Method, r.Upstream)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)

@@ -16,6 +16,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/migrate"
 	"github.com/meshgate/meshgate/meshgate/outbound"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -64,11 +65,12 @@ type buildDeps struct {
 	mig     *migrate.Controller
 	// pushSink returns where a private upstream's PUSH frames go (push.go).
 	pushSink func(name string) func(*codec.Frame)
+	sw       func() *resilience.Switches
 }
 
 func (r *Runtime) buildDeps() buildDeps {
 	return buildDeps{log: r.opts.Logger, metrics: r.metrics, warmUp: r.opts.WarmUp, tel: &r.tel, descs: r.descs.get, mig: r.mig.c,
-		pushSink: func(name string) func(*codec.Frame) { return r.pushSink(name).handle }}
+		pushSink: func(name string) func(*codec.Frame) { return r.pushSink(name).handle }, sw: r.res.switches.Load}
 }
 
 func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error {
@@ -120,7 +122,7 @@ func (p *privatePools) stage(d buildDeps, cfg *config.Config, st *staged) error 
 
 // bridge builds the outbound handler of a new grpc listener.
 func (p *privatePools) bridge(d buildDeps, lc config.Listener, st *staged) (grpcBridge, error) {
-	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective(), Telemetry: d.tel, Descriptors: d.descs, Migration: d.mig})
+	b, err := outbound.New(outbound.Options{Logger: d.log, Metrics: d.metrics, Limits: lc.Limits.Effective(), Telemetry: d.tel, Descriptors: d.descs, Migration: d.mig, Switches: d.sw})
 	if err != nil {
 		return nil, err
 	}

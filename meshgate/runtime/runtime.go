@@ -105,6 +105,8 @@ type Runtime struct {
 	replay replayShare // nonces of every private listener (see auth.go)
 	mig    migration   // splits, shadows, overrides (see migrate.go)
 	push   pushHub     // push delivery to private listeners' connections (see push.go)
+
+	res resilienceRT // guards' metrics, service switches (resilience.go)
 }
 
 // New builds and starts everything cfg describes. On error nothing is left
@@ -129,7 +131,11 @@ func New(cfg *config.Config, opts Options) (*Runtime, error) {
 	}
 	r.priv.init()
 	r.initMigration()
-	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf), admin.WithMigrate(r.mig.c))
+	if err := r.res.init(r.metrics.Registry); err != nil {
+		return nil, err
+	}
+	r.admin = admin.New(r.metrics, r.configView, opts.Logger.With("component", "admin"), admin.WithPprof(cfg.Admin.PProf), admin.WithMigrate(r.mig.c),
+		admin.WithHandler("/switches", r.res.handler()), admin.WithHandler("/switches/", r.res.handler()))
 	r.admin.SetReadiness("listeners", r.listenersReady)
 	if err := r.startGRPCMetrics(cfg); err != nil {
 		return nil, err
@@ -290,6 +296,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			Transports:  r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
 			TLSRefresh:  cfg.TLS.RefreshInterval,
 			DialOptions: r.upstreamDialOptions(&u),
+			Resilience:  r.res.guardOptions(u.Name, r.opts.Logger),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))
@@ -311,6 +318,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 
 	// 2. Listeners: tables for every private listener; sockets for new or
 	// changed ones.
+	switches := r.res.stageSwitches(cfg)
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
 		cur := r.listeners[lc.Name]
@@ -325,6 +333,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			}
 			tbl, err = inbound.TableFromConfig(&lc, cfg.Defaults, st.target, r.metrics, inbound.WithMigration(r.mig.c))
 			if err == nil {
+				tbl.AttachSwitches(switches)
 				err = attachBodies(tbl, &lc, i, sets[lc.Name])
 			}
 			if err != nil {
@@ -444,7 +453,7 @@ func (st *staged) set() upstream.Set {
 // target resolves a route's upstream name in the staged generation.
 func (st *staged) target(name string) inbound.Target {
 	if p := st.pools[name]; p != nil {
-		return inbound.Target{GRPC: p}
+		return inbound.Target{GRPC: p, Guard: p.Guard()}
 	}
 	if st.priv != nil {
 		if p := st.priv.pools[name]; p != nil {

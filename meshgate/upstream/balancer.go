@@ -13,6 +13,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 )
 
 // Endpoint is one upstream address and all its per-endpoint state, in one
@@ -31,6 +32,8 @@ type Endpoint struct {
 	reqVec   *prometheus.CounterVec
 	upstream string
 	reqCodes [17]atomic.Pointer[prometheus.Counter]
+
+	res *resilience.Endpoint // this endpoint in the pool's Guard (resilience.go)
 
 	// private pools: the connection slots (see PrivatePool.keep)
 	rr    atomic.Uint32

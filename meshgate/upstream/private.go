@@ -29,6 +29,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
@@ -55,6 +56,7 @@ type poolOptions struct {
 	tlsRefresh              time.Duration
 	onPush                  func(*codec.Frame) // push.go
 	epRequests              *prometheus.CounterVec
+	resilience              []resilience.Option // resilience.go
 }
 
 // WithEndpointRequests counts every call sent in vec, labelled upstream,
@@ -108,6 +110,7 @@ func (p *PrivatePool) Endpoints() []*Endpoint { return p.eps }
 // PrivatePool is a load-balanced set of multiplexed connections to the
 // endpoints of one private upstream. Safe for concurrent use.
 type PrivatePool struct {
+	guard *resilience.Guard // resilience.go
 	name  string
 	codec codec.Codec
 	lb    string
@@ -189,6 +192,7 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 		}
 		return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
 	}
+	p.newGuard(u.LB, u.Endpoints, u.Resilience, p.opts.resilience)
 	p.m.endpoints.Add(float64(len(p.eps)))
 	for _, e := range p.eps {
 		for s := range e.slots {
@@ -250,6 +254,7 @@ func (p *PrivatePool) keep(e *Endpoint, slot int) {
 		backoff, tlsWarned = 0, false
 		e.slots[slot].Store(cn)
 		if e.live.Add(1) == 1 {
+			e.res.SetDown(false)
 			p.m.healthy.Inc()
 			p.log.Debug("endpoint healthy", "endpoint", e.addr)
 		}
@@ -260,6 +265,7 @@ func (p *PrivatePool) keep(e *Endpoint, slot int) {
 		}
 		e.slots[slot].Store(nil)
 		if e.live.Add(-1) == 0 {
+			e.res.SetDown(true)
 			p.m.healthy.Dec()
 			p.m.ejections.Inc()
 			p.log.Debug("endpoint ejected", "endpoint", e.addr, "err", cn.Err())
@@ -347,6 +353,9 @@ func (e *Endpoint) conn() (*privconn.Conn, bool) {
 // could not be written (connection found closed, in-flight cap) is tried on
 // another connection; one that was written is never retried.
 func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error) {
+	if p.guard != nil {
+		return p.DoPolicy(ctx, req, &onePolicy)
+	}
 	if p.ctx.Err() != nil {
 		return nil, ErrPoolClosed
 	}
