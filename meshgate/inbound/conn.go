@@ -235,7 +235,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		t = s.table.Load()
 	}
 	if r.Stream != "" {
-		c.startStream(r, f, keyID, t.Auth != nil)
+		c.startStream(r, f, keyID, t.Auth != nil, t.MD)
 		return true
 	}
 	if !oneway {
