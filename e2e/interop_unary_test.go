@@ -141,3 +141,66 @@ upstreams:
 	})
 	runInteropCase(t, "timeout_on_sleeping_server", func(t *testing.T, ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) })
 }
+
+// TestInteropCustomMetadataThroughPassthrough runs interop custom_metadata
+// (unary and FullDuplexCall) through a private → private passthrough hop
+// between the two bridges: grpc-in → (MGP) mgp-mid → (MGP, passthrough)
+// mgp-end → (gRPC) interop server. The metadata pairs are configured on
+// grpc-in and mgp-end only; mgp-mid passes the extensions as they are,
+// request and reply frames alike.
+func TestInteropCustomMetadataThroughPassthrough(t *testing.T) {
+	bin := harness.MeshgateBin(t)
+	iln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(is, interop.NewTestServer())
+	go func() { _ = is.Serve(iln) }()
+	t.Cleanup(is.Stop)
+
+	admin, in, mid, end := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
+	const (
+		svc   = "/grpc.testing.TestService/"
+		pairs = `[{ext: 0x8001, key: x-grpc-test-echo-initial}, {ext: 0x8002, key: x-grpc-test-echo-trailing-bin, trailer: true}]`
+	)
+	cfg := fmt.Sprintf(`admin: {address: %[1]s}
+defaults: {drain_timeout: 1s}
+listeners:
+  - name: grpc-in
+    kind: grpc
+    address: %[2]s
+    metadata: %[6]s
+    routes:
+      - {method: %[7]sUnaryCall, cmd: 22, upstream: to-mid}
+      - {method: %[7]sFullDuplexCall, cmd: 23, upstream: to-mid, stream: bidi, timeout: 10s}
+  - name: mgp-mid
+    kind: private
+    address: %[3]s
+    routes:
+      - {cmd: 22, upstream: to-end}
+      - {cmd: 23, upstream: to-end, stream: bidi}
+  - name: mgp-end
+    kind: private
+    address: %[4]s
+    metadata: %[6]s
+    routes:
+      - {cmd: 22, method: %[7]sUnaryCall, upstream: interop}
+      - {cmd: 23, method: %[7]sFullDuplexCall, upstream: interop, stream: bidi}
+upstreams:
+  - {name: to-mid, protocol: private, endpoints: [%[3]q], connections: 1}
+  - {name: to-end, protocol: private, endpoints: [%[4]q], connections: 1}
+  - {name: interop, protocol: grpc, endpoints: [%[5]q]}
+`, admin, in, mid, end, iln.Addr().String(), pairs, svc)
+	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
+	harness.Start(t, "meshgate", bin, "run", "-c", path)
+	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+
+	cc, err := grpc.NewClient(in, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	tc := testgrpc.NewTestServiceClient(cc)
+	runInteropCase(t, "custom_metadata", func(t *testing.T, ctx context.Context) { interop.DoCustomMetadata(ctx, tc) })
+}

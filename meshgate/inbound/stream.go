@@ -256,8 +256,9 @@ func (c *conn) endStream(cmd, seq uint32, uin uint64, err error, header, trailer
 // private): each message of the client's exchange goes out as a frame of
 // an exchange the pool opens with its own seq (cmd rewritten when the route
 // says so), each reply message comes back with the client's seq, and the
-// final frame's result and message pass unchanged. A CANCEL from the client,
-// an overflow or the deadline sends CANCEL upstream.
+// final frame's result and message pass unchanged, and so do the reply
+// frames' application extensions. A CANCEL from the client, an overflow or
+// the deadline sends CANCEL upstream.
 func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Route, up frameStreamer, ex *stream.Exchange, cmd, seq uint32, uin uint64, ext []codec.Ext) error {
 	sendCmd := cmd
 	if r.SendCmd != 0 {
@@ -309,11 +310,13 @@ func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Ro
 		b, err := st.Recv(ctx)
 		switch {
 		case err == nil:
-			out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse | codec.FlagMore, Body: b}
+			// Reply extensions (the peer's header, then trailer) pass as
+			// they came.
+			out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse | codec.FlagMore, Body: b, Ext: st.TakeExt()}
 			c.reply(&out)
 			continue
 		case errors.Is(err, io.EOF):
-			c.endStream(cmd, seq, uin, nil, nil, nil, nil)
+			c.reply(&codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Ext: st.TakeExt()})
 			return nil
 		}
 		var ee *stream.EndError
@@ -326,8 +329,8 @@ func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Ro
 			return err
 		}
 		ex.Cancel()
-		e := [1]codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte(ee.Msg)}}
-		c.reply(&codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Result: ee.Result, Ext: e[:]})
+		e := append([]codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte(ee.Msg)}}, st.TakeExt()...)
+		c.reply(&codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Result: ee.Result, Ext: e})
 		return resultError(ee.Result)
 	}
 }
