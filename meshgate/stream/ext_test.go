@@ -31,3 +31,18 @@ func TestExchangeExt(t *testing.T) {
 		t.Fatalf("kept %d extensions, want %d", len(got), MaxExt)
 	}
 }
+
+// BenchmarkExchangeAddExtNone: a reply frame without application
+// extensions (the common case) costs the stream path nothing.
+func BenchmarkExchangeAddExtNone(b *testing.B) {
+	e := New(Limits{})
+	ext := []codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte("m")}}
+	b.ReportAllocs()
+	for b.Loop() {
+		e.AddExt(nil)
+		e.AddExt(ext)
+	}
+	if e.TakeExt() != nil {
+		b.Fatal("kept a non-application extension")
+	}
+}
