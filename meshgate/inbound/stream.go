@@ -66,7 +66,10 @@ type frameStreamer interface {
 // startStream opens an exchange for the first frame f of a stream route r
 // (r's upstream is acquired) and runs the call — a gRPC stream, or a
 // stream exchange on a private upstream — in its own goroutine.
-func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool) {
+//
+// mm (the table's extension ⇄ metadata pairs) maps request extensions to
+// metadata keys and reply metadata back, for gRPC upstreams.
+func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool, mm *mapping.MDMap) {
 	s := c.s
 	var up streamer
 	var fup frameStreamer
@@ -104,6 +107,7 @@ func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool) 
 		if d, ok := md.FromFrame(f, keyID, authed); ok {
 			timeout = d
 		}
+		mm.RequestToMD(f, md.MD)
 	}
 	c.streams.Dispatch(f) // the first message (or the only, final one)
 	c.sem <- struct{}{}
@@ -120,7 +124,7 @@ func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool) 
 		return
 	}
 	go c.runStream(r, ex, cmd, seq, uin, md.MD, timeout, func(ctx context.Context, cancel context.CancelFunc) error {
-		return c.bridgeStream(ctx, cancel, r, up, ex, cmd, seq, uin)
+		return c.bridgeStream(ctx, cancel, r, up, mm, ex, cmd, seq, uin)
 	})
 }
 
@@ -158,12 +162,12 @@ func (c *conn) runStream(r *Route, ex *stream.Exchange, cmd, seq uint32, uin uin
 
 // bridgeStream runs one exchange ⇄ gRPC stream and writes the reply
 // frames; it returns the call's status error (nil: OK).
-func (c *conn) bridgeStream(ctx context.Context, cancel context.CancelFunc, r *Route, up streamer, ex *stream.Exchange, cmd, seq uint32, uin uint64) error {
+func (c *conn) bridgeStream(ctx context.Context, cancel context.CancelFunc, r *Route, up streamer, mm *mapping.MDMap, ex *stream.Exchange, cmd, seq uint32, uin uint64) error {
 	var header, trailer metadata.MD
 	cs, err := up.NewStream(ctx, streamDesc, r.Method, grpc.ForceCodecV2(rawcodec.Codec{}), grpc.Header(&header), grpc.Trailer(&trailer))
 	if err != nil {
 		ex.Cancel()
-		c.endStream(cmd, seq, uin, err, nil, nil)
+		c.endStream(cmd, seq, uin, err, nil, nil, nil)
 		return err
 	}
 	// Requests: the exchange's messages to the call. A local end of the
@@ -204,11 +208,21 @@ func (c *conn) bridgeStream(ctx context.Context, cancel context.CancelFunc, r *R
 			}
 		}
 	}()
+	headerSent := false
 	for {
 		var b []byte
 		err := cs.RecvMsg(&b)
 		if err == nil {
 			out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse | codec.FlagMore, Body: b}
+			if !headerSent {
+				// The first reply frame carries the response header's
+				// extensions (the final one the trailer's).
+				headerSent = true
+				if h, herr := cs.Header(); herr == nil && len(h) > 0 {
+					mapping.ReplyFrame(&out, b, nil, h, nil)
+					mm.ReplyFromMD(&out, h, nil)
+				}
+			}
 			c.reply(&out)
 			continue
 		}
@@ -220,17 +234,21 @@ func (c *conn) bridgeStream(ctx context.Context, cancel context.CancelFunc, r *R
 			err = status.Error(codes.Code(code), ee.Msg)
 		}
 		ex.Cancel() // stop queueing requests nobody will send
-		c.endStream(cmd, seq, uin, err, header, trailer)
+		if headerSent {
+			header = nil // went with the first reply frame
+		}
+		c.endStream(cmd, seq, uin, err, header, trailer, mm)
 		return err
 	}
 }
 
 // endStream writes the exchange's final frame: MORE clear, the status as
 // result and ext 5, an empty body.
-func (c *conn) endStream(cmd, seq uint32, uin uint64, err error, header, trailer metadata.MD) {
+func (c *conn) endStream(cmd, seq uint32, uin uint64, err error, header, trailer metadata.MD, mm *mapping.MDMap) {
 	var ext [4]codec.Ext
 	out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Ext: ext[:0]}
 	mapping.ReplyFrame(&out, nil, err, header, trailer)
+	mm.ReplyFromMD(&out, header, trailer)
 	c.reply(&out)
 }
 
@@ -238,8 +256,9 @@ func (c *conn) endStream(cmd, seq uint32, uin uint64, err error, header, trailer
 // private): each message of the client's exchange goes out as a frame of
 // an exchange the pool opens with its own seq (cmd rewritten when the route
 // says so), each reply message comes back with the client's seq, and the
-// final frame's result and message pass unchanged. A CANCEL from the client,
-// an overflow or the deadline sends CANCEL upstream.
+// final frame's result and message pass unchanged, and so do the reply
+// frames' application extensions. A CANCEL from the client, an overflow or
+// the deadline sends CANCEL upstream.
 func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Route, up frameStreamer, ex *stream.Exchange, cmd, seq uint32, uin uint64, ext []codec.Ext) error {
 	sendCmd := cmd
 	if r.SendCmd != 0 {
@@ -254,7 +273,7 @@ func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Ro
 	if err != nil {
 		ex.Cancel()
 		err = upstream.Status(ctx, err)
-		c.endStream(cmd, seq, uin, err, nil, nil)
+		c.endStream(cmd, seq, uin, err, nil, nil, nil)
 		return err
 	}
 	defer st.Cancel()
@@ -291,11 +310,13 @@ func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Ro
 		b, err := st.Recv(ctx)
 		switch {
 		case err == nil:
-			out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse | codec.FlagMore, Body: b}
+			// Reply extensions (the peer's header, then trailer) pass as
+			// they came.
+			out := codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse | codec.FlagMore, Body: b, Ext: st.TakeExt()}
 			c.reply(&out)
 			continue
 		case errors.Is(err, io.EOF):
-			c.endStream(cmd, seq, uin, nil, nil, nil)
+			c.reply(&codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Ext: st.TakeExt()})
 			return nil
 		}
 		var ee *stream.EndError
@@ -304,12 +325,12 @@ func (c *conn) proxyStream(ctx context.Context, cancel context.CancelFunc, r *Ro
 		} else if !errors.As(err, &ee) {
 			st.Cancel()
 			err = upstream.Status(ctx, err)
-			c.endStream(cmd, seq, uin, err, nil, nil)
+			c.endStream(cmd, seq, uin, err, nil, nil, nil)
 			return err
 		}
 		ex.Cancel()
-		e := [1]codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte(ee.Msg)}}
-		c.reply(&codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Result: ee.Result, Ext: e[:]})
+		e := append([]codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte(ee.Msg)}}, st.TakeExt()...)
+		c.reply(&codec.Frame{Cmd: cmd, Seq: seq, UIN: uin, Flags: codec.FlagResponse, Result: ee.Result, Ext: e})
 		return resultError(ee.Result)
 	}
 }

@@ -44,6 +44,7 @@ func (s *Server) callStream(r *Route, ss grpc.ServerStream) error {
 		if err := mapping.RequestFrame(md, &f); err != nil {
 			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
 		}
+		r.md.RequestFromMD(md, &f)
 	}
 	dl, ok := ctx.Deadline()
 	if !ok {
@@ -105,14 +106,20 @@ func (s *Server) callStream(r *Route, ss grpc.ServerStream) error {
 		}
 	}()
 
+	headerSent := false
 	for {
 		b, err := st.Recv(ctx)
 		switch {
 		case err == nil:
+			if !headerSent {
+				streamReplyMD(r, ss, st.TakeExt(), false)
+				headerSent = true
+			}
 			if err := ss.SendMsg(&b); err != nil {
 				return err
 			}
 		case errors.Is(err, io.EOF):
+			streamReplyMD(r, ss, st.TakeExt(), headerSent)
 			return nil
 		case ctx.Err() != nil:
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -124,6 +131,7 @@ func (s *Server) callStream(r *Route, ss grpc.ServerStream) error {
 			if !errors.As(err, &ee) {
 				return status.Errorf(codes.Internal, "outbound: stream: %v", err)
 			}
+			streamReplyMD(r, ss, st.TakeExt(), headerSent)
 			e := [1]codec.Ext{{Key: codec.ExtErrorMsg, Value: []byte(ee.Msg)}}
 			trl, serr := mapping.ReplyStatus(&codec.Frame{Result: ee.Result, Ext: e[:]})
 			if trl != nil {
@@ -131,6 +139,24 @@ func (s *Server) callStream(r *Route, ss grpc.ServerStream) error {
 			}
 			return serr
 		}
+	}
+}
+
+// streamReplyMD sets the application extensions of a stream's reply frames
+// as response metadata, as for a unary reply (x-mgp-ext-<k>-bin, configured
+// pairs under their keys, pairs marked trailer as trailers): in the header
+// while it is not sent yet, else in the trailer.
+func streamReplyMD(r *Route, ss grpc.ServerStream, ext []codec.Ext, headerSent bool) {
+	if len(ext) == 0 {
+		return
+	}
+	f := codec.Frame{Ext: ext}
+	hdr, trl := r.md.ReplyToMD(&f, mapping.ReplyHeader(&f))
+	if len(hdr) > 0 && (headerSent || ss.SetHeader(hdr) != nil) {
+		ss.SetTrailer(hdr)
+	}
+	if len(trl) > 0 {
+		ss.SetTrailer(trl)
 	}
 }
 

@@ -39,6 +39,11 @@ type Stream struct {
 // Cancel.
 func (s *Stream) OnEnd(fn func()) { s.onEnd = fn }
 
+// TakeExt returns the application extensions of the reply frames received
+// since the last call (at most stream.MaxExt): with the first message, the
+// peer's response header; with the end, its trailer.
+func (s *Stream) TakeExt() []codec.Ext { return s.ex.TakeExt() }
+
 // OpenStream starts an exchange of cmd for uin; ext (e.g. the deadline and
 // trace extensions) goes with the first request frame. The stream counts as
 // one request in flight until it ends.
@@ -168,6 +173,7 @@ func (cn *Conn) dispatchStream(f *codec.Frame) bool {
 	if s == nil {
 		return false
 	}
+	s.ex.AddExt(f.Ext) // the reply's header/trailer extensions, seen with this message or the end
 	switch {
 	case f.Flags&codec.FlagMore != 0:
 		if s.ex.Offer(f.Body) != nil {

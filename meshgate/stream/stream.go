@@ -59,6 +59,40 @@ type Exchange struct {
 
 	goneOnce sync.Once
 	gone     chan struct{} // closed by Abort
+
+	ext []codec.Ext // application extensions of reply frames not yet taken (AddExt)
+}
+
+// MaxExt bounds the application extensions an exchange keeps between
+// TakeExt calls; more are dropped.
+const MaxExt = 32
+
+// AddExt keeps copies of the application extensions (keys >= 0x8000) of a
+// frame of the exchange, for the consumer's TakeExt: a reply's response
+// header and trailer metadata. Call it before Offer or Finish of the same
+// frame, so that the consumer sees them with that message or the end. At
+// most MaxExt are kept.
+func (e *Exchange) AddExt(ext []codec.Ext) {
+	if len(ext) == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, x := range ext {
+		if x.Key < codec.ExtAppMin || len(e.ext) >= MaxExt {
+			continue
+		}
+		e.ext = append(e.ext, codec.Ext{Key: x.Key, Value: append([]byte(nil), x.Value...)})
+	}
+}
+
+// TakeExt returns the extensions AddExt kept since the last call.
+func (e *Exchange) TakeExt() []codec.Ext {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	x := e.ext
+	e.ext = nil
+	return x
 }
 
 // New returns an open exchange bounded by l.
