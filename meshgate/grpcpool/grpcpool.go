@@ -91,9 +91,9 @@ type Pool struct {
 	// lazy: an xds:/// target, whose balancer (ring_hash from a
 	// DestinationRule, say) may stay IDLE until the first call.
 	lazy bool
-	next  atomic.Uint32
-	opts  Options
-	tls   *tlsconf.Client // nil: plaintext
+	next atomic.Uint32
+	opts Options
+	tls  *tlsconf.Client // nil: plaintext
 
 	refs    atomic.Int64
 	retired atomic.Bool
