@@ -245,7 +245,7 @@ func setupShadow(kind, name string, cfg func(admin, listen, primary, shadow stri
 			}
 		}
 		t.shadowAdmin = admin
-		t.notes = append(t.notes, "MPPs/MGGs: MPP/MGG plus a 100 % shadow (routes[].shadow, default concurrency 16, queue 128) to a second backend of the same kind (its own subprocess, not measured); MPPs−MPP and MGGs−MGG are paired per repeat; shadow counters are read from MeshGate's /metrics before and after each measurement (warm-up included), after waiting up to the drain time for the last copies to be compared")
+		t.notes = append(t.notes, "MPPs/MGGs: MPP/MGG plus a 100 % shadow (routes[].shadow, default concurrency 16, queue 128) to a second backend of the same kind ('shadow-server': its own subprocess, or in the bench process with -inproc-servers); MPPs−MPP and MGGs−MGG are paired per repeat; shadow counters are read from MeshGate's /metrics before and after each measurement (warm-up included), after waiting up to the drain time for the last copies to be compared")
 		if kind == "grpc" {
 			t.dial = e.grpcDial(listen)
 		} else {
