@@ -271,29 +271,77 @@ func (rep *Report) shadowResults() []*Result {
 	return out
 }
 
-// writeShadowTable prints the shadow counters of the shadow scenarios
-// (text); markdown when md.
+// shadowBase is the scenario each shadow scenario adds its shadow to.
+var shadowBase = map[string]string{"MPPs": "MPP", "MGGs": "MGG"}
+
+// shadowCPU returns the MeshGate CPU-s/1k of r's base scenario and of r
+// (medians) and their difference paired per repeat, as text.
+func (rep *Report) shadowCPU(r *Result) (base, with, delta string) {
+	base, with, delta = "-", "-", "-"
+	if ps := r.proc(RoleMeshGate); ps != nil {
+		with = f3(ps.CPUPer1k.Median)
+	}
+	b := rep.find(shadowBase[r.Scenario], r.Params)
+	if b == nil || !b.ok() {
+		return
+	}
+	if ps := b.proc(RoleMeshGate); ps != nil {
+		base = f3(ps.CPUPer1k.Median)
+	}
+	cpu := func(run Run) (float64, bool) {
+		for _, p := range run.Procs {
+			if p.Role == RoleMeshGate {
+				return p.CPUPer1k, true
+			}
+		}
+		return 0, false
+	}
+	byRep := map[int]float64{}
+	for _, run := range b.Runs {
+		if v, ok := cpu(run); ok {
+			byRep[run.Repeat] = v
+		}
+	}
+	var d []float64
+	for _, run := range r.Runs {
+		v, ok := cpu(run)
+		if vb, okb := byRep[run.Repeat]; ok && okb {
+			d = append(d, v-vb)
+		}
+	}
+	if len(d) > 0 {
+		sp := SpreadOf(d)
+		delta = fmt.Sprintf("%+.3f [%+.3f–%+.3f]", sp.Median, sp.Min, sp.Max)
+	}
+	return
+}
+
+// writeShadowTable prints the shadow counters of the shadow scenarios and
+// MeshGate's CPU with the shadow beside its base scenario's (text;
+// markdown when md).
 func (rep *Report) writeShadowTable(w io.Writer, md bool) {
 	rs := rep.shadowResults()
 	if len(rs) == 0 {
 		return
 	}
 	if md {
-		fmt.Fprintln(w, "\nShadow counters from MeshGate's /metrics (increase over all repeats, warm-up included): copies accepted (`meshgate_shadow_requests_total`), compared equal (`_matched_total`), different or failed (`_mismatched_total`), dropped with the queue full (`_dropped_total`), beside the primary's completed requests:")
-		fmt.Fprintln(w, "\n| scenario | load | primary ok | shadow requests | matched | mismatched | dropped |")
-		fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|")
+		fmt.Fprintln(w, "\nShadow counters from MeshGate's /metrics (increase over all repeats, warm-up included): copies accepted (`meshgate_shadow_requests_total`), compared equal (`_matched_total`), different or failed (`_mismatched_total`), dropped with the queue full (`_dropped_total`), beside the primary's measured requests; and MeshGate's CPU-s per 1k requests without the shadow (base scenario), with it, and the difference paired per repeat (median [min–max]):")
+		fmt.Fprintln(w, "\n| scenario | load | primary ok | shadow requests | matched | mismatched | dropped | MeshGate CPU-s/1k base | with shadow | Δ paired |")
+		fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
 		for _, r := range rs {
 			s := r.Shadow
-			fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d | %d |\n", r.Scenario, r.Params, r.OK, s.Requests, s.Matched, s.Mismatched, s.Dropped)
+			b, c, d := rep.shadowCPU(r)
+			fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d | %d | %s | %s | %s |\n", r.Scenario, r.Params, r.OK, s.Requests, s.Matched, s.Mismatched, s.Dropped, b, c, d)
 		}
 		return
 	}
-	fmt.Fprintf(w, "\nshadow counters from MeshGate's /metrics (increase over all repeats, warm-up included; primary ok = measured requests only):\n")
+	fmt.Fprintf(w, "\nshadow counters from MeshGate's /metrics (increase over all repeats, warm-up included; primary ok = measured requests only) and MeshGate CPU-s/1k without / with the shadow (Δ paired per repeat):\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tload\tprimary ok\tshadow requests\tmatched\tmismatched\tdropped\t")
+	fmt.Fprintln(tw, "scenario\tload\tprimary ok\tshadow requests\tmatched\tmismatched\tdropped\tCPU-s/1k base\twith shadow\tΔ paired\t")
 	for _, r := range rs {
 		s := r.Shadow
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", r.Scenario, r.Params, r.OK, s.Requests, s.Matched, s.Mismatched, s.Dropped)
+		b, c, d := rep.shadowCPU(r)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", r.Scenario, r.Params, r.OK, s.Requests, s.Matched, s.Mismatched, s.Dropped, b, c, d)
 	}
 	_ = tw.Flush()
 }

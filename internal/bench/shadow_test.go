@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -118,8 +119,12 @@ func TestScrapeShadowCounts(t *testing.T) {
 func TestReportShadowHopsAndCounters(t *testing.T) {
 	p := Params{Rate: 1000, Conns: 1, Payload: 1024, Duration: time.Second}
 	run := func(rep int, p50, p99 float64, sh *ShadowCounts) Run {
+		cpu := 0.08
+		if sh != nil {
+			cpu = 0.1 + 0.01*float64(rep)
+		}
 		return Run{Repeat: rep, Intended: Latency{P50: p50, P99: p99}, OK: 1000, Shadow: sh,
-			Procs: []ProcUsage{{Role: RoleMeshGate, CPUPer1k: 0.08}}}
+			Procs: []ProcUsage{{Role: RoleMeshGate, CPUPer1k: cpu}}}
 	}
 	sh := func(n int64) *ShadowCounts { return &ShadowCounts{Requests: n, Matched: n} }
 	rep := &Report{Results: []Result{
@@ -128,7 +133,7 @@ func TestReportShadowHopsAndCounters(t *testing.T) {
 	}}
 	rep.Finish()
 	h := rep.hop("MPPs", "MPP", p)
-	if h == nil || h.Pairs != 2 || h.P50 != (Spread{Median: 50, Min: 40, Max: 60}) || h.Proxy != RoleMeshGate || h.CPUPer1k.Median != 0.08 {
+	if h == nil || h.Pairs != 2 || h.P50 != (Spread{Median: 50, Min: 40, Max: 60}) || h.Proxy != RoleMeshGate || math.Abs(h.CPUPer1k.Median-0.105) > 1e-9 {
 		t.Fatalf("MPPs−MPP hop %+v", h)
 	}
 	s := rep.find("MPPs", p).Shadow
@@ -150,7 +155,7 @@ func TestReportShadowHopsAndCounters(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, tab.String())
 		}
 	}
-	if !strings.Contains(md.String(), "| MPPs | 1 KB × 1000 rps × 1 conn | 2000 | 2500 | 2500 | 0 | 0 |") {
+	if !strings.Contains(md.String(), "| MPPs | 1 KB × 1000 rps × 1 conn | 2000 | 2500 | 2500 | 0 | 0 | 0.080 | 0.105 | +0.025 [+0.020–+0.030] |") {
 		t.Errorf("markdown lacks the shadow row:\n%s", md.String())
 	}
 }
