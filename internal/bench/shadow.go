@@ -124,8 +124,8 @@ func scrapeShadow(ctx context.Context, admin string) (ShadowCounts, error) {
 
 // settleShadow polls the counters until every accepted copy has been
 // compared (copies are mirrored after the primary answered, so the last
-// ones may still be in flight when the measurement ends) or until wait
-// passes; it returns the last counters read.
+// ones may still be in flight when the measurement ends) and two reads in
+// a row agree, or until wait passes; it returns the last counters read.
 func settleShadow(ctx context.Context, admin string, wait time.Duration) (ShadowCounts, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -139,10 +139,13 @@ func settleShadow(ctx context.Context, admin string, wait time.Duration) (Shadow
 		c, err := scrapeShadow(ctx, admin)
 		switch {
 		case err == nil:
-			last, read = c, true
-			if c.settled() {
+			// Settled and unchanged over one tick: MeshGate counts an
+			// accepted copy just after queueing it, so a worker may count
+			// it matched a moment before it is counted requested.
+			if read && c.settled() && c == last {
 				return c, nil
 			}
+			last, read = c, true
 		case ctx.Err() == nil:
 			return last, err
 		case !read:
