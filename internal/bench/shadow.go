@@ -46,8 +46,11 @@ type ShadowCounts struct {
 	Dropped int64 `json:"dropped"`
 }
 
-// settled reports whether every accepted copy has been compared.
-func (c ShadowCounts) settled() bool { return c.Matched+c.Mismatched >= c.Requests }
+// settled reports whether every accepted copy has been compared, and no
+// more: MeshGate counts a copy as requested just after queueing it, so a
+// worker may count it compared a moment before it is counted requested
+// (on a loaded machine that moment can outlast a poll interval).
+func (c ShadowCounts) settled() bool { return c.Matched+c.Mismatched == c.Requests }
 
 func (c ShadowCounts) sub(b ShadowCounts) ShadowCounts {
 	return ShadowCounts{Requests: c.Requests - b.Requests, Matched: c.Matched - b.Matched,
@@ -139,9 +142,7 @@ func settleShadow(ctx context.Context, admin string, wait time.Duration) (Shadow
 		c, err := scrapeShadow(ctx, admin)
 		switch {
 		case err == nil:
-			// Settled and unchanged over one tick: MeshGate counts an
-			// accepted copy just after queueing it, so a worker may count
-			// it matched a moment before it is counted requested.
+			// Settled and unchanged over one tick.
 			if read && c.settled() && c == last {
 				return c, nil
 			}

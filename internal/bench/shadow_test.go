@@ -81,6 +81,11 @@ func TestScrapeShadowCounts(t *testing.T) {
 	if got.settled() {
 		t.Fatal("12 of 15 compared reported settled")
 	}
+	// Compared before counted requested (MeshGate increments requests just
+	// after queueing): not settled either.
+	if (ShadowCounts{Requests: 5, Matched: 6}).settled() {
+		t.Fatal("6 of 5 compared reported settled")
+	}
 	// The last copies are compared while settleShadow polls.
 	go func() {
 		time.Sleep(100 * time.Millisecond)
