@@ -374,7 +374,9 @@ func measureOnce(ctx context.Context, e *env, l *live, p Params, r *Result, rep 
 	}()
 	var before ShadowCounts
 	if a := l.topo.shadowAdmin; a != "" {
-		if before, err = scrapeShadow(ctx, a); err != nil {
+		// Settled first: the dial may have sent a request whose copy is
+		// still being compared.
+		if before, err = settleShadow(ctx, a, e.opts.Drain); err != nil {
 			r.Error = err.Error()
 			e.progress("%-4s %s #%d: %v", l.sc.ID, p, rep+1, err)
 			return
