@@ -30,6 +30,12 @@ type benchReport struct {
 			Duration int64   `json:"duration_ns"`
 			InFlight int     `json:"in_flight"`
 		} `json:"params"`
+		Shadow *struct {
+			Requests   int64 `json:"requests"`
+			Matched    int64 `json:"matched"`
+			Mismatched int64 `json:"mismatched"`
+			Dropped    int64 `json:"dropped"`
+		} `json:"shadow"`
 		Runs []struct {
 			Sent  int64 `json:"sent"`
 			Procs []struct {
@@ -67,6 +73,9 @@ type benchReport struct {
 // closed-loop point and idle mode — and checks that every scenario ran to
 // completion without errors and with a sane request count. MPP and MGG may
 // be skipped while the product lacks private→private and gRPC→gRPC routes.
+// MPPs and MGGs (MPP and MGG with a 100 % shadow to a second backend) must
+// run, pair with MPP and MGG, and show in MeshGate's shadow counters that
+// every mirrored copy was compared and matched.
 // It asserts no timing: this machine is shared and noisy.
 func TestBenchQuick(t *testing.T) {
 	if runtime.GOOS != "linux" {
@@ -116,9 +125,10 @@ func TestBenchQuick(t *testing.T) {
 		t.Fatalf("bench JSON: %v", err)
 	}
 	want := map[string]bool{"S0": true, "S1": true, "S1w": true, "S2": true, "S3": true, "S4": true, "S5": true, "S6": true,
-		"EL7": true, "HJ": true, "EJT": true, "MPP": true, "MGG": true}
+		"EL7": true, "HJ": true, "EJT": true, "MPP": true, "MGG": true, "MPPs": true, "MGGs": true}
 	lacks := map[string]bool{} // scenarios the product cannot run yet
 	closedSeen := map[string]bool{}
+	shadowed := map[string]bool{}
 	for _, r := range rep.Results {
 		delete(want, r.Scenario)
 		if (r.Scenario == "MPP" || r.Scenario == "MGG") && strings.Contains(r.Skipped, "product lacks") {
@@ -157,6 +167,19 @@ func TestBenchQuick(t *testing.T) {
 				t.Errorf("%s: %d requests completed at %v rps, want ~%d", r.Scenario, r.OK, r.Params.Rate, expect)
 			}
 		}
+		if r.Scenario == "MPPs" || r.Scenario == "MGGs" {
+			// The copies are compared after the primary answered: every
+			// accepted copy must have been compared (the suite waits for
+			// it) and, the backends being identical echo servers, matched.
+			switch sh := r.Shadow; {
+			case sh == nil:
+				t.Errorf("%s %+v: no shadow counters", r.Scenario, r.Params)
+			case sh.Matched <= 0 || sh.Mismatched != 0 || sh.Matched != sh.Requests:
+				t.Errorf("%s %+v: shadow %+v, want matched = requests > 0 and none mismatched", r.Scenario, r.Params, *sh)
+			default:
+				shadowed[r.Scenario] = true
+			}
+		}
 		roles := map[string]bool{}
 		for _, run := range r.Runs {
 			for _, p := range run.Procs {
@@ -175,6 +198,7 @@ func TestBenchQuick(t *testing.T) {
 			"S0": {"bench", "server"}, "S1": {"envoy-a"}, "S2": {"envoy-a", "envoy-b"},
 			"S3": {"meshgate", "server"}, "S4": {"meshgate", "envoy-a", "envoy-b"}, "S5": {"server"}, "S6": {"meshgate"},
 			"EL7": {"envoy-a", "server"}, "HJ": {"server"}, "EJT": {"envoy-a", "server"}, "MPP": {"meshgate", "server"}, "MGG": {"meshgate", "server"},
+			"MPPs": {"meshgate", "server", "shadow-server"}, "MGGs": {"meshgate", "server", "shadow-server"},
 		}
 		for _, role := range needRoles[r.Scenario] {
 			if !roles[role] {
@@ -194,7 +218,13 @@ func TestBenchQuick(t *testing.T) {
 	for _, h := range rep.Hops {
 		hops[h.A+"-"+h.B] = h.Pairs
 	}
-	for _, h := range []string{"S3-S5", "S6-S0", "EL7-S5", "EJT-HJ", "S1-S0"} {
+	if !shadowed["MPPs"] || !shadowed["MGGs"] {
+		t.Errorf("shadow counters checked for %v, want MPPs and MGGs", shadowed)
+	}
+	if !strings.Contains(stdout.String(), "shadow requests") {
+		t.Errorf("shadow counters not printed")
+	}
+	for _, h := range []string{"S3-S5", "S6-S0", "EL7-S5", "EJT-HJ", "S1-S0", "MPPs-MPP", "MGGs-MGG"} {
 		if hops[h] != 1 {
 			t.Errorf("hop %s: %d pairs, want 1 (have %v)", h, hops[h], hops)
 		}

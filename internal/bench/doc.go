@@ -5,7 +5,11 @@
 // Anchor scenarios run Envoy on the same jobs — an L7 gRPC proxy (EL7), the
 // grpc_json_transcoder (EJT, beside a direct HTTP/1.1 JSON server, HJ) —
 // and MeshGate's private→private (MPP) and gRPC→gRPC (MGG) routes, which
-// are reported as skipped while `meshgate validate` rejects them.
+// are reported as skipped while `meshgate validate` rejects them. MPPs and
+// MGGs are MPP and MGG with a 100 % shadow on the route to a second backend:
+// MPPs−MPP and MGGs−MGG are the cost of mirroring every request, and
+// MeshGate's shadow counters (/metrics) are read around every measurement
+// to show the copies were sent and compared.
 //
 // # Method
 //

@@ -19,6 +19,8 @@ var HopDefs = []HopDef{
 	{"MeshGate private→private", "MPP", "S0"},
 	{"MeshGate gRPC→gRPC", "MGG", "S5"},
 	{"Envoy sidecar pair, mTLS", "S2", "S0"},
+	{"100 % shadow on private→private", "MPPs", "MPP"},
+	{"100 % shadow on gRPC→gRPC", "MGGs", "MGG"},
 }
 
 // Hop is one hop's cost at one open-loop load point: the latency

@@ -44,6 +44,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", r.Scenario, r.Params, ms(a.P50), ms(a.P99), strings.Join(parts, ", "))
 	}
 	rep.writeHopsMarkdown(w)
+	rep.writeShadowTable(w, true)
 	fmt.Fprintln(w, "\n| target | value | result | where |")
 	fmt.Fprintln(w, "|---|--:|---|---|")
 	for _, t := range rep.Targets {

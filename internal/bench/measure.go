@@ -75,6 +75,9 @@ type Run struct {
 	// scenario's processes during the window (a noise indicator on a
 	// shared machine).
 	Background float64 `json:"background_cores"`
+	// Shadow is the increase of MeshGate's shadow counters over the
+	// measurement, warm-up included (shadow scenarios only).
+	Shadow *ShadowCounts `json:"shadow,omitempty"`
 }
 
 // ErrNoRequests reports a measurement that completed nothing.

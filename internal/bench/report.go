@@ -76,13 +76,15 @@ type Result struct {
 	// Background is the spread of the CPU (cores) the rest of the
 	// machine used during the runs.
 	Background Spread `json:"background_cores"`
+	// Shadow sums the runs' shadow counters (shadow scenarios only).
+	Shadow *ShadowCounts `json:"shadow,omitempty"`
 }
 
 // summarize fills the aggregate fields from Runs.
 func (r *Result) summarize() {
 	var in, act []Latency
 	var rps, bg []float64
-	r.OK, r.Errors = 0, 0
+	r.OK, r.Errors, r.Shadow = 0, 0, nil
 	procs := map[string]*ProcSummary{}
 	var order []string
 	cpu := map[string][]float64{}
@@ -95,6 +97,13 @@ func (r *Result) summarize() {
 		bg = append(bg, run.Background)
 		r.OK += run.OK
 		r.Errors += run.Errors
+		if run.Shadow != nil {
+			sum := run.Shadow.add(ShadowCounts{})
+			if r.Shadow != nil {
+				sum = r.Shadow.add(*run.Shadow)
+			}
+			r.Shadow = &sum
+		}
 		for _, p := range run.Procs {
 			ps := procs[p.Role]
 			if ps == nil {
@@ -304,6 +313,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	_ = tw.Flush()
 	rep.writeHopsTable(w)
+	rep.writeShadowTable(w, false)
 
 	fmt.Fprintf(w, "\nseed table (ms, avg / p95): ")
 	for i, s := range Seed {

@@ -7,7 +7,9 @@ const (
 	RoleServer   = "server"   // the backend server subprocess
 	RoleEnvoyA   = "envoy-a"  // the first (client-side) Envoy
 	RoleEnvoyB   = "envoy-b"  // the second (server-side) Envoy
+	// RoleShadowServer is the backend a shadow route mirrors to (MPPs, MGGs).
+	RoleShadowServer = "shadow-server"
 )
 
 // scenarioOrder is the display order (and chart colour index).
-var scenarioOrder = []string{"S0", "S1", "S1w", "S2", "S3", "S4", "S5", "S6", "EL7", "HJ", "EJT", "MPP", "MGG"}
+var scenarioOrder = []string{"S0", "S1", "S1w", "S2", "S3", "S4", "S5", "S6", "EL7", "HJ", "EJT", "MPP", "MGG", "MPPs", "MGGs"}

@@ -73,6 +73,9 @@ type topology struct {
 	closers []func() error // run in reverse order
 	envoys  map[string]*envoyproc.Envoy
 	notes   []string
+	// shadowAdmin is MeshGate's admin address when the scenario shadows:
+	// its shadow counters are read around every measurement.
+	shadowAdmin string
 }
 
 func (t *topology) close() error {
@@ -99,6 +102,8 @@ func Scenarios() []Scenario {
 		{ID: "EJT", Title: "Envoy JSON→gRPC transcoder", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupEJT},
 		{ID: "MPP", Title: "MeshGate priv→priv", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMPP},
 		{ID: "MGG", Title: "MeshGate gRPC→gRPC", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMGG},
+		{ID: "MPPs", Title: "MPP + 100 % shadow", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMPPs},
+		{ID: "MGGs", Title: "MGG + 100 % shadow", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupMGGs},
 	}
 }
 
@@ -367,7 +372,25 @@ func measureOnce(ctx context.Context, e *env, l *live, p Params, r *Result, rep 
 			e.log.Debug("bench: client close", "err", err)
 		}
 	}()
+	var before ShadowCounts
+	if a := l.topo.shadowAdmin; a != "" {
+		// Settled first: the dial may have sent a request whose copy is
+		// still being compared.
+		if before, err = settleShadow(ctx, a, e.opts.Drain); err != nil {
+			r.Error = err.Error()
+			e.progress("%-4s %s #%d: %v", l.sc.ID, p, rep+1, err)
+			return
+		}
+	}
 	run, err := Measure(ctx, c, p, procs, e.opts.Drain)
+	if err == nil && l.topo.shadowAdmin != "" {
+		var after ShadowCounts
+		if after, err = settleShadow(ctx, l.topo.shadowAdmin, e.opts.Drain); err == nil {
+			d := after.sub(before)
+			run.Shadow = &d
+			e.progress("%-4s %-26s #%d  %s", l.sc.ID, p, rep+1, d)
+		}
+	}
 	if err != nil {
 		r.Error = err.Error()
 		e.progress("%-4s %s #%d: %v", l.sc.ID, p, rep+1, err)
