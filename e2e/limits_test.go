@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -27,6 +28,9 @@ import (
 func TestConnectionLimitsKeepAdminAnswering(t *testing.T) {
 	prlimit, err := exec.LookPath("prlimit")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prlimit (util-linux) not installed: required under CI")
+		}
 		t.Skip("prlimit (util-linux) not installed")
 	}
 	bin := harness.MeshgateBin(t)
