@@ -237,7 +237,7 @@ upstreams:
 			t.Fatalf("client %d: %v", i, err)
 		}
 	}
-	harness.Eventually(t, 60*time.Second, "every login answered", func() error {
+	harness.Eventually(t, 180*time.Second, "every login answered", func() error {
 		if n := fl.count(func(c *fleetConn) bool { return c.loginOK }); n != clients {
 			return fmt.Errorf("%d of %d logged in", n, clients)
 		}
@@ -282,7 +282,7 @@ upstreams:
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
-	harness.Eventually(t, 30*time.Second, "every push received", func() error {
+	harness.Eventually(t, 120*time.Second, "every push received", func() error {
 		if n := fl.count(func(c *fleetConn) bool { return len(c.pushes) >= perClient }); n != clients {
 			return fmt.Errorf("%d of %d clients have all their pushes", n, clients)
 		}
