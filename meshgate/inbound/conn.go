@@ -44,8 +44,8 @@ type conn struct {
 	// writer state
 	wmu      sync.Mutex
 	wcond    *sync.Cond // signalled by the flusher as wbuf drains
-	wbuf     []byte
-	spare    []byte
+	wbuf     []byte  // replies waiting to be written, in *wp
+	wp       *[]byte // the pooled buffer wbuf lives in; nil when none is held
 	flushing bool
 	werr     error
 	seqs     map[uint32]struct{}
@@ -55,9 +55,15 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
-	c.rd = codec.NewReader(deadlineReader{c}, s.codec, 4096)
+	c.rd = codec.NewReader(deadlineReader{c}, s.codec, readBase)
 	return c
 }
+
+// readBase is a connection's own read buffer: one frame of up to about
+// 2 KB (a 1 KB body with its header and extensions) is read with one
+// syscall; larger frames borrow a shared pooled buffer from the codec's
+// Reader while they are read. It is most of an idle connection's memory.
+const readBase = 2048
 
 // deadlineReader arms the read deadline before each socket read: the idle
 // timeout between frames, the read timeout once a frame has started
@@ -482,6 +488,10 @@ func (c *conn) reply(f *codec.Frame) {
 		c.wmu.Unlock()
 		return
 	}
+	if c.wp == nil {
+		c.wp = wbufPool.Get().(*[]byte)
+		c.wbuf = (*c.wp)[:0]
+	}
 	b, err := c.s.codec.Append(c.wbuf, f)
 	if err != nil {
 		// The reply cannot be encoded (a body over the frame limit, an
@@ -500,18 +510,14 @@ func (c *conn) reply(f *codec.Frame) {
 	}
 	c.flushing = true
 	for len(c.wbuf) > 0 && c.werr == nil {
-		out := c.wbuf
-		c.wbuf = c.spare[:0]
+		out, op := c.wbuf, c.wp
+		c.wbuf, c.wp = nil, nil
 		c.wmu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.sendTimeout()))
 		_, werr := c.nc.Write(out)
+		putWbuf(op, out)
 		c.wmu.Lock()
 		c.wcond.Broadcast()
-		if cap(out) <= 64<<10 {
-			c.spare = out[:0]
-		} else {
-			c.spare = nil
-		}
 		if werr != nil {
 			c.werr = werr
 			c.end()
@@ -521,6 +527,24 @@ func (c *conn) reply(f *codec.Frame) {
 	c.flushing = false
 	c.wcond.Broadcast()
 	c.wmu.Unlock()
+}
+
+// Reply buffers are shared by all connections: a connection takes one from
+// wbufPool when it has a reply to encode and gives it back as soon as the
+// socket has taken the bytes, so an idle connection holds no write buffer.
+var wbufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4096)
+	return &b
+}}
+
+// putWbuf returns the pooled buffer p, now holding b, to wbufPool (buffers
+// grown past 64 KB are dropped).
+func putWbuf(p *[]byte, b []byte) {
+	if cap(b) > 64<<10 {
+		return
+	}
+	*p = b[:0]
+	wbufPool.Put(p)
 }
 
 // maxPendingWrite bounds the reply bytes queued behind a socket write.

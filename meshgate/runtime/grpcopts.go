@@ -13,6 +13,20 @@ func listenerMsgOptions(lc *config.Listener) []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.MaxRecvMsgSize(lc.RecvSize()), grpc.MaxSendMsgSize(lc.SendSize())}
 }
 
+// Per-connection buffers of a grpc listener. grpc-go's default is a 32 KB
+// read buffer per connection, allocated for the connection's whole life
+// (the write buffer comes from a shared pool and is returned after each
+// flush): most of the memory of an idle gRPC connection. 4 KB holds every
+// frame of a small call; a frame larger than the buffer is read straight
+// into its destination (bufio reads past the buffer), so large messages
+// cost no extra syscalls.
+const listenerReadBuffer = 4 << 10
+
+// listenerTransportOptions tune a grpc listener's HTTP/2 transports.
+func listenerTransportOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ReadBufferSize(listenerReadBuffer)}
+}
+
 // upstreamDialOptions are a gRPC upstream's message limits
 // (upstreams[].max_recv_msg_size / max_send_msg_size, default 4 MiB) and,
 // with telemetry.grpc_metrics, grpc-go's OpenTelemetry instrumentation.

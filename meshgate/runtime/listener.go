@@ -104,6 +104,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		opts = append(opts, b.ServerOptions()...)
 		opts = append(opts, r.gm.ServerOptions()...)
 		opts = append(opts, listenerMsgOptions(&lc)...)
+		opts = append(opts, listenerTransportOptions()...)
 		g := &grpcServer{gs: grpc.NewServer(opts...), health: health.NewServer(), bridge: b}
 		healthpb.RegisterHealthServer(g.gs, g.health)
 		g.refl = descset.NewReflector(g.gs) // reflection v1 + v1alpha with the config's descriptor sets
