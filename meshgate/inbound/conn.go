@@ -44,8 +44,8 @@ type conn struct {
 	// writer state
 	wmu      sync.Mutex
 	wcond    *sync.Cond // signalled by the flusher as wbuf drains
-	wbuf     []byte  // replies waiting to be written, in *wp
-	wp       *[]byte // the pooled buffer wbuf lives in; nil when none is held
+	wbuf     []byte     // replies waiting to be written, in *wp
+	wp       *[]byte    // the pooled buffer wbuf lives in; nil when none is held
 	flushing bool
 	werr     error
 	seqs     map[uint32]struct{}
@@ -253,7 +253,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		s.mInFlight.Inc()
 	}
 	c.calls.Add(1)
-	go q.run()
+	s.work.dispatch(q)
 	return true
 }
 

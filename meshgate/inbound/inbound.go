@@ -122,6 +122,8 @@ type Server struct {
 	mRejMax     prometheus.Counter
 	mRejFD      prometheus.Counter
 	refusals    connlimit.LogLimiter
+
+	work workers // workers.go
 }
 
 // New returns a server using table t (replace it with SetTable).
@@ -153,6 +155,7 @@ func New(opts Options, t *Table) *Server {
 	}
 	s.refusals.Log = s.log
 	s.auth.init(s)
+	s.work.init()
 	s.table.Store(t)
 	return s
 }
@@ -269,6 +272,7 @@ func (s *Server) Close() {
 		c.abort()
 	}
 	s.connWG.Wait()
+	s.work.close()
 }
 
 // stopAccepting closes the listeners (marking the server closed when

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	goruntime "runtime"
+
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // accept (and answer) gzip-compressed calls; the raw codec sees decompressed bytes
 
@@ -22,9 +24,20 @@ func listenerMsgOptions(lc *config.Listener) []grpc.ServerOption {
 // cost no extra syscalls.
 const listenerReadBuffer = 4 << 10
 
-// listenerTransportOptions tune a grpc listener's HTTP/2 transports.
+// listenerWorkers is how many of grpc-go's stream workers a grpc listener
+// keeps per CPU: a call is handed to an idle worker goroutine, whose stack
+// has already grown to what a bridged call needs, instead of a new
+// goroutine that grows its stack (copying it) on every call. When every
+// worker is busy grpc-go starts a goroutine for the call, as without them.
+const listenerWorkers = 4
+
+// listenerTransportOptions tune a grpc listener's HTTP/2 transports and
+// call dispatch.
 func listenerTransportOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ReadBufferSize(listenerReadBuffer)}
+	return []grpc.ServerOption{
+		grpc.ReadBufferSize(listenerReadBuffer),
+		grpc.NumStreamWorkers(uint32(listenerWorkers * goruntime.GOMAXPROCS(0))),
+	}
 }
 
 // upstreamDialOptions are a gRPC upstream's message limits
