@@ -40,6 +40,8 @@ type conn struct {
 	dmu        sync.Mutex
 	frameStart time.Time
 	idle, rto  time.Duration
+	rdl        time.Time // the read deadline armed on the socket (under dmu)
+	wdl        time.Time // the write deadline armed (by the flusher)
 
 	// writer state
 	wmu      sync.Mutex
@@ -69,28 +71,41 @@ const readBase = 2048
 // timeout between frames, the read timeout once a frame has started
 // (slowloris), and the drain quiet period when draining with nothing in
 // flight.
+//
+// Arming a deadline re-arms a runtime timer, and this runs before every
+// read. The idle deadline is therefore armed with slack (idle + idle/8)
+// and kept while it still lies between idle and idle + idle/8 from now:
+// it is re-armed about once every idle/8 of activity instead of once per
+// read, and an idle connection is closed between idle and 9/8 × idle
+// after its last read, never earlier. The read timeout of a started frame
+// and the drain quiet period are armed exactly.
 type deadlineReader struct{ c *conn }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
 	c := d.c
 	now := time.Now()
-	var dl time.Time
+	var dl, late time.Time // arm a deadline in [dl, late]
 	if c.rd.Buffered() > 0 {
 		if c.frameStart.IsZero() {
 			c.frameStart = now
 		}
 		dl = c.frameStart.Add(c.rto)
+		late = dl
 	} else {
 		c.frameStart = time.Time{}
 		dl = now.Add(c.idle)
+		late = dl.Add(c.idle / 8)
 	}
 	c.dmu.Lock()
 	if c.s.draining.Load() && c.inflight.Load() == 0 && c.rd.Buffered() == 0 {
 		if q := now.Add(c.s.opts.DrainQuiet); q.Before(dl) {
-			dl = q
+			dl, late = q, q
 		}
 	}
-	_ = c.nc.SetReadDeadline(dl)
+	if c.rdl.Before(dl) || c.rdl.After(late) {
+		_ = c.nc.SetReadDeadline(late)
+		c.rdl = late
+	}
 	c.dmu.Unlock()
 	return c.nc.Read(p)
 }
@@ -100,7 +115,8 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 func (c *conn) drainNudge() {
 	c.dmu.Lock()
 	if c.inflight.Load() == 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.DrainQuiet))
+		c.rdl = time.Now().Add(c.s.opts.DrainQuiet)
+		_ = c.nc.SetReadDeadline(c.rdl)
 	}
 	c.dmu.Unlock()
 }
@@ -513,7 +529,7 @@ func (c *conn) reply(f *codec.Frame) {
 		out, op := c.wbuf, c.wp
 		c.wbuf, c.wp = nil, nil
 		c.wmu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.sendTimeout()))
+		c.armWrite()
 		_, werr := c.nc.Write(out)
 		putWbuf(op, out)
 		c.wmu.Lock()
@@ -549,6 +565,19 @@ func putWbuf(p *[]byte, b []byte) {
 
 // maxPendingWrite bounds the reply bytes queued behind a socket write.
 const maxPendingWrite = 1 << 20
+
+// armWrite arms the write deadline for a flush: sendTimeout from now, with
+// the same slack as the idle read deadline (kept while it lies between T
+// and T + T/8 from now), so a busy connection re-arms the timer about once
+// every T/8 rather than once per write. Called by the flusher only.
+func (c *conn) armWrite() {
+	t := c.sendTimeout()
+	now := time.Now()
+	if dl := now.Add(t); c.wdl.Before(dl) || c.wdl.After(dl.Add(t/8)) {
+		c.wdl = dl.Add(t / 8)
+		_ = c.nc.SetWriteDeadline(c.wdl)
+	}
+}
 
 // sendTimeout bounds one socket write: Options.SendTimeout, else the idle
 // timeout.
