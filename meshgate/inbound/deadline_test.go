@@ -74,4 +74,3 @@ func (c *chunked) Read(p []byte) (int, error) {
 	c.b = c.b[m:]
 	return m, nil
 }
-
