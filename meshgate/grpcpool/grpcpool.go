@@ -165,6 +165,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 			grpc.WithUserAgent("meshgate"),
 			grpc.WithConnectParams(connectParams(u)),
 		}
+		dopts = append(dopts, transportOptions()...)
 		if xdsTarget {
 			// Endpoints and load balancing come from the xDS control plane.
 			target = u.Endpoints[0]
@@ -195,6 +196,32 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		opts.Transports.Add(float64(len(p.conns) * len(u.Endpoints)))
 	}
 	return p, nil
+}
+
+// Flow-control windows and buffers of the pool's HTTP/2 connections.
+//
+// Static windows: grpc-go's default dynamic flow control sends a BDP ping
+// (and the peer its PING ack) on most DATA frames a connection receives,
+// which at one call per millisecond is a ping per call, each a write and a
+// wake-up on both sides. A fixed window large enough for the upstreams of a
+// data-centre mesh (16 MiB per connection, 4 MiB per stream: a 4 MiB
+// message, the default message limit, fits in one window) removes them;
+// window updates are then sent once a quarter of a window has been read.
+//
+// A pool has a few connections shared by every downstream caller, so the
+// default 32 KB read buffer per connection is kept (it saves read syscalls
+// under load); the write buffer is grpc-go's shared pool (its default).
+const (
+	StreamWindow = 4 << 20
+	ConnWindow   = 16 << 20
+)
+
+// transportOptions are the dial options tuning the pool's transports.
+func transportOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithStaticStreamWindowSize(StreamWindow),
+		grpc.WithStaticConnWindowSize(ConnWindow),
+	}
 }
 
 // Name is the upstream name.

@@ -41,12 +41,14 @@ type conn struct {
 	dmu        sync.Mutex
 	frameStart time.Time
 	idle, rto  time.Duration
+	rdl        time.Time // the read deadline armed on the socket (under dmu)
+	wdl        time.Time // the write deadline armed (by the flusher)
 
 	// writer state
 	wmu      sync.Mutex
 	wcond    *sync.Cond // signalled by the flusher as wbuf drains
-	wbuf     []byte
-	spare    []byte
+	wbuf     []byte     // replies waiting to be written, in *wp
+	wp       *[]byte    // the pooled buffer wbuf lives in; nil when none is held
 	flushing bool
 	werr     error
 	seqs     map[uint32]struct{}
@@ -59,36 +61,55 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
-	c.rd = codec.NewReader(deadlineReader{c}, s.codec, 4096)
+	c.rd = codec.NewReader(deadlineReader{c}, s.codec, readBase)
 	return c
 }
+
+// readBase is a connection's own read buffer: one frame of up to about
+// 2 KB (a 1 KB body with its header and extensions) is read with one
+// syscall; larger frames borrow a shared pooled buffer from the codec's
+// Reader while they are read. It is most of an idle connection's memory.
+const readBase = 2048
 
 // deadlineReader arms the read deadline before each socket read: the idle
 // timeout between frames, the read timeout once a frame has started
 // (slowloris), and the drain quiet period when draining with nothing in
 // flight.
+//
+// Arming a deadline re-arms a runtime timer, and this runs before every
+// read. The idle deadline is therefore armed with slack (idle + idle/8)
+// and kept while it still lies between idle and idle + idle/8 from now:
+// it is re-armed about once every idle/8 of activity instead of once per
+// read, and an idle connection is closed between idle and 9/8 × idle
+// after its last read, never earlier. The read timeout of a started frame
+// and the drain quiet period are armed exactly.
 type deadlineReader struct{ c *conn }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
 	c := d.c
 	now := time.Now()
-	var dl time.Time
+	var dl, late time.Time // arm a deadline in [dl, late]
 	if c.rd.Buffered() > 0 {
 		if c.frameStart.IsZero() {
 			c.frameStart = now
 		}
 		dl = c.frameStart.Add(c.rto)
+		late = dl
 	} else {
 		c.frameStart = time.Time{}
 		dl = now.Add(c.idle)
+		late = dl.Add(c.idle / 8)
 	}
 	c.dmu.Lock()
 	if c.s.draining.Load() && c.inflight.Load() == 0 && c.rd.Buffered() == 0 {
 		if q := now.Add(c.s.opts.DrainQuiet); q.Before(dl) {
-			dl = q
+			dl, late = q, q
 		}
 	}
-	_ = c.nc.SetReadDeadline(dl)
+	if c.rdl.Before(dl) || c.rdl.After(late) {
+		_ = c.nc.SetReadDeadline(late)
+		c.rdl = late
+	}
 	c.dmu.Unlock()
 	return c.nc.Read(p)
 }
@@ -98,7 +119,8 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 func (c *conn) drainNudge() {
 	c.dmu.Lock()
 	if c.inflight.Load() == 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.opts.DrainQuiet))
+		c.rdl = time.Now().Add(c.s.opts.DrainQuiet)
+		_ = c.nc.SetReadDeadline(c.rdl)
 	}
 	c.dmu.Unlock()
 }
@@ -279,7 +301,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		s.mInFlight.Inc()
 	}
 	c.calls.Add(1)
-	go q.run()
+	s.work.dispatch(q)
 	return true
 }
 
@@ -533,6 +555,7 @@ func (c *conn) reply(f *codec.Frame) {
 		c.wmu.Unlock()
 		return
 	}
+	c.takeWbufLocked()
 	b, err := c.s.codec.Append(c.wbuf, f)
 	if err != nil {
 		// The reply cannot be encoded (a body over the frame limit, an
@@ -558,18 +581,14 @@ func (c *conn) reply(f *codec.Frame) {
 // flushing set by the caller, it returns with wmu held and flushing clear.
 func (c *conn) flushLocked() {
 	for len(c.wbuf) > 0 && c.werr == nil {
-		out := c.wbuf
-		c.wbuf = c.spare[:0]
+		out, op := c.wbuf, c.wp
+		c.wbuf, c.wp = nil, nil
 		c.wmu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.sendTimeout()))
+		c.armWrite()
 		_, werr := c.nc.Write(out)
+		putWbuf(op, out)
 		c.wmu.Lock()
 		c.wcond.Broadcast()
-		if cap(out) <= 64<<10 {
-			c.spare = out[:0]
-		} else {
-			c.spare = nil
-		}
 		if werr != nil {
 			c.werr = werr
 			c.end()
@@ -580,8 +599,48 @@ func (c *conn) flushLocked() {
 	c.wcond.Broadcast()
 }
 
+// Reply buffers are shared by all connections: a connection takes one from
+// wbufPool when it has a reply to encode and gives it back as soon as the
+// socket has taken the bytes, so an idle connection holds no write buffer.
+var wbufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4096)
+	return &b
+}}
+
+// takeWbufLocked gives the connection a pooled write buffer when it has
+// none (every writer — replies and pushes — encodes into it); wmu held.
+func (c *conn) takeWbufLocked() {
+	if c.wp == nil {
+		c.wp = wbufPool.Get().(*[]byte)
+		c.wbuf = (*c.wp)[:0]
+	}
+}
+
+// putWbuf returns the pooled buffer p, now holding b, to wbufPool (buffers
+// grown past 64 KB are dropped).
+func putWbuf(p *[]byte, b []byte) {
+	if p == nil || cap(b) > 64<<10 {
+		return
+	}
+	*p = b[:0]
+	wbufPool.Put(p)
+}
+
 // maxPendingWrite bounds the reply bytes queued behind a socket write.
 const maxPendingWrite = 1 << 20
+
+// armWrite arms the write deadline for a flush: sendTimeout from now, with
+// the same slack as the idle read deadline (kept while it lies between T
+// and T + T/8 from now), so a busy connection re-arms the timer about once
+// every T/8 rather than once per write. Called by the flusher only.
+func (c *conn) armWrite() {
+	t := c.sendTimeout()
+	now := time.Now()
+	if dl := now.Add(t); c.wdl.Before(dl) || c.wdl.After(dl.Add(t/8)) {
+		c.wdl = dl.Add(t / 8)
+		_ = c.nc.SetWriteDeadline(c.wdl)
+	}
+}
 
 // sendTimeout bounds one socket write: Options.SendTimeout, else the idle
 // timeout.

@@ -53,6 +53,7 @@ type envOpts struct {
 	now      func() time.Time
 	maxConns int           // Options.MaxConnections
 	sendTO   time.Duration // Options.SendTimeout
+	backend  []grpc.ServerOption
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -68,7 +69,7 @@ func newEnvO(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := demo.NewServer()
+	gs := demo.NewServer(o.backend...)
 	if o.extra != nil {
 		demo.RegisterRaw(gs, "test.Svc", o.extra)
 	}

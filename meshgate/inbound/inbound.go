@@ -128,6 +128,8 @@ type Server struct {
 	pushCfg  atomic.Pointer[pushConfig]
 	pushOnce sync.Once
 	registry *push.Registry
+
+	work workers // workers.go
 }
 
 // New returns a server using table t (replace it with SetTable).
@@ -159,6 +161,7 @@ func New(opts Options, t *Table) *Server {
 	}
 	s.refusals.Log = s.log
 	s.auth.init(s)
+	s.work.init()
 	s.table.Store(t)
 	return s
 }
@@ -275,6 +278,7 @@ func (s *Server) Close() {
 		c.abort()
 	}
 	s.connWG.Wait()
+	s.work.close()
 }
 
 // stopAccepting closes the listeners (marking the server closed when

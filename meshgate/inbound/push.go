@@ -97,6 +97,7 @@ func (p pushConn) Push(f *codec.Frame) error {
 		c.wmu.Unlock()
 		return fmt.Errorf("%w: %d bytes waiting (queue_bytes %d)", push.ErrFull, n, c.push.bound)
 	}
+	c.takeWbufLocked()
 	b, err := c.s.codec.Append(c.wbuf, f)
 	if err != nil {
 		c.wmu.Unlock()

@@ -115,6 +115,11 @@ func (lm *limiter) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServer
 	if lm.lim.RecvTimeout <= 0 {
 		return h(srv, ss)
 	}
+	// A call whose own deadline comes first needs no helper: grpc-go closes
+	// the stream at the deadline, which ends a blocked RecvMsg.
+	if dl, ok := ss.Context().Deadline(); ok && time.Until(dl) <= lm.lim.RecvTimeout {
+		return h(srv, ss)
+	}
 	ls := limitedStreamPool.Get().(*limitedStream)
 	ls.ServerStream, ls.timeout, ls.first = ss, lm.lim.RecvTimeout, true
 	err := h(srv, ls)

@@ -105,6 +105,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 		opts = append(opts, b.ServerOptions()...)
 		opts = append(opts, r.gm.ServerOptions()...)
 		opts = append(opts, listenerMsgOptions(&lc)...)
+		opts = append(opts, listenerTransportOptions()...)
 		g := &grpcServer{gs: grpc.NewServer(opts...), health: health.NewServer(), bridge: b}
 		healthpb.RegisterHealthServer(g.gs, g.health)
 		if err := r.registerPushAPI(g, lc); err != nil {

@@ -1,0 +1,44 @@
+package inbound
+
+import (
+	"runtime/metrics"
+	"strconv"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/meshgate/meshgate/codec"
+)
+
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestRequestsReuseWorkers checks that a connection's requests run on
+// reused worker goroutines: 200 calls one after another start (almost) no
+// goroutine in the process. The backend serves its streams on grpc-go's
+// stream workers, so every goroutine started per call would be MeshGate's;
+// before the worker pool each request started its own goroutine (≥ 200).
+func TestRequestsReuseWorkers(t *testing.T) {
+	e := newEnv(t, envOpts{backend: []grpc.ServerOption{grpc.NumStreamWorkers(4)}})
+	cl := e.dial()
+	call := func(i int) {
+		r, ok, _ := tryWait(cl.start(codec.Frame{Cmd: cmdEcho, Body: []byte(strconv.Itoa(i))}))
+		if !ok || r.Result != 0 || string(r.Body) != strconv.Itoa(i) {
+			t.Fatalf("call %d: ok=%v result=%d body=%q", i, ok, r.Result, r.Body)
+		}
+	}
+	for i := 0; i < 20; i++ { // connections and workers up
+		call(i)
+	}
+	const n = 200
+	before := goroutinesCreated()
+	for i := 0; i < n; i++ {
+		call(i)
+	}
+	if created := goroutinesCreated() - before; created > n/10 {
+		t.Fatalf("%d goroutines started for %d sequential requests; want at most %d (requests run on reused workers)", created, n, n/10)
+	}
+}
