@@ -245,8 +245,11 @@ func TestBenchQuick(t *testing.T) {
 	}
 	for _, tg := range rep.Targets {
 		evaluated := tg.Status == "PASS" || tg.Status == "MISS"
-		// Only the private→private targets may wait for the product.
-		if !evaluated && !(lacks["MPP"] && strings.HasPrefix(tg.Name, "private→private") && strings.Contains(tg.Why, "product lacks")) {
+		// Only the private→private targets may wait for the product; a
+		// ratio whose reference hop came out non-positive in a run this
+		// short (noise on a loaded machine) is rightly N/A.
+		noisy := tg.Status == "N/A" && strings.Contains(tg.Why, "not positive")
+		if !evaluated && !noisy && !(lacks["MPP"] && strings.HasPrefix(tg.Name, "private→private") && strings.Contains(tg.Why, "product lacks")) {
 			t.Errorf("target %q not evaluated: %s (%s)", tg.Name, tg.Status, tg.Why)
 		}
 		if !strings.Contains(stdout.String(), fmt.Sprintf("%-4s  %s", tg.Status, tg.Name)) {

@@ -213,7 +213,9 @@ listeners:
     push: {api: true}
     routes: []
 upstreams:
-  - {name: demo, protocol: grpc, endpoints: [%q]}
+  # 10,000 logins arrive at once: above the default circuit breaker (1024
+  # in flight per upstream), which would answer the excess with result 6.
+  - {name: demo, protocol: grpc, endpoints: [%q], resilience: {circuit_breaker: {max_requests: 20000, max_pending: 20000}}}
 `, admin, priv, loginCmd, loginCmd, api, gln.Addr().String())
 	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
 	proc := harness.Start(t, "meshgate", bin, "run", "-c", path)
