@@ -118,6 +118,9 @@ func (r *recorder) end() map[uint64]uint8 {
 	r.phase.Store(-1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// A worker that read the phase before the Store above checks cur under
+	// the lock: after this, the returned map is the caller's alone.
+	r.cur = -1
 	return r.sides
 }
 
