@@ -1,6 +1,123 @@
 package upstream
 
-import "context"
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/privconn"
+	"github.com/meshgate/meshgate/meshgate/resilience"
+)
+
+// Endpoint is one upstream address and all its per-endpoint state, in one
+// place: health (live connections), calls in flight, counters, a latency
+// EWMA and its connection slots. Picking is the pool's resilience Guard's
+// (one balancer for both protocols: the configured lb over adaptive
+// weights, with ejection); res mirrors liveness into it. Safe for
+// concurrent use.
+type Endpoint struct {
+	addr     string
+	live     atomic.Int32 // live connections; 0 = ejected
+	inflight atomic.Int64
+	requests atomic.Uint64
+	failures atomic.Uint64
+	ewmaNS   atomic.Uint64 // float64 bits of the latency EWMA, ns
+
+	// meshgate_upstream_requests_total children, resolved once per code
+	reqVec   *prometheus.CounterVec
+	upstream string
+	reqCodes [17]atomic.Pointer[prometheus.Counter]
+
+	res *resilience.Endpoint // this endpoint in the pool's Guard (resilience.go)
+
+	// private pools: the connection slots (see PrivatePool.keep)
+	rr    atomic.Uint32
+	slots []atomic.Pointer[privconn.Conn]
+}
+
+// NewEndpoint returns the state of addr.
+func NewEndpoint(addr string) *Endpoint { return &Endpoint{addr: addr} }
+
+// Addr is the endpoint's host:port.
+func (e *Endpoint) Addr() string { return e.addr }
+
+// Healthy reports whether the endpoint has a live connection.
+func (e *Endpoint) Healthy() bool { return e.live.Load() > 0 }
+
+// InFlight is the number of calls in flight on the endpoint.
+func (e *Endpoint) InFlight() int64 { return e.inflight.Load() }
+
+// Requests and Failures count calls sent and transport failures.
+func (e *Endpoint) Requests() uint64 { return e.requests.Load() }
+
+// Failures counts calls that failed in transport (not failed replies).
+func (e *Endpoint) Failures() uint64 { return e.failures.Load() }
+
+// ewmaAlpha weighs a new latency sample.
+const ewmaAlpha = 0.2
+
+// Observe records a finished call: its latency feeds the EWMA, a transport
+// error counts as a failure. The hook for adaptive balancing.
+func (e *Endpoint) Observe(d time.Duration, err error) {
+	if err != nil {
+		e.failures.Add(1)
+	}
+	for {
+		old := e.ewmaNS.Load()
+		v := float64(d)
+		if old != 0 {
+			v = ewmaAlpha*v + (1-ewmaAlpha)*math.Float64frombits(old)
+		}
+		if e.ewmaNS.CompareAndSwap(old, math.Float64bits(v)) {
+			return
+		}
+	}
+}
+
+// Latency is the latency EWMA (0 before the first call).
+func (e *Endpoint) Latency() time.Duration {
+	return time.Duration(math.Float64frombits(e.ewmaNS.Load()))
+}
+
+// count adds one call answered with code c to the endpoint's counter.
+func (e *Endpoint) count(c codes.Code) {
+	if e.reqVec == nil {
+		return
+	}
+	if int(c) >= len(e.reqCodes) {
+		c = codes.Unknown
+	}
+	if p := e.reqCodes[c].Load(); p != nil {
+		(*p).Inc()
+		return
+	}
+	ctr := e.reqVec.WithLabelValues(e.upstream, e.addr, c.String())
+	e.reqCodes[c].Store(&ctr)
+	ctr.Inc()
+}
+
+// resultCode is the gRPC code of a reply's result (docs/protocol.md).
+func resultCode(result uint16) codes.Code {
+	c, _ := codec.GRPCCode(result)
+	return codes.Code(c)
+}
+
+// begin and end bracket one call on the endpoint.
+func (e *Endpoint) begin() time.Time {
+	e.inflight.Add(1)
+	e.requests.Add(1)
+	return time.Now()
+}
+
+func (e *Endpoint) end(start time.Time, err error) {
+	e.inflight.Add(-1)
+	e.Observe(time.Since(start), err)
+}
 
 type endpointSinkKey struct{}
 

@@ -121,7 +121,6 @@ type PrivatePool struct {
 	tls   *tlsconf.Client // nil: plaintext
 
 	eps []*Endpoint
-	bal Balancer
 
 	late, unknown atomic.Uint64
 
@@ -186,11 +185,13 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 		e.reqVec, e.upstream = o.epRequests, u.Name
 		p.eps = append(p.eps, e)
 	}
-	if p.bal, err = NewBalancer(u.LB, p.eps); err != nil {
+	switch u.LB {
+	case config.LBRoundRobin, config.LBLeastRequest, config.LBConsistentHash, "":
+	default:
 		if tc != nil {
 			tc.Close()
 		}
-		return nil, fmt.Errorf("upstream %q: %w", u.Name, err)
+		return nil, fmt.Errorf("%w: upstream %q: unknown lb %q", ErrConfig, u.Name, u.LB)
 	}
 	p.newGuard(u.LB, u.Endpoints, u.Resilience, p.opts.resilience)
 	p.m.endpoints.Add(float64(len(p.eps)))
@@ -325,8 +326,16 @@ func (p *PrivatePool) onUnknown() {
 	p.m.unknown.Inc()
 }
 
-// pick chooses a healthy endpoint for uin by the pool's balancer.
-func (p *PrivatePool) pick(uin uint64) *Endpoint { return p.bal.Pick(uin) }
+// pick chooses an endpoint for uin through the pool's Guard (the
+// configured lb over adaptive weights, skipping ejected endpoints and
+// those without a live connection); nil when none is eligible.
+func (p *PrivatePool) pick(uin uint64) *Endpoint {
+	ge := p.guard.Pick(uin)
+	if ge == nil {
+		return nil
+	}
+	return p.eps[ge.Index()]
+}
 
 // conn returns a live connection of e with room, round robin.
 func (e *Endpoint) conn() (*privconn.Conn, bool) {
