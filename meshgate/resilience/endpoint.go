@@ -107,6 +107,13 @@ func (e *Endpoint) Index() int { return e.index }
 // InFlight is the number of attempts on this endpoint not yet finished.
 func (e *Endpoint) InFlight() int64 { return e.inflight.Load() }
 
+// Hold counts work outside Guard.Do as in flight on the endpoint (an open
+// stream exchange, which least_request must see) until release is called.
+func (e *Endpoint) Hold() (release func()) {
+	e.inflight.Add(1)
+	return func() { e.inflight.Add(-1) }
+}
+
 // SetDown tells the endpoint its connection layer has no live connection
 // (down) or has one again; a down endpoint is never picked. Coming back up
 // after an outage starts the slow-start ramp (the first connection does

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -23,10 +22,8 @@ import (
 type Endpoint struct {
 	addr     string
 	live     atomic.Int32 // live connections; 0 = ejected
-	inflight atomic.Int64
 	requests atomic.Uint64
 	failures atomic.Uint64
-	ewmaNS   atomic.Uint64 // float64 bits of the latency EWMA, ns
 
 	// meshgate_upstream_requests_total children, resolved once per code
 	reqVec   *prometheus.CounterVec
@@ -49,40 +46,19 @@ func (e *Endpoint) Addr() string { return e.addr }
 // Healthy reports whether the endpoint has a live connection.
 func (e *Endpoint) Healthy() bool { return e.live.Load() > 0 }
 
-// InFlight is the number of calls in flight on the endpoint.
-func (e *Endpoint) InFlight() int64 { return e.inflight.Load() }
+// InFlight is the number of calls (and open stream exchanges) in flight on
+// the endpoint, as the Guard's balancer sees it.
+func (e *Endpoint) InFlight() int64 { return e.res.InFlight() }
+
+// Latency is the endpoint's latency EWMA, as the Guard's adaptive weights
+// see it (0 before the first sample).
+func (e *Endpoint) Latency() time.Duration { return e.res.Latency() }
 
 // Requests and Failures count calls sent and transport failures.
 func (e *Endpoint) Requests() uint64 { return e.requests.Load() }
 
 // Failures counts calls that failed in transport (not failed replies).
 func (e *Endpoint) Failures() uint64 { return e.failures.Load() }
-
-// ewmaAlpha weighs a new latency sample.
-const ewmaAlpha = 0.2
-
-// Observe records a finished call: its latency feeds the EWMA, a transport
-// error counts as a failure. The hook for adaptive balancing.
-func (e *Endpoint) Observe(d time.Duration, err error) {
-	if err != nil {
-		e.failures.Add(1)
-	}
-	for {
-		old := e.ewmaNS.Load()
-		v := float64(d)
-		if old != 0 {
-			v = ewmaAlpha*v + (1-ewmaAlpha)*math.Float64frombits(old)
-		}
-		if e.ewmaNS.CompareAndSwap(old, math.Float64bits(v)) {
-			return
-		}
-	}
-}
-
-// Latency is the latency EWMA (0 before the first call).
-func (e *Endpoint) Latency() time.Duration {
-	return time.Duration(math.Float64frombits(e.ewmaNS.Load()))
-}
 
 // count adds one call answered with code c to the endpoint's counter.
 func (e *Endpoint) count(c codes.Code) {
@@ -107,16 +83,14 @@ func resultCode(result uint16) codes.Code {
 	return codes.Code(c)
 }
 
-// begin and end bracket one call on the endpoint.
-func (e *Endpoint) begin() time.Time {
-	e.inflight.Add(1)
-	e.requests.Add(1)
-	return time.Now()
-}
+// begin and end bracket one call on the endpoint (its counters; in-flight
+// and latency are the Guard's, which brackets the attempt).
+func (e *Endpoint) begin() { e.requests.Add(1) }
 
-func (e *Endpoint) end(start time.Time, err error) {
-	e.inflight.Add(-1)
-	e.Observe(time.Since(start), err)
+func (e *Endpoint) end(err error) {
+	if err != nil {
+		e.failures.Add(1)
+	}
 }
 
 type endpointSinkKey struct{}

@@ -379,9 +379,9 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 			continue
 		}
 		reportEndpoint(ctx, e.addr)
-		t0 := e.begin()
+		e.begin()
 		resp, err := cn.Do(ctx, req)
-		e.end(t0, err)
+		e.end(err)
 		if err == nil {
 			e.count(resultCode(resp.Result))
 		} else if !errors.Is(err, privconn.ErrNotSent) && !errors.Is(err, privconn.ErrTooManyInFlight) {

@@ -66,9 +66,9 @@ func (p *PrivatePool) DoPolicy(ctx context.Context, req *codec.Frame, pol *resil
 			f = &cp
 		}
 		reportEndpoint(ctx, e.addr)
-		t0 := e.begin()
+		e.begin()
 		r, err := cn.Do(ctx, f)
-		e.end(t0, err)
+		e.end(err)
 		errs[n] = err
 		switch {
 		case err == nil:

@@ -29,9 +29,8 @@ func (p *PrivatePool) OpenStream(cmd uint32, uin uint64, ext []codec.Ext, lim st
 		if err == nil {
 			// An open stream counts as a request in flight on its
 			// endpoint (least_request), until it ends.
-			e.inflight.Add(1)
-			e.requests.Add(1)
-			s.OnEnd(func() { e.inflight.Add(-1) })
+			e.begin()
+			s.OnEnd(e.res.Hold())
 			return s, nil
 		}
 		lastErr = err
