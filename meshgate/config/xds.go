@@ -240,6 +240,7 @@ func (x *XDS) validate(c *Config, e *errs) {
 				if l.Wasm.File == "" {
 					e.add(lf+".wasm.file", "required")
 				}
+				checkWasmConfig(e, lf+".wasm.config", l.Wasm.Config)
 			}
 			checkRouteTo(e, c, lf+".route_to", l.RouteTo, l.Protocol, clusters)
 			if len(l.Routes) > 0 && l.Protocol != EnvoyGRPC {

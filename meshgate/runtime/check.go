@@ -86,9 +86,11 @@ func Check(cfg *config.Config) error {
 			}
 		}
 	}
-	if cfg.XDS != nil {
+	if m, err := cfg.XDSModel(); err != nil {
+		errs = append(errs, err) // each names its field
+	} else if m != nil {
 		files := xds.Files{}
-		for _, p := range xds.CertFiles(cfg) {
+		for _, p := range xds.CertFiles(m) {
 			b, err := os.ReadFile(p)
 			if err != nil {
 				add("xds", err)
@@ -96,8 +98,8 @@ func Check(cfg *config.Config) error {
 			}
 			files[p] = b
 		}
-		if len(files) == len(xds.CertFiles(cfg)) {
-			if _, err := xds.Translate(cfg, files); err != nil {
+		if len(files) == len(xds.CertFiles(m)) {
+			if _, err := xds.Translate(m, files); err != nil {
 				add("xds", err)
 			}
 		}
