@@ -334,6 +334,3 @@ func splitHostPort(addr string) (string, int, bool) {
 	}
 	return h, n, true
 }
-
-// SplitHostPort splits "host:port" with a numeric port (exported for xds).
-func SplitHostPort(addr string) (host string, port int, ok bool) { return splitHostPort(addr) }
