@@ -7,10 +7,12 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshgate/meshgate/meshgate/config"
@@ -196,5 +198,22 @@ func TestValidationNamesFields(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.field+":") {
 			t.Errorf("%s: got %v", c.field, err)
 		}
+	}
+}
+
+// TestBridgeModelGolden: the model the builder makes of bridge.yaml, as
+// YAML (testdata/bridge.model.yaml), is what TestTranslateGolden
+// translates; read back, it translates to the same resources, so the
+// model files of testdata/model/ mean what the builder means.
+func TestBridgeModelGolden(t *testing.T) {
+	m := loadTestModel(t, "bridge.yaml")
+	y, err := yaml.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "bridge.model.yaml", y)
+	back := readModel(t, filepath.Join("testdata", "bridge.model.yaml.golden"))
+	if !reflect.DeepEqual(back, m) {
+		t.Fatalf("model read back differs:\n%+v\n%+v", back, m)
 	}
 }
