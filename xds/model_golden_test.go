@@ -135,6 +135,11 @@ func TestTranslateRejectsBadModel(t *testing.T) {
 		{"listener protocol", `node idc: listener idc_private: unknown protocol "udp"`, func(m *model.XDS) { m.Nodes[0].Listeners[0].Protocol = "udp" }},
 		{"cluster protocol", `node idc: cluster cloud_private: unknown protocol "http1"`, func(m *model.XDS) { m.Nodes[0].Clusters[0].Protocol = "http1" }},
 		{"lb policy", `node idc: cluster cloud_private: unknown load-balancing policy "random"`, func(m *model.XDS) { m.Nodes[0].Clusters[0].LB = "random" }},
+		{"unknown cluster", `node idc: listener idc_private: unknown cluster "nope"`, func(m *model.XDS) { m.Nodes[0].Listeners[0].Cluster = "nope" }},
+		{"unknown route cluster", `listener idc_private: unknown cluster "nope"`, func(m *model.XDS) {
+			l := &m.Nodes[0].Listeners[0]
+			l.Protocol, l.Routes = model.GRPC, []model.Route{{PathPrefix: "/", Cluster: "cloud_private"}, {PathPrefix: "/", Cluster: "nope"}}
+		}},
 		{"wasm on grpc", "listener idc_private: the wasm network filter needs a tcp listener", func(m *model.XDS) {
 			l := &m.Nodes[0].Listeners[0]
 			l.Protocol, l.Wasm = model.GRPC, &model.Wasm{Name: "w", File: "/w", Config: "{}"}

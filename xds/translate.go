@@ -143,11 +143,34 @@ func translateNode(n *model.Node, files Files) (*Resources, error) {
 		}
 	}
 	for i := range n.Listeners {
-		if err := b.addListener(&n.Listeners[i]); err != nil {
+		l := &n.Listeners[i]
+		if err := checkClusters(l, b.res.Clusters); err != nil {
+			return nil, err
+		}
+		if err := b.addListener(l); err != nil {
 			return nil, err
 		}
 	}
 	return b.res, nil
+}
+
+// checkClusters refuses a listener routing to a cluster the node does not
+// have (Envoy would accept it and answer 503 / reset connections).
+func checkClusters(l *model.Listener, clusters []types.Resource) error {
+	have := names(clusters)
+	refs := []string{l.Cluster}
+	if l.Protocol == model.GRPC {
+		refs = refs[:0]
+		for _, r := range l.Routes {
+			refs = append(refs, r.Cluster)
+		}
+	}
+	for _, c := range refs {
+		if !have[c] {
+			return fmt.Errorf("listener %s: unknown cluster %q", l.Name, c)
+		}
+	}
+	return nil
 }
 
 func adsSource() *core.ConfigSource {
