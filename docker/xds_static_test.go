@@ -25,8 +25,12 @@ func TestComposeBootstrapsMatchConfig(t *testing.T) {
 	if !strings.HasPrefix(cfg.Admin.Address, "127.0.0.1:") {
 		t.Errorf("admin.address %q: keep admin on loopback", cfg.Admin.Address)
 	}
+	m, err := cfg.XDSModel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, node := range []string{"idc", "cloud"} {
-		want, err := xds.Bootstrap(cfg, node, xds.BootstrapOptions{XDSAddress: "172.28.0.10:18000"})
+		want, err := xds.Bootstrap(m, node, xds.BootstrapOptions{XDSAddress: "172.28.0.10:18000"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -77,7 +77,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	cfg := filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 66, pki, client)
 
 	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
-	if err := xs.Update(cfg); err != nil {
+	if err := xs.Update(xdsModel(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := xs.Listen(); err != nil {
@@ -94,7 +94,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 		}
 	})
 
-	boot, err := xds.Bootstrap(cfg, "filter", xds.BootstrapOptions{})
+	boot, err := xds.Bootstrap(xdsModel(t, cfg), "filter", xds.BootstrapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 
 	// Push a new plugin config (deny 67 instead of 66): new connections
 	// get it once Envoy has swapped the listener.
-	if err := xs.Update(filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client)); err != nil {
+	if err := xs.Update(xdsModel(t, filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client))); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 30*time.Second, "pushed deny list in force on a new connection", func() error {

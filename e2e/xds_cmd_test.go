@@ -20,6 +20,7 @@ import (
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/xds"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // TestXDSCommands: `meshgate envoy-bootstrap -delta` output (with the
@@ -81,7 +82,7 @@ xds:
 
 	p := harness.Start(t, "meshgate xds", bin, "xds", "-c", cfgPath)
 	harness.WaitTCP(t, 20*time.Second, xdsAddr)
-	gb, err := xds.GRPCBootstrap(xdsAddr, "cmd-client", proxylessTLS)
+	gb, err := xds.GRPCBootstrap(xdsAddr, "cmd-client", &model.ClientTLS{CertFile: proxylessTLS.CertFile, KeyFile: proxylessTLS.KeyFile, CAFile: proxylessTLS.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}

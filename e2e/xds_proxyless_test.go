@@ -16,6 +16,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // TestXDSProxyless: a grpc-go client with an xDS bootstrap pointing at
@@ -72,7 +73,7 @@ xds:
 	if xs == nil {
 		t.Fatal("runtime did not start the xds control plane")
 	}
-	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1", clientTLS)
+	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1", &model.ClientTLS{CertFile: clientTLS.CertFile, KeyFile: clientTLS.KeyFile, CAFile: clientTLS.CAFile})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // Access control. Every ADS stream is bound to the identities of its
@@ -51,18 +51,23 @@ type accessTable struct {
 	byID      map[string][]string // identity → node ids it may claim
 }
 
-func newAccessTable(x *config.XDS) *accessTable {
+func newAccessTable(m *model.XDS) *accessTable {
 	t := &accessTable{envoy: map[string]bool{}, proxyless: map[string]bool{}, byID: map[string][]string{}}
-	if x == nil {
+	if m == nil {
 		return t
 	}
-	for _, n := range x.Envoy {
-		t.envoy[n.Node] = true
+	for _, n := range m.Nodes {
+		t.envoy[n.ID] = true
+		for _, id := range n.Identities {
+			t.byID[id] = append(t.byID[id], n.ID)
+		}
 	}
-	for _, n := range x.Proxyless {
-		t.proxyless[n.Node] = true
+	for _, n := range m.Proxyless.Nodes {
+		t.proxyless[n.ID] = true
+		for _, id := range n.Identities {
+			t.byID[id] = append(t.byID[id], n.ID)
+		}
 	}
-	t.byID = x.NodeIdentities()
 	return t
 }
 
@@ -173,12 +178,11 @@ func newRefusedCounter() (*prometheus.CounterVec, map[string]*atomic.Int64) {
 	return c, logs
 }
 
-// serverCreds builds the mutual-TLS transport credentials of xds.tls:
-// certificates and CA come from grpc-go's pemfile provider (re-read every
-// refresh), client certificates are required and verified.
-func serverCreds(cfg *config.Config, refresh time.Duration, s *Server) (credentials.TransportCredentials, func(), error) {
-	t := cfg.XDS.TLS
-	certFile, keyFile, caFile := cfg.Path(t.CertFile), cfg.Path(t.KeyFile), cfg.Path(t.CAFile)
+// serverCreds builds the control plane's mutual-TLS transport
+// credentials: certificates and CA come from grpc-go's pemfile provider
+// (re-read every refresh), client certificates are required and verified.
+func serverCreds(t *model.ServerTLS, refresh time.Duration, s *Server) (credentials.TransportCredentials, func(), error) {
+	certFile, keyFile, caFile := t.CertFile, t.KeyFile, t.CAFile
 	// Fail now on unusable files (the provider would only log and wait).
 	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
 		return nil, nil, fmt.Errorf("%w: xds.tls: %w", ErrMissingFile, err)
@@ -191,7 +195,7 @@ func serverCreds(cfg *config.Config, refresh time.Duration, s *Server) (credenti
 		return nil, nil, fmt.Errorf("%w: xds.tls.ca_file %s: no PEM certificate", ErrMissingFile, caFile)
 	}
 	if refresh <= 0 {
-		refresh = config.DefaultCertPoll
+		refresh = defaultCertPoll
 	}
 	prov, err := pemfile.NewProvider(pemfile.Options{CertFile: certFile, KeyFile: keyFile, RootFile: caFile, RefreshDuration: refresh})
 	if err != nil {
@@ -237,23 +241,23 @@ func (c countingCreds) Clone() credentials.TransportCredentials {
 	return countingCreds{c.TransportCredentials.Clone(), c.s}
 }
 
-// secureLocked prepares the transport of addr: mutual TLS when the config
-// has xds.tls, plaintext otherwise (validation allows that only on a unix
-// socket or, with xds.insecure, a loopback address). s.mu is held.
+// secureLocked prepares the transport of addr: mutual TLS when the model
+// has server TLS, plaintext otherwise (the config allows that only on a
+// unix socket or, with xds.insecure, a loopback address). s.mu is held.
 func (s *Server) secureLocked(addr string) error {
-	if s.cfg == nil || s.cfg.XDS.TLS == nil {
+	if s.model == nil || s.model.Server.TLS == nil {
 		if path, ok := strings.CutPrefix(addr, "unix:"); ok && path != "" {
 			s.requireTLS.Store(false)
 			return nil
 		}
 		host, _, err := net.SplitHostPort(addr)
-		if s.cfg == nil || !s.cfg.XDS.Insecure || err != nil || !loopback(host) {
+		if s.model == nil || !s.model.Server.Insecure || err != nil || !loopback(host) {
 			return fmt.Errorf("xds: listen %s: xds.tls is required on TCP (plaintext only with xds.insecure on a loopback address)", addr)
 		}
 		s.requireTLS.Store(false)
 		return nil
 	}
-	creds, closeFn, err := serverCreds(s.cfg, s.cfg.XDS.CertPoll, s)
+	creds, closeFn, err := serverCreds(s.model.Server.TLS, s.model.Server.CertPoll, s)
 	if err != nil {
 		return err
 	}
@@ -263,10 +267,10 @@ func (s *Server) secureLocked(addr string) error {
 }
 
 func (s *Server) socketModeLocked() os.FileMode {
-	if s.cfg == nil {
+	if s.model == nil {
 		return 0o600
 	}
-	return os.FileMode(s.cfg.XDS.SocketFileMode())
+	return os.FileMode(s.model.Server.SocketMode)
 }
 
 // listenUnix listens on path and sets its mode. A stale socket of a
@@ -294,23 +298,23 @@ func loopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// TransportChanged reports whether cfg's xds section would listen
-// differently (address, TLS files, xds.insecure, socket mode) from what
-// this server listens with. Update does not change a bound listener or
-// its credentials, so the runtime restarts the control plane then.
-func (s *Server) TransportChanged(cfg *config.Config) bool {
+// TransportChanged reports whether m would listen differently (address,
+// TLS files, insecure, socket mode) from what this server listens with.
+// Update does not change a bound listener or its credentials, so the
+// runtime restarts the control plane then.
+func (s *Server) TransportChanged(m *model.XDS) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ln == nil || s.listened == nil || cfg == nil || cfg.XDS == nil {
+	if s.ln == nil || s.listened == nil || m == nil {
 		return false
 	}
-	a, b := s.listened, cfg.XDS
-	tlsKey := func(x *config.XDS, c *config.Config) string {
-		if x.TLS == nil {
+	a, b := s.listened, &m.Server
+	tlsKey := func(t *model.ServerTLS) string {
+		if t == nil {
 			return ""
 		}
-		return c.Path(x.TLS.CertFile) + "\x00" + c.Path(x.TLS.KeyFile) + "\x00" + c.Path(x.TLS.CAFile)
+		return t.CertFile + "\x00" + t.KeyFile + "\x00" + t.CAFile
 	}
 	return (s.opts.Address == "" && a.Address != b.Address) || a.Insecure != b.Insecure ||
-		a.SocketMode != b.SocketMode || tlsKey(a, s.listenedCfg) != tlsKey(b, cfg)
+		a.SocketMode != b.SocketMode || tlsKey(a.TLS) != tlsKey(b.TLS)
 }

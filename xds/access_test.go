@@ -191,6 +191,11 @@ func TestADSRequiresClientCertificate(t *testing.T) {
 			t.Fatalf("%s: code %v (%v), want Unavailable (handshake failed)", c.name, code, err)
 		}
 	}
+	// The server counts a failed handshake after the client saw it fail.
+	deadline := time.Now().Add(5 * time.Second)
+	for refusedCount(reg, RefusedHandshake) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := refusedCount(reg, RefusedHandshake); n < 2 {
 		t.Fatalf("refused{handshake} = %v, want >= 2", n)
 	}
@@ -279,7 +284,7 @@ func TestUnixSocketMode(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := NewServer(Options{})
-		if err := s.Update(cfg); err != nil {
+		if err := s.Update(mustModel(t, cfg)); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Listen(); err != nil {
@@ -360,7 +365,7 @@ func TestListenCloseWithoutServe(t *testing.T) {
 	dir := t.TempDir()
 	securePKI(t, dir)
 	s := NewServer(Options{})
-	if err := s.Update(secureConfig(t, dir, "127.0.0.1:0")); err != nil {
+	if err := s.Update(mustModel(t, secureConfig(t, dir, "127.0.0.1:0"))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Listen(); err != nil {
@@ -381,7 +386,7 @@ func TestListenRefusesUnusableTLSFiles(t *testing.T) {
 	}
 	s := NewServer(Options{})
 	defer s.Close()
-	if err := s.Update(cfg); err != nil {
+	if err := s.Update(mustModel(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Listen(); !errors.Is(err, ErrMissingFile) {

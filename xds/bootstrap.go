@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	bootstrap "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -16,7 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // xdsClusterName is the static cluster Envoy reaches MeshGate's ADS on.
@@ -27,54 +28,50 @@ type BootstrapOptions struct {
 	// Delta selects incremental xDS (DELTA_GRPC) instead of
 	// state-of-the-world (GRPC).
 	Delta bool
-	// XDSAddress overrides xds.address (host:port or unix:/path).
+	// XDSAddress overrides the control plane's address (host:port or
+	// unix:/path).
 	XDSAddress string
-	// AdminAddress overrides the node's admin_address.
+	// AdminAddress overrides the node's admin address.
 	AdminAddress string
-	// XDSTLS overrides xds.envoy[].xds_tls: the client certificate, key
-	// and CA (paths as Envoy sees them) Envoy uses to reach the control
-	// plane over mutual TLS; ServerName, when set, is sent as SNI and
-	// required as a DNS SAN of the control plane's certificate.
-	XDSTLS *config.TLS
+	// XDSTLS overrides the node's XDSClientTLS: the client certificate,
+	// key and CA (paths as Envoy sees them) Envoy uses to reach the
+	// control plane over mutual TLS; ServerName, when set, is sent as SNI
+	// and required as a DNS SAN of the control plane's certificate.
+	XDSTLS *model.ClientTLS
 }
+
+// xdsConnectTimeout is the connect timeout of the bootstrap's xds cluster.
+const xdsConnectTimeout = 2 * time.Second
 
 // Bootstrap renders the Envoy bootstrap (YAML) for node: node id and
 // cluster, admin address, one static cluster reaching the control plane
 // (HTTP/2, TCP or unix socket), and LDS/CDS through ADS (routes,
 // endpoints and secrets follow from them, also over ADS).
-func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, error) {
-	if cfg == nil || cfg.XDS == nil {
+func Bootstrap(m *model.XDS, node string, o BootstrapOptions) ([]byte, error) {
+	if m == nil {
 		return nil, ErrNoXDS
 	}
-	var n *config.EnvoyNode
-	for i := range cfg.XDS.Envoy {
-		if cfg.XDS.Envoy[i].Node == node {
-			n = &cfg.XDS.Envoy[i]
+	n := m.Node(node)
+	if n == nil {
+		return nil, fmt.Errorf("xds: no Envoy node %q", node)
+	}
+	cp, admin := m.Server.Address, n.Admin
+	var err error
+	if o.XDSAddress != "" {
+		if cp, err = model.ParseAddress(o.XDSAddress); err != nil {
+			return nil, fmt.Errorf("xds: xds address: %w", err)
 		}
 	}
-	if n == nil {
-		return nil, fmt.Errorf("xds: no xds.envoy entry with node %q", node)
-	}
-	xdsAddr := cfg.XDS.Address
-	if o.XDSAddress != "" {
-		xdsAddr = o.XDSAddress
-	}
-	adminAddr := n.AdminAddress
 	if o.AdminAddress != "" {
-		adminAddr = o.AdminAddress
+		if admin, err = model.ParseAddress(o.AdminAddress); err != nil {
+			return nil, fmt.Errorf("xds: admin address: %w", err)
+		}
 	}
-	admin, err := socketAddress(adminAddr)
-	if err != nil {
-		return nil, fmt.Errorf("xds: admin_address: %w", err)
-	}
-	var cp *core.Address
-	if path, ok := strings.CutPrefix(xdsAddr, "unix:"); ok {
-		cp = &core.Address{Address: &core.Address_Pipe{Pipe: &core.Pipe{Path: path}}}
-	} else if cp, err = socketAddress(xdsAddr); err != nil {
-		return nil, fmt.Errorf("xds: address: %w", err)
+	if admin.Unix != "" {
+		return nil, fmt.Errorf("xds: admin address %s: must be host:port", admin)
 	}
 	var transport *core.TransportSocket
-	clientTLS := n.XDSTLS
+	clientTLS := n.XDSClientTLS
 	if o.XDSTLS != nil {
 		clientTLS = o.XDSTLS
 	}
@@ -84,7 +81,7 @@ func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, err
 			return nil, fmt.Errorf("xds: node %q: the xds client TLS needs cert_file, key_file and ca_file", node)
 		}
 		transport = xdsTransportSocket(clientTLS)
-	case cfg.XDS.TLS != nil:
+	case m.Server.TLS != nil:
 		return nil, fmt.Errorf("xds: node %q: the control plane requires mutual TLS: set xds.envoy[].xds_tls or the -xds-cert/-xds-key/-xds-ca flags", node)
 	}
 	apiType := core.ApiConfigSource_GRPC
@@ -92,8 +89,8 @@ func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, err
 		apiType = core.ApiConfigSource_DELTA_GRPC
 	}
 	b := &bootstrap.Bootstrap{
-		Node:  &core.Node{Id: n.Node, Cluster: n.Cluster},
-		Admin: &bootstrap.Admin{Address: admin},
+		Node:  &core.Node{Id: n.ID, Cluster: n.Cluster},
+		Admin: &bootstrap.Admin{Address: socketAddress(admin)},
 		DynamicResources: &bootstrap.Bootstrap_DynamicResources{
 			AdsConfig: &core.ApiConfigSource{
 				ApiType:                   apiType,
@@ -109,13 +106,13 @@ func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, err
 		StaticResources: &bootstrap.Bootstrap_StaticResources{Clusters: []*cluster.Cluster{{
 			Name:                          xdsClusterName,
 			ClusterDiscoveryType:          &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
-			ConnectTimeout:                durationpb.New(config.DefaultConnectTimeout),
+			ConnectTimeout:                durationpb.New(xdsConnectTimeout),
 			TypedExtensionProtocolOptions: http2Options(),
 			TransportSocket:               transport,
 			LoadAssignment: &endpoint.ClusterLoadAssignment{
 				ClusterName: xdsClusterName,
 				Endpoints: []*endpoint.LocalityLbEndpoints{{LbEndpoints: []*endpoint.LbEndpoint{{
-					HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: cp}},
+					HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(cp)}},
 				}}}},
 			},
 		}}},
@@ -130,7 +127,7 @@ func Bootstrap(cfg *config.Config, node string, o BootstrapOptions) ([]byte, err
 // xdsTransportSocket is the UpstreamTlsContext of the xds cluster: the
 // node's client certificate and the CA verifying the control plane, read
 // by Envoy from files (Envoy watches them).
-func xdsTransportSocket(t *config.TLS) *core.TransportSocket {
+func xdsTransportSocket(t *model.ClientTLS) *core.TransportSocket {
 	file := func(p string) *core.DataSource {
 		return &core.DataSource{Specifier: &core.DataSource_Filename{Filename: p}}
 	}
@@ -175,7 +172,7 @@ func jsonToYAML(js []byte) ([]byte, error) {
 // tls, the channel uses grpc-go's "tls" channel credentials (client
 // certificate, key and CA files); without, plaintext ("insecure"), which
 // the control plane accepts only on a unix socket or with xds.insecure.
-func GRPCBootstrap(xdsAddress, nodeID string, tls *config.TLS) ([]byte, error) {
+func GRPCBootstrap(xdsAddress, nodeID string, tls *model.ClientTLS) ([]byte, error) {
 	uri := xdsAddress
 	if path, ok := strings.CutPrefix(xdsAddress, "unix:"); ok {
 		uri = "unix://" + path

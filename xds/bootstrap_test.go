@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 func mtlsBootstrapConfig(t *testing.T, nodeTLS string) *config.Config {
@@ -72,7 +73,7 @@ func xdsUpstreamTLS(t *testing.T, y []byte) *tlsv3.UpstreamTlsContext {
 // xds_tls or the flags); without client TLS it is refused.
 func TestBootstrapMTLS(t *testing.T) {
 	cfg := mtlsBootstrapConfig(t, "\n    xds_tls: {cert_file: /certs/idc.pem, key_file: /certs/idc-key.pem, ca_file: /certs/ca.pem, server_name: meshgate-xds}")
-	b, err := Bootstrap(cfg, "idc", BootstrapOptions{})
+	b, err := Bootstrap(mustModel(t, cfg), "idc", BootstrapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestBootstrapMTLS(t *testing.T) {
 	}
 
 	// Flags override the config.
-	b, err = Bootstrap(cfg, "idc", BootstrapOptions{XDSTLS: &config.TLS{CertFile: "a.pem", KeyFile: "a-key.pem", CAFile: "b.pem"}})
+	b, err = Bootstrap(mustModel(t, cfg), "idc", BootstrapOptions{XDSTLS: &model.ClientTLS{CertFile: "a.pem", KeyFile: "a-key.pem", CAFile: "b.pem"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,12 +107,11 @@ func TestBootstrapMTLS(t *testing.T) {
 	}
 
 	// No client TLS for an mTLS control plane: refused, naming the fix.
-	if _, err := Bootstrap(mtlsBootstrapConfig(t, ""), "idc", BootstrapOptions{}); err == nil || !strings.Contains(err.Error(), "xds_tls") {
+	if _, err := Bootstrap(mustModel(t, mtlsBootstrapConfig(t, "")), "idc", BootstrapOptions{}); err == nil || !strings.Contains(err.Error(), "xds_tls") {
 		t.Fatalf("err = %v", err)
 	}
 	// A unix-socket control plane without TLS: no transport socket.
-	plain := loadTestConfig(t, "bridge.yaml")
-	b, err = Bootstrap(plain, "idc", BootstrapOptions{})
+	b, err = Bootstrap(loadTestModel(t, "bridge.yaml"), "idc", BootstrapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestBootstrapMTLS(t *testing.T) {
 }
 
 func TestGRPCBootstrapTLS(t *testing.T) {
-	b, err := GRPCBootstrap("10.0.0.5:18000", "p1", &config.TLS{CertFile: "c.pem", KeyFile: "k.pem", CAFile: "ca.pem"})
+	b, err := GRPCBootstrap("10.0.0.5:18000", "p1", &model.ClientTLS{CertFile: "c.pem", KeyFile: "k.pem", CAFile: "ca.pem"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestGRPCBootstrapTLS(t *testing.T) {
 	if cc.Type != "tls" || cc.Config["certificate_file"] != "c.pem" || cc.Config["private_key_file"] != "k.pem" || cc.Config["ca_certificate_file"] != "ca.pem" {
 		t.Fatalf("channel_creds %+v", cc)
 	}
-	if _, err := GRPCBootstrap("x:1", "p1", &config.TLS{CertFile: "c.pem"}); err == nil {
+	if _, err := GRPCBootstrap("x:1", "p1", &model.ClientTLS{CertFile: "c.pem"}); err == nil {
 		t.Fatal("incomplete TLS accepted")
 	}
 }

@@ -33,7 +33,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // Options configure a Server.
@@ -42,7 +42,7 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives meshgate_xds_* metrics; nil = not registered.
 	Registerer prometheus.Registerer
-	// Address overrides xds.address of the config (e.g. "127.0.0.1:0").
+	// Address overrides the model's server address (e.g. "127.0.0.1:0").
 	Address string
 }
 
@@ -61,18 +61,17 @@ type Server struct {
 	start   string // process-start component of versions
 	counter atomic.Uint64
 
-	mu          sync.Mutex // guards cfg, files, res, snapped, ln; held for a whole push
-	cfg         *config.Config
-	files       Files
-	res         map[string]*Resources // what was pushed last, by node
-	version     atomic.Pointer[string]
-	snapped     map[string]bool
-	ln          net.Listener
-	grpc        *grpc.Server
-	creds       credentials.TransportCredentials // nil: plaintext (unix socket or xds.insecure)
-	listened    *config.XDS                      // the xds section the listener was opened with
-	listenedCfg *config.Config
-	closeCreds  func()
+	mu         sync.Mutex // guards model, files, res, snapped, ln; held for a whole push
+	model      *model.XDS // the last model pushed (a private copy)
+	files      Files
+	res        map[string]*Resources // what was pushed last, by node
+	version    atomic.Pointer[string]
+	snapped    map[string]bool
+	ln         net.Listener
+	grpc       *grpc.Server
+	creds      credentials.TransportCredentials // nil: plaintext (unix socket or xds.insecure)
+	listened   *model.Server                    // the server settings the listener was opened with
+	closeCreds func()
 
 	nackMu  sync.Mutex
 	nacks   map[nackKey]nackInfo
@@ -246,11 +245,11 @@ func (s *Server) nextVersion() string {
 	return s.start + "-" + strconv.FormatUint(s.counter.Add(1), 10)
 }
 
-// readFiles reads every certificate file cfg references.
-func readFiles(cfg *config.Config) (Files, error) {
+// readFiles reads every certificate file m references.
+func readFiles(m *model.XDS) (Files, error) {
 	files := Files{}
 	var errs []error
-	for _, p := range CertFiles(cfg) {
+	for _, p := range CertFiles(m) {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: %v", ErrMissingFile, err))
@@ -262,38 +261,45 @@ func readFiles(cfg *config.Config) (Files, error) {
 		// A rotation that rewrites the certificate and the key one after
 		// the other can be caught half-way: never publish a pair that does
 		// not match (Envoy would NACK it); the next poll sees both.
-		for _, t := range secretTLS(cfg) {
-			if t.CertFile == "" || t.KeyFile == "" {
+		for _, t := range secretTLS(m) {
+			c := t.Certificate
+			if c == nil {
 				continue
 			}
-			if _, err := tls.X509KeyPair(files[cfg.Path(t.CertFile)], files[cfg.Path(t.KeyFile)]); err != nil {
-				errs = append(errs, fmt.Errorf("%w: %s and %s: %v", ErrKeyPair, t.CertFile, t.KeyFile, err))
+			if _, err := tls.X509KeyPair(files[c.CertFile], files[c.KeyFile]); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %s and %s: %v", ErrKeyPair, c.CertFile, c.KeyFile, err))
 			}
 		}
 	}
 	return files, errors.Join(errs...)
 }
 
+// defaultCertPoll re-reads certificate files of a model without a cert
+// poll interval (the config's default is the same).
+const defaultCertPoll = time.Second
+
 // ErrKeyPair: a certificate file and its key file do not form a pair (yet).
 var ErrKeyPair = errors.New("xds: certificate and key do not match")
 
-// Update translates cfg and pushes a new snapshot (new version) to every
-// node. On error nothing is pushed and the previous snapshots stay.
-func (s *Server) Update(cfg *config.Config) error {
-	if cfg == nil || cfg.XDS == nil {
+// Update translates m and pushes a new snapshot (new version) to every
+// node. On error nothing is pushed and the previous snapshots stay. The
+// server keeps a copy of m; the caller may reuse it.
+func (s *Server) Update(m *model.XDS) error {
+	if m == nil {
 		return ErrNoXDS
 	}
-	files, err := readFiles(cfg)
+	m = m.Clone()
+	files, err := readFiles(m)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pushLocked(cfg, files)
+	return s.pushLocked(m, files)
 }
 
-func (s *Server) pushLocked(cfg *config.Config, files Files) error {
-	res, err := Translate(cfg, files)
+func (s *Server) pushLocked(m *model.XDS, files Files) error {
+	res, err := Translate(m, files)
 	if err != nil {
 		return err
 	}
@@ -301,7 +307,7 @@ func (s *Server) pushLocked(cfg *config.Config, files Files) error {
 	if _, err := s.snapshots(res, "check"); err != nil {
 		return err
 	}
-	nodes := newAccessTable(cfg.XDS)
+	nodes := newAccessTable(m)
 	// Make-before-break when clusters come or go: first add the new
 	// clusters (with their endpoints and secrets) beside the old ones
 	// under the old listeners and routes; then switch listeners and
@@ -338,7 +344,7 @@ func (s *Server) pushLocked(cfg *config.Config, files Files) error {
 	if err != nil {
 		return err
 	}
-	s.cfg, s.files, s.res = cfg, files, res
+	s.model, s.files, s.res = m, files, res
 	s.log.Info("snapshot set", "version", v, "nodes", len(res))
 	return nil
 }
@@ -537,12 +543,12 @@ func (s *Server) Snapshot(node string) (cache.ResourceSnapshot, error) {
 // if any changed. Serve calls it every xds.cert_poll.
 func (s *Server) RecheckFiles() (changed bool, err error) {
 	s.mu.Lock()
-	cfg, old := s.cfg, s.files
+	m, old := s.model, s.files
 	s.mu.Unlock()
-	if cfg == nil {
+	if m == nil {
 		return false, nil
 	}
-	files, err := readFiles(cfg)
+	files, err := readFiles(m)
 	if err != nil {
 		return false, err // keep serving the last good secrets
 	}
@@ -551,10 +557,10 @@ func (s *Server) RecheckFiles() (changed bool, err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cfg != cfg { // a config update raced us and read the files itself
+	if s.model != m { // a config update raced us and read the files itself
 		return false, nil
 	}
-	if err := s.pushLocked(cfg, files); err != nil {
+	if err := s.pushLocked(m, files); err != nil {
 		return false, err
 	}
 	s.log.Info("certificate files changed; secrets pushed", "version", s.Version())
@@ -583,8 +589,8 @@ func (s *Server) Listen() (net.Addr, error) {
 		return s.ln.Addr(), nil
 	}
 	addr := s.opts.Address
-	if addr == "" && s.cfg != nil {
-		addr = s.cfg.XDS.Address
+	if addr == "" && s.model != nil {
+		addr = s.model.Server.Address.String()
 	}
 	if addr == "" {
 		return nil, fmt.Errorf("xds: no address (call Update first or set Options.Address)")
@@ -607,8 +613,9 @@ func (s *Server) Listen() (net.Addr, error) {
 		return nil, fmt.Errorf("xds: listen %s: %w", addr, err)
 	}
 	s.ln = ln
-	if s.cfg != nil {
-		s.listened, s.listenedCfg = s.cfg.XDS, s.cfg
+	if s.model != nil {
+		srv := s.model.Server
+		s.listened = &srv
 	}
 	return ln.Addr(), nil
 }
@@ -700,10 +707,10 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) pollFiles(stop <-chan struct{}) {
-	interval := config.DefaultCertPoll
+	interval := defaultCertPoll
 	s.mu.Lock()
-	if s.cfg != nil && s.cfg.XDS.CertPoll > 0 {
-		interval = s.cfg.XDS.CertPoll
+	if s.model != nil && s.model.Server.CertPoll > 0 {
+		interval = s.model.Server.CertPoll
 	}
 	s.mu.Unlock()
 	t := time.NewTicker(interval)

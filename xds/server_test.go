@@ -52,7 +52,7 @@ xds:
 func serveForTest(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, net.Addr, chan error) {
 	t.Helper()
 	s := NewServer(Options{Registerer: reg})
-	if err := s.Update(cfg); err != nil {
+	if err := s.Update(mustModel(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	addr, err := s.Listen()
@@ -159,7 +159,7 @@ func TestNackNotResentAndReported(t *testing.T) {
 	}
 	// A new config: new version sent; its ACK clears the NACK.
 	old := s.Version()
-	if err := s.Update(proxylessConfig(t, "unix:"+sock, "127.0.0.1:7202")); err != nil {
+	if err := s.Update(mustModel(t, proxylessConfig(t, "unix:"+sock, "127.0.0.1:7202"))); err != nil {
 		t.Fatal(err)
 	}
 	r2, err := recvTimeout(in, 5*time.Second)
@@ -192,7 +192,7 @@ func TestVersionsFreshAcrossRestarts(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		s := NewServer(Options{})
 		for j := 0; j < 3; j++ {
-			if err := s.Update(cfg); err != nil {
+			if err := s.Update(mustModel(t, cfg)); err != nil {
 				t.Fatal(err)
 			}
 			if seen[s.Version()] {
@@ -206,10 +206,10 @@ func TestVersionsFreshAcrossRestarts(t *testing.T) {
 }
 
 func TestUpdateRejectsMissingCertFile(t *testing.T) {
-	cfg := loadTestConfig(t, "bridge.yaml") // its certs/ files do not exist
+	m := loadTestModel(t, "bridge.yaml") // its certs/ files do not exist
 	s := NewServer(Options{})
 	defer s.Close()
-	if err := s.Update(cfg); !errors.Is(err, ErrMissingFile) {
+	if err := s.Update(m); !errors.Is(err, ErrMissingFile) {
 		t.Fatalf("err = %v", err)
 	}
 	if s.Version() != "" {
@@ -222,7 +222,7 @@ func TestListenTCPAndClose(t *testing.T) {
 		t.Fatal("plaintext TCP listen without a config (no xds.insecure) succeeded")
 	}
 	s := NewServer(Options{Address: "127.0.0.1:0"})
-	if err := s.Update(proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")); err != nil {
+	if err := s.Update(mustModel(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"))); err != nil {
 		t.Fatal(err)
 	}
 	addr, err := s.Listen()
@@ -304,7 +304,7 @@ func TestDeltaNack(t *testing.T) {
 	// A new cluster is sent; its ACK clears the NACK.
 	cfg2 := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")
 	cfg2.XDS.GRPCClients = append(cfg2.XDS.GRPCClients, config.GRPCClient{Name: "svc2", Endpoints: []string{"127.0.0.1:7203"}})
-	if err := s.Update(cfg2); err != nil {
+	if err := s.Update(mustModel(t, cfg2)); err != nil {
 		t.Fatal(err)
 	}
 	r2 := recv(5 * time.Second)
@@ -352,7 +352,7 @@ func TestRecheckSkipsHalfRotatedKeyPair(t *testing.T) {
 	}
 	s := NewServer(Options{})
 	defer s.Close()
-	if err := s.Update(cfg); err != nil {
+	if err := s.Update(mustModel(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	v := s.Version()

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -26,7 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // ProxylessNode is the snapshot key served to every node id that is not an
@@ -53,43 +52,46 @@ type Resources struct {
 	Secrets   []types.Resource
 }
 
-// Files maps a file path to its content: the certificate files a config
+// Files maps a file path to its content: the certificate files a model
 // references (see CertFiles). The translator reads nothing itself.
 type Files map[string][]byte
 
-// secretTLS lists every TLS block of the xds config whose files become
-// SDS secrets.
-func secretTLS(cfg *config.Config) []*config.TLS {
-	if cfg == nil || cfg.XDS == nil {
+// secretTLS lists every TLS context of m's nodes whose files become SDS
+// secrets.
+func secretTLS(m *model.XDS) []*model.TLS {
+	if m == nil {
 		return nil
 	}
-	var out []*config.TLS
-	for _, n := range cfg.XDS.Envoy {
-		for _, l := range n.Listeners {
-			if l.TLS != nil {
-				out = append(out, l.TLS)
+	var out []*model.TLS
+	for i := range m.Nodes {
+		n := &m.Nodes[i]
+		for j := range n.Clusters {
+			if t := n.Clusters[j].TLS; t != nil {
+				out = append(out, &t.TLS)
 			}
 		}
-		for _, c := range n.Clusters {
-			if c.TLS != nil {
-				out = append(out, c.TLS)
+		for j := range n.Listeners {
+			if t := n.Listeners[j].TLS; t != nil {
+				out = append(out, &t.TLS)
 			}
 		}
 	}
 	return out
 }
 
-// CertFiles lists the (resolved) certificate files the xds section
-// references, sorted and without duplicates.
-func CertFiles(cfg *config.Config) []string {
+// CertFiles lists the certificate files m's SDS secrets are read from,
+// sorted and without duplicates.
+func CertFiles(m *model.XDS) []string {
 	set := map[string]bool{}
-	for _, t := range secretTLS(cfg) {
-		for _, p := range []string{t.CertFile, t.KeyFile, t.CAFile} {
-			if p != "" {
-				set[cfg.Path(p)] = true
-			}
+	for _, t := range secretTLS(m) {
+		if c := t.Certificate; c != nil {
+			set[c.CertFile], set[c.KeyFile] = true, true
+		}
+		if v := t.Validation; v != nil {
+			set[v.CAFile] = true
 		}
 	}
+	delete(set, "")
 	out := make([]string, 0, len(set))
 	for p := range set {
 		out = append(out, p)
@@ -98,31 +100,26 @@ func CertFiles(cfg *config.Config) []string {
 	return out
 }
 
-// Translate turns a validated config into the resources of every node:
-// one entry per xds.envoy[].node, plus ProxylessNode when grpc_clients are
-// configured. It is a pure function of cfg and files.
-func Translate(cfg *config.Config, files Files) (map[string]*Resources, error) {
-	if cfg == nil || cfg.XDS == nil {
+// Translate turns a model into the resources of every node: one entry
+// per Envoy node, plus ProxylessNode when there are proxyless services.
+// It is a pure function of m and files.
+func Translate(m *model.XDS, files Files) (map[string]*Resources, error) {
+	if m == nil {
 		return map[string]*Resources{}, nil
 	}
 	out := map[string]*Resources{}
 	var errs []error
-	for i := range cfg.XDS.Envoy {
-		n := &cfg.XDS.Envoy[i]
-		r, err := translateNode(cfg, n, files)
+	for i := range m.Nodes {
+		n := &m.Nodes[i]
+		r, err := translateNode(n, files)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("xds.envoy[%d] (%s): %w", i, n.Node, err))
+			errs = append(errs, fmt.Errorf("xds: node %s: %w", n.ID, err))
 			continue
 		}
-		out[n.Node] = r
+		out[n.ID] = r
 	}
-	if len(cfg.XDS.GRPCClients) > 0 {
-		r, err := translateProxyless(cfg)
-		if err != nil {
-			errs = append(errs, err)
-		} else {
-			out[ProxylessNode] = r
-		}
+	if len(m.Proxyless.Services) > 0 {
+		out[ProxylessNode] = translateProxyless(m.Proxyless.Services)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -130,53 +127,50 @@ func Translate(cfg *config.Config, files Files) (map[string]*Resources, error) {
 	return out, nil
 }
 
-// nodeBuilder accumulates one node's resources, deduplicating clusters and
-// secrets by name.
+// nodeBuilder accumulates one node's resources, deduplicating secrets by
+// name.
 type nodeBuilder struct {
-	cfg      *config.Config
-	files    Files
-	res      *Resources
-	clusters map[string]bool
-	secrets  map[string]bool
+	files   Files
+	res     *Resources
+	secrets map[string]bool
 }
 
-func translateNode(cfg *config.Config, n *config.EnvoyNode, files Files) (*Resources, error) {
-	b := &nodeBuilder{cfg: cfg, files: files, res: &Resources{}, clusters: map[string]bool{}, secrets: map[string]bool{}}
+func translateNode(n *model.Node, files Files) (*Resources, error) {
+	b := &nodeBuilder{files: files, res: &Resources{}, secrets: map[string]bool{}}
 	for i := range n.Clusters {
 		if err := b.addCluster(&n.Clusters[i]); err != nil {
 			return nil, err
 		}
 	}
 	for i := range n.Listeners {
-		if err := b.addListener(&n.Listeners[i]); err != nil {
+		l := &n.Listeners[i]
+		if err := checkClusters(l, b.res.Clusters); err != nil {
+			return nil, err
+		}
+		if err := b.addListener(l); err != nil {
 			return nil, err
 		}
 	}
 	return b.res, nil
 }
 
-// meshgateCluster is the cluster name for a MeshGate listener target.
-func meshgateCluster(listener string) string { return "meshgate/" + listener }
-
-// target resolves a RouteTo to a cluster name, creating the MeshGate
-// listener cluster on first use.
-func (b *nodeBuilder) target(r config.RouteTo, proto string) (string, error) {
-	if r.Cluster != "" {
-		return r.Cluster, nil
-	}
-	ml := b.cfg.MeshgateListener(r.MeshgateListener)
-	if ml == nil {
-		return "", fmt.Errorf("unknown meshgate listener %q", r.MeshgateListener)
-	}
-	name := meshgateCluster(ml.Name)
-	if !b.clusters[name] {
-		if err := b.addCluster(&config.EnvoyCluster{
-			Name: name, Protocol: proto, Endpoints: []string{ml.Address}, ConnectTimeout: config.DefaultConnectTimeout,
-		}); err != nil {
-			return "", err
+// checkClusters refuses a listener routing to a cluster the node does not
+// have (Envoy would accept it and answer 503 / reset connections).
+func checkClusters(l *model.Listener, clusters []types.Resource) error {
+	have := names(clusters)
+	refs := []string{l.Cluster}
+	if l.Protocol == model.GRPC {
+		refs = refs[:0]
+		for _, r := range l.Routes {
+			refs = append(refs, r.Cluster)
 		}
 	}
-	return name, nil
+	for _, c := range refs {
+		if !have[c] {
+			return fmt.Errorf("listener %s: unknown cluster %q", l.Name, c)
+		}
+	}
+	return nil
 }
 
 func adsSource() *core.ConfigSource {
@@ -194,28 +188,22 @@ func mustAny(m proto.Message) *anypb.Any {
 	return a
 }
 
-func socketAddress(addr string) (*core.Address, error) {
-	host, port, ok := config.SplitHostPort(addr)
-	if !ok {
-		return nil, fmt.Errorf("bad address %q", addr)
-	}
-	if host == "localhost" {
-		host = "127.0.0.1"
+// socketAddress is a as an Envoy address: a socket address, or a pipe
+// for a unix socket.
+func socketAddress(a model.Address) *core.Address {
+	if a.Unix != "" {
+		return &core.Address{Address: &core.Address_Pipe{Pipe: &core.Pipe{Path: a.Unix}}}
 	}
 	return &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
-		Address:       host,
-		PortSpecifier: &core.SocketAddress_PortValue{PortValue: uint32(port)},
-	}}}, nil
+		Address:       a.Host,
+		PortSpecifier: &core.SocketAddress_PortValue{PortValue: a.Port},
+	}}}
 }
 
-func loadAssignment(name string, eps []string) (*endpoint.ClusterLoadAssignment, error) {
+func loadAssignment(name string, eps []model.Address) *endpoint.ClusterLoadAssignment {
 	lb := make([]*endpoint.LbEndpoint, 0, len(eps))
 	for _, ep := range eps {
-		a, err := socketAddress(ep)
-		if err != nil {
-			return nil, fmt.Errorf("cluster %s: %w", name, err)
-		}
-		lb = append(lb, &endpoint.LbEndpoint{HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: a}}})
+		lb = append(lb, &endpoint.LbEndpoint{HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(ep)}}})
 	}
 	return &endpoint.ClusterLoadAssignment{
 		ClusterName: name,
@@ -226,16 +214,24 @@ func loadAssignment(name string, eps []string) (*endpoint.ClusterLoadAssignment,
 			LoadBalancingWeight: wrapperspb.UInt32(1),
 			LbEndpoints:         lb,
 		}},
-	}, nil
+	}
 }
 
-func edsCluster(name string, timeout time.Duration) *cluster.Cluster {
+func lbPolicy(p model.LBPolicy) (cluster.Cluster_LbPolicy, error) {
+	switch p {
+	case model.RoundRobin:
+		return cluster.Cluster_ROUND_ROBIN, nil
+	}
+	return 0, fmt.Errorf("unknown load-balancing policy %q", p)
+}
+
+func edsCluster(name string, timeout time.Duration, lb cluster.Cluster_LbPolicy) *cluster.Cluster {
 	return &cluster.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
 		EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		ConnectTimeout:       durationpb.New(timeout),
-		LbPolicy:             cluster.Cluster_ROUND_ROBIN,
+		LbPolicy:             lb,
 	}
 }
 
@@ -253,39 +249,36 @@ func http2Options() map[string]*anypb.Any {
 	})}
 }
 
-func (b *nodeBuilder) addCluster(c *config.EnvoyCluster) error {
-	if b.clusters[c.Name] {
-		return nil
+func (b *nodeBuilder) addCluster(c *model.Cluster) error {
+	lb, err := lbPolicy(c.LB)
+	if err != nil {
+		return fmt.Errorf("cluster %s: %w", c.Name, err)
 	}
-	b.clusters[c.Name] = true
-	cl := edsCluster(c.Name, c.ConnectTimeout)
-	if c.Protocol == config.EnvoyGRPC {
+	cl := edsCluster(c.Name, c.ConnectTimeout, lb)
+	switch c.Protocol {
+	case model.GRPC:
 		cl.TypedExtensionProtocolOptions = http2Options()
+	case model.TCP:
+	default:
+		return fmt.Errorf("cluster %s: unknown protocol %q", c.Name, c.Protocol)
 	}
 	if c.TLS != nil {
-		ctx, err := b.commonTLS("cluster/"+c.Name, c.TLS, c.Protocol == config.EnvoyGRPC)
+		ctx, err := b.commonTLS(&c.TLS.TLS, c.Protocol == model.GRPC)
 		if err != nil {
 			return err
 		}
-		up := &tlsv3.UpstreamTlsContext{CommonTlsContext: ctx, Sni: c.TLS.ServerName}
+		up := &tlsv3.UpstreamTlsContext{CommonTlsContext: ctx, Sni: c.TLS.SNI}
 		cl.TransportSocket = &core.TransportSocket{Name: tlsSocketName, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(up)}}
 	}
-	cla, err := loadAssignment(c.Name, c.Endpoints)
-	if err != nil {
-		return err
-	}
 	b.res.Clusters = append(b.res.Clusters, cl)
-	b.res.Endpoints = append(b.res.Endpoints, cla)
+	b.res.Endpoints = append(b.res.Endpoints, loadAssignment(c.Name, c.Endpoints))
 	return nil
 }
 
-// secretName names the SDS secrets of one listener or cluster.
-func secretName(owner, kind string) string { return owner + "/" + kind }
-
 func (b *nodeBuilder) file(p string) ([]byte, error) {
-	data, ok := b.files[b.cfg.Path(p)]
+	data, ok := b.files[p]
 	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrMissingFile, b.cfg.Path(p))
+		return nil, fmt.Errorf("%w: %s", ErrMissingFile, p)
 	}
 	return data, nil
 }
@@ -294,87 +287,73 @@ func (b *nodeBuilder) file(p string) ([]byte, error) {
 // from SDS secrets (pushed over ADS), so rotating the files only pushes
 // new secrets: listeners and clusters stay as they are and established
 // connections keep going.
-func (b *nodeBuilder) commonTLS(owner string, t *config.TLS, h2 bool) (*tlsv3.CommonTlsContext, error) {
+func (b *nodeBuilder) commonTLS(t *model.TLS, h2 bool) (*tlsv3.CommonTlsContext, error) {
 	ctx := &tlsv3.CommonTlsContext{
 		TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
 	}
 	if h2 {
 		ctx.AlpnProtocols = []string{"h2"}
 	}
-	if t.CertFile != "" {
-		name := secretName(owner, "cert")
-		if !b.secrets[name] {
-			cert, err := b.file(t.CertFile)
+	if c := t.Certificate; c != nil {
+		if !b.secrets[c.Name] {
+			cert, err := b.file(c.CertFile)
 			if err != nil {
 				return nil, err
 			}
-			key, err := b.file(t.KeyFile)
+			key, err := b.file(c.KeyFile)
 			if err != nil {
 				return nil, err
 			}
-			b.secrets[name] = true
-			b.res.Secrets = append(b.res.Secrets, &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			b.secrets[c.Name] = true
+			b.res.Secrets = append(b.res.Secrets, &tlsv3.Secret{Name: c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 				CertificateChain: &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: cert}},
 				PrivateKey:       &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: key}},
 			}}})
 		}
-		ctx.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: name, SdsConfig: adsSource()}}
+		ctx.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: c.Name, SdsConfig: adsSource()}}
 	}
-	if t.CAFile != "" {
-		name := secretName(owner, "ca")
-		if !b.secrets[name] {
-			ca, err := b.file(t.CAFile)
+	if v := t.Validation; v != nil {
+		if !b.secrets[v.Name] {
+			ca, err := b.file(v.CAFile)
 			if err != nil {
 				return nil, err
 			}
-			b.secrets[name] = true
-			b.res.Secrets = append(b.res.Secrets, &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			b.secrets[v.Name] = true
+			b.res.Secrets = append(b.res.Secrets, &tlsv3.Secret{Name: v.Name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: ca}},
 			}}})
 		}
 		def := &tlsv3.CertificateValidationContext{}
-		if t.ServerName != "" {
+		if t.MatchDNSSAN != "" {
 			def.MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{
 				SanType: tlsv3.SubjectAltNameMatcher_DNS,
-				Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: t.ServerName}},
+				Matcher: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: t.MatchDNSSAN}},
 			}}
 		}
 		ctx.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 			DefaultValidationContext:         def,
-			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: name, SdsConfig: adsSource()},
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: v.Name, SdsConfig: adsSource()},
 		}}
 	}
 	return ctx, nil
 }
 
-func (b *nodeBuilder) addListener(l *config.EnvoyListener) error {
-	addr, err := socketAddress(l.Address)
-	if err != nil {
-		return fmt.Errorf("listener %s: %w", l.Name, err)
-	}
+func (b *nodeBuilder) addListener(l *model.Listener) error {
 	chain := &listener.FilterChain{}
 	switch l.Protocol {
-	case config.EnvoyPrivate:
+	case model.TCP:
 		if l.Wasm != nil {
-			f, err := b.wasmFilter(l)
-			if err != nil {
-				return err
-			}
-			chain.Filters = append(chain.Filters, f)
-		}
-		cl, err := b.target(l.RouteTo, config.EnvoyPrivate)
-		if err != nil {
-			return fmt.Errorf("listener %s: %w", l.Name, err)
+			chain.Filters = append(chain.Filters, wasmFilter(l.Wasm))
 		}
 		chain.Filters = append(chain.Filters, &listener.Filter{Name: tcpProxyFilterName, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxy.TcpProxy{
 			StatPrefix:       l.Name,
-			ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: cl},
+			ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: l.Cluster},
 		})}})
-	case config.EnvoyGRPC:
-		rc, err := b.routeConfig(l.Name, l.Routes, l.RouteTo)
-		if err != nil {
-			return fmt.Errorf("listener %s: %w", l.Name, err)
+	case model.GRPC:
+		if l.Wasm != nil {
+			return fmt.Errorf("listener %s: the wasm network filter needs a tcp listener", l.Name)
 		}
+		rc := routeConfig(l.Name, l.Routes)
 		b.res.Routes = append(b.res.Routes, rc)
 		m := &hcm.HttpConnectionManager{
 			StatPrefix: l.Name,
@@ -389,19 +368,19 @@ func (b *nodeBuilder) addListener(l *config.EnvoyListener) error {
 		return fmt.Errorf("listener %s: unknown protocol %q", l.Name, l.Protocol)
 	}
 	if l.TLS != nil {
-		ctx, err := b.commonTLS("listener/"+l.Name, l.TLS, l.Protocol == config.EnvoyGRPC)
+		ctx, err := b.commonTLS(&l.TLS.TLS, l.Protocol == model.GRPC)
 		if err != nil {
 			return err
 		}
 		down := &tlsv3.DownstreamTlsContext{CommonTlsContext: ctx}
-		if l.TLS.CAFile != "" {
+		if l.TLS.RequireClientCertificate {
 			down.RequireClientCertificate = wrapperspb.Bool(true)
 		}
 		chain.TransportSocket = &core.TransportSocket{Name: tlsSocketName, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(down)}}
 	}
 	b.res.Listeners = append(b.res.Listeners, &listener.Listener{
 		Name:         l.Name,
-		Address:      addr,
+		Address:      socketAddress(l.Address),
 		FilterChains: []*listener.FilterChain{chain},
 	})
 	return nil
@@ -411,77 +390,46 @@ func routerFilter() *hcm.HttpFilter {
 	return &hcm.HttpFilter{Name: routerFilterName, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})}}
 }
 
-func (b *nodeBuilder) routeConfig(name string, routes []config.EnvoyRoute, def config.RouteTo) (*route.RouteConfiguration, error) {
+// routeConfig is the route configuration of a gRPC listener, named like
+// it: one virtual host, the routes in order.
+func routeConfig(name string, routes []model.Route) *route.RouteConfiguration {
 	vh := &route.VirtualHost{Name: name, Domains: []string{"*"}}
-	add := func(prefix string, to config.RouteTo) error {
-		cl, err := b.target(to, config.EnvoyGRPC)
-		if err != nil {
-			return err
-		}
+	for _, r := range routes {
 		vh.Routes = append(vh.Routes, &route.Route{
-			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: prefix}},
+			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: r.PathPrefix}},
 			Action: &route.Route_Route{Route: &route.RouteAction{
-				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cl},
+				ClusterSpecifier: &route.RouteAction_Cluster{Cluster: r.Cluster},
 				// gRPC deadlines govern; no Envoy default 15s cut-off.
 				Timeout: durationpb.New(0),
 			}},
 		})
-		return nil
 	}
-	for _, r := range routes {
-		if err := add(r.Prefix, r.RouteTo); err != nil {
-			return nil, err
-		}
-	}
-	if err := add("/", def); err != nil {
-		return nil, err
-	}
-	return &route.RouteConfiguration{Name: name, VirtualHosts: []*route.VirtualHost{vh}}, nil
+	return &route.RouteConfiguration{Name: name, VirtualHosts: []*route.VirtualHost{vh}}
 }
 
-func (b *nodeBuilder) wasmFilter(l *config.EnvoyListener) (*listener.Filter, error) {
-	conf := l.Wasm.Config
-	if conf == nil {
-		conf = map[string]any{}
-	}
-	js, err := json.Marshal(conf)
-	if err != nil {
-		return nil, fmt.Errorf("listener %s: wasm.config: %w", l.Name, err)
-	}
-	w := &wasmnet.Wasm{Config: &wasmv3.PluginConfig{
-		Name:   "mgp/" + l.Name,
-		RootId: l.Wasm.RootID,
+func wasmFilter(w *model.Wasm) *listener.Filter {
+	f := &wasmnet.Wasm{Config: &wasmv3.PluginConfig{
+		Name:   w.Name,
+		RootId: w.RootID,
 		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{
 			VmId:    "mgp",
 			Runtime: wasmRuntime,
 			Code: &core.AsyncDataSource{Specifier: &core.AsyncDataSource_Local{Local: &core.DataSource{
-				Specifier: &core.DataSource_Filename{Filename: b.cfg.Path(l.Wasm.File)},
+				Specifier: &core.DataSource_Filename{Filename: w.File},
 			}}},
 		}},
-		Configuration: mustAny(wrapperspb.String(string(js))),
+		Configuration: mustAny(wrapperspb.String(w.Config)),
 	}}
-	return &listener.Filter{Name: wasmFilterName, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(w)}}, nil
+	return &listener.Filter{Name: wasmFilterName, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(f)}}
 }
-
-// proxylessCluster is the cluster name of a grpc_clients entry.
-func proxylessCluster(name string) string { return "grpc/" + name }
 
 // translateProxyless builds the shapes grpc-go's xDS client expects: a
 // Listener named like the target with an ApiListener (HCM with an inline
 // RouteConfiguration and the router filter), an EDS Cluster and its
 // ClusterLoadAssignment.
-func translateProxyless(cfg *config.Config) (*Resources, error) {
+func translateProxyless(svcs []model.Service) *Resources {
 	res := &Resources{}
-	for i, g := range cfg.XDS.GRPCClients {
-		eps := g.Endpoints
-		if g.RouteTo.MeshgateListener != "" {
-			ml := cfg.MeshgateListener(g.RouteTo.MeshgateListener)
-			if ml == nil {
-				return nil, fmt.Errorf("xds.grpc_clients[%d]: unknown meshgate listener %q", i, g.RouteTo.MeshgateListener)
-			}
-			eps = []string{ml.Address}
-		}
-		cn := proxylessCluster(g.Name)
+	for _, g := range svcs {
 		m := &hcm.HttpConnectionManager{
 			RouteSpecifier: &hcm.HttpConnectionManager_RouteConfig{RouteConfig: &route.RouteConfiguration{
 				Name: g.Name,
@@ -490,7 +438,7 @@ func translateProxyless(cfg *config.Config) (*Resources, error) {
 					Domains: []string{"*"},
 					Routes: []*route.Route{{
 						Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: ""}},
-						Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cn}}},
+						Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: g.Cluster}}},
 					}},
 				}},
 			}},
@@ -500,12 +448,8 @@ func translateProxyless(cfg *config.Config) (*Resources, error) {
 			Name:        g.Name,
 			ApiListener: &listener.ApiListener{ApiListener: mustAny(m)},
 		})
-		res.Clusters = append(res.Clusters, edsCluster(cn, config.DefaultConnectTimeout))
-		cla, err := loadAssignment(cn, eps)
-		if err != nil {
-			return nil, fmt.Errorf("xds.grpc_clients[%d]: %w", i, err)
-		}
-		res.Endpoints = append(res.Endpoints, cla)
+		res.Clusters = append(res.Clusters, edsCluster(g.Cluster, g.ConnectTimeout, cluster.Cluster_ROUND_ROBIN))
+		res.Endpoints = append(res.Endpoints, loadAssignment(g.Cluster, g.Endpoints))
 	}
-	return res, nil
+	return res
 }

@@ -7,30 +7,44 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
-func loadTestConfig(t *testing.T, name string) *config.Config {
+// mustModel builds the xDS model of a loaded config.
+func mustModel(t testing.TB, cfg *config.Config) *model.XDS {
+	t.Helper()
+	m, err := cfg.XDSModel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// loadTestModel loads testdata/name and builds its model.
+func loadTestModel(t *testing.T, name string) *model.XDS {
 	t.Helper()
 	cfg, err := config.Load(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg
+	return mustModel(t, cfg)
 }
 
 // fakeFiles gives every referenced certificate file a recognisable body.
-func fakeFiles(cfg *config.Config) Files {
+func fakeFiles(m *model.XDS) Files {
 	f := Files{}
-	for _, p := range CertFiles(cfg) {
+	for _, p := range CertFiles(m) {
 		f[p] = []byte("PEM of " + filepath.Base(p))
 	}
 	return f
@@ -82,8 +96,8 @@ func indentJSON(t *testing.T, v any) []byte {
 }
 
 func TestTranslateGolden(t *testing.T) {
-	cfg := loadTestConfig(t, "bridge.yaml")
-	res, err := Translate(cfg, fakeFiles(cfg))
+	m := loadTestModel(t, "bridge.yaml")
+	res, err := Translate(m, fakeFiles(m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,13 +121,13 @@ func TestTranslateGolden(t *testing.T) {
 }
 
 func TestTranslateIsPure(t *testing.T) {
-	cfg := loadTestConfig(t, "bridge.yaml")
-	files := fakeFiles(cfg)
-	a, err := Translate(cfg, files)
+	m := loadTestModel(t, "bridge.yaml")
+	files := fakeFiles(m)
+	a, err := Translate(m, files)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := Translate(cfg, files)
+	b, _ := Translate(m, files)
 	ja := indentJSON(t, resourcesJSON(t, a["idc"].Clusters))
 	jb := indentJSON(t, resourcesJSON(t, b["idc"].Clusters))
 	if !bytes.Equal(ja, jb) {
@@ -124,7 +138,7 @@ func TestTranslateIsPure(t *testing.T) {
 	for k, v := range files {
 		files2[k] = append([]byte("rotated "), v...)
 	}
-	c, _ := Translate(cfg, files2)
+	c, _ := Translate(m, files2)
 	if !bytes.Equal(indentJSON(t, resourcesJSON(t, c["idc"].Listeners)), indentJSON(t, resourcesJSON(t, a["idc"].Listeners))) {
 		t.Fatal("rotation changed listeners")
 	}
@@ -134,27 +148,27 @@ func TestTranslateIsPure(t *testing.T) {
 }
 
 func TestTranslateMissingFile(t *testing.T) {
-	cfg := loadTestConfig(t, "bridge.yaml")
-	files := fakeFiles(cfg)
-	delete(files, cfg.Path("certs/ca.pem"))
-	if _, err := Translate(cfg, files); !errors.Is(err, ErrMissingFile) {
+	m := loadTestModel(t, "bridge.yaml")
+	files := fakeFiles(m)
+	delete(files, m.Nodes[0].Clusters[0].TLS.Validation.CAFile)
+	if _, err := Translate(m, files); !errors.Is(err, ErrMissingFile) {
 		t.Fatalf("err = %v, want ErrMissingFile", err)
 	}
 }
 
 func TestBootstrapGolden(t *testing.T) {
-	cfg := loadTestConfig(t, "bridge.yaml")
-	b, err := Bootstrap(cfg, "idc", BootstrapOptions{})
+	m := loadTestModel(t, "bridge.yaml")
+	b, err := Bootstrap(m, "idc", BootstrapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "bootstrap_idc.yaml", b)
-	d, err := Bootstrap(cfg, "cloud", BootstrapOptions{Delta: true, XDSAddress: "127.0.0.1:18000", AdminAddress: "127.0.0.1:0"})
+	d, err := Bootstrap(m, "cloud", BootstrapOptions{Delta: true, XDSAddress: "127.0.0.1:18000", AdminAddress: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "bootstrap_cloud_delta.yaml", d)
-	if _, err := Bootstrap(cfg, "nope", BootstrapOptions{}); err == nil {
+	if _, err := Bootstrap(m, "nope", BootstrapOptions{}); err == nil {
 		t.Fatal("unknown node accepted")
 	}
 }
@@ -184,5 +198,22 @@ func TestValidationNamesFields(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.field+":") {
 			t.Errorf("%s: got %v", c.field, err)
 		}
+	}
+}
+
+// TestBridgeModelGolden: the model the builder makes of bridge.yaml, as
+// YAML (testdata/bridge.model.yaml), is what TestTranslateGolden
+// translates; read back, it translates to the same resources, so the
+// model files of testdata/model/ mean what the builder means.
+func TestBridgeModelGolden(t *testing.T) {
+	m := loadTestModel(t, "bridge.yaml")
+	y, err := yaml.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "bridge.model.yaml", y)
+	back := readModel(t, filepath.Join("testdata", "bridge.model.yaml.golden"))
+	if !reflect.DeepEqual(back, m) {
+		t.Fatalf("model read back differs:\n%+v\n%+v", back, m)
 	}
 }

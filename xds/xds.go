@@ -1,12 +1,20 @@
 // Package xds is MeshGate's embedded xDS control plane.
 //
-// It is a pipeline: a validated *config.Config (its xds section plus the
-// MeshGate listeners it routes to) and the certificate files it references
-// go through the pure function Translate to per-node resources (listeners,
-// routes, clusters, endpoints, SDS secrets); Server turns them into a
-// versioned go-control-plane snapshot, checks it is Consistent, and sets
-// it on a SnapshotCache served over ADS, state-of-the-world and delta, to
-// Envoy nodes and proxyless gRPC clients.
+// It is a pipeline: config (validated, defaults applied) → model
+// (package xds/model, built by (*config.Config).XDSModel) → resources →
+// snapshot. This package reads only the model, never the config (a test
+// asserts it with go list -deps). The model and the certificate files it
+// references go through the pure function Translate to per-node
+// resources (listeners, routes, clusters, endpoints, SDS secrets); Server
+// turns them into a versioned go-control-plane snapshot, checks it is
+// Consistent, and sets it on a SnapshotCache served over ADS,
+// state-of-the-world and delta, to Envoy nodes and proxyless gRPC
+// clients. Bootstrap and GRPCBootstrap render client bootstraps from the
+// same model; the access table (access.go) comes from its node ids and
+// identities.
+//
+// The YAML names below (xds.cert_poll, xds.envoy[].identities, ...) are
+// the config fields the model's values come from.
 //
 // Versions are "<process start nanos in base 36>-<counter>", fresh on every
 // change and every process start, so a restarted control plane never
@@ -26,8 +34,8 @@
 // phase a node rejects ends the wait at once. Updates that keep the set of
 // clusters (endpoint moves, certificate rotation) are one snapshot.
 //
-// Certificates reach Envoy as SDS secrets built from the files named in
-// the config (inline bytes). Serve re-reads the files every
+// Certificates reach Envoy as SDS secrets (named by the model) built from
+// the files the model names (inline bytes). Serve re-reads the files every
 // xds.cert_poll; a change pushes new secrets only, so listeners and
 // clusters stay and established connections are not dropped.
 //
@@ -65,9 +73,9 @@ import "errors"
 
 // Errors.
 var (
-	// ErrNoXDS: the config has no xds section.
+	// ErrNoXDS: there is no model (the config has no xds section).
 	ErrNoXDS = errors.New("xds: config has no xds section")
-	// ErrMissingFile: a certificate file the config references could not be read.
+	// ErrMissingFile: a certificate file the model references could not be read.
 	ErrMissingFile = errors.New("xds: missing certificate file")
 	// ErrNack: an xDS client rejected a pushed version.
 	ErrNack = errors.New("xds: configuration rejected (NACK)")

@@ -240,6 +240,7 @@ func (x *XDS) validate(c *Config, e *errs) {
 				if l.Wasm.File == "" {
 					e.add(lf+".wasm.file", "required")
 				}
+				checkWasmConfig(e, lf+".wasm.config", l.Wasm.Config)
 			}
 			checkRouteTo(e, c, lf+".route_to", l.RouteTo, l.Protocol, clusters)
 			if len(l.Routes) > 0 && l.Protocol != EnvoyGRPC {
@@ -333,6 +334,3 @@ func splitHostPort(addr string) (string, int, bool) {
 	}
 	return h, n, true
 }
-
-// SplitHostPort splits "host:port" with a numeric port (exported for xds).
-func SplitHostPort(addr string) (host string, port int, ok bool) { return splitHostPort(addr) }

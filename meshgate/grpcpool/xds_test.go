@@ -31,8 +31,12 @@ xds:
 	if err != nil {
 		t.Fatal(err)
 	}
+	m, err := cfg.XDSModel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := xds.NewServer(xds.Options{})
-	if err := srv.Update(cfg); err != nil {
+	if err := srv.Update(m); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := srv.Listen()

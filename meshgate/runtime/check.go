@@ -11,6 +11,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/xds"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // Check is the one validation path: `meshgate validate` reports exactly
@@ -86,23 +87,52 @@ func Check(cfg *config.Config) error {
 			}
 		}
 	}
-	if cfg.XDS != nil {
-		files := xds.Files{}
-		for _, p := range xds.CertFiles(cfg) {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				add("xds", err)
-				continue
+	if x := cfg.XDS; x != nil {
+		// The files the control plane serves (SDS secrets) or listens
+		// with, each under its field; then the model and its translation.
+		bad := false
+		checkFiles := func(f string, t *config.TLS) {
+			if t == nil {
+				return
 			}
-			files[p] = b
+			if err := checkTLSFiles(cfg, t); err != nil {
+				add(f, err)
+				bad = true
+			}
 		}
-		if len(files) == len(xds.CertFiles(cfg)) {
-			if _, err := xds.Translate(cfg, files); err != nil {
+		checkFiles("xds.tls", x.TLS)
+		for i, n := range x.Envoy {
+			for j := range n.Listeners {
+				checkFiles(fmt.Sprintf("xds.envoy[%d].listeners[%d].tls", i, j), n.Listeners[j].TLS)
+			}
+			for j := range n.Clusters {
+				checkFiles(fmt.Sprintf("xds.envoy[%d].clusters[%d].tls", i, j), n.Clusters[j].TLS)
+			}
+		}
+		if m, err := cfg.XDSModel(); err != nil {
+			errs = append(errs, err) // each names its field
+		} else if !bad {
+			if err := checkXDSTranslation(m); err != nil {
 				add("xds", err)
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkXDSTranslation reads the certificate files of m and translates it
+// as the control plane will.
+func checkXDSTranslation(m *model.XDS) error {
+	files := xds.Files{}
+	for _, p := range xds.CertFiles(m) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files[p] = b
+	}
+	_, err := xds.Translate(m, files)
+	return err
 }
 
 // checkTLSFiles loads t's key pair and CA bundle (paths relative to the

@@ -48,19 +48,25 @@ func (r *Runtime) syncXDS(cfg *config.Config) error {
 	r.xdsMu.Lock()
 	p := r.xdsPlane
 	r.xdsMu.Unlock()
+	m, err := cfg.XDSModel()
+	if err != nil {
+		// Check builds the model too: a config that got here has none of
+		// these errors.
+		return err
+	}
 	switch {
-	case cfg.XDS == nil && p == nil:
+	case m == nil && p == nil:
 		return nil
-	case cfg.XDS == nil:
+	case m == nil:
 		r.stopXDSLocked()
 		return nil
-	case p != nil && p.srv.TransportChanged(cfg):
+	case p != nil && p.srv.TransportChanged(m):
 		// A new address or new TLS settings need a new listener: restart
 		// (Envoy keeps its config and reconnects).
 		r.log.Info("xds transport settings changed; restarting the control plane")
 		r.stopXDSLocked()
 	case p != nil:
-		err := p.srv.Update(cfg)
+		err := p.srv.Update(m)
 		p.mu.Lock()
 		p.lastErr = err
 		p.mu.Unlock()
@@ -70,7 +76,7 @@ func (r *Runtime) syncXDS(cfg *config.Config) error {
 		return err
 	}
 	srv := xds.NewServer(xds.Options{Logger: r.opts.Logger, Registerer: r.metrics.Registry})
-	if err := srv.Update(cfg); err != nil {
+	if err := srv.Update(m); err != nil {
 		return err
 	}
 	if _, err := srv.Listen(); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/xds"
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 func init() {
@@ -44,11 +45,15 @@ func envoyBootstrapCmd(_ context.Context, args []string) error {
 		if *xdsCert == "" || *xdsKey == "" || *xdsCA == "" {
 			return errors.New("-xds-cert, -xds-key and -xds-ca go together")
 		}
-		opts.XDSTLS = &config.TLS{CertFile: *xdsCert, KeyFile: *xdsKey, CAFile: *xdsCA, ServerName: *xdsSNI}
+		opts.XDSTLS = &model.ClientTLS{CertFile: *xdsCert, KeyFile: *xdsKey, CAFile: *xdsCA, ServerName: *xdsSNI}
 	} else if *xdsSNI != "" {
 		return errors.New("-xds-server-name needs -xds-cert, -xds-key and -xds-ca")
 	}
-	b, err := xds.Bootstrap(cfg, *node, opts)
+	m, err := cfg.XDSModel()
+	if err != nil {
+		return err
+	}
+	b, err := xds.Bootstrap(m, *node, opts)
 	if err != nil {
 		return err
 	}
@@ -78,9 +83,13 @@ func xdsCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	m, err := cfg.XDSModel()
+	if err != nil {
+		return err
+	}
 	s := xds.NewServer(xds.Options{Logger: log})
 	defer s.Close()
-	if err := s.Update(cfg); err != nil {
+	if err := s.Update(m); err != nil {
 		return err
 	}
 	addr, err := s.Listen()
