@@ -219,12 +219,8 @@ const (
 )
 
 func (c *Config) applyLifecycleDefaults() {
-	if c.Readiness == "" {
-		c.Readiness = ReadinessAll
-	}
-	if c.Defaults.DrainGrace == 0 {
-		c.Defaults.DrainGrace = min(DefaultDrainGrace, c.Defaults.DrainTimeout/2)
-	}
+	setDefault(&c.Readiness, ReadinessAll)
+	setDefault(&c.Defaults.DrainGrace, min(DefaultDrainGrace, c.Defaults.DrainTimeout/2))
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if u.Protocol == ProtoGRPC && u.ReconnectBackoffMax == 0 {
@@ -234,11 +230,7 @@ func (c *Config) applyLifecycleDefaults() {
 }
 
 func (c *Config) validateLifecycle(e *errs) {
-	switch c.Readiness {
-	case ReadinessAll, ReadinessAny, ReadinessNone:
-	default:
-		e.add("readiness", "must be %s, %s or %s; got %q", ReadinessAll, ReadinessAny, ReadinessNone, c.Readiness)
-	}
+	checkOneOf(e, "readiness", c.Readiness, ReadinessAll, ReadinessAny, ReadinessNone)
 	if g := c.Defaults.DrainGrace; g > c.Defaults.DrainTimeout {
 		e.add("defaults.drain_grace", "must not exceed drain_timeout (%s), got %s", c.Defaults.DrainTimeout, g)
 	}

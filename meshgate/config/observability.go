@@ -204,9 +204,7 @@ func (c *Config) validateObservability(e *errs) {
 		if tr.TLS != nil {
 			checkTLS(e, f+".tls", tr.TLS, false)
 		}
-		if r := tr.Ratio(); r < 0 || r > 1 || r != r {
-			e.add(f+".sampling_ratio", "must be in [0, 1], got %v", r)
-		}
+		checkRange(e, f+".sampling_ratio", tr.Ratio(), 0, 1)
 		for k := range tr.ResourceAttributes {
 			if k == "" {
 				e.add(f+".resource_attributes", "empty attribute name")
@@ -305,7 +303,5 @@ func checkMDKey(k string) error {
 }
 
 func checkMsgSize(e *errs, field string, n int) {
-	if n < 0 || n > maxMsgSizeLimit {
-		e.add(field, "must be in [1, %d], got %d", maxMsgSizeLimit, n)
-	}
+	checkRange(e, field, n, 0, maxMsgSizeLimit) // 0: the default
 }
