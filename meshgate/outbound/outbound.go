@@ -265,9 +265,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	}
 	if r.Oneway {
 		err := r.Pool.Send(ctx, f)
-		if r.mig != nil && r.mig.mirror.Want(true) {
+		if r.mig != nil && r.mig.Mirror.Want(true) {
 			req := shadowRequest(ctx, "", f.Body, f, true)
-			r.mig.mirror.Submit(&req, &shadow.Outcome{})
+			r.mig.Mirror.Submit(&req, &shadow.Outcome{})
 		}
 		cs.msg.Free()
 		if err != nil {
@@ -276,14 +276,14 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return stream.SendMsg(empty)
 	}
 	resp, err := r.Pool.DoPolicy(ctx, f, &r.Policy)
-	if r.mig != nil && r.mig.mirror.Want(false) {
+	if r.mig != nil && r.mig.Mirror.Want(false) {
 		method, _ := grpc.MethodFromServerStream(stream)
 		req := shadowRequest(ctx, method, f.Body, f, false)
 		primary := shadow.Outcome{Result: mapping.StatusResult(upstream.Status(ctx, err), nil)}
 		if err == nil {
 			primary = shadow.FromFrame(resp)
 		}
-		r.mig.mirror.Submit(&req, &primary)
+		r.mig.Mirror.Submit(&req, &primary)
 	}
 	cs.msg.Free() // the body was encoded onto the wire (or the call failed)
 	if err != nil {

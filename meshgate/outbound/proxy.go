@@ -52,7 +52,7 @@ func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *te
 	defer resp.Free()
 	var hdr, trl metadata.MD
 	var mirrored []byte // the request body for the shadow (Invoke takes cs.msg's buffer)
-	want := r.mig != nil && r.mig.mirror.Want(false)
+	want := r.mig != nil && r.mig.Mirror.Want(false)
 	if want {
 		mirrored = bytes.Clone(cs.msg.Bytes())
 	}
@@ -60,7 +60,7 @@ func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *te
 	if want {
 		req := shadowRequest(ctx, called, mirrored, nil, false)
 		primary := shadow.FromGRPC(resp.Bytes(), err, hdr, trl)
-		r.mig.mirror.Submit(&req, &primary)
+		r.mig.Mirror.Submit(&req, &primary)
 	}
 	if h := filterMD(hdr); len(h) > 0 {
 		if serr := stream.SetHeader(h); serr != nil && err == nil {
