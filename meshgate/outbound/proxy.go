@@ -2,7 +2,6 @@ package outbound
 
 import (
 	"bytes"
-	"context"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -25,17 +24,8 @@ import (
 // request's traceparent, replaced by the span's in stream's context, goes
 // upstream with the other metadata.
 func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *telemetry.Call) error {
-	ctx := stream.Context()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
-	}
-	var out metadata.MD
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		out = filterMD(md)
-	}
-	ctx = metadata.NewOutgoingContext(ctx, out)
+	ctx, cancel := proxyContext(stream.Context(), r.Timeout)
+	defer cancel()
 	cs := statePool.Get().(*callState)
 	defer func() {
 		cs.msg.Free()
