@@ -94,11 +94,7 @@ type EnvoyHTTP struct {
 // httpBootstrap renders the HCM bootstrap of s (s.HTTP set).
 func (s EnvoySpec) httpBootstrap(host, port string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "node: {id: %s, cluster: meshgate-bench}\n", yamlQuote(s.Name))
-	fmt.Fprintf(&b, "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.AdminPort)
-	b.WriteString("static_resources:\n  listeners:\n")
-	fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(s.Name+"_in"))
-	fmt.Fprintf(&b, "    address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.ListenPort)
+	s.bootstrapHead(&b)
 	b.WriteString(`    filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
