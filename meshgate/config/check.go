@@ -53,6 +53,16 @@ func checkNotNegative[T cmp.Ordered](e *errs, field string, v T) bool {
 	return true
 }
 
+// checkListed requires a list of n entries to have at least one (what
+// names an entry).
+func checkListed(e *errs, field string, n int, what string) bool {
+	if n == 0 {
+		e.add(field, "at least one %s is required", what)
+		return false
+	}
+	return true
+}
+
 // checkOneOf requires v to be one of allowed.
 func checkOneOf(e *errs, field, v string, allowed ...string) bool {
 	for _, a := range allowed {

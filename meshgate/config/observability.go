@@ -231,9 +231,7 @@ func (c *Config) validateObservability(e *errs) {
 			e.add(f+".max_recv_msg_size", "only for grpc listeners (a private listener has max_frame_size; its upstreams have max_recv_msg_size)")
 		}
 		if r := l.Reflection; r != nil {
-			if len(r.DescriptorSets) == 0 {
-				e.add(f+".reflection.descriptor_sets", "at least one file is required")
-			}
+			checkListed(e, f+".reflection.descriptor_sets", len(r.DescriptorSets), "file")
 			for j, p := range r.DescriptorSets {
 				if p == "" {
 					e.add(fmt.Sprintf("%s.reflection.descriptor_sets[%d]", f, j), "empty path")

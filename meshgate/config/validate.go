@@ -98,9 +98,7 @@ func (c *Config) Validate() error {
 		if checkOneOf(&e, f+".protocol", u.Protocol, ProtoGRPC, ProtoPrivate) && u.Protocol == ProtoPrivate && !codecs[u.Codec] {
 			e.add(f+".codec", "unknown codec %q", u.Codec)
 		}
-		if len(u.Endpoints) == 0 {
-			e.add(f+".endpoints", "at least one endpoint is required")
-		}
+		checkListed(&e, f+".endpoints", len(u.Endpoints), "endpoint")
 		for j, ep := range u.Endpoints {
 			if IsXDSTarget(ep) {
 				checkXDSEndpoint(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), u)
@@ -132,8 +130,8 @@ func (c *Config) Validate() error {
 			checkRange(&e, f+".max_frame_size", l.MaxFrameSize, 0, 64<<20) // 0: the default
 		}
 		checkNotNegative(&e, f+".max_in_flight", l.MaxInFlight)
-		if l.Auth != nil && len(l.Auth.Keys) == 0 {
-			e.add(f+".auth.keys", "at least one key is required")
+		if l.Auth != nil {
+			checkListed(&e, f+".auth.keys", len(l.Auth.Keys), "key")
 		}
 		checkTLS(&e, f+".tls", l.TLS, true)
 		validateAuth(&e, f, l)

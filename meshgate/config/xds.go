@@ -184,9 +184,7 @@ func (x *XDS) validate(c *Config, e *errs) {
 			checkName(e, cf+".name", cl.Name, "cluster", cnames)
 			clusters[cl.Name] = cl
 			checkOneOf(e, cf+".protocol", cl.Protocol, EnvoyPrivate, EnvoyGRPC)
-			if len(cl.Endpoints) == 0 {
-				e.add(cf+".endpoints", "at least one endpoint is required")
-			}
+			checkListed(e, cf+".endpoints", len(cl.Endpoints), "endpoint")
 			for k, ep := range cl.Endpoints {
 				checkHostPort(e, fmt.Sprintf("%s.endpoints[%d]", cf, k), ep)
 			}
