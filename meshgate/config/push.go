@@ -191,4 +191,12 @@ func (c *Config) validatePush(e *errs) {
 }
 
 // IsStream reports whether the route is a stream (server, client or bidi).
-func (r *Route) IsStream() bool { return r.Stream != StreamUnary && r.Stream != "unary" }
+func (r *Route) IsStream() bool { return r.StreamMode() != StreamUnary }
+
+// StreamMode is routes[].stream normalised: "unary" is StreamUnary ("").
+func (r *Route) StreamMode() string {
+	if r.Stream == "unary" {
+		return StreamUnary
+	}
+	return r.Stream
+}

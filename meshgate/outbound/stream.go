@@ -16,14 +16,6 @@ import (
 	"github.com/meshgate/meshgate/meshgate/stream"
 )
 
-// streamKind normalises routes[].stream ("unary" is "").
-func streamKind(s string) string {
-	if s == "unary" {
-		return config.StreamUnary
-	}
-	return s
-}
-
 // callStream bridges a gRPC stream call to a stream exchange on a private
 // upstream (docs/protocol.md "Push and streams"): each request message
 // becomes a request frame with MORE (a server-stream route sends its one
