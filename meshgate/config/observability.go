@@ -71,12 +71,7 @@ type Tracing struct {
 }
 
 // Ratio returns the sampling ratio after defaults.
-func (t *Tracing) Ratio() float64 {
-	if t.SamplingRatio == nil {
-		return 1
-	}
-	return *t.SamplingRatio
-}
+func (t *Tracing) Ratio() float64 { return ratio(t.SamplingRatio) }
 
 // AccessLog is the top-level "access_log" section: one JSON line per
 // bridged request.
@@ -92,11 +87,14 @@ type AccessLog struct {
 }
 
 // Ratio returns the sample ratio after defaults.
-func (a *AccessLog) Ratio() float64 {
-	if a.SampleRatio == nil {
+func (a *AccessLog) Ratio() float64 { return ratio(a.SampleRatio) }
+
+// ratio is a ratio field after defaults: unset is 1.
+func ratio(r *float64) float64 {
+	if r == nil {
 		return 1
 	}
-	return *a.SampleRatio
+	return *r
 }
 
 // ListenerObservability holds a listener's observability and gRPC
