@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"os"
@@ -365,15 +366,7 @@ func (c *Config) validateSplit(e *errs, rf string, l *Listener, r *Route, ups ma
 	if s.By == SplitByWeight && weights == 0 {
 		e.add(f+".backends", "by: weight needs a weight > 0 on some backend")
 	}
-	slices.SortFunc(ranges, func(a, b rng) int {
-		if a.Min < b.Min {
-			return -1
-		}
-		if a.Min > b.Min {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ranges, func(a, b rng) int { return cmp.Compare(a.Min, b.Min) })
 	for k := 1; k < len(ranges); k++ {
 		if ranges[k].Min <= ranges[k-1].Max {
 			e.add(ranges[k].field, "overlaps %s", ranges[k-1].field)

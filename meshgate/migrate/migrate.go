@@ -9,6 +9,7 @@
 package migrate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -157,15 +158,7 @@ func (c *Controller) key(r Route, backend string) split.Key {
 // generation is committed) and updates the share gauges.
 func (c *Controller) Publish(routes []Route) {
 	rs := slices.Clone(routes)
-	slices.SortFunc(rs, func(a, b Route) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(rs, func(a, b Route) int { return cmp.Compare(a.ID, b.ID) })
 	var rules []*split.Rule
 	for _, r := range rs {
 		if r.Rule != nil {
