@@ -62,15 +62,7 @@ func callCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		msg, _ := resp.ExtValue(codec.ExtErrorMsg)
-		fmt.Printf("cmd=%d seq=%d uin=%d result=%d", resp.Cmd, resp.Seq, resp.UIN, resp.Result)
-		if len(msg) > 0 {
-			fmt.Printf(" message=%q", msg)
-		}
-		fmt.Printf(" body=%q\n", resp.Body)
-		if resp.Result != codec.ResultOK {
-			os.Exit(3)
-		}
+		printReply(resp)
 		return nil
 	}
 	if *addr == "" {
@@ -100,4 +92,18 @@ func callCmd(ctx context.Context, args []string) error {
 		os.Exit(3)
 	}
 	return nil
+}
+
+// printReply prints a reply frame on one line; a result other than OK
+// exits with status 3.
+func printReply(resp *codec.Frame) {
+	msg, _ := resp.ExtValue(codec.ExtErrorMsg)
+	fmt.Printf("cmd=%d seq=%d uin=%d result=%d", resp.Cmd, resp.Seq, resp.UIN, resp.Result)
+	if len(msg) > 0 {
+		fmt.Printf(" message=%q", msg)
+	}
+	fmt.Printf(" body=%q\n", resp.Body)
+	if resp.Result != codec.ResultOK {
+		os.Exit(3)
+	}
 }

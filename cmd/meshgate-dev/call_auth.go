@@ -55,14 +55,6 @@ func callSigned(ctx context.Context, addr string, keyID uint32, f codec.Frame) e
 		}
 		return err
 	}
-	msg, _ := resp.ExtValue(codec.ExtErrorMsg)
-	fmt.Printf("cmd=%d seq=%d uin=%d result=%d", resp.Cmd, resp.Seq, resp.UIN, resp.Result)
-	if len(msg) > 0 {
-		fmt.Printf(" message=%q", msg)
-	}
-	fmt.Printf(" body=%q\n", resp.Body)
-	if resp.Result != codec.ResultOK {
-		os.Exit(3)
-	}
+	printReply(&resp)
 	return nil
 }

@@ -85,7 +85,8 @@ func demoCmd(ctx context.Context, args []string) error {
 	cfgPath := fs.String("c", "", "MeshGate config for the demo (default: the embedded demo config, written to a temporary file); "+
 		"the peers listen on the first endpoint of upstreams legacy and demo-grpc, traffic goes to listeners mgp-in and grpc-in")
 	product := fs.String("meshgate", "", "product binary (default $MESHGATE_BIN, meshgate beside meshgate-dev, or meshgate on PATH)")
-	level := fs.String("log-level", "info", "log level of the demo and of meshgate: debug, info, warn, error")
+	var lvl slog.Level
+	fs.TextVar(&lvl, "log-level", slog.LevelInfo, "log level of the demo and of meshgate: debug, info, warn, error")
 	traffic := fs.Duration("traffic", 2*time.Second, "send a demo request each way this often (0 = off)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "kill meshgate if it has not exited this long after SIGINT/SIGTERM was forwarded")
 	if err := fs.Parse(args); err != nil {
@@ -93,10 +94,6 @@ func demoCmd(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})).With("component", "demo")
 	bin, err := findMeshgate(*product)
@@ -132,7 +129,7 @@ func demoCmd(ctx context.Context, args []string) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	cmd := exec.Command(bin, "run", "-c", path, "-log-level", *level)
+	cmd := exec.Command(bin, "run", "-c", path, "-log-level", lvl.String())
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = childAttr()
 	if err := cmd.Start(); err != nil {

@@ -329,7 +329,7 @@ func (c *Codec) Decode(buf []byte, f *codec.Frame) (n, need int, err error) {
 	}
 	f.Ext = f.Ext[:0]
 	if c.ext {
-		if err := c.parseExt(buf[c.fixed:hl], f); err != nil {
+		if err := codec.ParseExt(buf[c.fixed:hl], c.le, f); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -362,30 +362,6 @@ func (c *Codec) flagsToWire(fl codec.Flags) uint64 {
 		}
 	}
 	return v
-}
-
-// parseExt appends the TLV entries of ext to f.Ext. A key-0 entry, or
-// fewer than 4 bytes left, starts the padding, which must be all zero.
-func (c *Codec) parseExt(ext []byte, f *codec.Frame) error {
-	for off := 0; off < len(ext); {
-		if len(ext)-off < 4 || c.get(ext[off:], 2) == 0 {
-			for _, b := range ext[off:] {
-				if b != 0 {
-					return &codec.FieldError{Field: "extensions", Value: uint64(off), Reason: "non-zero padding"}
-				}
-			}
-			return nil
-		}
-		key := uint16(c.get(ext[off:], 2))
-		l := int(c.get(ext[off+2:], 2))
-		off += 4
-		if l > len(ext)-off {
-			return &codec.FieldError{Field: "extensions", Value: uint64(l), Reason: "TLV value runs past header_len"}
-		}
-		f.Ext = append(f.Ext, codec.Ext{Key: key, Value: ext[off : off+l : off+l]})
-		off += l
-	}
-	return nil
 }
 
 // Size returns the encoded size of f and its header length, or an error

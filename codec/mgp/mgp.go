@@ -99,35 +99,11 @@ func (c *Codec) Decode(buf []byte, f *codec.Frame) (n, need int, err error) {
 	f.Flags = codec.Flags(binary.BigEndian.Uint16(buf[24:26]) & flagMask)
 	f.Result = binary.BigEndian.Uint16(buf[26:28])
 	f.Ext = f.Ext[:0]
-	if err := parseExt(buf[HeaderSize:hl], f); err != nil {
+	if err := codec.ParseExt(buf[HeaderSize:hl], false, f); err != nil {
 		return 0, 0, err
 	}
 	f.Body = buf[hl : total-1 : total-1]
 	return total, 0, nil
-}
-
-// parseExt appends the TLV entries of ext to f.Ext. A key-0 entry starts the
-// padding, which must be all zero.
-func parseExt(ext []byte, f *codec.Frame) error {
-	for off := 0; off < len(ext); {
-		if len(ext)-off < 4 || binary.BigEndian.Uint16(ext[off:]) == 0 {
-			for _, b := range ext[off:] {
-				if b != 0 {
-					return &codec.FieldError{Field: "extensions", Value: uint64(off), Reason: "non-zero padding"}
-				}
-			}
-			return nil
-		}
-		key := binary.BigEndian.Uint16(ext[off:])
-		l := int(binary.BigEndian.Uint16(ext[off+2:]))
-		off += 4
-		if l > len(ext)-off {
-			return &codec.FieldError{Field: "extensions", Value: uint64(l), Reason: "TLV value runs past header_len"}
-		}
-		f.Ext = append(f.Ext, codec.Ext{Key: key, Value: ext[off : off+l : off+l]})
-		off += l
-	}
-	return nil
 }
 
 // Size returns the encoded size of f, or an error if f cannot be encoded.

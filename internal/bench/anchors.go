@@ -8,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 // The anchor scenarios put MeshGate's hops beside what Envoy does for the
@@ -94,11 +94,7 @@ type EnvoyHTTP struct {
 // httpBootstrap renders the HCM bootstrap of s (s.HTTP set).
 func (s EnvoySpec) httpBootstrap(host, port string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "node: {id: %s, cluster: meshgate-bench}\n", yamlQuote(s.Name))
-	fmt.Fprintf(&b, "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.AdminPort)
-	b.WriteString("static_resources:\n  listeners:\n")
-	fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(s.Name+"_in"))
-	fmt.Fprintf(&b, "    address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.ListenPort)
+	s.bootstrapHead(&b)
 	b.WriteString(`    filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -170,15 +166,7 @@ func setupEL7(ctx context.Context, e *env, t *topology) (_ *topology, err error)
 }
 
 // setupHJ: HTTP/1.1 JSON client → Go net/http JSON echo server.
-func setupHJ(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
-	defer guard(t, &err)
-	a, err := e.startServer(ctx, t, "httpjson")
-	if err != nil {
-		return nil, err
-	}
-	t.dial = e.httpJSONDial(a)
-	return t, nil
-}
+var setupHJ = setupDirect("httpjson", (*env).httpJSONDial)
 
 // setupEJT: HTTP/1.1 JSON client → Envoy grpc_json_transcoder → grpc-go
 // server, with the descriptor set generated at run time.
@@ -208,35 +196,13 @@ func setupEJT(ctx context.Context, e *env, t *topology) (_ *topology, err error)
 // meshGatePrivToPriv is the MPP config: private listener, cmd EchoCmd to
 // the legacy server's cmd EchoCmd (a private upstream).
 func meshGatePrivToPriv(admin, listen, legacyAddr string) string {
-	return fmt.Sprintf(`admin: {address: "%s"}
-listeners:
-- name: private-in
-  kind: private
-  address: "%s"
-  routes:
-  - {cmd: %d, upstream: legacy}
-upstreams:
-- name: legacy
-  protocol: private
-  endpoints: ["%s"]
-`, admin, listen, EchoCmd, legacyAddr)
+	return echoConfig(admin, listen, config.KindPrivate, config.ProtoPrivate, legacyAddr, "")
 }
 
 // meshGateGRPCToGRPC is the MGG config: gRPC listener, demo.Echo/Echo to
 // the same method on the grpc-go server (a gRPC upstream).
 func meshGateGRPCToGRPC(admin, listen, grpcAddr string) string {
-	return fmt.Sprintf(`admin: {address: "%s"}
-listeners:
-- name: grpc-in
-  kind: grpc
-  address: "%s"
-  routes:
-  - {method: "%s", upstream: demo}
-upstreams:
-- name: demo
-  protocol: grpc
-  endpoints: ["%s"]
-`, admin, listen, EchoMethod, grpcAddr)
+	return echoConfig(admin, listen, config.KindGRPC, config.ProtoGRPC, grpcAddr, "")
 }
 
 // productAccepts writes cfg and runs `meshgate validate -c` on it: the
@@ -244,8 +210,8 @@ upstreams:
 // supports a route kind. It returns a skip error naming what the product
 // lacks when validation fails.
 func (e *env) productAccepts(ctx context.Context, t *topology, name, cfg, lacks string) (string, error) {
-	path := filepath.Join(e.dir, t.id+"-"+name+".yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+	path, err := e.writeConfig(t, name, cfg)
+	if err != nil {
 		return "", err
 	}
 	out, err := exec.CommandContext(ctx, e.opts.MeshGate, "validate", "-c", path).CombinedOutput()
@@ -266,49 +232,12 @@ func (e *env) startMeshGateValidated(ctx context.Context, t *topology, name, cfg
 	if err != nil {
 		return err
 	}
-	p, err := startSubproc(t.id+"-"+name, e.dir, e.opts.MeshGate, "run", "-c", path)
-	if err != nil {
-		return err
-	}
-	t.closers = append(t.closers, p.stop)
-	t.procs = append(t.procs, Proc{Role: RoleMeshGate, PID: p.pid()})
-	return waitTCP(ctx, wait, p, 20*time.Second)
+	return e.runMeshGate(ctx, t, name, path, wait)
 }
 
-// setupMPP: MGP client → MeshGate private→private → legacy server.
-func setupMPP(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
-	defer guard(t, &err)
-	l, err := e.startServer(ctx, t, "legacy")
-	if err != nil {
-		return nil, err
-	}
-	ps, err := ports(2)
-	if err != nil {
-		return nil, err
-	}
-	listen := addr(ps[1])
-	if err := e.startMeshGateValidated(ctx, t, "meshgate-mpp", meshGatePrivToPriv(addr(ps[0]), listen, l), listen, "private→private"); err != nil {
-		return nil, err
-	}
-	t.dial = e.legacyDial(listen)
-	return t, nil
-}
-
-// setupMGG: grpc-go client → MeshGate gRPC→gRPC → grpc-go server.
-func setupMGG(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
-	defer guard(t, &err)
-	g, err := e.startServer(ctx, t, "grpc")
-	if err != nil {
-		return nil, err
-	}
-	ps, err := ports(2)
-	if err != nil {
-		return nil, err
-	}
-	listen := addr(ps[1])
-	if err := e.startMeshGateValidated(ctx, t, "meshgate-mgg", meshGateGRPCToGRPC(addr(ps[0]), listen, g), listen, "gRPC→gRPC"); err != nil {
-		return nil, err
-	}
-	t.dial = e.grpcDial(listen)
-	return t, nil
-}
+var (
+	// setupMPP: MGP client → MeshGate private→private → legacy server.
+	setupMPP = setupBridge("legacy", "meshgate-mpp", meshGatePrivToPriv, "private→private", (*env).legacyDial)
+	// setupMGG: grpc-go client → MeshGate gRPC→gRPC → grpc-go server.
+	setupMGG = setupBridge("grpc", "meshgate-mgg", meshGateGRPCToGRPC, "gRPC→gRPC", (*env).grpcDial)
+)

@@ -71,11 +71,7 @@ func (s EnvoySpec) Bootstrap() (string, error) {
 		return s.httpBootstrap(host, port), nil
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "node: {id: %s, cluster: meshgate-bench}\n", yamlQuote(s.Name))
-	fmt.Fprintf(&b, "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.AdminPort)
-	b.WriteString("static_resources:\n  listeners:\n")
-	fmt.Fprintf(&b, "  - name: %s\n", yamlQuote(s.Name+"_in"))
-	fmt.Fprintf(&b, "    address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.ListenPort)
+	s.bootstrapHead(&b)
 	b.WriteString("    filter_chains:\n    - filters:\n")
 	if s.WasmFile != "" {
 		b.WriteString("      - name: envoy.filters.network.wasm\n")
@@ -124,4 +120,14 @@ func (s EnvoySpec) Bootstrap() (string, error) {
 		tlsCertsYAML(&b, "        ", t)
 	}
 	return b.String(), nil
+}
+
+// bootstrapHead writes what every bootstrap of s starts with: node,
+// admin, and the head of its one listener.
+func (s EnvoySpec) bootstrapHead(b *strings.Builder) {
+	fmt.Fprintf(b, "node: {id: %s, cluster: meshgate-bench}\n", yamlQuote(s.Name))
+	fmt.Fprintf(b, "admin:\n  address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.AdminPort)
+	b.WriteString("static_resources:\n  listeners:\n")
+	fmt.Fprintf(b, "  - name: %s\n", yamlQuote(s.Name+"_in"))
+	fmt.Fprintf(b, "    address: {socket_address: {address: 127.0.0.1, port_value: %d}}\n", s.ListenPort)
 }

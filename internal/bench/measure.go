@@ -101,16 +101,7 @@ func Measure(ctx context.Context, c Client, p Params, procs []Proc, drain time.D
 	rec := NewRecorder(from)
 	sched := NewSchedule(start, p.Rate)
 
-	var (
-		wmu    sync.Mutex
-		window *procWindow
-	)
-	wt := time.AfterFunc(time.Until(from), func() {
-		w := startWindow(procs)
-		wmu.Lock()
-		window = w
-		wmu.Unlock()
-	})
+	window := windowFrom(from, procs)
 	var sent int64
 	RunOpenLoop(ctx, sched, end, func(i int64, intended time.Time) {
 		if !intended.Before(from) {
@@ -130,10 +121,7 @@ func Measure(ctx context.Context, c Client, p Params, procs []Proc, drain time.D
 	if n := rec.Close(); n > 0 {
 		rec.AddErrors(n, fmt.Sprintf("no reply within %s after the run", drain))
 	}
-	wt.Stop()
-	wmu.Lock()
-	w := window
-	wmu.Unlock()
+	w := window()
 	in, act, ok, errs, kinds := rec.Snapshot()
 	run := Run{Intended: in, Actual: act, Sent: sent, OK: ok, Errors: errs, ErrorKinds: kinds,
 		AchievedRPS: float64(ok) / p.Duration.Seconds()}
@@ -168,16 +156,7 @@ func measureClosed(ctx context.Context, c Client, p Params, payload []byte, proc
 	from := start.Add(p.Warmup)
 	end := from.Add(p.Duration)
 	rec := NewRecorder(from)
-	var (
-		wmu    sync.Mutex
-		window *procWindow
-	)
-	wt := time.AfterFunc(time.Until(from), func() {
-		w := startWindow(procs)
-		wmu.Lock()
-		window = w
-		wmu.Unlock()
-	})
+	window := windowFrom(from, procs)
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	for w := range p.InFlight {
@@ -210,10 +189,7 @@ func measureClosed(ctx context.Context, c Client, p Params, payload []byte, proc
 	wg.Wait()
 	// The window ends with the last worker; a reply that a worker
 	// gave up on counts as an error.
-	wt.Stop()
-	wmu.Lock()
-	w := window
-	wmu.Unlock()
+	w := window()
 	var ok int64
 	var procsUse []ProcUsage
 	var bg float64
@@ -238,4 +214,26 @@ func measureClosed(ctx context.Context, c Client, p Params, payload []byte, proc
 		return run, fmt.Errorf("%w (%d errors: %v)", ErrNoRequests, errs, kinds)
 	}
 	return run, nil
+}
+
+// windowFrom starts the process window of procs at from (the end of the
+// warm-up); the returned func stops waiting for it and returns it, nil if
+// from has not come.
+func windowFrom(from time.Time, procs []Proc) func() *procWindow {
+	var (
+		mu sync.Mutex
+		w  *procWindow
+	)
+	t := time.AfterFunc(time.Until(from), func() {
+		pw := startWindow(procs)
+		mu.Lock()
+		w = pw
+		mu.Unlock()
+	})
+	return func() *procWindow {
+		t.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		return w
+	}
 }

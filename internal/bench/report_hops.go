@@ -26,10 +26,7 @@ func (rep *Report) writeHopsTable(w io.Writer) {
 		fmt.Fprintln(tw, "scenario\tload\trps\tp50 ms\tp99 ms\terrors\tproxy\treq per proxy CPU-s\tproxy CPU-s/1k\tproxy ctx sw/req\t")
 		for _, r := range closed {
 			m := r.Intended.Median()
-			role, eff, cpu, cs := "-", "-", "-", "-"
-			if ps := r.proc(scenarioProxy(r.Scenario)); ps != nil {
-				role, eff, cpu, cs = ps.Role, fmt.Sprintf("%.0f", ps.ReqPerCPUs.Median), f3(ps.CPUPer1k.Median), f1(ps.CtxPerReq.Median)
-			}
+			role, eff, cpu, cs := r.proxyColumns()
 			fmt.Fprintf(tw, "%s\t%s\t%.0f [%.0f–%.0f]\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Params, r.RPS.Median, r.RPS.Min, r.RPS.Max,
 				ms(m.P50), ms(m.P99), r.Errors, role, eff, cpu, cs)
 		}
@@ -74,10 +71,7 @@ func (rep *Report) writeHopsMarkdown(w io.Writer) {
 		fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|---|--:|--:|--:|---|")
 		for _, r := range closed {
 			m := r.Intended.Median()
-			role, eff, cpu, cs := "-", "-", "-", "-"
-			if ps := r.proc(scenarioProxy(r.Scenario)); ps != nil {
-				role, eff, cpu, cs = ps.Role, fmt.Sprintf("%.0f", ps.ReqPerCPUs.Median), f3(ps.CPUPer1k.Median), f1(ps.CtxPerReq.Median)
-			}
+			role, eff, cpu, cs := r.proxyColumns()
 			var all string
 			for i, p := range r.Procs {
 				if i > 0 {
@@ -144,4 +138,15 @@ func mbOrDash(b int64) string {
 		return "-"
 	}
 	return mb(b)
+}
+
+// proxyColumns are a closed-loop result's proxy columns: its role, requests
+// per proxy CPU-second, proxy CPU-seconds per 1k requests and context
+// switches per request ("-" each without a proxy).
+func (r *Result) proxyColumns() (role, eff, cpu, cs string) {
+	ps := r.proc(scenarioProxy(r.Scenario))
+	if ps == nil {
+		return "-", "-", "-", "-"
+	}
+	return ps.Role, fmt.Sprintf("%.0f", ps.ReqPerCPUs.Median), f3(ps.CPUPer1k.Median), f1(ps.CtxPerReq.Median)
 }

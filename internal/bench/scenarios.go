@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshgate/meshgate/internal/demo"
@@ -69,10 +70,22 @@ func (e *env) startMeshGate(ctx context.Context, t *topology, name, cfg, wait st
 	if _, err := config.Parse([]byte(cfg), e.dir); err != nil {
 		return fmt.Errorf("bench: generated MeshGate config: %w", err)
 	}
-	path := filepath.Join(e.dir, t.id+"-"+name+".yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+	path, err := e.writeConfig(t, name, cfg)
+	if err != nil {
 		return err
 	}
+	return e.runMeshGate(ctx, t, name, path, wait)
+}
+
+// writeConfig writes cfg where t's MeshGate named name reads it.
+func (e *env) writeConfig(t *topology, name, cfg string) (string, error) {
+	path := filepath.Join(e.dir, t.id+"-"+name+".yaml")
+	return path, os.WriteFile(path, []byte(cfg), 0o644)
+}
+
+// runMeshGate runs the product binary `meshgate run -c path` as t's
+// MeshGate and waits until wait accepts connections.
+func (e *env) runMeshGate(ctx context.Context, t *topology, name, path, wait string) error {
 	p, err := startSubproc(t.id+"-"+name, e.dir, e.opts.MeshGate, "run", "-c", path)
 	if err != nil {
 		return err
@@ -82,38 +95,67 @@ func (e *env) startMeshGate(ctx context.Context, t *topology, name, cfg, wait st
 	return waitTCP(ctx, wait, p, 20*time.Second)
 }
 
+// startMeshGateAt picks MeshGate's admin and listen addresses and starts
+// it with cfg(admin, listen). With lacks set the product validates the
+// config first and a rejection skips the scenario (lacks names what the
+// product then lacks); without, this tree's config package checks it.
+func (e *env) startMeshGateAt(ctx context.Context, t *topology, name string, cfg func(admin, listen string) string, lacks string) (admin, listen string, err error) {
+	ps, err := ports(2)
+	if err != nil {
+		return "", "", err
+	}
+	admin, listen = addr(ps[0]), addr(ps[1])
+	if lacks != "" {
+		err = e.startMeshGateValidated(ctx, t, name, cfg(admin, listen), listen, lacks)
+	} else {
+		err = e.startMeshGate(ctx, t, name, cfg(admin, listen), listen)
+	}
+	return admin, listen, err
+}
+
+// echoConfig is the one-route MeshGate config of the bench scenarios: a
+// listener of kind (private or grpc) on listen routes the echo (EchoCmd
+// on a private listener, EchoMethod on a gRPC one) to the upstream at
+// upAddr speaking proto: "legacy" (private, cmd EchoCmd) or "demo" (grpc,
+// EchoMethod). shadowAddr, when set, adds a 100 % shadow to a second
+// upstream of the same protocol ("<upstream>-shadow").
+func echoConfig(admin, listen, kind, proto, upAddr, shadowAddr string) string {
+	up, target := "demo", fmt.Sprintf("method: %q", EchoMethod)
+	if proto == config.ProtoPrivate {
+		up, target = "legacy", fmt.Sprintf("cmd: %d", EchoCmd)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "admin: {address: %q}\nlisteners:\n- name: %s-in\n  kind: %s\n  address: %q\n  routes:\n", admin, kind, kind, listen)
+	if kind == config.KindPrivate {
+		fmt.Fprintf(&b, "  - cmd: %d\n", EchoCmd)
+	} else {
+		fmt.Fprintf(&b, "  - method: %q\n", EchoMethod)
+	}
+	if (kind == config.KindPrivate) != (proto == config.ProtoPrivate) { // converting: name the other side
+		fmt.Fprintf(&b, "    %s\n", target)
+	}
+	fmt.Fprintf(&b, "    upstream: %s\n", up)
+	if shadowAddr != "" {
+		fmt.Fprintf(&b, "    shadow: {upstream: %s-shadow, %s, percent: 100}\n", up, target)
+	}
+	b.WriteString("upstreams:\n")
+	fmt.Fprintf(&b, "- name: %s\n  protocol: %s\n  endpoints: [%q]\n", up, proto, upAddr)
+	if shadowAddr != "" {
+		fmt.Fprintf(&b, "- name: %s-shadow\n  protocol: %s\n  endpoints: [%q]\n", up, proto, shadowAddr)
+	}
+	return b.String()
+}
+
 // meshGatePrivToGRPC is the S3/S4 config: private listener, cmd EchoCmd
 // to demo.Echo/Echo on the gRPC server.
 func meshGatePrivToGRPC(admin, listen, grpcAddr string) string {
-	return fmt.Sprintf(`admin: {address: "%s"}
-listeners:
-- name: private-in
-  kind: private
-  address: "%s"
-  routes:
-  - {cmd: %d, method: "%s", upstream: demo}
-upstreams:
-- name: demo
-  protocol: grpc
-  endpoints: ["%s"]
-`, admin, listen, EchoCmd, EchoMethod, grpcAddr)
+	return echoConfig(admin, listen, config.KindPrivate, config.ProtoGRPC, grpcAddr, "")
 }
 
 // meshGateGRPCToPriv is the S6 config: gRPC listener, demo.Echo/Echo to
 // cmd EchoCmd on the legacy server.
 func meshGateGRPCToPriv(admin, listen, legacyAddr string) string {
-	return fmt.Sprintf(`admin: {address: "%s"}
-listeners:
-- name: grpc-in
-  kind: grpc
-  address: "%s"
-  routes:
-  - {method: "%s", cmd: %d, upstream: legacy}
-upstreams:
-- name: legacy
-  protocol: private
-  endpoints: ["%s"]
-`, admin, listen, EchoMethod, EchoCmd, legacyAddr)
+	return echoConfig(admin, listen, config.KindGRPC, config.ProtoPrivate, legacyAddr, "")
 }
 
 // ports returns n free loopback ports.
@@ -144,15 +186,50 @@ func guard(t *topology, err *error) {
 	}
 }
 
-func setupS0(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
-	defer guard(t, &err)
-	a, err := e.startServer(ctx, t, "legacy")
-	if err != nil {
-		return nil, err
+// setupDirect: the client (dial) calls a backend of kind directly.
+func setupDirect(kind string, dial func(e *env, a string) func(int) (Client, error)) func(context.Context, *env, *topology) (*topology, error) {
+	return func(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
+		defer guard(t, &err)
+		a, err := e.startServer(ctx, t, kind)
+		if err != nil {
+			return nil, err
+		}
+		t.dial = dial(e, a)
+		return t, nil
 	}
-	t.dial = e.legacyDial(a)
-	return t, nil
 }
+
+// setupBridge: the client (dial) calls MeshGate (name, cfg(admin, listen,
+// backend); lacks as for startMeshGateAt) in front of a backend of kind.
+func setupBridge(kind, name string, cfg func(admin, listen, backend string) string, lacks string, dial func(e *env, a string) func(int) (Client, error)) func(context.Context, *env, *topology) (*topology, error) {
+	return func(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
+		defer guard(t, &err)
+		in, err := e.startBridge(ctx, t, kind, name, cfg, lacks)
+		if err != nil {
+			return nil, err
+		}
+		t.dial = dial(e, in)
+		return t, nil
+	}
+}
+
+// startBridge starts a backend of kind and MeshGate in front of it
+// (setupBridge) and returns MeshGate's listener.
+func (e *env) startBridge(ctx context.Context, t *topology, kind, name string, cfg func(admin, listen, backend string) string, lacks string) (string, error) {
+	b, err := e.startServer(ctx, t, kind)
+	if err != nil {
+		return "", err
+	}
+	_, listen, err := e.startMeshGateAt(ctx, t, name, func(admin, listen string) string { return cfg(admin, listen, b) }, lacks)
+	return listen, err
+}
+
+var (
+	setupS0 = setupDirect("legacy", (*env).legacyDial)
+	setupS3 = setupBridge("grpc", "meshgate-s3", meshGatePrivToGRPC, "", (*env).legacyDial)
+	setupS5 = setupDirect("grpc", (*env).grpcDial)
+	setupS6 = setupBridge("legacy", "meshgate-s6", meshGateGRPCToPriv, "", (*env).grpcDial)
+)
 
 func setupS1(wasm bool) func(context.Context, *env, *topology) (*topology, error) {
 	return func(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
@@ -215,41 +292,13 @@ func setupS2(ctx context.Context, e *env, t *topology) (_ *topology, err error) 
 	return t, nil
 }
 
-// startBridge starts the gRPC server and MeshGate (private→gRPC) in front
-// of it and returns MeshGate's private listener.
-func (e *env) startBridge(ctx context.Context, t *topology) (string, error) {
-	g, err := e.startServer(ctx, t, "grpc")
-	if err != nil {
-		return "", err
-	}
-	ps, err := ports(2)
-	if err != nil {
-		return "", err
-	}
-	listen := addr(ps[1])
-	if err := e.startMeshGate(ctx, t, "meshgate-s3", meshGatePrivToGRPC(addr(ps[0]), listen, g), listen); err != nil {
-		return "", err
-	}
-	return listen, nil
-}
-
-func setupS3(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
-	defer guard(t, &err)
-	in, err := e.startBridge(ctx, t)
-	if err != nil {
-		return nil, err
-	}
-	t.dial = e.legacyDial(in)
-	return t, nil
-}
-
 // setupS4 places the Envoy pair where a migration puts it: the legacy
 // client's sidecar (envoy-a, IDC side) originates mTLS to the sidecar of
 // the MeshGate pod (envoy-b, cloud side), which hands the private stream
 // to MeshGate on loopback; MeshGate calls the gRPC service directly.
 func setupS4(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
-	mg, err := e.startBridge(ctx, t)
+	mg, err := e.startBridge(ctx, t, "grpc", "meshgate-s3", meshGatePrivToGRPC, "")
 	if err != nil {
 		return nil, err
 	}
@@ -259,33 +308,5 @@ func setupS4(ctx context.Context, e *env, t *topology) (_ *topology, err error) 
 	}
 	t.notes = append(t.notes, "S4 placement: legacy client → envoy-a (client sidecar) → mTLS → envoy-b (MeshGate's sidecar) → MeshGate (private→gRPC) → grpc-go service; the same pair as S2, so S4−S3 ≈ S2−S0 is the mesh cost")
 	t.dial = e.legacyDial(in)
-	return t, nil
-}
-
-func setupS5(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
-	defer guard(t, &err)
-	g, err := e.startServer(ctx, t, "grpc")
-	if err != nil {
-		return nil, err
-	}
-	t.dial = e.grpcDial(g)
-	return t, nil
-}
-
-func setupS6(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
-	defer guard(t, &err)
-	l, err := e.startServer(ctx, t, "legacy")
-	if err != nil {
-		return nil, err
-	}
-	ps, err := ports(2)
-	if err != nil {
-		return nil, err
-	}
-	listen := addr(ps[1])
-	if err := e.startMeshGate(ctx, t, "meshgate-s6", meshGateGRPCToPriv(addr(ps[0]), listen, l), listen); err != nil {
-		return nil, err
-	}
-	t.dial = e.grpcDial(listen)
 	return t, nil
 }

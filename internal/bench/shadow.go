@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/meshgate/meshgate/meshgate/config"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -164,45 +165,13 @@ func settleShadow(ctx context.Context, admin string, wait time.Duration) (Shadow
 // meshGatePrivToPrivShadow is the MPPs config: MPP's route plus a 100 %
 // shadow of cmd EchoCmd to a second legacy server.
 func meshGatePrivToPrivShadow(admin, listen, legacyAddr, shadowAddr string) string {
-	return fmt.Sprintf(`admin: {address: "%s"}
-listeners:
-- name: private-in
-  kind: private
-  address: "%s"
-  routes:
-  - cmd: %d
-    upstream: legacy
-    shadow: {upstream: legacy-shadow, cmd: %d, percent: 100}
-upstreams:
-- name: legacy
-  protocol: private
-  endpoints: ["%s"]
-- name: legacy-shadow
-  protocol: private
-  endpoints: ["%s"]
-`, admin, listen, EchoCmd, EchoCmd, legacyAddr, shadowAddr)
+	return echoConfig(admin, listen, config.KindPrivate, config.ProtoPrivate, legacyAddr, shadowAddr)
 }
 
 // meshGateGRPCToGRPCShadow is the MGGs config: MGG's route plus a 100 %
 // shadow of demo.Echo/Echo to a second grpc-go server.
 func meshGateGRPCToGRPCShadow(admin, listen, grpcAddr, shadowAddr string) string {
-	return fmt.Sprintf(`admin: {address: "%s"}
-listeners:
-- name: grpc-in
-  kind: grpc
-  address: "%s"
-  routes:
-  - method: "%s"
-    upstream: demo
-    shadow: {upstream: demo-shadow, method: "%s", percent: 100}
-upstreams:
-- name: demo
-  protocol: grpc
-  endpoints: ["%s"]
-- name: demo-shadow
-  protocol: grpc
-  endpoints: ["%s"]
-`, admin, listen, EchoMethod, EchoMethod, grpcAddr, shadowAddr)
+	return echoConfig(admin, listen, config.KindGRPC, config.ProtoGRPC, grpcAddr, shadowAddr)
 }
 
 // setupShadow starts two backends of kind, MeshGate with cfg(admin,
@@ -223,12 +192,8 @@ func setupShadow(kind, name string, cfg func(admin, listen, primary, shadow stri
 		for i := n; i < len(t.procs); i++ {
 			t.procs[i].Role = RoleShadowServer
 		}
-		ps, err := ports(2)
+		admin, listen, err := e.startMeshGateAt(ctx, t, name, func(admin, listen string) string { return cfg(admin, listen, primary, shadow) }, lacks)
 		if err != nil {
-			return nil, err
-		}
-		admin, listen := addr(ps[0]), addr(ps[1])
-		if err := e.startMeshGateValidated(ctx, t, name, cfg(admin, listen, primary, shadow), listen, lacks); err != nil {
 			return nil, err
 		}
 		// The admin listener may come up after the data listener.

@@ -311,36 +311,30 @@ type live struct {
 // skipped or failed.
 func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report) (*live, []Result) {
 	mk := func(p Params) Result { return Result{Scenario: sc.ID, Title: sc.Title, Params: p} }
-	var out []Result
-	if why := e.opts.skipReason(sc); why != "" {
+	// every returns a result per parameter set, each with skipped or error.
+	every := func(skipped, errMsg string) []Result {
+		var out []Result
 		for _, p := range e.opts.Params {
 			r := mk(p)
-			r.Skipped = why
+			r.Skipped, r.Error = skipped, errMsg
 			out = append(out, r)
 		}
+		return out
+	}
+	if why := e.opts.skipReason(sc); why != "" {
 		e.progress("%-4s skipped: %s", sc.ID, why)
-		return nil, out
+		return nil, every(why, "")
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	topo, err := sc.setup(setupCtx, e, &topology{id: sc.ID})
 	cancel()
 	if why := isSkip(err); why != "" {
-		for _, p := range e.opts.Params {
-			r := mk(p)
-			r.Skipped = why
-			out = append(out, r)
-		}
 		e.progress("%-4s skipped: %s", sc.ID, why)
-		return nil, out
+		return nil, every(why, "")
 	}
 	if err != nil {
-		for _, p := range e.opts.Params {
-			r := mk(p)
-			r.Error = "setup: " + err.Error()
-			out = append(out, r)
-		}
 		e.progress("%-4s setup failed: %v", sc.ID, err)
-		return nil, out
+		return nil, every("", "setup: "+err.Error())
 	}
 	for _, note := range topo.notes {
 		if !slices.Contains(rep.Notes, note) {

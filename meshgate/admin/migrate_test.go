@@ -27,8 +27,8 @@ func migrateServer(t *testing.T, token string) (*Server, *migrate.Controller) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mc.Publish([]migrate.Route{{ID: "in/1", Listener: "in", Rule: rule}, {ID: "in/2", Listener: "in", Upstream: "legacy"}})
-	mc.Stats("in/1", "new").Observe(codes.OK, time.Millisecond)
+	mc.Publish([]migrate.Route{{ID: "in/1", Listener: "in", Label: "1", Rule: rule}, {ID: "in/2", Listener: "in", Label: "2", Upstream: "legacy"}})
+	m.Route("in", "1", "new").Observe(codes.OK, time.Millisecond)
 	s := New(m, nil, nil, WithMigrate(tokenMigration{mc, token}))
 	return s, mc
 }

@@ -27,12 +27,5 @@ func (c *Config) validateAdmin(e *errs) {
 // IsLoopback reports whether admin.address binds only loopback.
 func (a *Admin) IsLoopback() bool {
 	host, _, err := net.SplitHostPort(a.Address)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && isLoopback(host)
 }

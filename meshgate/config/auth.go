@@ -116,9 +116,7 @@ func validateAuth(e *errs, f string, l *Listener) {
 			e.add(zf, "needs mTLS on this listener (tls.ca_file): authorization is by client certificate identity")
 		}
 	}
-	if len(z.Allow) == 0 {
-		e.add(zf+".allow", "at least one rule is required")
-	}
+	checkListed(e, zf+".allow", len(z.Allow), "rule")
 	for i, r := range z.Allow {
 		rf := fmt.Sprintf("%s.allow[%d]", zf, i)
 		if l.Kind == KindGRPC {
@@ -131,9 +129,7 @@ func validateAuth(e *errs, f string, l *Listener) {
 		if len(r.Methods) > 0 {
 			e.add(rf+".methods", "applies to grpc listeners; a private listener authorizes cmds")
 		}
-		if len(r.KeyIDs) == 0 {
-			e.add(rf+".key_ids", "at least one key id is required")
-		}
+		checkListed(e, rf+".key_ids", len(r.KeyIDs), "key id")
 		for j, id := range r.KeyIDs {
 			if l.Auth != nil {
 				if _, ok := l.Auth.Keys[id]; !ok {
@@ -141,9 +137,7 @@ func validateAuth(e *errs, f string, l *Listener) {
 				}
 			}
 		}
-		if len(r.Cmds) == 0 {
-			e.add(rf+".cmds", "at least one cmd is required")
-		}
+		checkListed(e, rf+".cmds", len(r.Cmds), "cmd")
 	}
 }
 
@@ -154,17 +148,13 @@ func validateGRPCRule(e *errs, rf string, r AuthzRule) {
 	if len(r.Cmds) > 0 {
 		e.add(rf+".cmds", "applies to private listeners; a grpc listener authorizes methods")
 	}
-	if len(r.Identities) == 0 {
-		e.add(rf+".identities", "at least one identity is required")
-	}
+	checkListed(e, rf+".identities", len(r.Identities), "identity")
 	for j, id := range r.Identities {
 		if err := CheckIdentity(id); err != nil {
 			e.add(fmt.Sprintf("%s.identities[%d]", rf, j), "%v", err)
 		}
 	}
-	if len(r.Methods) == 0 {
-		e.add(rf+".methods", "at least one method is required")
-	}
+	checkListed(e, rf+".methods", len(r.Methods), "method")
 	for j, m := range r.Methods {
 		if err := CheckMethod(m, true); err != nil {
 			e.add(fmt.Sprintf("%s.methods[%d]", rf, j), "%v", err)

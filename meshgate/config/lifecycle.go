@@ -90,15 +90,11 @@ func walkKnown(e *errs, n *yaml.Node, t reflect.Type, path string) {
 func yamlFields(t reflect.Type, out map[string]reflect.Type) {
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		if !sf.IsExported() {
+		name, inline, ok := fieldTag(sf, "yaml", strings.ToLower(sf.Name), "inline")
+		if !ok {
 			continue
 		}
-		tag := sf.Tag.Get("yaml")
-		if tag == "-" {
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		if strings.Contains(","+opts+",", ",inline,") {
+		if inline {
 			ft := sf.Type
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
@@ -107,9 +103,6 @@ func yamlFields(t reflect.Type, out map[string]reflect.Type) {
 				yamlFields(ft, out)
 			}
 			continue
-		}
-		if name == "" {
-			name = strings.ToLower(sf.Name)
 		}
 		out[name] = sf.Type
 	}
@@ -154,19 +147,12 @@ func jsonView(v reflect.Value) any {
 		t := v.Type()
 		for i := range t.NumField() {
 			sf := t.Field(i)
-			if !sf.IsExported() {
+			name, omitEmpty, ok := fieldTag(sf, "json", sf.Name, "omitempty")
+			if !ok {
 				continue
-			}
-			tag := sf.Tag.Get("json")
-			if tag == "-" {
-				continue
-			}
-			name, opts, _ := strings.Cut(tag, ",")
-			if name == "" {
-				name = sf.Name
 			}
 			fv := v.Field(i)
-			if strings.Contains(","+opts+",", ",omitempty,") && (fv.IsZero() || ((fv.Kind() == reflect.Slice || fv.Kind() == reflect.Map) && fv.Len() == 0)) {
+			if omitEmpty && (fv.IsZero() || ((fv.Kind() == reflect.Slice || fv.Kind() == reflect.Map) && fv.Len() == 0)) {
 				continue
 			}
 			out[name] = jsonView(fv)
@@ -219,12 +205,8 @@ const (
 )
 
 func (c *Config) applyLifecycleDefaults() {
-	if c.Readiness == "" {
-		c.Readiness = ReadinessAll
-	}
-	if c.Defaults.DrainGrace == 0 {
-		c.Defaults.DrainGrace = min(DefaultDrainGrace, c.Defaults.DrainTimeout/2)
-	}
+	setDefault(&c.Readiness, ReadinessAll)
+	setDefault(&c.Defaults.DrainGrace, min(DefaultDrainGrace, c.Defaults.DrainTimeout/2))
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		if u.Protocol == ProtoGRPC && u.ReconnectBackoffMax == 0 {
@@ -234,11 +216,7 @@ func (c *Config) applyLifecycleDefaults() {
 }
 
 func (c *Config) validateLifecycle(e *errs) {
-	switch c.Readiness {
-	case ReadinessAll, ReadinessAny, ReadinessNone:
-	default:
-		e.add("readiness", "must be %s, %s or %s; got %q", ReadinessAll, ReadinessAny, ReadinessNone, c.Readiness)
-	}
+	checkOneOf(e, "readiness", c.Readiness, ReadinessAll, ReadinessAny, ReadinessNone)
 	if g := c.Defaults.DrainGrace; g > c.Defaults.DrainTimeout {
 		e.add("defaults.drain_grace", "must not exceed drain_timeout (%s), got %s", c.Defaults.DrainTimeout, g)
 	}
@@ -251,4 +229,19 @@ func (c *Config) validateLifecycle(e *errs) {
 			e.add(f, "must be in (0, 10m], got %s", u.ReconnectBackoffMax)
 		}
 	}
+}
+
+// fieldTag reads struct field sf's key tag ("yaml", "json"): the field's
+// name (def when the tag names none) and whether option opt is set; ok is
+// false for an unexported field or a "-" tag.
+func fieldTag(sf reflect.StructField, key, def, opt string) (name string, hasOpt, ok bool) {
+	tag := sf.Tag.Get(key)
+	if !sf.IsExported() || tag == "-" {
+		return "", false, false
+	}
+	name, opts, _ := strings.Cut(tag, ",")
+	if name == "" {
+		name = def
+	}
+	return name, strings.Contains(","+opts+",", ","+opt+","), true
 }

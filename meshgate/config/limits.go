@@ -120,44 +120,24 @@ func (l *Limits) Effective() Limits {
 
 // fill sets l's zero fields from d.
 func (l *Limits) fill(d *Limits) {
-	setInt(&l.MaxConnections, d.MaxConnections)
-	setInt(&l.FDReserve, d.FDReserve)
-	if l.MaxConcurrentStreams == 0 {
-		l.MaxConcurrentStreams = d.MaxConcurrentStreams
-	}
-	setInt(&l.MaxInFlightPerConnection, d.MaxInFlightPerConnection)
-	setDur(&l.RecvTimeout, d.RecvTimeout)
-	setDur(&l.SendTimeout, d.SendTimeout)
-	setDur(&l.MaxConnectionIdle, d.MaxConnectionIdle)
-	setDur(&l.MaxConnectionAge, d.MaxConnectionAge)
-	setDur(&l.MaxConnectionAgeGrace, d.MaxConnectionAgeGrace)
-	setDur(&l.KeepaliveTime, d.KeepaliveTime)
-	setDur(&l.KeepaliveTimeout, d.KeepaliveTimeout)
-	setDur(&l.KeepaliveMinTime, d.KeepaliveMinTime)
-	if l.StreamWindow == 0 {
-		l.StreamWindow = d.StreamWindow
-	}
-	if l.ConnWindow == 0 {
-		l.ConnWindow = d.ConnWindow
-	}
-	setInt(&l.MaxRecvMessageSize, d.MaxRecvMessageSize)
-	setInt(&l.MaxSendMessageSize, d.MaxSendMessageSize)
-	setInt(&l.MaxHeaderListSize, d.MaxHeaderListSize)
-	if l.MaxInFlightPerConnection == 0 {
-		l.MaxInFlightPerConnection = int(l.MaxConcurrentStreams)
-	}
-}
-
-func setInt(v *int, d int) {
-	if *v == 0 {
-		*v = d
-	}
-}
-
-func setDur(v *time.Duration, d time.Duration) {
-	if *v == 0 {
-		*v = d
-	}
+	setDefault(&l.MaxConnections, d.MaxConnections)
+	setDefault(&l.FDReserve, d.FDReserve)
+	setDefault(&l.MaxConcurrentStreams, d.MaxConcurrentStreams)
+	setDefault(&l.MaxInFlightPerConnection, d.MaxInFlightPerConnection)
+	setDefault(&l.RecvTimeout, d.RecvTimeout)
+	setDefault(&l.SendTimeout, d.SendTimeout)
+	setDefault(&l.MaxConnectionIdle, d.MaxConnectionIdle)
+	setDefault(&l.MaxConnectionAge, d.MaxConnectionAge)
+	setDefault(&l.MaxConnectionAgeGrace, d.MaxConnectionAgeGrace)
+	setDefault(&l.KeepaliveTime, d.KeepaliveTime)
+	setDefault(&l.KeepaliveTimeout, d.KeepaliveTimeout)
+	setDefault(&l.KeepaliveMinTime, d.KeepaliveMinTime)
+	setDefault(&l.StreamWindow, d.StreamWindow)
+	setDefault(&l.ConnWindow, d.ConnWindow)
+	setDefault(&l.MaxRecvMessageSize, d.MaxRecvMessageSize)
+	setDefault(&l.MaxSendMessageSize, d.MaxSendMessageSize)
+	setDefault(&l.MaxHeaderListSize, d.MaxHeaderListSize)
+	setDefault(&l.MaxInFlightPerConnection, int(l.MaxConcurrentStreams))
 }
 
 // applyLimitDefaults completes defaults.limits from the built-in values
@@ -185,9 +165,7 @@ func (c *Config) applyLimitDefaults() {
 // validateLimits checks defaults.limits and every listener's limits.
 func (c *Config) validateLimits(e *errs) {
 	c.Defaults.Limits.validate(e, "defaults.limits")
-	if r := c.Defaults.Limits.FDReserve; r < 0 || r > 1<<16 {
-		e.add("defaults.limits.fd_reserve", "must be in [0, 65536], got %d", r)
-	}
+	checkRange(e, "defaults.limits.fd_reserve", c.Defaults.Limits.FDReserve, 0, 1<<16)
 	for i := range c.Listeners {
 		l := c.Listeners[i].Limits
 		if l == nil {
@@ -202,15 +180,9 @@ func (c *Config) validateLimits(e *errs) {
 }
 
 func (l *Limits) validate(e *errs, f string) {
-	if l.MaxConnections < 0 {
-		e.add(f+".max_connections", "must not be negative, got %d", l.MaxConnections)
-	}
-	if l.MaxConcurrentStreams > 1<<20 {
-		e.add(f+".max_concurrent_streams", "must be in [1, 1048576], got %d", l.MaxConcurrentStreams)
-	}
-	if l.MaxInFlightPerConnection < 0 {
-		e.add(f+".max_in_flight_per_connection", "must not be negative, got %d", l.MaxInFlightPerConnection)
-	}
+	checkNotNegative(e, f+".max_connections", l.MaxConnections)
+	checkRange(e, f+".max_concurrent_streams", l.MaxConcurrentStreams, 0, 1<<20) // 0: the default
+	checkNotNegative(e, f+".max_in_flight_per_connection", l.MaxInFlightPerConnection)
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -220,25 +192,17 @@ func (l *Limits) validate(e *errs, f string) {
 		{"max_connection_age_grace", l.MaxConnectionAgeGrace}, {"keepalive_time", l.KeepaliveTime},
 		{"keepalive_timeout", l.KeepaliveTimeout}, {"keepalive_min_time", l.KeepaliveMinTime},
 	} {
-		if d.v < 0 {
-			e.add(f+"."+d.name, "must not be negative, got %s", d.v)
-		}
+		checkNotNegative(e, f+"."+d.name, d.v)
 	}
-	if l.StreamWindow != 0 && l.StreamWindow < 65535 {
-		e.add(f+".stream_window", "must be at least 65535, got %d", l.StreamWindow)
+	if l.StreamWindow != 0 {
+		checkMin(e, f+".stream_window", l.StreamWindow, 65535)
 	}
-	if l.ConnWindow != 0 && l.ConnWindow < 65535 {
-		e.add(f+".conn_window", "must be at least 65535, got %d", l.ConnWindow)
+	if l.ConnWindow != 0 {
+		checkMin(e, f+".conn_window", l.ConnWindow, 65535)
 	}
-	if l.MaxRecvMessageSize < 0 || l.MaxRecvMessageSize > 64<<20 {
-		e.add(f+".max_recv_message_size", "must be in [1, 67108864], got %d", l.MaxRecvMessageSize)
-	}
-	if l.MaxSendMessageSize < 0 || l.MaxSendMessageSize > 64<<20 {
-		e.add(f+".max_send_message_size", "must be in [1, 67108864], got %d", l.MaxSendMessageSize)
-	}
-	if l.MaxHeaderListSize < 0 || l.MaxHeaderListSize > 16<<20 {
-		e.add(f+".max_header_list_size", "must be in [1024, 16777216], got %d", l.MaxHeaderListSize)
-	} else if l.MaxHeaderListSize != 0 && l.MaxHeaderListSize < 1024 {
-		e.add(f+".max_header_list_size", "must be in [1024, 16777216], got %d", l.MaxHeaderListSize)
+	checkRange(e, f+".max_recv_message_size", l.MaxRecvMessageSize, 0, 64<<20)
+	checkRange(e, f+".max_send_message_size", l.MaxSendMessageSize, 0, 64<<20)
+	if l.MaxHeaderListSize != 0 {
+		checkRange(e, f+".max_header_list_size", l.MaxHeaderListSize, 1024, 16<<20)
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"os"
@@ -221,17 +222,13 @@ func checkPercent(e *errs, field string, p float64) bool {
 }
 
 func (c *Config) applyMigrateDefaults() {
-	if c.Migrate.Window == 0 {
-		c.Migrate.Window = DefaultMigrateWindow
-	}
+	setDefault(&c.Migrate.Window, DefaultMigrateWindow)
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		for j := range l.Routes {
 			r := &l.Routes[j]
 			if s := r.Split; s != nil {
-				if s.By == "" {
-					s.By = SplitByUINBucket
-				}
+				setDefault(&s.By, SplitByUINBucket)
 				if r.Upstream == "" && len(s.Backends) > 0 {
 					r.Upstream = s.Backends[0].Upstream
 				}
@@ -249,27 +246,13 @@ func (c *Config) applyMigrateDefaults() {
 				}
 			}
 			if sh := r.Shadow; sh != nil {
-				if sh.Percent == 0 {
-					sh.Percent = 100
-				}
-				if sh.Timeout == 0 {
-					sh.Timeout = r.Timeout
-				}
-				if sh.Concurrency == 0 {
-					sh.Concurrency = DefaultShadowConcurrency
-				}
-				if sh.Queue == 0 {
-					sh.Queue = DefaultShadowQueue
-				}
-				if sh.Diffs.Keep == 0 {
-					sh.Diffs.Keep = DefaultShadowDiffsKeep
-				}
-				if sh.Diffs.Sample == 0 {
-					sh.Diffs.Sample = 1
-				}
-				if sh.Diffs.MaxBody == 0 {
-					sh.Diffs.MaxBody = DefaultShadowDiffsMaxBody
-				}
+				setDefault(&sh.Percent, 100)
+				setDefault(&sh.Timeout, r.Timeout)
+				setDefault(&sh.Concurrency, DefaultShadowConcurrency)
+				setDefault(&sh.Queue, DefaultShadowQueue)
+				setDefault(&sh.Diffs.Keep, DefaultShadowDiffsKeep)
+				setDefault(&sh.Diffs.Sample, 1)
+				setDefault(&sh.Diffs.MaxBody, DefaultShadowDiffsMaxBody)
 			}
 		}
 	}
@@ -279,9 +262,7 @@ func (c *Config) applyMigrateDefaults() {
 // also loads allow-list files and the token file.
 func (c *Config) validateMigrate(e *errs) {
 	m := &c.Migrate
-	if w := m.Window; w < 2*time.Second || w > 5*time.Minute {
-		e.add("migrate.window", "must be in [2s, 5m], got %s", w)
-	}
+	checkRange(e, "migrate.window", m.Window, 2*time.Second, 5*time.Minute)
 	switch {
 	case m.Token != "" && m.TokenFile != "":
 		e.add("migrate.token_file", "set token or token_file, not both")
@@ -302,10 +283,7 @@ func (c *Config) validateMigrate(e *errs) {
 			e.add("migrate.token", "must be at least 16 characters")
 		}
 	}
-	ups := map[string]*Upstream{}
-	for i := range c.Upstreams {
-		ups[c.Upstreams[i].Name] = &c.Upstreams[i]
-	}
+	ups := c.upstreamsByName()
 	ids := map[string]string{}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
@@ -333,11 +311,7 @@ func (c *Config) validateSplit(e *errs, rf string, l *Listener, r *Route, ups ma
 	if s.Name != "" && strings.ContainsAny(s.Name, " \t\r\n\x00?#&") {
 		e.add(f+".name", "must not contain spaces, ?, # or &")
 	}
-	switch s.By {
-	case SplitByUINBucket, SplitByUINRange, SplitByWeight:
-	default:
-		e.add(f+".by", "must be %s, %s or %s; got %q", SplitByUINBucket, SplitByUINRange, SplitByWeight, s.By)
-	}
+	checkOneOf(e, f+".by", s.By, SplitByUINBucket, SplitByUINRange, SplitByWeight)
 	if len(s.Backends) == 0 || len(s.Backends) > MaxSplitBackends {
 		e.add(f+".backends", "must list 1 to %d backends, got %d", MaxSplitBackends, len(s.Backends))
 		return
@@ -356,13 +330,8 @@ func (c *Config) validateSplit(e *errs, rf string, l *Listener, r *Route, ups ma
 	for k := range s.Backends {
 		b := &s.Backends[k]
 		bf := fmt.Sprintf("%s.backends[%d]", f, k)
-		u := ups[b.Upstream]
-		switch {
-		case b.Upstream == "":
-			e.add(bf+".upstream", "required")
-		case u == nil:
-			e.add(bf+".upstream", "unknown upstream %q", b.Upstream)
-		case names[b.Upstream]:
+		u := checkUpstreamRef(e, bf+".upstream", b.Upstream, ups)
+		if u != nil && names[b.Upstream] {
 			e.add(bf+".upstream", "upstream %q listed twice", b.Upstream)
 		}
 		names[b.Upstream] = true
@@ -397,15 +366,7 @@ func (c *Config) validateSplit(e *errs, rf string, l *Listener, r *Route, ups ma
 	if s.By == SplitByWeight && weights == 0 {
 		e.add(f+".backends", "by: weight needs a weight > 0 on some backend")
 	}
-	slices.SortFunc(ranges, func(a, b rng) int {
-		if a.Min < b.Min {
-			return -1
-		}
-		if a.Min > b.Min {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ranges, func(a, b rng) int { return cmp.Compare(a.Min, b.Min) })
 	for k := 1; k < len(ranges); k++ {
 		if ranges[k].Min <= ranges[k-1].Max {
 			e.add(ranges[k].field, "overlaps %s", ranges[k-1].field)
@@ -431,13 +392,7 @@ func (c *Config) validateSplit(e *errs, rf string, l *Listener, r *Route, ups ma
 	callers := map[string]bool{}
 	for k, cl := range s.Callers {
 		cf := fmt.Sprintf("%s.callers[%d]", f, k)
-		switch {
-		case cl.Caller == "":
-			e.add(cf+".caller", "required")
-		case callers[cl.Caller]:
-			e.add(cf+".caller", "caller %q listed twice", cl.Caller)
-		}
-		callers[cl.Caller] = true
+		checkName(e, cf+".caller", cl.Caller, "caller", callers)
 		if !names[cl.Upstream] {
 			e.add(cf+".upstream", "%q is not one of the split's backends", cl.Upstream)
 		}
@@ -492,9 +447,7 @@ func checkTargetFields(e *errs, f string, l *Listener, r *Route, u *Upstream, me
 	switch {
 	case l.Kind == KindPrivate && u.Protocol == ProtoGRPC:
 		m := method
-		if m == "" {
-			m = r.Method
-		}
+		setDefault(&m, r.Method)
 		if err := CheckMethod(m, false); err != nil {
 			e.add(f+".method", "%v (the gRPC method called on %q)", err, u.Name)
 		}
@@ -522,14 +475,7 @@ func checkTargetFields(e *errs, f string, l *Listener, r *Route, u *Upstream, me
 
 func validateShadow(e *errs, f string, l *Listener, r *Route, ups map[string]*Upstream) {
 	sh := r.Shadow
-	u := ups[sh.Upstream]
-	switch {
-	case sh.Upstream == "":
-		e.add(f+".upstream", "required")
-	case u == nil:
-		e.add(f+".upstream", "unknown upstream %q", sh.Upstream)
-	}
-	if u != nil {
+	if u := checkUpstreamRef(e, f+".upstream", sh.Upstream, ups); u != nil {
 		checkTargetFields(e, f, l, r, u, sh.Method, sh.Cmd)
 	}
 	if checkPercent(e, f+".percent", sh.Percent) && sh.Percent == 0 {
@@ -538,23 +484,10 @@ func validateShadow(e *errs, f string, l *Listener, r *Route, ups map[string]*Up
 	if sh.Oneway && l.Kind == KindGRPC && !r.Oneway {
 		e.add(f+".oneway", "the route is not oneway")
 	}
-	if sh.Timeout < 0 {
-		e.add(f+".timeout", "must not be negative")
-	}
-	if sh.Concurrency < 1 || sh.Concurrency > 1024 {
-		e.add(f+".concurrency", "must be in [1, 1024], got %d", sh.Concurrency)
-	}
-	if sh.Queue < 1 || sh.Queue > 65536 {
-		e.add(f+".queue", "must be in [1, 65536], got %d", sh.Queue)
-	}
-	d := sh.Diffs
-	if d.Keep < 1 || d.Keep > 10000 {
-		e.add(f+".diffs.keep", "must be in [1, 10000], got %d", d.Keep)
-	}
-	if d.Sample < 1 {
-		e.add(f+".diffs.sample", "must be at least 1, got %d", d.Sample)
-	}
-	if d.MaxBody < 1 || d.MaxBody > 65536 {
-		e.add(f+".diffs.max_body", "must be in [1, 65536], got %d", d.MaxBody)
-	}
+	checkNotNegative(e, f+".timeout", sh.Timeout)
+	checkRange(e, f+".concurrency", sh.Concurrency, 1, 1024)
+	checkRange(e, f+".queue", sh.Queue, 1, 65536)
+	checkRange(e, f+".diffs.keep", sh.Diffs.Keep, 1, 10000)
+	checkMin(e, f+".diffs.sample", sh.Diffs.Sample, 1)
+	checkRange(e, f+".diffs.max_body", sh.Diffs.MaxBody, 1, 65536)
 }

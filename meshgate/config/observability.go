@@ -71,12 +71,7 @@ type Tracing struct {
 }
 
 // Ratio returns the sampling ratio after defaults.
-func (t *Tracing) Ratio() float64 {
-	if t.SamplingRatio == nil {
-		return 1
-	}
-	return *t.SamplingRatio
-}
+func (t *Tracing) Ratio() float64 { return ratio(t.SamplingRatio) }
 
 // AccessLog is the top-level "access_log" section: one JSON line per
 // bridged request.
@@ -92,11 +87,14 @@ type AccessLog struct {
 }
 
 // Ratio returns the sample ratio after defaults.
-func (a *AccessLog) Ratio() float64 {
-	if a.SampleRatio == nil {
+func (a *AccessLog) Ratio() float64 { return ratio(a.SampleRatio) }
+
+// ratio is a ratio field after defaults: unset is 1.
+func ratio(r *float64) float64 {
+	if r == nil {
 		return 1
 	}
-	return *a.SampleRatio
+	return *r
 }
 
 // ListenerObservability holds a listener's observability and gRPC
@@ -204,9 +202,7 @@ func (c *Config) validateObservability(e *errs) {
 		if tr.TLS != nil {
 			checkTLS(e, f+".tls", tr.TLS, false)
 		}
-		if r := tr.Ratio(); r < 0 || r > 1 || r != r {
-			e.add(f+".sampling_ratio", "must be in [0, 1], got %v", r)
-		}
+		checkRange(e, f+".sampling_ratio", tr.Ratio(), 0, 1)
 		for k := range tr.ResourceAttributes {
 			if k == "" {
 				e.add(f+".resource_attributes", "empty attribute name")
@@ -233,9 +229,7 @@ func (c *Config) validateObservability(e *errs) {
 			e.add(f+".max_recv_msg_size", "only for grpc listeners (a private listener has max_frame_size; its upstreams have max_recv_msg_size)")
 		}
 		if r := l.Reflection; r != nil {
-			if len(r.DescriptorSets) == 0 {
-				e.add(f+".reflection.descriptor_sets", "at least one file is required")
-			}
+			checkListed(e, f+".reflection.descriptor_sets", len(r.DescriptorSets), "file")
 			for j, p := range r.DescriptorSets {
 				if p == "" {
 					e.add(fmt.Sprintf("%s.reflection.descriptor_sets[%d]", f, j), "empty path")
@@ -305,7 +299,5 @@ func checkMDKey(k string) error {
 }
 
 func checkMsgSize(e *errs, field string, n int) {
-	if n < 0 || n > maxMsgSizeLimit {
-		e.add(field, "must be in [1, %d], got %d", maxMsgSizeLimit, n)
-	}
+	checkRange(e, field, n, 0, maxMsgSizeLimit) // 0: the default
 }

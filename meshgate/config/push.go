@@ -89,15 +89,9 @@ func (c *Config) applyPushDefaults() {
 		if p == nil || c.Listeners[i].Kind != KindPrivate {
 			continue
 		}
-		if p.QueueBytes == 0 {
-			p.QueueBytes = DefaultPushQueueBytes
-		}
-		if p.MaxConnsPerUIN == 0 {
-			p.MaxConnsPerUIN = DefaultMaxConnsPerUIN
-		}
-		if p.MaxUINsPerConn == 0 {
-			p.MaxUINsPerConn = DefaultMaxUINsPerConn
-		}
+		setDefault(&p.QueueBytes, DefaultPushQueueBytes)
+		setDefault(&p.MaxConnsPerUIN, DefaultMaxConnsPerUIN)
+		setDefault(&p.MaxUINsPerConn, DefaultMaxUINsPerConn)
 	}
 	for i := range c.Upstreams {
 		p := c.Upstreams[i].Push
@@ -121,10 +115,8 @@ func (c *Config) validatePush(e *errs) {
 		l := &c.Listeners[i]
 		f := fmt.Sprintf("listeners[%d]", i)
 		for j, r := range l.Routes {
-			switch r.Stream {
-			case StreamUnary, "unary", StreamServer, StreamClient, StreamBidi:
-			default:
-				e.add(fmt.Sprintf("%s.routes[%d].stream", f, j), "must be one of unary, server, client, bidi; got %q", r.Stream)
+			if r.Stream != StreamUnary { // StreamUnary is "" (unset)
+				checkOneOf(e, fmt.Sprintf("%s.routes[%d].stream", f, j), r.Stream, "unary", StreamServer, StreamClient, StreamBidi)
 			}
 			if r.IsStream() && r.Oneway {
 				e.add(fmt.Sprintf("%s.routes[%d].oneway", f, j), "a stream route cannot be oneway")
@@ -144,15 +136,9 @@ func (c *Config) validatePush(e *errs) {
 			if p.API {
 				e.add(pf+".api", "only a grpc listener serves the push API")
 			}
-			if p.QueueBytes < 1024 || p.QueueBytes > 64<<20 {
-				e.add(pf+".queue_bytes", "must be in [1024, 67108864], got %d", p.QueueBytes)
-			}
-			if p.MaxConnsPerUIN < 1 || p.MaxConnsPerUIN > 1024 {
-				e.add(pf+".max_conns_per_uin", "must be in [1, 1024], got %d", p.MaxConnsPerUIN)
-			}
-			if p.MaxUINsPerConn < 1 || p.MaxUINsPerConn > 1024 {
-				e.add(pf+".max_uins_per_conn", "must be in [1, 1024], got %d", p.MaxUINsPerConn)
-			}
+			checkRange(e, pf+".queue_bytes", p.QueueBytes, 1024, 64<<20)
+			checkRange(e, pf+".max_conns_per_uin", p.MaxConnsPerUIN, 1, 1024)
+			checkRange(e, pf+".max_uins_per_conn", p.MaxUINsPerConn, 1, 1024)
 			if p.LoginCmd == 0 && l.Auth == nil && !p.TrustUIN {
 				e.add(pf+".login_cmd", "required when the listener has no auth: otherwise any client could claim any uin and receive its pushes (set trust_uin: true to accept that)")
 			}
@@ -170,10 +156,7 @@ func (c *Config) validatePush(e *errs) {
 			}
 		}
 	}
-	ups := map[string]*Upstream{}
-	for i := range c.Upstreams {
-		ups[c.Upstreams[i].Name] = &c.Upstreams[i]
-	}
+	ups := c.upstreamsByName()
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		p := u.Push
@@ -196,20 +179,11 @@ func (c *Config) validatePush(e *errs) {
 			if err := CheckMethod(p.Method, false); err != nil {
 				e.add(pf+".method", "%v", err)
 			}
-			switch t := ups[p.Upstream]; {
-			case p.Upstream == "":
-				e.add(pf+".upstream", "required")
-			case t == nil:
-				e.add(pf+".upstream", "unknown upstream %q", p.Upstream)
-			case t.Protocol != ProtoGRPC:
+			if t := checkUpstreamRef(e, pf+".upstream", p.Upstream, ups); t != nil && t.Protocol != ProtoGRPC {
 				e.add(pf+".upstream", "upstream %q speaks %s; to: grpc needs a grpc upstream", p.Upstream, t.Protocol)
 			}
-			if p.MaxConcurrency < 1 || p.MaxConcurrency > 65536 {
-				e.add(pf+".max_concurrency", "must be in [1, 65536], got %d", p.MaxConcurrency)
-			}
-			if p.Timeout < 0 {
-				e.add(pf+".timeout", "must not be negative")
-			}
+			checkRange(e, pf+".max_concurrency", p.MaxConcurrency, 1, 65536)
+			checkNotNegative(e, pf+".timeout", p.Timeout)
 		default:
 			e.add(pf+".to", "must be %q or %q, got %q", PushToDownstream, PushToGRPC, p.To)
 		}
@@ -217,4 +191,12 @@ func (c *Config) validatePush(e *errs) {
 }
 
 // IsStream reports whether the route is a stream (server, client or bidi).
-func (r *Route) IsStream() bool { return r.Stream != StreamUnary && r.Stream != "unary" }
+func (r *Route) IsStream() bool { return r.StreamMode() != StreamUnary }
+
+// StreamMode is routes[].stream normalised: "unary" is StreamUnary ("").
+func (r *Route) StreamMode() string {
+	if r.Stream == "unary" {
+		return StreamUnary
+	}
+	return r.Stream
+}

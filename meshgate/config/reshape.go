@@ -77,17 +77,9 @@ func (u Upstream) WithDefaults() Upstream {
 	if u.Protocol == ProtoPrivate && u.Codec == "" {
 		u.Codec = "mgp"
 	}
-	if u.LB == "" {
-		u.LB = LBRoundRobin
-	}
-	if u.Connections == 0 {
-		u.Connections = DefaultConnections
-	}
-	if u.MaxInFlight == 0 {
-		u.MaxInFlight = DefaultMaxInFlight
-	}
-	if u.Heartbeat == 0 {
-		u.Heartbeat = DefaultHeartbeat
-	}
+	setDefault(&u.LB, LBRoundRobin)
+	setDefault(&u.Connections, DefaultConnections)
+	setDefault(&u.MaxInFlight, DefaultMaxInFlight)
+	setDefault(&u.Heartbeat, DefaultHeartbeat)
 	return u
 }

@@ -208,9 +208,7 @@ func (c *Config) applyResilienceDefaults() {
 			if r.Idempotent && r.MaxAttempts == 0 {
 				r.MaxAttempts = DefaultMaxAttempts
 			}
-			if r.MaxAttempts == 0 {
-				r.MaxAttempts = 1
-			}
+			setDefault(&r.MaxAttempts, 1)
 		}
 	}
 	for i := range c.Switches {
@@ -225,34 +223,30 @@ func (c *Config) applyResilienceDefaults() {
 // does this; exported for code that builds a Resilience by hand).
 func (r *Resilience) ApplyDefaults() {
 	w := &r.AdaptiveWeights
-	setDur(&w.Decay, DefaultLatencyDecay)
-	setDur(&w.SlowStart, DefaultSlowStart)
-	if w.MinWeightPercent == 0 {
-		w.MinWeightPercent = DefaultMinWeightPercent
-	}
+	setDefault(&w.Decay, DefaultLatencyDecay)
+	setDefault(&w.SlowStart, DefaultSlowStart)
+	setDefault(&w.MinWeightPercent, DefaultMinWeightPercent)
 	o := &r.OutlierDetection
-	setInt(&o.ConsecutiveFailures, DefaultConsecutiveFailures)
-	setInt(&o.FailureRatePercent, DefaultFailureRatePercent)
-	setInt(&o.FailureRateMinRequests, DefaultFailureRateMinReqs)
-	setDur(&o.Interval, DefaultOutlierInterval)
-	setDur(&o.BaseEjectionTime, DefaultBaseEjectionTime)
-	setDur(&o.MaxEjectionTime, DefaultMaxEjectionTime)
-	setInt(&o.MaxEjectionPercent, DefaultMaxEjectionPercent)
+	setDefault(&o.ConsecutiveFailures, DefaultConsecutiveFailures)
+	setDefault(&o.FailureRatePercent, DefaultFailureRatePercent)
+	setDefault(&o.FailureRateMinRequests, DefaultFailureRateMinReqs)
+	setDefault(&o.Interval, DefaultOutlierInterval)
+	setDefault(&o.BaseEjectionTime, DefaultBaseEjectionTime)
+	setDefault(&o.MaxEjectionTime, DefaultMaxEjectionTime)
+	setDefault(&o.MaxEjectionPercent, DefaultMaxEjectionPercent)
 	b := &r.RetryBudget
-	setInt(&b.BudgetPercent, DefaultRetryBudgetPercent)
-	setInt(&b.MinConcurrency, DefaultRetryMinConcurrency)
+	setDefault(&b.BudgetPercent, DefaultRetryBudgetPercent)
+	setDefault(&b.MinConcurrency, DefaultRetryMinConcurrency)
 	cb := &r.CircuitBreaker
-	setInt(&cb.MaxPending, DefaultMaxPending)
-	setInt(&cb.MaxRequests, DefaultMaxRequests)
+	setDefault(&cb.MaxPending, DefaultMaxPending)
+	setDefault(&cb.MaxRequests, DefaultMaxRequests)
 	a := &r.AdaptiveConcurrency
-	setInt(&a.MinLimit, DefaultConcurrencyMinLimit)
-	setInt(&a.MaxLimit, DefaultConcurrencyMaxLimit)
-	setInt(&a.InitialLimit, DefaultConcurrencyInitial)
-	if a.Tolerance == 0 {
-		a.Tolerance = DefaultConcurrencyTolerance
-	}
-	setDur(&a.Window, DefaultConcurrencyWindow)
-	setInt(&a.LongWindow, DefaultConcurrencyLongWindow)
+	setDefault(&a.MinLimit, DefaultConcurrencyMinLimit)
+	setDefault(&a.MaxLimit, DefaultConcurrencyMaxLimit)
+	setDefault(&a.InitialLimit, DefaultConcurrencyInitial)
+	setDefault(&a.Tolerance, DefaultConcurrencyTolerance)
+	setDefault(&a.Window, DefaultConcurrencyWindow)
+	setDefault(&a.LongWindow, DefaultConcurrencyLongWindow)
 }
 
 func (c *Config) validateResilience(e *errs) {
@@ -262,51 +256,32 @@ func (c *Config) validateResilience(e *errs) {
 	switches := map[string]bool{}
 	for k, s := range c.Switches {
 		f := fmt.Sprintf("switches[%d]", k)
-		switch {
-		case s.Name == "":
-			e.add(f+".name", "required")
-		case switches[s.Name]:
-			e.add(f+".name", "duplicate switch %q", s.Name)
-		}
-		switches[s.Name] = true
-		if s.Reply.Result != nil && *s.Reply.Result > 0xffff {
-			e.add(f+".reply.result", "must be in [0, 65535], got %d", *s.Reply.Result)
+		checkName(e, f+".name", s.Name, "switch", switches)
+		if s.Reply.Result != nil {
+			checkRange(e, f+".reply.result", *s.Reply.Result, 0, 0xffff)
 		}
 	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		f := fmt.Sprintf("listeners[%d]", i)
 		if o := l.Overload; o != nil {
-			if o.MaxInFlight < 0 {
-				e.add(f+".overload.max_in_flight", "must not be negative")
-			}
-			if o.CoreReservePercent < 0 || o.CoreReservePercent > 100 {
-				e.add(f+".overload.core_reserve_percent", "must be in [0, 100], got %d", o.CoreReservePercent)
-			}
+			checkNotNegative(e, f+".overload.max_in_flight", o.MaxInFlight)
+			checkRange(e, f+".overload.core_reserve_percent", o.CoreReservePercent, 0, 100)
 		}
 		for j := range l.Routes {
 			r := &l.Routes[j].RouteResilience
 			rf := fmt.Sprintf("%s.routes[%d]", f, j)
 			for k, o := range r.RetryOn {
-				switch o {
-				case RetryOnConnectFailure, RetryOnUnavailable, RetryOnResourceExhausted:
-				default:
-					e.add(fmt.Sprintf("%s.retry_on[%d]", rf, k), "must be one of %s, %s, %s; got %q",
-						RetryOnConnectFailure, RetryOnUnavailable, RetryOnResourceExhausted, o)
-				}
+				checkOneOf(e, fmt.Sprintf("%s.retry_on[%d]", rf, k), o, RetryOnConnectFailure, RetryOnUnavailable, RetryOnResourceExhausted)
 			}
-			if r.MaxAttempts < 0 || r.MaxAttempts > 5 {
-				e.add(rf+".max_attempts", "must be in [1, 5], got %d", r.MaxAttempts)
-			}
+			checkRange(e, rf+".max_attempts", r.MaxAttempts, 0, 5) // 0: the default
 			if !r.Idempotent && r.MaxAttempts > 1 {
 				e.add(rf+".max_attempts", "retries need idempotent: true")
 			}
 			if !r.Idempotent && r.HedgeDelay != 0 {
 				e.add(rf+".hedge_delay", "hedging needs idempotent: true")
 			}
-			if r.HedgeDelay < 0 {
-				e.add(rf+".hedge_delay", "must not be negative")
-			}
+			checkNotNegative(e, rf+".hedge_delay", r.HedgeDelay)
 			if r.Switch != "" && !switches[r.Switch] {
 				e.add(rf+".switch", "unknown switch %q", r.Switch)
 			}
@@ -316,79 +291,41 @@ func (c *Config) validateResilience(e *errs) {
 
 func (r *Resilience) validate(e *errs, f string) {
 	w := r.AdaptiveWeights
-	if w.Decay < time.Millisecond {
-		e.add(f+".adaptive_weights.decay", "must be at least 1ms")
-	}
-	if w.SlowStart < 0 {
-		e.add(f+".adaptive_weights.slow_start", "must not be negative")
-	}
-	if w.MinWeightPercent < 0.01 || w.MinWeightPercent > 100 {
-		e.add(f+".adaptive_weights.min_weight_percent", "must be in [0.01, 100], got %g", w.MinWeightPercent)
-	}
+	wf := f + ".adaptive_weights"
+	checkMin(e, wf+".decay", w.Decay, time.Millisecond)
+	checkNotNegative(e, wf+".slow_start", w.SlowStart)
+	checkRange(e, wf+".min_weight_percent", w.MinWeightPercent, 0.01, 100)
 	o := r.OutlierDetection
 	of := f + ".outlier_detection"
-	if o.ConsecutiveFailures < 1 {
-		e.add(of+".consecutive_failures", "must be at least 1")
-	}
-	if o.FailureRatePercent < 1 || o.FailureRatePercent > 100 {
-		e.add(of+".failure_rate_percent", "must be in [1, 100], got %d", o.FailureRatePercent)
-	}
-	if o.FailureRateMinRequests < 1 {
-		e.add(of+".failure_rate_min_requests", "must be at least 1")
-	}
-	if o.Interval < time.Millisecond {
-		e.add(of+".interval", "must be at least 1ms")
-	}
-	if o.BaseEjectionTime < time.Millisecond {
-		e.add(of+".base_ejection_time", "must be at least 1ms")
-	}
+	checkMin(e, of+".consecutive_failures", o.ConsecutiveFailures, 1)
+	checkRange(e, of+".failure_rate_percent", o.FailureRatePercent, 1, 100)
+	checkMin(e, of+".failure_rate_min_requests", o.FailureRateMinRequests, 1)
+	checkMin(e, of+".interval", o.Interval, time.Millisecond)
+	checkMin(e, of+".base_ejection_time", o.BaseEjectionTime, time.Millisecond)
 	if o.MaxEjectionTime < o.BaseEjectionTime {
 		e.add(of+".max_ejection_time", "must be at least base_ejection_time (%s)", o.BaseEjectionTime)
 	}
-	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
-		e.add(of+".max_ejection_percent", "must be in [0, 100], got %d", o.MaxEjectionPercent)
-	}
+	checkRange(e, of+".max_ejection_percent", o.MaxEjectionPercent, 0, 100)
 	b := r.RetryBudget
-	if b.BudgetPercent < 0 || b.BudgetPercent > 100 {
-		e.add(f+".retry_budget.budget_percent", "must be in [0, 100], got %d", b.BudgetPercent)
-	}
-	if b.MinConcurrency < 0 {
-		e.add(f+".retry_budget.min_concurrency", "must not be negative")
-	}
+	checkRange(e, f+".retry_budget.budget_percent", b.BudgetPercent, 0, 100)
+	checkNotNegative(e, f+".retry_budget.min_concurrency", b.MinConcurrency)
 	cb := r.CircuitBreaker
-	if cb.MaxPending < 0 {
-		e.add(f+".circuit_breaker.max_pending", "must not be negative")
-	}
-	if cb.MaxRequests < 1 {
-		e.add(f+".circuit_breaker.max_requests", "must be at least 1")
-	}
-	if cb.MaxEndpointRequests < 0 {
-		e.add(f+".circuit_breaker.max_endpoint_requests", "must not be negative")
-	}
+	cf := f + ".circuit_breaker"
+	checkNotNegative(e, cf+".max_pending", cb.MaxPending)
+	checkMin(e, cf+".max_requests", cb.MaxRequests, 1)
+	checkNotNegative(e, cf+".max_endpoint_requests", cb.MaxEndpointRequests)
 	a := r.AdaptiveConcurrency
 	af := f + ".adaptive_concurrency"
-	if a.MinLimit < 1 {
-		e.add(af+".min_limit", "must be at least 1")
-	}
+	checkMin(e, af+".min_limit", a.MinLimit, 1)
 	if a.MaxLimit < a.MinLimit {
 		e.add(af+".max_limit", "must be at least min_limit (%d)", a.MinLimit)
 	}
 	if a.InitialLimit < a.MinLimit || a.InitialLimit > a.MaxLimit {
 		e.add(af+".initial_limit", "must be in [min_limit, max_limit], got %d", a.InitialLimit)
 	}
-	if a.Tolerance < 1 {
-		e.add(af+".tolerance", "must be at least 1, got %g", a.Tolerance)
-	}
-	if a.Window < time.Millisecond {
-		e.add(af+".window", "must be at least 1ms")
-	}
-	if a.LongWindow < 1 {
-		e.add(af+".long_window", "must be at least 1")
-	}
-	if cb.MaxWait < 0 {
-		e.add(f+".circuit_breaker.max_wait", "must not be negative")
-	}
-	if r.MinRemaining < 0 {
-		e.add(f+".min_remaining", "must not be negative")
-	}
+	checkMin(e, af+".tolerance", a.Tolerance, 1)
+	checkMin(e, af+".window", a.Window, time.Millisecond)
+	checkMin(e, af+".long_window", a.LongWindow, 1)
+	checkNotNegative(e, cf+".max_wait", cb.MaxWait)
+	checkNotNegative(e, f+".min_remaining", r.MinRemaining)
 }

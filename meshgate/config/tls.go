@@ -26,9 +26,7 @@ const DefaultTLSRefresh = time.Minute
 const MinTLSRefresh = 10 * time.Millisecond
 
 func (c *Config) applyTLSDefaults() {
-	if c.TLS.RefreshInterval == 0 {
-		c.TLS.RefreshInterval = DefaultTLSRefresh
-	}
+	setDefault(&c.TLS.RefreshInterval, DefaultTLSRefresh)
 }
 
 // validateTLS checks tls and the data-path TLS blocks (listeners[].tls,

@@ -34,42 +34,26 @@ func (c *Config) Path(p string) string {
 
 // ApplyDefaults fills zero values with defaults.
 func (c *Config) ApplyDefaults() {
-	if c.Admin.Address == "" {
-		c.Admin.Address = DefaultAdminAddress
-	}
+	setDefault(&c.Admin.Address, DefaultAdminAddress)
 	c.applyTLSDefaults()
 	d := &c.Defaults
-	if d.Timeout == 0 {
-		d.Timeout = DefaultTimeout
-	}
-	if d.DrainTimeout == 0 {
-		d.DrainTimeout = DefaultDrainTimeout
-	}
-	if d.MaxInFlight == 0 {
-		d.MaxInFlight = DefaultMaxInFlight
-	}
-	if d.IdleTimeout == 0 {
-		d.IdleTimeout = DefaultIdleTimeout
-	}
-	if d.ReadTimeout == 0 {
-		d.ReadTimeout = DefaultReadTimeout
-	}
+	setDefault(&d.Timeout, DefaultTimeout)
+	setDefault(&d.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&d.MaxInFlight, DefaultMaxInFlight)
+	setDefault(&d.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&d.ReadTimeout, DefaultReadTimeout)
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		if l.Kind == KindPrivate && l.Codec == "" {
 			l.Codec = "mgp"
 		}
-		if l.MaxInFlight == 0 {
-			l.MaxInFlight = d.MaxInFlight
-		}
+		setDefault(&l.MaxInFlight, d.MaxInFlight)
 		if l.Auth != nil && l.Auth.MaxSkew == 0 {
 			l.Auth.MaxSkew = DefaultMaxSkew
 		}
 		applyAuthDefaults(l)
 		for j := range l.Routes {
-			if l.Routes[j].Timeout == 0 {
-				l.Routes[j].Timeout = d.Timeout
-			}
+			setDefault(&l.Routes[j].Timeout, d.Timeout)
 		}
 	}
 	for i := range c.Upstreams {
@@ -101,39 +85,20 @@ func (c *Config) Validate() error {
 	codecs := registeredCodecs()
 	for i, cs := range c.Codecs {
 		f := fmt.Sprintf("codecs[%d]", i)
-		switch {
-		case cs.Name == "":
-			e.add(f+".name", "required")
-		case codecs[cs.Name]:
-			e.add(f+".name", "duplicate codec %q", cs.Name)
-		}
-		codecs[cs.Name] = true
+		checkName(&e, f+".name", cs.Name, "codec", codecs)
 		if (cs.File == "") == (cs.Spec.Kind == 0) {
 			e.add(f, "exactly one of file or spec is required")
 		}
 	}
-	ups := map[string]*Upstream{}
+	upNames := map[string]bool{}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		f := fmt.Sprintf("upstreams[%d]", i)
-		if u.Name == "" {
-			e.add(f+".name", "required")
-		} else if ups[u.Name] != nil {
-			e.add(f+".name", "duplicate upstream %q", u.Name)
+		checkName(&e, f+".name", u.Name, "upstream", upNames)
+		if checkOneOf(&e, f+".protocol", u.Protocol, ProtoGRPC, ProtoPrivate) && u.Protocol == ProtoPrivate && !codecs[u.Codec] {
+			e.add(f+".codec", "unknown codec %q", u.Codec)
 		}
-		ups[u.Name] = u
-		switch u.Protocol {
-		case ProtoGRPC:
-		case ProtoPrivate:
-			if !codecs[u.Codec] {
-				e.add(f+".codec", "unknown codec %q", u.Codec)
-			}
-		default:
-			e.add(f+".protocol", "must be %q or %q, got %q", ProtoGRPC, ProtoPrivate, u.Protocol)
-		}
-		if len(u.Endpoints) == 0 {
-			e.add(f+".endpoints", "at least one endpoint is required")
-		}
+		checkListed(&e, f+".endpoints", len(u.Endpoints), "endpoint")
 		for j, ep := range u.Endpoints {
 			if IsXDSTarget(ep) {
 				checkXDSEndpoint(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), u)
@@ -141,71 +106,43 @@ func (c *Config) Validate() error {
 			}
 			checkAddr(&e, fmt.Sprintf("%s.endpoints[%d]", f, j), ep)
 		}
-		switch u.LB {
-		case LBRoundRobin, LBLeastRequest, LBConsistentHash:
-		default:
-			e.add(f+".lb", "must be one of %s, %s, %s; got %q", LBRoundRobin, LBLeastRequest, LBConsistentHash, u.LB)
-		}
-		if u.Connections < 0 || u.Connections > 64 {
-			e.add(f+".connections", "must be in [1, 64], got %d", u.Connections)
-		}
-		if u.MaxInFlight < 0 {
-			e.add(f+".max_in_flight", "must be positive")
-		}
+		checkOneOf(&e, f+".lb", u.LB, LBRoundRobin, LBLeastRequest, LBConsistentHash)
+		checkRange(&e, f+".connections", u.Connections, 0, 64) // 0: the default
+		checkNotNegative(&e, f+".max_in_flight", u.MaxInFlight)
 		checkTLS(&e, f+".tls", u.TLS, false)
 	}
+	ups := c.upstreamsByName()
 	names := map[string]bool{}
 	addrs := map[string]string{}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		f := fmt.Sprintf("listeners[%d]", i)
-		if l.Name == "" {
-			e.add(f+".name", "required")
-		} else if names[l.Name] {
-			e.add(f+".name", "duplicate listener %q", l.Name)
-		}
-		names[l.Name] = true
+		checkName(&e, f+".name", l.Name, "listener", names)
 		checkAddr(&e, f+".address", l.Address)
 		if prev, dup := addrs[l.Address]; dup && l.Address != "" && !strings.HasSuffix(l.Address, ":0") {
 			e.add(f+".address", "%s already used by listener %q", l.Address, prev)
 		}
 		addrs[l.Address] = l.Name
-		switch l.Kind {
-		case KindPrivate:
+		if checkOneOf(&e, f+".kind", l.Kind, KindPrivate, KindGRPC) && l.Kind == KindPrivate {
 			if !codecs[l.Codec] {
 				e.add(f+".codec", "unknown codec %q", l.Codec)
 			}
-			if l.MaxFrameSize < 0 || l.MaxFrameSize > 64<<20 {
-				e.add(f+".max_frame_size", "must be in [64, 67108864], got %d", l.MaxFrameSize)
-			}
-		case KindGRPC:
-		default:
-			e.add(f+".kind", "must be %q or %q, got %q", KindPrivate, KindGRPC, l.Kind)
+			checkRange(&e, f+".max_frame_size", l.MaxFrameSize, 0, 64<<20) // 0: the default
 		}
-		if l.MaxInFlight < 0 {
-			e.add(f+".max_in_flight", "must be positive")
-		}
-		if l.Auth != nil && len(l.Auth.Keys) == 0 {
-			e.add(f+".auth.keys", "at least one key is required")
+		checkNotNegative(&e, f+".max_in_flight", l.MaxInFlight)
+		if l.Auth != nil {
+			checkListed(&e, f+".auth.keys", len(l.Auth.Keys), "key")
 		}
 		checkTLS(&e, f+".tls", l.TLS, true)
 		validateAuth(&e, f, l)
 		for j, r := range l.Routes {
 			rf := fmt.Sprintf("%s.routes[%d]", f, j)
-			u := ups[r.Upstream]
-			switch {
-			case r.Upstream == "":
-				e.add(rf+".upstream", "required")
-			case u == nil:
-				e.add(rf+".upstream", "unknown upstream %q", r.Upstream)
-			}
+			u := checkUpstreamRef(&e, rf+".upstream", r.Upstream, ups)
 			checkRouteTarget(&e, rf, l.Kind, r, u)
 			if r.UINMax > 0 && r.UINMin > r.UINMax {
 				e.add(rf+".uin_min", "greater than uin_max")
 			}
-			if r.Timeout < 0 {
-				e.add(rf+".timeout", "must not be negative")
-			}
+			checkNotNegative(&e, rf+".timeout", r.Timeout)
 			checkRouteMapping(&e, rf, l.Kind, r)
 		}
 	}

@@ -145,22 +145,14 @@ const (
 )
 
 func (x *XDS) applyDefaults() {
-	if x.CertPoll == 0 {
-		x.CertPoll = DefaultCertPoll
-	}
+	setDefault(&x.CertPoll, DefaultCertPoll)
 	x.applySecurityDefaults()
 	for i := range x.Envoy {
 		n := &x.Envoy[i]
-		if n.Cluster == "" {
-			n.Cluster = DefaultEnvoyCluster
-		}
-		if n.AdminAddress == "" {
-			n.AdminAddress = DefaultEnvoyAdminAddress
-		}
+		setDefault(&n.Cluster, DefaultEnvoyCluster)
+		setDefault(&n.AdminAddress, DefaultEnvoyAdminAddress)
 		for j := range n.Clusters {
-			if n.Clusters[j].ConnectTimeout == 0 {
-				n.Clusters[j].ConnectTimeout = DefaultConnectTimeout
-			}
+			setDefault(&n.Clusters[j].ConnectTimeout, DefaultConnectTimeout)
 		}
 	}
 }
@@ -177,61 +169,35 @@ func (c *Config) MeshgateListener(name string) *Listener {
 
 func (x *XDS) validate(c *Config, e *errs) {
 	checkAddr(e, "xds.address", x.Address)
-	if x.CertPoll < 0 {
-		e.add("xds.cert_poll", "must not be negative")
-	}
+	checkNotNegative(e, "xds.cert_poll", x.CertPoll)
 	nodes := map[string]bool{}
 	for i := range x.Envoy {
 		n := &x.Envoy[i]
 		f := fmt.Sprintf("xds.envoy[%d]", i)
-		switch {
-		case n.Node == "":
-			e.add(f+".node", "required")
-		case nodes[n.Node]:
-			e.add(f+".node", "duplicate node %q", n.Node)
-		}
-		nodes[n.Node] = true
+		checkName(e, f+".node", n.Node, "node", nodes)
 		checkAddr(e, f+".admin_address", n.AdminAddress)
 		clusters := map[string]*EnvoyCluster{}
+		cnames := map[string]bool{}
 		for j := range n.Clusters {
 			cl := &n.Clusters[j]
 			cf := fmt.Sprintf("%s.clusters[%d]", f, j)
-			switch {
-			case cl.Name == "":
-				e.add(cf+".name", "required")
-			case clusters[cl.Name] != nil:
-				e.add(cf+".name", "duplicate cluster %q", cl.Name)
-			}
+			checkName(e, cf+".name", cl.Name, "cluster", cnames)
 			clusters[cl.Name] = cl
-			if cl.Protocol != EnvoyPrivate && cl.Protocol != EnvoyGRPC {
-				e.add(cf+".protocol", "must be %q or %q, got %q", EnvoyPrivate, EnvoyGRPC, cl.Protocol)
-			}
-			if len(cl.Endpoints) == 0 {
-				e.add(cf+".endpoints", "at least one endpoint is required")
-			}
+			checkOneOf(e, cf+".protocol", cl.Protocol, EnvoyPrivate, EnvoyGRPC)
+			checkListed(e, cf+".endpoints", len(cl.Endpoints), "endpoint")
 			for k, ep := range cl.Endpoints {
 				checkHostPort(e, fmt.Sprintf("%s.endpoints[%d]", cf, k), ep)
 			}
-			if cl.ConnectTimeout < 0 {
-				e.add(cf+".connect_timeout", "must not be negative")
-			}
+			checkNotNegative(e, cf+".connect_timeout", cl.ConnectTimeout)
 			checkTLS(e, cf+".tls", cl.TLS, false)
 		}
 		lnames := map[string]bool{}
 		for j := range n.Listeners {
 			l := &n.Listeners[j]
 			lf := fmt.Sprintf("%s.listeners[%d]", f, j)
-			switch {
-			case l.Name == "":
-				e.add(lf+".name", "required")
-			case lnames[l.Name]:
-				e.add(lf+".name", "duplicate listener %q", l.Name)
-			}
-			lnames[l.Name] = true
+			checkName(e, lf+".name", l.Name, "listener", lnames)
 			checkHostPort(e, lf+".address", l.Address)
-			if l.Protocol != EnvoyPrivate && l.Protocol != EnvoyGRPC {
-				e.add(lf+".protocol", "must be %q or %q, got %q", EnvoyPrivate, EnvoyGRPC, l.Protocol)
-			}
+			checkOneOf(e, lf+".protocol", l.Protocol, EnvoyPrivate, EnvoyGRPC)
 			checkTLS(e, lf+".tls", l.TLS, true)
 			if l.Wasm != nil {
 				if l.Protocol != EnvoyPrivate {

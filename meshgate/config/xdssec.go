@@ -81,9 +81,7 @@ func defaultIdentities(node string, ids []string) []string {
 }
 
 func (x *XDS) applySecurityDefaults() {
-	if x.SocketMode == "" {
-		x.SocketMode = DefaultSocketMode
-	}
+	setDefault(&x.SocketMode, DefaultSocketMode)
 	for i := range x.Envoy {
 		x.Envoy[i].Identities = defaultIdentities(x.Envoy[i].Node, x.Envoy[i].Identities)
 	}
@@ -107,15 +105,7 @@ func (x *XDS) validateSecurity(e *errs, nodes map[string]bool) {
 		if x.Insecure {
 			e.add("xds.insecure", "contradicts xds.tls; remove one")
 		}
-		if x.TLS.CertFile == "" {
-			e.add("xds.tls.cert_file", "required")
-		}
-		if x.TLS.KeyFile == "" {
-			e.add("xds.tls.key_file", "required")
-		}
-		if x.TLS.CAFile == "" {
-			e.add("xds.tls.ca_file", "required: clients must present certificates signed by this CA")
-		}
+		checkTLSFiles(e, "xds.tls", x.TLS, ": clients must present certificates signed by this CA")
 		if x.TLS.ServerName != "" {
 			e.add("xds.tls.server_name", "not used by the control plane (set it in xds.envoy[].xds_tls)")
 		}
@@ -151,26 +141,12 @@ func (x *XDS) validateSecurity(e *errs, nodes map[string]bool) {
 		f := fmt.Sprintf("xds.envoy[%d]", i)
 		check(f, n.Identities, n.Node)
 		if n.XDSTLS != nil {
-			if n.XDSTLS.CertFile == "" {
-				e.add(f+".xds_tls.cert_file", "required")
-			}
-			if n.XDSTLS.KeyFile == "" {
-				e.add(f+".xds_tls.key_file", "required")
-			}
-			if n.XDSTLS.CAFile == "" {
-				e.add(f+".xds_tls.ca_file", "required to verify the control plane")
-			}
+			checkTLSFiles(e, f+".xds_tls", n.XDSTLS, " to verify the control plane")
 		}
 	}
 	for i, n := range x.Proxyless {
 		f := fmt.Sprintf("xds.proxyless_nodes[%d]", i)
-		switch {
-		case n.Node == "":
-			e.add(f+".node", "required")
-		case nodes[n.Node]:
-			e.add(f+".node", "duplicate node %q", n.Node)
-		}
-		nodes[n.Node] = true
+		checkName(e, f+".node", n.Node, "node", nodes)
 		check(f, n.Identities, n.Node)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/migrate"
 	"github.com/meshgate/meshgate/meshgate/shadow"
-	"github.com/meshgate/meshgate/meshgate/split"
 )
 
 // TableOption adds to what TableFromConfig resolves.
@@ -28,30 +27,20 @@ func WithMigration(c *migrate.Controller) TableOption {
 	return func(o *tableOptions) { o.mig = c }
 }
 
-// routeMig is a route's migration control. On a split route, rule picks
-// one of sides (full routes to each backend); every side (or the route
+// routeMig is a route's migration control: on a split route, Rule picks
+// one of Sides (full routes to each backend); every side (or the route
 // itself, unsplit) may mirror.
-type routeMig struct {
-	rule   *split.Rule
-	sides  []*Route
-	mirror *shadow.Mirror
-}
+type routeMig = migrate.Wiring[Route]
 
 // pick returns the route that serves request f: the split's chosen side,
 // or r itself. Allocation-free.
 func (r *Route) pick(f *codec.Frame) *Route {
-	if r.mig == nil || r.mig.rule == nil {
+	if r.mig == nil || r.mig.Rule == nil {
 		return r
 	}
-	var caller []byte
-	for i := range f.Ext {
-		if f.Ext[i].Key == codec.ExtCaller {
-			caller = f.Ext[i].Value
-			break
-		}
-	}
-	k, _ := r.mig.rule.PickBytes(f.UIN, caller)
-	return r.mig.sides[k]
+	caller, _ := f.ExtValue(codec.ExtCaller)
+	k, _ := r.mig.Rule.PickBytes(f.UIN, caller)
+	return r.mig.Sides[k]
 }
 
 func applyTableOptions(t *Table, l *config.Listener, upstream func(string) Target, metrics *admin.Metrics, opts []TableOption) error {
@@ -62,82 +51,61 @@ func applyTableOptions(t *Table, l *config.Listener, upstream func(string) Targe
 	if o.mig == nil {
 		return nil
 	}
-	gen := o.mig.Staging()
 	ids := config.RouteIDs(l)
 	seen := map[uint32]int{}
 	for j := range l.Routes {
 		rc := &l.Routes[j]
 		r := t.byCmd[rc.Cmd][seen[rc.Cmd]]
 		seen[rc.Cmd]++
-		id := ids[j]
 		f := fmt.Sprintf("listener %s: routes[%d]", l.Name, j)
-		var mirror *shadow.Mirror
-		if sh := rc.Shadow; sh != nil {
-			u := upstream(sh.Upstream)
-			var caller shadow.Caller
-			switch {
-			case u.GRPC != nil:
-				m := sh.Method
-				if m == "" {
-					m = rc.Method
+		label := routeLabel(r)
+		mig, err := migrate.WireRoute(o.mig, migrate.RouteSpec[Route]{
+			Info:   migrate.Route{ID: ids[j], Listener: l.Name, Upstream: r.UpstreamName, Label: label},
+			Config: rc, Field: f, Err: config.ErrInvalid,
+			ShadowCaller: func(sh *config.Shadow) shadow.Caller {
+				switch u := upstream(sh.Upstream); {
+				case u.GRPC != nil:
+					m := sh.Method
+					if m == "" {
+						m = rc.Method
+					}
+					return migrate.GRPCShadow(u.GRPC, m)
+				case u.Private != nil:
+					return migrate.PrivateShadow(u.Private, sh.Cmd)
 				}
-				caller = migrate.GRPCShadow(u.GRPC, m)
-			case u.Private != nil:
-				caller = migrate.PrivateShadow(u.Private, sh.Cmd)
-			default:
-				return fmt.Errorf("%w: %s.shadow.upstream: no upstream %q", config.ErrInvalid, f, sh.Upstream)
-			}
-			mirror = o.mig.Mirror(id, sh, caller)
-			gen.AddMirror(mirror)
-		}
-		info := migrate.Route{ID: id, Listener: l.Name, Upstream: r.UpstreamName, Label: routeLabel(r)}
-		if sh := rc.Shadow; sh != nil {
-			info.Shadow = sh.Upstream
-		}
-		if rc.Split == nil {
-			if mirror != nil {
-				r.mig = &routeMig{mirror: mirror}
-			}
-			gen.Add(info)
-			continue
-		}
-		rule, err := o.mig.Rule(id, rc.Split)
+				return nil
+			},
+			Side: func(k int, b config.SplitBackend, mirror *routeMig) (*Route, error) {
+				u := upstream(b.Upstream)
+				side := *r
+				side.Upstream, side.Private, side.UpstreamName, side.Guard = u.GRPC, u.Private, b.Upstream, u.Guard
+				switch {
+				case u.GRPC != nil:
+					if b.Method != "" {
+						side.Method = b.Method
+					}
+					if side.Method == "" {
+						return nil, fmt.Errorf("%w: %s.split.backends[%d].method: required for grpc upstream %q", config.ErrInvalid, f, k, b.Upstream)
+					}
+				case u.Private != nil:
+					side.SendCmd = r.Cmd
+					if b.Cmd != 0 {
+						side.SendCmd = b.Cmd
+					} else if k == 0 && rc.RewriteCmd != 0 {
+						side.SendCmd = rc.RewriteCmd
+					}
+				default:
+					return nil, fmt.Errorf("%w: %s.split.backends[%d].upstream: no upstream %q", config.ErrInvalid, f, k, b.Upstream)
+				}
+				side.m = metrics.Route(l.Name, label, b.Upstream)
+				side.mig = mirror
+				return &side, nil
+			},
+		})
 		if err != nil {
-			return fmt.Errorf("%w: %s.split: %w", config.ErrInvalid, f, err)
+			return err
 		}
-		rm := &routeMig{rule: rule}
-		for k, b := range rc.Split.Backends {
-			u := upstream(b.Upstream)
-			side := *r
-			side.Upstream, side.Private, side.UpstreamName, side.Guard = u.GRPC, u.Private, b.Upstream, u.Guard
-			switch {
-			case u.GRPC != nil:
-				if b.Method != "" {
-					side.Method = b.Method
-				}
-				if side.Method == "" {
-					return fmt.Errorf("%w: %s.split.backends[%d].method: required for grpc upstream %q", config.ErrInvalid, f, k, b.Upstream)
-				}
-			case u.Private != nil:
-				side.SendCmd = r.Cmd
-				if b.Cmd != 0 {
-					side.SendCmd = b.Cmd
-				} else if k == 0 && rc.RewriteCmd != 0 {
-					side.SendCmd = rc.RewriteCmd
-				}
-			default:
-				return fmt.Errorf("%w: %s.split.backends[%d].upstream: no upstream %q", config.ErrInvalid, f, k, b.Upstream)
-			}
-			side.m = metrics.Route(l.Name, info.Label, b.Upstream)
-			side.mig = nil
-			if mirror != nil {
-				side.mig = &routeMig{mirror: mirror}
-			}
-			rm.sides = append(rm.sides, &side)
-		}
-		r.mig = rm
-		info.Rule = rule
-		gen.Add(info)
+		r.mig = mig
 	}
 	return nil
 }
@@ -150,7 +118,7 @@ type mirrorState struct {
 }
 
 func (q *request) mirrorBefore() {
-	q.mirr = mirrorState{want: q.r.mig.mirror != nil && q.r.mig.mirror.Want(q.oneway)}
+	q.mirr = mirrorState{want: q.r.mig.Mirror != nil && q.r.mig.Mirror.Want(q.oneway)}
 	if q.mirr.want && q.r.Private == nil {
 		q.mirr.body = bytes.Clone(q.req.Bytes())
 	}
@@ -180,5 +148,5 @@ func (q *request) mirror() {
 	if !q.oneway {
 		primary = shadow.FromFrame(&q.out)
 	}
-	r.mig.mirror.Submit(&req, &primary)
+	r.mig.Mirror.Submit(&req, &primary)
 }

@@ -1,8 +1,6 @@
 package inbound
 
 import (
-	"strconv"
-
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -64,7 +62,7 @@ func (q *request) startForwardTelemetry() *telemetry.Call {
 	}
 	_, oc := h.Start(q.c.ctx, md, telemetry.Info{
 		Listener: q.c.s.opts.Name, Direction: telemetry.MGPToMGP,
-		Route: telemetry.ProxyRouteName(cmdName(r.Cmd), cmdName(r.SendCmd)), Cmd: r.Cmd,
+		Route: telemetry.ProxyRouteName(telemetry.CmdName(r.Cmd), telemetry.CmdName(r.SendCmd)), Cmd: r.Cmd,
 		Upstream: r.UpstreamName, UIN: q.uin,
 	})
 	if oc == nil {
@@ -96,8 +94,6 @@ func (q *request) endForwardTelemetry(oc *telemetry.Call, err error, resp *codec
 	code, _ := codec.GRPCCode(resp.Result)
 	oc.End(codes.Code(code), resp.Result)
 }
-
-func cmdName(cmd uint32) string { return "cmd " + strconv.FormatUint(uint64(cmd), 10) }
 
 // mapMetadata applies the table's configured extension ⇄ metadata pairs to
 // q's request metadata and remembers them for the reply (gRPC upstreams

@@ -177,7 +177,7 @@ func TableFromConfig(l *config.Listener, d config.Defaults, upstream func(name s
 			pol.HedgeDelay = 0 // a bridged call has one reply buffer: retries yes, concurrent hedges not (yet)
 		}
 		routes = append(routes, Route{Cmd: rc.Cmd, UINMin: rc.UINMin, UINMax: rc.UINMax, Method: rc.Method,
-			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout, Stream: streamKind(rc.Stream),
+			Upstream: u.GRPC, Private: u.Private, SendCmd: rc.RewriteCmd, UpstreamName: rc.Upstream, Timeout: rc.Timeout, Stream: rc.StreamMode(),
 			Guard: u.Guard, Policy: pol, switchName: rc.Switch})
 	}
 	var auth *AuthPolicy

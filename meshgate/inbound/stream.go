@@ -33,14 +33,6 @@ import (
 // streamExchanges bounds the open exchanges per connection.
 const streamExchanges = 256
 
-// streamKind normalises routes[].stream ("unary" is "").
-func streamKind(s string) string {
-	if s == "unary" {
-		return config.StreamUnary
-	}
-	return s
-}
-
 // streamer opens gRPC stream calls (a grpcpool.Pool).
 type streamer interface {
 	NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error)

@@ -3,6 +3,7 @@ package migrate
 import (
 	"bytes"
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -46,8 +47,10 @@ func GRPCShadow(u GRPCTarget, method string) shadow.Caller {
 		var resp []byte
 		var hdr, trl metadata.MD
 		err := u.Invoke(metadata.NewOutgoingContext(ctx, md.MD), m, req.Body, &resp, grpc.Header(&hdr), grpc.Trailer(&trl))
-		if err != nil && ctx.Err() != nil {
-			return shadow.Outcome{Err: ctx.Err()}
+		if err != nil {
+			if cerr := ctxErr(ctx); cerr != nil {
+				return shadow.Outcome{Err: cerr}
+			}
 		}
 		return shadow.FromGRPC(resp, err, hdr, trl)
 	})
@@ -101,4 +104,18 @@ func cloneExts(in []codec.Ext) []codec.Ext {
 		out[i] = codec.Ext{Key: e.Key, Value: bytes.Clone(e.Value)}
 	}
 	return out
+}
+
+// ctxErr is ctx.Err(), or context.DeadlineExceeded once ctx's deadline has
+// passed even if its timer has not fired yet (a loaded machine can deliver
+// the upstream's own DEADLINE_EXCEEDED, sent when the propagated deadline
+// expired there, before it).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

@@ -1,14 +1,15 @@
 // Package migrate ties migration control together for the runtime and the
 // admin API: it owns the process-lifetime state (operator overrides,
-// per-backend metrics and their in-process window, shadow counters and
-// mismatch logs) that outlives config generations, hands route tables what
-// they resolve once per route (a split Rule with its override Pin, backend
-// recorders, a shadow Mirror), and answers /migrate/status,
+// the in-process window over each backend's request metrics, shadow counters
+// and mismatch logs) that outlives config generations, hands route tables
+// what they resolve once per route (a split Rule with its override Pin, a
+// shadow Mirror), and answers /migrate/status,
 // /migrate/diffs and /migrate/override from the routes of the generation in
 // service (Publish).
 package migrate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +42,6 @@ type Controller struct {
 	Backends  *split.Metrics
 	Shadows   *shadow.Metrics
 	tracker   *split.Tracker
-	unified   bool // backends read from the request metrics (WithUnifiedMetrics)
 	log       *slog.Logger
 
 	routes  atomic.Pointer[[]Route]
@@ -55,15 +55,21 @@ type Controller struct {
 // Option configures a Controller.
 type Option func(*Controller)
 
-// WithUnifiedMetrics reads each route's backends from MeshGate's request
-// metrics (requests: a counter family labelled listener, route, upstream,
-// code; latency: a histogram family labelled listener, route, upstream) in
-// g instead of the controller's own meshgate_backend_* recorders: the data
-// path then records every backend once, in those families (Route.Label
-// names the route there).
+// Request metric families the controller reads each route's backends from
+// by default (labels listener, route, upstream, and code for requests).
+const (
+	RequestsFamily = "meshgate_requests_total"
+	LatencyFamily  = "meshgate_request_duration_seconds"
+)
+
+// WithUnifiedMetrics reads each route's backends from the request metric
+// families requests (a counter labelled listener, route, upstream, code)
+// and latency (a histogram labelled listener, route, upstream) in g, where
+// the data path records every request once (Route.Label names the route
+// there). Without it they are read from RequestsFamily and LatencyFamily
+// in New's registerer when that is also a Gatherer.
 func WithUnifiedMetrics(g prometheus.Gatherer, requests, latency string) Option {
 	return func(c *Controller) {
-		c.unified = true
 		c.tracker = split.NewTracker(split.GatherSource{Gatherer: g, Requests: requests, Latency: latency}, config.DefaultMigrateWindow, nil)
 	}
 }
@@ -79,7 +85,11 @@ func New(reg prometheus.Registerer, log *slog.Logger, opts ...Option) *Controlle
 		Shadows:   shadow.NewMetrics(reg),
 		log:       log.With("component", "migrate"),
 	}
-	c.tracker = split.NewTracker(c.Backends, config.DefaultMigrateWindow, nil)
+	g, _ := reg.(prometheus.Gatherer)
+	if g == nil {
+		g = prometheus.NewRegistry() // nothing to read: every window is empty
+	}
+	WithUnifiedMetrics(g, RequestsFamily, LatencyFamily)(c)
 	for _, o := range opts {
 		o(c)
 	}
@@ -119,11 +129,6 @@ func (c *Controller) Rule(route string, s *config.Split) (*split.Rule, error) {
 	return split.New(route, s, c.Overrides.Pin(route))
 }
 
-// Stats returns the (route, backend) recorder.
-func (c *Controller) Stats(route, backend string) *split.BackendStats {
-	return c.Backends.Backend(route, backend)
-}
-
 // Mirror starts route's shadow mirror.
 func (c *Controller) Mirror(route string, s *config.Shadow, caller shadow.Caller) *shadow.Mirror {
 	return shadow.New(route, s, caller, c.Shadows, c.log)
@@ -139,50 +144,25 @@ type Route struct {
 	Upstream string
 	// Shadow is the shadow upstream ("" = none).
 	Shadow string
-	// Label is the route's label in the unified request metrics (see
+	// Label is the route's label in the request metrics (see
 	// WithUnifiedMetrics).
 	Label string
 }
 
-// key names route's backend in the tracked metrics.
+// key names route's backend in the request metrics.
 func (c *Controller) key(r Route, backend string) split.Key {
-	if c.unified {
-		return split.Key{Listener: r.Listener, Route: r.Label, Upstream: backend}
-	}
-	return split.Key{Route: r.ID, Upstream: backend}
+	return split.Key{Listener: r.Listener, Route: r.Label, Upstream: backend}
 }
-
-// Unified reports whether backends are read from the request metrics (the
-// data path must then not record into Stats).
-func (c *Controller) Unified() bool { return c.unified }
 
 // Publish makes routes the set the admin API answers for (call when a
 // generation is committed) and updates the share gauges.
 func (c *Controller) Publish(routes []Route) {
 	rs := slices.Clone(routes)
-	slices.SortFunc(rs, func(a, b Route) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(rs, func(a, b Route) int { return cmp.Compare(a.ID, b.ID) })
 	var rules []*split.Rule
-	for _, r := range rs { // create every recorder now so the window starts at publish
+	for _, r := range rs {
 		if r.Rule != nil {
 			rules = append(rules, r.Rule)
-		}
-		if c.unified {
-			continue
-		}
-		if r.Rule == nil {
-			c.Stats(r.ID, r.Upstream)
-			continue
-		}
-		for _, b := range r.Rule.Backends() {
-			c.Stats(r.ID, b.Upstream)
 		}
 	}
 	c.Backends.SetShares(rules)

@@ -3,12 +3,11 @@ package migrate
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc/codes"
 
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/split"
@@ -63,15 +62,26 @@ func TestOverrideSurvivesReloadAndRestart(t *testing.T) {
 	}
 }
 
+// requestFamilies registers the request metric families on a new registry.
+func requestFamilies() (*prometheus.Registry, *prometheus.CounterVec, *prometheus.HistogramVec) {
+	reg := prometheus.NewRegistry()
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: RequestsFamily}, []string{"listener", "route", "upstream", "code"})
+	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: LatencyFamily}, []string{"listener", "route", "upstream"})
+	reg.MustRegister(req, lat)
+	return reg, req, lat
+}
+
+// By default the status reads the request families of New's registry.
 func TestStatus(t *testing.T) {
-	c := New(prometheus.NewRegistry(), nil)
+	reg, req, _ := requestFamilies()
+	c := New(reg, nil)
 	r, _ := c.Rule("in/1", twoSides)
-	c.Publish([]Route{{ID: "in/1", Listener: "in", Rule: r, Shadow: "shadow-svc"}, {ID: "in/0", Listener: "in", Upstream: "legacy"}})
+	c.Publish([]Route{{ID: "in/1", Listener: "in", Label: "1", Rule: r, Shadow: "shadow-svc"}, {ID: "in/0", Listener: "in", Label: "0", Upstream: "legacy"}})
+	req.WithLabelValues("in", "1", "new", "Unavailable") // the series exist at the first sample
+	req.WithLabelValues("in", "1", "legacy", "OK")
 	c.tracker.Sample()
-	for range 10 {
-		c.Stats("in/1", "new").Observe(codes.Unavailable, time.Millisecond)
-		c.Stats("in/1", "legacy").Observe(codes.OK, time.Millisecond)
-	}
+	req.WithLabelValues("in", "1", "new", "Unavailable").Add(10)
+	req.WithLabelValues("in", "1", "legacy", "OK").Add(10)
 	st := c.Status()
 	if len(st.Routes) != 2 || st.Routes[0].Route != "in/0" || st.Routes[1].By != config.SplitByUINBucket {
 		t.Fatalf("%+v", st)
@@ -100,11 +110,8 @@ func TestShareSeriesFollowPublish(t *testing.T) {
 // With unified metrics the status reads the request families by listener,
 // route label and upstream.
 func TestStatusUnified(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_requests_total"}, []string{"listener", "route", "upstream", "code"})
-	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meshgate_request_duration_seconds"}, []string{"listener", "route", "upstream"})
-	reg.MustRegister(req, lat)
-	c := New(reg, nil, WithUnifiedMetrics(reg, "meshgate_requests_total", "meshgate_request_duration_seconds"))
+	reg, req, _ := requestFamilies()
+	c := New(prometheus.NewRegistry(), nil, WithUnifiedMetrics(reg, RequestsFamily, LatencyFamily))
 	r, _ := c.Rule("up", twoSides)
 	c.Publish([]Route{{ID: "up", Listener: "mgp", Label: "2", Rule: r}})
 	c.tracker.Sample()
@@ -112,10 +119,26 @@ func TestStatusUnified(t *testing.T) {
 	req.WithLabelValues("mgp", "2", "legacy", "Internal").Add(3)
 	st := c.Status()
 	b := st.Routes[0].Backends
-	if !c.Unified() || b[1].Upstream != "new" || b[1].Total != 7 || b[0].Total != 3 {
+	if b[1].Upstream != "new" || b[1].Total != 7 || b[0].Total != 3 {
 		t.Fatalf("%+v", st.Routes[0])
 	}
-	if n, _ := testutil.GatherAndCount(reg, "meshgate_backend_requests_total"); n != 0 {
-		t.Fatalf("own recorders created in unified mode: %d series", n)
+}
+
+// The controller adds no metric family of its own for backends: each side
+// of a split counts in the request families only (meshgate_split_share
+// and the override and shadow families aside).
+func TestNoBackendFamilies(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := New(reg, nil)
+	r, _ := c.Rule("in/1", twoSides)
+	c.Publish([]Route{{ID: "in/1", Listener: "in", Label: "1", Rule: r}, {ID: "in/0", Listener: "in", Label: "0", Upstream: "legacy"}})
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if strings.HasPrefix(f.GetName(), "meshgate_backend_") {
+			t.Errorf("family %s registered", f.GetName())
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package outbound
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -83,4 +85,49 @@ func transcodeReply(r *Route, resp *codec.Frame) error {
 	}
 	resp.Body = pb
 	return nil
+}
+
+// noCancel is the cancel of a context callDeadline did not derive.
+var noCancel context.CancelFunc = func() {}
+
+// callDeadline bounds ctx by the call's own deadline, else by timeout from
+// now; it returns the time left and the cancel to defer.
+func callDeadline(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc, time.Duration) {
+	dl, ok := ctx.Deadline()
+	if ok {
+		return ctx, noCancel, time.Until(dl)
+	}
+	dl = time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(ctx, dl)
+	return ctx, cancel, time.Until(dl)
+}
+
+// requestFrame fills f (a request to a private upstream) from the call:
+// metadata → uin and extensions (mapping.RequestFrame, then the route's
+// configured pairs), the deadline (else the route's timeout) → ext 3. It
+// returns the bounded context and its cancel (to defer, also on error).
+func (r *Route) requestFrame(ctx context.Context, f *codec.Frame, dlb *[4]byte) (context.Context, context.CancelFunc, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if err := mapping.RequestFrame(md, f); err != nil {
+			return ctx, noCancel, status.Errorf(codes.InvalidArgument, "outbound: %v", err)
+		}
+		r.md.RequestFromMD(md, f)
+	}
+	ctx, cancel, remaining := callDeadline(ctx, r.Timeout)
+	if remaining <= 0 {
+		return ctx, cancel, status.Error(codes.DeadlineExceeded, "outbound: deadline exceeded before sending")
+	}
+	mapping.AppendDeadline(f, dlb, remaining)
+	return ctx, cancel, nil
+}
+
+// proxyContext is the context of a gRPC → gRPC call: the call's deadline,
+// else the route's timeout; its metadata minus hop-by-hop keys outgoing.
+func proxyContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel, _ := callDeadline(ctx, timeout)
+	var out metadata.MD
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		out = filterMD(md)
+	}
+	return metadata.NewOutgoingContext(ctx, out), cancel
 }

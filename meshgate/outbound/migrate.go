@@ -12,24 +12,19 @@ import (
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/migrate"
 	"github.com/meshgate/meshgate/meshgate/shadow"
-	"github.com/meshgate/meshgate/meshgate/split"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // routeMig is a route's migration control (docs/migration.md): on a split
-// route, rule picks one of sides (full routes to each backend, counted in
+// route, Rule picks one of Sides (full routes to each backend, counted in
 // the request metrics under their own upstream); every side (or the route
 // itself, unsplit) may mirror.
-type routeMig struct {
-	rule   *split.Rule
-	sides  []*Route
-	mirror *shadow.Mirror
-}
+type routeMig = migrate.Wiring[Route]
 
 // pick returns the route that serves a call: the split's chosen side (by
 // x-mgp-uin and x-mgp-caller), or r itself.
 func (r *Route) pick(ctx context.Context) *Route {
-	if r.mig == nil || r.mig.rule == nil {
+	if r.mig == nil || r.mig.Rule == nil {
 		return r
 	}
 	var uin uint64
@@ -42,8 +37,8 @@ func (r *Route) pick(ctx context.Context) *Route {
 			caller = v[0]
 		}
 	}
-	k, _ := r.mig.rule.Pick(uin, caller)
-	return r.mig.sides[k]
+	k, _ := r.mig.Rule.Pick(uin, caller)
+	return r.mig.Sides[k]
 }
 
 // applyMigration resolves migration control for every route of t (built
@@ -53,73 +48,55 @@ func (s *Server) applyMigration(t *table, l config.Listener, set upstream.Set) e
 	if s.mig == nil {
 		return nil
 	}
-	gen := s.mig.Staging()
 	ids := config.RouteIDs(&l)
 	for j := range l.Routes {
-		rc, r, id := &l.Routes[j], t.routes[j], ids[j]
+		rc, r := &l.Routes[j], t.routes[j]
 		f := fmt.Sprintf("listeners[%s].routes[%d]", l.Name, j)
-		var mirror *shadow.Mirror
-		info := migrate.Route{ID: id, Listener: l.Name, Upstream: r.Upstream, Label: r.Method}
-		if sh := rc.Shadow; sh != nil {
-			var caller shadow.Caller
-			switch p, g := set.Private[sh.Upstream], set.GRPC[sh.Upstream]; {
-			case g != nil:
-				caller = migrate.GRPCShadow(g, sh.Method)
-			case p != nil:
-				cmd := sh.Cmd
-				if cmd == 0 {
-					cmd = rc.Cmd
+		mig, err := migrate.WireRoute(s.mig, migrate.RouteSpec[Route]{
+			Info:   migrate.Route{ID: ids[j], Listener: l.Name, Upstream: r.Upstream, Label: r.Method},
+			Config: rc, Field: f, Err: ErrConfig,
+			ShadowCaller: func(sh *config.Shadow) shadow.Caller {
+				switch p, g := set.Private[sh.Upstream], set.GRPC[sh.Upstream]; {
+				case g != nil:
+					return migrate.GRPCShadow(g, sh.Method)
+				case p != nil:
+					cmd := sh.Cmd
+					if cmd == 0 {
+						cmd = rc.Cmd
+					}
+					return migrate.PrivateShadow(p, cmd)
 				}
-				caller = migrate.PrivateShadow(p, cmd)
-			default:
-				return fmt.Errorf("%w: %s.shadow.upstream: no upstream %q", ErrConfig, f, sh.Upstream)
-			}
-			mirror = s.mig.Mirror(id, sh, caller)
-			gen.AddMirror(mirror)
-			info.Shadow = sh.Upstream
-		}
-		if rc.Split == nil {
-			if mirror != nil {
-				r.mig = &routeMig{mirror: mirror}
-			}
-			gen.Add(info)
-			continue
-		}
-		rule, err := s.mig.Rule(id, rc.Split)
+				return nil
+			},
+			Side: func(k int, b config.SplitBackend, mirror *routeMig) (*Route, error) {
+				side := *r
+				side.Pool, side.GRPC, side.Upstream = set.Private[b.Upstream], set.GRPC[b.Upstream], b.Upstream
+				switch {
+				case side.GRPC != nil:
+					side.CallMethod = b.Method
+					if k == 0 && b.Method == "" {
+						side.CallMethod = rc.RewriteMethod
+					}
+					side.Oneway = false
+				case side.Pool != nil:
+					if b.Cmd != 0 {
+						side.Cmd = b.Cmd
+					}
+					if side.Cmd == 0 {
+						return nil, fmt.Errorf("%w: %s.split.backends[%d].cmd: required for private upstream %q", ErrConfig, f, k, b.Upstream)
+					}
+				default:
+					return nil, fmt.Errorf("%w: %s.split.backends[%d].upstream: no upstream %q", ErrConfig, f, k, b.Upstream)
+				}
+				side.m = s.m.Route(l.Name, r.Method, b.Upstream)
+				side.mig = mirror
+				return &side, nil
+			},
+		})
 		if err != nil {
-			return fmt.Errorf("%w: %s.split: %w", ErrConfig, f, err)
+			return err
 		}
-		rm := &routeMig{rule: rule}
-		for k, b := range rc.Split.Backends {
-			side := *r
-			side.Pool, side.GRPC, side.Upstream = set.Private[b.Upstream], set.GRPC[b.Upstream], b.Upstream
-			switch {
-			case side.GRPC != nil:
-				side.CallMethod = b.Method
-				if k == 0 && b.Method == "" {
-					side.CallMethod = rc.RewriteMethod
-				}
-				side.Oneway = false
-			case side.Pool != nil:
-				if b.Cmd != 0 {
-					side.Cmd = b.Cmd
-				}
-				if side.Cmd == 0 {
-					return fmt.Errorf("%w: %s.split.backends[%d].cmd: required for private upstream %q", ErrConfig, f, k, b.Upstream)
-				}
-			default:
-				return fmt.Errorf("%w: %s.split.backends[%d].upstream: no upstream %q", ErrConfig, f, k, b.Upstream)
-			}
-			side.m = s.m.Route(l.Name, r.Method, b.Upstream)
-			side.mig = nil
-			if mirror != nil {
-				side.mig = &routeMig{mirror: mirror}
-			}
-			rm.sides = append(rm.sides, &side)
-		}
-		r.mig = rm
-		info.Rule = rule
-		gen.Add(info)
+		r.mig = mig
 	}
 	return nil
 }

@@ -31,7 +31,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
@@ -237,24 +236,11 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	}()
 	f := &cs.f
 	f.Cmd, f.Ext = r.Cmd, cs.ext[:0]
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if err := mapping.RequestFrame(md, f); err != nil {
-			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
-		}
-		r.md.RequestFromMD(md, f)
+	ctx, cancel, err := r.requestFrame(ctx, f, &cs.dl)
+	defer cancel()
+	if err != nil {
+		return err
 	}
-	var cancel context.CancelFunc
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(r.Timeout)
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
-	}
-	remaining := time.Until(dl)
-	if remaining <= 0 {
-		return status.Error(codes.DeadlineExceeded, "outbound: deadline exceeded before sending")
-	}
-	mapping.AppendDeadline(f, &cs.dl, remaining)
 
 	if err := recvOne(stream, &cs.msg, &cs.extra); err != nil {
 		return err
@@ -265,9 +251,9 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	}
 	if r.Oneway {
 		err := r.Pool.Send(ctx, f)
-		if r.mig != nil && r.mig.mirror.Want(true) {
+		if r.mig != nil && r.mig.Mirror.Want(true) {
 			req := shadowRequest(ctx, "", f.Body, f, true)
-			r.mig.mirror.Submit(&req, &shadow.Outcome{})
+			r.mig.Mirror.Submit(&req, &shadow.Outcome{})
 		}
 		cs.msg.Free()
 		if err != nil {
@@ -276,14 +262,14 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		return stream.SendMsg(empty)
 	}
 	resp, err := r.Pool.DoPolicy(ctx, f, &r.Policy)
-	if r.mig != nil && r.mig.mirror.Want(false) {
+	if r.mig != nil && r.mig.Mirror.Want(false) {
 		method, _ := grpc.MethodFromServerStream(stream)
 		req := shadowRequest(ctx, method, f.Body, f, false)
 		primary := shadow.Outcome{Result: mapping.StatusResult(upstream.Status(ctx, err), nil)}
 		if err == nil {
 			primary = shadow.FromFrame(resp)
 		}
-		r.mig.mirror.Submit(&req, &primary)
+		r.mig.Mirror.Submit(&req, &primary)
 	}
 	cs.msg.Free() // the body was encoded onto the wire (or the call failed)
 	if err != nil {

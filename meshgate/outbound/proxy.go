@@ -2,7 +2,6 @@ package outbound
 
 import (
 	"bytes"
-	"context"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -25,17 +24,8 @@ import (
 // request's traceparent, replaced by the span's in stream's context, goes
 // upstream with the other metadata.
 func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *telemetry.Call) error {
-	ctx := stream.Context()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
-	}
-	var out metadata.MD
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		out = filterMD(md)
-	}
-	ctx = metadata.NewOutgoingContext(ctx, out)
+	ctx, cancel := proxyContext(stream.Context(), r.Timeout)
+	defer cancel()
 	cs := statePool.Get().(*callState)
 	defer func() {
 		cs.msg.Free()
@@ -52,7 +42,7 @@ func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *te
 	defer resp.Free()
 	var hdr, trl metadata.MD
 	var mirrored []byte // the request body for the shadow (Invoke takes cs.msg's buffer)
-	want := r.mig != nil && r.mig.mirror.Want(false)
+	want := r.mig != nil && r.mig.Mirror.Want(false)
 	if want {
 		mirrored = bytes.Clone(cs.msg.Bytes())
 	}
@@ -60,7 +50,7 @@ func (s *Server) proxy(r *Route, method string, stream grpc.ServerStream, oc *te
 	if want {
 		req := shadowRequest(ctx, called, mirrored, nil, false)
 		primary := shadow.FromGRPC(resp.Bytes(), err, hdr, trl)
-		r.mig.mirror.Submit(&req, &primary)
+		r.mig.Mirror.Submit(&req, &primary)
 	}
 	if h := filterMD(hdr); len(h) > 0 {
 		if serr := stream.SetHeader(h); serr != nil && err == nil {

@@ -76,7 +76,7 @@ func buildTable(l config.Listener, set upstream.Set, mm *admin.Metrics) (*table,
 			continue
 		}
 		rt := &Route{Method: r.Method, Cmd: r.Cmd, Pool: p, GRPC: g, CallMethod: r.RewriteMethod, Upstream: r.Upstream, Policy: resilience.PolicyFor(r.RouteResilience), switchName: r.Switch,
-			Timeout: r.Timeout, Oneway: r.Oneway, Stream: streamKind(r.Stream), m: mm.Route(l.Name, r.Method, r.Upstream)}
+			Timeout: r.Timeout, Oneway: r.Oneway, Stream: r.StreamMode(), m: mm.Route(l.Name, r.Method, r.Upstream)}
 		idx := len(t.routes)
 		t.routes = append(t.routes, rt)
 		if svc, ok := strings.CutSuffix(r.Method, "*"); ok {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
@@ -17,14 +15,6 @@ import (
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/stream"
 )
-
-// streamKind normalises routes[].stream ("unary" is "").
-func streamKind(s string) string {
-	if s == "unary" {
-		return config.StreamUnary
-	}
-	return s
-}
 
 // callStream bridges a gRPC stream call to a stream exchange on a private
 // upstream (docs/protocol.md "Push and streams"): each request message
@@ -40,25 +30,12 @@ func (s *Server) callStream(r *Route, ss grpc.ServerStream) error {
 	ctx := ss.Context()
 	var ext [maxExt]codec.Ext
 	f := codec.Frame{Cmd: r.Cmd, Ext: ext[:0]}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if err := mapping.RequestFrame(md, &f); err != nil {
-			return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
-		}
-		r.md.RequestFromMD(md, &f)
-	}
-	dl, ok := ctx.Deadline()
-	if !ok {
-		var cancel context.CancelFunc
-		dl = time.Now().Add(r.Timeout)
-		ctx, cancel = context.WithDeadline(ctx, dl)
-		defer cancel()
-	}
-	remaining := time.Until(dl)
-	if remaining <= 0 {
-		return status.Error(codes.DeadlineExceeded, "outbound: deadline exceeded before sending")
-	}
 	var dlb [4]byte
-	mapping.AppendDeadline(&f, &dlb, remaining)
+	ctx, cancel, err := r.requestFrame(ctx, &f, &dlb)
+	defer cancel()
+	if err != nil {
+		return err
+	}
 	st, err := r.Pool.OpenStream(r.Cmd, f.UIN, f.Ext, stream.Limits{})
 	if err != nil {
 		return s.poolError(ctx, r, err)
@@ -170,17 +147,9 @@ var proxyStreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 // then its header, trailer and status unchanged (hop-by-hop keys dropped,
 // as for unary proxying). Cancelling the call cancels the upstream's.
 func (s *Server) proxyStream(r *Route, method string, ss grpc.ServerStream) error {
-	ctx := ss.Context()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
-		defer cancel()
-	}
-	var out metadata.MD
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		out = filterMD(md)
-	}
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
+	ctx, cancelDeadline := proxyContext(ss.Context(), r.Timeout)
+	defer cancelDeadline()
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if r.CallMethod != "" {
 		method = r.CallMethod

@@ -372,16 +372,7 @@ func (cn *Conn) Send(ctx context.Context, req *codec.Frame) error {
 	}
 	req.Seq = cn.seq.Add(1)
 	req.Flags = req.Flags&^(codec.FlagResponse|codec.FlagHeartbeat|codec.FlagPush) | codec.FlagOneway
-	if err := cn.w.WriteFrame(req); err != nil {
-		if errors.Is(err, codec.ErrInvalidFrame) {
-			return err
-		}
-		err = fmt.Errorf("%w: write: %w", ErrClosed, err)
-		cn.fail(err)
-		return err
-	}
-	cn.sent.Add(1)
-	return nil
+	return cn.write(req)
 }
 
 func (cn *Conn) readLoop() {

@@ -156,7 +156,7 @@ func (cn *Conn) write(f *codec.Frame) error {
 		if errors.Is(err, codec.ErrInvalidFrame) {
 			return err
 		}
-		err = fmt.Errorf("%w: write: %v", ErrClosed, err)
+		err = fmt.Errorf("%w: write: %w", ErrClosed, err)
 		cn.fail(err)
 		return err
 	}

@@ -2,6 +2,8 @@ package push
 
 import (
 	"errors"
+	"iter"
+	"slices"
 
 	"github.com/meshgate/meshgate/codec"
 )
@@ -11,12 +13,18 @@ import (
 // listeners hold it.
 type Fanout []Deliverer
 
-// Deliver implements Deliverer: the sum of the deliveries; with none,
-// ErrFull when some connection refused for its bound, else ErrNotConnected.
+// Deliver implements Deliverer (DeliverAll over fo).
 func (fo Fanout) Deliver(uin uint64, f *codec.Frame) (int, error) {
+	return DeliverAll(slices.Values(fo), uin, f)
+}
+
+// DeliverAll delivers f to uin through every Deliverer of ds: the sum of
+// the deliveries; with none, ErrFull when some connection refused for its
+// bound, else ErrNotConnected.
+func DeliverAll(ds iter.Seq[Deliverer], uin uint64, f *codec.Frame) (int, error) {
 	total := 0
 	var full error
-	for _, d := range fo {
+	for d := range ds {
 		n, err := d.Deliver(uin, f)
 		total += n
 		if err != nil && errors.Is(err, ErrFull) {

@@ -66,32 +66,27 @@ var serviceDesc = grpc.ServiceDesc{
 	Metadata: "meshgate/push/pushpb/push.proto",
 }
 
-func sendHandler(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-	in := new(pushpb.SendRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	h := func(ctx context.Context, req any) (any, error) {
-		return srv.(pushServer).Send(ctx, req.(*pushpb.SendRequest))
-	}
-	if ic == nil {
-		return h(ctx, in)
-	}
-	return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: MethodSend}, h)
-}
+var (
+	sendHandler      = unaryHandler(MethodSend, pushServer.Send)
+	sendBatchHandler = unaryHandler(MethodSendBatch, pushServer.SendBatch)
+)
 
-func sendBatchHandler(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-	in := new(pushpb.SendBatchRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+// unaryHandler is the grpc-go method handler of a unary method of
+// pushServer: decode the request, then call through the interceptor.
+func unaryHandler[Req, Resp any](fullMethod string, call func(pushServer, context.Context, *Req) (Resp, error)) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		in := new(Req)
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		h := func(ctx context.Context, req any) (any, error) {
+			return call(srv.(pushServer), ctx, req.(*Req))
+		}
+		if ic == nil {
+			return h(ctx, in)
+		}
+		return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: fullMethod}, h)
 	}
-	h := func(ctx context.Context, req any) (any, error) {
-		return srv.(pushServer).SendBatch(ctx, req.(*pushpb.SendBatchRequest))
-	}
-	if ic == nil {
-		return h(ctx, in)
-	}
-	return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: MethodSendBatch}, h)
 }
 
 // Send implements meshgate.v1.Push/Send.

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 
@@ -54,27 +53,13 @@ func (h *pushHub) remove(s *inbound.Server) {
 func (h *pushHub) Deliver(uin uint64, f *codec.Frame) (int, error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	total := 0
-	var full error
-	for s := range h.srvs {
-		reg := s.Registry()
-		if reg == nil {
-			continue
+	return push.DeliverAll(func(yield func(push.Deliverer) bool) {
+		for s := range h.srvs {
+			if reg := s.Registry(); reg != nil && !yield(reg) {
+				return
+			}
 		}
-		n, err := reg.Deliver(uin, f)
-		total += n
-		if err != nil && errors.Is(err, push.ErrFull) {
-			full = err
-		}
-	}
-	switch {
-	case total > 0:
-		return total, nil
-	case full != nil:
-		return 0, full
-	default:
-		return 0, push.ErrNotConnected
-	}
+	}, uin, f)
 }
 
 // metrics returns meshgate_push_total, registered once.

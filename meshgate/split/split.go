@@ -32,6 +32,7 @@
 package split
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -174,15 +175,7 @@ func New(route string, s *config.Split, pin *override.Pin) (*Rule, error) {
 			r.ranges = append(r.ranges, uinRange{ur.Min, ur.Max, k})
 		}
 	}
-	slices.SortFunc(r.ranges, func(a, b uinRange) int {
-		switch {
-		case a.min < b.min:
-			return -1
-		case a.min > b.min:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(r.ranges, func(a, b uinRange) int { return cmp.Compare(a.min, b.min) })
 	for i := 1; i < len(r.ranges); i++ {
 		if r.ranges[i].min <= r.ranges[i-1].max {
 			return nil, fmt.Errorf("%w: route %s: uin ranges overlap", ErrInvalid, route)

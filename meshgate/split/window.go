@@ -31,28 +31,6 @@ type Source interface {
 	Read() map[Key]*Reading
 }
 
-// Read implements Source over m's own recorders (Key{Route: route id,
-// Upstream: backend}).
-func (m *Metrics) Read() map[Key]*Reading {
-	out := map[Key]*Reading{}
-	var d dto.Metric
-	for _, s := range m.All() {
-		r := &Reading{Bounds: LatencyBuckets}
-		for c := range numCodes {
-			d.Reset()
-			if s.codes[c].Write(&d) == nil {
-				r.Codes[c] = uint64(d.GetCounter().GetValue())
-			}
-		}
-		d.Reset()
-		if s.hist.Write(&d) == nil {
-			readHistogram(d.GetHistogram(), r)
-		}
-		out[Key{Route: s.Route, Upstream: s.Backend}] = r
-	}
-	return out
-}
-
 func readHistogram(h *dto.Histogram, r *Reading) {
 	r.Count = h.GetSampleCount()
 	r.Bounds, r.Buckets = r.Bounds[:0:0], nil

@@ -2,12 +2,10 @@ package split
 
 import (
 	"math"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 )
 
@@ -15,18 +13,34 @@ type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
 
-func TestTrackerWindow(t *testing.T) {
+// latencyBuckets are meshgate_request_duration_seconds' bounds.
+var latencyBuckets = []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5}
+
+// requestFamilies registers the request families a GatherSource reads and
+// returns the source and a recorder of one (listener, route, upstream).
+func requestFamilies(t *testing.T) (*prometheus.Registry, GatherSource, func(listener, route, upstream string) func(codes.Code, time.Duration)) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	c := &clock{t: time.Unix(1000, 0)}
-	tr := NewTracker(m, 10*time.Second, c.now)
-	legacy := m.Backend("r", "legacy")
-	if m.Backend("r", "legacy") != legacy {
-		t.Fatal("Backend not cached")
+	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_requests_total"}, []string{"listener", "route", "upstream", "code"})
+	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meshgate_request_duration_seconds", Buckets: latencyBuckets}, []string{"listener", "route", "upstream"})
+	reg.MustRegister(req, lat)
+	rec := func(listener, route, upstream string) func(codes.Code, time.Duration) {
+		return func(c codes.Code, d time.Duration) {
+			req.WithLabelValues(listener, route, upstream, c.String()).Inc()
+			lat.WithLabelValues(listener, route, upstream).Observe(d.Seconds())
+		}
 	}
+	return reg, GatherSource{Gatherer: reg, Requests: "meshgate_requests_total", Latency: "meshgate_request_duration_seconds"}, rec
+}
+
+func TestTrackerWindow(t *testing.T) {
+	_, src, rec := requestFamilies(t)
+	c := &clock{t: time.Unix(1000, 0)}
+	tr := NewTracker(src, 10*time.Second, c.now)
+	observe := rec("mgp", "r", "legacy")
 	// old traffic, outside the window by the time we look
 	for range 500 {
-		legacy.Observe(codes.Internal, time.Second)
+		observe(codes.Internal, time.Second)
 	}
 	tr.Sample()
 	c.t = c.t.Add(5 * time.Second)
@@ -37,14 +51,14 @@ func TestTrackerWindow(t *testing.T) {
 	for i := range 10 {
 		c.t = c.t.Add(time.Second)
 		for range 99 {
-			legacy.Observe(codes.OK, 900*time.Microsecond)
+			observe(codes.OK, 900*time.Microsecond)
 		}
-		legacy.Observe(codes.Unavailable, 2*time.Second)
+		observe(codes.Unavailable, 2*time.Second)
 		if i%2 == 0 {
 			tr.Sample()
 		}
 	}
-	ws := tr.Window(Key{Route: "r", Upstream: "legacy"})
+	ws := tr.Window(Key{Listener: "mgp", Route: "r", Upstream: "legacy"})
 	if ws.Total != 1500 || ws.Requests != 1000 || ws.Errors != 10 {
 		t.Fatalf("window %+v", ws)
 	}
@@ -57,47 +71,29 @@ func TestTrackerWindow(t *testing.T) {
 	if ws.Codes["Unavailable"] != 10 || ws.Codes["OK"] != 990 {
 		t.Fatalf("codes %v", ws.Codes)
 	}
-	// exported through /metrics under the same counters
-	if got := testutil.ToFloat64(m.requests.WithLabelValues("r", "legacy", "Internal")); got != 500 {
-		t.Fatalf("requests_total{code=Internal} = %v", got)
-	}
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(""), "meshgate_backend_requests_total"); err == nil {
-		t.Fatal("expected series")
-	}
 	// new backend with no history yet: zeros, no division by zero
-	m.Backend("r", "new")
-	if ws := tr.Window(Key{Route: "r", Upstream: "new"}); ws.Span != 0 || ws.RPS != 0 || ws.P99 != 0 {
+	rec("mgp", "r", "new")(codes.OK, time.Millisecond)
+	if ws := tr.Window(Key{Listener: "mgp", Route: "r", Upstream: "new"}); ws.Span != 0 || ws.RPS != 0 || ws.P99 != 0 {
 		t.Fatalf("fresh backend %+v", ws)
 	}
 }
 
 func TestQuantile(t *testing.T) {
-	cum := make([]uint64, len(LatencyBuckets))
+	cum := make([]uint64, len(latencyBuckets))
 	// 100 observations: 98 in bucket (0.5ms,1ms], 2 past 5 s
 	for i := range cum {
-		if LatencyBuckets[i] >= 1e-3 {
+		if latencyBuckets[i] >= 1e-3 {
 			cum[i] = 98
 		}
 	}
-	if q := quantile(0.5, LatencyBuckets, cum, 100); q <= 500e-6 || q > 1e-3 {
+	if q := quantile(0.5, latencyBuckets, cum, 100); q <= 500e-6 || q > 1e-3 {
 		t.Fatalf("p50 %v", q)
 	}
-	if q := quantile(0.99, LatencyBuckets, cum, 100); q != 5 {
+	if q := quantile(0.99, latencyBuckets, cum, 100); q != 5 {
 		t.Fatalf("p99 %v, want the last bound", q)
 	}
-	if q := quantile(0.99, LatencyBuckets, cum, 0); q != 0 {
+	if q := quantile(0.99, latencyBuckets, cum, 0); q != 0 {
 		t.Fatalf("empty %v", q)
-	}
-}
-
-func TestObserveAllocs(t *testing.T) {
-	m := NewMetrics(nil)
-	s := m.Backend("r", "b")
-	if a := testing.AllocsPerRun(1000, func() {
-		s.Observe(codes.OK, time.Millisecond)
-		s.Observe(codes.Code(200), time.Millisecond)
-	}); a != 0 {
-		t.Fatalf("Observe allocates %v", a)
 	}
 }
 
@@ -106,7 +102,7 @@ func TestObserveAllocs(t *testing.T) {
 func TestGatherSource(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	req := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_requests_total"}, []string{"listener", "route", "upstream", "code"})
-	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meshgate_request_duration_seconds", Buckets: LatencyBuckets}, []string{"listener", "route", "upstream"})
+	lat := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meshgate_request_duration_seconds", Buckets: latencyBuckets}, []string{"listener", "route", "upstream"})
 	reg.MustRegister(req, lat)
 	c := &clock{t: time.Unix(1000, 0)}
 	tr := NewTracker(GatherSource{Gatherer: reg, Requests: "meshgate_requests_total", Latency: "meshgate_request_duration_seconds"}, 10*time.Second, c.now)

@@ -125,9 +125,10 @@ type Info struct {
 }
 
 // RouteName is the route label of a cmd ⇄ method route.
-func RouteName(cmd uint32, method string) string {
-	return "cmd " + strconv.FormatUint(uint64(cmd), 10) + " <-> " + method
-}
+func RouteName(cmd uint32, method string) string { return ProxyRouteName(CmdName(cmd), method) }
+
+// CmdName is a cmd as route labels name it ("cmd 70").
+func CmdName(cmd uint32) string { return "cmd " + strconv.FormatUint(uint64(cmd), 10) }
 
 // ProxyRouteName is the route label of a passthrough route: what the
 // listener matched and what is sent upstream ("cmd 70 <-> cmd 2",

@@ -337,6 +337,30 @@ func (p *PrivatePool) pick(uin uint64) *Endpoint {
 	return p.eps[ge.Index()]
 }
 
+// maxPicks bounds how many times one request picks an endpoint and a
+// connection: a pick that finds no live connection, or a request that
+// could not be written, is tried again.
+const maxPicks = 3
+
+// pickConn picks an endpoint for uin and a live connection of it: e is
+// nil when no endpoint is healthy, cn nil when e has no live connection
+// with room right now.
+func (p *PrivatePool) pickConn(uin uint64) (e *Endpoint, cn *privconn.Conn) {
+	if e = p.pick(uin); e != nil {
+		cn, _ = e.conn()
+	}
+	return e, cn
+}
+
+// picksFailed is the error of a request whose every pick failed, the last
+// with lastErr (not nil).
+func (p *PrivatePool) picksFailed(lastErr error) error {
+	if errors.Is(lastErr, privconn.ErrTooManyInFlight) {
+		return fmt.Errorf("%w: %s: %w", ErrOverloaded, p.name, lastErr)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrNoHealthy, p.name, lastErr)
+}
+
 // conn returns a live connection of e with room, round robin.
 func (e *Endpoint) conn() (*privconn.Conn, bool) {
 	n := len(e.slots)
@@ -369,13 +393,12 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		return nil, ErrPoolClosed
 	}
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		e := p.pick(req.UIN)
+	for range maxPicks {
+		e, cn := p.pickConn(req.UIN)
 		if e == nil {
 			break
 		}
-		cn, ok := e.conn()
-		if !ok {
+		if cn == nil {
 			continue
 		}
 		reportEndpoint(ctx, e.addr)
@@ -400,10 +423,7 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		return nil, p.wrap(e, err)
 	}
 	if lastErr != nil {
-		if errors.Is(lastErr, privconn.ErrTooManyInFlight) {
-			return nil, fmt.Errorf("%w: %s: %w", ErrOverloaded, p.name, lastErr)
-		}
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoHealthy, p.name, lastErr)
+		return nil, p.picksFailed(lastErr)
 	}
 	p.m.noHealthy.Inc()
 	return nil, fmt.Errorf("%w: %s (%d endpoints, all ejected)", ErrNoHealthy, p.name, len(p.eps))
@@ -421,13 +441,12 @@ func (p *PrivatePool) Send(ctx context.Context, req *codec.Frame) error {
 	if p.ctx.Err() != nil {
 		return ErrPoolClosed
 	}
-	for attempt := 0; attempt < 3; attempt++ {
-		e := p.pick(req.UIN)
+	for range maxPicks {
+		e, cn := p.pickConn(req.UIN)
 		if e == nil {
 			break
 		}
-		cn, ok := e.conn()
-		if !ok {
+		if cn == nil {
 			continue
 		}
 		reportEndpoint(ctx, e.addr)

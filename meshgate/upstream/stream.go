@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/meshgate/meshgate/codec"
@@ -16,13 +15,12 @@ func (p *PrivatePool) OpenStream(cmd uint32, uin uint64, ext []codec.Ext, lim st
 		return nil, ErrPoolClosed
 	}
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		e := p.pick(uin)
+	for range maxPicks {
+		e, cn := p.pickConn(uin)
 		if e == nil {
 			break
 		}
-		cn, ok := e.conn()
-		if !ok {
+		if cn == nil {
 			continue
 		}
 		s, err := cn.OpenStream(cmd, uin, ext, lim)
@@ -36,10 +34,7 @@ func (p *PrivatePool) OpenStream(cmd uint32, uin uint64, ext []codec.Ext, lim st
 		lastErr = err
 	}
 	if lastErr != nil {
-		if errors.Is(lastErr, privconn.ErrTooManyInFlight) {
-			return nil, fmt.Errorf("%w: %s: %w", ErrOverloaded, p.name, lastErr)
-		}
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoHealthy, p.name, lastErr)
+		return nil, p.picksFailed(lastErr)
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNoHealthy, p.name)
 }

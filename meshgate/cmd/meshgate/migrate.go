@@ -93,18 +93,16 @@ func migrateCmd(ctx context.Context, args []string) error {
 		return pos[0], nil
 	}
 	out := migrateOut
+	var (
+		raw  []byte
+		err  error
+		show func() // prints the answer for a person (without -json)
+	)
 	switch verb {
 	case "status":
 		var st migrate.Status
-		raw, err := c.get(ctx, "/migrate/status", &st)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			_, err = out.Write(raw)
-			return err
-		}
-		printStatus(out, &st)
+		raw, err = c.get(ctx, "/migrate/status", &st)
+		show = func() { printStatus(out, &st) }
 	case "diffs":
 		q := url.Values{"limit": {fmt.Sprint(*n)}}
 		if *route != "" {
@@ -113,51 +111,40 @@ func migrateCmd(ctx context.Context, args []string) error {
 		var d struct {
 			Diffs []shadow.Diff `json:"diffs"`
 		}
-		raw, err := c.get(ctx, "/migrate/diffs?"+q.Encode(), &d)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			_, err = out.Write(raw)
-			return err
-		}
-		printDiffs(out, d.Diffs)
+		raw, err = c.get(ctx, "/migrate/diffs?"+q.Encode(), &d)
+		show = func() { printDiffs(out, d.Diffs) }
 	case "rollback":
-		r, err := needRoute()
-		if err != nil {
-			return err
+		r, rerr := needRoute()
+		if rerr != nil {
+			return rerr
 		}
 		body, _ := json.Marshal(map[string]string{"route": r, "backend": *to, "reason": *reason})
 		var resp struct {
 			Override struct{ Route, Backend string } `json:"override"`
 		}
-		raw, err := c.do(ctx, "POST", "/migrate/override", body, &resp)
-		if err != nil {
-			return err
+		raw, err = c.do(ctx, "POST", "/migrate/override", body, &resp)
+		show = func() {
+			fmt.Fprintf(out, "route %s: every request now goes to %s (until `meshgate migrate clear %s`)\n", resp.Override.Route, resp.Override.Backend, resp.Override.Route)
 		}
-		if *asJSON {
-			_, err = out.Write(raw)
-			return err
-		}
-		fmt.Fprintf(out, "route %s: every request now goes to %s (until `meshgate migrate clear %s`)\n", resp.Override.Route, resp.Override.Backend, resp.Override.Route)
 	case "clear":
-		r, err := needRoute()
-		if err != nil {
-			return err
+		r, rerr := needRoute()
+		if rerr != nil {
+			return rerr
 		}
-		raw, err := c.do(ctx, "DELETE", "/migrate/override?route="+url.QueryEscape(r), nil, nil)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			_, err = out.Write(raw)
-			return err
-		}
-		fmt.Fprintf(out, "route %s: override cleared; the configured split applies\n", r)
+		raw, err = c.do(ctx, "DELETE", "/migrate/override?route="+url.QueryEscape(r), nil, nil)
+		show = func() { fmt.Fprintf(out, "route %s: override cleared; the configured split applies\n", r) }
 	default:
 		fmt.Fprint(os.Stderr, migrateUsage)
 		return fmt.Errorf("unknown migrate command %q", verb)
 	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err = out.Write(raw)
+		return err
+	}
+	show()
 	return nil
 }
 

@@ -21,8 +21,8 @@ func TestMigrateCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mc.Publish([]migrate.Route{{ID: "in/1", Listener: "in", Rule: rule}})
-	mc.Stats("in/1", "new").Observe(codes.Unavailable, 3*time.Millisecond)
+	mc.Publish([]migrate.Route{{ID: "in/1", Listener: "in", Label: "1", Rule: rule}})
+	m.Route("in", "1", "new").Observe(codes.Unavailable, 3*time.Millisecond)
 	s := admin.New(m, nil, nil, admin.WithMigrate(mc))
 	if err := s.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)

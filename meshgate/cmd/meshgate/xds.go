@@ -67,16 +67,13 @@ func envoyBootstrapCmd(_ context.Context, args []string) error {
 func xdsCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("xds", flag.ContinueOnError)
 	path := fs.String("c", "", "config file with an xds section (required)")
-	level := fs.String("log-level", "info", "log level")
+	var lvl slog.Level
+	fs.TextVar(&lvl, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *path == "" {
 		return errors.New("-c is required")
-	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg, err := config.Load(*path)
