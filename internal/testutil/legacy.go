@@ -1,0 +1,27 @@
+package testutil
+
+import (
+	"crypto/tls"
+	"net"
+	"testing"
+
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+)
+
+// Legacy serves a legacy (MGP/1) server on ln, or on 127.0.0.1:0 when ln
+// is nil, behind TLS when cfg is not nil; it is closed at cleanup. It
+// returns the server and its address.
+func Legacy(tb testing.TB, ln net.Listener, cfg *tls.Config, opts legacy.ServerOptions) (*legacy.Server, string) {
+	tb.Helper()
+	if ln == nil {
+		ln = Listen(tb, "127.0.0.1:0")
+	}
+	addr := ln.Addr().String()
+	if cfg != nil {
+		ln = tls.NewListener(ln, cfg)
+	}
+	s := legacy.NewServer(opts)
+	go func() { _ = s.Serve(ln) }()
+	tb.Cleanup(func() { _ = s.Close() })
+	return s, addr
+}
