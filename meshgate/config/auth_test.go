@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -55,7 +54,7 @@ func TestAuthDefaults(t *testing.T) {
 // TestAuthErrorsNameTheField: every bad auth or authz setting is rejected
 // naming its YAML path.
 func TestAuthErrorsNameTheField(t *testing.T) {
-	cases := map[string]struct{ from, to, field string }{
+	cases := map[string]fieldCase{
 		"unknown key id":         {"key_ids: [1, 2]", "key_ids: [1, 9]", "listeners[0].authz.allow[0].key_ids[1]"},
 		"no key ids":             {"key_ids: [1, 2], ", "", "listeners[0].authz.allow[0].key_ids"},
 		"no cmds":                {", cmds: [1]", "", "listeners[0].authz.allow[0].cmds"},
@@ -79,20 +78,7 @@ func TestAuthErrorsNameTheField(t *testing.T) {
 		"auth on grpc":           {"    tls: {cert_file", "    auth: {keys: {1: x}}\n    tls: {cert_file", "listeners[1].auth"},
 		"auth on other codec":    {"kind: private\n", "kind: private\n    codec: le\n", "listeners[0].auth"},
 	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			if !strings.Contains(authGood, c.from) {
-				t.Fatalf("fixture lacks %q", c.from)
-			}
-			_, err := Parse([]byte(strings.Replace(authGood, c.from, c.to, 1)), "")
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field+":") {
-				t.Fatalf("error %q does not name %s", err, c.field)
-			}
-		})
-	}
+	wantFieldErrors(t, authGood, "", cases)
 }
 
 func TestCheckIdentity(t *testing.T) {

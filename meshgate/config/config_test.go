@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +42,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 // TestErrorsNameTheField: each bad config is rejected with an error naming
 // the offending field by its YAML path.
 func TestErrorsNameTheField(t *testing.T) {
-	cases := map[string]struct{ from, to, field string }{
+	cases := map[string]fieldCase{
 		"unknown field":      {"kind: private", "kind: private\n    colour: red", "colour"},
 		"bad kind":           {"kind: grpc", "kind: http", "listeners[1].kind"},
 		"unknown upstream":   {"upstream: g}", "upstream: nope}", "listeners[0].routes[0].upstream"},
@@ -64,20 +63,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"tls without key":    {"kind: private", "kind: private\n    tls: {cert_file: c.pem}", "listeners[0].tls.key_file"},
 		"upstream tls no ca": {"lb: consistent_hash", "lb: consistent_hash, tls: {cert_file: c, key_file: k}", "upstreams[1].tls.ca_file"},
 	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			if !strings.Contains(good, c.from) {
-				t.Fatalf("fixture lacks %q", c.from)
-			}
-			_, err := Parse([]byte(strings.Replace(good, c.from, c.to, 1)), "")
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field) {
-				t.Fatalf("error %q does not name %s", err, c.field)
-			}
-		})
-	}
+	wantFieldErrors(t, good, "", cases)
 }
 
 func TestAllErrorsReported(t *testing.T) {

@@ -92,7 +92,7 @@ func TestMigrateAllowFileReloaded(t *testing.T) {
 }
 
 func TestMigrateErrorsNameTheField(t *testing.T) {
-	cases := map[string]struct{ from, to, field string }{
+	cases := map[string]fieldCase{
 		"percent range":     {"percent: 5,", "percent: 101,", "listeners[0].routes[0].split.backends[1].percent"},
 		"percent decimals":  {"percent: 5,", "percent: 5.001,", "listeners[0].routes[0].split.backends[1].percent"},
 		"unknown backend":   {"- {upstream: g2, percent", "- {upstream: nope, percent", "listeners[0].routes[0].split.backends[1].upstream"},
@@ -114,15 +114,7 @@ func TestMigrateErrorsNameTheField(t *testing.T) {
 		"token file":        {"upstreams:\n", "migrate: {token_file: nope.txt}\nupstreams:\n", "migrate.token_file"},
 	}
 	dir := writeAllow(t, "1\n")
-	for name, tc := range cases {
-		if !strings.Contains(migrateGood, tc.from) {
-			t.Fatalf("%s: %q not in the base config", name, tc.from)
-		}
-		_, err := Parse([]byte(strings.Replace(migrateGood, tc.from, tc.to, 1)), dir)
-		if err == nil || !strings.Contains(err.Error(), tc.field+":") {
-			t.Errorf("%s: error %v, want one naming %s", name, err, tc.field)
-		}
-	}
+	wantFieldErrors(t, migrateGood, dir, cases)
 	// a bad allow file names the field, the file and the line
 	_, err := Parse([]byte(migrateGood), writeAllow(t, "1\nx2\n"))
 	if err == nil || !strings.Contains(err.Error(), "listeners[0].routes[0].split.allow.file:") || !strings.Contains(err.Error(), "allow.txt:2") {

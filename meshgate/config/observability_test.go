@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"strings"
 	"testing"
 )
@@ -11,7 +10,7 @@ import (
 // field by its YAML path.
 func TestObservabilityErrorsNameTheField(t *testing.T) {
 	const out = "kind: grpc"
-	cases := map[string]struct{ from, to, field string }{
+	cases := map[string]fieldCase{
 		"tracing no endpoint":  {"listeners:", "telemetry: {tracing: {insecure: true}}\nlisteners:", "telemetry.tracing.otlp_endpoint"},
 		"tracing bad endpoint": {"listeners:", "telemetry: {tracing: {otlp_endpoint: nowhere, insecure: true}}\nlisteners:", "telemetry.tracing.otlp_endpoint"},
 		"tracing no tls":       {"listeners:", "telemetry: {tracing: {otlp_endpoint: 'c:4317'}}\nlisteners:", "telemetry.tracing.tls"},
@@ -33,20 +32,7 @@ func TestObservabilityErrorsNameTheField(t *testing.T) {
 		"body no types":        {"upstream: p}", "upstream: p, body: {format: json}}", "listeners[1].routes[0].body.request_type"},
 		"body no descriptors":  {"upstream: p}", "upstream: p, body: {format: json, request_type: a.B, response_type: a.C}}", "listeners[1].routes[0].body"},
 	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			if !strings.Contains(good, c.from) {
-				t.Fatalf("fixture lacks %q", c.from)
-			}
-			_, err := Parse([]byte(strings.Replace(good, c.from, c.to, 1)), "")
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field) {
-				t.Fatalf("error %q does not name %s", err, c.field)
-			}
-		})
-	}
+	wantFieldErrors(t, good, "", cases)
 }
 
 func TestObservabilityDefaults(t *testing.T) {

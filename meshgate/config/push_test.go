@@ -35,7 +35,7 @@ func TestPushTrustUINOrAuthAccepted(t *testing.T) {
 }
 
 func TestPushErrorsNameTheField(t *testing.T) {
-	cases := map[string]struct{ from, to, field string }{
+	cases := map[string]fieldCase{
 		"bad stream":        {"upstream: g}", "upstream: g, stream: both}", "listeners[0].routes[0].stream"},
 		"oneway stream":     {"upstream: p}", "upstream: p, stream: server, oneway: true}", "listeners[1].routes[0].oneway"},
 		"json stream":       {"upstream: g}", "upstream: g, stream: bidi, body: {format: json}}", "listeners[0].routes[0].body: body transcoding applies to unary routes only"},
@@ -54,14 +54,5 @@ func TestPushErrorsNameTheField(t *testing.T) {
 		"grpc no up":        {"lb: consistent_hash}", "lb: consistent_hash, push: {to: grpc, method: /a.B/C}}", "upstreams[1].push.upstream"},
 		"push on grpc up":   {"endpoints: [127.0.0.1:9000]}", "endpoints: [127.0.0.1:9000], push: {to: grpc, method: /a.B/C, upstream: g}}", "upstreams[0].push"},
 	}
-	for name, tc := range cases {
-		y := strings.Replace(good, tc.from, tc.to, 1)
-		if y == good {
-			t.Fatalf("%s: replacement did not apply", name)
-		}
-		_, err := Parse([]byte(y), "")
-		if err == nil || !strings.Contains(err.Error(), tc.field) {
-			t.Errorf("%s: error %v, want one naming %s", name, err, tc.field)
-		}
-	}
+	wantFieldErrors(t, good, "", cases)
 }

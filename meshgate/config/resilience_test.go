@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -63,7 +62,7 @@ func TestResilienceDefaults(t *testing.T) {
 }
 
 func TestResilienceErrorsNameTheField(t *testing.T) {
-	cases := map[string]struct{ from, to, field string }{
+	cases := map[string]fieldCase{
 		"retry not idempotent": {"upstream: g, switch: recommend}", "upstream: g, max_attempts: 3}", "listeners[0].routes[1].max_attempts"},
 		"hedge not idempotent": {"upstream: g, switch: recommend}", "upstream: g, hedge_delay: 1ms}", "listeners[0].routes[1].hedge_delay"},
 		"bad retry_on":         {"idempotent: true,", "idempotent: true, retry_on: [always],", "listeners[0].routes[0].retry_on[0]"},
@@ -80,14 +79,5 @@ func TestResilienceErrorsNameTheField(t *testing.T) {
 		"switch result":        {`{message: "feature off"}`, `{result: 70000}`, "switches[0].reply.result"},
 		"unknown field":        {"{enabled: true}", "{enabled: true, bogus: 1}", "bogus"},
 	}
-	for name, tc := range cases {
-		y := strings.Replace(resilGood, tc.from, tc.to, 1)
-		if y == resilGood {
-			t.Fatalf("%s: replacement did not apply", name)
-		}
-		_, err := Parse([]byte(y), "")
-		if err == nil || !strings.Contains(err.Error(), tc.field) {
-			t.Errorf("%s: error %v, want one naming %s", name, err, tc.field)
-		}
-	}
+	wantFieldErrors(t, resilGood, "", cases)
 }
