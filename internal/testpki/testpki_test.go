@@ -2,8 +2,8 @@ package testpki
 
 import (
 	"crypto/tls"
-	"errors"
 	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"testing"
