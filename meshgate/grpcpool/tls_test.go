@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/meshgate/meshgate/internal/demo"
-	"github.com/meshgate/meshgate/internal/testutil"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
@@ -33,8 +33,8 @@ func (l countingListener) Accept() (net.Conn, error) {
 // tlsBackend serves test.Svc/Who on addr with srv's TLS; stop stops it.
 func tlsBackend(t *testing.T, addr, name string, srv *tlsconf.Server, accepts *atomic.Int64) (bound string, stop func()) {
 	t.Helper()
-	st := &testutil.Stub{Listener: countingListener{testutil.Listen(t, addr), accepts}, Options: []grpc.ServerOption{grpc.Creds(srv.Credentials())},
-		Services: map[string]map[string]demo.Handler{"test.Svc": testutil.WhoMethods(name)}}
+	st := &testkit.Stub{Listener: countingListener{testkit.Listen(t, addr), accepts}, Options: []grpc.ServerOption{grpc.Creds(srv.Credentials())},
+		Services: map[string]map[string]demo.Handler{"test.Svc": testkit.WhoMethods(name)}}
 	return st.Start(t), st.Server.Stop
 }
 
@@ -45,14 +45,14 @@ func tlsBackend(t *testing.T, addr, name string, srv *tlsconf.Server, accepts *a
 // backend trusts only the new CA).
 func TestTLSRotation(t *testing.T) {
 	const refresh = 20 * time.Millisecond
-	dir, _, files := testutil.PKI(t, "server", "client")
+	dir, _, files := testkit.PKI(t, "server", "client")
 	sf, cf := files["server"], files["client"]
-	srvTLS := testutil.TLSServer(t, sf, refresh)
+	srvTLS := testkit.TLSServer(t, sf, refresh)
 	var accepts1, accepts2 atomic.Int64
 	ep, stop1 := tlsBackend(t, "127.0.0.1:0", "one", srvTLS, &accepts1)
 
 	u := config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{ep}, LB: config.LBRoundRobin, Connections: 1,
-		TLS: testutil.Config(cf, "localhost")}
+		TLS: testkit.Config(cf, "localhost")}
 	p, err := New(u, Options{TLSRefresh: refresh, DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.2, MaxDelay: 50 * time.Millisecond}, MinConnectTimeout: time.Second})}})
 	if err != nil {
@@ -63,9 +63,9 @@ func TestTLSRotation(t *testing.T) {
 		t.Fatal("call over mTLS")
 	}
 
-	newSrv := testutil.Rotate(t, dir, "ca-two", "server", "client")["server"]
-	ctx := testutil.Context(t, 10*time.Second)
-	testutil.WaitServes(t, ctx, cf, ep, newSrv.Cert.SerialNumber, refresh)
+	newSrv := testkit.Rotate(t, dir, "ca-two", "server", "client")["server"]
+	ctx := testkit.Context(t, 10*time.Second)
+	testkit.WaitServes(t, ctx, cf, ep, newSrv.Cert.SerialNumber, refresh)
 	seen := accepts1.Load()
 	for range 20 {
 		if who(t, p, 0) != "one" {

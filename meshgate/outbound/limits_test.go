@@ -15,17 +15,17 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -39,12 +39,8 @@ type limitEnv struct {
 
 func newLimitEnv(t *testing.T, lim config.Limits, so legacy.ServerOptions, upstreamSlots int) *limitEnv {
 	t.Helper()
-	b := legacy.NewServer(so)
-	if err := b.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	e := newLimitEnvAt(t, lim, b.Addr().String(), upstreamSlots)
+	b, addr := testkit.Legacy(t, nil, nil, so)
+	e := newLimitEnvAt(t, lim, addr, upstreamSlots)
 	e.backend = b
 	return e
 }
@@ -52,19 +48,9 @@ func newLimitEnv(t *testing.T, lim config.Limits, so legacy.ServerOptions, upstr
 func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlots int) *limitEnv {
 	t.Helper()
 	m := admin.NewMetrics()
-	reg := m.Registry
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{backend},
 		LB: config.LBRoundRobin, Connections: 1, MaxInFlight: upstreamSlots}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	p := pooltest.Private(t, u, m.Registry, 1, pooltest.FastBackoff())
 	out, err := outbound.New(outbound.Options{Metrics: m, Limits: lim})
 	if err != nil {
 		t.Fatal(err)
@@ -72,25 +58,12 @@ func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlot
 	if err := out.Update(listener(defaultRoutes...), upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(out.ServerOptions()...)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	return &limitEnv{addr: ln.Addr().String(), pool: p}
+	return &limitEnv{addr: testkit.Serve(t, grpc.NewServer(out.ServerOptions()...), nil), pool: p}
 }
 
 func (e *limitEnv) client(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return testkit.Client(t, e.addr)
 }
 
 // h2 is a raw HTTP/2 client speaking gRPC framing by hand, so a test can do

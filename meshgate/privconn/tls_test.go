@@ -12,7 +12,7 @@ import (
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testpki"
-	"github.com/meshgate/meshgate/internal/testutil"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 )
 
@@ -21,13 +21,13 @@ import (
 // peer that never answers the handshake fail with ErrTLS within the dial
 // context.
 func TestDialTLS(t *testing.T) {
-	_, ca, files := testutil.PKI(t, "server")
+	_, ca, files := testkit.PKI(t, "server")
 	cert, err := tls.LoadX509KeyPair(files["server"].CertFile, files["server"].KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, addr := testutil.Legacy(t, nil, &tls.Config{Certificates: []tls.Certificate{cert}}, legacy.ServerOptions{})
-	ctx := testutil.Context(t, 5*time.Second)
+	_, addr := testkit.Legacy(t, nil, &tls.Config{Certificates: []tls.Certificate{cert}}, legacy.ServerOptions{})
+	ctx := testkit.Context(t, 5*time.Second)
 	trusting := func(context.Context) (*tls.Config, error) {
 		return &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}, nil
 	}
@@ -40,7 +40,7 @@ func TestDialTLS(t *testing.T) {
 	if err != nil || string(resp.Body) != "over tls" {
 		t.Fatalf("Do over TLS: %v", err)
 	}
-	testutil.Eventually(t, ctx, 10*time.Millisecond, func() bool { return cn.Stats().HeartbeatsRecv >= 2 }, "no heartbeats over TLS")
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool { return cn.Stats().HeartbeatsRecv >= 2 }, "no heartbeats over TLS")
 
 	other, err := testpki.NewCA("other")
 	if err != nil {
@@ -55,7 +55,7 @@ func TestDialTLS(t *testing.T) {
 
 	// A peer that accepts TCP but never speaks TLS: the handshake is
 	// bounded by the dial context.
-	silent := testutil.Listen(t, "127.0.0.1:0")
+	silent := testkit.Listen(t, "127.0.0.1:0")
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		if c, err := silent.Accept(); err == nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testpki"
-	"github.com/meshgate/meshgate/internal/testutil"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // peerTLS is a static client tls.Config from files as they are now (a
@@ -77,7 +77,7 @@ func echoOnce(ctx context.Context, addr string, cfg *tls.Config, body string) er
 
 // TestPrivateListenerMTLS: a private listener terminating mTLS.
 func TestPrivateListenerMTLS(t *testing.T) {
-	_, _, files := testutil.PKI(t, "meshgate", "client")
+	_, _, files := testkit.PKI(t, "meshgate", "client")
 	y := fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}
 listeners:
@@ -91,7 +91,7 @@ upstreams:
 `, tlsY(files["meshgate"]), backend(t, "A"))
 	rt := start(t, mustParse(t, y))
 	addr := rt.Addr("mtls").String()
-	ctx := testutil.Context(t, 10*time.Second)
+	ctx := testkit.Context(t, 10*time.Second)
 	cfg := peerTLS(t, files["client"], "meshgate")
 	if err := echoOnce(ctx, addr, cfg, "secure"); err != nil {
 		t.Fatalf("mTLS round trip: %v", err)
@@ -110,12 +110,12 @@ upstreams:
 // CA, and a client certificate from the old CA is refused. (Before, CA
 // files were never re-read and private upstream TLS was refused.)
 func TestTLSRotationEveryHop(t *testing.T) {
-	dir, _, files := testutil.PKI(t, "meshgate", "client", "backend")
+	dir, _, files := testkit.PKI(t, "meshgate", "client", "backend")
 	m, c, b := files["meshgate"], files["client"], files["backend"]
-	old := testutil.KeepCopy(t, c) // CA one's client material
+	old := testkit.KeepCopy(t, c) // CA one's client material
 
 	// The legacy backend terminates mTLS with the same (rotating) files.
-	back, backAddr := testutil.Legacy(t, nil, testutil.TLSServer(t, b, 20*time.Millisecond).Config(), legacy.ServerOptions{})
+	back, backAddr := testkit.Legacy(t, nil, testkit.TLSServer(t, b, 20*time.Millisecond).Config(), legacy.ServerOptions{})
 	y := fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}
 tls: {refresh_interval: 20ms}
@@ -140,9 +140,9 @@ upstreams:
 `, tlsY(m), tlsY(m), backend(t, "A"), backAddr, tlsY(m))
 	rt := start(t, mustParse(t, y))
 	mgpAddr, grpcAddr := rt.Addr("mgp-in").String(), rt.Addr("grpc-in").String()
-	ctx := testutil.Context(t, 10*time.Second)
+	ctx := testkit.Context(t, 10*time.Second)
 
-	grpcWith := func(cfg *tls.Config) *grpc.ClientConn { return testutil.ClientTLS(t, grpcAddr, cfg) }
+	grpcWith := func(cfg *tls.Config) *grpc.ClientConn { return testkit.ClientTLS(t, grpcAddr, cfg) }
 	grpcEcho := func(cc *grpc.ClientConn, body string) error {
 		var out []byte
 		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
@@ -172,12 +172,12 @@ upstreams:
 	backConns := back.Stats().Conns
 
 	// Rotate every file to CA two (MeshGate's, the client's, the backend's).
-	testutil.Rotate(t, dir, "ca-two", "meshgate", "client", "backend")
+	testkit.Rotate(t, dir, "ca-two", "meshgate", "client", "backend")
 	fresh := peerTLS(t, c, "localhost") // CA two now
 
 	// New private connections: served the new certificate, and the new
 	// client certificate is accepted (verified against the new CA).
-	testutil.Succeeds(t, ctx, 20*time.Millisecond, func() error { return echoOnce(ctx, mgpAddr, fresh, "fresh") },
+	testkit.Succeeds(t, ctx, 20*time.Millisecond, func() error { return echoOnce(ctx, mgpAddr, fresh, "fresh") },
 		"private listener never accepted CA two")
 	// New gRPC connections likewise.
 	if err := grpcEcho(grpcWith(fresh), "fresh"); err != nil {

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/meshgate/meshgate/internal/testutil"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // xdsConfig is yamlConfig with a plaintext xds section on a free port;
@@ -135,7 +135,7 @@ func TestReadinessAnswersDuringSlowXDSPush(t *testing.T) {
 // plaintext): a client without a certificate is refused, one with a
 // certificate of the CA completes the handshake.
 func TestXDSReloadToTLSRestartsPlane(t *testing.T) {
-	_, ca, files := testutil.PKI(t, "xds", "client")
+	_, ca, files := testkit.PKI(t, "xds", "client")
 	grpcEP := backend(t, "A")
 	plain := xdsConfig(grpcEP, "")
 	withTLS := yamlConfig(grpcEP, "") + fmt.Sprintf("\nxds:\n  address: 127.0.0.1:0\n  tls: %s\n", tlsY(files["xds"]))

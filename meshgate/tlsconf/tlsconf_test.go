@@ -17,7 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshgate/meshgate/internal/testpki"
-	"github.com/meshgate/meshgate/internal/testutil"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
@@ -116,12 +116,12 @@ func TestRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A client that keeps CA one's material for good (its own files).
-	old := testutil.KeepCopy(t, testpki.TLSFiles{CertFile: cliCert, KeyFile: cliKey, CAFile: caFile})
+	old := testkit.KeepCopy(t, testpki.TLSFiles{CertFile: cliCert, KeyFile: cliKey, CAFile: caFile})
 
-	srv := testutil.TLSServer(t, testpki.TLSFiles{CertFile: srvCert, KeyFile: srvKey, CAFile: caFile}, refresh)
+	srv := testkit.TLSServer(t, testpki.TLSFiles{CertFile: srvCert, KeyFile: srvKey, CAFile: caFile}, refresh)
 	addr := echoServer(t, srv.Config())
-	cli := testutil.TLSClient(t, &config.TLS{CertFile: cliCert, KeyFile: cliKey, CAFile: caFile, ServerName: "localhost"}, refresh)
-	oldCli := testutil.TLSClient(t, testutil.Config(old, ""), time.Hour)
+	cli := testkit.TLSClient(t, &config.TLS{CertFile: cliCert, KeyFile: cliKey, CAFile: caFile, ServerName: "localhost"}, refresh)
+	oldCli := testkit.TLSClient(t, testkit.Config(old, ""), time.Hour)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -137,7 +137,7 @@ func TestRotation(t *testing.T) {
 	firstSerial := est.ConnectionState().PeerCertificates[0].SerialNumber
 
 	// Rotate everything to CA two.
-	newSrv := testutil.Rotate(t, dir, "ca-two", "server", "client")["server"]
+	newSrv := testkit.Rotate(t, dir, "ca-two", "server", "client")["server"]
 
 	// New connections pick up the new material (polled: the files are
 	// re-read every refresh interval).
@@ -181,7 +181,7 @@ func TestRotation(t *testing.T) {
 			t.Fatal("client trusting only CA one accepted the rotated server")
 		}
 	}
-	trustNew := testutil.TLSClient(t, &config.TLS{CertFile: old.CertFile, KeyFile: old.KeyFile, CAFile: caFile, ServerName: "localhost"}, time.Hour)
+	trustNew := testkit.TLSClient(t, &config.TLS{CertFile: old.CertFile, KeyFile: old.KeyFile, CAFile: caFile, ServerName: "localhost"}, time.Hour)
 	c, err := dial(ctx, trustNew, addr)
 	if err == nil {
 		// TLS 1.3: the server's verdict on the client certificate arrives
@@ -197,11 +197,11 @@ func TestRotation(t *testing.T) {
 // TestServerWithoutClientCA: TLS without client certificates; a client
 // with no identity connects.
 func TestServerWithoutClientCA(t *testing.T) {
-	_, _, files := testutil.PKI(t, "server")
+	_, _, files := testkit.PKI(t, "server")
 	f := files["server"]
-	srv := testutil.TLSServer(t, testpki.TLSFiles{CertFile: f.CertFile, KeyFile: f.KeyFile}, time.Hour)
+	srv := testkit.TLSServer(t, testpki.TLSFiles{CertFile: f.CertFile, KeyFile: f.KeyFile}, time.Hour)
 	addr := echoServer(t, srv.Config())
-	cli := testutil.TLSClient(t, &config.TLS{CAFile: f.CAFile}, time.Hour)
+	cli := testkit.TLSClient(t, &config.TLS{CAFile: f.CAFile}, time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := dial(ctx, cli, addr) // server name from the address: 127.0.0.1 is in the SANs
@@ -213,7 +213,7 @@ func TestServerWithoutClientCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A wrong expected name fails the handshake.
-	bad := testutil.TLSClient(t, &config.TLS{CAFile: f.CAFile, ServerName: "other.test"}, time.Hour)
+	bad := testkit.TLSClient(t, &config.TLS{CAFile: f.CAFile, ServerName: "other.test"}, time.Hour)
 	if c, err := dial(ctx, bad, addr); err == nil {
 		c.Close()
 		t.Fatal("wrong server name accepted")
@@ -223,7 +223,7 @@ func TestServerWithoutClientCA(t *testing.T) {
 // TestBadFiles: unreadable or malformed files are errors at construction,
 // naming which file.
 func TestBadFiles(t *testing.T) {
-	dir, _, files := testutil.PKI(t, "server")
+	dir, _, files := testkit.PKI(t, "server")
 	f := files["server"]
 	garbage := filepath.Join(dir, "garbage.pem")
 	if err := os.WriteFile(garbage, []byte("not pem"), 0o600); err != nil {
@@ -261,9 +261,9 @@ func TestBadFiles(t *testing.T) {
 // BenchmarkMTLSHandshake: one full mTLS handshake over loopback with the
 // current key material looked up from the providers on both sides.
 func BenchmarkMTLSHandshake(b *testing.B) {
-	_, _, files := testutil.PKI(b, "server", "client")
-	srv := testutil.TLSServer(b, files["server"], 0)
-	cli := testutil.TLSClient(b, testutil.Config(files["client"], ""), 0)
+	_, _, files := testkit.PKI(b, "server", "client")
+	srv := testkit.TLSServer(b, files["server"], 0)
+	cli := testkit.TLSClient(b, testkit.Config(files["client"], ""), 0)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/internal/testutil"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -19,7 +19,7 @@ import (
 // it with its bound address.
 func serveTLS(t *testing.T, addr string, srv *tlsconf.Server) (*legacy.Server, string) {
 	t.Helper()
-	return testutil.Legacy(t, testutil.Listen(t, addr), srv.Config(), legacy.ServerOptions{})
+	return testkit.Legacy(t, testkit.Listen(t, addr), srv.Config(), legacy.ServerOptions{})
 }
 
 // TestPrivateMTLSRotation: a private pool dials its upstream with mTLS;
@@ -29,14 +29,14 @@ func serveTLS(t *testing.T, addr string, srv *tlsconf.Server) (*legacy.Server, s
 // new material (the restarted backend trusts only the new CA).
 func TestPrivateMTLSRotation(t *testing.T) {
 	const refresh = 20 * time.Millisecond
-	dir, _, files := testutil.PKI(t, "server", "client")
+	dir, _, files := testkit.PKI(t, "server", "client")
 	sf, cf := files["server"], files["client"]
-	srvTLS := testutil.TLSServer(t, sf, refresh)
+	srvTLS := testkit.TLSServer(t, sf, refresh)
 	s1, addr := serveTLS(t, "127.0.0.1:0", srvTLS)
 
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBRoundRobin, Connections: 1,
 		Heartbeat: 50 * time.Millisecond,
-		TLS:       testutil.Config(cf, "localhost")}
+		TLS:       testkit.Config(cf, "localhost")}
 	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil,
 		upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond), upstream.WithTLSRefresh(refresh))
 	if err != nil {
@@ -53,13 +53,13 @@ func TestPrivateMTLSRotation(t *testing.T) {
 	}
 
 	// Rotate CA, server and client certificates.
-	newSrv := testutil.Rotate(t, dir, "ca-two", "server", "client")["server"]
-	testutil.WaitServes(t, ctx, cf, addr, newSrv.Cert.SerialNumber, refresh)
+	newSrv := testkit.Rotate(t, dir, "ca-two", "server", "client")["server"]
+	testkit.WaitServes(t, ctx, cf, addr, newSrv.Cert.SerialNumber, refresh)
 	conns := s1.Stats().Conns // the pool's one connection plus the probes
 
 	// The established connection, heartbeats included, is unaffected.
 	hb := s1.Stats().Heartbeats
-	testutil.Eventually(t, ctx, 10*time.Millisecond, func() bool { return s1.Stats().Heartbeats >= hb+2 },
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool { return s1.Stats().Heartbeats >= hb+2 },
 		"no heartbeats on the established connection after rotation")
 	for i := range 5 {
 		if resp, err := call(ctx, p, uint64(i), "after"); err != nil || string(resp.Body) != "after" {
@@ -77,7 +77,7 @@ func TestPrivateMTLSRotation(t *testing.T) {
 	// (client certificate from CA two, trust in CA two) can connect.
 	_ = s1.Close()
 	s2, _ := serveTLS(t, addr, srvTLS)
-	testutil.Succeeds(t, ctx, refresh, func() error {
+	testkit.Succeeds(t, ctx, refresh, func() error {
 		resp, err := call(ctx, p, 7, "fresh")
 		if err == nil && string(resp.Body) != "fresh" {
 			err = fmt.Errorf("reply %q", resp.Body)
@@ -92,11 +92,11 @@ func TestPrivateMTLSRotation(t *testing.T) {
 // TestPrivateTLSRefusesUntrustedServer: a backend whose certificate does
 // not chain to ca_file never becomes healthy.
 func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
-	dir, _, files := testutil.PKI(t, "server")
-	_, _, other := testutil.PKI(t, "x")
+	dir, _, files := testkit.PKI(t, "server")
+	_, _, other := testkit.PKI(t, "x")
 	sf := files["server"]
 	sf.CAFile = "" // no client certificates asked
-	srvTLS := testutil.TLSServer(t, sf, 0)
+	srvTLS := testkit.TLSServer(t, sf, 0)
 	s, addr := serveTLS(t, "127.0.0.1:0", srvTLS)
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, Connections: 1,
 		TLS: &config.TLS{CAFile: other["x"].CAFile}}
@@ -109,7 +109,7 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 	// first handshake was refused.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	testutil.Succeeds(t, ctx, 10*time.Millisecond, func() error {
+	testkit.Succeeds(t, ctx, 10*time.Millisecond, func() error {
 		if s.Stats().Conns >= 3 {
 			return nil
 		}
@@ -131,16 +131,16 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 // BenchmarkPrivatePoolDo compares one request/reply on a pooled private
 // connection in plaintext and over mTLS (the handshake is outside the loop).
 func BenchmarkPrivatePoolDo(b *testing.B) {
-	_, _, files := testutil.PKI(b, "server", "client")
+	_, _, files := testkit.PKI(b, "server", "client")
 	for _, mode := range []string{"plain", "mtls"} {
 		b.Run(mode, func(b *testing.B) {
 			var srvTLS *tls.Config
 			var cliTLS *config.TLS
 			if mode == "mtls" {
-				srvTLS = testutil.TLSServer(b, files["server"], 0).Config()
-				cliTLS = testutil.Config(files["client"], "")
+				srvTLS = testkit.TLSServer(b, files["server"], 0).Config()
+				cliTLS = testkit.Config(files["client"], "")
 			}
-			_, addr := testutil.Legacy(b, nil, srvTLS, legacy.ServerOptions{})
+			_, addr := testkit.Legacy(b, nil, srvTLS, legacy.ServerOptions{})
 			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, Connections: 1, TLS: cliTLS}
 			p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil)
 			if err != nil {

@@ -16,7 +16,7 @@ var toolPackages = []string{
 	"github.com/meshgate/meshgate/internal/bench",
 	"github.com/meshgate/meshgate/internal/envoyproc",
 	"github.com/meshgate/meshgate/internal/testpki",
-	"github.com/meshgate/meshgate/internal/testutil",
+	"github.com/meshgate/meshgate/internal/testkit",
 	"github.com/meshgate/meshgate/cmd/meshgate-dev",
 	"github.com/meshgate/meshgate/meshgate/legacy",
 	"github.com/meshgate/meshgate/meshgate/demo",

@@ -1,4 +1,4 @@
-package testutil
+package testkit
 
 import (
 	"context"
@@ -34,18 +34,24 @@ type Stub struct {
 // Start serves s and stops it at cleanup; it returns the bound address.
 func (s *Stub) Start(tb testing.TB) string {
 	tb.Helper()
-	ln := s.Listener
-	if ln == nil {
-		ln = Listen(tb, "127.0.0.1:0")
-	}
 	s.Server = demo.NewServer(s.Options...)
 	for name, methods := range s.Services {
 		demo.RegisterRaw(s.Server, name, methods)
 	}
-	s.Addr = ln.Addr().String()
-	go func() { _ = s.Server.Serve(ln) }()
-	tb.Cleanup(s.Server.Stop)
+	s.Addr = Serve(tb, s.Server, s.Listener)
 	return s.Addr
+}
+
+// Serve serves gs on ln (on 127.0.0.1:0 when ln is nil) and stops it at
+// cleanup; it returns the bound address.
+func Serve(tb testing.TB, gs *grpc.Server, ln net.Listener) string {
+	tb.Helper()
+	if ln == nil {
+		ln = Listen(tb, "127.0.0.1:0")
+	}
+	go func() { _ = gs.Serve(ln) }()
+	tb.Cleanup(gs.Stop)
+	return ln.Addr().String()
 }
 
 // Demo serves the demo service on 127.0.0.1 and returns its address.
@@ -71,9 +77,14 @@ func WhoMethods(name string) map[string]demo.Handler {
 // cleanup.
 func Client(tb testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	tb.Helper()
-	base := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{}))}
-	cc, err := grpc.NewClient(addr, append(base, opts...)...)
+	return Dial(tb, addr, append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{}))}, opts...)...)
+}
+
+// Dial is a grpc-go client of addr with the default (proto) codec,
+// plaintext unless opts set credentials, closed at cleanup.
+func Dial(tb testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	tb.Helper()
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package testutil is the shared scaffolding of MeshGate's unit tests:
+// Package testkit is the shared scaffolding of MeshGate's unit tests:
 // listeners on 127.0.0.1, polling with a bounded context, a configurable
 // gRPC stub server and raw-codec client, a legacy (private protocol)
 // backend, and mTLS material with its rotation. Everything here is real
@@ -7,7 +7,7 @@
 //
 // Import it only from _test.go files: the product binary must never link
 // it (meshgate/cmd/meshgate's TestProductLinksNoTools checks).
-package testutil
+package testkit
 
 import (
 	"context"
