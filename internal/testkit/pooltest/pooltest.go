@@ -36,4 +36,6 @@ func Private(tb testing.TB, u config.Upstream, reg prometheus.Registerer, health
 }
 
 // FastBackoff is the reconnect backoff tests use (10ms..100ms).
-func FastBackoff() upstream.Option { return upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond) }
+func FastBackoff() upstream.Option {
+	return upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond)
+}
