@@ -54,7 +54,7 @@ func newAuthzEnv(t *testing.T, mtls bool, policy *config.Authz) *authzEnv {
 	e := &authzEnv{ca: ca, reg: m.Registry, backend: new(atomic.Int64)}
 	_, addr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(*codec.Frame) { e.backend.Add(1) }})
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBRoundRobin, Connections: 1}
-	p := pooltest.Private(t, u, e.reg, 1)
+	p := pooltest.Private(t, u.WithDefaults(), e.reg, 1)
 	out, err := outbound.New(outbound.Options{Metrics: m})
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,7 @@ func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlot
 	m := admin.NewMetrics()
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{backend},
 		LB: config.LBRoundRobin, Connections: 1, MaxInFlight: upstreamSlots}
-	p := pooltest.Private(t, u, m.Registry, 1, pooltest.FastBackoff())
+	p := pooltest.Private(t, u.WithDefaults(), m.Registry, 1, pooltest.FastBackoff())
 	out, err := outbound.New(outbound.Options{Metrics: m, Limits: lim})
 	if err != nil {
 		t.Fatal(err)

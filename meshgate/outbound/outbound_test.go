@@ -107,7 +107,7 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	}
 	e.addr = addrs[0]
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBLeastRequest, Connections: conns}
-	p := pooltest.Private(t, u, e.reg, endpoints, pooltest.FastBackoff())
+	p := pooltest.Private(t, u.WithDefaults(), e.reg, endpoints, pooltest.FastBackoff())
 	e.pool = p
 	var err error
 	e.out, err = outbound.New(outbound.Options{Metrics: e.metrics})

@@ -34,7 +34,7 @@ func startLegacy(t *testing.T, addr string, o legacy.ServerOptions) *legacy.Serv
 func newPool(t *testing.T, lb string, addrs []string, reg prometheus.Registerer) *upstream.PrivatePool {
 	t.Helper()
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: lb, Connections: 2}
-	return pooltest.Private(t, u, reg, len(addrs), pooltest.FastBackoff())
+	return pooltest.Private(t, u.WithDefaults(), reg, len(addrs), pooltest.FastBackoff())
 }
 
 func backends(t *testing.T, n int, o legacy.ServerOptions) ([]*legacy.Server, []string) {
@@ -61,7 +61,7 @@ func TestRoundRobinAndLeastRequestSpread(t *testing.T) {
 			// loaded machine) have their own tests in package resilience.
 			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: lb, Connections: 2}
 			u.Resilience.AdaptiveWeights.Disabled = true
-			p := pooltest.Private(t, u, nil, len(addrs), pooltest.FastBackoff())
+			p := pooltest.Private(t, u.WithDefaults(), nil, len(addrs), pooltest.FastBackoff())
 			ctx := testkit.Context(t, 5*time.Second)
 			for i := range 300 {
 				r, err := call(ctx, p, 1, fmt.Sprint(i))
@@ -270,7 +270,7 @@ func TestStress100k(t *testing.T) {
 	}
 	_, addrs := backends(t, 3, legacy.ServerOptions{Jitter: 500 * time.Microsecond})
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBConsistentHash, Connections: 3}
-	p := pooltest.Private(t, u, nil, 3)
+	p := pooltest.Private(t, u.WithDefaults(), nil, 3)
 	ctx := testkit.Context(t, 60*time.Second)
 	var next, bad, errs atomic.Int64
 	var wg sync.WaitGroup

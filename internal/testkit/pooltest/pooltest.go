@@ -17,12 +17,12 @@ import (
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
-// Private is an MGP/1 private pool for u (defaults applied; metrics on reg
-// when not nil), closed at cleanup, once healthy endpoints are connected
-// (within 5s).
+// Private is an MGP/1 private pool for u as given (call u.WithDefaults()
+// for the defaults; metrics on reg when not nil), closed at cleanup, once
+// healthy endpoints are connected (within 5s).
 func Private(tb testing.TB, u config.Upstream, reg prometheus.Registerer, healthy int, opts ...upstream.Option) *upstream.PrivatePool {
 	tb.Helper()
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, reg, opts...)
+	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, reg, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
