@@ -37,6 +37,18 @@ func Listen(tb testing.TB, addr string) net.Listener {
 	return ln
 }
 
+// FreeAddr is a loopback address that was free a moment ago (for a
+// component that must be given its address rather than report one).
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // Context is a context that ends after d or at cleanup.
 func Context(tb testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

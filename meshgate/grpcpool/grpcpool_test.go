@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,7 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 )
@@ -31,17 +30,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func backend(t *testing.T, name string, opts ...grpc.ServerOption) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer(opts...)
-	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{
-		"Who": func(context.Context, []byte) ([]byte, error) { return []byte(name), nil },
-	})
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
+	return testkit.Who(t, name, opts...)
 }
 
 func who(t *testing.T, p *Pool, uin uint64) string {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -116,7 +117,7 @@ func TestGzipCallEndToEnd(t *testing.T) {
 // TestUpstreamMaxRecvMsgSize: a gRPC upstream's reply over
 // upstreams[].max_recv_msg_size fails the MGP request with result 6.
 func TestUpstreamMaxRecvMsgSize(t *testing.T) {
-	grpcIn := freeAddr(t)
+	grpcIn := testkit.FreeAddr(t)
 	y := strings.Replace(doubleBridgeConfig(grpcIn, legacyServer(t), ""), "{name: self, protocol: grpc,", "{name: self, protocol: grpc, max_recv_msg_size: 4096,", 1)
 	rt := startReady(t, mustParse(t, y))
 	cl := dial(t, rt, "mgp-in", 1)

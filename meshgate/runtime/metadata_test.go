@@ -13,6 +13,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestInteropCustomMetadataDoubleBridge: grpc-go's interop custom_metadata
@@ -29,7 +31,7 @@ func TestInteropCustomMetadataDoubleBridge(t *testing.T) {
 	go func() { _ = is.Serve(iln) }()
 	t.Cleanup(is.Stop)
 
-	mgpIn := freeAddr(t)
+	mgpIn := testkit.FreeAddr(t)
 	const pairs = `[{ext: 0x8001, key: x-grpc-test-echo-initial}, {ext: 0x8002, key: x-grpc-test-echo-trailing-bin, trailer: true}]`
 	cfg := mustParse(t, fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}

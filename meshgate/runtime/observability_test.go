@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/accesslog"
 )
 
@@ -64,8 +65,7 @@ func startOTLP(t *testing.T) (*otlpReceiver, string) {
 	return o, ln.Addr().String()
 }
 
-// freeAddr returns a loopback address that was free a moment ago (for a
-// config that routes to its own listener).
+// attrs is an OTLP attribute list as a map of printed values.
 func attrs(kvs []*commonpb.KeyValue) map[string]string {
 	m := map[string]string{}
 	for _, kv := range kvs {
@@ -128,7 +128,7 @@ func TestTracingDoubleBridge(t *testing.T) {
 	t.Cleanup(func() { _ = ls.Close() })
 
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	grpcIn := freeAddr(t)
+	grpcIn := testkit.FreeAddr(t)
 	rt := startReady(t, mustParse(t, doubleBridgeConfig(grpcIn, ln.Addr().String(), fmt.Sprintf(`
 telemetry:
   tracing:
@@ -353,7 +353,7 @@ func warmUp(t *testing.T, cl *legacy.Client) int {
 // OpenTelemetry metrics of both the gRPC listener (server) and the gRPC
 // upstream (client) appear on /metrics beside meshgate_*.
 func TestGRPCMetricsOnAdmin(t *testing.T) {
-	grpcIn := freeAddr(t)
+	grpcIn := testkit.FreeAddr(t)
 	rt := startReady(t, mustParse(t, doubleBridgeConfig(grpcIn, legacyServer(t), "telemetry: {grpc_metrics: true}\n")))
 	cl := dial(t, rt, "mgp-in", 1)
 	warmUp(t, cl)
@@ -391,7 +391,7 @@ func TestTelemetryReload(t *testing.T) {
 	recv, otlpAddr := startOTLP(t)
 	dir := t.TempDir()
 	logA, logB := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
-	grpcIn := freeAddr(t)
+	grpcIn := testkit.FreeAddr(t)
 	legacyEP := legacyServer(t)
 	y := func(extra string) string { return doubleBridgeConfig(grpcIn, legacyEP, extra) }
 	rt := startReady(t, mustParse(t, y(fmt.Sprintf("telemetry: {tracing: {otlp_endpoint: %q, insecure: true}}\naccess_log: {path: %q}\n", otlpAddr, logA))))

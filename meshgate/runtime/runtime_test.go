@@ -19,28 +19,15 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // backend is a demo gRPC service whose test.Svc/Who answers its name.
-func backend(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{
-		"Who": func(context.Context, []byte) ([]byte, error) { return []byte(name), nil },
-	})
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
-}
+func backend(t *testing.T, name string) string { return testkit.Who(t, name) }
 
 func yamlConfig(grpcEP string, extra string) string {
 	return fmt.Sprintf(`

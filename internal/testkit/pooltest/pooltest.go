@@ -1,5 +1,5 @@
 // Package pooltest builds real upstream pools for unit tests: a private
-// pool dialed to live backends and waited on until healthy. It is apart
+// pool dialed to live backends and waited on until healthy, a gRPC pool. It is apart
 // from testkit because it imports meshgate/upstream (which imports
 // meshgate/grpcpool, whose own tests use testkit). Import it only from
 // _test.go files.
@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -38,4 +39,15 @@ func Private(tb testing.TB, u config.Upstream, reg prometheus.Registerer, health
 // FastBackoff is the reconnect backoff tests use (10ms..100ms).
 func FastBackoff() upstream.Option {
 	return upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond)
+}
+
+// GRPC is a gRPC pool for u as given, closed at cleanup.
+func GRPC(tb testing.TB, u config.Upstream, o grpcpool.Options) *grpcpool.Pool {
+	tb.Helper()
+	p, err := grpcpool.New(u, o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
 }
