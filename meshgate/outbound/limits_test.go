@@ -365,14 +365,6 @@ func bigReplyBackend(t *testing.T, n int) string {
 	return ln.Addr().String()
 }
 
-func heapInuse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse
-}
-
 // A client that never grants flow-control window pins at most
 // max_concurrent_streams replies, and the memory is released when its
 // connection reaches max_connection_age + grace.
@@ -384,7 +376,7 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 	)
 	e := newLimitEnvAt(t, config.Limits{MaxConcurrentStreams: maxStr, MaxConnectionAge: 1500 * time.Millisecond,
 		MaxConnectionAgeGrace: 500 * time.Millisecond}, bigReplyBackend(t, reply), 100)
-	before := heapInuse()
+	before := testkit.HeapInuse()
 	c := dialH2(t, e.addr)
 	for i := range streams {
 		if err := c.open(uint32(2*i+1), "/test.Echo/Echo", []byte("q")); err != nil {
@@ -397,7 +389,7 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 		defer c.mu.Unlock()
 		return c.data > 0 && len(c.ended) >= streams-maxStr
 	})
-	held := heapInuse() - before
+	held := testkit.HeapInuse() - before
 	// Each accepted stream pins its reply (~1 MiB) plus the request the
 	// server received; bound: 3 × reply per stream cap, plus slack.
 	if bound := uint64(maxStr*3*reply + 8<<20); held > bound {
@@ -411,7 +403,7 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 	}
 	var after uint64
 	poll(t, 5*time.Second, "memory release", func() bool {
-		after = heapInuse()
+		after = testkit.HeapInuse()
 		return after < before+6<<20 && (after < before || after-before < held/2)
 	})
 	t.Logf("after close: %+d KiB vs before", (int64(after)-int64(before))>>10)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -148,32 +149,15 @@ func TestReloadUnderLoadGRPCToPrivate(t *testing.T) {
 	rt := start(t, mustParse(t, grpcConfig(lA, demoEP)))
 	cc := grpcClient(t, rt.Addr("grpc-in").String())
 	stop := make(chan struct{})
-	var okN, failN atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for w := 0; w < 6; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				var o []byte
-				err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("r"), &o)
-				cancel()
-				if err != nil || string(o) != "r" {
-					failN.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
-					continue
-				}
-				okN.Add(1)
-			}
-		}()
-	}
+	wait := testkit.Load(6, stop, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		var o []byte
+		if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("r"), &o); err != nil || string(o) != "r" {
+			return fmt.Errorf("%q %v", o, err)
+		}
+		return nil
+	})
 	eps := []string{lB, lA}
 	for i := 0; i < 6; i++ {
 		time.Sleep(50 * time.Millisecond)
@@ -183,9 +167,9 @@ func TestReloadUnderLoadGRPCToPrivate(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
-	wg.Wait()
-	if failN.Load() != 0 || okN.Load() == 0 {
-		t.Fatalf("ok=%d failed=%d first error: %v", okN.Load(), failN.Load(), firstErr.Load())
+	okN, failN, errs := wait()
+	if failN != 0 || okN == 0 {
+		t.Fatalf("ok=%d failed=%d first errors: %v", okN, failN, errs)
 	}
-	t.Logf("%d gRPC→private calls across 6 reloads, 0 failed", okN.Load())
+	t.Logf("%d gRPC→private calls across 6 reloads, 0 failed", okN)
 }

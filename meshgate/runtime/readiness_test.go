@@ -189,14 +189,7 @@ func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	if time.Since(start) > time.Second {
 		t.Fatalf("test too slow to prove the grace: %v", time.Since(start))
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(6 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	testkit.Returns(t, done, 6*time.Second, "Shutdown")
 	if el := time.Since(start); el < time.Second {
 		t.Fatalf("Shutdown returned after %v, before drain_grace (1s)", el)
 	}

@@ -10,8 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,38 +170,13 @@ func TestBridgeAdminMetrics(t *testing.T) {
 // load runs workers sequential callers until stop; it returns ok and
 // failed counts.
 func load(t *testing.T, cl *legacy.Client, cmd uint32, workers int, stop <-chan struct{}) func() (int64, int64, []error) {
-	var okN, failN atomic.Int64
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r, err := call(cl, cmd, "x")
-				if err != nil || r.Result != 0 {
-					failN.Add(1)
-					mu.Lock()
-					if len(errs) < 5 {
-						if err == nil {
-							err = fmt.Errorf("result %d", r.Result)
-						}
-						errs = append(errs, err)
-					}
-					mu.Unlock()
-					continue
-				}
-				okN.Add(1)
-			}
-		}()
-	}
-	return func() (int64, int64, []error) { wg.Wait(); return okN.Load(), failN.Load(), errs }
+	return testkit.Load(workers, stop, func() error {
+		r, err := call(cl, cmd, "x")
+		if err == nil && r.Result != 0 {
+			err = fmt.Errorf("result %d", r.Result)
+		}
+		return err
+	})
 }
 
 func TestReloadUnderLoad(t *testing.T) {
@@ -370,14 +343,7 @@ func TestShutdownDrainUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	okN, failN, errs := wait()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(6 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	testkit.Returns(t, done, 6*time.Second, "Shutdown")
 	if failN != 0 || okN == 0 {
 		t.Fatalf("ok=%d failed=%d %v", okN, failN, errs)
 	}

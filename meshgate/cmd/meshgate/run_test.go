@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -88,14 +86,7 @@ func TestRunAndValidate(t *testing.T) {
 	}
 	_ = cl.Close()
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v", err)
-		}
-	case <-time.After(6 * time.Second):
-		t.Fatal("run did not drain and return")
-	}
+	testkit.Returns(t, done, 6*time.Second, "run")
 	demoSrv.Server.Stop()
 	goleak.VerifyNone(t)
 }
@@ -110,50 +101,29 @@ func TestRunSIGTERMDrainUnderLoad(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- runCmd(ctx, []string{"-c", path, "-log-level", "warn"}) }()
 	cl := dialRun(t, mgpAddr, 4)
-	var okN, failN atomic.Int64
 	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-quit:
-					return
-				default:
-				}
-				cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
-				r, err := cl.Call(cctx, 1, 0, []byte("x"), nil)
-				ccancel()
-				if err != nil || r.Result != 0 {
-					failN.Add(1)
-					return
-				}
-				okN.Add(1)
-			}
-		}()
-	}
+	wait := testkit.Load(8, quit, func() error {
+		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer ccancel()
+		r, err := cl.Call(cctx, 1, 0, []byte("x"), nil)
+		if err == nil && r.Result != 0 {
+			err = fmt.Errorf("result %d", r.Result)
+		}
+		return err
+	})
 	time.Sleep(150 * time.Millisecond)
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // still serving while draining
 	close(quit)
-	wg.Wait()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(8 * time.Second):
-		t.Fatal("run did not return after SIGTERM")
-	}
+	okN, failN, errs := wait()
+	testkit.Returns(t, done, 8*time.Second, "run")
 	_ = cl.Close()
 	demoSrv.Server.Stop()
-	if failN.Load() != 0 || okN.Load() == 0 {
-		t.Fatalf("ok=%d failed=%d", okN.Load(), failN.Load())
+	if failN != 0 || okN == 0 {
+		t.Fatalf("ok=%d failed=%d %v", okN, failN, errs)
 	}
-	t.Logf("%d requests, 0 failed, across SIGTERM drain", okN.Load())
+	t.Logf("%d requests, 0 failed, across SIGTERM drain", okN)
 	goleak.VerifyNone(t)
 }
