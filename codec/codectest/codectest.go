@@ -189,6 +189,27 @@ func ReadCorpus(dir string) (map[string][]byte, []string, error) {
 	return out, names, nil
 }
 
+// CheckSeeds runs CheckDecode with each codec on every seed of the
+// committed corpus testdata/fuzz/target (one subtest per seed); the corpus
+// must hold at least min seeds.
+func CheckSeeds(t *testing.T, target string, min int, cs ...codec.Codec) {
+	t.Helper()
+	seeds, names, err := ReadCorpus(filepath.Join("testdata", "fuzz", target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) < min {
+		t.Fatalf("%d seeds", len(names))
+	}
+	for _, n := range names {
+		t.Run(n, func(t *testing.T) {
+			for _, c := range cs {
+				CheckDecode(t, c, seeds[n])
+			}
+		})
+	}
+}
+
 // CheckDecode is the body of every codec's FuzzDecode: Decode must not
 // panic and must return a typed error, need more (need > len(data)) or a
 // frame; a decoded frame must re-encode (no larger, stably) and decode to the
