@@ -12,7 +12,11 @@ package testkit
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -84,4 +88,87 @@ func Succeeds(tb testing.TB, ctx context.Context, interval time.Duration, f func
 		case <-time.After(interval):
 		}
 	}
+}
+
+// Within polls cond every 10ms for up to d; the test fails ("timed out
+// after d waiting for what") if it never holds.
+func Within(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("timed out after %s waiting for %s", d, what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// ServeConns accepts connections on ln and runs handle on each in its own
+// goroutine until cleanup, which closes ln and every accepted connection
+// and waits for the handlers.
+func ServeConns(tb testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// Get fetches url and returns the status code and body.
+func Get(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	return HTTP(tb, http.MethodGet, url, "", "")
+}
+
+// HTTP sends one request (Content-Type ctype when not empty, headers as
+// name, value pairs) and returns the status code and body.
+func HTTP(tb testing.TB, method, url, ctype, body string, hdr ...string) (int, string) {
+	tb.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }

@@ -58,7 +58,7 @@ func TestMaxConnectionsRefused(t *testing.T) {
 	// Free a slot: a new connection is served again.
 	cls[0].nc.Close()
 	<-cls[0].done
-	poll(t, 5*time.Second, "the closed connection to be released", func() bool { return e.srv.Conns() == 2 })
+	testkit.Within(t, 5*time.Second, "the closed connection to be released", func() bool { return e.srv.Conns() == 2 })
 	if _, ok := e.dial().call(codec.Frame{Flags: codec.FlagHeartbeat}); !ok {
 		t.Fatal("no service after a slot was freed")
 	}
@@ -66,17 +66,6 @@ func TestMaxConnectionsRefused(t *testing.T) {
 
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
-}
-
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // dialAll opens n client connections, each answered once (so the server
@@ -112,7 +101,7 @@ func TestAnnouncedSizeNotAllocated(t *testing.T) {
 			t.Fatal("heartbeat not answered")
 		}
 	}
-	poll(t, 5*time.Second, "connections", func() bool { return e.srv.Conns() == conns })
+	testkit.Within(t, 5*time.Second, "connections", func() bool { return e.srv.Conns() == conns })
 	held := int64(testkit.HeapInuse()) - int64(before)
 	t.Logf("%d connections with a 4 MiB announcement: %+d KiB", conns, held>>10)
 	if held > 8<<20 {
@@ -230,11 +219,11 @@ func TestNonReadingClientCutOff(t *testing.T) {
 		defer close(done)
 		_, _ = nc.Write(reqs)
 	}()
-	poll(t, 10*time.Second, "the server to close the non-reading connection", func() bool { return e.srv.Conns() == 0 })
+	testkit.Within(t, 10*time.Second, "the server to close the non-reading connection", func() bool { return e.srv.Conns() == 0 })
 	nc.Close()
 	<-done
 	var held int64
-	poll(t, 5*time.Second, "queued replies to be released", func() bool {
+	testkit.Within(t, 5*time.Second, "queued replies to be released", func() bool {
 		held = int64(testkit.HeapInuse()) - int64(before)
 		return held < 4<<20
 	})

@@ -201,18 +201,6 @@ func slowBody(ms uint32) []byte {
 	return b
 }
 
-// poll waits up to d for cond.
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // 10,000 streams opened on one connection by a client ignoring the
 // advertised limit take at most max_concurrent_streams upstream slots; an
 // unrelated client is still served.
@@ -232,7 +220,7 @@ func TestStreamCapLeavesSecondClientServed(t *testing.T) {
 		}
 	}
 	// The streams the server took are at the upstream.
-	poll(t, 5*time.Second, "upstream calls in flight", func() bool { return e.pool.Stats().InFlight >= 100 })
+	testkit.Within(t, 5*time.Second, "upstream calls in flight", func() bool { return e.pool.Stats().InFlight >= 100 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out []byte
@@ -265,7 +253,7 @@ func TestPerConnectionInFlightCap(t *testing.T) {
 		}()
 	}
 	// While those run, another connection is served.
-	poll(t, 5*time.Second, "5 calls in flight", func() bool { return e.pool.Stats().InFlight >= 5 })
+	testkit.Within(t, 5*time.Second, "5 calls in flight", func() bool { return e.pool.Stats().InFlight >= 5 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var out []byte
@@ -290,7 +278,7 @@ func TestHeaderOnlyStreamsEnded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	poll(t, 5*time.Second, "header-only streams to be ended", func() bool { return c.endedCount() == n })
+	testkit.Within(t, 5*time.Second, "header-only streams to be ended", func() bool { return c.endedCount() == n })
 	c.mu.Lock()
 	for id, how := range c.ended {
 		if how != "status:4" && !strings.HasPrefix(how, "rst:") {
@@ -298,12 +286,12 @@ func TestHeaderOnlyStreamsEnded(t *testing.T) {
 		}
 	}
 	c.mu.Unlock()
-	poll(t, 5*time.Second, "goroutines to return", func() bool { return runtime.NumGoroutine() <= base+10 })
+	testkit.Within(t, 5*time.Second, "goroutines to return", func() bool { return runtime.NumGoroutine() <= base+10 })
 	// The connection still serves a normal call.
 	if err := c.open(uint32(2*n+1), "/test.Echo/Echo", []byte("ok")); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 5*time.Second, "a normal call", func() bool {
+	testkit.Within(t, 5*time.Second, "a normal call", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.ended[uint32(2*n+1)] == "status:0"
@@ -314,54 +302,24 @@ func TestHeaderOnlyStreamsEnded(t *testing.T) {
 // with an n-byte body, and heartbeats.
 func bigReplyBackend(t *testing.T, n int) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	ln := testkit.Listen(t, "127.0.0.1:0")
 	body := bytes.Repeat([]byte("r"), n)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
+	testkit.ServeConns(t, ln, func(nc net.Conn) {
+		c := mgp.New(0)
+		rd := codec.NewReader(nc, c, 4096)
+		var f codec.Frame
+		var out []byte
+		for rd.ReadFrame(&f) == nil {
+			resp := codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: codec.FlagResponse | f.Flags&codec.FlagHeartbeat}
+			if f.Flags&codec.FlagHeartbeat == 0 {
+				resp.Body = body
+			}
+			out, _ = c.Append(out[:0], &resp)
+			if _, err := nc.Write(out); err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c := mgp.New(0)
-				rd := codec.NewReader(nc, c, 4096)
-				var f codec.Frame
-				var out []byte
-				for rd.ReadFrame(&f) == nil {
-					resp := codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: codec.FlagResponse | f.Flags&codec.FlagHeartbeat}
-					if f.Flags&codec.FlagHeartbeat == 0 {
-						resp.Body = body
-					}
-					out, _ = c.Append(out[:0], &resp)
-					if _, err := nc.Write(out); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 
@@ -384,7 +342,7 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 		}
 	}
 	// Every stream is answered or refused.
-	poll(t, 5*time.Second, "streams to be served or refused", func() bool {
+	testkit.Within(t, 5*time.Second, "streams to be served or refused", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.data > 0 && len(c.ended) >= streams-maxStr
@@ -402,7 +360,7 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 		t.Fatal("connection not closed by max_connection_age + grace")
 	}
 	var after uint64
-	poll(t, 5*time.Second, "memory release", func() bool {
+	testkit.Within(t, 5*time.Second, "memory release", func() bool {
 		after = testkit.HeapInuse()
 		return after < before+6<<20 && (after < before || after-before < held/2)
 	})
@@ -445,7 +403,7 @@ func TestUpstreamAddressNotLeaked(t *testing.T) {
 		var out []byte
 		slow <- cc.Invoke(ctx, "/test.Echo/Slow", slowBody(3000), &out)
 	}()
-	poll(t, 5*time.Second, "the slow call to reach the upstream", func() bool { return e.pool.Stats().InFlight == 1 })
+	testkit.Within(t, 5*time.Second, "the slow call to reach the upstream", func() bool { return e.pool.Stats().InFlight == 1 })
 	e.backend.Close()
 	var msgs []string
 	if err := <-slow; err == nil {

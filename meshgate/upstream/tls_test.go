@@ -10,6 +10,7 @@ import (
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -37,17 +38,8 @@ func TestPrivateMTLSRotation(t *testing.T) {
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBRoundRobin, Connections: 1,
 		Heartbeat: 50 * time.Millisecond,
 		TLS:       testkit.Config(cf, "localhost")}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil,
-		upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond), upstream.WithTLSRefresh(refresh))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	p := pooltest.Private(t, u.WithDefaults(), nil, 1, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond), upstream.WithTLSRefresh(refresh))
+	ctx := testkit.Context(t, 10*time.Second)
 	if resp, err := call(ctx, p, 1, "before"); err != nil || string(resp.Body) != "before" {
 		t.Fatalf("call over TLS: %v", err)
 	}
@@ -142,16 +134,7 @@ func BenchmarkPrivatePoolDo(b *testing.B) {
 			}
 			_, addr := testkit.Legacy(b, nil, srvTLS, legacy.ServerOptions{})
 			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, Connections: 1, TLS: cliTLS}
-			p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := p.WaitHealthy(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
+			p := pooltest.Private(b, u.WithDefaults(), nil, 1)
 			body := make([]byte, 1024)
 			b.ReportAllocs()
 			b.ResetTimer()
