@@ -47,6 +47,17 @@ func Load(workers int, stop <-chan struct{}, call func() error) (wait func() (ok
 	}
 }
 
+// NoFailures waits for a Load (wait) and fails the test unless some calls
+// succeeded and none failed; it returns the successes.
+func NoFailures(tb testing.TB, wait func() (int64, int64, []error)) int64 {
+	tb.Helper()
+	ok, failed, errs := wait()
+	if failed != 0 || ok == 0 {
+		tb.Fatalf("ok=%d failed=%d first errors: %v", ok, failed, errs)
+	}
+	return ok
+}
+
 // Returns waits up to d for what's result on done: the test fails when
 // none arrives ("what did not return") or when it is an error.
 func Returns(tb testing.TB, done <-chan error, d time.Duration, what string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -241,17 +240,10 @@ func TestDuplicateAndLateRepliesCounted(t *testing.T) {
 }
 
 func TestNoEndpointsListening(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	u := config.Upstream{Name: "dead", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBConsistentHash}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil, upstream.WithBackoff(5*time.Millisecond, 20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	p := pooltest.Private(t, u.WithDefaults(), nil, 0, upstream.WithBackoff(5*time.Millisecond, 20*time.Millisecond))
+	ctx := testkit.Context(t, 5*time.Second)
 	if _, err := call(ctx, p, 9, "x"); !errors.Is(err, upstream.ErrNoHealthy) {
 		t.Fatalf("want ErrNoHealthy, got %v", err)
 	}

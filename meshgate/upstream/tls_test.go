@@ -92,15 +92,10 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 	s, addr := serveTLS(t, "127.0.0.1:0", srvTLS)
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, Connections: 1,
 		TLS: &config.TLS{CAFile: other["x"].CAFile}}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := pooltest.Private(t, u.WithDefaults(), nil, 0, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
 	// With one connection slot, a second connection attempt means the
 	// first handshake was refused.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 5*time.Second)
 	testkit.Succeeds(t, ctx, 10*time.Millisecond, func() error {
 		if s.Stats().Conns >= 3 {
 			return nil

@@ -20,7 +20,7 @@ import (
 
 // Private is an MGP/1 private pool for u as given (call u.WithDefaults()
 // for the defaults; metrics on reg when not nil), closed at cleanup, once
-// healthy endpoints are connected (within 5s).
+// healthy endpoints are connected (within 5s; 0 does not wait).
 func Private(tb testing.TB, u config.Upstream, reg prometheus.Registerer, healthy int, opts ...upstream.Option) *upstream.PrivatePool {
 	tb.Helper()
 	p, err := upstream.NewPrivatePool(u, mgp.New(0), nil, reg, opts...)
