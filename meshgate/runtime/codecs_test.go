@@ -43,6 +43,19 @@ func startFile(t *testing.T, dir, y string) (*Runtime, string) {
 	return start(t, cfg), path
 }
 
+// codecConfig is a config with the given codecs section and one private
+// listener per name, speaking codec le16-<name>, routing cmd 7 to
+// /demo.Echo/Upper of a demo backend.
+func codecConfig(t *testing.T, codecs string, names ...string) string {
+	var b strings.Builder
+	b.WriteString("admin: {address: \"127.0.0.1:0\"}\n" + codecs + "listeners:\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "  - {name: %s, kind: private, codec: le16-%s, address: 127.0.0.1:0, routes: [{cmd: 7, method: /demo.Echo/Upper, upstream: demo}]}\n", n, n)
+	}
+	fmt.Fprintf(&b, "upstreams:\n  - {name: demo, protocol: grpc, endpoints: [%q]}\n", backend(t, "A"))
+	return b.String()
+}
+
 // upperCall sends body on cmd 7 to addr with codec c and wants it back in
 // upper case (the routes below go to /demo.Echo/Upper).
 func upperCall(addr string, c codec.Codec, body string) error {
@@ -72,27 +85,7 @@ func TestDeclarativeCodecListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	inline := "      " + strings.ReplaceAll(strings.TrimSpace(string(spec)), "\n", "\n      ")
-	y := fmt.Sprintf(`
-admin: {address: "127.0.0.1:0"}
-codecs:
-  - {name: le16-file, file: le16.yaml}
-  - name: le16-inline
-    spec:
-%s
-listeners:
-  - name: file
-    kind: private
-    codec: le16-file
-    address: 127.0.0.1:0
-    routes: [{cmd: 7, method: /demo.Echo/Upper, upstream: demo}]
-  - name: inline
-    kind: private
-    codec: le16-inline
-    address: 127.0.0.1:0
-    routes: [{cmd: 7, method: /demo.Echo/Upper, upstream: demo}]
-upstreams:
-  - {name: demo, protocol: grpc, endpoints: [%q]}
-`, inline, backend(t, "A"))
+	y := codecConfig(t, "codecs:\n  - {name: le16-file, file: le16.yaml}\n  - name: le16-inline\n    spec:\n"+inline+"\n", "file", "inline")
 	rt, path := startFile(t, dir, y)
 	for _, name := range []string{"file", "inline"} {
 		if err := upperCall(rt.Addr(name).String(), c, "le16 body"); err != nil {
@@ -115,17 +108,7 @@ upstreams:
 func TestGoRegisteredCodec(t *testing.T) {
 	_, c := le16(t)
 	codec.Register("le16-go", func(max int) (codec.Codec, error) { return c.With("le16-go", max), nil })
-	rt, _ := startFile(t, t.TempDir(), fmt.Sprintf(`
-admin: {address: "127.0.0.1:0"}
-listeners:
-  - name: go
-    kind: private
-    codec: le16-go
-    address: 127.0.0.1:0
-    routes: [{cmd: 7, method: /demo.Echo/Upper, upstream: demo}]
-upstreams:
-  - {name: demo, protocol: grpc, endpoints: [%q]}
-`, backend(t, "A")))
+	rt, _ := startFile(t, t.TempDir(), codecConfig(t, "", "go"))
 	if err := upperCall(rt.Addr("go").String(), c, "go codec"); err != nil {
 		t.Fatal(err)
 	}
