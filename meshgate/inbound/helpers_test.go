@@ -1,7 +1,6 @@
 package inbound
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/codec/codectest"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/testkit"
@@ -142,16 +142,6 @@ func (e *env) dial() *client {
 	return cl
 }
 
-func cloneFrame(f *codec.Frame) codec.Frame {
-	out := *f
-	out.Body = bytes.Clone(f.Body)
-	out.Ext = nil
-	for _, x := range f.Ext {
-		out.Ext = append(out.Ext, codec.Ext{Key: x.Key, Value: bytes.Clone(x.Value)})
-	}
-	return out
-}
-
 func (cl *client) readLoop() {
 	defer close(cl.done)
 	rd := codec.NewReader(cl.nc, cl.c, 4096)
@@ -168,7 +158,7 @@ func (cl *client) readLoop() {
 			close(cl.got)
 			return
 		}
-		g := cloneFrame(&f)
+		g := codectest.Clone(&f)
 		cl.mu.Lock()
 		ch := cl.pend[g.Seq]
 		delete(cl.pend, g.Seq)

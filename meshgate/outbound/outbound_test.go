@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/codec/codectest"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
@@ -40,12 +41,7 @@ type seen struct {
 }
 
 func (s *seen) record(f *codec.Frame) {
-	c := *f
-	c.Body = append([]byte(nil), f.Body...)
-	c.Ext = nil
-	for _, e := range f.Ext {
-		c.Ext = append(c.Ext, codec.Ext{Key: e.Key, Value: append([]byte(nil), e.Value...)})
-	}
+	c := codectest.Clone(f)
 	s.mu.Lock()
 	s.last[string(c.Body)] = c
 	s.mu.Unlock()
