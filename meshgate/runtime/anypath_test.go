@@ -39,7 +39,7 @@ type legacyBackend struct {
 func startLegacy(t *testing.T) *legacyBackend {
 	t.Helper()
 	b := &legacyBackend{}
-	b.srv = legacy.NewServer(legacy.ServerOptions{EchoExt: true, OnRequest: func(f *codec.Frame) {
+	b.srv, b.addr = testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true, OnRequest: func(f *codec.Frame) {
 		c := codec.Frame{Cmd: f.Cmd, UIN: f.UIN, Seq: f.Seq}
 		for _, e := range f.Ext {
 			c.Ext = append(c.Ext, codec.Ext{Key: e.Key, Value: bytes.Clone(e.Value)})
@@ -48,13 +48,6 @@ func startLegacy(t *testing.T) *legacyBackend {
 		b.seen = append(b.seen, c)
 		b.mu.Unlock()
 	}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	go func() { _ = b.srv.Serve(ln) }()
-	t.Cleanup(func() { _ = b.srv.Close() })
 	return b
 }
 

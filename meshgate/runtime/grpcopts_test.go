@@ -3,7 +3,6 @@ package runtime
 import (
 	"bytes"
 	"context"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -45,18 +44,12 @@ func (p *payloadStats) HandleRPC(_ context.Context, s stats.RPCStats) {
 func TestGzipCallEndToEnd(t *testing.T) {
 	var mu sync.Mutex
 	var bodies [][]byte
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+	_, lAddr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
 		mu.Lock()
 		bodies = append(bodies, bytes.Clone(f.Body))
 		mu.Unlock()
 	}})
-	go func() { _ = ls.Serve(ln) }()
-	t.Cleanup(func() { _ = ls.Close() })
-	y := strings.Replace(grpcConfig(ln.Addr().String(), backend(t, "A")), "kind: grpc\n", "kind: grpc\n    max_recv_msg_size: 65536\n", 1)
+	y := strings.Replace(grpcConfig(lAddr, backend(t, "A")), "kind: grpc\n", "kind: grpc\n    max_recv_msg_size: 65536\n", 1)
 	rt := startReady(t, mustParse(t, y))
 
 	ps := &payloadStats{}

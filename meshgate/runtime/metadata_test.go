@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -22,14 +21,9 @@ import (
 // one echoed as a trailer) passes through gRPC → MGP → gRPC, with the two
 // keys mapped to application extensions by listeners[].metadata.
 func TestInteropCustomMetadataDoubleBridge(t *testing.T) {
-	iln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	is := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(is, interop.NewTestServer())
-	go func() { _ = is.Serve(iln) }()
-	t.Cleanup(is.Stop)
+	interopAddr := testkit.Serve(t, is, nil)
 
 	mgpIn := testkit.FreeAddr(t)
 	const pairs = `[{ext: 0x8001, key: x-grpc-test-echo-initial}, {ext: 0x8002, key: x-grpc-test-echo-trailing-bin, trailer: true}]`
@@ -50,7 +44,7 @@ listeners:
 upstreams:
   - {name: self, protocol: private, endpoints: [%q]}
   - {name: interop, protocol: grpc, endpoints: [%q]}
-`, pairs, mgpIn, pairs, mgpIn, iln.Addr().String()))
+`, pairs, mgpIn, pairs, mgpIn, interopAddr))
 	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,14 +23,8 @@ import (
 
 func legacyServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := legacy.NewServer(legacy.ServerOptions{EchoExt: true})
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() { s.Close() })
-	return ln.Addr().String()
+	_, addr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true})
+	return addr
 }
 
 func grpcConfig(legacyEP, grpcEP string) string {

@@ -107,11 +107,7 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 		t.Fatalf("ready with legacy down: %v", err)
 	}
 
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen(lAddr); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ls.Close() })
+	testkit.Legacy(t, testkit.Listen(t, lAddr), nil, legacy.ServerOptions{})
 	waitFor(t, func() bool { return rt.Admin().Ready() == nil })
 	cl := dial(t, rt, "mgp-in", 1)
 	if r, err := call(cl, 1, "ping"); err != nil || r.Result != 0 || string(r.Body) != "ping" {
@@ -160,11 +156,7 @@ func TestReadinessModes(t *testing.T) {
 // grace the listener stops. (Shutdown used to close the socket at once.)
 func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	gAddr := backend(t, "A")
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ls.Close() })
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	rt, err := New(mustParse(t, bothWaysConfig(gAddr, ls.Addr().String(), "")), Options{DrainQuiet: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -209,11 +201,7 @@ func TestGRPCUpstreamRecoversWithinBackoffMax(t *testing.T) {
 	}
 	gAddr := testkit.FreeAddr(t)
 	stop := serveDemoOn(t, gAddr)
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ls.Close() })
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	rt := start(t, mustParse(t, bothWaysConfig(gAddr, ls.Addr().String(), ", reconnect_backoff_max: 1s")))
 	cl := dial(t, rt, "mgp-in", 1)
 	if r, err := call(cl, 1, "a"); err != nil || r.Result != 0 {

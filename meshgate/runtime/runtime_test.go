@@ -357,12 +357,7 @@ func mustLoad(t *testing.T, path string) *config.Config {
 // served while it drains.
 func TestListenerReplacedOnSamePort(t *testing.T) {
 	ep := backend(t, "A")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	y := strings.Replace(yamlConfig(ep, ""), "address: 127.0.0.1:0", "address: "+addr, 1)
 	rt := start(t, mustParse(t, y))
 	old := dial(t, rt, "mgp-in", 1)
