@@ -314,18 +314,7 @@ func TestBackendKilledAndRecovers(t *testing.T) {
 	if _, err := e.invoke(ctx, "/test.Echo/Echo", []byte("x")); status.Code(err) != codes.Unavailable {
 		t.Fatalf("no backend: %v", err)
 	}
-	b := legacy.NewServer(legacy.ServerOptions{})
-	var lerr error
-	for range 50 {
-		if lerr = b.Listen(e.addr); lerr == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if lerr != nil {
-		t.Fatal(lerr)
-	}
-	defer b.Close()
+	testkit.Legacy(t, testkit.Listen(t, e.addr), nil, legacy.ServerOptions{}) // a just-closed port: Listen retries
 	if err := e.pool.WaitHealthy(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 )
 
@@ -56,11 +57,7 @@ func writeFrame(t *testing.T, nc net.Conn, f *codec.Frame) {
 
 func startLegacy(t *testing.T, o legacy.ServerOptions) *legacy.Server {
 	t.Helper()
-	s := legacy.NewServer(o)
-	if err := s.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, _ := testkit.Legacy(t, nil, nil, o)
 	return s
 }
 
@@ -299,13 +296,9 @@ func TestConcurrentCorrelation(t *testing.T) {
 }
 
 func BenchmarkRoundTrip(b *testing.B) {
-	s := legacy.NewServer(legacy.ServerOptions{})
-	if err := s.Listen("127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	_, addr := testkit.Legacy(b, nil, nil, legacy.ServerOptions{})
 	ctx := context.Background()
-	cn, err := privconn.Dial(ctx, s.Addr().String(), mgpc, privconn.Options{})
+	cn, err := privconn.Dial(ctx, addr, mgpc, privconn.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
