@@ -96,13 +96,7 @@ func Within(tb testing.TB, d time.Duration, what string, cond func() bool) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			tb.Fatalf("timed out after %s waiting for %s", d, what)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	Eventually(tb, ctx, 10*time.Millisecond, cond, "timed out after %s waiting for %s", d, what)
 }
 
 // ServeConns accepts connections on ln and runs handle on each in its own
