@@ -189,6 +189,52 @@ func ReadCorpus(dir string) (map[string][]byte, []string, error) {
 	return out, names, nil
 }
 
+// CheckGolden checks a codec against one golden frame: Append (after a
+// prefix, which it must keep) writes exactly wire; Decode of wire, alone
+// and followed by the bytes of a next frame, into a frame holding stale
+// state, consumes exactly wire and yields want.
+func CheckGolden(t testing.TB, c codec.Codec, wire []byte, want *codec.Frame) {
+	t.Helper()
+	got, err := c.Append([]byte("prefix"), want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[6:], wire) || string(got[:6]) != "prefix" {
+		t.Fatalf("Append:\n got %x\nwant prefix%x", got, wire)
+	}
+	for _, in := range [][]byte{wire, append(bytes.Clone(wire), 0x02, 0x01, 0xee)} {
+		f := codec.Frame{Result: 7, Ext: []codec.Ext{{Key: 9}}} // stale state is cleared
+		n, need, err := c.Decode(in, &f)
+		if err != nil || n != len(wire) || need != 0 {
+			t.Fatalf("Decode (%d bytes): n=%d need=%d err=%v", len(in), n, need, err)
+		}
+		if d := Diff(&f, want); d != "" {
+			t.Fatal(d)
+		}
+	}
+}
+
+// CheckSeeds runs CheckDecode with each codec on every seed of the
+// committed corpus testdata/fuzz/target (one subtest per seed); the corpus
+// must hold at least min seeds.
+func CheckSeeds(t *testing.T, target string, min int, cs ...codec.Codec) {
+	t.Helper()
+	seeds, names, err := ReadCorpus(filepath.Join("testdata", "fuzz", target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) < min {
+		t.Fatalf("%d seeds", len(names))
+	}
+	for _, n := range names {
+		t.Run(n, func(t *testing.T) {
+			for _, c := range cs {
+				CheckDecode(t, c, seeds[n])
+			}
+		})
+	}
+}
+
 // CheckDecode is the body of every codec's FuzzDecode: Decode must not
 // panic and must return a typed error, need more (need > len(data)) or a
 // frame; a decoded frame must re-encode (no larger, stably) and decode to the

@@ -183,19 +183,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 func TestSeedsPass(t *testing.T) {
-	seeds, names, err := codectest.ReadCorpus(filepath.Join("testdata", "fuzz", "FuzzDecode"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(names) < 5 {
-		t.Fatalf("%d seeds", len(names))
-	}
-	cs := []*Codec{mustLoad(t, "le16.yaml", fuzzMax), mustLoad(t, "mgp.yaml", fuzzMax)}
-	for _, n := range names {
-		for _, c := range cs {
-			codectest.CheckDecode(t, c, seeds[n])
-		}
-	}
+	codectest.CheckSeeds(t, "FuzzDecode", 5, mustLoad(t, "le16.yaml", fuzzMax), mustLoad(t, "mgp.yaml", fuzzMax))
 }
 
 // TestWriteSeeds regenerates this package's seed corpora when

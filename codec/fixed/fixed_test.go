@@ -63,25 +63,7 @@ func TestGolden(t *testing.T) {
 		{"le16.yaml", le16Empty, le16EmptyFrame},
 		{"mgp.yaml", mgpHex, mgpFrame},
 	} {
-		c := mustLoad(t, tc.spec, 0)
-		wire := hx(tc.wire)
-		got, err := c.Append([]byte("x"), &tc.frame)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got[1:], wire) {
-			t.Fatalf("%s Append:\n got %x\nwant %x", tc.spec, got[1:], wire)
-		}
-		var f codec.Frame
-		f.Ext = append(f.Ext, codec.Ext{Key: 9}) // stale state is cleared
-		f.Result = 7
-		n, need, err := c.Decode(append(wire, 0xee), &f)
-		if err != nil || n != len(wire) || need != 0 {
-			t.Fatalf("%s Decode: n=%d need=%d err=%v", tc.spec, n, need, err)
-		}
-		if d := codectest.Diff(&f, &tc.frame); d != "" {
-			t.Fatalf("%s: %s", tc.spec, d)
-		}
+		t.Run(tc.spec, func(t *testing.T) { codectest.CheckGolden(t, mustLoad(t, tc.spec, 0), hx(tc.wire), &tc.frame) })
 	}
 }
 

@@ -73,14 +73,5 @@ func slug(s string) string {
 
 // TestSeedsLoad makes sure the committed corpus parses and passes.
 func TestSeedsLoad(t *testing.T) {
-	seeds, names, err := codectest.ReadCorpus(filepath.Join("testdata", "fuzz", "FuzzDecode"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(names) < 5 {
-		t.Fatalf("%d seeds", len(names))
-	}
-	for _, n := range names {
-		t.Run(n, func(t *testing.T) { codectest.CheckDecode(t, New(fuzzMax), seeds[n]) })
-	}
+	codectest.CheckSeeds(t, "FuzzDecode", 5, New(fuzzMax))
 }

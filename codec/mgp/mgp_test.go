@@ -90,29 +90,7 @@ func TestGoldenFrames(t *testing.T) {
 		{"empty heartbeat", emptyHex, emptyFrame},
 		{"error response", errHex, errFrame},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			wire := hx(tc.wire)
-			got, err := c.Append([]byte("prefix"), &tc.frame)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got[6:], wire) || string(got[:6]) != "prefix" {
-				t.Fatalf("Append:\n got %x\nwant prefix%x", got, wire)
-			}
-			var f codec.Frame
-			n, need, err := c.Decode(wire, &f)
-			if err != nil || n != len(wire) || need != 0 {
-				t.Fatalf("Decode: n=%d need=%d err=%v", n, need, err)
-			}
-			if d := codectest.Diff(&f, &tc.frame); d != "" {
-				t.Fatal(d)
-			}
-			// Trailing bytes of a next frame are left alone.
-			n, _, err = c.Decode(append(wire, 0x02, 0x01), &f)
-			if err != nil || n != len(wire) {
-				t.Fatalf("Decode with trailing bytes: n=%d err=%v", n, err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { codectest.CheckGolden(t, c, hx(tc.wire), &tc.frame) })
 	}
 }
 

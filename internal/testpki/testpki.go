@@ -11,6 +11,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -42,29 +43,47 @@ type CA struct {
 
 // NewCA creates a self-signed CA with common name cn.
 func NewCA(cn string) (*CA, error) {
+	tmpl := template(cn)
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
+	tmpl.MaxPathLenZero = true
+	cert, der, key, err := create(tmpl, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ca: %w", ErrTestPKI, err)
+	}
+	return &CA{Cert: cert, Key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+}
+
+// template is what every certificate here starts from.
+func template(cn string) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"MeshGate test"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(Validity),
+	}
+}
+
+// create generates a key and signs tmpl with parent (self-signed when
+// parent is nil).
+func create(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, []byte, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("%w: key: %v", ErrTestPKI, err)
+		return nil, nil, nil, fmt.Errorf("key: %w", err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"MeshGate test"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(Validity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
+	if parent == nil {
+		parent, parentKey = tmpl, key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ca: %v", ErrTestPKI, err)
+		return nil, nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ca: %v", ErrTestPKI, err)
+		return nil, nil, nil, err
 	}
-	return &CA{Cert: cert, Key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+	return cert, der, key, nil
 }
 
 // CertPEM is the CA certificate in PEM.
@@ -101,20 +120,11 @@ func (l *Leaf) Serial() string { return fmt.Sprintf("%x", l.Cert.SerialNumber) }
 // DNS SAN, except names parsing as an IP (IP SAN) or containing "://"
 // (URI SAN, e.g. spiffe://meshgate/idc).
 func (ca *CA) IssueLeaf(cn string, names ...string) (*Leaf, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("%w: key: %v", ErrTestPKI, err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: cn, Organization: []string{"MeshGate test"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(Validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
+	tmpl := template(cn)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.DNSNames = []string{"localhost"}
+	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	for _, n := range append([]string{cn}, names...) {
 		switch {
 		case n == "" || n == "localhost":
@@ -131,14 +141,10 @@ func (ca *CA) IssueLeaf(cn string, names ...string) (*Leaf, error) {
 		}
 	}
 	ca.mu.Lock()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	cert, der, key, err := create(tmpl, ca.Cert, ca.Key)
 	ca.mu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("%w: leaf %s: %v", ErrTestPKI, cn, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("%w: leaf %s: %v", ErrTestPKI, cn, err)
+		return nil, fmt.Errorf("%w: leaf %s: %w", ErrTestPKI, cn, err)
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
@@ -201,6 +207,71 @@ func WriteSet(dir string, names ...string) (*CA, map[string]TLSFiles, error) {
 		out[n] = TLSFiles{CertFile: c, KeyFile: k, CAFile: caFile}
 	}
 	return ca, out, nil
+}
+
+// Rotate replaces the material in dir by a new CA's (common name cn):
+// dir/ca.pem and, for each name, dir/name.pem and dir/name-key.pem are
+// rewritten atomically, so peers reading the same files rotate. It returns
+// the new CA and the new leaves by name.
+func Rotate(dir, cn string, names ...string) (*CA, map[string]*Leaf, error) {
+	ca, err := NewCA(cn)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := ca.WriteCA(dir); err != nil {
+		return nil, nil, err
+	}
+	leaves := make(map[string]*Leaf, len(names))
+	for _, n := range names {
+		l, _, _, err := ca.IssueFiles(dir, n)
+		if err != nil {
+			return nil, nil, err
+		}
+		leaves[n] = l
+	}
+	return ca, leaves, nil
+}
+
+// CopyTo copies the three files to dir (same base names) and returns the
+// copies: a peer that keeps today's material while the originals rotate.
+func (f TLSFiles) CopyTo(dir string) (TLSFiles, error) {
+	out := TLSFiles{}
+	for _, c := range []struct {
+		src string
+		dst *string
+	}{{f.CertFile, &out.CertFile}, {f.KeyFile, &out.KeyFile}, {f.CAFile, &out.CAFile}} {
+		b, err := os.ReadFile(c.src)
+		if err != nil {
+			return TLSFiles{}, fmt.Errorf("%w: %w", ErrTestPKI, err)
+		}
+		*c.dst = filepath.Join(dir, filepath.Base(c.src))
+		if err := writeAtomic(*c.dst, b, 0o600); err != nil {
+			return TLSFiles{}, err
+		}
+	}
+	return out, nil
+}
+
+// ClientConfig is a static client tls.Config from the files as they are
+// now (a peer that never rotates): the leaf as client certificate (when
+// CertFile is set) and CAFile as the only root.
+func (f TLSFiles) ClientConfig(serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{ServerName: serverName, RootCAs: x509.NewCertPool()}
+	if f.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrTestPKI, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	pemBytes, err := os.ReadFile(f.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTestPKI, err)
+	}
+	if !cfg.RootCAs.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("%w: no certificate in %s", ErrTestPKI, f.CAFile)
+	}
+	return cfg, nil
 }
 
 func serial() *big.Int {

@@ -3,6 +3,7 @@ package testpki
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"net"
 	"os"
 	"testing"
@@ -89,5 +90,49 @@ func TestRotateChangesSerialAndSANs(t *testing.T) {
 	b, _ := os.ReadFile(cf)
 	if string(b) != string(l2.CertPEM) {
 		t.Fatal("file not rotated")
+	}
+}
+
+// TestRotateKeepsCopyAndClientConfig: Rotate rewrites the CA and the leaves
+// in place under a new CA, a CopyTo taken before keeps the old material,
+// and ClientConfig loads whichever files it is given.
+func TestRotateKeepsCopyAndClientConfig(t *testing.T) {
+	dir := t.TempDir()
+	ca1, files, err := WriteSet(dir, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := files["client"].CopyTo(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca2, leaves, err := Rotate(dir, "ca-two", "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaves["client"].Cert.Verify(x509.VerifyOptions{Roots: ca2.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("rotated leaf: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		f  TLSFiles
+		ca *CA
+	}{"rotated": {files["client"], ca2}, "copy": {old, ca1}} {
+		cfg, err := tc.f.ClientConfig("localhost")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: tc.ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Fatalf("%s: certificate not from its CA: %v", name, err)
+		}
+		if _, err := tc.ca.Cert.Verify(x509.VerifyOptions{Roots: cfg.RootCAs}); err != nil {
+			t.Fatalf("%s: roots do not hold its CA: %v", name, err)
+		}
+	}
+	if _, err := (TLSFiles{CAFile: files["client"].CertFile + ".missing"}).ClientConfig(""); !errors.Is(err, ErrTestPKI) {
+		t.Fatalf("missing ca_file: %v", err)
 	}
 }

@@ -3,12 +3,13 @@ package admin
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 func TestEndpoints(t *testing.T) {
@@ -17,15 +18,7 @@ func TestEndpoints(t *testing.T) {
 	s := New(m, func() any { return map[string]string{"listener": "l"} }, nil)
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
-	get := func(path string) (int, string) {
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { return testkit.Get(t, srv.URL+path) }
 	if c, _ := get("/healthz"); c != 200 {
 		t.Fatalf("healthz %d", c)
 	}
@@ -67,15 +60,7 @@ func serveAdmin(t *testing.T, s *Server) (admin, health func(path string) (int, 
 		_ = s.Shutdown(ctx)
 	})
 	getter := func(base string) func(string) (int, string) {
-		return func(path string) (int, string) {
-			resp, err := http.Get("http://" + base + path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			return resp.StatusCode, string(b)
-		}
+		return func(path string) (int, string) { return testkit.Get(t, "http://"+base+path) }
 	}
 	return getter(s.Addr().String()), getter(s.HealthAddr().String())
 }

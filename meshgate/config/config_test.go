@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -40,42 +39,134 @@ func TestParseAppliesDefaults(t *testing.T) {
 	}
 }
 
-// TestErrorsNameTheField: each bad config is rejected with an error naming
-// the offending field by its YAML path.
+// TestErrorsNameTheField: each bad config (a fixture with one edit) is
+// rejected with an ErrInvalid error naming the offending field by its YAML
+// path: core listeners, routes and upstreams; telemetry, access log,
+// message sizes, reflection, metadata and body; auth and authz; push;
+// resilience; migration (split, shadow, migrate).
 func TestErrorsNameTheField(t *testing.T) {
-	cases := map[string]struct{ from, to, field string }{
-		"unknown field":      {"kind: private", "kind: private\n    colour: red", "colour"},
-		"bad kind":           {"kind: grpc", "kind: http", "listeners[1].kind"},
-		"unknown upstream":   {"upstream: g}", "upstream: nope}", "listeners[0].routes[0].upstream"},
-		"cmd to grpc":        {"upstream: p}", "upstream: g}", "listeners[1].routes[0].cmd"},
-		"method to private":  {"upstream: g}", "upstream: p}", "listeners[0].routes[0].method"},
-		"rewrite_method→p":   {"cmd: 1, upstream: p}", "cmd: 1, upstream: p, rewrite_method: /a.B/C}", "listeners[1].routes[0].rewrite_method"},
-		"rewrite_cmd→g":      {"upstream: g}", "upstream: g, rewrite_cmd: 3}", "listeners[0].routes[0].rewrite_cmd"},
-		"bad method":         {"/demo.Echo/Echo", "demo.Echo/Echo", "listeners[0].routes[0].method"},
-		"dotdot method":      {"/demo.Echo/Echo", "/../Echo", "listeners[0].routes[0].method"},
-		"wildcard on priv":   {"/demo.Echo/Echo", "/demo.Echo/*", "listeners[0].routes[0].method"},
-		"bad address":        {"127.0.0.1:7000", "nowhere", "listeners[0].address"},
-		"bad lb":             {"lb: consistent_hash", "lb: random", "upstreams[1].lb"},
-		"no endpoints":       {"endpoints: [127.0.0.1:9000]", "endpoints: []", "upstreams[0].endpoints"},
-		"dup listener":       {"name: out", "name: in", "listeners[1].name"},
-		"unknown codec":      {"kind: private", "kind: private\n    codec: tars", "listeners[0].codec"},
-		"frame too big":      {"kind: private", "kind: private\n    max_frame_size: 999999999", "listeners[0].max_frame_size"},
-		"auth without keys":  {"kind: private", "kind: private\n    auth: {max_skew: 1s}", "listeners[0].auth.keys"},
-		"tls without key":    {"kind: private", "kind: private\n    tls: {cert_file: c.pem}", "listeners[0].tls.key_file"},
-		"upstream tls no ca": {"lb: consistent_hash", "lb: consistent_hash, tls: {cert_file: c, key_file: k}", "upstreams[1].tls.ca_file"},
+	const out = "kind: grpc" // the grpc listener of good
+	fixtures := map[string]struct{ y, dir string }{
+		"core": {good, ""}, "observability": {good, ""}, "auth": {authGood, ""}, "push": {good, ""},
+		"resilience": {resilGood, ""}, "migrate": {migrateGood, writeAllow(t, "1\n")},
 	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			if !strings.Contains(good, c.from) {
-				t.Fatalf("fixture lacks %q", c.from)
-			}
-			_, err := Parse([]byte(strings.Replace(good, c.from, c.to, 1)), "")
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field) {
-				t.Fatalf("error %q does not name %s", err, c.field)
-			}
+	for _, c := range []struct{ fixture, name, from, to, field string }{
+		{"core", "unknown field", "kind: private", "kind: private\n    colour: red", "colour"},
+		{"core", "bad kind", "kind: grpc", "kind: http", "listeners[1].kind"},
+		{"core", "unknown upstream", "upstream: g}", "upstream: nope}", "listeners[0].routes[0].upstream"},
+		{"core", "cmd to grpc", "upstream: p}", "upstream: g}", "listeners[1].routes[0].cmd"},
+		{"core", "method to private", "upstream: g}", "upstream: p}", "listeners[0].routes[0].method"},
+		{"core", "rewrite_method→p", "cmd: 1, upstream: p}", "cmd: 1, upstream: p, rewrite_method: /a.B/C}", "listeners[1].routes[0].rewrite_method"},
+		{"core", "rewrite_cmd→g", "upstream: g}", "upstream: g, rewrite_cmd: 3}", "listeners[0].routes[0].rewrite_cmd"},
+		{"core", "bad method", "/demo.Echo/Echo", "demo.Echo/Echo", "listeners[0].routes[0].method"},
+		{"core", "dotdot method", "/demo.Echo/Echo", "/../Echo", "listeners[0].routes[0].method"},
+		{"core", "wildcard on priv", "/demo.Echo/Echo", "/demo.Echo/*", "listeners[0].routes[0].method"},
+		{"core", "bad address", "127.0.0.1:7000", "nowhere", "listeners[0].address"},
+		{"core", "bad lb", "lb: consistent_hash", "lb: random", "upstreams[1].lb"},
+		{"core", "no endpoints", "endpoints: [127.0.0.1:9000]", "endpoints: []", "upstreams[0].endpoints"},
+		{"core", "dup listener", "name: out", "name: in", "listeners[1].name"},
+		{"core", "unknown codec", "kind: private", "kind: private\n    codec: tars", "listeners[0].codec"},
+		{"core", "frame too big", "kind: private", "kind: private\n    max_frame_size: 999999999", "listeners[0].max_frame_size"},
+		{"core", "auth without keys", "kind: private", "kind: private\n    auth: {max_skew: 1s}", "listeners[0].auth.keys"},
+		{"core", "tls without key", "kind: private", "kind: private\n    tls: {cert_file: c.pem}", "listeners[0].tls.key_file"},
+		{"core", "upstream tls no ca", "lb: consistent_hash", "lb: consistent_hash, tls: {cert_file: c, key_file: k}", "upstreams[1].tls.ca_file"},
+		{"observability", "tracing no endpoint", "listeners:", "telemetry: {tracing: {insecure: true}}\nlisteners:", "telemetry.tracing.otlp_endpoint"},
+		{"observability", "tracing bad endpoint", "listeners:", "telemetry: {tracing: {otlp_endpoint: nowhere, insecure: true}}\nlisteners:", "telemetry.tracing.otlp_endpoint"},
+		{"observability", "tracing no tls", "listeners:", "telemetry: {tracing: {otlp_endpoint: 'c:4317'}}\nlisteners:", "telemetry.tracing.tls"},
+		{"observability", "tracing tls+insecure", "listeners:", "telemetry: {tracing: {otlp_endpoint: 'c:4317', insecure: true, tls: {ca_file: ca.pem}}}\nlisteners:", "telemetry.tracing.insecure"},
+		{"observability", "tracing tls no ca", "listeners:", "telemetry: {tracing: {otlp_endpoint: 'c:4317', tls: {server_name: c}}}\nlisteners:", "telemetry.tracing.tls.ca_file"},
+		{"observability", "sampling ratio", "listeners:", "telemetry: {tracing: {otlp_endpoint: 'c:4317', insecure: true, sampling_ratio: 1.5}}\nlisteners:", "telemetry.tracing.sampling_ratio"},
+		{"observability", "log sample ratio", "listeners:", "access_log: {sample_ratio: 0}\nlisteners:", "access_log.sample_ratio"},
+		{"observability", "recv size", out, out + "\n    max_recv_msg_size: -1", "listeners[1].max_recv_msg_size"},
+		{"observability", "send size", out, out + "\n    max_send_msg_size: 2000000000", "listeners[1].max_send_msg_size"},
+		{"observability", "size on private", "kind: private", "kind: private\n    max_recv_msg_size: 10", "listeners[0].max_recv_msg_size"},
+		{"observability", "upstream size", "lb: consistent_hash", "lb: consistent_hash, max_recv_msg_size: -5", "upstreams[1].max_recv_msg_size"},
+		{"observability", "reflection empty", out, out + "\n    reflection: {descriptor_sets: []}", "listeners[1].reflection.descriptor_sets"},
+		{"observability", "metadata low ext", out, out + "\n    metadata: [{ext: 4, key: x-a}]", "listeners[1].metadata[0].ext"},
+		{"observability", "metadata dup ext", out, out + "\n    metadata: [{ext: 0x8001, key: x-a}, {ext: 0x8001, key: x-b}]", "listeners[1].metadata[1].ext"},
+		{"observability", "metadata bad key", out, out + "\n    metadata: [{ext: 0x8001, key: X-A}]", "listeners[1].metadata[0].key"},
+		{"observability", "metadata grpc key", out, out + "\n    metadata: [{ext: 0x8001, key: grpc-timeout}]", "listeners[1].metadata[0].key"},
+		{"observability", "metadata mgp key", out, out + "\n    metadata: [{ext: 0x8001, key: x-mgp-uin}]", "listeners[1].metadata[0].key"},
+		{"observability", "body format", "upstream: p}", "upstream: p, body: {format: xml}}", "listeners[1].routes[0].body.format"},
+		{"observability", "body no types", "upstream: p}", "upstream: p, body: {format: json}}", "listeners[1].routes[0].body.request_type"},
+		{"observability", "body no descriptors", "upstream: p}", "upstream: p, body: {format: json, request_type: a.B, response_type: a.C}}", "listeners[1].routes[0].body"},
+		{"auth", "unknown key id", "key_ids: [1, 2]", "key_ids: [1, 9]", "listeners[0].authz.allow[0].key_ids[1]"},
+		{"auth", "no key ids", "key_ids: [1, 2], ", "", "listeners[0].authz.allow[0].key_ids"},
+		{"auth", "no cmds", ", cmds: [1]", "", "listeners[0].authz.allow[0].cmds"},
+		{"auth", "methods on private", "cmds: [1]}", "cmds: [1], methods: [/a.B/C]}", "listeners[0].authz.allow[0].methods"},
+		{"auth", "identities on private", "cmds: [1]}", "cmds: [1], identities: [\"dns:a.b\"]}", "listeners[0].authz.allow[0].identities"},
+		{"auth", "authz without auth", "    auth: {keys: {1: \"s1\", 2: \"s2\"}, max_skew: 30s}\n", "", "listeners[0].authz"},
+		{"auth", "empty allow", "        - {key_ids: [1, 2], cmds: [1]}\n", "", "listeners[0].authz.allow"},
+		{"auth", "negative max_skew", "max_skew: 30s", "max_skew: -1s", "listeners[0].auth.max_skew"},
+		{"auth", "huge max_skew", "max_skew: 30s", "max_skew: 1h", "listeners[0].auth.max_skew"},
+		{"auth", "negative max_nonces", "max_skew: 30s", "max_skew: 30s, max_nonces: -1", "listeners[0].auth.max_nonces"},
+		{"auth", "per key above total", "max_skew: 30s", "max_skew: 30s, max_nonces: 10, max_nonces_per_key: 11", "listeners[0].auth.max_nonces_per_key"},
+		{"auth", "empty secret", `2: "s2"`, `2: ""`, "listeners[0].auth.keys[2]"},
+		{"auth", "bad method pattern", "/legacy.L/Get,", "/legacy.L/Get/x,", "listeners[1].authz.allow[0].methods[0]"},
+		{"auth", "wildcard method prefix", "/legacy.L/*]", "/legacy.*]", "listeners[1].authz.allow[0].methods[1]"},
+		{"auth", "bad identity", "dns:web.game.svc", "dns:web..svc", "listeners[1].authz.allow[0].identities[1]"},
+		{"auth", "wildcard identity", "dns:web.game.svc", "dns:*.game.svc", "listeners[1].authz.allow[0].identities[1]"},
+		{"auth", "uri without host", "spiffe://example.org/ns/game/sa/web", "spiffe:///web", "listeners[1].authz.allow[0].identities[0]"},
+		{"auth", "no identities", "identities: [\"spiffe://example.org/ns/game/sa/web\", \"dns:web.game.svc\"], ", "", "listeners[1].authz.allow[0].identities"},
+		{"auth", "key ids on grpc", "methods: [/legacy.L/Get, /legacy.L/*]}", "methods: [/legacy.L/Get], key_ids: [1]}", "listeners[1].authz.allow[0].key_ids"},
+		{"auth", "authz without mtls", ", ca_file: ca.pem}", "}", "listeners[1].authz"},
+		{"auth", "auth on grpc", "    tls: {cert_file", "    auth: {keys: {1: x}}\n    tls: {cert_file", "listeners[1].auth"},
+		{"auth", "auth on other codec", "kind: private\n", "kind: private\n    codec: le\n", "listeners[0].auth"},
+		{"push", "bad stream", "upstream: g}", "upstream: g, stream: both}", "listeners[0].routes[0].stream"},
+		{"push", "oneway stream", "upstream: p}", "upstream: p, stream: server, oneway: true}", "listeners[1].routes[0].oneway"},
+		{"push", "json stream", "upstream: g}", "upstream: g, stream: bidi, body: {format: json}}", "listeners[0].routes[0].body: body transcoding applies to unary routes only"},
+		{"push", "api on private", "address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {api: true}\n", "listeners[0].push.api"},
+		{"push", "tiny queue", "address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {login_cmd: 1, queue_bytes: 10}\n", "listeners[0].push.queue_bytes"},
+		{"push", "conns per uin", "address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {login_cmd: 1, max_conns_per_uin: -1}\n", "listeners[0].push.max_conns_per_uin"},
+		{"push", "claimable uin", "address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    push: {}\n", "listeners[0].push.login_cmd"},
+		{"push", "grpc without api", "address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {}\n", "listeners[1].push.api"},
+		{"push", "grpc login", "address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {api: true, login_cmd: 3}\n", "listeners[1].push"},
+		{"push", "bad to", "lb: consistent_hash}", "lb: consistent_hash, push: {to: nowhere}}", "upstreams[1].push.to"},
+		{"push", "open push api", "address: 127.0.0.1:7001\n", "address: 0.0.0.0:7001\n    push: {api: true}\n", "listeners[1].push.api: the push API on a non-loopback address needs mTLS"},
+		{"push", "grpc trust_uin", "address: 127.0.0.1:7001\n", "address: 127.0.0.1:7001\n    push: {api: true, trust_uin: true}\n", "listeners[1].push"},
+		{"push", "downstream no lis", "lb: consistent_hash}", "lb: consistent_hash, push: {to: downstream}}", "upstreams[1].push.to"},
+		{"push", "grpc no method", "lb: consistent_hash}", "lb: consistent_hash, push: {to: grpc, upstream: g}}", "upstreams[1].push.method"},
+		{"push", "grpc wrong up", "lb: consistent_hash}", "lb: consistent_hash, push: {to: grpc, method: /a.B/C, upstream: p}}", "upstreams[1].push.upstream"},
+		{"push", "grpc no up", "lb: consistent_hash}", "lb: consistent_hash, push: {to: grpc, method: /a.B/C}}", "upstreams[1].push.upstream"},
+		{"push", "push on grpc up", "endpoints: [127.0.0.1:9000]}", "endpoints: [127.0.0.1:9000], push: {to: grpc, method: /a.B/C, upstream: g}}", "upstreams[0].push"},
+		{"resilience", "retry not idempotent", "upstream: g, switch: recommend}", "upstream: g, max_attempts: 3}", "listeners[0].routes[1].max_attempts"},
+		{"resilience", "hedge not idempotent", "upstream: g, switch: recommend}", "upstream: g, hedge_delay: 1ms}", "listeners[0].routes[1].hedge_delay"},
+		{"resilience", "bad retry_on", "idempotent: true,", "idempotent: true, retry_on: [always],", "listeners[0].routes[0].retry_on[0]"},
+		{"resilience", "unknown switch", "switch: recommend}", "switch: nope}", "listeners[0].routes[1].switch"},
+		{"resilience", "ejection pct", "base_ejection_time: 1s}", "max_ejection_percent: 101}", "upstreams[0].resilience.outlier_detection.max_ejection_percent"},
+		{"resilience", "max below base", "base_ejection_time: 1s}", "base_ejection_time: 10s, max_ejection_time: 1s}", "upstreams[0].resilience.outlier_detection.max_ejection_time"},
+		{"resilience", "limits", "{enabled: true}", "{enabled: true, min_limit: 10, max_limit: 5}", "upstreams[0].resilience.adaptive_concurrency.max_limit"},
+		{"resilience", "tolerance", "{enabled: true}", "{enabled: true, tolerance: 0.5}", "upstreams[0].resilience.adaptive_concurrency.tolerance"},
+		{"resilience", "budget", "adaptive_concurrency:", "retry_budget: {budget_percent: 200}\n      adaptive_concurrency:", "upstreams[0].resilience.retry_budget.budget_percent"},
+		{"resilience", "breaker", "adaptive_concurrency:", "circuit_breaker: {max_wait: -1s}\n      adaptive_concurrency:", "upstreams[0].resilience.circuit_breaker.max_wait"},
+		{"resilience", "min_remaining", "adaptive_concurrency:", "min_remaining: -1ms\n      adaptive_concurrency:", "upstreams[0].resilience.min_remaining"},
+		{"resilience", "reserve", "{max_in_flight: 100}", "{max_in_flight: 100, core_reserve_percent: 101}", "listeners[0].overload.core_reserve_percent"},
+		{"resilience", "dup switch", "switches:\n", "switches:\n  - {name: recommend}\n", "switches[1].name"},
+		{"resilience", "switch result", `{message: "feature off"}`, `{result: 70000}`, "switches[0].reply.result"},
+		{"resilience", "unknown field", "{enabled: true}", "{enabled: true, bogus: 1}", "bogus"},
+		{"migrate", "percent range", "percent: 5,", "percent: 101,", "listeners[0].routes[0].split.backends[1].percent"},
+		{"migrate", "percent decimals", "percent: 5,", "percent: 5.001,", "listeners[0].routes[0].split.backends[1].percent"},
+		{"migrate", "unknown backend", "- {upstream: g2, percent", "- {upstream: nope, percent", "listeners[0].routes[0].split.backends[1].upstream"},
+		{"migrate", "dup backend", "- {upstream: g2, percent", "- {upstream: g, percent", "listeners[0].routes[0].split.backends[1].upstream"},
+		{"migrate", "bad by", "split:\n", "split:\n          by: coin\n", "listeners[0].routes[0].split.by"},
+		{"migrate", "base mismatch", "method: /demo.Echo/Echo\n", "method: /demo.Echo/Echo\n        upstream: g2\n", "listeners[0].routes[0].upstream"},
+		{"migrate", "allow upstream", "allow: {uins", "allow: {upstream: x, uins", "listeners[0].routes[0].split.allow.upstream"},
+		{"migrate", "caller upstream", "upstream: g2}]", "upstream: zz}]", "listeners[0].routes[0].split.callers[0].upstream"},
+		{"migrate", "range not range", "method: /demo.EchoV2/Echo}", "method: /demo.EchoV2/Echo, uin_ranges: [{min: 1, max: 2}]}", "listeners[0].routes[0].split.backends[1].uin_ranges"},
+		{"migrate", "backend method", "/demo.EchoV2/Echo", "demo", "listeners[0].routes[0].split.backends[1].method"},
+		{"migrate", "method to private", "- {upstream: g2, percent: 5, method: /demo.EchoV2/Echo}", "- {upstream: p, percent: 5, method: /demo.EchoV2/Echo}", "listeners[0].routes[0].split.backends[1].method"},
+		{"migrate", "shadow method", "shadow: {upstream: g2,", "shadow: {upstream: g2, method: nope,", "listeners[0].routes[0].shadow.method"},
+		{"migrate", "shadow upstream", "shadow: {upstream: g2", "shadow: {upstream: gg", "listeners[0].routes[0].shadow.upstream"},
+		{"migrate", "shadow queue", "ignore_ext: [32769]}", "queue: 100000}", "listeners[0].routes[0].shadow.queue"},
+		{"migrate", "shadow percent", "ignore_ext: [32769]}", "percent: -1}", "listeners[0].routes[0].shadow.percent"},
+		{"migrate", "shadow keep", "ignore_ext: [32769]}", "diffs: {keep: 20000}}", "listeners[0].routes[0].shadow.diffs.keep"},
+		{"migrate", "window", "upstreams:\n", "migrate: {window: 1s}\nupstreams:\n", "migrate.window"},
+		{"migrate", "short token", "upstreams:\n", "migrate: {token: abc}\nupstreams:\n", "migrate.token"},
+		{"migrate", "token file", "upstreams:\n", "migrate: {token_file: nope.txt}\nupstreams:\n", "migrate.token_file"},
+	} {
+		t.Run(c.fixture+"/"+c.name, func(t *testing.T) {
+			f := fixtures[c.fixture]
+			wantFieldError(t, edit(t, f.y, c.from, c.to), f.dir, c.field)
 		})
 	}
 }
@@ -96,5 +187,18 @@ func TestCheckMethod(t *testing.T) {
 		if err := CheckMethod(m, true); (err == nil) != ok {
 			t.Errorf("CheckMethod(%q) = %v, want ok=%v", m, err, ok)
 		}
+	}
+}
+
+func TestObservabilityDefaults(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(good, "listeners:", "telemetry: {tracing: {otlp_endpoint: 'c:4317', insecure: true}}\naccess_log: {hash_uin: true}\nlisteners:", 1)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Telemetry.Tracing.Ratio() != 1 || c.AccessLog.Ratio() != 1 {
+		t.Fatalf("ratios %v %v", c.Telemetry.Tracing.Ratio(), c.AccessLog.Ratio())
+	}
+	if l := c.Listeners[1]; l.RecvSize() != DefaultMaxMsgSize || l.SendSize() != DefaultMaxMsgSize {
+		t.Fatalf("msg sizes %d %d", l.RecvSize(), l.SendSize())
 	}
 }

@@ -92,37 +92,7 @@ func TestMigrateAllowFileReloaded(t *testing.T) {
 }
 
 func TestMigrateErrorsNameTheField(t *testing.T) {
-	cases := map[string]struct{ from, to, field string }{
-		"percent range":     {"percent: 5,", "percent: 101,", "listeners[0].routes[0].split.backends[1].percent"},
-		"percent decimals":  {"percent: 5,", "percent: 5.001,", "listeners[0].routes[0].split.backends[1].percent"},
-		"unknown backend":   {"- {upstream: g2, percent", "- {upstream: nope, percent", "listeners[0].routes[0].split.backends[1].upstream"},
-		"dup backend":       {"- {upstream: g2, percent", "- {upstream: g, percent", "listeners[0].routes[0].split.backends[1].upstream"},
-		"bad by":            {"split:\n", "split:\n          by: coin\n", "listeners[0].routes[0].split.by"},
-		"base mismatch":     {"method: /demo.Echo/Echo\n", "method: /demo.Echo/Echo\n        upstream: g2\n", "listeners[0].routes[0].upstream"},
-		"allow upstream":    {"allow: {uins", "allow: {upstream: x, uins", "listeners[0].routes[0].split.allow.upstream"},
-		"caller upstream":   {"upstream: g2}]", "upstream: zz}]", "listeners[0].routes[0].split.callers[0].upstream"},
-		"range not range":   {"method: /demo.EchoV2/Echo}", "method: /demo.EchoV2/Echo, uin_ranges: [{min: 1, max: 2}]}", "listeners[0].routes[0].split.backends[1].uin_ranges"},
-		"backend method":    {"/demo.EchoV2/Echo", "demo", "listeners[0].routes[0].split.backends[1].method"},
-		"method to private": {"- {upstream: g2, percent: 5, method: /demo.EchoV2/Echo}", "- {upstream: p, percent: 5, method: /demo.EchoV2/Echo}", "listeners[0].routes[0].split.backends[1].method"},
-		"shadow method":     {"shadow: {upstream: g2,", "shadow: {upstream: g2, method: nope,", "listeners[0].routes[0].shadow.method"},
-		"shadow upstream":   {"shadow: {upstream: g2", "shadow: {upstream: gg", "listeners[0].routes[0].shadow.upstream"},
-		"shadow queue":      {"ignore_ext: [32769]}", "queue: 100000}", "listeners[0].routes[0].shadow.queue"},
-		"shadow percent":    {"ignore_ext: [32769]}", "percent: -1}", "listeners[0].routes[0].shadow.percent"},
-		"shadow keep":       {"ignore_ext: [32769]}", "diffs: {keep: 20000}}", "listeners[0].routes[0].shadow.diffs.keep"},
-		"window":            {"upstreams:\n", "migrate: {window: 1s}\nupstreams:\n", "migrate.window"},
-		"short token":       {"upstreams:\n", "migrate: {token: abc}\nupstreams:\n", "migrate.token"},
-		"token file":        {"upstreams:\n", "migrate: {token_file: nope.txt}\nupstreams:\n", "migrate.token_file"},
-	}
 	dir := writeAllow(t, "1\n")
-	for name, tc := range cases {
-		if !strings.Contains(migrateGood, tc.from) {
-			t.Fatalf("%s: %q not in the base config", name, tc.from)
-		}
-		_, err := Parse([]byte(strings.Replace(migrateGood, tc.from, tc.to, 1)), dir)
-		if err == nil || !strings.Contains(err.Error(), tc.field+":") {
-			t.Errorf("%s: error %v, want one naming %s", name, err, tc.field)
-		}
-	}
 	// a bad allow file names the field, the file and the line
 	_, err := Parse([]byte(migrateGood), writeAllow(t, "1\nx2\n"))
 	if err == nil || !strings.Contains(err.Error(), "listeners[0].routes[0].split.allow.file:") || !strings.Contains(err.Error(), "allow.txt:2") {

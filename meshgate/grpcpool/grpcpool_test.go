@@ -2,16 +2,6 @@ package grpcpool
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -19,10 +9,9 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 )
@@ -31,17 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func backend(t *testing.T, name string, opts ...grpc.ServerOption) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer(opts...)
-	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{
-		"Who": func(context.Context, []byte) ([]byte, error) { return []byte(name), nil },
-	})
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
+	return testkit.Who(t, name, opts...)
 }
 
 func who(t *testing.T, p *Pool, uin uint64) string {
@@ -146,14 +125,12 @@ func TestSame(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	dir := t.TempDir()
-	caCert, caKey := newCA(t)
-	writePEM(t, filepath.Join(dir, "ca.pem"), "CERTIFICATE", caCert.Raw)
-	srvDER, srvKey := leaf(t, caCert, caKey, "backend.test")
-	cert := tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
-	ep := backend(t, "tls", grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	dir, _, files := testkit.PKI(t, "backend.test")
+	srv := files["backend.test"]
+	srv.CAFile = "" // no client certificates asked
+	ep := backend(t, "tls", grpc.Creds(testkit.TLSServer(t, srv, 0).Credentials()))
 	u := config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{ep}, LB: "round_robin", Connections: 1,
-		TLS: &config.TLS{CAFile: filepath.Join(dir, "ca.pem"), ServerName: "backend.test"}}
+		TLS: &config.TLS{CAFile: files["backend.test"].CAFile, ServerName: "backend.test"}}
 	p, err := New(u, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +140,7 @@ func TestTLS(t *testing.T) {
 		t.Fatal("tls call")
 	}
 	// Wrong server name: the handshake fails.
-	u.TLS = &config.TLS{CAFile: filepath.Join(dir, "ca.pem"), ServerName: "other.test"}
+	u.TLS = &config.TLS{CAFile: files["backend.test"].CAFile, ServerName: "other.test"}
 	q, err := New(u, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -178,37 +155,6 @@ func TestTLS(t *testing.T) {
 	u.TLS = &config.TLS{CAFile: filepath.Join(dir, "missing.pem")}
 	if _, err := New(u, Options{}); err == nil {
 		t.Fatal("missing CA accepted")
-	}
-}
-
-func newCA(t *testing.T) (*x509.Certificate, *ecdsa.PrivateKey) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c, key
-}
-
-func leaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string) ([]byte, *ecdsa.PrivateKey) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, key
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/meshgate/meshgate/internal/demo"
-	"github.com/meshgate/meshgate/internal/testpki"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
@@ -33,24 +33,9 @@ func (l countingListener) Accept() (net.Conn, error) {
 // tlsBackend serves test.Svc/Who on addr with srv's TLS; stop stops it.
 func tlsBackend(t *testing.T, addr, name string, srv *tlsconf.Server, accepts *atomic.Int64) (bound string, stop func()) {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 50 { // a just-closed port may need a moment to rebind
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer(grpc.Creds(srv.Credentials()))
-	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{
-		"Who": func(context.Context, []byte) ([]byte, error) { return []byte(name), nil },
-	})
-	go func() { _ = gs.Serve(countingListener{ln, accepts}) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String(), gs.Stop
+	st := &testkit.Stub{Listener: countingListener{testkit.Listen(t, addr), accepts}, Options: []grpc.ServerOption{grpc.Creds(srv.Credentials())},
+		Services: map[string]map[string]demo.Handler{"test.Svc": testkit.WhoMethods(name)}}
+	return st.Start(t), st.Server.Stop
 }
 
 // TestTLSRotation: a gRPC upstream over mTLS; the CA and both sides'
@@ -60,22 +45,14 @@ func tlsBackend(t *testing.T, addr, name string, srv *tlsconf.Server, accepts *a
 // backend trusts only the new CA).
 func TestTLSRotation(t *testing.T) {
 	const refresh = 20 * time.Millisecond
-	dir := t.TempDir()
-	_, files, err := testpki.WriteSet(dir, "server", "client")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, _, files := testkit.PKI(t, "server", "client")
 	sf, cf := files["server"], files["client"]
-	srvTLS, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile, CAFile: sf.CAFile}, tlsconf.Options{Refresh: refresh})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srvTLS.Close()
+	srvTLS := testkit.TLSServer(t, sf, refresh)
 	var accepts1, accepts2 atomic.Int64
 	ep, stop1 := tlsBackend(t, "127.0.0.1:0", "one", srvTLS, &accepts1)
 
 	u := config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{ep}, LB: config.LBRoundRobin, Connections: 1,
-		TLS: &config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile, ServerName: "localhost"}}
+		TLS: testkit.Config(cf, "localhost")}
 	p, err := New(u, Options{TLSRefresh: refresh, DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff: backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.2, MaxDelay: 50 * time.Millisecond}, MinConnectTimeout: time.Second})}})
 	if err != nil {
@@ -86,48 +63,9 @@ func TestTLSRotation(t *testing.T) {
 		t.Fatal("call over mTLS")
 	}
 
-	ca2, err := testpki.NewCA("ca-two")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ca2.WriteCA(dir); err != nil {
-		t.Fatal(err)
-	}
-	newSrv, _, _, err := ca2.IssueFiles(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ca2.Issue(dir, "client"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	// Wait until the backend serves the new certificate to new handshakes.
-	probe, err := tlsconf.NewClient(&config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile, ServerName: "localhost"}, tlsconf.Options{Refresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.Close()
-	for {
-		var d net.Dialer
-		raw, err := d.DialContext(ctx, "tcp", ep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := probe.Handshake(ctx, raw, ep)
-		if err == nil {
-			got := c.ConnectionState().PeerCertificates[0].SerialNumber
-			_ = c.Close()
-			if got.Cmp(newSrv.Cert.SerialNumber) == 0 {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("backend never served the rotated certificate")
-		case <-time.After(refresh):
-		}
-	}
+	newSrv := testkit.Rotate(t, dir, "ca-two", "server", "client")["server"]
+	ctx := testkit.Context(t, 10*time.Second)
+	testkit.WaitServes(t, ctx, cf, ep, newSrv.Cert.SerialNumber, refresh)
 	seen := accepts1.Load()
 	for range 20 {
 		if who(t, p, 0) != "one" {

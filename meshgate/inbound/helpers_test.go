@@ -1,7 +1,6 @@
 package inbound
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -15,8 +14,11 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/codec/codectest"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
@@ -65,21 +67,13 @@ func newEnvTB(b *testing.B) *env { return newEnvO(b, envOpts{}) }
 
 func newEnvO(t testing.TB, o envOpts) *env {
 	t.Helper()
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer(o.backend...)
+	backend := &testkit.Stub{Options: o.backend}
 	if o.extra != nil {
-		demo.RegisterRaw(gs, "test.Svc", o.extra)
+		backend.Services = map[string]map[string]demo.Handler{"test.Svc": o.extra}
 	}
-	go func() { _ = gs.Serve(gln) }()
 	m := admin.NewMetrics()
-	pool, err := grpcpool.New(config.Upstream{Name: "demo", Protocol: "grpc", Endpoints: []string{gln.Addr().String()}, LB: "round_robin", Connections: 2},
+	pool := pooltest.GRPC(t, config.Upstream{Name: "demo", Protocol: "grpc", Endpoints: []string{backend.Start(t)}, LB: "round_robin", Connections: 2},
 		grpcpool.Options{Conns: m.UpstreamConns.WithLabelValues("demo", "clientconn")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	routes := []Route{
 		{Cmd: cmdEcho, Method: demo.MethodEcho, Upstream: pool},
 		{Cmd: cmdUpper, Method: demo.MethodUpper, Upstream: pool},
@@ -103,19 +97,23 @@ func newEnvO(t testing.TB, o envOpts) *env {
 	}
 	c := mgp.New(o.maxFrame)
 	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO}, NewTable("priv", routes, o.lim, o.auth, m))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, gs: gs, pool: pool, srv: srv, addr: ln.Addr().String(), metrics: m, codec: c, done: make(chan error, 1)}
-	go func() { e.done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-e.done
-		_ = pool.Close()
-		gs.Stop()
-	})
+	e := &env{t: t, gs: backend.Server, pool: pool, srv: srv, metrics: m, codec: c}
+	e.serve(t)
 	return e
+}
+
+// serve serves e.srv on 127.0.0.1 (e.addr) until cleanup, which closes it
+// and waits for Serve to return (before the pool and the backend, cleaned
+// up after, registered earlier).
+func (e *env) serve(t testing.TB) {
+	ln := testkit.Listen(t, "127.0.0.1:0")
+	e.addr = ln.Addr().String()
+	e.done = make(chan error, 1)
+	go func() { e.done <- e.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		e.srv.Close()
+		<-e.done
+	})
 }
 
 // client is a minimal pipelining MGP client over TCP.
@@ -144,16 +142,6 @@ func (e *env) dial() *client {
 	return cl
 }
 
-func cloneFrame(f *codec.Frame) codec.Frame {
-	out := *f
-	out.Body = bytes.Clone(f.Body)
-	out.Ext = nil
-	for _, x := range f.Ext {
-		out.Ext = append(out.Ext, codec.Ext{Key: x.Key, Value: bytes.Clone(x.Value)})
-	}
-	return out
-}
-
 func (cl *client) readLoop() {
 	defer close(cl.done)
 	rd := codec.NewReader(cl.nc, cl.c, 4096)
@@ -170,7 +158,7 @@ func (cl *client) readLoop() {
 			close(cl.got)
 			return
 		}
-		g := cloneFrame(&f)
+		g := codectest.Clone(&f)
 		cl.mu.Lock()
 		ch := cl.pend[g.Seq]
 		delete(cl.pend, g.Seq)

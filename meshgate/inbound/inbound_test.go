@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 func TestBodiesAndMetadata(t *testing.T) {
@@ -312,14 +313,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	select {
-	case err := <-shut:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	testkit.Returns(t, shut, 5*time.Second, "Shutdown")
 	if failN.Load() != 0 || okN.Load() == 0 {
 		t.Fatalf("ok=%d failed=%d", okN.Load(), failN.Load())
 	}

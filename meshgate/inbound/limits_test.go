@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 )
@@ -58,7 +58,7 @@ func TestMaxConnectionsRefused(t *testing.T) {
 	// Free a slot: a new connection is served again.
 	cls[0].nc.Close()
 	<-cls[0].done
-	poll(t, 5*time.Second, "the closed connection to be released", func() bool { return e.srv.Conns() == 2 })
+	testkit.Within(t, 5*time.Second, "the closed connection to be released", func() bool { return e.srv.Conns() == 2 })
 	if _, ok := e.dial().call(codec.Frame{Flags: codec.FlagHeartbeat}); !ok {
 		t.Fatal("no service after a slot was freed")
 	}
@@ -66,17 +66,6 @@ func TestMaxConnectionsRefused(t *testing.T) {
 
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
-}
-
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // dialAll opens n client connections, each answered once (so the server
@@ -93,14 +82,6 @@ func dialAll(e *env, n int) []*client {
 	return cls
 }
 
-func heapInuse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse
-}
-
 // A header announcing a 4 MiB body costs the connection no more than the
 // bytes it actually sent (the old reader allocated the announced size at
 // once: 20 such connections held 80 MiB).
@@ -112,7 +93,7 @@ func TestAnnouncedSizeNotAllocated(t *testing.T) {
 	}
 	const conns = 20
 	cls := dialAll(e, conns)
-	before := heapInuse()
+	before := testkit.HeapInuse()
 	for _, cl := range cls {
 		ch := cl.start(codec.Frame{Seq: 1, Flags: codec.FlagHeartbeat})
 		cl.write(big[:32]) // the header, then silence
@@ -120,8 +101,8 @@ func TestAnnouncedSizeNotAllocated(t *testing.T) {
 			t.Fatal("heartbeat not answered")
 		}
 	}
-	poll(t, 5*time.Second, "connections", func() bool { return e.srv.Conns() == conns })
-	held := int64(heapInuse()) - int64(before)
+	testkit.Within(t, 5*time.Second, "connections", func() bool { return e.srv.Conns() == conns })
+	held := int64(testkit.HeapInuse()) - int64(before)
 	t.Logf("%d connections with a 4 MiB announcement: %+d KiB", conns, held>>10)
 	if held > 8<<20 {
 		t.Fatalf("%d half-sent 4 MiB frames hold %d MiB, want <= 8 MiB", conns, held>>20)
@@ -135,7 +116,7 @@ func TestLargeFrameBufferReleasedWhenIdle(t *testing.T) {
 	const conns = 20
 	body := bytes.Repeat([]byte("b"), 1<<20)
 	cls := dialAll(e, conns)
-	before := heapInuse()
+	before := testkit.HeapInuse()
 	for _, cl := range cls {
 		// Unknown cmd: answered locally (result 1) after the whole frame is read.
 		r, ok := cl.call(codec.Frame{Cmd: 9999, Body: body})
@@ -148,7 +129,7 @@ func TestLargeFrameBufferReleasedWhenIdle(t *testing.T) {
 	var held int64
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		held = int64(heapInuse()) - int64(before)
+		held = int64(testkit.HeapInuse()) - int64(before)
 		if held <= 8<<20 {
 			break
 		}
@@ -218,7 +199,7 @@ func TestCallerMessage(t *testing.T) {
 // queued without bound), and the replies queued for it are released.
 func TestNonReadingClientCutOff(t *testing.T) {
 	e := newEnv(t, envOpts{sendTO: 300 * time.Millisecond})
-	before := heapInuse()
+	before := testkit.HeapInuse()
 	nc, err := net.DialTimeout("tcp", e.addr, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -238,12 +219,12 @@ func TestNonReadingClientCutOff(t *testing.T) {
 		defer close(done)
 		_, _ = nc.Write(reqs)
 	}()
-	poll(t, 10*time.Second, "the server to close the non-reading connection", func() bool { return e.srv.Conns() == 0 })
+	testkit.Within(t, 10*time.Second, "the server to close the non-reading connection", func() bool { return e.srv.Conns() == 0 })
 	nc.Close()
 	<-done
 	var held int64
-	poll(t, 5*time.Second, "queued replies to be released", func() bool {
-		held = int64(heapInuse()) - int64(before)
+	testkit.Within(t, 5*time.Second, "queued replies to be released", func() bool {
+		held = int64(testkit.HeapInuse()) - int64(before)
 		return held < 4<<20
 	})
 	t.Logf("after cut-off: %+d KiB", held>>10)

@@ -1,7 +1,6 @@
 package inbound
 
 import (
-	"net"
 	"testing"
 	"time"
 
@@ -9,6 +8,8 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -19,10 +20,6 @@ import (
 // cmd 31 → /test.Stream/Hold (reads nothing until the call ends), cmd 100
 // unary echo.
 func newStreamEnv(t *testing.T) *env {
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
 		m, _ := grpc.MethodFromServerStream(ss)
 		switch m {
@@ -41,11 +38,7 @@ func newStreamEnv(t *testing.T) *env {
 			}
 		}
 	}))
-	go gs.Serve(gln)
-	pool, err := grpcpool.New(config.Upstream{Name: "s", Protocol: "grpc", Endpoints: []string{gln.Addr().String()}, LB: "round_robin", Connections: 1}, grpcpool.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool := pooltest.GRPC(t, config.Upstream{Name: "s", Protocol: "grpc", Endpoints: []string{testkit.Serve(t, gs, nil)}, LB: "round_robin", Connections: 1}, grpcpool.Options{})
 	routes := []Route{
 		{Cmd: 30, Method: "/test.Stream/Echo", Upstream: pool, Timeout: 10 * time.Second, Stream: config.StreamBidi},
 		{Cmd: 31, Method: "/test.Stream/Hold", Upstream: pool, Timeout: 10 * time.Second, Stream: config.StreamClient},
@@ -53,18 +46,8 @@ func newStreamEnv(t *testing.T) *env {
 	}
 	c := mgp.New(0)
 	srv := New(Options{Name: "priv", Codec: c, DrainQuiet: 100 * time.Millisecond}, NewTable("priv", routes, Limits{MaxInFlight: 16, IdleTimeout: time.Minute, ReadTimeout: 10 * time.Second}, nil, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, srv: srv, addr: ln.Addr().String(), codec: c, done: make(chan error, 1)}
-	go func() { e.done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		srv.Close()
-		<-e.done
-		_ = pool.Close()
-		gs.Stop()
-	})
+	e := &env{t: t, srv: srv, codec: c}
+	e.serve(t)
 	return e
 }
 

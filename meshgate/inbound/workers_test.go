@@ -1,20 +1,14 @@
 package inbound
 
 import (
-	"runtime/metrics"
 	"strconv"
 	"testing"
 
 	"google.golang.org/grpc"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
-
-func goroutinesCreated() uint64 {
-	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
 
 // TestRequestsReuseWorkers checks that a connection's requests run on
 // reused worker goroutines: 200 calls one after another start (almost) no
@@ -34,11 +28,11 @@ func TestRequestsReuseWorkers(t *testing.T) {
 		call(i)
 	}
 	const n = 200
-	before := goroutinesCreated()
+	before := testkit.GoroutinesCreated()
 	for i := 0; i < n; i++ {
 		call(i)
 	}
-	if created := goroutinesCreated() - before; created > n/10 {
+	if created := testkit.GoroutinesCreated() - before; created > n/10 {
 		t.Fatalf("%d goroutines started for %d sequential requests; want at most %d (requests run on reused workers)", created, n, n/10)
 	}
 }

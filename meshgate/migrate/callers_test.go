@@ -3,13 +3,14 @@ package migrate
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/shadow"
@@ -19,20 +20,8 @@ import (
 // caller travel as metadata, a status maps to the private result space, a
 // shadow timeout is an error outcome, a retired pool skips.
 func TestGRPCShadowRealPeer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
-	p, err := grpcpool.New(config.Upstream{Name: "new", Protocol: config.ProtoGRPC, Endpoints: []string{ln.Addr().String()}, Connections: 1}, grpcpool.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	p := pooltest.GRPC(t, config.Upstream{Name: "new", Protocol: config.ProtoGRPC, Endpoints: []string{testkit.Demo(t)}, Connections: 1}, grpcpool.Options{})
+	ctx := testkit.Context(t, 5*time.Second)
 
 	out := GRPCShadow(p, demo.MethodMeta).Call(ctx, &shadow.Request{UIN: 42, Caller: "billing", Method: "/x.Y/Z",
 		Ext: []codec.Ext{{Key: 0x8001, Value: []byte{1}}, {Key: 9, Value: []byte("dropped")}}})

@@ -3,7 +3,6 @@ package outbound_test
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,15 +16,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
-	"github.com/meshgate/meshgate/meshgate/tlsconf"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -51,29 +49,12 @@ type authzEnv struct {
 
 func newAuthzEnv(t *testing.T, mtls bool, policy *config.Authz) *authzEnv {
 	t.Helper()
-	dir := t.TempDir()
-	ca, files, err := testpki.WriteSet(dir, "meshgate")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ca, files := testkit.PKI(t, "meshgate")
 	m := admin.NewMetrics()
 	e := &authzEnv{ca: ca, reg: m.Registry, backend: new(atomic.Int64)}
-	b := legacy.NewServer(legacy.ServerOptions{OnRequest: func(*codec.Frame) { e.backend.Add(1) }})
-	if err := b.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{b.Addr().String()}, LB: config.LBRoundRobin, Connections: 1}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, e.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	_, addr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(*codec.Frame) { e.backend.Add(1) }})
+	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBRoundRobin, Connections: 1}
+	p := pooltest.Private(t, u.WithDefaults(), e.reg, 1)
 	out, err := outbound.New(outbound.Options{Metrics: m})
 	if err != nil {
 		t.Fatal(err)
@@ -85,22 +66,9 @@ func newAuthzEnv(t *testing.T, mtls bool, policy *config.Authz) *authzEnv {
 	}
 	opts := out.ServerOptions()
 	if mtls {
-		f := files["meshgate"]
-		ts, err := tlsconf.NewServer(&config.TLS{CertFile: f.CertFile, KeyFile: f.KeyFile, CAFile: f.CAFile}, tlsconf.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(ts.Close)
-		opts = append(opts, grpc.Creds(ts.Credentials()))
+		opts = append(opts, grpc.Creds(testkit.TLSServer(t, files["meshgate"], 0).Credentials()))
 	}
-	gs := grpc.NewServer(opts...)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	e.addr = ln.Addr().String()
+	e.addr = testkit.Serve(t, grpc.NewServer(opts...), nil)
 	return e
 }
 
@@ -120,12 +88,7 @@ func (e *authzEnv) client(t *testing.T, names ...string) *grpc.ClientConn {
 		}
 		creds = credentials.NewTLS(&tls.Config{RootCAs: e.ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
 	}
-	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return testkit.Client(t, e.addr, grpc.WithTransportCredentials(creds))
 }
 
 func call(t *testing.T, cc *grpc.ClientConn, method string) codes.Code {

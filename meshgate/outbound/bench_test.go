@@ -2,16 +2,23 @@ package outbound_test
 
 import (
 	"context"
-	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
+	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
+	"github.com/meshgate/meshgate/meshgate/outbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
 // BenchmarkOutbound: grpc-go client → outbound → pool → legacy server
@@ -33,18 +40,30 @@ func BenchmarkGRPCBaseline(b *testing.B) {
 		m.Free()
 		return st.SendMsg(out)
 	}))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	cc := testkit.Client(b, testkit.Serve(b, gs, nil))
+	benchInvoke(b, cc, "/test.Echo/Echo")
+}
+
+// BenchmarkGRPCProxy: grpc-go client → outbound (gRPC → gRPC route) →
+// grpcpool → demo Echo server → back, all in this process. Compare with
+// BenchmarkGRPCBaseline (one hop) for what the proxy hop adds.
+func BenchmarkGRPCProxy(b *testing.B) {
+	pool := pooltest.GRPC(b, config.Upstream{Name: "demo", Protocol: config.ProtoGRPC, Endpoints: []string{testkit.Demo(b)}}.WithDefaults(), grpcpool.Options{})
+	out, err := outbound.New(outbound.Options{Metrics: admin.NewMetrics()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	go gs.Serve(ln)
-	defer gs.Stop()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
+	l := config.Listener{Name: "g2g", Kind: config.KindGRPC, Routes: []config.Route{
+		{Method: "/test.Echo/Echo", Upstream: "demo", Timeout: time.Second, RouteRewrite: config.RouteRewrite{RewriteMethod: demo.MethodEcho}}}}
+	if err := out.Update(l, upstream.Set{GRPC: map[string]*grpcpool.Pool{"demo": pool}}); err != nil {
 		b.Fatal(err)
 	}
-	defer cc.Close()
+	cc := testkit.Client(b, testkit.Serve(b, grpc.NewServer(out.ServerOptions()...), nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := pool.WaitReady(ctx); err != nil {
+		b.Fatal(err)
+	}
 	benchInvoke(b, cc, "/test.Echo/Echo")
 }
 

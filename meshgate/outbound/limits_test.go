@@ -15,17 +15,17 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -39,12 +39,8 @@ type limitEnv struct {
 
 func newLimitEnv(t *testing.T, lim config.Limits, so legacy.ServerOptions, upstreamSlots int) *limitEnv {
 	t.Helper()
-	b := legacy.NewServer(so)
-	if err := b.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	e := newLimitEnvAt(t, lim, b.Addr().String(), upstreamSlots)
+	b, addr := testkit.Legacy(t, nil, nil, so)
+	e := newLimitEnvAt(t, lim, addr, upstreamSlots)
 	e.backend = b
 	return e
 }
@@ -52,19 +48,9 @@ func newLimitEnv(t *testing.T, lim config.Limits, so legacy.ServerOptions, upstr
 func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlots int) *limitEnv {
 	t.Helper()
 	m := admin.NewMetrics()
-	reg := m.Registry
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{backend},
 		LB: config.LBRoundRobin, Connections: 1, MaxInFlight: upstreamSlots}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	p := pooltest.Private(t, u.WithDefaults(), m.Registry, 1, pooltest.FastBackoff())
 	out, err := outbound.New(outbound.Options{Metrics: m, Limits: lim})
 	if err != nil {
 		t.Fatal(err)
@@ -72,25 +58,12 @@ func newLimitEnvAt(t *testing.T, lim config.Limits, backend string, upstreamSlot
 	if err := out.Update(listener(defaultRoutes...), upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(out.ServerOptions()...)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	return &limitEnv{addr: ln.Addr().String(), pool: p}
+	return &limitEnv{addr: testkit.Serve(t, grpc.NewServer(out.ServerOptions()...), nil), pool: p}
 }
 
 func (e *limitEnv) client(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return testkit.Client(t, e.addr)
 }
 
 // h2 is a raw HTTP/2 client speaking gRPC framing by hand, so a test can do
@@ -228,18 +201,6 @@ func slowBody(ms uint32) []byte {
 	return b
 }
 
-// poll waits up to d for cond.
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // 10,000 streams opened on one connection by a client ignoring the
 // advertised limit take at most max_concurrent_streams upstream slots; an
 // unrelated client is still served.
@@ -259,7 +220,7 @@ func TestStreamCapLeavesSecondClientServed(t *testing.T) {
 		}
 	}
 	// The streams the server took are at the upstream.
-	poll(t, 5*time.Second, "upstream calls in flight", func() bool { return e.pool.Stats().InFlight >= 100 })
+	testkit.Within(t, 5*time.Second, "upstream calls in flight", func() bool { return e.pool.Stats().InFlight >= 100 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out []byte
@@ -292,7 +253,7 @@ func TestPerConnectionInFlightCap(t *testing.T) {
 		}()
 	}
 	// While those run, another connection is served.
-	poll(t, 5*time.Second, "5 calls in flight", func() bool { return e.pool.Stats().InFlight >= 5 })
+	testkit.Within(t, 5*time.Second, "5 calls in flight", func() bool { return e.pool.Stats().InFlight >= 5 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var out []byte
@@ -317,7 +278,7 @@ func TestHeaderOnlyStreamsEnded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	poll(t, 5*time.Second, "header-only streams to be ended", func() bool { return c.endedCount() == n })
+	testkit.Within(t, 5*time.Second, "header-only streams to be ended", func() bool { return c.endedCount() == n })
 	c.mu.Lock()
 	for id, how := range c.ended {
 		if how != "status:4" && !strings.HasPrefix(how, "rst:") {
@@ -325,12 +286,12 @@ func TestHeaderOnlyStreamsEnded(t *testing.T) {
 		}
 	}
 	c.mu.Unlock()
-	poll(t, 5*time.Second, "goroutines to return", func() bool { return runtime.NumGoroutine() <= base+10 })
+	testkit.Within(t, 5*time.Second, "goroutines to return", func() bool { return runtime.NumGoroutine() <= base+10 })
 	// The connection still serves a normal call.
 	if err := c.open(uint32(2*n+1), "/test.Echo/Echo", []byte("ok")); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 5*time.Second, "a normal call", func() bool {
+	testkit.Within(t, 5*time.Second, "a normal call", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.ended[uint32(2*n+1)] == "status:0"
@@ -341,63 +302,25 @@ func TestHeaderOnlyStreamsEnded(t *testing.T) {
 // with an n-byte body, and heartbeats.
 func bigReplyBackend(t *testing.T, n int) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	ln := testkit.Listen(t, "127.0.0.1:0")
 	body := bytes.Repeat([]byte("r"), n)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
+	testkit.ServeConns(t, ln, func(nc net.Conn) {
+		c := mgp.New(0)
+		rd := codec.NewReader(nc, c, 4096)
+		var f codec.Frame
+		var out []byte
+		for rd.ReadFrame(&f) == nil {
+			resp := codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: codec.FlagResponse | f.Flags&codec.FlagHeartbeat}
+			if f.Flags&codec.FlagHeartbeat == 0 {
+				resp.Body = body
+			}
+			out, _ = c.Append(out[:0], &resp)
+			if _, err := nc.Write(out); err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c := mgp.New(0)
-				rd := codec.NewReader(nc, c, 4096)
-				var f codec.Frame
-				var out []byte
-				for rd.ReadFrame(&f) == nil {
-					resp := codec.Frame{Cmd: f.Cmd, Seq: f.Seq, UIN: f.UIN, Flags: codec.FlagResponse | f.Flags&codec.FlagHeartbeat}
-					if f.Flags&codec.FlagHeartbeat == 0 {
-						resp.Body = body
-					}
-					out, _ = c.Append(out[:0], &resp)
-					if _, err := nc.Write(out); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return ln.Addr().String()
-}
-
-func heapInuse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapInuse
 }
 
 // A client that never grants flow-control window pins at most
@@ -411,7 +334,7 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 	)
 	e := newLimitEnvAt(t, config.Limits{MaxConcurrentStreams: maxStr, MaxConnectionAge: 1500 * time.Millisecond,
 		MaxConnectionAgeGrace: 500 * time.Millisecond}, bigReplyBackend(t, reply), 100)
-	before := heapInuse()
+	before := testkit.HeapInuse()
 	c := dialH2(t, e.addr)
 	for i := range streams {
 		if err := c.open(uint32(2*i+1), "/test.Echo/Echo", []byte("q")); err != nil {
@@ -419,12 +342,12 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 		}
 	}
 	// Every stream is answered or refused.
-	poll(t, 5*time.Second, "streams to be served or refused", func() bool {
+	testkit.Within(t, 5*time.Second, "streams to be served or refused", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return c.data > 0 && len(c.ended) >= streams-maxStr
 	})
-	held := heapInuse() - before
+	held := testkit.HeapInuse() - before
 	// Each accepted stream pins its reply (~1 MiB) plus the request the
 	// server received; bound: 3 × reply per stream cap, plus slack.
 	if bound := uint64(maxStr*3*reply + 8<<20); held > bound {
@@ -437,8 +360,8 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 		t.Fatal("connection not closed by max_connection_age + grace")
 	}
 	var after uint64
-	poll(t, 5*time.Second, "memory release", func() bool {
-		after = heapInuse()
+	testkit.Within(t, 5*time.Second, "memory release", func() bool {
+		after = testkit.HeapInuse()
 		return after < before+6<<20 && (after < before || after-before < held/2)
 	})
 	t.Logf("after close: %+d KiB vs before", (int64(after)-int64(before))>>10)
@@ -480,7 +403,7 @@ func TestUpstreamAddressNotLeaked(t *testing.T) {
 		var out []byte
 		slow <- cc.Invoke(ctx, "/test.Echo/Slow", slowBody(3000), &out)
 	}()
-	poll(t, 5*time.Second, "the slow call to reach the upstream", func() bool { return e.pool.Stats().InFlight == 1 })
+	testkit.Within(t, 5*time.Second, "the slow call to reach the upstream", func() bool { return e.pool.Stats().InFlight == 1 })
 	e.backend.Close()
 	var msgs []string
 	if err := <-slow; err == nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -18,17 +17,18 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/codec/codectest"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/outbound"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
 
@@ -41,12 +41,7 @@ type seen struct {
 }
 
 func (s *seen) record(f *codec.Frame) {
-	c := *f
-	c.Body = append([]byte(nil), f.Body...)
-	c.Ext = nil
-	for _, e := range f.Ext {
-		c.Ext = append(c.Ext, codec.Ext{Key: e.Key, Value: append([]byte(nil), e.Value...)})
-	}
+	c := codectest.Clone(f)
 	s.mu.Lock()
 	s.last[string(c.Body)] = c
 	s.mu.Unlock()
@@ -103,27 +98,14 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	}
 	var addrs []string
 	for range endpoints {
-		b := legacy.NewServer(so)
-		if err := b.Listen("127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		e.backend = b
-		addrs = append(addrs, b.Addr().String())
+		e.backend, e.addr = testkit.Legacy(t, nil, nil, so)
+		addrs = append(addrs, e.addr)
 	}
 	e.addr = addrs[0]
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBLeastRequest, Connections: conns}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, e.reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p := pooltest.Private(t, u.WithDefaults(), e.reg, endpoints, pooltest.FastBackoff())
 	e.pool = p
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, endpoints); err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	e.out, err = outbound.New(outbound.Options{Metrics: e.metrics})
 	if err != nil {
 		t.Fatal(err)
@@ -131,19 +113,7 @@ func newEnv(t testing.TB, so legacy.ServerOptions, conns int, endpoints int) *en
 	if err := e.out.Update(listener(defaultRoutes...), upstream.Set{Private: map[string]*upstream.PrivatePool{"legacy": p}}); err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(e.out.ServerOptions()...)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	e.cc, err = grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.cc.Close() })
+	e.cc = testkit.Client(t, testkit.Serve(t, grpc.NewServer(e.out.ServerOptions()...), nil))
 	return e
 }
 
@@ -344,18 +314,7 @@ func TestBackendKilledAndRecovers(t *testing.T) {
 	if _, err := e.invoke(ctx, "/test.Echo/Echo", []byte("x")); status.Code(err) != codes.Unavailable {
 		t.Fatalf("no backend: %v", err)
 	}
-	b := legacy.NewServer(legacy.ServerOptions{})
-	var lerr error
-	for range 50 {
-		if lerr = b.Listen(e.addr); lerr == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if lerr != nil {
-		t.Fatal(lerr)
-	}
-	defer b.Close()
+	testkit.Legacy(t, testkit.Listen(t, e.addr), nil, legacy.ServerOptions{}) // a just-closed port: Listen retries
 	if err := e.pool.WaitHealthy(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

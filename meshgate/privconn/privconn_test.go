@@ -14,6 +14,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 )
 
@@ -56,11 +57,7 @@ func writeFrame(t *testing.T, nc net.Conn, f *codec.Frame) {
 
 func startLegacy(t *testing.T, o legacy.ServerOptions) *legacy.Server {
 	t.Helper()
-	s := legacy.NewServer(o)
-	if err := s.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, _ := testkit.Legacy(t, nil, nil, o)
 	return s
 }
 
@@ -191,23 +188,7 @@ func TestConnFailureFailsPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cn.Close()
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := cn.Do(ctx, &codec.Frame{Cmd: 1})
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if !errors.Is(err, privconn.ErrClosed) {
-			t.Fatalf("want ErrClosed, got %v", err)
-		}
-	}
+	doAllClosed(t, ctx, cn, 3, codec.Frame{Cmd: 1})
 	<-cn.Done()
 	if _, err := cn.Do(ctx, &codec.Frame{Cmd: 1}); !errors.Is(err, privconn.ErrClosed) {
 		t.Fatalf("after close: %v", err)
@@ -315,13 +296,9 @@ func TestConcurrentCorrelation(t *testing.T) {
 }
 
 func BenchmarkRoundTrip(b *testing.B) {
-	s := legacy.NewServer(legacy.ServerOptions{})
-	if err := s.Listen("127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	_, addr := testkit.Legacy(b, nil, nil, legacy.ServerOptions{})
 	ctx := context.Background()
-	cn, err := privconn.Dial(ctx, s.Addr().String(), mgpc, privconn.Options{})
+	cn, err := privconn.Dial(ctx, addr, mgpc, privconn.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -352,6 +329,31 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // A peer that neither reads nor answers: the flusher blocked in Write is
 // released by the liveness timeout, and every caller gets ErrClosed.
+// doAllClosed sends a copy of req n times concurrently on cn (Do assigns
+// each its seq): every call must end with ErrClosed (the connection dies
+// under them).
+func doAllClosed(t *testing.T, ctx context.Context, cn *privconn.Conn, n int, req codec.Frame) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := req
+			_, err := cn.Do(ctx, &f)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, privconn.ErrClosed) {
+			t.Fatalf("want ErrClosed, got %v", err)
+		}
+	}
+}
+
 func TestStuckPeerReleasedByLiveness(t *testing.T) {
 	stop := make(chan struct{})
 	addr := rawServer(t, func(nc net.Conn) { <-stop })
@@ -364,24 +366,8 @@ func TestStuckPeerReleasedByLiveness(t *testing.T) {
 	}
 	defer cn.Close()
 	body := make([]byte, 1<<20)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
 	t0 := time.Now()
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := cn.Do(ctx, &codec.Frame{Cmd: 1, Body: body})
-			errs <- err
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if !errors.Is(err, privconn.ErrClosed) {
-			t.Fatalf("want ErrClosed, got %v", err)
-		}
-	}
+	doAllClosed(t, ctx, cn, 16, codec.Frame{Cmd: 1, Body: body})
 	if el := time.Since(t0); el > 3*time.Second {
 		t.Fatalf("released after %v", el)
 	}

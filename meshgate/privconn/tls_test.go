@@ -11,6 +11,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 )
@@ -20,26 +21,13 @@ import (
 // peer that never answers the handshake fail with ErrTLS within the dial
 // context.
 func TestDialTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, files, err := testpki.WriteSet(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ca, files := testkit.PKI(t, "server")
 	cert, err := tls.LoadX509KeyPair(files["server"].CertFile, files["server"].KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := legacy.NewServer(legacy.ServerOptions{})
-	go func() { _ = s.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})) }()
-	defer s.Close()
-	addr := ln.Addr().String()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	_, addr := testkit.Legacy(t, nil, &tls.Config{Certificates: []tls.Certificate{cert}}, legacy.ServerOptions{})
+	ctx := testkit.Context(t, 5*time.Second)
 	trusting := func(context.Context) (*tls.Config, error) {
 		return &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}, nil
 	}
@@ -52,13 +40,7 @@ func TestDialTLS(t *testing.T) {
 	if err != nil || string(resp.Body) != "over tls" {
 		t.Fatalf("Do over TLS: %v", err)
 	}
-	for cn.Stats().HeartbeatsRecv < 2 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("no heartbeats over TLS: %+v", cn.Stats())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool { return cn.Stats().HeartbeatsRecv >= 2 }, "no heartbeats over TLS")
 
 	other, err := testpki.NewCA("other")
 	if err != nil {
@@ -73,11 +55,7 @@ func TestDialTLS(t *testing.T) {
 
 	// A peer that accepts TCP but never speaks TLS: the handshake is
 	// bounded by the dial context.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
+	silent := testkit.Listen(t, "127.0.0.1:0")
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		if c, err := silent.Accept(); err == nil {

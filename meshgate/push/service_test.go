@@ -2,7 +2,6 @@ package push
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -12,11 +11,11 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/push/pushpb"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
@@ -27,19 +26,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // and returns a client connection to it.
 func serve(t *testing.T, register func(*grpc.Server), opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := grpc.NewServer(opts...)
 	register(srv)
-	go srv.Serve(ln)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close(); srv.Stop() })
-	return cc
+	return testkit.Dial(t, testkit.Serve(t, srv, nil))
 }
 
 func call[Req, Resp any](cc *grpc.ClientConn, method string, req *Req) (*Resp, error) {

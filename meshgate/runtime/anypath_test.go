@@ -23,6 +23,7 @@ import (
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -38,7 +39,7 @@ type legacyBackend struct {
 func startLegacy(t *testing.T) *legacyBackend {
 	t.Helper()
 	b := &legacyBackend{}
-	b.srv = legacy.NewServer(legacy.ServerOptions{EchoExt: true, OnRequest: func(f *codec.Frame) {
+	b.srv, b.addr = testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true, OnRequest: func(f *codec.Frame) {
 		c := codec.Frame{Cmd: f.Cmd, UIN: f.UIN, Seq: f.Seq}
 		for _, e := range f.Ext {
 			c.Ext = append(c.Ext, codec.Ext{Key: e.Key, Value: bytes.Clone(e.Value)})
@@ -47,13 +48,6 @@ func startLegacy(t *testing.T) *legacyBackend {
 		b.seen = append(b.seen, c)
 		b.mu.Unlock()
 	}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	go func() { _ = b.srv.Serve(ln) }()
-	t.Cleanup(func() { _ = b.srv.Close() })
 	return b
 }
 
@@ -204,12 +198,7 @@ upstreams:
 // that show what a proxy passed through.
 func grpcBackend(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	demo.RegisterRaw(gs, "test.Px", map[string]demo.Handler{
+	return (&testkit.Stub{Services: map[string]map[string]demo.Handler{"test.Px": {
 		// Headers answers with header x-h and trailer x-t, and the
 		// request's x-in and x-mgp-key-id values as its body.
 		"Headers": func(ctx context.Context, _ []byte) ([]byte, error) {
@@ -223,10 +212,7 @@ func grpcBackend(t *testing.T) string {
 			_ = grpc.SetTrailer(ctx, metadata.Pairs("x-why", "because"))
 			return nil, status.Error(codes.FailedPrecondition, "not now")
 		},
-	})
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
+	}}}).Start(t)
 }
 
 // gRPC listener → gRPC upstream: a raw-bytes L7 proxy. The method passes

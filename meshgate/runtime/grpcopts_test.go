@@ -3,7 +3,6 @@ package runtime
 import (
 	"bytes"
 	"context"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -44,18 +44,12 @@ func (p *payloadStats) HandleRPC(_ context.Context, s stats.RPCStats) {
 func TestGzipCallEndToEnd(t *testing.T) {
 	var mu sync.Mutex
 	var bodies [][]byte
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+	_, lAddr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
 		mu.Lock()
 		bodies = append(bodies, bytes.Clone(f.Body))
 		mu.Unlock()
 	}})
-	go func() { _ = ls.Serve(ln) }()
-	t.Cleanup(func() { _ = ls.Close() })
-	y := strings.Replace(grpcConfig(ln.Addr().String(), backend(t, "A")), "kind: grpc\n", "kind: grpc\n    max_recv_msg_size: 65536\n", 1)
+	y := strings.Replace(grpcConfig(lAddr, backend(t, "A")), "kind: grpc\n", "kind: grpc\n    max_recv_msg_size: 65536\n", 1)
 	rt := startReady(t, mustParse(t, y))
 
 	ps := &payloadStats{}
@@ -116,7 +110,7 @@ func TestGzipCallEndToEnd(t *testing.T) {
 // TestUpstreamMaxRecvMsgSize: a gRPC upstream's reply over
 // upstreams[].max_recv_msg_size fails the MGP request with result 6.
 func TestUpstreamMaxRecvMsgSize(t *testing.T) {
-	grpcIn := freeAddr(t)
+	grpcIn := testkit.FreeAddr(t)
 	y := strings.Replace(doubleBridgeConfig(grpcIn, legacyServer(t), ""), "{name: self, protocol: grpc,", "{name: self, protocol: grpc, max_recv_msg_size: 4096,", 1)
 	rt := startReady(t, mustParse(t, y))
 	cl := dial(t, rt, "mgp-in", 1)
@@ -134,5 +128,48 @@ func TestUpstreamMaxRecvMsgSize(t *testing.T) {
 	}
 	if r, err := call(cl, 1, strings.Repeat("b", 5000)); err != nil || r.Result != 0 {
 		t.Fatalf("after raising the limit: %v %+v", err, r)
+	}
+}
+
+// TestGRPCListenerStreamWorkers checks that a grpc listener serves calls on
+// grpc-go's stream workers: 200 sequential calls gRPC → private (the
+// reference legacy server answers inline, the gRPC client starts no
+// goroutine per unary call). A call without a deadline also starts the
+// listener's first-message receive helper (limits.recv_timeout, package
+// outbound): one goroutine per call; a call whose deadline is shorter than
+// recv_timeout does not. Before: one goroutine per call for the handler
+// and one for the helper (400 in all, either way).
+func TestGRPCListenerStreamWorkers(t *testing.T) {
+	rt := start(t, mustParse(t, grpcConfig(legacyServer(t), backend(t, "A"))))
+	cc := grpcClient(t, rt.Addr("grpc-in").String())
+	t.Run("deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		streamWorkers(t, cc, ctx, 0)
+	})
+	t.Run("no_deadline", func(t *testing.T) {
+		streamWorkers(t, cc, context.Background(), 1)
+	})
+}
+
+// streamWorkers makes 200 sequential calls and fails when more than
+// perCall goroutines per call (+10 %) were started.
+func streamWorkers(t *testing.T, cc *grpc.ClientConn, ctx context.Context, perCall int) {
+	call := func() {
+		var out []byte
+		if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("x"), &out); err != nil || string(out) != "x" {
+			t.Fatalf("echo: %q %v", out, err)
+		}
+	}
+	for i := 0; i < 20; i++ { // connections and workers up
+		call()
+	}
+	const n = 200
+	before := testkit.GoroutinesCreated()
+	for i := 0; i < n; i++ {
+		call()
+	}
+	if created, limit := testkit.GoroutinesCreated()-before, uint64(perCall*n+n/10); created > limit {
+		t.Fatalf("%d goroutines started for %d sequential calls; want at most %d (handlers on stream workers)", created, n, limit)
 	}
 }

@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -13,6 +12,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestInteropCustomMetadataDoubleBridge: grpc-go's interop custom_metadata
@@ -20,16 +21,11 @@ import (
 // one echoed as a trailer) passes through gRPC → MGP → gRPC, with the two
 // keys mapped to application extensions by listeners[].metadata.
 func TestInteropCustomMetadataDoubleBridge(t *testing.T) {
-	iln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	is := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(is, interop.NewTestServer())
-	go func() { _ = is.Serve(iln) }()
-	t.Cleanup(is.Stop)
+	interopAddr := testkit.Serve(t, is, nil)
 
-	mgpIn := freeAddr(t)
+	mgpIn := testkit.FreeAddr(t)
 	const pairs = `[{ext: 0x8001, key: x-grpc-test-echo-initial}, {ext: 0x8002, key: x-grpc-test-echo-trailing-bin, trailer: true}]`
 	cfg := mustParse(t, fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}
@@ -48,7 +44,7 @@ listeners:
 upstreams:
   - {name: self, protocol: private, endpoints: [%q]}
   - {name: interop, protocol: grpc, endpoints: [%q]}
-`, pairs, mgpIn, pairs, mgpIn, iln.Addr().String()))
+`, pairs, mgpIn, pairs, mgpIn, interopAddr))
 	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
 	if err != nil {
 		t.Fatal(err)

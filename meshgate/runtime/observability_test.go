@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/accesslog"
 )
 
@@ -52,20 +52,13 @@ func (o *otlpReceiver) snapshot() ([]*tracepb.Span, []*commonpb.KeyValue) {
 
 func startOTLP(t *testing.T) (*otlpReceiver, string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	o := &otlpReceiver{}
 	gs := grpc.NewServer()
 	collectortracepb.RegisterTraceServiceServer(gs, o)
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return o, ln.Addr().String()
+	return o, testkit.Serve(t, gs, nil)
 }
 
-// freeAddr returns a loopback address that was free a moment ago (for a
-// config that routes to its own listener).
+// attrs is an OTLP attribute list as a map of printed values.
 func attrs(kvs []*commonpb.KeyValue) map[string]string {
 	m := map[string]string{}
 	for _, kv := range kvs {
@@ -113,23 +106,17 @@ func TestTracingDoubleBridge(t *testing.T) {
 	recv, otlpAddr := startOTLP(t)
 	var mu sync.Mutex
 	var seen []string // traceparents the legacy server received
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+	_, lAddr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
 		if v, ok := f.ExtValue(codec.ExtTraceparent); ok {
 			mu.Lock()
 			seen = append(seen, string(v))
 			mu.Unlock()
 		}
 	}})
-	go func() { _ = ls.Serve(ln) }()
-	t.Cleanup(func() { _ = ls.Close() })
 
 	logPath := filepath.Join(t.TempDir(), "access.log")
-	grpcIn := freeAddr(t)
-	rt := startReady(t, mustParse(t, doubleBridgeConfig(grpcIn, ln.Addr().String(), fmt.Sprintf(`
+	grpcIn := testkit.FreeAddr(t)
+	rt := startReady(t, mustParse(t, doubleBridgeConfig(grpcIn, lAddr, fmt.Sprintf(`
 telemetry:
   tracing:
     otlp_endpoint: %q
@@ -223,7 +210,7 @@ access_log: {path: %q, hash_uin: true}
 	for k, want := range map[string]string{
 		"meshgate.listener": "grpc-in", "meshgate.cmd": "1", "rpc.method": "/legacy.Legacy/Echo",
 		"meshgate.upstream": "legacy", "meshgate.result": "0", "meshgate.bytes_in": "2", "meshgate.bytes_out": "2",
-		"meshgate.endpoint": ln.Addr().String(),
+		"meshgate.endpoint": lAddr,
 	} {
 		if oa[k] != want {
 			t.Errorf("grpc-in span %s = %q, want %q", k, oa[k], want)
@@ -243,7 +230,7 @@ access_log: {path: %q, hash_uin: true}
 	for name, want := range map[string]map[string]any{
 		"mgp-in": {"direction": "mgp_to_grpc", "route": "cmd 1 <-> /legacy.Legacy/Echo", "cmd": 1.0, "method": "/legacy.Legacy/Echo",
 			"uin_hash": hu, "upstream": "self", "endpoint": grpcIn, "result": 0.0, "code": "OK", "bytes_in": 2.0, "bytes_out": 2.0, "trace_id": traceID, "msg": "request"},
-		"grpc-in": {"direction": "grpc_to_mgp", "cmd": 1.0, "method": "/legacy.Legacy/Echo", "uin_hash": hu, "upstream": "legacy", "endpoint": ln.Addr().String(),
+		"grpc-in": {"direction": "grpc_to_mgp", "cmd": 1.0, "method": "/legacy.Legacy/Echo", "uin_hash": hu, "upstream": "legacy", "endpoint": lAddr,
 			"result": 0.0, "code": "OK", "bytes_in": 2.0, "bytes_out": 2.0, "trace_id": traceID},
 	} {
 		l := byListener[name]
@@ -353,7 +340,7 @@ func warmUp(t *testing.T, cl *legacy.Client) int {
 // OpenTelemetry metrics of both the gRPC listener (server) and the gRPC
 // upstream (client) appear on /metrics beside meshgate_*.
 func TestGRPCMetricsOnAdmin(t *testing.T) {
-	grpcIn := freeAddr(t)
+	grpcIn := testkit.FreeAddr(t)
 	rt := startReady(t, mustParse(t, doubleBridgeConfig(grpcIn, legacyServer(t), "telemetry: {grpc_metrics: true}\n")))
 	cl := dial(t, rt, "mgp-in", 1)
 	warmUp(t, cl)
@@ -391,7 +378,7 @@ func TestTelemetryReload(t *testing.T) {
 	recv, otlpAddr := startOTLP(t)
 	dir := t.TempDir()
 	logA, logB := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
-	grpcIn := freeAddr(t)
+	grpcIn := testkit.FreeAddr(t)
 	legacyEP := legacyServer(t)
 	y := func(extra string) string { return doubleBridgeConfig(grpcIn, legacyEP, extra) }
 	rt := startReady(t, mustParse(t, y(fmt.Sprintf("telemetry: {tracing: {otlp_endpoint: %q, insecure: true}}\naccess_log: {path: %q}\n", otlpAddr, logA))))

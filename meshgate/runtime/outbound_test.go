@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,19 +17,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 func legacyServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := legacy.NewServer(legacy.ServerOptions{EchoExt: true})
-	go func() { _ = s.Serve(ln) }()
-	t.Cleanup(func() { s.Close() })
-	return ln.Addr().String()
+	_, addr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true})
+	return addr
 }
 
 func grpcConfig(legacyEP, grpcEP string) string {
@@ -148,32 +142,15 @@ func TestReloadUnderLoadGRPCToPrivate(t *testing.T) {
 	rt := start(t, mustParse(t, grpcConfig(lA, demoEP)))
 	cc := grpcClient(t, rt.Addr("grpc-in").String())
 	stop := make(chan struct{})
-	var okN, failN atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for w := 0; w < 6; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				var o []byte
-				err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("r"), &o)
-				cancel()
-				if err != nil || string(o) != "r" {
-					failN.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprint(err))
-					continue
-				}
-				okN.Add(1)
-			}
-		}()
-	}
+	wait := testkit.Load(6, stop, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		var o []byte
+		if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("r"), &o); err != nil || string(o) != "r" {
+			return fmt.Errorf("%q %v", o, err)
+		}
+		return nil
+	})
 	eps := []string{lB, lA}
 	for i := 0; i < 6; i++ {
 		time.Sleep(50 * time.Millisecond)
@@ -183,9 +160,6 @@ func TestReloadUnderLoadGRPCToPrivate(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
-	wg.Wait()
-	if failN.Load() != 0 || okN.Load() == 0 {
-		t.Fatalf("ok=%d failed=%d first error: %v", okN.Load(), failN.Load(), firstErr.Load())
-	}
-	t.Logf("%d gRPC→private calls across 6 reloads, 0 failed", okN.Load())
+	okN := testkit.NoFailures(t, wait)
+	t.Logf("%d gRPC→private calls across 6 reloads, 0 failed", okN)
 }

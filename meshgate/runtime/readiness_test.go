@@ -14,30 +14,15 @@ import (
 
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // serveDemoOn starts the demo gRPC service on addr; stop stops it.
 func serveDemoOn(t *testing.T, addr string) (stop func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return gs.Stop
+	st := &testkit.Stub{Listener: testkit.Listen(t, addr)}
+	st.Start(t)
+	return st.Server.Stop
 }
 
 // lateDemo binds a loopback socket now (no "free port" race: the address
@@ -96,7 +81,7 @@ func healthOf(cc *grpc.ClientConn, svc string) healthpb.HealthCheckResponse_Serv
 // start while calls failed with "no healthy endpoint".)
 func TestReadinessFollowsLateUpstreams(t *testing.T) {
 	gAddr, serveG := lateDemo(t)
-	lAddr := freeAddr(t) // a private endpoint must refuse connections to count as down
+	lAddr := testkit.FreeAddr(t) // a private endpoint must refuse connections to count as down
 	cfg := mustParse(t, bothWaysConfig(gAddr, lAddr, ""))
 	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
 	if err != nil {
@@ -122,11 +107,7 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 		t.Fatalf("ready with legacy down: %v", err)
 	}
 
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen(lAddr); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ls.Close() })
+	testkit.Legacy(t, testkit.Listen(t, lAddr), nil, legacy.ServerOptions{})
 	waitFor(t, func() bool { return rt.Admin().Ready() == nil })
 	cl := dial(t, rt, "mgp-in", 1)
 	if r, err := call(cl, 1, "ping"); err != nil || r.Result != 0 || string(r.Body) != "ping" {
@@ -145,7 +126,7 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 // one of them connected.
 func TestReadinessModes(t *testing.T) {
 	gAddr, serveG := lateDemo(t)
-	lAddr := freeAddr(t)
+	lAddr := testkit.FreeAddr(t)
 	for _, c := range []struct {
 		mode string
 		up   bool // start the grpc backend
@@ -175,11 +156,7 @@ func TestReadinessModes(t *testing.T) {
 // grace the listener stops. (Shutdown used to close the socket at once.)
 func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	gAddr := backend(t, "A")
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ls.Close() })
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	rt, err := New(mustParse(t, bothWaysConfig(gAddr, ls.Addr().String(), "")), Options{DrainQuiet: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -204,14 +181,7 @@ func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	if time.Since(start) > time.Second {
 		t.Fatalf("test too slow to prove the grace: %v", time.Since(start))
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(6 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	testkit.Returns(t, done, 6*time.Second, "Shutdown")
 	if el := time.Since(start); el < time.Second {
 		t.Fatalf("Shutdown returned after %v, before drain_grace (1s)", el)
 	}
@@ -229,13 +199,9 @@ func TestGRPCUpstreamRecoversWithinBackoffMax(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10s outage")
 	}
-	gAddr := freeAddr(t)
+	gAddr := testkit.FreeAddr(t)
 	stop := serveDemoOn(t, gAddr)
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ls.Close() })
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	rt := start(t, mustParse(t, bothWaysConfig(gAddr, ls.Addr().String(), ", reconnect_backoff_max: 1s")))
 	cl := dial(t, rt, "mgp-in", 1)
 	if r, err := call(cl, 1, "a"); err != nil || r.Result != 0 {
@@ -280,7 +246,7 @@ func TestReadyzAnswersDuringWarmingReload(t *testing.T) {
 	}
 	t.Cleanup(rt.Close)
 	waitFor(t, func() bool { return rt.Admin().Ready() == nil })
-	dead := freeAddr(t)
+	dead := testkit.FreeAddr(t)
 	next := mustParse(t, yamlConfig(ep, "")+fmt.Sprintf("  - {name: cold, protocol: private, endpoints: [%q]}\n", dead))
 	done := make(chan error, 1)
 	go func() { done <- rt.Reload(next) }()

@@ -4,14 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,28 +15,15 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // backend is a demo gRPC service whose test.Svc/Who answers its name.
-func backend(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{
-		"Who": func(context.Context, []byte) ([]byte, error) { return []byte(name), nil },
-	})
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
-}
+func backend(t *testing.T, name string) string { return testkit.Who(t, name) }
 
 func yamlConfig(grpcEP string, extra string) string {
 	return fmt.Sprintf(`
@@ -118,13 +101,7 @@ func call(cl *legacy.Client, cmd uint32, body string) (*codec.Frame, error) {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testkit.Get(t, url)
 }
 
 func TestBridgeAdminMetrics(t *testing.T) {
@@ -185,38 +162,13 @@ func TestBridgeAdminMetrics(t *testing.T) {
 // load runs workers sequential callers until stop; it returns ok and
 // failed counts.
 func load(t *testing.T, cl *legacy.Client, cmd uint32, workers int, stop <-chan struct{}) func() (int64, int64, []error) {
-	var okN, failN atomic.Int64
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r, err := call(cl, cmd, "x")
-				if err != nil || r.Result != 0 {
-					failN.Add(1)
-					mu.Lock()
-					if len(errs) < 5 {
-						if err == nil {
-							err = fmt.Errorf("result %d", r.Result)
-						}
-						errs = append(errs, err)
-					}
-					mu.Unlock()
-					continue
-				}
-				okN.Add(1)
-			}
-		}()
-	}
-	return func() (int64, int64, []error) { wg.Wait(); return okN.Load(), failN.Load(), errs }
+	return testkit.Load(workers, stop, func() error {
+		r, err := call(cl, cmd, "x")
+		if err == nil && r.Result != 0 {
+			err = fmt.Errorf("result %d", r.Result)
+		}
+		return err
+	})
 }
 
 func TestReloadUnderLoad(t *testing.T) {
@@ -237,10 +189,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
-	okN, failN, errs := wait()
-	if failN != 0 || okN == 0 {
-		t.Fatalf("ok=%d failed=%d %v", okN, failN, errs)
-	}
+	okN := testkit.NoFailures(t, wait)
 	t.Logf("%d requests across 10 reloads, 0 failed", okN)
 	// The last config (i=9) points at A.
 	r, err := call(cl, 2, "")
@@ -382,18 +331,8 @@ func TestShutdownDrainUnderLoad(t *testing.T) {
 		t.Errorf("/readyz while draining: %d", code)
 	}
 	close(stop)
-	okN, failN, errs := wait()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(6 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
-	if failN != 0 || okN == 0 {
-		t.Fatalf("ok=%d failed=%d %v", okN, failN, errs)
-	}
+	okN := testkit.NoFailures(t, wait)
+	testkit.Returns(t, done, 6*time.Second, "Shutdown")
 	t.Logf("%d requests, 0 failed, across drain", okN)
 }
 
@@ -418,12 +357,7 @@ func mustLoad(t *testing.T, path string) *config.Config {
 // served while it drains.
 func TestListenerReplacedOnSamePort(t *testing.T) {
 	ep := backend(t, "A")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	y := strings.Replace(yamlConfig(ep, ""), "address: 127.0.0.1:0", "address: "+addr, 1)
 	rt := start(t, mustParse(t, y))
 	old := dial(t, rt, "mgp-in", 1)

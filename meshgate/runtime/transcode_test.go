@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/descset/descsettest"
@@ -37,10 +37,6 @@ func protoEchoServer(t *testing.T, calls *atomic.Int32) string {
 	}
 	reqD, _ := set.Message("legacy.EchoRequest")
 	respD, _ := set.Message("legacy.EchoResponse")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
 		calls.Add(1)
 		var in []byte
@@ -61,9 +57,7 @@ func protoEchoServer(t *testing.T, calls *atomic.Int32) string {
 		}
 		return st.SendMsg(out)
 	}))
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
+	return testkit.Serve(t, gs, nil)
 }
 
 func transcodeConfig(protoset, grpcEP, reqType string) string {
@@ -152,13 +146,7 @@ func TestJSONBodyTranscoding(t *testing.T) {
 // message is INTERNAL, a request that is not protobuf INVALID_ARGUMENT.
 func TestJSONBodyTranscodingGRPCToPrivate(t *testing.T) {
 	var seen atomic.Value
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) { seen.Store(string(f.Body)) }})
-	go func() { _ = ls.Serve(ln) }()
-	t.Cleanup(func() { _ = ls.Close() })
+	_, lAddr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) { seen.Store(string(f.Body)) }})
 	ps := descsettest.Write(t, t.TempDir())
 	rt := start(t, mustParse(t, fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}
@@ -172,7 +160,7 @@ listeners:
       - {method: /legacy.Legacy/Uppercase, cmd: 2, upstream: legacy, body: {format: json, request_type: legacy.EchoRequest, response_type: legacy.EchoResponse}}
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, ps, ln.Addr().String())))
+`, ps, lAddr)))
 	set, err := descset.FromFileDescriptorSet(descsettest.FileDescriptorSet())
 	if err != nil {
 		t.Fatal(err)

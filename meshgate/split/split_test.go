@@ -180,14 +180,21 @@ func TestNewRejects(t *testing.T) {
 	}
 }
 
-func TestPickAllocs(t *testing.T) {
+// pickSplit is twoSided(10) with an allow-list of n uins and a caller
+// rule: every lookup Pick may do.
+func pickSplit(n int) *config.Split {
 	s := twoSided(10)
-	allow := make([]uint64, 10000)
+	allow := make([]uint64, n)
 	for i := range allow {
 		allow[i] = uint64(i * 7)
 	}
 	s.Allow = &config.SplitAllow{UINs: allow}
 	s.Callers = []config.SplitCaller{{Caller: "billing", Upstream: "new"}}
+	return s
+}
+
+func TestPickAllocs(t *testing.T) {
+	s := pickSplit(10000)
 	st := override.New(nil)
 	r := mustRule(t, s, st.Pin("r"))
 	caller := []byte("billing")
@@ -210,13 +217,7 @@ func TestPickAllocs(t *testing.T) {
 }
 
 func BenchmarkPick(b *testing.B) {
-	s := twoSided(10)
-	allow := make([]uint64, 100000)
-	for i := range allow {
-		allow[i] = uint64(i * 7)
-	}
-	s.Allow = &config.SplitAllow{UINs: allow}
-	s.Callers = []config.SplitCaller{{Caller: "billing", Upstream: "new"}}
+	s := pickSplit(100000)
 	r := mustRule(b, s, override.New(nil).Pin("r"))
 	b.ReportAllocs()
 	var sink int

@@ -10,12 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
@@ -28,41 +28,8 @@ const refresh = 20 * time.Millisecond
 // echoServer accepts TLS connections on 127.0.0.1 and echoes lines.
 func echoServer(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl := tls.NewListener(ln, cfg)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = tl.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	ln := testkit.Listen(t, "127.0.0.1:0")
+	testkit.ServeConns(t, tls.NewListener(ln, cfg), func(c net.Conn) { _, _ = io.Copy(c, c) })
 	return ln.Addr().String()
 }
 
@@ -115,31 +82,12 @@ func TestRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A client that keeps CA one's material for good (its own files).
-	oldDir := t.TempDir()
-	for _, f := range []string{"ca.pem", "client.pem", "client-key.pem"} {
-		b, _ := os.ReadFile(filepath.Join(dir, f))
-		if err := os.WriteFile(filepath.Join(oldDir, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	old := testkit.KeepCopy(t, testpki.TLSFiles{CertFile: cliCert, KeyFile: cliKey, CAFile: caFile})
 
-	srv, err := tlsconf.NewServer(&config.TLS{CertFile: srvCert, KeyFile: srvKey, CAFile: caFile}, tlsconf.Options{Refresh: refresh})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := testkit.TLSServer(t, testpki.TLSFiles{CertFile: srvCert, KeyFile: srvKey, CAFile: caFile}, refresh)
 	addr := echoServer(t, srv.Config())
-	cli, err := tlsconf.NewClient(&config.TLS{CertFile: cliCert, KeyFile: cliKey, CAFile: caFile, ServerName: "localhost"}, tlsconf.Options{Refresh: refresh})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	oldCli, err := tlsconf.NewClient(&config.TLS{CertFile: filepath.Join(oldDir, "client.pem"), KeyFile: filepath.Join(oldDir, "client-key.pem"),
-		CAFile: filepath.Join(oldDir, "ca.pem")}, tlsconf.Options{Refresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldCli.Close()
+	cli := testkit.TLSClient(t, &config.TLS{CertFile: cliCert, KeyFile: cliKey, CAFile: caFile, ServerName: "localhost"}, refresh)
+	oldCli := testkit.TLSClient(t, testkit.Config(old, ""), time.Hour)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -155,20 +103,7 @@ func TestRotation(t *testing.T) {
 	firstSerial := est.ConnectionState().PeerCertificates[0].SerialNumber
 
 	// Rotate everything to CA two.
-	ca2, err := testpki.NewCA("ca-two")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ca2.WriteCA(dir); err != nil {
-		t.Fatal(err)
-	}
-	newSrv, _, _, err := ca2.IssueFiles(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ca2.Issue(dir, "client"); err != nil {
-		t.Fatal(err)
-	}
+	newSrv := testkit.Rotate(t, dir, "ca-two", "server", "client")["server"]
 
 	// New connections pick up the new material (polled: the files are
 	// re-read every refresh interval).
@@ -212,12 +147,7 @@ func TestRotation(t *testing.T) {
 			t.Fatal("client trusting only CA one accepted the rotated server")
 		}
 	}
-	trustNew, err := tlsconf.NewClient(&config.TLS{CertFile: filepath.Join(oldDir, "client.pem"), KeyFile: filepath.Join(oldDir, "client-key.pem"),
-		CAFile: caFile, ServerName: "localhost"}, tlsconf.Options{Refresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer trustNew.Close()
+	trustNew := testkit.TLSClient(t, &config.TLS{CertFile: old.CertFile, KeyFile: old.KeyFile, CAFile: caFile, ServerName: "localhost"}, time.Hour)
 	c, err := dial(ctx, trustNew, addr)
 	if err == nil {
 		// TLS 1.3: the server's verdict on the client certificate arrives
@@ -233,24 +163,11 @@ func TestRotation(t *testing.T) {
 // TestServerWithoutClientCA: TLS without client certificates; a client
 // with no identity connects.
 func TestServerWithoutClientCA(t *testing.T) {
-	dir := t.TempDir()
-	ca, files, err := testpki.WriteSet(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = ca
+	_, _, files := testkit.PKI(t, "server")
 	f := files["server"]
-	srv, err := tlsconf.NewServer(&config.TLS{CertFile: f.CertFile, KeyFile: f.KeyFile}, tlsconf.Options{Refresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := testkit.TLSServer(t, testpki.TLSFiles{CertFile: f.CertFile, KeyFile: f.KeyFile}, time.Hour)
 	addr := echoServer(t, srv.Config())
-	cli, err := tlsconf.NewClient(&config.TLS{CAFile: f.CAFile}, tlsconf.Options{Refresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := testkit.TLSClient(t, &config.TLS{CAFile: f.CAFile}, time.Hour)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := dial(ctx, cli, addr) // server name from the address: 127.0.0.1 is in the SANs
@@ -262,11 +179,7 @@ func TestServerWithoutClientCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A wrong expected name fails the handshake.
-	bad, err := tlsconf.NewClient(&config.TLS{CAFile: f.CAFile, ServerName: "other.test"}, tlsconf.Options{Refresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
+	bad := testkit.TLSClient(t, &config.TLS{CAFile: f.CAFile, ServerName: "other.test"}, time.Hour)
 	if c, err := dial(ctx, bad, addr); err == nil {
 		c.Close()
 		t.Fatal("wrong server name accepted")
@@ -276,11 +189,7 @@ func TestServerWithoutClientCA(t *testing.T) {
 // TestBadFiles: unreadable or malformed files are errors at construction,
 // naming which file.
 func TestBadFiles(t *testing.T) {
-	dir := t.TempDir()
-	_, files, err := testpki.WriteSet(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, _, files := testkit.PKI(t, "server")
 	f := files["server"]
 	garbage := filepath.Join(dir, "garbage.pem")
 	if err := os.WriteFile(garbage, []byte("not pem"), 0o600); err != nil {
@@ -318,22 +227,9 @@ func TestBadFiles(t *testing.T) {
 // BenchmarkMTLSHandshake: one full mTLS handshake over loopback with the
 // current key material looked up from the providers on both sides.
 func BenchmarkMTLSHandshake(b *testing.B) {
-	dir := b.TempDir()
-	_, files, err := testpki.WriteSet(dir, "server", "client")
-	if err != nil {
-		b.Fatal(err)
-	}
-	sf, cf := files["server"], files["client"]
-	srv, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile, CAFile: sf.CAFile}, tlsconf.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := tlsconf.NewClient(&config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile}, tlsconf.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
+	_, _, files := testkit.PKI(b, "server", "client")
+	srv := testkit.TLSServer(b, files["server"], 0)
+	cli := testkit.TLSClient(b, testkit.Config(files["client"], ""), 0)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +16,8 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -25,35 +26,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func startLegacy(t *testing.T, addr string, o legacy.ServerOptions) *legacy.Server {
 	t.Helper()
-	s := legacy.NewServer(o)
-	var err error
-	for range 50 { // a just-closed port may need a moment to rebind
-		if err = s.Listen(addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, _ := testkit.Legacy(t, testkit.Listen(t, addr), nil, o)
 	return s
 }
 
 func newPool(t *testing.T, lb string, addrs []string, reg prometheus.Registerer) *upstream.PrivatePool {
 	t.Helper()
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: lb, Connections: 2}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, reg, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, len(addrs)); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return pooltest.Private(t, u.WithDefaults(), reg, len(addrs), pooltest.FastBackoff())
 }
 
 func backends(t *testing.T, n int, o legacy.ServerOptions) ([]*legacy.Server, []string) {
@@ -80,16 +60,8 @@ func TestRoundRobinAndLeastRequestSpread(t *testing.T) {
 			// loaded machine) have their own tests in package resilience.
 			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: lb, Connections: 2}
 			u.Resilience.AdaptiveWeights.Disabled = true
-			p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil, upstream.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p.Close() })
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := p.WaitHealthy(ctx, len(addrs)); err != nil {
-				t.Fatal(err)
-			}
+			p := pooltest.Private(t, u.WithDefaults(), nil, len(addrs), pooltest.FastBackoff())
+			ctx := testkit.Context(t, 5*time.Second)
 			for i := range 300 {
 				r, err := call(ctx, p, 1, fmt.Sprint(i))
 				if err != nil || string(r.Body) != fmt.Sprint(i) {
@@ -268,17 +240,10 @@ func TestDuplicateAndLateRepliesCounted(t *testing.T) {
 }
 
 func TestNoEndpointsListening(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testkit.FreeAddr(t)
 	u := config.Upstream{Name: "dead", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBConsistentHash}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil, upstream.WithBackoff(5*time.Millisecond, 20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	p := pooltest.Private(t, u.WithDefaults(), nil, 0, upstream.WithBackoff(5*time.Millisecond, 20*time.Millisecond))
+	ctx := testkit.Context(t, 5*time.Second)
 	if _, err := call(ctx, p, 9, "x"); !errors.Is(err, upstream.ErrNoHealthy) {
 		t.Fatalf("want ErrNoHealthy, got %v", err)
 	}
@@ -297,16 +262,8 @@ func TestStress100k(t *testing.T) {
 	}
 	_, addrs := backends(t, 3, legacy.ServerOptions{Jitter: 500 * time.Microsecond})
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: addrs, LB: config.LBConsistentHash, Connections: 3}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
+	p := pooltest.Private(t, u.WithDefaults(), nil, 3)
+	ctx := testkit.Context(t, 60*time.Second)
 	var next, bad, errs atomic.Int64
 	var wg sync.WaitGroup
 	for range 128 {

@@ -3,13 +3,14 @@ package upstream_test
 import (
 	"context"
 	"crypto/tls"
-	"net"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/internal/testpki"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -19,21 +20,7 @@ import (
 // it with its bound address.
 func serveTLS(t *testing.T, addr string, srv *tlsconf.Server) (*legacy.Server, string) {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 50 { // a just-closed port may need a moment to rebind
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := legacy.NewServer(legacy.ServerOptions{})
-	go func() { _ = s.Serve(tls.NewListener(ln, srv.Config())) }()
-	t.Cleanup(func() { s.Close() })
-	return s, ln.Addr().String()
+	return testkit.Legacy(t, testkit.Listen(t, addr), srv.Config(), legacy.ServerOptions{})
 }
 
 // TestPrivateMTLSRotation: a private pool dials its upstream with mTLS;
@@ -43,90 +30,29 @@ func serveTLS(t *testing.T, addr string, srv *tlsconf.Server) (*legacy.Server, s
 // new material (the restarted backend trusts only the new CA).
 func TestPrivateMTLSRotation(t *testing.T) {
 	const refresh = 20 * time.Millisecond
-	dir := t.TempDir()
-	ca1, files, err := testpki.WriteSet(dir, "server", "client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = ca1
+	dir, _, files := testkit.PKI(t, "server", "client")
 	sf, cf := files["server"], files["client"]
-	srvTLS, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile, CAFile: sf.CAFile}, tlsconf.Options{Refresh: refresh})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srvTLS.Close()
+	srvTLS := testkit.TLSServer(t, sf, refresh)
 	s1, addr := serveTLS(t, "127.0.0.1:0", srvTLS)
 
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, LB: config.LBRoundRobin, Connections: 1,
 		Heartbeat: 50 * time.Millisecond,
-		TLS:       &config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile, ServerName: "localhost"}}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil,
-		upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond), upstream.WithTLSRefresh(refresh))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.WaitHealthy(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+		TLS:       testkit.Config(cf, "localhost")}
+	p := pooltest.Private(t, u.WithDefaults(), nil, 1, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond), upstream.WithTLSRefresh(refresh))
+	ctx := testkit.Context(t, 10*time.Second)
 	if resp, err := call(ctx, p, 1, "before"); err != nil || string(resp.Body) != "before" {
 		t.Fatalf("call over TLS: %v", err)
 	}
 
 	// Rotate CA, server and client certificates.
-	ca2, err := testpki.NewCA("ca-two")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ca2.WriteCA(dir); err != nil {
-		t.Fatal(err)
-	}
-	newSrv, _, _, err := ca2.IssueFiles(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ca2.Issue(dir, "client"); err != nil {
-		t.Fatal(err)
-	}
-	// Wait until the backend serves the new certificate to new handshakes.
-	probe, err := tlsconf.NewClient(&config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile, ServerName: "localhost"}, tlsconf.Options{Refresh: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.Close()
-	for {
-		var d net.Dialer
-		raw, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := probe.Handshake(ctx, raw, addr)
-		if err == nil {
-			got := c.ConnectionState().PeerCertificates[0].SerialNumber
-			_ = c.Close()
-			if got.Cmp(newSrv.Cert.SerialNumber) == 0 {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("backend never served the rotated certificate")
-		case <-time.After(refresh):
-		}
-	}
+	newSrv := testkit.Rotate(t, dir, "ca-two", "server", "client")["server"]
+	testkit.WaitServes(t, ctx, cf, addr, newSrv.Cert.SerialNumber, refresh)
 	conns := s1.Stats().Conns // the pool's one connection plus the probes
 
 	// The established connection, heartbeats included, is unaffected.
 	hb := s1.Stats().Heartbeats
-	for s1.Stats().Heartbeats < hb+2 {
-		select {
-		case <-ctx.Done():
-			t.Fatal("no heartbeats on the established connection after rotation")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool { return s1.Stats().Heartbeats >= hb+2 },
+		"no heartbeats on the established connection after rotation")
 	for i := range 5 {
 		if resp, err := call(ctx, p, uint64(i), "after"); err != nil || string(resp.Body) != "after" {
 			t.Fatalf("established connection after rotation: %v", err)
@@ -143,17 +69,13 @@ func TestPrivateMTLSRotation(t *testing.T) {
 	// (client certificate from CA two, trust in CA two) can connect.
 	_ = s1.Close()
 	s2, _ := serveTLS(t, addr, srvTLS)
-	for {
+	testkit.Succeeds(t, ctx, refresh, func() error {
 		resp, err := call(ctx, p, 7, "fresh")
-		if err == nil && string(resp.Body) == "fresh" {
-			break
+		if err == nil && string(resp.Body) != "fresh" {
+			err = fmt.Errorf("reply %q", resp.Body)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("pool did not reconnect with the rotated material: %v", err)
-		case <-time.After(refresh):
-		}
-	}
+		return err
+	}, "pool did not reconnect with the rotated material")
 	if s2.Stats().Requests == 0 {
 		t.Fatal("restarted backend saw no request")
 	}
@@ -162,40 +84,24 @@ func TestPrivateMTLSRotation(t *testing.T) {
 // TestPrivateTLSRefusesUntrustedServer: a backend whose certificate does
 // not chain to ca_file never becomes healthy.
 func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
-	dir, otherDir := t.TempDir(), t.TempDir()
-	_, files, err := testpki.WriteSet(dir, "server")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, other, err := testpki.WriteSet(otherDir, "x")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, _, files := testkit.PKI(t, "server")
+	_, _, other := testkit.PKI(t, "x")
 	sf := files["server"]
-	srvTLS, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile}, tlsconf.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srvTLS.Close()
+	sf.CAFile = "" // no client certificates asked
+	srvTLS := testkit.TLSServer(t, sf, 0)
 	s, addr := serveTLS(t, "127.0.0.1:0", srvTLS)
 	u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, Connections: 1,
 		TLS: &config.TLS{CAFile: other["x"].CAFile}}
-	p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := pooltest.Private(t, u.WithDefaults(), nil, 0, upstream.WithBackoff(10*time.Millisecond, 50*time.Millisecond))
 	// With one connection slot, a second connection attempt means the
 	// first handshake was refused.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for s.Stats().Conns < 3 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("pool did not retry: %+v", p.Stats())
-		case <-time.After(10 * time.Millisecond):
+	ctx := testkit.Context(t, 5*time.Second)
+	testkit.Succeeds(t, ctx, 10*time.Millisecond, func() error {
+		if s.Stats().Conns >= 3 {
+			return nil
 		}
-	}
+		return fmt.Errorf("%+v", p.Stats())
+	}, "pool did not retry")
 	if st := p.Stats(); st.Healthy != 0 {
 		t.Fatal("pool trusted a server outside ca_file")
 	}
@@ -212,41 +118,18 @@ func TestPrivateTLSRefusesUntrustedServer(t *testing.T) {
 // BenchmarkPrivatePoolDo compares one request/reply on a pooled private
 // connection in plaintext and over mTLS (the handshake is outside the loop).
 func BenchmarkPrivatePoolDo(b *testing.B) {
-	dir := b.TempDir()
-	_, files, err := testpki.WriteSet(dir, "server", "client")
-	if err != nil {
-		b.Fatal(err)
-	}
-	sf, cf := files["server"], files["client"]
+	_, _, files := testkit.PKI(b, "server", "client")
 	for _, mode := range []string{"plain", "mtls"} {
 		b.Run(mode, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{ln.Addr().String()}, Connections: 1}
-			s := legacy.NewServer(legacy.ServerOptions{})
+			var srvTLS *tls.Config
+			var cliTLS *config.TLS
 			if mode == "mtls" {
-				srv, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile, CAFile: sf.CAFile}, tlsconf.Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer srv.Close()
-				ln = tls.NewListener(ln, srv.Config())
-				u.TLS = &config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile}
+				srvTLS = testkit.TLSServer(b, files["server"], 0).Config()
+				cliTLS = testkit.Config(files["client"], "")
 			}
-			go func() { _ = s.Serve(ln) }()
-			defer s.Close()
-			p, err := upstream.NewPrivatePool(u.WithDefaults(), mgp.New(0), nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := p.WaitHealthy(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
+			_, addr := testkit.Legacy(b, nil, srvTLS, legacy.ServerOptions{})
+			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, Endpoints: []string{addr}, Connections: 1, TLS: cliTLS}
+			p := pooltest.Private(b, u.WithDefaults(), nil, 1)
 			body := make([]byte, 1024)
 			b.ReportAllocs()
 			b.ResetTimer()

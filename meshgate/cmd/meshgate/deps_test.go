@@ -8,14 +8,15 @@ import (
 
 // toolPackages are the developer-tool packages (and their former paths
 // inside the product tree) the product binary must not link: simulators,
-// demo service, bench suite, Envoy process helper, test PKI, and the tools
-// binary itself. They belong to cmd/meshgate-dev.
+// demo service, bench suite, Envoy process helper, test PKI, unit-test
+// scaffolding, and the tools binary itself. They belong to cmd/meshgate-dev.
 var toolPackages = []string{
 	"github.com/meshgate/meshgate/internal/sim",
 	"github.com/meshgate/meshgate/internal/demo",
 	"github.com/meshgate/meshgate/internal/bench",
 	"github.com/meshgate/meshgate/internal/envoyproc",
 	"github.com/meshgate/meshgate/internal/testpki",
+	"github.com/meshgate/meshgate/internal/testkit",
 	"github.com/meshgate/meshgate/cmd/meshgate-dev",
 	"github.com/meshgate/meshgate/meshgate/legacy",
 	"github.com/meshgate/meshgate/meshgate/demo",

@@ -1,0 +1,168 @@
+// Package testkit is the shared scaffolding of MeshGate's unit tests:
+// listeners on 127.0.0.1, polling with a bounded context, a configurable
+// gRPC stub server and raw-codec client, a legacy (private protocol)
+// backend, and mTLS material with its rotation. Everything here is real
+// (TCP, TLS, grpc-go); every helper fails the test on error and registers
+// its own cleanup.
+//
+// Import it only from _test.go files: the product binary must never link
+// it (meshgate/cmd/meshgate's TestProductLinksNoTools checks).
+package testkit
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Listen listens on addr ("127.0.0.1:0" for a fresh port). A just-closed
+// port may need a moment to rebind, so it retries for up to a second.
+// The listener is closed at cleanup.
+func Listen(tb testing.TB, addr string) net.Listener {
+	tb.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = ln.Close() })
+	return ln
+}
+
+// FreeAddr is a loopback address that was free a moment ago (for a
+// component that must be given its address rather than report one).
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Context is a context that ends after d or at cleanup.
+func Context(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// Eventually polls cond every interval until it holds; when ctx ends
+// first, the test fails with the message format/args.
+func Eventually(tb testing.TB, ctx context.Context, interval time.Duration, cond func() bool, format string, args ...any) {
+	tb.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("%s (%v)", fmt.Sprintf(format, args...), ctx.Err())
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Succeeds calls f every interval until it returns nil; when ctx ends
+// first, the test fails with what and f's last error.
+func Succeeds(tb testing.TB, ctx context.Context, interval time.Duration, f func() error, what string) {
+	tb.Helper()
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("%s: %v", what, err)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Within polls cond every 10ms for up to d; the test fails ("timed out
+// after d waiting for what") if it never holds.
+func Within(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	Eventually(tb, ctx, 10*time.Millisecond, cond, "timed out after %s waiting for %s", d, what)
+}
+
+// ServeConns accepts connections on ln and runs handle on each in its own
+// goroutine until cleanup, which closes ln and every accepted connection
+// and waits for the handlers.
+func ServeConns(tb testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+}
+
+// Get fetches url and returns the status code and body.
+func Get(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	return HTTP(tb, http.MethodGet, url, "", "")
+}
+
+// HTTP sends one request (Content-Type ctype when not empty, headers as
+// name, value pairs) and returns the status code and body.
+func HTTP(tb testing.TB, method, url, ctype, body string, hdr ...string) (int, string) {
+	tb.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
