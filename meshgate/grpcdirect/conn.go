@@ -88,6 +88,7 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, ioBuffer))
 	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(defaultMaxFrame) // we announce the default SETTINGS_MAX_FRAME_SIZE
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = 16 << 20
 	c.henc = hpack.NewEncoder(&c.hbuf)
