@@ -153,6 +153,7 @@ func (c *Config) Validate() error {
 			e.add(f+".max_in_flight", "must be positive")
 		}
 		checkTLS(&e, f+".tls", u.TLS, false)
+		checkGRPCTransport(&e, f, u)
 	}
 	names := map[string]bool{}
 	addrs := map[string]string{}
