@@ -201,6 +201,18 @@ func (e *Endpoint) Ready(i int) bool {
 	return e.slots[i].state == stReady
 }
 
+// AnyReady reports whether some connection is ready.
+func (e *Endpoint) AnyReady() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.slots {
+		if s.state == stReady {
+			return true
+		}
+	}
+	return false
+}
+
 // LastError is the last connection failure (nil after a success).
 func (e *Endpoint) LastError() error {
 	e.mu.Lock()
