@@ -218,6 +218,12 @@ func setupS2(ctx context.Context, e *env, t *topology) (_ *topology, err error) 
 // startBridge starts the gRPC server and MeshGate (private→gRPC) in front
 // of it and returns MeshGate's private listener.
 func (e *env) startBridge(ctx context.Context, t *topology) (string, error) {
+	return e.startBridgeWith(ctx, t, "")
+}
+
+// startBridgeWith is startBridge with the upstream's grpc_transport ("":
+// the default, grpc-go).
+func (e *env) startBridgeWith(ctx context.Context, t *topology, transport string) (string, error) {
 	g, err := e.startServer(ctx, t, "grpc")
 	if err != nil {
 		return "", err
@@ -227,7 +233,11 @@ func (e *env) startBridge(ctx context.Context, t *topology) (string, error) {
 		return "", err
 	}
 	listen := addr(ps[1])
-	if err := e.startMeshGate(ctx, t, "meshgate-s3", meshGatePrivToGRPC(addr(ps[0]), listen, g), listen); err != nil {
+	cfg := meshGatePrivToGRPC(addr(ps[0]), listen, g)
+	if transport != "" {
+		cfg += "  grpc_transport: " + transport + "\n"
+	}
+	if err := e.startMeshGate(ctx, t, "meshgate-s3", cfg, listen); err != nil {
 		return "", err
 	}
 	return listen, nil
@@ -236,6 +246,18 @@ func (e *env) startBridge(ctx context.Context, t *topology) (string, error) {
 func setupS3(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
 	defer guard(t, &err)
 	in, err := e.startBridge(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	t.dial = e.legacyDial(in)
+	return t, nil
+}
+
+// setupS3d is S3 with the upstream on MeshGate's direct HTTP/2 transport
+// (grpc_transport: direct) instead of grpc-go's client.
+func setupS3d(ctx context.Context, e *env, t *topology) (_ *topology, err error) {
+	defer guard(t, &err)
+	in, err := e.startBridgeWith(ctx, t, "direct")
 	if err != nil {
 		return nil, err
 	}
