@@ -26,6 +26,9 @@ const (
 	defaultWindow   = 65535
 	defaultMaxFrame = 16384
 	ioBuffer        = 32 << 10
+	// unlimitedStreams stands for "no SETTINGS_MAX_CONCURRENT_STREAMS"
+	// (grpc-go servers send none by default).
+	unlimitedStreams = 1 << 31
 )
 
 // conn is one HTTP/2 connection. Callers write their streams under wmu;
@@ -77,7 +80,7 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 		bw:         bufio.NewWriterSize(nc, ioBuffer),
 		nextID:     1,
 		streams:    make(map[uint32]*call),
-		maxStreams: 100, // until the server's SETTINGS say otherwise
+		maxStreams: 100, // set from the server's first SETTINGS in handshake
 		connWin:    defaultWindow,
 		initWin:    defaultWindow,
 		maxFrame:   defaultMaxFrame,
@@ -126,6 +129,9 @@ func (c *conn) handshake(ctx context.Context) error {
 	if !ok || sf.IsAck() {
 		return fmt.Errorf("grpcdirect: %s: first frame from server is %v, not SETTINGS", c.e.cfg.Addr, f.Header().Type)
 	}
+	c.mu.Lock()
+	c.maxStreams = unlimitedStreams // the initial value: no limit until the server sets one
+	c.mu.Unlock()
 	if err := c.onSettings(sf); err != nil {
 		return err
 	}

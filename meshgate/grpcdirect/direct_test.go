@@ -39,6 +39,15 @@ type backend struct {
 }
 
 func startBackend(t *testing.T, addr string, methods map[string]demo.Handler, opts ...grpc.ServerOption) *backend {
+	return startBackendOn(t, addr, methods, opts...)
+}
+
+// startBackendTB serves methods on a free port for a benchmark.
+func startBackendTB(tb testing.TB, methods map[string]demo.Handler) string {
+	return startBackendOn(tb, "127.0.0.1:0", methods).addr
+}
+
+func startBackendOn(t testing.TB, addr string, methods map[string]demo.Handler, opts ...grpc.ServerOption) *backend {
 	t.Helper()
 	var ln net.Listener
 	var err error
