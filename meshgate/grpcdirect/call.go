@@ -62,7 +62,8 @@ type call struct {
 	msg        *[]byte // pooled buffer of msgLen
 	msgN       int
 	unacked    uint32
-	st         *status.Status
+	st         *status.Status // final status; nil with ended: OK
+	ended      bool
 	err        error
 }
 
@@ -95,7 +96,7 @@ func (cl *call) reset() {
 	cl.freeMsg()
 	cl.c, cl.id, cl.sent, cl.bufIdx, cl.bufOff, cl.sendWin = nil, 0, 0, 0, 0, 0
 	cl.gotHeaders, cl.header, cl.trailer, cl.nonGRPC = false, nil, nil, nil
-	cl.msgs, cl.preN, cl.msgLen, cl.msgN, cl.unacked, cl.st, cl.err = 0, 0, 0, 0, 0, nil, nil
+	cl.msgs, cl.preN, cl.msgLen, cl.msgN, cl.unacked, cl.st, cl.ended, cl.err = 0, 0, 0, 0, 0, nil, false, nil
 }
 
 func (cl *call) applyOpts(e *Endpoint, opts []grpc.CallOption) {
@@ -208,71 +209,90 @@ func (cl *call) appendData(p []byte) *status.Status {
 	return nil
 }
 
-// onHeaders handles a HEADERS block (the reader, before completion). done:
-// the stream ended with status st; rst: reset it (protocol error).
-func (cl *call) onHeaders(f *http2.MetaHeadersFrame) (st *status.Status, done, rst bool) {
-	end := f.StreamEnded()
+// hdrState accumulates one decoded header block (the reader's, reused).
+type hdrState struct {
+	isGRPC     bool
+	md         metadata.MD
+	ctErr      string
+	grpcMsg    string
+	code       codes.Code
+	httpStatus string
+	hdrErr     string
+	encoding   string
+	bad        *status.Status // malformed grpc-status
+}
+
+func (h *hdrState) reset(initial bool) {
+	*h = hdrState{isGRPC: !initial, ctErr: "malformed header: missing HTTP content-type", code: codes.Unknown}
+}
+
+func (h *hdrState) add(k, v string) {
+	if h.md == nil {
+		h.md = metadata.MD{}
+	}
+	h.md[k] = append(h.md[k], v)
+}
+
+// field takes one decoded header field, as grpc-go's client does.
+func (h *hdrState) field(hf hpack.HeaderField) {
+	switch hf.Name {
+	case "content-type":
+		if !validContentType(hf.Value) {
+			h.ctErr = fmt.Sprintf("transport: received unexpected content-type %q", hf.Value)
+			break
+		}
+		h.ctErr = ""
+		h.add(hf.Name, hf.Value)
+		h.isGRPC = true
+	case "grpc-encoding":
+		h.encoding = hf.Value
+	case "grpc-status":
+		v, err := strconv.ParseInt(hf.Value, 10, 32)
+		if err != nil {
+			h.bad = status.New(codes.Unknown, fmt.Sprintf("transport: malformed grpc-status: %v", err))
+			break
+		}
+		h.code = codes.Code(uint32(v))
+	case "grpc-message":
+		h.grpcMsg = decodeGrpcMessage(hf.Value)
+	case ":status":
+		h.httpStatus = hf.Value
+	default:
+		if isReserved(hf.Name) {
+			break
+		}
+		v, err := decodeMDValue(hf.Name, hf.Value)
+		if err != nil {
+			h.hdrErr = fmt.Sprintf("transport: malformed %s: %v", hf.Name, err)
+			break
+		}
+		h.add(hf.Name, v)
+	}
+}
+
+// onHeaders ends a decoded HEADERS block of the call (the reader, before
+// completion). done: the stream ended with status st; rst: reset it.
+func (cl *call) onHeaders(h *hdrState, end, truncated bool) (st *status.Status, done, rst bool) {
 	initial := !cl.gotHeaders
 	if !initial && !end {
 		return status.New(codes.Internal, "a HEADERS frame cannot appear in the middle of a stream"), true, true
 	}
-	if f.Truncated {
+	if truncated {
 		return status.New(codes.Internal, "peer header list size exceeded limit"), true, true
 	}
 	if cl.nonGRPC != nil {
 		return cl.nonGRPC, end, end
 	}
-	var (
-		isGRPC     = !initial
-		md         = metadata.MD{}
-		ctErr      = "malformed header: missing HTTP content-type"
-		grpcMsg    string
-		code       = codes.Unknown
-		httpStatus string
-		hdrErr     string
-		encoding   string
-	)
-	for _, hf := range f.Fields {
-		switch hf.Name {
-		case "content-type":
-			if !validContentType(hf.Value) {
-				ctErr = fmt.Sprintf("transport: received unexpected content-type %q", hf.Value)
-				break
-			}
-			ctErr = ""
-			md[hf.Name] = append(md[hf.Name], hf.Value)
-			isGRPC = true
-		case "grpc-encoding":
-			encoding = hf.Value
-		case "grpc-status":
-			v, err := strconv.ParseInt(hf.Value, 10, 32)
-			if err != nil {
-				return status.New(codes.Unknown, fmt.Sprintf("transport: malformed grpc-status: %v", err)), true, true
-			}
-			code = codes.Code(uint32(v))
-		case "grpc-message":
-			grpcMsg = decodeGrpcMessage(hf.Value)
-		case ":status":
-			httpStatus = hf.Value
-		default:
-			if isReserved(hf.Name) {
-				break
-			}
-			v, err := decodeMDValue(hf.Name, hf.Value)
-			if err != nil {
-				hdrErr = fmt.Sprintf("transport: malformed %s: %v", hf.Name, err)
-				break
-			}
-			md[hf.Name] = append(md[hf.Name], v)
-		}
+	if h.bad != nil {
+		return h.bad, true, true
 	}
-	if !isGRPC {
+	if !h.isGRPC {
 		gc := codes.Internal
 		var errs []string
-		if httpStatus == "" {
+		if h.httpStatus == "" {
 			errs = append(errs, "malformed header: missing HTTP status")
 		} else {
-			sc, err := strconv.Atoi(httpStatus)
+			sc, err := strconv.Atoi(h.httpStatus)
 			if err != nil {
 				return status.New(codes.Internal, fmt.Sprintf("transport: malformed http-status: %v", err)), true, true
 			}
@@ -289,8 +309,8 @@ func (cl *call) onHeaders(f *http2.MetaHeadersFrame) (st *status.Status, done, r
 				gc = codes.Unknown
 			}
 		}
-		if ctErr != "" {
-			errs = append(errs, ctErr)
+		if h.ctErr != "" {
+			errs = append(errs, h.ctErr)
 		}
 		st := status.New(gc, strings.Join(errs, "; "))
 		if end {
@@ -299,21 +319,25 @@ func (cl *call) onHeaders(f *http2.MetaHeadersFrame) (st *status.Status, done, r
 		cl.nonGRPC = st
 		return nil, false, false
 	}
-	if hdrErr != "" {
-		return status.New(codes.Internal, hdrErr), true, true
+	if h.hdrErr != "" {
+		return status.New(codes.Internal, h.hdrErr), true, true
 	}
-	if encoding != "" && encoding != "identity" && !end {
-		return status.Newf(codes.Internal, "grpc: compressed response (grpc-encoding %q) not supported by the direct transport", encoding), true, true
+	if h.encoding != "" && h.encoding != "identity" && !end {
+		return status.Newf(codes.Internal, "grpc: compressed response (grpc-encoding %q) not supported by the direct transport", h.encoding), true, true
 	}
 	if !end {
 		cl.gotHeaders = true
-		if len(md) > 0 {
-			cl.header = md
-		}
+		cl.header = h.md
 		return nil, false, false
 	}
-	cl.trailer = md
-	return statusWithDetails(code, grpcMsg, md["grpc-status-details-bin"]), true, false
+	cl.trailer = h.md
+	if cl.trailer == nil {
+		cl.trailer = metadata.MD{}
+	}
+	if h.code == codes.OK && h.md["grpc-status-details-bin"] == nil {
+		return nil, true, false // OK: no status to build
+	}
+	return statusWithDetails(h.code, h.grpcMsg, h.md["grpc-status-details-bin"]), true, false
 }
 
 // statusWithDetails is grpc-go's status from grpc-status, grpc-message and
@@ -332,11 +356,11 @@ func statusWithDetails(code codes.Code, msg string, details []string) *status.St
 	return status.New(codes.Internal, fmt.Sprintf("grpc-status-details-bin mismatch: grpc-status=%v, grpc-message=%q, grpc-status-details-bin=%+v", code, msg, st))
 }
 
-// finish records the stream's final status (c.mu held).
-func (cl *call) finish(st *status.Status) { cl.st = st }
+// finish records the stream's final status (c.mu held); nil is OK.
+func (cl *call) finish(st *status.Status) { cl.st, cl.ended = st, true }
 
 // fail records a failure (c.mu held).
-func (cl *call) fail(st *status.Status) { cl.st = st }
+func (cl *call) fail(st *status.Status) { cl.st, cl.ended = st, true }
 
 // result is the call's outcome after done: errRefused, a status error, or
 // nil (OK with one message).
@@ -344,10 +368,10 @@ func (cl *call) result() error {
 	if cl.err != nil {
 		return cl.err
 	}
-	if cl.st == nil {
+	if !cl.ended {
 		return status.Error(codes.Internal, "grpcdirect: stream ended without status")
 	}
-	if cl.st.Code() != codes.OK {
+	if cl.st != nil && cl.st.Code() != codes.OK {
 		return cl.st.Err()
 	}
 	if cl.msgs == 0 || cl.msgN != cl.msgLen {
@@ -480,18 +504,26 @@ func writeMetadata(e *hpack.Encoder, ctx context.Context) {
 		return
 	}
 	for k, vs := range md {
-		k = strings.ToLower(k)
-		if isReserved(k) {
-			continue
-		}
-		bin := strings.HasSuffix(k, "-bin")
 		for _, v := range vs {
-			if bin {
-				v = base64.RawStdEncoding.EncodeToString([]byte(v))
-			}
-			e.WriteField(hpack.HeaderField{Name: k, Value: v})
+			writeMD(e, k, v)
 		}
 	}
+}
+
+func writeMD(e *hpack.Encoder, k, v string) {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; 'A' <= c && c <= 'Z' {
+			k = strings.ToLower(k)
+			break
+		}
+	}
+	if isReserved(k) {
+		return
+	}
+	if strings.HasSuffix(k, "-bin") {
+		v = base64.RawStdEncoding.EncodeToString([]byte(v))
+	}
+	e.WriteField(hpack.HeaderField{Name: k, Value: v})
 }
 
 // appendTimeout appends d in grpc-timeout form (at most 8 digits, rounded

@@ -26,6 +26,7 @@ const (
 	defaultWindow   = 65535
 	defaultMaxFrame = 16384
 	ioBuffer        = 32 << 10
+	maxHeaderList   = 16 << 20
 	// unlimitedStreams stands for "no SETTINGS_MAX_CONCURRENT_STREAMS"
 	// (grpc-go servers send none by default).
 	unlimitedStreams = 1 << 31
@@ -64,6 +65,14 @@ type conn struct {
 	noStream atomic.Bool   // fast check of goAway || err
 
 	// reader-only
+	hdec        *hpack.Decoder
+	hst         hdrState
+	hblock      []byte // a header block continued in CONTINUATION frames
+	hstream     uint32
+	hend        bool
+	hcall       *call // the block's stream, nil if not open
+	hsize       int
+	htrunc      bool
 	connUnacked uint32
 	lastRead    atomic.Int64 // unix nanos of the last frame read
 	pingAcked   atomic.Bool
@@ -92,8 +101,8 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, ioBuffer))
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame) // we announce the default SETTINGS_MAX_FRAME_SIZE
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = 16 << 20
+	c.hdec = hpack.NewDecoder(4096, c.emit)
+	c.hdec.SetMaxStringLength(maxHeaderList)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
@@ -460,8 +469,20 @@ func (c *conn) readLoop() {
 		switch f := f.(type) {
 		case *http2.DataFrame:
 			err = c.onData(f)
-		case *http2.MetaHeadersFrame:
-			c.onHeaders(f)
+		case *http2.HeadersFrame:
+			c.hstream, c.hend = f.StreamID, f.StreamEnded()
+			if f.HeadersEnded() {
+				err = c.onHeaderBlock(f.HeaderBlockFragment())
+			} else {
+				c.hblock = append(c.hblock[:0], f.HeaderBlockFragment()...)
+			}
+		case *http2.ContinuationFrame:
+			c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
+			if len(c.hblock) > maxHeaderList {
+				err = errors.New("grpcdirect: header block too large")
+			} else if f.HeadersEnded() {
+				err = c.onHeaderBlock(c.hblock)
+			}
 		case *http2.RSTStreamFrame:
 			c.onRST(f)
 		case *http2.SettingsFrame:
@@ -608,20 +629,47 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	return nil
 }
 
-func (c *conn) onHeaders(f *http2.MetaHeadersFrame) {
+// onHeaderBlock decodes a complete header block (the HPACK state needs
+// every block decoded, also of streams no longer open) and applies it to
+// its stream.
+func (c *conn) onHeaderBlock(b []byte) error {
 	c.mu.Lock()
-	s := c.streams[f.StreamID]
+	s := c.streams[c.hstream]
 	c.mu.Unlock()
-	if s == nil {
-		return
+	c.hcall, c.hsize, c.htrunc = s, 0, false
+	if s != nil {
+		c.hst.reset(!s.gotHeaders)
 	}
-	st, done, rst := s.onHeaders(f)
+	_, err := c.hdec.Write(b)
+	if err == nil {
+		err = c.hdec.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("grpcdirect: HPACK: %w", err)
+	}
+	if s == nil {
+		return nil
+	}
+	st, done, rst := s.onHeaders(&c.hst, c.hend, c.htrunc)
 	switch {
 	case rst:
-		c.resetStream(f.StreamID, http2.ErrCodeProtocol, st)
+		c.resetStream(c.hstream, http2.ErrCodeProtocol, st)
 	case done:
-		c.complete(f.StreamID, st, nil)
+		c.complete(c.hstream, st, nil)
 	}
+	return nil
+}
+
+// emit takes one decoded header field.
+func (c *conn) emit(hf hpack.HeaderField) {
+	if c.hcall == nil || c.htrunc {
+		return
+	}
+	if c.hsize += int(hf.Size()); c.hsize > maxHeaderList {
+		c.htrunc = true
+		return
+	}
+	c.hst.field(hf)
 }
 
 func (c *conn) onRST(f *http2.RSTStreamFrame) {
