@@ -29,9 +29,11 @@ import (
 // stream is registered on a conn; then the conn's reader writes the
 // response fields until it hands the call back on done.
 type call struct {
-	done chan struct{} // the reader's (or close's) one hand-off
-	c    *conn
-	id   uint32
+	done    chan struct{} // the completion: the reader's (or close's) one hand-off
+	leadCh  chan struct{} // the read role handed to this waiting caller (read.go)
+	waiting bool          // under c.mu: its caller waits and may take the read role
+	c       *conn
+	id      uint32
 
 	// options
 	hdrAddr, trlAddr *metadata.MD
@@ -47,6 +49,7 @@ type call struct {
 	bufOff    int
 	sendWin   int64 // under c.mu
 	tbuf      []byte
+	deadline  time.Time
 	fhdr      [9]byte
 	abandoned bool
 
@@ -67,7 +70,7 @@ type call struct {
 	err        error
 }
 
-var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1), leadCh: make(chan struct{}, 1)} }}
 
 func getCall() *call { return callPool.Get().(*call) }
 
@@ -80,7 +83,7 @@ func putCall(cl *call) {
 	cl.req.Free()
 	cl.freeMsg()
 	tb := cl.tbuf
-	*cl = call{done: cl.done, tbuf: tb[:0]}
+	*cl = call{done: cl.done, leadCh: cl.leadCh, tbuf: tb[:0]}
 	callPool.Put(cl)
 }
 
@@ -94,7 +97,7 @@ func (cl *call) freeMsg() {
 // reset prepares a refused call for a retry on another conn.
 func (cl *call) reset() {
 	cl.freeMsg()
-	cl.c, cl.id, cl.sent, cl.bufIdx, cl.bufOff, cl.sendWin = nil, 0, 0, 0, 0, 0
+	cl.c, cl.id, cl.sent, cl.bufIdx, cl.bufOff, cl.sendWin, cl.waiting = nil, 0, 0, 0, 0, 0, false
 	cl.gotHeaders, cl.header, cl.trailer, cl.nonGRPC = false, nil, nil, nil
 	cl.msgs, cl.preN, cl.msgLen, cl.msgN, cl.unacked, cl.st, cl.ended, cl.err = 0, 0, 0, 0, 0, nil, false, nil
 }

@@ -64,7 +64,15 @@ type conn struct {
 	dead     chan struct{} // closed when the conn is closed
 	noStream atomic.Bool   // fast check of goAway || err
 
-	// reader-only
+	// the read role (read.go), under mu
+	rstate     int
+	leaderCall *call
+	yield      bool
+	bgWake     chan struct{}
+	bgTimer    *time.Timer
+
+	// read-role holder only
+	br          *bufio.Reader
 	hdec        *hpack.Decoder
 	hst         hdrState
 	hblock      []byte // a header block continued in CONTINUATION frames
@@ -96,9 +104,11 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 		winCh:      make(chan struct{}),
 		unusable:   make(chan struct{}),
 		dead:       make(chan struct{}),
+		bgWake:     make(chan struct{}, 1),
 	}
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
-	c.fr = http2.NewFramer(c.bw, bufio.NewReaderSize(nc, ioBuffer))
+	c.br = bufio.NewReaderSize(nc, ioBuffer)
+	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame) // we announce the default SETTINGS_MAX_FRAME_SIZE
 	c.hdec = hpack.NewDecoder(4096, c.emit)
@@ -285,15 +295,7 @@ func (c *conn) roundTrip(ctx context.Context, cl *call, method string) error {
 	if err := c.writeRequest(ctx, cl, method); err != nil {
 		return err
 	}
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		if c.abandon(cl, http2.ErrCodeCancel) {
-			return status.FromContextError(ctx.Err()).Err()
-		}
-		<-cl.done // the reader completed it first
-	}
-	return cl.result()
+	return c.await(ctx, cl)
 }
 
 // abandon removes cl's stream and resets it; false if the reader already
@@ -305,7 +307,7 @@ func (c *conn) abandon(cl *call, code http2.ErrCode) bool {
 		return false
 	}
 	delete(c.streams, cl.id)
-	cl.abandoned = true
+	cl.abandoned, cl.waiting = true, false
 	c.releaseLocked()
 	c.mu.Unlock()
 	c.wmu.Lock()
@@ -359,6 +361,7 @@ func (c *conn) writeRequest(ctx context.Context, cl *call, method string) error 
 		// it to answer PINGs and SETTINGS).
 		c.mu.Lock()
 		ch, fin := c.winCh, c.streams[cl.id] != cl
+		c.needReaderLocked()
 		c.mu.Unlock()
 		c.wmu.Unlock()
 		if !fin {
@@ -391,6 +394,7 @@ func (c *conn) writeHeaders(ctx context.Context, cl *call, method string) error 
 	e.WriteField(hpack.HeaderField{Name: "user-agent", Value: c.e.cfg.UserAgent})
 	e.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
 	if dl, ok := ctx.Deadline(); ok {
+		cl.deadline = dl
 		cl.tbuf = appendTimeout(cl.tbuf[:0], time.Until(dl))
 		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: string(cl.tbuf), Sensitive: true})
 	}
@@ -446,70 +450,44 @@ func (c *conn) writeData(cl *call) (more bool, err error) {
 	return false, nil
 }
 
-// readLoop reads frames until the connection fails or closes.
-func (c *conn) readLoop() {
-	if c.e.cfg.KeepaliveTime > 0 {
-		stop := make(chan struct{})
-		defer close(stop)
-		c.e.wg.Add(1)
-		go c.keepalive(stop)
+// handle processes one frame read by whoever holds the read role.
+func (c *conn) handle(f http2.Frame) (err error) {
+	c.lastRead.Store(time.Now().UnixNano())
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		err = c.onData(f)
+	case *http2.HeadersFrame:
+		c.hstream, c.hend = f.StreamID, f.StreamEnded()
+		if f.HeadersEnded() {
+			err = c.onHeaderBlock(f.HeaderBlockFragment())
+		} else {
+			c.hblock = append(c.hblock[:0], f.HeaderBlockFragment()...)
+		}
+	case *http2.ContinuationFrame:
+		c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
+		if len(c.hblock) > maxHeaderList {
+			err = errors.New("grpcdirect: header block too large")
+		} else if f.HeadersEnded() {
+			err = c.onHeaderBlock(c.hblock)
+		}
+	case *http2.RSTStreamFrame:
+		c.onRST(f)
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			err = c.onSettings(f)
+		}
+	case *http2.PingFrame:
+		if f.IsAck() {
+			c.pingAcked.Store(true)
+		} else {
+			err = c.writeControl(func() error { return c.fr.WritePing(true, f.Data) })
+		}
+	case *http2.GoAwayFrame:
+		c.onGoAway(f)
+	case *http2.WindowUpdateFrame:
+		err = c.onWindowUpdate(f)
 	}
-	for {
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				c.resetStream(se.StreamID, se.Code, status.New(codes.Internal, "grpcdirect: "+se.Error()))
-				continue
-			}
-			c.close(fmt.Errorf("read: %w", err))
-			return
-		}
-		c.lastRead.Store(time.Now().UnixNano())
-		switch f := f.(type) {
-		case *http2.DataFrame:
-			err = c.onData(f)
-		case *http2.HeadersFrame:
-			c.hstream, c.hend = f.StreamID, f.StreamEnded()
-			if f.HeadersEnded() {
-				err = c.onHeaderBlock(f.HeaderBlockFragment())
-			} else {
-				c.hblock = append(c.hblock[:0], f.HeaderBlockFragment()...)
-			}
-		case *http2.ContinuationFrame:
-			c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
-			if len(c.hblock) > maxHeaderList {
-				err = errors.New("grpcdirect: header block too large")
-			} else if f.HeadersEnded() {
-				err = c.onHeaderBlock(c.hblock)
-			}
-		case *http2.RSTStreamFrame:
-			c.onRST(f)
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				err = c.onSettings(f)
-			}
-		case *http2.PingFrame:
-			if f.IsAck() {
-				c.pingAcked.Store(true)
-			} else {
-				err = c.writeControl(func() error { return c.fr.WritePing(true, f.Data) })
-			}
-		case *http2.GoAwayFrame:
-			c.onGoAway(f)
-		case *http2.WindowUpdateFrame:
-			err = c.onWindowUpdate(f)
-		}
-		if err != nil {
-			c.close(err)
-			return
-		}
-		select {
-		case <-c.dead:
-			return
-		default:
-		}
-	}
+	return err
 }
 
 // writeControl writes and flushes one frame from the reader.
@@ -681,6 +659,14 @@ func (c *conn) onRST(f *http2.RSTStreamFrame) {
 		c.complete(f.StreamID, nil, errRefused)
 		return
 	}
+	if code == codes.Canceled {
+		c.mu.Lock()
+		s := c.streams[f.StreamID]
+		if s != nil && !s.deadline.IsZero() && !s.deadline.After(time.Now()) {
+			code = codes.DeadlineExceeded // the server enforced our grpc-timeout (as grpc-go maps it)
+		}
+		c.mu.Unlock()
+	}
 	c.complete(f.StreamID, status.New(code, fmt.Sprintf("stream terminated by RST_STREAM with error code: %v", f.ErrCode)), nil)
 }
 
@@ -745,6 +731,7 @@ func (c *conn) complete(id uint32, st *status.Status, err error) bool {
 		return false
 	}
 	delete(c.streams, id)
+	s.waiting = false
 	if err != nil {
 		s.err = err
 	} else {

@@ -273,7 +273,7 @@ func (s *slot) run() {
 		s.cur.Store(c)
 		e.setState(s, stReady, nil)
 		e.wg.Add(1)
-		go func() { defer e.wg.Done(); c.readLoop() }()
+		go func() { defer e.wg.Done(); c.bgLoop() }()
 		// Serve until the conn stops taking streams (GOAWAY or death).
 		select {
 		case <-c.unusable:
