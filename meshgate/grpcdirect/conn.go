@@ -45,6 +45,8 @@ type conn struct {
 	henc   *hpack.Encoder
 	hbuf   headerBuf
 	nextID uint32
+	// ctlPending: a PING ack is buffered, not yet flushed
+	ctlPending bool
 
 	mu          sync.Mutex
 	streams     map[uint32]*call
@@ -353,6 +355,7 @@ func (c *conn) writeRequest(ctx context.Context, cl *call, method string) error 
 		more, err = c.writeData(cl)
 		if err == nil {
 			err = c.bw.Flush()
+			c.ctlPending = false
 		}
 		if err != nil || !more {
 			break
@@ -480,7 +483,7 @@ func (c *conn) handle(f http2.Frame) (err error) {
 		if f.IsAck() {
 			c.pingAcked.Store(true)
 		} else {
-			err = c.writeControl(func() error { return c.fr.WritePing(true, f.Data) })
+			err = c.ackPing(f.Data)
 		}
 	case *http2.GoAwayFrame:
 		c.onGoAway(f)
@@ -490,6 +493,37 @@ func (c *conn) handle(f http2.Frame) (err error) {
 	return err
 }
 
+// ackPing answers a PING. The ack is buffered, not flushed: it leaves
+// with the next request's write (a server's BDP ping arrives with nearly
+// every request, and its ack would otherwise cost a write syscall each),
+// or at the latest idleRead later, when the background goroutine flushes.
+func (c *conn) ackPing(data [8]byte) error {
+	c.wmu.Lock()
+	err := c.fr.WritePing(true, data)
+	c.ctlPending = err == nil
+	c.wmu.Unlock()
+	c.mu.Lock()
+	if c.bgTimer != nil {
+		c.bgTimer.Reset(idleRead)
+	}
+	c.mu.Unlock()
+	return err
+}
+
+// flushPending flushes buffered control frames (the background goroutine).
+func (c *conn) flushPending() {
+	c.wmu.Lock()
+	if c.ctlPending {
+		c.ctlPending = false
+		if err := c.bw.Flush(); err != nil {
+			c.wmu.Unlock()
+			c.close(fmt.Errorf("write: %w", err))
+			return
+		}
+	}
+	c.wmu.Unlock()
+}
+
 // writeControl writes and flushes one frame from the reader.
 func (c *conn) writeControl(w func() error) error {
 	c.wmu.Lock()
@@ -497,6 +531,7 @@ func (c *conn) writeControl(w func() error) error {
 	if err := w(); err != nil {
 		return err
 	}
+	c.ctlPending = false
 	return c.bw.Flush()
 }
 

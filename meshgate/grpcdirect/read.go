@@ -230,6 +230,7 @@ func (c *conn) bgLoop() {
 		case <-c.bgWake:
 		case <-t.C:
 		}
+		c.flushPending()
 		c.mu.Lock()
 		if c.rstate != rsNone || c.err != nil {
 			c.mu.Unlock()
