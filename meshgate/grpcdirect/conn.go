@@ -493,20 +493,26 @@ func (c *conn) handle(f http2.Frame) (err error) {
 	return err
 }
 
-// ackPing answers a PING. The ack is buffered, not flushed: it leaves
+// ackPing answers a PING. Read by a calling goroutine (the background one
+// then waits in its select), the ack is buffered, not flushed: it leaves
 // with the next request's write (a server's BDP ping arrives with nearly
 // every request, and its ack would otherwise cost a write syscall each),
-// or at the latest idleRead later, when the background goroutine flushes.
+// or at the latest idleRead later, when the background goroutine's timer
+// flushes it. Read by the background goroutine, it is flushed at once.
 func (c *conn) ackPing(data [8]byte) error {
+	c.mu.Lock()
+	deferred := c.rstate == rsLeader && c.bgTimer != nil
+	if deferred {
+		c.bgTimer.Reset(idleRead)
+	}
+	c.mu.Unlock()
+	if !deferred {
+		return c.writeControl(func() error { return c.fr.WritePing(true, data) })
+	}
 	c.wmu.Lock()
 	err := c.fr.WritePing(true, data)
 	c.ctlPending = err == nil
 	c.wmu.Unlock()
-	c.mu.Lock()
-	if c.bgTimer != nil {
-		c.bgTimer.Reset(idleRead)
-	}
-	c.mu.Unlock()
 	return err
 }
 
