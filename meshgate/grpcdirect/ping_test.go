@@ -4,10 +4,15 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // rawH2Server accepts connections, reads the client preface, sends an
@@ -98,4 +103,33 @@ func TestKeepaliveClosesDeadPeer(t *testing.T) {
 		err := e.LastError()
 		return err != nil && strings.Contains(err.Error(), "keepalive")
 	})
+}
+
+// TestGoAwayRefusedStreamRetried: a GOAWAY whose last stream id is below a
+// call's stream fails the stream as never processed; the call is retried
+// once on another connection, then fails Unavailable.
+func TestGoAwayRefusedStreamRetried(t *testing.T) {
+	var headers atomic.Int32
+	addr := rawH2Server(t, func(fr *http2.Framer) {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.HeadersFrame); ok {
+				headers.Add(1)
+				_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			}
+		}
+	})
+	e := newEP(t, Config{Addr: addr, Conns: 2})
+	waitFor(t, "both connections ready", func() bool { return e.Ready(0) && e.Ready(1) })
+	var resp rawcodec.Message
+	err := e.Invoke(ctxT(t, 5*time.Second), "/"+svc+"/Echo", []byte("x"), &resp)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("refused call: %v", err)
+	}
+	if n := headers.Load(); n != 2 {
+		t.Fatalf("server saw %d attempts, want 2 (one transparent retry)", n)
+	}
 }
