@@ -212,6 +212,9 @@ func (c *conn) close(err error) {
 	c.winCh = make(chan struct{})
 	c.mu.Unlock()
 	_ = c.nc.Close()
+	c.e.mu.Lock()
+	delete(c.e.live, c)
+	c.e.mu.Unlock()
 	for _, s := range done {
 		s.done <- struct{}{}
 	}

@@ -138,7 +138,8 @@ type Endpoint struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every slot state change
+	changed chan struct{}      // closed and replaced on every slot state change
+	live    map[*conn]struct{} // every open conn, draining ones included
 }
 
 // slot states.
@@ -163,7 +164,7 @@ type slot struct {
 func New(cfg Config) *Endpoint {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &Endpoint{cfg: cfg, scheme: "http", ctx: ctx, cancel: cancel, changed: make(chan struct{})}
+	e := &Endpoint{cfg: cfg, scheme: "http", ctx: ctx, cancel: cancel, changed: make(chan struct{}), live: map[*conn]struct{}{}}
 	if cfg.TLS != nil {
 		e.scheme = "https"
 	}
@@ -183,10 +184,14 @@ func (e *Endpoint) Addr() string { return e.cfg.Addr }
 // returns once every goroutine of the endpoint has ended.
 func (e *Endpoint) Close() {
 	e.cancel()
-	for _, s := range e.slots {
-		if c := s.cur.Load(); c != nil {
-			c.close(ErrClosed)
-		}
+	e.mu.Lock()
+	live := make([]*conn, 0, len(e.live))
+	for c := range e.live {
+		live = append(live, c)
+	}
+	e.mu.Unlock()
+	for _, c := range live {
+		c.close(ErrClosed)
 	}
 	e.wg.Wait()
 }
@@ -270,6 +275,13 @@ func (s *slot) run() {
 			continue
 		}
 		fails = 0
+		e.mu.Lock()
+		e.live[c] = struct{}{}
+		e.mu.Unlock()
+		if e.ctx.Err() != nil { // closed while dialling
+			c.close(ErrClosed)
+			return
+		}
 		s.cur.Store(c)
 		e.setState(s, stReady, nil)
 		e.wg.Add(1)
