@@ -261,3 +261,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestDirectSame: switching grpc_transport rebuilds the pool on reload.
+func TestDirectSame(t *testing.T) {
+	u := directUpstream([]string{"127.0.0.1:1"}, config.LBRoundRobin, 1)
+	p, err := New(u, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if !p.Same(u) {
+		t.Fatal("same config differs")
+	}
+	v := u
+	v.GRPCTransport = config.GRPCTransportGRPCGo
+	if p.Same(v) {
+		t.Fatal("a transport change kept the pool")
+	}
+}
