@@ -47,6 +47,7 @@ type conn struct {
 	nextID uint32
 	// ctlPending: a PING ack is buffered, not yet flushed
 	ctlPending bool
+	wqueued    atomic.Int32 // request writers waiting for wmu (lockWrite)
 
 	mu          sync.Mutex
 	streams     map[uint32]*call
@@ -71,7 +72,7 @@ type conn struct {
 	leaderCall *call
 	yield      bool
 	bgWake     chan struct{}
-	bgTimer    *time.Timer
+	lastLead   atomic.Int64 // unix nanos a caller last released the read role
 
 	// read-role holder only
 	br          *bufio.Reader
@@ -328,21 +329,16 @@ func (c *conn) abandon(cl *call, code http2.ErrCode) bool {
 // what the windows allow at once, in one flush, the rest as the server
 // opens them.
 func (c *conn) writeRequest(ctx context.Context, cl *call, method string) error {
-	c.wmu.Lock()
+	c.lockWrite()
 	c.mu.Lock()
-	if c.err != nil || c.goAway {
+	if c.err != nil || c.goAway || c.nextID > 1<<31-1 {
+		if c.err == nil && !c.goAway { // stream ids exhausted
+			c.markUnusableLocked()
+			c.goAway = true
+		}
 		c.releaseLocked()
 		c.mu.Unlock()
-		c.wmu.Unlock()
-		c.closeIfDrained()
-		return errRefused
-	}
-	if c.nextID > 1<<31-1 {
-		c.markUnusableLocked()
-		c.goAway = true
-		c.releaseLocked()
-		c.mu.Unlock()
-		c.wmu.Unlock()
+		c.unlockWrite()
 		c.closeIfDrained()
 		return errRefused
 	}
@@ -356,11 +352,10 @@ func (c *conn) writeRequest(ctx context.Context, cl *call, method string) error 
 	for err == nil {
 		var more bool
 		more, err = c.writeData(cl)
-		if err == nil {
-			err = c.bw.Flush()
-			c.ctlPending = false
-		}
 		if err != nil || !more {
+			break
+		}
+		if err = c.bw.Flush(); err != nil {
 			break
 		}
 		// Wait for the windows without the write lock (the reader needs
@@ -376,16 +371,40 @@ func (c *conn) writeRequest(ctx context.Context, cl *call, method string) error 
 			case <-ctx.Done():
 			}
 		}
-		c.wmu.Lock()
+		c.lockWrite()
 		if fin || ctx.Err() != nil {
 			break // completed by the server, or the caller gave up (roundTrip resets it)
 		}
 	}
-	c.wmu.Unlock()
+	if err == nil {
+		err = c.unlockWrite()
+	} else {
+		c.wmu.Unlock()
+	}
 	if err != nil {
 		c.close(fmt.Errorf("write: %w", err))
 	}
 	return nil // a write failure fails the stream through close
+}
+
+// lockWrite takes the write lock, counted as queued meanwhile.
+func (c *conn) lockWrite() {
+	c.wqueued.Add(1)
+	c.wmu.Lock()
+	c.wqueued.Add(-1)
+}
+
+// unlockWrite releases the write lock, flushing what is buffered unless
+// another request writer is queued for the lock: the last of a burst
+// flushes them all in one write.
+func (c *conn) unlockWrite() error {
+	var err error
+	if c.wqueued.Load() == 0 && c.bw.Buffered() > 0 {
+		err = c.bw.Flush()
+		c.ctlPending = false
+	}
+	c.wmu.Unlock()
+	return err
 }
 
 // writeHeaders encodes and writes the request HEADERS (c.wmu held).
@@ -500,14 +519,11 @@ func (c *conn) handle(f http2.Frame) (err error) {
 // then waits in its select), the ack is buffered, not flushed: it leaves
 // with the next request's write (a server's BDP ping arrives with nearly
 // every request, and its ack would otherwise cost a write syscall each),
-// or at the latest idleRead later, when the background goroutine's timer
-// flushes it. Read by the background goroutine, it is flushed at once.
+// or at the latest idleRead later, when the background goroutine's
+// periodic check flushes it. Read by the background goroutine, it is flushed at once.
 func (c *conn) ackPing(data [8]byte) error {
 	c.mu.Lock()
-	deferred := c.rstate == rsLeader && c.bgTimer != nil
-	if deferred {
-		c.bgTimer.Reset(idleRead)
-	}
+	deferred := c.rstate == rsLeader
 	c.mu.Unlock()
 	if !deferred {
 		return c.writeControl(func() error { return c.fr.WritePing(true, data) })

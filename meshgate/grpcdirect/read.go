@@ -194,9 +194,10 @@ func (c *conn) passRoleLocked() {
 			return
 		}
 	}
-	if c.bgTimer != nil {
-		c.bgTimer.Reset(idleRead)
-	}
+	// No timer is re-armed per call (a timer earlier than a P's others
+	// wakes a sleeping thread): the background goroutine checks every
+	// idleRead while callers lead.
+	c.lastLead.Store(time.Now().UnixNano())
 }
 
 // needReaderLocked makes the background goroutine read now if nobody
@@ -219,9 +220,6 @@ func (c *conn) bgLoop() {
 		go c.keepalive(stop)
 	}
 	t := time.NewTimer(0) // read at once: the server's SETTINGS ack and so on
-	c.mu.Lock()
-	c.bgTimer = t
-	c.mu.Unlock()
 	defer t.Stop()
 	for {
 		select {
@@ -232,8 +230,18 @@ func (c *conn) bgLoop() {
 		}
 		c.flushPending()
 		c.mu.Lock()
-		if c.rstate != rsNone || c.err != nil {
+		if c.err != nil {
 			c.mu.Unlock()
+			return
+		}
+		if c.rstate != rsNone {
+			c.mu.Unlock()
+			t.Reset(idleRead) // a caller reads: look again later
+			continue
+		}
+		if since := time.Duration(time.Now().UnixNano() - c.lastLead.Load()); since < idleRead && len(c.streams) == 0 {
+			c.mu.Unlock()
+			t.Reset(idleRead - since) // a caller read moments ago; traffic may go on
 			continue
 		}
 		c.rstate, c.yield = rsBG, false
@@ -245,6 +253,7 @@ func (c *conn) bgLoop() {
 					c.rstate, c.yield = rsNone, false
 					c.passRoleLocked()
 					c.mu.Unlock()
+					t.Reset(idleRead)
 					break
 				}
 				c.mu.Unlock()
