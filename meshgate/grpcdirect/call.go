@@ -26,8 +26,9 @@ import (
 )
 
 // call is one unary call's state, pooled. The caller owns it until its
-// stream is registered on a conn; then the conn's reader writes the
-// response fields until it hands the call back on done.
+// stream is registered on a conn; then the conn's reader (whoever holds
+// the read role) writes the response fields until it hands the call back
+// on done.
 type call struct {
 	done    chan struct{} // the completion: the reader's (or close's) one hand-off
 	leadCh  chan struct{} // the read role handed to this waiting caller (read.go)

@@ -33,7 +33,7 @@ const (
 )
 
 // conn is one HTTP/2 connection. Callers write their streams under wmu;
-// the reader goroutine (readLoop) is the only reader.
+// whoever holds the read role (read.go) is the only reader.
 type conn struct {
 	e    *Endpoint
 	nc   net.Conn

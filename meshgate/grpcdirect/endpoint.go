@@ -3,13 +3,16 @@
 // Framer and HPACK over a few connections per upstream endpoint, instead
 // of grpc-go's client transport.
 //
-// Hand-offs per call are kept to one: the calling goroutine encodes the
-// request's HEADERS and DATA frames itself, under the connection's write
-// lock, into one buffer flushed with one write; the connection's one
-// reader goroutine reads the response frames and hands the finished
-// result to the waiting caller. There is no per-call goroutine and no
-// per-call timer: a call waits on its context's Done channel (the caller's
-// deadline) and sends grpc-timeout so the server enforces it too.
+// Hand-offs per call are kept to at most one: the calling goroutine
+// encodes the request's HEADERS and DATA frames itself, under the
+// connection's write lock, into one buffer flushed with one write; then,
+// while it waits, it reads the connection itself unless another waiting
+// caller already does (the read role, read.go), so a lone call's reply is
+// read by its own caller and a reply read by another caller is handed over
+// once. The connection's background goroutine reads only when no caller
+// does. There is no per-call goroutine and no per-call timer: a call waits
+// on its context (the caller's deadline) and sends grpc-timeout so the
+// server enforces it too.
 //
 // What it implements of HTTP/2 and gRPC: the SETTINGS exchange, the peer's
 // MAX_CONCURRENT_STREAMS (calls queue for a free stream; never exceeded),
