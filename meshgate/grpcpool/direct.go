@@ -21,14 +21,27 @@ import (
 // each with u.Connections HTTP/2 connections.
 func newDirect(u config.Upstream, n int, tc *tlsconf.Client) []*grpcdirect.Endpoint {
 	cp := connectParams(u)
+	// The same :authority and TLS name as the grpc-go ClientConns: the
+	// configured server_name, else the upstream's name (docs/security-tls.md).
+	authority := u.Name
+	if u.TLS != nil && u.TLS.ServerName != "" {
+		authority = u.TLS.ServerName
+	}
 	var tlsFn func(ctx context.Context, addr string) (*tls.Config, error)
 	if tc != nil {
-		tlsFn = tc.Config
+		tlsFn = func(ctx context.Context, _ string) (*tls.Config, error) {
+			cfg, err := tc.Config(ctx, "")
+			if err == nil && cfg.ServerName == "" {
+				cfg.ServerName = authority
+			}
+			return cfg, err
+		}
 	}
 	out := make([]*grpcdirect.Endpoint, len(u.Endpoints))
 	for i, addr := range u.Endpoints {
 		out[i] = grpcdirect.New(grpcdirect.Config{
 			Addr:           addr,
+			Authority:      authority,
 			Conns:          n,
 			TLS:            tlsFn,
 			MaxRecvMsgSize: u.RecvSize(),

@@ -3,6 +3,7 @@ package grpcpool
 import (
 	"context"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/demo"
@@ -277,5 +279,46 @@ func TestDirectSame(t *testing.T) {
 	v.GRPCTransport = config.GRPCTransportGRPCGo
 	if p.Same(v) {
 		t.Fatal("a transport change kept the pool")
+	}
+}
+
+// TestDirectAuthority: both transports send the same :authority (the
+// upstream's name) and verify an upstream certificate against it when tls
+// has no server_name.
+func TestDirectAuthority(t *testing.T) {
+	dir := t.TempDir()
+	_, files, err := testpki.WriteSet(dir, "user-svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf := files["user-svc"]
+	srvTLS, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile}, tlsconf.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srvTLS.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(append(demo.ServerOptions(), grpc.Creds(srvTLS.Credentials()))...)
+	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{"Who": func(ctx context.Context, _ []byte) ([]byte, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		return []byte(strings.Join(md.Get(":authority"), ",")), nil
+	}})
+	go func() { _ = gs.Serve(ln) }()
+	defer gs.Stop()
+	for _, transport := range []string{config.GRPCTransportGRPCGo, config.GRPCTransportDirect} {
+		u := directUpstream([]string{ln.Addr().String()}, config.LBRoundRobin, 1)
+		u.Name, u.GRPCTransport = "user-svc", transport
+		u.TLS = &config.TLS{CAFile: sf.CAFile}
+		p, err := New(u, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := who(t, p, 0); got != "user-svc" {
+			t.Errorf("%s: server saw :authority %q, want the upstream name", transport, got)
+		}
+		p.Close()
 	}
 }
