@@ -72,7 +72,16 @@ func runInteropCase(t *testing.T, name string, fn func(t *testing.T, ctx context
 // custom_metadata ride as application extensions (listeners[].metadata) on
 // the MGP hop; UnimplementedService is routed too, so its Unimplemented
 // comes from the interop server through both bridges, not from MeshGate.
+// It runs once per gRPC upstream transport (upstreams[].grpc_transport):
+// grpc-go's client and MeshGate's direct HTTP/2 client (the bidi route
+// keeps grpc-go in both).
 func TestInteropUnaryThroughDoubleBridge(t *testing.T) {
+	for _, transport := range []string{"grpc-go", "direct"} {
+		t.Run(transport, func(t *testing.T) { testInteropUnaryThroughDoubleBridge(t, transport) })
+	}
+}
+
+func testInteropUnaryThroughDoubleBridge(t *testing.T, transport string) {
 	bin := harness.MeshgateBin(t)
 	iln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -114,8 +123,8 @@ listeners:
       - {cmd: 25, method: %[7]s, upstream: interop}
 upstreams:
   - {name: loop, protocol: private, endpoints: [%[3]q], connections: 1}
-  - {name: interop, protocol: grpc, endpoints: [%[4]q]}
-`, admin, in, mid, iln.Addr().String(), pairs, svc, unimp)
+  - {name: interop, protocol: grpc, endpoints: [%[4]q], grpc_transport: %[8]s}
+`, admin, in, mid, iln.Addr().String(), pairs, svc, unimp, transport)
 	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
 	harness.Start(t, "meshgate", bin, "run", "-c", path)
 	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz") // both upstreams connected, the self-loop too

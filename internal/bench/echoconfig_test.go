@@ -16,6 +16,7 @@ func TestEchoConfigsParse(t *testing.T) {
 		method                 string
 	}{
 		{"S3", meshGatePrivToGRPC("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoGRPC, EchoCmd, EchoMethod},
+		{"S3d", meshGatePrivToGRPCDirect("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoGRPC, EchoCmd, EchoMethod},
 		{"S6", meshGateGRPCToPriv("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoPrivate, EchoCmd, EchoMethod},
 		{"MPP", meshGatePrivToPriv("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoPrivate, EchoCmd, ""},
 		{"MGG", meshGateGRPCToGRPC("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoGRPC, 0, EchoMethod},
@@ -34,6 +35,9 @@ func TestEchoConfigsParse(t *testing.T) {
 		}
 		if len(cfg.Upstreams) != 1 || u.Protocol != c.proto || len(u.Endpoints) != 1 || u.Endpoints[0] != "127.0.0.1:3" {
 			t.Errorf("%s: upstreams %+v", c.name, cfg.Upstreams)
+		}
+		if want := map[bool]string{true: config.GRPCTransportDirect}[c.name == "S3d"]; u.GRPCTransport != want {
+			t.Errorf("%s: grpc_transport %q, want %q", c.name, u.GRPCTransport, want)
 		}
 	}
 }

@@ -152,6 +152,12 @@ func meshGatePrivToGRPC(admin, listen, grpcAddr string) string {
 	return echoConfig(admin, listen, config.KindPrivate, config.ProtoGRPC, grpcAddr, "")
 }
 
+// meshGatePrivToGRPCDirect is the S3d config: S3's with the upstream on
+// grpc_transport: direct.
+func meshGatePrivToGRPCDirect(admin, listen, grpcAddr string) string {
+	return meshGatePrivToGRPC(admin, listen, grpcAddr) + "  grpc_transport: direct\n"
+}
+
 // meshGateGRPCToPriv is the S6 config: gRPC listener, demo.Echo/Echo to
 // cmd EchoCmd on the legacy server.
 func meshGateGRPCToPriv(admin, listen, legacyAddr string) string {
@@ -227,8 +233,11 @@ func (e *env) startBridge(ctx context.Context, t *topology, kind, name string, c
 var (
 	setupS0 = setupDirect("legacy", (*env).legacyDial)
 	setupS3 = setupBridge("grpc", "meshgate-s3", meshGatePrivToGRPC, "", (*env).legacyDial)
-	setupS5 = setupDirect("grpc", (*env).grpcDial)
-	setupS6 = setupBridge("legacy", "meshgate-s6", meshGateGRPCToPriv, "", (*env).grpcDial)
+	// S3d is S3 with the upstream on MeshGate's direct HTTP/2 transport
+	// (grpc_transport: direct) instead of grpc-go's client.
+	setupS3d = setupBridge("grpc", "meshgate-s3d", meshGatePrivToGRPCDirect, "", (*env).legacyDial)
+	setupS5  = setupDirect("grpc", (*env).grpcDial)
+	setupS6  = setupBridge("legacy", "meshgate-s6", meshGateGRPCToPriv, "", (*env).grpcDial)
 )
 
 func setupS1(wasm bool) func(context.Context, *env, *topology) (*topology, error) {

@@ -110,6 +110,7 @@ func (c *Config) Validate() error {
 		checkRange(&e, f+".connections", u.Connections, 0, 64) // 0: the default
 		checkNotNegative(&e, f+".max_in_flight", u.MaxInFlight)
 		checkTLS(&e, f+".tls", u.TLS, false)
+		checkGRPCTransport(&e, f, u)
 	}
 	ups := c.upstreamsByName()
 	names := map[string]bool{}

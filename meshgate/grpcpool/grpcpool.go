@@ -27,6 +27,11 @@
 // counted so that a config reload can retire it while requests that started
 // on it finish: Acquire/Release around each call, Retire when dropped.
 //
+// With grpc_transport: direct (config.Upstream.DirectTransport) unary
+// calls go over package grpcdirect's HTTP/2 connections instead (same
+// Guard, endpoints, connection count, TLS, message limits and backoff);
+// streams keep grpc-go (direct.go).
+//
 // With config.Upstream.TLS the pool dials with (m)TLS from package tlsconf:
 // the CA, certificate and key files are re-read every Options.TLSRefresh
 // and every new HTTP/2 connection handshakes with the current material;
@@ -51,6 +56,7 @@ import (
 	_ "google.golang.org/grpc/xds" // xds:/// upstreams: xDS resolver and balancers
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/resilience"
@@ -103,6 +109,11 @@ type Pool struct {
 	readiness // ready.go
 
 	guard *resilience.Guard // nil for xDS targets
+
+	// direct: grpc_transport direct's endpoints (Guard order), which make
+	// the unary calls; the ClientConns then only serve streams and connect
+	// on their first one (direct.go).
+	direct []*grpcdirect.Endpoint
 }
 
 // Guard is the pool's resilience Guard (adaptive weights, ejection,
@@ -185,8 +196,13 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 			}
 			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
 		}
-		cc.Connect()
+		if !u.DirectTransport() {
+			cc.Connect()
+		}
 		p.conns = append(p.conns, cc)
+	}
+	if u.DirectTransport() && p.guard != nil {
+		p.direct = newDirect(u, n, tc)
 	}
 	p.watchStates()
 	if opts.Conns != nil {
@@ -242,7 +258,8 @@ func (p *Pool) Same(u config.Upstream) bool {
 	}
 	a.Endpoints, b.Endpoints, a.TLS, b.TLS = nil, nil, nil, nil
 	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections &&
-		a.ReconnectBackoffMax == b.ReconnectBackoffMax && a.Resilience == b.Resilience
+		a.ReconnectBackoffMax == b.ReconnectBackoffMax && a.Resilience == b.Resilience &&
+		a.GRPCTransport == b.GRPCTransport
 }
 
 // Conn returns the next shared ClientConn.
@@ -256,8 +273,12 @@ func (p *Pool) Conn() *grpc.ClientConn {
 // Len is the number of ClientConns.
 func (p *Pool) Len() int { return len(p.conns) }
 
-// Invoke makes a unary call on the next ClientConn with the raw codec.
+// Invoke makes a unary call on the next ClientConn with the raw codec, or
+// over the direct transport (grpc_transport: direct).
 func (p *Pool) Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error {
+	if p.direct != nil {
+		return p.invokeDirect(ctx, method, req, reply, opts...)
+	}
 	return p.Conn().Invoke(ctx, method, req, reply, opts...)
 }
 
@@ -303,6 +324,9 @@ func (p *Pool) close() {
 	p.once.Do(func() {
 		for _, c := range p.conns {
 			_ = c.Close()
+		}
+		for _, d := range p.direct {
+			d.Close()
 		}
 		if p.tls != nil {
 			p.tls.Close()

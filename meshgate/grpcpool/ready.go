@@ -85,6 +85,9 @@ func (p *Pool) watch(i int, cc *grpc.ClientConn) {
 // Ready reports whether every ClientConn has a ready connection (IDLE after
 // READY counts: it reconnects on the next call).
 func (p *Pool) Ready() bool {
+	if p.direct != nil {
+		return p.directReady()
+	}
 	for i := range p.ready {
 		if !p.ready[i].Load() {
 			return false

@@ -40,6 +40,12 @@ func WithEndpoint(ctx context.Context, ep *Endpoint) context.Context {
 	return context.WithValue(ctx, endpointKey{}, ep)
 }
 
+// EndpointFrom returns the endpoint WithEndpoint put in ctx, or nil.
+func EndpointFrom(ctx context.Context) *Endpoint {
+	ep, _ := ctx.Value(endpointKey{}).(*Endpoint)
+	return ep
+}
+
 // errNotConnected fails a call whose endpoint has no ready connection in
 // this ClientConn (the Guard records a connect failure and may retry on
 // another endpoint).

@@ -1,0 +1,558 @@
+package grpcdirect
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// call is one unary call's state, pooled. The caller owns it until its
+// stream is registered on a conn; then the conn's reader (whoever holds
+// the read role) writes the response fields until it hands the call back
+// on done.
+type call struct {
+	done    chan struct{} // the completion: the reader's (or close's) one hand-off
+	leadCh  chan struct{} // the read role handed to this waiting caller (read.go)
+	waiting bool          // under c.mu: its caller waits and may take the read role
+	c       *conn
+	id      uint32
+
+	// options
+	hdrAddr, trlAddr *metadata.MD
+	peerAddr         *peer.Peer
+	maxRecv, maxSend int
+
+	// request: the 5-byte prefix, then req's buffers
+	req       mem.BufferSlice
+	prefix    [5]byte
+	total     int // prefix + message
+	sent      int
+	bufIdx    int
+	bufOff    int
+	sendWin   int64 // under c.mu
+	tbuf      []byte
+	deadline  time.Time
+	fhdr      [9]byte
+	abandoned bool
+
+	// response (reader-written)
+	gotHeaders bool
+	header     metadata.MD
+	trailer    metadata.MD
+	nonGRPC    *status.Status
+	msgs       int
+	pre        [5]byte
+	preN       int
+	msgLen     int
+	msg        *[]byte // pooled buffer of msgLen
+	msgN       int
+	unacked    uint32
+	st         *status.Status // final status; nil with ended: OK
+	ended      bool
+	err        error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1), leadCh: make(chan struct{}, 1)} }}
+
+func getCall() *call { return callPool.Get().(*call) }
+
+func putCall(cl *call) {
+	if cl.abandoned {
+		// The reader may still hold it (a cancelled stream); let it go.
+		cl.req.Free()
+		return
+	}
+	cl.req.Free()
+	cl.freeMsg()
+	tb := cl.tbuf
+	*cl = call{done: cl.done, leadCh: cl.leadCh, tbuf: tb[:0]}
+	callPool.Put(cl)
+}
+
+func (cl *call) freeMsg() {
+	if cl.msg != nil {
+		mem.DefaultBufferPool().Put(cl.msg)
+		cl.msg = nil
+	}
+}
+
+// reset prepares a refused call for a retry on another conn.
+func (cl *call) reset() {
+	cl.freeMsg()
+	cl.c, cl.id, cl.sent, cl.bufIdx, cl.bufOff, cl.sendWin, cl.waiting = nil, 0, 0, 0, 0, 0, false
+	cl.gotHeaders, cl.header, cl.trailer, cl.nonGRPC = false, nil, nil, nil
+	cl.msgs, cl.preN, cl.msgLen, cl.msgN, cl.unacked, cl.st, cl.ended, cl.err = 0, 0, 0, 0, 0, nil, false, nil
+}
+
+func (cl *call) applyOpts(e *Endpoint, opts []grpc.CallOption) {
+	cl.maxRecv, cl.maxSend = e.cfg.MaxRecvMsgSize, e.cfg.MaxSendMsgSize
+	for _, o := range opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			cl.hdrAddr = o.HeaderAddr
+		case grpc.TrailerCallOption:
+			cl.trlAddr = o.TrailerAddr
+		case grpc.PeerCallOption:
+			cl.peerAddr = o.PeerAddr
+		case grpc.MaxRecvMsgSizeCallOption:
+			cl.maxRecv = o.MaxRecvMsgSize
+		case grpc.MaxSendMsgSizeCallOption:
+			cl.maxSend = o.MaxSendMsgSize
+		}
+	}
+}
+
+// marshal takes req's bytes (the raw codec) and checks the send limit.
+func (cl *call) marshal(req any) error {
+	data, err := rawcodec.Codec{}.Marshal(req)
+	if err != nil {
+		return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+	}
+	cl.req = data
+	n := data.Len()
+	if n > cl.maxSend {
+		return status.Errorf(codes.ResourceExhausted, "grpc: trying to send message larger than max (%d vs. %d)", n, cl.maxSend)
+	}
+	cl.prefix = [5]byte{0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	cl.total = 5 + n
+	return nil
+}
+
+// writeFrame writes a DATA frame with the next n bytes of the request.
+func (cl *call) writeFrame(w *bufio.Writer, n int, end bool) error {
+	var flags byte
+	if end {
+		flags = byte(http2.FlagDataEndStream)
+	}
+	id := cl.id
+	cl.fhdr = [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags, byte(id>>24) & 0x7f, byte(id >> 16), byte(id >> 8), byte(id)}
+	if _, err := w.Write(cl.fhdr[:]); err != nil {
+		return err
+	}
+	for n > 0 {
+		if cl.sent < 5 {
+			k := min(n, 5-cl.sent)
+			if _, err := w.Write(cl.prefix[cl.sent : cl.sent+k]); err != nil {
+				return err
+			}
+			cl.sent += k
+			n -= k
+			continue
+		}
+		b := cl.req[cl.bufIdx].ReadOnlyData()[cl.bufOff:]
+		k := min(n, len(b))
+		if _, err := w.Write(b[:k]); err != nil {
+			return err
+		}
+		cl.sent += k
+		n -= k
+		cl.bufOff += k
+		if cl.bufOff == len(cl.req[cl.bufIdx].ReadOnlyData()) {
+			cl.bufIdx++
+			cl.bufOff = 0
+		}
+	}
+	return nil
+}
+
+// appendData adds DATA payload to the response message (c.mu held); a
+// non-nil status fails the stream.
+func (cl *call) appendData(p []byte) *status.Status {
+	if cl.nonGRPC != nil {
+		return nil // the status is final at END_STREAM
+	}
+	for len(p) > 0 {
+		if cl.preN < 5 {
+			k := copy(cl.pre[cl.preN:], p)
+			cl.preN += k
+			p = p[k:]
+			if cl.preN < 5 {
+				return nil
+			}
+			cl.msgs++
+			if cl.msgs > 1 {
+				return status.New(codes.Internal, "cardinality violation: expected <EOF> for non server-streaming RPCs, but received another message")
+			}
+			if cl.pre[0] != 0 {
+				return status.New(codes.Internal, "grpc: compressed flag set with identity or empty encoding")
+			}
+			cl.msgLen = int(uint32(cl.pre[1])<<24 | uint32(cl.pre[2])<<16 | uint32(cl.pre[3])<<8 | uint32(cl.pre[4]))
+			if cl.msgLen > cl.maxRecv {
+				return status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", cl.msgLen, cl.maxRecv)
+			}
+			cl.msg = mem.DefaultBufferPool().Get(cl.msgLen)
+			cl.msgN = 0
+			continue
+		}
+		k := copy((*cl.msg)[cl.msgN:cl.msgLen], p)
+		cl.msgN += k
+		p = p[k:]
+		if cl.msgN == cl.msgLen && len(p) > 0 {
+			cl.preN = 0 // another message follows: counted (and refused) above
+		}
+	}
+	return nil
+}
+
+// hdrState accumulates one decoded header block (the reader's, reused).
+type hdrState struct {
+	isGRPC     bool
+	md         metadata.MD
+	ctErr      string
+	grpcMsg    string
+	code       codes.Code
+	httpStatus string
+	hdrErr     string
+	encoding   string
+	bad        *status.Status // malformed grpc-status
+}
+
+func (h *hdrState) reset(initial bool) {
+	*h = hdrState{isGRPC: !initial, ctErr: "malformed header: missing HTTP content-type", code: codes.Unknown}
+}
+
+func (h *hdrState) add(k, v string) {
+	if h.md == nil {
+		h.md = metadata.MD{}
+	}
+	h.md[k] = append(h.md[k], v)
+}
+
+// field takes one decoded header field, as grpc-go's client does.
+func (h *hdrState) field(hf hpack.HeaderField) {
+	switch hf.Name {
+	case "content-type":
+		if !validContentType(hf.Value) {
+			h.ctErr = fmt.Sprintf("transport: received unexpected content-type %q", hf.Value)
+			break
+		}
+		h.ctErr = ""
+		h.add(hf.Name, hf.Value)
+		h.isGRPC = true
+	case "grpc-encoding":
+		h.encoding = hf.Value
+	case "grpc-status":
+		v, err := strconv.ParseInt(hf.Value, 10, 32)
+		if err != nil {
+			h.bad = status.New(codes.Unknown, fmt.Sprintf("transport: malformed grpc-status: %v", err))
+			break
+		}
+		h.code = codes.Code(uint32(v))
+	case "grpc-message":
+		h.grpcMsg = decodeGrpcMessage(hf.Value)
+	case ":status":
+		h.httpStatus = hf.Value
+	default:
+		if isReserved(hf.Name) {
+			break
+		}
+		v, err := decodeMDValue(hf.Name, hf.Value)
+		if err != nil {
+			h.hdrErr = fmt.Sprintf("transport: malformed %s: %v", hf.Name, err)
+			break
+		}
+		h.add(hf.Name, v)
+	}
+}
+
+// onHeaders ends a decoded HEADERS block of the call (the reader, before
+// completion). done: the stream ended with status st; rst: reset it.
+func (cl *call) onHeaders(h *hdrState, end, truncated bool) (st *status.Status, done, rst bool) {
+	initial := !cl.gotHeaders
+	if !initial && !end {
+		return status.New(codes.Internal, "a HEADERS frame cannot appear in the middle of a stream"), true, true
+	}
+	if truncated {
+		return status.New(codes.Internal, "peer header list size exceeded limit"), true, true
+	}
+	if cl.nonGRPC != nil {
+		return cl.nonGRPC, end, end
+	}
+	if h.bad != nil {
+		return h.bad, true, true
+	}
+	if !h.isGRPC {
+		gc := codes.Internal
+		var errs []string
+		if h.httpStatus == "" {
+			errs = append(errs, "malformed header: missing HTTP status")
+		} else {
+			sc, err := strconv.Atoi(h.httpStatus)
+			if err != nil {
+				return status.New(codes.Internal, fmt.Sprintf("transport: malformed http-status: %v", err)), true, true
+			}
+			if sc >= 100 && sc < 200 {
+				if end {
+					return status.New(codes.Internal, fmt.Sprintf("protocol error: informational header with status code %d must not have END_STREAM set", sc)), true, true
+				}
+				return nil, false, false
+			}
+			errs = append(errs, fmt.Sprintf("unexpected HTTP status code received from server: %d (%s)", sc, httpStatusText(sc)))
+			if c, ok := httpCodes[sc]; ok {
+				gc = c
+			} else {
+				gc = codes.Unknown
+			}
+		}
+		if h.ctErr != "" {
+			errs = append(errs, h.ctErr)
+		}
+		st := status.New(gc, strings.Join(errs, "; "))
+		if end {
+			return st, true, true
+		}
+		cl.nonGRPC = st
+		return nil, false, false
+	}
+	if h.hdrErr != "" {
+		return status.New(codes.Internal, h.hdrErr), true, true
+	}
+	if h.encoding != "" && h.encoding != "identity" && !end {
+		return status.Newf(codes.Internal, "grpc: compressed response (grpc-encoding %q) not supported by the direct transport", h.encoding), true, true
+	}
+	if !end {
+		cl.gotHeaders = true
+		cl.header = h.md
+		return nil, false, false
+	}
+	cl.trailer = h.md
+	if cl.trailer == nil {
+		cl.trailer = metadata.MD{}
+	}
+	if h.code == codes.OK && h.md["grpc-status-details-bin"] == nil {
+		return nil, true, false // OK: no status to build
+	}
+	return statusWithDetails(h.code, h.grpcMsg, h.md["grpc-status-details-bin"]), true, false
+}
+
+// statusWithDetails is grpc-go's status from grpc-status, grpc-message and
+// grpc-status-details-bin.
+func statusWithDetails(code codes.Code, msg string, details []string) *status.Status {
+	if len(details) != 1 {
+		return status.New(code, msg)
+	}
+	st := &spb.Status{}
+	if err := proto.Unmarshal([]byte(details[0]), st); err != nil {
+		return status.New(code, msg)
+	}
+	if st.Code == int32(code) {
+		return status.FromProto(st)
+	}
+	return status.New(codes.Internal, fmt.Sprintf("grpc-status-details-bin mismatch: grpc-status=%v, grpc-message=%q, grpc-status-details-bin=%+v", code, msg, st))
+}
+
+// finish records the stream's final status (c.mu held); nil is OK.
+func (cl *call) finish(st *status.Status) { cl.st, cl.ended = st, true }
+
+// fail records a failure (c.mu held).
+func (cl *call) fail(st *status.Status) { cl.st, cl.ended = st, true }
+
+// result is the call's outcome after done: errRefused, a status error, or
+// nil (OK with one message).
+func (cl *call) result() error {
+	if cl.err != nil {
+		return cl.err
+	}
+	if !cl.ended {
+		return status.Error(codes.Internal, "grpcdirect: stream ended without status")
+	}
+	if cl.st != nil && cl.st.Code() != codes.OK {
+		return cl.st.Err()
+	}
+	if cl.msgs == 0 || cl.msgN != cl.msgLen {
+		return status.Error(codes.Internal, "cardinality violation: received no response message from non-server-streaming RPC")
+	}
+	return nil
+}
+
+// finishReply delivers an OK call's message into reply and its metadata.
+func (cl *call) finishReply(reply any) error {
+	cl.deliverMD()
+	buf := mem.NewBuffer(cl.msg, mem.DefaultBufferPool())
+	cl.msg = nil
+	data := mem.BufferSlice{buf}
+	err := rawcodec.Codec{}.Unmarshal(data, reply)
+	data.Free()
+	if err != nil {
+		return status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
+	}
+	return nil
+}
+
+// deliverMD sets the grpc.Header, grpc.Trailer and grpc.Peer options.
+func (cl *call) deliverMD() {
+	if cl.hdrAddr != nil {
+		*cl.hdrAddr = cl.header
+	}
+	if cl.trlAddr != nil {
+		*cl.trlAddr = cl.trailer
+	}
+	if cl.peerAddr != nil && cl.c != nil {
+		*cl.peerAddr = cl.c.peer
+	}
+}
+
+func validContentType(ct string) bool {
+	const base = "application/grpc"
+	if !strings.HasPrefix(ct, base) {
+		return false
+	}
+	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
+}
+
+func isReserved(h string) bool {
+	if h != "" && h[0] == ':' {
+		return true
+	}
+	switch h {
+	case "content-type", "user-agent", "grpc-message-type", "grpc-encoding", "grpc-message", "grpc-status", "grpc-timeout", "te":
+		return true
+	}
+	return false
+}
+
+func decodeMDValue(k, v string) (string, error) {
+	if strings.HasSuffix(k, "-bin") {
+		var b []byte
+		var err error
+		if len(v)%4 == 0 {
+			b, err = base64.StdEncoding.DecodeString(v)
+		} else {
+			b, err = base64.RawStdEncoding.DecodeString(v)
+		}
+		return string(b), err
+	}
+	return v, nil
+}
+
+// decodeGrpcMessage percent-decodes grpc-message as grpc-go does.
+func decodeGrpcMessage(msg string) string {
+	if !strings.Contains(msg, "%") {
+		return msg
+	}
+	var sb strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c == '%' && i+2 < len(msg) {
+			if v, err := strconv.ParseUint(msg[i+1:i+3], 16, 8); err == nil {
+				sb.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		sb.WriteByte(c)
+	}
+	return sb.String()
+}
+
+var httpCodes = map[int]codes.Code{
+	400: codes.Internal,
+	401: codes.Unauthenticated,
+	403: codes.PermissionDenied,
+	404: codes.Unimplemented,
+	429: codes.Unavailable,
+	502: codes.Unavailable,
+	503: codes.Unavailable,
+	504: codes.Unavailable,
+}
+
+func httpStatusText(c int) string {
+	switch c {
+	case 400:
+		return "Bad Request"
+	case 401:
+		return "Unauthorized"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 429:
+		return "Too Many Requests"
+	case 500:
+		return "Internal Server Error"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
+	case 504:
+		return "Gateway Timeout"
+	}
+	return ""
+}
+
+// writeMetadata encodes the call's outgoing metadata: lowercase keys,
+// reserved and pseudo headers skipped, -bin values base64 (unpadded, as
+// grpc-go sends them).
+func writeMetadata(e *hpack.Encoder, ctx context.Context) {
+	md, ok := metadata.FromOutgoingContext(ctx)
+	if !ok {
+		return
+	}
+	for k, vs := range md {
+		for _, v := range vs {
+			writeMD(e, k, v)
+		}
+	}
+}
+
+func writeMD(e *hpack.Encoder, k, v string) {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; 'A' <= c && c <= 'Z' {
+			k = strings.ToLower(k)
+			break
+		}
+	}
+	if isReserved(k) {
+		return
+	}
+	if strings.HasSuffix(k, "-bin") {
+		v = base64.RawStdEncoding.EncodeToString([]byte(v))
+	}
+	e.WriteField(hpack.HeaderField{Name: k, Value: v})
+}
+
+// appendTimeout appends d in grpc-timeout form (at most 8 digits, rounded
+// up), as grpc-go encodes it.
+func appendTimeout(b []byte, d time.Duration) []byte {
+	if d <= 0 {
+		return append(b, '0', 'n')
+	}
+	const maxV = 1e8 - 1
+	units := [...]struct {
+		d time.Duration
+		u byte
+	}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}}
+	for _, u := range units {
+		v := int64(d / u.d)
+		if d%u.d > 0 {
+			v++
+		}
+		if v <= maxV {
+			return append(strconv.AppendInt(b, v, 10), u.u)
+		}
+	}
+	v := int64(d / time.Hour)
+	if d%time.Hour > 0 {
+		v++
+	}
+	return append(strconv.AppendInt(b, v, 10), 'H')
+}

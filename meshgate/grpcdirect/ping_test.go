@@ -1,0 +1,135 @@
+package grpcdirect
+
+import (
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// rawH2Server accepts connections, reads the client preface, sends an
+// empty SETTINGS and hands the framer to serve.
+func rawH2Server(t *testing.T, serve func(fr *http2.Framer)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				pre := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(c, pre); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, c)
+				if fr.WriteSettings() != nil {
+					return
+				}
+				serve(fr)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestServerPingAnswered: a PING from the server on an idle connection is
+// acknowledged (acks are buffered and flushed by the background goroutine
+// when no request carries them).
+func TestServerPingAnswered(t *testing.T) {
+	acked := make(chan struct{}, 1)
+	addr := rawH2Server(t, func(fr *http2.Framer) {
+		if fr.WritePing(false, [8]byte{1, 2, 3}) != nil {
+			return
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == [8]byte{1, 2, 3} {
+				acked <- struct{}{}
+			}
+		}
+	})
+	e := newEP(t, Config{Addr: addr})
+	select {
+	case <-acked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("server PING never acknowledged")
+	}
+	_ = e
+}
+
+// TestKeepaliveClosesDeadPeer: with keepalive, a server that stops
+// answering (PING never acknowledged) has its connection closed.
+func TestKeepaliveClosesDeadPeer(t *testing.T) {
+	pinged := make(chan struct{}, 1)
+	addr := rawH2Server(t, func(fr *http2.Framer) {
+		for { // read everything, answer nothing
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if p, ok := f.(*http2.PingFrame); ok && !p.IsAck() {
+				select {
+				case pinged <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	e := newEP(t, Config{Addr: addr, KeepaliveTime: 30 * time.Millisecond, KeepaliveTimeout: 50 * time.Millisecond})
+	select {
+	case <-pinged:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no keepalive PING sent")
+	}
+	waitFor(t, "the unanswered connection to close", func() bool {
+		err := e.LastError()
+		return err != nil && strings.Contains(err.Error(), "keepalive")
+	})
+}
+
+// TestGoAwayRefusedStreamRetried: a GOAWAY whose last stream id is below a
+// call's stream fails the stream as never processed; the call is retried
+// once on another connection, then fails Unavailable.
+func TestGoAwayRefusedStreamRetried(t *testing.T) {
+	var headers atomic.Int32
+	addr := rawH2Server(t, func(fr *http2.Framer) {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.HeadersFrame); ok {
+				headers.Add(1)
+				_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			}
+		}
+	})
+	e := newEP(t, Config{Addr: addr, Conns: 2})
+	waitFor(t, "both connections ready", func() bool { return e.Ready(0) && e.Ready(1) })
+	var resp rawcodec.Message
+	err := e.Invoke(ctxT(t, 5*time.Second), "/"+svc+"/Echo", []byte("x"), &resp)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("refused call: %v", err)
+	}
+	if n := headers.Load(); n != 2 {
+		t.Fatalf("server saw %d attempts, want 2 (one transparent retry)", n)
+	}
+}
