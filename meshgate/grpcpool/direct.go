@@ -80,9 +80,12 @@ func (p *Pool) invokeDirect(ctx context.Context, method string, req, reply any, 
 			break
 		}
 	}
+	ge := p.guard.Endpoints()[i]
+	release := ge.Hold() // least_request sees the call
 	start := time.Now()
 	err := p.direct[i].Invoke(ctx, method, req, reply, opts...)
-	p.guard.Endpoints()[i].Record(resilience.ClassifyGRPC(ctx, err), time.Since(start))
+	release()
+	ge.Record(resilience.ClassifyGRPC(ctx, err), time.Since(start))
 	return err
 }
 
