@@ -22,7 +22,6 @@ import (
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testpki"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // TestAuthAndAuthz runs the real binary with HMAC auth and a key id × cmd
@@ -31,7 +30,6 @@ import (
 // gets result 3, a denied one result 4 / PERMISSION_DENIED, the backends
 // never see the refused ones, and /metrics counts them.
 func TestAuthAndAuthz(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	dir := t.TempDir()
 	ca, files, err := testpki.WriteSet(dir, "meshgate")
 	if err != nil {
@@ -39,17 +37,12 @@ func TestAuthAndAuthz(t *testing.T) {
 	}
 	// gRPC backend: test.Svc/Gate counts what reaches it.
 	var gate, legacySeen atomic.Int64
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := demo.NewServer()
 	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{"Gate": func(_ context.Context, req []byte) ([]byte, error) {
 		gate.Add(1)
 		return req, nil
 	}})
-	go func() { _ = gs.Serve(gl) }()
-	t.Cleanup(gs.Stop)
+	gaddr := harness.ServeGRPC(t, gs)
 	// Private backend: the legacy server counts what reaches it.
 	lb := legacy.NewServer(legacy.ServerOptions{OnRequest: func(*codec.Frame) { legacySeen.Add(1) }})
 	if err := lb.Listen("127.0.0.1:0"); err != nil {
@@ -57,14 +50,13 @@ func TestAuthAndAuthz(t *testing.T) {
 	}
 	t.Cleanup(func() { lb.Close() })
 
-	admin, priv, grpcAddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
 	f := files["meshgate"]
 	cfg := fmt.Sprintf(`
-admin: {address: %q}
+admin: {address: 127.0.0.1:0}
 listeners:
   - name: mgp_in
     kind: private
-    address: %q
+    address: 127.0.0.1:0
     auth: {keys: {7: "key-seven-secret", 8: "key-eight-secret"}, max_skew: 30s}
     authz:
       allow:
@@ -75,7 +67,7 @@ listeners:
       - {cmd: 2, method: /test.Svc/Gate, upstream: grpc_be}
   - name: grpc_in
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     tls: {cert_file: %q, key_file: %q, ca_file: %q}
     authz:
       allow:
@@ -85,10 +77,9 @@ listeners:
 upstreams:
   - {name: grpc_be, protocol: grpc, endpoints: [%q]}
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, admin, priv, grpcAddr, f.CertFile, f.KeyFile, f.CAFile, legacy.CmdEcho, gl.Addr().String(), lb.Addr().String())
-	cfgPath := harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", bin, "run", "-c", cfgPath)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+`, f.CertFile, f.KeyFile, f.CAFile, legacy.CmdEcho, gaddr, lb.Addr().String())
+	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
+	priv, grpcAddr := mg.Addr("mgp_in"), mg.Addr("grpc_in")
 
 	// MGP/1 with HMAC.
 	c := mgp.New(0)
@@ -164,14 +155,9 @@ upstreams:
 		if err != nil {
 			t.Fatal(err)
 		}
-		cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		return harness.DialGRPC(t, grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 			RootCAs: ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
-		})), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
+		})), harness.RawCodec())
 	}
 	invoke := func(cc *grpc.ClientConn) codes.Code {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -189,7 +175,7 @@ upstreams:
 		t.Errorf("legacy backend saw %d requests, want 1", n)
 	}
 
-	_, metrics, err := harness.HTTPGet("http://" + admin + "/metrics")
+	metrics, err := mg.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +192,7 @@ upstreams:
 
 	// A reload that grants key 8 cmd 1 applies to new requests; the
 	// listener's replay cache survives it.
-	harness.WriteFile(t, dir, "meshgate.yaml", []byte(strings.Replace(cfg, "{key_ids: [8], cmds: [2]}", "{key_ids: [8], cmds: [1, 2]}", 1)))
+	mg.Reload(strings.Replace(cfg, "{key_ids: [8], cmds: [2]}", "{key_ids: [8], cmds: [1, 2]}", 1))
 	nonce := uint64(100)
 	harness.Eventually(t, 15*time.Second, "reloaded policy grants key 8 cmd 1", func() error {
 		nonce++
@@ -221,7 +207,7 @@ upstreams:
 
 	// A policy naming an unknown key id is refused, naming the field.
 	bad := strings.Replace(cfg, "{key_ids: [8], cmds: [2]}", "{key_ids: [9], cmds: [2]}", 1)
-	out, err := exec.Command(bin, "validate", "-c", harness.WriteFile(t, dir, "bad.yaml", []byte(bad))).CombinedOutput()
+	out, err := exec.Command(harness.MeshgateBin(t), "validate", "-c", harness.WriteFile(t, dir, "bad.yaml", []byte(bad))).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "listeners[0].authz.allow[1].key_ids[0]: unknown key id 9") {
 		t.Errorf("validate: err=%v\n%s", err, out)
 	}

@@ -62,7 +62,6 @@ type ghzReport struct {
 // ghz's JSON report: 200 calls, no error, all OK; and MeshGate's own
 // meshgate_requests_total counted them OK on the route.
 func TestGhzThroughReflection(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	ghz := ghzBin(t)
 	ls := legacy.NewServer(legacy.ServerOptions{})
 	if err := ls.Listen("127.0.0.1:0"); err != nil {
@@ -72,28 +71,25 @@ func TestGhzThroughReflection(t *testing.T) {
 
 	dir := t.TempDir()
 	ps := descsettest.Write(t, dir) // legacy.proto: service legacy.Legacy { rpc Echo(EchoRequest) returns (EchoResponse); ... }
-	admin, in := harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := fmt.Sprintf(`admin: {address: %q}
+	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 1s}
 listeners:
   - name: grpc-in
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     reflection: {descriptor_sets: [%q]}
     routes:
       - {method: /legacy.Legacy/Echo, cmd: %d, upstream: legacy}
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, admin, in, ps, legacy.CmdEcho, ls.Addr().String())
-	path := harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+`, ps, legacy.CmdEcho, ls.Addr().String())
+	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, ghz, "--insecure", "--call", "legacy.Legacy/Echo",
 		"-d", `{"text":"via ghz","count":7}`, "-n", "200", "-c", "4", "--timeout", "5s",
-		"--format", "json", in)
+		"--format", "json", mg.Addr("grpc-in"))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -112,7 +108,7 @@ upstreams:
 
 	// MeshGate counted them too: 200 OK on the route (ghz's reflection
 	// calls are the server's own and not routed).
-	_, metrics, err := harness.HTTPGet("http://" + admin + "/metrics")
+	metrics, err := mg.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -277,3 +277,29 @@ func WasmFilter(t testing.TB) string {
 	}
 	return wasmPath
 }
+
+// WaitOutput polls the process's output until it holds every want.
+func (p *Proc) WaitOutput(t testing.TB, timeout time.Duration, want ...string) {
+	t.Helper()
+	Eventually(t, timeout, p.Name+" output "+strings.Join(want, ", "), func() error {
+		out := p.Output()
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				return fmt.Errorf("no %s", w)
+			}
+		}
+		return nil
+	})
+}
+
+// Exited waits up to timeout for the process to exit and returns its exit
+// code.
+func (p *Proc) Exited(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %s", p.Name, timeout)
+	}
+	return p.Cmd.ProcessState.ExitCode()
+}

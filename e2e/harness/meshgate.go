@@ -34,8 +34,9 @@ type meshgateOpts struct {
 	args  []string
 	wrap  []string
 	dir   string
-	ready time.Duration
-	label string
+	ready  time.Duration
+	label  string
+	noWait bool
 }
 
 // Args appends arguments to `meshgate run -c FILE -address-file F`.
@@ -55,6 +56,11 @@ func WaitReady(timeout time.Duration) MeshgateOption {
 	return func(o *meshgateOpts) { o.ready = timeout }
 }
 
+// NoWait makes StartMeshgate return as soon as the process started (to
+// signal it during start-up); call WaitStarted before using the addresses.
+// A config with ListenerRef references cannot be started so.
+func NoWait() MeshgateOption { return func(o *meshgateOpts) { o.noWait = true } }
+
 // Label names the process in logs (default "meshgate").
 func Label(l string) MeshgateOption { return func(o *meshgateOpts) { o.label = l } }
 
@@ -66,9 +72,10 @@ func ListenerRef(name string) string { return "${listener:" + name + "}" }
 
 var listenerRef = regexp.MustCompile(`\$\{listener:([^}]+)\}`)
 
-// unboundRef is where references point before the addresses are known
-// (port 1 on loopback: connection refused).
-const unboundRef = "127.0.0.1:1"
+// RefusedAddr is a loopback address nothing listens on (port 1: tcpmux,
+// never served here): an upstream endpoint that is down. ListenerRef
+// references point there until the addresses are known.
+const RefusedAddr = "127.0.0.1:1"
 
 // StartMeshgate writes cfg, runs the meshgate binary on it with
 // -address-file and waits until every listener is up. On test cleanup the
@@ -84,10 +91,16 @@ func StartMeshgate(t testing.TB, cfg string, opts ...MeshgateOption) *Meshgate {
 	}
 	m := &Meshgate{t: t, Dir: o.dir, CfgPath: filepath.Join(o.dir, "meshgate.yaml"), addrFile: filepath.Join(o.dir, "meshgate-addrs.json")}
 	refs := listenerRef.MatchString(cfg)
-	m.write(listenerRef.ReplaceAllString(cfg, unboundRef))
+	m.write(listenerRef.ReplaceAllString(cfg, RefusedAddr))
 	argv := append(slices.Clone(o.wrap), MeshgateBin(t), "run", "-c", m.CfgPath, "-address-file", m.addrFile)
 	argv = append(argv, o.args...)
 	m.Proc = Start(t, o.label, argv[0], argv[1:]...)
+	if o.noWait {
+		if refs {
+			t.Fatal("StartMeshgate: NoWait with ListenerRef references")
+		}
+		return m
+	}
 	m.waitGeneration(1)
 	if refs {
 		m.Reload(cfg)
@@ -96,6 +109,13 @@ func StartMeshgate(t testing.TB, cfg string, opts ...MeshgateOption) *Meshgate {
 		m.WaitReady(o.ready)
 	}
 	return m
+}
+
+// WaitStarted waits until every listener is up (after NoWait) and reads
+// the addresses.
+func (m *Meshgate) WaitStarted() {
+	m.t.Helper()
+	m.waitGeneration(1)
 }
 
 // render fills in ListenerRef references with the bound addresses.
