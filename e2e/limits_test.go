@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshgate/meshgate/e2e/harness"
@@ -33,33 +32,31 @@ func TestConnectionLimitsKeepAdminAnswering(t *testing.T) {
 		}
 		t.Skip("prlimit (util-linux) not installed; skipped outside CI only (CI=true fails above)")
 	}
-	bin := harness.MeshgateBin(t)
-	admin, capped, open, grpcAddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := fmt.Sprintf(`admin: {address: %s}
+	cfg := `admin: {address: 127.0.0.1:0}
 defaults:
   limits: {fd_reserve: 64}
 listeners:
   - name: capped
     kind: private
-    address: %s
+    address: 127.0.0.1:0
     limits: {max_connections: 20}
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: g}]
   - name: open
     kind: private
-    address: %s
+    address: 127.0.0.1:0
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: g}]
   - name: grpc-in
     kind: grpc
-    address: %s
+    address: 127.0.0.1:0
     limits: {max_connections: 5}
     routes: [{method: /legacy.L/*, cmd: 1, upstream: p}]
 upstreams:
   - {name: g, protocol: grpc, endpoints: ["127.0.0.1:1"]}
   - {name: p, protocol: private, endpoints: ["127.0.0.1:1"]}
-`, admin, capped, open, grpcAddr)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", prlimit, "--nofile=300:300", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/healthz")
+`
+	mg := harness.StartMeshgate(t, cfg, harness.Wrap(prlimit, "--nofile=300:300"))
+	harness.WaitHTTP200(t, 20*time.Second, mg.AdminURL("/healthz"))
+	admin, capped, open, grpcAddr := mg.Admin(), mg.Addr("capped"), mg.Addr("open"), mg.Addr("grpc-in")
 
 	var conns []net.Conn
 	t.Cleanup(func() {
@@ -126,11 +123,7 @@ upstreams:
 	if code, body, err := harness.HTTPGet("http://" + admin + "/healthz"); err != nil || code != 200 {
 		t.Fatalf("/healthz under fd pressure: %d %q %v", code, body, err)
 	}
-	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := harness.DialGRPC(t, grpcAddr)
 	harness.Eventually(t, 10*time.Second, "gRPC health under fd pressure", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

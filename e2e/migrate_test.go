@@ -6,10 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +16,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/e2e/harness"
@@ -34,10 +30,6 @@ import (
 // handle(method, uin, body) through the raw codec.
 func rawService(t *testing.T, handle func(ctx context.Context, method string, uin uint64, body []byte) []byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		method, _ := grpc.MethodFromServerStream(stream)
 		var uin uint64
@@ -53,21 +45,7 @@ func rawService(t *testing.T, handle func(ctx context.Context, method string, ui
 		out := handle(stream.Context(), method, uin, body)
 		return stream.SendMsg(&out)
 	}))
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
-}
-
-func legacyServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	go func() { _ = ls.Serve(ln) }()
-	t.Cleanup(func() { _ = ls.Close() })
-	return ln.Addr().String()
+	return harness.ServeGRPC(t, gs)
 }
 
 // sides tells which backend served: legacy uppercases "u<uin>", the new
@@ -194,11 +172,7 @@ func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, 
 
 // grpcLoad drives workers grpc-go callers over uins (x-mgp-uin) until ctx ends.
 func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := harness.DialGRPC(t, addr, harness.RawCodec())
 	var inner sync.WaitGroup
 	for w := range workers {
 		inner.Add(1)
@@ -244,13 +218,13 @@ func routeStatus(st migrate.Status, id string) *migrate.RouteStatus {
 	return nil
 }
 
-func migrateConfig(admin, priv, grpcAddr, legacyAddr, newAddr string, percent float64) []byte {
-	return []byte(fmt.Sprintf(`
-admin: {address: %q}
+func migrateConfig(legacyAddr, newAddr string, percent float64) string {
+	return fmt.Sprintf(`
+admin: {address: 127.0.0.1:0}
 listeners:
   - name: mgp
     kind: private
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - cmd: 2
         split:
@@ -260,7 +234,7 @@ listeners:
             - {upstream: newsvc, method: /new.Svc/Upper, percent: %v}
   - name: grpc
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - method: /legacy.Legacy/Upper
         cmd: 2
@@ -272,19 +246,7 @@ listeners:
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q], connections: 2}
   - {name: newsvc, protocol: grpc, endpoints: [%q], connections: 2}
-`, admin, priv, percent, grpcAddr, percent, legacyAddr, newAddr))
-}
-
-// writeConfig replaces path atomically (the running meshgate watches it).
-func writeConfig(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+`, percent, percent, legacyAddr, newAddr)
 }
 
 func runCLI(t *testing.T, bin string, args ...string) string {
@@ -307,16 +269,12 @@ func runCLI(t *testing.T, bin string, args ...string) string {
 // switch is visible within 1 s.
 func TestMigrateSplitStepsAndRollback(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := legacyServer(t)
+	legacyAddr := harness.LegacyServer(t, legacy.ServerOptions{})
 	newAddr := rawService(t, func(_ context.Context, _ string, _ uint64, body []byte) []byte {
 		return append([]byte("new:"), body...)
 	})
-	admin, priv, gaddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "meshgate.yaml")
-	writeConfig(t, path, migrateConfig(admin, priv, gaddr, legacyAddr, newAddr, 0))
-	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 15*time.Second, "http://"+admin+"/readyz")
+	mg := harness.StartMeshgate(t, migrateConfig(legacyAddr, newAddr, 0), harness.WaitReady(15*time.Second))
+	p, admin, priv, gaddr := mg.Proc, mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -377,7 +335,7 @@ func TestMigrateSplitStepsAndRollback(t *testing.T) {
 		t.Helper()
 		recP.phase.Store(-1)
 		recG.phase.Store(-1)
-		writeConfig(t, path, migrateConfig(admin, priv, gaddr, legacyAddr, newAddr, percent))
+		mg.WriteConfig(migrateConfig(legacyAddr, newAddr, percent))
 		start := time.Now()
 		_ = p.Cmd.Process.Signal(syscall.SIGHUP)
 		var took time.Duration
@@ -429,7 +387,7 @@ func TestMigrateSplitStepsAndRollback(t *testing.T) {
 	}
 	// The override survives a reload of the (unchanged, 100 %) config.
 	before := migrateStatus(t, admin)
-	writeConfig(t, path, append(migrateConfig(admin, priv, gaddr, legacyAddr, newAddr, 100), "# reload\n"...))
+	mg.WriteConfig(migrateConfig(legacyAddr, newAddr, 100) + "# reload\n")
 	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
 	harness.Eventually(t, 10*time.Second, "reload", func() error {
 		_, v, _ := harness.HTTPGet("http://" + admin + "/config")
@@ -481,7 +439,7 @@ func config0Buckets(percent float64) uint32 { return uint32(percent*100 + 0.5) }
 // time out, counted.
 func TestMigrateShadowDiff(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := legacyServer(t)
+	legacyAddr := harness.LegacyServer(t, legacy.ServerOptions{})
 	bad := map[uint64]bool{7: true, 77: true, 177: true}
 	var stall atomic.Bool
 	shadowAddr := rawService(t, func(ctx context.Context, _ string, uin uint64, body []byte) []byte {
@@ -494,14 +452,13 @@ func TestMigrateShadowDiff(t *testing.T) {
 		}
 		return bytes.ToUpper(body)
 	})
-	admin, priv, gaddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := func(queue, conc int) []byte {
-		return []byte(fmt.Sprintf(`
-admin: {address: %q}
+	cfg := func(queue, conc int) string {
+		return fmt.Sprintf(`
+admin: {address: 127.0.0.1:0}
 listeners:
   - name: mgp
     kind: private
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - cmd: 2
         upstream: legacy
@@ -509,7 +466,7 @@ listeners:
         shadow: {upstream: shadowsvc, method: /shadow.Svc/Upper, timeout: 2s, queue: %d, concurrency: %d}
   - name: grpc
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - method: /legacy.Legacy/Upper
         cmd: 2
@@ -523,12 +480,10 @@ listeners:
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q]}
   - {name: shadowsvc, protocol: grpc, endpoints: [%q]}
-`, admin, priv, queue, conc, gaddr, legacyAddr, shadowAddr))
+`, queue, conc, legacyAddr, shadowAddr)
 	}
-	path := filepath.Join(t.TempDir(), "meshgate.yaml")
-	writeConfig(t, path, cfg(65536, 16))
-	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 15*time.Second, "http://"+admin+"/readyz")
+	mg := harness.StartMeshgate(t, cfg(65536, 16), harness.WaitReady(15*time.Second))
+	p, admin, priv, gaddr := mg.Proc, mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 2})
@@ -538,12 +493,7 @@ upstreams:
 	defer cl.Close()
 
 	// send n requests over 8 workers; uin = 1 + i%500; returns primary errors and max latency
-	cc, err := grpc.NewClient(gaddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := harness.DialGRPC(t, gaddr, harness.RawCodec())
 	viaPrivate := func(uin uint64, body string) bool {
 		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, []byte(body), nil)
 		return err == nil && f.Result == 0 && string(f.Body) == strings.ToUpper(body)
@@ -662,7 +612,7 @@ upstreams:
 
 	// The shadow stalls; a small queue; the primary is untouched.
 	stall.Store(true)
-	writeConfig(t, path, cfg(8, 2))
+	mg.WriteConfig(cfg(8, 2))
 	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
 	harness.Eventually(t, 10*time.Second, "reload", func() error {
 		_, v, _ := harness.HTTPGet("http://" + admin + "/config")
