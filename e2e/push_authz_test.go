@@ -25,25 +25,23 @@ import (
 // the listener's authz: an identity granted /meshgate.v1.Push/Send pushes,
 // another is PERMISSION_DENIED and nothing reaches the user.
 func TestPushAPIOverMTLSWithAuthz(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	dir := t.TempDir()
 	ca, files, err := testpki.WriteSet(dir, "meshgate")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := files["meshgate"]
-	admin, priv, api := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := fmt.Sprintf(`admin: {address: %q}
+	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 readiness: none
 listeners:
   - name: clients
     kind: private
-    address: %q
+    address: 127.0.0.1:0
     push: {trust_uin: true}
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: backend}]
   - name: push-api
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     tls: {cert_file: %q, key_file: %q, ca_file: %q}
     authz:
       allow:
@@ -51,10 +49,10 @@ listeners:
     push: {api: true}
 upstreams:
   - {name: backend, protocol: grpc, endpoints: ["127.0.0.1:1"]}
-`, admin, priv, api, f.CertFile, f.KeyFile, f.CAFile)
-	harness.Start(t, "meshgate", bin, "run", "-c", harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg)))
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/healthz")
-	harness.WaitTCP(t, 10*time.Second, priv)
+`, f.CertFile, f.KeyFile, f.CAFile)
+	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir))
+	harness.WaitHTTP200(t, 20*time.Second, mg.AdminURL("/healthz"))
+	priv, api := mg.Addr("clients"), mg.Addr("push-api")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -14,15 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/meshgate/push"
 	"github.com/meshgate/meshgate/meshgate/push/pushpb"
 )
@@ -189,37 +186,27 @@ func (fl *fleet) close(uin uint64) {
 // API did not exist and PUSH frames never reached a client.
 func TestPushToTenThousandClients(t *testing.T) {
 	const clients, perClient, loginCmd = 10000, 3, 1
-	bin := harness.MeshgateBin(t)
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go gs.Serve(gln)
-	t.Cleanup(gs.Stop)
-
-	admin, priv, api := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := fmt.Sprintf(`admin: {address: %s}
+	be := harness.DemoServer(t)
+	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 listeners:
   - name: clients
     kind: private
-    address: %s
+    address: 127.0.0.1:0
     limits: {max_connections: 12000}
     push: {login_cmd: %d}
     routes: [{cmd: %d, method: /demo.Echo/Echo, upstream: demo}]
   - name: push-api
     kind: grpc
-    address: %s
+    address: 127.0.0.1:0
     push: {api: true}
     routes: []
 upstreams:
   # 10,000 logins arrive at once: above the default circuit breaker (1024
   # in flight per upstream), which would answer the excess with result 6.
   - {name: demo, protocol: grpc, endpoints: [%q], resilience: {circuit_breaker: {max_requests: 20000, max_pending: 20000}}}
-`, admin, priv, loginCmd, loginCmd, api, gln.Addr().String())
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
-	proc := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+`, loginCmd, loginCmd, be)
+	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
+	proc, priv, api := mg.Proc, mg.Addr("clients"), mg.Addr("push-api")
 	rss := func() string {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.Cmd.Process.Pid))
 		for _, l := range strings.Split(string(b), "\n") {
@@ -247,11 +234,7 @@ upstreams:
 	})
 	t.Logf("%d clients connected and logged in in %v; meshgate RSS %s", clients, time.Since(start), rss())
 
-	cc, err := grpc.NewClient(api, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := harness.DialGRPC(t, api)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	start = time.Now()
@@ -314,7 +297,7 @@ upstreams:
 		}
 		return nil
 	})
-	_, body, err := harness.HTTPGet("http://" + admin + "/metrics")
+	body, err := mg.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,17 +95,12 @@ func (s *pushingServer) push(f *codec.Frame) bool {
 // fire-and-forget call carrying uin and cmd (to: grpc). They were dropped
 // by the pool's read loop before.
 func TestUpstreamPushForwarded(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	game, chat := newPushingServer(t), newPushingServer(t)
 
 	type sunk struct {
 		body, uin, cmd string
 	}
 	sinkCh := make(chan sunk, 4)
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := demo.NewServer(grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
 		var b []byte
 		if err := ss.RecvMsg(&b); err != nil {
@@ -118,26 +113,24 @@ func TestUpstreamPushForwarded(t *testing.T) {
 		}
 		return ss.SendMsg([]byte{})
 	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
-	go gs.Serve(gln)
-	t.Cleanup(gs.Stop)
+	be := harness.ServeGRPC(t, gs)
 
-	admin, priv := harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := fmt.Sprintf(`admin: {address: %s}
+	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 readiness: none
 listeners:
   - name: clients
     kind: private
-    address: %s
+    address: 127.0.0.1:0
     push: {trust_uin: true}
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: backend}]
 upstreams:
   - {name: backend, protocol: grpc, endpoints: [%q]}
   - {name: game, protocol: private, endpoints: [%q], connections: 1, push: {to: downstream}}
   - {name: chat, protocol: private, endpoints: [%q], connections: 1, push: {to: grpc, method: /test.Sink/OnPush, upstream: backend}}
-`, admin, priv, gln.Addr().String(), game.ln.Addr().String(), chat.ln.Addr().String())
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/healthz")
+`, be, game.ln.Addr().String(), chat.ln.Addr().String())
+	mg := harness.StartMeshgate(t, cfg)
+	harness.WaitHTTP200(t, 20*time.Second, mg.AdminURL("/healthz"))
+	priv := mg.Addr("clients")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
