@@ -223,16 +223,13 @@ func promSum(t *testing.T, admin, re string) float64 {
 	return sum
 }
 
-// startMeshgate runs the real binary on cfg (with %[1]s = admin address,
-// %[2]s = private listener address) and waits until it is ready.
+// startMeshgate runs the real binary on cfg (%[1]s and %[2]s stand for
+// the admin and the private listener "in" address: both port 0) and waits
+// until it is ready; it returns the bound addresses.
 func startMeshgate(t *testing.T, cfg string) (admin, priv string) {
 	t.Helper()
-	admin, priv = harness.FreeAddr(t), harness.FreeAddr(t)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(cfg, admin, priv)))
-	harness.Start(t, "meshgate", harness.MeshgateBin(t), "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
-	harness.WaitTCP(t, 5*time.Second, priv)
-	return admin, priv
+	mg := harness.StartMeshgate(t, fmt.Sprintf(cfg, "127.0.0.1:0", "127.0.0.1:0"), harness.WaitReady(20*time.Second))
+	return mg.Admin(), mg.Addr("in")
 }
 
 func uinRange(n int) []uint64 {

@@ -12,13 +12,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // streamServer is a legacy server with two server-stream commands: cmd 21
@@ -114,32 +112,20 @@ func (s *streamServer) serve(nc net.Conn) {
 // bound (MeshGate sends CANCEL upstream instead of buffering 100 MB) and
 // the slow client's call ends with RESOURCE_EXHAUSTED.
 func TestSlowStreamConsumerDoesNotStallOthers(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	legacy := newStreamServer(t, 100000, 1024)
-	admin, in := harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := fmt.Sprintf(`admin: {address: %s}
+	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 listeners:
   - name: grpc-in
     kind: grpc
-    address: %s
+    address: 127.0.0.1:0
     routes:
       - {method: /test.S/Flood, cmd: 21, upstream: legacy, stream: server, timeout: 30s}
       - {method: /test.S/Small, cmd: 22, upstream: legacy, stream: server, timeout: 30s}
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q], connections: 1}
-`, admin, in, legacy.ln.Addr().String())
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
-
-	dial := func() *grpc.ClientConn {
-		cc, err := grpc.NewClient(in, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
-	}
+`, legacy.ln.Addr().String())
+	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
+	dial := func() *grpc.ClientConn { return harness.DialGRPC(t, mg.Addr("grpc-in"), harness.RawCodec()) }
 	desc := &grpc.StreamDesc{ServerStreams: true}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

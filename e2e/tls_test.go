@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
@@ -41,41 +39,30 @@ func TestTLSEveryHopBinary(t *testing.T) {
 	}
 	t.Cleanup(backTLS.Close)
 	// Private backend: the reference legacy server behind mTLS.
-	lln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lln := harness.Listen(t)
 	back := legacy.NewServer(legacy.ServerOptions{})
 	go func() { _ = back.Serve(tls.NewListener(lln, backTLS.Config())) }()
 	t.Cleanup(func() { back.Close() })
 	// gRPC backend: demo.Echo behind mTLS.
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer(grpc.Creds(backTLS.Credentials()))
-	go func() { _ = gs.Serve(gln) }()
-	t.Cleanup(gs.Stop)
+	gaddr := harness.ServeGRPC(t, demo.NewServer(grpc.Creds(backTLS.Credentials())))
 
-	admin, health := harness.FreeAddr(t), harness.FreeAddr(t)
-	mgpIn, grpcIn := harness.FreeAddr(t), harness.FreeAddr(t)
 	// Relative file names: resolved against the config file's directory.
 	mtls := "{cert_file: meshgate.pem, key_file: meshgate-key.pem, ca_file: ca.pem}"
 	y := fmt.Sprintf(`
-admin: {address: %q, health_address: %q}
+admin: {address: 127.0.0.1:0, health_address: 127.0.0.1:0}
 tls: {refresh_interval: 50ms}
 listeners:
-  - {name: mgp-in, kind: private, address: %q, tls: %s,
+  - {name: mgp-in, kind: private, address: 127.0.0.1:0, tls: %s,
      routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]}
-  - {name: grpc-in, kind: grpc, address: %q, tls: %s,
+  - {name: grpc-in, kind: grpc, address: 127.0.0.1:0, tls: %s,
      routes: [{method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}]}
 upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q], connections: 1,
      tls: {cert_file: meshgate.pem, key_file: meshgate-key.pem, ca_file: ca.pem, server_name: localhost}}
   - {name: legacy, protocol: private, endpoints: [%q], connections: 1, tls: %s}
-`, admin, health, mgpIn, mtls, grpcIn, mtls, gln.Addr().String(), lln.Addr().String(), mtls)
-	cfgFile := harness.WriteFile(t, dir, "meshgate.yaml", []byte(y))
-	harness.Start(t, "meshgate", harness.MeshgateBin(t), "run", "-c", cfgFile)
+`, mtls, mtls, gaddr, lln.Addr().String(), mtls)
+	mg := harness.StartMeshgate(t, y, harness.InDir(dir))
+	admin, health, mgpIn, grpcIn := mg.Admin(), mg.Health(), mg.Addr("mgp-in"), mg.Addr("grpc-in")
 	harness.WaitHTTP200(t, 20*time.Second, "http://"+health+"/readyz")
 
 	// Admin exposure: pprof off by default; the health listener has no
@@ -114,12 +101,7 @@ upstreams:
 		}
 		return nil
 	}
-	cc, err := grpc.NewClient(grpcIn, grpc.WithTransportCredentials(clientTLS.Credentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
+	cc := harness.DialGRPC(t, grpcIn, grpc.WithTransportCredentials(clientTLS.Credentials()), harness.RawCodec())
 	grpcEcho := func(body string) error {
 		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
 		defer ccancel()
