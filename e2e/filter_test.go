@@ -20,7 +20,8 @@ import (
 // filterBootstrap is a static Envoy config: one listener whose network
 // filter chain is the MGP proxy-wasm filter, then tcp_proxy to the legacy
 // server.
-func filterBootstrap(listen int, upstream, wasmFile, pluginJSON string) string {
+// The listener is on port 0 (harness.EnvoyListener reads it back).
+func filterBootstrap(upstream, wasmFile, pluginJSON string) string {
 	host, port, _ := net.SplitHostPort(upstream)
 	return fmt.Sprintf(`
 admin:
@@ -28,7 +29,7 @@ admin:
 static_resources:
   listeners:
   - name: mgp
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.wasm
@@ -57,7 +58,7 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: %s, port_value: %s}}}
-`, listen, pluginJSON, wasmFile, host, port)
+`, pluginJSON, wasmFile, host, port)
 }
 
 // TestWasmFilterInEnvoy loads the built .wasm into a real Envoy as a network
@@ -78,15 +79,13 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ls.Close() })
-	port := harness.FreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	env := envoyproc.StartT(t, ctx, envoyproc.Options{
-		Bootstrap:    []byte(filterBootstrap(port, ls.Addr().String(), wasm, `{"deny_cmds": [66], "max_frame_size": 65536}`)),
+		Bootstrap:    []byte(filterBootstrap(ls.Addr().String(), wasm, `{"deny_cmds": [66], "max_frame_size": 65536}`)),
 		ReadyTimeout: 60 * time.Second, // the first V8 compile of the module is slow
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	harness.WaitTCP(t, 10*time.Second, addr)
+	addr := harness.EnvoyListener(t, env, "mgp")
 
 	c, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 2})
 	if err != nil {

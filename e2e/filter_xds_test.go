@@ -69,20 +69,23 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	}
 	t.Cleanup(func() { ls.Close() })
 
-	xdsAddr := harness.FreeAddr(t)
+	// Envoy's listener comes from xDS, which needs a concrete port; the
+	// control plane listens on port 0.
 	port := harness.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	pki := newXDSPKI(t, t.TempDir(), nil)
 	client := pki.client(t, "filter")
-	cfg := filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 66, pki, client)
 
 	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
-	if err := xs.Update(cfg); err != nil {
+	if err := xs.Update(filterXDSConfig(t, "127.0.0.1:0", port, wasm, ls.Addr().String(), 66, pki, client)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := xs.Listen(); err != nil {
+	bound, err := xs.Listen()
+	if err != nil {
 		t.Fatal(err)
 	}
+	xdsAddr := bound.String()
+	cfg := filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 66, pki, client)
 	served := make(chan error, 1)
 	go func() { served <- xs.Serve(context.Background()) }()
 	t.Cleanup(func() {

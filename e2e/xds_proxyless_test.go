@@ -7,13 +7,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	grpcxds "google.golang.org/grpc/xds" // registers the xds resolver and balancers (client side only)
 
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/meshgate/config"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"
 )
@@ -31,8 +29,8 @@ func TestXDSProxyless(t *testing.T) {
 		}
 		t.Cleanup(func() { s.Close() })
 	}
+	// The xDS resources name the listeners by address: concrete ports.
 	inA, inB := harness.FreeAddr(t), harness.FreeAddr(t)
-	xdsAddr := harness.FreeAddr(t)
 	// ADS over mutual TLS: the client's certificate (SPIFFE URI SAN) is
 	// the identity allowed to claim node proxyless-client-1.
 	pki := newXDSPKI(t, t.TempDir(), nil)
@@ -47,14 +45,14 @@ upstreams:
 - {name: legacy_a, protocol: private, endpoints: [%q]}
 - {name: legacy_b, protocol: private, endpoints: [%q]}
 xds:
-  address: %s
+  address: 127.0.0.1:0
   %s
   proxyless_nodes:
   - {node: proxyless-client-1, identities: ["spiffe://meshgate.e2e/ns/legacy/sa/proxyless-client-1"]}
   grpc_clients:
   - name: legacy-bridge
     route_to: {meshgate_listener: %s}
-`, inA, inB, legacyA.Addr().String(), legacyB.Addr().String(), xdsAddr, pki.serverYAML(), target)
+`, inA, inB, legacyA.Addr().String(), legacyB.Addr().String(), pki.serverYAML(), target)
 		cfg, err := config.Parse([]byte(y), "")
 		if err != nil {
 			t.Fatal(err)
@@ -72,7 +70,7 @@ xds:
 	if xs == nil {
 		t.Fatal("runtime did not start the xds control plane")
 	}
-	boot, err := xds.GRPCBootstrap(xdsAddr, "proxyless-client-1", clientTLS)
+	boot, err := xds.GRPCBootstrap(xs.Addr().String(), "proxyless-client-1", clientTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,13 +78,7 @@ xds:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient("xds:///legacy-bridge", grpc.WithResolvers(rb),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{}), grpc.WaitForReady(true)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := harness.DialGRPC(t, "xds:///legacy-bridge", grpc.WithResolvers(rb), harness.RawCodec(), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
 	call := func(body string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -117,6 +109,9 @@ xds:
 		}
 		return nil
 	})
+	if rt.XDS() != xs {
+		t.Fatal("the reload restarted the control plane (its address is unchanged)")
+	}
 	if err := xs.NackCheck(); err != nil {
 		t.Fatal(err)
 	}
