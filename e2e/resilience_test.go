@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -232,6 +233,27 @@ func startMeshgate(t *testing.T, cfg string) (admin, priv string) {
 	return mg.Admin(), mg.Addr("in")
 }
 
+// upstreamG is startMeshgate with the private listener "in" routing route
+// to the gRPC upstream g of backends, whose settings (indented 4) follow
+// its endpoints.
+func upstreamG(t *testing.T, route, upstream string, backends ...*faultBackend) (admin, priv string) {
+	t.Helper()
+	eps := make([]string, len(backends))
+	for i, b := range backends {
+		eps[i] = b.addr
+	}
+	return startMeshgate(t, `admin: {address: %[1]s}
+listeners:
+  - name: in
+    kind: private
+    address: %[2]s
+    routes: [`+route+`]
+upstreams:
+  - name: g
+    protocol: grpc
+    endpoints: [`+strings.Join(eps, ", ")+`]`+upstream)
+}
+
 func uinRange(n int) []uint64 {
 	u := make([]uint64, n)
 	for i := range u {
@@ -250,19 +272,10 @@ func uinRange(n int) []uint64 {
 // and the p99 was the slow endpoint's latency.
 func TestResilienceSlowEndpoint(t *testing.T) {
 	bs := []*faultBackend{startFaultBackend(t, "a", 2*time.Millisecond, 0), startFaultBackend(t, "b", 2*time.Millisecond, 0), startFaultBackend(t, "c", 2*time.Millisecond, 0)}
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g}`, `
     resilience:
       adaptive_weights: {decay: 500ms, slow_start: 1s, min_weight_percent: 0.2}
-`)
+`, bs...)
 	_ = admin
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
@@ -309,20 +322,11 @@ upstreams:
 // ejection it stayed in the ring and a third of the users failed.
 func TestResilienceFailingEndpointConsistentHash(t *testing.T) {
 	bs := []*faultBackend{startFaultBackend(t, "a", time.Millisecond, 0), startFaultBackend(t, "b", time.Millisecond, 0), startFaultBackend(t, "c", time.Millisecond, 0)}
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true}]
-upstreams:
-  - name: g
-    protocol: grpc
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true}`, `
     lb: consistent_hash
-    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
     resilience:
       outlier_detection: {consecutive_failures: 5, base_ejection_time: 2s}
-`)
+`, bs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 	var l loadRecorder
@@ -454,19 +458,10 @@ func quantile(ls []time.Duration, q float64) time.Duration {
 // to what finishes within 200 ms while the backend works on expired ones).
 func TestResilienceOverload(t *testing.T) {
 	b := startFaultBackend(t, "a", 20*time.Millisecond, 4)
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+b.addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g}`, `
     resilience:
       adaptive_concurrency: {enabled: true, window: 50ms, long_window: 100, min_limit: 2, initial_limit: 4}
-`)
+`, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 4})
@@ -562,20 +557,11 @@ upstreams:
 // of) its deadline. Before, a queued request was sent whatever was left.
 func TestResilienceDeadlineNeverSentExpired(t *testing.T) {
 	b := startFaultBackend(t, "a", 10*time.Millisecond, 0)
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+b.addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g}`, `
     resilience:
       circuit_breaker: {max_requests: 1, max_wait: 1s}
       min_remaining: 5ms
-`)
+`, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var l loadRecorder
@@ -615,22 +601,12 @@ upstreams:
 // deadline.
 func TestResilienceRetryBudget(t *testing.T) {
 	bs := []*faultBackend{startFaultBackend(t, "a", 5*time.Millisecond, 0), startFaultBackend(t, "b", 5*time.Millisecond, 0), startFaultBackend(t, "c", 5*time.Millisecond, 0)}
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes:
-      - {cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true, max_attempts: 3}
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true, max_attempts: 3}`, `
     resilience:
       outlier_detection: {disabled: true}
       retry_budget: {budget_percent: 20, min_concurrency: 1}
       min_remaining: 4ms
-`)
+`, bs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	go func() { // flap
