@@ -1,16 +1,19 @@
 package harness
 
 import (
+	"crypto/tls"
 	"net"
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -81,4 +84,22 @@ func DialGRPC(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientCo
 	}
 	t.Cleanup(func() { _ = cc.Close() })
 	return cc
+}
+
+// ClientCert is mutual TLS towards a server with a certificate for
+// "localhost" from ca: the client presents a leaf ca issues for id (a URI
+// SAN such as a SPIFFE ID, or a DNS name).
+func ClientCert(t testing.TB, ca *testpki.CA, id string) grpc.DialOption {
+	t.Helper()
+	leaf, err := ca.IssueLeaf("client", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
+	}))
 }
