@@ -87,11 +87,7 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 	})
 	addr := harness.EnvoyListener(t, env, "mgp")
 
-	c, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := harness.DialLegacy(t, addr, legacy.ClientOptions{Conns: 2})
 	const n = 200
 	for i := 0; i < n; i++ {
 		body := []byte(fmt.Sprintf("req-%d", i))

@@ -167,11 +167,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	})
 	// Before the swap, 67 may still have passed; from now on it must not.
 	before := seen[67].Load()
-	c2, err := legacy.Dial(ctx, addr, legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := harness.DialLegacy(t, addr, legacy.ClientOptions{})
 	if r, err := c2.Call(ctx, 67, 2, []byte("denied"), nil); err != nil || r.Result != codec.ResultForbidden {
 		t.Fatalf("cmd 67 after the push: %+v %v", r, err)
 	}

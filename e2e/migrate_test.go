@@ -387,15 +387,10 @@ func TestMigrateSplitStepsAndRollback(t *testing.T) {
 	}
 	// The override survives a reload of the (unchanged, 100 %) config.
 	before := migrateStatus(t, admin)
-	mg.WriteConfig(migrateConfig(legacyAddr, newAddr, 100) + "# reload\n")
-	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
-	harness.Eventually(t, 10*time.Second, "reload", func() error {
-		_, v, _ := harness.HTTPGet("http://" + admin + "/config")
-		if !strings.Contains(v, `"generation"`) || v == cfgView {
-			return fmt.Errorf("not reloaded")
-		}
-		return nil
-	})
+	mg.Reload(migrateConfig(legacyAddr, newAddr, 100) + "# reload\n")
+	if _, v, _ := harness.HTTPGet(mg.AdminURL("/config")); !strings.Contains(v, `"generation"`) || v == cfgView {
+		t.Fatal("/config unchanged by the reload")
+	}
 	_ = before
 	sp, sg = cover(11, "rollback after reload")
 	check("private rollback after reload", sp, 100, nil, true)
@@ -483,14 +478,10 @@ upstreams:
 `, queue, conc, legacyAddr, shadowAddr)
 	}
 	mg := harness.StartMeshgate(t, cfg(65536, 16), harness.WaitReady(15*time.Second))
-	p, admin, priv, gaddr := mg.Proc, mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
+	admin, priv, gaddr := mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 2})
 
 	// send n requests over 8 workers; uin = 1 + i%500; returns primary errors and max latency
 	cc := harness.DialGRPC(t, gaddr, harness.RawCodec())
@@ -612,15 +603,10 @@ upstreams:
 
 	// The shadow stalls; a small queue; the primary is untouched.
 	stall.Store(true)
-	mg.WriteConfig(cfg(8, 2))
-	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
-	harness.Eventually(t, 10*time.Second, "reload", func() error {
-		_, v, _ := harness.HTTPGet("http://" + admin + "/config")
-		if !strings.Contains(v, `"queue": 8`) {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	mg.Reload(cfg(8, 2))
+	if _, v, _ := harness.HTTPGet(mg.AdminURL("/config")); !strings.Contains(v, `"queue": 8`) {
+		t.Fatal("/config does not show the reloaded shadow queue")
+	}
 	base := *sh
 	errs, maxLat, _ := send(2000)
 	if errs != 0 {

@@ -92,11 +92,7 @@ upstreams:
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mc, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
+	mc := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	harness.Eventually(t, 10*time.Second, "double bridge up", func() error {
 		r, err := mc.Call(ctx, 1, 0, []byte("w"), nil)
 		if err != nil {

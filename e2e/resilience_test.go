@@ -464,11 +464,7 @@ func TestResilienceOverload(t *testing.T) {
 `, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 4})
 	var l loadRecorder
 	l.start = time.Now()
 	// Unloaded latency.
@@ -670,11 +666,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	call := func(cmd uint32) *codec.Frame {
 		resp, err := cl.Call(ctx, cmd, 7, []byte("x"), nil)
 		if err != nil {
@@ -745,11 +737,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	type res struct {
 		cmd    uint32
 		result uint16

@@ -31,9 +31,9 @@ type Meshgate struct {
 type MeshgateOption func(*meshgateOpts)
 
 type meshgateOpts struct {
-	args  []string
-	wrap  []string
-	dir   string
+	args   []string
+	wrap   []string
+	dir    string
 	ready  time.Duration
 	label  string
 	noWait bool
@@ -152,6 +152,9 @@ func (m *Meshgate) WriteConfig(cfg string) {
 // addresses.
 func (m *Meshgate) Reload(cfg string) {
 	m.t.Helper()
+	if err := m.readAddrs(); err != nil { // reloads not made by Reload count too
+		m.t.Fatal(err)
+	}
 	gen := m.addrs.Generation
 	m.WriteConfig(cfg)
 	if err := m.Cmd.Process.Signal(syscall.SIGHUP); err != nil {

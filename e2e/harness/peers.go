@@ -1,9 +1,11 @@
 package harness
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -102,4 +104,18 @@ func ClientCert(t testing.TB, ca *testpki.CA, id string) grpc.DialOption {
 	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
 	}))
+}
+
+// DialLegacy connects the reference legacy client to addr (within 10s);
+// it is closed when the test ends.
+func DialLegacy(t testing.TB, addr string, opts legacy.ClientOptions) *legacy.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := legacy.Dial(ctx, addr, opts)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
 }
