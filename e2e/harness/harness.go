@@ -1,7 +1,19 @@
 // Package harness holds helpers shared by the end-to-end tests: locating or
-// building the meshgate and meshgate-dev binaries, starting processes with their output
-// captured (and printed when the test fails), free loopback ports, and
-// waiting for conditions with a deadline.
+// building the meshgate and meshgate-dev binaries, starting processes with
+// their output captured (and printed when the test fails), waiting for
+// conditions with a deadline, and:
+//
+//   - StartMeshgate, the one way to run `meshgate run`: the config puts
+//     listeners, admin, health and xds on port 0 and the addresses are read
+//     back from -address-file (meshgate.go);
+//   - in-process peers on listeners they keep (demo, interop, legacy
+//     servers), gRPC and legacy clients (peers.go);
+//   - EnvoyListener, an Envoy listener's bound address from its admin
+//     (envoy.go).
+//
+// FreePort/FreeAddr remain only for ports that must be known before any
+// process binds them (Envoy listeners configured over xDS, and the MeshGate
+// listeners those route to).
 package harness
 
 import (
@@ -81,7 +93,9 @@ func binary(t testing.TB, env, pkg, name string) string {
 	return b.path
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago: another
+// process may take it before it is used. Prefer port 0 and reading the
+// address back (StartMeshgate, EnvoyListener, Listen).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
