@@ -120,3 +120,16 @@ upstreams:
 		t.Fatal("run did not drain and return")
 	}
 }
+
+// TestRunAddressFileBadDir: an -address-file in a directory that does not
+// exist is refused before anything listens, naming the flag.
+func TestRunAddressFileBadDir(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshgate.yaml")
+	if err := os.WriteFile(path, []byte("listeners: []\nupstreams: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := runCmd(context.Background(), []string{"-c", path, "-address-file", "/nonexistent/dir/addrs.json"})
+	if err == nil || !strings.Contains(err.Error(), "-address-file") {
+		t.Fatalf("run: %v, want an error naming -address-file", err)
+	}
+}

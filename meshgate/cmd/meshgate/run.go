@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/meshgate/meshgate/meshgate/config"
@@ -33,6 +34,11 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 	if *path == "" {
 		return errNoConfig
+	}
+	if *addrFile != "" {
+		if st, err := os.Stat(filepath.Dir(*addrFile)); err != nil || !st.IsDir() {
+			return fmt.Errorf("-address-file %s: its directory must exist", *addrFile)
+		}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
