@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -360,26 +358,7 @@ upstreams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := okRequests(metrics, "grpc-in"); got != 200 {
+	if got := harness.MetricSum(metrics, "meshgate_requests_total", harness.Labels{"listener": "grpc-in", "code": "OK"}); got != 200 {
 		t.Fatalf("meshgate_requests_total{listener=grpc-in,code=OK} = %v, want 200", got)
 	}
-}
-
-// okRequests sums meshgate_requests_total{code="OK"} of listener in a
-// Prometheus text exposition.
-func okRequests(metrics, listener string) float64 {
-	var sum float64
-	sc := bufio.NewScanner(strings.NewReader(metrics))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "meshgate_requests_total{") ||
-			!strings.Contains(line, `listener="`+listener+`"`) || !strings.Contains(line, `code="OK"`) {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
 }

@@ -7,8 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -98,7 +96,7 @@ upstreams:
 		}
 		return nil
 	})
-	if n, err := metric("http://"+admin+"/metrics", `meshgate_connections_rejected_total{listener="grpc-in",reason="max_connections"}`); err != nil || n < 1 {
+	if n, err := mg.Metric("meshgate_connections_rejected_total", harness.Labels{"listener": "grpc-in", "reason": "max_connections"}); err != nil || n < 1 {
 		t.Fatalf("grpc-in max_connections refusals %v (%v), want >= 1", n, err)
 	}
 	for _, c := range silent {
@@ -109,13 +107,13 @@ upstreams:
 		dial(open)
 	}
 	harness.Eventually(t, 10*time.Second, "fd_reserve refusals", func() error {
-		n, err := metric("http://"+admin+"/metrics", `meshgate_connections_rejected_total{listener="open",reason="fd_reserve"}`)
+		n, err := mg.Metric("meshgate_connections_rejected_total", harness.Labels{"listener": "open", "reason": "fd_reserve"})
 		if err != nil || n < 100 {
 			return fmt.Errorf("%v refused, err %v", n, err)
 		}
 		return nil
 	})
-	n, err := metric("http://"+admin+"/metrics", `meshgate_connections_rejected_total{listener="capped",reason="max_connections"}`)
+	n, err := mg.Metric("meshgate_connections_rejected_total", harness.Labels{"listener": "capped", "reason": "max_connections"})
 	if err != nil || n != 5 {
 		t.Fatalf("max_connections refusals %v (%v), want 5", n, err)
 	}
@@ -130,20 +128,4 @@ upstreams:
 		_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
 		return err
 	})
-}
-
-// metric reads one sample from a Prometheus text endpoint (0 if absent).
-func metric(url, series string) (float64, error) {
-	code, body, err := harness.HTTPGet(url)
-	if err != nil {
-		return 0, err
-	}
-	if code != 200 {
-		return 0, fmt.Errorf("status %d", code)
-	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		return 0, nil
-	}
-	return strconv.ParseFloat(m[1], 64)
 }

@@ -306,10 +306,10 @@ upstreams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v := metricValue(body, `meshgate_push_total{cmd="500",listener="push-api",outcome="ok"}`); v != clients {
+	if v := harness.MetricSum(body, "meshgate_push_total", harness.Labels{"cmd": "500", "listener": "push-api", "outcome": "ok"}); v != clients {
 		t.Errorf("meshgate_push_total ok for cmd 500 = %v, want %d", v, clients)
 	}
-	if v := metricValue(body, `meshgate_push_total{cmd="9",listener="push-api",outcome="not_found"}`); v < 1 {
+	if v := harness.MetricSum(body, "meshgate_push_total", harness.Labels{"cmd": "9", "listener": "push-api", "outcome": "not_found"}); v < 1 {
 		t.Errorf("meshgate_push_total not_found = %v", v)
 	}
 }

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,19 +207,14 @@ func failures(rs []reply) int {
 	return n
 }
 
-// promSum sums the samples of a Prometheus series whose line matches re.
-func promSum(t *testing.T, admin, re string) float64 {
+// promSum sums the samples of metric name with labels from admin's /metrics.
+func promSum(t *testing.T, admin, name string, labels harness.Labels) float64 {
 	t.Helper()
 	_, body, err := harness.HTTPGet("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := 0.0
-	for _, m := range regexp.MustCompile(`(?m)^`+re+` ([0-9.e+-]+)$`).FindAllStringSubmatch(body, -1) {
-		v, _ := strconv.ParseFloat(m[1], 64)
-		sum += v
-	}
-	return sum
+	return harness.MetricSum(body, name, labels)
 }
 
 // startMeshgate runs the real binary on cfg (%[1]s and %[2]s stand for
@@ -347,9 +340,8 @@ func TestResilienceFailingEndpointConsistentHash(t *testing.T) {
 	}
 	failAt := l.now()
 	bs[1].failing.Store(true)
-	ejectedRe := `meshgate_upstream_ejections_total\{endpoint="` + regexp.QuoteMeta(bs[1].addr) + `",reason="[a-z_]+",upstream="g"\}`
 	harness.Eventually(t, 2*time.Second, "ejection of b", func() error {
-		if promSum(t, admin, ejectedRe) < 1 {
+		if promSum(t, admin, "meshgate_upstream_ejections_total", harness.Labels{"endpoint": bs[1].addr, "upstream": "g"}) < 1 {
 			return fmt.Errorf("not ejected yet")
 		}
 		return nil
@@ -509,7 +501,7 @@ func TestResilienceOverload(t *testing.T) {
 	capacity := 4 / (time.Duration(b.busyNS.Load() / max(b.served.Load(), 1))).Seconds()
 	t.Logf("unloaded p50 %s; at 3x: goodput %.0f/s of %.0f/s capacity, accepted p50 %s p99 %s (%d past deadline), rejected %d (p50 %s p99 %s), other failures %d, limit %v",
 		normal, goodput, capacity, quantile(ok, 0.5), quantile(ok, 0.99), late, len(rejected), quantile(rejected, 0.5), quantile(rejected, 0.99), other,
-		promSum(t, admin, `meshgate_upstream_concurrency_limit\{upstream="g"\}`))
+		promSum(t, admin, "meshgate_upstream_concurrency_limit", harness.Labels{"upstream": "g"}))
 	if goodput < 0.9*capacity {
 		t.Errorf("goodput %.0f/s, want >= 90%% of %.0f/s", goodput, capacity)
 	}
@@ -573,7 +565,7 @@ func TestResilienceDeadlineNeverSentExpired(t *testing.T) {
 			timeouts++
 		}
 	}
-	dropped := promSum(t, admin, `meshgate_upstream_deadline_dropped_total\{stage="queue",upstream="g"\}`)
+	dropped := promSum(t, admin, "meshgate_upstream_deadline_dropped_total", harness.Labels{"stage": "queue", "upstream": "g"})
 	t.Logf("%d requests: %d ok, %d result 5; MeshGate dropped %v in the queue; backend got %d, %d of them expired", len(all), oks, timeouts, dropped, b.calls.Load(), b.expired.Load())
 	if dropped == 0 || timeouts == 0 {
 		t.Fatalf("no request expired in the queue (dropped %v, result 5 %d): the test did not queue", dropped, timeouts)
@@ -627,9 +619,9 @@ func TestResilienceRetryBudget(t *testing.T) {
 		calls += b.calls.Load()
 		expired += b.expired.Load()
 	}
-	sent := promSum(t, admin, `meshgate_upstream_retries_total\{event="retry",upstream="g"\}`)
-	budget := promSum(t, admin, `meshgate_upstream_retries_total\{event="budget_exhausted",upstream="g"\}`)
-	deadline := promSum(t, admin, `meshgate_upstream_retries_total\{event="deadline",upstream="g"\}`)
+	sent := promSum(t, admin, "meshgate_upstream_retries_total", harness.Labels{"event": "retry", "upstream": "g"})
+	budget := promSum(t, admin, "meshgate_upstream_retries_total", harness.Labels{"event": "budget_exhausted", "upstream": "g"})
+	deadline := promSum(t, admin, "meshgate_upstream_retries_total", harness.Labels{"event": "deadline", "upstream": "g"})
 	t.Logf("%d requests, %d backend calls; retries sent %v, denied by budget %v, by deadline %v; %d arrived expired", requests, calls, sent, budget, deadline, expired)
 	if budget == 0 || deadline == 0 {
 		t.Errorf("want retries denied by both the budget (%v) and the deadline (%v)", budget, deadline)

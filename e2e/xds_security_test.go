@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -120,7 +118,7 @@ xds:
 		t.Fatal(err)
 	}
 	for reason, min := range map[string]float64{"handshake": 2, "identity_mismatch": 2, "unknown_node": 2} {
-		if n := metricValue(metrics, `meshgate_xds_refused_total{reason="`+reason+`"}`); n < min {
+		if n := harness.MetricSum(metrics, "meshgate_xds_refused_total", harness.Labels{"reason": reason}); n < min {
 			t.Errorf("meshgate_xds_refused_total{reason=%q} = %v, want >= %v", reason, n, min)
 		}
 	}
@@ -136,18 +134,4 @@ xds:
 			t.Errorf("validate %q: err %v, output %s; want it to name %s", x, err, out, field)
 		}
 	}
-}
-
-// metricValue is the value of the sample line starting with series in a
-// Prometheus text exposition (-1 when absent).
-func metricValue(text, series string) float64 {
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(text)
-	if m == nil {
-		return -1
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return -1
-	}
-	return v
 }
