@@ -19,8 +19,8 @@ import (
 // 0x8000 carried both ways, a failed result back unchanged) and a gRPC
 // listener proxying calls to a grpc-go server (method rewritten).
 func TestAnyListenerToAnyUpstream(t *testing.T) {
-	be := harness.DemoServer(t)
-	ls := harness.LegacyServer(t, legacy.ServerOptions{EchoExt: true})
+	be := demoServer(t)
+	ls := legacyServer(t, legacy.ServerOptions{EchoExt: true})
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 admin: {address: 127.0.0.1:0}
 listeners:
@@ -43,7 +43,7 @@ upstreams:
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	cl := harness.DialLegacy(t, mg.Addr("p2p"), legacy.ClientOptions{Conns: 1})
+	cl := dialLegacy(t, mg.Addr("p2p"), legacy.ClientOptions{Conns: 1})
 	ext := []codec.Ext{{Key: 0x0123, Value: []byte("opaque")}, {Key: 0x8002, Value: []byte("app")}}
 	r, err := cl.Call(ctx, 70, 99, []byte("hello"), ext)
 	if err != nil {
@@ -62,7 +62,7 @@ upstreams:
 		t.Fatalf("private→private failure: %v result %d msg %q", err, r.Result, msg)
 	}
 
-	cc := harness.DialGRPC(t, mg.Addr("g2g"), harness.RawCodec())
+	cc := dialGRPC(t, mg.Addr("g2g"), rawCodec())
 	var out []byte
 	if err := cc.Invoke(ctx, "/shout.S/Loud", []byte("quiet"), &out); err != nil || string(out) != "QUIET" {
 		t.Fatalf("gRPC→gRPC rewritten: %q, %v", out, err)

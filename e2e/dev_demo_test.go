@@ -61,7 +61,7 @@ upstreams:
 	if err != nil || r.Result != 0 || string(r.Body) != "VIA MGP" {
 		t.Fatalf("MGP/1 call through the demo: %+v %v", r, err)
 	}
-	cc := harness.DialGRPC(t, grpcIn, harness.RawCodec())
+	cc := dialGRPC(t, grpcIn, rawCodec())
 	var out []byte
 	err = cc.Invoke(ctx, "/legacy.Legacy/Uppercase", []byte("via grpc"), &out)
 	_ = cc.Close()

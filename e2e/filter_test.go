@@ -22,7 +22,7 @@ import (
 // filterBootstrap is a static Envoy config: one listener whose network
 // filter chain is the MGP proxy-wasm filter, then tcp_proxy to the legacy
 // server.
-// The listener is on port 0 (harness.EnvoyListener reads it back).
+// The listener is on port 0 (envoyListener reads it back).
 func filterBootstrap(upstream, wasmFile, pluginJSON string) string {
 	host, port, _ := net.SplitHostPort(upstream)
 	return fmt.Sprintf(`
@@ -87,9 +87,9 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 		Bootstrap:    []byte(filterBootstrap(ls.Addr().String(), wasm, `{"deny_cmds": [66], "max_frame_size": 65536}`)),
 		ReadyTimeout: 60 * time.Second, // the first V8 compile of the module is slow
 	})
-	addr := harness.EnvoyListener(t, env, "mgp")
+	addr := envoyListener(t, env, "mgp")
 
-	c := harness.DialLegacy(t, addr, legacy.ClientOptions{Conns: 2})
+	c := dialLegacy(t, addr, legacy.ClientOptions{Conns: 2})
 	const n = 200
 	for i := 0; i < n; i++ {
 		body := []byte(fmt.Sprintf("req-%d", i))
@@ -334,7 +334,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	})
 	// Before the swap, 67 may still have passed; from now on it must not.
 	before := seen[67].Load()
-	c2 := harness.DialLegacy(t, addr, legacy.ClientOptions{})
+	c2 := dialLegacy(t, addr, legacy.ClientOptions{})
 	if r, err := c2.Call(ctx, 67, 2, []byte("denied"), nil); err != nil || r.Result != codec.ResultForbidden {
 		t.Fatalf("cmd 67 after the push: %+v %v", r, err)
 	}

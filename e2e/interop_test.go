@@ -111,7 +111,7 @@ func runStreamingCases(t *testing.T, tc testgrpc.TestServiceClient) {
 // the MGP hop; UnimplementedService is routed too, so its Unimplemented
 // comes from the interop server through both bridges, not from MeshGate.
 func TestInteropUnaryThroughDoubleBridge(t *testing.T) {
-	is := harness.InteropServer(t)
+	is := interopServer(t)
 	const svc, unimp, pairs = interopSvc, "/grpc.testing.UnimplementedService/UnimplementedCall", echoPairs
 	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 1s}
@@ -142,7 +142,7 @@ upstreams:
 `, harness.ListenerRef("mgp-mid"), is, pairs, svc, unimp)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second)) // both upstreams connected, the self-loop too
 
-	cc := harness.DialGRPC(t, mg.Addr("grpc-in"))
+	cc := dialGRPC(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
 
 	runInteropCase(t, "empty_unary", func(t *testing.T, ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) })
@@ -167,7 +167,7 @@ upstreams:
 // grpc-in and mgp-end only; mgp-mid passes the extensions as they are,
 // request and reply frames alike.
 func TestInteropCustomMetadataThroughPassthrough(t *testing.T) {
-	is := harness.InteropServer(t)
+	is := interopServer(t)
 	const svc, pairs = interopSvc, echoPairs
 	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 1s}
@@ -199,7 +199,7 @@ upstreams:
 `, harness.ListenerRef("mgp-mid"), harness.ListenerRef("mgp-end"), is, pairs, svc)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
 
-	cc := harness.DialGRPC(t, mg.Addr("grpc-in"))
+	cc := dialGRPC(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
 	runInteropCase(t, "custom_metadata", func(t *testing.T, ctx context.Context) { interop.DoCustomMetadata(ctx, tc) })
 }
@@ -211,7 +211,7 @@ upstreams:
 // Before streams every one of them failed with INTERNAL "cardinality
 // violation" at the gRPC listener.
 func TestInteropStreamsThroughDoubleBridge(t *testing.T) {
-	is := harness.InteropServer(t)
+	is := interopServer(t)
 	const svc = interopSvc
 	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 listeners:
@@ -234,7 +234,7 @@ upstreams:
   - {name: interop, protocol: grpc, endpoints: [%[3]q]}
 `, svc, harness.ListenerRef("mgp-mid"), is)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
-	runStreamingCases(t, testgrpc.NewTestServiceClient(harness.DialGRPC(t, mg.Addr("grpc-in"))))
+	runStreamingCases(t, testgrpc.NewTestServiceClient(dialGRPC(t, mg.Addr("grpc-in"))))
 }
 
 // TestInteropStreamsThroughEveryPath runs grpc-go's interop streaming cases
@@ -244,7 +244,7 @@ upstreams:
 // private (mgp-mid passes each exchange to mgp-end with its own seq),
 // private → gRPC (mgp-end calls grpc-go's interop test server).
 func TestInteropStreamsThroughEveryPath(t *testing.T) {
-	is := harness.InteropServer(t)
+	is := interopServer(t)
 	routes := func(format string) string {
 		var b strings.Builder
 		for i, m := range []struct{ name, kind string }{{"StreamingOutputCall", "server"}, {"StreamingInputCall", "client"}, {"FullDuplexCall", "bidi"}} {
@@ -282,7 +282,7 @@ listeners:
 		routes("      - {cmd: %[2]d, method: %[1]s, upstream: interop, stream: %[3]s}\n"),
 		harness.ListenerRef("grpc-in"), harness.ListenerRef("mgp-mid"), harness.ListenerRef("mgp-end"), is)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second)) // every upstream connected, the self-loops too
-	runStreamingCases(t, testgrpc.NewTestServiceClient(harness.DialGRPC(t, mg.Addr("grpc-pass"))))
+	runStreamingCases(t, testgrpc.NewTestServiceClient(dialGRPC(t, mg.Addr("grpc-pass"))))
 }
 
 // streamServer is a legacy server with two server-stream commands: cmd 21
@@ -391,7 +391,7 @@ upstreams:
   - {name: legacy, protocol: private, endpoints: [%q], connections: 1}
 `, legacy.ln.Addr().String())
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
-	dial := func() *grpc.ClientConn { return harness.DialGRPC(t, mg.Addr("grpc-in"), harness.RawCodec()) }
+	dial := func() *grpc.ClientConn { return dialGRPC(t, mg.Addr("grpc-in"), rawCodec()) }
 	desc := &grpc.StreamDesc{ServerStreams: true}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -20,7 +20,7 @@ import (
 // and ignored; the process does not die (it used to exit 129, dropping the
 // requests in flight) and every in-flight request completes.
 func TestSIGHUPDuringDrain(t *testing.T) {
-	be := harness.DemoServer(t)
+	be := demoServer(t)
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 10s}
@@ -32,7 +32,7 @@ upstreams:
 	p, mgp := mg.Proc, mg.Addr("mgp-in")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := harness.DialLegacy(t, mgp, legacy.ClientOptions{Conns: 2})
+	cl := dialLegacy(t, mgp, legacy.ClientOptions{Conns: 2})
 	const n = 100
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -79,7 +79,7 @@ upstreams:
 // is still starting (warming up a private upstream that is down) is queued
 // and applied as a reload once started; the process keeps running.
 func TestSIGHUPDuringStartup(t *testing.T) {
-	be := harness.DemoServer(t)
+	be := demoServer(t)
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 admin: {address: 127.0.0.1:0}
 listeners:
@@ -98,7 +98,7 @@ upstreams:
 	harness.WaitHTTP200(t, 10*time.Second, mg.AdminURL("/healthz"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl := harness.DialLegacy(t, mg.Addr("mgp-in"), legacy.ClientOptions{})
+	cl := dialLegacy(t, mg.Addr("mgp-in"), legacy.ClientOptions{})
 	if r, err := cl.Call(ctx, 1, 1, []byte("up"), nil); err != nil || string(r.Body) != "up" {
 		t.Fatalf("after start-up SIGHUP: %+v %v", r, err)
 	}
@@ -114,7 +114,7 @@ upstreams:
 // then is served (it used to get "connection refused"), the health service
 // says NOT_SERVING; the process then exits 0.
 func TestSIGTERMGRPCDrainGrace(t *testing.T) {
-	ls := harness.LegacyServer(t, legacy.ServerOptions{})
+	ls := legacyServer(t, legacy.ServerOptions{})
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 6s, drain_grace: 2s}
@@ -126,7 +126,7 @@ upstreams:
 	p := mg.Proc
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	sent := time.Now()
-	dial := func() *grpc.ClientConn { return harness.DialGRPC(t, mg.Addr("grpc-in"), harness.RawCodec()) }
+	dial := func() *grpc.ClientConn { return dialGRPC(t, mg.Addr("grpc-in"), rawCodec()) }
 	// Draining has begun once the health service says NOT_SERVING...
 	probe := dial()
 	harness.Eventually(t, 3*time.Second, "health NOT_SERVING after SIGTERM", func() error {

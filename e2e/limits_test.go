@@ -121,7 +121,7 @@ upstreams:
 	if code, body, err := harness.HTTPGet("http://" + admin + "/healthz"); err != nil || code != 200 {
 		t.Fatalf("/healthz under fd pressure: %d %q %v", code, body, err)
 	}
-	cc := harness.DialGRPC(t, grpcAddr)
+	cc := dialGRPC(t, grpcAddr)
 	harness.Eventually(t, 10*time.Second, "gRPC health under fd pressure", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

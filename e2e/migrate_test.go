@@ -45,7 +45,7 @@ func rawService(t *testing.T, handle func(ctx context.Context, method string, ui
 		out := handle(stream.Context(), method, uin, body)
 		return stream.SendMsg(&out)
 	}))
-	return harness.ServeGRPC(t, gs)
+	return serveGRPC(t, gs)
 }
 
 // sides tells which backend served: legacy uppercases "u<uin>", the new
@@ -172,7 +172,7 @@ func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, 
 
 // grpcLoad drives workers grpc-go callers over uins (x-mgp-uin) until ctx ends.
 func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cc := harness.DialGRPC(t, addr, harness.RawCodec())
+	cc := dialGRPC(t, addr, rawCodec())
 	var inner sync.WaitGroup
 	for w := range workers {
 		inner.Add(1)
@@ -269,7 +269,7 @@ func runCLI(t *testing.T, bin string, args ...string) string {
 // switch is visible within 1 s.
 func TestMigrateSplitStepsAndRollback(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := harness.LegacyServer(t, legacy.ServerOptions{})
+	legacyAddr := legacyServer(t, legacy.ServerOptions{})
 	newAddr := rawService(t, func(_ context.Context, _ string, _ uint64, body []byte) []byte {
 		return append([]byte("new:"), body...)
 	})
@@ -434,7 +434,7 @@ func config0Buckets(percent float64) uint32 { return uint32(percent*100 + 0.5) }
 // time out, counted.
 func TestMigrateShadowDiff(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := harness.LegacyServer(t, legacy.ServerOptions{})
+	legacyAddr := legacyServer(t, legacy.ServerOptions{})
 	bad := map[uint64]bool{7: true, 77: true, 177: true}
 	var stall atomic.Bool
 	shadowAddr := rawService(t, func(ctx context.Context, _ string, uin uint64, body []byte) []byte {
@@ -481,10 +481,10 @@ upstreams:
 	admin, priv, gaddr := mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 2})
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 2})
 
 	// send n requests over 8 workers; uin = 1 + i%500; returns primary errors and max latency
-	cc := harness.DialGRPC(t, gaddr, harness.RawCodec())
+	cc := dialGRPC(t, gaddr, rawCodec())
 	viaPrivate := func(uin uint64, body string) bool {
 		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, []byte(body), nil)
 		return err == nil && f.Result == 0 && string(f.Body) == strings.ToUpper(body)

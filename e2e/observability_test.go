@@ -53,7 +53,7 @@ func TestObservabilityBinary(t *testing.T) {
 	sink := &otlpSink{}
 	gs := grpc.NewServer()
 	collectortracepb.RegisterTraceServiceServer(gs, sink)
-	otlp := harness.ServeGRPC(t, gs)
+	otlp := serveGRPC(t, gs)
 
 	ls := legacy.NewServer(legacy.ServerOptions{})
 	if err := ls.Listen("127.0.0.1:0"); err != nil {
@@ -92,7 +92,7 @@ upstreams:
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mc := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	harness.Eventually(t, 10*time.Second, "double bridge up", func() error {
 		r, err := mc.Call(ctx, 1, 0, []byte("w"), nil)
 		if err != nil {
@@ -133,7 +133,7 @@ upstreams:
 	})
 
 	// Reflection lists the routed service; a gzip call goes through.
-	cc := harness.DialGRPC(t, grpcIn)
+	cc := dialGRPC(t, grpcIn)
 	st, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)

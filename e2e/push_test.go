@@ -191,7 +191,7 @@ func (fl *fleet) close(uin uint64) {
 // API did not exist and PUSH frames never reached a client.
 func TestPushToTenThousandClients(t *testing.T) {
 	const clients, perClient, loginCmd = 10000, 3, 1
-	be := harness.DemoServer(t)
+	be := demoServer(t)
 	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 listeners:
   - name: clients
@@ -239,7 +239,7 @@ upstreams:
 	})
 	t.Logf("%d clients connected and logged in in %v; meshgate RSS %s", clients, time.Since(start), rss())
 
-	cc := harness.DialGRPC(t, api)
+	cc := dialGRPC(t, api)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	start = time.Now()
@@ -408,7 +408,7 @@ func TestUpstreamPushForwarded(t *testing.T) {
 		}
 		return ss.SendMsg([]byte{})
 	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
-	be := harness.ServeGRPC(t, gs)
+	be := serveGRPC(t, gs)
 
 	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
 readiness: none

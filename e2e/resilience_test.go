@@ -456,7 +456,7 @@ func TestResilienceOverload(t *testing.T) {
 `, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 4})
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 4})
 	var l loadRecorder
 	l.start = time.Now()
 	// Unloaded latency.
@@ -658,7 +658,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	call := func(cmd uint32) *codec.Frame {
 		resp, err := cl.Call(ctx, cmd, 7, []byte("x"), nil)
 		if err != nil {
@@ -729,7 +729,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	type res struct {
 		cmd    uint32
 		result uint16

@@ -46,7 +46,7 @@ func TestAuthAndAuthz(t *testing.T) {
 		gate.Add(1)
 		return req, nil
 	}})
-	gaddr := harness.ServeGRPC(t, gs)
+	gaddr := serveGRPC(t, gs)
 	// Private backend: the legacy server counts what reaches it.
 	lb := legacy.NewServer(legacy.ServerOptions{OnRequest: func(*codec.Frame) { legacySeen.Add(1) }})
 	if err := lb.Listen("127.0.0.1:0"); err != nil {
@@ -151,7 +151,7 @@ upstreams:
 
 	// gRPC over mTLS.
 	dialAs := func(id string) *grpc.ClientConn {
-		return harness.DialGRPC(t, grpcAddr, harness.ClientCert(t, ca, id), harness.RawCodec())
+		return dialGRPC(t, grpcAddr, clientCert(t, ca, id), rawCodec())
 	}
 	invoke := func(cc *grpc.ClientConn) codes.Code {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -250,7 +250,7 @@ upstreams:
 	defer cn.Close()
 	cn.Do(ctx, &codec.Frame{Cmd: 1, UIN: 9}) // the upstream is down; the uin is bound anyway
 
-	dialAs := func(id string) *grpc.ClientConn { return harness.DialGRPC(t, api, harness.ClientCert(t, ca, id)) }
+	dialAs := func(id string) *grpc.ClientConn { return dialGRPC(t, api, clientCert(t, ca, id)) }
 	send := func(cc *grpc.ClientConn, method string, body string) error {
 		if method == push.MethodSendBatch {
 			return cc.Invoke(ctx, method, &pushpb.SendBatchRequest{Items: []*pushpb.SendRequest{{Uin: 9, Cmd: 5, Body: []byte(body)}}}, &pushpb.SendBatchResponse{})
@@ -297,12 +297,12 @@ func TestTLSEveryHopBinary(t *testing.T) {
 	}
 	t.Cleanup(backTLS.Close)
 	// Private backend: the reference legacy server behind mTLS.
-	lln := harness.Listen(t)
+	lln := listen(t)
 	back := legacy.NewServer(legacy.ServerOptions{})
 	go func() { _ = back.Serve(tls.NewListener(lln, backTLS.Config())) }()
 	t.Cleanup(func() { back.Close() })
 	// gRPC backend: demo.Echo behind mTLS.
-	gaddr := harness.ServeGRPC(t, demo.NewServer(grpc.Creds(backTLS.Credentials())))
+	gaddr := serveGRPC(t, demo.NewServer(grpc.Creds(backTLS.Credentials())))
 
 	// Relative file names: resolved against the config file's directory.
 	mtls := "{cert_file: meshgate.pem, key_file: meshgate-key.pem, ca_file: ca.pem}"
@@ -359,7 +359,7 @@ upstreams:
 		}
 		return nil
 	}
-	cc := harness.DialGRPC(t, grpcIn, grpc.WithTransportCredentials(clientTLS.Credentials()), harness.RawCodec())
+	cc := dialGRPC(t, grpcIn, grpc.WithTransportCredentials(clientTLS.Credentials()), rawCodec())
 	grpcEcho := func(body string) error {
 		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
 		defer ccancel()

@@ -46,7 +46,7 @@ func statusServer(t *testing.T) string {
 		}
 		return status.Error(codes.Code(code), f[2])
 	}))
-	return harness.ServeGRPC(t, gs)
+	return serveGRPC(t, gs)
 }
 
 // TestStatusDoubleBridge is the decisive status test, with the real
@@ -96,7 +96,7 @@ upstreams:
 `, legacy.CmdFail, legacy.CmdEcho, backend, harness.ListenerRef("grpc_in"), harness.ListenerRef("priv_in"), ls.Addr().String())
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
 	priv := mg.Addr("priv_in")
-	cc := harness.DialGRPC(t, mg.Addr("grpc_in"), harness.RawCodec())
+	cc := dialGRPC(t, mg.Addr("grpc_in"), rawCodec())
 	call := func(code codes.Code, app, msg string) (hdr, trl metadata.MD, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -151,7 +151,7 @@ upstreams:
 	// private → gRPC → private: results from a legacy server.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	mc := harness.DialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	// MeshGate dialled its own gRPC listener before it listened: wait
 	// until every connection of that pool has come back from backoff.
 	harness.Eventually(t, 10*time.Second, "private → gRPC → private up", func() error {

@@ -34,7 +34,7 @@ func proxylessClient(t *testing.T, xdsAddr, node string, clientTLS *config.TLS, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return harness.DialGRPC(t, target, grpc.WithResolvers(rb), harness.RawCodec(), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
+	return dialGRPC(t, target, grpc.WithResolvers(rb), rawCodec(), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
 }
 
 // TestXDSProxyless: a grpc-go client with an xDS bootstrap pointing at
@@ -145,7 +145,7 @@ func TestXDSCommands(t *testing.T) {
 	proxylessTLS := pki.client(t, "cmd-client") // DNS SAN cmd-client: the default identity of node cmd-client
 	// Stand-in for MeshGate's grpc listener: `meshgate xds` runs no data
 	// path, so the demo gRPC service listens where grpc_in would.
-	gaddr := harness.DemoServer(t)
+	gaddr := demoServer(t)
 	cfg := fmt.Sprintf(`
 listeners:
 - {name: grpc_in, kind: grpc, address: %q, routes: [{method: "/legacy.Legacy/*", cmd: 1, upstream: legacy}]}

@@ -55,7 +55,7 @@ xds:
 `, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
-		return discovery.NewAggregatedDiscoveryServiceClient(harness.DialGRPC(t, mg.XDS(), grpc.WithTransportCredentials(c)))
+		return discovery.NewAggregatedDiscoveryServiceClient(dialGRPC(t, mg.XDS(), grpc.WithTransportCredentials(c)))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

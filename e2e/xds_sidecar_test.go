@@ -34,7 +34,7 @@ func TestXDSSidecarBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ls.Close() })
-	dl := harness.DemoServer(t)
+	dl := demoServer(t)
 
 	// Envoy's listeners come from xDS and the clusters it routes to name
 	// MeshGate's listeners by address: both need concrete ports.
@@ -112,7 +112,7 @@ xds:
 	}
 
 	// gRPC: client → Envoy (HCM, HTTP/2) → MeshGate → legacy MGP server.
-	cc := harness.DialGRPC(t, fmt.Sprintf("127.0.0.1:%d", scGRPC), harness.RawCodec())
+	cc := dialGRPC(t, fmt.Sprintf("127.0.0.1:%d", scGRPC), rawCodec())
 	harness.Eventually(t, 10*time.Second, "gRPC call through the sidecar Envoy", func() error {
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -200,8 +200,8 @@ func newBridge(t *testing.T) *bridge {
 	b.cloudXDS = b.pki.client(t, "cloud-xds", "cloud")
 
 	// Old world and new world.
-	b.legacy = harness.LegacyServer(t, legacy.ServerOptions{})
-	b.demo = harness.DemoServer(t)
+	b.legacy = legacyServer(t, legacy.ServerOptions{})
+	b.demo = demoServer(t)
 
 	// The data path runs in-process without the xds section: this test
 	// runs the control plane itself so it can restart it. Its listeners

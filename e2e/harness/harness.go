@@ -6,10 +6,10 @@
 //   - StartMeshgate, the one way to run `meshgate run`: the config puts
 //     listeners, admin, health and xds on port 0 and the addresses are read
 //     back from -address-file (meshgate.go);
-//   - in-process peers on listeners they keep (demo, interop, legacy
-//     servers), gRPC and legacy clients (peers.go);
-//   - EnvoyListener, an Envoy listener's bound address from its admin
-//     (envoy.go).
+//   - MetricSum, samples of a Prometheus text exposition (metrics.go).
+//
+// harness imports only the standard library (deploy/e2e uses it too); the
+// in-process peers and clients of the e2e tests are in e2e/helpers_test.go.
 //
 // FreePort/FreeAddr remain only for ports that must be known before any
 // process binds them (Envoy listeners configured over xDS, and the MeshGate
@@ -95,7 +95,7 @@ func binary(t testing.TB, env, pkg, name string) string {
 
 // FreePort returns a loopback TCP port that was free a moment ago: another
 // process may take it before it is used. Prefer port 0 and reading the
-// address back (StartMeshgate, EnvoyListener, Listen).
+// address back (StartMeshgate; in e2e, envoyListener and listen).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

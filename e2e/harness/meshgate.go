@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/meshgate/meshgate/meshgate/runtime"
 )
 
 // Meshgate is a running `meshgate run` started by StartMeshgate: its
@@ -24,7 +22,18 @@ type Meshgate struct {
 	Dir      string // holds the config file and the address file
 	CfgPath  string
 	addrFile string
-	addrs    runtime.BoundAddrs
+	addrs    BoundAddrs
+}
+
+// BoundAddrs is the JSON document `meshgate run -address-file` writes
+// (runtime.BoundAddrs; declared here so harness depends on no MeshGate
+// package).
+type BoundAddrs struct {
+	Generation uint64            `json:"generation"`
+	Listeners  map[string]string `json:"listeners"`
+	Admin      string            `json:"admin,omitempty"`
+	Health     string            `json:"health,omitempty"`
+	XDS        string            `json:"xds,omitempty"`
 }
 
 // MeshgateOption adjusts StartMeshgate.
@@ -192,7 +201,7 @@ func (m *Meshgate) readAddrs() error {
 	if err != nil {
 		return err
 	}
-	var b runtime.BoundAddrs
+	var b BoundAddrs
 	if err := json.Unmarshal(data, &b); err != nil {
 		return fmt.Errorf("address file %q: %w", data, err)
 	}
@@ -201,7 +210,7 @@ func (m *Meshgate) readAddrs() error {
 }
 
 // Addrs is everything the instance bound, as of the last start or Reload.
-func (m *Meshgate) Addrs() runtime.BoundAddrs { return m.addrs }
+func (m *Meshgate) Addrs() BoundAddrs { return m.addrs }
 
 // Addr is the bound host:port of listener name; the test fails if there is
 // no such listener.
