@@ -22,7 +22,6 @@ func TestAnyListenerToAnyUpstream(t *testing.T) {
 	be := demoServer(t)
 	ls := legacyServer(t, legacy.ServerOptions{EchoExt: true})
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 listeners:
   - name: p2p
     kind: private

@@ -317,8 +317,7 @@ func TestGhzThroughReflection(t *testing.T) {
 
 	dir := t.TempDir()
 	ps := descsettest.Write(t, dir) // legacy.proto: service legacy.Legacy { rpc Echo(EchoRequest) returns (EchoResponse); ... }
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-defaults: {drain_timeout: 1s}
+	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
 listeners:
   - name: grpc-in
     kind: grpc

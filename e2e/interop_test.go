@@ -113,8 +113,7 @@ func runStreamingCases(t *testing.T, tc testgrpc.TestServiceClient) {
 func TestInteropUnaryThroughDoubleBridge(t *testing.T) {
 	is := interopServer(t)
 	const svc, unimp, pairs = interopSvc, "/grpc.testing.UnimplementedService/UnimplementedCall", echoPairs
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-defaults: {drain_timeout: 1s}
+	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
 listeners:
   - name: grpc-in
     kind: grpc
@@ -169,8 +168,7 @@ upstreams:
 func TestInteropCustomMetadataThroughPassthrough(t *testing.T) {
 	is := interopServer(t)
 	const svc, pairs = interopSvc, echoPairs
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-defaults: {drain_timeout: 1s}
+	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
 listeners:
   - name: grpc-in
     kind: grpc
@@ -213,8 +211,7 @@ upstreams:
 func TestInteropStreamsThroughDoubleBridge(t *testing.T) {
 	is := interopServer(t)
 	const svc = interopSvc
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-listeners:
+	cfg := fmt.Sprintf(`listeners:
   - name: grpc-in
     kind: grpc
     address: 127.0.0.1:0
@@ -252,8 +249,7 @@ func TestInteropStreamsThroughEveryPath(t *testing.T) {
 		}
 		return b.String()
 	}
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-listeners:
+	cfg := fmt.Sprintf(`listeners:
   - name: grpc-pass
     kind: grpc
     address: 127.0.0.1:0
@@ -379,8 +375,7 @@ func (s *streamServer) serve(nc net.Conn) {
 // the slow client's call ends with RESOURCE_EXHAUSTED.
 func TestSlowStreamConsumerDoesNotStallOthers(t *testing.T) {
 	legacy := newStreamServer(t, 100000, 1024)
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-listeners:
+	cfg := fmt.Sprintf(`listeners:
   - name: grpc-in
     kind: grpc
     address: 127.0.0.1:0

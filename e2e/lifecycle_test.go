@@ -22,7 +22,6 @@ import (
 func TestSIGHUPDuringDrain(t *testing.T) {
 	be := demoServer(t)
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 10s}
 listeners:
   - {name: mgp-in, kind: private, address: 127.0.0.1:0, routes: [{cmd: 4, method: /demo.Echo/Sleep, upstream: demo}]}
@@ -81,7 +80,6 @@ upstreams:
 func TestSIGHUPDuringStartup(t *testing.T) {
 	be := demoServer(t)
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 listeners:
   - {name: mgp-in, kind: private, address: 127.0.0.1:0, routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]}
   - {name: grpc-in, kind: grpc, address: 127.0.0.1:0, routes: [{method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}]}
@@ -116,7 +114,6 @@ upstreams:
 func TestSIGTERMGRPCDrainGrace(t *testing.T) {
 	ls := legacyServer(t, legacy.ServerOptions{})
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 6s, drain_grace: 2s}
 listeners:
   - {name: grpc-in, kind: grpc, address: 127.0.0.1:0, routes: [{method: /legacy.Legacy/*, cmd: 1, upstream: legacy}]}

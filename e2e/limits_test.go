@@ -30,8 +30,7 @@ func TestConnectionLimitsKeepAdminAnswering(t *testing.T) {
 		}
 		t.Skip("prlimit (util-linux) not installed; skipped outside CI only (CI=true fails above)")
 	}
-	cfg := `admin: {address: 127.0.0.1:0}
-defaults:
+	cfg := `defaults:
   limits: {fd_reserve: 64}
 listeners:
   - name: capped

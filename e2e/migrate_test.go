@@ -220,7 +220,6 @@ func routeStatus(st migrate.Status, id string) *migrate.RouteStatus {
 
 func migrateConfig(legacyAddr, newAddr string, percent float64) string {
 	return fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 listeners:
   - name: mgp
     kind: private
@@ -449,7 +448,6 @@ func TestMigrateShadowDiff(t *testing.T) {
 	})
 	cfg := func(queue, conc int) string {
 		return fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 listeners:
   - name: mgp
     kind: private

@@ -65,7 +65,6 @@ func TestObservabilityBinary(t *testing.T) {
 	ps := descsettest.Write(t, dir)
 	logPath := dir + "/access.log"
 	cfg := fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 1s}
 telemetry:
   tracing: {otlp_endpoint: %q, insecure: true, service_name: e2e}

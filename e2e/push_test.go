@@ -192,8 +192,7 @@ func (fl *fleet) close(uin uint64) {
 func TestPushToTenThousandClients(t *testing.T) {
 	const clients, perClient, loginCmd = 10000, 3, 1
 	be := demoServer(t)
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-listeners:
+	cfg := fmt.Sprintf(`listeners:
   - name: clients
     kind: private
     address: 127.0.0.1:0
@@ -410,8 +409,7 @@ func TestUpstreamPushForwarded(t *testing.T) {
 	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
 	be := serveGRPC(t, gs)
 
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-readiness: none
+	cfg := fmt.Sprintf(`readiness: none
 listeners:
   - name: clients
     kind: private

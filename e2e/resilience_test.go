@@ -217,12 +217,11 @@ func promSum(t *testing.T, admin, name string, labels harness.Labels) float64 {
 	return harness.MetricSum(body, name, labels)
 }
 
-// startMeshgate runs the real binary on cfg (%[1]s and %[2]s stand for
-// the admin and the private listener "in" address: both port 0) and waits
-// until it is ready; it returns the bound addresses.
+// startMeshgate runs the real binary on cfg and waits until it is ready; it
+// returns the admin and the private listener "in" addresses.
 func startMeshgate(t *testing.T, cfg string) (admin, priv string) {
 	t.Helper()
-	mg := harness.StartMeshgate(t, fmt.Sprintf(cfg, "127.0.0.1:0", "127.0.0.1:0"), harness.WaitReady(20*time.Second))
+	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
 	return mg.Admin(), mg.Addr("in")
 }
 
@@ -235,11 +234,10 @@ func upstreamG(t *testing.T, route, upstream string, backends ...*faultBackend) 
 	for i, b := range backends {
 		eps[i] = b.addr
 	}
-	return startMeshgate(t, `admin: {address: %[1]s}
-listeners:
+	return startMeshgate(t, `listeners:
   - name: in
     kind: private
-    address: %[2]s
+    address: 127.0.0.1:0
     routes: [`+route+`]
 upstreams:
   - name: g
@@ -641,14 +639,13 @@ func TestResilienceRetryBudget(t *testing.T) {
 // served again; a switch off in config answers its static reply.
 func TestResilienceSwitch(t *testing.T) {
 	b := startFaultBackend(t, "a", 0, 0)
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-switches:
+	admin, priv := startMeshgate(t, `switches:
   - {name: rec, reply: {message: "recommendations off"}}
   - {name: gift, off: true, reply: {result: 0, body: "static gift"}}
 listeners:
   - name: in
     kind: private
-    address: %[2]s
+    address: 127.0.0.1:0
     routes:
       - {cmd: 1, method: /svc.S/Get, upstream: g}
       - {cmd: 2, method: /svc.S/Rec, upstream: g, switch: rec}
@@ -715,11 +712,10 @@ func newRequest(method, url string) (*http.Request, error) { return http.NewRequ
 // request is still admitted. Without the cap all were sent.
 func TestResilienceListenerOverloadCoreFirst(t *testing.T) {
 	b := startFaultBackend(t, "a", 300*time.Millisecond, 0)
-	_, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
+	_, priv := startMeshgate(t, `listeners:
   - name: in
     kind: private
-    address: %[2]s
+    address: 127.0.0.1:0
     overload: {max_in_flight: 4, core_reserve_percent: 50}
     routes:
       - {cmd: 1, method: /svc.S/Get, upstream: g}

@@ -56,7 +56,6 @@ func TestAuthAndAuthz(t *testing.T) {
 
 	f := files["meshgate"]
 	cfg := fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 listeners:
   - name: mgp_in
     kind: private
@@ -217,8 +216,7 @@ func TestPushAPIOverMTLSWithAuthz(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := files["meshgate"]
-	cfg := fmt.Sprintf(`admin: {address: 127.0.0.1:0}
-readiness: none
+	cfg := fmt.Sprintf(`readiness: none
 listeners:
   - name: clients
     kind: private

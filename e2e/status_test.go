@@ -72,7 +72,6 @@ func TestStatusDoubleBridge(t *testing.T) {
 	}
 	t.Cleanup(func() { ls.Close() })
 	cfg := fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 1s}
 listeners:
 - name: priv_in

@@ -35,7 +35,6 @@ func TestXDSSecurityBinary(t *testing.T) {
 	idc := pki.client(t, "idc")     // DNS SAN idc: node idc's default identity
 	cloud := pki.client(t, "cloud") // used only as SDS material of node cloud
 	cfg := fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 listeners: []
 upstreams: []
 xds:

@@ -51,7 +51,6 @@ func TestXDSSidecarBinary(t *testing.T) {
     - {name: broken, protocol: grpc, endpoints: ["broken.invalid:80"]}`
 		}
 		return fmt.Sprintf(`
-admin: {address: 127.0.0.1:0}
 defaults: {drain_timeout: 1s}
 listeners:
 - name: private_in

@@ -87,8 +87,10 @@ var listenerRef = regexp.MustCompile(`\$\{listener:([^}]+)\}`)
 const RefusedAddr = "127.0.0.1:1"
 
 // StartMeshgate writes cfg, runs the meshgate binary on it with
-// -address-file and waits until every listener is up. On test cleanup the
-// process is stopped, and its output logged if the test failed.
+// -address-file and waits until every listener is up. A config without a
+// top-level admin key gets admin on 127.0.0.1:0 (the product default is a
+// fixed port). On test cleanup the process is stopped, and its output
+// logged if the test failed.
 func StartMeshgate(t testing.TB, cfg string, opts ...MeshgateOption) *Meshgate {
 	t.Helper()
 	o := meshgateOpts{label: "meshgate"}
@@ -99,6 +101,7 @@ func StartMeshgate(t testing.TB, cfg string, opts ...MeshgateOption) *Meshgate {
 		o.dir = t.TempDir()
 	}
 	m := &Meshgate{t: t, Dir: o.dir, CfgPath: filepath.Join(o.dir, "meshgate.yaml"), addrFile: filepath.Join(o.dir, "meshgate-addrs.json")}
+	cfg = withAdmin(cfg)
 	refs := listenerRef.MatchString(cfg)
 	m.write(listenerRef.ReplaceAllString(cfg, RefusedAddr))
 	argv := append(slices.Clone(o.wrap), MeshgateBin(t), "run", "-c", m.CfgPath, "-address-file", m.addrFile)
@@ -127,6 +130,16 @@ func (m *Meshgate) WaitStarted() {
 	m.waitGeneration(1)
 }
 
+var adminKey = regexp.MustCompile(`(?m)^admin:`)
+
+// withAdmin puts admin on port 0 unless cfg has an admin section.
+func withAdmin(cfg string) string {
+	if adminKey.MatchString(cfg) {
+		return cfg
+	}
+	return "admin: {address: 127.0.0.1:0}\n" + cfg
+}
+
 // render fills in ListenerRef references with the bound addresses.
 func (m *Meshgate) render(cfg string) string {
 	m.t.Helper()
@@ -152,7 +165,7 @@ func (m *Meshgate) write(cfg string) {
 // without waiting for the outcome: for reloads a test expects rejected.
 func (m *Meshgate) WriteConfig(cfg string) {
 	m.t.Helper()
-	m.write(m.render(cfg))
+	m.write(m.render(withAdmin(cfg)))
 }
 
 // Reload replaces the config file, sends SIGHUP (the file watcher may not
