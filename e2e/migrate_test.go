@@ -137,42 +137,9 @@ const migrateUINs = 10000
 
 func testUIN(i int) uint64 { return 1_000_003 + uint64(i)*7919 }
 
-// privateLoad drives workers MGP clients over uins until ctx ends.
-func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; ctx.Err() == nil; i += workers {
-				uin := testUIN(i % migrateUINs)
-				p0 := rec.phase.Load()
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				f, err := cl.Call(cctx, legacy.CmdUppercase, uin, []byte("u"+strconv.FormatUint(uin, 10)), nil)
-				cancel()
-				if ctx.Err() != nil {
-					return
-				}
-				var body []byte
-				if err == nil {
-					if f.Result != 0 {
-						err = fmt.Errorf("result %d", f.Result)
-					}
-					body = f.Body
-				}
-				rec.record(p0, uin, body, err)
-			}
-		}()
-	}
-	go func() { wg.Wait(); _ = cl.Close() }()
-}
-
-// grpcLoad drives workers grpc-go callers over uins (x-mgp-uin) until ctx ends.
-func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cc := dialGRPC(t, addr, rawCodec())
+// drive runs workers goroutines calling call over the test uins, each reply
+// recorded in rec, until ctx ends; done runs once they all stopped.
+func drive(ctx context.Context, rec *recorder, workers int, wg *sync.WaitGroup, call func(ctx context.Context, uin uint64, body []byte) ([]byte, error), done func()) {
 	var inner sync.WaitGroup
 	for w := range workers {
 		inner.Add(1)
@@ -181,9 +148,8 @@ func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recor
 			for i := w; ctx.Err() == nil; i += workers {
 				uin := testUIN(i % migrateUINs)
 				p0 := rec.phase.Load()
-				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, mapping.MDUIN, strconv.FormatUint(uin, 10)), 5*time.Second)
-				var out []byte
-				err := cc.Invoke(cctx, method, []byte("u"+strconv.FormatUint(uin, 10)), &out)
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				out, err := call(cctx, uin, []byte("u"+strconv.FormatUint(uin, 10)))
 				cancel()
 				if ctx.Err() != nil {
 					return
@@ -193,7 +159,35 @@ func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recor
 		}()
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); inner.Wait(); _ = cc.Close() }()
+	go func() { defer wg.Done(); inner.Wait(); done() }()
+}
+
+// privateLoad drives workers MGP clients over uins until ctx ends.
+func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, workers int, wg *sync.WaitGroup) {
+	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drive(ctx, rec, workers, wg, func(ctx context.Context, uin uint64, body []byte) ([]byte, error) {
+		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, body, nil)
+		if err != nil {
+			return nil, err
+		}
+		if f.Result != 0 {
+			return f.Body, fmt.Errorf("result %d", f.Result)
+		}
+		return f.Body, nil
+	}, func() { _ = cl.Close() })
+}
+
+// grpcLoad drives workers grpc-go callers over uins (x-mgp-uin) until ctx ends.
+func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recorder, workers int, wg *sync.WaitGroup) {
+	cc := dialGRPC(t, addr, rawCodec())
+	drive(ctx, rec, workers, wg, func(ctx context.Context, uin uint64, body []byte) ([]byte, error) {
+		var out []byte
+		err := cc.Invoke(metadata.AppendToOutgoingContext(ctx, mapping.MDUIN, strconv.FormatUint(uin, 10)), method, body, &out)
+		return out, err
+	}, func() { _ = cc.Close() })
 }
 
 func migrateStatus(t *testing.T, admin string) migrate.Status {
