@@ -383,6 +383,16 @@ func (s *pushingServer) push(f *codec.Frame) bool {
 	return true
 }
 
+// trustUINClients is the private listener "clients" whose connections
+// are bound to the uin their frames carry (push.trust_uin), routing cmd 1
+// to the upstream "backend".
+const trustUINClients = `  - name: clients
+    kind: private
+    address: 127.0.0.1:0
+    push: {trust_uin: true}
+    routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: backend}]
+`
+
 // TestUpstreamPushForwarded: PUSH frames a legacy server sends on MeshGate's
 // pooled connections reach (a) the downstream connection of their uin
 // (upstreams[].push.to: downstream) and (b) a gRPC method as a
@@ -411,12 +421,7 @@ func TestUpstreamPushForwarded(t *testing.T) {
 
 	cfg := fmt.Sprintf(`readiness: none
 listeners:
-  - name: clients
-    kind: private
-    address: 127.0.0.1:0
-    push: {trust_uin: true}
-    routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: backend}]
-upstreams:
+`+trustUINClients+`upstreams:
   - {name: backend, protocol: grpc, endpoints: [%q]}
   - {name: game, protocol: private, endpoints: [%q], connections: 1, push: {to: downstream}}
   - {name: chat, protocol: private, endpoints: [%q], connections: 1, push: {to: grpc, method: /test.Sink/OnPush, upstream: backend}}

@@ -218,12 +218,7 @@ func TestPushAPIOverMTLSWithAuthz(t *testing.T) {
 	f := files["meshgate"]
 	cfg := fmt.Sprintf(`readiness: none
 listeners:
-  - name: clients
-    kind: private
-    address: 127.0.0.1:0
-    push: {trust_uin: true}
-    routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: backend}]
-  - name: push-api
+`+trustUINClients+`  - name: push-api
     kind: grpc
     address: 127.0.0.1:0
     tls: {cert_file: %q, key_file: %q, ca_file: %q}
