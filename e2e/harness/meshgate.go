@@ -44,7 +44,6 @@ type meshgateOpts struct {
 	wrap   []string
 	dir    string
 	ready  time.Duration
-	label  string
 	noWait bool
 }
 
@@ -70,9 +69,6 @@ func WaitReady(timeout time.Duration) MeshgateOption {
 // A config with ListenerRef references cannot be started so.
 func NoWait() MeshgateOption { return func(o *meshgateOpts) { o.noWait = true } }
 
-// Label names the process in logs (default "meshgate").
-func Label(l string) MeshgateOption { return func(o *meshgateOpts) { o.label = l } }
-
 // ListenerRef stands in a config for the bound address of the instance's
 // own listener name (a self-loop upstream endpoint). StartMeshgate starts
 // with every reference pointing at a closed port, reads the bound
@@ -93,7 +89,7 @@ const RefusedAddr = "127.0.0.1:1"
 // logged if the test failed.
 func StartMeshgate(t testing.TB, cfg string, opts ...MeshgateOption) *Meshgate {
 	t.Helper()
-	o := meshgateOpts{label: "meshgate"}
+	o := meshgateOpts{}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -106,7 +102,7 @@ func StartMeshgate(t testing.TB, cfg string, opts ...MeshgateOption) *Meshgate {
 	m.write(listenerRef.ReplaceAllString(cfg, RefusedAddr))
 	argv := append(slices.Clone(o.wrap), MeshgateBin(t), "run", "-c", m.CfgPath, "-address-file", m.addrFile)
 	argv = append(argv, o.args...)
-	m.Proc = Start(t, o.label, argv[0], argv[1:]...)
+	m.Proc = Start(t, "meshgate", argv[0], argv[1:]...)
 	if o.noWait {
 		if refs {
 			t.Fatal("StartMeshgate: NoWait with ListenerRef references")
@@ -221,9 +217,6 @@ func (m *Meshgate) readAddrs() error {
 	m.addrs = b
 	return nil
 }
-
-// Addrs is everything the instance bound, as of the last start or Reload.
-func (m *Meshgate) Addrs() BoundAddrs { return m.addrs }
 
 // Addr is the bound host:port of listener name; the test fails if there is
 // no such listener.

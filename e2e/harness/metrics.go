@@ -2,7 +2,6 @@ package harness
 
 import (
 	"bufio"
-	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -63,14 +62,4 @@ func (m *Meshgate) Metric(name string, want Labels) (float64, error) {
 		return 0, err
 	}
 	return MetricSum(body, name, want), nil
-}
-
-// MustMetric is Metric that fails the test when /metrics cannot be read.
-func (m *Meshgate) MustMetric(name string, want Labels) float64 {
-	m.t.Helper()
-	v, err := m.Metric(name, want)
-	if err != nil {
-		m.t.Fatal(fmt.Errorf("%s: %w", name, err))
-	}
-	return v
 }
