@@ -4,18 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // TestAnyListenerToAnyUpstream runs the real binary with the two paths
@@ -24,45 +19,30 @@ import (
 // 0x8000 carried both ways, a failed result back unchanged) and a gRPC
 // listener proxying calls to a grpc-go server (method rewritten).
 func TestAnyListenerToAnyUpstream(t *testing.T) {
-	bin := harness.MeshgateBin(t)
-	be := demoBackend(t)
-	lln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := legacy.NewServer(legacy.ServerOptions{EchoExt: true})
-	go func() { _ = ls.Serve(lln) }()
-	t.Cleanup(func() { _ = ls.Close() })
-	p2p, g2g, admin := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(`
-admin: {address: %q}
+	be := demoServer(t)
+	ls := legacyServer(t, legacy.ServerOptions{EchoExt: true})
+	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 listeners:
   - name: p2p
     kind: private
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - {cmd: 70, upstream: legacy, rewrite_cmd: 2}
       - {cmd: 3, upstream: legacy}
   - name: g2g
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - {method: /shout.S/Loud, upstream: demo, rewrite_method: /demo.Echo/Upper}
       - {method: /demo.Echo/*, upstream: demo}
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q]}
   - {name: demo, protocol: grpc, endpoints: [%q]}
-`, admin, p2p, g2g, lln.Addr().String(), be)))
-	harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 10*time.Second, "http://"+admin+"/readyz")
+`, ls, be), harness.WaitReady(10*time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	cl, err := legacy.Dial(ctx, p2p, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dialLegacy(t, mg.Addr("p2p"), legacy.ClientOptions{Conns: 1})
 	ext := []codec.Ext{{Key: 0x0123, Value: []byte("opaque")}, {Key: 0x8002, Value: []byte("app")}}
 	r, err := cl.Call(ctx, 70, 99, []byte("hello"), ext)
 	if err != nil {
@@ -81,12 +61,7 @@ upstreams:
 		t.Fatalf("private→private failure: %v result %d msg %q", err, r.Result, msg)
 	}
 
-	cc, err := grpc.NewClient(g2g, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialGRPC(t, mg.Addr("g2g"), rawCodec())
 	var out []byte
 	if err := cc.Invoke(ctx, "/shout.S/Loud", []byte("quiet"), &out); err != nil || string(out) != "QUIET" {
 		t.Fatalf("gRPC→gRPC rewritten: %q, %v", out, err)

@@ -13,12 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // TestDevDemo runs the real tools binary `meshgate-dev demo` with the real
@@ -50,16 +46,8 @@ upstreams:
 	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
 
 	// The demo's own periodic traffic flows both ways.
-	harness.Eventually(t, 10*time.Second, "demo traffic both ways", func() error {
-		out := p.Output()
-		for _, want := range []string{`msg="demo MGP→gRPC" component=demo cmd=2 sent="hello #1" got="HELLO #1"`,
-			`msg="demo gRPC→MGP" component=demo method=/legacy.Legacy/Uppercase sent="hello #1" got="HELLO #1"`} {
-			if !strings.Contains(out, want) {
-				return fmt.Errorf("no %s", want)
-			}
-		}
-		return nil
-	})
+	p.WaitOutput(t, 10*time.Second, `msg="demo MGP→gRPC" component=demo cmd=2 sent="hello #1" got="HELLO #1"`,
+		`msg="demo gRPC→MGP" component=demo method=/legacy.Legacy/Uppercase sent="hello #1" got="HELLO #1"`)
 	// And so does ours: MGP/1 → meshgate → in-process demo gRPC service,
 	// gRPC → meshgate → in-process legacy server.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -73,11 +61,7 @@ upstreams:
 	if err != nil || r.Result != 0 || string(r.Body) != "VIA MGP" {
 		t.Fatalf("MGP/1 call through the demo: %+v %v", r, err)
 	}
-	cc, err := grpc.NewClient(grpcIn, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := dialGRPC(t, grpcIn, rawCodec())
 	var out []byte
 	err = cc.Invoke(ctx, "/legacy.Legacy/Uppercase", []byte("via grpc"), &out)
 	_ = cc.Close()
@@ -98,12 +82,7 @@ upstreams:
 	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, 10*time.Second, "child reload on forwarded SIGHUP", func() error {
-		if !strings.Contains(p.Output(), `msg="SIGHUP: reloading"`) {
-			return errors.New("no reload logged")
-		}
-		return nil
-	})
+	p.WaitOutput(t, 10*time.Second, `msg="SIGHUP: reloading"`)
 	select {
 	case <-p.Done():
 		t.Fatal("meshgate-dev exited on SIGHUP")
@@ -115,12 +94,7 @@ upstreams:
 	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-p.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("meshgate-dev demo did not exit after SIGTERM")
-	}
-	if code := p.Cmd.ProcessState.ExitCode(); code != 0 {
+	if code := p.Exited(t, 20*time.Second); code != 0 {
 		t.Fatalf("meshgate-dev demo exit code %d", code)
 	}
 	for _, want := range []string{"signal received: draining", "meshgate exited; stopping the bundled peers"} {

@@ -15,12 +15,15 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/xds"
 )
 
 // filterBootstrap is a static Envoy config: one listener whose network
 // filter chain is the MGP proxy-wasm filter, then tcp_proxy to the legacy
 // server.
-func filterBootstrap(listen int, upstream, wasmFile, pluginJSON string) string {
+// The listener is on port 0 (envoyListener reads it back).
+func filterBootstrap(upstream, wasmFile, pluginJSON string) string {
 	host, port, _ := net.SplitHostPort(upstream)
 	return fmt.Sprintf(`
 admin:
@@ -28,7 +31,7 @@ admin:
 static_resources:
   listeners:
   - name: mgp
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.wasm
@@ -57,7 +60,7 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: %s, port_value: %s}}}
-`, listen, pluginJSON, wasmFile, host, port)
+`, pluginJSON, wasmFile, host, port)
 }
 
 // TestWasmFilterInEnvoy loads the built .wasm into a real Envoy as a network
@@ -78,21 +81,15 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ls.Close() })
-	port := harness.FreePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	env := envoyproc.StartT(t, ctx, envoyproc.Options{
-		Bootstrap:    []byte(filterBootstrap(port, ls.Addr().String(), wasm, `{"deny_cmds": [66], "max_frame_size": 65536}`)),
+		Bootstrap:    []byte(filterBootstrap(ls.Addr().String(), wasm, `{"deny_cmds": [66], "max_frame_size": 65536}`)),
 		ReadyTimeout: 60 * time.Second, // the first V8 compile of the module is slow
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	harness.WaitTCP(t, 10*time.Second, addr)
+	addr := envoyListener(t, env, "mgp")
 
-	c, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialLegacy(t, addr, legacy.ClientOptions{Conns: 2})
 	const n = 200
 	for i := 0; i < n; i++ {
 		body := []byte(fmt.Sprintf("req-%d", i))
@@ -183,4 +180,168 @@ func expectFilterStats(t *testing.T, env *envoyproc.Envoy, want map[string]uint6
 		}
 		return nil
 	})
+}
+
+// filterXDSConfig is a MeshGate config whose only job is the control
+// plane: one Envoy node with a private listener that carries the MGP wasm
+// filter (plugin config from wasm.config) and tcp_proxies to a cluster of
+// the legacy server.
+//
+// ADS is mutual TLS: the control plane serves pki's xds certificate and
+// the node proves its id with client (default identity dns:filter).
+func filterXDSConfig(t *testing.T, xdsAddr string, listen int, wasm, legacyAddr string, deny uint32, pki *xdsPKI, client *config.TLS) *config.Config {
+	t.Helper()
+	y := fmt.Sprintf(`
+xds:
+  address: %s
+  %s
+  envoy:
+  - node: filter
+    admin_address: 127.0.0.1:0
+    xds_tls: %s
+    listeners:
+    - name: mgp_in
+      address: 127.0.0.1:%d
+      protocol: private
+      wasm: {file: %q, config: {deny_cmds: [%d], max_frame_size: 65536, on_malformed: close}}
+      route_to: {cluster: legacy}
+    clusters:
+    - {name: legacy, protocol: private, endpoints: [%q]}
+`, xdsAddr, pki.serverYAML(), clientYAML(client), listen, wasm, deny, legacyAddr)
+	cfg, err := config.Parse([]byte(y), t.TempDir())
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// TestWasmFilterThroughXDS loads the MGP filter into a real Envoy through
+// MeshGate's own control plane (xds.Server + xds.Bootstrap, the code
+// `meshgate run` and `meshgate envoy-bootstrap` use): traffic flows,
+// per-cmd stats and the latency histogram appear in /stats, the denied
+// cmd is answered with result 4 without reaching the server, a malformed
+// frame closes only its connection, and a pushed config change (a new
+// deny list) takes effect on new connections.
+func TestWasmFilterThroughXDS(t *testing.T) {
+	envoyproc.Require(t)
+	wasm := harness.WasmFilter(t)
+	var seen [128]atomic.Int64
+	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+		if f.Cmd < uint32(len(seen)) {
+			seen[f.Cmd].Add(1)
+		}
+	}})
+	if err := ls.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ls.Close() })
+
+	// Envoy's listener comes from xDS, which needs a concrete port; the
+	// control plane listens on port 0.
+	port := harness.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	pki := newXDSPKI(t, t.TempDir(), nil)
+	client := pki.client(t, "filter")
+
+	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
+	if err := xs.Update(xdsModel(t, filterXDSConfig(t, "127.0.0.1:0", port, wasm, ls.Addr().String(), 66, pki, client))); err != nil {
+		t.Fatal(err)
+	}
+	bound, err := xs.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xdsAddr := bound.String()
+	cfg := filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 66, pki, client)
+	served := make(chan error, 1)
+	go func() { served <- xs.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		xs.Close()
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			t.Error("xds server did not stop")
+		}
+	})
+
+	boot, err := xds.Bootstrap(xdsModel(t, cfg), "filter", xds.BootstrapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	env := envoyproc.StartT(t, ctx, envoyproc.Options{Bootstrap: boot, ReadyTimeout: 60 * time.Second})
+
+	c := dialMGPWhenReady(t, addr, 1, "warm", "MGP call through the xDS-configured filter")
+	const n = 50
+	for i := 0; i < n; i++ {
+		body := []byte(fmt.Sprintf("x-%d", i))
+		if resp, err := c.Call(ctx, 1, uint64(i), body, nil); err != nil || string(resp.Body) != string(body) {
+			t.Fatalf("call %d: %+v %v", i, resp, err)
+		}
+	}
+	resp, err := c.Call(ctx, 66, 5, []byte("secret"), nil)
+	if err != nil || resp.Result != codec.ResultForbidden || resp.Cmd != 66 || resp.UIN != 5 {
+		t.Fatalf("denied cmd: %+v %v", resp, err)
+	}
+	if seen[66].Load() != 0 {
+		t.Fatal("denied request reached the server")
+	}
+
+	// Malformed: that connection closes, the client's keeps working.
+	expectClosed(t, addr, []byte{0x03, 0x01, 0x00, 0x20, 0, 0, 0, 0}) // bad stx
+	if resp, err := c.Call(ctx, 1, 2, []byte("still"), nil); err != nil || string(resp.Body) != "still" {
+		t.Fatalf("other connection after malformed: %+v %v", resp, err)
+	}
+
+	expectFilterStats(t, env, map[string]uint64{
+		"wasmcustom.mgp.cmd.1.requests":            n + 2,
+		"wasmcustom.mgp.cmd.1.responses.result.0":  n + 2,
+		"wasmcustom.mgp.cmd.66.denied":             1,
+		"wasmcustom.mgp.cmd.66.responses.result.4": 1,
+		"wasmcustom.mgp.malformed":                 1,
+	}, 1)
+
+	// Push a new plugin config (deny 67 instead of 66): new connections
+	// get it once Envoy has swapped the listener.
+	if err := xs.Update(xdsModel(t, filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client))); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 30*time.Second, "pushed deny list in force on a new connection", func() error {
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		defer ccancel()
+		cl, err := legacy.Dial(cctx, addr, legacy.ClientOptions{})
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		r67, err := cl.Call(cctx, 67, 1, []byte("now-denied"), nil)
+		if err != nil {
+			return err
+		}
+		if r67.Result != codec.ResultForbidden {
+			return fmt.Errorf("cmd 67 result %d, want 4", r67.Result)
+		}
+		// 66 is allowed now: the legacy server answers it (unknown command).
+		r66, err := cl.Call(cctx, 66, 1, []byte("now-allowed"), nil)
+		if err != nil {
+			return err
+		}
+		if r66.Result == codec.ResultForbidden {
+			return fmt.Errorf("cmd 66 still forbidden after the push")
+		}
+		return nil
+	})
+	// Before the swap, 67 may still have passed; from now on it must not.
+	before := seen[67].Load()
+	c2 := dialLegacy(t, addr, legacy.ClientOptions{})
+	if r, err := c2.Call(ctx, 67, 2, []byte("denied"), nil); err != nil || r.Result != codec.ResultForbidden {
+		t.Fatalf("cmd 67 after the push: %+v %v", r, err)
+	}
+	if seen[67].Load() != before {
+		t.Fatal("cmd 67 reached the server after it was denied")
+	}
+	if err := dumpContains(env, `"envoy.filters.network.wasm"`, `deny_cmds`, `[67]`); err != nil {
+		t.Fatal(err)
+	}
 }

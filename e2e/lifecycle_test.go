@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -11,74 +10,28 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
-
-// demoBackend serves demo.Echo on a loopback port until the test ends.
-func demoBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
-}
-
-// waitOutput polls p's output for want.
-func waitOutput(t *testing.T, p *harness.Proc, timeout time.Duration, want string) {
-	t.Helper()
-	harness.Eventually(t, timeout, "meshgate logs "+want, func() error {
-		if strings.Contains(p.Output(), want) {
-			return nil
-		}
-		return fmt.Errorf("not yet")
-	})
-}
-
-// exited waits for p to exit and returns its exit code.
-func exited(t *testing.T, p *harness.Proc, timeout time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.Done():
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %s", p.Name, timeout)
-	}
-	return p.Cmd.ProcessState.ExitCode()
-}
 
 // TestSIGHUPDuringDrain: SIGHUP while `meshgate run -c` drains is logged
 // and ignored; the process does not die (it used to exit 129, dropping the
 // requests in flight) and every in-flight request completes.
 func TestSIGHUPDuringDrain(t *testing.T) {
-	bin := harness.MeshgateBin(t)
-	be := demoBackend(t)
-	mgp, admin := harness.FreeAddr(t), harness.FreeAddr(t)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(`
-admin: {address: %q}
+	be := demoServer(t)
+	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 defaults: {drain_timeout: 10s}
 listeners:
-  - {name: mgp-in, kind: private, address: %q, routes: [{cmd: 4, method: /demo.Echo/Sleep, upstream: demo}]}
+  - {name: mgp-in, kind: private, address: 127.0.0.1:0, routes: [{cmd: 4, method: /demo.Echo/Sleep, upstream: demo}]}
 upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q]}
-`, admin, mgp, be)))
-	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 10*time.Second, "http://"+admin+"/readyz")
+`, be), harness.WaitReady(10*time.Second))
+	p, mgp := mg.Proc, mg.Addr("mgp-in")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, mgp, legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dialLegacy(t, mgp, legacy.ClientOptions{Conns: 2})
 	const n = 100
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -96,7 +49,7 @@ upstreams:
 		}()
 	}
 	harness.Eventually(t, 5*time.Second, "requests in flight", func() error {
-		_, body, err := harness.HTTPGet("http://" + admin + "/metrics")
+		body, err := mg.Metrics()
 		if err != nil {
 			return err
 		}
@@ -106,17 +59,17 @@ upstreams:
 		return nil
 	})
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-	waitOutput(t, p, 5*time.Second, "draining")
+	p.WaitOutput(t, 5*time.Second, "draining")
 	for range 3 {
 		_ = p.Cmd.Process.Signal(syscall.SIGHUP)
 	}
-	waitOutput(t, p, 5*time.Second, "SIGHUP ignored: draining")
+	p.WaitOutput(t, 5*time.Second, "SIGHUP ignored: draining")
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Errorf("in-flight request: %v", err)
 	}
-	if code := exited(t, p, 15*time.Second); code != 0 {
+	if code := p.Exited(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 }
@@ -125,31 +78,25 @@ upstreams:
 // is still starting (warming up a private upstream that is down) is queued
 // and applied as a reload once started; the process keeps running.
 func TestSIGHUPDuringStartup(t *testing.T) {
-	bin := harness.MeshgateBin(t)
-	be := demoBackend(t)
-	mgp, grpcIn, admin, down := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(`
-admin: {address: %q}
+	be := demoServer(t)
+	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 listeners:
-  - {name: mgp-in, kind: private, address: %q, routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]}
-  - {name: grpc-in, kind: grpc, address: %q, routes: [{method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}]}
+  - {name: mgp-in, kind: private, address: 127.0.0.1:0, routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]}
+  - {name: grpc-in, kind: grpc, address: 127.0.0.1:0, routes: [{method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}]}
 upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q]}
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, admin, mgp, grpcIn, be, down)))
-	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	waitOutput(t, p, 10*time.Second, "msg=starting")
+`, be, harness.RefusedAddr), harness.NoWait())
+	p := mg.Proc
+	p.WaitOutput(t, 10*time.Second, "msg=starting")
 	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
-	waitOutput(t, p, 5*time.Second, "reload queued")
-	waitOutput(t, p, 10*time.Second, "reload requested")
-	harness.WaitHTTP200(t, 10*time.Second, "http://"+admin+"/healthz")
+	p.WaitOutput(t, 5*time.Second, "reload queued")
+	p.WaitOutput(t, 10*time.Second, "reload requested")
+	mg.WaitStarted()
+	harness.WaitHTTP200(t, 10*time.Second, mg.AdminURL("/healthz"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, mgp, legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dialLegacy(t, mg.Addr("mgp-in"), legacy.ClientOptions{})
 	if r, err := cl.Call(ctx, 1, 1, []byte("up"), nil); err != nil || string(r.Body) != "up" {
 		t.Fatalf("after start-up SIGHUP: %+v %v", r, err)
 	}
@@ -165,34 +112,18 @@ upstreams:
 // then is served (it used to get "connection refused"), the health service
 // says NOT_SERVING; the process then exits 0.
 func TestSIGTERMGRPCDrainGrace(t *testing.T) {
-	bin := harness.MeshgateBin(t)
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer ls.Close()
-	grpcIn, admin := harness.FreeAddr(t), harness.FreeAddr(t)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(`
-admin: {address: %q}
+	ls := legacyServer(t, legacy.ServerOptions{})
+	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 defaults: {drain_timeout: 6s, drain_grace: 2s}
 listeners:
-  - {name: grpc-in, kind: grpc, address: %q, routes: [{method: /legacy.Legacy/*, cmd: 1, upstream: legacy}]}
+  - {name: grpc-in, kind: grpc, address: 127.0.0.1:0, routes: [{method: /legacy.Legacy/*, cmd: 1, upstream: legacy}]}
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, admin, grpcIn, ls.Addr().String())))
-	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 10*time.Second, "http://"+admin+"/readyz")
+`, ls), harness.WaitReady(10*time.Second))
+	p := mg.Proc
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	sent := time.Now()
-	dial := func() *grpc.ClientConn {
-		cc, err := grpc.NewClient(grpcIn, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cc.Close() })
-		return cc
-	}
+	dial := func() *grpc.ClientConn { return dialGRPC(t, mg.Addr("grpc-in"), rawCodec()) }
 	// Draining has begun once the health service says NOT_SERVING...
 	probe := dial()
 	harness.Eventually(t, 3*time.Second, "health NOT_SERVING after SIGTERM", func() error {
@@ -214,7 +145,7 @@ upstreams:
 	if err := dial().Invoke(ctx, "/legacy.Legacy/Echo", []byte("late"), &out); err != nil || string(out) != "late" {
 		t.Fatalf("call from a client connecting %v after SIGTERM: %q %v", time.Since(sent), out, err)
 	}
-	if code := exited(t, p, 10*time.Second); code != 0 {
+	if code := p.Exited(t, 10*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	if el := time.Since(sent); el < 2*time.Second {

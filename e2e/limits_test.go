@@ -7,13 +7,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshgate/meshgate/e2e/harness"
@@ -33,33 +30,30 @@ func TestConnectionLimitsKeepAdminAnswering(t *testing.T) {
 		}
 		t.Skip("prlimit (util-linux) not installed; skipped outside CI only (CI=true fails above)")
 	}
-	bin := harness.MeshgateBin(t)
-	admin, capped, open, grpcAddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := fmt.Sprintf(`admin: {address: %s}
-defaults:
+	cfg := `defaults:
   limits: {fd_reserve: 64}
 listeners:
   - name: capped
     kind: private
-    address: %s
+    address: 127.0.0.1:0
     limits: {max_connections: 20}
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: g}]
   - name: open
     kind: private
-    address: %s
+    address: 127.0.0.1:0
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: g}]
   - name: grpc-in
     kind: grpc
-    address: %s
+    address: 127.0.0.1:0
     limits: {max_connections: 5}
     routes: [{method: /legacy.L/*, cmd: 1, upstream: p}]
 upstreams:
   - {name: g, protocol: grpc, endpoints: ["127.0.0.1:1"]}
   - {name: p, protocol: private, endpoints: ["127.0.0.1:1"]}
-`, admin, capped, open, grpcAddr)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", prlimit, "--nofile=300:300", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/healthz")
+`
+	mg := harness.StartMeshgate(t, cfg, harness.Wrap(prlimit, "--nofile=300:300"))
+	harness.WaitHTTP200(t, 20*time.Second, mg.AdminURL("/healthz"))
+	admin, capped, open, grpcAddr := mg.Admin(), mg.Addr("capped"), mg.Addr("open"), mg.Addr("grpc-in")
 
 	var conns []net.Conn
 	t.Cleanup(func() {
@@ -101,7 +95,7 @@ upstreams:
 		}
 		return nil
 	})
-	if n, err := metric("http://"+admin+"/metrics", `meshgate_connections_rejected_total{listener="grpc-in",reason="max_connections"}`); err != nil || n < 1 {
+	if n, err := mg.Metric("meshgate_connections_rejected_total", harness.Labels{"listener": "grpc-in", "reason": "max_connections"}); err != nil || n < 1 {
 		t.Fatalf("grpc-in max_connections refusals %v (%v), want >= 1", n, err)
 	}
 	for _, c := range silent {
@@ -112,13 +106,13 @@ upstreams:
 		dial(open)
 	}
 	harness.Eventually(t, 10*time.Second, "fd_reserve refusals", func() error {
-		n, err := metric("http://"+admin+"/metrics", `meshgate_connections_rejected_total{listener="open",reason="fd_reserve"}`)
+		n, err := mg.Metric("meshgate_connections_rejected_total", harness.Labels{"listener": "open", "reason": "fd_reserve"})
 		if err != nil || n < 100 {
 			return fmt.Errorf("%v refused, err %v", n, err)
 		}
 		return nil
 	})
-	n, err := metric("http://"+admin+"/metrics", `meshgate_connections_rejected_total{listener="capped",reason="max_connections"}`)
+	n, err := mg.Metric("meshgate_connections_rejected_total", harness.Labels{"listener": "capped", "reason": "max_connections"})
 	if err != nil || n != 5 {
 		t.Fatalf("max_connections refusals %v (%v), want 5", n, err)
 	}
@@ -126,31 +120,11 @@ upstreams:
 	if code, body, err := harness.HTTPGet("http://" + admin + "/healthz"); err != nil || code != 200 {
 		t.Fatalf("/healthz under fd pressure: %d %q %v", code, body, err)
 	}
-	cc, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialGRPC(t, grpcAddr)
 	harness.Eventually(t, 10*time.Second, "gRPC health under fd pressure", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
 		return err
 	})
-}
-
-// metric reads one sample from a Prometheus text endpoint (0 if absent).
-func metric(url, series string) (float64, error) {
-	code, body, err := harness.HTTPGet(url)
-	if err != nil {
-		return 0, err
-	}
-	if code != 200 {
-		return 0, fmt.Errorf("status %d", code)
-	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		return 0, nil
-	}
-	return strconv.ParseFloat(m[1], 64)
 }

@@ -6,10 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +16,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/e2e/harness"
@@ -34,10 +30,6 @@ import (
 // handle(method, uin, body) through the raw codec.
 func rawService(t *testing.T, handle func(ctx context.Context, method string, uin uint64, body []byte) []byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
 		method, _ := grpc.MethodFromServerStream(stream)
 		var uin uint64
@@ -53,21 +45,7 @@ func rawService(t *testing.T, handle func(ctx context.Context, method string, ui
 		out := handle(stream.Context(), method, uin, body)
 		return stream.SendMsg(&out)
 	}))
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
-}
-
-func legacyServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	go func() { _ = ls.Serve(ln) }()
-	t.Cleanup(func() { _ = ls.Close() })
-	return ln.Addr().String()
+	return serveGRPC(t, gs)
 }
 
 // sides tells which backend served: legacy uppercases "u<uin>", the new
@@ -159,46 +137,9 @@ const migrateUINs = 10000
 
 func testUIN(i int) uint64 { return 1_000_003 + uint64(i)*7919 }
 
-// privateLoad drives workers MGP clients over uins until ctx ends.
-func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; ctx.Err() == nil; i += workers {
-				uin := testUIN(i % migrateUINs)
-				p0 := rec.phase.Load()
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				f, err := cl.Call(cctx, legacy.CmdUppercase, uin, []byte("u"+strconv.FormatUint(uin, 10)), nil)
-				cancel()
-				if ctx.Err() != nil {
-					return
-				}
-				var body []byte
-				if err == nil {
-					if f.Result != 0 {
-						err = fmt.Errorf("result %d", f.Result)
-					}
-					body = f.Body
-				}
-				rec.record(p0, uin, body, err)
-			}
-		}()
-	}
-	go func() { wg.Wait(); _ = cl.Close() }()
-}
-
-// grpcLoad drives workers grpc-go callers over uins (x-mgp-uin) until ctx ends.
-func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
+// drive runs workers goroutines calling call over the test uins, each reply
+// recorded in rec, until ctx ends; done runs once they all stopped.
+func drive(ctx context.Context, rec *recorder, workers int, wg *sync.WaitGroup, call func(ctx context.Context, uin uint64, body []byte) ([]byte, error), done func()) {
 	var inner sync.WaitGroup
 	for w := range workers {
 		inner.Add(1)
@@ -207,9 +148,8 @@ func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recor
 			for i := w; ctx.Err() == nil; i += workers {
 				uin := testUIN(i % migrateUINs)
 				p0 := rec.phase.Load()
-				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, mapping.MDUIN, strconv.FormatUint(uin, 10)), 5*time.Second)
-				var out []byte
-				err := cc.Invoke(cctx, method, []byte("u"+strconv.FormatUint(uin, 10)), &out)
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				out, err := call(cctx, uin, []byte("u"+strconv.FormatUint(uin, 10)))
 				cancel()
 				if ctx.Err() != nil {
 					return
@@ -219,7 +159,35 @@ func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recor
 		}()
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); inner.Wait(); _ = cc.Close() }()
+	go func() { defer wg.Done(); inner.Wait(); done() }()
+}
+
+// privateLoad drives workers MGP clients over uins until ctx ends.
+func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, workers int, wg *sync.WaitGroup) {
+	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drive(ctx, rec, workers, wg, func(ctx context.Context, uin uint64, body []byte) ([]byte, error) {
+		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, body, nil)
+		if err != nil {
+			return nil, err
+		}
+		if f.Result != 0 {
+			return f.Body, fmt.Errorf("result %d", f.Result)
+		}
+		return f.Body, nil
+	}, func() { _ = cl.Close() })
+}
+
+// grpcLoad drives workers grpc-go callers over uins (x-mgp-uin) until ctx ends.
+func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recorder, workers int, wg *sync.WaitGroup) {
+	cc := dialGRPC(t, addr, rawCodec())
+	drive(ctx, rec, workers, wg, func(ctx context.Context, uin uint64, body []byte) ([]byte, error) {
+		var out []byte
+		err := cc.Invoke(metadata.AppendToOutgoingContext(ctx, mapping.MDUIN, strconv.FormatUint(uin, 10)), method, body, &out)
+		return out, err
+	}, func() { _ = cc.Close() })
 }
 
 func migrateStatus(t *testing.T, admin string) migrate.Status {
@@ -244,13 +212,12 @@ func routeStatus(st migrate.Status, id string) *migrate.RouteStatus {
 	return nil
 }
 
-func migrateConfig(admin, priv, grpcAddr, legacyAddr, newAddr string, percent float64) []byte {
-	return []byte(fmt.Sprintf(`
-admin: {address: %q}
+func migrateConfig(legacyAddr, newAddr string, percent float64) string {
+	return fmt.Sprintf(`
 listeners:
   - name: mgp
     kind: private
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - cmd: 2
         split:
@@ -260,7 +227,7 @@ listeners:
             - {upstream: newsvc, method: /new.Svc/Upper, percent: %v}
   - name: grpc
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - method: /legacy.Legacy/Upper
         cmd: 2
@@ -272,19 +239,7 @@ listeners:
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q], connections: 2}
   - {name: newsvc, protocol: grpc, endpoints: [%q], connections: 2}
-`, admin, priv, percent, grpcAddr, percent, legacyAddr, newAddr))
-}
-
-// writeConfig replaces path atomically (the running meshgate watches it).
-func writeConfig(t *testing.T, path string, data []byte) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+`, percent, percent, legacyAddr, newAddr)
 }
 
 func runCLI(t *testing.T, bin string, args ...string) string {
@@ -307,16 +262,12 @@ func runCLI(t *testing.T, bin string, args ...string) string {
 // switch is visible within 1 s.
 func TestMigrateSplitStepsAndRollback(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := legacyServer(t)
+	legacyAddr := legacyServer(t, legacy.ServerOptions{})
 	newAddr := rawService(t, func(_ context.Context, _ string, _ uint64, body []byte) []byte {
 		return append([]byte("new:"), body...)
 	})
-	admin, priv, gaddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "meshgate.yaml")
-	writeConfig(t, path, migrateConfig(admin, priv, gaddr, legacyAddr, newAddr, 0))
-	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 15*time.Second, "http://"+admin+"/readyz")
+	mg := harness.StartMeshgate(t, migrateConfig(legacyAddr, newAddr, 0), harness.WaitReady(15*time.Second))
+	p, admin, priv, gaddr := mg.Proc, mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -377,7 +328,7 @@ func TestMigrateSplitStepsAndRollback(t *testing.T) {
 		t.Helper()
 		recP.phase.Store(-1)
 		recG.phase.Store(-1)
-		writeConfig(t, path, migrateConfig(admin, priv, gaddr, legacyAddr, newAddr, percent))
+		mg.WriteConfig(migrateConfig(legacyAddr, newAddr, percent))
 		start := time.Now()
 		_ = p.Cmd.Process.Signal(syscall.SIGHUP)
 		var took time.Duration
@@ -429,15 +380,10 @@ func TestMigrateSplitStepsAndRollback(t *testing.T) {
 	}
 	// The override survives a reload of the (unchanged, 100 %) config.
 	before := migrateStatus(t, admin)
-	writeConfig(t, path, append(migrateConfig(admin, priv, gaddr, legacyAddr, newAddr, 100), "# reload\n"...))
-	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
-	harness.Eventually(t, 10*time.Second, "reload", func() error {
-		_, v, _ := harness.HTTPGet("http://" + admin + "/config")
-		if !strings.Contains(v, `"generation"`) || v == cfgView {
-			return fmt.Errorf("not reloaded")
-		}
-		return nil
-	})
+	mg.Reload(migrateConfig(legacyAddr, newAddr, 100) + "# reload\n")
+	if _, v, _ := harness.HTTPGet(mg.AdminURL("/config")); !strings.Contains(v, `"generation"`) || v == cfgView {
+		t.Fatal("/config unchanged by the reload")
+	}
 	_ = before
 	sp, sg = cover(11, "rollback after reload")
 	check("private rollback after reload", sp, 100, nil, true)
@@ -481,7 +427,7 @@ func config0Buckets(percent float64) uint32 { return uint32(percent*100 + 0.5) }
 // time out, counted.
 func TestMigrateShadowDiff(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := legacyServer(t)
+	legacyAddr := legacyServer(t, legacy.ServerOptions{})
 	bad := map[uint64]bool{7: true, 77: true, 177: true}
 	var stall atomic.Bool
 	shadowAddr := rawService(t, func(ctx context.Context, _ string, uin uint64, body []byte) []byte {
@@ -494,14 +440,12 @@ func TestMigrateShadowDiff(t *testing.T) {
 		}
 		return bytes.ToUpper(body)
 	})
-	admin, priv, gaddr := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
-	cfg := func(queue, conc int) []byte {
-		return []byte(fmt.Sprintf(`
-admin: {address: %q}
+	cfg := func(queue, conc int) string {
+		return fmt.Sprintf(`
 listeners:
   - name: mgp
     kind: private
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - cmd: 2
         upstream: legacy
@@ -509,7 +453,7 @@ listeners:
         shadow: {upstream: shadowsvc, method: /shadow.Svc/Upper, timeout: 2s, queue: %d, concurrency: %d}
   - name: grpc
     kind: grpc
-    address: %q
+    address: 127.0.0.1:0
     routes:
       - method: /legacy.Legacy/Upper
         cmd: 2
@@ -523,27 +467,16 @@ listeners:
 upstreams:
   - {name: legacy, protocol: private, endpoints: [%q]}
   - {name: shadowsvc, protocol: grpc, endpoints: [%q]}
-`, admin, priv, queue, conc, gaddr, legacyAddr, shadowAddr))
+`, queue, conc, legacyAddr, shadowAddr)
 	}
-	path := filepath.Join(t.TempDir(), "meshgate.yaml")
-	writeConfig(t, path, cfg(65536, 16))
-	p := harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 15*time.Second, "http://"+admin+"/readyz")
+	mg := harness.StartMeshgate(t, cfg(65536, 16), harness.WaitReady(15*time.Second))
+	admin, priv, gaddr := mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 2})
 
 	// send n requests over 8 workers; uin = 1 + i%500; returns primary errors and max latency
-	cc, err := grpc.NewClient(gaddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialGRPC(t, gaddr, rawCodec())
 	viaPrivate := func(uin uint64, body string) bool {
 		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, []byte(body), nil)
 		return err == nil && f.Result == 0 && string(f.Body) == strings.ToUpper(body)
@@ -662,15 +595,10 @@ upstreams:
 
 	// The shadow stalls; a small queue; the primary is untouched.
 	stall.Store(true)
-	writeConfig(t, path, cfg(8, 2))
-	_ = p.Cmd.Process.Signal(syscall.SIGHUP)
-	harness.Eventually(t, 10*time.Second, "reload", func() error {
-		_, v, _ := harness.HTTPGet("http://" + admin + "/config")
-		if !strings.Contains(v, `"queue": 8`) {
-			return fmt.Errorf("not yet")
-		}
-		return nil
-	})
+	mg.Reload(cfg(8, 2))
+	if _, v, _ := harness.HTTPGet(mg.AdminURL("/config")); !strings.Contains(v, `"queue": 8`) {
+		t.Fatal("/config does not show the reloaded shadow queue")
+	}
 	base := *sh
 	errs, maxLat, _ := send(2000)
 	if errs != 0 {

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	collectortracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
@@ -52,16 +50,10 @@ func (o *otlpSink) Export(_ context.Context, req *collectortracepb.ExportTraceSe
 // access-log lines; /metrics carries grpc-go's metrics; reflection lists
 // the routed service; a gzip call works; every log line is JSON.
 func TestObservabilityBinary(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	sink := &otlpSink{}
 	gs := grpc.NewServer()
 	collectortracepb.RegisterTraceServiceServer(gs, sink)
-	oln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(oln) }()
-	t.Cleanup(gs.Stop)
+	otlp := serveGRPC(t, gs)
 
 	ls := legacy.NewServer(legacy.ServerOptions{})
 	if err := ls.Listen("127.0.0.1:0"); err != nil {
@@ -72,9 +64,7 @@ func TestObservabilityBinary(t *testing.T) {
 	dir := t.TempDir()
 	ps := descsettest.Write(t, dir)
 	logPath := dir + "/access.log"
-	admin, priv, grpcIn := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
 	cfg := fmt.Sprintf(`
-admin: {address: %q}
 defaults: {drain_timeout: 1s}
 telemetry:
   tracing: {otlp_endpoint: %q, insecure: true, service_name: e2e}
@@ -83,30 +73,25 @@ access_log: {path: %q}
 listeners:
 - name: priv_in
   kind: private
-  address: %q
+  address: 127.0.0.1:0
   routes:
   - {cmd: 1, method: /legacy.Legacy/Echo, upstream: self_grpc}
 - name: grpc_in
   kind: grpc
-  address: %q
+  address: 127.0.0.1:0
   reflection: {descriptor_sets: [%q]}
   routes:
   - {method: /legacy.Legacy/Echo, cmd: %d, upstream: legacy}
 upstreams:
 - {name: self_grpc, protocol: grpc, endpoints: [%q]}
 - {name: legacy, protocol: private, endpoints: [%q]}
-`, admin, oln.Addr().String(), logPath, priv, grpcIn, ps, legacy.CmdEcho, grpcIn, ls.Addr().String())
-	path := harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg))
-	proc := harness.Start(t, "meshgate", bin, "run", "-c", path, "-log-format", "json")
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+`, otlp, logPath, ps, legacy.CmdEcho, harness.ListenerRef("grpc_in"), ls.Addr().String())
+	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.Args("-log-format", "json"), harness.WaitReady(20*time.Second))
+	proc, priv, grpcIn := mg.Proc, mg.Addr("priv_in"), mg.Addr("grpc_in")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mc, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
+	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	harness.Eventually(t, 10*time.Second, "double bridge up", func() error {
 		r, err := mc.Call(ctx, 1, 0, []byte("w"), nil)
 		if err != nil {
@@ -147,11 +132,7 @@ upstreams:
 	})
 
 	// Reflection lists the routed service; a gzip call goes through.
-	cc, err := grpc.NewClient(grpcIn, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialGRPC(t, grpcIn)
 	st, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +157,7 @@ upstreams:
 		t.Errorf("gzip call: %v (%d bytes back)", err, len(out))
 	}
 
-	_, metrics, err := harness.HTTPGet("http://" + admin + "/metrics")
+	metrics, err := mg.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}

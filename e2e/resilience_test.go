@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"regexp"
 	"slices"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,31 +207,42 @@ func failures(rs []reply) int {
 	return n
 }
 
-// promSum sums the samples of a Prometheus series whose line matches re.
-func promSum(t *testing.T, admin, re string) float64 {
+// promSum sums the samples of metric name with labels from admin's /metrics.
+func promSum(t *testing.T, admin, name string, labels harness.Labels) float64 {
 	t.Helper()
 	_, body, err := harness.HTTPGet("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := 0.0
-	for _, m := range regexp.MustCompile(`(?m)^`+re+` ([0-9.e+-]+)$`).FindAllStringSubmatch(body, -1) {
-		v, _ := strconv.ParseFloat(m[1], 64)
-		sum += v
-	}
-	return sum
+	return harness.MetricSum(body, name, labels)
 }
 
-// startMeshgate runs the real binary on cfg (with %[1]s = admin address,
-// %[2]s = private listener address) and waits until it is ready.
+// startMeshgate runs the real binary on cfg and waits until it is ready; it
+// returns the admin and the private listener "in" addresses.
 func startMeshgate(t *testing.T, cfg string) (admin, priv string) {
 	t.Helper()
-	admin, priv = harness.FreeAddr(t), harness.FreeAddr(t)
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(fmt.Sprintf(cfg, admin, priv)))
-	harness.Start(t, "meshgate", harness.MeshgateBin(t), "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
-	harness.WaitTCP(t, 5*time.Second, priv)
-	return admin, priv
+	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
+	return mg.Admin(), mg.Addr("in")
+}
+
+// upstreamG is startMeshgate with the private listener "in" routing route
+// to the gRPC upstream g of backends, whose settings (indented 4) follow
+// its endpoints.
+func upstreamG(t *testing.T, route, upstream string, backends ...*faultBackend) (admin, priv string) {
+	t.Helper()
+	eps := make([]string, len(backends))
+	for i, b := range backends {
+		eps[i] = b.addr
+	}
+	return startMeshgate(t, `listeners:
+  - name: in
+    kind: private
+    address: 127.0.0.1:0
+    routes: [`+route+`]
+upstreams:
+  - name: g
+    protocol: grpc
+    endpoints: [`+strings.Join(eps, ", ")+`]`+upstream)
 }
 
 func uinRange(n int) []uint64 {
@@ -253,19 +263,10 @@ func uinRange(n int) []uint64 {
 // and the p99 was the slow endpoint's latency.
 func TestResilienceSlowEndpoint(t *testing.T) {
 	bs := []*faultBackend{startFaultBackend(t, "a", 2*time.Millisecond, 0), startFaultBackend(t, "b", 2*time.Millisecond, 0), startFaultBackend(t, "c", 2*time.Millisecond, 0)}
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g}`, `
     resilience:
       adaptive_weights: {decay: 500ms, slow_start: 1s, min_weight_percent: 0.2}
-`)
+`, bs...)
 	_ = admin
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
@@ -312,20 +313,11 @@ upstreams:
 // ejection it stayed in the ring and a third of the users failed.
 func TestResilienceFailingEndpointConsistentHash(t *testing.T) {
 	bs := []*faultBackend{startFaultBackend(t, "a", time.Millisecond, 0), startFaultBackend(t, "b", time.Millisecond, 0), startFaultBackend(t, "c", time.Millisecond, 0)}
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true}]
-upstreams:
-  - name: g
-    protocol: grpc
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true}`, `
     lb: consistent_hash
-    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
     resilience:
       outlier_detection: {consecutive_failures: 5, base_ejection_time: 2s}
-`)
+`, bs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 	defer cancel()
 	var l loadRecorder
@@ -346,9 +338,8 @@ upstreams:
 	}
 	failAt := l.now()
 	bs[1].failing.Store(true)
-	ejectedRe := `meshgate_upstream_ejections_total\{endpoint="` + regexp.QuoteMeta(bs[1].addr) + `",reason="[a-z_]+",upstream="g"\}`
 	harness.Eventually(t, 2*time.Second, "ejection of b", func() error {
-		if promSum(t, admin, ejectedRe) < 1 {
+		if promSum(t, admin, "meshgate_upstream_ejections_total", harness.Labels{"endpoint": bs[1].addr, "upstream": "g"}) < 1 {
 			return fmt.Errorf("not ejected yet")
 		}
 		return nil
@@ -457,26 +448,13 @@ func quantile(ls []time.Duration, q float64) time.Duration {
 // to what finishes within 200 ms while the backend works on expired ones).
 func TestResilienceOverload(t *testing.T) {
 	b := startFaultBackend(t, "a", 20*time.Millisecond, 4)
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+b.addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g}`, `
     resilience:
       adaptive_concurrency: {enabled: true, window: 50ms, long_window: 100, min_limit: 2, initial_limit: 4}
-`)
+`, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 4})
 	var l loadRecorder
 	l.start = time.Now()
 	// Unloaded latency.
@@ -521,7 +499,7 @@ upstreams:
 	capacity := 4 / (time.Duration(b.busyNS.Load() / max(b.served.Load(), 1))).Seconds()
 	t.Logf("unloaded p50 %s; at 3x: goodput %.0f/s of %.0f/s capacity, accepted p50 %s p99 %s (%d past deadline), rejected %d (p50 %s p99 %s), other failures %d, limit %v",
 		normal, goodput, capacity, quantile(ok, 0.5), quantile(ok, 0.99), late, len(rejected), quantile(rejected, 0.5), quantile(rejected, 0.99), other,
-		promSum(t, admin, `meshgate_upstream_concurrency_limit\{upstream="g"\}`))
+		promSum(t, admin, "meshgate_upstream_concurrency_limit", harness.Labels{"upstream": "g"}))
 	if goodput < 0.9*capacity {
 		t.Errorf("goodput %.0f/s, want >= 90%% of %.0f/s", goodput, capacity)
 	}
@@ -565,20 +543,11 @@ upstreams:
 // of) its deadline. Before, a queued request was sent whatever was left.
 func TestResilienceDeadlineNeverSentExpired(t *testing.T) {
 	b := startFaultBackend(t, "a", 10*time.Millisecond, 0)
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes: [{cmd: 1, method: /svc.S/Get, upstream: g}]
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+b.addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g}`, `
     resilience:
       circuit_breaker: {max_requests: 1, max_wait: 1s}
       min_remaining: 5ms
-`)
+`, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var l loadRecorder
@@ -594,7 +563,7 @@ upstreams:
 			timeouts++
 		}
 	}
-	dropped := promSum(t, admin, `meshgate_upstream_deadline_dropped_total\{stage="queue",upstream="g"\}`)
+	dropped := promSum(t, admin, "meshgate_upstream_deadline_dropped_total", harness.Labels{"stage": "queue", "upstream": "g"})
 	t.Logf("%d requests: %d ok, %d result 5; MeshGate dropped %v in the queue; backend got %d, %d of them expired", len(all), oks, timeouts, dropped, b.calls.Load(), b.expired.Load())
 	if dropped == 0 || timeouts == 0 {
 		t.Fatalf("no request expired in the queue (dropped %v, result 5 %d): the test did not queue", dropped, timeouts)
@@ -618,22 +587,12 @@ upstreams:
 // deadline.
 func TestResilienceRetryBudget(t *testing.T) {
 	bs := []*faultBackend{startFaultBackend(t, "a", 5*time.Millisecond, 0), startFaultBackend(t, "b", 5*time.Millisecond, 0), startFaultBackend(t, "c", 5*time.Millisecond, 0)}
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
-  - name: in
-    kind: private
-    address: %[2]s
-    routes:
-      - {cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true, max_attempts: 3}
-upstreams:
-  - name: g
-    protocol: grpc
-    endpoints: [`+bs[0].addr+`, `+bs[1].addr+`, `+bs[2].addr+`]
+	admin, priv := upstreamG(t, `{cmd: 1, method: /svc.S/Get, upstream: g, idempotent: true, max_attempts: 3}`, `
     resilience:
       outlier_detection: {disabled: true}
       retry_budget: {budget_percent: 20, min_concurrency: 1}
       min_remaining: 4ms
-`)
+`, bs...)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	go func() { // flap
@@ -658,9 +617,9 @@ upstreams:
 		calls += b.calls.Load()
 		expired += b.expired.Load()
 	}
-	sent := promSum(t, admin, `meshgate_upstream_retries_total\{event="retry",upstream="g"\}`)
-	budget := promSum(t, admin, `meshgate_upstream_retries_total\{event="budget_exhausted",upstream="g"\}`)
-	deadline := promSum(t, admin, `meshgate_upstream_retries_total\{event="deadline",upstream="g"\}`)
+	sent := promSum(t, admin, "meshgate_upstream_retries_total", harness.Labels{"event": "retry", "upstream": "g"})
+	budget := promSum(t, admin, "meshgate_upstream_retries_total", harness.Labels{"event": "budget_exhausted", "upstream": "g"})
+	deadline := promSum(t, admin, "meshgate_upstream_retries_total", harness.Labels{"event": "deadline", "upstream": "g"})
 	t.Logf("%d requests, %d backend calls; retries sent %v, denied by budget %v, by deadline %v; %d arrived expired", requests, calls, sent, budget, deadline, expired)
 	if budget == 0 || deadline == 0 {
 		t.Errorf("want retries denied by both the budget (%v) and the deadline (%v)", budget, deadline)
@@ -680,14 +639,13 @@ upstreams:
 // served again; a switch off in config answers its static reply.
 func TestResilienceSwitch(t *testing.T) {
 	b := startFaultBackend(t, "a", 0, 0)
-	admin, priv := startMeshgate(t, `admin: {address: %[1]s}
-switches:
+	admin, priv := startMeshgate(t, `switches:
   - {name: rec, reply: {message: "recommendations off"}}
   - {name: gift, off: true, reply: {result: 0, body: "static gift"}}
 listeners:
   - name: in
     kind: private
-    address: %[2]s
+    address: 127.0.0.1:0
     routes:
       - {cmd: 1, method: /svc.S/Get, upstream: g}
       - {cmd: 2, method: /svc.S/Rec, upstream: g, switch: rec}
@@ -697,11 +655,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	call := func(cmd uint32) *codec.Frame {
 		resp, err := cl.Call(ctx, cmd, 7, []byte("x"), nil)
 		if err != nil {
@@ -758,11 +712,10 @@ func newRequest(method, url string) (*http.Request, error) { return http.NewRequ
 // request is still admitted. Without the cap all were sent.
 func TestResilienceListenerOverloadCoreFirst(t *testing.T) {
 	b := startFaultBackend(t, "a", 300*time.Millisecond, 0)
-	_, priv := startMeshgate(t, `admin: {address: %[1]s}
-listeners:
+	_, priv := startMeshgate(t, `listeners:
   - name: in
     kind: private
-    address: %[2]s
+    address: 127.0.0.1:0
     overload: {max_in_flight: 4, core_reserve_percent: 50}
     routes:
       - {cmd: 1, method: /svc.S/Get, upstream: g}
@@ -772,11 +725,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	type res struct {
 		cmd    uint32
 		result uint16

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -48,13 +46,7 @@ func statusServer(t *testing.T) string {
 		}
 		return status.Error(codes.Code(code), f[2])
 	}))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
+	return serveGRPC(t, gs)
 }
 
 // TestStatusDoubleBridge is the decisive status test, with the real
@@ -73,27 +65,24 @@ func statusServer(t *testing.T) string {
 // the binary. Before this change, codes 1, 2, 6, 9, 10, 11 and 15 and
 // results 10–16 came back changed.
 func TestStatusDoubleBridge(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	backend := statusServer(t)
 	ls := legacy.NewServer(legacy.ServerOptions{})
 	if err := ls.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ls.Close() })
-	admin, priv, grpcIn := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
 	cfg := fmt.Sprintf(`
-admin: {address: %q}
 defaults: {drain_timeout: 1s}
 listeners:
 - name: priv_in
   kind: private
-  address: %q
+  address: 127.0.0.1:0
   routes:
   - {cmd: 7, method: /t.Status/Do, upstream: backend}
   - {cmd: 8, method: /legacy.L/Fail, upstream: self_grpc}
 - name: grpc_in
   kind: grpc
-  address: %q
+  address: 127.0.0.1:0
   routes:
   - {method: "/t.Status/*", cmd: 7, upstream: self_priv}
   - {method: "/legacy.L/*", cmd: %d, upstream: legacy}
@@ -103,17 +92,10 @@ upstreams:
 - {name: self_grpc, protocol: grpc, endpoints: [%q]}
 - {name: self_priv, protocol: private, endpoints: [%q]}
 - {name: legacy, protocol: private, endpoints: [%q]}
-`, admin, priv, grpcIn, legacy.CmdFail, legacy.CmdEcho, backend, grpcIn, priv, ls.Addr().String())
-	path := harness.WriteFile(t, t.TempDir(), "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", bin, "run", "-c", path)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
-
-	cc, err := grpc.NewClient(grpcIn, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+`, legacy.CmdFail, legacy.CmdEcho, backend, harness.ListenerRef("grpc_in"), harness.ListenerRef("priv_in"), ls.Addr().String())
+	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
+	priv := mg.Addr("priv_in")
+	cc := dialGRPC(t, mg.Addr("grpc_in"), rawCodec())
 	call := func(code codes.Code, app, msg string) (hdr, trl metadata.MD, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -168,11 +150,7 @@ upstreams:
 	// private → gRPC → private: results from a legacy server.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	mc, err := legacy.Dial(ctx, priv, legacy.ClientOptions{Conns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
+	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
 	// MeshGate dialled its own gRPC listener before it listened: wait
 	// until every connection of that pool has come back from backoff.
 	harness.Eventually(t, 10*time.Second, "private → gRPC → private up", func() error {

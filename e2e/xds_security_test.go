@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,18 +30,15 @@ import (
 // secrets. `meshgate validate` refuses plaintext ADS on a non-loopback
 // address, naming the field.
 func TestXDSSecurityBinary(t *testing.T) {
-	bin := harness.MeshgateBin(t)
 	dir := t.TempDir()
 	pki := newXDSPKI(t, dir, nil)
 	idc := pki.client(t, "idc")     // DNS SAN idc: node idc's default identity
 	cloud := pki.client(t, "cloud") // used only as SDS material of node cloud
-	admin, xdsAddr := harness.FreeAddr(t), harness.FreeAddr(t)
 	cfg := fmt.Sprintf(`
-admin: {address: %q}
 listeners: []
 upstreams: []
 xds:
-  address: %s
+  address: 127.0.0.1:0
   %s
   envoy:
   - node: idc
@@ -56,18 +51,10 @@ xds:
     - {name: in, address: 127.0.0.1:10100, protocol: private, tls: {cert_file: %q, key_file: %q, ca_file: %q}, route_to: {cluster: up}}
     clusters:
     - {name: up, protocol: private, endpoints: [127.0.0.1:7200]}
-`, admin, xdsAddr, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
-	cfgPath := harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg))
-	harness.Start(t, "meshgate", bin, "run", "-c", cfgPath)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
-
+`, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
+	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
-		cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(c))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return discovery.NewAggregatedDiscoveryServiceClient(cc)
+		return discovery.NewAggregatedDiscoveryServiceClient(dialGRPC(t, mg.XDS(), grpc.WithTransportCredentials(c)))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -125,12 +112,12 @@ xds:
 	}
 
 	// 4. Every refusal was counted.
-	_, metrics, err := harness.HTTPGet("http://" + admin + "/metrics")
+	metrics, err := mg.Metrics()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for reason, min := range map[string]float64{"handshake": 2, "identity_mismatch": 2, "unknown_node": 2} {
-		if n := metricValue(metrics, `meshgate_xds_refused_total{reason="`+reason+`"}`); n < min {
+		if n := harness.MetricSum(metrics, "meshgate_xds_refused_total", harness.Labels{"reason": reason}); n < min {
 			t.Errorf("meshgate_xds_refused_total{reason=%q} = %v, want >= %v", reason, n, min)
 		}
 	}
@@ -141,23 +128,9 @@ xds:
 		"xds.address": "xds:\n  address: 0.0.0.0:18000\n  insecure: true\n",
 	} {
 		p := harness.WriteFile(t, dir, "bad.yaml", []byte("listeners: []\nupstreams: []\n"+x))
-		out, err := exec.Command(bin, "validate", "-c", p).CombinedOutput()
+		out, err := exec.Command(harness.MeshgateBin(t), "validate", "-c", p).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), field+":") {
 			t.Errorf("validate %q: err %v, output %s; want it to name %s", x, err, out, field)
 		}
 	}
-}
-
-// metricValue is the value of the sample line starting with series in a
-// Prometheus text exposition (-1 when absent).
-func metricValue(text, series string) float64 {
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(text)
-	if m == nil {
-		return -1
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return -1
-	}
-	return v
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,14 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // TestXDSSidecarBinary: the sidecar deployment with the real binaries.
@@ -40,15 +34,10 @@ func TestXDSSidecarBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ls.Close() })
-	dl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go func() { _ = gs.Serve(dl) }()
-	t.Cleanup(gs.Stop)
+	dl := demoServer(t)
 
-	admin := harness.FreeAddr(t)
+	// Envoy's listeners come from xDS and the clusters it routes to name
+	// MeshGate's listeners by address: both need concrete ports.
 	scPriv, scGRPC := harness.FreePort(t), harness.FreePort(t)
 	sock := filepath.Join(dir, "xds.sock")
 	mgPriv, mgGRPC := harness.FreeAddr(t), harness.FreeAddr(t)
@@ -62,7 +51,6 @@ func TestXDSSidecarBinary(t *testing.T) {
     - {name: broken, protocol: grpc, endpoints: ["broken.invalid:80"]}`
 		}
 		return fmt.Sprintf(`
-admin: {address: %q}
 defaults: {drain_timeout: 1s}
 listeners:
 - name: private_in
@@ -91,23 +79,11 @@ xds:
       address: 127.0.0.1:%d
       protocol: grpc
       route_to: {meshgate_listener: grpc_in}%s
-`, admin, mgPriv, mgGRPC, dl.Addr().String(), ls.Addr().String(), sock, scPriv, wasm, scGRPC, extra)
-	}
-	cfgPath := filepath.Join(dir, "meshgate.yaml")
-	writeAtomic := func(s string) {
-		tmp := cfgPath + ".tmp"
-		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, cfgPath); err != nil {
-			t.Fatal(err)
-		}
+`, mgPriv, mgGRPC, dl, ls.Addr().String(), sock, scPriv, wasm, scGRPC, extra)
 	}
 	good := cfgText(false)
-	writeAtomic(good)
-
-	harness.Start(t, "meshgate", bin, "run", "-c", cfgPath)
-	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
+	mg := harness.StartMeshgate(t, good, harness.InDir(dir), harness.WaitReady(20*time.Second))
+	cfgPath, admin := mg.CfgPath, mg.Admin()
 	// The plaintext unix socket is the only access control here: owner only.
 	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("xds socket %s: %v (err %v), want mode 0600", sock, st, err)
@@ -135,12 +111,7 @@ xds:
 	}
 
 	// gRPC: client → Envoy (HCM, HTTP/2) → MeshGate → legacy MGP server.
-	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", scGRPC), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := dialGRPC(t, fmt.Sprintf("127.0.0.1:%d", scGRPC), rawCodec())
 	harness.Eventually(t, 10*time.Second, "gRPC call through the sidecar Envoy", func() error {
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -148,7 +119,7 @@ xds:
 	})
 
 	// An edit Envoy rejects: readiness reflects the NACK, Envoy keeps serving.
-	writeAtomic(cfgText(true))
+	mg.WriteConfig(cfgText(true))
 	harness.Eventually(t, 20*time.Second, "/readyz reports the NACK", func() error {
 		code, body, err := harness.HTTPGet("http://" + admin + "/readyz")
 		if err != nil {
@@ -171,7 +142,7 @@ xds:
 	if err := grpcCall(cctx, cc, "/legacy.Legacy/Echo", "still", "still"); err != nil {
 		t.Fatalf("after NACK: %v", err)
 	}
-	writeAtomic(good)
+	mg.WriteConfig(good)
 	harness.WaitHTTP200(t, 20*time.Second, "http://"+admin+"/readyz")
 	if err := dumpContains(env, `"envoy.filters.network.wasm"`, `deny_cmds`); err != nil {
 		t.Fatal(err)

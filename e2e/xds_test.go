@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testpki"
@@ -150,6 +148,9 @@ func (b *bridge) issueCerts() {
 	}
 }
 
+// startXDS starts the control plane on b.xdsAddr, then sets b.xdsAddr to
+// the address it bound (the first start listens on port 0; a restart
+// listens where the Envoys reconnect).
 func (b *bridge) startXDS(cfg *config.Config) {
 	b.t.Helper()
 	b.reg = prometheus.NewRegistry()
@@ -157,9 +158,11 @@ func (b *bridge) startXDS(cfg *config.Config) {
 	if err := b.xs.Update(xdsModel(b.t, cfg)); err != nil {
 		b.t.Fatal(err)
 	}
-	if _, err := b.xs.Listen(); err != nil {
+	addr, err := b.xs.Listen()
+	if err != nil {
 		b.t.Fatal(err)
 	}
+	b.xdsAddr = addr.String()
 	done := make(chan error, 1)
 	xs := b.xs
 	go func() { done <- xs.Serve(context.Background()) }()
@@ -180,11 +183,11 @@ func (b *bridge) stopXDS() {
 
 func newBridge(t *testing.T) *bridge {
 	envoyproc.Require(t)
-	b := &bridge{t: t, dir: t.TempDir(), ports: map[string]int{}}
-	for _, n := range []string{"idc_private", "idc_grpc", "cloud_private", "cloud_grpc", "cloud_grpc2", "xds"} {
+	b := &bridge{t: t, dir: t.TempDir(), ports: map[string]int{}, xdsAddr: "127.0.0.1:0", mgPriv: "127.0.0.1:0", mgGRPC: "127.0.0.1:0"}
+	// Envoy's listeners come from xDS, which needs concrete ports.
+	for _, n := range []string{"idc_private", "idc_grpc", "cloud_private", "cloud_grpc", "cloud_grpc2"} {
 		b.ports[n] = harness.FreePort(t)
 	}
-	b.xdsAddr = fmt.Sprintf("127.0.0.1:%d", b.ports["xds"])
 	var err error
 	if b.ca, err = testpki.NewCA("meshgate-e2e-ca"); err != nil {
 		t.Fatal(err)
@@ -198,33 +201,25 @@ func newBridge(t *testing.T) *bridge {
 	b.cloudXDS = b.pki.client(t, "cloud-xds", "cloud")
 
 	// Old world and new world.
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
-	b.legacy = ls.Addr().String()
-	dl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go func() { _ = gs.Serve(dl) }()
-	t.Cleanup(gs.Stop)
-	b.demo = dl.Addr().String()
-	b.mgPriv, b.mgGRPC = harness.FreeAddr(t), harness.FreeAddr(t)
+	b.legacy = legacyServer(t, legacy.ServerOptions{})
+	b.demo = demoServer(t)
 
-	cfg := b.config(variant{grpcTarget: "cloud_grpc"})
 	// The data path runs in-process without the xds section: this test
-	// runs the control plane itself so it can restart it.
-	dataOnly := *cfg
-	dataOnly.XDS = nil
-	if b.rt, err = runtime.New(&dataOnly, runtime.Options{NoAdmin: true, Logger: testLogger(t, "meshgate")}); err != nil {
+	// runs the control plane itself so it can restart it. Its listeners
+	// bind port 0; the xds section names them by the addresses they got.
+	dataYAML, _, _ := strings.Cut(b.configYAML(variant{grpcTarget: "cloud_grpc"}), "\nxds:")
+	dataOnly, err := config.Parse([]byte(dataYAML), b.dir)
+	if err != nil {
+		t.Fatalf("data path config: %v", err)
+	}
+	if b.rt, err = runtime.New(dataOnly, runtime.Options{NoAdmin: true, Logger: testLogger(t, "meshgate")}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.rt.Close)
-	b.startXDS(cfg)
+	b.mgPriv, b.mgGRPC = b.rt.Addr("private_in").String(), b.rt.Addr("grpc_in").String()
+	b.startXDS(b.config(variant{grpcTarget: "cloud_grpc"}))
 	t.Cleanup(func() { b.xs.Close() })
+	cfg := b.config(variant{grpcTarget: "cloud_grpc"}) // with the bound xds address
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

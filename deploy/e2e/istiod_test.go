@@ -47,16 +47,6 @@ func need(t *testing.T, name, what string) string {
 	return p
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // world is everything the test writes into istiod's config directory.
 type world struct {
 	dir                     string
@@ -227,7 +217,7 @@ func TestIstiod(t *testing.T) {
 	wasm := need(t, "MESHGATE_WASM", "bin/mgp_filter.wasm from `make wasm`")
 
 	base := t.TempDir()
-	w := &world{dir: filepath.Join(base, "istio-config"), wasm: wasm, egressPort: freePort(t), echoPort: freePort(t)}
+	w := &world{dir: filepath.Join(base, "istio-config"), wasm: wasm, egressPort: harness.FreePort(t), echoPort: harness.FreePort(t)}
 	if err := os.MkdirAll(w.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -237,11 +227,11 @@ func TestIstiod(t *testing.T) {
 		n, _ := strconv.Atoi(p)
 		return n
 	}
-	mgA, mgB := freePort(t), freePort(t)
+	mgA, mgB := harness.FreePort(t), harness.FreePort(t)
 	w.write(t, mgA, []int{portOf(svcA)}, nil)
 
 	// istiod: file config store, no Kubernetes, every address on loopback.
-	xdsPort, httpPort := freePort(t), freePort(t)
+	xdsPort, httpPort := harness.FreePort(t), harness.FreePort(t)
 	mesh := filepath.Join(base, "mesh.yaml")
 	if err := os.WriteFile(mesh, []byte(fmt.Sprintf(`enableAutoMtls: false
 trustDomain: cluster.local
@@ -262,10 +252,10 @@ defaultConfig:
 		"--domain=cluster.local",
 		fmt.Sprintf("--grpcAddr=127.0.0.1:%d", xdsPort),
 		fmt.Sprintf("--httpAddr=127.0.0.1:%d", httpPort),
-		fmt.Sprintf("--secureGRPCAddr=127.0.0.1:%d", freePort(t)),
-		fmt.Sprintf("--httpsAddr=127.0.0.1:%d", freePort(t)),
-		fmt.Sprintf("--monitoringAddr=127.0.0.1:%d", freePort(t)),
-		"--ctrlz_address=127.0.0.1", fmt.Sprintf("--ctrlz_port=%d", freePort(t)))
+		fmt.Sprintf("--secureGRPCAddr=127.0.0.1:%d", harness.FreePort(t)),
+		fmt.Sprintf("--httpsAddr=127.0.0.1:%d", harness.FreePort(t)),
+		fmt.Sprintf("--monitoringAddr=127.0.0.1:%d", harness.FreePort(t)),
+		"--ctrlz_address=127.0.0.1", fmt.Sprintf("--ctrlz_port=%d", harness.FreePort(t)))
 	// istiod's /ready stays 503 without Kubernetes (sidecar injector, config validation);
 	// discovery is up once its plaintext gRPC port accepts.
 	harness.Eventually(t, 60*time.Second, "istiod xDS port", func() error {
@@ -297,7 +287,7 @@ defaultConfig:
 		},
 		"server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
 	})
-	mgAdmin := freePort(t)
+	mgAdmin := harness.FreePort(t)
 	mgCfg := filepath.Join(base, "meshgate.yaml")
 	if err := os.WriteFile(mgCfg, []byte(fmt.Sprintf(`admin: {address: "127.0.0.1:%d"}
 listeners:
@@ -327,7 +317,7 @@ upstreams:
 
 	// Stock Envoy as the legacy client's sidecar: node metadata as the Istio agent would send
 	// it, no interception (real listeners), ADS to istiod's plaintext port.
-	envoyAdmin := freePort(t)
+	envoyAdmin := harness.FreePort(t)
 	bootstrap := filepath.Join(base, "envoy.yaml")
 	if err := os.WriteFile(bootstrap, []byte(fmt.Sprintf(envoyBootstrap, ns, ns, ns, istioVersion, ns, clusterID, envoyAdmin, xdsPort)), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,19 @@
 // Package harness holds helpers shared by the end-to-end tests: locating or
-// building the meshgate and meshgate-dev binaries, starting processes with their output
-// captured (and printed when the test fails), free loopback ports, and
-// waiting for conditions with a deadline.
+// building the meshgate and meshgate-dev binaries, starting processes with
+// their output captured (and printed when the test fails), waiting for
+// conditions with a deadline, and:
+//
+//   - StartMeshgate, the one way to run `meshgate run`: the config puts
+//     listeners, admin, health and xds on port 0 and the addresses are read
+//     back from -address-file (meshgate.go);
+//   - MetricSum, samples of a Prometheus text exposition (metrics.go).
+//
+// harness imports only the standard library (deploy/e2e uses it too); the
+// in-process peers and clients of the e2e tests are in e2e/helpers_test.go.
+//
+// FreePort/FreeAddr remain only for ports that must be known before any
+// process binds them (Envoy listeners configured over xDS, and the MeshGate
+// listeners those route to).
 package harness
 
 import (
@@ -81,7 +93,9 @@ func binary(t testing.TB, env, pkg, name string) string {
 	return b.path
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago: another
+// process may take it before it is used. Prefer port 0 and reading the
+// address back (StartMeshgate; in e2e, envoyListener and listen).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -276,4 +290,30 @@ func WasmFilter(t testing.TB) string {
 		t.Fatal(wasmErr)
 	}
 	return wasmPath
+}
+
+// WaitOutput polls the process's output until it holds every want.
+func (p *Proc) WaitOutput(t testing.TB, timeout time.Duration, want ...string) {
+	t.Helper()
+	Eventually(t, timeout, p.Name+" output "+strings.Join(want, ", "), func() error {
+		out := p.Output()
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				return fmt.Errorf("no %s", w)
+			}
+		}
+		return nil
+	})
+}
+
+// Exited waits up to timeout for the process to exit and returns its exit
+// code.
+func (p *Proc) Exited(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %s", p.Name, timeout)
+	}
+	return p.Cmd.ProcessState.ExitCode()
 }

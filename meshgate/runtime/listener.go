@@ -195,13 +195,18 @@ func (r *Runtime) stopListener(l *listener, timeout time.Duration) {
 }
 
 // liveSocket returns the socket a running listener holds on addr (cur's,
-// or for a fixed port any listener's), or nil.
+// or for a fixed port any listener's), or nil. A fixed addr also matches
+// the address cur (configured with port 0) was bound to, so a reload may
+// pin a listener where it is.
 func (r *Runtime) liveSocket(addr string, cur *listener) *socket {
 	if cur != nil && cur.cfg.Address == addr {
 		return cur.sock
 	}
 	if strings.HasSuffix(addr, ":0") {
 		return nil
+	}
+	if cur != nil && cur.sock.raw.Addr().String() == addr {
+		return cur.sock
 	}
 	for _, l := range r.listeners {
 		if l.cfg.Address == addr {

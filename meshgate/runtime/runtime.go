@@ -69,6 +69,9 @@ type Options struct {
 	// pools to connect before switching traffic to them; default 2s,
 	// negative = don't wait.
 	WarmUp time.Duration
+	// OnReload, when set, is called after each applied reload, once the
+	// xDS plane was synced (e.g. to publish BoundAddrs again).
+	OnReload func()
 }
 
 // Runtime runs one MeshGate instance.
@@ -232,6 +235,9 @@ func (r *Runtime) Reload(cfg *config.Config) error {
 		r.status.applied(cfg)
 		r.log.Info("config reloaded", "listeners", len(cfg.Listeners), "upstreams", len(cfg.Upstreams), "hash", ConfigHash(cfg))
 		_ = r.syncXDS(cfg) // failures are logged and fail the "xds" readiness check
+		if r.opts.OnReload != nil {
+			r.opts.OnReload()
+		}
 	}
 	r.metrics.Reloads.WithLabelValues(outcome).Inc()
 	return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/meshgate/meshgate/meshgate/config"
@@ -27,11 +28,17 @@ func runCmd(ctx context.Context, args []string) error {
 	path := fs.String("c", "", "config file (required); reloaded on change and SIGHUP")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json (one JSON object per line)")
+	addrFile := fs.String("address-file", "", "write the bound addresses as JSON to this file (atomically: temp file + rename) once every listener is up and again after each applied reload:\n{\"generation\": N, \"listeners\": {NAME: \"host:port\"}, \"admin\": ..., \"health\": ..., \"xds\": ...}\n(lets a config use port 0, e.g. address: 127.0.0.1:0)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *path == "" {
 		return errNoConfig
+	}
+	if *addrFile != "" {
+		if st, err := os.Stat(filepath.Dir(*addrFile)); err != nil || !st.IsDir() {
+			return fmt.Errorf("-address-file %s: its directory must exist", *addrFile)
+		}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
@@ -57,9 +64,24 @@ func runCmd(ctx context.Context, args []string) error {
 	} else {
 		log.Info("file descriptors", "limit", nofile, "reserve", cfg.Defaults.Limits.FDReserve)
 	}
-	rt, err := runtime.New(cfg, runtime.Options{Logger: log})
+	var rt *runtime.Runtime
+	opts := runtime.Options{Logger: log}
+	if *addrFile != "" {
+		opts.OnReload = func() {
+			if err := writeAddressFile(*addrFile, rt.BoundAddrs()); err != nil {
+				log.Error("cannot write the address file", "err", err)
+			}
+		}
+	}
+	rt, err = runtime.New(cfg, opts)
 	if err != nil {
 		return err
+	}
+	if *addrFile != "" {
+		if err := writeAddressFile(*addrFile, rt.BoundAddrs()); err != nil {
+			_ = rt.Shutdown(context.Background())
+			return err
+		}
 	}
 	endpoints := "/healthz /readyz /metrics /config"
 	if cfg.Admin.PProf {

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/meshgate/runtime"
+)
+
+// TestRunAddressFile: `meshgate run -address-file F` on a config whose
+// listeners, admin and health use port 0 writes every bound address to F
+// once it serves (the listener answers at the address written), and
+// rewrites F with the next generation after a reload that adds a listener.
+func TestRunAddressFile(t *testing.T) {
+	gln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := demo.NewServer()
+	go func() { _ = gs.Serve(gln) }()
+	defer gs.Stop()
+	dir := t.TempDir()
+	path, addrFile := filepath.Join(dir, "meshgate.yaml"), filepath.Join(dir, "addrs.json")
+	cfg := fmt.Sprintf(`
+admin: {address: "127.0.0.1:0", health_address: "127.0.0.1:0"}
+defaults: {drain_timeout: 3s}
+listeners:
+  - name: mgp-in
+    kind: private
+    address: 127.0.0.1:0
+    routes: [{cmd: 1, method: /demo.Echo/Upper, upstream: demo}]
+%%s
+upstreams:
+  - {name: demo, protocol: grpc, endpoints: [%q]}
+`, gln.Addr().String())
+	write := func(extra string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(fmt.Sprintf(cfg, extra)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- runCmd(ctx, []string{"-c", path, "-log-level", "warn", "-address-file", addrFile})
+	}()
+	read := func(gen uint64) runtime.BoundAddrs {
+		t.Helper()
+		var b runtime.BoundAddrs
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			data, err := os.ReadFile(addrFile)
+			if err == nil {
+				if err := json.Unmarshal(data, &b); err != nil {
+					t.Fatalf("address file %q: %v", data, err) // never partial: written by rename
+				}
+				if b.Generation >= gen {
+					return b
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no address file of generation %d: %v %+v", gen, err, b)
+			}
+		}
+	}
+	b := read(1)
+	for name, a := range map[string]string{"mgp-in": b.Listeners["mgp-in"], "admin": b.Admin, "health": b.Health} {
+		if a == "" || strings.HasSuffix(a, ":0") {
+			t.Fatalf("%s: %q in %+v", name, a, b)
+		}
+	}
+	call := func(addr string) {
+		t.Helper()
+		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer ccancel()
+		cl, err := legacy.Dial(cctx, addr, legacy.ClientOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if r, err := cl.Call(cctx, 1, 0, []byte("run"), nil); err != nil || string(r.Body) != "RUN" {
+			t.Fatalf("call %s: %+v %v", addr, r, err)
+		}
+	}
+	call(b.Listeners["mgp-in"]) // serving when the file appears
+
+	write(`
+  - name: extra
+    kind: private
+    address: 127.0.0.1:0
+    routes: [{cmd: 1, method: /demo.Echo/Upper, upstream: demo}]`)
+	b2 := read(2)
+	if b2.Listeners["mgp-in"] != b.Listeners["mgp-in"] || b2.Admin != b.Admin || b2.Health != b.Health {
+		t.Fatalf("reload moved a socket: %+v -> %+v", b, b2)
+	}
+	if e := b2.Listeners["extra"]; e == "" || e == b.Listeners["mgp-in"] || strings.HasSuffix(e, ":0") {
+		t.Fatalf("extra: %+v", b2)
+	}
+	call(b2.Listeners["extra"])
+	if m, _ := filepath.Glob(filepath.Join(dir, ".addrs.json.*")); len(m) != 0 {
+		t.Fatalf("temporary files left: %v", m)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("run did not drain and return")
+	}
+}
+
+// TestRunAddressFileBadDir: an -address-file in a directory that does not
+// exist is refused before anything listens, naming the flag.
+func TestRunAddressFileBadDir(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshgate.yaml")
+	if err := os.WriteFile(path, []byte("listeners: []\nupstreams: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := runCmd(context.Background(), []string{"-c", path, "-address-file", "/nonexistent/dir/addrs.json"})
+	if err == nil || !strings.Contains(err.Error(), "-address-file") {
+		t.Fatalf("run: %v, want an error naming -address-file", err)
+	}
+}
