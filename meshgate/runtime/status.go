@@ -64,6 +64,13 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
+// servedHash is the ConfigHash of the served config ("" before the first).
+func (s *configStatus) servedHash() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hash
+}
+
 // applied records that cfg is now served.
 func (s *configStatus) applied(cfg *config.Config) {
 	h := ConfigHash(cfg)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 // WatchDebounce is how long file events must settle before a reload.
@@ -22,8 +24,10 @@ const WatchDebounce = 200 * time.Millisecond
 // content with what was last loaded: a Kubernetes ConfigMap volume, where
 // kubelet swaps the "..data" symlink to a new timestamped directory and
 // path is "..data/<key>" behind a symlink, reloads like a plain file.
-// A rejected reload is logged and counted; the running config keeps
-// serving. Watch returns when ctx ends.
+// A file that already differs from the served config when Watch starts
+// (edited after the runtime loaded it) is reloaded at once. A rejected
+// reload is logged and counted; the running config keeps serving. Watch
+// returns when ctx ends.
 func (r *Runtime) Watch(ctx context.Context, path string, reload <-chan struct{}) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -60,6 +64,13 @@ func (r *Runtime) Watch(ctx context.Context, path string, reload <-chan struct{}
 		return h[:]
 	}
 	last = resolve()
+	// The file may have changed between the load the runtime was started
+	// from and the watch above being in place (no event for that): catch
+	// up once, so an edit in that window is not taken as the baseline.
+	if cfg, err := config.Load(path); err != nil || ConfigHash(cfg) != r.status.servedHash() {
+		r.log.Info("config file differs from the served config: reloading", "file", path)
+		_ = r.ReloadFile(path)
+	}
 	var timer *time.Timer
 	var fire <-chan time.Time
 	for {
