@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,7 +29,7 @@ import (
 type conn struct {
 	s   *Server
 	nc  net.Conn
-	rd  *codec.Reader
+	rd  *codec.Reader // nil while a plain TCP connection waits for bytes (idle.go)
 	ctx context.Context
 	end context.CancelFunc
 
@@ -55,20 +56,33 @@ type conn struct {
 
 	push    pushState     // push.go
 	streams *stream.Table // stream exchanges in flight (stream.go); created by the read goroutine
+
+	// buffer-less wait of a plain TCP connection (idle.go): raw is its
+	// socket (nil: the connection keeps rd for its life), box the pooled
+	// reader held while bytes arrive.
+	raw     syscall.RawConn
+	peekFn  func(fd uintptr) bool
+	peekBuf [1]byte
+	box     *readerBox
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
-	c.rd = codec.NewReader(deadlineReader{c}, s.codec, readBase)
+	if c.raw = rawConn(nc); c.raw != nil {
+		c.peekFn = c.peek
+	} else {
+		c.rd = codec.NewReader(deadlineReader{c}, s.codec, readBase)
+	}
 	return c
 }
 
-// readBase is a connection's own read buffer: one frame of up to about
-// 2 KB (a 1 KB body with its header and extensions) is read with one
-// syscall; larger frames borrow a shared pooled buffer from the codec's
-// Reader while they are read. It is most of an idle connection's memory.
+// readBase is the buffer of a frame reader: one frame of up to about 2 KB
+// (a 1 KB body with its header and extensions) is read with one syscall;
+// larger frames borrow a shared pooled buffer from the codec's Reader
+// while they are read. A plain TCP connection holds a reader only while
+// bytes arrive (idle.go); a TLS connection holds one for its life.
 const readBase = 2048
 
 // deadlineReader arms the read deadline before each socket read: the idle
@@ -86,10 +100,15 @@ const readBase = 2048
 type deadlineReader struct{ c *conn }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
-	c := d.c
-	now := time.Now()
+	d.c.armRead(time.Now())
+	return d.c.nc.Read(p)
+}
+
+// armRead arms the read deadline for a socket read (or the buffer-less
+// wait for one) at now; see deadlineReader.
+func (c *conn) armRead(now time.Time) {
 	var dl, late time.Time // arm a deadline in [dl, late]
-	if c.rd.Buffered() > 0 {
+	if c.buffered() > 0 {
 		if c.frameStart.IsZero() {
 			c.frameStart = now
 		}
@@ -101,7 +120,7 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		late = dl.Add(c.idle / 8)
 	}
 	c.dmu.Lock()
-	if c.s.draining.Load() && c.inflight.Load() == 0 && c.rd.Buffered() == 0 {
+	if c.s.draining.Load() && c.inflight.Load() == 0 && c.buffered() == 0 {
 		if q := now.Add(c.s.opts.DrainQuiet); q.Before(dl) {
 			dl, late = q, q
 		}
@@ -111,7 +130,6 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		c.rdl = late
 	}
 	c.dmu.Unlock()
-	return c.nc.Read(p)
 }
 
 // drainNudge shortens the read deadline of an idle connection when the
@@ -131,12 +149,31 @@ func (c *conn) abort() {
 	_ = c.nc.Close()
 }
 
+// serve runs the connection on its own goroutine. The goroutine's stack
+// is what an idle connection costs beyond its structs, so the functions
+// on the path where it waits (serve, readLoop, the wait itself) keep
+// small frames: setup, error handling and logging are functions of their
+// own, and the stack then stays at its initial 2 KB in the common case
+// (idle.go).
 func (c *conn) serve() {
-	s := c.s
-	defer s.removeConn(c)
+	defer c.s.removeConn(c)
 	defer c.end()
+	if !c.start() {
+		return
+	}
+	defer c.detachPush()
+	reason, rerr := c.readLoop()
+	c.finish(reason, rerr)
+}
+
+// start prepares the connection (limits, push registration, the TLS
+// handshake); false when it must close.
+//
+//go:noinline
+func (c *conn) start() bool {
+	s := c.s
 	t := s.table.Load()
-	defer c.attachPush()()
+	c.attachPush()
 	c.sem = make(chan struct{}, t.MaxInFlight)
 	c.idle, c.rto = t.IdleTimeout, t.ReadTimeout
 	if tc, ok := c.nc.(*tls.Conn); ok {
@@ -148,42 +185,65 @@ func (c *conn) serve() {
 			s.rejected("tls_handshake")
 			s.log.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
 			_ = c.nc.Close()
-			return
+			c.detachPush()
+			return false
 		}
 	}
+	return true
+}
+
+// readLoop reads and handles frames until the connection must close; it
+// returns why (reason "" for an orderly end) and the decode error.
+func (c *conn) readLoop() (reason string, rerr error) {
 	var f codec.Frame
-	var reason string
-	var rerr error
+	defer c.dropReader(&f)
 	for {
-		err := c.rd.ReadFrame(&f)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && c.rd.Buffered() == 0 {
-				if c.s.draining.Load() && c.inflight.Load() == 0 {
-					break // drained: quiet and nothing in flight
-				}
-				if c.inflight.Load() > 0 || c.s.draining.Load() {
-					continue // idle but still waiting for replies
-				}
-				reason = "idle_timeout"
-				break
+		if err := c.nextFrame(&f); err != nil {
+			var again bool
+			if reason, rerr, again = c.readFailed(err); again {
+				continue
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				break
-			}
-			var oe *net.OpError
-			if errors.As(err, &oe) && !errors.Is(err, os.ErrDeadlineExceeded) {
-				break // connection reset and the like
-			}
-			reason, rerr = errorReason(err), err
-			break
+			return reason, rerr
 		}
 		c.frameStart = time.Time{}
 		if !c.handle(&f) {
-			reason = "auth_ext"
-			rerr = codec.ErrMalformed
-			break
+			return "auth_ext", codec.ErrMalformed
 		}
+		c.parkReader(&f)
 	}
+}
+
+// readFailed classifies a failed read: again when the connection stays
+// open (an idle deadline while replies are awaited or while draining),
+// else the close reason and decode error as readLoop returns them.
+//
+//go:noinline
+func (c *conn) readFailed(err error) (reason string, rerr error, again bool) {
+	if errors.Is(err, os.ErrDeadlineExceeded) && c.buffered() == 0 {
+		if c.s.draining.Load() && c.inflight.Load() == 0 {
+			return "", nil, false // drained: quiet and nothing in flight
+		}
+		if c.inflight.Load() > 0 || c.s.draining.Load() {
+			return "", nil, true // idle but still waiting for replies
+		}
+		return "idle_timeout", nil, false
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return "", nil, false
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return "", nil, false // connection reset and the like
+	}
+	return errorReason(err), err, false
+}
+
+// finish counts and logs why the connection closes, lets the replies of
+// requests in flight go out and closes the socket.
+//
+//go:noinline
+func (c *conn) finish(reason string, rerr error) {
+	s := c.s
 	switch {
 	case rerr != nil:
 		s.malformed(reason)

@@ -130,6 +130,9 @@ type Server struct {
 	registry *push.Registry
 
 	work workers // workers.go
+
+	readers sync.Pool    // *readerBox: frame readers of plain TCP connections (idle.go)
+	held    atomic.Int64 // pooled readers held by connections (idle.go)
 }
 
 // New returns a server using table t (replace it with SetTable).
@@ -162,6 +165,7 @@ func New(opts Options, t *Table) *Server {
 	s.refusals.Log = s.log
 	s.auth.init(s)
 	s.work.init()
+	s.readers.New = s.newReaderBox
 	s.table.Store(t)
 	return s
 }
