@@ -58,12 +58,13 @@ type conn struct {
 	streams *stream.Table // stream exchanges in flight (stream.go); created by the read goroutine
 
 	// buffer-less wait of a plain TCP connection (idle.go): raw is its
-	// socket (nil: the connection keeps rd for its life), box the pooled
-	// reader held while bytes arrive.
+	// socket (nil: the connection keeps rd for its life), peekFn and
+	// waitFn the wait's callback and goroutine (method values made once).
 	raw     syscall.RawConn
 	peekFn  func(fd uintptr) bool
+	waitFn  func()
 	peekBuf [1]byte
-	box     *readerBox
+	box     *readerBox // the reader held (rd is box.rd), with the frame read
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -71,9 +72,9 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
 	if c.raw = rawConn(nc); c.raw != nil {
-		c.peekFn = c.peek
+		c.peekFn, c.waitFn = c.peek, c.idleWait
 	} else {
-		c.rd = codec.NewReader(deadlineReader{c}, s.codec, readBase)
+		c.takeReader() // kept for the connection's life
 	}
 	return c
 }
@@ -149,21 +150,20 @@ func (c *conn) abort() {
 	_ = c.nc.Close()
 }
 
-// serve runs the connection on its own goroutine. The goroutine's stack
-// is what an idle connection costs beyond its structs, so the functions
-// on the path where it waits (serve, readLoop, the wait itself) keep
-// small frames: setup, error handling and logging are functions of their
-// own, and the stack then stays at its initial 2 KB in the common case
-// (idle.go).
+// serve runs the connection, from its accept until it is closed. A
+// connection costs a goroutine only while it is busy or waiting for
+// bytes, and the goroutine that waits is kept small (idle.go): when the
+// connection goes idle, the goroutine that handled its frames (whose
+// stack the request path has grown) arms the idle deadline, hands the wait
+// to a fresh goroutine and ends.
 func (c *conn) serve() {
-	defer c.s.removeConn(c)
-	defer c.end()
 	if !c.start() {
+		c.dropReader()
+		c.end()
+		c.s.removeConn(c)
 		return
 	}
-	defer c.detachPush()
-	reason, rerr := c.readLoop()
-	c.finish(reason, rerr)
+	c.run()
 }
 
 // start prepares the connection (limits, push registration, the TLS
@@ -192,30 +192,45 @@ func (c *conn) start() bool {
 	return true
 }
 
-// readLoop reads and handles frames until the connection must close; it
-// returns why (reason "" for an orderly end) and the decode error.
-func (c *conn) readLoop() (reason string, rerr error) {
-	var f codec.Frame
-	defer c.dropReader(&f)
+// run reads and handles frames on the current goroutine until the
+// connection goes idle (a plain TCP connection with nothing buffered: the
+// wait moves to a fresh goroutine, idle.go) or must close.
+func (c *conn) run() {
 	for {
-		if err := c.nextFrame(&f); err != nil {
-			var again bool
-			if reason, rerr, again = c.readFailed(err); again {
-				continue
+		if c.rd == nil {
+			c.goIdle()
+			return
+		}
+		if err := c.rd.ReadFrame(&c.box.f); err != nil {
+			reason, rerr, again := c.readFailed(err)
+			if !again {
+				c.close(reason, rerr)
+				return
 			}
-			return reason, rerr
+			continue
 		}
 		c.frameStart = time.Time{}
-		if !c.handle(&f) {
-			return "auth_ext", codec.ErrMalformed
+		if !c.handle(&c.box.f) {
+			c.close("auth_ext", codec.ErrMalformed)
+			return
 		}
-		c.parkReader(&f)
+		c.parkReader()
 	}
+}
+
+// close ends the connection: the reader goes, the close is counted and
+// logged, the replies in flight are written, the socket closed.
+func (c *conn) close(reason string, rerr error) {
+	c.dropReader()
+	c.finish(reason, rerr)
+	c.detachPush()
+	c.end()
+	c.s.removeConn(c)
 }
 
 // readFailed classifies a failed read: again when the connection stays
 // open (an idle deadline while replies are awaited or while draining),
-// else the close reason and decode error as readLoop returns them.
+// else the close reason and the decode error.
 //
 //go:noinline
 func (c *conn) readFailed(err error) (reason string, rerr error, again bool) {
