@@ -190,7 +190,7 @@ func TestMeasureIdle(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 	p := r.proc(RoleBench)
-	if p == nil || p.RSSIdle <= 0 || p.RSSWithConns <= p.RSSIdle || p.BytesPerConn <= 0 {
+	if p == nil || p.RSSIdle <= 0 || p.RSSWarm <= 0 || p.RSSWithConns <= p.RSSWarm || p.BytesPerConn <= 0 {
 		t.Fatalf("idle %+v", p)
 	}
 }

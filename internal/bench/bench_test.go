@@ -308,8 +308,8 @@ func sampleReport() *Report {
 		{Scenario: "MPP", Params: p, Skipped: "product lacks private→private (meshgate validate: ...)"},
 		closed("S3", RoleMeshGate, 0.04), closed("S6", RoleMeshGate, 0.02), closed("EL7", RoleEnvoyA, 0.05),
 	}, Idle: []IdleResult{
-		{Scenario: "S3", Kind: "mgp", Conns: 100, Procs: []IdleProc{{Role: RoleMeshGate, RSSIdle: 15 << 20, RSSWithConns: 15<<20 + 100*6000, BytesPerConn: 6000}}},
-		{Scenario: "S6", Kind: "grpc", Conns: 100, Procs: []IdleProc{{Role: RoleMeshGate, RSSIdle: 25 << 20, RSSWithConns: 25<<20 + 100*20000, BytesPerConn: 20000}}},
+		{Scenario: "S3", Kind: "mgp", Conns: 100, Procs: []IdleProc{{Role: RoleMeshGate, RSSIdle: 15 << 20, RSSWarm: 15 << 20, RSSWithConns: 15<<20 + 100*6000, BytesPerConn: 6000}}},
+		{Scenario: "S6", Kind: "grpc", Conns: 100, Procs: []IdleProc{{Role: RoleMeshGate, RSSIdle: 25 << 20, RSSWarm: 25 << 20, RSSWithConns: 25<<20 + 100*20000, BytesPerConn: 20000}}},
 	}}
 	rep.Finish()
 	return rep

@@ -33,7 +33,8 @@
 // Beside the open loop, a closed-loop mode keeps K requests in flight
 // (saturation throughput and requests per proxy CPU-second), an idle mode
 // measures each proxy's RSS before any load and per idle MGP or gRPC
-// connection, and hops (A−B of two scenarios that differ by one proxy) are
+// connection (each used for one request; counted from a warm process,
+// after one such connection), and hops (A−B of two scenarios that differ by one proxy) are
 // computed per repeat and reported with their spread. Targets are printed
 // PASS/MISS/N/A on every run and never asserted.
 package bench

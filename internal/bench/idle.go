@@ -16,7 +16,11 @@ var clientKind = map[string]string{
 
 // IdleResult is the memory of one scenario's processes at idle and with
 // Conns idle client connections open (MGP: each used for one echo, then
-// left open; gRPC: one grpc.ClientConn each, one call made).
+// left open; gRPC: one grpc.ClientConn each, one call made). The cost per
+// connection is counted from a warm process: one connection is opened and
+// used first, so what the first request costs once (code pages touched,
+// pools, worker goroutines, upstream connections) is not spread over the
+// N connections.
 type IdleResult struct {
 	Scenario string     `json:"scenario"`
 	Title    string     `json:"title"`
@@ -27,10 +31,13 @@ type IdleResult struct {
 	Error    string     `json:"error,omitempty"`
 }
 
-// IdleProc is one process's RSS before and with the idle connections.
+// IdleProc is one process's RSS before any load, after one warm-up
+// connection and with the idle connections; BytesPerConn is
+// (RSSWithConns − RSSWarm) / N.
 type IdleProc struct {
 	Role         string  `json:"role"`
 	RSSIdle      int64   `json:"rss_idle_bytes"`
+	RSSWarm      int64   `json:"rss_warm_bytes,omitempty"`
 	RSSWithConns int64   `json:"rss_with_conns_bytes"`
 	BytesPerConn float64 `json:"bytes_per_conn"`
 }
@@ -46,29 +53,39 @@ func (r *IdleResult) proc(role string) *IdleProc {
 }
 
 // measureIdle reads every process's RSS with the topology idle (after
-// setup, before any load), opens n connections through the scenario's
-// client, waits until the RSS of the processes stops moving (bounded),
-// and reports the RSS delta per connection.
+// setup, before any load), opens one warm-up connection (used once, kept
+// open) and reads the settled RSS again, then opens n connections through
+// the scenario's client, waits until the RSS of the processes stops moving
+// (bounded), and reports the RSS delta from the warm reading per
+// connection.
 func measureIdle(ctx context.Context, e *env, l *live, n int) IdleResult {
 	res := IdleResult{Scenario: l.sc.ID, Title: l.sc.Title, Kind: clientKind[l.sc.ID], Proxy: l.sc.Proxy, Conns: n}
 	before := make([]ProcSample, len(l.topo.procs))
 	for i, p := range l.topo.procs {
 		before[i], _ = ReadProc(p.PID)
 	}
+	closeLater := func(c Client) {
+		if err := c.Close(); err != nil {
+			e.log.Debug("bench: idle client close", "err", err)
+		}
+	}
+	w, err := l.topo.dial(1)
+	if err != nil {
+		res.Error = "dial: " + err.Error()
+		return res
+	}
+	defer closeLater(w)
+	warm := settledRSS(ctx, l.topo.procs)
 	c, err := l.topo.dial(n)
 	if err != nil {
 		res.Error = "dial: " + err.Error()
 		return res
 	}
-	defer func() {
-		if err := c.Close(); err != nil {
-			e.log.Debug("bench: idle client close", "err", err)
-		}
-	}()
+	defer closeLater(c)
 	after := settledRSS(ctx, l.topo.procs)
 	for i, p := range l.topo.procs {
-		ip := IdleProc{Role: p.Role, RSSIdle: before[i].RSSBytes, RSSWithConns: after[i]}
-		ip.BytesPerConn = float64(after[i]-before[i].RSSBytes) / float64(n)
+		ip := IdleProc{Role: p.Role, RSSIdle: before[i].RSSBytes, RSSWarm: warm[i], RSSWithConns: after[i]}
+		ip.BytesPerConn = float64(after[i]-warm[i]) / float64(n)
 		res.Procs = append(res.Procs, ip)
 	}
 	return res

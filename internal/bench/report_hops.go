@@ -33,16 +33,16 @@ func (rep *Report) writeHopsTable(w io.Writer) {
 		_ = tw.Flush()
 	}
 	if len(rep.Idle) > 0 {
-		fmt.Fprintf(w, "\nidle memory: RSS before any load, and per idle client connection (RSS delta / N):\n")
+		fmt.Fprintf(w, "\nidle memory: RSS before any load, with one warm-up connection, with N more idle client connections; per connection = (RSS with N − warm RSS) / N:\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "scenario\tclient\tN\tprocess\tidle RSS\tRSS with N\tper connection\t")
+		fmt.Fprintln(tw, "scenario\tclient\tN\tprocess\tidle RSS\twarm RSS\tRSS with N\tper connection\t")
 		for _, r := range rep.Idle {
 			if r.Error != "" {
-				fmt.Fprintf(tw, "%s\t%s\t%d\tERROR: %s\t\t\t\t\n", r.Scenario, r.Kind, r.Conns, firstLine(r.Error))
+				fmt.Fprintf(tw, "%s\t%s\t%d\tERROR: %s\t\t\t\t\t\n", r.Scenario, r.Kind, r.Conns, firstLine(r.Error))
 				continue
 			}
 			for _, p := range r.Procs {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Kind, r.Conns, p.Role, mb(p.RSSIdle), mb(p.RSSWithConns), kb(p.BytesPerConn))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Kind, r.Conns, p.Role, mb(p.RSSIdle), mb(p.RSSWarm), mb(p.RSSWithConns), kb(p.BytesPerConn))
 			}
 		}
 		_ = tw.Flush()
@@ -84,16 +84,16 @@ func (rep *Report) writeHopsMarkdown(w io.Writer) {
 		}
 	}
 	if len(rep.Idle) > 0 {
-		fmt.Fprintln(w, "\nIdle memory: RSS before any load, then with N idle client connections open (each used once); per connection = RSS delta / N:")
-		fmt.Fprintln(w, "\n| scenario | client | N | process | idle RSS | RSS with N | per connection |")
-		fmt.Fprintln(w, "|---|---|--:|---|--:|--:|--:|")
+		fmt.Fprintln(w, "\nIdle memory: RSS before any load, with one warm-up connection (used once), then with N more idle client connections open (each used once); per connection = (RSS with N − warm RSS) / N:")
+		fmt.Fprintln(w, "\n| scenario | client | N | process | idle RSS | warm RSS | RSS with N | per connection |")
+		fmt.Fprintln(w, "|---|---|--:|---|--:|--:|--:|--:|")
 		for _, r := range rep.Idle {
 			if r.Error != "" {
-				fmt.Fprintf(w, "| %s | %s | %d | ERROR: %s | | | |\n", r.Scenario, r.Kind, r.Conns, mdEscape(firstLine(r.Error)))
+				fmt.Fprintf(w, "| %s | %s | %d | ERROR: %s | | | | |\n", r.Scenario, r.Kind, r.Conns, mdEscape(firstLine(r.Error)))
 				continue
 			}
 			for _, p := range r.Procs {
-				fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s |\n", r.Scenario, r.Kind, r.Conns, p.Role, mb(p.RSSIdle), mb(p.RSSWithConns), kb(p.BytesPerConn))
+				fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s |\n", r.Scenario, r.Kind, r.Conns, p.Role, mb(p.RSSIdle), mb(p.RSSWarm), mb(p.RSSWithConns), kb(p.BytesPerConn))
 			}
 		}
 	}

@@ -254,7 +254,7 @@ func (rep *Report) evalTargets() []Target {
 			continue
 		}
 		t.Value = ip.BytesPerConn / 1024
-		t.Why = fmt.Sprintf("RSS %s → %s with %d idle connections", mb(ip.RSSIdle), mb(ip.RSSWithConns), ir.Conns)
+		t.Why = fmt.Sprintf("RSS %s (warm) → %s with %d idle connections", mb(ip.RSSWarm), mb(ip.RSSWithConns), ir.Conns)
 		out = append(out, judge(t, t.Value <= t.Limit))
 	}
 

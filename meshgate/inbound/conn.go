@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,7 +29,7 @@ import (
 type conn struct {
 	s   *Server
 	nc  net.Conn
-	rd  *codec.Reader
+	rd  *codec.Reader // nil while a plain TCP connection waits for bytes (idle.go)
 	ctx context.Context
 	end context.CancelFunc
 
@@ -55,20 +56,34 @@ type conn struct {
 
 	push    pushState     // push.go
 	streams *stream.Table // stream exchanges in flight (stream.go); created by the read goroutine
+
+	// buffer-less wait of a plain TCP connection (idle.go): raw is its
+	// socket (nil: the connection keeps rd for its life), peekFn and
+	// waitFn the wait's callback and goroutine (method values made once).
+	raw     syscall.RawConn
+	peekFn  func(fd uintptr) bool
+	waitFn  func()
+	peekBuf [1]byte
+	box     *readerBox // the reader held (rd is box.rd), with the frame read
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
-	c.rd = codec.NewReader(deadlineReader{c}, s.codec, readBase)
+	if c.raw = rawConn(nc); c.raw != nil {
+		c.peekFn, c.waitFn = c.peek, c.idleWait
+	} else {
+		c.takeReader() // kept for the connection's life
+	}
 	return c
 }
 
-// readBase is a connection's own read buffer: one frame of up to about
-// 2 KB (a 1 KB body with its header and extensions) is read with one
-// syscall; larger frames borrow a shared pooled buffer from the codec's
-// Reader while they are read. It is most of an idle connection's memory.
+// readBase is the buffer of a frame reader: one frame of up to about 2 KB
+// (a 1 KB body with its header and extensions) is read with one syscall;
+// larger frames borrow a shared pooled buffer from the codec's Reader
+// while they are read. A plain TCP connection holds a reader only while
+// bytes arrive (idle.go); a TLS connection holds one for its life.
 const readBase = 2048
 
 // deadlineReader arms the read deadline before each socket read: the idle
@@ -86,10 +101,15 @@ const readBase = 2048
 type deadlineReader struct{ c *conn }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
-	c := d.c
-	now := time.Now()
+	d.c.armRead(time.Now())
+	return d.c.nc.Read(p)
+}
+
+// armRead arms the read deadline for a socket read (or the buffer-less
+// wait for one) at now; see deadlineReader.
+func (c *conn) armRead(now time.Time) {
 	var dl, late time.Time // arm a deadline in [dl, late]
-	if c.rd.Buffered() > 0 {
+	if c.buffered() > 0 {
 		if c.frameStart.IsZero() {
 			c.frameStart = now
 		}
@@ -101,7 +121,7 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		late = dl.Add(c.idle / 8)
 	}
 	c.dmu.Lock()
-	if c.s.draining.Load() && c.inflight.Load() == 0 && c.rd.Buffered() == 0 {
+	if c.s.draining.Load() && c.inflight.Load() == 0 && c.buffered() == 0 {
 		if q := now.Add(c.s.opts.DrainQuiet); q.Before(dl) {
 			dl, late = q, q
 		}
@@ -111,7 +131,6 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 		c.rdl = late
 	}
 	c.dmu.Unlock()
-	return c.nc.Read(p)
 }
 
 // drainNudge shortens the read deadline of an idle connection when the
@@ -131,12 +150,30 @@ func (c *conn) abort() {
 	_ = c.nc.Close()
 }
 
+// serve runs the connection, from its accept until it is closed. A
+// connection costs a goroutine only while it is busy or waiting for
+// bytes, and the goroutine that waits is kept small (idle.go): when the
+// connection goes idle, the goroutine that handled its frames (whose
+// stack the request path has grown) arms the idle deadline, hands the wait
+// to a fresh goroutine and ends.
 func (c *conn) serve() {
+	if !c.start() {
+		c.dropReader()
+		c.end()
+		c.s.removeConn(c)
+		return
+	}
+	c.run()
+}
+
+// start prepares the connection (limits, push registration, the TLS
+// handshake); false when it must close.
+//
+//go:noinline
+func (c *conn) start() bool {
 	s := c.s
-	defer s.removeConn(c)
-	defer c.end()
 	t := s.table.Load()
-	defer c.attachPush()()
+	c.attachPush()
 	c.sem = make(chan struct{}, t.MaxInFlight)
 	c.idle, c.rto = t.IdleTimeout, t.ReadTimeout
 	if tc, ok := c.nc.(*tls.Conn); ok {
@@ -148,42 +185,80 @@ func (c *conn) serve() {
 			s.rejected("tls_handshake")
 			s.log.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
 			_ = c.nc.Close()
+			c.detachPush()
+			return false
+		}
+	}
+	return true
+}
+
+// run reads and handles frames on the current goroutine until the
+// connection goes idle (a plain TCP connection with nothing buffered: the
+// wait moves to a fresh goroutine, idle.go) or must close.
+func (c *conn) run() {
+	for {
+		if c.rd == nil {
+			c.goIdle()
 			return
 		}
-	}
-	var f codec.Frame
-	var reason string
-	var rerr error
-	for {
-		err := c.rd.ReadFrame(&f)
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && c.rd.Buffered() == 0 {
-				if c.s.draining.Load() && c.inflight.Load() == 0 {
-					break // drained: quiet and nothing in flight
-				}
-				if c.inflight.Load() > 0 || c.s.draining.Load() {
-					continue // idle but still waiting for replies
-				}
-				reason = "idle_timeout"
-				break
+		if err := c.rd.ReadFrame(&c.box.f); err != nil {
+			reason, rerr, again := c.readFailed(err)
+			if !again {
+				c.close(reason, rerr)
+				return
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-				break
-			}
-			var oe *net.OpError
-			if errors.As(err, &oe) && !errors.Is(err, os.ErrDeadlineExceeded) {
-				break // connection reset and the like
-			}
-			reason, rerr = errorReason(err), err
-			break
+			continue
 		}
 		c.frameStart = time.Time{}
-		if !c.handle(&f) {
-			reason = "auth_ext"
-			rerr = codec.ErrMalformed
-			break
+		if !c.handle(&c.box.f) {
+			c.close("auth_ext", codec.ErrMalformed)
+			return
 		}
+		c.parkReader()
 	}
+}
+
+// close ends the connection: the reader goes, the close is counted and
+// logged, the replies in flight are written, the socket closed.
+func (c *conn) close(reason string, rerr error) {
+	c.dropReader()
+	c.finish(reason, rerr)
+	c.detachPush()
+	c.end()
+	c.s.removeConn(c)
+}
+
+// readFailed classifies a failed read: again when the connection stays
+// open (an idle deadline while replies are awaited or while draining),
+// else the close reason and the decode error.
+//
+//go:noinline
+func (c *conn) readFailed(err error) (reason string, rerr error, again bool) {
+	if errors.Is(err, os.ErrDeadlineExceeded) && c.buffered() == 0 {
+		if c.s.draining.Load() && c.inflight.Load() == 0 {
+			return "", nil, false // drained: quiet and nothing in flight
+		}
+		if c.inflight.Load() > 0 || c.s.draining.Load() {
+			return "", nil, true // idle but still waiting for replies
+		}
+		return "idle_timeout", nil, false
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return "", nil, false
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return "", nil, false // connection reset and the like
+	}
+	return errorReason(err), err, false
+}
+
+// finish counts and logs why the connection closes, lets the replies of
+// requests in flight go out and closes the socket.
+//
+//go:noinline
+func (c *conn) finish(reason string, rerr error) {
+	s := c.s
 	switch {
 	case rerr != nil:
 		s.malformed(reason)

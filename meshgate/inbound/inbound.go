@@ -5,9 +5,11 @@
 // upstream.PrivatePool, which assigns its own seq; the reply goes back with
 // the client's).
 //
-// Per connection one goroutine reads frames (codec.Reader); each request is
-// dispatched to its own goroutine, so many requests are in flight at once
-// (pipelining) and replies go out in completion order. Replies are written
+// Per connection one goroutine reads frames (codec.Reader; an idle plain
+// TCP connection waits on a small fresh goroutine without a read buffer,
+// idle.go); each request is dispatched to its own goroutine, so many
+// requests are in flight at once (pipelining) and replies go out in
+// completion order. Replies are written
 // under a mutex by whichever goroutine finds the socket free, which keeps
 // writing while others append: writes coalesce under load without a
 // dedicated writer goroutine. When a connection reaches its in-flight cap,
@@ -130,6 +132,10 @@ type Server struct {
 	registry *push.Registry
 
 	work workers // workers.go
+
+	readers sync.Pool    // *readerBox: frame readers of plain TCP connections (idle.go)
+	held    atomic.Int64 // pooled readers held by connections (idle.go)
+	waits   atomic.Int64 // idle-wait goroutines started (idle.go)
 }
 
 // New returns a server using table t (replace it with SetTable).
@@ -162,6 +168,7 @@ func New(opts Options, t *Table) *Server {
 	s.refusals.Log = s.log
 	s.auth.init(s)
 	s.work.init()
+	s.readers.New = s.newReaderBox
 	s.table.Store(t)
 	return s
 }

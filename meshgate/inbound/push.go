@@ -55,14 +55,19 @@ func (s *Server) Registry() *push.Registry {
 }
 
 // attachPush registers the connection with the registry when the listener
-// tracks uins; the returned func unregisters it.
-func (c *conn) attachPush() func() {
+// tracks uins; detachPush unregisters it.
+func (c *conn) attachPush() {
 	pc := c.s.pushCfg.Load()
 	if pc == nil || c.s.registry == nil {
-		return func() {}
+		return
 	}
 	c.push = pushState{b: c.s.registry.Attach(pushConn{c}), loginCmd: pc.loginCmd, bound: pc.queueBytes}
-	return c.push.b.Close
+}
+
+func (c *conn) detachPush() {
+	if c.push.b != nil {
+		c.push.b.Close()
+	}
 }
 
 // learnUIN binds the uin of an accepted request (not in login mode).
