@@ -39,8 +39,9 @@ type conn struct {
 	nc   net.Conn
 	peer peer.Peer
 
-	wmu    sync.Mutex // write side: bw, fr writes, henc, hbuf, nextID
+	wmu    sync.Mutex // write side: bw, dw, fr writes, henc, hbuf, nextID
 	bw     *bufio.Writer
+	dw     deadlineWriter // what bw flushes into
 	fr     *http2.Framer
 	henc   *hpack.Encoder
 	hbuf   headerBuf
@@ -89,6 +90,24 @@ type conn struct {
 	pingAcked   atomic.Bool
 }
 
+// deadlineWriter writes to the connection with a write deadline armed
+// with slack: at now + T + T/8 whenever less than T is left, so a write
+// that blocks for T (at most 9/8·T) fails with a timeout, without
+// re-arming the runtime timer on every write. Used under wmu only.
+type deadlineWriter struct {
+	nc    net.Conn
+	t     time.Duration
+	until time.Time // the deadline armed; zero: none
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	if now := time.Now(); w.until.Sub(now) < w.t {
+		w.until = now.Add(w.t + w.t/8)
+		_ = w.nc.SetWriteDeadline(w.until)
+	}
+	return w.nc.Write(p)
+}
+
 // headerBuf is the HPACK encoder's output buffer.
 type headerBuf struct{ b []byte }
 
@@ -97,7 +116,7 @@ func (h *headerBuf) Write(p []byte) (int, error) { h.b = append(h.b, p...); retu
 func newConn(e *Endpoint, nc net.Conn) *conn {
 	c := &conn{
 		e: e, nc: nc,
-		bw:         bufio.NewWriterSize(nc, ioBuffer),
+		dw:         deadlineWriter{nc: nc, t: e.cfg.WriteTimeout},
 		nextID:     1,
 		streams:    make(map[uint32]*call),
 		maxStreams: 100, // set from the server's first SETTINGS in handshake
@@ -109,6 +128,7 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 		dead:       make(chan struct{}),
 		bgWake:     make(chan struct{}, 1),
 	}
+	c.bw = bufio.NewWriterSize(&c.dw, ioBuffer)
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	c.br = bufio.NewReaderSize(nc, ioBuffer)
 	c.fr = http2.NewFramer(c.bw, c.br)
@@ -125,7 +145,10 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 func (c *conn) handshake(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.nc.SetDeadline(dl)
-		defer func() { _ = c.nc.SetDeadline(time.Time{}) }()
+		defer func() {
+			_ = c.nc.SetDeadline(time.Time{})
+			c.dw.until = time.Time{} // cleared: the next write arms its own
+		}()
 	}
 	if _, err := c.bw.WriteString(http2.ClientPreface); err != nil {
 		return fmt.Errorf("grpcdirect: %s: write preface: %w", c.e.cfg.Addr, err)

@@ -90,6 +90,12 @@ type Config struct {
 	// ConnectTimeout bounds one dial with its TLS and SETTINGS exchange
 	// (default 5s).
 	ConnectTimeout time.Duration
+	// WriteTimeout bounds how long one write to the connection may block
+	// (an upstream that stops reading fills the socket buffers): the
+	// connection is then closed and its calls fail Unavailable, so no
+	// caller waits on it for ever (default 10s; armed with slack, between
+	// WriteTimeout and 9/8 of it, so not re-armed on every write).
+	WriteTimeout time.Duration
 	// UserAgent is sent as user-agent (default "meshgate").
 	UserAgent string
 	// OnState, when set, is called when a connection becomes ready or
@@ -125,6 +131,9 @@ func (c *Config) defaults() {
 	}
 	if c.UserAgent == "" {
 		c.UserAgent = "meshgate"
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
 	}
 }
 

@@ -133,3 +133,40 @@ func TestGoAwayRefusedStreamRetried(t *testing.T) {
 		t.Fatalf("server saw %d attempts, want 2 (one transparent retry)", n)
 	}
 }
+
+// TestWriteTimeoutStalledPeer: a server that opens its windows wide and
+// then never reads fills the socket buffers; the blocked write times out,
+// the connection is closed and every call on it fails Unavailable well
+// before its own (long) deadline, instead of waiting on a write for ever.
+func TestWriteTimeoutStalledPeer(t *testing.T) {
+	stop := make(chan struct{})
+	addr := rawH2Server(t, func(fr *http2.Framer) {
+		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		_ = fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		<-stop // never read again
+	})
+	t.Cleanup(func() { close(stop) })
+	e := newEP(t, Config{Addr: addr, WriteTimeout: 200 * time.Millisecond})
+	waitFor(t, "the connection ready", func() bool { return e.Ready(0) })
+	big := make([]byte, 4<<20-64)
+	const calls = 6 // 24 MiB: more than loopback's socket buffers hold
+	errs := make(chan error, calls)
+	start := time.Now()
+	for range calls {
+		go func() {
+			var resp rawcodec.Message
+			errs <- e.Invoke(ctxT(t, 60*time.Second), "/"+svc+"/Echo", big, &resp)
+		}()
+	}
+	for range calls {
+		select {
+		case err := <-errs:
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("call on a stalled connection: %v, want Unavailable", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("calls still blocked on a peer that stopped reading")
+		}
+	}
+	t.Logf("all %d calls failed after %v", calls, time.Since(start).Round(time.Millisecond))
+}
