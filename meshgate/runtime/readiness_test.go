@@ -92,7 +92,7 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "demo") || !strings.Contains(err.Error(), "legacy") {
 		t.Fatalf("ready with both upstreams down: %v", err)
 	}
-	cc := grpcClient(t, rt.Addr("grpc-in").String())
+	cc := testkit.Client(t, rt.Addr("grpc-in").String())
 	waitFor(t, func() bool { return healthOf(cc, "legacy.Legacy") == healthpb.HealthCheckResponse_NOT_SERVING })
 	if st := healthOf(cc, ""); st != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("overall health %v", st)
@@ -114,8 +114,7 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 		t.Fatalf("MGP→gRPC once ready: %+v %v", r, err)
 	}
 	var out []byte
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 2*time.Second)
 	if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("pong"), &out); err != nil || string(out) != "pong" {
 		t.Fatalf("gRPC→MGP once ready: %q %v", out, err)
 	}
@@ -163,7 +162,7 @@ func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	}
 	t.Cleanup(rt.Close)
 	addr := rt.Addr("grpc-in").String()
-	before := grpcClient(t, addr)
+	before := testkit.Client(t, addr)
 	waitFor(t, func() bool { return healthOf(before, "legacy.Legacy") == healthpb.HealthCheckResponse_SERVING })
 
 	done := make(chan error, 1)
@@ -171,10 +170,9 @@ func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	go func() { done <- rt.Shutdown(context.Background()) }()
 	waitFor(t, func() bool { return healthOf(before, "legacy.Legacy") == healthpb.HealthCheckResponse_NOT_SERVING })
 	// A brand-new client connecting during the grace period is served.
-	late := grpcClient(t, addr)
+	late := testkit.Client(t, addr)
 	var out []byte
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 2*time.Second)
 	if err := late.Invoke(ctx, "/legacy.Legacy/Echo", []byte("late"), &out); err != nil || string(out) != "late" {
 		t.Fatalf("new client during drain grace: %q %v (after %v)", out, err, time.Since(start))
 	}
