@@ -16,6 +16,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -342,14 +343,22 @@ func (p *PrivatePool) pick(uin uint64) *Endpoint {
 // could not be written, is tried again.
 const maxPicks = 3
 
-// pickConn picks an endpoint for uin and a live connection of it: e is
-// nil when no endpoint is healthy, cn nil when e has no live connection
-// with room right now.
-func (p *PrivatePool) pickConn(uin uint64) (e *Endpoint, cn *privconn.Conn) {
-	if e = p.pick(uin); e != nil {
-		cn, _ = e.conn()
+// conns yields, up to maxPicks times, an endpoint the policy picks for
+// uin and a live connection of it with room; a pick whose endpoint has no
+// such connection right now counts but yields nothing. It stops when no
+// endpoint is healthy.
+func (p *PrivatePool) conns(uin uint64) iter.Seq2[*Endpoint, *privconn.Conn] {
+	return func(yield func(*Endpoint, *privconn.Conn) bool) {
+		for range maxPicks {
+			e := p.pick(uin)
+			if e == nil {
+				return
+			}
+			if cn, _ := e.conn(); cn != nil && !yield(e, cn) {
+				return
+			}
+		}
 	}
-	return e, cn
 }
 
 // picksFailed is the error of a request whose every pick failed, the last
@@ -393,14 +402,7 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		return nil, ErrPoolClosed
 	}
 	var lastErr error
-	for range maxPicks {
-		e, cn := p.pickConn(req.UIN)
-		if e == nil {
-			break
-		}
-		if cn == nil {
-			continue
-		}
+	for e, cn := range p.conns(req.UIN) {
 		reportEndpoint(ctx, e.addr)
 		e.begin()
 		resp, err := cn.Do(ctx, req)
@@ -441,14 +443,7 @@ func (p *PrivatePool) Send(ctx context.Context, req *codec.Frame) error {
 	if p.ctx.Err() != nil {
 		return ErrPoolClosed
 	}
-	for range maxPicks {
-		e, cn := p.pickConn(req.UIN)
-		if e == nil {
-			break
-		}
-		if cn == nil {
-			continue
-		}
+	for e, cn := range p.conns(req.UIN) {
 		reportEndpoint(ctx, e.addr)
 		err := cn.Send(ctx, req)
 		if err != nil && errors.Is(err, privconn.ErrNotSent) {
