@@ -31,6 +31,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/resilience"
+	"github.com/meshgate/meshgate/meshgate/retire"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
@@ -126,8 +127,7 @@ type PrivatePool struct {
 	late, unknown atomic.Uint64
 
 	// reference counting (Acquire/Release/Retire, see Upstream)
-	refs     atomic.Int64
-	retired  atomic.Bool
+	refs     retire.Refs
 	doneOnce sync.Once
 	done     chan struct{}
 
@@ -179,6 +179,7 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 		tls:  tc,
 		done: make(chan struct{}),
 	}
+	p.refs.Init(func() { _ = p.Close() })
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, a := range u.Endpoints {
 		e := NewEndpoint(a)
@@ -503,32 +504,16 @@ func (p *PrivatePool) WaitHealthy(ctx context.Context, n int) error {
 
 // Acquire takes a reference for one call. It returns false once the pool
 // is retired or closed: the caller re-reads its routing table.
-func (p *PrivatePool) Acquire() bool {
-	p.refs.Add(1)
-	if p.retired.Load() {
-		p.Release()
-		return false
-	}
-	return true
-}
+func (p *PrivatePool) Acquire() bool { return p.refs.Acquire() }
 
 // Release drops a reference taken by Acquire; the last one of a retired
 // pool closes it.
-func (p *PrivatePool) Release() {
-	if p.refs.Add(-1) == 0 && p.retired.Load() {
-		_ = p.Close()
-	}
-}
+func (p *PrivatePool) Release() { p.refs.Release() }
 
 // Retire marks the pool as no longer routed to; it closes once the last
 // in-flight call releases it (at once if none). See RetireWithin for an
 // upper bound.
-func (p *PrivatePool) Retire() {
-	p.retired.Store(true)
-	if p.refs.Load() == 0 {
-		_ = p.Close()
-	}
-}
+func (p *PrivatePool) Retire() { p.refs.Retire() }
 
 // Done is closed once the pool has closed.
 func (p *PrivatePool) Done() <-chan struct{} { return p.done }
@@ -536,7 +521,7 @@ func (p *PrivatePool) Done() <-chan struct{} { return p.done }
 // Close closes every connection (pending requests fail with ErrClosed) and
 // stops reconnecting.
 func (p *PrivatePool) Close() error {
-	p.retired.Store(true)
+	p.refs.Closing()
 	p.doneOnce.Do(func() {
 		p.cancel()
 		p.wg.Wait()
