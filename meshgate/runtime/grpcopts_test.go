@@ -200,11 +200,7 @@ upstreams:
   - {name: self, protocol: private, endpoints: [%q]}
   - {name: interop, protocol: grpc, endpoints: [%q]}
 `, pairs, mgpIn, pairs, mgpIn, interopAddr))
-	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Close)
+	rt := startWith(t, cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
 
 	cc := testkit.Dial(t, rt.Addr("grpc-in").String())
 	tc := testgrpc.NewTestServiceClient(cc)
@@ -215,6 +211,7 @@ upstreams:
 		Payload: &testpb.Payload{Type: testpb.PayloadType_COMPRESSABLE, Body: []byte{0}}}
 	var header, trailer metadata.MD
 	var reply *testpb.SimpleResponse
+	var err error
 	for {
 		// The private pool to mgp-in connects once the listener is up.
 		header, trailer = nil, nil

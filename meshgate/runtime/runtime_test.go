@@ -54,7 +54,13 @@ func mustParse(t *testing.T, y string) *config.Config {
 
 func start(t *testing.T, cfg *config.Config) *Runtime {
 	t.Helper()
-	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond})
+	return startWith(t, cfg, Options{DrainQuiet: 100 * time.Millisecond})
+}
+
+// startWith is a Runtime of cfg with opts, closed at cleanup.
+func startWith(t *testing.T, cfg *config.Config, opts Options) *Runtime {
+	t.Helper()
+	rt, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,11 +259,7 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yamlConfig(ep, "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := start(t, cfg)
+	rt := start(t, mustLoad(t, path))
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
 	go func() { defer close(watched); _ = rt.Watch(ctx, path, nil) }()
