@@ -3,14 +3,9 @@ package docker
 import (
 	"bufio"
 	"bytes"
-	"errors"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // productCommands are the subcommands of the product binary (meshgate);
@@ -23,10 +18,7 @@ var productCommands = map[string]bool{"run": true, "validate": true, "envoy-boot
 // Kubernetes container running the product image runs a product command;
 // tool roles (e.g. a stand-in legacy server) use the meshgate-dev image.
 func TestProductImageIsProxyOnly(t *testing.T) {
-	data, err := os.ReadFile("Dockerfile")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, "Dockerfile")
 	allowed := map[string]bool{"./meshgate/cmd/meshgate": true, "./mgpfilter": true}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	built := 0
@@ -52,22 +44,8 @@ func TestProductImageIsProxyOnly(t *testing.T) {
 	}
 
 	// Compose: services on the product image run product commands.
-	composes, _ := filepath.Glob("compose/compose*.yaml")
-	for _, f := range composes {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var doc struct {
-			Services map[string]struct {
-				Image   string   `yaml:"image"`
-				Command []string `yaml:"command"`
-			} `yaml:"services"`
-		}
-		if err := yaml.Unmarshal(b, &doc); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		for name, s := range doc.Services {
+	for f, services := range composeFiles(t) {
+		for name, s := range services {
 			if isProductImage(s.Image) && len(s.Command) > 0 && !productCommands[s.Command[0]] {
 				t.Errorf("%s: service %s runs %q on the product image %s; tools run from the meshgate-dev image", f, name, s.Command[0], s.Image)
 			}
@@ -77,18 +55,7 @@ func TestProductImageIsProxyOnly(t *testing.T) {
 	// Kubernetes: containers on the product image run product commands.
 	manifests, _ := filepath.Glob("k8s/*.yaml")
 	for _, f := range manifests {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(b))
-		for {
-			var doc any
-			if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
+		for _, doc := range yamlDocs[any](t, f) {
 			walkContainers(doc, func(image string, args []any) {
 				if isProductImage(image) && len(args) > 0 {
 					if a, _ := args[0].(string); !productCommands[a] {

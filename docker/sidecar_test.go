@@ -1,15 +1,9 @@
 package docker
 
 import (
-	"bytes"
-	"errors"
-	"io"
 	"net"
-	"os"
 	"strconv"
 	"testing"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/meshgate/meshgate/meshgate/config"
 )
@@ -20,10 +14,6 @@ import (
 // (kubelet and Prometheus connect to the pod IP), while admin.address
 // (/config, pprof) stays on loopback.
 func TestSidecarProbesReachHealthListener(t *testing.T) {
-	data, err := os.ReadFile("k8s/sidecar.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	type probe struct {
 		HTTPGet struct {
 			Path string `yaml:"path"`
@@ -38,7 +28,7 @@ func TestSidecarProbesReachHealthListener(t *testing.T) {
 		ReadinessProbe *probe `yaml:"readinessProbe"`
 		LivenessProbe  *probe `yaml:"livenessProbe"`
 	}
-	var doc struct {
+	type document struct {
 		Kind string            `yaml:"kind"`
 		Data map[string]string `yaml:"data"`
 		Spec struct {
@@ -55,17 +45,10 @@ func TestSidecarProbesReachHealthListener(t *testing.T) {
 	var cfg *config.Config
 	var mg *container
 	var annotations map[string]string
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		doc.Kind, doc.Data = "", nil
-		doc.Spec.Template.Spec.Containers = nil
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
+	for _, doc := range yamlDocs[document](t, "k8s/sidecar.yaml") {
 		switch doc.Kind {
 		case "ConfigMap":
+			var err error
 			if cfg, err = config.Parse([]byte(doc.Data["meshgate.yaml"]), "."); err != nil {
 				t.Fatal(err)
 			}

@@ -40,22 +40,61 @@ func yamlFiles(t *testing.T, dirs ...string) []string {
 	return out
 }
 
+// yamlDocs decodes every document of the YAML file f, each into a new T.
+func yamlDocs[T any](t *testing.T, f string) []T {
+	t.Helper()
+	var out []T
+	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, f)))
+	for {
+		var doc T
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			return out
+		} else if err != nil {
+			t.Fatalf("%s doc %d: %v", f, len(out), err)
+		}
+		out = append(out, doc)
+	}
+}
+
+// composeService is what the tests read of a compose service.
+type composeService struct {
+	Image   string   `yaml:"image"`
+	Command []string `yaml:"command"`
+	Volumes []string `yaml:"volumes"`
+}
+
+// composeFiles reads the services of every compose/compose*.yaml, by file.
+func composeFiles(t *testing.T) map[string]map[string]composeService {
+	t.Helper()
+	files, _ := filepath.Glob("compose/compose*.yaml")
+	out := map[string]map[string]composeService{}
+	for _, f := range files {
+		var doc struct {
+			Services map[string]composeService `yaml:"services"`
+		}
+		if err := yaml.Unmarshal(readFile(t, f), &doc); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[f] = doc.Services
+	}
+	return out
+}
+
+// readFile is f's contents; the test fails when f cannot be read.
+func readFile(t *testing.T, f string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestManifestsParse checks every K8s document has apiVersion/kind/metadata
 // and every embedded meshgate.yaml passes config validation.
 func TestManifestsParse(t *testing.T) {
 	for _, f := range yamlFiles(t, "k8s") {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for i := 0; ; i++ {
-			var doc map[string]any
-			if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s doc %d: %v", f, i, err)
-			}
+		for i, doc := range yamlDocs[map[string]any](t, f) {
 			if doc == nil {
 				continue
 			}
@@ -88,25 +127,11 @@ func TestComposeConfigs(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
-	composes, _ := filepath.Glob("compose/compose*.yaml")
-	for _, f := range composes {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var doc struct {
-			Services map[string]struct {
-				Image   string   `yaml:"image"`
-				Volumes []string `yaml:"volumes"`
-			} `yaml:"services"`
-		}
-		if err := yaml.Unmarshal(data, &doc); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if len(doc.Services) == 0 {
+	for f, services := range composeFiles(t) {
+		if len(services) == 0 {
 			t.Errorf("%s: no services", f)
 		}
-		for name, s := range doc.Services {
+		for name, s := range services {
 			for _, v := range s.Volumes {
 				src := strings.SplitN(v, ":", 2)[0]
 				if strings.HasPrefix(src, "./") {
@@ -168,10 +193,7 @@ func TestDockerfiles(t *testing.T) {
 // references included. At least the Configuration section's example must
 // be such a block.
 func TestReadmeConfigExamples(t *testing.T) {
-	data, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := readFile(t, "../README.md")
 	s := string(data)
 	i := strings.Index(s, "## Configuration")
 	if i < 0 {

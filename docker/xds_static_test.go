@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,10 +34,7 @@ func TestComposeBootstrapsMatchConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := filepath.Join("compose", "envoy-"+node+".yaml")
-		got, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := readFile(t, f)
 		if string(got) != string(want) {
 			t.Errorf("%s is stale; regenerate: meshgate envoy-bootstrap -c bridge-meshgate.yaml -node %s -xds-address 172.28.0.10:18000 -o envoy-%s.yaml", f, node, node)
 		}

@@ -18,7 +18,6 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,13 +54,7 @@ func securePKI(t *testing.T, dir string) *testpki.CA {
 
 func secureConfig(t *testing.T, dir, addr string) *config.Config {
 	t.Helper()
-	y := fmt.Sprintf(`
-listeners:
-- {name: grpc_in, kind: grpc, address: "127.0.0.1:7201", routes: [{method: "/a.B/*", cmd: 1, upstream: legacy}]}
-upstreams:
-- {name: legacy, protocol: private, endpoints: ["127.0.0.1:7100"]}
-xds:
-  address: %s
+	return xdsConfig(t, dir, fmt.Sprintf(`  address: %s
   tls: {cert_file: xds.pem, key_file: xds-key.pem, ca_file: ca.pem}
   envoy:
   - node: idc
@@ -78,12 +71,7 @@ xds:
   proxyless_nodes: [{node: client-1}]
   grpc_clients:
   - {name: svc, endpoints: ["127.0.0.1:7201"]}
-`, addr)
-	cfg, err := config.Parse([]byte(y), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+`, addr))
 }
 
 func clientCreds(t *testing.T, dir, name string) credentials.TransportCredentials {
@@ -111,24 +99,9 @@ func secureServer(t *testing.T) (*Server, *prometheus.Registry, func(credentials
 	dir := t.TempDir()
 	securePKI(t, dir)
 	reg := prometheus.NewRegistry()
-	s, addr, done := serveForTest(t, secureConfig(t, dir, "127.0.0.1:0"), reg)
-	var conns []*grpc.ClientConn
-	t.Cleanup(func() {
-		for _, c := range conns {
-			c.Close()
-		}
-		s.Close()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	s, addr := serveForTest(t, secureConfig(t, dir, "127.0.0.1:0"), reg)
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
-		cc, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(c))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, cc)
-		return discovery.NewAggregatedDiscoveryServiceClient(cc)
+		return adsClient(t, addr, c)
 	}
 	return s, reg, dial, dir
 }
@@ -283,13 +256,7 @@ func TestUnixSocketMode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := NewServer(Options{})
-		if err := s.Update(mustModel(t, cfg)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Listen(); err != nil {
-			t.Fatal(err)
-		}
+		s, _ := listening(t, Options{}, cfg)
 		st, err := os.Stat(path)
 		s.Close()
 		if err != nil {
@@ -317,11 +284,7 @@ func TestADSServerCertificateRotation(t *testing.T) {
 	ca := securePKI(t, dir)
 	cfg := secureConfig(t, dir, "127.0.0.1:0")
 	cfg.XDS.CertPoll = 50 * time.Millisecond
-	s, addr, done := serveForTest(t, cfg, nil)
-	t.Cleanup(func() {
-		s.Close()
-		<-done
-	})
+	_, addr := serveForTest(t, cfg, nil)
 	client, err := tls.LoadX509KeyPair(filepath.Join(dir, "idc.pem"), filepath.Join(dir, "idc-key.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -364,13 +327,7 @@ func TestADSServerCertificateRotation(t *testing.T) {
 func TestListenCloseWithoutServe(t *testing.T) {
 	dir := t.TempDir()
 	securePKI(t, dir)
-	s := NewServer(Options{})
-	if err := s.Update(mustModel(t, secureConfig(t, dir, "127.0.0.1:0"))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := listening(t, Options{}, secureConfig(t, dir, "127.0.0.1:0"))
 	s.Close()
 }
 

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -41,20 +40,7 @@ func TestModelGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := renderResources(t, res)
-			out := strings.TrimSuffix(in, ".in.yaml") + ".out.yaml"
-			if *update {
-				if err := os.WriteFile(out, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatalf("%v (run go test ./xds -run ModelGolden -update)", err)
-			}
-			if !bytes.Equal(want, got) {
-				t.Errorf("%s differs; run `go test ./xds -run ModelGolden -update` and review the diff\n--- got ---\n%s", out, got)
-			}
+			checkGolden(t, strings.TrimSuffix(in, ".in.yaml")+".out.yaml", got, "ModelGolden")
 		})
 	}
 }

@@ -606,10 +606,7 @@ func (s *Server) Listen() (net.Addr, error) {
 		ln, err = net.Listen("tcp", addr)
 	}
 	if err != nil {
-		if s.closeCreds != nil {
-			s.closeCreds()
-			s.closeCreds = nil
-		}
+		s.releaseCredsLocked()
 		return nil, fmt.Errorf("xds: listen %s: %w", addr, err)
 	}
 	s.ln = ln
@@ -695,10 +692,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	close(stop)
 	wg.Wait()
 	s.mu.Lock()
-	if s.closeCreds != nil {
-		s.closeCreds()
-		s.closeCreds = nil
-	}
+	s.releaseCredsLocked()
 	s.mu.Unlock()
 	if errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
@@ -735,6 +729,15 @@ func (s *Server) pollFiles(stop <-chan struct{}) {
 	}
 }
 
+// releaseCredsLocked closes the listener's certificate provider, if any
+// (once); s.mu is held.
+func (s *Server) releaseCredsLocked() {
+	if s.closeCreds != nil {
+		s.closeCreds()
+		s.closeCreds = nil
+	}
+}
+
 // Close stops serving (streams are cut) and frees the listener.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
@@ -749,10 +752,7 @@ func (s *Server) Close() {
 				ln.Close()
 			}
 			s.mu.Lock()
-			if s.closeCreds != nil {
-				s.closeCreds()
-				s.closeCreds = nil
-			}
+			s.releaseCredsLocked()
 			s.mu.Unlock()
 		}
 	})

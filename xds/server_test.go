@@ -19,39 +19,49 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func proxylessConfig(t *testing.T, addr, endpoint string) *config.Config {
+// xdsConfig parses a config of one gRPC listener and one private upstream
+// with the given xds: section (its lines indented by two spaces); dir
+// resolves relative file names.
+func xdsConfig(t *testing.T, dir, section string) *config.Config {
 	t.Helper()
-	y := fmt.Sprintf(`
+	y := `
 listeners:
 - {name: grpc_in, kind: grpc, address: "127.0.0.1:7201", routes: [{method: "/a.B/*", cmd: 1, upstream: legacy}]}
 upstreams:
 - {name: legacy, protocol: private, endpoints: ["127.0.0.1:7100"]}
 xds:
-  address: %s
-  insecure: true
-  proxyless_nodes: [{node: client-1}, {node: delta-1}]
-  grpc_clients:
-  - {name: svc, endpoints: [%q]}
-`, addr, endpoint)
-	cfg, err := config.Parse([]byte(y), "")
+` + section
+	cfg, err := config.Parse([]byte(y), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cfg
 }
 
-// serveForTest starts a Server on cfg; done receives Serve's result.
-func serveForTest(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, net.Addr, chan error) {
+func proxylessConfig(t *testing.T, addr, endpoint string) *config.Config {
 	t.Helper()
-	s := NewServer(Options{Registerer: reg})
+	return xdsConfig(t, "", fmt.Sprintf(`  address: %s
+  insecure: true
+  proxyless_nodes: [{node: client-1}, {node: delta-1}]
+  grpc_clients:
+  - {name: svc, endpoints: [%q]}
+`, addr, endpoint))
+}
+
+// listening is a Server with opts, updated to cfg and listening.
+func listening(t *testing.T, opts Options, cfg *config.Config) (*Server, net.Addr) {
+	t.Helper()
+	s := NewServer(opts)
 	if err := s.Update(mustModel(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
@@ -59,46 +69,59 @@ func serveForTest(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
-	return s, addr, done
+	return s, addr
 }
 
-// startServer serves cfg and returns the server and a connected ADS stream.
-func startServer(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
+// serveForTest starts a Server on cfg; cleanup closes it and checks
+// Serve's result.
+func serveForTest(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, net.Addr) {
 	t.Helper()
-	s, addr, done := serveForTest(t, cfg, reg)
-	target := addr.String()
-	if addr.Network() == "unix" {
-		target = "unix://" + target
-	}
-	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, addr := listening(t, Options{Registerer: reg}, cfg)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
 	t.Cleanup(func() {
-		cancel()
-		cc.Close()
 		s.Close()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
+	return s, addr
+}
+
+// adsClient is an ADS client of addr (TCP or unix) with creds, its
+// connection closed at cleanup (before the server).
+func adsClient(t *testing.T, addr net.Addr, creds credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
+	t.Helper()
+	target := addr.String()
+	if addr.Network() == "unix" {
+		target = "unix://" + target
+	}
+	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return discovery.NewAggregatedDiscoveryServiceClient(cc)
+}
+
+// startServer serves cfg and returns the server and a connected ADS stream.
+func startServer(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) {
+	t.Helper()
+	s, addr := serveForTest(t, cfg, reg)
+	stream, err := adsClient(t, addr, insecure.NewCredentials()).StreamAggregatedResources(testkit.Context(t, 20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return s, stream
 }
 
-// responses reads the stream on one goroutine for the stream's life.
-func responses(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) <-chan *discovery.DiscoveryResponse {
-	ch := make(chan *discovery.DiscoveryResponse, 16)
+// responses reads a stream (its Recv) on one goroutine for the stream's life.
+func responses[R any](recv func() (R, error)) <-chan R {
+	ch := make(chan R, 16)
 	go func() {
 		defer close(ch)
 		for {
-			r, err := stream.Recv()
+			r, err := recv()
 			if err != nil {
 				return
 			}
@@ -108,15 +131,28 @@ func responses(stream discovery.AggregatedDiscoveryService_StreamAggregatedResou
 	return ch
 }
 
-func recvTimeout(ch <-chan *discovery.DiscoveryResponse, d time.Duration) (*discovery.DiscoveryResponse, error) {
+func recvTimeout[R any](ch <-chan R, d time.Duration) (R, error) {
+	var zero R
 	select {
 	case r, ok := <-ch:
 		if !ok {
-			return nil, errors.New("stream ended")
+			return zero, errors.New("stream ended")
 		}
 		return r, nil
 	case <-time.After(d):
-		return nil, errTimeout
+		return zero, errTimeout
+	}
+}
+
+// nackCleared waits until no client's NACK is outstanding.
+func nackCleared(t *testing.T, s *Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.NackCheck() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("NACK not cleared: %v", s.NackCheck())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -131,7 +167,7 @@ func TestNackNotResentAndReported(t *testing.T) {
 	cfg := proxylessConfig(t, "unix:"+sock, "127.0.0.1:7201")
 	s, stream := startServer(t, cfg, reg)
 	node := &core.Node{Id: "client-1"}
-	in := responses(stream)
+	in := responses(stream.Recv)
 	if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,13 +208,7 @@ func TestNackNotResentAndReported(t *testing.T) {
 	if err := stream.Send(&discovery.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r2.Nonce, VersionInfo: r2.VersionInfo}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.NackCheck() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("NACK not cleared: %v", s.NackCheck())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	nackCleared(t, s)
 	if v := s.AckedVersion("client-1", resource.ClusterType); v != r2.VersionInfo {
 		t.Fatalf("acked %q", v)
 	}
@@ -221,14 +251,7 @@ func TestListenTCPAndClose(t *testing.T) {
 	if _, err := NewServer(Options{Address: "127.0.0.1:0"}).Listen(); err == nil {
 		t.Fatal("plaintext TCP listen without a config (no xds.insecure) succeeded")
 	}
-	s := NewServer(Options{Address: "127.0.0.1:0"})
-	if err := s.Update(mustModel(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"))); err != nil {
-		t.Fatal(err)
-	}
-	addr, err := s.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, addr := listening(t, Options{Address: "127.0.0.1:0"}, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"))
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background()) }()
 	c, err := net.DialTimeout("tcp", addr.String(), 2*time.Second)
@@ -249,40 +272,15 @@ func TestListenTCPAndClose(t *testing.T) {
 
 // TestDeltaNack: the same over an incremental (delta) ADS stream.
 func TestDeltaNack(t *testing.T) {
-	s, addr, done := serveForTest(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"), nil)
-	cc, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s, addr := serveForTest(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"), nil)
+	stream, err := adsClient(t, addr, insecure.NewCredentials()).DeltaAggregatedResources(testkit.Context(t, 20*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer func() {
-		cancel()
-		cc.Close()
-		s.Close()
-		<-done
-	}()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := make(chan *discovery.DeltaDiscoveryResponse, 16)
-	go func() {
-		defer close(in)
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				return
-			}
-			in <- r
-		}
-	}()
+	in := responses(stream.Recv)
 	recv := func(d time.Duration) *discovery.DeltaDiscoveryResponse {
-		select {
-		case r := <-in:
-			return r
-		case <-time.After(d):
-			return nil
-		}
+		r, _ := recvTimeout(in, d)
+		return r
 	}
 	if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "delta-1"}, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
 		t.Fatal(err)
@@ -314,13 +312,7 @@ func TestDeltaNack(t *testing.T) {
 	if err := stream.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r2.Nonce}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.NackCheck() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("NACK not cleared: %v", s.NackCheck())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	nackCleared(t, s)
 	if v := s.AckedVersion("delta-1", resource.ClusterType); v == "" || !s.newer(v, r1.SystemVersionInfo) {
 		t.Fatalf("acked %q after rejecting %q", v, r1.SystemVersionInfo)
 	}

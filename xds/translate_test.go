@@ -63,21 +63,28 @@ func resourcesJSON(t *testing.T, rs []types.Resource) []json.RawMessage {
 	return out
 }
 
+// golden compares got with testdata/name.golden (rewrites it with -update).
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	p := filepath.Join("testdata", name+".golden")
+	checkGolden(t, filepath.Join("testdata", name+".golden"), got, "Golden")
+}
+
+// checkGolden compares got with the file at path, or rewrites the file
+// with -update; run names the tests that regenerate it.
+func checkGolden(t *testing.T, path string, got []byte, run string) {
+	t.Helper()
 	if *update {
-		if err := os.WriteFile(p, got, 0o644); err != nil {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
-	want, err := os.ReadFile(p)
+	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./xds -run Golden -update)", err)
+		t.Fatalf("%v (run go test ./xds -run %s -update)", err, run)
 	}
 	if !bytes.Equal(want, got) {
-		t.Errorf("%s differs from golden; run `go test ./xds -update` and review the diff\n--- got ---\n%s", p, got)
+		t.Errorf("%s differs; run `go test ./xds -run %s -update` and review the diff\n--- got ---\n%s", path, run, got)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "bench", short: "latency benchmark suite (S0–S6 vs the seed table, Envoy anchors); bench -h for flags", run: runBench})
+	register(subcommand{Name: "bench", Short: "latency benchmark suite (S0–S6 vs the seed table, Envoy anchors); bench -h for flags", Run: runBench})
 }
 
 // errBenchFailed reports a suite run in which some scenario failed.

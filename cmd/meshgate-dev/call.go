@@ -21,7 +21,7 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "call", short: "send one request: `call mgp -addr A -cmd N` or `call grpc -addr A -method /pkg.Svc/M`", run: callCmd})
+	register(subcommand{Name: "call", Short: "send one request: `call mgp -addr A -cmd N` or `call grpc -addr A -method /pkg.Svc/M`", Run: callCmd})
 }
 
 // callCmd sends a single request either as an MGP/1 frame or as a raw-bytes

@@ -33,7 +33,7 @@ import (
 var demoConfig []byte
 
 func init() {
-	register(subcommand{name: "demo", short: "local demo: bundled legacy server + demo gRPC service, `meshgate run` as a child, periodic traffic", run: demoCmd})
+	register(subcommand{Name: "demo", Short: "local demo: bundled legacy server + demo gRPC service, `meshgate run` as a child, periodic traffic", Run: demoCmd})
 }
 
 // demoAddrs are the addresses the demo takes from its config.

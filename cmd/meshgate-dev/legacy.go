@@ -16,8 +16,8 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "legacy-server", short: "reference legacy private-protocol server (echo, uppercase, fail, slow)", run: runLegacyServer})
-	register(subcommand{name: "legacy-client", short: "closed-loop load driver against a legacy server; prints a summary", run: runLegacyClient})
+	register(subcommand{Name: "legacy-server", Short: "reference legacy private-protocol server (echo, uppercase, fail, slow)", Run: runLegacyServer})
+	register(subcommand{Name: "legacy-client", Short: "closed-loop load driver against a legacy server; prints a summary", Run: runLegacyClient})
 }
 
 func runLegacyServer(ctx context.Context, args []string) error {

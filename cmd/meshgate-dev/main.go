@@ -9,23 +9,17 @@
 package main
 
 import (
-	"context"
 	"os"
 
 	"github.com/meshgate/meshgate/internal/cli"
 )
 
-// subcommand is one `meshgate-dev NAME ...` entry.
-type subcommand struct {
-	name  string
-	short string
-	// run receives the arguments after the subcommand name. ctx is
-	// cancelled on SIGINT/SIGTERM.
-	run func(ctx context.Context, args []string) error
-}
+// subcommand is one `meshgate-dev NAME ...` entry: Run receives the arguments
+// after the name, with a context cancelled on SIGINT/SIGTERM.
+type subcommand = cli.Command
 
 var commands = cli.New("meshgate-dev", "developer tools for MeshGate (the proxy itself is the meshgate binary)")
 
-func register(c subcommand) { commands.Register(cli.Command{Name: c.name, Short: c.short, Run: c.run}) }
+func register(c subcommand) { commands.Register(c) }
 
 func main() { os.Exit(commands.Main(os.Args[1:], os.Stderr)) }

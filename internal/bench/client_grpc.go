@@ -71,9 +71,5 @@ func (c *grpcClient) Go(conn int, payload []byte, done func(error)) {
 
 func (c *grpcClient) Close() error {
 	c.cancel()
-	var errs []error
-	for _, cc := range c.conns {
-		errs = append(errs, cc.Close())
-	}
-	return errors.Join(errs...)
+	return closeAll(c.conns)
 }

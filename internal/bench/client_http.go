@@ -142,11 +142,5 @@ func serveHTTPJSON(ctx context.Context, ln net.Listener, log *slog.Logger) error
 		}
 	})
 	s := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	stop := context.AfterFunc(ctx, func() { _ = s.Close() })
-	defer stop()
-	err := s.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return serveUntil(ctx, func() error { return s.Serve(ln) }, func() { _ = s.Close() })
 }

@@ -69,9 +69,5 @@ func (c *legacyClient) Go(conn int, payload []byte, done func(error)) {
 
 func (c *legacyClient) Close() error {
 	c.cancel()
-	var errs []error
-	for _, cn := range c.conns {
-		errs = append(errs, cn.Close())
-	}
-	return errors.Join(errs...)
+	return closeAll(c.conns)
 }

@@ -21,6 +21,15 @@ type Client interface {
 	Close() error
 }
 
+// closeAll closes every connection of conns and joins their errors.
+func closeAll[C interface{ Close() error }](conns []C) error {
+	var errs []error
+	for _, c := range conns {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // Params are the load parameters of one measurement.
 type Params struct {
 	Rate     float64       `json:"rate_rps"`

@@ -20,27 +20,27 @@ func Serve(ctx context.Context, kind string, ln net.Listener, log *slog.Logger) 
 	switch kind {
 	case "grpc":
 		s := demo.NewServer()
-		stop := context.AfterFunc(ctx, s.Stop)
-		defer stop()
-		err := s.Serve(ln)
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
+		return serveUntil(ctx, func() error { return s.Serve(ln) }, s.Stop)
 	case "httpjson":
 		return serveHTTPJSON(ctx, ln, log)
 	case "legacy":
 		s := legacy.NewServer(legacy.ServerOptions{Logger: log})
-		stop := context.AfterFunc(ctx, func() { _ = s.Close() })
-		defer stop()
-		err := s.Serve(ln)
-		if errors.Is(err, legacy.ErrServerClosed) {
-			return nil
-		}
-		return err
+		return serveUntil(ctx, func() error { return s.Serve(ln) }, func() { _ = s.Close() })
 	}
 	if ln != nil {
 		ln.Close()
 	}
 	return fmt.Errorf("%w %q", ErrServerKind, kind)
+}
+
+// serveUntil runs serve until ctx ends, then calls stop; what serve returns
+// once stopped (the server's "closed" error) is not an error.
+func serveUntil(ctx context.Context, serve func() error, stop func()) error {
+	after := context.AfterFunc(ctx, stop)
+	defer after()
+	err := serve()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }

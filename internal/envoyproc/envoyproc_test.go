@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgate/meshgate/internal/testkit"
 	"go.uber.org/goleak"
 )
 
@@ -17,20 +18,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestStartTCPProxy starts a real Envoy with a static tcp_proxy to an echo
 // server, waits for LIVE, sends bytes through it and reads stats.
 func TestStartTCPProxy(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	ln := testkit.Listen(t, "127.0.0.1:0")
+	testkit.ServeConns(t, ln, func(c net.Conn) { defer c.Close(); io.Copy(c, c) })
 	pl, _ := net.Listen("tcp", "127.0.0.1:0")
 	port := pl.Addr().(*net.TCPAddr).Port
 	pl.Close()

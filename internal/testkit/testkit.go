@@ -99,6 +99,19 @@ func Within(tb testing.TB, d time.Duration, what string, cond func() bool) {
 	Eventually(tb, ctx, 10*time.Millisecond, cond, "timed out after %s waiting for %s", d, what)
 }
 
+// Await polls cond every 5ms for up to d and reports whether it held; the
+// caller then asserts the state with its own message.
+func Await(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
 // ServeConns accepts connections on ln and runs handle on each in its own
 // goroutine until cleanup, which closes ln and every accepted connection
 // and waits for the handlers.

@@ -118,3 +118,19 @@ func TestRotateServesNewCertificate(t *testing.T) {
 		t.Fatal("the kept copy rotated too")
 	}
 }
+
+// TestAwait: Await reports a condition that comes to hold, and gives up
+// (false) on one that never does once d has passed.
+func TestAwait(t *testing.T) {
+	var n atomic.Int32
+	if !Await(time.Second, func() bool { return n.Add(1) >= 3 }) {
+		t.Fatal("Await gave up on a condition that held at the third poll")
+	}
+	start := time.Now()
+	if Await(50*time.Millisecond, func() bool { return false }) {
+		t.Fatal("Await reported a condition that never held")
+	}
+	if el := time.Since(start); el < 50*time.Millisecond {
+		t.Fatalf("Await gave up after %v, before its 50ms", el)
+	}
+}

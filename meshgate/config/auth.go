@@ -123,12 +123,8 @@ func validateAuth(e *errs, f string, l *Listener) {
 			validateGRPCRule(e, rf, r)
 			continue
 		}
-		if len(r.Identities) > 0 {
-			e.add(rf+".identities", "applies to grpc listeners; a private listener authorizes key_ids")
-		}
-		if len(r.Methods) > 0 {
-			e.add(rf+".methods", "applies to grpc listeners; a private listener authorizes cmds")
-		}
+		checkUnused(e, rf+".identities", len(r.Identities), "applies to grpc listeners; a private listener authorizes key_ids")
+		checkUnused(e, rf+".methods", len(r.Methods), "applies to grpc listeners; a private listener authorizes cmds")
 		checkListed(e, rf+".key_ids", len(r.KeyIDs), "key id")
 		for j, id := range r.KeyIDs {
 			if l.Auth != nil {
@@ -142,12 +138,8 @@ func validateAuth(e *errs, f string, l *Listener) {
 }
 
 func validateGRPCRule(e *errs, rf string, r AuthzRule) {
-	if len(r.KeyIDs) > 0 {
-		e.add(rf+".key_ids", "applies to private listeners; a grpc listener authorizes identities")
-	}
-	if len(r.Cmds) > 0 {
-		e.add(rf+".cmds", "applies to private listeners; a grpc listener authorizes methods")
-	}
+	checkUnused(e, rf+".key_ids", len(r.KeyIDs), "applies to private listeners; a grpc listener authorizes identities")
+	checkUnused(e, rf+".cmds", len(r.Cmds), "applies to private listeners; a grpc listener authorizes methods")
 	checkListed(e, rf+".identities", len(r.Identities), "identity")
 	for j, id := range r.Identities {
 		if err := CheckIdentity(id); err != nil {

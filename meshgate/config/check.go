@@ -63,6 +63,16 @@ func checkListed(e *errs, field string, n int, what string) bool {
 	return true
 }
 
+// checkUnused requires a list of n entries that does not apply here to
+// be empty; why says what applies instead.
+func checkUnused(e *errs, field string, n int, why string) bool {
+	if n > 0 {
+		e.add(field, "%s", why)
+		return false
+	}
+	return true
+}
+
 // checkOneOf requires v to be one of allowed.
 func checkOneOf(e *errs, field, v string, allowed ...string) bool {
 	for _, a := range allowed {

@@ -109,6 +109,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"auth", "uri without host", "spiffe://example.org/ns/game/sa/web", "spiffe:///web", "listeners[1].authz.allow[0].identities[0]"},
 		{"auth", "no identities", "identities: [\"spiffe://example.org/ns/game/sa/web\", \"dns:web.game.svc\"], ", "", "listeners[1].authz.allow[0].identities"},
 		{"auth", "key ids on grpc", "methods: [/legacy.L/Get, /legacy.L/*]}", "methods: [/legacy.L/Get], key_ids: [1]}", "listeners[1].authz.allow[0].key_ids"},
+		{"auth", "cmds on grpc", "methods: [/legacy.L/Get, /legacy.L/*]}", "methods: [/legacy.L/Get, /legacy.L/*], cmds: [1]}", "listeners[1].authz.allow[0].cmds"},
 		{"auth", "authz without mtls", ", ca_file: ca.pem}", "}", "listeners[1].authz"},
 		{"auth", "auth on grpc", "    tls: {cert_file", "    auth: {keys: {1: x}}\n    tls: {cert_file", "listeners[1].auth"},
 		{"auth", "auth on other codec", "kind: private\n", "kind: private\n    codec: le\n", "listeners[0].auth"},

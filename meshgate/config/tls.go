@@ -34,9 +34,7 @@ func (c *Config) applyTLSDefaults() {
 // as a pair and must live in the same directory (so a Kubernetes Secret
 // volume's atomic symlink swap replaces both at once).
 func (c *Config) validateTLS(e *errs) {
-	if r := c.TLS.RefreshInterval; r < MinTLSRefresh {
-		e.add("tls.refresh_interval", "must be at least %s, got %s", MinTLSRefresh, r)
-	}
+	checkMin(e, "tls.refresh_interval", c.TLS.RefreshInterval, MinTLSRefresh)
 	pair := func(f string, t *TLS) {
 		if t == nil || t.CertFile == "" || t.KeyFile == "" {
 			return

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"strconv"
 	"time"
@@ -221,16 +222,10 @@ func (x *XDS) validate(c *Config, e *errs) {
 			}
 		}
 	}
-	gnames := map[string]bool{}
+	gnames := maps.Clone(nodes) // a client's name is a node id too
 	for i, g := range x.GRPCClients {
 		f := fmt.Sprintf("xds.grpc_clients[%d]", i)
-		switch {
-		case g.Name == "":
-			e.add(f+".name", "required")
-		case gnames[g.Name] || nodes[g.Name]:
-			e.add(f+".name", "duplicate name %q", g.Name)
-		}
-		gnames[g.Name] = true
+		checkName(e, f+".name", g.Name, "name", gnames)
 		if g.RouteTo.Cluster != "" {
 			e.add(f+".route_to.cluster", "proxyless clients route to a meshgate_listener or endpoints")
 		}

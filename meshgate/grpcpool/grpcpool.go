@@ -60,6 +60,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/resilience"
+	"github.com/meshgate/meshgate/meshgate/retire"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
@@ -101,10 +102,9 @@ type Pool struct {
 	opts Options
 	tls  *tlsconf.Client // nil: plaintext
 
-	refs    atomic.Int64
-	retired atomic.Bool
-	once    sync.Once
-	closed  chan struct{}
+	refs   retire.Refs
+	once   sync.Once
+	closed chan struct{}
 
 	readiness // ready.go
 
@@ -155,6 +155,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		return nil, fmt.Errorf("upstream %s: connections must be positive (unresolved config?)", u.Name)
 	}
 	p := &Pool{cfg: u, opts: opts, tls: tc, closed: make(chan struct{})}
+	p.refs.Init(p.close)
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
 	xdsTarget := len(u.Endpoints) == 1 && config.IsXDSTarget(u.Endpoints[0])
@@ -284,37 +285,21 @@ func (p *Pool) Invoke(ctx context.Context, method string, req, reply any, opts .
 
 // Acquire takes a reference for one call. It returns false when the pool is
 // retired: the caller reloads its routing table and tries again.
-func (p *Pool) Acquire() bool {
-	p.refs.Add(1)
-	if p.retired.Load() {
-		p.Release()
-		return false
-	}
-	return true
-}
+func (p *Pool) Acquire() bool { return p.refs.Acquire() }
 
 // Release drops a reference taken by Acquire.
-func (p *Pool) Release() {
-	if p.refs.Add(-1) == 0 && p.retired.Load() {
-		p.close()
-	}
-}
+func (p *Pool) Release() { p.refs.Release() }
 
 // Retire marks the pool as no longer routed to; it closes once the last
 // in-flight call releases it (at once if none).
-func (p *Pool) Retire() {
-	p.retired.Store(true)
-	if p.refs.Load() == 0 {
-		p.close()
-	}
-}
+func (p *Pool) Retire() { p.refs.Retire() }
 
 // Done is closed when the pool has closed.
 func (p *Pool) Done() <-chan struct{} { return p.closed }
 
 // Close closes every ClientConn now, failing calls in flight.
 func (p *Pool) Close() error {
-	p.retired.Store(true)
+	p.refs.Closing()
 	p.close()
 	return nil
 }

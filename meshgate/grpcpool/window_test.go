@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
@@ -121,10 +122,7 @@ func TestStaticWindowsNoBDPPings(t *testing.T) {
 	// The frames are parsed asynchronously: the SETTINGS came first, and
 	// a PING sent during the calls was read by the server before the
 	// replies it preceded. Give the parser a bounded moment to catch up.
-	deadline := time.Now().Add(2 * time.Second)
-	for spy.window.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Await(2*time.Second, func() bool { return spy.window.Load() != 0 })
 	if got := spy.window.Load(); got != StreamWindow {
 		t.Errorf("client INITIAL_WINDOW_SIZE = %d, want %d (static)", got, StreamWindow)
 	}

@@ -181,10 +181,7 @@ func TestHeartbeatOnewayUnknown(t *testing.T) {
 	if r.Seq != 8 || string(r.Body) != "after" {
 		t.Fatalf("reply %+v", r)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for oneways.Load() != 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Await(2*time.Second, func() bool { return oneways.Load() == 1 })
 	if oneways.Load() != 1 {
 		t.Fatalf("oneway reached upstream %d times", oneways.Load())
 	}
@@ -256,9 +253,7 @@ func TestBackpressureInFlightCap(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		chs = append(chs, cl.start(codec.Frame{Cmd: cmdGate, Body: []byte("x")}))
 	}
-	for deadline := time.Now().Add(3 * time.Second); cur.Load() < 3 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Await(3*time.Second, func() bool { return cur.Load() >= 3 })
 	time.Sleep(100 * time.Millisecond) // room for a 4th call, were the cap broken
 	if p := peak.Load(); p != 3 {
 		t.Fatalf("peak concurrency %d, want 3", p)
@@ -301,15 +296,10 @@ func TestDrainUnderLoad(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- e.srv.Shutdown(ctxT(t, 5*time.Second)) }()
 	// Load keeps flowing while draining: poll for progress (bounded).
-	for deadline := time.Now().Add(3 * time.Second); !e.srv.draining.Load() && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Await(3*time.Second, e.srv.draining.Load)
 	before := okN.Load()
-	for deadline := time.Now().Add(3 * time.Second); okN.Load() < before+10; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Error("no requests served while draining")
-			break
-		}
+	if !testkit.Await(3*time.Second, func() bool { return okN.Load() >= before+10 }) {
+		t.Error("no requests served while draining")
 	}
 	close(stop)
 	wg.Wait()

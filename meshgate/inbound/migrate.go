@@ -95,7 +95,7 @@ func applyTableOptions(t *Table, l *config.Listener, upstream func(string) Targe
 						side.SendCmd = rc.RewriteCmd
 					}
 				default:
-					return nil, fmt.Errorf("%w: %s.split.backends[%d].upstream: no upstream %q", config.ErrInvalid, f, k, b.Upstream)
+					return nil, nil // WireRoute reports the missing upstream
 				}
 				side.m = metrics.Route(l.Name, label, b.Upstream)
 				side.mig = mirror

@@ -1,18 +1,15 @@
 package inbound
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/migrate"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/transcode"
 )
@@ -20,21 +17,12 @@ import (
 // Upstream is a gRPC route target: a grpcpool.Pool in production.
 // Acquire/Release bracket each call so a retired upstream closes only after
 // its last call (Acquire returns false once retired).
-type Upstream interface {
-	Acquire() bool
-	Release()
-	Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error
-}
+type Upstream = migrate.GRPCTarget
 
 // FrameUpstream is a private route target: an upstream.PrivatePool in
 // production (frame-aware proxy: the pool load-balances per request and
 // assigns its own seq on its pooled connections).
-type FrameUpstream interface {
-	Acquire() bool
-	Release()
-	Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error)
-	Send(ctx context.Context, req *codec.Frame) error
-}
+type FrameUpstream = migrate.FrameTarget
 
 // Target is a resolved route upstream: exactly one of GRPC and Private is
 // set (nil both: unknown upstream).

@@ -33,8 +33,9 @@ type RouteSpec[R any] struct {
 	// ShadowCaller returns the caller of the shadow upstream, nil when
 	// there is no such upstream.
 	ShadowCaller func(*config.Shadow) shadow.Caller
-	// Side builds the route serving split backend k. mirror is the
-	// Wiring the side carries (nil when the route has no shadow).
+	// Side builds the route serving split backend k, nil when there is no
+	// such upstream. mirror is the Wiring the side carries (nil when the
+	// route has no shadow).
 	Side func(k int, b config.SplitBackend, mirror *Wiring[R]) (*R, error)
 }
 
@@ -68,6 +69,9 @@ func WireRoute[R any](c *Controller, s RouteSpec[R]) (*Wiring[R], error) {
 		side, err := s.Side(k, b, own)
 		if err != nil {
 			return nil, err
+		}
+		if side == nil {
+			return nil, fmt.Errorf("%w: %s.split.backends[%d].upstream: no upstream %q", s.Err, s.Field, k, b.Upstream)
 		}
 		w.Sides = append(w.Sides, side)
 	}

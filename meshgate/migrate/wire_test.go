@@ -30,6 +30,9 @@ func wireSpec(rc *config.Route) RouteSpec[wireRoute] {
 			return shadow.CallerFunc(func(context.Context, *shadow.Request) shadow.Outcome { return shadow.Outcome{} })
 		},
 		Side: func(k int, b config.SplitBackend, mirror *Wiring[wireRoute]) (*wireRoute, error) {
+			if b.Upstream == "gone" {
+				return nil, nil
+			}
 			return &wireRoute{backend: b.Upstream, mig: mirror}, nil
 		},
 	}
@@ -37,7 +40,7 @@ func wireSpec(rc *config.Route) RouteSpec[wireRoute] {
 
 // WireRoute registers the route in the staging generation, builds one side
 // per backend carrying the route's mirror, and names the field of an
-// unknown shadow upstream.
+// unknown shadow or split backend upstream.
 func TestWireRoute(t *testing.T) {
 	c := New(prometheus.NewRegistry(), nil)
 	g := c.Begin()
@@ -66,5 +69,12 @@ func TestWireRoute(t *testing.T) {
 	_, err = WireRoute(c, wireSpec(&config.Route{Upstream: "legacy", Shadow: &config.Shadow{Upstream: "gone"}}))
 	if !errors.Is(err, errTest) || !strings.Contains(err.Error(), `listeners[0].routes[0].shadow.upstream: no upstream "gone"`) {
 		t.Fatalf("unknown shadow upstream: %v", err)
+	}
+	gone := *twoSides
+	gone.Backends = append([]config.SplitBackend(nil), twoSides.Backends...)
+	gone.Backends[1].Upstream = "gone"
+	_, err = WireRoute(c, wireSpec(&config.Route{Upstream: "legacy", Split: &gone}))
+	if !errors.Is(err, errTest) || !strings.Contains(err.Error(), `listeners[0].routes[0].split.backends[1].upstream: no upstream "gone"`) {
+		t.Fatalf("unknown split backend upstream: %v", err)
 	}
 }

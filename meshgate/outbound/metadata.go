@@ -62,28 +62,26 @@ func (s *Server) attachBodies(t *table, l config.Listener) error {
 // transcodeRequest converts f's protobuf body to JSON for a route with
 // body.format json; a body that does not parse is INVALID_ARGUMENT.
 func transcodeRequest(r *Route, f *codec.Frame) error {
-	if r.body == nil {
-		return nil
-	}
-	js, err := r.body.RequestToJSON(f.Body)
-	if err != nil {
-		return status.Error(codes.InvalidArgument, "outbound: "+err.Error())
-	}
-	f.Body = js
-	return nil
+	return transcodeBody(r, f, (*transcode.Codec).RequestToJSON, codes.InvalidArgument, "outbound: ")
 }
 
 // transcodeReply converts a JSON reply body to protobuf; a reply that does
 // not parse is the upstream's fault (INTERNAL).
 func transcodeReply(r *Route, resp *codec.Frame) error {
+	return transcodeBody(r, resp, (*transcode.Codec).ResponseToProto, codes.Internal, "outbound: upstream reply: ")
+}
+
+// transcodeBody replaces f's body by conv of it (a conversion of r's body
+// transcoder) when r has one; a body conv refuses is a status with code.
+func transcodeBody(r *Route, f *codec.Frame, conv func(*transcode.Codec, []byte) ([]byte, error), code codes.Code, prefix string) error {
 	if r.body == nil {
 		return nil
 	}
-	pb, err := r.body.ResponseToProto(resp.Body)
+	b, err := conv(r.body, f.Body)
 	if err != nil {
-		return status.Error(codes.Internal, "outbound: upstream reply: "+err.Error())
+		return status.Error(code, prefix+err.Error())
 	}
-	resp.Body = pb
+	f.Body = b
 	return nil
 }
 

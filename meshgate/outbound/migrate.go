@@ -86,7 +86,7 @@ func (s *Server) applyMigration(t *table, l config.Listener, set upstream.Set) e
 						return nil, fmt.Errorf("%w: %s.split.backends[%d].cmd: required for private upstream %q", ErrConfig, f, k, b.Upstream)
 					}
 				default:
-					return nil, fmt.Errorf("%w: %s.split.backends[%d].upstream: no upstream %q", ErrConfig, f, k, b.Upstream)
+					return nil, nil // WireRoute reports the missing upstream
 				}
 				side.m = s.m.Route(l.Name, r.Method, b.Upstream)
 				side.mig = mirror

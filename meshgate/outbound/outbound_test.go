@@ -277,10 +277,7 @@ func TestDeadline(t *testing.T) {
 		t.Fatalf("deadline ext %d", ms)
 	}
 	// The slot was freed; the late reply is dropped and counted.
-	deadline := time.Now().Add(3 * time.Second)
-	for e.pool.Stats().Late == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Await(3*time.Second, func() bool { return e.pool.Stats().Late != 0 })
 	if st := e.pool.Stats(); st.Late != 1 || st.InFlight != 0 {
 		t.Fatalf("pool stats %+v", st)
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
@@ -287,14 +288,10 @@ func TestGateCoreFirst(t *testing.T) {
 	}
 	wg.Add(1)
 	go wait("normal", false)
-	for deadline := time.Now().Add(2 * time.Second); pendingOf(g) < 1 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Await(2*time.Second, func() bool { return pendingOf(g) >= 1 })
 	wg.Add(1)
 	go wait("core", true)
-	for deadline := time.Now().Add(2 * time.Second); pendingOf(g) < 2 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Await(2*time.Second, func() bool { return pendingOf(g) >= 2 })
 	g.release()
 	wg.Wait()
 	if a, b := <-order, <-order; a != "core" || b != "normal" {

@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -24,7 +23,6 @@ import (
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // legacyBackend starts the reference legacy server (extensions echoed)
@@ -80,8 +78,7 @@ upstreams:
   - {name: legacy, protocol: private, endpoints: [%q], connections: 1}
 `, lb.addr)))
 	cl := dial(t, rt, "p2p", 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 5*time.Second)
 
 	// Body, uin, cmd rewrite, extensions.
 	exts := []codec.Ext{
@@ -236,14 +233,8 @@ listeners:
 upstreams:
   - {name: up, protocol: grpc, endpoints: [%q]}
 `, ep)))
-	cc, err := grpc.NewClient(rt.Addr("g2g").String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	cc := testkit.Client(t, rt.Addr("g2g").String())
+	ctx := testkit.Context(t, 5*time.Second)
 	invoke := func(ctx context.Context, method, body string, opts ...grpc.CallOption) (string, error) {
 		var out []byte
 		err := cc.Invoke(ctx, method, []byte(body), &out, opts...)
@@ -335,8 +326,7 @@ upstreams:
 	rt := start(t, mustParse(t, y(1)))
 	old := rt.Private("legacy")
 	cl := dial(t, rt, "p2p", 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 10*time.Second)
 	type result struct {
 		f   *codec.Frame
 		err error

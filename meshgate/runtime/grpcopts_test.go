@@ -3,6 +3,7 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -10,14 +11,16 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/interop"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // payloadStats records the client's outgoing payload sizes.
@@ -53,14 +56,8 @@ func TestGzipCallEndToEnd(t *testing.T) {
 	rt := startReady(t, mustParse(t, y))
 
 	ps := &payloadStats{}
-	cc, err := grpc.NewClient(rt.Addr("grpc-in").String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(ps), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	cc := testkit.Client(t, rt.Addr("grpc-in").String(), grpc.WithStatsHandler(ps))
+	ctx := testkit.Context(t, 5*time.Second)
 	body := bytes.Repeat([]byte("compress me "), 1000) // 12 000 bytes
 	var out []byte
 	if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", body, &out, grpc.UseCompressor("gzip")); err != nil {
@@ -82,7 +79,7 @@ func TestGzipCallEndToEnd(t *testing.T) {
 
 	// Over the listener's limit (compressed or not): RESOURCE_EXHAUSTED.
 	big := bytes.Repeat([]byte{'x'}, 70000)
-	err = cc.Invoke(ctx, "/legacy.Legacy/Echo", big, &out)
+	err := cc.Invoke(ctx, "/legacy.Legacy/Echo", big, &out)
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("message over max_recv_msg_size: %v", err)
 	}
@@ -94,7 +91,7 @@ func TestGzipCallEndToEnd(t *testing.T) {
 	if err := rt.Reload(mustParse(t, strings.Replace(y, "max_recv_msg_size: 65536", "max_recv_msg_size: 131072", 1))); err != nil {
 		t.Fatal(err)
 	}
-	cc2 := grpcClient(t, rt.Addr("grpc-in").String()) // address :0 → a new port
+	cc2 := testkit.Client(t, rt.Addr("grpc-in").String()) // address :0 → a new port
 	for {
 		err = cc2.Invoke(ctx, "/legacy.Legacy/Echo", big, &out)
 		if err == nil || ctx.Err() != nil {
@@ -141,7 +138,7 @@ func TestUpstreamMaxRecvMsgSize(t *testing.T) {
 // and one for the helper (400 in all, either way).
 func TestGRPCListenerStreamWorkers(t *testing.T) {
 	rt := start(t, mustParse(t, grpcConfig(legacyServer(t), backend(t, "A"))))
-	cc := grpcClient(t, rt.Addr("grpc-in").String())
+	cc := testkit.Client(t, rt.Addr("grpc-in").String())
 	t.Run("deadline", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -171,5 +168,74 @@ func streamWorkers(t *testing.T, cc *grpc.ClientConn, ctx context.Context, perCa
 	}
 	if created, limit := testkit.GoroutinesCreated()-before, uint64(perCall*n+n/10); created > limit {
 		t.Fatalf("%d goroutines started for %d sequential calls; want at most %d (handlers on stream workers)", created, n, limit)
+	}
+}
+
+// TestInteropCustomMetadataDoubleBridge: grpc-go's interop custom_metadata
+// case (unary part: an ASCII header echoed as a response header, a binary
+// one echoed as a trailer) passes through gRPC → MGP → gRPC, with the two
+// keys mapped to application extensions by listeners[].metadata.
+func TestInteropCustomMetadataDoubleBridge(t *testing.T) {
+	is := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(is, interop.NewTestServer())
+	interopAddr := testkit.Serve(t, is, nil)
+
+	mgpIn := testkit.FreeAddr(t)
+	const pairs = `[{ext: 0x8001, key: x-grpc-test-echo-initial}, {ext: 0x8002, key: x-grpc-test-echo-trailing-bin, trailer: true}]`
+	cfg := mustParse(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+defaults: {timeout: 2s, drain_timeout: 2s}
+listeners:
+  - name: grpc-in
+    kind: grpc
+    address: 127.0.0.1:0
+    metadata: %s
+    routes: [{method: /grpc.testing.TestService/UnaryCall, cmd: 10, upstream: self}]
+  - name: mgp-in
+    kind: private
+    address: %s
+    metadata: %s
+    routes: [{cmd: 10, method: /grpc.testing.TestService/UnaryCall, upstream: interop}]
+upstreams:
+  - {name: self, protocol: private, endpoints: [%q]}
+  - {name: interop, protocol: grpc, endpoints: [%q]}
+`, pairs, mgpIn, pairs, mgpIn, interopAddr))
+	rt := startWith(t, cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
+
+	cc := testkit.Dial(t, rt.Addr("grpc-in").String())
+	tc := testgrpc.NewTestServiceClient(cc)
+	ctx := testkit.Context(t, 10*time.Second)
+	md := metadata.Pairs("x-grpc-test-echo-initial", "test_initial_metadata_value",
+		"x-grpc-test-echo-trailing-bin", string([]byte{0xab, 0xab, 0xab}))
+	req := &testpb.SimpleRequest{ResponseType: testpb.PayloadType_COMPRESSABLE, ResponseSize: 1,
+		Payload: &testpb.Payload{Type: testpb.PayloadType_COMPRESSABLE, Body: []byte{0}}}
+	var header, trailer metadata.MD
+	var reply *testpb.SimpleResponse
+	var err error
+	for {
+		// The private pool to mgp-in connects once the listener is up.
+		header, trailer = nil, nil
+		reply, err = tc.UnaryCall(metadata.NewOutgoingContext(ctx, md), req, grpc.Header(&header), grpc.Trailer(&trailer))
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("UnaryCall: %v", err)
+	}
+	if p := reply.GetPayload(); p.GetType() != testpb.PayloadType_COMPRESSABLE || len(p.GetBody()) != 1 {
+		t.Fatalf("reply %v", reply)
+	}
+	if v := header["x-grpc-test-echo-initial"]; len(v) != 1 || v[0] != "test_initial_metadata_value" {
+		t.Errorf("header x-grpc-test-echo-initial = %q (header %v)", v, header)
+	}
+	if v := trailer["x-grpc-test-echo-trailing-bin"]; len(v) != 1 || v[0] != "\xab\xab\xab" {
+		t.Errorf("trailer x-grpc-test-echo-trailing-bin = %q (trailer %v)", v, trailer)
+	}
+	for k := range header {
+		if len(k) > 10 && k[:10] == "x-mgp-ext-" {
+			t.Errorf("mapped extension also sent as %s", k)
+		}
 	}
 }

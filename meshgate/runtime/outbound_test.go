@@ -10,15 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 func legacyServer(t *testing.T) string {
@@ -50,24 +47,12 @@ upstreams:
 `, legacyEP, grpcEP)
 }
 
-func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	return cc
-}
-
 // TestGRPCClientToLegacyServer: grpc-go client → runtime grpc listener
 // (outbound) → reference legacy MGP server, and both directions at once.
 func TestGRPCClientToLegacyServer(t *testing.T) {
 	rt := start(t, mustParse(t, grpcConfig(legacyServer(t), backend(t, "A"))))
-	cc := grpcClient(t, rt.Addr("grpc-in").String())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	cc := testkit.Client(t, rt.Addr("grpc-in").String())
+	ctx := testkit.Context(t, 5*time.Second)
 	var out []byte
 	if err := cc.Invoke(ctx, "/legacy.Legacy/Uppercase", []byte("via bridge"), &out); err != nil || string(out) != "VIA BRIDGE" {
 		t.Fatalf("uppercase: %q %v", out, err)
@@ -83,7 +68,7 @@ func TestGRPCClientToLegacyServer(t *testing.T) {
 		t.Fatalf("unrouted method: %v", err)
 	}
 	// gRPC health is served on grpc listeners.
-	hc := healthpb.NewHealthClient(grpcDefaultCodec(t, rt.Addr("grpc-in").String()))
+	hc := healthpb.NewHealthClient(testkit.Dial(t, rt.Addr("grpc-in").String()))
 	if resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v %v", resp, err)
 	}
@@ -125,22 +110,12 @@ func TestGRPCClientToLegacyServer(t *testing.T) {
 	}
 }
 
-// grpcDefaultCodec dials without forcing the raw codec (for protobuf stubs).
-func grpcDefaultCodec(t *testing.T, addr string) *grpc.ClientConn {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	return cc
-}
-
 // TestReloadUnderLoadGRPCToPrivate: gRPC clients keep calling while reloads
 // move the private upstream between two legacy servers: 0 failures.
 func TestReloadUnderLoadGRPCToPrivate(t *testing.T) {
 	lA, lB, demoEP := legacyServer(t), legacyServer(t), backend(t, "A")
 	rt := start(t, mustParse(t, grpcConfig(lA, demoEP)))
-	cc := grpcClient(t, rt.Addr("grpc-in").String())
+	cc := testkit.Client(t, rt.Addr("grpc-in").String())
 	stop := make(chan struct{})
 	wait := testkit.Load(6, stop, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

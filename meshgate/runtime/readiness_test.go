@@ -83,16 +83,12 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 	gAddr, serveG := lateDemo(t)
 	lAddr := testkit.FreeAddr(t) // a private endpoint must refuse connections to count as down
 	cfg := mustParse(t, bothWaysConfig(gAddr, lAddr, ""))
-	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Close)
-	err = rt.Admin().Ready()
+	rt := startWith(t, cfg, Options{DrainQuiet: 100 * time.Millisecond, WarmUp: -1})
+	err := rt.Admin().Ready()
 	if err == nil || !strings.Contains(err.Error(), "demo") || !strings.Contains(err.Error(), "legacy") {
 		t.Fatalf("ready with both upstreams down: %v", err)
 	}
-	cc := grpcClient(t, rt.Addr("grpc-in").String())
+	cc := testkit.Client(t, rt.Addr("grpc-in").String())
 	waitFor(t, func() bool { return healthOf(cc, "legacy.Legacy") == healthpb.HealthCheckResponse_NOT_SERVING })
 	if st := healthOf(cc, ""); st != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("overall health %v", st)
@@ -114,8 +110,7 @@ func TestReadinessFollowsLateUpstreams(t *testing.T) {
 		t.Fatalf("MGP→gRPC once ready: %+v %v", r, err)
 	}
 	var out []byte
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 2*time.Second)
 	if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", []byte("pong"), &out); err != nil || string(out) != "pong" {
 		t.Fatalf("gRPC→MGP once ready: %q %v", out, err)
 	}
@@ -136,11 +131,7 @@ func TestReadinessModes(t *testing.T) {
 			if c.up {
 				serveG()
 			}
-			rt, err := New(mustParse(t, "readiness: "+c.mode+"\n"+bothWaysConfig(gAddr, lAddr, "")), Options{WarmUp: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rt.Close()
+			rt := startWith(t, mustParse(t, "readiness: "+c.mode+"\n"+bothWaysConfig(gAddr, lAddr, "")), Options{WarmUp: -1})
 			if c.want {
 				waitFor(t, func() bool { return rt.Admin().Ready() == nil })
 			} else if got := rt.Admin().Ready() == nil; got {
@@ -157,13 +148,9 @@ func TestReadinessModes(t *testing.T) {
 func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	gAddr := backend(t, "A")
 	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
-	rt, err := New(mustParse(t, bothWaysConfig(gAddr, ls.Addr().String(), "")), Options{DrainQuiet: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Close)
+	rt := startWith(t, mustParse(t, bothWaysConfig(gAddr, ls.Addr().String(), "")), Options{DrainQuiet: 100 * time.Millisecond})
 	addr := rt.Addr("grpc-in").String()
-	before := grpcClient(t, addr)
+	before := testkit.Client(t, addr)
 	waitFor(t, func() bool { return healthOf(before, "legacy.Legacy") == healthpb.HealthCheckResponse_SERVING })
 
 	done := make(chan error, 1)
@@ -171,10 +158,9 @@ func TestDrainGraceAcceptsNewGRPCClients(t *testing.T) {
 	go func() { done <- rt.Shutdown(context.Background()) }()
 	waitFor(t, func() bool { return healthOf(before, "legacy.Legacy") == healthpb.HealthCheckResponse_NOT_SERVING })
 	// A brand-new client connecting during the grace period is served.
-	late := grpcClient(t, addr)
+	late := testkit.Client(t, addr)
 	var out []byte
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 2*time.Second)
 	if err := late.Invoke(ctx, "/legacy.Legacy/Echo", []byte("late"), &out); err != nil || string(out) != "late" {
 		t.Fatalf("new client during drain grace: %q %v (after %v)", out, err, time.Since(start))
 	}
@@ -240,11 +226,7 @@ func TestGRPCUpstreamRecoversWithinBackoffMax(t *testing.T) {
 // probes with a 1s timeout).
 func TestReadyzAnswersDuringWarmingReload(t *testing.T) {
 	ep := backend(t, "A")
-	rt, err := New(mustParse(t, yamlConfig(ep, "")), Options{WarmUp: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Close)
+	rt := startWith(t, mustParse(t, yamlConfig(ep, "")), Options{WarmUp: 2 * time.Second})
 	waitFor(t, func() bool { return rt.Admin().Ready() == nil })
 	dead := testkit.FreeAddr(t)
 	next := mustParse(t, yamlConfig(ep, "")+fmt.Sprintf("  - {name: cold, protocol: private, endpoints: [%q]}\n", dead))
@@ -258,7 +240,7 @@ func TestReadyzAnswersDuringWarmingReload(t *testing.T) {
 		return true
 	})
 	start := time.Now()
-	err = rt.Admin().Ready()
+	err := rt.Admin().Ready()
 	took := time.Since(start)
 	select {
 	case <-done:

@@ -12,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset/descsettest"
 )
@@ -52,11 +51,7 @@ upstreams:
 // reflectCall runs one reflection v1 request with grpc-go's generated client.
 func reflectCall(t *testing.T, addr string, req *rpb.ServerReflectionRequest) *rpb.ServerReflectionResponse {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := testkit.Dial(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
@@ -181,8 +176,7 @@ func grpcurl(t *testing.T, addr string) {
 		return
 	}
 	run := func(args ...string) string {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
+		ctx := testkit.Context(t, 10*time.Second)
 		out, err := exec.CommandContext(ctx, bin, append([]string{"-plaintext"}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("grpcurl %v: %v\n%s", args, err, out)

@@ -54,7 +54,13 @@ func mustParse(t *testing.T, y string) *config.Config {
 
 func start(t *testing.T, cfg *config.Config) *Runtime {
 	t.Helper()
-	rt, err := New(cfg, Options{DrainQuiet: 100 * time.Millisecond})
+	return startWith(t, cfg, Options{DrainQuiet: 100 * time.Millisecond})
+}
+
+// startWith is a Runtime of cfg with opts, closed at cleanup.
+func startWith(t *testing.T, cfg *config.Config, opts Options) *Runtime {
+	t.Helper()
+	rt, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,23 +74,13 @@ func start(t *testing.T, cfg *config.Config) *Runtime {
 func startReady(t *testing.T, cfg *config.Config) *Runtime {
 	t.Helper()
 	rt := start(t, cfg)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := rt.Admin().Ready()
-		if err == nil {
-			return rt
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 15s: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Succeeds(t, testkit.Context(t, 15*time.Second), 10*time.Millisecond, rt.Admin().Ready, "not ready within 15s")
+	return rt
 }
 
 func dial(t *testing.T, rt *Runtime, listener string, conns int) *legacy.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 3*time.Second)
 	cl, err := legacy.Dial(ctx, rt.Addr(listener).String(), legacy.ClientOptions{Conns: conns})
 	if err != nil {
 		t.Fatal(err)
@@ -289,11 +285,7 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	if err := os.WriteFile(path, []byte(yamlConfig(ep, "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := start(t, cfg)
+	rt := start(t, mustLoad(t, path))
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
 	go func() { defer close(watched); _ = rt.Watch(ctx, path, nil) }()
@@ -329,15 +321,10 @@ func TestListenersAddedRemovedAndWatch(t *testing.T) {
 	waitFor(t, func() bool { return rt.Addr("extra") == nil })
 }
 
+// waitFor polls cond for up to 5s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Within(t, 5*time.Second, "the condition", cond)
 }
 
 func TestShutdownDrainUnderLoad(t *testing.T) {
@@ -403,5 +390,36 @@ func TestListenerReplacedOnSamePort(t *testing.T) {
 	fresh := dial(t, rt, "mgp-in", 1)
 	if r, err := call(fresh, 1, "c"); err != nil || string(r.Body) != "c" {
 		t.Fatalf("new listener: %+v %v", r, err)
+	}
+}
+
+// TestAdminPprofAndHealthAddress: admin.pprof turns pprof on (admin
+// listener only); admin.health_address serves /healthz, /readyz and
+// /metrics and nothing else.
+func TestAdminPprofAndHealthAddress(t *testing.T) {
+	ep := backend(t, "A")
+	y := strings.Replace(yamlConfig(ep, ""), `admin: {address: "127.0.0.1:0"}`,
+		`admin: {address: "127.0.0.1:0", health_address: "127.0.0.1:0", pprof: true}`, 1)
+	rt := start(t, mustParse(t, y))
+	admin := "http://" + rt.AdminAddr().String()
+	if rt.Admin().HealthAddr() == nil {
+		t.Fatal("health listener not started")
+	}
+	health := "http://" + rt.Admin().HealthAddr().String()
+	if code, _ := get(t, admin+"/debug/pprof/cmdline"); code != 200 {
+		t.Fatalf("admin pprof %d with admin.pprof: true", code)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, _ := get(t, health+p); code != 200 {
+			t.Errorf("health %s: %d", p, code)
+		}
+	}
+	if _, body := get(t, health+"/metrics"); !strings.Contains(body, "meshgate_") {
+		t.Errorf("health /metrics lacks meshgate metrics")
+	}
+	for _, p := range []string{"/config", "/debug/pprof/", "/debug/pprof/cmdline", "/"} {
+		if code, _ := get(t, health+p); code != 404 {
+			t.Errorf("health %s: %d, want 404", p, code)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,8 +132,7 @@ func TestJSONBodyTranscoding(t *testing.T) {
 	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "listeners[0].routes[0].body") || !strings.Contains(err.Error(), "legacy.Missing") {
 		t.Fatalf("reload with an unknown type: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	ctx := testkit.Context(t, 5*time.Second)
 	if r, err := cl.Call(ctx, 1, 1, []byte(`{"text":"still"}`), nil); err != nil || !strings.Contains(string(r.Body), "STILL") {
 		t.Fatalf("after rejected reload: %v %+v", err, r)
 	}
@@ -172,9 +170,8 @@ upstreams:
 	req.Set(reqD.Fields().ByName("count"), protoreflect.ValueOfInt64(7))
 	in, _ := proto.Marshal(req)
 
-	cc := grpcClient(t, rt.Addr("grpc-in").String())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	cc := testkit.Client(t, rt.Addr("grpc-in").String())
+	ctx := testkit.Context(t, 5*time.Second)
 	var out []byte
 	if err := cc.Invoke(ctx, "/legacy.Legacy/Echo", in, &out); err != nil {
 		t.Fatalf("echo: %v", err)

@@ -230,25 +230,13 @@ func BenchmarkMTLSHandshake(b *testing.B) {
 	_, _, files := testkit.PKI(b, "server", "client")
 	srv := testkit.TLSServer(b, files["server"], 0)
 	cli := testkit.TLSClient(b, testkit.Config(files["client"], ""), 0)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tc := tls.Server(c, srv.Config())
-				_ = tc.Handshake()
-				_, _ = io.Copy(io.Discard, tc)
-				_ = tc.Close()
-			}()
-		}
-	}()
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	testkit.ServeConns(b, ln, func(c net.Conn) {
+		tc := tls.Server(c, srv.Config())
+		_ = tc.Handshake()
+		_, _ = io.Copy(io.Discard, tc)
+		_ = tc.Close()
+	})
 	addr := ln.Addr().String()
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -16,6 +16,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -30,6 +31,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/resilience"
+	"github.com/meshgate/meshgate/meshgate/retire"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
@@ -125,8 +127,7 @@ type PrivatePool struct {
 	late, unknown atomic.Uint64
 
 	// reference counting (Acquire/Release/Retire, see Upstream)
-	refs     atomic.Int64
-	retired  atomic.Bool
+	refs     retire.Refs
 	doneOnce sync.Once
 	done     chan struct{}
 
@@ -178,6 +179,7 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 		tls:  tc,
 		done: make(chan struct{}),
 	}
+	p.refs.Init(func() { _ = p.Close() })
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, a := range u.Endpoints {
 		e := NewEndpoint(a)
@@ -342,14 +344,22 @@ func (p *PrivatePool) pick(uin uint64) *Endpoint {
 // could not be written, is tried again.
 const maxPicks = 3
 
-// pickConn picks an endpoint for uin and a live connection of it: e is
-// nil when no endpoint is healthy, cn nil when e has no live connection
-// with room right now.
-func (p *PrivatePool) pickConn(uin uint64) (e *Endpoint, cn *privconn.Conn) {
-	if e = p.pick(uin); e != nil {
-		cn, _ = e.conn()
+// conns yields, up to maxPicks times, an endpoint the policy picks for
+// uin and a live connection of it with room; a pick whose endpoint has no
+// such connection right now counts but yields nothing. It stops when no
+// endpoint is healthy.
+func (p *PrivatePool) conns(uin uint64) iter.Seq2[*Endpoint, *privconn.Conn] {
+	return func(yield func(*Endpoint, *privconn.Conn) bool) {
+		for range maxPicks {
+			e := p.pick(uin)
+			if e == nil {
+				return
+			}
+			if cn, _ := e.conn(); cn != nil && !yield(e, cn) {
+				return
+			}
+		}
 	}
-	return e, cn
 }
 
 // picksFailed is the error of a request whose every pick failed, the last
@@ -393,14 +403,7 @@ func (p *PrivatePool) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, e
 		return nil, ErrPoolClosed
 	}
 	var lastErr error
-	for range maxPicks {
-		e, cn := p.pickConn(req.UIN)
-		if e == nil {
-			break
-		}
-		if cn == nil {
-			continue
-		}
+	for e, cn := range p.conns(req.UIN) {
 		reportEndpoint(ctx, e.addr)
 		e.begin()
 		resp, err := cn.Do(ctx, req)
@@ -441,14 +444,7 @@ func (p *PrivatePool) Send(ctx context.Context, req *codec.Frame) error {
 	if p.ctx.Err() != nil {
 		return ErrPoolClosed
 	}
-	for range maxPicks {
-		e, cn := p.pickConn(req.UIN)
-		if e == nil {
-			break
-		}
-		if cn == nil {
-			continue
-		}
+	for e, cn := range p.conns(req.UIN) {
 		reportEndpoint(ctx, e.addr)
 		err := cn.Send(ctx, req)
 		if err != nil && errors.Is(err, privconn.ErrNotSent) {
@@ -508,32 +504,16 @@ func (p *PrivatePool) WaitHealthy(ctx context.Context, n int) error {
 
 // Acquire takes a reference for one call. It returns false once the pool
 // is retired or closed: the caller re-reads its routing table.
-func (p *PrivatePool) Acquire() bool {
-	p.refs.Add(1)
-	if p.retired.Load() {
-		p.Release()
-		return false
-	}
-	return true
-}
+func (p *PrivatePool) Acquire() bool { return p.refs.Acquire() }
 
 // Release drops a reference taken by Acquire; the last one of a retired
 // pool closes it.
-func (p *PrivatePool) Release() {
-	if p.refs.Add(-1) == 0 && p.retired.Load() {
-		_ = p.Close()
-	}
-}
+func (p *PrivatePool) Release() { p.refs.Release() }
 
 // Retire marks the pool as no longer routed to; it closes once the last
 // in-flight call releases it (at once if none). See RetireWithin for an
 // upper bound.
-func (p *PrivatePool) Retire() {
-	p.retired.Store(true)
-	if p.refs.Load() == 0 {
-		_ = p.Close()
-	}
-}
+func (p *PrivatePool) Retire() { p.refs.Retire() }
 
 // Done is closed once the pool has closed.
 func (p *PrivatePool) Done() <-chan struct{} { return p.done }
@@ -541,7 +521,7 @@ func (p *PrivatePool) Done() <-chan struct{} { return p.done }
 // Close closes every connection (pending requests fail with ErrClosed) and
 // stops reconnecting.
 func (p *PrivatePool) Close() error {
-	p.retired.Store(true)
+	p.refs.Closing()
 	p.doneOnce.Do(func() {
 		p.cancel()
 		p.wg.Wait()

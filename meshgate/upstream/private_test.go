@@ -114,10 +114,7 @@ func TestConsistentHashStability(t *testing.T) {
 	// Eject endpoint 1: only its users move.
 	victim := addrs[1]
 	ss[1].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Stats().Healthy != 3 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Await(5*time.Second, func() bool { return p.Stats().Healthy == 3 })
 	moved := 0
 	for u := range users {
 		got := p.Endpoint(uint64(u))
@@ -136,10 +133,7 @@ func TestConsistentHashStability(t *testing.T) {
 	}
 	// It comes back: its users return.
 	startLegacy(t, victim, legacy.ServerOptions{})
-	deadline = time.Now().Add(5 * time.Second)
-	for p.Stats().Healthy != 4 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Await(5*time.Second, func() bool { return p.Stats().Healthy == 4 })
 	for u := range users {
 		if got := p.Endpoint(uint64(u)); got != before[u] {
 			t.Fatalf("uin %d on %s after recovery, want %s", u, got, before[u])
@@ -174,10 +168,7 @@ func TestBackendKilledThenRecovers(t *testing.T) {
 		t.Fatalf("failure took %v", el)
 	}
 	// Ejected: new requests fail fast with ErrNoHealthy.
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Stats().Healthy != 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Await(5*time.Second, func() bool { return p.Stats().Healthy == 0 })
 	if _, err := call(ctx, p, 1, "x"); !errors.Is(err, upstream.ErrNoHealthy) {
 		t.Fatalf("want ErrNoHealthy, got %v", err)
 	}
@@ -225,10 +216,7 @@ func TestDuplicateAndLateRepliesCounted(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("want deadline, got %v", err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for (p.Stats().Unknown < 20 || p.Stats().Late < 1) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Await(3*time.Second, func() bool { st := p.Stats(); return st.Unknown >= 20 && st.Late >= 1 })
 	st := p.Stats()
 	// 20 duplicates are unknown; the slow reply is late and its duplicate unknown.
 	if st.Unknown != 21 || st.Late != 1 {
@@ -306,10 +294,7 @@ func TestOnewaySend(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for ss[0].Stats().Oneway+ss[1].Stats().Oneway < 10 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Await(3*time.Second, func() bool { return ss[0].Stats().Oneway+ss[1].Stats().Oneway >= 10 })
 	if n := ss[0].Stats().Oneway + ss[1].Stats().Oneway; n != 10 || ss[0].Stats().Replies+ss[1].Stats().Replies != 0 {
 		t.Fatalf("oneway delivered %d", n)
 	}

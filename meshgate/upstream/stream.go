@@ -15,14 +15,7 @@ func (p *PrivatePool) OpenStream(cmd uint32, uin uint64, ext []codec.Ext, lim st
 		return nil, ErrPoolClosed
 	}
 	var lastErr error
-	for range maxPicks {
-		e, cn := p.pickConn(uin)
-		if e == nil {
-			break
-		}
-		if cn == nil {
-			continue
-		}
+	for e, cn := range p.conns(uin) {
 		s, err := cn.OpenStream(cmd, uin, ext, lim)
 		if err == nil {
 			// An open stream counts as a request in flight on its

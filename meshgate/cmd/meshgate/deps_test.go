@@ -1,9 +1,10 @@
 package main
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // toolPackages are the developer-tool packages (and their former paths
@@ -29,25 +30,9 @@ var toolPackages = []string{
 // product binary, test files excluded) and fails if any tool package is
 // linked in.
 func TestProductLinksNoTools(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go tool not found: %v", err)
-	}
-	cmd := exec.Command(goBin, "list", "-deps", "-f", `{{.ImportPath}}{{if .DepsErrors}} DEPS-ERROR{{end}}`, ".")
-	out, err := cmd.Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("go list -deps: %v\n%s", err, stderr)
-	}
-	deps := strings.Fields(string(out))
+	deps := testkit.Deps(t, ".")
 	var self bool
 	for _, d := range deps {
-		if d == "DEPS-ERROR" {
-			t.Fatalf("go list reported dependency errors:\n%s", out)
-		}
 		if d == "github.com/meshgate/meshgate/meshgate/cmd/meshgate" {
 			self = true
 		}
@@ -57,7 +42,7 @@ func TestProductLinksNoTools(t *testing.T) {
 			}
 		}
 	}
-	if !self || len(deps) < 20 {
-		t.Fatalf("go list -deps output looks wrong (%d packages):\n%s", len(deps), out)
+	if !self {
+		t.Fatalf("go list -deps does not list the package itself: %v", deps)
 	}
 }

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,18 +13,13 @@ import (
 	"github.com/meshgate/meshgate/internal/cli"
 )
 
-// subcommand is one `meshgate NAME ...` entry.
-type subcommand struct {
-	name  string
-	short string
-	// run receives the arguments after the subcommand name. ctx is
-	// cancelled on SIGINT/SIGTERM.
-	run func(ctx context.Context, args []string) error
-}
+// subcommand is one `meshgate NAME ...` entry: Run receives the arguments
+// after the name, with a context cancelled on SIGINT/SIGTERM.
+type subcommand = cli.Command
 
 var commands = cli.New("meshgate", "")
 
-func register(c subcommand) { commands.Register(cli.Command{Name: c.name, Short: c.short, Run: c.run}) }
+func register(c subcommand) { commands.Register(c) }
 
 // sighup receives SIGHUP for the whole life of the process (registered
 // first thing in main, so a SIGHUP never kills `meshgate run`: it reloads,

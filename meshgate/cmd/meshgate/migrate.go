@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "migrate", short: "migration control of a running MeshGate: status, diffs, rollback, clear", run: migrateCmd})
+	register(subcommand{Name: "migrate", Short: "migration control of a running MeshGate: status, diffs, rollback, clear", Run: migrateCmd})
 }
 
 const migrateUsage = `usage: meshgate migrate <status|diffs|rollback|clear> [flags]

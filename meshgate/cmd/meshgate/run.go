@@ -20,7 +20,7 @@ import (
 var errNoConfig = errors.New("-c FILE is required (there is no built-in config); for the demo with bundled peers run `make run` or `meshgate-dev demo`")
 
 func init() {
-	register(subcommand{name: "run", short: "run the bridge on a config file (-c)", run: runCmd})
+	register(subcommand{Name: "run", Short: "run the bridge on a config file (-c)", Run: runCmd})
 }
 
 func runCmd(ctx context.Context, args []string) error {

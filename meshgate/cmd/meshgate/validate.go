@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "validate", short: "check a config file: prints OK or the field errors (exit 1)", run: validateCmd})
+	register(subcommand{Name: "validate", Short: "check a config file: prints OK or the field errors (exit 1)", Run: validateCmd})
 }
 
 // errInvalidConfig is returned after the field errors were printed.

@@ -7,7 +7,7 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "version", short: "print the version", run: func(context.Context, []string) error {
+	register(subcommand{Name: "version", Short: "print the version", Run: func(context.Context, []string) error {
 		v := "devel"
 		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 			v = bi.Main.Version

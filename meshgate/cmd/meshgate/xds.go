@@ -14,8 +14,8 @@ import (
 )
 
 func init() {
-	register(subcommand{name: "envoy-bootstrap", short: "print the Envoy bootstrap YAML for one xds.envoy node", run: envoyBootstrapCmd})
-	register(subcommand{name: "xds", short: "run only the xDS control plane of a config", run: xdsCmd})
+	register(subcommand{Name: "envoy-bootstrap", Short: "print the Envoy bootstrap YAML for one xds.envoy node", Run: envoyBootstrapCmd})
+	register(subcommand{Name: "xds", Short: "run only the xDS control plane of a config", Run: xdsCmd})
 }
 
 func envoyBootstrapCmd(_ context.Context, args []string) error {
