@@ -14,18 +14,19 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/testpki"
 )
 
 // shippedConfigs returns every MeshGate config shipped under docker/ and
 // examples/ (YAML files with a top-level listeners key, and the
 // meshgate*.yaml entries of Kubernetes ConfigMaps, written to dir), with
-// container paths (/certs/...) pointing at certificates made in dir.
+// container paths (/certs/...) pointing at certificates `meshgate-dev
+// certs` made in dir.
 func shippedConfigs(t *testing.T, dir string) []string {
 	t.Helper()
 	root := harness.RepoRoot()
-	if _, _, err := testpki.WriteSet(dir, "idc", "cloud", "xds"); err != nil {
-		t.Fatal(err)
+	// The certificate set a user makes with `meshgate-dev certs`.
+	if out, err := exec.Command(harness.MeshgateDevBin(t), "certs", "-out", dir).CombinedOutput(); err != nil {
+		t.Fatalf("meshgate-dev certs: %v\n%s", err, out)
 	}
 	var out []string
 	for _, d := range []string{"docker", "examples"} {
