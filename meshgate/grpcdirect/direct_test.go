@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
@@ -360,10 +361,10 @@ func TestGracefulStop(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, "3 calls in flight", func() bool { return in.Load() == 3 })
+	testkit.Within(t, 10*time.Second, "3 calls in flight", func() bool { return in.Load() == 3 })
 	stopped := make(chan struct{})
 	go func() { b.srv.GracefulStop(); close(stopped) }()
-	waitFor(t, "the connection to see GOAWAY", func() bool {
+	testkit.Within(t, 10*time.Second, "the connection to see GOAWAY", func() bool {
 		c := e.slots[0].cur.Load()
 		return c == nil || !c.usable()
 	})
@@ -377,7 +378,7 @@ func TestGracefulStop(t *testing.T) {
 	}
 	<-stopped
 	var resp rawcodec.Message
-	waitFor(t, "new calls to fail Unavailable", func() bool {
+	testkit.Within(t, 10*time.Second, "new calls to fail Unavailable", func() bool {
 		return status.Code(e.Invoke(ctxT(t, time.Second), "/"+svc+"/Echo", []byte("x"), &resp)) == codes.Unavailable
 	})
 }
@@ -392,13 +393,13 @@ func TestServerKilledReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.srv.Stop()
-	waitFor(t, "Unavailable after the kill", func() bool {
+	testkit.Within(t, 10*time.Second, "Unavailable after the kill", func() bool {
 		err := e.Invoke(ctxT(t, time.Second), "/"+svc+"/Echo", []byte("x"), &resp)
 		return status.Code(err) == codes.Unavailable
 	})
-	waitFor(t, "the endpoint to report not ready", func() bool { return !e.Ready(0) })
+	testkit.Within(t, 10*time.Second, "the endpoint to report not ready", func() bool { return !e.Ready(0) })
 	startBackend(t, b.addr, map[string]demo.Handler{"Echo": echo})
-	waitFor(t, "a call to succeed after the restart", func() bool {
+	testkit.Within(t, 10*time.Second, "a call to succeed after the restart", func() bool {
 		return e.Invoke(ctxT(t, time.Second), "/"+svc+"/Echo", []byte("x"), &resp) == nil
 	})
 	if !e.Ready(0) {
@@ -434,7 +435,7 @@ func TestTLS(t *testing.T) {
 	bad := newEP(t, Config{Addr: b.addr, TLS: func(context.Context, string) (*tls.Config, error) {
 		return &tls.Config{RootCAs: other.Pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}, nil
 	}})
-	waitFor(t, "the wrong-CA handshake to fail", func() bool { return bad.LastError() != nil })
+	testkit.Within(t, 10*time.Second, "the wrong-CA handshake to fail", func() bool { return bad.LastError() != nil })
 	if !strings.Contains(bad.LastError().Error(), "certificate") {
 		t.Errorf("error does not name the certificate problem: %v", bad.LastError())
 	}
@@ -473,7 +474,7 @@ func TestGarbagePeer(t *testing.T) {
 		}
 	}()
 	e := New(Config{Addr: ln.Addr().String(), BackoffBase: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
-	waitFor(t, "a failed handshake", func() bool { return e.LastError() != nil && accepted.Load() >= 2 })
+	testkit.Within(t, 10*time.Second, "a failed handshake", func() bool { return e.LastError() != nil && accepted.Load() >= 2 })
 	var resp rawcodec.Message
 	err = e.Invoke(ctxT(t, 5*time.Second), "/"+svc+"/Echo", []byte("x"), &resp)
 	if status.Code(err) != codes.Unavailable {
@@ -483,13 +484,3 @@ func TestGarbagePeer(t *testing.T) {
 }
 
 // waitFor polls cond for up to 10s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

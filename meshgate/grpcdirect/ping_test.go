@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -99,7 +100,7 @@ func TestKeepaliveClosesDeadPeer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no keepalive PING sent")
 	}
-	waitFor(t, "the unanswered connection to close", func() bool {
+	testkit.Within(t, 10*time.Second, "the unanswered connection to close", func() bool {
 		err := e.LastError()
 		return err != nil && strings.Contains(err.Error(), "keepalive")
 	})
@@ -123,7 +124,7 @@ func TestGoAwayRefusedStreamRetried(t *testing.T) {
 		}
 	})
 	e := newEP(t, Config{Addr: addr, Conns: 2})
-	waitFor(t, "both connections ready", func() bool { return e.Ready(0) && e.Ready(1) })
+	testkit.Within(t, 10*time.Second, "both connections ready", func() bool { return e.Ready(0) && e.Ready(1) })
 	var resp rawcodec.Message
 	err := e.Invoke(ctxT(t, 5*time.Second), "/"+svc+"/Echo", []byte("x"), &resp)
 	if status.Code(err) != codes.Unavailable {
@@ -147,7 +148,7 @@ func TestWriteTimeoutStalledPeer(t *testing.T) {
 	})
 	t.Cleanup(func() { close(stop) })
 	e := newEP(t, Config{Addr: addr, WriteTimeout: 200 * time.Millisecond})
-	waitFor(t, "the connection ready", func() bool { return e.Ready(0) })
+	testkit.Within(t, 10*time.Second, "the connection ready", func() bool { return e.Ready(0) })
 	big := make([]byte, 4<<20-64)
 	const calls = 6 // 24 MiB: more than loopback's socket buffers hold
 	errs := make(chan error, calls)

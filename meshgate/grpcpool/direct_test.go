@@ -15,10 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/demo"
-	"github.com/meshgate/meshgate/internal/testpki"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/resilience"
-	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
 func directUpstream(eps []string, lb string, conns int) config.Upstream {
@@ -104,7 +103,7 @@ func TestDirectGuardedCall(t *testing.T) {
 	if err := p.Invoke(resilience.WithEndpoint(ctx, g.Endpoints()[0]), "/test.Svc/Who", []byte{}, &out); err != nil || string(out) != "a" {
 		t.Fatalf("guarded call: %q %v", out, err)
 	}
-	waitFor(t, "the down endpoint to fail its dial", func() bool { return p.direct[1].LastError() != nil })
+	testkit.Within(t, 10*time.Second, "the down endpoint to fail its dial", func() bool { return p.direct[1].LastError() != nil })
 	err = p.Invoke(resilience.WithEndpoint(ctx, g.Endpoints()[1]), "/test.Svc/Who", []byte{}, &out)
 	if o := resilience.ClassifyGRPC(ctx, err); o != resilience.ConnectFailure {
 		t.Fatalf("call to an unconnected endpoint: %v classified %v, want ConnectFailure", err, o)
@@ -190,10 +189,10 @@ func TestDirectGracefulStopFailover(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "2 calls in flight", func() bool { return held.Load() == 2 })
+	testkit.Within(t, 10*time.Second, "2 calls in flight", func() bool { return held.Load() == 2 })
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
-	waitFor(t, "endpoint 0 to stop taking calls", func() bool { return !p.direct[0].AnyReady() })
+	testkit.Within(t, 10*time.Second, "endpoint 0 to stop taking calls", func() bool { return !p.direct[0].AnyReady() })
 	for range 10 {
 		if got := who(t, p, 0); got != "b" {
 			t.Fatalf("new call went to %q", got)
@@ -207,17 +206,9 @@ func TestDirectGracefulStopFailover(t *testing.T) {
 // TestDirectTLS: mTLS from tlsconf's client config; a client trusting
 // another CA fails Unavailable.
 func TestDirectTLS(t *testing.T) {
-	dir := t.TempDir()
-	_, files, err := testpki.WriteSet(dir, "server", "client")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sf, cf := files["server"], files["client"]
-	srvTLS, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile, CAFile: sf.CAFile}, tlsconf.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srvTLS.Close()
+	_, _, files := testkit.PKI(t, "server", "client")
+	cf := files["client"]
+	srvTLS := testkit.TLSServer(t, files["server"], 0)
 	var accepts atomic.Int64
 	ep, _ := tlsBackend(t, "127.0.0.1:0", "tls", srvTLS, &accepts)
 	u := directUpstream([]string{ep}, config.LBRoundRobin, 1)
@@ -230,18 +221,14 @@ func TestDirectTLS(t *testing.T) {
 	if who(t, p, 0) != "tls" {
 		t.Fatal("tls call")
 	}
-	otherDir := t.TempDir()
-	_, other, err := testpki.WriteSet(otherDir, "client")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, other := testkit.PKI(t, "client")
 	u.TLS = &config.TLS{CertFile: other["client"].CertFile, KeyFile: other["client"].KeyFile, CAFile: other["client"].CAFile, ServerName: "localhost"}
 	q, err := New(u, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer q.Close()
-	waitFor(t, "the wrong-CA handshake to fail", func() bool { return q.direct[0].LastError() != nil })
+	testkit.Within(t, 10*time.Second, "the wrong-CA handshake to fail", func() bool { return q.direct[0].LastError() != nil })
 	var out []byte
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -253,65 +240,22 @@ func TestDirectTLS(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// TestDirectSame: switching grpc_transport rebuilds the pool on reload.
-func TestDirectSame(t *testing.T) {
-	u := directUpstream([]string{"127.0.0.1:1"}, config.LBRoundRobin, 1)
-	p, err := New(u, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if !p.Same(u) {
-		t.Fatal("same config differs")
-	}
-	v := u
-	v.GRPCTransport = config.GRPCTransportGRPCGo
-	if p.Same(v) {
-		t.Fatal("a transport change kept the pool")
-	}
-}
-
 // TestDirectAuthority: both transports send the same :authority (the
 // upstream's name) and verify an upstream certificate against it when tls
 // has no server_name.
 func TestDirectAuthority(t *testing.T) {
-	dir := t.TempDir()
-	_, files, err := testpki.WriteSet(dir, "user-svc")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, files := testkit.PKI(t, "user-svc")
 	sf := files["user-svc"]
-	srvTLS, err := tlsconf.NewServer(&config.TLS{CertFile: sf.CertFile, KeyFile: sf.KeyFile}, tlsconf.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srvTLS.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(append(demo.ServerOptions(), grpc.Creds(srvTLS.Credentials()))...)
-	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{"Who": func(ctx context.Context, _ []byte) ([]byte, error) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		return []byte(strings.Join(md.Get(":authority"), ",")), nil
-	}})
-	go func() { _ = gs.Serve(ln) }()
-	defer gs.Stop()
+	sf.CAFile = "" // no client certificates asked
+	addr := (&testkit.Stub{Options: []grpc.ServerOption{grpc.Creds(testkit.TLSServer(t, sf, 0).Credentials())},
+		Services: map[string]map[string]demo.Handler{"test.Svc": {"Who": func(ctx context.Context, _ []byte) ([]byte, error) {
+			md, _ := metadata.FromIncomingContext(ctx)
+			return []byte(strings.Join(md.Get(":authority"), ",")), nil
+		}}}}).Start(t)
 	for _, transport := range []string{config.GRPCTransportGRPCGo, config.GRPCTransportDirect} {
-		u := directUpstream([]string{ln.Addr().String()}, config.LBRoundRobin, 1)
+		u := directUpstream([]string{addr}, config.LBRoundRobin, 1)
 		u.Name, u.GRPCTransport = "user-svc", transport
-		u.TLS = &config.TLS{CAFile: sf.CAFile}
+		u.TLS = &config.TLS{CAFile: files["user-svc"].CAFile}
 		p, err := New(u, Options{})
 		if err != nil {
 			t.Fatal(err)

@@ -116,7 +116,9 @@ func TestSame(t *testing.T) {
 	v.Endpoints = []string{"127.0.0.1:2"}
 	w := u
 	w.LB = "least_request"
-	if p.Same(v) || p.Same(w) {
+	x := u // switching grpc_transport rebuilds the pool on reload
+	x.GRPCTransport = config.GRPCTransportDirect
+	if p.Same(v) || p.Same(w) || p.Same(x) {
 		t.Fatal("changed config reported same")
 	}
 	if _, err := New(config.Upstream{Name: "x", Protocol: "private"}, Options{}); err == nil {
