@@ -27,7 +27,6 @@ import (
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
-	"github.com/meshgate/meshgate/meshgate/runtime"
 )
 
 // listen binds a loopback TCP port chosen by the kernel; the listener is
@@ -163,7 +162,3 @@ func envoyListener(t testing.TB, env envoyAdmin, name string) string {
 	})
 	return addr
 }
-
-// harness.BoundAddrs mirrors the product's document field for field (a
-// conversion compiles only while they match).
-var _ = harness.BoundAddrs(runtime.BoundAddrs{})

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/meshgate/addrfile"
 )
 
 // Meshgate is a running `meshgate run` started by StartMeshgate: its
@@ -25,16 +26,8 @@ type Meshgate struct {
 	addrs    BoundAddrs
 }
 
-// BoundAddrs is the JSON document `meshgate run -address-file` writes
-// (runtime.BoundAddrs; declared here so harness depends on no MeshGate
-// package).
-type BoundAddrs struct {
-	Generation uint64            `json:"generation"`
-	Listeners  map[string]string `json:"listeners"`
-	Admin      string            `json:"admin,omitempty"`
-	Health     string            `json:"health,omitempty"`
-	XDS        string            `json:"xds,omitempty"`
-}
+// BoundAddrs is the document `meshgate run -address-file` writes.
+type BoundAddrs = addrfile.Addrs
 
 // MeshgateOption adjusts StartMeshgate.
 type MeshgateOption func(*meshgateOpts)
@@ -206,13 +199,9 @@ func (m *Meshgate) waitGeneration(gen uint64) {
 }
 
 func (m *Meshgate) readAddrs() error {
-	data, err := os.ReadFile(m.addrFile)
+	b, err := addrfile.Read(m.addrFile)
 	if err != nil {
 		return err
-	}
-	var b BoundAddrs
-	if err := json.Unmarshal(data, &b); err != nil {
-		return fmt.Errorf("address file %q: %w", data, err)
 	}
 	m.addrs = b
 	return nil

@@ -1,24 +1,11 @@
 package runtime
 
-// BoundAddrs is every address a running instance listens on, as bound (a
-// configured port 0 shows the port the kernel chose). `meshgate run
-// -address-file` writes it as JSON once everything is up and again after
-// each applied reload, so a supervisor or a test can use port 0 and never
-// race another process for a port.
-type BoundAddrs struct {
-	// Generation is the served config's generation (1 at start, +1 per
-	// applied reload; the meshgate_config_generation metric).
-	Generation uint64 `json:"generation"`
-	// Listeners maps each listener's name to its bound host:port.
-	Listeners map[string]string `json:"listeners"`
-	// Admin is the admin listener (empty with Options.NoAdmin).
-	Admin string `json:"admin,omitempty"`
-	// Health is admin.health_address's listener, when configured.
-	Health string `json:"health,omitempty"`
-	// XDS is the embedded xDS server's address (host:port or the unix
-	// socket path), when the config has an xds section.
-	XDS string `json:"xds,omitempty"`
-}
+import "github.com/meshgate/meshgate/meshgate/addrfile"
+
+// BoundAddrs is every address a running instance listens on, as bound:
+// the document `meshgate run -address-file` writes once everything is up
+// and again after each applied reload (package addrfile).
+type BoundAddrs = addrfile.Addrs
 
 // BoundAddrs returns the addresses the runtime listens on now.
 func (r *Runtime) BoundAddrs() BoundAddrs {

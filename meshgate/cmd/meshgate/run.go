@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/meshgate/meshgate/meshgate/addrfile"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/runtime"
@@ -68,7 +69,7 @@ func runCmd(ctx context.Context, args []string) error {
 	opts := runtime.Options{Logger: log}
 	if *addrFile != "" {
 		opts.OnReload = func() {
-			if err := writeAddressFile(*addrFile, rt.BoundAddrs()); err != nil {
+			if err := addrfile.Write(*addrFile, rt.BoundAddrs()); err != nil {
 				log.Error("cannot write the address file", "err", err)
 			}
 		}
@@ -78,7 +79,7 @@ func runCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	if *addrFile != "" {
-		if err := writeAddressFile(*addrFile, rt.BoundAddrs()); err != nil {
+		if err := addrfile.Write(*addrFile, rt.BoundAddrs()); err != nil {
 			_ = rt.Shutdown(context.Background())
 			return err
 		}
