@@ -13,6 +13,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/addrfile"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
+	"github.com/meshgate/meshgate/meshgate/memtrim"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 )
 
@@ -83,6 +84,13 @@ func runCmd(ctx context.Context, args []string) error {
 			_ = rt.Shutdown(context.Background())
 			return err
 		}
+	}
+	// Start-up touched code and data it will not run again; let the kernel
+	// map the binary page by page from now on (package memtrim).
+	if st, err := memtrim.Executable(); err != nil {
+		log.Warn("cannot trim the executable's resident pages", "err", err)
+	} else {
+		log.Debug("executable pages trimmed", "mappings", st.Mappings, "skipped", st.Skipped, "dropped_bytes", st.Dropped)
 	}
 	endpoints := "/healthz /readyz /metrics /config"
 	if cfg.Admin.PProf {
