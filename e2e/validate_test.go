@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -17,17 +20,13 @@ import (
 )
 
 // shippedConfigs returns every MeshGate config shipped under docker/ and
-// examples/ (YAML files with a top-level listeners key, and the
-// meshgate*.yaml entries of Kubernetes ConfigMaps, written to dir), with
-// container paths (/certs/...) pointing at certificates `meshgate-dev
-// certs` made in dir.
+// examples/: YAML files with a top-level listeners key, as they are (their
+// certificate paths are relative to them: the published example PKI in
+// docker/compose/certs), and the meshgate*.yaml entries of Kubernetes
+// ConfigMaps, written to dir.
 func shippedConfigs(t *testing.T, dir string) []string {
 	t.Helper()
 	root := harness.RepoRoot()
-	// The certificate set a user makes with `meshgate-dev certs`.
-	if out, err := exec.Command(harness.MeshgateDevBin(t), "certs", "-out", dir).CombinedOutput(); err != nil {
-		t.Fatalf("meshgate-dev certs: %v\n%s", err, out)
-	}
 	var out []string
 	for _, d := range []string{"docker", "examples"} {
 		err := filepath.WalkDir(filepath.Join(root, d), func(p string, de os.DirEntry, err error) error {
@@ -47,13 +46,6 @@ func shippedConfigs(t *testing.T, dir string) []string {
 					return fmt.Errorf("%s: %w", p, err)
 				}
 				if _, ok := doc["listeners"]; ok {
-					if bytes.Contains(data, []byte("/certs/")) {
-						cp := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(p, root+"/"), "/", "_"))
-						if err := os.WriteFile(cp, bytes.ReplaceAll(data, []byte("/certs/"), []byte(dir+"/")), 0o600); err != nil {
-							return err
-						}
-						p = cp
-					}
 					out = append(out, p)
 					break
 				}
@@ -86,14 +78,17 @@ func shippedConfigs(t *testing.T, dir string) []string {
 func TestValidateShippedConfigs(t *testing.T) {
 	bin := harness.MeshgateBin(t)
 	files := shippedConfigs(t, t.TempDir())
-	want := map[string]bool{"examples/meshgate.yaml": false, "docker_compose_bridge-meshgate.yaml": false, "sidecar.yaml.0.meshgate.yaml": false}
+	want := map[string]bool{"examples/meshgate.yaml": false, "examples/xds.yaml": false, "docker/compose/bridge-meshgate.yaml": false, "sidecar.yaml.0.meshgate.yaml": false}
 	for _, f := range files {
 		for w := range want {
 			if strings.HasSuffix(f, w) {
 				want[w] = true
 			}
 		}
-		out, err := exec.Command(bin, "validate", "-c", f).CombinedOutput()
+		// From the file's directory, as a user would run it.
+		cmd := exec.Command(bin, "validate", "-c", filepath.Base(f))
+		cmd.Dir = filepath.Dir(f)
+		out, err := cmd.CombinedOutput()
 		if err != nil || strings.TrimSpace(string(out)) != "OK" {
 			t.Errorf("validate %s: %v\n%s", f, err, out)
 		}
@@ -102,6 +97,41 @@ func TestValidateShippedConfigs(t *testing.T) {
 		if !seen {
 			t.Errorf("shipped config %s not found among %v", w, files)
 		}
+	}
+}
+
+// TestExamplePKINotExpiring: the published example certificates the
+// shipped configs name stay valid for at least another year, so that this
+// fails long before `meshgate validate` of the examples does.
+func TestExamplePKINotExpiring(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(harness.RepoRoot(), "docker", "compose", "certs", "*.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "-key.pem") {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(data)
+		if block == nil {
+			t.Fatalf("%s: no PEM block", f)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if left := time.Until(c.NotAfter); left < 365*24*time.Hour {
+			t.Errorf("%s expires %s: regenerate with `meshgate-dev certs -out docker/compose/certs -days 7300`", f, c.NotAfter.Format(time.DateOnly))
+		}
+		n++
+	}
+	if n < 6 {
+		t.Fatalf("found %d example certificates, want the CA and every leaf (docker/compose/certs/README)", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/meshgate/meshgate/internal/testpki"
 )
@@ -32,16 +33,20 @@ var exampleLeaves = []struct {
 func runCerts(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
 	out := fs.String("out", "", "directory to write ca.pem and <name>.pem / <name>-key.pem into (created; e.g. /certs)")
+	days := fs.Int("days", 7, "validity of the CA and the certificates, in days")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *out == "" {
 		return errors.New("certs: -out is required")
 	}
+	if *days < 1 {
+		return errors.New("certs: -days must be at least 1")
+	}
 	if err := os.MkdirAll(*out, 0o750); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	ca, err := testpki.NewCA("meshgate-example-ca")
+	ca, err := testpki.NewCAValidFor("meshgate-example-ca", time.Duration(*days)*24*time.Hour)
 	if err != nil {
 		return err
 	}

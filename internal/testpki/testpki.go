@@ -35,6 +35,10 @@ const Validity = 7 * 24 * time.Hour
 
 // CA is an in-memory certificate authority.
 type CA struct {
+	// Validity of the certificates it issues; Validity (the package
+	// constant) unless made by NewCAValidFor.
+	Validity time.Duration
+
 	Cert    *x509.Certificate
 	Key     *ecdsa.PrivateKey
 	certPEM []byte
@@ -42,8 +46,12 @@ type CA struct {
 }
 
 // NewCA creates a self-signed CA with common name cn.
-func NewCA(cn string) (*CA, error) {
-	tmpl := template(cn)
+func NewCA(cn string) (*CA, error) { return NewCAValidFor(cn, Validity) }
+
+// NewCAValidFor creates a self-signed CA with common name cn whose
+// certificates, its own included, are valid for d.
+func NewCAValidFor(cn string, d time.Duration) (*CA, error) {
+	tmpl := template(cn, d)
 	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
 	tmpl.BasicConstraintsValid = true
 	tmpl.IsCA = true
@@ -52,16 +60,16 @@ func NewCA(cn string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: ca: %w", ErrTestPKI, err)
 	}
-	return &CA{Cert: cert, Key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+	return &CA{Validity: d, Cert: cert, Key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
 // template is what every certificate here starts from.
-func template(cn string) *x509.Certificate {
+func template(cn string, validity time.Duration) *x509.Certificate {
 	return &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: cn, Organization: []string{"MeshGate test"}},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(Validity),
+		NotAfter:     time.Now().Add(validity),
 	}
 }
 
@@ -120,7 +128,7 @@ func (l *Leaf) Serial() string { return fmt.Sprintf("%x", l.Cert.SerialNumber) }
 // DNS SAN, except names parsing as an IP (IP SAN) or containing "://"
 // (URI SAN, e.g. spiffe://meshgate/idc).
 func (ca *CA) IssueLeaf(cn string, names ...string) (*Leaf, error) {
-	tmpl := template(cn)
+	tmpl := template(cn, ca.Validity)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	tmpl.DNSNames = []string{"localhost"}
