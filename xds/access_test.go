@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
@@ -165,10 +166,7 @@ func TestADSRequiresClientCertificate(t *testing.T) {
 		}
 	}
 	// The server counts a failed handshake after the client saw it fail.
-	deadline := time.Now().Add(5 * time.Second)
-	for refusedCount(reg, RefusedHandshake) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Await(5*time.Second, func() bool { return refusedCount(reg, RefusedHandshake) >= 2 })
 	if n := refusedCount(reg, RefusedHandshake); n < 2 {
 		t.Fatalf("refused{handshake} = %v, want >= 2", n)
 	}
@@ -306,20 +304,16 @@ func TestADSServerCertificateRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Within(t, 5*time.Second, "the rotated certificate served", func() bool {
 		got, err := serial()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got == leaf.Serial() {
-			break
-		}
-		if got != old || time.Now().After(deadline) {
+		if got != old && got != leaf.Serial() {
 			t.Fatalf("serving serial %s; old %s, rotated %s", got, old, leaf.Serial())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got == leaf.Serial()
+	})
 }
 
 // TestListenCloseWithoutServe: Listen with TLS then Close without Serve

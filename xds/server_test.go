@@ -147,13 +147,7 @@ func recvTimeout[R any](ch <-chan R, d time.Duration) (R, error) {
 // nackCleared waits until no client's NACK is outstanding.
 func nackCleared(t *testing.T, s *Server) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.NackCheck() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("NACK not cleared: %v", s.NackCheck())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Succeeds(t, testkit.Context(t, 5*time.Second), 10*time.Millisecond, s.NackCheck, "NACK not cleared")
 }
 
 var errTimeout = errors.New("no response")
