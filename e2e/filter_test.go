@@ -15,6 +15,7 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/xds"
 )
@@ -72,15 +73,11 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 	envoyproc.Require(t)
 	wasm := harness.WasmFilter(t)
 	var got66 atomic.Int64
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
 		if f.Cmd == 66 {
 			got66.Add(1)
 		}
 	}})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	env := envoyproc.StartT(t, ctx, envoyproc.Options{
@@ -226,15 +223,11 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	envoyproc.Require(t)
 	wasm := harness.WasmFilter(t)
 	var seen [128]atomic.Int64
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
 		if f.Cmd < uint32(len(seen)) {
 			seen[f.Cmd].Add(1)
 		}
 	}})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
 
 	// Envoy's listener comes from xDS, which needs a concrete port; the
 	// control plane listens on port 0.

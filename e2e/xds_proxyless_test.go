@@ -17,6 +17,7 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"
@@ -35,7 +36,7 @@ func proxylessClient(t *testing.T, xdsAddr, node string, clientTLS *config.TLS, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dialGRPC(t, target, grpc.WithResolvers(rb), rawCodec(), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
+	return testkit.Client(t, target, grpc.WithResolvers(rb), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
 }
 
 // TestXDSProxyless: a grpc-go client with an xDS bootstrap pointing at
@@ -44,13 +45,8 @@ func proxylessClient(t *testing.T, xdsAddr, node string, clientTLS *config.TLS, 
 // moving the target to another MeshGate listener (a config reload of the
 // runtime, which pushes a new snapshot) is followed by the client.
 func TestXDSProxyless(t *testing.T) {
-	legacyA, legacyB := legacy.NewServer(legacy.ServerOptions{}), legacy.NewServer(legacy.ServerOptions{})
-	for _, s := range []*legacy.Server{legacyA, legacyB} {
-		if err := s.Listen("127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-	}
+	legacyA, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	legacyB, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	// The xDS resources name the listeners by address: concrete ports.
 	inA, inB := harness.FreeAddr(t), harness.FreeAddr(t)
 	// ADS over mutual TLS: the client's certificate (SPIFFE URI SAN) is
@@ -146,7 +142,7 @@ func TestXDSCommands(t *testing.T) {
 	proxylessTLS := pki.client(t, "cmd-client") // DNS SAN cmd-client: the default identity of node cmd-client
 	// Stand-in for MeshGate's grpc listener: `meshgate xds` runs no data
 	// path, so the demo gRPC service listens where grpc_in would.
-	gaddr := demoServer(t)
+	gaddr := testkit.Demo(t)
 	cfg := fmt.Sprintf(`
 listeners:
 - {name: grpc_in, kind: grpc, address: %q, routes: [{method: "/legacy.Legacy/*", cmd: 1, upstream: legacy}]}

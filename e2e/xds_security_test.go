@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestXDSSecurityBinary runs the real `meshgate run` with an mTLS control
@@ -54,7 +55,7 @@ xds:
 `, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
-		return discovery.NewAggregatedDiscoveryServiceClient(dialGRPC(t, mg.XDS(), grpc.WithTransportCredentials(c)))
+		return discovery.NewAggregatedDiscoveryServiceClient(testkit.Dial(t, mg.XDS(), grpc.WithTransportCredentials(c)))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -18,6 +18,7 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -201,8 +202,8 @@ func newBridge(t *testing.T) *bridge {
 	b.cloudXDS = b.pki.client(t, "cloud-xds", "cloud")
 
 	// Old world and new world.
-	b.legacy = legacyServer(t, legacy.ServerOptions{})
-	b.demo = demoServer(t)
+	_, b.legacy = testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	b.demo = testkit.Demo(t)
 
 	// The data path runs in-process without the xds section: this test
 	// runs the control plane itself so it can restart it. Its listeners
