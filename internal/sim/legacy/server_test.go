@@ -1,7 +1,6 @@
 package legacy_test
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -14,29 +13,14 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func start(t *testing.T, o legacy.ServerOptions) *legacy.Server {
-	t.Helper()
-	s := legacy.NewServer(o)
-	if err := s.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestCommands(t *testing.T) {
-	s := start(t, legacy.ServerOptions{EchoExt: true})
-	ctx := tctx(t)
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true})
+	ctx := testkit.Context(t, 5*time.Second)
 	cl, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{Conns: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -75,10 +59,7 @@ func TestCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The oneway went on the other connection: wait for it.
-	deadline := time.Now().Add(2 * time.Second)
-	for (s.Stats().Oneway == 0 || s.Stats().Replies < 6) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Await(2*time.Second, func() bool { return s.Stats().Oneway != 0 && s.Stats().Replies >= 6 })
 	st := s.Stats()
 	if st.Oneway != 1 || st.UnknownCmd != 1 || st.Requests != 7 || st.Replies != 6 {
 		t.Fatalf("stats %+v", st)
@@ -86,8 +67,8 @@ func TestCommands(t *testing.T) {
 }
 
 func TestMalformedClosesOnlyThatConn(t *testing.T) {
-	s := start(t, legacy.ServerOptions{})
-	ctx := tctx(t)
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	ctx := testkit.Context(t, 5*time.Second)
 	good, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +99,7 @@ func TestMalformedClosesOnlyThatConn(t *testing.T) {
 }
 
 func TestHeartbeatAnsweredAndErrorInjection(t *testing.T) {
-	s := start(t, legacy.ServerOptions{ErrorRate: 1})
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{ErrorRate: 1})
 	nc, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +128,7 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 	if err := s.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	ctx := tctx(t)
+	ctx := testkit.Context(t, 5*time.Second)
 	cl, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -174,8 +155,8 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 }
 
 func TestRunLoadDetectsNothingWrong(t *testing.T) {
-	s := start(t, legacy.ServerOptions{Jitter: time.Millisecond})
-	r, err := legacy.RunLoad(tctx(t), legacy.LoadOptions{Addr: s.Addr().String(), Conns: 2, Concurrency: 16, Requests: 2000, Size: 40})
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{Jitter: time.Millisecond})
+	r, err := legacy.RunLoad(testkit.Context(t, 5*time.Second), legacy.LoadOptions{Addr: s.Addr().String(), Conns: 2, Concurrency: 16, Requests: 2000, Size: 40})
 	if err != nil || r.Count != 2000 || r.Errors != 0 || r.P99Us == 0 {
 		t.Fatalf("%v %v", r, err)
 	}
