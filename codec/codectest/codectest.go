@@ -181,6 +181,22 @@ func CorpusFile(b []byte) []byte {
 	return []byte(CorpusHeader + "[]byte(" + strconv.Quote(string(b)) + ")\n")
 }
 
+// WriteSeeds writes each seed as a corpus file (CorpusFile) named by its
+// key into testdata/fuzz/target, the directory go test's fuzzer starts
+// from; it fails the test on error.
+func WriteSeeds(t testing.TB, target string, seeds map[string][]byte) {
+	t.Helper()
+	dir := filepath.Join("testdata", "fuzz", target)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range seeds {
+		if err := os.WriteFile(filepath.Join(dir, name), CorpusFile(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // ReadCorpus loads every one-argument ([]byte) corpus file in dir, sorted
 // by name.
 func ReadCorpus(dir string) (map[string][]byte, []string, error) {
