@@ -16,6 +16,7 @@ import (
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/xds"
 )
@@ -237,7 +238,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	client := pki.client(t, "filter")
 
 	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
-	if err := xs.Update(xdsModel(t, filterXDSConfig(t, "127.0.0.1:0", port, wasm, ls.Addr().String(), 66, pki, client))); err != nil {
+	if err := xs.Update(xdstest.Model(t, filterXDSConfig(t, "127.0.0.1:0", port, wasm, ls.Addr().String(), 66, pki, client))); err != nil {
 		t.Fatal(err)
 	}
 	bound, err := xs.Listen()
@@ -257,7 +258,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 		}
 	})
 
-	boot, err := xds.Bootstrap(xdsModel(t, cfg), "filter", xds.BootstrapOptions{})
+	boot, err := xds.Bootstrap(xdstest.Model(t, cfg), "filter", xds.BootstrapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 
 	// Push a new plugin config (deny 67 instead of 66): new connections
 	// get it once Envoy has swapped the listener.
-	if err := xs.Update(xdsModel(t, filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client))); err != nil {
+	if err := xs.Update(xdstest.Model(t, filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client))); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 30*time.Second, "pushed deny list in force on a new connection", func() error {

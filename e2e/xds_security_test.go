@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,6 +15,7 @@ import (
 
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 )
 
 // TestXDSSecurityBinary runs the real `meshgate run` with an mTLS control
@@ -55,37 +52,16 @@ xds:
 `, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
-		return discovery.NewAggregatedDiscoveryServiceClient(testkit.Dial(t, mg.XDS(), grpc.WithTransportCredentials(c)))
+		return xdstest.ADS(t, mg.XDS(), c)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	sotw := func(c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DiscoveryResponse, error) {
-		st, err := c.StreamAggregatedResources(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType}); err != nil {
-			return nil, err
-		}
-		return st.Recv()
-	}
-	delta := func(c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DeltaDiscoveryResponse, error) {
-		st, err := c.DeltaAggregatedResources(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
-			return nil, err
-		}
-		return st.Recv()
-	}
+	ctx := testkit.Context(t, 20*time.Second)
 
 	// 1. No client certificate, or no TLS at all: nothing.
 	for name, c := range map[string]credentials.TransportCredentials{
 		"tls without client certificate": pki.creds(t, nil),
 		"plaintext":                      insecure.NewCredentials(),
 	} {
-		if r, err := sotw(dial(c), "idc"); status.Code(err) != codes.Unavailable {
+		if r, err := xdstest.FirstSecrets(ctx, dial(c), "idc"); status.Code(err) != codes.Unavailable {
 			t.Fatalf("%s: got %v / %v, want Unavailable (handshake refused)", name, r, err)
 		}
 	}
@@ -94,20 +70,20 @@ xds:
 	// nobody declared: PermissionDenied, over SotW and delta.
 	asIDC := dial(pki.creds(t, idc))
 	for _, node := range []string{"cloud", "stranger"} {
-		if r, err := sotw(asIDC, node); status.Code(err) != codes.PermissionDenied {
+		if r, err := xdstest.FirstSecrets(ctx, asIDC, node); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("idc certificate claiming %s (sotw): got %v / %v, want PermissionDenied", node, r, err)
 		}
-		if r, err := delta(asIDC, node); status.Code(err) != codes.PermissionDenied {
+		if r, err := xdstest.FirstDeltaSecrets(ctx, asIDC, node); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("idc certificate claiming %s (delta): got %v / %v, want PermissionDenied", node, r, err)
 		}
 	}
 
 	// 3. The rightful node gets its own secrets.
-	r, err := sotw(asIDC, "idc")
+	r, err := xdstest.FirstSecrets(ctx, asIDC, "idc")
 	if err != nil || len(r.GetResources()) == 0 {
 		t.Fatalf("idc as idc: %v / %v", r, err)
 	}
-	d, err := delta(asIDC, "idc")
+	d, err := xdstest.FirstDeltaSecrets(ctx, asIDC, "idc")
 	if err != nil || len(d.GetResources()) == 0 {
 		t.Fatalf("idc as idc (delta): %v / %v", d, err)
 	}

@@ -19,12 +19,12 @@ import (
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"
-	"github.com/meshgate/meshgate/xds/model"
 )
 
 // bridge is the standalone IDC↔cloud deployment on loopback: a legacy MGP
@@ -156,7 +156,7 @@ func (b *bridge) startXDS(cfg *config.Config) {
 	b.t.Helper()
 	b.reg = prometheus.NewRegistry()
 	b.xs = xds.NewServer(xds.Options{Logger: testLogger(b.t, "xds"), Registerer: b.reg})
-	if err := b.xs.Update(xdsModel(b.t, cfg)); err != nil {
+	if err := b.xs.Update(xdstest.Model(b.t, cfg)); err != nil {
 		b.t.Fatal(err)
 	}
 	addr, err := b.xs.Listen()
@@ -230,7 +230,7 @@ func newBridge(t *testing.T) *bridge {
 		into  **envoyproc.Envoy
 	}{{"idc", false, &b.idc}, {"cloud", true, &b.cloud}} {
 		// The same function `meshgate envoy-bootstrap` uses.
-		boot, err := xds.Bootstrap(xdsModel(t, cfg), n.node, xds.BootstrapOptions{Delta: n.delta})
+		boot, err := xds.Bootstrap(xdstest.Model(t, cfg), n.node, xds.BootstrapOptions{Delta: n.delta})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,7 +373,7 @@ func (tr *traffic) finish(t *testing.T, phase string) {
 
 func (b *bridge) push(v variant) {
 	b.t.Helper()
-	if err := b.xs.Update(xdsModel(b.t, b.config(v))); err != nil {
+	if err := b.xs.Update(xdstest.Model(b.t, b.config(v))); err != nil {
 		b.t.Fatalf("push: %v", err)
 	}
 }
@@ -610,14 +610,4 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name, typeURL string) p
 	}
 	t.Fatalf("%s{type_url=%s} not found", name, typeURL)
 	return nil
-}
-
-// xdsModel builds the control plane's model of cfg, as the runtime does.
-func xdsModel(t testing.TB, cfg *config.Config) *model.XDS {
-	t.Helper()
-	m, err := cfg.XDSModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }

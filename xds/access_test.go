@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
@@ -122,30 +123,6 @@ func refusedCount(reg *prometheus.Registry, reason string) float64 {
 	return -1
 }
 
-// sotwFirst sends one SDS request as node and returns the first response
-// or the stream's error.
-func sotwFirst(ctx context.Context, c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DiscoveryResponse, error) {
-	st, err := c.StreamAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType}); err != nil {
-		return nil, err
-	}
-	return st.Recv()
-}
-
-func deltaFirst(ctx context.Context, c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DeltaDiscoveryResponse, error) {
-	st, err := c.DeltaAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
-		return nil, err
-	}
-	return st.Recv()
-}
-
 // TestADSRequiresClientCertificate: without a client certificate the TLS
 // handshake fails; nothing is served and the refusal is counted. A
 // plaintext client gets nothing either.
@@ -156,7 +133,7 @@ func TestADSRequiresClientCertificate(t *testing.T) {
 		creds credentials.TransportCredentials
 	}{{"tls without client cert", clientCreds(t, dir, "")}, {"plaintext", insecure.NewCredentials()}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := sotwFirst(ctx, dial(c.creds), "idc")
+		r, err := xdstest.FirstSecrets(ctx, dial(c.creds), "idc")
 		cancel()
 		if err == nil {
 			t.Fatalf("%s: got a response: %v", c.name, r)
@@ -196,11 +173,11 @@ func TestADSNodeIdentityBinding(t *testing.T) {
 		{"empty node id", idc, "", RefusedNoNode},
 	} {
 		before := refusedCount(reg, c.reason)
-		r, err := sotwFirst(ctx, c.client, c.node)
+		r, err := xdstest.FirstSecrets(ctx, c.client, c.node)
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("%s (sotw): got %v / %v, want PermissionDenied", c.name, r, err)
 		}
-		d, err := deltaFirst(ctx, c.client, c.node)
+		d, err := xdstest.FirstDeltaSecrets(ctx, c.client, c.node)
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("%s (delta): got %v / %v, want PermissionDenied", c.name, d, err)
 		}
@@ -210,7 +187,7 @@ func TestADSNodeIdentityBinding(t *testing.T) {
 	}
 
 	// The rightful owners get their own secrets (and only theirs).
-	r, err := sotwFirst(ctx, idc, "idc")
+	r, err := xdstest.FirstSecrets(ctx, idc, "idc")
 	if err != nil {
 		t.Fatalf("idc as idc: %v", err)
 	}
@@ -220,7 +197,7 @@ func TestADSNodeIdentityBinding(t *testing.T) {
 	}
 
 	cloud := dial(clientCreds(t, dir, "cloud"))
-	d, err := deltaFirst(ctx, cloud, "cloud")
+	d, err := xdstest.FirstDeltaSecrets(ctx, cloud, "cloud")
 	if err != nil {
 		t.Fatalf("cloud as cloud (spiffe identity, delta): %v", err)
 	}
@@ -337,7 +314,7 @@ func TestListenRefusesUnusableTLSFiles(t *testing.T) {
 	}
 	s := NewServer(Options{})
 	defer s.Close()
-	if err := s.Update(mustModel(t, cfg)); err != nil {
+	if err := s.Update(xdstest.Model(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Listen(); !errors.Is(err, ErrMissingFile) {
