@@ -2,8 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/addrfile"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 )
 
@@ -58,20 +61,19 @@ upstreams:
 	read := func(gen uint64) runtime.BoundAddrs {
 		t.Helper()
 		var b runtime.BoundAddrs
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			data, err := os.ReadFile(addrFile)
-			if err == nil {
-				if err := json.Unmarshal(data, &b); err != nil {
-					t.Fatalf("address file %q: %v", data, err) // never partial: written by rename
+		testkit.Succeeds(t, testkit.Context(t, 5*time.Second), 20*time.Millisecond, func() (err error) {
+			if b, err = addrfile.Read(addrFile); err != nil {
+				if !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal(err) // never partial: written by rename
 				}
-				if b.Generation >= gen {
-					return b
-				}
+				return err
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no address file of generation %d: %v %+v", gen, err, b)
+			if b.Generation < gen {
+				return fmt.Errorf("generation %d: %+v", b.Generation, b)
 			}
-		}
+			return nil
+		}, fmt.Sprintf("no address file of generation %d", gen))
+		return b
 	}
 	b := read(1)
 	for name, a := range map[string]string{"mgp-in": b.Listeners["mgp-in"], "admin": b.Admin, "health": b.Health} {
