@@ -43,7 +43,7 @@ upstreams:
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	cl := dialLegacy(t, mg.Addr("p2p"), legacy.ClientOptions{Conns: 1})
+	cl := testkit.LegacyClient(t, mg.Addr("p2p"), legacy.ClientOptions{Conns: 1})
 	ext := []codec.Ext{{Key: 0x0123, Value: []byte("opaque")}, {Key: 0x8002, Value: []byte("app")}}
 	r, err := cl.Call(ctx, 70, 99, []byte("hello"), ext)
 	if err != nil {

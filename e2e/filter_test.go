@@ -87,7 +87,7 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 	})
 	addr := envoyListener(t, env, "mgp")
 
-	c := dialLegacy(t, addr, legacy.ClientOptions{Conns: 2})
+	c := testkit.LegacyClient(t, addr, legacy.ClientOptions{Conns: 2})
 	const n = 200
 	for i := 0; i < n; i++ {
 		body := []byte(fmt.Sprintf("req-%d", i))
@@ -328,7 +328,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	})
 	// Before the swap, 67 may still have passed; from now on it must not.
 	before := seen[67].Load()
-	c2 := dialLegacy(t, addr, legacy.ClientOptions{})
+	c2 := testkit.LegacyClient(t, addr, legacy.ClientOptions{})
 	if r, err := c2.Call(ctx, 67, 2, []byte("denied"), nil); err != nil || r.Result != codec.ResultForbidden {
 		t.Fatalf("cmd 67 after the push: %+v %v", r, err)
 	}

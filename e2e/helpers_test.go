@@ -2,13 +2,12 @@ package e2e
 
 // Peers and clients of e2e's own (grpc-go's interop server, mTLS client
 // credentials, the legacy client) and Envoy's bound listener address; the
-// common ones (demo and legacy servers, gRPC clients, PKI) are
+// common ones (demo and legacy servers and clients, gRPC clients, PKI) are
 // internal/testkit's, as in the unit tests. They live here rather than in
 // harness so that harness, which deploy/e2e imports too, stays free of
 // gRPC, Envoy and MeshGate dependencies.
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -24,7 +23,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
 )
@@ -54,20 +52,6 @@ func clientCert(t testing.TB, ca *testpki.CA, id string) grpc.DialOption {
 	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
 	}))
-}
-
-// dialLegacy connects the reference legacy client to addr (within 10s);
-// it is closed when the test ends.
-func dialLegacy(t testing.TB, addr string, opts legacy.ClientOptions) *legacy.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cl, err := legacy.Dial(ctx, addr, opts)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { _ = cl.Close() })
-	return cl
 }
 
 // envoyAdmin is what EnvoyListener needs of a running Envoy

@@ -32,7 +32,7 @@ upstreams:
 	p, mgp := mg.Proc, mg.Addr("mgp-in")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, mgp, legacy.ClientOptions{Conns: 2})
+	cl := testkit.LegacyClient(t, mgp, legacy.ClientOptions{Conns: 2})
 	const n = 100
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -97,7 +97,7 @@ upstreams:
 	harness.WaitHTTP200(t, 10*time.Second, mg.AdminURL("/healthz"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, mg.Addr("mgp-in"), legacy.ClientOptions{})
+	cl := testkit.LegacyClient(t, mg.Addr("mgp-in"), legacy.ClientOptions{})
 	if r, err := cl.Call(ctx, 1, 1, []byte("up"), nil); err != nil || string(r.Body) != "up" {
 		t.Fatalf("after start-up SIGHUP: %+v %v", r, err)
 	}

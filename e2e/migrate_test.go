@@ -156,10 +156,7 @@ func drive(ctx context.Context, rec *recorder, workers int, wg *sync.WaitGroup, 
 
 // privateLoad drives workers MGP clients over uins until ctx ends.
 func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := testkit.LegacyClient(t, addr, legacy.ClientOptions{Conns: 4})
 	drive(ctx, rec, workers, wg, func(ctx context.Context, uin uint64, body []byte) ([]byte, error) {
 		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, body, nil)
 		if err != nil {
@@ -465,7 +462,7 @@ upstreams:
 	admin, priv, gaddr := mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 2})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 2})
 
 	// send n requests over 8 workers; uin = 1 + i%500; returns primary errors and max latency
 	cc := testkit.Client(t, gaddr)

@@ -88,7 +88,7 @@ upstreams:
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	mc := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	harness.Eventually(t, 10*time.Second, "double bridge up", func() error {
 		r, err := mc.Call(ctx, 1, 0, []byte("w"), nil)
 		if err != nil {

@@ -117,10 +117,7 @@ func (l *loadRecorder) now() time.Duration { return time.Since(l.start) }
 // worker) and deadline (ext 3) until ctx ends. It returns when they stop.
 func (l *loadRecorder) run(ctx context.Context, t *testing.T, addr string, workers int, cmd uint32, uins []uint64, deadline time.Duration) *sync.WaitGroup {
 	t.Helper()
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := testkit.LegacyClient(t, addr, legacy.ClientOptions{Conns: 2})
 	l.start = time.Now()
 	var wg sync.WaitGroup
 	dl := make([]byte, 4)
@@ -439,7 +436,7 @@ func TestResilienceOverload(t *testing.T) {
 `, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 4})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 4})
 	var l loadRecorder
 	l.start = time.Now()
 	// Unloaded latency.
@@ -640,7 +637,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	call := func(cmd uint32) *codec.Frame {
 		resp, err := cl.Call(ctx, cmd, 7, []byte("x"), nil)
 		if err != nil {
@@ -710,7 +707,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	type res struct {
 		cmd    uint32
 		result uint16

@@ -141,7 +141,7 @@ upstreams:
 	// private → gRPC → private: results from a legacy server.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	mc := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	// MeshGate dialled its own gRPC listener before it listened: wait
 	// until every connection of that pool has come back from backoff.
 	harness.Eventually(t, 10*time.Second, "private → gRPC → private up", func() error {

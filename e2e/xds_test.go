@@ -451,10 +451,7 @@ func TestXDSBridge(t *testing.T) {
 	// A brand-new connection handshakes with the rotated certificates.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	fresh, err := legacy.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := testkit.LegacyClient(t, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), legacy.ClientOptions{})
 	if err := mgpCall(ctx, fresh, "after-rotation"); err != nil {
 		t.Fatalf("new connection after rotation: %v", err)
 	}

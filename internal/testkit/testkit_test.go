@@ -88,12 +88,7 @@ func TestStubAndLegacy(t *testing.T) {
 	if s.Addr().String() != addr {
 		t.Fatalf("Addr %v, want %s", s.Addr(), addr)
 	}
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if r, err := cl.Call(ctx, legacy.CmdEcho, 1, []byte("x"), nil); err != nil || string(r.Body) != "x" {
+	if r, err := LegacyClient(t, addr, legacy.ClientOptions{}).Call(ctx, legacy.CmdEcho, 1, []byte("x"), nil); err != nil || string(r.Body) != "x" {
 		t.Fatalf("%+v %v", r, err)
 	}
 }

@@ -21,11 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestCommands(t *testing.T) {
 	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true})
 	ctx := testkit.Context(t, 5*time.Second)
-	cl, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := testkit.LegacyClient(t, s.Addr().String(), legacy.ClientOptions{Conns: 2})
 	exts := []codec.Ext{{Key: codec.ExtCaller, Value: []byte("me")}, {Key: 0x9000, Value: []byte("app")}}
 	r, err := cl.Call(ctx, legacy.CmdEcho, 77, []byte("body"), exts)
 	if err != nil || string(r.Body) != "body" || r.UIN != 77 || r.Result != 0 {
@@ -69,11 +65,7 @@ func TestCommands(t *testing.T) {
 func TestMalformedClosesOnlyThatConn(t *testing.T) {
 	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	ctx := testkit.Context(t, 5*time.Second)
-	good, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
+	good := testkit.LegacyClient(t, s.Addr().String(), legacy.ClientOptions{})
 	for _, bad := range [][]byte{
 		{0x05, 1, 0, 32, 0, 0, 0, 0},                   // bad stx
 		{0x02, 1, 0, 31, 0, 0, 0, 0},                   // header_len
@@ -129,11 +121,7 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testkit.Context(t, 5*time.Second)
-	cl, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := testkit.LegacyClient(t, s.Addr().String(), legacy.ClientOptions{})
 	done := make(chan error, 1)
 	go func() {
 		r, err := cl.Call(ctx, legacy.CmdSlow, 0, []byte{0, 0, 0, 100}, nil)

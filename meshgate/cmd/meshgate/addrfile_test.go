@@ -83,14 +83,8 @@ upstreams:
 	}
 	call := func(addr string) {
 		t.Helper()
-		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer ccancel()
-		cl, err := legacy.Dial(cctx, addr, legacy.ClientOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		if r, err := cl.Call(cctx, 1, 0, []byte("run"), nil); err != nil || string(r.Body) != "RUN" {
+		cl := testkit.LegacyClient(t, addr, legacy.ClientOptions{})
+		if r, err := cl.Call(testkit.Context(t, 3*time.Second), 1, 0, []byte("run"), nil); err != nil || string(r.Body) != "RUN" {
 			t.Fatalf("call %s: %+v %v", addr, r, err)
 		}
 	}
