@@ -17,6 +17,7 @@ import (
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testkit/xdstest"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/xds"
 )
@@ -187,7 +188,7 @@ func expectFilterStats(t *testing.T, env *envoyproc.Envoy, want map[string]uint6
 //
 // ADS is mutual TLS: the control plane serves pki's xds certificate and
 // the node proves its id with client (default identity dns:filter).
-func filterXDSConfig(t *testing.T, xdsAddr string, listen int, wasm, legacyAddr string, deny uint32, pki *xdsPKI, client *config.TLS) *config.Config {
+func filterXDSConfig(t *testing.T, xdsAddr string, listen int, wasm, legacyAddr string, deny uint32, pki *xdstest.PKI, client testpki.TLSFiles) *config.Config {
 	t.Helper()
 	y := fmt.Sprintf(`
 xds:
@@ -205,7 +206,7 @@ xds:
       route_to: {cluster: legacy}
     clusters:
     - {name: legacy, protocol: private, endpoints: [%q]}
-`, xdsAddr, pki.serverYAML(), clientYAML(client), listen, wasm, deny, legacyAddr)
+`, xdsAddr, serverYAML(pki), client.YAML(), listen, wasm, deny, legacyAddr)
 	cfg, err := config.Parse([]byte(y), t.TempDir())
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -234,8 +235,8 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	// control plane listens on port 0.
 	port := harness.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	pki := newXDSPKI(t, t.TempDir(), nil)
-	client := pki.client(t, "filter")
+	pki := xdstest.NewPKI(t, t.TempDir(), nil)
+	client := pki.Client(t, "filter")
 
 	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
 	if err := xs.Update(xdstest.Model(t, filterXDSConfig(t, "127.0.0.1:0", port, wasm, ls.Addr().String(), 66, pki, client))); err != nil {

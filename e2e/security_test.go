@@ -60,7 +60,7 @@ listeners:
   - name: grpc_in
     kind: grpc
     address: 127.0.0.1:0
-    tls: {cert_file: %q, key_file: %q, ca_file: %q}
+    tls: %s
     authz:
       allow:
         - {identities: ["spiffe://meshgate.test/ns/game/sa/web"], methods: ["/legacy.Legacy/*"]}
@@ -69,7 +69,7 @@ listeners:
 upstreams:
   - {name: grpc_be, protocol: grpc, endpoints: [%q]}
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, f.CertFile, f.KeyFile, f.CAFile, legacy.CmdEcho, gaddr, lb.Addr().String())
+`, f.YAML(), legacy.CmdEcho, gaddr, lb.Addr().String())
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	priv, grpcAddr := mg.Addr("mgp_in"), mg.Addr("grpc_in")
 
@@ -206,14 +206,14 @@ listeners:
 `+trustUINClients+`  - name: push-api
     kind: grpc
     address: 127.0.0.1:0
-    tls: {cert_file: %q, key_file: %q, ca_file: %q}
+    tls: %s
     authz:
       allow:
         - {identities: ["spiffe://meshgate.test/ns/game/sa/notifier"], methods: ["/meshgate.v1.Push/Send"]}
     push: {api: true}
 upstreams:
   - {name: backend, protocol: grpc, endpoints: ["127.0.0.1:1"]}
-`, f.CertFile, f.KeyFile, f.CAFile)
+`, f.YAML())
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir))
 	harness.WaitHTTP200(t, 20*time.Second, mg.AdminURL("/healthz"))
 	priv, api := mg.Addr("clients"), mg.Addr("push-api")

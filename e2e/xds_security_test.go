@@ -29,9 +29,9 @@ import (
 // address, naming the field.
 func TestXDSSecurityBinary(t *testing.T) {
 	dir := t.TempDir()
-	pki := newXDSPKI(t, dir, nil)
-	idc := pki.client(t, "idc")     // DNS SAN idc: node idc's default identity
-	cloud := pki.client(t, "cloud") // used only as SDS material of node cloud
+	pki := xdstest.NewPKI(t, dir, nil)
+	idc := pki.Client(t, "idc")     // DNS SAN idc: node idc's default identity
+	cloud := pki.Client(t, "cloud") // used only as SDS material of node cloud
 	cfg := fmt.Sprintf(`
 listeners: []
 upstreams: []
@@ -43,13 +43,13 @@ xds:
     listeners:
     - {name: in, address: 127.0.0.1:10000, protocol: private, route_to: {cluster: up}}
     clusters:
-    - {name: up, protocol: private, endpoints: [127.0.0.1:10100], tls: {cert_file: %q, key_file: %q, ca_file: %q}}
+    - {name: up, protocol: private, endpoints: [127.0.0.1:10100], tls: %s}
   - node: cloud
     listeners:
-    - {name: in, address: 127.0.0.1:10100, protocol: private, tls: {cert_file: %q, key_file: %q, ca_file: %q}, route_to: {cluster: up}}
+    - {name: in, address: 127.0.0.1:10100, protocol: private, tls: %s, route_to: {cluster: up}}
     clusters:
     - {name: up, protocol: private, endpoints: [127.0.0.1:7200]}
-`, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
+`, serverYAML(pki), idc.YAML(), cloud.YAML())
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
 		return xdstest.ADS(t, mg.XDS(), c)
@@ -58,7 +58,7 @@ xds:
 
 	// 1. No client certificate, or no TLS at all: nothing.
 	for name, c := range map[string]credentials.TransportCredentials{
-		"tls without client certificate": pki.creds(t, nil),
+		"tls without client certificate": pki.Creds(t, ""),
 		"plaintext":                      insecure.NewCredentials(),
 	} {
 		if r, err := xdstest.FirstSecrets(ctx, dial(c), "idc"); status.Code(err) != codes.Unavailable {
@@ -68,7 +68,7 @@ xds:
 
 	// 2. A valid certificate claiming someone else's node id, or a node
 	// nobody declared: PermissionDenied, over SotW and delta.
-	asIDC := dial(pki.creds(t, idc))
+	asIDC := dial(pki.Creds(t, "idc"))
 	for _, node := range []string{"cloud", "stranger"} {
 		if r, err := xdstest.FirstSecrets(ctx, asIDC, node); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("idc certificate claiming %s (sotw): got %v / %v, want PermissionDenied", node, r, err)

@@ -53,9 +53,9 @@ type bridge struct {
 	cloud    *envoyproc.Envoy
 	idcLeaf  *testpki.Leaf
 	cloudLef *testpki.Leaf
-	pki      *xdsPKI
-	idcXDS   *config.TLS // idc's client certificate towards the control plane
-	cloudXDS *config.TLS
+	pki      *xdstest.PKI
+	idcXDS   testpki.TLSFiles // idc's client certificate towards the control plane
+	cloudXDS testpki.TLSFiles
 }
 
 // variant selects what the pushed config contains.
@@ -126,7 +126,7 @@ xds:
     route_to: {meshgate_listener: grpc_in}
 `, b.mgPriv, b.mgGRPC, b.demo, b.legacy, b.xdsAddr,
 		p["idc_private"], p["idc_grpc"], extraRoute, p["cloud_private"], idcTLS, grpcEP, extraCluster,
-		cloudTLS, p["cloud_grpc"], p["cloud_grpc2"], b.pki.serverYAML(), clientYAML(b.idcXDS), clientYAML(b.cloudXDS))
+		cloudTLS, p["cloud_grpc"], p["cloud_grpc2"], serverYAML(b.pki), b.idcXDS.YAML(), b.cloudXDS.YAML())
 }
 
 func (b *bridge) config(v variant) *config.Config {
@@ -197,9 +197,9 @@ func newBridge(t *testing.T) *bridge {
 		t.Fatal(err)
 	}
 	b.issueCerts()
-	b.pki = newXDSPKI(t, b.dir, b.ca)
-	b.idcXDS = b.pki.client(t, "idc-xds", "spiffe://meshgate.e2e/ns/edge/sa/idc")
-	b.cloudXDS = b.pki.client(t, "cloud-xds", "cloud")
+	b.pki = xdstest.NewPKI(t, b.dir, b.ca)
+	b.idcXDS = b.pki.Client(t, "idc-xds", "spiffe://meshgate.e2e/ns/edge/sa/idc")
+	b.cloudXDS = b.pki.Client(t, "cloud-xds", "cloud")
 
 	// Old world and new world.
 	_, b.legacy = testkit.Legacy(t, nil, nil, legacy.ServerOptions{})

@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,33 +24,23 @@ import (
 
 	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testkit/xdstest"
-	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 // securePKI writes a CA, the control plane's certificate and client
 // certificates for idc (DNS SAN idc), cloud (SPIFFE URI SAN) and a
 // stranger, all signed by the CA, into dir.
-func securePKI(t *testing.T, dir string) *testpki.CA {
+func securePKI(t *testing.T, dir string) *xdstest.PKI {
 	t.Helper()
-	ca, err := testpki.NewCA("xds-test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ca.WriteCA(dir); err != nil {
-		t.Fatal(err)
-	}
+	p := xdstest.NewPKI(t, dir, nil)
 	for name, sans := range map[string][]string{
-		"xds":      nil,
 		"idc":      nil, // CN idc → DNS SAN idc
 		"cloud":    {"spiffe://meshgate.test/ns/prod/sa/cloud"},
 		"stranger": nil,
 	} {
-		if _, _, err := ca.Issue(dir, name, sans...); err != nil {
-			t.Fatal(err)
-		}
+		p.Client(t, name, sans...)
 	}
-	return ca
+	return p
 }
 
 func secureConfig(t *testing.T, dir, addr string) *config.Config {
@@ -76,36 +65,18 @@ func secureConfig(t *testing.T, dir, addr string) *config.Config {
 `, addr))
 }
 
-func clientCreds(t *testing.T, dir, name string) credentials.TransportCredentials {
-	t.Helper()
-	pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := newPool(t, pem)
-	tc := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-	if name != "" {
-		c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	return credentials.NewTLS(tc)
-}
-
 // secureServer serves the secure config on 127.0.0.1 and returns a dial
-// function for ADS clients with the given credentials.
-func secureServer(t *testing.T) (*Server, *prometheus.Registry, func(credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient, string) {
+// function for ADS clients with the given credentials, and the PKI.
+func secureServer(t *testing.T) (*Server, *prometheus.Registry, func(credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient, *xdstest.PKI) {
 	t.Helper()
 	dir := t.TempDir()
-	securePKI(t, dir)
+	pki := securePKI(t, dir)
 	reg := prometheus.NewRegistry()
 	s, addr := serveForTest(t, secureConfig(t, dir, "127.0.0.1:0"), reg)
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
 		return adsClient(t, addr, c)
 	}
-	return s, reg, dial, dir
+	return s, reg, dial, pki
 }
 
 func refusedCount(reg *prometheus.Registry, reason string) float64 {
@@ -127,11 +98,11 @@ func refusedCount(reg *prometheus.Registry, reason string) float64 {
 // handshake fails; nothing is served and the refusal is counted. A
 // plaintext client gets nothing either.
 func TestADSRequiresClientCertificate(t *testing.T) {
-	_, reg, dial, dir := secureServer(t)
+	_, reg, dial, pki := secureServer(t)
 	for _, c := range []struct {
 		name  string
 		creds credentials.TransportCredentials
-	}{{"tls without client cert", clientCreds(t, dir, "")}, {"plaintext", insecure.NewCredentials()}} {
+	}{{"tls without client cert", pki.Creds(t, "")}, {"plaintext", insecure.NewCredentials()}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		r, err := xdstest.FirstSecrets(ctx, dial(c.creds), "idc")
 		cancel()
@@ -154,9 +125,9 @@ func TestADSRequiresClientCertificate(t *testing.T) {
 // is refused with PermissionDenied over SotW and delta; with its own node
 // id it gets its own secrets.
 func TestADSNodeIdentityBinding(t *testing.T) {
-	s, reg, dial, dir := secureServer(t)
-	idc := dial(clientCreds(t, dir, "idc"))
-	stranger := dial(clientCreds(t, dir, "stranger"))
+	s, reg, dial, pki := secureServer(t)
+	idc := dial(pki.Creds(t, "idc"))
+	stranger := dial(pki.Creds(t, "stranger"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -196,7 +167,7 @@ func TestADSNodeIdentityBinding(t *testing.T) {
 		t.Fatalf("idc got %d secrets, its snapshot has %d", n, len(idcSnap.GetResources(resource.SecretType)))
 	}
 
-	cloud := dial(clientCreds(t, dir, "cloud"))
+	cloud := dial(pki.Creds(t, "cloud"))
 	d, err := xdstest.FirstDeltaSecrets(ctx, cloud, "cloud")
 	if err != nil {
 		t.Fatalf("cloud as cloud (spiffe identity, delta): %v", err)
@@ -243,20 +214,11 @@ func TestUnixSocketMode(t *testing.T) {
 	}
 }
 
-func newPool(t *testing.T, pem []byte) *x509.CertPool {
-	t.Helper()
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(pem) {
-		t.Fatal("bad CA PEM")
-	}
-	return p
-}
-
 // TestADSServerCertificateRotation: replacing xds.tls files is picked up
 // for new connections without a restart (grpc-go's pemfile provider).
 func TestADSServerCertificateRotation(t *testing.T) {
 	dir := t.TempDir()
-	ca := securePKI(t, dir)
+	ca := securePKI(t, dir).CA
 	cfg := secureConfig(t, dir, "127.0.0.1:0")
 	cfg.XDS.CertPoll = 50 * time.Millisecond
 	_, addr := serveForTest(t, cfg, nil)
@@ -325,10 +287,10 @@ func TestListenRefusesUnusableTLSFiles(t *testing.T) {
 // TestADSNodeSwitchMidStream: a stream that opened as its own node and
 // later names another node id is closed; it never gets the other's secrets.
 func TestADSNodeSwitchMidStream(t *testing.T) {
-	_, reg, dial, dir := secureServer(t)
+	_, reg, dial, pki := secureServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := dial(clientCreds(t, dir, "idc")).StreamAggregatedResources(ctx)
+	st, err := dial(pki.Creds(t, "idc")).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
