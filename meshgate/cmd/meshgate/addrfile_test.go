@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/addrfile"
@@ -24,13 +22,7 @@ import (
 // once it serves (the listener answers at the address written), and
 // rewrites F with the next generation after a reload that adds a listener.
 func TestRunAddressFile(t *testing.T) {
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go func() { _ = gs.Serve(gln) }()
-	defer gs.Stop()
+	demoAddr := testkit.Demo(t)
 	dir := t.TempDir()
 	path, addrFile := filepath.Join(dir, "meshgate.yaml"), filepath.Join(dir, "addrs.json")
 	cfg := fmt.Sprintf(`
@@ -44,7 +36,7 @@ listeners:
 %%s
 upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q]}
-`, gln.Addr().String())
+`, demoAddr)
 	write := func(extra string) {
 		t.Helper()
 		if err := os.WriteFile(path, []byte(fmt.Sprintf(cfg, extra)), 0o600); err != nil {
@@ -107,14 +99,7 @@ upstreams:
 		t.Fatalf("temporary files left: %v", m)
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v", err)
-		}
-	case <-time.After(6 * time.Second):
-		t.Fatal("run did not drain and return")
-	}
+	testkit.Returns(t, done, 6*time.Second, "run")
 }
 
 // TestRunAddressFileBadDir: an -address-file in a directory that does not
