@@ -11,6 +11,7 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestAnyListenerToAnyUpstream runs the real binary with the two paths
@@ -19,8 +20,8 @@ import (
 // 0x8000 carried both ways, a failed result back unchanged) and a gRPC
 // listener proxying calls to a grpc-go server (method rewritten).
 func TestAnyListenerToAnyUpstream(t *testing.T) {
-	be := demoServer(t)
-	ls := legacyServer(t, legacy.ServerOptions{EchoExt: true})
+	be := testkit.Demo(t)
+	_, ls := testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true})
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 listeners:
   - name: p2p
@@ -42,7 +43,7 @@ upstreams:
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	cl := dialLegacy(t, mg.Addr("p2p"), legacy.ClientOptions{Conns: 1})
+	cl := testkit.LegacyClient(t, mg.Addr("p2p"), legacy.ClientOptions{Conns: 1})
 	ext := []codec.Ext{{Key: 0x0123, Value: []byte("opaque")}, {Key: 0x8002, Value: []byte("app")}}
 	r, err := cl.Call(ctx, 70, 99, []byte("hello"), ext)
 	if err != nil {
@@ -61,7 +62,7 @@ upstreams:
 		t.Fatalf("private→private failure: %v result %d msg %q", err, r.Result, msg)
 	}
 
-	cc := dialGRPC(t, mg.Addr("g2g"), rawCodec())
+	cc := testkit.Client(t, mg.Addr("g2g"))
 	var out []byte
 	if err := cc.Invoke(ctx, "/shout.S/Loud", []byte("quiet"), &out); err != nil || string(out) != "QUIET" {
 		t.Fatalf("gRPC→gRPC rewritten: %q, %v", out, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/descset/descsettest"
 )
 
@@ -309,11 +310,7 @@ type ghzReport struct {
 // meshgate_requests_total counted them OK on the route.
 func TestGhzThroughReflection(t *testing.T) {
 	ghz := ghzBin(t)
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 
 	dir := t.TempDir()
 	ps := descsettest.Write(t, dir) // legacy.proto: service legacy.Legacy { rpc Echo(EchoRequest) returns (EchoResponse); ... }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestDevDemo runs the real tools binary `meshgate-dev demo` with the real
@@ -61,7 +62,7 @@ upstreams:
 	if err != nil || r.Result != 0 || string(r.Body) != "VIA MGP" {
 		t.Fatalf("MGP/1 call through the demo: %+v %v", r, err)
 	}
-	cc := dialGRPC(t, grpcIn, rawCodec())
+	cc := testkit.Client(t, grpcIn)
 	var out []byte
 	err = cc.Invoke(ctx, "/legacy.Legacy/Uppercase", []byte("via grpc"), &out)
 	_ = cc.Close()

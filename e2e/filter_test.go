@@ -15,6 +15,9 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/xds"
 )
@@ -72,15 +75,11 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 	envoyproc.Require(t)
 	wasm := harness.WasmFilter(t)
 	var got66 atomic.Int64
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
 		if f.Cmd == 66 {
 			got66.Add(1)
 		}
 	}})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	env := envoyproc.StartT(t, ctx, envoyproc.Options{
@@ -89,7 +88,7 @@ func TestWasmFilterInEnvoy(t *testing.T) {
 	})
 	addr := envoyListener(t, env, "mgp")
 
-	c := dialLegacy(t, addr, legacy.ClientOptions{Conns: 2})
+	c := testkit.LegacyClient(t, addr, legacy.ClientOptions{Conns: 2})
 	const n = 200
 	for i := 0; i < n; i++ {
 		body := []byte(fmt.Sprintf("req-%d", i))
@@ -189,7 +188,7 @@ func expectFilterStats(t *testing.T, env *envoyproc.Envoy, want map[string]uint6
 //
 // ADS is mutual TLS: the control plane serves pki's xds certificate and
 // the node proves its id with client (default identity dns:filter).
-func filterXDSConfig(t *testing.T, xdsAddr string, listen int, wasm, legacyAddr string, deny uint32, pki *xdsPKI, client *config.TLS) *config.Config {
+func filterXDSConfig(t *testing.T, xdsAddr string, listen int, wasm, legacyAddr string, deny uint32, pki *xdstest.PKI, client testpki.TLSFiles) *config.Config {
 	t.Helper()
 	y := fmt.Sprintf(`
 xds:
@@ -207,7 +206,7 @@ xds:
       route_to: {cluster: legacy}
     clusters:
     - {name: legacy, protocol: private, endpoints: [%q]}
-`, xdsAddr, pki.serverYAML(), clientYAML(client), listen, wasm, deny, legacyAddr)
+`, xdsAddr, serverYAML(pki), client.YAML(), listen, wasm, deny, legacyAddr)
 	cfg, err := config.Parse([]byte(y), t.TempDir())
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -226,25 +225,21 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	envoyproc.Require(t)
 	wasm := harness.WasmFilter(t)
 	var seen [128]atomic.Int64
-	ls := legacy.NewServer(legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(f *codec.Frame) {
 		if f.Cmd < uint32(len(seen)) {
 			seen[f.Cmd].Add(1)
 		}
 	}})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
 
 	// Envoy's listener comes from xDS, which needs a concrete port; the
 	// control plane listens on port 0.
 	port := harness.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	pki := newXDSPKI(t, t.TempDir(), nil)
-	client := pki.client(t, "filter")
+	pki := xdstest.NewPKI(t, t.TempDir(), nil)
+	client := pki.Client(t, "filter")
 
 	xs := xds.NewServer(xds.Options{Logger: newSlog(t, "xds")})
-	if err := xs.Update(xdsModel(t, filterXDSConfig(t, "127.0.0.1:0", port, wasm, ls.Addr().String(), 66, pki, client))); err != nil {
+	if err := xs.Update(xdstest.Model(t, filterXDSConfig(t, "127.0.0.1:0", port, wasm, ls.Addr().String(), 66, pki, client))); err != nil {
 		t.Fatal(err)
 	}
 	bound, err := xs.Listen()
@@ -264,7 +259,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 		}
 	})
 
-	boot, err := xds.Bootstrap(xdsModel(t, cfg), "filter", xds.BootstrapOptions{})
+	boot, err := xds.Bootstrap(xdstest.Model(t, cfg), "filter", xds.BootstrapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +299,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 
 	// Push a new plugin config (deny 67 instead of 66): new connections
 	// get it once Envoy has swapped the listener.
-	if err := xs.Update(xdsModel(t, filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client))); err != nil {
+	if err := xs.Update(xdstest.Model(t, filterXDSConfig(t, xdsAddr, port, wasm, ls.Addr().String(), 67, pki, client))); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, 30*time.Second, "pushed deny list in force on a new connection", func() error {
@@ -334,7 +329,7 @@ func TestWasmFilterThroughXDS(t *testing.T) {
 	})
 	// Before the swap, 67 may still have passed; from now on it must not.
 	before := seen[67].Load()
-	c2 := dialLegacy(t, addr, legacy.ClientOptions{})
+	c2 := testkit.LegacyClient(t, addr, legacy.ClientOptions{})
 	if r, err := c2.Call(ctx, 67, 2, []byte("denied"), nil); err != nil || r.Result != codec.ResultForbidden {
 		t.Fatalf("cmd 67 after the push: %+v %v", r, err)
 	}

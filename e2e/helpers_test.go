@@ -1,12 +1,13 @@
 package e2e
 
-// Peers the tests start in-process (each on a listener it keeps: no port
-// is released and re-bound), clients, and Envoy's bound listener address.
-// They live here rather than in harness so that harness, which deploy/e2e
-// imports too, stays free of gRPC, Envoy and MeshGate dependencies.
+// Peers and clients of e2e's own (grpc-go's interop server, mTLS client
+// credentials, the legacy client) and Envoy's bound listener address; the
+// common ones (demo and legacy servers and clients, gRPC clients, PKI) are
+// internal/testkit's, as in the unit tests. They live here rather than in
+// harness so that harness, which deploy/e2e imports too, stays free of
+// gRPC, Envoy and MeshGate dependencies.
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -17,47 +18,14 @@ import (
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/demo"
-	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
-
-// listen binds a loopback TCP port chosen by the kernel; the listener is
-// closed when the test ends. Peers started in the test process serve on it
-// directly, so no port is ever released and re-bound.
-func listen(t testing.TB) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	return ln
-}
-
-// serveGRPC serves gs on a new loopback port until the test ends and
-// returns the address.
-func serveGRPC(t testing.TB, gs *grpc.Server) string {
-	t.Helper()
-	ln := listen(t)
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
-	return ln.Addr().String()
-}
-
-// demoServer serves the demo.Echo gRPC service until the test ends and
-// returns its address.
-func demoServer(t testing.TB) string {
-	t.Helper()
-	return serveGRPC(t, demo.NewServer())
-}
 
 // interopServer serves grpc-go's interop TestService until the test ends
 // and returns its address.
@@ -65,37 +33,7 @@ func interopServer(t testing.TB) string {
 	t.Helper()
 	gs := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
-	return serveGRPC(t, gs)
-}
-
-// legacyServer serves the reference legacy private-protocol server with
-// opts until the test ends and returns its address.
-func legacyServer(t testing.TB, opts legacy.ServerOptions) string {
-	t.Helper()
-	ln := listen(t)
-	ls := legacy.NewServer(opts)
-	go func() { _ = ls.Serve(ln) }()
-	t.Cleanup(func() { _ = ls.Close() })
-	return ln.Addr().String()
-}
-
-// rawCodec makes a client send and receive message bytes as they are
-// (rawcodec), as MeshGate's own gRPC side does.
-func rawCodec() grpc.DialOption {
-	return grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{}))
-}
-
-// dialGRPC returns a client for addr, plaintext unless opts set other
-// transport credentials (later options win); it is closed when the test
-// ends.
-func dialGRPC(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	return cc
+	return testkit.Serve(t, gs, nil)
 }
 
 // clientCert is mutual TLS towards a server with a certificate for
@@ -114,20 +52,6 @@ func clientCert(t testing.TB, ca *testpki.CA, id string) grpc.DialOption {
 	return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: ca.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
 	}))
-}
-
-// dialLegacy connects the reference legacy client to addr (within 10s);
-// it is closed when the test ends.
-func dialLegacy(t testing.TB, addr string, opts legacy.ClientOptions) *legacy.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cl, err := legacy.Dial(ctx, addr, opts)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { _ = cl.Close() })
-	return cl
 }
 
 // envoyAdmin is what EnvoyListener needs of a running Envoy

@@ -23,6 +23,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // Every test here runs grpc-go's interop client cases through one real
@@ -150,7 +151,7 @@ upstreams:
 `, harness.ListenerRef("mgp-mid"), is, pairs, svc, unimp, transport)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second)) // both upstreams connected, the self-loop too
 
-	cc := dialGRPC(t, mg.Addr("grpc-in"))
+	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
 
 	runInteropCase(t, "empty_unary", func(t *testing.T, ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) })
@@ -206,7 +207,7 @@ upstreams:
 `, harness.ListenerRef("mgp-mid"), harness.ListenerRef("mgp-end"), is, pairs, svc)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
 
-	cc := dialGRPC(t, mg.Addr("grpc-in"))
+	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
 	runInteropCase(t, "custom_metadata", func(t *testing.T, ctx context.Context) { interop.DoCustomMetadata(ctx, tc) })
 }
@@ -240,7 +241,7 @@ upstreams:
   - {name: interop, protocol: grpc, endpoints: [%[3]q]}
 `, svc, harness.ListenerRef("mgp-mid"), is)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
-	runStreamingCases(t, testgrpc.NewTestServiceClient(dialGRPC(t, mg.Addr("grpc-in"))))
+	runStreamingCases(t, testgrpc.NewTestServiceClient(testkit.Dial(t, mg.Addr("grpc-in"))))
 }
 
 // TestInteropStreamsThroughEveryPath runs grpc-go's interop streaming cases
@@ -287,7 +288,7 @@ func TestInteropStreamsThroughEveryPath(t *testing.T) {
 		routes("      - {cmd: %[2]d, method: %[1]s, upstream: interop, stream: %[3]s}\n"),
 		harness.ListenerRef("grpc-in"), harness.ListenerRef("mgp-mid"), harness.ListenerRef("mgp-end"), is)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second)) // every upstream connected, the self-loops too
-	runStreamingCases(t, testgrpc.NewTestServiceClient(dialGRPC(t, mg.Addr("grpc-pass"))))
+	runStreamingCases(t, testgrpc.NewTestServiceClient(testkit.Dial(t, mg.Addr("grpc-pass"))))
 }
 
 // streamServer is a legacy server with two server-stream commands: cmd 21
@@ -300,39 +301,8 @@ type streamServer struct {
 }
 
 func newStreamServer(t *testing.T, count, size int) *streamServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &streamServer{ln: ln, count: count, size: size, cancels: make(chan uint32, 16)}
-	var wg sync.WaitGroup
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.serve(nc)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	s := &streamServer{ln: testkit.Listen(t, "127.0.0.1:0"), count: count, size: size, cancels: make(chan uint32, 16)}
+	testkit.ServeConns(t, s.ln, s.serve)
 	return s
 }
 
@@ -395,7 +365,7 @@ upstreams:
   - {name: legacy, protocol: private, endpoints: [%q], connections: 1}
 `, legacy.ln.Addr().String())
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
-	dial := func() *grpc.ClientConn { return dialGRPC(t, mg.Addr("grpc-in"), rawCodec()) }
+	dial := func() *grpc.ClientConn { return testkit.Client(t, mg.Addr("grpc-in")) }
 	desc := &grpc.StreamDesc{ServerStreams: true}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

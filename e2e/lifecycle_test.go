@@ -14,13 +14,14 @@ import (
 
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestSIGHUPDuringDrain: SIGHUP while `meshgate run -c` drains is logged
 // and ignored; the process does not die (it used to exit 129, dropping the
 // requests in flight) and every in-flight request completes.
 func TestSIGHUPDuringDrain(t *testing.T) {
-	be := demoServer(t)
+	be := testkit.Demo(t)
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 defaults: {drain_timeout: 10s}
 listeners:
@@ -31,7 +32,7 @@ upstreams:
 	p, mgp := mg.Proc, mg.Addr("mgp-in")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, mgp, legacy.ClientOptions{Conns: 2})
+	cl := testkit.LegacyClient(t, mgp, legacy.ClientOptions{Conns: 2})
 	const n = 100
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -78,7 +79,7 @@ upstreams:
 // is still starting (warming up a private upstream that is down) is queued
 // and applied as a reload once started; the process keeps running.
 func TestSIGHUPDuringStartup(t *testing.T) {
-	be := demoServer(t)
+	be := testkit.Demo(t)
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 listeners:
   - {name: mgp-in, kind: private, address: 127.0.0.1:0, routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]}
@@ -96,7 +97,7 @@ upstreams:
 	harness.WaitHTTP200(t, 10*time.Second, mg.AdminURL("/healthz"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, mg.Addr("mgp-in"), legacy.ClientOptions{})
+	cl := testkit.LegacyClient(t, mg.Addr("mgp-in"), legacy.ClientOptions{})
 	if r, err := cl.Call(ctx, 1, 1, []byte("up"), nil); err != nil || string(r.Body) != "up" {
 		t.Fatalf("after start-up SIGHUP: %+v %v", r, err)
 	}
@@ -112,7 +113,7 @@ upstreams:
 // then is served (it used to get "connection refused"), the health service
 // says NOT_SERVING; the process then exits 0.
 func TestSIGTERMGRPCDrainGrace(t *testing.T) {
-	ls := legacyServer(t, legacy.ServerOptions{})
+	_, ls := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	mg := harness.StartMeshgate(t, fmt.Sprintf(`
 defaults: {drain_timeout: 6s, drain_grace: 2s}
 listeners:
@@ -123,7 +124,7 @@ upstreams:
 	p := mg.Proc
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	sent := time.Now()
-	dial := func() *grpc.ClientConn { return dialGRPC(t, mg.Addr("grpc-in"), rawCodec()) }
+	dial := func() *grpc.ClientConn { return testkit.Client(t, mg.Addr("grpc-in")) }
 	// Draining has begun once the health service says NOT_SERVING...
 	probe := dial()
 	harness.Eventually(t, 3*time.Second, "health NOT_SERVING after SIGTERM", func() error {

@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestConnectionLimitsKeepAdminAnswering runs the real binary with a low
@@ -120,7 +121,7 @@ upstreams:
 	if code, body, err := harness.HTTPGet("http://" + admin + "/healthz"); err != nil || code != 200 {
 		t.Fatalf("/healthz under fd pressure: %d %q %v", code, body, err)
 	}
-	cc := dialGRPC(t, grpcAddr)
+	cc := testkit.Dial(t, grpcAddr)
 	harness.Eventually(t, 10*time.Second, "gRPC health under fd pressure", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -20,9 +20,9 @@ import (
 
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/migrate"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/split"
 )
 
@@ -30,22 +30,14 @@ import (
 // handle(method, uin, body) through the raw codec.
 func rawService(t *testing.T, handle func(ctx context.Context, method string, uin uint64, body []byte) []byte) string {
 	t.Helper()
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
-		method, _ := grpc.MethodFromServerStream(stream)
+	return testkit.AnyMethod(t, func(ctx context.Context, body []byte) ([]byte, error) {
+		method, _ := grpc.Method(ctx)
 		var uin uint64
-		if md, ok := metadata.FromIncomingContext(stream.Context()); ok {
-			if v := md[mapping.MDUIN]; len(v) > 0 {
-				uin, _ = strconv.ParseUint(v[0], 10, 64)
-			}
+		if v := metadata.ValueFromIncomingContext(ctx, mapping.MDUIN); len(v) > 0 {
+			uin, _ = strconv.ParseUint(v[0], 10, 64)
 		}
-		var body []byte
-		if err := stream.RecvMsg(&body); err != nil {
-			return err
-		}
-		out := handle(stream.Context(), method, uin, body)
-		return stream.SendMsg(&out)
-	}))
-	return serveGRPC(t, gs)
+		return handle(ctx, method, uin, body), nil
+	})
 }
 
 // sides tells which backend served: legacy uppercases "u<uin>", the new
@@ -164,10 +156,7 @@ func drive(ctx context.Context, rec *recorder, workers int, wg *sync.WaitGroup, 
 
 // privateLoad drives workers MGP clients over uins until ctx ends.
 func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := testkit.LegacyClient(t, addr, legacy.ClientOptions{Conns: 4})
 	drive(ctx, rec, workers, wg, func(ctx context.Context, uin uint64, body []byte) ([]byte, error) {
 		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, body, nil)
 		if err != nil {
@@ -182,7 +171,7 @@ func privateLoad(ctx context.Context, t *testing.T, addr string, rec *recorder, 
 
 // grpcLoad drives workers grpc-go callers over uins (x-mgp-uin) until ctx ends.
 func grpcLoad(ctx context.Context, t *testing.T, addr, method string, rec *recorder, workers int, wg *sync.WaitGroup) {
-	cc := dialGRPC(t, addr, rawCodec())
+	cc := testkit.Client(t, addr)
 	drive(ctx, rec, workers, wg, func(ctx context.Context, uin uint64, body []byte) ([]byte, error) {
 		var out []byte
 		err := cc.Invoke(metadata.AppendToOutgoingContext(ctx, mapping.MDUIN, strconv.FormatUint(uin, 10)), method, body, &out)
@@ -262,7 +251,7 @@ func runCLI(t *testing.T, bin string, args ...string) string {
 // switch is visible within 1 s.
 func TestMigrateSplitStepsAndRollback(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := legacyServer(t, legacy.ServerOptions{})
+	_, legacyAddr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	newAddr := rawService(t, func(_ context.Context, _ string, _ uint64, body []byte) []byte {
 		return append([]byte("new:"), body...)
 	})
@@ -427,7 +416,7 @@ func config0Buckets(percent float64) uint32 { return uint32(percent*100 + 0.5) }
 // time out, counted.
 func TestMigrateShadowDiff(t *testing.T) {
 	bin := harness.MeshgateBin(t)
-	legacyAddr := legacyServer(t, legacy.ServerOptions{})
+	_, legacyAddr := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	bad := map[uint64]bool{7: true, 77: true, 177: true}
 	var stall atomic.Bool
 	shadowAddr := rawService(t, func(ctx context.Context, _ string, uin uint64, body []byte) []byte {
@@ -473,10 +462,10 @@ upstreams:
 	admin, priv, gaddr := mg.Admin(), mg.Addr("mgp"), mg.Addr("grpc")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 2})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 2})
 
 	// send n requests over 8 workers; uin = 1 + i%500; returns primary errors and max latency
-	cc := dialGRPC(t, gaddr, rawCodec())
+	cc := testkit.Client(t, gaddr)
 	viaPrivate := func(uin uint64, body string) bool {
 		f, err := cl.Call(ctx, legacy.CmdUppercase, uin, []byte(body), nil)
 		return err == nil && f.Result == 0 && string(f.Body) == strings.ToUpper(body)

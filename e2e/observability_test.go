@@ -22,6 +22,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/descset/descsettest"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
@@ -53,13 +54,9 @@ func TestObservabilityBinary(t *testing.T) {
 	sink := &otlpSink{}
 	gs := grpc.NewServer()
 	collectortracepb.RegisterTraceServiceServer(gs, sink)
-	otlp := serveGRPC(t, gs)
+	otlp := testkit.Serve(t, gs, nil)
 
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 
 	dir := t.TempDir()
 	ps := descsettest.Write(t, dir)
@@ -91,7 +88,7 @@ upstreams:
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	mc := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	harness.Eventually(t, 10*time.Second, "double bridge up", func() error {
 		r, err := mc.Call(ctx, 1, 0, []byte("w"), nil)
 		if err != nil {
@@ -132,7 +129,7 @@ upstreams:
 	})
 
 	// Reflection lists the routed service; a gzip call goes through.
-	cc := dialGRPC(t, grpcIn)
+	cc := testkit.Dial(t, grpcIn)
 	st, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)

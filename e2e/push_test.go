@@ -22,11 +22,10 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/push"
 	"github.com/meshgate/meshgate/meshgate/push/pushpb"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // fleet is many legacy client connections driven by one epoll loop: one
@@ -191,7 +190,7 @@ func (fl *fleet) close(uin uint64) {
 // API did not exist and PUSH frames never reached a client.
 func TestPushToTenThousandClients(t *testing.T) {
 	const clients, perClient, loginCmd = 10000, 3, 1
-	be := demoServer(t)
+	be := testkit.Demo(t)
 	cfg := fmt.Sprintf(`listeners:
   - name: clients
     kind: private
@@ -238,7 +237,7 @@ upstreams:
 	})
 	t.Logf("%d clients connected and logged in in %v; meshgate RSS %s", clients, time.Since(start), rss())
 
-	cc := dialGRPC(t, api)
+	cc := testkit.Dial(t, api)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	start = time.Now()
@@ -323,42 +322,18 @@ type pushingServer struct {
 }
 
 func newPushingServer(t *testing.T) *pushingServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &pushingServer{ln: ln, c: mgp.New(0)}
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, nc)
-			s.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rd := codec.NewReader(nc, s.c, 4096)
-				var f codec.Frame
-				for rd.ReadFrame(&f) == nil {
-					if f.Flags&codec.FlagHeartbeat != 0 && f.Flags&codec.FlagResponse == 0 {
-						s.write(nc, &codec.Frame{Seq: f.Seq, Flags: codec.FlagHeartbeat | codec.FlagResponse})
-					}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
+	s := &pushingServer{ln: testkit.Listen(t, "127.0.0.1:0"), c: mgp.New(0)}
+	testkit.ServeConns(t, s.ln, func(nc net.Conn) {
 		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
+		s.conns = append(s.conns, nc)
 		s.mu.Unlock()
-		wg.Wait()
+		rd := codec.NewReader(nc, s.c, 4096)
+		var f codec.Frame
+		for rd.ReadFrame(&f) == nil {
+			if f.Flags&codec.FlagHeartbeat != 0 && f.Flags&codec.FlagResponse == 0 {
+				s.write(nc, &codec.Frame{Seq: f.Seq, Flags: codec.FlagHeartbeat | codec.FlagResponse})
+			}
+		}
 	})
 	return s
 }
@@ -405,19 +380,13 @@ func TestUpstreamPushForwarded(t *testing.T) {
 		body, uin, cmd string
 	}
 	sinkCh := make(chan sunk, 4)
-	gs := demo.NewServer(grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
-		var b []byte
-		if err := ss.RecvMsg(&b); err != nil {
-			return err
-		}
-		md, _ := metadata.FromIncomingContext(ss.Context())
-		m, _ := grpc.MethodFromServerStream(ss)
-		if m == "/test.Sink/OnPush" {
+	be := testkit.AnyMethod(t, func(ctx context.Context, b []byte) ([]byte, error) {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if m, _ := grpc.Method(ctx); m == "/test.Sink/OnPush" {
 			sinkCh <- sunk{string(b), md.Get("x-mgp-uin")[0], md.Get("x-mgp-push-cmd")[0]}
 		}
-		return ss.SendMsg([]byte{})
-	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
-	be := serveGRPC(t, gs)
+		return []byte{}, nil
+	})
 
 	cfg := fmt.Sprintf(`readiness: none
 listeners:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -13,14 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // faultBackend is a real grpc-go server (any method, raw bytes) whose
@@ -39,7 +37,6 @@ type faultBackend struct {
 	expired atomic.Int64 // arrived past their deadline
 	busyNS  atomic.Int64 // time workers were held (capacity = workers / mean service time)
 	served  atomic.Int64 // requests that held a worker to the end
-	srv     *grpc.Server
 }
 
 func startFaultBackend(t *testing.T, name string, latency time.Duration, workers int) *faultBackend {
@@ -49,12 +46,7 @@ func startFaultBackend(t *testing.T, name string, latency time.Duration, workers
 	if workers > 0 {
 		b.workers = make(chan struct{}, workers)
 	}
-	b.srv = grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
-		ctx := st.Context()
-		var req []byte
-		if err := st.RecvMsg(&req); err != nil {
-			return err
-		}
+	b.addr = testkit.AnyMethod(t, func(ctx context.Context, _ []byte) ([]byte, error) {
 		b.calls.Add(1)
 		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
 			b.expired.Add(1)
@@ -69,7 +61,7 @@ func startFaultBackend(t *testing.T, name string, latency time.Duration, workers
 					<-b.workers
 				}()
 			case <-ctx.Done():
-				return status.Error(codes.DeadlineExceeded, "queued too long")
+				return nil, status.Error(codes.DeadlineExceeded, "queued too long")
 			}
 		}
 		if d := time.Duration(b.latency.Load()); d > 0 {
@@ -78,21 +70,14 @@ func startFaultBackend(t *testing.T, name string, latency time.Duration, workers
 			case <-tm.C:
 			case <-ctx.Done():
 				tm.Stop()
-				return status.Error(codes.DeadlineExceeded, "too slow")
+				return nil, status.Error(codes.DeadlineExceeded, "too slow")
 			}
 		}
 		if b.failing.Load() {
-			return status.Error(codes.Unavailable, b.name+" failing")
+			return nil, status.Error(codes.Unavailable, b.name+" failing")
 		}
-		return st.SendMsg([]byte(b.name))
-	}))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = ln.Addr().String()
-	go func() { _ = b.srv.Serve(ln) }()
-	t.Cleanup(b.srv.Stop)
+		return []byte(b.name), nil
+	})
 	return b
 }
 
@@ -132,10 +117,7 @@ func (l *loadRecorder) now() time.Duration { return time.Since(l.start) }
 // worker) and deadline (ext 3) until ctx ends. It returns when they stop.
 func (l *loadRecorder) run(ctx context.Context, t *testing.T, addr string, workers int, cmd uint32, uins []uint64, deadline time.Duration) *sync.WaitGroup {
 	t.Helper()
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := testkit.LegacyClient(t, addr, legacy.ClientOptions{Conns: 2})
 	l.start = time.Now()
 	var wg sync.WaitGroup
 	dl := make([]byte, 4)
@@ -454,7 +436,7 @@ func TestResilienceOverload(t *testing.T) {
 `, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 4})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 4})
 	var l loadRecorder
 	l.start = time.Now()
 	// Unloaded latency.
@@ -655,7 +637,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	call := func(cmd uint32) *codec.Frame {
 		resp, err := cl.Call(ctx, cmd, 7, []byte("x"), nil)
 		if err != nil {
@@ -725,7 +707,7 @@ upstreams:
 `)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	cl := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	type res struct {
 		cmd    uint32
 		result uint16

@@ -20,12 +20,11 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testpki"
-	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/push"
 	"github.com/meshgate/meshgate/meshgate/push/pushpb"
-	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
 // TestAuthAndAuthz runs the real binary with HMAC auth and a key id × cmd
@@ -34,25 +33,15 @@ import (
 // gets result 3, a denied one result 4 / PERMISSION_DENIED, the backends
 // never see the refused ones, and /metrics counts them.
 func TestAuthAndAuthz(t *testing.T) {
-	dir := t.TempDir()
-	ca, files, err := testpki.WriteSet(dir, "meshgate")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca, files := testkit.PKI(t, "meshgate")
 	// gRPC backend: test.Svc/Gate counts what reaches it.
 	var gate, legacySeen atomic.Int64
-	gs := demo.NewServer()
-	demo.RegisterRaw(gs, "test.Svc", map[string]demo.Handler{"Gate": func(_ context.Context, req []byte) ([]byte, error) {
+	gaddr := (&testkit.Stub{Services: map[string]map[string]demo.Handler{"test.Svc": {"Gate": func(_ context.Context, req []byte) ([]byte, error) {
 		gate.Add(1)
 		return req, nil
-	}})
-	gaddr := serveGRPC(t, gs)
+	}}}}).Start(t)
 	// Private backend: the legacy server counts what reaches it.
-	lb := legacy.NewServer(legacy.ServerOptions{OnRequest: func(*codec.Frame) { legacySeen.Add(1) }})
-	if err := lb.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lb.Close() })
+	lb, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{OnRequest: func(*codec.Frame) { legacySeen.Add(1) }})
 
 	f := files["meshgate"]
 	cfg := fmt.Sprintf(`
@@ -71,7 +60,7 @@ listeners:
   - name: grpc_in
     kind: grpc
     address: 127.0.0.1:0
-    tls: {cert_file: %q, key_file: %q, ca_file: %q}
+    tls: %s
     authz:
       allow:
         - {identities: ["spiffe://meshgate.test/ns/game/sa/web"], methods: ["/legacy.Legacy/*"]}
@@ -80,7 +69,7 @@ listeners:
 upstreams:
   - {name: grpc_be, protocol: grpc, endpoints: [%q]}
   - {name: legacy, protocol: private, endpoints: [%q]}
-`, f.CertFile, f.KeyFile, f.CAFile, legacy.CmdEcho, gaddr, lb.Addr().String())
+`, f.YAML(), legacy.CmdEcho, gaddr, lb.Addr().String())
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	priv, grpcAddr := mg.Addr("mgp_in"), mg.Addr("grpc_in")
 
@@ -150,7 +139,7 @@ upstreams:
 
 	// gRPC over mTLS.
 	dialAs := func(id string) *grpc.ClientConn {
-		return dialGRPC(t, grpcAddr, clientCert(t, ca, id), rawCodec())
+		return testkit.Client(t, grpcAddr, clientCert(t, ca, id))
 	}
 	invoke := func(cc *grpc.ClientConn) codes.Code {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -210,25 +199,21 @@ upstreams:
 // the listener's authz: an identity granted /meshgate.v1.Push/Send pushes,
 // another is PERMISSION_DENIED and nothing reaches the user.
 func TestPushAPIOverMTLSWithAuthz(t *testing.T) {
-	dir := t.TempDir()
-	ca, files, err := testpki.WriteSet(dir, "meshgate")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca, files := testkit.PKI(t, "meshgate")
 	f := files["meshgate"]
 	cfg := fmt.Sprintf(`readiness: none
 listeners:
 `+trustUINClients+`  - name: push-api
     kind: grpc
     address: 127.0.0.1:0
-    tls: {cert_file: %q, key_file: %q, ca_file: %q}
+    tls: %s
     authz:
       allow:
         - {identities: ["spiffe://meshgate.test/ns/game/sa/notifier"], methods: ["/meshgate.v1.Push/Send"]}
     push: {api: true}
 upstreams:
   - {name: backend, protocol: grpc, endpoints: ["127.0.0.1:1"]}
-`, f.CertFile, f.KeyFile, f.CAFile)
+`, f.YAML())
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir))
 	harness.WaitHTTP200(t, 20*time.Second, mg.AdminURL("/healthz"))
 	priv, api := mg.Addr("clients"), mg.Addr("push-api")
@@ -243,7 +228,7 @@ upstreams:
 	defer cn.Close()
 	cn.Do(ctx, &codec.Frame{Cmd: 1, UIN: 9}) // the upstream is down; the uin is bound anyway
 
-	dialAs := func(id string) *grpc.ClientConn { return dialGRPC(t, api, clientCert(t, ca, id)) }
+	dialAs := func(id string) *grpc.ClientConn { return testkit.Dial(t, api, clientCert(t, ca, id)) }
 	send := func(cc *grpc.ClientConn, method string, body string) error {
 		if method == push.MethodSendBatch {
 			return cc.Invoke(ctx, method, &pushpb.SendBatchRequest{Items: []*pushpb.SendRequest{{Uin: 9, Cmd: 5, Body: []byte(body)}}}, &pushpb.SendBatchResponse{})
@@ -278,24 +263,13 @@ upstreams:
 // calls keep flowing on established connections and new connections use
 // the new CA.
 func TestTLSEveryHopBinary(t *testing.T) {
-	dir := t.TempDir()
-	_, files, err := testpki.WriteSet(dir, "meshgate", "client", "backend")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, _, files := testkit.PKI(t, "meshgate", "client", "backend")
 	b := files["backend"]
-	backTLS, err := tlsconf.NewServer(&config.TLS{CertFile: b.CertFile, KeyFile: b.KeyFile, CAFile: b.CAFile}, tlsconf.Options{Refresh: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(backTLS.Close)
+	backTLS := testkit.TLSServer(t, b, 50*time.Millisecond)
 	// Private backend: the reference legacy server behind mTLS.
-	lln := listen(t)
-	back := legacy.NewServer(legacy.ServerOptions{})
-	go func() { _ = back.Serve(tls.NewListener(lln, backTLS.Config())) }()
-	t.Cleanup(func() { back.Close() })
+	_, laddr := testkit.Legacy(t, nil, backTLS.Config(), legacy.ServerOptions{})
 	// gRPC backend: demo.Echo behind mTLS.
-	gaddr := serveGRPC(t, demo.NewServer(grpc.Creds(backTLS.Credentials())))
+	gaddr := testkit.Demo(t, grpc.Creds(backTLS.Credentials()))
 
 	// Relative file names: resolved against the config file's directory.
 	mtls := "{cert_file: meshgate.pem, key_file: meshgate-key.pem, ca_file: ca.pem}"
@@ -311,7 +285,7 @@ upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q], connections: 1,
      tls: {cert_file: meshgate.pem, key_file: meshgate-key.pem, ca_file: ca.pem, server_name: localhost}}
   - {name: legacy, protocol: private, endpoints: [%q], connections: 1, tls: %s}
-`, mtls, mtls, gaddr, lln.Addr().String(), mtls)
+`, mtls, mtls, gaddr, laddr, mtls)
 	mg := harness.StartMeshgate(t, y, harness.InDir(dir))
 	admin, health, mgpIn, grpcIn := mg.Admin(), mg.Health(), mg.Addr("mgp-in"), mg.Addr("grpc-in")
 	harness.WaitHTTP200(t, 20*time.Second, "http://"+health+"/readyz")
@@ -326,12 +300,7 @@ upstreams:
 	}
 
 	c := files["client"]
-	clientTLS, err := tlsconf.NewClient(&config.TLS{CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: c.CAFile, ServerName: "localhost"},
-		tlsconf.Options{Refresh: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(clientTLS.Close)
+	clientTLS := testkit.TLSClient(t, testkit.Config(c, "localhost"), 50*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dialMGP := func() (*privconn.Conn, error) {
@@ -352,7 +321,7 @@ upstreams:
 		}
 		return nil
 	}
-	cc := dialGRPC(t, grpcIn, grpc.WithTransportCredentials(clientTLS.Credentials()), rawCodec())
+	cc := testkit.Client(t, grpcIn, grpc.WithTransportCredentials(clientTLS.Credentials()))
 	grpcEcho := func(body string) error {
 		cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
 		defer ccancel()

@@ -17,7 +17,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // statusServer is a grpc-go server answering every method with the status
@@ -26,27 +26,22 @@ import (
 // and another in its trailers.
 func statusServer(t *testing.T) string {
 	t.Helper()
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
-		var req []byte
-		if err := st.RecvMsg(&req); err != nil {
-			return err
-		}
+	return testkit.AnyMethod(t, func(ctx context.Context, req []byte) ([]byte, error) {
 		f := strings.SplitN(string(req), "\n", 3)
 		if len(f) != 3 {
-			return status.Error(codes.InvalidArgument, "bad request")
+			return nil, status.Error(codes.InvalidArgument, "bad request")
 		}
 		code, _ := strconv.Atoi(f[0])
-		_ = st.SetHeader(metadata.Pairs("x-mgp-ext-40000-bin", "h1", "x-mgp-ext-40000-bin", "h2"))
-		st.SetTrailer(metadata.Pairs("x-mgp-ext-40001-bin", "t"))
+		_ = grpc.SetHeader(ctx, metadata.Pairs("x-mgp-ext-40000-bin", "h1", "x-mgp-ext-40000-bin", "h2"))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("x-mgp-ext-40001-bin", "t"))
 		if f[1] != "" {
-			st.SetTrailer(metadata.Pairs("x-mgp-result", f[1]))
+			_ = grpc.SetTrailer(ctx, metadata.Pairs("x-mgp-result", f[1]))
 		}
 		if code == 0 {
-			return st.SendMsg([]byte("ok"))
+			return []byte("ok"), nil
 		}
-		return status.Error(codes.Code(code), f[2])
-	}))
-	return serveGRPC(t, gs)
+		return nil, status.Error(codes.Code(code), f[2])
+	})
 }
 
 // TestStatusDoubleBridge is the decisive status test, with the real
@@ -66,11 +61,7 @@ func statusServer(t *testing.T) string {
 // results 10–16 came back changed.
 func TestStatusDoubleBridge(t *testing.T) {
 	backend := statusServer(t)
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	cfg := fmt.Sprintf(`
 defaults: {drain_timeout: 1s}
 listeners:
@@ -95,7 +86,7 @@ upstreams:
 `, legacy.CmdFail, legacy.CmdEcho, backend, harness.ListenerRef("grpc_in"), harness.ListenerRef("priv_in"), ls.Addr().String())
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
 	priv := mg.Addr("priv_in")
-	cc := dialGRPC(t, mg.Addr("grpc_in"), rawCodec())
+	cc := testkit.Client(t, mg.Addr("grpc_in"))
 	call := func(code codes.Code, app, msg string) (hdr, trl metadata.MD, err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -150,7 +141,7 @@ upstreams:
 	// private → gRPC → private: results from a legacy server.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	mc := dialLegacy(t, priv, legacy.ClientOptions{Conns: 1})
+	mc := testkit.LegacyClient(t, priv, legacy.ClientOptions{Conns: 1})
 	// MeshGate dialled its own gRPC listener before it listened: wait
 	// until every connection of that pool has come back from backoff.
 	harness.Eventually(t, 10*time.Second, "private → gRPC → private up", func() error {

@@ -17,6 +17,9 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"
@@ -25,7 +28,7 @@ import (
 
 // proxylessClient is a grpc-go client of target whose xDS bootstrap points
 // at the control plane on xdsAddr as node, presenting clientTLS.
-func proxylessClient(t *testing.T, xdsAddr, node string, clientTLS *config.TLS, target string) *grpc.ClientConn {
+func proxylessClient(t *testing.T, xdsAddr, node string, clientTLS testpki.TLSFiles, target string) *grpc.ClientConn {
 	t.Helper()
 	boot, err := xds.GRPCBootstrap(xdsAddr, node, &model.ClientTLS{CertFile: clientTLS.CertFile, KeyFile: clientTLS.KeyFile, CAFile: clientTLS.CAFile})
 	if err != nil {
@@ -35,7 +38,7 @@ func proxylessClient(t *testing.T, xdsAddr, node string, clientTLS *config.TLS, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dialGRPC(t, target, grpc.WithResolvers(rb), rawCodec(), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
+	return testkit.Client(t, target, grpc.WithResolvers(rb), grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
 }
 
 // TestXDSProxyless: a grpc-go client with an xDS bootstrap pointing at
@@ -44,19 +47,14 @@ func proxylessClient(t *testing.T, xdsAddr, node string, clientTLS *config.TLS, 
 // moving the target to another MeshGate listener (a config reload of the
 // runtime, which pushes a new snapshot) is followed by the client.
 func TestXDSProxyless(t *testing.T) {
-	legacyA, legacyB := legacy.NewServer(legacy.ServerOptions{}), legacy.NewServer(legacy.ServerOptions{})
-	for _, s := range []*legacy.Server{legacyA, legacyB} {
-		if err := s.Listen("127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-	}
+	legacyA, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	legacyB, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	// The xDS resources name the listeners by address: concrete ports.
 	inA, inB := harness.FreeAddr(t), harness.FreeAddr(t)
 	// ADS over mutual TLS: the client's certificate (SPIFFE URI SAN) is
 	// the identity allowed to claim node proxyless-client-1.
-	pki := newXDSPKI(t, t.TempDir(), nil)
-	clientTLS := pki.client(t, "proxyless-client", "spiffe://meshgate.e2e/ns/legacy/sa/proxyless-client-1")
+	pki := xdstest.NewPKI(t, t.TempDir(), nil)
+	clientTLS := pki.Client(t, "proxyless-client", "spiffe://meshgate.e2e/ns/legacy/sa/proxyless-client-1")
 	cfgFor := func(target string) *config.Config {
 		y := fmt.Sprintf(`
 admin: {address: "127.0.0.1:0"}
@@ -74,7 +72,7 @@ xds:
   grpc_clients:
   - name: legacy-bridge
     route_to: {meshgate_listener: %s}
-`, inA, inB, legacyA.Addr().String(), legacyB.Addr().String(), pki.serverYAML(), target)
+`, inA, inB, legacyA.Addr().String(), legacyB.Addr().String(), serverYAML(pki), target)
 		cfg, err := config.Parse([]byte(y), "")
 		if err != nil {
 			t.Fatal(err)
@@ -141,12 +139,12 @@ func TestXDSCommands(t *testing.T) {
 	envoy := envoyproc.Require(t)
 	bin := harness.MeshgateBin(t)
 	dir := t.TempDir()
-	pki := newXDSPKI(t, dir, nil)
-	edgeTLS := pki.client(t, "edge")
-	proxylessTLS := pki.client(t, "cmd-client") // DNS SAN cmd-client: the default identity of node cmd-client
+	pki := xdstest.NewPKI(t, dir, nil)
+	edgeTLS := pki.Client(t, "edge")
+	proxylessTLS := pki.Client(t, "cmd-client") // DNS SAN cmd-client: the default identity of node cmd-client
 	// Stand-in for MeshGate's grpc listener: `meshgate xds` runs no data
 	// path, so the demo gRPC service listens where grpc_in would.
-	gaddr := demoServer(t)
+	gaddr := testkit.Demo(t)
 	cfg := fmt.Sprintf(`
 listeners:
 - {name: grpc_in, kind: grpc, address: %q, routes: [{method: "/legacy.Legacy/*", cmd: 1, upstream: legacy}]}
@@ -163,7 +161,7 @@ xds:
   proxyless_nodes: [{node: cmd-client}]
   grpc_clients:
   - {name: legacy-bridge, route_to: {meshgate_listener: grpc_in}}
-`, gaddr, pki.serverYAML(), clientYAML(edgeTLS)) // Envoy only validates the bootstrap: no port is bound
+`, gaddr, serverYAML(pki), edgeTLS.YAML()) // Envoy only validates the bootstrap: no port is bound
 	cfgPath := harness.WriteFile(t, dir, "meshgate.yaml", []byte(cfg))
 
 	boot := filepath.Join(dir, "bootstrap.yaml")

@@ -1,23 +1,21 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 )
 
 // TestXDSSecurityBinary runs the real `meshgate run` with an mTLS control
@@ -31,9 +29,9 @@ import (
 // address, naming the field.
 func TestXDSSecurityBinary(t *testing.T) {
 	dir := t.TempDir()
-	pki := newXDSPKI(t, dir, nil)
-	idc := pki.client(t, "idc")     // DNS SAN idc: node idc's default identity
-	cloud := pki.client(t, "cloud") // used only as SDS material of node cloud
+	pki := xdstest.NewPKI(t, dir, nil)
+	idc := pki.Client(t, "idc")     // DNS SAN idc: node idc's default identity
+	cloud := pki.Client(t, "cloud") // used only as SDS material of node cloud
 	cfg := fmt.Sprintf(`
 listeners: []
 upstreams: []
@@ -45,68 +43,47 @@ xds:
     listeners:
     - {name: in, address: 127.0.0.1:10000, protocol: private, route_to: {cluster: up}}
     clusters:
-    - {name: up, protocol: private, endpoints: [127.0.0.1:10100], tls: {cert_file: %q, key_file: %q, ca_file: %q}}
+    - {name: up, protocol: private, endpoints: [127.0.0.1:10100], tls: %s}
   - node: cloud
     listeners:
-    - {name: in, address: 127.0.0.1:10100, protocol: private, tls: {cert_file: %q, key_file: %q, ca_file: %q}, route_to: {cluster: up}}
+    - {name: in, address: 127.0.0.1:10100, protocol: private, tls: %s, route_to: {cluster: up}}
     clusters:
     - {name: up, protocol: private, endpoints: [127.0.0.1:7200]}
-`, pki.serverYAML(), idc.CertFile, idc.KeyFile, idc.CAFile, cloud.CertFile, cloud.KeyFile, cloud.CAFile)
+`, serverYAML(pki), idc.YAML(), cloud.YAML())
 	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
-		return discovery.NewAggregatedDiscoveryServiceClient(dialGRPC(t, mg.XDS(), grpc.WithTransportCredentials(c)))
+		return xdstest.ADS(t, mg.XDS(), c)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	sotw := func(c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DiscoveryResponse, error) {
-		st, err := c.StreamAggregatedResources(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType}); err != nil {
-			return nil, err
-		}
-		return st.Recv()
-	}
-	delta := func(c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DeltaDiscoveryResponse, error) {
-		st, err := c.DeltaAggregatedResources(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
-			return nil, err
-		}
-		return st.Recv()
-	}
+	ctx := testkit.Context(t, 20*time.Second)
 
 	// 1. No client certificate, or no TLS at all: nothing.
 	for name, c := range map[string]credentials.TransportCredentials{
-		"tls without client certificate": pki.creds(t, nil),
+		"tls without client certificate": pki.Creds(t, ""),
 		"plaintext":                      insecure.NewCredentials(),
 	} {
-		if r, err := sotw(dial(c), "idc"); status.Code(err) != codes.Unavailable {
+		if r, err := xdstest.FirstSecrets(ctx, dial(c), "idc"); status.Code(err) != codes.Unavailable {
 			t.Fatalf("%s: got %v / %v, want Unavailable (handshake refused)", name, r, err)
 		}
 	}
 
 	// 2. A valid certificate claiming someone else's node id, or a node
 	// nobody declared: PermissionDenied, over SotW and delta.
-	asIDC := dial(pki.creds(t, idc))
+	asIDC := dial(pki.Creds(t, "idc"))
 	for _, node := range []string{"cloud", "stranger"} {
-		if r, err := sotw(asIDC, node); status.Code(err) != codes.PermissionDenied {
+		if r, err := xdstest.FirstSecrets(ctx, asIDC, node); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("idc certificate claiming %s (sotw): got %v / %v, want PermissionDenied", node, r, err)
 		}
-		if r, err := delta(asIDC, node); status.Code(err) != codes.PermissionDenied {
+		if r, err := xdstest.FirstDeltaSecrets(ctx, asIDC, node); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("idc certificate claiming %s (delta): got %v / %v, want PermissionDenied", node, r, err)
 		}
 	}
 
 	// 3. The rightful node gets its own secrets.
-	r, err := sotw(asIDC, "idc")
+	r, err := xdstest.FirstSecrets(ctx, asIDC, "idc")
 	if err != nil || len(r.GetResources()) == 0 {
 		t.Fatalf("idc as idc: %v / %v", r, err)
 	}
-	d, err := delta(asIDC, "idc")
+	d, err := xdstest.FirstDeltaSecrets(ctx, asIDC, "idc")
 	if err != nil || len(d.GetResources()) == 0 {
 		t.Fatalf("idc as idc (delta): %v / %v", d, err)
 	}

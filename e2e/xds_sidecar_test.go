@@ -13,6 +13,7 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestXDSSidecarBinary: the sidecar deployment with the real binaries.
@@ -29,12 +30,8 @@ func TestXDSSidecarBinary(t *testing.T) {
 	wasm := harness.WasmFilter(t)
 	dir := t.TempDir()
 
-	ls := legacy.NewServer(legacy.ServerOptions{})
-	if err := ls.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ls.Close() })
-	dl := demoServer(t)
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	dl := testkit.Demo(t)
 
 	// Envoy's listeners come from xDS and the clusters it routes to name
 	// MeshGate's listeners by address: both need concrete ports.
@@ -111,7 +108,7 @@ xds:
 	}
 
 	// gRPC: client → Envoy (HCM, HTTP/2) → MeshGate → legacy MGP server.
-	cc := dialGRPC(t, fmt.Sprintf("127.0.0.1:%d", scGRPC), rawCodec())
+	cc := testkit.Client(t, fmt.Sprintf("127.0.0.1:%d", scGRPC))
 	harness.Eventually(t, 10*time.Second, "gRPC call through the sidecar Envoy", func() error {
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -18,12 +18,13 @@ import (
 	"github.com/meshgate/meshgate/e2e/harness"
 	"github.com/meshgate/meshgate/internal/envoyproc"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 	"github.com/meshgate/meshgate/xds"
-	"github.com/meshgate/meshgate/xds/model"
 )
 
 // bridge is the standalone IDC↔cloud deployment on loopback: a legacy MGP
@@ -52,9 +53,9 @@ type bridge struct {
 	cloud    *envoyproc.Envoy
 	idcLeaf  *testpki.Leaf
 	cloudLef *testpki.Leaf
-	pki      *xdsPKI
-	idcXDS   *config.TLS // idc's client certificate towards the control plane
-	cloudXDS *config.TLS
+	pki      *xdstest.PKI
+	idcXDS   testpki.TLSFiles // idc's client certificate towards the control plane
+	cloudXDS testpki.TLSFiles
 }
 
 // variant selects what the pushed config contains.
@@ -125,7 +126,7 @@ xds:
     route_to: {meshgate_listener: grpc_in}
 `, b.mgPriv, b.mgGRPC, b.demo, b.legacy, b.xdsAddr,
 		p["idc_private"], p["idc_grpc"], extraRoute, p["cloud_private"], idcTLS, grpcEP, extraCluster,
-		cloudTLS, p["cloud_grpc"], p["cloud_grpc2"], b.pki.serverYAML(), clientYAML(b.idcXDS), clientYAML(b.cloudXDS))
+		cloudTLS, p["cloud_grpc"], p["cloud_grpc2"], serverYAML(b.pki), b.idcXDS.YAML(), b.cloudXDS.YAML())
 }
 
 func (b *bridge) config(v variant) *config.Config {
@@ -155,7 +156,7 @@ func (b *bridge) startXDS(cfg *config.Config) {
 	b.t.Helper()
 	b.reg = prometheus.NewRegistry()
 	b.xs = xds.NewServer(xds.Options{Logger: testLogger(b.t, "xds"), Registerer: b.reg})
-	if err := b.xs.Update(xdsModel(b.t, cfg)); err != nil {
+	if err := b.xs.Update(xdstest.Model(b.t, cfg)); err != nil {
 		b.t.Fatal(err)
 	}
 	addr, err := b.xs.Listen()
@@ -196,13 +197,13 @@ func newBridge(t *testing.T) *bridge {
 		t.Fatal(err)
 	}
 	b.issueCerts()
-	b.pki = newXDSPKI(t, b.dir, b.ca)
-	b.idcXDS = b.pki.client(t, "idc-xds", "spiffe://meshgate.e2e/ns/edge/sa/idc")
-	b.cloudXDS = b.pki.client(t, "cloud-xds", "cloud")
+	b.pki = xdstest.NewPKI(t, b.dir, b.ca)
+	b.idcXDS = b.pki.Client(t, "idc-xds", "spiffe://meshgate.e2e/ns/edge/sa/idc")
+	b.cloudXDS = b.pki.Client(t, "cloud-xds", "cloud")
 
 	// Old world and new world.
-	b.legacy = legacyServer(t, legacy.ServerOptions{})
-	b.demo = demoServer(t)
+	_, b.legacy = testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	b.demo = testkit.Demo(t)
 
 	// The data path runs in-process without the xds section: this test
 	// runs the control plane itself so it can restart it. Its listeners
@@ -229,7 +230,7 @@ func newBridge(t *testing.T) *bridge {
 		into  **envoyproc.Envoy
 	}{{"idc", false, &b.idc}, {"cloud", true, &b.cloud}} {
 		// The same function `meshgate envoy-bootstrap` uses.
-		boot, err := xds.Bootstrap(xdsModel(t, cfg), n.node, xds.BootstrapOptions{Delta: n.delta})
+		boot, err := xds.Bootstrap(xdstest.Model(t, cfg), n.node, xds.BootstrapOptions{Delta: n.delta})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -372,7 +373,7 @@ func (tr *traffic) finish(t *testing.T, phase string) {
 
 func (b *bridge) push(v variant) {
 	b.t.Helper()
-	if err := b.xs.Update(xdsModel(b.t, b.config(v))); err != nil {
+	if err := b.xs.Update(xdstest.Model(b.t, b.config(v))); err != nil {
 		b.t.Fatalf("push: %v", err)
 	}
 }
@@ -450,10 +451,7 @@ func TestXDSBridge(t *testing.T) {
 	// A brand-new connection handshakes with the rotated certificates.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	fresh, err := legacy.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := testkit.LegacyClient(t, fmt.Sprintf("127.0.0.1:%d", b.ports["idc_private"]), legacy.ClientOptions{})
 	if err := mgpCall(ctx, fresh, "after-rotation"); err != nil {
 		t.Fatalf("new connection after rotation: %v", err)
 	}
@@ -609,14 +607,4 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name, typeURL string) p
 	}
 	t.Fatalf("%s{type_url=%s} not found", name, typeURL)
 	return nil
-}
-
-// xdsModel builds the control plane's model of cfg, as the runtime does.
-func xdsModel(t testing.TB, cfg *config.Config) *model.XDS {
-	t.Helper()
-	m, err := cfg.XDSModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }

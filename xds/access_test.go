@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,33 +22,25 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshgate/meshgate/internal/testpki"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 // securePKI writes a CA, the control plane's certificate and client
 // certificates for idc (DNS SAN idc), cloud (SPIFFE URI SAN) and a
 // stranger, all signed by the CA, into dir.
-func securePKI(t *testing.T, dir string) *testpki.CA {
+func securePKI(t *testing.T, dir string) *xdstest.PKI {
 	t.Helper()
-	ca, err := testpki.NewCA("xds-test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ca.WriteCA(dir); err != nil {
-		t.Fatal(err)
-	}
+	p := xdstest.NewPKI(t, dir, nil)
 	for name, sans := range map[string][]string{
-		"xds":      nil,
 		"idc":      nil, // CN idc → DNS SAN idc
 		"cloud":    {"spiffe://meshgate.test/ns/prod/sa/cloud"},
 		"stranger": nil,
 	} {
-		if _, _, err := ca.Issue(dir, name, sans...); err != nil {
-			t.Fatal(err)
-		}
+		p.Client(t, name, sans...)
 	}
-	return ca
+	return p
 }
 
 func secureConfig(t *testing.T, dir, addr string) *config.Config {
@@ -74,36 +65,18 @@ func secureConfig(t *testing.T, dir, addr string) *config.Config {
 `, addr))
 }
 
-func clientCreds(t *testing.T, dir, name string) credentials.TransportCredentials {
-	t.Helper()
-	pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := newPool(t, pem)
-	tc := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-	if name != "" {
-		c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	return credentials.NewTLS(tc)
-}
-
 // secureServer serves the secure config on 127.0.0.1 and returns a dial
-// function for ADS clients with the given credentials.
-func secureServer(t *testing.T) (*Server, *prometheus.Registry, func(credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient, string) {
+// function for ADS clients with the given credentials, and the PKI.
+func secureServer(t *testing.T) (*Server, *prometheus.Registry, func(credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient, *xdstest.PKI) {
 	t.Helper()
 	dir := t.TempDir()
-	securePKI(t, dir)
+	pki := securePKI(t, dir)
 	reg := prometheus.NewRegistry()
 	s, addr := serveForTest(t, secureConfig(t, dir, "127.0.0.1:0"), reg)
 	dial := func(c credentials.TransportCredentials) discovery.AggregatedDiscoveryServiceClient {
 		return adsClient(t, addr, c)
 	}
-	return s, reg, dial, dir
+	return s, reg, dial, pki
 }
 
 func refusedCount(reg *prometheus.Registry, reason string) float64 {
@@ -121,41 +94,17 @@ func refusedCount(reg *prometheus.Registry, reason string) float64 {
 	return -1
 }
 
-// sotwFirst sends one SDS request as node and returns the first response
-// or the stream's error.
-func sotwFirst(ctx context.Context, c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DiscoveryResponse, error) {
-	st, err := c.StreamAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType}); err != nil {
-		return nil, err
-	}
-	return st.Recv()
-}
-
-func deltaFirst(ctx context.Context, c discovery.AggregatedDiscoveryServiceClient, node string) (*discovery.DeltaDiscoveryResponse, error) {
-	st, err := c.DeltaAggregatedResources(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
-		return nil, err
-	}
-	return st.Recv()
-}
-
 // TestADSRequiresClientCertificate: without a client certificate the TLS
 // handshake fails; nothing is served and the refusal is counted. A
 // plaintext client gets nothing either.
 func TestADSRequiresClientCertificate(t *testing.T) {
-	_, reg, dial, dir := secureServer(t)
+	_, reg, dial, pki := secureServer(t)
 	for _, c := range []struct {
 		name  string
 		creds credentials.TransportCredentials
-	}{{"tls without client cert", clientCreds(t, dir, "")}, {"plaintext", insecure.NewCredentials()}} {
+	}{{"tls without client cert", pki.Creds(t, "")}, {"plaintext", insecure.NewCredentials()}} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := sotwFirst(ctx, dial(c.creds), "idc")
+		r, err := xdstest.FirstSecrets(ctx, dial(c.creds), "idc")
 		cancel()
 		if err == nil {
 			t.Fatalf("%s: got a response: %v", c.name, r)
@@ -165,10 +114,7 @@ func TestADSRequiresClientCertificate(t *testing.T) {
 		}
 	}
 	// The server counts a failed handshake after the client saw it fail.
-	deadline := time.Now().Add(5 * time.Second)
-	for refusedCount(reg, RefusedHandshake) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Await(5*time.Second, func() bool { return refusedCount(reg, RefusedHandshake) >= 2 })
 	if n := refusedCount(reg, RefusedHandshake); n < 2 {
 		t.Fatalf("refused{handshake} = %v, want >= 2", n)
 	}
@@ -179,9 +125,9 @@ func TestADSRequiresClientCertificate(t *testing.T) {
 // is refused with PermissionDenied over SotW and delta; with its own node
 // id it gets its own secrets.
 func TestADSNodeIdentityBinding(t *testing.T) {
-	s, reg, dial, dir := secureServer(t)
-	idc := dial(clientCreds(t, dir, "idc"))
-	stranger := dial(clientCreds(t, dir, "stranger"))
+	s, reg, dial, pki := secureServer(t)
+	idc := dial(pki.Creds(t, "idc"))
+	stranger := dial(pki.Creds(t, "stranger"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -198,11 +144,11 @@ func TestADSNodeIdentityBinding(t *testing.T) {
 		{"empty node id", idc, "", RefusedNoNode},
 	} {
 		before := refusedCount(reg, c.reason)
-		r, err := sotwFirst(ctx, c.client, c.node)
+		r, err := xdstest.FirstSecrets(ctx, c.client, c.node)
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("%s (sotw): got %v / %v, want PermissionDenied", c.name, r, err)
 		}
-		d, err := deltaFirst(ctx, c.client, c.node)
+		d, err := xdstest.FirstDeltaSecrets(ctx, c.client, c.node)
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("%s (delta): got %v / %v, want PermissionDenied", c.name, d, err)
 		}
@@ -212,7 +158,7 @@ func TestADSNodeIdentityBinding(t *testing.T) {
 	}
 
 	// The rightful owners get their own secrets (and only theirs).
-	r, err := sotwFirst(ctx, idc, "idc")
+	r, err := xdstest.FirstSecrets(ctx, idc, "idc")
 	if err != nil {
 		t.Fatalf("idc as idc: %v", err)
 	}
@@ -221,8 +167,8 @@ func TestADSNodeIdentityBinding(t *testing.T) {
 		t.Fatalf("idc got %d secrets, its snapshot has %d", n, len(idcSnap.GetResources(resource.SecretType)))
 	}
 
-	cloud := dial(clientCreds(t, dir, "cloud"))
-	d, err := deltaFirst(ctx, cloud, "cloud")
+	cloud := dial(pki.Creds(t, "cloud"))
+	d, err := xdstest.FirstDeltaSecrets(ctx, cloud, "cloud")
 	if err != nil {
 		t.Fatalf("cloud as cloud (spiffe identity, delta): %v", err)
 	}
@@ -268,20 +214,11 @@ func TestUnixSocketMode(t *testing.T) {
 	}
 }
 
-func newPool(t *testing.T, pem []byte) *x509.CertPool {
-	t.Helper()
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(pem) {
-		t.Fatal("bad CA PEM")
-	}
-	return p
-}
-
 // TestADSServerCertificateRotation: replacing xds.tls files is picked up
 // for new connections without a restart (grpc-go's pemfile provider).
 func TestADSServerCertificateRotation(t *testing.T) {
 	dir := t.TempDir()
-	ca := securePKI(t, dir)
+	ca := securePKI(t, dir).CA
 	cfg := secureConfig(t, dir, "127.0.0.1:0")
 	cfg.XDS.CertPoll = 50 * time.Millisecond
 	_, addr := serveForTest(t, cfg, nil)
@@ -306,20 +243,16 @@ func TestADSServerCertificateRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Within(t, 5*time.Second, "the rotated certificate served", func() bool {
 		got, err := serial()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got == leaf.Serial() {
-			break
-		}
-		if got != old || time.Now().After(deadline) {
+		if got != old && got != leaf.Serial() {
 			t.Fatalf("serving serial %s; old %s, rotated %s", got, old, leaf.Serial())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got == leaf.Serial()
+	})
 }
 
 // TestListenCloseWithoutServe: Listen with TLS then Close without Serve
@@ -343,7 +276,7 @@ func TestListenRefusesUnusableTLSFiles(t *testing.T) {
 	}
 	s := NewServer(Options{})
 	defer s.Close()
-	if err := s.Update(mustModel(t, cfg)); err != nil {
+	if err := s.Update(xdstest.Model(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Listen(); !errors.Is(err, ErrMissingFile) {
@@ -354,10 +287,10 @@ func TestListenRefusesUnusableTLSFiles(t *testing.T) {
 // TestADSNodeSwitchMidStream: a stream that opened as its own node and
 // later names another node id is closed; it never gets the other's secrets.
 func TestADSNodeSwitchMidStream(t *testing.T) {
-	_, reg, dial, dir := secureServer(t)
+	_, reg, dial, pki := secureServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := dial(clientCreds(t, dir, "idc")).StreamAggregatedResources(ctx)
+	st, err := dial(pki.Creds(t, "idc")).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

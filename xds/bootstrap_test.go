@@ -11,6 +11,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/xds/model"
 )
@@ -73,7 +74,7 @@ func xdsUpstreamTLS(t *testing.T, y []byte) *tlsv3.UpstreamTlsContext {
 // xds_tls or the flags); without client TLS it is refused.
 func TestBootstrapMTLS(t *testing.T) {
 	cfg := mtlsBootstrapConfig(t, "\n    xds_tls: {cert_file: /certs/idc.pem, key_file: /certs/idc-key.pem, ca_file: /certs/ca.pem, server_name: meshgate-xds}")
-	b, err := Bootstrap(mustModel(t, cfg), "idc", BootstrapOptions{})
+	b, err := Bootstrap(xdstest.Model(t, cfg), "idc", BootstrapOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func TestBootstrapMTLS(t *testing.T) {
 	}
 
 	// Flags override the config.
-	b, err = Bootstrap(mustModel(t, cfg), "idc", BootstrapOptions{XDSTLS: &model.ClientTLS{CertFile: "a.pem", KeyFile: "a-key.pem", CAFile: "b.pem"}})
+	b, err = Bootstrap(xdstest.Model(t, cfg), "idc", BootstrapOptions{XDSTLS: &model.ClientTLS{CertFile: "a.pem", KeyFile: "a-key.pem", CAFile: "b.pem"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestBootstrapMTLS(t *testing.T) {
 	}
 
 	// No client TLS for an mTLS control plane: refused, naming the fix.
-	if _, err := Bootstrap(mustModel(t, mtlsBootstrapConfig(t, "")), "idc", BootstrapOptions{}); err == nil || !strings.Contains(err.Error(), "xds_tls") {
+	if _, err := Bootstrap(xdstest.Model(t, mtlsBootstrapConfig(t, "")), "idc", BootstrapOptions{}); err == nil || !strings.Contains(err.Error(), "xds_tls") {
 		t.Fatalf("err = %v", err)
 	}
 	// A unix-socket control plane without TLS: no transport socket.

@@ -18,11 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
@@ -62,7 +62,7 @@ func proxylessConfig(t *testing.T, addr, endpoint string) *config.Config {
 func listening(t *testing.T, opts Options, cfg *config.Config) (*Server, net.Addr) {
 	t.Helper()
 	s := NewServer(opts)
-	if err := s.Update(mustModel(t, cfg)); err != nil {
+	if err := s.Update(xdstest.Model(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	addr, err := s.Listen()
@@ -96,12 +96,7 @@ func adsClient(t *testing.T, addr net.Addr, creds credentials.TransportCredentia
 	if addr.Network() == "unix" {
 		target = "unix://" + target
 	}
-	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return discovery.NewAggregatedDiscoveryServiceClient(cc)
+	return xdstest.ADS(t, target, creds)
 }
 
 // startServer serves cfg and returns the server and a connected ADS stream.
@@ -147,13 +142,7 @@ func recvTimeout[R any](ch <-chan R, d time.Duration) (R, error) {
 // nackCleared waits until no client's NACK is outstanding.
 func nackCleared(t *testing.T, s *Server) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.NackCheck() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("NACK not cleared: %v", s.NackCheck())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Succeeds(t, testkit.Context(t, 5*time.Second), 10*time.Millisecond, s.NackCheck, "NACK not cleared")
 }
 
 var errTimeout = errors.New("no response")
@@ -195,7 +184,7 @@ func TestNackNotResentAndReported(t *testing.T) {
 	}
 	// A new config: new version sent; its ACK clears the NACK.
 	old := s.Version()
-	if err := s.Update(mustModel(t, proxylessConfig(t, "unix:"+sock, "127.0.0.1:7202"))); err != nil {
+	if err := s.Update(xdstest.Model(t, proxylessConfig(t, "unix:"+sock, "127.0.0.1:7202"))); err != nil {
 		t.Fatal(err)
 	}
 	r2, err := recvTimeout(in, 5*time.Second)
@@ -222,7 +211,7 @@ func TestVersionsFreshAcrossRestarts(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		s := NewServer(Options{})
 		for j := 0; j < 3; j++ {
-			if err := s.Update(mustModel(t, cfg)); err != nil {
+			if err := s.Update(xdstest.Model(t, cfg)); err != nil {
 				t.Fatal(err)
 			}
 			if seen[s.Version()] {
@@ -302,7 +291,7 @@ func TestDeltaNack(t *testing.T) {
 	// A new cluster is sent; its ACK clears the NACK.
 	cfg2 := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")
 	cfg2.XDS.GRPCClients = append(cfg2.XDS.GRPCClients, config.GRPCClient{Name: "svc2", Endpoints: []string{"127.0.0.1:7203"}})
-	if err := s.Update(mustModel(t, cfg2)); err != nil {
+	if err := s.Update(xdstest.Model(t, cfg2)); err != nil {
 		t.Fatal(err)
 	}
 	r2 := recv(5 * time.Second)
@@ -344,7 +333,7 @@ func TestRecheckSkipsHalfRotatedKeyPair(t *testing.T) {
 	}
 	s := NewServer(Options{})
 	defer s.Close()
-	if err := s.Update(mustModel(t, cfg)); err != nil {
+	if err := s.Update(xdstest.Model(t, cfg)); err != nil {
 		t.Fatal(err)
 	}
 	v := s.Version()

@@ -15,21 +15,12 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/meshgate/meshgate/internal/testkit/xdstest"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/xds/model"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
-
-// mustModel builds the xDS model of a loaded config.
-func mustModel(t testing.TB, cfg *config.Config) *model.XDS {
-	t.Helper()
-	m, err := cfg.XDSModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
 
 // loadTestModel loads testdata/name and builds its model.
 func loadTestModel(t *testing.T, name string) *model.XDS {
@@ -38,7 +29,7 @@ func loadTestModel(t *testing.T, name string) *model.XDS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mustModel(t, cfg)
+	return xdstest.Model(t, cfg)
 }
 
 // fakeFiles gives every referenced certificate file a recognisable body.

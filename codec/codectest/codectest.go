@@ -1,6 +1,8 @@
 // Package codectest holds helpers shared by codec tests: annotated hex
 // frames, chunking readers that split a stream at arbitrary points, frame
-// comparison and fuzz-corpus loading. It is imported by tests only.
+// comparison and fuzz-corpus loading, the reference MGP/1 frame both the
+// MGP/1 codec and the declarative mgp.yaml must reproduce, and the checks
+// every codec shares. It is imported by tests only.
 package codectest
 
 import (
@@ -18,6 +20,29 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 )
+
+// MGPHelloHex is an MGP/1 request with one extension (caller "svc")
+// padded to 40 header bytes and a 5-byte body: MGPHelloFrame on the wire.
+const MGPHelloHex = "02" + // stx
+	"01" + // version
+	"0028" + // header_len 40 = 32 + 8
+	"00000005" + // body_len 5
+	"00000007" + // cmd 7
+	"00000009" + // seq 9
+	"000000000000002a" + // uin 42
+	"0002" + // flags ONEWAY
+	"0000" + // result
+	"00000000" + // reserved
+	"0004" + // ext key 4 (caller)
+	"0003" + // ext len 3
+	"737663" + // "svc"
+	"00" + // padding to a multiple of 4
+	"68656c6c6f" + // body "hello"
+	"03" // etx
+
+// MGPHelloFrame is the frame MGPHelloHex encodes.
+var MGPHelloFrame = codec.Frame{Cmd: 7, Seq: 9, UIN: 42, Flags: codec.FlagOneway,
+	Ext: []codec.Ext{{Key: codec.ExtCaller, Value: []byte("svc")}}, Body: []byte("hello")}
 
 // Hex decodes s, ignoring spaces; it panics on bad input (test data only).
 func Hex(s string) []byte {
@@ -156,6 +181,22 @@ func CorpusFile(b []byte) []byte {
 	return []byte(CorpusHeader + "[]byte(" + strconv.Quote(string(b)) + ")\n")
 }
 
+// WriteSeeds writes each seed as a corpus file (CorpusFile) named by its
+// key into testdata/fuzz/target, the directory go test's fuzzer starts
+// from; it fails the test on error.
+func WriteSeeds(t testing.TB, target string, seeds map[string][]byte) {
+	t.Helper()
+	dir := filepath.Join("testdata", "fuzz", target)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range seeds {
+		if err := os.WriteFile(filepath.Join(dir, name), CorpusFile(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // ReadCorpus loads every one-argument ([]byte) corpus file in dir, sorted
 // by name.
 func ReadCorpus(dir string) (map[string][]byte, []string, error) {
@@ -211,6 +252,22 @@ func CheckGolden(t testing.TB, c codec.Codec, wire []byte, want *codec.Frame) {
 		if d := Diff(&f, want); d != "" {
 			t.Fatal(d)
 		}
+	}
+}
+
+// CheckTooLarge checks that Decode rejects prefix, the start of a frame
+// whose header declares it oversized, with codec.ErrFrameTooLarge before
+// the rest arrives, allocating nothing but the error.
+func CheckTooLarge(t testing.TB, c codec.Codec, prefix []byte) {
+	t.Helper()
+	var f codec.Frame
+	var err error
+	allocs := testing.AllocsPerRun(100, func() { _, _, err = c.Decode(prefix, &f) })
+	if !errors.Is(err, codec.ErrFrameTooLarge) {
+		t.Fatalf("Decode(%x): %v, want ErrFrameTooLarge", prefix, err)
+	}
+	if allocs > 1 { // the error value
+		t.Fatalf("Decode(%x): %v allocs", prefix, allocs)
 	}
 }
 

@@ -197,18 +197,7 @@ func TestWriteSeeds(t *testing.T) {
 	for _, f := range frames(6, true) {
 		le16Stream, _ = le.Append(le16Stream, &f)
 	}
-	write := func(target string, seeds map[string][]byte) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for name, b := range seeds {
-			if err := os.WriteFile(filepath.Join(dir, name), codectest.CorpusFile(b), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	write("FuzzDecode", map[string][]byte{
+	codectest.WriteSeeds(t, "FuzzDecode", map[string][]byte{
 		"le16-response":       hx(le16Hex),
 		"le16-empty":          hx(le16Empty),
 		"le16-stream":         le16Stream,
@@ -218,7 +207,7 @@ func TestWriteSeeds(t *testing.T) {
 		"le16-truncated-body": hx(le16Hex)[:20],
 		"mgp-golden":          hx(mgpHex),
 	})
-	write("FuzzDifferential", map[string][]byte{
+	codectest.WriteSeeds(t, "FuzzDifferential", map[string][]byte{
 		"golden-twice":       hx(mgpHex + mgpHex),
 		"reserved-bits":      hx("02" + "01" + "0020" + "00000000" + "00000001" + "00000002" + "0000000000000003" + "fff7" + "0001" + "deadbeef" + "03"),
 		"padding-only":       hx("02" + "01" + "0030" + "00000000" + "00000001" + "00000002" + "0000000000000003" + "0000" + "0000" + "00000000" + "00000000000000000000000000000000" + "03"),

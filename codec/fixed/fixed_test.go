@@ -34,24 +34,11 @@ const le16Empty = "10000000" + // length 16: the header alone
 
 var le16EmptyFrame = codec.Frame{Cmd: 1, Seq: 0xffffffff, Flags: codec.FlagOneway}
 
-// mgpHex is MGP/1 through mgp.yaml: one caller extension padded to 40.
-const mgpHex = "02" + // stx
-	"01" + // version
-	"0028" + // header_len 40
-	"00000005" + // body_len 5
-	"00000007" + // cmd 7
-	"00000009" + // seq 9
-	"000000000000002a" + // uin 42
-	"0002" + // flags ONEWAY
-	"0000" + // result
-	"00000000" + // reserved
-	"0004" + "0003" + "737663" + // ext 4 (caller) = "svc"
-	"00" + // padding
-	"68656c6c6f" + // body "hello"
-	"03" // etx
+// mgpHex is MGP/1 through mgp.yaml: one caller extension padded to 40,
+// the same bytes codec/mgp's own golden test pins.
+const mgpHex = codectest.MGPHelloHex
 
-var mgpFrame = codec.Frame{Cmd: 7, Seq: 9, UIN: 42, Flags: codec.FlagOneway,
-	Ext: []codec.Ext{{Key: codec.ExtCaller, Value: []byte("svc")}}, Body: []byte("hello")}
+var mgpFrame = codectest.MGPHelloFrame
 
 func TestGolden(t *testing.T) {
 	for _, tc := range []struct {
@@ -155,14 +142,7 @@ func TestOversizeFromPrefixOnly(t *testing.T) {
 		if spec == "mgp.yaml" {
 			p = hx("02" + "01" + "0020" + "ffffffff")
 		}
-		var f codec.Frame
-		if a := testing.AllocsPerRun(100, func() {
-			if _, _, err := c.Decode(p, &f); !errors.Is(err, codec.ErrFrameTooLarge) {
-				t.Fatalf("%s: %v", spec, err)
-			}
-		}); a > 1 {
-			t.Fatalf("%s: %v allocs", spec, a)
-		}
+		codectest.CheckTooLarge(t, c, p)
 	}
 }
 

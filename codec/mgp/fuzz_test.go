@@ -2,7 +2,6 @@ package mgp
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/meshgate/meshgate/codec/codectest"
@@ -29,10 +28,6 @@ func TestWriteSeeds(t *testing.T) {
 	if os.Getenv("MGP_WRITE_SEEDS") != "1" {
 		t.Skip("set MGP_WRITE_SEEDS=1 to regenerate fuzz seeds")
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	seeds := map[string][]byte{
 		"hello":           hx(helloHex),
 		"empty-heartbeat": hx(emptyHex),
@@ -46,11 +41,7 @@ func TestWriteSeeds(t *testing.T) {
 	for _, m := range malformed {
 		seeds["malformed-"+slug(m.name)] = hx(m.wire)
 	}
-	for name, b := range seeds {
-		if err := os.WriteFile(filepath.Join(dir, name), codectest.CorpusFile(b), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	codectest.WriteSeeds(t, "FuzzDecode", seeds)
 }
 
 func slug(s string) string {

@@ -95,7 +95,7 @@ func binary(t testing.TB, env, pkg, name string) string {
 
 // FreePort returns a loopback TCP port that was free a moment ago: another
 // process may take it before it is used. Prefer port 0 and reading the
-// address back (StartMeshgate; in e2e, envoyListener and listen).
+// address back (StartMeshgate; in e2e, envoyListener and testkit.Listen).
 func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

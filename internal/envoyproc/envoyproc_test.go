@@ -66,13 +66,7 @@ static_resources:
 	if err != nil || !bytes.Contains(dump, []byte(`"echo"`)) {
 		t.Fatalf("config_dump: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for e.Stat("cluster.echo.upstream_cx_total") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("cluster.echo.upstream_cx_total stayed 0")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Within(t, 5*time.Second, "cluster.echo.upstream_cx_total above 0", func() bool { return e.Stat("cluster.echo.upstream_cx_total") != 0 })
 	st, err := e.Stats()
 	if err != nil || st["server.live"] != 1 {
 		t.Fatalf("server.live=%d err=%v", st["server.live"], err)

@@ -25,6 +25,11 @@ type Stub struct {
 	// Services are raw-bytes services registered besides demo.Echo, by
 	// service name.
 	Services map[string]map[string]demo.Handler
+	// Unknown, when set, answers every method no service registers: one
+	// request message, one reply (a unary call of any name). Its context
+	// is the call's: grpc.Method, the incoming metadata, grpc.SetHeader
+	// and grpc.SetTrailer work on it.
+	Unknown demo.Handler
 
 	// Server and Addr are set by Start.
 	Server *grpc.Server
@@ -34,12 +39,39 @@ type Stub struct {
 // Start serves s and stops it at cleanup; it returns the bound address.
 func (s *Stub) Start(tb testing.TB) string {
 	tb.Helper()
-	s.Server = demo.NewServer(s.Options...)
+	opts := s.Options
+	if s.Unknown != nil {
+		opts = append(opts[:len(opts):len(opts)], grpc.UnknownServiceHandler(unknown(s.Unknown)))
+	}
+	s.Server = demo.NewServer(opts...)
 	for name, methods := range s.Services {
 		demo.RegisterRaw(s.Server, name, methods)
 	}
 	s.Addr = Serve(tb, s.Server, s.Listener)
 	return s.Addr
+}
+
+// unknown is h as a stream handler for grpc.UnknownServiceHandler: one
+// request in, h's reply or error out.
+func unknown(h demo.Handler) grpc.StreamHandler {
+	return func(_ any, st grpc.ServerStream) error {
+		var req []byte
+		if err := st.RecvMsg(&req); err != nil {
+			return err
+		}
+		resp, err := h(st.Context(), req)
+		if err != nil {
+			return err
+		}
+		return st.SendMsg(resp)
+	}
+}
+
+// AnyMethod serves a stub whose h answers every method (Stub.Unknown)
+// and returns its address.
+func AnyMethod(tb testing.TB, h demo.Handler, opts ...grpc.ServerOption) string {
+	tb.Helper()
+	return (&Stub{Options: opts, Unknown: h}).Start(tb)
 }
 
 // Serve serves gs on ln (on 127.0.0.1:0 when ln is nil) and stops it at

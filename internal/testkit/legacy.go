@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"testing"
@@ -28,4 +29,18 @@ func Legacy(tb testing.TB, ln net.Listener, cfg *tls.Config, opts legacy.ServerO
 	// callers may use s.Addr() at once.
 	Eventually(tb, Context(tb, 5*time.Second), time.Millisecond, func() bool { return s.Addr() != nil }, "legacy server did not start")
 	return s, addr
+}
+
+// LegacyClient is the reference legacy client connected to addr with
+// opts (dialing for up to 10s), closed at cleanup.
+func LegacyClient(tb testing.TB, addr string, opts legacy.ClientOptions) *legacy.Client {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := legacy.Dial(ctx, addr, opts)
+	if err != nil {
+		tb.Fatalf("dial %s: %v", addr, err)
+	}
+	tb.Cleanup(func() { _ = cl.Close() })
+	return cl
 }

@@ -2,16 +2,22 @@ package testkit
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
@@ -82,13 +88,35 @@ func TestStubAndLegacy(t *testing.T) {
 	if s.Addr().String() != addr {
 		t.Fatalf("Addr %v, want %s", s.Addr(), addr)
 	}
-	cl, err := legacy.Dial(ctx, addr, legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if r, err := cl.Call(ctx, legacy.CmdEcho, 1, []byte("x"), nil); err != nil || string(r.Body) != "x" {
+	if r, err := LegacyClient(t, addr, legacy.ClientOptions{}).Call(ctx, legacy.CmdEcho, 1, []byte("x"), nil); err != nil || string(r.Body) != "x" {
 		t.Fatalf("%+v %v", r, err)
+	}
+}
+
+// TestAnyMethod: the handler answers a method no service registers, sees
+// its name and metadata, and sets header, trailer and status.
+func TestAnyMethod(t *testing.T) {
+	ctx := Context(t, 5*time.Second)
+	cc := Client(t, AnyMethod(t, func(ctx context.Context, req []byte) ([]byte, error) {
+		m, _ := grpc.Method(ctx)
+		_ = grpc.SetHeader(ctx, metadata.Pairs("h", "1"))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs("t", "2"))
+		if string(req) == "fail" {
+			return nil, status.Error(codes.Aborted, "failed")
+		}
+		return []byte(m + " " + strings.Join(metadata.ValueFromIncomingContext(ctx, "k"), ",") + " " + string(req)), nil
+	}))
+	var out []byte
+	var hdr, trl metadata.MD
+	ctx = metadata.AppendToOutgoingContext(ctx, "k", "v")
+	if err := cc.Invoke(ctx, "/any.Svc/Do", []byte("x"), &out, grpc.Header(&hdr), grpc.Trailer(&trl)); err != nil || string(out) != "/any.Svc/Do v x" {
+		t.Fatalf("%q %v", out, err)
+	}
+	if h, tr := hdr.Get("h"), trl.Get("t"); len(h) != 1 || h[0] != "1" || len(tr) != 1 || tr[0] != "2" {
+		t.Fatalf("header %v trailer %v", hdr, trl)
+	}
+	if err := cc.Invoke(ctx, "/any.Svc/Do", []byte("fail"), &out); status.Code(err) != codes.Aborted {
+		t.Fatalf("error %v, want Aborted", err)
 	}
 }
 

@@ -195,6 +195,12 @@ type TLSFiles struct {
 	CertFile, KeyFile, CAFile string
 }
 
+// YAML is f as a MeshGate config tls block in YAML flow style:
+// {cert_file: ..., key_file: ..., ca_file: ...}.
+func (f TLSFiles) YAML() string {
+	return fmt.Sprintf("{cert_file: %q, key_file: %q, ca_file: %q}", f.CertFile, f.KeyFile, f.CAFile)
+}
+
 // WriteSet creates a CA and one leaf per name in dir, returning the CA and
 // the files of each leaf by name (CAFile set on each).
 func WriteSet(dir string, names ...string) (*CA, map[string]TLSFiles, error) {

@@ -62,16 +62,3 @@ func TestSetDefault(t *testing.T) {
 		t.Fatalf("setDefault: d=%v s=%q", d, s)
 	}
 }
-
-// A NaN passed every "x < lo || x > hi" check; the shared checks reject it
-// and name the field.
-func TestNaNRejected(t *testing.T) {
-	cfg := strings.Replace(good, "lb: consistent_hash}",
-		"lb: consistent_hash, resilience: {adaptive_weights: {min_weight_percent: .nan}, adaptive_concurrency: {tolerance: .nan}}}", 1)
-	_, err := Parse([]byte(cfg), "")
-	for _, f := range []string{"upstreams[1].resilience.adaptive_weights.min_weight_percent", "upstreams[1].resilience.adaptive_concurrency.tolerance"} {
-		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), f+": must") {
-			t.Errorf("%s: NaN not rejected: %v", f, err)
-		}
-	}
-}

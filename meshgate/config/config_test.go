@@ -41,14 +41,18 @@ func TestParseAppliesDefaults(t *testing.T) {
 
 // TestErrorsNameTheField: each bad config (a fixture with one edit) is
 // rejected with an ErrInvalid error naming the offending field by its YAML
-// path: core listeners, routes and upstreams; telemetry, access log,
+// path: core listeners, routes and upstreams; any listener to any
+// upstream; admin, TLS and connection limits; telemetry, access log,
 // message sizes, reflection, metadata and body; auth and authz; push;
-// resilience; migration (split, shadow, migrate).
+// resilience; migration (split, shadow, migrate); xds:/// upstreams and
+// the xDS model.
 func TestErrorsNameTheField(t *testing.T) {
 	const out = "kind: grpc" // the grpc listener of good
 	fixtures := map[string]struct{ y, dir string }{
-		"core": {good, ""}, "observability": {good, ""}, "auth": {authGood, ""}, "push": {good, ""},
+		"core": {good, ""}, "anypath": {anyGood, ""}, "tls": {good, ""}, "limits": {good, ""},
+		"observability": {good, ""}, "auth": {authGood, ""}, "push": {good, ""},
 		"resilience": {resilGood, ""}, "migrate": {migrateGood, writeAllow(t, "1\n")},
+		"xds": {good, ""}, "xdsmodel": {xdsModelYAML, "/etc/mg"},
 	}
 	for _, c := range []struct{ fixture, name, from, to, field string }{
 		{"core", "unknown field", "kind: private", "kind: private\n    colour: red", "colour"},
@@ -70,6 +74,32 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"core", "auth without keys", "kind: private", "kind: private\n    auth: {max_skew: 1s}", "listeners[0].auth.keys"},
 		{"core", "tls without key", "kind: private", "kind: private\n    tls: {cert_file: c.pem}", "listeners[0].tls.key_file"},
 		{"core", "upstream tls no ca", "lb: consistent_hash", "lb: consistent_hash, tls: {cert_file: c, key_file: k}", "upstreams[1].tls.ca_file"},
+		{"core", "oneway on private", "upstream: g}", "upstream: g, oneway: true}", "listeners[0].routes[0].oneway"},
+		{"core", "readiness", "listeners:", "readiness: some\nlisteners:", "readiness: must be"},
+		{"core", "drain_grace above drain_timeout", "listeners:", "defaults: {drain_timeout: 1s, drain_grace: 2s}\nlisteners:", "defaults.drain_grace: must not exceed"},
+		{"core", "backoff on private", "lb: consistent_hash}", "lb: consistent_hash, reconnect_backoff_max: 1s}", "upstreams[1].reconnect_backoff_max: only for protocol grpc"},
+		// A NaN passed every "x < lo || x > hi" check; the shared checks reject it.
+		{"core", "NaN weight", "lb: consistent_hash}", "lb: consistent_hash, resilience: {adaptive_weights: {min_weight_percent: .nan}}}", "upstreams[1].resilience.adaptive_weights.min_weight_percent: must"},
+		{"core", "NaN tolerance", "lb: consistent_hash}", "lb: consistent_hash, resilience: {adaptive_concurrency: {tolerance: .nan}}}", "upstreams[1].resilience.adaptive_concurrency.tolerance: must"},
+		{"anypath", "wildcard rewrite", "{method: /demo.Other/*, upstream: g}", "{method: /demo.Other/*, upstream: g, rewrite_method: /a.B/C}", "listeners[1].routes[2].rewrite_method"},
+		{"anypath", "grpc upstream without method", "{cmd: 1, method: /demo.Echo/Echo, upstream: g}", "{cmd: 1, upstream: g}", "listeners[0].routes[0].method"},
+		// body.format json converts between protocols: not on passthrough routes.
+		{"anypath", "json on private passthrough", "{cmd: 2, upstream: p, rewrite_cmd: 9}", "{cmd: 2, upstream: p, body: {format: json, request_type: a.B, response_type: a.C}}", "listeners[0].routes[1].body: format json only on a route that converts"},
+		{"anypath", "json on grpc passthrough", "{method: /demo.Other/*, upstream: g}", "{method: /demo.Other/*, upstream: g, body: {format: json, request_type: a.B, response_type: a.C}}", "listeners[1].routes[2].body: format json only on a route that converts"},
+		{"tls", "admin on every interface by omission", "listeners:", "admin: {address: \":9901\"}\nlisteners:", "admin.address"},
+		{"tls", "health same as admin", "listeners:", "admin: {address: 127.0.0.1:9901, health_address: 127.0.0.1:9901}\nlisteners:", "admin.health_address"},
+		{"tls", "health not host:port", "listeners:", "admin: {health_address: nine}\nlisteners:", "admin.health_address"},
+		{"tls", "refresh too small", "listeners:", "tls: {refresh_interval: 1ms}\nlisteners:", "tls.refresh_interval"},
+		{"tls", "refresh negative", "listeners:", "tls: {refresh_interval: -1s}\nlisteners:", "tls.refresh_interval"},
+		{"tls", "unknown tls field", "listeners:", "tls: {refresh: 1s}\nlisteners:", "refresh"},
+		{"tls", "key apart from cert", "address: 127.0.0.1:7000\n", "address: 127.0.0.1:7000\n    tls: {cert_file: a/c.pem, key_file: b/k.pem}\n", "listeners[0].tls.key_file"},
+		{"limits", "negative max_connections", "listeners:", "defaults:\n  limits: {max_connections: -1}\nlisteners:", "defaults.limits.max_connections"},
+		{"limits", "small window", "listeners:", "defaults:\n  limits: {stream_window: 100}\nlisteners:", "defaults.limits.stream_window"},
+		{"limits", "negative timeout", "listeners:", "defaults:\n  limits: {recv_timeout: -1s}\nlisteners:", "defaults.limits.recv_timeout"},
+		{"limits", "huge message", "listeners:", "defaults:\n  limits: {max_send_message_size: 100000000}\nlisteners:", "defaults.limits.max_send_message_size"},
+		{"limits", "tiny header list", "listeners:", "defaults:\n  limits: {max_header_list_size: 10}\nlisteners:", "defaults.limits.max_header_list_size"},
+		{"limits", "fd_reserve", "    address: 127.0.0.1:7000\n", "    address: 127.0.0.1:7000\n    limits: {fd_reserve: 10}\n", "listeners[0].limits.fd_reserve"},
+		{"limits", "in flight per connection", "    address: 127.0.0.1:7000\n", "    address: 127.0.0.1:7000\n    limits: {max_in_flight_per_connection: -2}\n", "listeners[0].limits.max_in_flight_per_connection"},
 		{"observability", "tracing no endpoint", "listeners:", "telemetry: {tracing: {insecure: true}}\nlisteners:", "telemetry.tracing.otlp_endpoint"},
 		{"observability", "tracing bad endpoint", "listeners:", "telemetry: {tracing: {otlp_endpoint: nowhere, insecure: true}}\nlisteners:", "telemetry.tracing.otlp_endpoint"},
 		{"observability", "tracing no tls", "listeners:", "telemetry: {tracing: {otlp_endpoint: 'c:4317'}}\nlisteners:", "telemetry.tracing.tls"},
@@ -164,6 +194,16 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"migrate", "window", "upstreams:\n", "migrate: {window: 1s}\nupstreams:\n", "migrate.window"},
 		{"migrate", "short token", "upstreams:\n", "migrate: {token: abc}\nupstreams:\n", "migrate.token"},
 		{"migrate", "token file", "upstreams:\n", "migrate: {token_file: nope.txt}\nupstreams:\n", "migrate.token_file"},
+		{"migrate", "percents below 100", "- {upstream: g}", "- {upstream: g, percent: 90}", "listeners[0].routes[0].split.backends"},
+		{"xds", "two endpoints", "endpoints: [127.0.0.1:9000]", `endpoints: ["xds:///a", 127.0.0.1:9001]`, "upstreams[0].endpoints[0]: an xds:/// endpoint must be the upstream's only endpoint"},
+		{"xds", "xds on private", "endpoints: [127.0.0.1:8000]", `endpoints: ["xds:///legacy"]`, "upstreams[1].endpoints[0]: xds:/// endpoints are for grpc upstreams only"},
+		{"xds", "no target name", "endpoints: [127.0.0.1:9000]", `endpoints: ["xds:///"]`, "upstreams[0].endpoints[0]: xds:/// needs a target name"},
+		// wasm.config must be the plugin's JSON (a map with non-string keys is not).
+		{"xdsmodel", "wasm config", "config: {allow_cmds: [1]}", "config: {allow: {1: x}}", "xds.envoy[0].listeners[0].wasm.config"},
+		// A proxyless client's name is required and neither another client's nor an Envoy node's.
+		{"xdsmodel", "client named as a node", "{name: bridge, route_to: {meshgate_listener: grpc_in}}", "{name: idc, route_to: {meshgate_listener: grpc_in}}", `xds.grpc_clients[0].name: duplicate name "idc"`},
+		{"xdsmodel", "client without name", "{name: bridge, route_to: {meshgate_listener: grpc_in}}", "{name: '', route_to: {meshgate_listener: grpc_in}}", "xds.grpc_clients[0].name: required"},
+		{"xdsmodel", "two clients one name", "{name: bridge, route_to: {meshgate_listener: grpc_in}}", "{name: bridge, route_to: {meshgate_listener: grpc_in}}\n  - {name: bridge, endpoints: [127.0.0.1:1]}", `xds.grpc_clients[1].name: duplicate name "bridge"`},
 	} {
 		t.Run(c.fixture+"/"+c.name, func(t *testing.T) {
 			f := fixtures[c.fixture]

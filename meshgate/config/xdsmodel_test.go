@@ -135,32 +135,6 @@ func TestXDSModelWithoutXDS(t *testing.T) {
 	}
 }
 
-// TestValidateWasmConfigJSON: a wasm.config that cannot be the plugin's
-// JSON (a map with non-string keys) is a validation error naming the
-// field (before, only the translator found it).
-func TestValidateWasmConfigJSON(t *testing.T) {
-	y := strings.Replace(xdsModelYAML, "config: {allow_cmds: [1]}", "config: {allow: {1: x}}", 1)
-	_, err := Parse([]byte(y), "/etc/mg")
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "xds.envoy[0].listeners[0].wasm.config:") {
-		t.Fatalf("err = %v", err)
-	}
-}
-
-// TestGRPCClientNameChecked: a proxyless client's name is required and
-// must be neither another client's nor an Envoy node's.
-func TestGRPCClientNameChecked(t *testing.T) {
-	for _, c := range []struct{ to, want string }{
-		{"{name: idc, route_to: {meshgate_listener: grpc_in}}", `xds.grpc_clients[0].name: duplicate name "idc"`},
-		{"{name: '', route_to: {meshgate_listener: grpc_in}}", "xds.grpc_clients[0].name: required"},
-		{"{name: bridge, route_to: {meshgate_listener: grpc_in}}\n  - {name: bridge, endpoints: [127.0.0.1:1]}", `xds.grpc_clients[1].name: duplicate name "bridge"`},
-	} {
-		y := strings.Replace(xdsModelYAML, "{name: bridge, route_to: {meshgate_listener: grpc_in}}", c.to, 1)
-		if _, err := Parse([]byte(y), "/etc/mg"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: err = %v, want %q", c.to, err, c.want)
-		}
-	}
-}
-
 // TestXDSModelErrorsNameFields: a config that skipped validation still
 // gets errors naming the YAML field, not a broken model.
 func TestXDSModelErrorsNameFields(t *testing.T) {

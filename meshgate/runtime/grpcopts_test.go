@@ -92,15 +92,9 @@ func TestGzipCallEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	cc2 := testkit.Client(t, rt.Addr("grpc-in").String()) // address :0 → a new port
-	for {
-		err = cc2.Invoke(ctx, "/legacy.Legacy/Echo", big, &out)
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil || len(out) != len(big) {
-		t.Fatalf("after raising the listener limit: %v", err)
+	testkit.Succeeds(t, ctx, 20*time.Millisecond, func() error { return cc2.Invoke(ctx, "/legacy.Legacy/Echo", big, &out) }, "after raising the listener limit")
+	if len(out) != len(big) {
+		t.Fatalf("after raising the listener limit: %d bytes back, want %d", len(out), len(big))
 	}
 }
 
@@ -211,19 +205,12 @@ upstreams:
 		Payload: &testpb.Payload{Type: testpb.PayloadType_COMPRESSABLE, Body: []byte{0}}}
 	var header, trailer metadata.MD
 	var reply *testpb.SimpleResponse
-	var err error
-	for {
-		// The private pool to mgp-in connects once the listener is up.
+	// The private pool to mgp-in connects once the listener is up.
+	testkit.Succeeds(t, ctx, 20*time.Millisecond, func() (err error) {
 		header, trailer = nil, nil
 		reply, err = tc.UnaryCall(metadata.NewOutgoingContext(ctx, md), req, grpc.Header(&header), grpc.Trailer(&trailer))
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("UnaryCall: %v", err)
-	}
+		return err
+	}, "UnaryCall")
 	if p := reply.GetPayload(); p.GetType() != testpb.PayloadType_COMPRESSABLE || len(p.GetBody()) != 1 {
 		t.Fatalf("reply %v", reply)
 	}

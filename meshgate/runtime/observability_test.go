@@ -52,6 +52,13 @@ func (o *otlpReceiver) snapshot() ([]*tracepb.Span, []*commonpb.KeyValue) {
 	return append([]*tracepb.Span(nil), o.spans...), o.res
 }
 
+// atLeast waits (up to 5s, without failing: the caller asserts) until n
+// spans have arrived and returns the snapshot then.
+func (o *otlpReceiver) atLeast(n int) ([]*tracepb.Span, []*commonpb.KeyValue) {
+	testkit.Await(5*time.Second, func() bool { s, _ := o.snapshot(); return len(s) >= n })
+	return o.snapshot()
+}
+
 func startOTLP(t *testing.T) (*otlpReceiver, string) {
 	t.Helper()
 	o := &otlpReceiver{}
@@ -140,12 +147,7 @@ access_log: {path: %q, hash_uin: true}
 		t.Fatal(err)
 	}
 	readLines(t, logPath, base)
-	for ctx.Err() == nil {
-		if s, _ := recv.snapshot(); len(s) >= base {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	recv.atLeast(base)
 	mu.Lock()
 	seen = nil
 	mu.Unlock()
@@ -158,14 +160,7 @@ access_log: {path: %q, hash_uin: true}
 	if err := rt.Telemetry().Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var spans []*tracepb.Span
-	var res []*commonpb.KeyValue
-	for ctx.Err() == nil {
-		if spans, res = recv.snapshot(); len(spans) >= base+2 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	spans, res := recv.atLeast(base + 2)
 	spans = spans[base:]
 	if len(spans) != 2 {
 		t.Fatalf("got %d spans, want 2", len(spans))
@@ -261,12 +256,7 @@ access_log: {path: %q, hash_uin: true}
 	if err := rt.Telemetry().Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for ctx.Err() == nil {
-		if spans, _ = recv.snapshot(); len(spans) >= spansBefore+2 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	spans, _ = recv.atLeast(spansBefore + 2)
 	for _, s := range spans[spansBefore:] {
 		a := attrs(s.Attributes)
 		if a["meshgate.result"] != "8" || a["rpc.grpc.status_code"] != "5" || s.Status.GetCode() != tracepb.Status_STATUS_CODE_ERROR {
@@ -296,9 +286,9 @@ access_log: {path: %q, hash_uin: true}
 // readLines polls path until it has n JSON lines (bounded) and returns them.
 func readLines(t *testing.T, path string, n int) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		var out []map[string]any
+	var out []map[string]any
+	testkit.Await(3*time.Second, func() bool {
+		out = nil
 		if f, err := os.Open(path); err == nil {
 			sc := bufio.NewScanner(f)
 			for sc.Scan() {
@@ -310,31 +300,27 @@ func readLines(t *testing.T, path string, n int) []map[string]any {
 			}
 			_ = f.Close()
 		}
-		if len(out) >= n || time.Now().After(deadline) {
-			if len(out) != n {
-				t.Fatalf("access log has %d lines, want %d", len(out), n)
-			}
-			return out
-		}
-		time.Sleep(10 * time.Millisecond)
+		return len(out) >= n
+	})
+	if len(out) != n {
+		t.Fatalf("access log has %d lines, want %d", len(out), n)
 	}
+	return out
 }
 
 // warmUp calls cmd 1 on cl until it succeeds (bounded) and returns the
 // number of failed tries.
 func warmUp(t *testing.T, cl *legacy.Client) int {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for failed := 0; ; failed++ {
-		r, err := call(cl, 1, "w")
-		if err == nil && r.Result == 0 {
-			return failed
+	failed := -1
+	testkit.Succeeds(t, testkit.Context(t, 5*time.Second), 20*time.Millisecond, func() error {
+		failed++
+		if r, err := call(cl, 1, "w"); err != nil || r.Result != 0 {
+			return fmt.Errorf("%v %+v", err, r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bridge never answered: %v %+v", err, r)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	}, "bridge never answered")
+	return failed
 }
 
 // TestGRPCMetricsOnAdmin: with telemetry.grpc_metrics, grpc-go's standard
@@ -398,16 +384,8 @@ func TestTelemetryReload(t *testing.T) {
 	// reload arrive, none from after.
 	_ = cl.Close()
 	rt.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		spans, _ := recv.snapshot()
-		if len(spans) >= n || time.Now().After(deadline) {
-			if len(spans) != n {
-				t.Fatalf("%d spans exported, want the %d from before the reload", len(spans), n)
-			}
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if spans, _ := recv.atLeast(n); len(spans) != n {
+		t.Fatalf("%d spans exported, want the %d from before the reload", len(spans), n)
 	}
 }
 
@@ -463,13 +441,7 @@ upstreams:
 	if err := rt.Telemetry().Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var spans []*tracepb.Span
-	for ctx.Err() == nil {
-		if spans, _ = recv.snapshot(); len(spans) >= 2 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	spans, _ := recv.atLeast(2)
 	byDir := map[string]*tracepb.Span{}
 	for _, s := range spans {
 		byDir[attrs(s.Attributes)["meshgate.direction"]] = s

@@ -80,13 +80,7 @@ func startReady(t *testing.T, cfg *config.Config) *Runtime {
 
 func dial(t *testing.T, rt *Runtime, listener string, conns int) *legacy.Client {
 	t.Helper()
-	ctx := testkit.Context(t, 3*time.Second)
-	cl, err := legacy.Dial(ctx, rt.Addr(listener).String(), legacy.ClientOptions{Conns: conns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Close() })
-	return cl
+	return testkit.LegacyClient(t, rt.Addr(listener).String(), legacy.ClientOptions{Conns: conns})
 }
 
 func call(cl *legacy.Client, cmd uint32, body string) (*codec.Frame, error) {

@@ -27,11 +27,6 @@ func peerTLS(t *testing.T, f testpki.TLSFiles, serverName string) *tls.Config {
 	return cfg
 }
 
-// tlsY is f as a YAML tls block.
-func tlsY(f testpki.TLSFiles) string {
-	return fmt.Sprintf("{cert_file: %q, key_file: %q, ca_file: %q}", f.CertFile, f.KeyFile, f.CAFile)
-}
-
 // mgpConn is one MGP/1 connection over TLS.
 type mgpConn struct {
 	c   *tls.Conn
@@ -88,7 +83,7 @@ listeners:
     routes: [{cmd: 1, method: /demo.Echo/Echo, upstream: demo}]
 upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q]}
-`, tlsY(files["meshgate"]), backend(t, "A"))
+`, files["meshgate"].YAML(), backend(t, "A"))
 	rt := start(t, mustParse(t, y))
 	addr := rt.Addr("mtls").String()
 	ctx := testkit.Context(t, 10*time.Second)
@@ -137,7 +132,7 @@ upstreams:
     endpoints: [%q]
     connections: 1
     tls: %s
-`, tlsY(m), tlsY(m), backend(t, "A"), backAddr, tlsY(m))
+`, m.YAML(), m.YAML(), backend(t, "A"), backAddr, m.YAML())
 	rt := start(t, mustParse(t, y))
 	mgpAddr, grpcAddr := rt.Addr("mgp-in").String(), rt.Addr("grpc-in").String()
 	ctx := testkit.Context(t, 10*time.Second)

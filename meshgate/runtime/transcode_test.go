@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -22,7 +22,6 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/descset/descsettest"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // protoEchoServer is a protobuf gRPC service for legacy.Legacy/Echo: it
@@ -36,27 +35,18 @@ func protoEchoServer(t *testing.T, calls *atomic.Int32) string {
 	}
 	reqD, _ := set.Message("legacy.EchoRequest")
 	respD, _ := set.Message("legacy.EchoResponse")
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+	return testkit.AnyMethod(t, func(_ context.Context, in []byte) ([]byte, error) {
 		calls.Add(1)
-		var in []byte
-		if err := st.RecvMsg(&in); err != nil {
-			return err
-		}
 		req := dynamicpb.NewMessage(reqD)
 		if err := proto.Unmarshal(in, req); err != nil {
-			return status.Errorf(codes.InvalidArgument, "not an EchoRequest: %v", err)
+			return nil, status.Errorf(codes.InvalidArgument, "not an EchoRequest: %v", err)
 		}
 		resp := dynamicpb.NewMessage(respD)
 		resp.Set(respD.Fields().ByName("text"), protoreflect.ValueOfString(strings.ToUpper(req.Get(reqD.Fields().ByName("text")).String())))
 		resp.Set(respD.Fields().ByName("count"), protoreflect.ValueOfInt64(req.Get(reqD.Fields().ByName("count")).Int()+1))
 		// Deterministic: fields in number order (the raw route compares bytes).
-		out, err := proto.MarshalOptions{Deterministic: true}.Marshal(resp)
-		if err != nil {
-			return err
-		}
-		return st.SendMsg(out)
-	}))
-	return testkit.Serve(t, gs, nil)
+		return proto.MarshalOptions{Deterministic: true}.Marshal(resp)
+	})
 }
 
 func transcodeConfig(protoset, grpcEP, reqType string) string {

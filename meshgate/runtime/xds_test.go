@@ -136,7 +136,7 @@ func TestXDSReloadToTLSRestartsPlane(t *testing.T) {
 	_, ca, files := testkit.PKI(t, "xds", "client")
 	grpcEP := backend(t, "A")
 	plain := xdsConfig(grpcEP, "")
-	withTLS := yamlConfig(grpcEP, "") + fmt.Sprintf("\nxds:\n  address: 127.0.0.1:0\n  tls: %s\n", tlsY(files["xds"]))
+	withTLS := yamlConfig(grpcEP, "") + fmt.Sprintf("\nxds:\n  address: 127.0.0.1:0\n  tls: %s\n", files["xds"].YAML())
 	rt := start(t, mustParse(t, plain))
 	before := rt.XDS()
 	if err := rt.Reload(mustParse(t, withTLS)); err != nil {

@@ -1,7 +1,6 @@
 package legacy_test
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -14,34 +13,15 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func start(t *testing.T, o legacy.ServerOptions) *legacy.Server {
-	t.Helper()
-	s := legacy.NewServer(o)
-	if err := s.Listen("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-func tctx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestCommands(t *testing.T) {
-	s := start(t, legacy.ServerOptions{EchoExt: true})
-	ctx := tctx(t)
-	cl, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{Conns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{EchoExt: true})
+	ctx := testkit.Context(t, 5*time.Second)
+	cl := testkit.LegacyClient(t, s.Addr().String(), legacy.ClientOptions{Conns: 2})
 	exts := []codec.Ext{{Key: codec.ExtCaller, Value: []byte("me")}, {Key: 0x9000, Value: []byte("app")}}
 	r, err := cl.Call(ctx, legacy.CmdEcho, 77, []byte("body"), exts)
 	if err != nil || string(r.Body) != "body" || r.UIN != 77 || r.Result != 0 {
@@ -75,10 +55,7 @@ func TestCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The oneway went on the other connection: wait for it.
-	deadline := time.Now().Add(2 * time.Second)
-	for (s.Stats().Oneway == 0 || s.Stats().Replies < 6) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Await(2*time.Second, func() bool { return s.Stats().Oneway != 0 && s.Stats().Replies >= 6 })
 	st := s.Stats()
 	if st.Oneway != 1 || st.UnknownCmd != 1 || st.Requests != 7 || st.Replies != 6 {
 		t.Fatalf("stats %+v", st)
@@ -86,13 +63,9 @@ func TestCommands(t *testing.T) {
 }
 
 func TestMalformedClosesOnlyThatConn(t *testing.T) {
-	s := start(t, legacy.ServerOptions{})
-	ctx := tctx(t)
-	good, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	ctx := testkit.Context(t, 5*time.Second)
+	good := testkit.LegacyClient(t, s.Addr().String(), legacy.ClientOptions{})
 	for _, bad := range [][]byte{
 		{0x05, 1, 0, 32, 0, 0, 0, 0},                   // bad stx
 		{0x02, 1, 0, 31, 0, 0, 0, 0},                   // header_len
@@ -118,7 +91,7 @@ func TestMalformedClosesOnlyThatConn(t *testing.T) {
 }
 
 func TestHeartbeatAnsweredAndErrorInjection(t *testing.T) {
-	s := start(t, legacy.ServerOptions{ErrorRate: 1})
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{ErrorRate: 1})
 	nc, err := net.Dial("tcp", s.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -147,12 +120,8 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 	if err := s.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	ctx := tctx(t)
-	cl, err := legacy.Dial(ctx, s.Addr().String(), legacy.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	ctx := testkit.Context(t, 5*time.Second)
+	cl := testkit.LegacyClient(t, s.Addr().String(), legacy.ClientOptions{})
 	done := make(chan error, 1)
 	go func() {
 		r, err := cl.Call(ctx, legacy.CmdSlow, 0, []byte{0, 0, 0, 100}, nil)
@@ -174,8 +143,8 @@ func TestShutdownLetsInFlightFinish(t *testing.T) {
 }
 
 func TestRunLoadDetectsNothingWrong(t *testing.T) {
-	s := start(t, legacy.ServerOptions{Jitter: time.Millisecond})
-	r, err := legacy.RunLoad(tctx(t), legacy.LoadOptions{Addr: s.Addr().String(), Conns: 2, Concurrency: 16, Requests: 2000, Size: 40})
+	s, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{Jitter: time.Millisecond})
+	r, err := legacy.RunLoad(testkit.Context(t, 5*time.Second), legacy.LoadOptions{Addr: s.Addr().String(), Conns: 2, Concurrency: 16, Requests: 2000, Size: 40})
 	if err != nil || r.Count != 2000 || r.Errors != 0 || r.P99Us == 0 {
 		t.Fatalf("%v %v", r, err)
 	}

@@ -2,17 +2,18 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/meshgate/meshgate/internal/demo"
 	"github.com/meshgate/meshgate/internal/sim/legacy"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/addrfile"
 	"github.com/meshgate/meshgate/meshgate/runtime"
 )
 
@@ -21,13 +22,7 @@ import (
 // once it serves (the listener answers at the address written), and
 // rewrites F with the next generation after a reload that adds a listener.
 func TestRunAddressFile(t *testing.T) {
-	gln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := demo.NewServer()
-	go func() { _ = gs.Serve(gln) }()
-	defer gs.Stop()
+	demoAddr := testkit.Demo(t)
 	dir := t.TempDir()
 	path, addrFile := filepath.Join(dir, "meshgate.yaml"), filepath.Join(dir, "addrs.json")
 	cfg := fmt.Sprintf(`
@@ -41,7 +36,7 @@ listeners:
 %%s
 upstreams:
   - {name: demo, protocol: grpc, endpoints: [%q]}
-`, gln.Addr().String())
+`, demoAddr)
 	write := func(extra string) {
 		t.Helper()
 		if err := os.WriteFile(path, []byte(fmt.Sprintf(cfg, extra)), 0o600); err != nil {
@@ -58,20 +53,19 @@ upstreams:
 	read := func(gen uint64) runtime.BoundAddrs {
 		t.Helper()
 		var b runtime.BoundAddrs
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			data, err := os.ReadFile(addrFile)
-			if err == nil {
-				if err := json.Unmarshal(data, &b); err != nil {
-					t.Fatalf("address file %q: %v", data, err) // never partial: written by rename
+		testkit.Succeeds(t, testkit.Context(t, 5*time.Second), 20*time.Millisecond, func() (err error) {
+			if b, err = addrfile.Read(addrFile); err != nil {
+				if !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal(err) // never partial: written by rename
 				}
-				if b.Generation >= gen {
-					return b
-				}
+				return err
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no address file of generation %d: %v %+v", gen, err, b)
+			if b.Generation < gen {
+				return fmt.Errorf("generation %d: %+v", b.Generation, b)
 			}
-		}
+			return nil
+		}, fmt.Sprintf("no address file of generation %d", gen))
+		return b
 	}
 	b := read(1)
 	for name, a := range map[string]string{"mgp-in": b.Listeners["mgp-in"], "admin": b.Admin, "health": b.Health} {
@@ -81,14 +75,8 @@ upstreams:
 	}
 	call := func(addr string) {
 		t.Helper()
-		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer ccancel()
-		cl, err := legacy.Dial(cctx, addr, legacy.ClientOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		if r, err := cl.Call(cctx, 1, 0, []byte("run"), nil); err != nil || string(r.Body) != "RUN" {
+		cl := testkit.LegacyClient(t, addr, legacy.ClientOptions{})
+		if r, err := cl.Call(testkit.Context(t, 3*time.Second), 1, 0, []byte("run"), nil); err != nil || string(r.Body) != "RUN" {
 			t.Fatalf("call %s: %+v %v", addr, r, err)
 		}
 	}
@@ -111,14 +99,7 @@ upstreams:
 		t.Fatalf("temporary files left: %v", m)
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v", err)
-		}
-	case <-time.After(6 * time.Second):
-		t.Fatal("run did not drain and return")
-	}
+	testkit.Returns(t, done, 6*time.Second, "run")
 }
 
 // TestRunAddressFileBadDir: an -address-file in a directory that does not
