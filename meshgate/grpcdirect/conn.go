@@ -837,13 +837,20 @@ func (c *conn) keepalive(stop <-chan struct{}) {
 	kt, kto := c.e.cfg.KeepaliveTime, c.e.cfg.KeepaliveTimeout
 	t := time.NewTimer(kt)
 	defer t.Stop()
-	for {
+	// fired waits for t; false: the conn or its goroutine ended.
+	fired := func() bool {
 		select {
 		case <-stop:
-			return
+			return false
 		case <-c.dead:
-			return
+			return false
 		case <-t.C:
+			return true
+		}
+	}
+	for {
+		if !fired() {
+			return
 		}
 		idle := time.Since(time.Unix(0, c.lastRead.Load()))
 		if idle < kt {
@@ -857,12 +864,8 @@ func (c *conn) keepalive(stop <-chan struct{}) {
 			return
 		}
 		t.Reset(kto)
-		select {
-		case <-stop:
+		if !fired() {
 			return
-		case <-c.dead:
-			return
-		case <-t.C:
 		}
 		if !c.pingAcked.Load() && !time.Unix(0, c.lastRead.Load()).After(sent) {
 			c.close(errors.New("keepalive ping not acknowledged"))
