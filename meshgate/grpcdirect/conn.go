@@ -22,6 +22,11 @@ import (
 // stream was sent); the call may be retried on another connection.
 var errRefused = errors.New("grpcdirect: stream refused")
 
+// acceptEncoding is the grpc-accept-encoding of every request: the
+// compressors a response may use (decompress), as grpc-go's client
+// announces the ones registered.
+const acceptEncoding = "gzip"
+
 const (
 	defaultWindow   = 65535
 	defaultMaxFrame = 16384
@@ -441,6 +446,7 @@ func (c *conn) writeHeaders(ctx context.Context, cl *call, method string) error 
 	e.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
 	e.WriteField(hpack.HeaderField{Name: "user-agent", Value: c.e.cfg.UserAgent})
 	e.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
+	e.WriteField(hpack.HeaderField{Name: "grpc-accept-encoding", Value: acceptEncoding})
 	if dl, ok := ctx.Deadline(); ok {
 		cl.deadline = dl
 		cl.tbuf = appendTimeout(cl.tbuf[:0], time.Until(dl))
