@@ -43,6 +43,7 @@ type call struct {
 	hdrAddr, trlAddr *metadata.MD
 	peerAddr         *peer.Peer
 	maxRecv, maxSend int
+	static           bool // grpc.StaticMethod: metrics name the method
 
 	// request: the 5-byte prefix, then req's buffers
 	req       mem.BufferSlice
@@ -122,6 +123,8 @@ func (cl *call) applyOpts(e *Endpoint, opts []grpc.CallOption) {
 			cl.maxRecv = o.MaxRecvMsgSize
 		case grpc.MaxSendMsgSizeCallOption:
 			cl.maxSend = o.MaxSendMsgSize
+		case grpc.StaticMethodCallOption:
+			cl.static = true
 		}
 	}
 }

@@ -47,6 +47,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	otelmetric "go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
 	_ "google.golang.org/grpc/balancer/ringhash"     // ring_hash_experimental
@@ -89,6 +90,10 @@ type Options struct {
 	TLSRefresh time.Duration
 	// Resilience options (observer, logger) for the pool's Guard.
 	Resilience []resilience.Option
+	// Meter, when set, is the MeterProvider of grpc-go's OpenTelemetry
+	// metrics (the one DialOptions instrument the ClientConns with): the
+	// direct transport records the same client metrics on it.
+	Meter otelmetric.MeterProvider
 }
 
 // Pool is the set of shared ClientConns of one gRPC upstream.
@@ -203,7 +208,17 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		p.conns = append(p.conns, cc)
 	}
 	if u.DirectTransport() && p.guard != nil {
-		p.direct = newDirect(u, n, tc)
+		m, err := grpcdirect.NewMetrics(opts.Meter, "meshgate:///"+u.Name) // the ClientConns' canonical target
+		if err != nil {
+			for _, c := range p.conns {
+				_ = c.Close()
+			}
+			if tc != nil {
+				tc.Close()
+			}
+			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		p.direct = newDirect(u, n, tc, m)
 	}
 	p.watchStates()
 	if opts.Conns != nil {
