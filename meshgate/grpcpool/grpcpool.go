@@ -27,10 +27,12 @@
 // counted so that a config reload can retire it while requests that started
 // on it finish: Acquire/Release around each call, Retire when dropped.
 //
-// With grpc_transport: direct (config.Upstream.DirectTransport) unary
-// calls go over package grpcdirect's HTTP/2 connections instead (same
-// Guard, endpoints, connection count, TLS, message limits and backoff);
-// streams keep grpc-go (direct.go).
+// With the direct transport (config.Upstream.DirectTransport: the default
+// of static endpoints; grpc_transport: grpc-go opts out) unary calls go
+// over package grpcdirect's HTTP/2 connections instead (same Guard,
+// endpoints, connection count, TLS, message limits, backoff and, with
+// Options.Meter, grpc-go's client metrics); streams keep grpc-go
+// (direct.go).
 //
 // With config.Upstream.TLS the pool dials with (m)TLS from package tlsconf:
 // the CA, certificate and key files are re-read every Options.TLSRefresh
@@ -266,7 +268,7 @@ func (p *Pool) Config() config.Upstream { return p.cfg }
 // keep this one).
 func (p *Pool) Same(u config.Upstream) bool {
 	a, b := p.cfg, u
-	if !slices.Equal(a.Endpoints, b.Endpoints) {
+	if !slices.Equal(a.Endpoints, b.Endpoints) || a.DirectTransport() != b.DirectTransport() {
 		return false
 	}
 	if (a.TLS == nil) != (b.TLS == nil) || (a.TLS != nil && *a.TLS != *b.TLS) {
@@ -274,8 +276,7 @@ func (p *Pool) Same(u config.Upstream) bool {
 	}
 	a.Endpoints, b.Endpoints, a.TLS, b.TLS = nil, nil, nil, nil
 	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections &&
-		a.ReconnectBackoffMax == b.ReconnectBackoffMax && a.Resilience == b.Resilience &&
-		a.GRPCTransport == b.GRPCTransport
+		a.ReconnectBackoffMax == b.ReconnectBackoffMax && a.Resilience == b.Resilience
 }
 
 // Conn returns the next shared ClientConn.
