@@ -27,11 +27,12 @@
 // grpc-status / grpc-message / grpc-status-details-bin as the same
 // *status.Status error grpc-go returns, response headers and trailers for
 // grpc.Header / grpc.Trailer, grpc.Peer, outgoing metadata (-bin values
-// base64), message size limits, and reconnects with bounded exponential
-// backoff.
+// base64), message size limits, gzip-compressed responses (grpc-accept-encoding
+// gzip; the receive limit bounds the decompressed size), reconnects with
+// bounded exponential backoff, and grpc-go's OpenTelemetry client call
+// metrics (Metrics).
 //
-// It does not implement streaming calls, compression (requests are sent
-// uncompressed and a compressed response is an Internal error), or
+// It does not implement streaming calls, request compression, or
 // SETTINGS_MAX_HEADER_LIST_SIZE of the peer.
 package grpcdirect
 
