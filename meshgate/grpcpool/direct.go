@@ -17,7 +17,7 @@ import (
 )
 
 // newDirect builds the direct-transport endpoints of upstream u
-// (grpc_transport: direct), one per Guard endpoint in the same order,
+// (config.Upstream.DirectTransport), one per Guard endpoint in the same order,
 // each with u.Connections HTTP/2 connections, recording grpc-go's client
 // metrics on m (nil: none).
 func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metrics) []*grpcdirect.Endpoint {

@@ -117,7 +117,7 @@ type Pool struct {
 
 	guard *resilience.Guard // nil for xDS targets
 
-	// direct: grpc_transport direct's endpoints (Guard order), which make
+	// direct: the direct transport's endpoints (Guard order), which make
 	// the unary calls; the ClientConns then only serve streams and connect
 	// on their first one (direct.go).
 	direct []*grpcdirect.Endpoint
@@ -291,7 +291,7 @@ func (p *Pool) Conn() *grpc.ClientConn {
 func (p *Pool) Len() int { return len(p.conns) }
 
 // Invoke makes a unary call on the next ClientConn with the raw codec, or
-// over the direct transport (grpc_transport: direct).
+// over the direct transport (config.Upstream.DirectTransport).
 func (p *Pool) Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error {
 	if p.direct != nil {
 		return p.invokeDirect(ctx, method, req, reply, opts...)
