@@ -192,7 +192,7 @@ type Upstream struct {
 	Push *UpstreamPush `yaml:"push,omitempty" json:"push,omitempty"`
 	// Resilience: adaptive weights, outlier ejection, retry budget, circuit breaker (resilience.go).
 	Resilience Resilience `yaml:"resilience,omitempty" json:"resilience"`
-	// GRPCTransport: grpc-go (default) | direct (h2.go).
+	// GRPCTransport: direct (default for static endpoints) | grpc-go (h2.go).
 	GRPCTransport string `yaml:"grpc_transport,omitempty" json:"grpc_transport,omitempty"`
 
 	UpstreamObservability `yaml:",inline"` // observability.go

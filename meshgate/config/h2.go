@@ -1,27 +1,41 @@
 package config
 
+import "slices"
+
 // gRPC client transports of a grpc upstream (upstreams[].grpc_transport).
 //
 //	upstreams:
 //	  - name: user-svc
 //	    protocol: grpc
 //	    endpoints: ["10.0.0.7:9000"]
-//	    grpc_transport: direct
+//	    grpc_transport: grpc-go   # opt out of the default direct transport
 //
-// grpc-go (the default, also when the field is empty) makes calls with
-// grpc-go's client. direct sends unary calls over MeshGate's own HTTP/2
-// client (package meshgate/grpcdirect: fewer goroutine hand-offs and
-// allocations per call); streaming routes still use grpc-go. direct needs
-// static endpoints (not an xds:/// target).
+// direct (the default for a grpc upstream with static endpoints, also when
+// the field is empty) sends unary calls over MeshGate's own HTTP/2 client
+// (package meshgate/grpcdirect: fewer goroutine hand-offs and allocations
+// per call); streaming routes still use grpc-go. grpc-go makes every call
+// with grpc-go's client; it is the only transport of an xds:/// target
+// (resolved and balanced by grpc-go's xDS support), whatever the field
+// says when it is empty.
 const (
 	GRPCTransportGRPCGo = "grpc-go"
 	GRPCTransportDirect = "direct"
 )
 
 // DirectTransport reports whether the upstream's unary calls use the
-// direct HTTP/2 transport.
+// direct HTTP/2 transport: a grpc upstream with grpc_transport direct, or
+// empty and static endpoints.
 func (u *Upstream) DirectTransport() bool {
-	return u.Protocol == ProtoGRPC && u.GRPCTransport == GRPCTransportDirect
+	if u.Protocol != ProtoGRPC {
+		return false
+	}
+	switch u.GRPCTransport {
+	case GRPCTransportDirect:
+		return true
+	case "":
+		return !slices.ContainsFunc(u.Endpoints, IsXDSTarget)
+	}
+	return false
 }
 
 // checkGRPCTransport validates upstreams[i].grpc_transport (f is

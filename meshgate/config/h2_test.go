@@ -6,16 +6,28 @@ import (
 	"testing"
 )
 
-// TestGRPCTransport: upstreams[].grpc_transport accepts grpc-go (the
-// default) and direct; anything else, direct on a private upstream and
-// direct with an xds:/// target are rejected naming the field.
+// TestGRPCTransport: upstreams[].grpc_transport accepts grpc-go and
+// direct (the default of a grpc upstream with static endpoints; an
+// xds:/// target and a private upstream never use it); anything else,
+// direct on a private upstream and direct with an xds:/// target are
+// rejected naming the field.
 func TestGRPCTransport(t *testing.T) {
 	cfg, err := Parse([]byte(good), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Upstreams[0].DirectTransport() {
-		t.Fatal("direct transport without asking")
+	if !cfg.Upstreams[0].DirectTransport() {
+		t.Fatal("a grpc upstream with static endpoints does not default to direct")
+	}
+	if cfg.Upstreams[1].DirectTransport() {
+		t.Fatal("a private upstream uses the direct gRPC transport")
+	}
+	xds, err := Parse([]byte(strings.Replace(good, "endpoints: [127.0.0.1:9000]", `endpoints: ["xds:///svc"]`, 1)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if xds.Upstreams[0].DirectTransport() {
+		t.Fatal("an xds:/// upstream defaults to direct")
 	}
 	for _, v := range []string{"grpc-go", "direct"} {
 		c, err := Parse([]byte(strings.Replace(good, "endpoints: [127.0.0.1:9000]", "endpoints: [127.0.0.1:9000], grpc_transport: "+v, 1)), "")

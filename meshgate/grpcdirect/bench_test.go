@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -29,6 +30,17 @@ func BenchmarkInvoke(b *testing.B) {
 	ln := startBenchServer(b)
 	b.Run("direct", func(b *testing.B) {
 		e := New(Config{Addr: ln})
+		defer e.Close()
+		runInvoke(b, e)
+	})
+	b.Run("direct+metrics", func(b *testing.B) { // grpc-go's client metrics recorded (an SDK MeterProvider)
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		defer func() { _ = mp.Shutdown(context.Background()) }()
+		m, err := NewMetrics(mp, "meshgate:///bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		e := New(Config{Addr: ln, Metrics: m})
 		defer e.Close()
 		runInvoke(b, e)
 	})

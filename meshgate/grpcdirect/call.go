@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/gzip" // gzip responses (grpc-accept-encoding: gzip)
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -40,6 +43,7 @@ type call struct {
 	hdrAddr, trlAddr *metadata.MD
 	peerAddr         *peer.Peer
 	maxRecv, maxSend int
+	static           bool // grpc.StaticMethod: metrics name the method
 
 	// request: the 5-byte prefix, then req's buffers
 	req       mem.BufferSlice
@@ -59,6 +63,8 @@ type call struct {
 	header     metadata.MD
 	trailer    metadata.MD
 	nonGRPC    *status.Status
+	encoding   string // the response's grpc-encoding
+	compressed bool   // the message has the compressed flag
 	msgs       int
 	pre        [5]byte
 	preN       int
@@ -99,7 +105,7 @@ func (cl *call) freeMsg() {
 func (cl *call) reset() {
 	cl.freeMsg()
 	cl.c, cl.id, cl.sent, cl.bufIdx, cl.bufOff, cl.sendWin, cl.waiting = nil, 0, 0, 0, 0, 0, false
-	cl.gotHeaders, cl.header, cl.trailer, cl.nonGRPC = false, nil, nil, nil
+	cl.gotHeaders, cl.header, cl.trailer, cl.nonGRPC, cl.encoding, cl.compressed = false, nil, nil, nil, "", false
 	cl.msgs, cl.preN, cl.msgLen, cl.msgN, cl.unacked, cl.st, cl.ended, cl.err = 0, 0, 0, 0, 0, nil, false, nil
 }
 
@@ -117,6 +123,8 @@ func (cl *call) applyOpts(e *Endpoint, opts []grpc.CallOption) {
 			cl.maxRecv = o.MaxRecvMsgSize
 		case grpc.MaxSendMsgSizeCallOption:
 			cl.maxSend = o.MaxSendMsgSize
+		case grpc.StaticMethodCallOption:
+			cl.static = true
 		}
 	}
 }
@@ -192,8 +200,18 @@ func (cl *call) appendData(p []byte) *status.Status {
 			if cl.msgs > 1 {
 				return status.New(codes.Internal, "cardinality violation: expected <EOF> for non server-streaming RPCs, but received another message")
 			}
-			if cl.pre[0] != 0 {
-				return status.New(codes.Internal, "grpc: compressed flag set with identity or empty encoding")
+			switch cl.pre[0] {
+			case 0:
+			case 1: // as grpc-go's checkRecvPayload
+				if cl.encoding == "" || cl.encoding == "identity" {
+					return status.New(codes.Internal, "grpc: compressed flag set with identity or empty encoding")
+				}
+				if encoding.GetCompressor(cl.encoding) == nil {
+					return status.Newf(codes.Internal, "grpc: Decompressor is not installed for grpc-encoding %q", cl.encoding)
+				}
+				cl.compressed = true
+			default:
+				return status.Newf(codes.Internal, "grpc: received unexpected payload format %d", cl.pre[0])
 			}
 			cl.msgLen = int(uint32(cl.pre[1])<<24 | uint32(cl.pre[2])<<16 | uint32(cl.pre[3])<<8 | uint32(cl.pre[4]))
 			if cl.msgLen > cl.maxRecv {
@@ -326,12 +344,10 @@ func (cl *call) onHeaders(h *hdrState, end, truncated bool) (st *status.Status, 
 	if h.hdrErr != "" {
 		return status.New(codes.Internal, h.hdrErr), true, true
 	}
-	if h.encoding != "" && h.encoding != "identity" && !end {
-		return status.Newf(codes.Internal, "grpc: compressed response (grpc-encoding %q) not supported by the direct transport", h.encoding), true, true
-	}
 	if !end {
 		cl.gotHeaders = true
 		cl.header = h.md
+		cl.encoding = h.encoding // a compressed message is decompressed by its caller (finishReply)
 		return nil, false, false
 	}
 	cl.trailer = h.md
@@ -390,12 +406,44 @@ func (cl *call) finishReply(reply any) error {
 	buf := mem.NewBuffer(cl.msg, mem.DefaultBufferPool())
 	cl.msg = nil
 	data := mem.BufferSlice{buf}
+	if cl.compressed {
+		var err error
+		if data, err = decompress(cl.encoding, data, cl.maxRecv); err != nil {
+			return err
+		}
+	}
 	err := rawcodec.Codec{}.Unmarshal(data, reply)
 	data.Free()
 	if err != nil {
 		return status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
 	}
 	return nil
+}
+
+// decompress inflates a compressed response message (freeing d) with the
+// grpc-go compressor registered for name, its size bounded by maxRecv: the
+// same reading, limit and errors as grpc-go's client.
+func decompress(name string, d mem.BufferSlice, maxRecv int) (mem.BufferSlice, error) {
+	defer d.Free()
+	comp := encoding.GetCompressor(name) // checked present when the message began
+	r := d.Reader()
+	dr, err := comp.Decompress(r)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "grpc: failed to decompress the message: %v", err)
+	}
+	if c, ok := dr.(io.Closer); ok {
+		defer c.Close()
+	}
+	out, err := mem.ReadAll(io.LimitReader(dr, int64(maxRecv)+1), mem.DefaultBufferPool())
+	if err != nil {
+		out.Free()
+		return nil, status.Errorf(codes.Internal, "grpc: failed to read decompressed data: %v", err)
+	}
+	if out.Len() > maxRecv {
+		out.Free()
+		return nil, status.Errorf(codes.ResourceExhausted, "grpc: received message after decompression larger than max %d", maxRecv)
+	}
+	return out, nil
 }
 
 // deliverMD sets the grpc.Header, grpc.Trailer and grpc.Peer options.

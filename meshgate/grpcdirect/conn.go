@@ -22,6 +22,11 @@ import (
 // stream was sent); the call may be retried on another connection.
 var errRefused = errors.New("grpcdirect: stream refused")
 
+// acceptEncoding is the grpc-accept-encoding of every request: the
+// compressors a response may use (decompress), as grpc-go's client
+// announces the ones registered.
+const acceptEncoding = "gzip"
+
 const (
 	defaultWindow   = 65535
 	defaultMaxFrame = 16384
@@ -365,13 +370,27 @@ func (c *conn) writeRequest(ctx context.Context, cl *call, method string) error 
 		c.closeIfDrained()
 		return errRefused
 	}
+	// As grpc-go's client: a call whose deadline has passed by the time its
+	// stream would be opened fails DeadlineExceeded without being sent (a
+	// server would get it already expired). The grpc-timeout sent is this
+	// remaining time.
+	var timeout time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		cl.deadline = dl
+		if timeout = time.Until(dl); timeout <= 0 {
+			c.releaseLocked()
+			c.mu.Unlock()
+			c.unlockWrite()
+			return status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+		}
+	}
 	cl.id = c.nextID
 	c.nextID += 2
 	cl.sendWin = c.initWin
 	c.streams[cl.id] = cl
 	c.mu.Unlock()
 
-	err := c.writeHeaders(ctx, cl, method)
+	err := c.writeHeaders(ctx, cl, method, timeout)
 	for err == nil {
 		var more bool
 		more, err = c.writeData(cl)
@@ -430,8 +449,9 @@ func (c *conn) unlockWrite() error {
 	return err
 }
 
-// writeHeaders encodes and writes the request HEADERS (c.wmu held).
-func (c *conn) writeHeaders(ctx context.Context, cl *call, method string) error {
+// writeHeaders encodes and writes the request HEADERS (c.wmu held);
+// timeout is the grpc-timeout (none when zero).
+func (c *conn) writeHeaders(ctx context.Context, cl *call, method string, timeout time.Duration) error {
 	c.hbuf.b = c.hbuf.b[:0]
 	e := c.henc
 	e.WriteField(hpack.HeaderField{Name: ":method", Value: "POST"})
@@ -441,9 +461,9 @@ func (c *conn) writeHeaders(ctx context.Context, cl *call, method string) error 
 	e.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
 	e.WriteField(hpack.HeaderField{Name: "user-agent", Value: c.e.cfg.UserAgent})
 	e.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
-	if dl, ok := ctx.Deadline(); ok {
-		cl.deadline = dl
-		cl.tbuf = appendTimeout(cl.tbuf[:0], time.Until(dl))
+	e.WriteField(hpack.HeaderField{Name: "grpc-accept-encoding", Value: acceptEncoding})
+	if timeout > 0 {
+		cl.tbuf = appendTimeout(cl.tbuf[:0], timeout)
 		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: string(cl.tbuf), Sensitive: true})
 	}
 	writeMetadata(e, ctx)
@@ -837,13 +857,20 @@ func (c *conn) keepalive(stop <-chan struct{}) {
 	kt, kto := c.e.cfg.KeepaliveTime, c.e.cfg.KeepaliveTimeout
 	t := time.NewTimer(kt)
 	defer t.Stop()
-	for {
+	// fired waits for t; false: the conn or its goroutine ended.
+	fired := func() bool {
 		select {
 		case <-stop:
-			return
+			return false
 		case <-c.dead:
-			return
+			return false
 		case <-t.C:
+			return true
+		}
+	}
+	for {
+		if !fired() {
+			return
 		}
 		idle := time.Since(time.Unix(0, c.lastRead.Load()))
 		if idle < kt {
@@ -857,12 +884,8 @@ func (c *conn) keepalive(stop <-chan struct{}) {
 			return
 		}
 		t.Reset(kto)
-		select {
-		case <-stop:
+		if !fired() {
 			return
-		case <-c.dead:
-			return
-		case <-t.C:
 		}
 		if !c.pingAcked.Load() && !time.Unix(0, c.lastRead.Load()).After(sent) {
 			c.close(errors.New("keepalive ping not acknowledged"))

@@ -27,11 +27,12 @@
 // grpc-status / grpc-message / grpc-status-details-bin as the same
 // *status.Status error grpc-go returns, response headers and trailers for
 // grpc.Header / grpc.Trailer, grpc.Peer, outgoing metadata (-bin values
-// base64), message size limits, and reconnects with bounded exponential
-// backoff.
+// base64), message size limits, gzip-compressed responses (grpc-accept-encoding
+// gzip; the receive limit bounds the decompressed size), reconnects with
+// bounded exponential backoff, and grpc-go's OpenTelemetry client call
+// metrics (Metrics).
 //
-// It does not implement streaming calls, compression (requests are sent
-// uncompressed and a compressed response is an Internal error), or
+// It does not implement streaming calls, request compression, or
 // SETTINGS_MAX_HEADER_LIST_SIZE of the peer.
 package grpcdirect
 
@@ -98,6 +99,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	// UserAgent is sent as user-agent (default "meshgate").
 	UserAgent string
+	// Metrics, when set, records grpc-go's client call metrics (metrics.go).
+	Metrics *Metrics
 	// OnState, when set, is called when a connection becomes ready or
 	// stops being ready (for readiness reporting). It must not block.
 	OnState func()
@@ -392,13 +395,23 @@ func (e *Endpoint) pick(skip *conn) (c *conn, wait <-chan struct{}, err error) {
 // call options honoured are grpc.Header, grpc.Trailer, grpc.Peer,
 // grpc.MaxCallRecvMsgSize and grpc.MaxCallSendMsgSize; others are ignored.
 // Errors are *status.Status errors as grpc-go returns them.
-func (e *Endpoint) Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error {
-	if err := ctx.Err(); err != nil {
-		return status.FromContextError(err).Err()
-	}
+func (e *Endpoint) Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) (err error) {
 	cl := getCall()
 	defer putCall(cl)
 	cl.applyOpts(e, opts)
+	var rec callRecord
+	if e.cfg.Metrics != nil {
+		rec.begin(e.cfg.Metrics, method, cl.static)
+		rec.startAttempt(ctx)
+		defer func() {
+			c := status.Code(err)
+			rec.endAttempt(ctx, cl, c)
+			rec.endCall(ctx, c)
+		}()
+	}
+	if err := ctx.Err(); err != nil {
+		return status.FromContextError(err).Err()
+	}
 	if err := cl.marshal(req); err != nil {
 		return err
 	}
@@ -427,7 +440,9 @@ func (e *Endpoint) Invoke(ctx context.Context, method string, req, reply any, op
 			// retry once on another connection, as grpc-go's transparent
 			// retry does.
 			skip = c
+			rec.endAttempt(ctx, cl, codes.Unavailable)
 			cl.reset()
+			rec.startAttempt(ctx)
 			continue
 		}
 		if err == errRefused {

@@ -17,9 +17,10 @@ import (
 )
 
 // newDirect builds the direct-transport endpoints of upstream u
-// (grpc_transport: direct), one per Guard endpoint in the same order,
-// each with u.Connections HTTP/2 connections.
-func newDirect(u config.Upstream, n int, tc *tlsconf.Client) []*grpcdirect.Endpoint {
+// (config.Upstream.DirectTransport), one per Guard endpoint in the same order,
+// each with u.Connections HTTP/2 connections, recording grpc-go's client
+// metrics on m (nil: none).
+func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metrics) []*grpcdirect.Endpoint {
 	cp := connectParams(u)
 	// The same :authority and TLS name as the grpc-go ClientConns: the
 	// configured server_name, else the upstream's name (docs/security-tls.md).
@@ -49,6 +50,7 @@ func newDirect(u config.Upstream, n int, tc *tlsconf.Client) []*grpcdirect.Endpo
 			BackoffBase:    cp.Backoff.BaseDelay,
 			BackoffMax:     cp.Backoff.MaxDelay,
 			ConnectTimeout: cp.MinConnectTimeout,
+			Metrics:        m,
 		})
 	}
 	return out

@@ -27,10 +27,12 @@
 // counted so that a config reload can retire it while requests that started
 // on it finish: Acquire/Release around each call, Retire when dropped.
 //
-// With grpc_transport: direct (config.Upstream.DirectTransport) unary
-// calls go over package grpcdirect's HTTP/2 connections instead (same
-// Guard, endpoints, connection count, TLS, message limits and backoff);
-// streams keep grpc-go (direct.go).
+// With the direct transport (config.Upstream.DirectTransport: the default
+// of static endpoints; grpc_transport: grpc-go opts out) unary calls go
+// over package grpcdirect's HTTP/2 connections instead (same Guard,
+// endpoints, connection count, TLS, message limits, backoff and, with
+// Options.Meter, grpc-go's client metrics); streams keep grpc-go
+// (direct.go).
 //
 // With config.Upstream.TLS the pool dials with (m)TLS from package tlsconf:
 // the CA, certificate and key files are re-read every Options.TLSRefresh
@@ -47,6 +49,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	otelmetric "go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
 	_ "google.golang.org/grpc/balancer/ringhash"     // ring_hash_experimental
@@ -89,6 +92,10 @@ type Options struct {
 	TLSRefresh time.Duration
 	// Resilience options (observer, logger) for the pool's Guard.
 	Resilience []resilience.Option
+	// Meter, when set, is the MeterProvider of grpc-go's OpenTelemetry
+	// metrics (the one DialOptions instrument the ClientConns with): the
+	// direct transport records the same client metrics on it.
+	Meter otelmetric.MeterProvider
 }
 
 // Pool is the set of shared ClientConns of one gRPC upstream.
@@ -110,7 +117,7 @@ type Pool struct {
 
 	guard *resilience.Guard // nil for xDS targets
 
-	// direct: grpc_transport direct's endpoints (Guard order), which make
+	// direct: the direct transport's endpoints (Guard order), which make
 	// the unary calls; the ClientConns then only serve streams and connect
 	// on their first one (direct.go).
 	direct []*grpcdirect.Endpoint
@@ -203,7 +210,17 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		p.conns = append(p.conns, cc)
 	}
 	if u.DirectTransport() && p.guard != nil {
-		p.direct = newDirect(u, n, tc)
+		m, err := grpcdirect.NewMetrics(opts.Meter, "meshgate:///"+u.Name) // the ClientConns' canonical target
+		if err != nil {
+			for _, c := range p.conns {
+				_ = c.Close()
+			}
+			if tc != nil {
+				tc.Close()
+			}
+			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+		}
+		p.direct = newDirect(u, n, tc, m)
 	}
 	p.watchStates()
 	if opts.Conns != nil {
@@ -251,7 +268,7 @@ func (p *Pool) Config() config.Upstream { return p.cfg }
 // keep this one).
 func (p *Pool) Same(u config.Upstream) bool {
 	a, b := p.cfg, u
-	if !slices.Equal(a.Endpoints, b.Endpoints) {
+	if !slices.Equal(a.Endpoints, b.Endpoints) || a.DirectTransport() != b.DirectTransport() {
 		return false
 	}
 	if (a.TLS == nil) != (b.TLS == nil) || (a.TLS != nil && *a.TLS != *b.TLS) {
@@ -259,8 +276,7 @@ func (p *Pool) Same(u config.Upstream) bool {
 	}
 	a.Endpoints, b.Endpoints, a.TLS, b.TLS = nil, nil, nil, nil
 	return a.Name == b.Name && a.Protocol == b.Protocol && a.LB == b.LB && a.Connections == b.Connections &&
-		a.ReconnectBackoffMax == b.ReconnectBackoffMax && a.Resilience == b.Resilience &&
-		a.GRPCTransport == b.GRPCTransport
+		a.ReconnectBackoffMax == b.ReconnectBackoffMax && a.Resilience == b.Resilience
 }
 
 // Conn returns the next shared ClientConn.
@@ -275,7 +291,7 @@ func (p *Pool) Conn() *grpc.ClientConn {
 func (p *Pool) Len() int { return len(p.conns) }
 
 // Invoke makes a unary call on the next ClientConn with the raw codec, or
-// over the direct transport (grpc_transport: direct).
+// over the direct transport (config.Upstream.DirectTransport).
 func (p *Pool) Invoke(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error {
 	if p.direct != nil {
 		return p.invokeDirect(ctx, method, req, reply, opts...)

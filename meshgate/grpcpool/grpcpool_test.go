@@ -117,9 +117,14 @@ func TestSame(t *testing.T) {
 	w := u
 	w.LB = "least_request"
 	x := u // switching grpc_transport rebuilds the pool on reload
-	x.GRPCTransport = config.GRPCTransportDirect
+	x.GRPCTransport = config.GRPCTransportGRPCGo
 	if p.Same(v) || p.Same(w) || p.Same(x) {
 		t.Fatal("changed config reported same")
+	}
+	y := u // naming the default changes nothing
+	y.GRPCTransport = config.GRPCTransportDirect
+	if !p.Same(y) {
+		t.Fatal("grpc_transport: direct differs from the default")
 	}
 	if _, err := New(config.Upstream{Name: "x", Protocol: "private"}, Options{}); err == nil {
 		t.Fatal("private upstream accepted")

@@ -302,6 +302,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			Transports:  r.metrics.UpstreamConns.WithLabelValues(u.Name, "transport"),
 			TLSRefresh:  cfg.TLS.RefreshInterval,
 			DialOptions: r.upstreamDialOptions(&u),
+			Meter:       r.gm.MeterProvider(),
 			Resilience:  r.res.guardOptions(u.Name, r.opts.Logger),
 		})
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	otelmetric "go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"google.golang.org/grpc"
 	grpcotel "google.golang.org/grpc/stats/opentelemetry"
@@ -57,6 +58,16 @@ func (g *GRPCMetrics) DialOptions() []grpc.DialOption {
 		return nil
 	}
 	return []grpc.DialOption{grpcotel.DialOption(g.options())}
+}
+
+// MeterProvider is the provider grpc-go's instrumentation records on (nil
+// for a nil g): the direct gRPC transport records its client metrics there
+// too (meshgate/grpcdirect.Metrics).
+func (g *GRPCMetrics) MeterProvider() otelmetric.MeterProvider {
+	if g == nil {
+		return nil
+	}
+	return g.mp
 }
 
 // Shutdown stops the meter provider.
