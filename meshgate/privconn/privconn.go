@@ -99,12 +99,17 @@ type Stats struct {
 	HeartbeatsRecv uint64
 }
 
-// waiter is one pending request. Whoever removes it from the pending map
-// owns signalling it.
+// waiter is one pending request: a Do parked on ch, or a Start's done
+// callback (async.go). Whoever removes it from the pending map owns
+// completing it.
 type waiter struct {
 	ch   chan struct{} // cap 1
 	resp *codec.Frame
 	err  error
+
+	// Start (async.go): the callback and the deadline (unix ns, 0 = none).
+	done     func(resp *codec.Frame, err error)
+	deadline int64
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
@@ -127,6 +132,7 @@ type Conn struct {
 	streams   map[uint32]*Stream // open stream exchanges (stream.go)
 	closed    bool
 	err       error
+	expiry    expiry // deadlines of Start's callbacks (async.go)
 
 	done     chan struct{}
 	readSeen atomic.Bool // set by the reader on every frame
@@ -258,9 +264,14 @@ func (cn *Conn) fail(err error) {
 	cn.failStreams(streams, err)
 	close(cn.done)
 	_ = cn.nc.Close()
+	cn.expiry.stop()
 	for _, w := range pending {
-		w.err = err
-		w.ch <- struct{}{}
+		if w.done == nil {
+			w.err = err
+			w.ch <- struct{}{}
+			continue
+		}
+		cn.complete(w, nil, err)
 	}
 	cn.log.Debug("connection closed", "err", err, "failed_pending", len(pending))
 }
@@ -280,6 +291,7 @@ func (cn *Conn) register(w *waiter) (uint32, error) {
 			continue
 		}
 		cn.pending[s] = w
+		cn.armExpiry(w.deadline)
 		cn.mu.Unlock()
 		return s, nil
 	}
@@ -420,6 +432,10 @@ func (cn *Conn) readLoop() {
 		if ok {
 			delete(cn.pending, f.Seq)
 			cn.mu.Unlock()
+			if w.done != nil {
+				cn.complete(w, &f, nil)
+				continue
+			}
 			w.resp = Clone(&f)
 			w.ch <- struct{}{}
 			continue
