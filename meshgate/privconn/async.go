@@ -64,37 +64,53 @@ func (cn *Conn) Start(req *codec.Frame, deadline time.Time, done func(resp *code
 	}
 	w := waiterPool.Get().(*waiter)
 	w.done, w.deadline = done, dl
+	w.state.Store(stateWriting)
+	w.refs.Store(2) // Start's and the completion's
 	seq, err := cn.register(w)
 	if err != nil {
 		cn.inflight.Add(-1)
-		w.done, w.deadline = nil, 0
-		waiterPool.Put(w)
+		putAsync(w)
 		return err
 	}
 	req.Seq = seq
 	req.Flags &^= codec.FlagResponse | codec.FlagOneway | codec.FlagHeartbeat | codec.FlagPush
-	if err := cn.w.WriteFrame(req); err != nil {
-		if !cn.unregister(seq, w) {
-			// The reader, the deadline timer or a failure took w and
-			// completes it; the write error still closes the connection.
-			if !errors.Is(err, codec.ErrInvalidFrame) {
-				cn.fail(fmt.Errorf("%w: write: %w", ErrClosed, err))
-			}
-			return nil
-		}
+	werr := cn.w.WriteFrame(req)
+	if werr != nil && cn.unregister(seq, w) {
+		// Still ours: nobody will complete it.
 		cn.inflight.Add(-1)
-		w.done, w.deadline = nil, 0
-		waiterPool.Put(w)
-		if errors.Is(err, codec.ErrInvalidFrame) {
-			return err
+		putAsync(w)
+		if errors.Is(werr, codec.ErrInvalidFrame) {
+			return werr
 		}
-		err = fmt.Errorf("%w: write: %w", ErrClosed, err)
-		cn.fail(err)
-		return err
+		werr = fmt.Errorf("%w: write: %w", ErrClosed, werr)
+		cn.fail(werr)
+		return werr
 	}
-	cn.sent.Add(1)
+	if werr == nil {
+		cn.sent.Add(1)
+	} else if !errors.Is(werr, codec.ErrInvalidFrame) {
+		// Taken by a completer meanwhile; the write error still closes
+		// the connection.
+		cn.fail(fmt.Errorf("%w: write: %w", ErrClosed, werr))
+	}
+	if !w.state.CompareAndSwap(stateWriting, stateWritten) {
+		// A failure, the deadline or Cancel took w while req was being
+		// encoded and left its completion to us (req is ours until now).
+		cn.complete(w, nil, w.err)
+	}
+	cn.unref(w)
 	return nil
 }
+
+// States of a Start's waiter. Until Start has encoded the frame (writing)
+// the request's frame is Start's: a completer other than the reader (which
+// sees a reply only after the frame went out) leaves the callback to
+// Start (deferred) instead of calling it.
+const (
+	stateWriting uint32 = iota
+	stateWritten
+	stateDeferred
+)
 
 // Cancel completes the Start pending under seq with ErrCanceled, if it is
 // still pending; a reply arriving later is dropped and counted (Late). It
@@ -111,18 +127,41 @@ func (cn *Conn) Cancel(seq uint32) bool {
 		cn.abandoned[seq] = time.Now().UnixNano()
 	}
 	cn.mu.Unlock()
-	cn.complete(w, nil, ErrCanceled)
+	cn.completeErr(w, ErrCanceled)
 	return true
 }
 
-// complete ends a Start: it frees the in-flight slot and the waiter, then
-// calls its callback. The caller has removed w from the pending map.
+// completeErr ends a Start with err, from a completer other than the
+// reader: at once, or by Start itself when it is still encoding the frame.
+// The caller has removed w from the pending map.
+func (cn *Conn) completeErr(w *waiter, err error) {
+	w.err = err
+	if w.state.CompareAndSwap(stateWriting, stateDeferred) {
+		return
+	}
+	cn.complete(w, nil, err)
+}
+
+// complete ends a Start: it frees the in-flight slot, calls the callback
+// and drops the completion's reference to w.
 func (cn *Conn) complete(w *waiter, resp *codec.Frame, err error) {
 	done := w.done
-	w.done, w.deadline = nil, 0
-	waiterPool.Put(w)
 	cn.inflight.Add(-1)
 	done(resp, err)
+	cn.unref(w)
+}
+
+// unref drops a reference to a Start's waiter; the last one returns it to
+// the pool.
+func (cn *Conn) unref(w *waiter) {
+	if w.refs.Add(-1) == 0 {
+		putAsync(w)
+	}
+}
+
+func putAsync(w *waiter) {
+	w.done, w.deadline, w.err = nil, 0, nil
+	waiterPool.Put(w)
 }
 
 // expiry is the connection's one deadline timer (under Conn.mu).
@@ -187,6 +226,6 @@ func (cn *Conn) expire() {
 	cn.armExpiry(next)
 	cn.mu.Unlock()
 	for _, w := range expired {
-		cn.complete(w, nil, ErrDeadlineExceeded)
+		cn.completeErr(w, ErrDeadlineExceeded)
 	}
 }

@@ -107,9 +107,13 @@ type waiter struct {
 	resp *codec.Frame
 	err  error
 
-	// Start (async.go): the callback and the deadline (unix ns, 0 = none).
+	// Start (async.go): the callback, the deadline (unix ns, 0 = none),
+	// the state of the frame's encoding and the references (Start's and
+	// the completion's).
 	done     func(resp *codec.Frame, err error)
 	deadline int64
+	state    atomic.Uint32
+	refs     atomic.Int32
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
@@ -271,7 +275,7 @@ func (cn *Conn) fail(err error) {
 			w.ch <- struct{}{}
 			continue
 		}
-		cn.complete(w, nil, err)
+		cn.completeErr(w, err)
 	}
 	cn.log.Debug("connection closed", "err", err, "failed_pending", len(pending))
 }
