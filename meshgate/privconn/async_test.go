@@ -3,6 +3,7 @@ package privconn_test
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -134,8 +135,13 @@ func TestStartCompletesExactlyOnce(t *testing.T) {
 			}
 		}()
 	}
-	// The connection closes while requests are being started.
-	testkit.Await(5*time.Second, func() bool { return started.Load() >= workers*each*3/4 })
+	// The connection closes while requests are being started (once
+	// replies and expiries have been seen).
+	if !testkit.Await(10*time.Second, func() bool {
+		return started.Load() >= workers*each/2 && replies.Load() > 0 && expired.Load() > 0
+	}) {
+		t.Fatalf("no replies (%d) or no expiries (%d)", replies.Load(), expired.Load())
+	}
 	cn.Close()
 	wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -158,6 +164,55 @@ func TestStartCompletesExactlyOnce(t *testing.T) {
 	if replies.Load() == 0 || expired.Load() == 0 || closed.Load() == 0 || canceled.Load() == 0 {
 		t.Fatal("the stress did not exercise every way of completing")
 	}
+}
+
+// A connection that fails while Starts are encoding their frames leaves
+// each frame to its Start until encoded (the callback, which writes to
+// the frame, would race with the encoding: -race) and completes each
+// exactly once.
+func TestStartRacesClose(t *testing.T) {
+	addr := acceptAll(t)
+	for range 20 {
+		cn := dialAsync(t, addr, privconn.Options{})
+		var started, finished atomic.Int64
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				body := make([]byte, 32<<10) // encoding takes a while
+				for range 100 {
+					req := &codec.Frame{Cmd: cmdNever, Body: body}
+					if err := cn.Start(req, time.Time{}, func(_ *codec.Frame, err error) {
+						req.Body = nil
+						if !errors.Is(err, privconn.ErrClosed) {
+							t.Errorf("want ErrClosed, got %v", err)
+						}
+						finished.Add(1)
+					}); err != nil {
+						if !errors.Is(err, privconn.ErrNotSent) && !errors.Is(err, privconn.ErrClosed) {
+							t.Errorf("start: %v", err)
+						}
+						continue
+					}
+					started.Add(1)
+				}
+			}()
+		}
+		testkit.Await(5*time.Second, func() bool { return started.Load() >= 50 })
+		cn.Close()
+		wg.Wait()
+		if !testkit.Await(5*time.Second, func() bool { return finished.Load() == started.Load() }) {
+			t.Fatalf("%d of %d completed", finished.Load(), started.Load())
+		}
+	}
+}
+
+// acceptAll accepts connections and reads them until they close.
+func acceptAll(t *testing.T) string {
+	ln := testkit.Listen(t, "127.0.0.1:0")
+	testkit.ServeConns(t, ln, func(nc net.Conn) { _, _ = io.Copy(io.Discard, nc) })
+	return ln.Addr().String()
 }
 
 // A Start whose reply does not come completes with a deadline error, not
