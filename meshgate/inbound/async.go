@@ -3,11 +3,13 @@ package inbound
 import (
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/mapping"
+	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -22,7 +24,8 @@ import (
 // reply in the completion callback and writes it (replyNow). Nobody parks
 // per request: the request costs no goroutine hand-off and no wake-up
 // besides the sockets' own. Everything else about the request is as on a
-// worker (forward): listener admission, the in-flight slot (reading stops
+// worker (forward): cancellation when the connection's context ends
+// (abort, a failed write: asyncSet), listener admission, the in-flight slot (reading stops
 // at the cap), the duplicate-seq check, the deadline sent upstream
 // (ext 3) and the reply's deadline, metrics, the reply frame, graceful
 // drain. A request the upstream's circuit breaker would queue goes to a
@@ -67,11 +70,63 @@ func (q *request) startAsync() bool {
 	dl := q.start.Add(q.timeout)
 	n := len(q.fwd.Ext)
 	mapping.AppendDeadline(&q.fwd, &q.dl, time.Until(dl))
+	c.async.add(q)
 	if err := r.async.StartPolicy(&q.call, &q.fwd, dl, &r.Policy, q.asyncFn); err != nil {
+		c.async.remove(q)
 		q.fwd.Ext = q.fwd.Ext[:n] // the worker appends its own ext 3
 		return false
 	}
+	if c.ctx.Err() != nil {
+		c.async.cancel() // aborted while q was being sent
+	}
 	return true
+}
+
+// asyncSet is a connection's requests started by startAsync and not yet
+// called back (an intrusive list), so that abort cancels them as it
+// cancels the workers' calls.
+type asyncSet struct {
+	mu   sync.Mutex
+	head *request
+}
+
+func (s *asyncSet) add(q *request) {
+	s.mu.Lock()
+	q.anext, q.aprev = s.head, nil
+	if s.head != nil {
+		s.head.aprev = q
+	}
+	s.head = q
+	s.mu.Unlock()
+}
+
+func (s *asyncSet) remove(q *request) {
+	s.mu.Lock()
+	if q.aprev != nil {
+		q.aprev.anext = q.anext
+	} else {
+		s.head = q.anext
+	}
+	if q.anext != nil {
+		q.anext.aprev = q.aprev
+	}
+	q.anext, q.aprev = nil, nil
+	s.mu.Unlock()
+}
+
+// cancel cancels every request of the set still pending upstream; each
+// completes (asyncDone) with a cancellation, as a worker's call does when
+// the connection's context ends.
+func (s *asyncSet) cancel() {
+	s.mu.Lock()
+	var ts []privconn.Ticket
+	for q := s.head; q != nil; q = q.anext {
+		ts = append(ts, q.call.Ticket())
+	}
+	s.mu.Unlock()
+	for _, t := range ts {
+		t.Cancel()
+	}
 }
 
 // asyncDone completes a request started by startAsync with the upstream's
@@ -79,6 +134,7 @@ func (q *request) startAsync() bool {
 // DoPolicy returns.
 func (q *request) asyncDone(resp *codec.Frame, err error) {
 	c, r := q.c, q.r
+	c.async.remove(q)
 	err = upstream.Status(c.ctx, err)
 	r.release()
 	elapsed := time.Since(q.start)

@@ -72,6 +72,7 @@ type conn struct {
 	wnow    []byte
 	wnowN   int
 	wnowErr error
+	async   asyncSet // requests in flight on the I/O goroutines
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -80,6 +81,10 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c.wcond = sync.NewCond(&c.wmu)
 	if c.raw = rawConn(nc); c.raw != nil {
 		c.peekFn, c.waitFn, c.writeFn = c.peek, c.idleWait, c.writeRaw
+		// The end of the connection's context (abort, a failed write)
+		// cancels its requests in flight on the I/O goroutines (async.go)
+		// as it cancels the workers' calls.
+		context.AfterFunc(ctx, c.async.cancel)
 	} else {
 		c.takeReader() // kept for the connection's life
 	}
@@ -415,8 +420,9 @@ type request struct {
 	mirr mirrorState // shadow copy (migrate.go)
 	// private → private on the I/O goroutines (async.go): the pool's
 	// call state, and asyncDone bound once.
-	call    upstream.Call
-	asyncFn func(resp *codec.Frame, err error)
+	call         upstream.Call
+	asyncFn      func(resp *codec.Frame, err error)
+	anext, aprev *request // in the connection's asyncSet
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
@@ -51,6 +52,45 @@ var ErrCanceled = fmt.Errorf("privconn: request cancelled: %w", context.Canceled
 // most MaxInFlight); the scan runs about once per earliest deadline, not
 // per request.
 func (cn *Conn) Start(req *codec.Frame, deadline time.Time, done func(resp *codec.Frame, err error)) error {
+	return cn.StartHandle(req, deadline, nil, done)
+}
+
+// Handle names a Start in flight so that another goroutine may cancel it
+// (Ticket, Cancel). StartHandle sets it when it registers the request,
+// before any completion, and the completion clears it before calling
+// back. Safe for concurrent use.
+type Handle struct {
+	cn  atomic.Pointer[Conn]
+	seq atomic.Uint32
+}
+
+// Ticket is what a Handle names: a Start on a connection (zero: none).
+type Ticket struct {
+	cn  *Conn
+	seq uint32
+}
+
+// Ticket returns the Start the handle names now (zero when none).
+func (h *Handle) Ticket() Ticket {
+	cn := h.cn.Load()
+	if cn == nil {
+		return Ticket{}
+	}
+	return Ticket{cn: cn, seq: h.seq.Load()}
+}
+
+// Cancel cancels the Start t names if it is still pending (Conn.Cancel);
+// a ticket of a request already completed cancels nothing.
+func (t Ticket) Cancel() bool {
+	if t.cn == nil {
+		return false
+	}
+	return t.cn.Cancel(t.seq)
+}
+
+// StartHandle is Start that also records the request in h (nil: none)
+// until it completes.
+func (cn *Conn) StartHandle(req *codec.Frame, deadline time.Time, h *Handle, done func(resp *codec.Frame, err error)) error {
 	var dl int64
 	if !deadline.IsZero() {
 		if !time.Now().Before(deadline) {
@@ -63,7 +103,7 @@ func (cn *Conn) Start(req *codec.Frame, deadline time.Time, done func(resp *code
 		return ErrTooManyInFlight
 	}
 	w := waiterPool.Get().(*waiter)
-	w.done, w.deadline = done, dl
+	w.done, w.deadline, w.h = done, dl, h
 	w.state.Store(stateWriting)
 	w.refs.Store(2) // Start's and the completion's
 	seq, err := cn.register(w)
@@ -77,6 +117,9 @@ func (cn *Conn) Start(req *codec.Frame, deadline time.Time, done func(resp *code
 	werr := cn.w.WriteFrame(req)
 	if werr != nil && cn.unregister(seq, w) {
 		// Still ours: nobody will complete it.
+		if h != nil {
+			h.cn.Store(nil)
+		}
 		cn.inflight.Add(-1)
 		putAsync(w)
 		if errors.Is(werr, codec.ErrInvalidFrame) {
@@ -146,6 +189,9 @@ func (cn *Conn) completeErr(w *waiter, err error) {
 // and drops the completion's reference to w.
 func (cn *Conn) complete(w *waiter, resp *codec.Frame, err error) {
 	done := w.done
+	if w.h != nil {
+		w.h.cn.Store(nil)
+	}
 	cn.inflight.Add(-1)
 	done(resp, err)
 	cn.unref(w)
@@ -160,7 +206,7 @@ func (cn *Conn) unref(w *waiter) {
 }
 
 func putAsync(w *waiter) {
-	w.done, w.deadline, w.err = nil, 0, nil
+	w.done, w.deadline, w.err, w.h = nil, 0, nil, nil
 	waiterPool.Put(w)
 }
 

@@ -114,6 +114,7 @@ type waiter struct {
 	deadline int64
 	state    atomic.Uint32
 	refs     atomic.Int32
+	h        *Handle // StartHandle's, set at register
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
@@ -295,6 +296,10 @@ func (cn *Conn) register(w *waiter) (uint32, error) {
 			continue
 		}
 		cn.pending[s] = w
+		if w.h != nil {
+			w.h.seq.Store(s)
+			w.h.cn.Store(cn)
+		}
 		cn.armExpiry(w.deadline)
 		cn.mu.Unlock()
 		return s, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
@@ -24,6 +25,7 @@ type Call struct {
 	dl   time.Time
 	last error
 	done func(resp *codec.Frame, err error)
+	h    privconn.Handle // the attempt in flight, for Ticket
 
 	sendFn  resilience.Send
 	replyFn func(resp *codec.Frame, err error)
@@ -79,6 +81,13 @@ func (p *PrivatePool) StartPolicy(c *Call, req *codec.Frame, deadline time.Time,
 	return nil
 }
 
+// Ticket names the call's attempt in flight (zero when none), for
+// cancelling it from another goroutine: Ticket().Cancel() completes the
+// call with an error wrapping context.Canceled if it is still pending.
+// A ticket taken while the call is known to be in flight (not yet called
+// back) names this call; a stale ticket cancels nothing.
+func (c *Call) Ticket() privconn.Ticket { return c.h.Ticket() }
+
 // send is the Guard's Send: one attempt on ep's endpoint.
 func (c *Call) send(ge *resilience.Endpoint, _ int) bool {
 	p := c.p
@@ -90,7 +99,7 @@ func (c *Call) send(ge *resilience.Endpoint, _ int) bool {
 		return false
 	}
 	e.begin()
-	err := cn.Start(c.req, c.dl, c.replyFn)
+	err := cn.StartHandle(c.req, c.dl, &c.h, c.replyFn)
 	if err == nil {
 		return true // c belongs to the reply now
 	}
@@ -116,7 +125,11 @@ func (c *Call) reply(resp *codec.Frame, err error) {
 		e.count(resultCode(resp.Result))
 		o = resilience.ClassifyResult(resp.Result)
 	default:
-		e.count(status.Code(Status(context.Background(), err)))
+		code := status.Code(Status(context.Background(), err))
+		if errors.Is(err, context.Canceled) {
+			code = codes.Canceled // Ticket().Cancel(): the caller gave up
+		}
+		e.count(code)
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
 			o = resilience.Timeout
