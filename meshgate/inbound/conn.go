@@ -210,6 +210,9 @@ func (c *conn) start() bool {
 func (c *conn) run() {
 	for {
 		if c.rd == nil {
+			if c.linger() {
+				continue
+			}
 			c.goIdle()
 			return
 		}
