@@ -8,7 +8,9 @@
 // no writer goroutine, concurrent callers share syscalls.
 //
 // Replies are returned as owned copies: body and extension values are copied
-// out of the reader buffer into one allocation per reply.
+// out of the reader buffer into one allocation per reply. Start (async.go)
+// sends without waiting: its callback gets the reply, uncopied, on the
+// reader goroutine, or the deadline, cancellation or connection error.
 //
 // Cancelling a request's context frees its in-flight slot at once; a reply
 // that arrives later is dropped and counted (Late). A reply whose seq was
