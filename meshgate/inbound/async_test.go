@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,4 +195,59 @@ func (s *Server) inFlight() int64 {
 		n += c.inflight.Load()
 	}
 	return n
+}
+
+// Many clients pipelining fast, slow and expiring requests while the
+// server closes under them: every reply that arrives is its request's,
+// Close returns promptly, and nothing stays in flight upstream (goleak
+// checks the goroutines at exit; -race the hand-offs).
+func TestAsyncStressClose(t *testing.T) {
+	e := newP2PEnv(t, Limits{MaxInFlight: 64})
+	const clients, each = 4, 300
+	var sent sync.WaitGroup
+	cls := make([]*client, clients)
+	for k := range cls {
+		cls[k] = e.dial()
+	}
+	replied := make(chan int, clients*each)
+	for k, cl := range cls {
+		sent.Add(1)
+		go func() {
+			defer sent.Done()
+			for i := range each {
+				f := codec.Frame{Cmd: legacy.CmdEcho, Body: []byte(fmt.Sprint(k, "/", i))}
+				if i%3 == 0 {
+					f = codec.Frame{Cmd: legacy.CmdSlow, Body: []byte{0, 0, 0, byte(i % 7)}, Ext: []codec.Ext{deadlineExt(uint32(1 + i%5))}}
+				}
+				want := string(f.Body)
+				ch := cl.start(f)
+				go func() {
+					g, ok, timedOut := tryWait(ch)
+					switch {
+					case timedOut:
+						t.Errorf("client %d request %d: no reply and no close", k, i)
+					case ok && g.Result == codec.ResultOK && string(g.Body) != want:
+						t.Errorf("client %d request %d: got %q", k, i, g.Body)
+					case ok:
+						replied <- 1
+					}
+				}()
+			}
+		}()
+	}
+	if !testkit.Await(10*time.Second, func() bool { return len(replied) >= clients*each/4 }) {
+		t.Fatalf("only %d replies", len(replied))
+	}
+	t0 := time.Now()
+	e.srv.Close()
+	if el := time.Since(t0); el > 2*time.Second {
+		t.Fatalf("Close took %v", el)
+	}
+	sent.Wait()
+	if !testkit.Await(5*time.Second, func() bool { return e.pool.Stats().InFlight == 0 }) {
+		t.Fatalf("in flight upstream after Close: %d", e.pool.Stats().InFlight)
+	}
+	for _, cl := range cls {
+		cl.waitClosed()
+	}
 }
