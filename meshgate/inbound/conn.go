@@ -65,6 +65,14 @@ type conn struct {
 	waitFn  func()
 	peekBuf [1]byte
 	box     *readerBox // the reader held (rd is box.rd), with the frame read
+
+	// replyNow's non-blocking write (async.go): writeFn is writeRaw,
+	// bound once; wnow the bytes, wnowN and wnowErr its result (under wmu).
+	writeFn func(fd uintptr) bool
+	wnow    []byte
+	wnowN   int
+	wnowErr error
+	async   asyncSet // requests in flight on the I/O goroutines
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -72,7 +80,11 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
 	if c.raw = rawConn(nc); c.raw != nil {
-		c.peekFn, c.waitFn = c.peek, c.idleWait
+		c.peekFn, c.waitFn, c.writeFn = c.peek, c.idleWait, c.writeRaw
+		// The end of the connection's context (abort, a failed write)
+		// cancels its requests in flight on the I/O goroutines (async.go)
+		// as it cancels the workers' calls.
+		context.AfterFunc(ctx, c.async.cancel)
 	} else {
 		c.takeReader() // kept for the connection's life
 	}
@@ -198,6 +210,9 @@ func (c *conn) start() bool {
 func (c *conn) run() {
 	for {
 		if c.rd == nil {
+			if c.linger() {
+				continue
+			}
 			c.goIdle()
 			return
 		}
@@ -376,7 +391,9 @@ func (c *conn) handle(f *codec.Frame) bool {
 		s.mInFlight.Inc()
 	}
 	c.calls.Add(1)
-	s.work.dispatch(q)
+	if !q.startAsync() {
+		s.work.dispatch(q)
+	}
 	return true
 }
 
@@ -404,6 +421,11 @@ type request struct {
 	fbuf []byte
 	dl   [4]byte
 	mirr mirrorState // shadow copy (migrate.go)
+	// private → private on the I/O goroutines (async.go): the pool's
+	// call state, and asyncDone bound once.
+	call         upstream.Call
+	asyncFn      func(resp *codec.Frame, err error)
+	anext, aprev *request // in the connection's asyncSet
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption
@@ -422,6 +444,9 @@ func newRequest(c *conn, r *Route, f *codec.Frame, keyID uint32, authed, oneway 
 	q.start = time.Now()
 	q.timeout = r.Timeout
 	if r.Private != nil {
+		if q.asyncFn == nil {
+			q.asyncFn = q.asyncDone // bound once per pooled request
+		}
 		if d, ok := mapping.Timeout(f); ok {
 			q.timeout = d
 		}

@@ -80,6 +80,34 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	return rc
 }
 
+// idleLinger is how long a connection that just went idle waits for its
+// next frame on the goroutine that handled the last one before handing
+// the wait to a fresh goroutine (goIdle): starting that goroutine wakes
+// an idle thread (two context switches), which a connection with frames a
+// few milliseconds apart would otherwise pay per frame.
+const idleLinger = 20 * time.Millisecond
+
+// linger waits up to idleLinger on the current goroutine for the next
+// frame (see idleLinger); true when bytes arrived and the connection has
+// its reader again. Not while draining (the drain quiet period applies)
+// or with an idle timeout not longer than idleLinger.
+func (c *conn) linger() bool {
+	if c.s.draining.Load() || c.idle <= idleLinger {
+		return false
+	}
+	c.frameStart = time.Time{}
+	dl := time.Now().Add(idleLinger)
+	c.dmu.Lock()
+	c.rdl = dl
+	_ = c.nc.SetReadDeadline(dl)
+	c.dmu.Unlock()
+	if c.raw.Read(c.peekFn) != nil {
+		return false // the linger passed (or the socket closed: the idle wait says so)
+	}
+	c.takeReader()
+	return true
+}
+
 // goIdle hands the wait for the next frame to a fresh goroutine: the
 // idle deadline is armed here (arming it goes deep into the runtime's
 // timer code), and the new goroutine only parks until the socket is

@@ -9,7 +9,9 @@
 // TCP connection waits on a small fresh goroutine without a read buffer,
 // idle.go); each request is dispatched to its own goroutine, so many
 // requests are in flight at once (pipelining) and replies go out in
-// completion order. Replies are written
+// completion order. A private → private request on a one-attempt route
+// is instead sent by the reader itself and answered from the upstream
+// connection's reader, with no goroutine hand-off (async.go). Replies are written
 // under a mutex by whichever goroutine finds the socket free, which keeps
 // writing while others append: writes coalesce under load without a
 // dedicated writer goroutine. When a connection reaches its in-flight cap,

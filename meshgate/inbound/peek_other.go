@@ -6,3 +6,5 @@ package inbound
 const peekSupported = false
 
 func (c *conn) peek(uintptr) bool { return true }
+
+func (c *conn) writeRaw(uintptr) bool { return true }

@@ -56,8 +56,9 @@ type Route struct {
 	Switch     *resilience.Switch
 	switchName string
 
-	m   *admin.RouteMetrics
-	mig *routeMig // migration control (migrate.go); nil = none
+	m     *admin.RouteMetrics
+	mig   *routeMig    // migration control (migrate.go); nil = none
+	async asyncStarter // requests completed on the I/O goroutines (async.go); nil = none
 }
 
 func (r *Route) acquire() bool {
@@ -135,6 +136,7 @@ func NewTable(listener string, routes []Route, lim Limits, auth *AuthPolicy, m *
 			r.SendCmd = r.Cmd
 		}
 		r.m = m.Route(listener, routeLabel(&r), r.UpstreamName)
+		r.asyncRoute()
 		t.byCmd[r.Cmd] = append(t.byCmd[r.Cmd], &r)
 	}
 	return t

@@ -8,7 +8,9 @@
 // no writer goroutine, concurrent callers share syscalls.
 //
 // Replies are returned as owned copies: body and extension values are copied
-// out of the reader buffer into one allocation per reply.
+// out of the reader buffer into one allocation per reply. Start (async.go)
+// sends without waiting: its callback gets the reply, uncopied, on the
+// reader goroutine, or the deadline, cancellation or connection error.
 //
 // Cancelling a request's context frees its in-flight slot at once; a reply
 // that arrives later is dropped and counted (Late). A reply whose seq was
@@ -99,12 +101,22 @@ type Stats struct {
 	HeartbeatsRecv uint64
 }
 
-// waiter is one pending request. Whoever removes it from the pending map
-// owns signalling it.
+// waiter is one pending request: a Do parked on ch, or a Start's done
+// callback (async.go). Whoever removes it from the pending map owns
+// completing it.
 type waiter struct {
 	ch   chan struct{} // cap 1
 	resp *codec.Frame
 	err  error
+
+	// Start (async.go): the callback, the deadline (unix ns, 0 = none),
+	// the state of the frame's encoding and the references (Start's and
+	// the completion's).
+	done     func(resp *codec.Frame, err error)
+	deadline int64
+	state    atomic.Uint32
+	refs     atomic.Int32
+	h        *Handle // StartHandle's, set at register
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
@@ -127,6 +139,7 @@ type Conn struct {
 	streams   map[uint32]*Stream // open stream exchanges (stream.go)
 	closed    bool
 	err       error
+	expiry    expiry // deadlines of Start's callbacks (async.go)
 
 	done     chan struct{}
 	readSeen atomic.Bool // set by the reader on every frame
@@ -258,9 +271,14 @@ func (cn *Conn) fail(err error) {
 	cn.failStreams(streams, err)
 	close(cn.done)
 	_ = cn.nc.Close()
+	cn.expiry.stop()
 	for _, w := range pending {
-		w.err = err
-		w.ch <- struct{}{}
+		if w.done == nil {
+			w.err = err
+			w.ch <- struct{}{}
+			continue
+		}
+		cn.completeErr(w, err)
 	}
 	cn.log.Debug("connection closed", "err", err, "failed_pending", len(pending))
 }
@@ -280,6 +298,11 @@ func (cn *Conn) register(w *waiter) (uint32, error) {
 			continue
 		}
 		cn.pending[s] = w
+		if w.h != nil {
+			w.h.seq.Store(s)
+			w.h.cn.Store(cn)
+		}
+		cn.armExpiry(w.deadline)
 		cn.mu.Unlock()
 		return s, nil
 	}
@@ -420,6 +443,10 @@ func (cn *Conn) readLoop() {
 		if ok {
 			delete(cn.pending, f.Seq)
 			cn.mu.Unlock()
+			if w.done != nil {
+				cn.complete(w, &f, nil)
+				continue
+			}
 			w.resp = Clone(&f)
 			w.ch <- struct{}{}
 			continue

@@ -235,6 +235,13 @@ func (g *Guard) attempt(ctx context.Context, ep *Endpoint, n int, call Attempt) 
 	ep.inflight.Add(1)
 	start := g.s.clock()
 	o := call(ctx, ep, n)
+	g.end(ep, start, o)
+	return o
+}
+
+// end records the outcome and latency of an attempt on ep that began at
+// start (the clock's reading when ep's in-flight count was raised).
+func (g *Guard) end(ep *Endpoint, start time.Duration, o Outcome) {
 	now := g.s.clock()
 	ep.inflight.Add(-1)
 	rtt := now - start
@@ -242,7 +249,6 @@ func (g *Guard) attempt(ctx context.Context, ep *Endpoint, n int, call Attempt) 
 	if g.lim != nil && o != Cancelled && o != ConnectFailure && o != NotSent {
 		g.lim.Record(now, rtt, o == Timeout || o == Exhausted, g.live.Load())
 	}
-	return o
 }
 
 // notSentAttempts bounds the attempts of a request that was never sent.

@@ -179,7 +179,10 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 		tls:  tc,
 		done: make(chan struct{}),
 	}
-	p.refs.Init(func() { _ = p.Close() })
+	// A retired pool closes on a goroutine of its own: its last call may
+	// end on one of its connections' readers (a StartPolicy callback),
+	// which Close waits for.
+	p.refs.Init(func() { go p.Close() })
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, a := range u.Endpoints {
 		e := NewEndpoint(a)
@@ -507,12 +510,12 @@ func (p *PrivatePool) WaitHealthy(ctx context.Context, n int) error {
 func (p *PrivatePool) Acquire() bool { return p.refs.Acquire() }
 
 // Release drops a reference taken by Acquire; the last one of a retired
-// pool closes it.
+// pool starts closing it (Done is closed once it has).
 func (p *PrivatePool) Release() { p.refs.Release() }
 
 // Retire marks the pool as no longer routed to; it closes once the last
-// in-flight call releases it (at once if none). See RetireWithin for an
-// upper bound.
+// in-flight call releases it (at once if none), in the background: Done
+// tells when. See RetireWithin for an upper bound.
 func (p *PrivatePool) Retire() { p.refs.Retire() }
 
 // Done is closed once the pool has closed.

@@ -96,19 +96,10 @@ func (p *PrivatePool) DoPolicy(ctx context.Context, req *codec.Frame, pol *resil
 	switch {
 	case err == nil && last == nil:
 		return resp, nil
-	case errors.Is(err, resilience.ErrNoEndpoint):
-		p.m.noHealthy.Inc()
-		return nil, fmt.Errorf("%w: %s (%d endpoints, none available)", ErrNoHealthy, p.name, len(p.eps))
-	case errors.Is(err, resilience.ErrDeadline):
-		return nil, fmt.Errorf("upstream %s: %w: %w", p.name, err, context.DeadlineExceeded)
 	case err != nil:
-		return nil, fmt.Errorf("%w: %s: %w", ErrOverloaded, p.name, err)
-	case errors.Is(last, privconn.ErrTooManyInFlight):
-		return nil, fmt.Errorf("%w: %s: %w", ErrOverloaded, p.name, last)
-	case errors.Is(last, ErrNoHealthy):
-		return nil, last
-	case errors.Is(last, privconn.ErrNotSent):
-		return nil, fmt.Errorf("%w: %s: %w", ErrNoHealthy, p.name, last)
+		return nil, p.refused(err)
+	case errors.Is(last, privconn.ErrTooManyInFlight), errors.Is(last, ErrNoHealthy), errors.Is(last, privconn.ErrNotSent):
+		return nil, p.notSent(last)
 	}
 	return nil, p.wrap(lastEp, last)
 }
