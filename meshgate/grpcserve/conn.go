@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -35,9 +36,9 @@ const (
 
 // Reasons (label values of meshgate_grpc_protocol_errors_total).
 const (
-	ReasonProtocol    = "protocol"     // malformed frames, stream id misuse, flow-control violations
-	ReasonRapidReset  = "rapid_reset"  // too many streams reset by the client
-	ReasonControl     = "control"      // too many PING/SETTINGS frames
+	ReasonProtocol    = "protocol"    // malformed frames, stream id misuse, flow-control violations
+	ReasonRapidReset  = "rapid_reset" // too many streams reset by the client
+	ReasonControl     = "control"     // too many PING/SETTINGS frames
 	ReasonPing        = "too_many_pings"
 	ReasonHandshake   = "handshake"    // TLS handshake, ALPN, or preface
 	ReasonHeaderBlock = "header_block" // header list too large, bad HPACK
@@ -71,7 +72,7 @@ type conn struct {
 	goAway    bool   // GOAWAY sent: no new streams
 	goAwayID  uint32 // last stream id accepted
 	closed    bool
-	ready     bool // handshake done
+	ready     bool      // handshake done
 	idleSince time.Time // when the last stream closed (zero: busy)
 	born      time.Time
 	timer     *time.Timer // housekeeping (recv timeout, idle, age)
@@ -153,6 +154,7 @@ func (c *conn) serve() {
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = cfg.MaxHeaderListSize
 	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(defaultMaxFrm) // what SETTINGS_MAX_FRAME_SIZE (not sent) means
 	c.henc = hpack.NewEncoder(&c.hbuf)
 
 	c.wmu.Lock()
@@ -208,6 +210,9 @@ func (c *conn) readError(err error) {
 			reason = ReasonHeaderBlock
 		}
 		c.connError(http2.ErrCode(ce), reason, "")
+		return
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.connError(http2.ErrCodeFrameSize, ReasonProtocol, "")
 		return
 	case errors.Is(err, errCalm):
 		return // already sent GOAWAY and closed
@@ -853,7 +858,7 @@ func (c *conn) writeStatus(st *status.Status, trl metadata.MD) {
 		}
 		if p := st.Proto(); p != nil && len(p.Details) > 0 {
 			if b, err := proto.Marshal(p); err == nil {
-				writeMD(c.henc, "grpc-status-details-bin", string(b))
+				_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})
 			}
 		}
 	}
