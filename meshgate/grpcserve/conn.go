@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -64,6 +65,7 @@ type conn struct {
 	ctlWin      rate
 	lastPing    time.Time
 	pingStrikes int
+	wroteStream atomic.Bool // a stream's HEADERS or DATA was written since the last PING
 
 	mu        sync.Mutex
 	streams   map[uint32]*Call
@@ -418,16 +420,18 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	if !open {
 		minT = 2 * time.Hour
 	}
-	if !c.lastPing.IsZero() && now.Sub(c.lastPing) < minT {
-		c.wmu.Lock()
+	last := c.lastPing
+	c.lastPing = now
+	if c.wroteStream.Swap(false) {
+		// A reply was written since the last ping: this one is not checked
+		// (grpc-go: a client's BDP pings follow the server's data).
+		c.pingStrikes = 0
+	} else if !last.IsZero() && now.Sub(last) < minT {
 		c.pingStrikes++
-		strikes := c.pingStrikes
-		c.wmu.Unlock()
-		if strikes > maxPingStrikes {
+		if c.pingStrikes > maxPingStrikes {
 			return c.calm(ReasonPing, "too_many_pings")
 		}
 	}
-	c.lastPing = now
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.flush(appendPingAck(c.getBuf(), f.Data))
@@ -882,7 +886,7 @@ func (c *conn) finish(cl *Call) {
 		return
 	}
 	c.wmu.Lock()
-	c.pingStrikes = 0
+	c.wroteStream.Store(true)
 	b := c.getBuf()
 	if cl.st != nil || !cl.hasOut {
 		// trailers-only
@@ -955,6 +959,7 @@ func (c *conn) writeBody(b []byte, cl *Call) ([]byte, bool) {
 			return b, false
 		}
 		b = appendFrameHeader(b, int(n), http2.FrameData, 0, cl.id)
+		c.wroteStream.Store(true)
 		b = append(b, cl.out[cl.sent:cl.sent+int(n)]...)
 		cl.sent += int(n)
 		c.connSendWin -= n
