@@ -78,6 +78,7 @@ type conn struct {
 	idleSince time.Time // when the last stream closed (zero: busy)
 	born      time.Time
 	timer     *time.Timer // housekeeping (recv timeout, idle, age)
+	timerDue  time.Time
 
 	wmu         sync.Mutex
 	wdl         time.Time // write deadline armed (with slack)
@@ -190,7 +191,8 @@ func (c *conn) serve() {
 	now := time.Now()
 	c.mu.Lock()
 	c.born, c.idleSince, c.ready = now, now, true
-	c.timer = time.AfterFunc(c.tick(), c.housekeep)
+	c.timerDue = now.Add(c.nextCheck(now))
+	c.timer = time.AfterFunc(time.Until(c.timerDue), c.housekeep)
 	c.mu.Unlock()
 	err = c.handle(f)
 	for err == nil {
@@ -292,15 +294,46 @@ func (c *conn) drain() {
 	}
 }
 
-// tick is the housekeeping period: fine enough for recv_timeout and
-// max_connection_idle, at most 1 s apart.
+// tick is the housekeeping period while streams are open: fine enough
+// for recv_timeout (an eighth of it, at most 1 s).
 func (c *conn) tick() time.Duration {
-	cfg := &c.s.cfg
-	t := cfg.RecvTimeout / 8
-	if cfg.MaxConnectionIdle > 0 {
-		t = min(t, cfg.MaxConnectionIdle/8)
+	return min(max(c.s.cfg.RecvTimeout/8, 10*time.Millisecond), time.Second)
+}
+
+// nextCheck is when housekeeping should run next (mu held): every tick
+// while streams are open; otherwise when the connection becomes idle too
+// long or too old, so an idle connection's timer does not fire in
+// between.
+func (c *conn) nextCheck(now time.Time) time.Duration {
+	if len(c.streams) > 0 {
+		return c.tick()
 	}
-	return min(max(t, 10*time.Millisecond), time.Second)
+	cfg := &c.s.cfg
+	d := time.Hour
+	if cfg.MaxConnectionIdle > 0 && !c.idleSince.IsZero() {
+		d = min(d, c.idleSince.Add(cfg.MaxConnectionIdle).Sub(now))
+	}
+	if cfg.MaxConnectionAge > 0 {
+		age := c.born.Add(cfg.MaxConnectionAge)
+		if !now.Before(age) {
+			age = age.Add(cfg.MaxConnectionAgeGrace)
+		}
+		d = min(d, age.Sub(now))
+	}
+	return max(d, 10*time.Millisecond)
+}
+
+// armForStream makes sure housekeeping runs within a tick once a stream
+// is open (mu held): re-arming only when the timer was set for an idle
+// connection, so a busy connection does not touch it per call.
+func (c *conn) armForStream(now time.Time) {
+	if c.timer == nil || c.closed {
+		return
+	}
+	if t := c.tick(); c.timerDue.Sub(now) > t {
+		c.timerDue = now.Add(t)
+		c.timer.Reset(t)
+	}
 }
 
 // housekeep runs on a timer: streams whose request did not arrive within
@@ -324,7 +357,9 @@ func (c *conn) housekeep() {
 	idle := cfg.MaxConnectionIdle > 0 && len(c.streams) == 0 && !c.idleSince.IsZero() && now.Sub(c.idleSince) >= cfg.MaxConnectionIdle
 	old := cfg.MaxConnectionAge > 0 && now.Sub(c.born) >= cfg.MaxConnectionAge
 	hard := old && now.Sub(c.born) >= cfg.MaxConnectionAge+cfg.MaxConnectionAgeGrace
-	c.timer.Reset(c.tick())
+	d := c.nextCheck(now)
+	c.timerDue = now.Add(d)
+	c.timer.Reset(d)
 	c.mu.Unlock()
 	for _, cl := range late {
 		c.earlyStatus(cl, 200, status.New(codes.DeadlineExceeded, "outbound: request message not received in time"), nil)
@@ -544,6 +579,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	c.streams[id] = cl
 	c.idleSince = time.Time{}
+	c.armForStream(cl.opened)
 	c.mu.Unlock()
 
 	if f.Truncated {

@@ -651,3 +651,27 @@ func TestConcurrentCalls(t *testing.T) {
 }
 
 func tlsClient(nc net.Conn, cfg *tls.Config) *tls.Conn { return tls.Client(nc, cfg) }
+
+// TestRecvTimeoutAndIdle: a stream whose request does not arrive within
+// RecvTimeout ends DEADLINE_EXCEEDED; a connection without calls for
+// MaxConnectionIdle gets GOAWAY NO_ERROR and is closed.
+func TestRecvTimeoutAndIdle(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.RecvTimeout, c.MaxConnectionIdle = 200*time.Millisecond, 300*time.Millisecond })
+	rc := rawDial(t, ts.addr)
+	began := time.Now()
+	rc.headers(1, false, grpcReq...)
+	m, err := rc.statusOf(1)
+	if err != nil || m["grpc-status"] != "4" {
+		t.Fatalf("recv timeout: %v %v", m, err)
+	}
+	if d := time.Since(began); d < 200*time.Millisecond {
+		t.Fatalf("answered after %v, before the receive timeout", d)
+	}
+	code, err := rc.goAway()
+	if err != nil || code != http2.ErrCodeNo {
+		t.Fatalf("idle: GOAWAY %v %v", code, err)
+	}
+	if _, err := rc.until(func(http2.Frame) bool { return false }); err == nil {
+		t.Fatal("idle connection not closed")
+	}
+}
