@@ -442,10 +442,8 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 		return nil
 	}
 	now := time.Now()
-	if !c.ctlWin.add(now, c.s.cfg.MaxControlPerSecond) {
-		return c.calm(ReasonControl, "too many control frames")
-	}
-	// grpc-go's keepalive enforcement: a ping sooner than
+	// grpc-go's keepalive enforcement (which also bounds a PING flood:
+	// only the first PING after a reply is exempt): a ping sooner than
 	// keepalive_min_time after the last one (2 h without an open call)
 	// is a strike; strikes are forgiven when a reply is written.
 	c.mu.Lock()

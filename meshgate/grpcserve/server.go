@@ -97,8 +97,9 @@ type Config struct {
 	// (rapid reset); past it the connection gets GOAWAY
 	// ENHANCE_YOUR_CALM. Default 200.
 	MaxResetsPerSecond int
-	// MaxControlPerSecond bounds PING and SETTINGS frames per second;
-	// past it GOAWAY ENHANCE_YOUR_CALM. Default 100.
+	// MaxControlPerSecond bounds SETTINGS frames per second; past it
+	// GOAWAY ENHANCE_YOUR_CALM. Default 100. (PINGs are bounded by the
+	// keepalive policy: see KeepaliveMinTime.)
 	MaxControlPerSecond int
 	// Errors counts connection-level protocol errors by reason (label
 	// "reason" after "listener"); nil: not counted.
