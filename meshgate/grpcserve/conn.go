@@ -81,6 +81,8 @@ type conn struct {
 	timerDue  time.Time
 
 	wmu         sync.Mutex
+	wq          atomic.Int32 // writers queued for wmu (lockWrite)
+	wb          *[]byte      // pending bytes (pooled), nil: none
 	wdl         time.Time // write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
@@ -160,7 +162,7 @@ func (c *conn) serve() {
 	c.fr.SetMaxReadFrameSize(defaultMaxFrm) // what SETTINGS_MAX_FRAME_SIZE (not sent) means
 	c.henc = hpack.NewEncoder(&c.hbuf)
 
-	c.wmu.Lock()
+	c.lockWrite()
 	b := c.getBuf()
 	b = appendSettings(b,
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: cfg.MaxConcurrentStreams},
@@ -170,7 +172,7 @@ func (c *conn) serve() {
 		b = appendWindowUpdate(b, 0, uint32(d))
 	}
 	err := c.flush(b)
-	c.wmu.Unlock()
+	c.unlockWrite()
 	if err != nil {
 		c.closeNow(err)
 		return
@@ -234,9 +236,9 @@ func (c *conn) connError(code http2.ErrCode, reason, debug string) {
 	last := c.lastID
 	c.goAway = true
 	c.mu.Unlock()
-	c.wmu.Lock()
-	_ = c.flush(appendGoAway(c.getBuf(), last, code, debug))
-	c.wmu.Unlock()
+	c.lockWrite()
+	_ = c.flushNow(appendGoAway(c.getBuf(), last, code, debug))
+	c.unlockWrite()
 	c.closeNow(fmt.Errorf("grpcserve: %v", code))
 }
 
@@ -286,9 +288,9 @@ func (c *conn) drain() {
 	c.goAway, c.goAwayID = true, c.lastID
 	empty := len(c.streams) == 0
 	c.mu.Unlock()
-	c.wmu.Lock()
+	c.lockWrite()
 	_ = c.flush(appendGoAway(c.getBuf(), c.goAwayID, http2.ErrCodeNo, ""))
-	c.wmu.Unlock()
+	c.unlockWrite()
 	if empty {
 		c.closeNow(errServerClosed)
 	}
@@ -407,8 +409,8 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	if !c.ctlWin.add(time.Now(), c.s.cfg.MaxControlPerSecond) {
 		return c.calm(ReasonControl, "too many control frames")
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lockWrite()
+	defer c.unlockWrite()
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
 			return err
@@ -465,14 +467,14 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 			return c.calm(ReasonPing, "too_many_pings")
 		}
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lockWrite()
+	defer c.unlockWrite()
 	return c.flush(appendPingAck(c.getBuf(), f.Data))
 }
 
 func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lockWrite()
+	defer c.unlockWrite()
 	if f.StreamID == 0 {
 		c.connSendWin += int64(f.Increment)
 		if c.connSendWin > maxWindow {
@@ -565,15 +567,15 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	refuse := c.goAway || uint32(len(c.streams)) >= c.s.cfg.MaxConcurrentStreams
 	c.mu.Unlock()
 	if refuse {
-		c.wmu.Lock()
+		c.lockWrite()
 		err := c.flush(appendRST(c.getBuf(), id, http2.ErrCodeRefusedStream))
-		c.wmu.Unlock()
+		c.unlockWrite()
 		return err
 	}
 	cl := &Call{c: c, id: id, msgLen: -1, opened: time.Now(), endStream: f.StreamEnded()}
-	c.wmu.Lock()
+	c.lockWrite()
 	cl.sendWin = c.peerInitWin
-	c.wmu.Unlock()
+	c.unlockWrite()
 	c.mu.Lock()
 	c.streams[id] = cl
 	c.idleSince = time.Time{}
@@ -693,9 +695,9 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		incr := cl.unacked
 		cl.recvUsed -= int64(incr)
 		cl.unacked = 0
-		c.wmu.Lock()
+		c.lockWrite()
 		err := c.flush(appendWindowUpdate(c.getBuf(), id, incr))
-		c.wmu.Unlock()
+		c.unlockWrite()
 		return err
 	}
 	return nil
@@ -711,8 +713,8 @@ func (c *conn) grantConn(n uint32) error {
 	incr := c.connUnacked
 	c.connUnacked = 0
 	c.connUsed -= int64(incr)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lockWrite()
+	defer c.unlockWrite()
 	return c.flush(appendWindowUpdate(c.getBuf(), 0, incr))
 }
 
@@ -843,9 +845,9 @@ func (cl *Call) decompress(maxMsg int) *status.Status {
 func (c *conn) resetStream(cl *Call, code http2.ErrCode) {
 	cl.answered = true
 	c.dropStream(cl)
-	c.wmu.Lock()
+	c.lockWrite()
 	_ = c.flush(appendRST(c.getBuf(), cl.id, code))
-	c.wmu.Unlock()
+	c.unlockWrite()
 }
 
 // earlyStatus answers a stream the handler never saw: a trailers-only
@@ -853,7 +855,7 @@ func (c *conn) resetStream(cl *Call, code http2.ErrCode) {
 // client has not half-closed (what it still sends is not read).
 func (c *conn) earlyStatus(cl *Call, httpStatus int, st *status.Status, extra []hpack.HeaderField) {
 	cl.answered = true
-	c.wmu.Lock()
+	c.lockWrite()
 	c.hbuf.b = c.hbuf.b[:0]
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(httpStatus)})
 	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
@@ -866,7 +868,7 @@ func (c *conn) earlyStatus(cl *Call, httpStatus int, st *status.Status, extra []
 		b = appendRST(b, cl.id, http2.ErrCodeNo)
 	}
 	_ = c.flush(b)
-	c.wmu.Unlock()
+	c.unlockWrite()
 	c.mu.Lock()
 	if c.streams[cl.id] == cl {
 		delete(c.streams, cl.id)
@@ -919,7 +921,7 @@ func (c *conn) finish(cl *Call) {
 		cl.cancel()
 		return
 	}
-	c.wmu.Lock()
+	c.lockWrite()
 	c.wroteStream.Store(true)
 	b := c.getBuf()
 	if cl.st != nil || !cl.hasOut {
@@ -936,7 +938,7 @@ func (c *conn) finish(cl *Call) {
 		b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
 		cl.hdrSent, cl.sent, cl.out = true, 0, nil
 		err := c.flush(b)
-		c.wmu.Unlock()
+		c.unlockWrite()
 		c.streamDone(cl, err)
 		return
 	}
@@ -959,7 +961,7 @@ func (c *conn) finish(cl *Call) {
 		c.pending = append(c.pending, cl)
 	}
 	err := c.flush(b)
-	c.wmu.Unlock()
+	c.unlockWrite()
 	if done {
 		c.streamDone(cl, err)
 	}
@@ -1039,25 +1041,71 @@ func (c *conn) writePending(b []byte) []byte {
 	return b
 }
 
-// getBuf takes a write buffer (wmu held).
-func (c *conn) getBuf() []byte {
-	return (*wbufPool.Get().(*[]byte))[:0]
+// Writes are coalesced: whoever holds wmu appends its frames to the
+// connection's pending buffer (getBuf … flush); the bytes are written when
+// no other writer is queued for wmu, else the next holder writes them
+// with its own. A burst of replies completing together leaves in one
+// write. Every holder releases wmu with unlockWrite, which writes what is
+// pending when nobody is queued.
+
+// lockWrite takes wmu, counting the writers queued for it.
+func (c *conn) lockWrite() {
+	c.wq.Add(1)
+	c.wmu.Lock()
+	c.wq.Add(-1)
 }
 
-// flush writes b and returns its buffer to the pool (wmu held). The
-// write deadline is armed with slack (T + T/8, re-armed when less than T
-// is left).
+// unlockWrite writes what is pending unless another writer is queued,
+// then releases wmu.
+func (c *conn) unlockWrite() {
+	if c.wb != nil && c.wq.Load() == 0 {
+		_ = c.write()
+	}
+	c.wmu.Unlock()
+}
+
+// getBuf returns the pending write buffer to append frames to (wmu held).
+func (c *conn) getBuf() []byte {
+	if c.wb == nil {
+		c.wb = wbufPool.Get().(*[]byte)
+	}
+	return *c.wb
+}
+
+// flush makes b (appended to getBuf's buffer) pending and writes it now
+// unless another writer is queued (wmu held).
 func (c *conn) flush(b []byte) error {
-	defer func() {
-		if cap(b) <= 64<<10+16<<10 {
-			b = b[:0]
-			wbufPool.Put(&b)
-		}
-	}()
-	if len(b) == 0 {
+	if c.wb == nil {
+		c.wb = wbufPool.Get().(*[]byte)
+	}
+	*c.wb = b
+	if c.wq.Load() > 0 && len(b) < 64<<10 {
 		return c.werr
 	}
-	if c.werr != nil {
+	return c.write()
+}
+
+// flushNow makes b pending and writes everything pending now (wmu
+// held): before a close.
+func (c *conn) flushNow(b []byte) error {
+	*c.wb = b
+	return c.write()
+}
+
+// write writes the pending bytes and returns the buffer to the pool (wmu
+// held). The write deadline is armed with slack (T + T/8, re-armed when
+// less than T is left).
+func (c *conn) write() error {
+	wb := c.wb
+	b := *wb
+	c.wb = nil
+	defer func() {
+		if cap(b) <= 64<<10+16<<10 {
+			*wb = b[:0]
+			wbufPool.Put(wb)
+		}
+	}()
+	if len(b) == 0 || c.werr != nil {
 		return c.werr
 	}
 	t := c.s.cfg.WriteTimeout
