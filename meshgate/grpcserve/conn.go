@@ -289,11 +289,22 @@ func (c *conn) drain() {
 	empty := len(c.streams) == 0
 	c.mu.Unlock()
 	c.lockWrite()
-	_ = c.flush(appendGoAway(c.getBuf(), c.goAwayID, http2.ErrCodeNo, ""))
+	_ = c.flushNow(appendGoAway(c.getBuf(), c.goAwayID, http2.ErrCodeNo, ""))
 	c.unlockWrite()
 	if empty {
 		c.closeNow(errServerClosed)
 	}
+}
+
+// closeDrained closes a drained connection once what is pending is
+// written.
+func (c *conn) closeDrained() {
+	c.lockWrite()
+	if c.wb != nil {
+		_ = c.write()
+	}
+	c.wmu.Unlock()
+	c.closeNow(errServerClosed)
 }
 
 // tick is the housekeeping period while streams are open: fine enough
@@ -880,7 +891,7 @@ func (c *conn) earlyStatus(cl *Call, httpStatus int, st *status.Status, extra []
 		cl.cancel()
 	}
 	if drained {
-		c.closeNow(errServerClosed)
+		c.closeDrained()
 	}
 }
 
@@ -981,7 +992,7 @@ func (c *conn) streamDone(cl *Call, err error) {
 	if err != nil {
 		c.closeNow(err)
 	} else if drained {
-		c.closeNow(errServerClosed)
+		c.closeDrained()
 	}
 }
 
