@@ -1,7 +1,6 @@
 package grpcserve
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -57,7 +57,10 @@ type conn struct {
 	stop context.CancelFunc
 
 	// reading goroutine only
-	br          *bufio.Reader
+	br          *connReader
+	raw         syscall.RawConn // plain TCP: the buffer-less wait (idle.go)
+	peekFn      func(uintptr) bool
+	peekBuf     [1]byte
 	fr          *http2.Framer
 	connUsed    int64  // connection receive window used
 	connUnacked uint32 // connection window consumed, not yet granted back
@@ -127,8 +130,55 @@ func (c *conn) count(reason string) {
 
 // serve runs the connection until it closes.
 func (c *conn) serve() {
+	if !c.handshake() {
+		c.done()
+		return
+	}
+	c.run()
+}
+
+// done releases what the connection holds once its last goroutine ends.
+func (c *conn) done() {
+	c.stop()
+	if c.br != nil {
+		c.br.keep = false
+		c.br.release()
+	}
+	c.s.remove(c)
+	c.s.wg.Done()
+}
+
+// end closes the connection after a read or handling error and releases it.
+func (c *conn) end(err error) {
+	c.readError(err)
+	c.done()
+}
+
+// run reads and handles frames; when every read byte has been handled
+// on a plain TCP connection, the wait for the next frame goes to a fresh
+// goroutine without a buffer (idle.go).
+func (c *conn) run() {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err == nil {
+			err = c.handle(f)
+		}
+		if err != nil {
+			c.end(err)
+			return
+		}
+		if c.raw != nil && c.br.empty() {
+			c.br.release()
+			go c.idleWait()
+			return
+		}
+	}
+}
+
+// handshake does TLS, the preface and the SETTINGS exchange; false: the
+// connection is closed.
+func (c *conn) handshake() bool {
 	cfg := &c.s.cfg
-	defer c.stop()
 	_ = c.nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if cfg.TLS != nil {
 		tc := tls.Server(c.nc, cfg.TLS)
@@ -136,24 +186,29 @@ func (c *conn) serve() {
 			c.s.cfg.Logger.Debug("tls handshake failed", "remote", c.peer.Addr, "err", err)
 			c.count(ReasonHandshake)
 			_ = c.nc.Close()
-			return
+			return false
 		}
 		cs := tc.ConnectionState()
 		if cs.NegotiatedProtocol != "h2" {
 			c.count(ReasonHandshake)
 			_ = c.nc.Close()
-			return
+			return false
 		}
 		c.io = tc
 		c.peer.AuthInfo = credentials.TLSInfo{State: cs, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
 	}
 	c.base = peer.NewContext(c.base, &c.peer)
-	c.br = bufio.NewReaderSize(c.io, readBuffer)
+	c.br = &connReader{src: c.io}
+	if cfg.TLS == nil {
+		c.raw = rawConn(c.nc)
+	}
+	c.br.keep = c.raw == nil
+	c.peekFn = c.peek
 	var pre [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		c.count(ReasonHandshake)
-		_ = c.nc.Close()
-		return
+		c.closeNow(err)
+		return false
 	}
 	c.fr = http2.NewFramer(io.Discard, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -175,18 +230,18 @@ func (c *conn) serve() {
 	c.unlockWrite()
 	if err != nil {
 		c.closeNow(err)
-		return
+		return false
 	}
 	// The first frame must be the client's SETTINGS.
 	f, err := c.fr.ReadFrame()
 	if err != nil {
 		c.count(ReasonHandshake)
 		c.closeNow(err)
-		return
+		return false
 	}
 	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
 		c.connError(http2.ErrCodeProtocol, ReasonHandshake, "expected SETTINGS")
-		return
+		return false
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 	_ = c.nc.SetWriteDeadline(time.Time{})
@@ -196,14 +251,11 @@ func (c *conn) serve() {
 	c.timerDue = now.Add(c.nextCheck(now))
 	c.timer = time.AfterFunc(time.Until(c.timerDue), c.housekeep)
 	c.mu.Unlock()
-	err = c.handle(f)
-	for err == nil {
-		if f, err = c.fr.ReadFrame(); err != nil {
-			break
-		}
-		err = c.handle(f)
+	if err := c.handle(f); err != nil {
+		c.readError(err)
+		return false
 	}
-	c.readError(err)
+	return true
 }
 
 // readError ends the connection after a read or handling error.

@@ -346,14 +346,14 @@ func TestShutdownGraceful(t *testing.T) {
 // rawClient is an HTTP/2 client made of x/net/http2's Framer, for what
 // grpc-go's client never sends.
 type rawClient struct {
-	t    *testing.T
+	t    testing.TB
 	nc   net.Conn
 	fr   *http2.Framer
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
 }
 
-func rawDial(t *testing.T, addr string) *rawClient {
+func rawDial(t testing.TB, addr string) *rawClient {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {

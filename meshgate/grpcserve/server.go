@@ -231,11 +231,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			c.serve()
-			s.remove(c)
-		}()
+		go c.serve() // its last goroutine calls s.remove and s.wg.Done
 	}
 }
 

@@ -1,0 +1,71 @@
+package grpcserve
+
+import (
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/meshgate/meshgate/internal/testkit"
+)
+
+// BenchmarkIdleConnBytes: heap and goroutine stacks per idle connection
+// (one call made, then idle), N = 500, in-process; the raw clients' own
+// memory is included (a Framer, an HPACK encoder and a socket each).
+// MESHGATE_HEAPPROFILE=FILE writes a heap profile while the connections
+// are open.
+func BenchmarkIdleConnBytes(b *testing.B) {
+	const n = 500
+	if os.Getenv("MESHGATE_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1
+	}
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	addr := ln.Addr().String()
+	var heap, stack float64
+	for i := 0; i < b.N; i++ {
+		before := idleMem()
+		conns := make([]*rawClient, 0, n)
+		for range n {
+			rc := rawDial(b, addr)
+			rc.headers(1, false, grpcReq...)
+			_ = rc.fr.WriteData(1, true, msg([]byte("warm")))
+			if _, err := rc.until(func(f http2.Frame) bool {
+				h, ok := f.(*http2.MetaHeadersFrame)
+				return ok && h.StreamEnded()
+			}); err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, rc)
+		}
+		time.Sleep(100 * time.Millisecond) // let the connections' goroutines park
+		after := idleMem()
+		if p := os.Getenv("MESHGATE_HEAPPROFILE"); p != "" {
+			f, _ := os.Create(p)
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+		}
+		heap += float64(after.heap-before.heap) / n
+		stack += float64(after.stack-before.stack) / n
+		for _, rc := range conns {
+			_ = rc.nc.Close()
+		}
+	}
+	b.ReportMetric((heap+stack)/float64(b.N), "idle-B/conn")
+	b.ReportMetric(heap/float64(b.N), "heap-B/conn")
+	b.ReportMetric(stack/float64(b.N), "stack-B/conn")
+}
+
+func idleMem() (u struct{ heap, stack int64 }) {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	u.heap, u.stack = int64(m.HeapInuse), int64(m.StackInuse)
+	return u
+}
