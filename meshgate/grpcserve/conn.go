@@ -86,7 +86,7 @@ type conn struct {
 	wmu         sync.Mutex
 	wq          atomic.Int32 // writers queued for wmu (lockWrite)
 	wb          *[]byte      // pending bytes (pooled), nil: none
-	wdl         time.Time // write deadline armed (with slack)
+	wdl         time.Time    // write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	connSendWin int64
