@@ -61,6 +61,7 @@ type conn struct {
 	raw         syscall.RawConn // plain TCP: the buffer-less wait (idle.go)
 	peekFn      func(uintptr) bool
 	peekBuf     [1]byte
+	inline      *Call // a call this goroutine serves after handing the reading over
 	fr          *http2.Framer
 	connUsed    int64  // connection receive window used
 	connUnacked uint32 // connection window consumed, not yet granted back
@@ -164,12 +165,27 @@ func (c *conn) run() {
 			err = c.handle(f)
 		}
 		if err != nil {
+			if cl := c.inline; cl != nil {
+				c.inline = nil
+				c.s.wk.dispatch(cl)
+			}
 			c.end(err)
 			return
 		}
 		if c.raw != nil && c.br.empty() {
 			c.br.release()
+			cl := c.inline
+			c.inline = nil
+			if cl != nil {
+				c.s.wk.wg.Add(1) // before the connection can end (Close waits for it)
+			}
 			go c.idleWait()
+			if cl != nil {
+				// This goroutine, whose stack reading has grown, serves the
+				// burst's last call itself: no hand-off to a worker.
+				c.s.cfg.Handler.Start(cl)
+				c.s.wk.wg.Done()
+			}
 			return
 		}
 	}
@@ -869,7 +885,13 @@ func (c *conn) endOfRequest(cl *Call) error {
 		cl.cancel()
 	}
 	if cfg.Blocking {
-		c.s.wk.dispatch(cl)
+		if c.raw != nil && c.br.empty() && c.inline == nil {
+			// The last request of a burst: run by this goroutine once it
+			// has handed the reading to a fresh one (run).
+			c.inline = cl
+		} else {
+			c.s.wk.dispatch(cl)
+		}
 	} else {
 		cfg.Handler.Start(cl)
 	}
