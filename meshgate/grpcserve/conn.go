@@ -87,6 +87,9 @@ type conn struct {
 	wmu         sync.Mutex
 	wq          atomic.Int32 // writers queued for wmu (lockWrite)
 	wb          *[]byte      // pending bytes (pooled), nil: none
+	lazyOnly    bool         // what is pending is a PING ack that may wait (onPing)
+	ackTimer    *time.Timer  // writes a waiting PING ack
+	ackArmed    bool
 	wdl         time.Time    // write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
@@ -548,7 +551,43 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	}
 	c.lockWrite()
 	defer c.unlockWrite()
-	return c.flush(appendPingAck(c.getBuf(), f.Data))
+	// The ack rides with the next write (a reply, typically: grpc-go
+	// clients send a BDP ping after every reply they read) and is written
+	// on its own at the latest ackDelay later.
+	lazy := c.wb == nil || c.lazyOnly
+	*c.wbuf() = appendPingAck(c.getBuf(), f.Data)
+	c.lazyOnly = lazy
+	if lazy {
+		if c.ackTimer == nil {
+			c.ackTimer = time.AfterFunc(ackDelay, c.flushLazy)
+		} else if !c.ackArmed {
+			c.ackTimer.Reset(ackDelay)
+		}
+		c.ackArmed = true
+	}
+	return nil
+}
+
+// ackDelay bounds how long a PING ack waits for a write to ride with.
+const ackDelay = 5 * time.Millisecond
+
+// flushLazy writes a PING ack no reply took along (after the connection
+// closed, the write fails quietly).
+func (c *conn) flushLazy() {
+	c.lockWrite()
+	c.ackArmed = false
+	if c.wb != nil {
+		_ = c.write()
+	}
+	c.wmu.Unlock()
+}
+
+// wbuf is the pending buffer (wmu held).
+func (c *conn) wbuf() *[]byte {
+	if c.wb == nil {
+		c.wb = wbufPool.Get().(*[]byte)
+	}
+	return c.wb
 }
 
 func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
@@ -1143,7 +1182,7 @@ func (c *conn) lockWrite() {
 // unlockWrite writes what is pending unless another writer is queued,
 // then releases wmu.
 func (c *conn) unlockWrite() {
-	if c.wb != nil && c.wq.Load() == 0 {
+	if c.wb != nil && !c.lazyOnly && c.wq.Load() == 0 {
 		_ = c.write()
 	}
 	c.wmu.Unlock()
@@ -1164,6 +1203,7 @@ func (c *conn) flush(b []byte) error {
 		c.wb = wbufPool.Get().(*[]byte)
 	}
 	*c.wb = b
+	c.lazyOnly = false
 	if c.wq.Load() > 0 && len(b) < 64<<10 {
 		return c.werr
 	}
@@ -1183,7 +1223,7 @@ func (c *conn) flushNow(b []byte) error {
 func (c *conn) write() error {
 	wb := c.wb
 	b := *wb
-	c.wb = nil
+	c.wb, c.lazyOnly = nil, false
 	defer func() {
 		if cap(b) <= 64<<10+16<<10 {
 			*wb = b[:0]

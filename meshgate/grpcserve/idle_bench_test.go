@@ -1,6 +1,7 @@
 package grpcserve
 
 import (
+	"context"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -8,8 +9,12 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // BenchmarkIdleConnBytes: heap and goroutine stacks per idle connection
@@ -68,4 +73,30 @@ func idleMem() (u struct{ heap, stack int64 }) {
 	runtime.ReadMemStats(&m)
 	u.heap, u.stack = int64(m.HeapInuse), int64(m.StackInuse)
 	return u
+}
+
+// BenchmarkUnary: one 1 KB unary call from a grpc-go client to an echo
+// handler with metadata and a deadline (client and server in-process).
+func BenchmarkUnary(b *testing.B) {
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	req := make([]byte, 1024)
+	var resp []byte
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := cc.Invoke(cctx, "/t.S/M", req, &resp); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+	}
 }

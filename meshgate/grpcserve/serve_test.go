@@ -675,3 +675,15 @@ func TestRecvTimeoutAndIdle(t *testing.T) {
 		t.Fatal("idle connection not closed")
 	}
 }
+
+// TestPingAck: a PING is acknowledged with its payload even when no reply
+// is written for its ack to ride with.
+func TestPingAck(t *testing.T) {
+	ts := start(t, handlerFunc(echo), nil)
+	rc := rawDial(t, ts.addr)
+	_ = rc.fr.WritePing(false, [8]byte{1, 2, 3, 4, 5, 6, 7, 8})
+	f, err := rc.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() })
+	if err != nil || f.(*http2.PingFrame).Data != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
+		t.Fatalf("ping ack: %v %v", f, err)
+	}
+}
