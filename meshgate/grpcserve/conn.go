@@ -122,7 +122,18 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, streams: map[uint32]*Call{}, connSendWin: defaultWindow, peerInitWin: defaultWindow, peerMaxFrm: defaultMaxFrm}
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	c.base, c.stop = context.WithCancel(context.Background())
+	// Reads and writes go to the accepted socket itself when nc wraps it
+	// (connlimit's conn exposes NetConn): this transport arms its own
+	// write deadline (with slack, flush), and the buffer-less wait needs
+	// the *net.TCPConn. Close still goes through nc (it frees the slot).
 	c.io = nc
+	for {
+		u, ok := c.io.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c.io = u.NetConn()
+	}
 	return c
 }
 
@@ -200,7 +211,7 @@ func (c *conn) handshake() bool {
 	cfg := &c.s.cfg
 	_ = c.nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	if cfg.TLS != nil {
-		tc := tls.Server(c.nc, cfg.TLS)
+		tc := tls.Server(c.io, cfg.TLS)
 		if err := tc.HandshakeContext(c.base); err != nil {
 			c.s.cfg.Logger.Debug("tls handshake failed", "remote", c.peer.Addr, "err", err)
 			c.count(ReasonHandshake)
@@ -217,9 +228,9 @@ func (c *conn) handshake() bool {
 		c.peer.AuthInfo = credentials.TLSInfo{State: cs, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
 	}
 	c.base = peer.NewContext(c.base, &c.peer)
-	c.br = &connReader{src: c.io}
+	c.br = &connReader{src: c.io, held: &c.s.held}
 	if cfg.TLS == nil {
-		c.raw = rawConn(c.nc)
+		c.raw = rawConn(c.io)
 	}
 	c.br.keep = c.raw == nil
 	c.peekFn = c.peek

@@ -3,6 +3,7 @@ package grpcserve
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -24,6 +25,7 @@ var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBuffer); ret
 // connection whose buffer is pooled.
 type connReader struct {
 	src  net.Conn
+	held *atomic.Int64 // the server's count of buffers held
 	buf  *[]byte
 	r, w int
 	keep bool // hold the buffer for the connection's life
@@ -40,6 +42,7 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	}
 	if cr.buf == nil {
 		cr.buf = readBufPool.Get().(*[]byte)
+		cr.held.Add(1)
 	}
 	n, err := cr.src.Read(*cr.buf)
 	cr.r, cr.w = 0, n
@@ -59,6 +62,7 @@ func (cr *connReader) release() {
 	if cr.buf != nil && !cr.keep && cr.r >= cr.w {
 		readBufPool.Put(cr.buf)
 		cr.buf, cr.r, cr.w = nil, 0, 0
+		cr.held.Add(-1)
 	}
 }
 

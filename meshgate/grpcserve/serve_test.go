@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -685,5 +686,24 @@ func TestPingAck(t *testing.T) {
 	f, err := rc.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() })
 	if err != nil || f.(*http2.PingFrame).Data != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
 		t.Fatalf("ping ack: %v %v", f, err)
+	}
+}
+
+// TestIdleHoldsNoBuffer: behind a wrapping listener (connlimit's, as a
+// grpc listener has), an idle plain-TCP connection gives its read buffer
+// back once its call is answered, and serves the next call.
+func TestIdleHoldsNoBuffer(t *testing.T) {
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+	ln := connlimit.Listener(testkit.Listen(t, "127.0.0.1:0"), connlimit.Options{Name: "l", Max: 10})
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	defer func() { s.Close(); <-served }()
+	cc := dial(t, ln.Addr().String())
+	var resp []byte
+	for range 2 {
+		if err := cc.Invoke(ctxT(t, 5*time.Second), "/t.S/M", []byte("a"), &resp); err != nil {
+			t.Fatal(err)
+		}
+		testkit.Within(t, 2*time.Second, "no read buffer held", func() bool { return s.held.Load() == 0 })
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -166,8 +167,9 @@ func NewErrorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 
 // Server serves unary gRPC calls over HTTP/2 connections.
 type Server struct {
-	cfg Config
-	wk  workers
+	cfg  Config
+	wk   workers
+	held atomic.Int64 // read buffers held by connections (idle.go)
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
