@@ -61,7 +61,7 @@ type conn struct {
 	raw         syscall.RawConn // plain TCP: the buffer-less wait (idle.go)
 	peekFn      func(uintptr) bool
 	peekBuf     [1]byte
-	inline      *Call // a call this goroutine serves after handing the reading over
+	parked      atomic.Bool // the buffer-less wait holds the connection (idle.go)
 	fr          *http2.Framer
 	connUsed    int64  // connection receive window used
 	connUnacked uint32 // connection window consumed, not yet granted back
@@ -88,8 +88,6 @@ type conn struct {
 	wq          atomic.Int32 // writers queued for wmu (lockWrite)
 	wb          *[]byte      // pending bytes (pooled), nil: none
 	lazyOnly    bool         // what is pending is a PING ack that may wait (onPing)
-	ackTimer    *time.Timer  // writes a waiting PING ack
-	ackArmed    bool
 	wdl         time.Time    // write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
@@ -169,40 +167,42 @@ func (c *conn) end(err error) {
 	c.done()
 }
 
-// run reads and handles frames; when every read byte has been handled
-// on a plain TCP connection, the wait for the next frame goes to a fresh
-// goroutine without a buffer (idle.go).
+// run reads and handles frames. On a plain TCP connection (Linux) the
+// wait for the next frame holds no read buffer: with nothing buffered
+// the goroutine gives the buffer back and parks in the buffer-less wait
+// (idle.go). A connection idle for Config.IdleGrace is interrupted there
+// by its housekeeping timer (a read deadline in the past) and the wait
+// moves to a fresh goroutine with a small stack; a connection in use
+// keeps its goroutine (no hand-off per call).
 func (c *conn) run() {
 	for {
+		if c.raw != nil && c.br.empty() {
+			c.br.release()
+			if err := c.raw.Read(c.peekFn); err != nil {
+				if !isTimeout(err) {
+					c.end(err)
+					return
+				}
+				_ = c.io.SetReadDeadline(time.Time{})
+				c.parked.Store(true)
+				go c.idleWait()
+				return
+			}
+		}
 		f, err := c.fr.ReadFrame()
 		if err == nil {
 			err = c.handle(f)
 		}
 		if err != nil {
-			if cl := c.inline; cl != nil {
-				c.inline = nil
-				c.s.wk.dispatch(cl)
-			}
 			c.end(err)
 			return
 		}
-		if c.raw != nil && c.br.empty() {
-			c.br.release()
-			cl := c.inline
-			c.inline = nil
-			if cl != nil {
-				c.s.wk.wg.Add(1) // before the connection can end (Close waits for it)
-			}
-			go c.idleWait()
-			if cl != nil {
-				// This goroutine, whose stack reading has grown, serves the
-				// burst's last call itself: no hand-off to a worker.
-				c.s.cfg.Handler.Start(cl)
-				c.s.wk.wg.Done()
-			}
-			return
-		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // handshake does TLS, the preface and the SETTINGS exchange; false: the
@@ -275,6 +275,7 @@ func (c *conn) handshake() bool {
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 	_ = c.nc.SetWriteDeadline(time.Time{})
+	c.br.intr = c.raw != nil // a deadline is only the idle interrupt
 	now := time.Now()
 	c.mu.Lock()
 	c.born, c.idleSince, c.ready = now, now, true
@@ -405,6 +406,9 @@ func (c *conn) nextCheck(now time.Time) time.Duration {
 	}
 	cfg := &c.s.cfg
 	d := time.Hour
+	if c.raw != nil && !c.parked.Load() && !c.idleSince.IsZero() {
+		d = c.idleSince.Add(c.s.cfg.IdleGrace).Sub(now)
+	}
 	if cfg.MaxConnectionIdle > 0 && !c.idleSince.IsZero() {
 		d = min(d, c.idleSince.Add(cfg.MaxConnectionIdle).Sub(now))
 	}
@@ -450,12 +454,17 @@ func (c *conn) housekeep() {
 		}
 	}
 	idle := cfg.MaxConnectionIdle > 0 && len(c.streams) == 0 && !c.idleSince.IsZero() && now.Sub(c.idleSince) >= cfg.MaxConnectionIdle
+	if c.raw != nil && len(c.streams) == 0 && !c.idleSince.IsZero() && now.Sub(c.idleSince) >= c.s.cfg.IdleGrace && !c.parked.Load() {
+		// Wake the reader (idle for c.s.cfg.IdleGrace) so that it parks small.
+		_ = c.io.SetReadDeadline(time.Unix(1, 0))
+	}
 	old := cfg.MaxConnectionAge > 0 && now.Sub(c.born) >= cfg.MaxConnectionAge
 	hard := old && now.Sub(c.born) >= cfg.MaxConnectionAge+cfg.MaxConnectionAgeGrace
 	d := c.nextCheck(now)
 	c.timerDue = now.Add(d)
 	c.timer.Reset(d)
 	c.mu.Unlock()
+	c.flushLazy()
 	for _, cl := range late {
 		c.earlyStatus(cl, 200, status.New(codes.DeadlineExceeded, "outbound: request message not received in time"), nil)
 	}
@@ -562,31 +571,24 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	}
 	c.lockWrite()
 	defer c.unlockWrite()
-	// The ack rides with the next write (a reply, typically: grpc-go
-	// clients send a BDP ping after every reply they read) and is written
-	// on its own at the latest ackDelay later.
+	// With calls in flight the ack rides with the next reply (grpc-go
+	// clients send a BDP ping after the replies they read) or the next
+	// housekeeping tick (at most 1 s); otherwise it is written now.
+	c.mu.Lock()
+	busy := c.inflight > 0
+	c.mu.Unlock()
+	if !busy {
+		return c.flush(appendPingAck(c.getBuf(), f.Data))
+	}
 	lazy := c.wb == nil || c.lazyOnly
 	*c.wbuf() = appendPingAck(c.getBuf(), f.Data)
 	c.lazyOnly = lazy
-	if lazy {
-		if c.ackTimer == nil {
-			c.ackTimer = time.AfterFunc(ackDelay, c.flushLazy)
-		} else if !c.ackArmed {
-			c.ackTimer.Reset(ackDelay)
-		}
-		c.ackArmed = true
-	}
 	return nil
 }
 
-// ackDelay bounds how long a PING ack waits for a write to ride with.
-const ackDelay = 5 * time.Millisecond
-
-// flushLazy writes a PING ack no reply took along (after the connection
-// closed, the write fails quietly).
+// flushLazy writes a PING ack no reply took along (housekeeping).
 func (c *conn) flushLazy() {
 	c.lockWrite()
-	c.ackArmed = false
 	if c.wb != nil {
 		_ = c.write()
 	}
@@ -935,13 +937,7 @@ func (c *conn) endOfRequest(cl *Call) error {
 		cl.cancel()
 	}
 	if cfg.Blocking {
-		if c.raw != nil && c.br.empty() && c.inline == nil {
-			// The last request of a burst: run by this goroutine once it
-			// has handed the reading to a fresh one (run).
-			c.inline = cl
-		} else {
-			c.s.wk.dispatch(cl)
-		}
+		c.s.wk.dispatch(cl)
 	} else {
 		cfg.Handler.Start(cl)
 	}

@@ -27,7 +27,7 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 	if os.Getenv("MESHGATE_HEAPPROFILE") != "" {
 		runtime.MemProfileRate = 1
 	}
-	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: 50 * time.Millisecond})
 	ln := testkit.Listen(b, "127.0.0.1:0")
 	go func() { _ = s.Serve(ln) }()
 	defer s.Close()
@@ -48,7 +48,10 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 			}
 			conns = append(conns, rc)
 		}
-		time.Sleep(100 * time.Millisecond) // let the connections' goroutines park
+		deadline := time.Now().Add(5 * time.Second)
+		for s.held.Load() > 0 && time.Now().Before(deadline) { // the connections park
+			time.Sleep(10 * time.Millisecond)
+		}
 		after := idleMem()
 		if p := os.Getenv("MESHGATE_HEAPPROFILE"); p != "" {
 			f, _ := os.Create(p)

@@ -693,7 +693,7 @@ func TestPingAck(t *testing.T) {
 // grpc listener has), an idle plain-TCP connection gives its read buffer
 // back once its call is answered, and serves the next call.
 func TestIdleHoldsNoBuffer(t *testing.T) {
-	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: 100 * time.Millisecond})
 	ln := connlimit.Listener(testkit.Listen(t, "127.0.0.1:0"), connlimit.Options{Name: "l", Max: 10})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()

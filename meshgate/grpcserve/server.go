@@ -87,6 +87,10 @@ type Config struct {
 	// MaxConnectionIdle: a connection without calls for this long gets
 	// GOAWAY and is closed. 0: never.
 	MaxConnectionIdle time.Duration
+	// IdleGrace: a plain-TCP connection without frames for this long
+	// gives its read buffer back and waits on a small goroutine
+	// (idle.go). Default 1 s.
+	IdleGrace time.Duration
 	// MaxConnectionAge: GOAWAY after this long, closed hard
 	// MaxConnectionAgeGrace later. 0: never.
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
@@ -138,6 +142,7 @@ func (c *Config) setDefaults() {
 	defD(&c.RecvTimeout, 10*time.Second)
 	defD(&c.WriteTimeout, 10*time.Second)
 	defD(&c.KeepaliveMinTime, 5*time.Minute)
+	defD(&c.IdleGrace, time.Second)
 	def(&c.MaxResetsPerSecond, 200)
 	def(&c.MaxControlPerSecond, 100)
 	if c.Logger == nil {
