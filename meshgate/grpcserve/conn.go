@@ -184,6 +184,9 @@ func (c *conn) run() {
 					return
 				}
 				_ = c.io.SetReadDeadline(time.Time{})
+				// A new Framer: the old one keeps a payload buffer as large
+				// as the largest frame it read, for the connection's life.
+				c.fr = c.newFramer(c.fr.ReadMetaHeaders)
 				c.parked.Store(true)
 				go c.idleWait()
 				return
@@ -240,11 +243,7 @@ func (c *conn) handshake() bool {
 		c.closeNow(err)
 		return false
 	}
-	c.fr = http2.NewFramer(io.Discard, c.br)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = cfg.MaxHeaderListSize
-	c.fr.SetReuseFrames()
-	c.fr.SetMaxReadFrameSize(defaultMaxFrm) // what SETTINGS_MAX_FRAME_SIZE (not sent) means
+	c.fr = c.newFramer(hpack.NewDecoder(4096, nil))
 	c.henc = hpack.NewEncoder(&c.hbuf)
 
 	c.lockWrite()
@@ -287,6 +286,17 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	return true
+}
+
+// newFramer is the connection's frame reader around the HPACK decoder
+// hdec (which carries the connection's header table).
+func (c *conn) newFramer(hdec *hpack.Decoder) *http2.Framer {
+	fr := http2.NewFramer(io.Discard, c.br)
+	fr.ReadMetaHeaders = hdec
+	fr.MaxHeaderListSize = c.s.cfg.MaxHeaderListSize
+	fr.SetReuseFrames()
+	fr.SetMaxReadFrameSize(defaultMaxFrm) // what SETTINGS_MAX_FRAME_SIZE (not sent) means
+	return fr
 }
 
 // readError ends the connection after a read or handling error.

@@ -27,7 +27,7 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 	if os.Getenv("MESHGATE_HEAPPROFILE") != "" {
 		runtime.MemProfileRate = 1
 	}
-	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: 50 * time.Millisecond})
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: 50 * time.Millisecond, RecvTimeout: 400 * time.Millisecond})
 	ln := testkit.Listen(b, "127.0.0.1:0")
 	go func() { _ = s.Serve(ln) }()
 	defer s.Close()
@@ -52,6 +52,7 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 		for s.held.Load() > 0 && time.Now().Before(deadline) { // the connections park
 			time.Sleep(10 * time.Millisecond)
 		}
+		time.Sleep(300 * time.Millisecond) // past IdleGrace: the waits move to small goroutines
 		after := idleMem()
 		if p := os.Getenv("MESHGATE_HEAPPROFILE"); p != "" {
 			f, _ := os.Create(p)
