@@ -164,6 +164,12 @@ func meshGateGRPCToPriv(admin, listen, legacyAddr string) string {
 	return echoConfig(admin, listen, config.KindGRPC, config.ProtoPrivate, legacyAddr, "")
 }
 
+// meshGateGRPCToPrivDirect is the S6d config: S6's with the listener on
+// grpc_transport: direct.
+func meshGateGRPCToPrivDirect(admin, listen, legacyAddr string) string {
+	return strings.Replace(meshGateGRPCToPriv(admin, listen, legacyAddr), "  routes:\n", "  grpc_transport: direct\n  routes:\n", 1)
+}
+
 // ports returns n free loopback ports.
 func ports(n int) ([]int, error) {
 	out := make([]int, n)
@@ -238,6 +244,9 @@ var (
 	setupS3d = setupBridge("grpc", "meshgate-s3d", meshGatePrivToGRPCDirect, "", (*env).legacyDial)
 	setupS5  = setupDirect("grpc", (*env).grpcDial)
 	setupS6  = setupBridge("legacy", "meshgate-s6", meshGateGRPCToPriv, "", (*env).grpcDial)
+	// S6d is S6 with the listener on MeshGate's direct HTTP/2 server
+	// transport (grpc_transport: direct) instead of grpc-go's server.
+	setupS6d = setupBridge("legacy", "meshgate-s6d", meshGateGRPCToPrivDirect, "", (*env).grpcDial)
 )
 
 func setupS1(wasm bool) func(context.Context, *env, *topology) (*topology, error) {

@@ -135,6 +135,7 @@ func (c *Config) Validate() error {
 			checkListed(&e, f+".auth.keys", len(l.Auth.Keys), "key")
 		}
 		checkTLS(&e, f+".tls", l.TLS, true)
+		checkListenerTransport(&e, f, l)
 		validateAuth(&e, f, l)
 		for j, r := range l.Routes {
 			rf := fmt.Sprintf("%s.routes[%d]", f, j)

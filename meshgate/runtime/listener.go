@@ -18,6 +18,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/descset"
+	"github.com/meshgate/meshgate/meshgate/grpcserve"
 	"github.com/meshgate/meshgate/meshgate/inbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
@@ -114,6 +115,13 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			return nil, err
 		}
 		g.refl = descset.NewReflector(g.gs) // reflection v1 + v1alpha with the config's descriptor sets
+		if lc.DirectServer() {              // grpc_transport direct: served by grpcserve, not gs (grpcserve.go)
+			if g.direct, err = r.directServer(&lc, ts, g); err != nil {
+				_ = ln.Close()
+				l.closeTLS()
+				return nil, err
+			}
+		}
 		l.srv = g
 	default:
 		_ = ln.Close()
@@ -250,9 +258,16 @@ type grpcServer struct {
 	healthSvcs map[string]bool
 	// pushAuthz: the push API's policy when push.api is set (push.go).
 	pushAuthz *atomic.Pointer[pushPolicy]
+	direct    *grpcserve.Server // grpc_transport direct: serves instead of gs
 }
 
 func (g *grpcServer) Start(ln net.Listener) error {
+	if g.direct != nil {
+		if err := g.direct.Serve(ln); err != nil && !errors.Is(err, grpcserve.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
 	if err := g.gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
@@ -281,6 +296,10 @@ func (g *grpcServer) Shutdown(ctx context.Context, grace time.Duration) error {
 			t.Stop()
 		}
 	}
+	if g.direct != nil {
+		g.gs.Stop() // never served
+		return g.direct.Shutdown(ctx)
+	}
 	done := make(chan struct{})
 	go func() { g.gs.GracefulStop(); close(done) }()
 	select {
@@ -293,4 +312,9 @@ func (g *grpcServer) Shutdown(ctx context.Context, grace time.Duration) error {
 	}
 }
 
-func (g *grpcServer) Abort() { g.gs.Stop() }
+func (g *grpcServer) Abort() {
+	g.gs.Stop()
+	if g.direct != nil {
+		g.direct.Close()
+	}
+}

@@ -564,7 +564,8 @@ func (r *Runtime) closeAll() {
 // socket and server (only routes/limits differ).
 func sameListenerSocket(a, b *config.Listener) bool {
 	return a.Kind == b.Kind && a.Address == b.Address && a.Codec == b.Codec &&
-		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.Limits, b.Limits) && sameMsgLimits(a, b)
+		a.MaxFrameSize == b.MaxFrameSize && reflect.DeepEqual(a.TLS, b.TLS) && reflect.DeepEqual(a.Limits, b.Limits) && sameMsgLimits(a, b) &&
+		a.GRPCTransport == b.GRPCTransport
 }
 
 // listenAdmin binds the admin listener and, when configured, the health

@@ -1,0 +1,182 @@
+package grpcserve
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Call is one unary call. The reading goroutine fills it and hands it to
+// the Handler; from then on the handler owns it until Finish. It
+// implements grpc.ServerTransportStream (Method, SetHeader, SendHeader,
+// SetTrailer), and its Context carries it, so grpc.MethodFromServerStream,
+// grpc.SetHeader and grpc.SetTrailer work as on a grpc-go server.
+type Call struct {
+	c      *conn
+	id     uint32
+	method string
+	md     metadata.MD
+	dl     time.Time // zero: no grpc-timeout
+	enc    string    // grpc-encoding ("" = identity)
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// request, reading goroutine only until dispatch
+	opened    time.Time
+	buf       []byte // DATA received (bounded: see onData)
+	msgLen    int    // -1 until the 5-byte prefix is in
+	extra     bool   // bytes past the first message
+	recvUsed  int64  // stream receive window used
+	unacked   uint32 // stream window consumed, not yet granted back
+	endStream bool
+	answered  bool // an early status was written: ignore the rest
+	started   bool // handed to the handler
+
+	// request message, for the handler
+	msg     *[]byte // pooled (mem.DefaultBufferPool), nil: no message
+	hasMsg  bool
+	msgTook bool
+
+	finished atomic.Bool
+	reset    atomic.Bool // the client reset the stream, or the conn closed
+
+	// response, handler-owned until Finish; then under conn.wmu
+	hmu     sync.Mutex
+	header  metadata.MD
+	trailer metadata.MD
+	out     []byte // 5-byte prefix + message; nil: no message
+	hasOut  bool
+	st      *status.Status
+	sent    int   // bytes of out written
+	sendWin int64 // under conn.wmu
+	hdrSent bool  // under conn.wmu
+}
+
+// Context is the call's context: the incoming metadata, the peer, the
+// deadline from grpc-timeout, and the Call as the server transport
+// stream. It is cancelled when the client resets the stream, the
+// connection closes, or the call is finished.
+func (cl *Call) Context() context.Context { return cl.ctx }
+
+// Method is the called method ("/pkg.Svc/Method").
+func (cl *Call) Method() string { return cl.method }
+
+// Metadata is the request metadata (also in the context).
+func (cl *Call) Metadata() metadata.MD { return cl.md }
+
+// Message returns the request message: ok false when the client sent
+// none; more reports bytes after the first message (a second message).
+// The slice is valid until Finish unless TakeMessage took it.
+func (cl *Call) Message() (b []byte, ok, more bool) {
+	if !cl.hasMsg {
+		return nil, false, cl.extra
+	}
+	if cl.msg == nil {
+		return []byte{}, true, cl.extra
+	}
+	return *cl.msg, true, cl.extra
+}
+
+// TakeMessage hands the request message's pooled buffer to the caller as
+// a mem.Buffer (free it when done); nil when there is none.
+func (cl *Call) TakeMessage() mem.Buffer {
+	if !cl.hasMsg || cl.msg == nil || cl.msgTook {
+		return nil
+	}
+	cl.msgTook = true
+	return mem.NewBuffer(cl.msg, mem.DefaultBufferPool())
+}
+
+// SetHeader adds response header metadata (sent with the reply).
+func (cl *Call) SetHeader(md metadata.MD) error {
+	if len(md) == 0 {
+		return nil
+	}
+	cl.hmu.Lock()
+	defer cl.hmu.Unlock()
+	if cl.finished.Load() {
+		return errFinished
+	}
+	cl.header = metadata.Join(cl.header, md)
+	return nil
+}
+
+// SendHeader adds md to the header. The header leaves with the reply
+// (one write per call); a unary client sees no difference.
+func (cl *Call) SendHeader(md metadata.MD) error { return cl.SetHeader(md) }
+
+// SetTrailer adds response trailer metadata.
+func (cl *Call) SetTrailer(md metadata.MD) error {
+	if len(md) == 0 {
+		return nil
+	}
+	cl.hmu.Lock()
+	defer cl.hmu.Unlock()
+	if cl.finished.Load() {
+		return errFinished
+	}
+	cl.trailer = metadata.Join(cl.trailer, md)
+	return nil
+}
+
+var errFinished = status.Error(codes.Internal, "grpcserve: call already finished")
+
+// SendMsg sets the response message (copied: b may be reused after it
+// returns). A message over the listener's send limit is
+// RESOURCE_EXHAUSTED, as grpc-go reports it; a second message is an
+// error (unary).
+func (cl *Call) SendMsg(b []byte) error {
+	if n, lim := len(b), cl.c.s.cfg.MaxSendMsgSize; n > lim {
+		return status.Errorf(codes.ResourceExhausted, "grpc: trying to send message larger than max (%d vs. %d)", n, lim)
+	}
+	cl.hmu.Lock()
+	defer cl.hmu.Unlock()
+	if cl.finished.Load() {
+		return errFinished
+	}
+	if cl.hasOut {
+		return status.Error(codes.Internal, "grpcserve: a unary call sends one response message")
+	}
+	cl.hasOut = true
+	out := make([]byte, 5+len(b))
+	n := uint32(len(b))
+	out[1], out[2], out[3], out[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	copy(out[5:], b)
+	cl.out = out
+	return nil
+}
+
+// Finish answers the call: the message set by SendMsg (if err is nil)
+// and the status of err (nil: OK; a *status.Status error: its code,
+// message and details). Only the first Finish counts; a call whose
+// stream the client reset writes nothing.
+func (cl *Call) Finish(err error) {
+	if !cl.finished.CompareAndSwap(false, true) {
+		return
+	}
+	cl.hmu.Lock() // fence with late SetHeader/SetTrailer/SendMsg
+	if err != nil {
+		cl.st = status.Convert(err)
+		cl.out, cl.hasOut = nil, false
+	}
+	cl.hmu.Unlock()
+	cl.freeMsg()
+	cl.c.finish(cl)
+}
+
+// Peer address, for logs and tests.
+func (cl *Call) String() string { return fmt.Sprintf("stream %d %s", cl.id, cl.method) }
+
+func (cl *Call) freeMsg() {
+	if cl.msg != nil && !cl.msgTook {
+		mem.DefaultBufferPool().Put(cl.msg)
+	}
+	cl.msg = nil
+}

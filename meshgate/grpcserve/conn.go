@@ -1,0 +1,1264 @@
+package grpcserve
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+const (
+	readBuffer = 4 << 10
+	// maxPingStrikes: pings tolerated under the keepalive policy before
+	// GOAWAY ENHANCE_YOUR_CALM (grpc-go's value).
+	maxPingStrikes = 2
+)
+
+// Reasons (label values of meshgate_grpc_protocol_errors_total).
+const (
+	ReasonProtocol    = "protocol"    // malformed frames, stream id misuse, flow-control violations
+	ReasonRapidReset  = "rapid_reset" // too many streams reset by the client
+	ReasonControl     = "control"     // too many PING/SETTINGS frames
+	ReasonPing        = "too_many_pings"
+	ReasonHandshake   = "handshake"    // TLS handshake, ALPN, or preface
+	ReasonHeaderBlock = "header_block" // header list too large, bad HPACK
+)
+
+// conn is one HTTP/2 connection. The reading goroutine (serve) owns the
+// read side; the write side is under wmu; stream bookkeeping under mu.
+// Lock order: wmu, then mu (never wmu while holding mu).
+type conn struct {
+	s    *Server
+	nc   net.Conn // the socket (closed by closeNow)
+	io   net.Conn // what frames are read from and written to: nc or its TLS
+	peer peer.Peer
+	base context.Context // carries the peer; cancelled on close
+	stop context.CancelFunc
+
+	// reading goroutine only
+	br          *connReader
+	raw         syscall.RawConn // plain TCP: the buffer-less wait (idle.go)
+	peekFn      func(uintptr) bool
+	peekBuf     [1]byte
+	parked      atomic.Bool // the buffer-less wait holds the connection (idle.go)
+	fr          *http2.Framer
+	connUsed    int64  // connection receive window used
+	connUnacked uint32 // connection window consumed, not yet granted back
+	resetWin    rate
+	ctlWin      rate
+	lastPing    time.Time
+	pingStrikes int
+	wroteStream atomic.Bool // a stream's HEADERS or DATA was written since the last PING
+
+	mu        sync.Mutex
+	streams   map[uint32]*Call
+	lastID    uint32
+	inflight  int
+	goAway    bool   // GOAWAY sent: no new streams
+	goAwayID  uint32 // last stream id accepted
+	closed    bool
+	ready     bool      // handshake done
+	idleSince time.Time // when the last stream closed (zero: busy)
+	born      time.Time
+	timer     *time.Timer // housekeeping (recv timeout, idle, age)
+	timerDue  time.Time
+
+	wmu         sync.Mutex
+	wq          atomic.Int32 // writers queued for wmu (lockWrite)
+	wb          *[]byte      // pending bytes (pooled), nil: none
+	lazyOnly    bool         // what is pending is a PING ack that may wait (onPing)
+	wdl         time.Time    // write deadline armed (with slack)
+	henc        *hpack.Encoder
+	hbuf        headerBuf
+	connSendWin int64
+	peerInitWin int64
+	peerMaxFrm  int
+	pending     []*Call // replies waiting for send window
+	werr        error
+}
+
+// rate counts events in one-second windows.
+type rate struct {
+	start time.Time
+	n     int
+}
+
+func (r *rate) add(now time.Time, limit int) bool {
+	if now.Sub(r.start) > time.Second {
+		r.start, r.n = now, 0
+	}
+	r.n++
+	return r.n <= limit
+}
+
+// wbufPool holds write buffers: a connection holds one only while it
+// writes.
+var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{s: s, nc: nc, streams: map[uint32]*Call{}, connSendWin: defaultWindow, peerInitWin: defaultWindow, peerMaxFrm: defaultMaxFrm}
+	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
+	c.base, c.stop = context.WithCancel(context.Background())
+	// Reads and writes go to the accepted socket itself when nc wraps it
+	// (connlimit's conn exposes NetConn): this transport arms its own
+	// write deadline (with slack, flush), and the buffer-less wait needs
+	// the *net.TCPConn. Close still goes through nc (it frees the slot).
+	c.io = nc
+	for {
+		u, ok := c.io.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c.io = u.NetConn()
+	}
+	return c
+}
+
+func (c *conn) count(reason string) {
+	if cv := c.s.cfg.Errors; cv != nil {
+		cv.WithLabelValues(c.s.cfg.Name, reason).Inc()
+	}
+}
+
+// serve runs the connection until it closes.
+func (c *conn) serve() {
+	if !c.handshake() {
+		c.done()
+		return
+	}
+	c.run()
+}
+
+// done releases what the connection holds once its last goroutine ends.
+func (c *conn) done() {
+	c.stop()
+	if c.br != nil {
+		c.br.keep = false
+		c.br.release()
+	}
+	c.s.remove(c)
+	c.s.wg.Done()
+}
+
+// end closes the connection after a read or handling error and releases it.
+func (c *conn) end(err error) {
+	c.readError(err)
+	c.done()
+}
+
+// run reads and handles frames. On a plain TCP connection (Linux) the
+// wait for the next frame holds no read buffer: with nothing buffered
+// the goroutine gives the buffer back and parks in the buffer-less wait
+// (idle.go). A connection idle for Config.IdleGrace is interrupted there
+// by its housekeeping timer (a read deadline in the past) and the wait
+// moves to a fresh goroutine with a small stack; a connection in use
+// keeps its goroutine (no hand-off per call).
+func (c *conn) run() {
+	for {
+		if c.raw != nil && c.br.empty() {
+			c.br.release()
+			if err := c.raw.Read(c.peekFn); err != nil {
+				if !isTimeout(err) {
+					c.end(err)
+					return
+				}
+				_ = c.io.SetReadDeadline(time.Time{})
+				// A new Framer: the old one keeps a payload buffer as large
+				// as the largest frame it read, for the connection's life.
+				c.fr = c.newFramer(c.fr.ReadMetaHeaders)
+				c.parked.Store(true)
+				go c.idleWait()
+				return
+			}
+		}
+		f, err := c.fr.ReadFrame()
+		if err == nil {
+			err = c.handle(f)
+		}
+		if err != nil {
+			c.end(err)
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// handshake does TLS, the preface and the SETTINGS exchange; false: the
+// connection is closed.
+func (c *conn) handshake() bool {
+	cfg := &c.s.cfg
+	_ = c.nc.SetDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	if cfg.TLS != nil {
+		tc := tls.Server(c.io, cfg.TLS)
+		if err := tc.HandshakeContext(c.base); err != nil {
+			c.s.cfg.Logger.Debug("tls handshake failed", "remote", c.peer.Addr, "err", err)
+			c.count(ReasonHandshake)
+			_ = c.nc.Close()
+			return false
+		}
+		cs := tc.ConnectionState()
+		if cs.NegotiatedProtocol != "h2" {
+			c.count(ReasonHandshake)
+			_ = c.nc.Close()
+			return false
+		}
+		c.io = tc
+		c.peer.AuthInfo = credentials.TLSInfo{State: cs, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
+	}
+	c.base = peer.NewContext(c.base, &c.peer)
+	c.br = &connReader{src: c.io, held: &c.s.held}
+	if cfg.TLS == nil {
+		c.raw = rawConn(c.io)
+	}
+	c.br.keep = c.raw == nil
+	c.peekFn = c.peek
+	var pre [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
+		c.count(ReasonHandshake)
+		c.closeNow(err)
+		return false
+	}
+	c.fr = c.newFramer(hpack.NewDecoder(4096, nil))
+	c.henc = hpack.NewEncoder(&c.hbuf)
+
+	c.lockWrite()
+	b := c.getBuf()
+	b = appendSettings(b,
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: cfg.MaxConcurrentStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(cfg.StreamWindow)},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: cfg.MaxHeaderListSize})
+	if d := cfg.ConnWindow - defaultWindow; d > 0 {
+		b = appendWindowUpdate(b, 0, uint32(d))
+	}
+	err := c.flush(b)
+	c.unlockWrite()
+	if err != nil {
+		c.closeNow(err)
+		return false
+	}
+	// The first frame must be the client's SETTINGS.
+	f, err := c.fr.ReadFrame()
+	if err != nil {
+		c.count(ReasonHandshake)
+		c.closeNow(err)
+		return false
+	}
+	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+		c.connError(http2.ErrCodeProtocol, ReasonHandshake, "expected SETTINGS")
+		return false
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	_ = c.nc.SetWriteDeadline(time.Time{})
+	c.br.intr = c.raw != nil // a deadline is only the idle interrupt
+	now := time.Now()
+	c.mu.Lock()
+	c.born, c.idleSince, c.ready = now, now, true
+	c.timerDue = now.Add(c.nextCheck(now))
+	c.timer = time.AfterFunc(time.Until(c.timerDue), c.housekeep)
+	c.mu.Unlock()
+	if err := c.handle(f); err != nil {
+		c.readError(err)
+		return false
+	}
+	return true
+}
+
+// newFramer is the connection's frame reader around the HPACK decoder
+// hdec (which carries the connection's header table).
+func (c *conn) newFramer(hdec *hpack.Decoder) *http2.Framer {
+	fr := http2.NewFramer(io.Discard, c.br)
+	fr.ReadMetaHeaders = hdec
+	fr.MaxHeaderListSize = c.s.cfg.MaxHeaderListSize
+	fr.SetReuseFrames()
+	fr.SetMaxReadFrameSize(defaultMaxFrm) // what SETTINGS_MAX_FRAME_SIZE (not sent) means
+	return fr
+}
+
+// readError ends the connection after a read or handling error.
+func (c *conn) readError(err error) {
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		reason := ReasonProtocol
+		if http2.ErrCode(ce) == http2.ErrCodeCompression {
+			reason = ReasonHeaderBlock
+		}
+		c.connError(http2.ErrCode(ce), reason, "")
+		return
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.connError(http2.ErrCodeFrameSize, ReasonProtocol, "")
+		return
+	case errors.Is(err, errCalm):
+		return // already sent GOAWAY and closed
+	}
+	c.closeNow(err)
+}
+
+var errCalm = errors.New("grpcserve: connection closed for abuse")
+
+// connError sends GOAWAY with code and closes the connection.
+func (c *conn) connError(code http2.ErrCode, reason, debug string) {
+	c.count(reason)
+	c.s.cfg.Logger.Debug("connection error", "remote", c.peer.Addr, "code", code, "reason", reason, "detail", c.fr.ErrorDetail())
+	c.mu.Lock()
+	last := c.lastID
+	c.goAway = true
+	c.mu.Unlock()
+	c.lockWrite()
+	_ = c.flushNow(appendGoAway(c.getBuf(), last, code, debug))
+	c.unlockWrite()
+	c.closeNow(fmt.Errorf("grpcserve: %v", code))
+}
+
+// closeNow closes the socket and cancels every call's context; handlers
+// still finish their calls, which then write nothing.
+func (c *conn) closeNow(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	calls := make([]*Call, 0, len(c.streams))
+	for id, cl := range c.streams {
+		cl.reset.Store(true)
+		calls = append(calls, cl)
+		delete(c.streams, id)
+	}
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	if c.stop != nil {
+		c.stop()
+	}
+	for _, cl := range calls {
+		if cl.cancel != nil {
+			cl.cancel()
+		}
+	}
+	_ = err
+}
+
+// drain sends GOAWAY (graceful: the streams already opened are served)
+// and closes the connection once they are answered.
+func (c *conn) drain() {
+	c.mu.Lock()
+	if c.goAway || c.closed || !c.ready {
+		ready := c.ready
+		c.mu.Unlock()
+		if !ready { // still handshaking: nothing to drain
+			c.closeNow(errServerClosed)
+		}
+		return
+	}
+	c.goAway, c.goAwayID = true, c.lastID
+	empty := len(c.streams) == 0
+	c.mu.Unlock()
+	c.lockWrite()
+	_ = c.flushNow(appendGoAway(c.getBuf(), c.goAwayID, http2.ErrCodeNo, ""))
+	c.unlockWrite()
+	if empty {
+		c.closeNow(errServerClosed)
+	}
+}
+
+// closeDrained closes a drained connection once what is pending is
+// written.
+func (c *conn) closeDrained() {
+	c.lockWrite()
+	if c.wb != nil {
+		_ = c.write()
+	}
+	c.wmu.Unlock()
+	c.closeNow(errServerClosed)
+}
+
+// tick is the housekeeping period while streams are open: fine enough
+// for recv_timeout (an eighth of it, at most 1 s).
+func (c *conn) tick() time.Duration {
+	return min(max(c.s.cfg.RecvTimeout/8, 10*time.Millisecond), time.Second)
+}
+
+// nextCheck is when housekeeping should run next (mu held): every tick
+// while streams are open; otherwise when the connection becomes idle too
+// long or too old, so an idle connection's timer does not fire in
+// between.
+func (c *conn) nextCheck(now time.Time) time.Duration {
+	if len(c.streams) > 0 {
+		return c.tick()
+	}
+	cfg := &c.s.cfg
+	d := time.Hour
+	if c.raw != nil && !c.parked.Load() && !c.idleSince.IsZero() {
+		d = c.idleSince.Add(c.s.cfg.IdleGrace).Sub(now)
+	}
+	if cfg.MaxConnectionIdle > 0 && !c.idleSince.IsZero() {
+		d = min(d, c.idleSince.Add(cfg.MaxConnectionIdle).Sub(now))
+	}
+	if cfg.MaxConnectionAge > 0 {
+		age := c.born.Add(cfg.MaxConnectionAge)
+		if !now.Before(age) {
+			age = age.Add(cfg.MaxConnectionAgeGrace)
+		}
+		d = min(d, age.Sub(now))
+	}
+	return max(d, 10*time.Millisecond)
+}
+
+// armForStream makes sure housekeeping runs within a tick once a stream
+// is open (mu held): re-arming only when the timer was set for an idle
+// connection, so a busy connection does not touch it per call.
+func (c *conn) armForStream(now time.Time) {
+	if c.timer == nil || c.closed {
+		return
+	}
+	if t := c.tick(); c.timerDue.Sub(now) > t {
+		c.timerDue = now.Add(t)
+		c.timer.Reset(t)
+	}
+}
+
+// housekeep runs on a timer: streams whose request did not arrive within
+// RecvTimeout end DEADLINE_EXCEEDED; an idle or too old connection is
+// drained.
+func (c *conn) housekeep() {
+	cfg := &c.s.cfg
+	now := time.Now()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	var late []*Call
+	for _, cl := range c.streams {
+		if !cl.started && !cl.answered && now.Sub(cl.opened) >= cfg.RecvTimeout {
+			cl.answered = true
+			late = append(late, cl)
+		}
+	}
+	idle := cfg.MaxConnectionIdle > 0 && len(c.streams) == 0 && !c.idleSince.IsZero() && now.Sub(c.idleSince) >= cfg.MaxConnectionIdle
+	if c.raw != nil && len(c.streams) == 0 && !c.idleSince.IsZero() && now.Sub(c.idleSince) >= c.s.cfg.IdleGrace && !c.parked.Load() {
+		// Wake the reader (idle for c.s.cfg.IdleGrace) so that it parks small.
+		_ = c.io.SetReadDeadline(time.Unix(1, 0))
+	}
+	old := cfg.MaxConnectionAge > 0 && now.Sub(c.born) >= cfg.MaxConnectionAge
+	hard := old && now.Sub(c.born) >= cfg.MaxConnectionAge+cfg.MaxConnectionAgeGrace
+	d := c.nextCheck(now)
+	c.timerDue = now.Add(d)
+	c.timer.Reset(d)
+	c.mu.Unlock()
+	c.flushLazy()
+	for _, cl := range late {
+		c.earlyStatus(cl, 200, status.New(codes.DeadlineExceeded, "outbound: request message not received in time"), nil)
+	}
+	switch {
+	case hard:
+		c.closeNow(errors.New("grpcserve: max connection age"))
+	case idle || old:
+		c.drain()
+	}
+}
+
+// handle processes one frame (reading goroutine).
+func (c *conn) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.RSTStreamFrame:
+		return c.onRST(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.PingFrame:
+		return c.onPing(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.GoAwayFrame:
+		return nil // the client leaves; its open streams are answered
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil // PRIORITY, unknown frame types: ignored
+}
+
+func (c *conn) calm(reason, debug string) error {
+	c.connError(http2.ErrCodeEnhanceYourCalm, reason, debug)
+	return errCalm
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if !c.ctlWin.add(time.Now(), c.s.cfg.MaxControlPerSecond) {
+		return c.calm(ReasonControl, "too many control frames")
+	}
+	c.lockWrite()
+	defer c.unlockWrite()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.peerInitWin
+			c.peerInitWin = int64(s.Val)
+			c.mu.Lock()
+			for _, cl := range c.streams {
+				cl.sendWin += delta
+			}
+			c.mu.Unlock()
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrm = int(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSizeLimit(min(s.Val, 4096))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b := appendSettingsAck(c.getBuf())
+	b = c.writePending(b)
+	return c.flush(b)
+}
+
+func (c *conn) onPing(f *http2.PingFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	now := time.Now()
+	// grpc-go's keepalive enforcement (which also bounds a PING flood:
+	// only the first PING after a reply is exempt): a ping sooner than
+	// keepalive_min_time after the last one (2 h without an open call)
+	// is a strike; strikes are forgiven when a reply is written.
+	c.mu.Lock()
+	open := len(c.streams) > 0
+	c.mu.Unlock()
+	minT := c.s.cfg.KeepaliveMinTime
+	if !open {
+		minT = 2 * time.Hour
+	}
+	last := c.lastPing
+	c.lastPing = now
+	if c.wroteStream.Swap(false) {
+		// A reply was written since the last ping: this one is not checked
+		// (grpc-go: a client's BDP pings follow the server's data).
+		c.pingStrikes = 0
+	} else if !last.IsZero() && now.Sub(last) < minT {
+		c.pingStrikes++
+		if c.pingStrikes > maxPingStrikes {
+			return c.calm(ReasonPing, "too_many_pings")
+		}
+	}
+	c.lockWrite()
+	defer c.unlockWrite()
+	// With calls in flight the ack rides with the next reply (grpc-go
+	// clients send a BDP ping after the replies they read) or the next
+	// housekeeping tick (at most 1 s); otherwise it is written now.
+	c.mu.Lock()
+	busy := c.inflight > 0
+	c.mu.Unlock()
+	if !busy {
+		return c.flush(appendPingAck(c.getBuf(), f.Data))
+	}
+	lazy := c.wb == nil || c.lazyOnly
+	*c.wbuf() = appendPingAck(c.getBuf(), f.Data)
+	c.lazyOnly = lazy
+	return nil
+}
+
+// flushLazy writes a PING ack no reply took along (housekeeping).
+func (c *conn) flushLazy() {
+	c.lockWrite()
+	if c.wb != nil {
+		_ = c.write()
+	}
+	c.wmu.Unlock()
+}
+
+// wbuf is the pending buffer (wmu held).
+func (c *conn) wbuf() *[]byte {
+	if c.wb == nil {
+		c.wb = wbufPool.Get().(*[]byte)
+	}
+	return c.wb
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.lockWrite()
+	defer c.unlockWrite()
+	if f.StreamID == 0 {
+		c.connSendWin += int64(f.Increment)
+		if c.connSendWin > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+	} else {
+		c.mu.Lock()
+		cl := c.streams[f.StreamID]
+		idle := f.StreamID > c.lastID
+		c.mu.Unlock()
+		if idle {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if cl == nil {
+			return nil // a closed stream: ignored
+		}
+		cl.sendWin += int64(f.Increment)
+		if cl.sendWin > maxWindow {
+			b := appendRST(c.getBuf(), f.StreamID, http2.ErrCodeFlowControl)
+			c.dropStream(cl)
+			return c.flush(b)
+		}
+	}
+	if len(c.pending) == 0 {
+		return nil
+	}
+	return c.flush(c.writePending(c.getBuf()))
+}
+
+// dropStream forgets cl (reset): it is removed from the streams and its
+// context cancelled. Called with wmu held or not; takes mu.
+func (c *conn) dropStream(cl *Call) {
+	c.mu.Lock()
+	if c.streams[cl.id] == cl {
+		delete(c.streams, cl.id)
+		c.streamClosedLocked()
+	}
+	cl.reset.Store(true)
+	c.mu.Unlock()
+	if cl.cancel != nil {
+		cl.cancel()
+	}
+}
+
+// streamClosedLocked notes that a stream closed (mu held).
+func (c *conn) streamClosedLocked() {
+	if len(c.streams) == 0 {
+		c.idleSince = time.Now()
+	}
+}
+
+func (c *conn) onRST(f *http2.RSTStreamFrame) error {
+	c.mu.Lock()
+	if f.StreamID > c.lastID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	cl := c.streams[f.StreamID]
+	c.mu.Unlock()
+	if cl == nil {
+		return nil
+	}
+	c.dropStream(cl)
+	if !c.resetWin.add(time.Now(), c.s.cfg.MaxResetsPerSecond) {
+		return c.calm(ReasonRapidReset, "too many resets")
+	}
+	return nil
+}
+
+func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.mu.Lock()
+	if cl := c.streams[id]; cl != nil {
+		c.mu.Unlock()
+		// Trailers from the client: they must end the stream.
+		if !f.StreamEnded() {
+			c.resetStream(cl, http2.ErrCodeProtocol)
+			return nil
+		}
+		return c.endOfRequest(cl)
+	}
+	if id <= c.lastID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeStreamClosed)
+	}
+	c.lastID = id
+	refuse := c.goAway || uint32(len(c.streams)) >= c.s.cfg.MaxConcurrentStreams
+	c.mu.Unlock()
+	if refuse {
+		c.lockWrite()
+		err := c.flush(appendRST(c.getBuf(), id, http2.ErrCodeRefusedStream))
+		c.unlockWrite()
+		return err
+	}
+	cl := &Call{c: c, id: id, msgLen: -1, opened: time.Now(), endStream: f.StreamEnded()}
+	c.lockWrite()
+	cl.sendWin = c.peerInitWin
+	c.unlockWrite()
+	c.mu.Lock()
+	c.streams[id] = cl
+	c.idleSince = time.Time{}
+	c.armForStream(cl.opened)
+	c.mu.Unlock()
+
+	if f.Truncated {
+		c.earlyStatus(cl, 200, status.New(codes.Internal, "grpcserve: header list size exceeds the limit"), nil)
+		return nil
+	}
+	var ct, te string
+	md := make(metadata.MD, len(f.Fields))
+	for _, hf := range f.Fields {
+		switch hf.Name {
+		case ":method":
+			if hf.Value != "POST" {
+				c.earlyStatus(cl, 405, status.New(codes.Internal, "grpcserve: method must be POST"), nil)
+				return nil
+			}
+		case ":path":
+			cl.method = hf.Value
+		case ":authority":
+			md[":authority"] = append(md[":authority"], hf.Value)
+		case "content-type":
+			ct = hf.Value
+			md[hf.Name] = append(md[hf.Name], hf.Value)
+		case "grpc-timeout":
+			te = hf.Value
+		case "grpc-encoding":
+			cl.enc = hf.Value
+		default:
+			if isReserved(hf.Name) {
+				continue
+			}
+			v := hf.Value
+			if len(hf.Name) > 4 && hf.Name[len(hf.Name)-4:] == "-bin" {
+				var err error
+				if v, err = decodeBin(v); err != nil {
+					c.earlyStatus(cl, 200, status.Newf(codes.Internal, "grpcserve: malformed binary metadata %q", hf.Name), nil)
+					return nil
+				}
+			}
+			md[hf.Name] = append(md[hf.Name], v)
+		}
+	}
+	cl.md = md
+	if !validContentType(ct) {
+		c.earlyStatus(cl, 415, status.Newf(codes.Internal, "grpcserve: invalid gRPC request content-type %q", ct), nil)
+		return nil
+	}
+	if cl.method == "" {
+		c.earlyStatus(cl, 200, status.New(codes.Unimplemented, "grpcserve: no :path"), nil)
+		return nil
+	}
+	if te != "" {
+		d, err := parseTimeout(te)
+		if err != nil {
+			c.earlyStatus(cl, 200, status.Newf(codes.Internal, "grpcserve: malformed grpc-timeout %q", te), nil)
+			return nil
+		}
+		cl.dl = cl.opened.Add(d)
+	}
+	switch cl.enc {
+	case "", "identity", "gzip":
+	default:
+		c.earlyStatus(cl, 200, status.Newf(codes.Unimplemented, "grpc: Decompressor is not installed for grpc-encoding %q", cl.enc),
+			[]hpack.HeaderField{{Name: "grpc-accept-encoding", Value: "gzip"}})
+		return nil
+	}
+	if cl.endStream {
+		return c.endOfRequest(cl)
+	}
+	return nil
+}
+
+func (c *conn) onData(f *http2.DataFrame) error {
+	id := f.StreamID
+	n := int64(f.Length)
+	// Connection flow control counts every DATA frame, padding included.
+	c.connUsed += n
+	if c.connUsed > int64(c.s.cfg.ConnWindow) {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	if err := c.grantConn(uint32(n)); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if id%2 == 0 || id > c.lastID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	cl := c.streams[id]
+	c.mu.Unlock()
+	if cl == nil || cl.answered {
+		return nil // a stream already reset or answered: dropped
+	}
+	if cl.endStream {
+		c.resetStream(cl, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	cl.recvUsed += n
+	if cl.recvUsed > int64(c.s.cfg.StreamWindow) {
+		c.resetStream(cl, http2.ErrCodeFlowControl)
+		return nil
+	}
+	if st := cl.appendData(f.Data(), c.s.cfg.MaxRecvMsgSize); st != nil {
+		c.earlyStatus(cl, 200, st, nil)
+		return nil
+	}
+	if f.StreamEnded() {
+		return c.endOfRequest(cl)
+	}
+	// Grant the stream's window back as it is consumed (it is buffered:
+	// the message size limit bounds what a stream can hold).
+	cl.unacked += uint32(n)
+	if cl.unacked >= uint32(c.s.cfg.StreamWindow/4) {
+		incr := cl.unacked
+		cl.recvUsed -= int64(incr)
+		cl.unacked = 0
+		c.lockWrite()
+		err := c.flush(appendWindowUpdate(c.getBuf(), id, incr))
+		c.unlockWrite()
+		return err
+	}
+	return nil
+}
+
+// grantConn gives consumed connection window back once a quarter of it
+// is used.
+func (c *conn) grantConn(n uint32) error {
+	c.connUnacked += n
+	if c.connUnacked < uint32(c.s.cfg.ConnWindow/4) {
+		return nil
+	}
+	incr := c.connUnacked
+	c.connUnacked = 0
+	c.connUsed -= int64(incr)
+	c.lockWrite()
+	defer c.unlockWrite()
+	return c.flush(appendWindowUpdate(c.getBuf(), 0, incr))
+}
+
+// appendData adds DATA payload p to the request: the first message is
+// kept (its length checked against max as soon as its prefix is in);
+// anything after it only marks extra. A status is returned for a message
+// over the limit.
+func (cl *Call) appendData(p []byte, maxMsg int) *status.Status {
+	for len(p) > 0 {
+		if cl.extra {
+			return nil
+		}
+		if cl.msgLen < 0 {
+			k := min(5-len(cl.buf), len(p))
+			cl.buf = append(cl.buf, p[:k]...)
+			p = p[k:]
+			if len(cl.buf) < 5 {
+				return nil
+			}
+			ml := int(uint32(cl.buf[1])<<24 | uint32(cl.buf[2])<<16 | uint32(cl.buf[3])<<8 | uint32(cl.buf[4]))
+			if ml > maxMsg || ml < 0 {
+				return status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", ml, maxMsg)
+			}
+			cl.msgLen = ml
+			cl.msg = mem.DefaultBufferPool().Get(ml)
+			*cl.msg = (*cl.msg)[:0]
+			continue
+		}
+		if len(*cl.msg) == cl.msgLen {
+			cl.extra = true
+			return nil
+		}
+		k := min(cl.msgLen-len(*cl.msg), len(p))
+		*cl.msg = append(*cl.msg, p[:k]...)
+		p = p[k:]
+	}
+	return nil
+}
+
+// endOfRequest: the client half-closed cl; check the message and hand
+// the call to the handler.
+func (c *conn) endOfRequest(cl *Call) error {
+	if cl.answered || cl.started {
+		return nil
+	}
+	cl.endStream = true
+	cfg := &c.s.cfg
+	switch {
+	case cl.msgLen < 0 && len(cl.buf) > 0,
+		cl.msgLen >= 0 && len(*cl.msg) < cl.msgLen:
+		cl.freeMsg()
+		c.earlyStatus(cl, 200, status.New(codes.Internal, "grpcserve: request message truncated"), nil)
+		return nil
+	case cl.msgLen >= 0:
+		cl.hasMsg = true
+		if cl.buf[0]&1 != 0 {
+			if st := cl.decompress(cfg.MaxRecvMsgSize); st != nil {
+				cl.freeMsg()
+				c.earlyStatus(cl, 200, st, nil)
+				return nil
+			}
+		}
+	}
+	cl.buf = nil
+	c.mu.Lock()
+	if c.closed || c.streams[cl.id] != cl {
+		c.mu.Unlock()
+		cl.freeMsg()
+		return nil
+	}
+	if cfg.MaxInFlightPerConn > 0 && c.inflight >= cfg.MaxInFlightPerConn {
+		c.mu.Unlock()
+		cl.freeMsg()
+		c.earlyStatus(cl, 200, status.New(codes.ResourceExhausted, "outbound: too many calls in flight on this connection"), nil)
+		return nil
+	}
+	c.inflight++
+	cl.started = true
+	c.mu.Unlock()
+
+	ctx := metadata.NewIncomingContext(c.base, cl.md)
+	ctx = grpc.NewContextWithServerTransportStream(ctx, cl)
+	if cl.dl.IsZero() {
+		cl.ctx, cl.cancel = context.WithCancel(ctx)
+	} else {
+		cl.ctx, cl.cancel = context.WithDeadline(ctx, cl.dl)
+	}
+	if cl.reset.Load() { // closed meanwhile
+		cl.cancel()
+	}
+	if cfg.Blocking {
+		c.s.wk.dispatch(cl)
+	} else {
+		cfg.Handler.Start(cl)
+	}
+	return nil
+}
+
+// decompress replaces a compressed message by its gzip-decoded bytes.
+func (cl *Call) decompress(maxMsg int) *status.Status {
+	if cl.enc == "" || cl.enc == "identity" {
+		return status.New(codes.Internal, "grpc: compressed flag set with identity or empty encoding")
+	}
+	comp := encoding.GetCompressor(cl.enc)
+	if comp == nil {
+		return status.Newf(codes.Unimplemented, "grpc: Decompressor is not installed for grpc-encoding %q", cl.enc)
+	}
+	r, err := comp.Decompress(bytes.NewReader(*cl.msg))
+	if err != nil {
+		return status.Newf(codes.Internal, "grpc: failed to decompress the received message: %v", err)
+	}
+	var out bytes.Buffer
+	n, err := out.ReadFrom(io.LimitReader(r, int64(maxMsg)+1))
+	if err != nil {
+		return status.Newf(codes.Internal, "grpc: failed to decompress the received message: %v", err)
+	}
+	if n > int64(maxMsg) {
+		return status.Newf(codes.ResourceExhausted, "grpc: received message after decompression larger than max %d", maxMsg)
+	}
+	mem.DefaultBufferPool().Put(cl.msg)
+	b := out.Bytes()
+	cl.msg = &b
+	cl.msgTook = false
+	return nil
+}
+
+// resetStream sends RST_STREAM code and forgets cl.
+func (c *conn) resetStream(cl *Call, code http2.ErrCode) {
+	cl.answered = true
+	c.dropStream(cl)
+	c.lockWrite()
+	_ = c.flush(appendRST(c.getBuf(), cl.id, code))
+	c.unlockWrite()
+}
+
+// earlyStatus answers a stream the handler never saw: a trailers-only
+// response with HTTP status httpStatus, then RST_STREAM NO_ERROR when the
+// client has not half-closed (what it still sends is not read).
+func (c *conn) earlyStatus(cl *Call, httpStatus int, st *status.Status, extra []hpack.HeaderField) {
+	cl.answered = true
+	c.lockWrite()
+	c.hbuf.b = c.hbuf.b[:0]
+	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(httpStatus)})
+	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	for _, hf := range extra {
+		_ = c.henc.WriteField(hf)
+	}
+	c.writeStatus(st, nil)
+	b := appendHeaderBlock(c.getBuf(), cl.id, c.hbuf.b, true, c.peerMaxFrm)
+	if !cl.endStream {
+		b = appendRST(b, cl.id, http2.ErrCodeNo)
+	}
+	_ = c.flush(b)
+	c.unlockWrite()
+	c.mu.Lock()
+	if c.streams[cl.id] == cl {
+		delete(c.streams, cl.id)
+		c.streamClosedLocked()
+	}
+	drained := c.goAway && len(c.streams) == 0
+	c.mu.Unlock()
+	if cl.cancel != nil {
+		cl.cancel()
+	}
+	if drained {
+		c.closeDrained()
+	}
+}
+
+// writeStatus encodes grpc-status, grpc-message, grpc-status-details-bin
+// and trailer metadata (wmu held).
+func (c *conn) writeStatus(st *status.Status, trl metadata.MD) {
+	code := codes.OK
+	if st != nil {
+		code = st.Code()
+	}
+	_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(code))})
+	if st != nil {
+		if m := st.Message(); m != "" {
+			_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(m)})
+		}
+		if p := st.Proto(); p != nil && len(p.Details) > 0 {
+			if b, err := proto.Marshal(p); err == nil {
+				_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})
+			}
+		}
+	}
+	for k, vs := range trl {
+		for _, v := range vs {
+			writeMD(c.henc, k, v)
+		}
+	}
+}
+
+// finish writes cl's reply (any goroutine): HEADERS, the DATA the send
+// windows allow and the trailers, in one write. What the windows do not
+// allow is queued and written when WINDOW_UPDATEs arrive.
+func (c *conn) finish(cl *Call) {
+	c.mu.Lock()
+	c.inflight--
+	live := !c.closed && c.streams[cl.id] == cl && !cl.reset.Load()
+	c.mu.Unlock()
+	if !live {
+		cl.cancel()
+		return
+	}
+	c.lockWrite()
+	c.wroteStream.Store(true)
+	b := c.getBuf()
+	if cl.st != nil || !cl.hasOut {
+		// trailers-only
+		c.hbuf.b = c.hbuf.b[:0]
+		_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+		for k, vs := range cl.header {
+			for _, v := range vs {
+				writeMD(c.henc, k, v)
+			}
+		}
+		c.writeStatus(cl.st, cl.trailer)
+		b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
+		cl.hdrSent, cl.sent, cl.out = true, 0, nil
+		err := c.flush(b)
+		c.unlockWrite()
+		c.streamDone(cl, err)
+		return
+	}
+	c.hbuf.b = c.hbuf.b[:0]
+	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	for k, vs := range cl.header {
+		for _, v := range vs {
+			writeMD(c.henc, k, v)
+		}
+	}
+	b = appendHeaderBlock(b, cl.id, c.hbuf.b, false, c.peerMaxFrm)
+	cl.hdrSent = true
+	var done bool
+	if len(c.pending) > 0 {
+		c.pending = append(c.pending, cl) // keep reply order fair
+		b = c.writePending(b)
+		done = false
+	} else if b, done = c.writeBody(b, cl); !done {
+		c.pending = append(c.pending, cl)
+	}
+	err := c.flush(b)
+	c.unlockWrite()
+	if done {
+		c.streamDone(cl, err)
+	}
+}
+
+// streamDone forgets a stream whose last frames were written (err: the
+// write's error).
+func (c *conn) streamDone(cl *Call, err error) {
+	c.mu.Lock()
+	if c.streams[cl.id] == cl {
+		delete(c.streams, cl.id)
+		c.streamClosedLocked()
+	}
+	drained := c.goAway && len(c.streams) == 0
+	c.mu.Unlock()
+	cl.cancel()
+	if err != nil {
+		c.closeNow(err)
+	} else if drained {
+		c.closeDrained()
+	}
+}
+
+// writeBody appends as much of cl's message as the windows allow and,
+// when all of it is in, the trailers (wmu held). done: the stream ended.
+func (c *conn) writeBody(b []byte, cl *Call) ([]byte, bool) {
+	for cl.sent < len(cl.out) {
+		n := int64(len(cl.out) - cl.sent)
+		n = min(n, c.connSendWin, cl.sendWin, int64(c.peerMaxFrm))
+		if n <= 0 {
+			return b, false
+		}
+		b = appendFrameHeader(b, int(n), http2.FrameData, 0, cl.id)
+		c.wroteStream.Store(true)
+		b = append(b, cl.out[cl.sent:cl.sent+int(n)]...)
+		cl.sent += int(n)
+		c.connSendWin -= n
+		cl.sendWin -= n
+		if len(b) >= 64<<10 { // bound the write buffer of a large reply
+			if err := c.flush(b); err != nil {
+				return c.getBuf(), false
+			}
+			b = c.getBuf()
+		}
+	}
+	c.hbuf.b = c.hbuf.b[:0]
+	c.writeStatus(nil, cl.trailer)
+	b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
+	cl.out = nil
+	return b, true
+}
+
+// writePending continues queued replies in order while the windows allow
+// (wmu held); finished streams are forgotten.
+func (c *conn) writePending(b []byte) []byte {
+	keep := c.pending[:0]
+	for i, cl := range c.pending {
+		if cl.reset.Load() {
+			continue
+		}
+		var done bool
+		b, done = c.writeBody(b, cl)
+		if !done {
+			keep = append(keep, c.pending[i:]...)
+			break
+		}
+		c.mu.Lock()
+		if c.streams[cl.id] == cl {
+			delete(c.streams, cl.id)
+			c.streamClosedLocked()
+		}
+		c.mu.Unlock()
+		cl.cancel()
+	}
+	clear(c.pending[len(keep):])
+	c.pending = keep
+	return b
+}
+
+// Writes are coalesced: whoever holds wmu appends its frames to the
+// connection's pending buffer (getBuf … flush); the bytes are written when
+// no other writer is queued for wmu, else the next holder writes them
+// with its own. A burst of replies completing together leaves in one
+// write. Every holder releases wmu with unlockWrite, which writes what is
+// pending when nobody is queued.
+
+// lockWrite takes wmu, counting the writers queued for it.
+func (c *conn) lockWrite() {
+	c.wq.Add(1)
+	c.wmu.Lock()
+	c.wq.Add(-1)
+}
+
+// unlockWrite writes what is pending unless another writer is queued,
+// then releases wmu.
+func (c *conn) unlockWrite() {
+	if c.wb != nil && !c.lazyOnly && c.wq.Load() == 0 {
+		_ = c.write()
+	}
+	c.wmu.Unlock()
+}
+
+// getBuf returns the pending write buffer to append frames to (wmu held).
+func (c *conn) getBuf() []byte {
+	if c.wb == nil {
+		c.wb = wbufPool.Get().(*[]byte)
+	}
+	return *c.wb
+}
+
+// flush makes b (appended to getBuf's buffer) pending and writes it now
+// unless another writer is queued (wmu held).
+func (c *conn) flush(b []byte) error {
+	if c.wb == nil {
+		c.wb = wbufPool.Get().(*[]byte)
+	}
+	*c.wb = b
+	c.lazyOnly = false
+	if c.wq.Load() > 0 && len(b) < 64<<10 {
+		return c.werr
+	}
+	return c.write()
+}
+
+// flushNow makes b pending and writes everything pending now (wmu
+// held): before a close.
+func (c *conn) flushNow(b []byte) error {
+	*c.wb = b
+	return c.write()
+}
+
+// write writes the pending bytes and returns the buffer to the pool (wmu
+// held). The write deadline is armed with slack (T + T/8, re-armed when
+// less than T is left).
+func (c *conn) write() error {
+	wb := c.wb
+	b := *wb
+	c.wb, c.lazyOnly = nil, false
+	defer func() {
+		if cap(b) <= 64<<10+16<<10 {
+			*wb = b[:0]
+			wbufPool.Put(wb)
+		}
+	}()
+	if len(b) == 0 || c.werr != nil {
+		return c.werr
+	}
+	t := c.s.cfg.WriteTimeout
+	if now := time.Now(); c.wdl.Sub(now) < t {
+		c.wdl = now.Add(t + t/8)
+		_ = c.io.SetWriteDeadline(c.wdl)
+	}
+	if _, err := c.io.Write(b); err != nil {
+		c.werr = err
+		c.closeNow(err) // takes mu, never wmu: safe with wmu held
+		return err
+	}
+	return nil
+}

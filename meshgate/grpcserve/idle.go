@@ -1,0 +1,117 @@
+package grpcserve
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// A waiting connection holds no read buffer, and an idle one a small
+// goroutine, as a private listener's connection (package inbound,
+// idle.go): on a plain TCP connection (Linux) the bytes are read through
+// a reader whose 4 KB buffer comes from a pool while bytes arrive and
+// goes back once every buffered byte has been handled; the wait for the
+// next frame parks on the netpoller without a buffer
+// (syscall.RawConn.Read with a callback that peeks at one byte,
+// MSG_PEEK|MSG_DONTWAIT). After Config.IdleGrace without frames the
+// housekeeping timer interrupts that wait (a read deadline in the past)
+// and a fresh goroutine (2 KB stack) takes it over from the one whose
+// stack handling frames has grown. Cost per burst of frames: one peek
+// syscall. TLS connections (crypto/tls buffers inside) and other
+// net.Conns keep their buffer and goroutine.
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBuffer); return &b }}
+
+// connReader is the Framer's source: a buffered reader of the
+// connection whose buffer is pooled.
+type connReader struct {
+	src  net.Conn
+	held *atomic.Int64 // the server's count of buffers held
+	buf  *[]byte
+	r, w int
+	keep bool // hold the buffer for the connection's life
+	// intr: read deadlines are only the idle interrupt (after the
+	// handshake, plain TCP): one that hits a read within a frame is
+	// cleared and the read retried.
+	intr bool
+}
+
+func (cr *connReader) Read(p []byte) (int, error) {
+	if cr.r < cr.w {
+		n := copy(p, (*cr.buf)[cr.r:cr.w])
+		cr.r += n
+		return n, nil
+	}
+	if len(p) >= readBuffer { // a large payload: straight into it
+		return cr.read(p)
+	}
+	if cr.buf == nil {
+		cr.buf = readBufPool.Get().(*[]byte)
+		cr.held.Add(1)
+	}
+	n, err := cr.read(*cr.buf)
+	cr.r, cr.w = 0, n
+	if n > 0 {
+		m := copy(p, (*cr.buf)[:n])
+		cr.r = m
+		return m, nil
+	}
+	return 0, err
+}
+
+// read reads the socket; a deadline within a frame is cleared and the
+// read retried (only the idle interrupt sets one).
+func (cr *connReader) read(p []byte) (int, error) {
+	for {
+		n, err := cr.src.Read(p)
+		if n > 0 {
+			return n, nil
+		}
+		if err == nil || !cr.intr || !isTimeout(err) {
+			return n, err
+		}
+		_ = cr.src.SetReadDeadline(time.Time{})
+	}
+}
+
+// empty reports whether no read byte is waiting.
+func (cr *connReader) empty() bool { return cr.r >= cr.w }
+
+// release gives the buffer back when it holds nothing.
+func (cr *connReader) release() {
+	if cr.buf != nil && !cr.keep && cr.r >= cr.w {
+		readBufPool.Put(cr.buf)
+		cr.buf, cr.r, cr.w = nil, 0, 0
+		cr.held.Add(-1)
+	}
+}
+
+// rawConn returns the socket of a plain TCP connection for the
+// buffer-less wait, or nil.
+func rawConn(nc net.Conn) syscall.RawConn {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok || !peekSupported {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// idleWait is the goroutine of an idle connection: it parks until the
+// socket is readable without a buffer, then reads frames (run). The
+// buffer-less wait has no deadline (idle connections are closed by the
+// housekeeping timer: max_connection_idle).
+func (c *conn) idleWait() {
+	err := c.raw.Read(c.peekFn)
+	c.parked.Store(false)
+	if err != nil {
+		c.end(err)
+		return
+	}
+	c.run()
+}

@@ -1,0 +1,106 @@
+package grpcserve
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// BenchmarkIdleConnBytes: heap and goroutine stacks per idle connection
+// (one call made, then idle), N = 500, in-process; the raw clients' own
+// memory is included (a Framer, an HPACK encoder and a socket each).
+// MESHGATE_HEAPPROFILE=FILE writes a heap profile while the connections
+// are open.
+func BenchmarkIdleConnBytes(b *testing.B) {
+	const n = 500
+	if os.Getenv("MESHGATE_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1
+	}
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: 50 * time.Millisecond, RecvTimeout: 400 * time.Millisecond})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	addr := ln.Addr().String()
+	var heap, stack float64
+	for i := 0; i < b.N; i++ {
+		before := idleMem()
+		conns := make([]*rawClient, 0, n)
+		for range n {
+			rc := rawDial(b, addr)
+			rc.headers(1, false, grpcReq...)
+			_ = rc.fr.WriteData(1, true, msg([]byte("warm")))
+			if _, err := rc.until(func(f http2.Frame) bool {
+				h, ok := f.(*http2.MetaHeadersFrame)
+				return ok && h.StreamEnded()
+			}); err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, rc)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for s.held.Load() > 0 && time.Now().Before(deadline) { // the connections park
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond) // past IdleGrace: the waits move to small goroutines
+		after := idleMem()
+		if p := os.Getenv("MESHGATE_HEAPPROFILE"); p != "" {
+			f, _ := os.Create(p)
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+		}
+		heap += float64(after.heap-before.heap) / n
+		stack += float64(after.stack-before.stack) / n
+		for _, rc := range conns {
+			_ = rc.nc.Close()
+		}
+	}
+	b.ReportMetric((heap+stack)/float64(b.N), "idle-B/conn")
+	b.ReportMetric(heap/float64(b.N), "heap-B/conn")
+	b.ReportMetric(stack/float64(b.N), "stack-B/conn")
+}
+
+func idleMem() (u struct{ heap, stack int64 }) {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	u.heap, u.stack = int64(m.HeapInuse), int64(m.StackInuse)
+	return u
+}
+
+// BenchmarkUnary: one 1 KB unary call from a grpc-go client to an echo
+// handler with metadata and a deadline (client and server in-process).
+func BenchmarkUnary(b *testing.B) {
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	req := make([]byte, 1024)
+	var resp []byte
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := cc.Invoke(cctx, "/t.S/M", req, &resp); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+	}
+}

@@ -1,0 +1,215 @@
+package grpcserve
+
+import (
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Frames are written by hand into the connection's write buffer (a frame
+// is a 9-byte header and its payload): http2.Framer's writer keeps a
+// buffer as large as the largest frame it wrote for the connection's
+// life, which an idle connection should not hold.
+
+const (
+	frameHeaderLen = 9
+	defaultWindow  = 65535
+	defaultMaxFrm  = 16384
+	maxWindow      = 1<<31 - 1
+)
+
+// appendFrameHeader appends a frame header.
+func appendFrameHeader(b []byte, length int, t http2.FrameType, flags http2.Flags, id uint32) []byte {
+	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(t), byte(flags),
+		byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
+}
+
+func appendUint32(b []byte, v uint32) []byte {
+	return append(b, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+func appendRST(b []byte, id uint32, code http2.ErrCode) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id)
+	return appendUint32(b, uint32(code))
+}
+
+func appendWindowUpdate(b []byte, id, incr uint32) []byte {
+	b = appendFrameHeader(b, 4, http2.FrameWindowUpdate, 0, id)
+	return appendUint32(b, incr&0x7fffffff)
+}
+
+func appendGoAway(b []byte, lastID uint32, code http2.ErrCode, debug string) []byte {
+	b = appendFrameHeader(b, 8+len(debug), http2.FrameGoAway, 0, 0)
+	b = appendUint32(b, lastID&0x7fffffff)
+	b = appendUint32(b, uint32(code))
+	return append(b, debug...)
+}
+
+func appendPingAck(b []byte, data [8]byte) []byte {
+	b = appendFrameHeader(b, 8, http2.FramePing, http2.FlagPingAck, 0)
+	return append(b, data[:]...)
+}
+
+func appendSettings(b []byte, s ...http2.Setting) []byte {
+	b = appendFrameHeader(b, 6*len(s), http2.FrameSettings, 0, 0)
+	for _, st := range s {
+		b = append(b, byte(st.ID>>8), byte(st.ID))
+		b = appendUint32(b, st.Val)
+	}
+	return b
+}
+
+func appendSettingsAck(b []byte) []byte {
+	return appendFrameHeader(b, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+}
+
+// appendHeaderBlock appends block as HEADERS (+ CONTINUATION frames past
+// maxFrame) on stream id.
+func appendHeaderBlock(b []byte, id uint32, block []byte, endStream bool, maxFrame int) []byte {
+	first := true
+	for {
+		n := min(len(block), maxFrame)
+		var flags http2.Flags
+		t := http2.FrameContinuation
+		if first {
+			t = http2.FrameHeaders
+			if endStream {
+				flags |= http2.FlagHeadersEndStream
+			}
+		}
+		if n == len(block) {
+			flags |= http2.FlagHeadersEndHeaders
+		}
+		b = appendFrameHeader(b, n, t, flags, id)
+		b = append(b, block[:n]...)
+		block = block[n:]
+		first = false
+		if len(block) == 0 {
+			return b
+		}
+	}
+}
+
+// headerBuf collects the HPACK encoder's output.
+type headerBuf struct{ b []byte }
+
+func (h *headerBuf) Write(p []byte) (int, error) { h.b = append(h.b, p...); return len(p), nil }
+
+// isReserved reports header names that are not metadata (grpc-go's
+// reserved set; content-type and user-agent are metadata on a server, as
+// grpc-go delivers them).
+func isReserved(h string) bool {
+	switch h {
+	case "grpc-message-type", "grpc-encoding", "grpc-message", "grpc-status", "grpc-timeout", "grpc-status-details-bin", "te", "grpc-accept-encoding":
+		return true
+	}
+	return h != "" && h[0] == ':'
+}
+
+// writeMD encodes one metadata pair of a reply: reserved names skipped,
+// -bin values base64 without padding (as grpc-go sends them).
+func writeMD(e *hpack.Encoder, k, v string) {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; 'A' <= c && c <= 'Z' {
+			k = strings.ToLower(k)
+			break
+		}
+	}
+	if isReserved(k) || k == "content-type" {
+		return
+	}
+	if strings.HasSuffix(k, "-bin") {
+		v = base64.RawStdEncoding.EncodeToString([]byte(v))
+	}
+	_ = e.WriteField(hpack.HeaderField{Name: k, Value: v})
+}
+
+// decodeBin decodes a -bin metadata value (padded or not).
+func decodeBin(v string) (string, error) {
+	var b []byte
+	var err error
+	if len(v)%4 == 0 {
+		b, err = base64.StdEncoding.DecodeString(v)
+	} else {
+		b, err = base64.RawStdEncoding.DecodeString(v)
+	}
+	return string(b), err
+}
+
+// encodeGrpcMessage percent-encodes a status message as grpc-go does:
+// bytes outside printable ASCII and '%' become %XX.
+func encodeGrpcMessage(msg string) string {
+	need := false
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c < 0x20 || c > 0x7e || c == '%' {
+			need = true
+			break
+		}
+	}
+	if !need {
+		return msg
+	}
+	const hex = "0123456789ABCDEF"
+	var sb strings.Builder
+	sb.Grow(len(msg) + 8)
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			sb.WriteByte('%')
+			sb.WriteByte(hex[c>>4])
+			sb.WriteByte(hex[c&15])
+			continue
+		}
+		sb.WriteByte(c)
+	}
+	return sb.String()
+}
+
+var errTimeout = errors.New("malformed grpc-timeout")
+
+// parseTimeout parses a grpc-timeout value ("1-8 digits" + H M S m u n).
+func parseTimeout(s string) (time.Duration, error) {
+	if len(s) < 2 || len(s) > 9 {
+		return 0, errTimeout
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, errTimeout
+	}
+	v, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
+	if err != nil {
+		return 0, errTimeout
+	}
+	const maxD = time.Duration(1<<63 - 1)
+	if unit > 1 && v > uint64(maxD/unit) {
+		return maxD, nil
+	}
+	return time.Duration(v) * unit, nil
+}
+
+// validContentType: application/grpc, optionally +subtype or ;params.
+func validContentType(ct string) bool {
+	const base = "application/grpc"
+	if !strings.HasPrefix(ct, base) {
+		return false
+	}
+	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
+}
