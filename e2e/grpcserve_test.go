@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/e2e/harness"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestInteropUnaryDirectServer runs grpc-go's interop unary cases against
@@ -52,7 +53,7 @@ upstreams:
 `, harness.ListenerRef("mgp-mid"), is, svc, unimp)
 	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
 
-	cc := dialGRPC(t, mg.Addr("grpc-in"))
+	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
 	runInteropCase(t, "empty_unary", func(t *testing.T, ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) })
 	runInteropCase(t, "large_unary", func(t *testing.T, ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) })
