@@ -16,7 +16,7 @@ func TestEchoConfigsParse(t *testing.T) {
 		method                 string
 	}{
 		{"S3", meshGatePrivToGRPC("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoGRPC, EchoCmd, EchoMethod},
-		{"S3d", meshGatePrivToGRPCDirect("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoGRPC, EchoCmd, EchoMethod},
+		{"S3g", meshGatePrivToGRPCGo("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoGRPC, EchoCmd, EchoMethod},
 		{"S6", meshGateGRPCToPriv("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoPrivate, EchoCmd, EchoMethod},
 		{"S6d", meshGateGRPCToPrivDirect("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoPrivate, EchoCmd, EchoMethod},
 		{"MPP", meshGatePrivToPriv("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoPrivate, EchoCmd, ""},
@@ -37,7 +37,7 @@ func TestEchoConfigsParse(t *testing.T) {
 		if len(cfg.Upstreams) != 1 || u.Protocol != c.proto || len(u.Endpoints) != 1 || u.Endpoints[0] != "127.0.0.1:3" {
 			t.Errorf("%s: upstreams %+v", c.name, cfg.Upstreams)
 		}
-		if want := map[bool]string{true: config.GRPCTransportDirect}[c.name == "S3d"]; u.GRPCTransport != want {
+		if want := map[bool]string{true: config.GRPCTransportGRPCGo}[c.name == "S3g"]; u.GRPCTransport != want {
 			t.Errorf("%s: grpc_transport %q, want %q", c.name, u.GRPCTransport, want)
 		}
 		if want := map[bool]string{true: config.GRPCTransportDirect}[c.name == "S6d"]; l.GRPCTransport != want {

@@ -10,7 +10,7 @@ type HopDef struct {
 // HopDefs are the hops the report computes, MeshGate's beside Envoy's.
 var HopDefs = []HopDef{
 	{"MeshGate private→gRPC", "S3", "S5"},
-	{"MeshGate private→gRPC, direct HTTP/2 upstream", "S3d", "S5"},
+	{"MeshGate private→gRPC, grpc-go upstream client", "S3g", "S5"},
 	{"MeshGate gRPC→private", "S6", "S0"},
 	{"MeshGate gRPC→private, direct HTTP/2 server", "S6d", "S0"},
 	{"Envoy L7 gRPC proxy", "EL7", "S5"},

@@ -9,7 +9,7 @@ import (
 // clientKind is the protocol each scenario's client speaks ("mgp",
 // "grpc" or "http").
 var clientKind = map[string]string{
-	"S0": "mgp", "S1": "mgp", "S1w": "mgp", "S2": "mgp", "S3": "mgp", "S3d": "mgp", "S4": "mgp", "MPP": "mgp", "MPPs": "mgp",
+	"S0": "mgp", "S1": "mgp", "S1w": "mgp", "S2": "mgp", "S3": "mgp", "S3g": "mgp", "S4": "mgp", "MPP": "mgp", "MPPs": "mgp",
 	"S5": "grpc", "S6": "grpc", "S6d": "grpc", "EL7": "grpc", "MGG": "grpc", "MGGs": "grpc",
 	"HJ": "http", "EJT": "http",
 }

@@ -152,10 +152,11 @@ func meshGatePrivToGRPC(admin, listen, grpcAddr string) string {
 	return echoConfig(admin, listen, config.KindPrivate, config.ProtoGRPC, grpcAddr, "")
 }
 
-// meshGatePrivToGRPCDirect is the S3d config: S3's with the upstream on
-// grpc_transport: direct.
-func meshGatePrivToGRPCDirect(admin, listen, grpcAddr string) string {
-	return meshGatePrivToGRPC(admin, listen, grpcAddr) + "  grpc_transport: direct\n"
+// meshGatePrivToGRPCGo is the S3g config: S3's with the upstream on
+// grpc_transport: grpc-go (grpc-go's client, the opt-out from the default
+// direct transport).
+func meshGatePrivToGRPCGo(admin, listen, grpcAddr string) string {
+	return meshGatePrivToGRPC(admin, listen, grpcAddr) + "  grpc_transport: grpc-go\n"
 }
 
 // meshGateGRPCToPriv is the S6 config: gRPC listener, demo.Echo/Echo to
@@ -239,9 +240,9 @@ func (e *env) startBridge(ctx context.Context, t *topology, kind, name string, c
 var (
 	setupS0 = setupDirect("legacy", (*env).legacyDial)
 	setupS3 = setupBridge("grpc", "meshgate-s3", meshGatePrivToGRPC, "", (*env).legacyDial)
-	// S3d is S3 with the upstream on MeshGate's direct HTTP/2 transport
-	// (grpc_transport: direct) instead of grpc-go's client.
-	setupS3d = setupBridge("grpc", "meshgate-s3d", meshGatePrivToGRPCDirect, "", (*env).legacyDial)
+	// S3g is S3 with the upstream on grpc-go's client (grpc_transport:
+	// grpc-go) instead of the default direct HTTP/2 transport.
+	setupS3g = setupBridge("grpc", "meshgate-s3g", meshGatePrivToGRPCGo, "", (*env).legacyDial)
 	setupS5  = setupDirect("grpc", (*env).grpcDial)
 	setupS6  = setupBridge("legacy", "meshgate-s6", meshGateGRPCToPriv, "", (*env).grpcDial)
 	// S6d is S6 with the listener on MeshGate's direct HTTP/2 server

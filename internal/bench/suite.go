@@ -94,7 +94,7 @@ func Scenarios() []Scenario {
 		{ID: "S1w", Title: "via Envoy + MGP wasm", Needs: []string{"envoy", "wasm"}, Proxy: RoleEnvoyA, setup: setupS1(true)},
 		{ID: "S2", Title: "2 Envoys, mTLS", Needs: []string{"envoy"}, setup: setupS2},
 		{ID: "S3", Title: "MeshGate priv→gRPC", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS3},
-		{ID: "S3d", Title: "S3, direct HTTP/2 upstream", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS3d},
+		{ID: "S3g", Title: "S3, grpc-go upstream client", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS3g},
 		{ID: "S4", Title: "S3 + 2 Envoys mTLS", Needs: []string{"binary", "envoy"}, setup: setupS4},
 		{ID: "S5", Title: "grpc-go direct", setup: setupS5},
 		{ID: "S6", Title: "MeshGate gRPC→priv", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS6},
