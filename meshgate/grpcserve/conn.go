@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -60,7 +61,7 @@ type conn struct {
 	br          *connReader
 	raw         syscall.RawConn // plain TCP: the buffer-less wait (idle.go)
 	peekFn      func(uintptr) bool
-	peekBuf     [1]byte
+	peek        connio.Peeker
 	parked      atomic.Bool // the buffer-less wait holds the connection (idle.go)
 	fr          *http2.Framer
 	connUsed    int64  // connection receive window used
@@ -236,7 +237,7 @@ func (c *conn) handshake() bool {
 		c.raw = rawConn(c.io)
 	}
 	c.br.keep = c.raw == nil
-	c.peekFn = c.peek
+	c.peekFn = c.peek.Ready
 	var pre [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		c.count(ReasonHandshake)
@@ -947,7 +948,7 @@ func (c *conn) endOfRequest(cl *Call) error {
 		cl.cancel()
 	}
 	if cfg.Blocking {
-		c.s.wk.dispatch(cl)
+		c.s.wk.Dispatch(cl)
 	} else {
 		cfg.Handler.Start(cl)
 	}

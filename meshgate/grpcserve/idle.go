@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // A waiting connection holds no read buffer, and an idle one a small
@@ -92,7 +94,7 @@ func (cr *connReader) release() {
 // buffer-less wait, or nil.
 func rawConn(nc net.Conn) syscall.RawConn {
 	tc, ok := nc.(*net.TCPConn)
-	if !ok || !peekSupported {
+	if !ok || !connio.PeekSupported {
 		return nil
 	}
 	rc, err := tc.SyscallConn()

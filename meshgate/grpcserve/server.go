@@ -26,11 +26,11 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -173,8 +173,8 @@ func NewErrorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 // Server serves unary gRPC calls over HTTP/2 connections.
 type Server struct {
 	cfg  Config
-	wk   workers
-	held atomic.Int64 // read buffers held by connections (idle.go)
+	wk   connio.Workers[*Call] // Handler.Start of a blocking handler on long-lived goroutines
+	held atomic.Int64          // read buffers held by connections (idle.go)
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -189,7 +189,9 @@ type Server struct {
 func New(cfg Config) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
-	s.wk.init(s)
+	if cfg.Handler != nil {
+		s.wk.Init(cfg.Handler.Start)
+	}
 	return s
 }
 
@@ -303,73 +305,7 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	s.wk.close()
+	s.wk.Close()
 }
 
 var errServerClosed = errors.New("grpcserve: server closed")
-
-// workers run Handler.Start of a blocking handler on long-lived
-// goroutines (as inbound/workers.go does for private listeners): a call is
-// handed to a parked worker, whose stack has already grown to what a call
-// needs; past 4 × GOMAXPROCS workers a call gets its own goroutine.
-type workers struct {
-	s    *Server
-	ch   chan *Call // unbuffered: a send succeeds only to a parked worker
-	stop chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
-
-	mu  sync.Mutex
-	n   int
-	max int
-}
-
-func (w *workers) init(s *Server) {
-	w.s = s
-	w.ch = make(chan *Call)
-	w.stop = make(chan struct{})
-	w.max = 4 * runtime.GOMAXPROCS(0)
-}
-
-func (w *workers) dispatch(c *Call) {
-	select {
-	case w.ch <- c:
-		return
-	default:
-	}
-	w.mu.Lock()
-	start := w.n < w.max
-	if start {
-		w.n++
-		w.wg.Add(1)
-	}
-	w.mu.Unlock()
-	h := w.s.cfg.Handler
-	if start {
-		go w.work(c)
-		return
-	}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		h.Start(c)
-	}()
-}
-
-func (w *workers) work(c *Call) {
-	defer w.wg.Done()
-	h := w.s.cfg.Handler
-	for {
-		h.Start(c)
-		select {
-		case c = <-w.ch:
-		case <-w.stop:
-			return
-		}
-	}
-}
-
-func (w *workers) close() {
-	w.once.Do(func() { close(w.stop) })
-	w.wg.Wait()
-}

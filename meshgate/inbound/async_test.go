@@ -51,11 +51,7 @@ func newP2PEnv(t *testing.T, lim Limits) *p2pEnv {
 }
 
 // workersStarted is how many request workers the server has started.
-func (s *Server) workersStarted() int {
-	s.work.mu.Lock()
-	defer s.work.mu.Unlock()
-	return s.work.n
-}
+func (s *Server) workersStarted() int { return s.work.Started() }
 
 // Pipelined private → private requests are answered from the I/O
 // goroutines, without a request worker: each reply carries its request's

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/stream"
@@ -60,11 +61,11 @@ type conn struct {
 	// buffer-less wait of a plain TCP connection (idle.go): raw is its
 	// socket (nil: the connection keeps rd for its life), peekFn and
 	// waitFn the wait's callback and goroutine (method values made once).
-	raw     syscall.RawConn
-	peekFn  func(fd uintptr) bool
-	waitFn  func()
-	peekBuf [1]byte
-	box     *readerBox // the reader held (rd is box.rd), with the frame read
+	raw    syscall.RawConn
+	peekFn func(fd uintptr) bool
+	waitFn func()
+	peek   connio.Peeker
+	box    *readerBox // the reader held (rd is box.rd), with the frame read
 
 	// replyNow's non-blocking write (async.go): writeFn is writeRaw,
 	// bound once; wnow the bytes, wnowN and wnowErr its result (under wmu).
@@ -80,7 +81,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
 	if c.raw = rawConn(nc); c.raw != nil {
-		c.peekFn, c.waitFn, c.writeFn = c.peek, c.idleWait, c.writeRaw
+		c.peekFn, c.waitFn, c.writeFn = c.peek.Ready, c.idleWait, c.writeRaw
 		// The end of the connection's context (abort, a failed write)
 		// cancels its requests in flight on the I/O goroutines (async.go)
 		// as it cancels the workers' calls.
@@ -392,7 +393,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 	}
 	c.calls.Add(1)
 	if !q.startAsync() {
-		s.work.dispatch(q)
+		s.work.Dispatch(q)
 	}
 	return true
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // An idle connection holds no read buffer.
@@ -70,7 +71,7 @@ func (s *Server) newReaderBox() any {
 // wait, or nil when the connection keeps a reader for its life.
 func rawConn(nc net.Conn) syscall.RawConn {
 	tc, ok := nc.(*net.TCPConn)
-	if !ok || !peekSupported {
+	if !ok || !connio.PeekSupported {
 		return nil
 	}
 	rc, err := tc.SyscallConn()

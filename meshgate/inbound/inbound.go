@@ -59,6 +59,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/push"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
@@ -133,7 +134,7 @@ type Server struct {
 	pushOnce sync.Once
 	registry *push.Registry
 
-	work workers // workers.go
+	work connio.Workers[*request] // requests on long-lived goroutines
 
 	readers sync.Pool    // *readerBox: frame readers of plain TCP connections (idle.go)
 	held    atomic.Int64 // pooled readers held by connections (idle.go)
@@ -169,7 +170,7 @@ func New(opts Options, t *Table) *Server {
 	}
 	s.refusals.Log = s.log
 	s.auth.init(s)
-	s.work.init()
+	s.work.Init((*request).run)
 	s.readers.New = s.newReaderBox
 	s.table.Store(t)
 	return s
@@ -287,7 +288,7 @@ func (s *Server) Close() {
 		c.abort()
 	}
 	s.connWG.Wait()
-	s.work.close()
+	s.work.Close()
 }
 
 // stopAccepting closes the listeners (marking the server closed when

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package inbound
+
+func (c *conn) writeRaw(uintptr) bool { return true }
