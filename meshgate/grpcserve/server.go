@@ -47,6 +47,17 @@ type Handler interface {
 	Start(c *Call)
 }
 
+// InlineStarter is an optional interface of a Config.Blocking Handler:
+// TryStart runs first, on the connection's reading goroutine. It either
+// starts c without blocking (and arranges for c.Finish to be called
+// exactly once, as Start does) and returns true, or leaves c untouched
+// and returns false: the call then goes to a worker's Start. A call that
+// completes asynchronously (its reply is written by whichever goroutine
+// completes it) so costs no worker hand-off.
+type InlineStarter interface {
+	TryStart(c *Call) bool
+}
+
 // Config configures a Server. Zero fields take the defaults noted.
 type Config struct {
 	// Name labels the protocol error counter (the listener's name).
@@ -174,7 +185,8 @@ func NewErrorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 type Server struct {
 	cfg  Config
 	wk   workers
-	held atomic.Int64 // read buffers held by connections (idle.go)
+	in   InlineStarter // cfg.Handler's, when Blocking; nil: none
+	held atomic.Int64  // read buffers held by connections (idle.go)
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -190,8 +202,16 @@ func New(cfg Config) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.wk.init(s)
+	if is, ok := cfg.Handler.(InlineStarter); ok && cfg.Blocking {
+		s.in = is
+	}
 	return s
 }
+
+// HandedOff is the number of calls started on a worker (Config.Blocking)
+// since the server was made; calls an InlineStarter started on the
+// reading goroutine are not counted.
+func (s *Server) HandedOff() uint64 { return s.wk.handed.Load() }
 
 // Serve accepts connections on ln until Shutdown or Close; it returns
 // ErrServerClosed then.
@@ -322,6 +342,8 @@ type workers struct {
 	mu  sync.Mutex
 	n   int
 	max int
+
+	handed atomic.Uint64 // calls dispatched (HandedOff)
 }
 
 func (w *workers) init(s *Server) {
@@ -332,6 +354,7 @@ func (w *workers) init(s *Server) {
 }
 
 func (w *workers) dispatch(c *Call) {
+	w.handed.Add(1)
 	select {
 	case w.ch <- c:
 		return
