@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,4 +183,84 @@ func TestDirectAsyncUpstreamDown(t *testing.T) {
 	if o := invoke(t, cc, "/legacy.Legacy/Echo", []byte("x"), "x-mgp-uin", "nope"); o.Code != codes.InvalidArgument {
 		t.Fatalf("bad uin: %+v, want INVALID_ARGUMENT", o)
 	}
+}
+
+// Concurrent calls, a third of them cancelled by their clients at
+// different points (before, while and after the upstream has them): each
+// call ends with its own outcome, each successful call is counted exactly
+// once as OK (and no call twice), nothing stays in flight upstream, and
+// no call is handed off.
+func TestDirectAsyncConcurrentCancel(t *testing.T) {
+	rt, srv := asyncEnv(t)
+	cc := testkit.Client(t, rt.Addr("direct").String())
+	ep := rt.upstreams.Load().priv["legacy"].Endpoints()[0]
+	const n = 60
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(testkit.Context(t, 10*time.Second))
+			defer cancel()
+			if i%3 == 0 {
+				time.AfterFunc(time.Duration(i)*time.Millisecond, cancel)
+			}
+			var out []byte
+			err := cc.Invoke(ctx, "/legacy.Legacy/Slow", slowBody(100), &out)
+			switch code := status.Code(err); {
+			case code == codes.OK:
+				ok.Add(1)
+			case i%3 != 0:
+				errs <- fmt.Errorf("call %d: %v", i, err)
+			case code != codes.Canceled:
+				errs <- fmt.Errorf("cancelled call %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if ok.Load() < n*2/3 {
+		t.Fatalf("%d calls OK, want at least %d", ok.Load(), n*2/3)
+	}
+	if !testkit.Await(5*time.Second, func() bool { return ep.InFlight() == 0 }) {
+		t.Fatalf("%d requests still in flight upstream", ep.InFlight())
+	}
+	okCounted := countCode(t, rt, "direct", "OK")
+	if all := count(t, rt, "meshgate_requests_total", "direct"); okCounted != float64(ok.Load()) || all > n {
+		t.Fatalf("meshgate_requests_total: OK %v (want %d), all %v (want at most %d)", okCounted, ok.Load(), all, n)
+	}
+	if h := srv.HandedOff(); h != 0 {
+		t.Fatalf("%d calls handed off", h)
+	}
+}
+
+// countCode is meshgate_requests_total of listener l with code c.
+func countCode(t *testing.T, rt *Runtime, l, c string) float64 {
+	t.Helper()
+	mfs, err := rt.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "meshgate_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var lok, cok bool
+			for _, lp := range m.GetLabel() {
+				lok = lok || lp.GetName() == "listener" && lp.GetValue() == l
+				cok = cok || lp.GetName() == "code" && lp.GetValue() == c
+			}
+			if lok && cok {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return n
 }
