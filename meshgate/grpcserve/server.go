@@ -65,7 +65,8 @@ type Config struct {
 	Handler Handler
 	// Blocking runs Handler.Start on a pool of long-lived workers
 	// (4 × GOMAXPROCS, a goroutine of its own past that) instead of the
-	// reading goroutine.
+	// reading goroutine. A Handler that is also an InlineStarter gets
+	// each call's TryStart on the reading goroutine first.
 	Blocking bool
 	// TLS, when set, terminates TLS on every accepted connection; ALPN
 	// "h2" is required (a client offering no ALPN is accepted, as grpc-go
