@@ -947,9 +947,12 @@ func (c *conn) endOfRequest(cl *Call) error {
 	if cl.reset.Load() { // closed meanwhile
 		cl.cancel()
 	}
-	if cfg.Blocking {
+	switch {
+	case c.s.in != nil && c.s.in.TryStart(cl):
+	case cfg.Blocking:
+		c.s.handed.Add(1)
 		c.s.wk.Dispatch(cl)
-	} else {
+	default:
 		cfg.Handler.Start(cl)
 	}
 	return nil

@@ -47,6 +47,17 @@ type Handler interface {
 	Start(c *Call)
 }
 
+// InlineStarter is an optional interface of a Config.Blocking Handler:
+// TryStart runs first, on the connection's reading goroutine. It either
+// starts c without blocking (and arranges for c.Finish to be called
+// exactly once, as Start does) and returns true, or leaves c untouched
+// and returns false: the call then goes to a worker's Start. A call that
+// completes asynchronously (its reply is written by whichever goroutine
+// completes it) so costs no worker hand-off.
+type InlineStarter interface {
+	TryStart(c *Call) bool
+}
+
 // Config configures a Server. Zero fields take the defaults noted.
 type Config struct {
 	// Name labels the protocol error counter (the listener's name).
@@ -54,7 +65,8 @@ type Config struct {
 	Handler Handler
 	// Blocking runs Handler.Start on a pool of long-lived workers
 	// (4 × GOMAXPROCS, a goroutine of its own past that) instead of the
-	// reading goroutine.
+	// reading goroutine. A Handler that is also an InlineStarter gets
+	// each call's TryStart on the reading goroutine first.
 	Blocking bool
 	// TLS, when set, terminates TLS on every accepted connection; ALPN
 	// "h2" is required (a client offering no ALPN is accepted, as grpc-go
@@ -172,9 +184,11 @@ func NewErrorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 
 // Server serves unary gRPC calls over HTTP/2 connections.
 type Server struct {
-	cfg  Config
-	wk   connio.Workers[*Call] // Handler.Start of a blocking handler on long-lived goroutines
-	held atomic.Int64          // read buffers held by connections (idle.go)
+	cfg    Config
+	wk     connio.Workers[*Call] // Handler.Start of a blocking handler on long-lived goroutines
+	handed atomic.Uint64         // calls dispatched to wk (HandedOff)
+	in     InlineStarter         // cfg.Handler's, when Blocking; nil: none
+	held   atomic.Int64          // read buffers held by connections (idle.go)
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -192,8 +206,16 @@ func New(cfg Config) *Server {
 	if cfg.Handler != nil {
 		s.wk.Init(cfg.Handler.Start)
 	}
+	if is, ok := cfg.Handler.(InlineStarter); ok && cfg.Blocking {
+		s.in = is
+	}
 	return s
 }
+
+// HandedOff is the number of calls started on a worker (Config.Blocking)
+// since the server was made; calls an InlineStarter started on the
+// reading goroutine are not counted.
+func (s *Server) HandedOff() uint64 { return s.handed.Load() }
 
 // Serve accepts connections on ln until Shutdown or Close; it returns
 // ErrServerClosed then.

@@ -22,8 +22,9 @@ import (
 // cap and the receive timeout are the transport's (grpcserve.Config).
 //
 // handle is synchronous (PrivatePool.DoPolicy), so the transport runs it
-// on its workers (grpcserve.Config.Blocking); an asynchronous private call
-// can finish the Call from its completion instead.
+// on its workers (grpcserve.Config.Blocking). A call to a private upstream
+// that needs one attempt is started by TryStart on the reading goroutine
+// instead and finished from the upstream's completion (directasync.go).
 
 // DirectHandler is the grpcserve.Handler of this listener: every call is
 // served by handle, then finished with its status. Wrap, when set, may

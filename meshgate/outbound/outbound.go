@@ -272,6 +272,14 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		r.mig.Mirror.Submit(&req, &primary)
 	}
 	cs.msg.Free() // the body was encoded onto the wire (or the call failed)
+	return s.answer(ctx, r, stream, resp, err)
+}
+
+// answer maps the private upstream's reply resp (or the call's failure
+// err) onto stream: reply extensions → header (and trailer), the result
+// → status, the body → the response message. The worker path (call) and
+// the asynchronous completion (directasync.go) both answer with it.
+func (s *Server) answer(ctx context.Context, r *Route, stream grpc.ServerStream, resp *codec.Frame, err error) error {
 	if err != nil {
 		return s.poolError(ctx, r, err)
 	}
