@@ -69,6 +69,10 @@ type conn struct {
 	err         error
 	unusableSet bool
 
+	// the deadline timer of async calls (async.go), under mu
+	dlAt    time.Time
+	dlTimer *time.Timer
+
 	unusable chan struct{} // closed on GOAWAY or death: no new streams
 	dead     chan struct{} // closed when the conn is closed
 	noStream atomic.Bool   // fast check of goAway || err
@@ -239,13 +243,16 @@ func (c *conn) close(err error) {
 	close(c.dead)
 	close(c.winCh)
 	c.winCh = make(chan struct{})
+	if c.dlTimer != nil {
+		c.dlTimer.Stop()
+	}
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	c.e.mu.Lock()
 	delete(c.e.live, c)
 	c.e.mu.Unlock()
 	for _, s := range done {
-		s.done <- struct{}{}
+		c.deliver(s)
 	}
 }
 
@@ -810,7 +817,7 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	idle := len(c.streams) == 0
 	c.mu.Unlock()
 	for _, s := range refused {
-		s.done <- struct{}{}
+		c.deliver(s)
 	}
 	if idle {
 		c.close(errors.New("GOAWAY received"))
@@ -845,7 +852,7 @@ func (c *conn) complete(id uint32, st *status.Status, err error) bool {
 	close(c.winCh)
 	c.winCh = make(chan struct{})
 	c.mu.Unlock()
-	s.done <- struct{}{}
+	c.deliver(s)
 	c.closeIfDrained()
 	return true
 }
