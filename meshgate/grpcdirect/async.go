@@ -2,7 +2,6 @@ package grpcdirect
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -31,13 +30,10 @@ import (
 //
 // Every completion is delivered by whoever removes the stream from the
 // connection's stream table under its lock (the reader, close, GOAWAY,
-// the deadline timer, Cancel): exactly once.
-
-// ErrWouldWait is returned by Start, with nothing sent or recorded, for a
-// call that cannot be written without waiting: no ready connection with a
-// free stream, a request larger than the send windows, a deadline already
-// past, or a request the send limit refuses. Make it with Invoke.
-var ErrWouldWait = errors.New("grpcdirect: call needs the waiting path")
+// the deadline timer, Cancel), or by the starter when that happened while
+// it was still writing the stream: exactly once. A call that cannot be
+// written at once (no free stream, a request larger than the send
+// windows) is made on Invoke's waiting path on a goroutine of its own.
 
 // Ticket is the handle of a call started by Start.
 type Ticket struct {
@@ -57,42 +53,72 @@ func (t Ticket) Cancel() {
 
 // Start begins a unary call of method with the raw codec, as Invoke makes
 // it, without waiting for the answer: ctx gives the outgoing metadata
-// (its deadline and cancellation are not watched; deadline, when not
-// zero, is the call's deadline, sent as grpc-timeout and enforced by the
-// connection's timer). When the call completes, done runs once with the
-// error Invoke would return (nil: reply holds the response message), on
-// the goroutine that completed it, after the grpc.Header, grpc.Trailer
-// and grpc.Peer options are set as Invoke sets them (not for a call
-// cancelled or expired locally). done may run before Start returns. The
-// client metrics are recorded as for Invoke.
+// (its deadline is not used; a cancelled ctx cancels only a call that
+// took the waiting path, below), deadline, when not zero, is the call's
+// deadline, sent as grpc-timeout and enforced by the connection's timer.
+// done runs exactly once with the error Invoke would return (nil: reply
+// holds the response message), on the goroutine that completed the call
+// (possibly Start's caller, before Start returns), after the grpc.Header,
+// grpc.Trailer and grpc.Peer options are set as Invoke sets them (not for
+// a call cancelled, expired or failed by its connection's loss on the
+// asynchronous path). The client metrics are recorded as for Invoke.
 //
-// With ErrWouldWait nothing was done (done will not run): make the call
-// with Invoke.
-func (e *Endpoint) Start(ctx context.Context, method string, deadline time.Time, req, reply any, done func(error), opts ...grpc.CallOption) (Ticket, error) {
-	if !deadline.IsZero() && !time.Now().Before(deadline) {
-		return Ticket{}, ErrWouldWait
-	}
+// A call that cannot be written at once (no ready connection with a free
+// stream, a request larger than the send windows) takes the waiting path:
+// Invoke's, on a goroutine of its own, with ctx and the deadline; its
+// Ticket is zero.
+func (e *Endpoint) Start(ctx context.Context, method string, deadline time.Time, req, reply any, done func(error), opts ...grpc.CallOption) Ticket {
 	cl := getCall()
 	cl.applyOpts(e, opts)
-	if err := cl.marshal(req); err != nil {
-		putCall(cl)
-		return Ticket{}, ErrWouldWait
-	}
 	cl.async, cl.onDone, cl.reply, cl.actx, cl.method, cl.deadline = true, done, reply, ctx, method, deadline
 	if e.cfg.Metrics != nil {
 		cl.rec.begin(e.cfg.Metrics, method, cl.static)
+		cl.rec.startAttempt(ctx)
 	}
-	t, err := e.startOn(cl, nil)
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		cl.err = status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+		e.finishAsync(nil, cl)
+		return Ticket{}
+	}
+	if err := cl.marshal(req); err != nil {
+		cl.err = err
+		e.finishAsync(nil, cl)
+		return Ticket{}
+	}
+	if t, ok := e.startOn(cl, nil); ok {
+		return t
+	}
+	cl.async = false
+	go e.startWaiting(cl)
+	return Ticket{}
+}
+
+// startWaiting makes call cl with Invoke's waiting path, then completes
+// it as finishAsync does.
+func (e *Endpoint) startWaiting(cl *call) {
+	ctx := cl.actx
+	if !cl.deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, cl.deadline)
+		defer cancel()
+	}
+	err := e.attempts(ctx, cl, cl.method, &cl.rec)
 	if err != nil {
-		putCall(cl)
-		return Ticket{}, err
+		cl.deliverMD()
+	} else {
+		err = cl.finishReply(cl.reply)
 	}
-	return t, nil
+	code := status.Code(err)
+	cl.rec.endAttempt(ctx, cl, code)
+	cl.rec.endCall(ctx, code)
+	done := cl.onDone
+	putCall(cl)
+	done(err)
 }
 
 // startOn starts cl on a ready connection other than skip with a free
-// stream; ErrWouldWait with nothing done when there is none.
-func (e *Endpoint) startOn(cl *call, skip *conn) (Ticket, error) {
+// stream; false with nothing done when there is none.
+func (e *Endpoint) startOn(cl *call, skip *conn) (Ticket, bool) {
 	n := uint32(len(e.slots))
 	start := e.next.Add(1)
 	for i := range n {
@@ -101,10 +127,10 @@ func (e *Endpoint) startOn(cl *call, skip *conn) (Ticket, error) {
 			continue
 		}
 		if id, ok := c.startAsync(cl); ok {
-			return Ticket{c: c, cl: cl, id: id}, nil
+			return Ticket{c: c, cl: cl, id: id}, true
 		}
 	}
-	return Ticket{}, ErrWouldWait
+	return Ticket{}, false
 }
 
 // startAsync registers cl as a stream of c and writes it, when c has a
@@ -143,7 +169,6 @@ func (c *conn) startAsync(cl *call) (id uint32, ok bool) {
 	c.streams[cl.id] = cl
 	cl.writing = true
 	id = cl.id
-	cl.rec.startAttempt(cl.actx)
 	c.needReaderLocked() // someone must read while async calls are pending
 	c.mu.Unlock()
 
@@ -250,10 +275,10 @@ func (e *Endpoint) finishAsync(c *conn, cl *call) {
 		cl.rec.endAttempt(cl.actx, cl, codes.Unavailable)
 		cl.reset()
 		cl.attempt = 1
-		if _, serr := e.startOn(cl, c); serr == nil {
+		cl.rec.startAttempt(cl.actx)
+		if _, ok := e.startOn(cl, c); ok {
 			return // in flight again
 		}
-		cl.rec.startAttempt(cl.actx) // as Invoke's second attempt, which finds no connection
 	}
 	if err == errRefused {
 		err = status.Error(codes.Unavailable, "grpcdirect: stream refused by the server (GOAWAY)")

@@ -236,6 +236,10 @@ func (c *conn) close(err error) {
 	for id, s := range c.streams {
 		delete(c.streams, id)
 		s.fail(status.New(codes.Unavailable, fmt.Sprintf("grpcdirect: connection to %s closed: %v", c.e.cfg.Addr, err)))
+		// An async call's reader may be amid its header block (close is
+		// not always called by the reader): its metadata is not read, and
+		// it is not pooled again (async.go).
+		s.abandoned = s.abandoned || s.async
 		done = append(done, s)
 	}
 	c.active = 0

@@ -158,8 +158,8 @@ func (c *DirectCall) Ticket() grpcdirect.Ticket {
 // needs the waiting path: not a direct upstream, a policy with retries
 // or hedging, or a circuit breaker that would queue it. An attempt whose
 // endpoint cannot take it without waiting (not connected yet, no free
-// stream, a request larger than the send window) runs Invoke on a
-// goroutine of its own.
+// stream, a request larger than the send window) is made with Invoke's
+// waiting path on a goroutine of its own (grpcdirect.Endpoint.Start).
 func (p *Pool) StartPolicy(ctx context.Context, c *DirectCall, method string, key uint64, deadline time.Time, pol *resilience.Policy, req, reply any, done func(error), opts ...grpc.CallOption) error {
 	if p.direct == nil || p.guard == nil {
 		return resilience.ErrWouldWait
@@ -183,34 +183,20 @@ func (p *Pool) StartPolicy(ctx context.Context, c *DirectCall, method string, ke
 	return nil
 }
 
-// send is the Guard's Send: the one attempt, on ep's direct endpoint.
+// send is the Guard's Send: the one attempt, on ep's direct endpoint
+// (which makes a call it cannot write at once on its waiting path).
 func (c *DirectCall) send(ep *resilience.Endpoint, _ int) bool {
 	e := c.p.direct[ep.Index()]
 	c.mu.Lock()
 	gen := c.gen
 	c.mu.Unlock()
-	tk, err := e.Start(c.ctx, c.method, c.dl, c.req, c.reply, c.finishFn, c.opts...)
-	if err == nil {
-		c.mu.Lock()
-		if c.gen == gen { // not completed meanwhile
-			c.tk = tk
-		}
-		c.mu.Unlock()
-		return true
+	tk := e.Start(c.ctx, c.method, c.dl, c.req, c.reply, c.finishFn, c.opts...)
+	c.mu.Lock()
+	if c.gen == gen { // not completed meanwhile
+		c.tk = tk
 	}
-	go c.invoke(e) // it waits: on a goroutine of its own
+	c.mu.Unlock()
 	return true
-}
-
-// invoke makes the attempt with the waiting Invoke.
-func (c *DirectCall) invoke(e *grpcdirect.Endpoint) {
-	ctx := c.ctx
-	if !c.dl.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, c.dl)
-		defer cancel()
-	}
-	c.finish(e.Invoke(ctx, c.method, c.req, c.reply, c.opts...))
 }
 
 // finish ends the attempt: the Guard's outcome as Do records it, then
