@@ -167,6 +167,7 @@ func (c *conn) startAsync(cl *call) (id uint32, ok bool) {
 	c.nextID += 2
 	cl.sendWin = c.initWin
 	c.streams[cl.id] = cl
+	c.asyncUsed = true
 	cl.writing = true
 	id = cl.id
 	c.needReaderLocked() // someone must read while async calls are pending

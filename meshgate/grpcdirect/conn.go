@@ -53,7 +53,10 @@ type conn struct {
 	nextID uint32
 	// ctlPending: a PING ack is buffered, not yet flushed
 	ctlPending bool
-	wqueued    atomic.Int32 // request writers waiting for wmu (lockWrite)
+	// the deferred ack's flush timer (ackPing), armed: pending
+	ackTimer *time.Timer
+	ackArmed bool
+	wqueued  atomic.Int32 // request writers waiting for wmu (lockWrite)
 
 	mu          sync.Mutex
 	streams     map[uint32]*call
@@ -70,8 +73,9 @@ type conn struct {
 	unusableSet bool
 
 	// the deadline timer of async calls (async.go), under mu
-	dlAt    time.Time
-	dlTimer *time.Timer
+	dlAt      time.Time
+	dlTimer   *time.Timer
+	asyncUsed bool // an async call was started here
 
 	unusable chan struct{} // closed on GOAWAY or death: no new streams
 	dead     chan struct{} // closed when the conn is closed
@@ -575,18 +579,46 @@ func (c *conn) handle(f http2.Frame) (err error) {
 // every request, and its ack would otherwise cost a write syscall each),
 // or at the latest idleRead later, when the background goroutine's
 // periodic check flushes it. Read by the background goroutine, it is flushed at once.
+//
+// Read by the background goroutine while asynchronous calls are in use
+// (async.go), the ack is deferred too, and flushed at the latest idleRead
+// later by the connection's ack timer (armed once per idleRead at most):
+// without it every request cost the server an extra wake-up to read a
+// lone ack.
 func (c *conn) ackPing(data [8]byte) error {
 	c.mu.Lock()
 	deferred := c.rstate == rsLeader
+	timed := c.rstate == rsBG && c.asyncUsed
 	c.mu.Unlock()
-	if !deferred {
+	if !deferred && !timed {
 		return c.writeControl(func() error { return c.fr.WritePing(true, data) })
 	}
 	c.wmu.Lock()
 	err := c.fr.WritePing(true, data)
 	c.ctlPending = err == nil
+	if err == nil && timed && !c.ackArmed {
+		c.ackArmed = true
+		if c.ackTimer == nil {
+			c.ackTimer = time.AfterFunc(idleRead, c.ackTimeout)
+		} else {
+			c.ackTimer.Reset(idleRead)
+		}
+	}
 	c.wmu.Unlock()
 	return err
+}
+
+// ackTimeout flushes a deferred PING ack that no request write carried.
+func (c *conn) ackTimeout() {
+	c.wmu.Lock()
+	c.ackArmed = false
+	c.wmu.Unlock()
+	select {
+	case <-c.dead:
+		return
+	default:
+	}
+	c.flushPending()
 }
 
 // flushPending flushes buffered control frames (the background goroutine).
