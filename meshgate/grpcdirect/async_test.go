@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -391,4 +393,74 @@ func TestStartCompletesExactlyOnce(t *testing.T) {
 		t.Fatalf("%d started, %d completed, %d bad, %d OK", s, c, bad.Load(), ok.Load())
 	}
 
+}
+
+// TestAsyncPingAckFlushed: a server PING read by the background goroutine
+// while async calls are in use is acknowledged although no request
+// follows to carry the deferred ack (the connection's ack timer).
+func TestAsyncPingAckFlushed(t *testing.T) {
+	acked := make(chan uint32, 4)
+	addr := rawH2Server(t, func(fr *http2.Framer) {
+		var hbuf bytes.Buffer
+		enc := hpack.NewEncoder(&hbuf)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() && fr.WriteSettingsAck() != nil {
+					return
+				}
+			case *http2.PingFrame:
+				if f.IsAck() {
+					acked <- uint32(f.Data[0])
+				}
+			case *http2.DataFrame:
+				if !f.StreamEnded() {
+					continue
+				}
+				id := f.StreamID
+				// A ping with the request, as grpc-go's BDP estimator sends
+				// it, then the response.
+				hbuf.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+				if fr.WritePing(false, [8]byte{byte(id)}) != nil ||
+					fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}) != nil ||
+					fr.WriteData(id, false, []byte{0, 0, 0, 0, 2, 'o', 'k'}) != nil {
+					return
+				}
+				hbuf.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
+				if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true, EndStream: true}) != nil {
+					return
+				}
+			}
+		}
+	})
+	e := newEP(t, Config{Addr: addr})
+	var resp rawcodec.Message
+	if err := e.Invoke(ctxT(t, 5*time.Second), "/"+svc+"/Echo", []byte("w"), &resp); err != nil { // connected
+		t.Fatal(err)
+	}
+	tk, ch := startWait(t, e, context.Background(), "/"+svc+"/Echo", time.Now().Add(5*time.Second), []byte("x"))
+	if tk == (Ticket{}) {
+		t.Fatal("the call took the waiting path")
+	}
+	if r := waitResult(t, ch); r.err != nil || string(r.body) != "ok" {
+		t.Fatalf("async call: %q %v", r.body, r.err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case id := <-acked:
+			if id == tk.id {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the PING read with the async call's reply was never acknowledged")
+		}
+	}
 }
