@@ -12,7 +12,9 @@
 // once. The connection's background goroutine reads only when no caller
 // does. There is no per-call goroutine and no per-call timer: a call waits
 // on its context (the caller's deadline) and sends grpc-timeout so the
-// server enforces it too.
+// server enforces it too. Endpoint.Start makes a call without waiting:
+// its completion callback runs on the goroutine that reads the response
+// (async.go).
 //
 // What it implements of HTTP/2 and gRPC: the SETTINGS exchange, the peer's
 // MAX_CONCURRENT_STREAMS (calls queue for a free stream; never exceeded),
