@@ -75,6 +75,18 @@ type call struct {
 	st         *status.Status // final status; nil with ended: OK
 	ended      bool
 	err        error
+
+	// an asynchronous call (async.go)
+	async   bool
+	onDone  func(error)
+	reply   any
+	actx    context.Context // outgoing metadata; metrics
+	method  string
+	rec     callRecord
+	attempt int
+	// under c.mu: its starter is still writing it; a completion meanwhile
+	// is left to the starter (deferred)
+	writing, deferred bool
 }
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1), leadCh: make(chan struct{}, 1)} }}

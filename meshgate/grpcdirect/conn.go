@@ -53,7 +53,10 @@ type conn struct {
 	nextID uint32
 	// ctlPending: a PING ack is buffered, not yet flushed
 	ctlPending bool
-	wqueued    atomic.Int32 // request writers waiting for wmu (lockWrite)
+	// the deferred ack's flush timer (ackPing), armed: pending
+	ackTimer *time.Timer
+	ackArmed bool
+	wqueued  atomic.Int32 // request writers waiting for wmu (lockWrite)
 
 	mu          sync.Mutex
 	streams     map[uint32]*call
@@ -68,6 +71,11 @@ type conn struct {
 	goAwayID    uint32
 	err         error
 	unusableSet bool
+
+	// the deadline timer of async calls (async.go), under mu
+	dlAt      time.Time
+	dlTimer   *time.Timer
+	asyncUsed bool // an async call was started here
 
 	unusable chan struct{} // closed on GOAWAY or death: no new streams
 	dead     chan struct{} // closed when the conn is closed
@@ -232,6 +240,10 @@ func (c *conn) close(err error) {
 	for id, s := range c.streams {
 		delete(c.streams, id)
 		s.fail(status.New(codes.Unavailable, fmt.Sprintf("grpcdirect: connection to %s closed: %v", c.e.cfg.Addr, err)))
+		// An async call's reader may be amid its header block (close is
+		// not always called by the reader): its metadata is not read, and
+		// it is not pooled again (async.go).
+		s.abandoned = s.abandoned || s.async
 		done = append(done, s)
 	}
 	c.active = 0
@@ -239,13 +251,16 @@ func (c *conn) close(err error) {
 	close(c.dead)
 	close(c.winCh)
 	c.winCh = make(chan struct{})
+	if c.dlTimer != nil {
+		c.dlTimer.Stop()
+	}
 	c.mu.Unlock()
 	_ = c.nc.Close()
 	c.e.mu.Lock()
 	delete(c.e.live, c)
 	c.e.mu.Unlock()
 	for _, s := range done {
-		s.done <- struct{}{}
+		c.deliver(s)
 	}
 }
 
@@ -564,18 +579,46 @@ func (c *conn) handle(f http2.Frame) (err error) {
 // every request, and its ack would otherwise cost a write syscall each),
 // or at the latest idleRead later, when the background goroutine's
 // periodic check flushes it. Read by the background goroutine, it is flushed at once.
+//
+// Read by the background goroutine while asynchronous calls are in use
+// (async.go), the ack is deferred too, and flushed at the latest idleRead
+// later by the connection's ack timer (armed once per idleRead at most):
+// without it every request cost the server an extra wake-up to read a
+// lone ack.
 func (c *conn) ackPing(data [8]byte) error {
 	c.mu.Lock()
 	deferred := c.rstate == rsLeader
+	timed := c.rstate == rsBG && c.asyncUsed
 	c.mu.Unlock()
-	if !deferred {
+	if !deferred && !timed {
 		return c.writeControl(func() error { return c.fr.WritePing(true, data) })
 	}
 	c.wmu.Lock()
 	err := c.fr.WritePing(true, data)
 	c.ctlPending = err == nil
+	if err == nil && timed && !c.ackArmed {
+		c.ackArmed = true
+		if c.ackTimer == nil {
+			c.ackTimer = time.AfterFunc(idleRead, c.ackTimeout)
+		} else {
+			c.ackTimer.Reset(idleRead)
+		}
+	}
 	c.wmu.Unlock()
 	return err
+}
+
+// ackTimeout flushes a deferred PING ack that no request write carried.
+func (c *conn) ackTimeout() {
+	c.wmu.Lock()
+	c.ackArmed = false
+	c.wmu.Unlock()
+	select {
+	case <-c.dead:
+		return
+	default:
+	}
+	c.flushPending()
 }
 
 // flushPending flushes buffered control frames (the background goroutine).
@@ -810,7 +853,7 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	idle := len(c.streams) == 0
 	c.mu.Unlock()
 	for _, s := range refused {
-		s.done <- struct{}{}
+		c.deliver(s)
 	}
 	if idle {
 		c.close(errors.New("GOAWAY received"))
@@ -845,7 +888,7 @@ func (c *conn) complete(id uint32, st *status.Status, err error) bool {
 	close(c.winCh)
 	c.winCh = make(chan struct{})
 	c.mu.Unlock()
-	s.done <- struct{}{}
+	c.deliver(s)
 	c.closeIfDrained()
 	return true
 }

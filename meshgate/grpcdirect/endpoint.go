@@ -12,7 +12,9 @@
 // once. The connection's background goroutine reads only when no caller
 // does. There is no per-call goroutine and no per-call timer: a call waits
 // on its context (the caller's deadline) and sends grpc-timeout so the
-// server enforces it too.
+// server enforces it too. Endpoint.Start makes a call without waiting:
+// its completion callback runs on the goroutine that reads the response
+// (async.go).
 //
 // What it implements of HTTP/2 and gRPC: the SETTINGS exchange, the peer's
 // MAX_CONCURRENT_STREAMS (calls queue for a free stream; never exceeded),
@@ -350,6 +352,9 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// closedCh is a closed channel: a wait that ends at once.
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // pick returns a ready conn with a free stream, starting round robin; when
 // every ready conn is at its stream limit it returns one to queue on. nil
 // conn: none ready; then wait is a channel to wait on (nil: fail fast) and
@@ -376,6 +381,13 @@ func (e *Endpoint) pick(skip *conn) (c *conn, wait <-chan struct{}, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var last error
+	for _, s := range e.slots {
+		if cc := s.cur.Load(); s.state == stReady && cc != nil && cc != skip && cc.usable() {
+			// It became ready after the scan above (e.changed was
+			// replaced meanwhile): look again at once.
+			return nil, closedCh, nil
+		}
+	}
 	for _, s := range e.slots {
 		if s.state == stReady || (s.state == stConnecting && !s.failed) {
 			return nil, e.changed, nil
@@ -415,6 +427,17 @@ func (e *Endpoint) Invoke(ctx context.Context, method string, req, reply any, op
 	if err := cl.marshal(req); err != nil {
 		return err
 	}
+	if err := e.attempts(ctx, cl, method, &rec); err != nil {
+		cl.deliverMD()
+		return err
+	}
+	return cl.finishReply(reply)
+}
+
+// attempts runs marshalled call cl until it completes, waiting for a
+// connection and retrying a refused stream once on another one; the
+// error is Invoke's (nil: cl holds the reply).
+func (e *Endpoint) attempts(ctx context.Context, cl *call, method string, rec *callRecord) error {
 	var skip *conn
 	for attempt := 0; ; attempt++ {
 		c, wait, err := e.pick(skip)
@@ -448,11 +471,7 @@ func (e *Endpoint) Invoke(ctx context.Context, method string, req, reply any, op
 		if err == errRefused {
 			err = status.Error(codes.Unavailable, "grpcdirect: stream refused by the server (GOAWAY)")
 		}
-		if err != nil {
-			cl.deliverMD()
-			return err
-		}
-		return cl.finishReply(reply)
+		return err
 	}
 }
 

@@ -186,6 +186,7 @@ func (c *conn) passRoleLocked() {
 	if c.rstate != rsNone || c.err != nil {
 		return
 	}
+	async := false
 	for _, s := range c.streams {
 		if s.waiting {
 			s.waiting = false
@@ -193,6 +194,10 @@ func (c *conn) passRoleLocked() {
 			s.leadCh <- struct{}{}
 			return
 		}
+		async = async || s.async
+	}
+	if async {
+		c.needReaderLocked() // pending async calls: the background goroutine reads
 	}
 	// No timer is re-armed per call (a timer earlier than a P's others
 	// wakes a sleeping thread): the background goroutine checks every

@@ -3,7 +3,9 @@ package grpcpool
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -107,4 +109,109 @@ func (p *Pool) directReady() bool {
 		}
 	}
 	return p.cfg.Connections > 0
+}
+
+// DirectCall is the state of a call started by StartPolicy: keep it in
+// the request's own state (no allocation per call). One call at a time.
+type DirectCall struct {
+	p      *Pool
+	a      resilience.Async
+	ctx    context.Context
+	method string
+	dl     time.Time
+	req    any
+	reply  any
+	opts   []grpc.CallOption
+	done   func(error)
+
+	mu  sync.Mutex
+	tk  grpcdirect.Ticket // the attempt in flight, for Ticket
+	gen uint64            // counts completions: a late ticket is not stored
+
+	sendFn   resilience.Send
+	finishFn func(error)
+}
+
+// Ticket names the call's attempt in flight over the direct transport
+// (zero when none): Ticket().Cancel() completes it with Canceled if it is
+// still pending; a stale ticket cancels nothing. An attempt that took the
+// waiting path (see StartPolicy) is cancelled by its context instead.
+func (c *DirectCall) Ticket() grpcdirect.Ticket {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tk
+}
+
+// StartPolicy is Invoke through the Guard (resilience.Guard.Do with route
+// policy pol, as a bridged call makes it) without waiting: the Guard's
+// deadline check, admission, endpoint choice and accounting are Do's
+// (resilience.Guard.Start), and the attempt is started on the chosen
+// endpoint's direct connections (grpcdirect.Endpoint.Start). done runs
+// once with the error Invoke would return (nil: reply holds the message;
+// the grpc.Header and grpc.Trailer options are set), on the goroutine
+// that completed the call, possibly before StartPolicy returns. ctx
+// carries the outgoing metadata and the cancellation the outcome is
+// classified with (resilience.ClassifyGRPC); deadline (zero: none) is
+// the call's, so ctx needs no timer.
+//
+// It returns resilience.ErrWouldWait with nothing done when the call
+// needs the waiting path: not a direct upstream, a policy with retries
+// or hedging, or a circuit breaker that would queue it. An attempt whose
+// endpoint cannot take it without waiting (not connected yet, no free
+// stream, a request larger than the send window) is made with Invoke's
+// waiting path on a goroutine of its own (grpcdirect.Endpoint.Start).
+func (p *Pool) StartPolicy(ctx context.Context, c *DirectCall, method string, key uint64, deadline time.Time, pol *resilience.Policy, req, reply any, done func(error), opts ...grpc.CallOption) error {
+	if p.direct == nil || p.guard == nil {
+		return resilience.ErrWouldWait
+	}
+	if c.sendFn == nil {
+		c.sendFn, c.finishFn = c.send, c.finish
+	}
+	c.p, c.ctx, c.method, c.dl, c.req, c.reply, c.opts, c.done = p, ctx, method, deadline, req, reply, opts, done
+	_, sent, err := p.guard.Start(key, pol, deadline, &c.a, c.sendFn)
+	if sent {
+		return nil // c belongs to the completion now
+	}
+	if errors.Is(err, resilience.ErrWouldWait) {
+		c.clear()
+		return err
+	}
+	// Refused by the Guard, nothing sent: Do's error (a gRPC attempt is
+	// never NotSent, so err is set).
+	c.clear()
+	done(resilience.Status(err))
+	return nil
+}
+
+// send is the Guard's Send: the one attempt, on ep's direct endpoint
+// (which makes a call it cannot write at once on its waiting path).
+func (c *DirectCall) send(ep *resilience.Endpoint, _ int) bool {
+	e := c.p.direct[ep.Index()]
+	c.mu.Lock()
+	gen := c.gen
+	c.mu.Unlock()
+	tk := e.Start(c.ctx, c.method, c.dl, c.req, c.reply, c.finishFn, c.opts...)
+	c.mu.Lock()
+	if c.gen == gen { // not completed meanwhile
+		c.tk = tk
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// finish ends the attempt: the Guard's outcome as Do records it, then
+// the caller's callback.
+func (c *DirectCall) finish(err error) {
+	c.a.Finish(resilience.ClassifyGRPC(c.ctx, err))
+	done := c.done
+	c.clear()
+	done(err)
+}
+
+func (c *DirectCall) clear() {
+	c.mu.Lock()
+	c.tk = grpcdirect.Ticket{}
+	c.gen++
+	c.mu.Unlock()
+	c.p, c.ctx, c.req, c.reply, c.opts, c.done = nil, nil, nil, nil, nil, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/resilience"
@@ -120,11 +121,19 @@ func (s *asyncSet) remove(q *request) {
 func (s *asyncSet) cancel() {
 	s.mu.Lock()
 	var ts []privconn.Ticket
+	var gts []grpcdirect.Ticket
 	for q := s.head; q != nil; q = q.anext {
+		if q.gasync {
+			gts = append(gts, q.gcall.Ticket())
+			continue
+		}
 		ts = append(ts, q.call.Ticket())
 	}
 	s.mu.Unlock()
 	for _, t := range ts {
+		t.Cancel()
+	}
+	for _, t := range gts {
 		t.Cancel()
 	}
 }

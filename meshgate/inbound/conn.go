@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/connio"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/stream"
@@ -392,7 +393,7 @@ func (c *conn) handle(f *codec.Frame) bool {
 		s.mInFlight.Inc()
 	}
 	c.calls.Add(1)
-	if !q.startAsync() {
+	if !q.startAsync() && !q.startAsyncGRPC() {
 		s.work.Dispatch(q)
 	}
 	return true
@@ -427,6 +428,11 @@ type request struct {
 	call         upstream.Call
 	asyncFn      func(resp *codec.Frame, err error)
 	anext, aprev *request // in the connection's asyncSet
+	// private → gRPC on the I/O goroutines (asyncgrpc.go): the pool's
+	// call state, asyncGRPCDone bound once, and whether gcall is in flight.
+	gcall    grpcpool.DirectCall
+	gasyncFn func(error)
+	gasync   bool
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer).
 	opts []grpc.CallOption

@@ -11,7 +11,9 @@
 // requests are in flight at once (pipelining) and replies go out in
 // completion order. A private → private request on a one-attempt route
 // is instead sent by the reader itself and answered from the upstream
-// connection's reader, with no goroutine hand-off (async.go). Replies are written
+// connection's reader, with no goroutine hand-off (async.go); so is a
+// private → gRPC request to a direct gRPC upstream, answered from the
+// HTTP/2 connection's reader (asyncgrpc.go). Replies are written
 // under a mutex by whichever goroutine finds the socket free, which keeps
 // writing while others append: writes coalesce under load without a
 // dedicated writer goroutine. When a connection reaches its in-flight cap,

@@ -100,6 +100,7 @@ func applyTableOptions(t *Table, l *config.Listener, upstream func(string) Targe
 				side.m = metrics.Route(l.Name, label, b.Upstream)
 				side.mig = mirror
 				side.asyncRoute()
+				side.asyncGRPCRoute()
 				return &side, nil
 			},
 		})

@@ -56,9 +56,10 @@ type Route struct {
 	Switch     *resilience.Switch
 	switchName string
 
-	m     *admin.RouteMetrics
-	mig   *routeMig    // migration control (migrate.go); nil = none
-	async asyncStarter // requests completed on the I/O goroutines (async.go); nil = none
+	m      *admin.RouteMetrics
+	mig    *routeMig    // migration control (migrate.go); nil = none
+	async  asyncStarter // requests completed on the I/O goroutines (async.go); nil = none
+	gasync grpcStarter  // the same for a gRPC target (asyncgrpc.go); nil = none
 }
 
 func (r *Route) acquire() bool {
@@ -137,6 +138,7 @@ func NewTable(listener string, routes []Route, lim Limits, auth *AuthPolicy, m *
 		}
 		r.m = m.Route(listener, routeLabel(&r), r.UpstreamName)
 		r.asyncRoute()
+		r.asyncGRPCRoute()
 		t.byCmd[r.Cmd] = append(t.byCmd[r.Cmd], &r)
 	}
 	return t

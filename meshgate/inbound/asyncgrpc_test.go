@@ -1,0 +1,177 @@
+package inbound
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testkit/pooltest"
+	"github.com/meshgate/meshgate/meshgate/admin"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/grpcpool"
+)
+
+// newGRPCAsyncEnv is a private listener whose routes go through their
+// Guard to a real grpc-go backend over the direct transport, as the
+// runtime wires them; async false keeps every request on the workers.
+func newGRPCAsyncEnv(t *testing.T, async bool) *env {
+	t.Helper()
+	backend := &testkit.Stub{}
+	m := admin.NewMetrics()
+	pool := pooltest.GRPC(t, config.Upstream{Name: "demo", Protocol: "grpc", Endpoints: []string{backend.Start(t)}, LB: "round_robin", Connections: 1,
+		GRPCTransport: config.GRPCTransportDirect}, grpcpool.Options{})
+	g := pool.Guard()
+	routes := []Route{
+		{Cmd: cmdEcho, Method: demo.MethodEcho, Upstream: pool, Guard: g, UpstreamName: "demo"},
+		{Cmd: cmdFail, Method: demo.MethodFail, Upstream: pool, Guard: g, UpstreamName: "demo"},
+		{Cmd: cmdSleep, Method: demo.MethodSleep, Upstream: pool, Guard: g, UpstreamName: "demo"},
+		{Cmd: cmdMeta, Method: demo.MethodMeta, Upstream: pool, Guard: g, UpstreamName: "demo"},
+	}
+	for i := range routes {
+		routes[i].Timeout = config.DefaultTimeout
+	}
+	lim := Limits{MaxInFlight: config.DefaultMaxInFlight, IdleTimeout: config.DefaultIdleTimeout, ReadTimeout: config.DefaultReadTimeout}
+	tab := NewTable("priv", routes, lim, nil, m)
+	for _, rs := range tab.byCmd {
+		for _, r := range rs {
+			if r.gasync == nil {
+				t.Fatalf("route %d not asynchronous", r.Cmd)
+			}
+			if !async {
+				r.gasync = nil
+			}
+		}
+	}
+	c := mgp.New(0)
+	e := &env{t: t, gs: backend.Server, pool: pool, metrics: m, codec: c,
+		srv: New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond}, tab)}
+	e.serve(t)
+	return e
+}
+
+var deadlineLine = regexp.MustCompile(`deadline=\d+`)
+
+// TestAsyncGRPCSameAsWorker: private → gRPC requests answered on the I/O
+// goroutines get byte for byte the reply frames the workers give (OK
+// bodies, gRPC statuses as results and messages, metadata from
+// extensions, the deadline of ext 3 as grpc-timeout and the timeout
+// result), and start no worker.
+func TestAsyncGRPCSameAsWorker(t *testing.T) {
+	reqs := []codec.Frame{
+		{Cmd: cmdEcho, UIN: 7, Body: []byte("hello")},
+		{Cmd: cmdEcho, Body: bytes.Repeat([]byte("x"), 100<<10)},
+		{Cmd: cmdFail, Body: []byte("5 no such thing")},
+		{Cmd: cmdFail, Body: []byte("14 down")},
+		{Cmd: cmdFail, Body: []byte("2 1234 custom result")},
+		{Cmd: cmdMeta, UIN: 42, Ext: []codec.Ext{{Key: codec.ExtCaller, Value: []byte("svc")}, deadlineExt(900)}},
+		{Cmd: cmdSleep, Body: []byte("2s"), Ext: []codec.Ext{deadlineExt(60)}},
+		{Cmd: cmdSleep, Body: []byte("1ms"), Ext: []codec.Ext{deadlineExt(2000)}},
+	}
+	run := func(async bool) ([]codec.Frame, *env) {
+		e := newGRPCAsyncEnv(t, async)
+		cl := e.dial()
+		var out []codec.Frame
+		for _, r := range reqs {
+			f, ok := cl.call(r)
+			if !ok {
+				t.Fatalf("no reply to %d %q", r.Cmd, r.Body)
+			}
+			f.Body = deadlineLine.ReplaceAll(bytes.Clone(f.Body), []byte("deadline=N"))
+			out = append(out, f)
+		}
+		return out, e
+	}
+	work, we := run(false)
+	async, ae := run(true)
+	for i := range reqs {
+		w, a := work[i], async[i]
+		if w.Result != a.Result || !bytes.Equal(w.Body, a.Body) || fmt.Sprint(w.Ext) != fmt.Sprint(a.Ext) || w.UIN != a.UIN || w.Seq != a.Seq {
+			t.Errorf("request %d (cmd %d): worker %d %q %v, async %d %q %v", i, reqs[i].Cmd, w.Result, trim(w.Body), w.Ext, a.Result, trim(a.Body), a.Ext)
+		}
+	}
+	if async[6].Result != codec.ResultTimeout {
+		t.Errorf("expired request: result %d", async[6].Result)
+	}
+	if n := we.srv.workersStarted(); n == 0 {
+		t.Fatal("the worker environment started no worker")
+	}
+	if n := ae.srv.workersStarted(); n != 0 {
+		t.Fatalf("%d request workers started: the requests were handed off", n)
+	}
+	for _, code := range []string{"OK", "NotFound", "Unavailable", "DeadlineExceeded"} {
+		for _, cmd := range []int{cmdEcho, cmdFail, cmdSleep} {
+			wv := testutil.ToFloat64(we.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmd), "demo", code))
+			av := testutil.ToFloat64(ae.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmd), "demo", code))
+			if wv != av {
+				t.Errorf("cmd %d %s counted %v on the workers, %v on the I/O goroutines", cmd, code, wv, av)
+			}
+		}
+	}
+}
+
+func trim(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
+}
+
+// TestAsyncGRPCPipelined: many pipelined requests from several clients
+// each get their own reply from the I/O goroutines.
+func TestAsyncGRPCPipelined(t *testing.T) {
+	e := newGRPCAsyncEnv(t, true)
+	for c := range 3 {
+		cl := e.dial()
+		const n = 300
+		chs := make([]chan codec.Frame, n)
+		for i := range n {
+			chs[i] = cl.start(codec.Frame{Cmd: cmdEcho, UIN: uint64(i), Body: []byte(fmt.Sprint(c, "-body-", i))})
+		}
+		for i := range n {
+			f, ok := wait(t, chs[i])
+			if !ok || f.Result != codec.ResultOK || string(f.Body) != fmt.Sprint(c, "-body-", i) || f.UIN != uint64(i) {
+				t.Fatalf("client %d reply %d: %+v", c, i, f)
+			}
+		}
+	}
+	if n := e.srv.workersStarted(); n != 0 {
+		t.Fatalf("%d request workers started", n)
+	}
+	ok := testutil.ToFloat64(e.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmdEcho), "demo", "OK"))
+	if ok != 900 {
+		t.Fatalf("requests counted %v, want 900", ok)
+	}
+}
+
+// TestAsyncGRPCCloseCancels: Close cancels a request in flight on the
+// I/O goroutines (RST_STREAM: the upstream handler sees it) and returns
+// at once; the Guard's in-flight count returns to zero.
+func TestAsyncGRPCCloseCancels(t *testing.T) {
+	e := newGRPCAsyncEnv(t, true)
+	cl := e.dial()
+	cl.start(codec.Frame{Cmd: cmdSleep, Body: []byte("5s")})
+	ep := e.pool.Guard().Endpoints()[0]
+	if !testkit.Await(5*time.Second, func() bool { return ep.InFlight() == 1 }) {
+		t.Fatal("request not in flight upstream")
+	}
+	t0 := time.Now()
+	e.srv.Close()
+	if el := time.Since(t0); el > time.Second {
+		t.Fatalf("Close took %v with a request in flight", el)
+	}
+	if !testkit.Await(2*time.Second, func() bool { return ep.InFlight() == 0 }) {
+		t.Fatalf("in flight after Close: %d", ep.InFlight())
+	}
+	cnt := testutil.ToFloat64(e.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmdSleep), "demo", "Canceled"))
+	if cnt != 1 {
+		t.Fatalf("cancelled requests counted %v, want 1", cnt)
+	}
+}
