@@ -158,8 +158,29 @@ func (cl *Call) SendMsg(b []byte) error {
 // message and details). Only the first Finish counts; a call whose
 // stream the client reset writes nothing.
 func (cl *Call) Finish(err error) {
+	if cl.settle(err) {
+		cl.c.finish(cl)
+	}
+}
+
+// FinishNoWait is Finish for a goroutine that must not wait on this
+// call's client, such as an upstream connection's reader completing the
+// call: it writes the answer itself only when that cannot block (nobody
+// holds the connection's write lock, the connection is plain TCP, its
+// socket's send queue is empty and the answer is small), and leaves it to
+// a goroutine of its own otherwise. A client that stops reading thus
+// never stalls the goroutine that completes its calls, nor through it
+// other clients' calls.
+func (cl *Call) FinishNoWait(err error) {
+	if cl.settle(err) {
+		cl.c.finishNoWait(cl)
+	}
+}
+
+// settle records the call's outcome; false if it was already finished.
+func (cl *Call) settle(err error) bool {
 	if !cl.finished.CompareAndSwap(false, true) {
-		return
+		return false
 	}
 	cl.hmu.Lock() // fence with late SetHeader/SetTrailer/SendMsg
 	if err != nil {
@@ -168,7 +189,7 @@ func (cl *Call) Finish(err error) {
 	}
 	cl.hmu.Unlock()
 	cl.freeMsg()
-	cl.c.finish(cl)
+	return true
 }
 
 // Peer address, for logs and tests.

@@ -1058,15 +1058,56 @@ func (c *conn) writeStatus(st *status.Status, trl metadata.MD) {
 // windows allow and the trailers, in one write. What the windows do not
 // allow is queued and written when WINDOW_UPDATEs arrive.
 func (c *conn) finish(cl *Call) {
+	if c.settled(cl) {
+		c.lockWrite()
+		c.answer(cl)
+	}
+}
+
+// noWaitBytes bounds what finishNoWait writes itself: well inside the
+// smallest send buffer a TCP socket starts with (tcp_wmem's default
+// 16 KB), so that an empty send queue takes it without blocking.
+const noWaitBytes = 8 << 10
+
+// finishNoWait is finish for a goroutine that must not block on this
+// connection (Call.FinishNoWait).
+func (c *conn) finishNoWait(cl *Call) {
+	if !c.settled(cl) {
+		return
+	}
+	if c.raw != nil && c.wmu.TryLock() {
+		n := len(cl.out) + 1024 // the answer, its headers and trailers
+		if c.wb != nil {
+			n += len(*c.wb)
+		}
+		if n <= noWaitBytes && len(c.pending) == 0 && sendQueueEmpty(c.raw) {
+			c.answer(cl)
+			return
+		}
+		c.wmu.Unlock()
+	}
+	go func() {
+		c.lockWrite()
+		c.answer(cl)
+	}()
+}
+
+// settled counts the call out of the connection's in-flight calls and
+// reports whether its answer is still to be written (false: the stream
+// or the connection has gone; the call is cancelled).
+func (c *conn) settled(cl *Call) bool {
 	c.mu.Lock()
 	c.inflight--
 	live := !c.closed && c.streams[cl.id] == cl && !cl.reset.Load()
 	c.mu.Unlock()
 	if !live {
 		cl.cancel()
-		return
 	}
-	c.lockWrite()
+	return live
+}
+
+// answer writes the call's response (wmu held; released on return).
+func (c *conn) answer(cl *Call) {
 	c.wroteStream.Store(true)
 	b := c.getBuf()
 	if cl.st != nil || !cl.hasOut {

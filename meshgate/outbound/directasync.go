@@ -193,7 +193,10 @@ func (a *asyncCall) finish(err error) {
 	a.cancel()
 	a.r.release()
 	a.r.m.Observe(status.Code(err), time.Since(a.start))
-	a.c.Finish(err)
+	// Often on the upstream connection's reader: it must not wait on this
+	// client (a client that stops reading would stall every reply on that
+	// upstream connection).
+	a.c.FinishNoWait(err)
 }
 
 func (a *asyncCall) unref() {
