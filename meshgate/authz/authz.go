@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/promreg"
 )
 
 // Policy is an immutable allow-list; the nil *Policy allows everything
@@ -201,16 +202,6 @@ func Failures(reg prometheus.Registerer) *prometheus.CounterVec {
 		Namespace: "meshgate", Name: "auth_failures_total",
 		Help: "Requests refused by authentication or authorization, by listener and reason.",
 	}, []string{"listener", "reason"})
-	if reg == nil {
-		return v
-	}
-	if err := reg.Register(v); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
-	}
+	v, _ = promreg.Adopt(reg, v) // a conflicting collector: v stays unregistered
 	return v
 }

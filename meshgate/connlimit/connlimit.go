@@ -11,7 +11,6 @@
 package connlimit
 
 import (
-	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshgate/meshgate/meshgate/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -36,15 +36,9 @@ func NewRejected(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 		Name: "meshgate_connections_rejected_total",
 		Help: "Downstream connections closed at accept, by listener and reason (max_connections, fd_reserve).",
 	}, []string{"listener", "reason"})
-	if reg == nil {
-		return cv, nil
-	}
-	if err := reg.Register(cv); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, err
-		}
-		cv = are.ExistingCollector.(*prometheus.CounterVec)
+	cv, err := promreg.Adopt(reg, cv)
+	if err != nil {
+		return nil, err
 	}
 	return cv, nil
 }

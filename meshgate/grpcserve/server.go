@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/meshgate/connio"
+	"github.com/meshgate/meshgate/meshgate/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -169,15 +170,9 @@ func NewErrorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 		Name: "meshgate_grpc_protocol_errors_total",
 		Help: "Connections of a direct-transport gRPC listener ended for a protocol violation or abuse, by listener and reason.",
 	}, []string{"listener", "reason"})
-	if reg == nil {
-		return cv, nil
-	}
-	if err := reg.Register(cv); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, err
-		}
-		cv = are.ExistingCollector.(*prometheus.CounterVec)
+	cv, err := promreg.Adopt(reg, cv)
+	if err != nil {
+		return nil, err
 	}
 	return cv, nil
 }

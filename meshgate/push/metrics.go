@@ -1,10 +1,10 @@
 package push
 
 import (
-	"errors"
 	"strconv"
 	"sync"
 
+	"github.com/meshgate/meshgate/meshgate/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -38,14 +38,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "meshgate_push_total",
 		Help: "Pushes to downstream connections and upstream pushes forwarded, by listener (or upstream:<name>), cmd and outcome.",
 	}, []string{"listener", "cmd", "outcome"})
-	if reg != nil {
-		if err := reg.Register(vec); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, err
-			}
-			vec = are.ExistingCollector.(*prometheus.CounterVec)
-		}
+	vec, err := promreg.Adopt(reg, vec)
+	if err != nil {
+		return nil, err
 	}
 	return &Metrics{vec: vec, cmds: map[uint32]string{}}, nil
 }

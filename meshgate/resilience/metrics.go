@@ -1,11 +1,11 @@
 package resilience
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/meshgate/meshgate/meshgate/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -109,16 +109,9 @@ func (o *promObserver) LimitChanged(limit int) { o.limit.Set(float64(limit)) }
 // registered (e.g. by an earlier Metrics on the same Registerer).
 func register[C prometheus.Collector](reg prometheus.Registerer, cs ...*C) error {
 	for _, c := range cs {
-		if err := reg.Register(*c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return fmt.Errorf("resilience metrics: %w", err)
-			}
-			existing, ok := are.ExistingCollector.(C)
-			if !ok {
-				return fmt.Errorf("resilience metrics: %w", err)
-			}
-			*c = existing
+		var err error
+		if *c, err = promreg.Adopt(reg, *c); err != nil {
+			return fmt.Errorf("resilience metrics: %w", err)
 		}
 	}
 	return nil

@@ -4,13 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/promreg"
 )
 
 // configStatus tracks which config is served and how the last (re)load
@@ -50,17 +50,7 @@ func newConfigStatus(reg prometheus.Registerer) *configStatus {
 // register registers c on reg, reusing an identical collector already
 // registered (a Metrics shared by two runtimes).
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if old, ok := are.ExistingCollector.(C); ok {
-				return old
-			}
-		}
-	}
+	c, _ = promreg.Adopt(reg, c) // a conflicting collector: c stays unregistered
 	return c
 }
 

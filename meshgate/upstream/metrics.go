@@ -1,9 +1,9 @@
 package upstream
 
 import (
-	"errors"
 	"sync"
 
+	"github.com/meshgate/meshgate/meshgate/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -49,20 +49,16 @@ func metricsFor(reg prometheus.Registerer) (*metrics, error) {
 		unknown:    c("unknown_seq_replies_total", "Replies matching no request (dropped)."),
 		noH:        c("no_healthy_total", "Requests failed because no endpoint was healthy."),
 	}
-	if reg != nil {
-		cols := []prometheus.Collector{m.endpoints, m.healthy, m.conns, m.dialErrors, m.reconnects, m.ejections, m.late, m.unknown, m.noH}
-		for i, col := range cols {
-			if err := reg.Register(col); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					return nil, err
-				}
-				cols[i] = are.ExistingCollector
-			}
+	var err error
+	for _, g := range []**prometheus.GaugeVec{&m.endpoints, &m.healthy, &m.conns} {
+		if *g, err = promreg.Adopt(reg, *g); err != nil {
+			return nil, err
 		}
-		m.endpoints, m.healthy, m.conns = cols[0].(*prometheus.GaugeVec), cols[1].(*prometheus.GaugeVec), cols[2].(*prometheus.GaugeVec)
-		m.dialErrors, m.reconnects, m.ejections = cols[3].(*prometheus.CounterVec), cols[4].(*prometheus.CounterVec), cols[5].(*prometheus.CounterVec)
-		m.late, m.unknown, m.noH = cols[6].(*prometheus.CounterVec), cols[7].(*prometheus.CounterVec), cols[8].(*prometheus.CounterVec)
+	}
+	for _, c := range []**prometheus.CounterVec{&m.dialErrors, &m.reconnects, &m.ejections, &m.late, &m.unknown, &m.noH} {
+		if *c, err = promreg.Adopt(reg, *c); err != nil {
+			return nil, err
+		}
 	}
 	metricsReg[reg] = m
 	return m, nil
