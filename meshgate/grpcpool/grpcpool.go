@@ -162,7 +162,11 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		return nil, fmt.Errorf("upstream %s: connections must be positive (unresolved config?)", u.Name)
 	}
 	p := &Pool{cfg: u, opts: opts, tls: tc, closed: make(chan struct{})}
-	p.refs.Init(p.close)
+	// The last Release of a retired pool may come from a completion
+	// running on one of the pool's own connection readers (StartPolicy),
+	// which closing waits for: close in the background (Done says when),
+	// as the private pool does.
+	p.refs.Init(func() { go p.close() })
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
 	xdsTarget := len(u.Endpoints) == 1 && config.IsXDSTarget(u.Endpoints[0])
@@ -307,7 +311,8 @@ func (p *Pool) Acquire() bool { return p.refs.Acquire() }
 func (p *Pool) Release() { p.refs.Release() }
 
 // Retire marks the pool as no longer routed to; it closes once the last
-// in-flight call releases it (at once if none).
+// in-flight call releases it (at once if none), in the background: Done
+// tells when.
 func (p *Pool) Retire() { p.refs.Retire() }
 
 // Done is closed when the pool has closed.

@@ -94,10 +94,10 @@ func TestRetireWaitsForLastCall(t *testing.T) {
 	if p.Acquire() {
 		t.Fatal("acquire after retire")
 	}
-	p.Release()
+	p.Release() // closes in the background
 	select {
 	case <-p.Done():
-	case <-time.After(time.Second):
+	case <-time.After(5 * time.Second):
 		t.Fatal("not closed after last release")
 	}
 }
