@@ -95,25 +95,17 @@ func (cl *Call) TakeMessage() mem.Buffer {
 }
 
 // SetHeader adds response header metadata (sent with the reply).
-func (cl *Call) SetHeader(md metadata.MD) error {
-	if len(md) == 0 {
-		return nil
-	}
-	cl.hmu.Lock()
-	defer cl.hmu.Unlock()
-	if cl.finished.Load() {
-		return errFinished
-	}
-	cl.header = metadata.Join(cl.header, md)
-	return nil
-}
+func (cl *Call) SetHeader(md metadata.MD) error { return cl.join(&cl.header, md) }
 
 // SendHeader adds md to the header. The header leaves with the reply
 // (one write per call); a unary client sees no difference.
 func (cl *Call) SendHeader(md metadata.MD) error { return cl.SetHeader(md) }
 
 // SetTrailer adds response trailer metadata.
-func (cl *Call) SetTrailer(md metadata.MD) error {
+func (cl *Call) SetTrailer(md metadata.MD) error { return cl.join(&cl.trailer, md) }
+
+// join adds md to the call's header or trailer (dst), until Finish.
+func (cl *Call) join(dst *metadata.MD, md metadata.MD) error {
 	if len(md) == 0 {
 		return nil
 	}
@@ -122,7 +114,7 @@ func (cl *Call) SetTrailer(md metadata.MD) error {
 	if cl.finished.Load() {
 		return errFinished
 	}
-	cl.trailer = metadata.Join(cl.trailer, md)
+	*dst = metadata.Join(*dst, md)
 	return nil
 }
 
