@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -178,4 +179,16 @@ func HTTP(tb testing.TB, method, url, ctype, body string, hdr ...string) (int, s
 		tb.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// InUse is the process's heap in use and goroutine stack bytes after two
+// GCs (the second frees what the first one's finalizers released; GCs
+// also shrink stacks using less than a quarter of their size): what idle
+// connection benchmarks subtract before and after opening connections.
+func InUse() (heap, stack int64) {
+	var m goruntime.MemStats
+	goruntime.GC()
+	goruntime.GC()
+	goruntime.ReadMemStats(&m)
+	return int64(m.HeapInuse), int64(m.StackInuse)
 }

@@ -70,12 +70,9 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 	b.ReportMetric(stack/float64(b.N), "stack-B/conn")
 }
 
+// idleMem is testkit.InUse as one value.
 func idleMem() (u struct{ heap, stack int64 }) {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	u.heap, u.stack = int64(m.HeapInuse), int64(m.StackInuse)
+	u.heap, u.stack = testkit.InUse()
 	return u
 }
 

@@ -5,12 +5,12 @@ package inbound
 import (
 	"io"
 	"net/netip"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // sysConn is a client connection made with plain blocking syscalls: it
@@ -97,14 +97,8 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 	b.ReportMetric(stack/float64(b.N), "stack-B/conn")
 }
 
-// idleMem is heap in use plus goroutine stacks after two GCs (the second
-// one frees what the first one's finalizers released; GCs also shrink
-// stacks that use less than a quarter of their size).
+// idleMem is testkit.InUse as one value.
 func idleMem() (u struct{ heap, stack int64 }) {
-	var m runtime.MemStats
-	runtime.GC()
-	runtime.GC()
-	runtime.ReadMemStats(&m)
-	u.heap, u.stack = int64(m.HeapInuse), int64(m.StackInuse)
+	u.heap, u.stack = testkit.InUse()
 	return u
 }

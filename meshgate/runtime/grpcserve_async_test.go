@@ -242,25 +242,5 @@ func TestDirectAsyncConcurrentCancel(t *testing.T) {
 // countCode is meshgate_requests_total of listener l with code c.
 func countCode(t *testing.T, rt *Runtime, l, c string) float64 {
 	t.Helper()
-	mfs, err := rt.Metrics().Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64
-	for _, mf := range mfs {
-		if mf.GetName() != "meshgate_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var lok, cok bool
-			for _, lp := range m.GetLabel() {
-				lok = lok || lp.GetName() == "listener" && lp.GetValue() == l
-				cok = cok || lp.GetName() == "code" && lp.GetValue() == c
-			}
-			if lok && cok {
-				n += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return n
+	return countWith(t, rt, "meshgate_requests_total", map[string]string{"listener": l, "code": c})
 }

@@ -168,6 +168,13 @@ func TestDirectTransportSameAsGRPCGo(t *testing.T) {
 // count sums the counter name of listener l.
 func count(t *testing.T, rt *Runtime, name, l string) float64 {
 	t.Helper()
+	return countWith(t, rt, name, map[string]string{"listener": l})
+}
+
+// countWith sums the counter name over the series carrying every label
+// of want.
+func countWith(t *testing.T, rt *Runtime, name string, want map[string]string) float64 {
+	t.Helper()
 	mfs, err := rt.Metrics().Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -178,10 +185,14 @@ func count(t *testing.T, rt *Runtime, name, l string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			matched := 0
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "listener" && lp.GetValue() == l {
-					n += m.GetCounter().GetValue()
+				if v, ok := want[lp.GetName()]; ok && v == lp.GetValue() {
+					matched++
 				}
+			}
+			if matched == len(want) {
+				n += m.GetCounter().GetValue()
 			}
 		}
 	}
