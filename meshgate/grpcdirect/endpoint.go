@@ -52,6 +52,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // Flow-control windows announced to the server: the same static windows as
@@ -485,6 +487,7 @@ func dial(e *Endpoint) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	raw = rawio.Wrap(raw)
 	nc := raw
 	if e.cfg.TLS != nil {
 		tc, err := e.cfg.TLS(ctx, e.cfg.Addr)

@@ -44,6 +44,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/rawio"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/retire"
 	"github.com/meshgate/meshgate/meshgate/tlsconf"
@@ -187,6 +189,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})),
 			grpc.WithUserAgent("meshgate"),
 			grpc.WithConnectParams(connectParams(u)),
+			grpc.WithContextDialer(dialRaw),
 		}
 		dopts = append(dopts, transportOptions()...)
 		if xdsTarget {
@@ -253,6 +256,18 @@ const (
 	StreamWindow = 4 << 20
 	ConnWindow   = 16 << 20
 )
+
+// dialRaw is the pool's dialer: grpc-go's own (a plain TCP dial) with the
+// connection's reads and writes kept off the runtime's blocking-syscall
+// path (package rawio).
+func dialRaw(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return rawio.Wrap(c), nil
+}
 
 // transportOptions are the dial options tuning the pool's transports.
 func transportOptions() []grpc.DialOption {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/meshgate/connio"
+	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // A waiting connection holds no read buffer, and an idle one a small
@@ -93,7 +94,7 @@ func (cr *connReader) release() {
 // rawConn returns the socket of a plain TCP connection for the
 // buffer-less wait, or nil.
 func rawConn(nc net.Conn) syscall.RawConn {
-	tc, ok := nc.(*net.TCPConn)
+	tc, ok := rawio.TCP(nc)
 	if !ok || !connio.PeekSupported {
 		return nil
 	}

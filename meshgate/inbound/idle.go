@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/connio"
+	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // An idle connection holds no read buffer.
@@ -70,7 +71,7 @@ func (s *Server) newReaderBox() any {
 // rawConn returns the socket of a plain TCP connection for the buffer-less
 // wait, or nil when the connection keeps a reader for its life.
 func rawConn(nc net.Conn) syscall.RawConn {
-	tc, ok := nc.(*net.TCPConn)
+	tc, ok := rawio.TCP(nc)
 	if !ok || !connio.PeekSupported {
 		return nil
 	}

@@ -64,6 +64,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/push"
+	"github.com/meshgate/meshgate/meshgate/rawio"
 	"github.com/meshgate/meshgate/meshgate/telemetry"
 )
 
@@ -235,7 +236,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.refuse(nc, connlimit.ReasonFDReserve, s.mRejFD)
 			continue
 		}
-		if tc, ok := nc.(*net.TCPConn); ok {
+		if tc, ok := rawio.TCP(nc); ok {
 			_ = tc.SetNoDelay(true)
 		}
 		s.mu.Lock()

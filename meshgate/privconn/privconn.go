@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // Sentinel errors.
@@ -156,8 +157,9 @@ func Dial(ctx context.Context, addr string, c codec.Codec, opts Options) (*Conn,
 	if err != nil {
 		return nil, err
 	}
+	nc = rawio.Wrap(nc)
 	if opts.TLS != nil {
-		if tc, ok := nc.(*net.TCPConn); ok {
+		if tc, ok := rawio.TCP(nc); ok {
 			_ = tc.SetNoDelay(true)
 		}
 		cfg, err := opts.TLS(ctx)
@@ -193,7 +195,7 @@ func New(nc net.Conn, c codec.Codec, opts Options) *Conn {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tc, ok := rawio.TCP(nc); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	cn := &Conn{

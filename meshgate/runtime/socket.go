@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // socket is one bound TCP socket that successive generations of a listener
@@ -30,7 +32,7 @@ func bindSocket(addr string) (*socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &socket{raw: raw, conns: make(chan net.Conn), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &socket{raw: rawio.Listener{Listener: raw}, conns: make(chan net.Conn), stop: make(chan struct{}), done: make(chan struct{})}
 	go s.acceptLoop()
 	return s, nil
 }
