@@ -35,11 +35,7 @@ func startWho(t *testing.T, p *Pool, dc *DirectCall, pol *resilience.Policy) (st
 // with retries is refused with nothing done.
 func TestDirectStartPolicy(t *testing.T) {
 	eps := []string{backend(t, "a"), backend(t, "b")}
-	p, err := New(directUpstream(eps, config.LBRoundRobin, 1), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPool(t, directUpstream(eps, config.LBRoundRobin, 1))
 	pol := resilience.Policy{MaxAttempts: 1}
 	var dc DirectCall
 	// Not connected yet: the waiting path.
@@ -66,7 +62,7 @@ func TestDirectStartPolicy(t *testing.T) {
 	}
 	retry := resilience.Policy{MaxAttempts: 2}
 	var out []byte
-	err = p.StartPolicy(context.Background(), &dc, "/test.Svc/Who", 0, time.Time{}, &retry, []byte{}, &out, func(error) { t.Error("callback ran") })
+	err := p.StartPolicy(context.Background(), &dc, "/test.Svc/Who", 0, time.Time{}, &retry, []byte{}, &out, func(error) { t.Error("callback ran") })
 	if !errors.Is(err, resilience.ErrWouldWait) {
 		t.Fatalf("retry policy: %v, want ErrWouldWait", err)
 	}
