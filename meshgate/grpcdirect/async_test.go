@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -56,13 +57,7 @@ func warm(t *testing.T, e *Endpoint) {
 
 func waitResult(t *testing.T, ch <-chan asyncResult) asyncResult {
 	t.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(5 * time.Second):
-		t.Fatal("async call never completed")
-	}
-	return asyncResult{}
+	return testkit.Receive(t, ch, 5*time.Second, "async call never completed")
 }
 
 // TestStartRoundTrip: async calls give the reply, the metadata both ways
@@ -214,13 +209,9 @@ func TestStartCancel(t *testing.T) {
 		t.Fatalf("got %v, want Canceled", r.err)
 	}
 	tk.Cancel()
-	select {
-	case err := <-ended:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("server handler ended with %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("server never saw the cancellation")
+	err := testkit.Receive(t, ended, 5*time.Second, "server never saw the cancellation")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("server handler ended with %v", err)
 	}
 	select {
 	case r := <-ch:

@@ -249,13 +249,9 @@ func TestCancellation(t *testing.T) {
 	if err := <-errc; status.Code(err) != codes.Canceled {
 		t.Fatalf("got %v, want Canceled", err)
 	}
-	select {
-	case err := <-ended:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("server handler ended with %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("server never saw the cancellation")
+	err := testkit.Receive(t, ended, 5*time.Second, "server never saw the cancellation")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("server handler ended with %v", err)
 	}
 }
 

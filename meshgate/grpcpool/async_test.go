@@ -19,13 +19,8 @@ func startWho(t *testing.T, p *Pool, dc *DirectCall, pol *resilience.Policy) (st
 	if err := p.StartPolicy(context.Background(), dc, "/test.Svc/Who", 0, time.Now().Add(5*time.Second), pol, []byte{}, &out, func(err error) { ch <- err }); err != nil {
 		t.Fatalf("StartPolicy: %v", err)
 	}
-	select {
-	case err := <-ch:
-		return string(out), err
-	case <-time.After(5 * time.Second):
-		t.Fatal("call never completed")
-	}
-	return "", nil
+	err := testkit.Receive(t, ch, 5*time.Second, "call never completed")
+	return string(out), err
 }
 
 // TestDirectStartPolicy: asynchronous calls through the Guard are
