@@ -263,9 +263,7 @@ func TestStartMixedWithInvoke(t *testing.T) {
 	warm(t, e)
 	var wg sync.WaitGroup
 	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 100 {
 				req := []byte{byte(g), byte(i)}
 				if g%2 == 0 {
@@ -289,7 +287,7 @@ func TestStartMixedWithInvoke(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -318,9 +316,7 @@ func TestStartCompletesExactlyOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	restarted := make(chan struct{})
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 1))
 			for i := range 300 {
 				if g == 0 && i == 150 {
@@ -364,7 +360,7 @@ func TestStartCompletesExactlyOnce(t *testing.T) {
 					tk.Cancel()
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	<-restarted

@@ -172,14 +172,12 @@ func TestDirectGracefulStopFailover(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var out []byte
 			if err := p.Invoke(resilience.WithEndpoint(ctx, g.Endpoints()[0]), "/test.Svc/Who", []byte{}, &out); err != nil || string(out) != "stopping" {
 				t.Errorf("in-flight call: %q %v", out, err)
 			}
-		}()
+		})
 	}
 	testkit.Within(t, 10*time.Second, "2 calls in flight", func() bool { return held.Load() == 2 })
 	stopped := make(chan struct{})
