@@ -37,9 +37,7 @@ upstreams:
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			r, err := cl.Call(ctx, 4, uint64(i), []byte("1500ms"), nil)
 			if err == nil && (r.Result != 0 || string(r.Body) != "1500ms") {
 				err = fmt.Errorf("result %d body %q", r.Result, r.Body)
@@ -47,7 +45,7 @@ upstreams:
 			if err != nil {
 				errs <- err
 			}
-		}()
+		})
 	}
 	harness.Eventually(t, 5*time.Second, "requests in flight", func() error {
 		body, err := mg.Metrics()

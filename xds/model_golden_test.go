@@ -2,9 +2,10 @@ package xds
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,12 +68,7 @@ func readModel(t *testing.T, path string) *model.XDS {
 func renderResources(t *testing.T, res map[string]*Resources) []byte {
 	t.Helper()
 	doc := map[string]any{}
-	nodes := make([]string, 0, len(res))
-	for n := range res {
-		nodes = append(nodes, n)
-	}
-	sort.Strings(nodes)
-	for _, n := range nodes {
+	for _, n := range slices.Sorted(maps.Keys(res)) {
 		r := res[n]
 		byType := map[string]any{}
 		for _, c := range []struct {

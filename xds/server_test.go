@@ -249,13 +249,9 @@ func TestListenTCPAndClose(t *testing.T) {
 	}
 	c.Close()
 	s.Close()
-	select {
-	case err := <-done:
-		if err != nil && !errors.Is(err, ErrClosed) { // ErrClosed: closed before Serve got going
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Serve did not return after Close")
+	err = testkit.Receive(t, done, 5*time.Second, "Serve did not return after Close")
+	if err != nil && !errors.Is(err, ErrClosed) { // ErrClosed: closed before Serve got going
+		t.Fatal(err)
 	}
 }
 

@@ -263,12 +263,11 @@ func (b *nodeBuilder) addCluster(c *model.Cluster) error {
 		return fmt.Errorf("cluster %s: unknown protocol %q", c.Name, c.Protocol)
 	}
 	if c.TLS != nil {
-		ctx, err := b.commonTLS(&c.TLS.TLS, c.Protocol == model.GRPC)
-		if err != nil {
+		if cl.TransportSocket, err = b.tlsSocket(&c.TLS.TLS, c.Protocol, func(ctx *tlsv3.CommonTlsContext) proto.Message {
+			return &tlsv3.UpstreamTlsContext{CommonTlsContext: ctx, Sni: c.TLS.SNI}
+		}); err != nil {
 			return err
 		}
-		up := &tlsv3.UpstreamTlsContext{CommonTlsContext: ctx, Sni: c.TLS.SNI}
-		cl.TransportSocket = &core.TransportSocket{Name: tlsSocketName, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(up)}}
 	}
 	b.res.Clusters = append(b.res.Clusters, cl)
 	b.res.Endpoints = append(b.res.Endpoints, loadAssignment(c.Name, c.Endpoints))
@@ -281,6 +280,17 @@ func (b *nodeBuilder) file(p string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s", ErrMissingFile, p)
 	}
 	return data, nil
+}
+
+// tlsSocket is the TLS transport socket of a cluster or listener of
+// protocol p: side wraps the common context (commonTLS) in the
+// upstream's or downstream's own.
+func (b *nodeBuilder) tlsSocket(t *model.TLS, p model.Protocol, side func(*tlsv3.CommonTlsContext) proto.Message) (*core.TransportSocket, error) {
+	ctx, err := b.commonTLS(t, p == model.GRPC)
+	if err != nil {
+		return nil, err
+	}
+	return &core.TransportSocket{Name: tlsSocketName, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(side(ctx))}}, nil
 }
 
 // commonTLS builds a TLS context whose certificate and trusted CA come
@@ -368,15 +378,16 @@ func (b *nodeBuilder) addListener(l *model.Listener) error {
 		return fmt.Errorf("listener %s: unknown protocol %q", l.Name, l.Protocol)
 	}
 	if l.TLS != nil {
-		ctx, err := b.commonTLS(&l.TLS.TLS, l.Protocol == model.GRPC)
-		if err != nil {
+		var err error
+		if chain.TransportSocket, err = b.tlsSocket(&l.TLS.TLS, l.Protocol, func(ctx *tlsv3.CommonTlsContext) proto.Message {
+			down := &tlsv3.DownstreamTlsContext{CommonTlsContext: ctx}
+			if l.TLS.RequireClientCertificate {
+				down.RequireClientCertificate = wrapperspb.Bool(true)
+			}
+			return down
+		}); err != nil {
 			return err
 		}
-		down := &tlsv3.DownstreamTlsContext{CommonTlsContext: ctx}
-		if l.TLS.RequireClientCertificate {
-			down.RequireClientCertificate = wrapperspb.Bool(true)
-		}
-		chain.TransportSocket = &core.TransportSocket{Name: tlsSocketName, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(down)}}
 	}
 	b.res.Listeners = append(b.res.Listeners, &listener.Listener{
 		Name:         l.Name,

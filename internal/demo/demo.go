@@ -22,6 +22,8 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,12 +73,7 @@ func Register(s *grpc.Server) {
 // use it to stand up stub services with handler fields.
 func RegisterRaw(s grpc.ServiceRegistrar, service string, methods map[string]Handler) {
 	desc := grpc.ServiceDesc{ServiceName: service, HandlerType: (*any)(nil), Metadata: "raw"}
-	names := make([]string, 0, len(methods))
-	for n := range methods {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(methods)) {
 		h := methods[n]
 		desc.Methods = append(desc.Methods, grpc.MethodDesc{
 			MethodName: n,

@@ -89,3 +89,17 @@ func GoroutinesCreated() uint64 {
 	metrics.Read(s)
 	return s[0].Value.Uint64()
 }
+
+// Receive returns the next value on ch; when none arrives within d the
+// test fails with msg.
+func Receive[T any](tb testing.TB, ch <-chan T, d time.Duration, msg string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		tb.Fatalf("%s (waited %v)", msg, d)
+	}
+	var zero T
+	return zero
+}

@@ -47,39 +47,28 @@ type Metrics struct {
 // collectors).
 func NewMetrics() *Metrics {
 	r := prometheus.NewRegistry()
+	// Every series is meshgate_<name>, by the labels given.
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "meshgate", Name: name, Help: help}, labels)
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "meshgate", Name: name, Help: help}, labels)
+	}
 	m := &Metrics{
 		Registry: r,
-		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "requests_total", Help: "Requests by listener, route, upstream and gRPC code, every listener kind and upstream protocol.",
-		}, []string{"listener", "route", "upstream", "code"}),
+		Requests: counter("requests_total", "Requests by listener, route, upstream and gRPC code, every listener kind and upstream protocol.", "listener", "route", "upstream", "code"),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "meshgate", Name: "request_duration_seconds", Help: "Request latency by listener, route and upstream.",
 			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5},
 		}, []string{"listener", "route", "upstream"}),
-		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "upstream_requests_total", Help: "Calls sent to upstream endpoints by upstream, endpoint and gRPC code.",
-		}, []string{"upstream", "endpoint", "code"}),
-		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "meshgate", Name: "requests_in_flight", Help: "Requests in flight per listener.",
-		}, []string{"listener"}),
-		DownstreamConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "meshgate", Name: "downstream_connections", Help: "Open downstream connections per listener.",
-		}, []string{"listener"}),
-		UpstreamConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "meshgate", Name: "upstream_connections", Help: "Upstream connections per upstream and kind.",
-		}, []string{"upstream", "kind"}),
-		Malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "malformed_frames_total", Help: "Connections closed for a malformed frame, by listener and reason.",
-		}, []string{"listener", "reason"}),
-		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "rejected_requests_total", Help: "Requests answered locally with an error, by listener and reason.",
-		}, []string{"listener", "reason"}),
-		Heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "heartbeats_total", Help: "Heartbeats answered locally per listener.",
-		}, []string{"listener"}),
-		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "meshgate", Name: "config_reloads_total", Help: "Configuration reloads by outcome.",
-		}, []string{"outcome"}),
+		UpstreamRequests: counter("upstream_requests_total", "Calls sent to upstream endpoints by upstream, endpoint and gRPC code.", "upstream", "endpoint", "code"),
+		InFlight:         gauge("requests_in_flight", "Requests in flight per listener.", "listener"),
+		DownstreamConns:  gauge("downstream_connections", "Open downstream connections per listener.", "listener"),
+		UpstreamConns:    gauge("upstream_connections", "Upstream connections per upstream and kind.", "upstream", "kind"),
+		Malformed:        counter("malformed_frames_total", "Connections closed for a malformed frame, by listener and reason.", "listener", "reason"),
+		Rejected:         counter("rejected_requests_total", "Requests answered locally with an error, by listener and reason.", "listener", "reason"),
+		Heartbeats:       counter("heartbeats_total", "Heartbeats answered locally per listener.", "listener"),
+		Reloads:          counter("config_reloads_total", "Configuration reloads by outcome.", "outcome"),
 	}
 	r.MustRegister(m.Requests, m.Latency, m.UpstreamRequests, m.InFlight, m.DownstreamConns,
 		m.UpstreamConns, m.Malformed, m.Rejected, m.Heartbeats, m.Reloads,

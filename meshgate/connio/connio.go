@@ -2,7 +2,8 @@
 // connections with few goroutine hand-offs: request workers (Workers) and
 // the buffer-less readiness check of an idle socket (Peeker). The private
 // listener (meshgate/inbound) and the direct gRPC server transport
-// (meshgate/grpcserve) use both.
+// (meshgate/grpcserve) use both. Drain is the graceful shutdown with a
+// hard stop at a deadline that listeners and servers share.
 package connio
 
 import (

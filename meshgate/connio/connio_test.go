@@ -1,6 +1,8 @@
 package connio
 
 import (
+	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -116,5 +118,22 @@ func TestPeekerReady(t *testing.T) {
 	}
 	if !ready() {
 		t.Fatal("not ready at end of stream")
+	}
+}
+
+// TestDrain: a wait that returns first ends Drain without force; a ctx
+// that ends first runs force, which ends the wait, and Drain returns the
+// context's error only after the wait returned.
+func TestDrain(t *testing.T) {
+	if err := Drain(context.Background(), func() {}, func() { t.Error("force ran") }); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	stop := make(chan struct{})
+	var waited atomic.Bool
+	err := Drain(ctx, func() { <-stop; waited.Store(true) }, func() { close(stop) })
+	if !errors.Is(err, context.Canceled) || !waited.Load() {
+		t.Fatalf("Drain = %v, wait returned %v; want Canceled after the wait", err, waited.Load())
 	}
 }

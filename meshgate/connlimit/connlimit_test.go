@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -90,12 +92,8 @@ func TestListenerCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	select {
-	case s := <-accepted:
-		s.Close()
-	case <-time.After(5 * time.Second):
-		t.Fatal("no accept after a slot was freed")
-	}
+	s := testkit.Receive(t, accepted, 5*time.Second, "no accept after a slot was freed")
+	s.Close()
 	if n := l.(*listener).Open(); n != 1 {
 		t.Fatalf("open %d, want 1", n)
 	}

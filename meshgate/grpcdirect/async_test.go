@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -56,13 +57,7 @@ func warm(t *testing.T, e *Endpoint) {
 
 func waitResult(t *testing.T, ch <-chan asyncResult) asyncResult {
 	t.Helper()
-	select {
-	case r := <-ch:
-		return r
-	case <-time.After(5 * time.Second):
-		t.Fatal("async call never completed")
-	}
-	return asyncResult{}
+	return testkit.Receive(t, ch, 5*time.Second, "async call never completed")
 }
 
 // TestStartRoundTrip: async calls give the reply, the metadata both ways
@@ -214,13 +209,9 @@ func TestStartCancel(t *testing.T) {
 		t.Fatalf("got %v, want Canceled", r.err)
 	}
 	tk.Cancel()
-	select {
-	case err := <-ended:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("server handler ended with %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("server never saw the cancellation")
+	err := testkit.Receive(t, ended, 5*time.Second, "server never saw the cancellation")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("server handler ended with %v", err)
 	}
 	select {
 	case r := <-ch:
@@ -272,9 +263,7 @@ func TestStartMixedWithInvoke(t *testing.T) {
 	warm(t, e)
 	var wg sync.WaitGroup
 	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 100 {
 				req := []byte{byte(g), byte(i)}
 				if g%2 == 0 {
@@ -298,7 +287,7 @@ func TestStartMixedWithInvoke(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }
@@ -327,9 +316,7 @@ func TestStartCompletesExactlyOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	restarted := make(chan struct{})
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 1))
 			for i := range 300 {
 				if g == 0 && i == 150 {
@@ -373,7 +360,7 @@ func TestStartCompletesExactlyOnce(t *testing.T) {
 					tk.Cancel()
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	<-restarted

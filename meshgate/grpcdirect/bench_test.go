@@ -74,6 +74,12 @@ func runInvoke(b *testing.B, inv invoker) {
 		resp.Free()
 		cancel()
 	}
+	measure(b, call)
+}
+
+// measure runs call 100 times to warm up, then b.N times timed, and
+// reports allocations and context switches per call.
+func measure(b *testing.B, call func()) {
 	for range 100 {
 		call()
 	}
@@ -125,15 +131,5 @@ func BenchmarkStart(b *testing.B) {
 		}
 		resp.Free()
 	}
-	for range 100 {
-		call()
-	}
-	sw0 := ctxSwitches()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		call()
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(ctxSwitches()-sw0)/float64(b.N), "ctxsw/op")
+	measure(b, call)
 }

@@ -249,13 +249,9 @@ func TestCancellation(t *testing.T) {
 	if err := <-errc; status.Code(err) != codes.Canceled {
 		t.Fatalf("got %v, want Canceled", err)
 	}
-	select {
-	case err := <-ended:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("server handler ended with %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("server never saw the cancellation")
+	err := testkit.Receive(t, ended, 5*time.Second, "server never saw the cancellation")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("server handler ended with %v", err)
 	}
 }
 
@@ -273,9 +269,7 @@ func TestLargeMessages(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for range 3 { // concurrent large calls share the connection window
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var resp rawcodec.Message
 			if err := e.Invoke(ctxT(t, 10*time.Second), "/"+svc+"/Echo", req, &resp); err != nil {
 				t.Error(err)
@@ -285,7 +279,7 @@ func TestLargeMessages(t *testing.T) {
 				t.Error("4 MiB echo differs")
 			}
 			resp.Free()
-		}()
+		})
 	}
 	wg.Wait()
 	var resp rawcodec.Message
@@ -320,14 +314,12 @@ func TestMaxConcurrentStreams(t *testing.T) {
 	e := newEP(t, Config{Addr: b.addr, Conns: 1})
 	var wg sync.WaitGroup
 	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var resp rawcodec.Message
 			if err := e.Invoke(ctxT(t, 10*time.Second), "/"+svc+"/Slow", []byte("x"), &resp); err != nil {
 				t.Error(err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if p := peak.Load(); p > 2 || p < 1 {
@@ -350,16 +342,14 @@ func TestGracefulStop(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	for range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var resp rawcodec.Message
 			err := e.Invoke(ctxT(t, 10*time.Second), "/"+svc+"/Hold", []byte("x"), &resp)
 			if err == nil && string(resp.Bytes()) != "done" {
 				err = errors.New("wrong reply")
 			}
 			errs <- err
-		}()
+		})
 	}
 	testkit.Within(t, 10*time.Second, "3 calls in flight", func() bool { return in.Load() == 3 })
 	stopped := make(chan struct{})

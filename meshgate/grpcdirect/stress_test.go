@@ -18,9 +18,7 @@ func TestConcurrentCalls(t *testing.T) {
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	for g := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 200 {
 				req := []byte{byte(g), byte(i), byte(i >> 8)}
 				var resp rawcodec.Message
@@ -32,7 +30,7 @@ func TestConcurrentCalls(t *testing.T) {
 				}
 				resp.Free()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 }

@@ -19,13 +19,8 @@ func startWho(t *testing.T, p *Pool, dc *DirectCall, pol *resilience.Policy) (st
 	if err := p.StartPolicy(context.Background(), dc, "/test.Svc/Who", 0, time.Now().Add(5*time.Second), pol, []byte{}, &out, func(err error) { ch <- err }); err != nil {
 		t.Fatalf("StartPolicy: %v", err)
 	}
-	select {
-	case err := <-ch:
-		return string(out), err
-	case <-time.After(5 * time.Second):
-		t.Fatal("call never completed")
-	}
-	return "", nil
+	err := testkit.Receive(t, ch, 5*time.Second, "call never completed")
+	return string(out), err
 }
 
 // TestDirectStartPolicy: asynchronous calls through the Guard are
@@ -35,11 +30,7 @@ func startWho(t *testing.T, p *Pool, dc *DirectCall, pol *resilience.Policy) (st
 // with retries is refused with nothing done.
 func TestDirectStartPolicy(t *testing.T) {
 	eps := []string{backend(t, "a"), backend(t, "b")}
-	p, err := New(directUpstream(eps, config.LBRoundRobin, 1), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPool(t, directUpstream(eps, config.LBRoundRobin, 1))
 	pol := resilience.Policy{MaxAttempts: 1}
 	var dc DirectCall
 	// Not connected yet: the waiting path.
@@ -66,7 +57,7 @@ func TestDirectStartPolicy(t *testing.T) {
 	}
 	retry := resilience.Policy{MaxAttempts: 2}
 	var out []byte
-	err = p.StartPolicy(context.Background(), &dc, "/test.Svc/Who", 0, time.Time{}, &retry, []byte{}, &out, func(error) { t.Error("callback ran") })
+	err := p.StartPolicy(context.Background(), &dc, "/test.Svc/Who", 0, time.Time{}, &retry, []byte{}, &out, func(error) { t.Error("callback ran") })
 	if !errors.Is(err, resilience.ErrWouldWait) {
 		t.Fatalf("retry policy: %v, want ErrWouldWait", err)
 	}

@@ -33,11 +33,7 @@ func TestDirectPolicies(t *testing.T) {
 	eps := []string{backend(t, "a"), backend(t, "b"), backend(t, "c")}
 	for _, lb := range []string{config.LBRoundRobin, config.LBLeastRequest, config.LBConsistentHash} {
 		t.Run(lb, func(t *testing.T) {
-			p, err := New(directUpstream(eps, lb, 2), Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			p := newPool(t, directUpstream(eps, lb, 2))
 			if len(p.direct) != 3 {
 				t.Fatalf("%d direct endpoints", len(p.direct))
 			}
@@ -91,11 +87,7 @@ func TestDirectGuardedCall(t *testing.T) {
 	downAddr := down.Addr().String()
 	down.Close() // nothing listens there
 	eps := []string{backend(t, "a"), downAddr}
-	p, err := New(directUpstream(eps, config.LBRoundRobin, 1), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPool(t, directUpstream(eps, config.LBRoundRobin, 1))
 	g := p.Guard()
 	var out []byte
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -180,14 +172,12 @@ func TestDirectGracefulStopFailover(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var out []byte
 			if err := p.Invoke(resilience.WithEndpoint(ctx, g.Endpoints()[0]), "/test.Svc/Who", []byte{}, &out); err != nil || string(out) != "stopping" {
 				t.Errorf("in-flight call: %q %v", out, err)
 			}
-		}()
+		})
 	}
 	testkit.Within(t, 10*time.Second, "2 calls in flight", func() bool { return held.Load() == 2 })
 	stopped := make(chan struct{})
@@ -213,21 +203,13 @@ func TestDirectTLS(t *testing.T) {
 	ep, _ := tlsBackend(t, "127.0.0.1:0", "tls", srvTLS, &accepts)
 	u := directUpstream([]string{ep}, config.LBRoundRobin, 1)
 	u.TLS = &config.TLS{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile, ServerName: "localhost"}
-	p, err := New(u, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPool(t, u)
 	if who(t, p, 0) != "tls" {
 		t.Fatal("tls call")
 	}
 	_, _, other := testkit.PKI(t, "client")
 	u.TLS = &config.TLS{CertFile: other["client"].CertFile, KeyFile: other["client"].KeyFile, CAFile: other["client"].CAFile, ServerName: "localhost"}
-	q, err := New(u, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q := newPool(t, u)
 	testkit.Within(t, 10*time.Second, "the wrong-CA handshake to fail", func() bool { return q.direct[0].LastError() != nil })
 	var out []byte
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -169,6 +169,16 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 	// which closing waits for: close in the background (Done says when),
 	// as the private pool does.
 	p.refs.Init(func() { go p.close() })
+	// fail undoes what New made so far.
+	fail := func(err error) error {
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		if tc != nil {
+			tc.Close()
+		}
+		return fmt.Errorf("upstream %s: %w", u.Name, err)
+	}
 	p.cfg.Endpoints = slices.Clone(u.Endpoints)
 	state := resolver.State{}
 	xdsTarget := len(u.Endpoints) == 1 && config.IsXDSTarget(u.Endpoints[0])
@@ -203,13 +213,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		dopts = append(dopts, opts.DialOptions...)
 		cc, err := grpc.NewClient(target, dopts...)
 		if err != nil {
-			for _, c := range p.conns {
-				_ = c.Close()
-			}
-			if tc != nil {
-				tc.Close()
-			}
-			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+			return nil, fail(err)
 		}
 		if !u.DirectTransport() {
 			cc.Connect()
@@ -219,13 +223,7 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 	if u.DirectTransport() && p.guard != nil {
 		m, err := grpcdirect.NewMetrics(opts.Meter, "meshgate:///"+u.Name) // the ClientConns' canonical target
 		if err != nil {
-			for _, c := range p.conns {
-				_ = c.Close()
-			}
-			if tc != nil {
-				tc.Close()
-			}
-			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
+			return nil, fail(err)
 		}
 		p.direct = newDirect(u, n, tc, m)
 	}

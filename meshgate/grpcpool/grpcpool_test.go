@@ -23,6 +23,17 @@ func backend(t *testing.T, name string, opts ...grpc.ServerOption) string {
 	return testkit.Who(t, name, opts...)
 }
 
+// newPool is New(u) without options, closed at cleanup.
+func newPool(t *testing.T, u config.Upstream) *Pool {
+	t.Helper()
+	p, err := New(u, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
 func who(t *testing.T, p *Pool, uin uint64) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -41,11 +52,7 @@ func TestPolicies(t *testing.T) {
 	eps := []string{backend(t, "a"), backend(t, "b"), backend(t, "c")}
 	for _, lb := range []string{config.LBRoundRobin, config.LBLeastRequest, config.LBConsistentHash} {
 		t.Run(lb, func(t *testing.T) {
-			p, err := New(config.Upstream{Name: "u", Protocol: "grpc", Endpoints: eps, LB: lb, Connections: 2}, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			p := newPool(t, config.Upstream{Name: "u", Protocol: "grpc", Endpoints: eps, LB: lb, Connections: 2})
 			if p.Len() != 2 {
 				t.Fatalf("%d ClientConns", p.Len())
 			}
@@ -104,11 +111,7 @@ func TestRetireWaitsForLastCall(t *testing.T) {
 
 func TestSame(t *testing.T) {
 	u := config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{"127.0.0.1:1"}, LB: "round_robin", Connections: 2}
-	p, err := New(u, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPool(t, u)
 	if !p.Same(u) {
 		t.Fatal("same config differs")
 	}
@@ -138,21 +141,13 @@ func TestTLS(t *testing.T) {
 	ep := backend(t, "tls", grpc.Creds(testkit.TLSServer(t, srv, 0).Credentials()))
 	u := config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{ep}, LB: "round_robin", Connections: 1,
 		TLS: &config.TLS{CAFile: files["backend.test"].CAFile, ServerName: "backend.test"}}
-	p, err := New(u, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPool(t, u)
 	if who(t, p, 0) != "tls" {
 		t.Fatal("tls call")
 	}
 	// Wrong server name: the handshake fails.
 	u.TLS = &config.TLS{CAFile: files["backend.test"].CAFile, ServerName: "other.test"}
-	q, err := New(u, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
+	q := newPool(t, u)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	var out []byte

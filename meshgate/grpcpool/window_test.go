@@ -102,11 +102,7 @@ func TestStaticWindowsNoBDPPings(t *testing.T) {
 	defer spy.wg.Wait()
 	defer gs.Stop()
 
-	p, err := New(config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{ln.Addr().String()}, Connections: 1}, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := newPool(t, config.Upstream{Name: "u", Protocol: "grpc", Endpoints: []string{ln.Addr().String()}, Connections: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	body := bytes.Repeat([]byte("x"), 1024)

@@ -147,18 +147,8 @@ func (q *request) asyncDone(resp *codec.Frame, err error) {
 	err = upstream.Status(c.ctx, err)
 	r.release()
 	elapsed := time.Since(q.start)
-	cerr := err
-	if err == nil && resp.Result != codec.ResultOK {
-		cerr = resultError(resp.Result)
-	}
-	q.count(r, cerr, elapsed)
-	q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
-	if err != nil {
-		mapping.ReplyFrame(&q.out, nil, err, nil, nil)
-	} else {
-		q.out.Result, q.out.Body = resp.Result, resp.Body
-		q.out.Ext = append(q.out.Ext, resp.Ext...)
-	}
+	q.count(r, countedAs(resp, err), elapsed)
+	q.replyFrom(resp, err)
 	blocked := c.replyNow(&q.out)
 	q.out.Body = nil
 	clear(q.out.Ext) // they alias the upstream connection's read buffer

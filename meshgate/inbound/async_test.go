@@ -105,6 +105,20 @@ func TestAsyncDeadline(t *testing.T) {
 	}
 }
 
+// closeInFlight waits (bounded) until inFlight reports one request at the
+// upstream, closes srv, and fails unless Close returned at once.
+func closeInFlight(t *testing.T, srv *Server, inFlight func() int64) {
+	t.Helper()
+	if !testkit.Await(5*time.Second, func() bool { return inFlight() == 1 }) {
+		t.Fatal("request not in flight upstream")
+	}
+	t0 := time.Now()
+	srv.Close()
+	if el := time.Since(t0); el > time.Second {
+		t.Fatalf("Close took %v with a request in flight", el)
+	}
+}
+
 // Close cancels the requests in flight on the I/O goroutines as it
 // cancels the workers' calls: it returns at once, not when the upstream
 // answers, and the pool's in-flight count returns to zero.
@@ -113,14 +127,7 @@ func TestAsyncCloseCancels(t *testing.T) {
 	cl := e.dial()
 	cl.start(codec.Frame{Cmd: legacy.CmdSlow, Body: []byte{0, 0, 0x13, 0x88}}) // 5s
 	ep := e.pool.Endpoints()[0]
-	if !testkit.Await(5*time.Second, func() bool { return ep.InFlight() == 1 }) {
-		t.Fatal("request not in flight upstream")
-	}
-	t0 := time.Now()
-	e.srv.Close()
-	if el := time.Since(t0); el > time.Second {
-		t.Fatalf("Close took %v with a request in flight", el)
-	}
+	closeInFlight(t, e.srv, ep.InFlight)
 	if ep.InFlight() != 0 || e.pool.Stats().InFlight != 0 {
 		t.Fatalf("in flight after Close: endpoint %d, pool %d", ep.InFlight(), e.pool.Stats().InFlight)
 	}

@@ -581,27 +581,38 @@ func (q *request) forward() {
 	cancel()
 	r.release()
 	elapsed := time.Since(q.start)
-	cerr := err // what the call counts as
-	if err == nil && resp != nil && resp.Result != codec.ResultOK {
-		cerr = resultError(resp.Result)
-	}
 	q.endForwardTelemetry(oc, err, resp)
 	// Count before answering: whoever sees the reply sees it counted.
-	q.count(r, cerr, elapsed)
+	q.count(r, countedAs(resp, err), elapsed)
 	if !q.oneway {
-		q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
-		if err != nil {
-			mapping.ReplyFrame(&q.out, nil, err, nil, nil)
-		} else {
-			q.out.Result, q.out.Body = resp.Result, resp.Body
-			q.out.Ext = append(q.out.Ext, resp.Ext...)
-		}
+		q.replyFrom(resp, err)
 		c.wmu.Lock()
 		delete(c.seqs, q.seq)
 		c.wmu.Unlock()
 		c.reply(&q.out)
 	}
 	q.done()
+}
+
+// replyFrom makes q.out the reply to a private upstream's answer resp or
+// its failure err (a status, upstream.Status).
+func (q *request) replyFrom(resp *codec.Frame, err error) {
+	q.out = codec.Frame{Cmd: q.cmd, Seq: q.seq, UIN: q.uin, Flags: codec.FlagResponse, Ext: q.out.Ext[:0]}
+	if err != nil {
+		mapping.ReplyFrame(&q.out, nil, err, nil, nil)
+		return
+	}
+	q.out.Result, q.out.Body = resp.Result, resp.Body
+	q.out.Ext = append(q.out.Ext, resp.Ext...)
+}
+
+// countedAs is what a private call that ended with resp or err counts as:
+// err, or the status of a failed reply.
+func countedAs(resp *codec.Frame, err error) error {
+	if err == nil && resp != nil && resp.Result != codec.ResultOK {
+		return resultError(resp.Result)
+	}
+	return err
 }
 
 // resultError is the status a private upstream's failed reply counts as.

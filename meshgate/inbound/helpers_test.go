@@ -227,6 +227,22 @@ func tryWait(ch chan codec.Frame) (f codec.Frame, ok, timedOut bool) {
 	}
 }
 
+// next returns the next frame the client received, in arrival order; it
+// fails the test if the connection closes first or none comes within 5s.
+func (cl *client) next(what string) codec.Frame {
+	cl.t.Helper()
+	select {
+	case f, ok := <-cl.got:
+		if !ok {
+			cl.t.Fatalf("connection closed before %s", what)
+		}
+		return f
+	case <-time.After(5 * time.Second):
+		cl.t.Fatalf("no %s within 5s", what)
+	}
+	return codec.Frame{}
+}
+
 // waitClosed waits until the server closes the connection.
 func (cl *client) waitClosed() error {
 	cl.t.Helper()

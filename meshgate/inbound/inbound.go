@@ -271,17 +271,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range s.stopAccepting(false) {
 		c.drainNudge()
 	}
-	done := make(chan struct{})
-	go func() { s.connWG.Wait(); close(done) }()
-	select {
-	case <-done:
-		s.Close()
-		return nil
-	case <-ctx.Done():
-		s.Close()
-		<-done
-		return ctx.Err()
+	if err := connio.Drain(ctx, s.connWG.Wait, s.Close); err != nil {
+		return err
 	}
+	s.Close()
+	return nil
 }
 
 // Close closes the listeners and every connection now, cancelling calls

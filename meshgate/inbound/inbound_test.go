@@ -130,12 +130,7 @@ func TestPipeliningOutOfOrder(t *testing.T) {
 	cl.write(buf)
 	var order []uint32
 	for len(order) < 3 {
-		select {
-		case f := <-cl.got:
-			order = append(order, f.Seq)
-		case <-time.After(5 * time.Second):
-			t.Fatal("timeout")
-		}
+		order = append(order, cl.next("a reply").Seq)
 	}
 	if order[0] != 3 || order[1] != 2 || order[2] != 1 {
 		t.Fatalf("completion order %v, want [3 2 1]", order)
@@ -211,12 +206,7 @@ func TestDuplicateSeqInFlight(t *testing.T) {
 	cl.write(buf)
 	var got []codec.Frame
 	for len(got) < 2 {
-		select {
-		case f := <-cl.got:
-			got = append(got, f)
-		case <-time.After(5 * time.Second):
-			t.Fatal("timeout")
-		}
+		got = append(got, cl.next("a reply"))
 	}
 	if got[0].Result != codec.ResultBadRequest || got[1].Result != 0 || string(got[1].Body) != "200ms" {
 		t.Fatalf("replies %+v", got)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
 
 // TestNonceCacheExpiresByTimestamp: a nonce is kept exactly until its
@@ -104,16 +105,16 @@ func TestClockNeverGoesBack(t *testing.T) {
 	e := newEnv(t, envOpts{auth: authPolicy(5*time.Second, 0), now: clk.now})
 	ts := clk.at(0)
 	raw := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, ts, 1)
-	if got := flood(t, e.addr, raw, 1); got[codec.ResultOK] != 1 {
+	if got := testkit.Flood(t, e.addr, raw, 1); got[codec.ResultOK] != 1 {
 		t.Fatal(got)
 	}
 	clk.add(6 * time.Second) // the nonce expires and is swept
-	if got := flood(t, e.addr, signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 8, clk.at(0), 1), 1); got[codec.ResultOK] != 1 {
+	if got := testkit.Flood(t, e.addr, signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 8, clk.at(0), 1), 1); got[codec.ResultOK] != 1 {
 		t.Fatal(got)
 	}
 	e.srv.auth.nonces.sweepAll(clk.ms.Load())
 	clk.add(-4 * time.Second) // NTP step back: raw's timestamp looks fresh again
-	if got := flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("replay after the clock stepped back: %v", got)
 	}
 }

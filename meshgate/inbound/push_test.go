@@ -14,18 +14,9 @@ import (
 // nextPush returns the next PUSH frame the client received.
 func nextPush(t *testing.T, cl *client) codec.Frame {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
 	for {
-		select {
-		case f, ok := <-cl.got:
-			if !ok {
-				t.Fatal("connection closed before the push")
-			}
-			if f.Flags&codec.FlagPush != 0 {
-				return f
-			}
-		case <-deadline:
-			t.Fatal("no push within 5s")
+		if f := cl.next("the push"); f.Flags&codec.FlagPush != 0 {
+			return f
 		}
 	}
 }

@@ -3,7 +3,6 @@ package inbound
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
 	"github.com/meshgate/meshgate/internal/demo"
+	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/meshgate/authz"
 	"github.com/meshgate/meshgate/meshgate/config"
 )
@@ -46,38 +46,6 @@ func signFrame(t testing.TB, c *mgp.Codec, f codec.Frame, keyID uint32, unixMs, 
 		t.Fatal(err)
 	}
 	return b
-}
-
-// flood writes wire (n frames, each with a distinct seq) on a fresh
-// connection and reads the n replies, returning how many came back with
-// each result. Replies are counted as they arrive; the write runs
-// concurrently so neither side blocks the other.
-func flood(t testing.TB, addr string, wire []byte, n int) map[uint16]int {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
-	werr := make(chan error, 1)
-	go func() {
-		_, err := nc.Write(wire)
-		werr <- err
-	}()
-	rd := codec.NewReader(nc, mgp.New(0), 64<<10)
-	got := map[uint16]int{}
-	var f codec.Frame
-	for i := 0; i < n; i++ {
-		if err := rd.ReadFrame(&f); err != nil {
-			t.Fatalf("after %d of %d replies: %v", i, n, err)
-		}
-		got[f.Result]++
-	}
-	if err := <-werr; err != nil {
-		t.Fatal(err)
-	}
-	return got
 }
 
 // signedBatch signs n requests for cmd, key ids alternating over ids,
@@ -120,7 +88,7 @@ func TestReplayAfterFlood(t *testing.T) {
 	e := newEnv(t, envOpts{auth: authPolicy(30*time.Second, 0)})
 	now := func(int) uint64 { return uint64(time.Now().UnixMilli()) }
 	captured := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1, Body: []byte("pay 100")}, 7, now(0), 1)
-	if got := flood(t, e.addr, captured, 1); got[codec.ResultOK] != 1 {
+	if got := testkit.Flood(t, e.addr, captured, 1); got[codec.ResultOK] != 1 {
 		t.Fatalf("first use: %v", got)
 	}
 	// Two other key holders, on two connections at once, with the same
@@ -132,7 +100,7 @@ func TestReplayAfterFlood(t *testing.T) {
 		wire := signedBatchFlags(t, e.codec, cmdUnrouted, codec.FlagOneway, []uint32{8, 9}, now, uint64(c*n/2), n/2)
 		hb, _ := e.codec.Append(nil, &codec.Frame{Seq: 1, Flags: codec.FlagHeartbeat})
 		wg.Add(1)
-		go func() { defer wg.Done(); flood(t, e.addr, append(wire, hb...), 1) }()
+		go func() { defer wg.Done(); testkit.Flood(t, e.addr, append(wire, hb...), 1) }()
 	}
 	wg.Wait()
 	if r := testutil.ToFloat64(e.metrics.Rejected.WithLabelValues("priv", "unknown_cmd")); r != n {
@@ -146,7 +114,7 @@ func TestReplayAfterFlood(t *testing.T) {
 	if l := e.srv.auth.nonces.len(); l != n+1 {
 		t.Fatalf("replay cache holds %d nonces, want %d", l, n+1)
 	}
-	if got := flood(t, e.addr, captured, 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, captured, 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("replay after %d frames from other keys: %v, want result 3", n, got)
 	}
 	if r := authFailures(e, authz.ReasonReplay); r != 1 {
@@ -165,18 +133,18 @@ func TestNonceBoundFailsClosed(t *testing.T) {
 	e := newEnv(t, envOpts{auth: p, now: clk.now})
 	ts := func(int) uint64 { return clk.at(0) }
 	first := signedBatch(t, e.codec, cmdUnrouted, []uint32{7, 8}, ts, 1, max)
-	if got := flood(t, e.addr, first, max); got[codec.ResultUnknownCommand] != max {
+	if got := testkit.Flood(t, e.addr, first, max); got[codec.ResultUnknownCommand] != max {
 		t.Fatalf("filling: %v", got)
 	}
 	more := signedBatch(t, e.codec, cmdUnrouted, []uint32{7, 9}, ts, 1_000_000, 50)
-	if got := flood(t, e.addr, more, 50); got[codec.ResultUnauthenticated] != 50 {
+	if got := testkit.Flood(t, e.addr, more, 50); got[codec.ResultUnauthenticated] != 50 {
 		t.Fatalf("past the bound: %v, want 50 × result 3", got)
 	}
 	if r := authFailures(e, authz.ReasonNonceCacheFull); r != 50 {
 		t.Fatalf("nonce_cache_full %d", r)
 	}
 	// Every captured frame stays refused while full.
-	if got := flood(t, e.addr, first, max); got[codec.ResultUnauthenticated] != max {
+	if got := testkit.Flood(t, e.addr, first, max); got[codec.ResultUnauthenticated] != max {
 		t.Fatalf("replays at the bound: %v", got)
 	}
 	if r := authFailures(e, authz.ReasonReplay); r != max {
@@ -184,16 +152,16 @@ func TestNonceBoundFailsClosed(t *testing.T) {
 	}
 	// Half a window later the nonces are still remembered: still full.
 	clk.add(skew / 2)
-	if got := flood(t, e.addr, signedBatch(t, e.codec, cmdUnrouted, []uint32{8}, ts, 2_000_000, 1), 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, signedBatch(t, e.codec, cmdUnrouted, []uint32{8}, ts, 2_000_000, 1), 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("still full: %v", got)
 	}
 	// Once their timestamps are out of the window they are dropped, and
 	// the captured frames fail on their timestamp instead.
 	clk.add(skew/2 + time.Second)
-	if got := flood(t, e.addr, signedBatch(t, e.codec, cmdUnrouted, []uint32{8}, ts, 3_000_000, 100), 100); got[codec.ResultUnknownCommand] != 100 {
+	if got := testkit.Flood(t, e.addr, signedBatch(t, e.codec, cmdUnrouted, []uint32{8}, ts, 3_000_000, 100), 100); got[codec.ResultUnknownCommand] != 100 {
 		t.Fatalf("after expiry: %v", got)
 	}
-	if got := flood(t, e.addr, first, max); got[codec.ResultUnauthenticated] != max {
+	if got := testkit.Flood(t, e.addr, first, max); got[codec.ResultUnauthenticated] != max {
 		t.Fatalf("stale replays: %v", got)
 	}
 	// Shards drop expired buckets when next used; sweep the rest.
@@ -211,7 +179,7 @@ func TestNonceKeyQuota(t *testing.T) {
 	e := newEnv(t, envOpts{auth: authPolicy(30*time.Second, max)})
 	now := func(int) uint64 { return uint64(time.Now().UnixMilli()) }
 	flooder := signedBatch(t, e.codec, cmdUnrouted, []uint32{8}, now, 1, max)
-	got := flood(t, e.addr, flooder, max)
+	got := testkit.Flood(t, e.addr, flooder, max)
 	if got[codec.ResultUnknownCommand] != max/2 || got[codec.ResultUnauthenticated] != max/2 {
 		t.Fatalf("flooding key: %v, want %d through and %d refused", got, max/2, max/2)
 	}
@@ -219,10 +187,10 @@ func TestNonceKeyQuota(t *testing.T) {
 		t.Fatalf("nonce_key_quota %d", r)
 	}
 	others := signedBatch(t, e.codec, cmdUnrouted, []uint32{7, 9}, now, 1, max/2)
-	if got := flood(t, e.addr, others, max/2); got[codec.ResultUnknownCommand] != max/2 {
+	if got := testkit.Flood(t, e.addr, others, max/2); got[codec.ResultUnknownCommand] != max/2 {
 		t.Fatalf("other keys: %v", got)
 	}
-	if got := flood(t, e.addr, flooder[:len(flooder)/4], max/4); got[codec.ResultUnauthenticated] != max/4 {
+	if got := testkit.Flood(t, e.addr, flooder[:len(flooder)/4], max/4); got[codec.ResultUnauthenticated] != max/4 {
 		t.Fatalf("replays: %v", got)
 	}
 }
@@ -245,7 +213,7 @@ func TestSkewBoundaries(t *testing.T) {
 	} {
 		before := e.srv.auth.nonces.len()
 		raw := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, clk.at(tc.off), uint64(100+i))
-		if got := flood(t, e.addr, raw, 1); got[tc.want] != 1 {
+		if got := testkit.Flood(t, e.addr, raw, 1); got[tc.want] != 1 {
 			t.Errorf("timestamp now%+v: %v, want result %d", tc.off, got, tc.want)
 		}
 		if grew := e.srv.auth.nonces.len() - before; (tc.want == codec.ResultOK) != (grew == 1) {
@@ -258,11 +226,11 @@ func TestSkewBoundaries(t *testing.T) {
 	// A frame accepted at the edge of the future window is remembered
 	// until its timestamp leaves the past window: 2×skew later.
 	edge := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 8, clk.at(skew), 1)
-	if got := flood(t, e.addr, edge, 1); got[codec.ResultOK] != 1 {
+	if got := testkit.Flood(t, e.addr, edge, 1); got[codec.ResultOK] != 1 {
 		t.Fatal(got)
 	}
 	clk.add(2 * skew)
-	if got := flood(t, e.addr, edge, 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, edge, 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("replay at the last valid instant: %v", got)
 	}
 	if r := authFailures(e, authz.ReasonReplay); r != 1 {
@@ -278,11 +246,11 @@ func TestRestartFloor(t *testing.T) {
 	before := signFrame(t, mgp.New(0), codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, clk.at(-time.Millisecond), 1)
 	e := newEnv(t, envOpts{auth: authPolicy(30*time.Second, 0), now: clk.now})
 	clk.add(time.Second)
-	if got := flood(t, e.addr, before, 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, before, 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("frame signed before the start: %v", got)
 	}
 	after := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, clk.at(-time.Millisecond), 2)
-	if got := flood(t, e.addr, after, 1); got[codec.ResultOK] != 1 {
+	if got := testkit.Flood(t, e.addr, after, 1); got[codec.ResultOK] != 1 {
 		t.Fatalf("frame signed after the start: %v", got)
 	}
 }
@@ -294,7 +262,7 @@ func TestReplayAcrossReload(t *testing.T) {
 	clk := newFakeClock()
 	e := newEnv(t, envOpts{auth: authPolicy(10*time.Second, 0), now: clk.now})
 	raw := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, clk.at(0), 42)
-	if got := flood(t, e.addr, raw, 1); got[codec.ResultOK] != 1 {
+	if got := testkit.Flood(t, e.addr, raw, 1); got[codec.ResultOK] != 1 {
 		t.Fatal(got)
 	}
 	reload := func(skew time.Duration) {
@@ -306,19 +274,19 @@ func TestReplayAcrossReload(t *testing.T) {
 		e.srv.SetTable(NewTable("priv", routes, limitsOf(old), authPolicy(skew, 0), nil))
 	}
 	reload(10 * time.Second)
-	if got := flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("replay after reload: %v", got)
 	}
 	clk.add(11 * time.Second) // the nonce has timed out under the 10s window
 	reload(60 * time.Second)
-	if got := flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("replay after raising max_skew: %v", got)
 	}
 	// Once everything remembered under the old window is gone, the new
 	// window applies.
 	clk.add(71 * time.Second)
 	old := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1}, 7, clk.at(-50*time.Second), 43)
-	if got := flood(t, e.addr, old, 1); got[codec.ResultOK] != 1 {
+	if got := testkit.Flood(t, e.addr, old, 1); got[codec.ResultOK] != 1 {
 		t.Fatalf("50s-old frame under max_skew 60s: %v", got)
 	}
 }
@@ -336,7 +304,7 @@ func TestConcurrentVerify(t *testing.T) {
 	for c := range conns {
 		wire := append(append([]byte(nil), common...), signedBatch(t, e.codec, cmdUnrouted, []uint32{8}, now, uint64(10_000*(c+1)), own)...)
 		wg.Add(1)
-		go func() { defer wg.Done(); results[c] = flood(t, e.addr, wire, shared+own) }()
+		go func() { defer wg.Done(); results[c] = testkit.Flood(t, e.addr, wire, shared+own) }()
 	}
 	wg.Wait()
 	var passed, refused int
@@ -390,7 +358,7 @@ func TestAuthorizeKeyCmd(t *testing.T) {
 		{7, cmdUnrouted, codec.ResultForbidden}, // not even told it is unrouted
 	} {
 		raw := signFrame(t, e.codec, codec.Frame{Cmd: tc.cmd, Seq: 1, Body: []byte("x")}, tc.key, now, uint64(i+1))
-		if got := flood(t, e.addr, raw, 1); got[tc.want] != 1 {
+		if got := testkit.Flood(t, e.addr, raw, 1); got[tc.want] != 1 {
 			t.Errorf("key %d cmd %d: %v, want result %d", tc.key, tc.cmd, got, tc.want)
 		}
 	}
@@ -403,7 +371,7 @@ func TestAuthorizeKeyCmd(t *testing.T) {
 	// A bad MAC is still result 3, not 4.
 	raw := signFrame(t, e.codec, codec.Frame{Cmd: cmdGate, Seq: 1}, 7, now, 99)
 	raw[len(raw)-2] ^= 1
-	if got := flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
+	if got := testkit.Flood(t, e.addr, raw, 1); got[codec.ResultUnauthenticated] != 1 {
 		t.Fatalf("bad MAC: %v", got)
 	}
 	if n := backend.Load(); n != 1 {

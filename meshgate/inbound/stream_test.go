@@ -1,6 +1,7 @@
 package inbound
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,22 +56,14 @@ func newStreamEnv(t *testing.T) *env {
 func exchange(t *testing.T, cl *client, seq uint32) []codec.Frame {
 	t.Helper()
 	var out []codec.Frame
-	deadline := time.After(5 * time.Second)
 	for {
-		select {
-		case f, ok := <-cl.got:
-			if !ok {
-				t.Fatal("connection closed")
-			}
-			if f.Seq != seq || f.Flags&codec.FlagResponse == 0 {
-				continue
-			}
-			out = append(out, f)
-			if f.Flags&codec.FlagMore == 0 {
-				return out
-			}
-		case <-deadline:
-			t.Fatalf("exchange %d not finished: %d frames", seq, len(out))
+		f := cl.next(fmt.Sprintf("the end of exchange %d (%d frames)", seq, len(out)))
+		if f.Seq != seq || f.Flags&codec.FlagResponse == 0 {
+			continue
+		}
+		out = append(out, f)
+		if f.Flags&codec.FlagMore == 0 {
+			return out
 		}
 	}
 }

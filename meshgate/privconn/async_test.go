@@ -244,13 +244,9 @@ func TestStartDeadline(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-got:
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("want deadline, got %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the deadline did not complete the request")
+	err := testkit.Receive(t, got, 5*time.Second, "the deadline did not complete the request")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want deadline, got %v", err)
 	}
 	if n := cn.InFlight(); n != 0 {
 		t.Fatalf("slot not freed: %d", n)
@@ -275,15 +271,7 @@ func TestStartDeadline(t *testing.T) {
 // The connection failing under pending Starts completes each with
 // ErrClosed; a Start on the closed connection is refused as not sent.
 func TestStartConnectionFailure(t *testing.T) {
-	addr := rawServer(t, func(nc net.Conn) {
-		r := codec.NewReader(nc, mgpc, 1024)
-		var f codec.Frame
-		for range 3 {
-			if r.ReadFrame(&f) != nil {
-				return
-			}
-		}
-	})
+	addr := dropAfter(t, 3)
 	cn := dialAsync(t, addr, privconn.Options{})
 	defer cn.Close()
 	errs := make(chan error, 3)
@@ -293,13 +281,9 @@ func TestStartConnectionFailure(t *testing.T) {
 		}
 	}
 	for range 3 {
-		select {
-		case err := <-errs:
-			if !errors.Is(err, privconn.ErrClosed) {
-				t.Fatalf("want ErrClosed, got %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("pending request not failed")
+		err := testkit.Receive(t, errs, 5*time.Second, "pending request not failed")
+		if !errors.Is(err, privconn.ErrClosed) {
+			t.Fatalf("want ErrClosed, got %v", err)
 		}
 	}
 	<-cn.Done()

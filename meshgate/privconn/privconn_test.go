@@ -44,6 +44,26 @@ func rawServer(t *testing.T, fn func(nc net.Conn)) string {
 	return ln.Addr().String()
 }
 
+// frameServer is rawServer reading the connection's frames: fn gets each
+// one (valid until it returns) and returns false to stop; the connection
+// closes then, or when the client closes it.
+func frameServer(t *testing.T, fn func(nc net.Conn, f *codec.Frame) bool) string {
+	t.Helper()
+	return rawServer(t, func(nc net.Conn) {
+		r := codec.NewReader(nc, mgpc, 1024)
+		var f codec.Frame
+		for r.ReadFrame(&f) == nil && fn(nc, &f) {
+		}
+	})
+}
+
+// dropAfter is a server that reads n requests, answers none and closes
+// the connection.
+func dropAfter(t *testing.T, n int) string {
+	t.Helper()
+	return frameServer(t, func(net.Conn, *codec.Frame) bool { n--; return n > 0 })
+}
+
 func writeFrame(t *testing.T, nc net.Conn, f *codec.Frame) {
 	b, err := mgpc.Append(nil, f)
 	if err != nil {
@@ -171,16 +191,7 @@ func TestUnknownSeqAndLateReplyCounted(t *testing.T) {
 }
 
 func TestConnFailureFailsPending(t *testing.T) {
-	addr := rawServer(t, func(nc net.Conn) {
-		r := codec.NewReader(nc, mgpc, 1024)
-		var f codec.Frame
-		for range 3 {
-			if r.ReadFrame(&f) != nil {
-				return
-			}
-		}
-		// Three requests pending: drop the connection.
-	})
+	addr := dropAfter(t, 3) // three requests pending: drop the connection
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cn, err := privconn.Dial(ctx, addr, mgpc, privconn.Options{})

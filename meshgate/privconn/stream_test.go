@@ -44,21 +44,14 @@ func recvAll(t *testing.T, s *privconn.Stream) ([]string, error) {
 // messages come back in order, then io.EOF on the final result 0.
 func TestStreamClientAndServerMessages(t *testing.T) {
 	reqs := make(chan codec.Frame, 8)
-	addr := rawServer(t, func(nc net.Conn) {
-		r := codec.NewReader(nc, mgpc, 1024)
-		var f codec.Frame
-		for {
-			if r.ReadFrame(&f) != nil {
-				return
-			}
-			reqs <- *privconn.Clone(&f)
-			if f.Flags&codec.FlagMore == 0 {
-				break
-			}
-			writeFrame(t, nc, &codec.Frame{Cmd: f.Cmd, Seq: f.Seq, Flags: codec.FlagResponse | codec.FlagMore, Body: append([]byte("re:"), f.Body...)})
+	addr := frameServer(t, func(nc net.Conn, f *codec.Frame) bool {
+		reqs <- *privconn.Clone(f)
+		if f.Flags&codec.FlagMore == 0 { // the last request frame: the final reply, then read until the client closes
+			writeFrame(t, nc, &codec.Frame{Cmd: f.Cmd, Seq: f.Seq, Flags: codec.FlagResponse})
+			return true
 		}
-		writeFrame(t, nc, &codec.Frame{Cmd: f.Cmd, Seq: f.Seq, Flags: codec.FlagResponse})
-		r.ReadFrame(&f)
+		writeFrame(t, nc, &codec.Frame{Cmd: f.Cmd, Seq: f.Seq, Flags: codec.FlagResponse | codec.FlagMore, Body: append([]byte("re:"), f.Body...)})
+		return true
 	})
 	cn := dialRaw(t, addr)
 	s, err := cn.OpenStream(5, 9, []codec.Ext{{Key: 0x8001, Value: []byte("x")}}, stream.Limits{})
@@ -101,27 +94,21 @@ func TestStreamClientAndServerMessages(t *testing.T) {
 // and another stream on the same connection are answered meanwhile.
 func TestStreamOverflowCancelsOnlyThatExchange(t *testing.T) {
 	cancels := make(chan uint32, 1)
-	addr := rawServer(t, func(nc net.Conn) {
-		r := codec.NewReader(nc, mgpc, 1024)
-		var f codec.Frame
-		for {
-			if r.ReadFrame(&f) != nil {
-				return
+	addr := frameServer(t, func(nc net.Conn, f *codec.Frame) bool {
+		switch {
+		case f.Flags&codec.FlagCancel != 0:
+			cancels <- f.Seq
+		case f.Cmd == 1: // the flood
+			for range 20 {
+				writeFrame(t, nc, &codec.Frame{Cmd: 1, Seq: f.Seq, Flags: codec.FlagResponse | codec.FlagMore, Body: []byte("flood")})
 			}
-			switch {
-			case f.Flags&codec.FlagCancel != 0:
-				cancels <- f.Seq
-			case f.Cmd == 1: // the flood
-				for range 20 {
-					writeFrame(t, nc, &codec.Frame{Cmd: 1, Seq: f.Seq, Flags: codec.FlagResponse | codec.FlagMore, Body: []byte("flood")})
-				}
-			case f.Cmd == 2: // the well-behaved stream
-				writeFrame(t, nc, &codec.Frame{Cmd: 2, Seq: f.Seq, Flags: codec.FlagResponse | codec.FlagMore, Body: []byte("one")})
-				writeFrame(t, nc, &codec.Frame{Cmd: 2, Seq: f.Seq, Flags: codec.FlagResponse})
-			default: // unary
-				writeFrame(t, nc, &codec.Frame{Cmd: f.Cmd, Seq: f.Seq, Flags: codec.FlagResponse, Body: []byte("u")})
-			}
+		case f.Cmd == 2: // the well-behaved stream
+			writeFrame(t, nc, &codec.Frame{Cmd: 2, Seq: f.Seq, Flags: codec.FlagResponse | codec.FlagMore, Body: []byte("one")})
+			writeFrame(t, nc, &codec.Frame{Cmd: 2, Seq: f.Seq, Flags: codec.FlagResponse})
+		default: // unary
+			writeFrame(t, nc, &codec.Frame{Cmd: f.Cmd, Seq: f.Seq, Flags: codec.FlagResponse, Body: []byte("u")})
 		}
+		return true
 	})
 	cn := dialRaw(t, addr)
 	slow, _ := cn.OpenStream(1, 0, nil, stream.Limits{Messages: 4})

@@ -149,9 +149,7 @@ func TestRegistryConcurrent(t *testing.T) {
 	r := NewRegistry(Limits{MaxConnsPerUIN: 3, MaxUINsPerConn: 3})
 	var wg sync.WaitGroup
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range 500 {
 				b := r.Attach(&recConn{})
 				b.Learn(uint64(i%17 + 1))
@@ -162,7 +160,7 @@ func TestRegistryConcurrent(t *testing.T) {
 				r.Deliver(uint64(i%7+1), &codec.Frame{})
 				b.Close()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if r.Bindings() != 0 {

@@ -130,19 +130,13 @@ func (a *Async) Finish(o Outcome) {
 // the same *Rejected.
 func (g *gate) tryAcquire(core bool) error {
 	g.mu.Lock()
-	c, limited := g.capacity(core)
-	ahead := g.core.head != nil || (!core && g.normal.head != nil)
-	if g.active < c && !ahead {
-		g.active++
-		g.mu.Unlock()
-		return nil
-	}
+	ok, limited := g.admitLocked(core)
 	g.mu.Unlock()
-	if g.maxWait > 0 {
+	switch {
+	case ok:
+		return nil
+	case g.maxWait > 0:
 		return ErrWouldWait
 	}
-	if limited {
-		return ErrConcurrencyLimit
-	}
-	return ErrMaxRequests
+	return refusal(limited)
 }

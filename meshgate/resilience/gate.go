@@ -74,24 +74,40 @@ func (g *gate) capacity(core bool) (c int, limited bool) {
 	return max(c, 1), limited
 }
 
+// admitLocked takes a slot for a request of this priority if one is free
+// and no request it must not overtake is queued; g.mu is held. limited is
+// capacity's.
+func (g *gate) admitLocked(core bool) (ok, limited bool) {
+	c, limited := g.capacity(core)
+	ahead := g.core.head != nil || (!core && g.normal.head != nil)
+	if g.active < c && !ahead {
+		g.active++
+		return true, limited
+	}
+	return false, limited
+}
+
+// refusal is the error of a request refused at once for want of a slot.
+func refusal(limited bool) error {
+	if limited {
+		return ErrConcurrencyLimit
+	}
+	return ErrMaxRequests
+}
+
 // acquire admits one request or returns a *Rejected (or ErrDeadline when
 // the wait ran into the request's deadline). until is the latest time
 // the request may still be sent (zero: none).
 func (g *gate) acquire(ctx context.Context, core bool, until time.Time) error {
 	g.mu.Lock()
-	c, limited := g.capacity(core)
-	ahead := g.core.head != nil || (!core && g.normal.head != nil)
-	if g.active < c && !ahead {
-		g.active++
+	ok, limited := g.admitLocked(core)
+	if ok {
 		g.mu.Unlock()
 		return nil
 	}
 	if g.maxWait <= 0 {
 		g.mu.Unlock()
-		if limited {
-			return ErrConcurrencyLimit
-		}
-		return ErrMaxRequests
+		return refusal(limited)
 	}
 	if g.pending >= g.maxPending {
 		g.mu.Unlock()

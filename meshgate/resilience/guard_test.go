@@ -60,18 +60,20 @@ func TestRetryDifferentEndpoint(t *testing.T) {
 	}
 }
 
-// No retry once the remaining deadline is below min_remaining.
+// No retry once the remaining deadline is below min_remaining. The
+// margins are wide (the attempt leaves 40ms, half of min_remaining) so a
+// loaded machine oversleeping does not run the deadline out altogether.
 func TestRetryNotAfterDeadline(t *testing.T) {
 	rc := defaults()
-	rc.MinRemaining = 20 * time.Millisecond
+	rc.MinRemaining = 80 * time.Millisecond
 	g := New("u", LBRoundRobin, addrs(3), rc)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	attempts := 0
 	n, err := g.Do(ctx, 0, pol(idem), func(ctx context.Context, _ *Endpoint, _ int) Outcome {
 		attempts++
 		dl, _ := ctx.Deadline()
-		time.Sleep(time.Until(dl) - 10*time.Millisecond) // the backend is slow: leaves 10ms < min_remaining
+		time.Sleep(time.Until(dl) - 40*time.Millisecond) // the backend is slow: leaves 40ms < min_remaining
 		return Unavailable
 	})
 	if err != nil || n != 0 || attempts != 1 {

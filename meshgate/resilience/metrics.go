@@ -2,7 +2,6 @@ package resilience
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/meshgate/meshgate/meshgate/promreg"
@@ -21,18 +20,14 @@ type Metrics struct {
 	limit     *prometheus.GaugeVec   // upstream
 }
 
-var (
-	metricsMu  sync.Mutex
-	metricsReg = map[prometheus.Registerer]*Metrics{}
-)
+var metricsReg promreg.PerRegisterer[*Metrics]
 
 // NewMetrics registers (once per Registerer) and returns the metrics.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
-	metricsMu.Lock()
-	defer metricsMu.Unlock()
-	if m, ok := metricsReg[reg]; ok {
-		return m, nil
-	}
+	return metricsReg.Get(reg, func() (*Metrics, error) { return newMetrics(reg) })
+}
+
+func newMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_upstream_ejections_total",
 			Help: "Endpoints ejected by outlier detection."}, []string{"upstream", "endpoint", "reason"}),
@@ -47,15 +42,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshgate_upstream_concurrency_limit",
 			Help: "Current adaptive concurrency limit."}, []string{"upstream"}),
 	}
-	if reg != nil {
-		if err := register(reg, &m.ejections, &m.rejected, &m.expired, &m.retries); err != nil {
-			return nil, err
-		}
-		if err := register(reg, &m.ejected, &m.limit); err != nil {
-			return nil, err
-		}
+	if err := promreg.AdoptAll(reg, &m.ejections, &m.rejected, &m.expired, &m.retries); err != nil {
+		return nil, fmt.Errorf("resilience metrics: %w", err)
 	}
-	metricsReg[reg] = m
+	if err := promreg.AdoptAll(reg, &m.ejected, &m.limit); err != nil {
+		return nil, fmt.Errorf("resilience metrics: %w", err)
+	}
 	return m, nil
 }
 
@@ -104,15 +96,3 @@ func (o *promObserver) Rejected(r *Rejected) {
 func (o *promObserver) Expired(s Stage)        { o.expired[s].Inc() }
 func (o *promObserver) Retry(ev RetryEvent)    { o.retries[ev].Inc() }
 func (o *promObserver) LimitChanged(limit int) { o.limit.Set(float64(limit)) }
-
-// register registers each collector, adopting an identical one already
-// registered (e.g. by an earlier Metrics on the same Registerer).
-func register[C prometheus.Collector](reg prometheus.Registerer, cs ...*C) error {
-	for _, c := range cs {
-		var err error
-		if *c, err = promreg.Adopt(reg, *c); err != nil {
-			return fmt.Errorf("resilience metrics: %w", err)
-		}
-	}
-	return nil
-}

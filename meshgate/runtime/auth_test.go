@@ -1,33 +1,14 @@
 package runtime
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/internal/testkit"
 )
-
-// sendOnce sends raw on a fresh connection to addr and returns the result.
-func sendOnce(t *testing.T, addr string, raw []byte) uint16 {
-	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := nc.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	var r codec.Frame
-	if err := codec.NewReader(nc, mgp.New(0), 4096).ReadFrame(&r); err != nil {
-		t.Fatal(err)
-	}
-	return r.Result
-}
 
 // TestReplayAcrossListeners: a frame accepted on one private listener is a
 // replay on another listener with the same key; a listener whose key id 1
@@ -56,13 +37,13 @@ func TestReplayAcrossListeners(t *testing.T) {
 		return b
 	}
 	captured := sign("shared-secret-xyz")
-	if got := sendOnce(t, rt.Addr("mgp-in").String(), captured); got != codec.ResultOK {
+	if got := testkit.SendOnce(t, rt.Addr("mgp-in").String(), captured); got != codec.ResultOK {
 		t.Fatalf("first use: %d", got)
 	}
-	if got := sendOnce(t, rt.Addr("twin").String(), captured); got != codec.ResultUnauthenticated {
+	if got := testkit.SendOnce(t, rt.Addr("twin").String(), captured); got != codec.ResultUnauthenticated {
 		t.Fatalf("replay on a listener with the same key: result %d, want 3", got)
 	}
-	if got := sendOnce(t, rt.Addr("other").String(), sign("another-secret-xyz")); got != codec.ResultOK {
+	if got := testkit.SendOnce(t, rt.Addr("other").String(), sign("another-secret-xyz")); got != codec.ResultOK {
 		t.Fatalf("same key id and nonce under another secret: result %d", got)
 	}
 }
@@ -79,7 +60,7 @@ func TestReplayCacheSurvivesListenerRebuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	send := func() uint16 { t.Helper(); return sendOnce(t, rt.Addr("mgp-in").String(), captured) }
+	send := func() uint16 { t.Helper(); return testkit.SendOnce(t, rt.Addr("mgp-in").String(), captured) }
 	if got := send(); got != codec.ResultOK {
 		t.Fatalf("first use: result %d", got)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/descset"
 	"github.com/meshgate/meshgate/meshgate/grpcserve"
@@ -300,16 +301,7 @@ func (g *grpcServer) Shutdown(ctx context.Context, grace time.Duration) error {
 		g.gs.Stop() // never served
 		return g.direct.Shutdown(ctx)
 	}
-	done := make(chan struct{})
-	go func() { g.gs.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		g.gs.Stop()
-		<-done
-		return ctx.Err()
-	}
+	return connio.Drain(ctx, g.gs.GracefulStop, g.gs.Stop)
 }
 
 func (g *grpcServer) Abort() {

@@ -110,13 +110,9 @@ func TestStartPolicyFailures(t *testing.T) {
 	testkit.Await(5*time.Second, func() bool { return e.InFlight() == 1 })
 	t0 = time.Now()
 	ss[0].Close()
-	select {
-	case err := <-errc:
-		if status.Code(upstream.Status(context.Background(), err)) != codes.Unavailable {
-			t.Fatalf("want unavailable, got %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no completion after the backend died")
+	err = testkit.Receive(t, errc, 5*time.Second, "no completion after the backend died")
+	if status.Code(upstream.Status(context.Background(), err)) != codes.Unavailable {
+		t.Fatalf("want unavailable, got %v", err)
 	}
 	if el := time.Since(t0); el > time.Second {
 		t.Fatalf("failure took %v", el)

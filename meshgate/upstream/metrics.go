@@ -1,8 +1,6 @@
 package upstream
 
 import (
-	"sync"
-
 	"github.com/meshgate/meshgate/meshgate/promreg"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,17 +18,13 @@ type poolMetrics struct {
 	dialErrors, reconnects, ejections, late, unknown, noHealthy prometheus.Counter
 }
 
-var (
-	metricsMu  sync.Mutex
-	metricsReg = map[prometheus.Registerer]*metrics{}
-)
+var metricsReg promreg.PerRegisterer[*metrics]
 
 func metricsFor(reg prometheus.Registerer) (*metrics, error) {
-	metricsMu.Lock()
-	defer metricsMu.Unlock()
-	if m, ok := metricsReg[reg]; ok {
-		return m, nil
-	}
+	return metricsReg.Get(reg, func() (*metrics, error) { return newMetrics(reg) })
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	lbl := []string{"upstream"}
 	g := func(name, help string) *prometheus.GaugeVec {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshgate_private_upstream_" + name, Help: help}, lbl)
@@ -49,18 +43,12 @@ func metricsFor(reg prometheus.Registerer) (*metrics, error) {
 		unknown:    c("unknown_seq_replies_total", "Replies matching no request (dropped)."),
 		noH:        c("no_healthy_total", "Requests failed because no endpoint was healthy."),
 	}
-	var err error
-	for _, g := range []**prometheus.GaugeVec{&m.endpoints, &m.healthy, &m.conns} {
-		if *g, err = promreg.Adopt(reg, *g); err != nil {
-			return nil, err
-		}
+	if err := promreg.AdoptAll(reg, &m.endpoints, &m.healthy, &m.conns); err != nil {
+		return nil, err
 	}
-	for _, c := range []**prometheus.CounterVec{&m.dialErrors, &m.reconnects, &m.ejections, &m.late, &m.unknown, &m.noH} {
-		if *c, err = promreg.Adopt(reg, *c); err != nil {
-			return nil, err
-		}
+	if err := promreg.AdoptAll(reg, &m.dialErrors, &m.reconnects, &m.ejections, &m.late, &m.unknown, &m.noH); err != nil {
+		return nil, err
 	}
-	metricsReg[reg] = m
 	return m, nil
 }
 

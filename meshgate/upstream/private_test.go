@@ -255,9 +255,7 @@ func TestStress100k(t *testing.T) {
 	var next, bad, errs atomic.Int64
 	var wg sync.WaitGroup
 	for range 128 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var body []byte
 			for {
 				i := next.Add(1)
@@ -274,7 +272,7 @@ func TestStress100k(t *testing.T) {
 					bad.Add(1)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	st := p.Stats()

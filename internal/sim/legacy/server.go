@@ -30,6 +30,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/codec/mgp"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 )
 
@@ -140,15 +141,12 @@ func (s *Server) Stats() ServerStats {
 // Serve accepts connections on ln until Close/Shutdown. It always returns a
 // non-nil error (ErrServerClosed after Close).
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = ln.Close()
+	if !s.track(ln, func() {
+		s.lns[ln] = struct{}{}
+		s.addr.CompareAndSwap(nil, ln.Addr())
+	}) {
 		return ErrServerClosed
 	}
-	s.lns[ln] = struct{}{}
-	s.addr.CompareAndSwap(nil, ln.Addr())
-	s.mu.Unlock()
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -168,18 +166,28 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		delay = 0
 		sc := &serverConn{s: s, nc: nc, w: privconn.NewFrameWriter(nc, s.opts.Codec)}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = nc.Close()
+		if !s.track(nc, func() {
+			s.conns[sc] = struct{}{}
+			s.wg.Add(1)
+		}) {
 			return ErrServerClosed
 		}
-		s.conns[sc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		s.nConns.Add(1)
 		go sc.serve()
 	}
+}
+
+// track runs add (recording c) under s.mu unless the server is closed;
+// then it closes c and returns false.
+func (s *Server) track(c io.Closer, add func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = c.Close()
+		return false
+	}
+	add()
+	return true
 }
 
 // Close stops accepting, closes every connection at once and waits for the
@@ -205,15 +213,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = sc.nc.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
+	if connio.Drain(ctx, s.wg.Wait, func() { _ = s.Close() }) == nil {
 		s.stop()
-		return nil
-	case <-ctx.Done():
-		return s.Close()
 	}
+	return nil // as Close, when ctx ended first
 }
 
 func (s *Server) stopAccepting() {
