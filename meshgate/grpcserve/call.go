@@ -44,6 +44,8 @@ type Call struct {
 	hasMsg  bool
 	msgTook bool
 
+	d *delegated // delegated to Config.Fallback (delegate.go); nil: the fast path
+
 	finished atomic.Bool
 	reset    atomic.Bool // the client reset the stream, or the conn closed
 

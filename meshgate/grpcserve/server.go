@@ -26,6 +26,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,11 @@ type Config struct {
 	// Name labels the protocol error counter (the listener's name).
 	Name    string
 	Handler Handler
+	// Fallback, when set, serves the streams whose method the Handler
+	// does not serve itself (FastPath; a Handler without it serves every
+	// method): a *grpc.Server's ServeHTTP, for one, on a goroutine per
+	// stream (delegate.go).
+	Fallback http.Handler
 	// Blocking runs Handler.Start on a pool of long-lived workers
 	// (4 × GOMAXPROCS, a goroutine of its own past that) instead of the
 	// reading goroutine. A Handler that is also an InlineStarter gets
@@ -183,6 +189,7 @@ type Server struct {
 	wk     connio.Workers[*Call] // Handler.Start of a blocking handler on long-lived goroutines
 	handed atomic.Uint64         // calls dispatched to wk (HandedOff)
 	in     InlineStarter         // cfg.Handler's, when Blocking; nil: none
+	fast   FastPath              // cfg.Handler's, when cfg.Fallback is set; nil: every stream is the Handler's
 	held   atomic.Int64          // read buffers held by connections (idle.go)
 
 	mu       sync.Mutex
@@ -203,6 +210,9 @@ func New(cfg Config) *Server {
 	}
 	if is, ok := cfg.Handler.(InlineStarter); ok && cfg.Blocking {
 		s.in = is
+	}
+	if fp, ok := cfg.Handler.(FastPath); ok && cfg.Fallback != nil {
+		s.fast = fp
 	}
 	return s
 }
