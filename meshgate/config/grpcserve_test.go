@@ -7,9 +7,9 @@ import (
 )
 
 // TestListenerGRPCTransport: listeners[].grpc_transport accepts grpc-go
-// (the default) and direct; anything else, direct on a private listener,
-// and direct with a streaming route, the push API or reflection are
-// rejected naming the field.
+// (the default) and direct, also with a streaming route, the push API and
+// reflection (delegated to grpc-go's server); anything else and direct on
+// a private listener are rejected naming the field.
 func TestListenerGRPCTransport(t *testing.T) {
 	const grpcL = "address: 127.0.0.1:7001"
 	cfg, err := Parse([]byte(good), "")
@@ -29,14 +29,20 @@ func TestListenerGRPCTransport(t *testing.T) {
 		}
 	}
 	direct := strings.Replace(good, grpcL, grpcL+"\n    grpc_transport: direct", 1)
+	for name, c := range map[string]struct{ from, to string }{
+		"stream":     {"cmd: 1, upstream: p}", "cmd: 1, upstream: p, stream: server}"},
+		"push api":   {grpcL, grpcL + "\n    push: {api: true}"},
+		"reflection": {grpcL, grpcL + "\n    reflection: {descriptor_sets: [x.protoset]}"},
+	} {
+		if _, err := Parse([]byte(strings.Replace(direct, c.from, c.to, 1)), ""); err != nil {
+			t.Errorf("direct with %s: %v", name, err)
+		}
+	}
 	for name, c := range map[string]struct {
 		base, from, to, field string
 	}{
-		"unknown":    {good, grpcL, grpcL + "\n    grpc_transport: h2", `listeners[1].grpc_transport: must be "grpc-go" or "direct", got "h2"`},
-		"private":    {good, "address: 127.0.0.1:7000", "address: 127.0.0.1:7000\n    grpc_transport: direct", `listeners[0].grpc_transport: "direct" is for grpc listeners only`},
-		"stream":     {direct, "cmd: 1, upstream: p}", "cmd: 1, upstream: p, stream: server}", `listeners[1].routes[0].stream: a streaming route is not served by grpc_transport "direct"`},
-		"push api":   {direct, grpcL, grpcL + "\n    push: {api: true}", `listeners[1].push.api: the push API is not served`},
-		"reflection": {direct, grpcL, grpcL + "\n    reflection: {descriptor_sets: [x.protoset]}", `listeners[1].reflection: the reflection service`},
+		"unknown": {good, grpcL, grpcL + "\n    grpc_transport: h2", `listeners[1].grpc_transport: must be "grpc-go" or "direct", got "h2"`},
+		"private": {good, "address: 127.0.0.1:7000", "address: 127.0.0.1:7000\n    grpc_transport: direct", `listeners[0].grpc_transport: "direct" is for grpc listeners only`},
 	} {
 		_, err := Parse([]byte(strings.Replace(c.base, c.from, c.to, 1)), "")
 		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field) {

@@ -76,6 +76,7 @@ type delegated struct {
 	code     int
 	wroteHdr bool // WriteHeader called (or implied)
 	sentHdr  bool // HEADERS written
+	flushed  bool // Flush called
 	out      []byte
 	werr     error
 }
@@ -311,8 +312,18 @@ func (d *delegated) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Flush writes the headers and the buffered body (http.Flusher).
-func (d *delegated) Flush() { _ = d.send() }
+// Flush writes the headers and the buffered body (http.Flusher). Headers
+// alone that were not asked for by WriteHeader wait: if the handler then
+// ends the stream, they leave with the trailers as one trailers-only
+// HEADERS frame (what grpc-go's own transport sends for a status without
+// messages).
+func (d *delegated) Flush() {
+	d.flushed = true
+	if !d.wroteHdr && len(d.out) == 0 {
+		return
+	}
+	_ = d.send()
+}
 
 // send writes HEADERS (once) and the buffered body, waiting for send
 // window.
@@ -332,9 +343,9 @@ func (d *delegated) send() error {
 	return d.werr
 }
 
-// writeHeaders writes the response HEADERS (endStream: no body or
-// trailers follow).
-func (d *delegated) writeHeaders(endStream bool) error {
+// writeHeaders writes the response HEADERS; trailersOnly: with the
+// trailers, ending the stream.
+func (d *delegated) writeHeaders(trailersOnly bool) error {
 	c, cl := d.c, d.cl
 	c.lockWrite()
 	defer c.unlockWrite()
@@ -344,7 +355,7 @@ func (d *delegated) writeHeaders(endStream bool) error {
 	c.hbuf.b = c.hbuf.b[:0]
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(d.code)})
 	for k, vs := range d.hdr {
-		if k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) || connSpecific(k) {
+		if k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) || connSpecific(k) || (trailersOnly && d.declared(k)) {
 			continue
 		}
 		lk := strings.ToLower(k)
@@ -352,9 +363,35 @@ func (d *delegated) writeHeaders(endStream bool) error {
 			_ = c.henc.WriteField(hpack.HeaderField{Name: lk, Value: v})
 		}
 	}
+	if trailersOnly {
+		d.encodeTrailers()
+	}
 	d.sentHdr = true
 	c.wroteStream.Store(true)
-	return c.flush(appendHeaderBlock(c.getBuf(), cl.id, c.hbuf.b, endStream, c.peerMaxFrm))
+	b := appendHeaderBlock(c.getBuf(), cl.id, c.hbuf.b, trailersOnly, c.peerMaxFrm)
+	if trailersOnly && !d.halfClosed() {
+		b = appendRST(b, cl.id, http2.ErrCodeNo)
+	}
+	return c.flush(b)
+}
+
+// declared reports whether k (canonical) is declared in "Trailer".
+func (d *delegated) declared(k string) bool {
+	for _, decl := range d.hdr["Trailer"] {
+		for t := range strings.SplitSeq(decl, ",") {
+			if textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(t)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// halfClosed reports whether the client ended its side of the stream.
+func (d *delegated) halfClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.eof
 }
 
 // connSpecific: header fields HTTP/2 forbids (RFC 9113 8.2.2).
@@ -448,18 +485,24 @@ func (c *conn) wakeWriters() {
 }
 
 // finish ends the stream once the Fallback returned: buffered body,
-// trailers, RST_STREAM NO_ERROR when the client has not half-closed; or
-// RST_STREAM INTERNAL_ERROR when nothing was written.
+// trailers (or, with no HEADERS sent yet and no body, one trailers-only
+// HEADERS frame), RST_STREAM NO_ERROR when the client has not
+// half-closed; or RST_STREAM INTERNAL_ERROR when nothing was written.
 func (d *delegated) finish() {
 	c, cl := d.c, d.cl
 	switch {
 	case d.werr != nil:
-	case !d.wroteHdr:
+	case !d.wroteHdr && !d.flushed:
 		c.lockWrite()
 		if c.alive(cl) {
 			_ = c.flush(appendRST(c.getBuf(), cl.id, http2.ErrCodeInternal))
 		}
 		c.unlockWrite()
+	case !d.sentHdr && len(d.out) == 0:
+		if d.code == 0 {
+			d.code = http.StatusOK
+		}
+		_ = d.writeHeaders(true)
 	default:
 		if err := d.send(); err != nil {
 			break
@@ -468,16 +511,12 @@ func (d *delegated) finish() {
 		if c.alive(cl) {
 			b := c.getBuf()
 			c.hbuf.b = c.hbuf.b[:0]
-			n := d.encodeTrailers()
-			if n > 0 {
+			if d.encodeTrailers() > 0 {
 				b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
 			} else {
 				b = appendFrameHeader(b, 0, http2.FrameData, http2.FlagDataEndStream, cl.id)
 			}
-			d.mu.Lock()
-			halfClosed := d.eof
-			d.mu.Unlock()
-			if !halfClosed {
+			if !d.halfClosed() {
 				b = appendRST(b, cl.id, http2.ErrCodeNo)
 			}
 			c.wroteStream.Store(true)
@@ -517,7 +556,7 @@ func (d *delegated) encodeTrailers() int {
 	for _, decl := range d.hdr["Trailer"] {
 		for k := range strings.SplitSeq(decl, ",") {
 			k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
-			if k == "" || k == "Trailer" {
+			if k == "" || k == "Trailer" || connSpecific(k) {
 				continue
 			}
 			put(k, d.hdr[k])
