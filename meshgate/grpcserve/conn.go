@@ -1146,6 +1146,9 @@ func (c *conn) answer(cl *Call) {
 	c.hbuf.b = c.hbuf.b[:0]
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
 	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	if cl.out[0]&1 != 0 { // compressed with the request's encoding (SendMsg)
+		_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-encoding", Value: cl.enc})
+	}
 	for k, vs := range cl.header {
 		for _, v := range vs {
 			writeMD(c.henc, k, v)
