@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// TestListenerGRPCTransport: listeners[].grpc_transport accepts grpc-go
-// (the default) and direct, also with a streaming route, the push API and
+// TestListenerGRPCTransport: listeners[].grpc_transport accepts direct
+// (the default: empty) and grpc-go, also with a streaming route, the push API and
 // reflection (delegated to grpc-go's server); anything else and direct on
 // a private listener are rejected naming the field.
 func TestListenerGRPCTransport(t *testing.T) {
@@ -16,8 +16,11 @@ func TestListenerGRPCTransport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listeners[1].DirectServer() {
-		t.Fatal("direct server transport without asking")
+	if !cfg.Listeners[1].DirectServer() {
+		t.Fatal("an empty grpc_transport is not the default direct transport")
+	}
+	if cfg.Listeners[0].DirectServer() {
+		t.Fatal("a private listener on the direct gRPC transport")
 	}
 	for _, v := range []string{"grpc-go", "direct"} {
 		c, err := Parse([]byte(strings.Replace(good, grpcL, grpcL+"\n    grpc_transport: "+v, 1)), "")

@@ -19,7 +19,7 @@ import (
 )
 
 // directConfig has two grpc listeners with the same routes to one legacy
-// MGP server: grpc-go (the default transport) and direct.
+// MGP server: grpc-go and direct (the default transport, named).
 func directConfig(legacyEP string) string {
 	routes := `
     routes:
@@ -34,7 +34,8 @@ defaults: {timeout: 2s, drain_timeout: 5s}
 listeners:
   - name: grpcgo
     kind: grpc
-    address: 127.0.0.1:0%s
+    address: 127.0.0.1:0
+    grpc_transport: grpc-go%s
   - name: direct
     kind: grpc
     address: 127.0.0.1:0
