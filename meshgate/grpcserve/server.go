@@ -1,6 +1,8 @@
-// Package grpcserve is MeshGate's own HTTP/2 server transport for unary
-// gRPC calls (listeners[].grpc_transport: direct), the server-side
-// counterpart of package grpcdirect.
+// Package grpcserve is MeshGate's own HTTP/2 server transport for gRPC
+// listeners (listeners[].grpc_transport: direct, the default), the
+// server-side counterpart of package grpcdirect: a fast path for unary
+// calls, and every other stream delegated to an http.Handler such as
+// grpc-go's server (delegate.go).
 //
 // HTTP/2 is spoken with golang.org/x/net/http2's Framer (reading, with
 // HPACK decoding via ReadMetaHeaders and a bounded header list) and an
@@ -14,10 +16,12 @@
 // by the reading goroutine). There is no per-call goroutine, no writer
 // goroutine and no BDP ping.
 //
-// Only unary calls exist on this transport: a stream carries exactly the
-// request HEADERS, its DATA and END_STREAM. Streaming methods are the
-// listener's concern (config validation rejects them with this
-// transport).
+// The fast path serves unary calls: a stream carries exactly the request
+// HEADERS, its DATA and END_STREAM. With Config.Fallback set, a Handler
+// that is a FastPath decides per method at HEADERS time; the streams it
+// does not serve (streaming methods, services registered on grpc-go,
+// unknown methods) go to the Fallback on a goroutine of their own, with
+// the request body and the response flow-controlled on the stream.
 package grpcserve
 
 import (
@@ -183,7 +187,8 @@ func NewErrorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 	return cv, nil
 }
 
-// Server serves unary gRPC calls over HTTP/2 connections.
+// Server serves gRPC calls over HTTP/2 connections: unary calls on its
+// fast path, other streams by its Fallback.
 type Server struct {
 	cfg    Config
 	wk     connio.Workers[*Call] // Handler.Start of a blocking handler on long-lived goroutines
