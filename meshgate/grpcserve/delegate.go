@@ -63,13 +63,15 @@ type delegated struct {
 
 	// request body (Body)
 	mu      sync.Mutex
-	more    chan struct{} // closed and replaced when data, EOF or an error arrives
-	buf     []byte        // received, not yet read
-	used    int64         // stream receive window used (buffered + unacked)
-	unacked uint32        // read, not yet granted back
-	eof     bool          // END_STREAM received
-	rerr    error         // the stream was reset / the connection closed
-	closed  bool          // Body.Close called
+	more    chan struct{} // closed and replaced, when a Read waits (waiting), as data, EOF or an error arrive
+	waiting bool
+	buf     []byte // received; buf[off:] not yet read (bounded by the stream window)
+	off     int
+	used    int64  // stream receive window used (buffered + unacked)
+	unacked uint32 // read, not yet granted back
+	eof     bool   // END_STREAM received
+	rerr    error  // the stream was reset / the connection closed
+	closed  bool   // Body.Close called
 
 	// response (the handler's goroutine)
 	hdr      http.Header
@@ -85,9 +87,15 @@ type delegated struct {
 // goroutine).
 func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
 	cfg := &c.s.cfg
+	d := &delegated{c: c, cl: cl, hdr: http.Header{}, more: make(chan struct{}), eof: cl.endStream}
+	ctx := context.WithValue(c.base, http.LocalAddrContextKey, c.peer.LocalAddr)
+	d.ctx, d.end = context.WithCancel(ctx)
+	// Set before mu: closeNow and dropStream read them after taking it.
+	cl.ctx, cl.cancel = d.ctx, d.abort
 	c.mu.Lock()
 	if c.closed || c.streams[cl.id] != cl {
 		c.mu.Unlock()
+		d.abort()
 		return nil
 	}
 	if cfg.MaxInFlightPerConn > 0 && c.inflight >= cfg.MaxInFlightPerConn {
@@ -100,6 +108,7 @@ func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
 	cl.started = true
 	c.s.wg.Add(1)
 	c.mu.Unlock()
+	cl.d = d // the reading goroutine's (onData, endOfRequest)
 
 	h := make(http.Header, len(f.Fields))
 	var host string
@@ -113,10 +122,6 @@ func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
 		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
 		h[k] = append(h[k], hf.Value)
 	}
-	d := &delegated{c: c, cl: cl, hdr: http.Header{}, more: make(chan struct{}), eof: cl.endStream}
-	ctx := context.WithValue(c.base, http.LocalAddrContextKey, c.peer.LocalAddr)
-	d.ctx, d.end = context.WithCancel(ctx)
-	cl.ctx, cl.cancel, cl.d = d.ctx, d.abort, d
 	req := &http.Request{
 		Method: http.MethodPost, Proto: "HTTP/2.0", ProtoMajor: 2,
 		URL: &url.URL{Path: cl.method}, RequestURI: cl.method, Host: host,
@@ -127,9 +132,6 @@ func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
 		req.TLS = &ti.State
 	}
 	req = req.WithContext(d.ctx)
-	if cl.reset.Load() {
-		d.abort()
-	}
 	go d.serve(req)
 	return nil
 }
@@ -155,8 +157,11 @@ func (d *delegated) abort() {
 
 // signal wakes a waiting Body.Read (mu held).
 func (d *delegated) signal() {
-	close(d.more)
-	d.more = make(chan struct{})
+	if d.waiting {
+		close(d.more)
+		d.more = make(chan struct{})
+		d.waiting = false
+	}
 }
 
 // onData takes a DATA frame of the stream (reading goroutine): n is its
@@ -235,27 +240,32 @@ type body delegated
 func (b *body) Read(p []byte) (int, error) {
 	d := (*delegated)(b)
 	d.mu.Lock()
-	for len(d.buf) == 0 {
+	for {
 		switch {
 		case d.closed:
 			d.mu.Unlock()
 			return 0, errBodyClosed
-		case d.eof:
-			d.mu.Unlock()
-			return 0, io.EOF
 		case d.rerr != nil:
 			d.mu.Unlock()
 			return 0, d.rerr
+		case d.off < len(d.buf):
+		case d.eof:
+			d.mu.Unlock()
+			return 0, io.EOF
+		default:
+			ch := d.more
+			d.waiting = true
+			d.mu.Unlock()
+			<-ch
+			d.mu.Lock()
+			continue
 		}
-		ch := d.more
-		d.mu.Unlock()
-		<-ch
-		d.mu.Lock()
+		break
 	}
-	n := copy(p, d.buf)
-	d.buf = d.buf[n:]
-	if len(d.buf) == 0 {
-		d.buf = nil // a drained buffer is not kept
+	n := copy(p, d.buf[d.off:])
+	d.off += n
+	if d.off == len(d.buf) {
+		d.buf, d.off = d.buf[:0], 0
 	}
 	d.unacked += uint32(n)
 	incr := d.grantLocked()
@@ -269,8 +279,8 @@ func (b *body) Close() error {
 	d.mu.Lock()
 	if !d.closed {
 		d.closed = true
-		d.unacked += uint32(len(d.buf))
-		d.buf = nil
+		d.unacked += uint32(len(d.buf) - d.off)
+		d.buf, d.off = nil, 0
 		d.signal()
 	}
 	incr := d.grantLocked()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,16 +16,19 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // interopT is the test running an interop.Do* case: the interop package
@@ -314,4 +318,42 @@ func TestDelegatedRequestWindow(t *testing.T) {
 		t.Fatalf("after the reset: %v %v", st, err)
 	}
 	testkit.Within(t, 3*time.Second, "stream ended", func() bool { return ts.inflight() == 0 })
+}
+
+// TestDelegatedTLSPeer: over mTLS, a delegated call's grpc-go handler sees
+// the client's certificate (credentials.TLSInfo from Request.TLS) and the
+// peer's address, as on grpc-go's own transport.
+func TestDelegatedTLSPeer(t *testing.T) {
+	_, _, files := testkit.PKI(t, "server", "client")
+	srv := testkit.TLSServer(t, files["server"], 0)
+	tc := srv.Config().Clone()
+	tc.NextProtos = []string{"h2"}
+	var got atomic.Value
+	gs := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		p, _ := peer.FromContext(st.Context())
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+			got.Store(ti.State.PeerCertificates[0].Subject.CommonName + " " + p.Addr.String())
+		}
+		var m []byte
+		if err := st.RecvMsg(&m); err != nil {
+			return err
+		}
+		return st.SendMsg(m)
+	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
+	t.Cleanup(gs.Stop)
+	ts := start(t, &fastOnly{}, func(c *Config) { c.TLS, c.Fallback = tc, gs })
+	cl := testkit.TLSClient(t, testkit.Config(files["client"], "localhost"), 0)
+	cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(cl.Credentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var resp []byte
+	if err := cc.Invoke(ctxT(t, 5*time.Second), "/t.S/Delegated", []byte("tls"), &resp); err != nil || string(resp) != "tls" {
+		t.Fatalf("%v %q", err, resp)
+	}
+	v, _ := got.Load().(string)
+	if !strings.HasPrefix(v, "client 127.0.0.1:") {
+		t.Fatalf("delegated handler saw peer %q", v)
+	}
 }
