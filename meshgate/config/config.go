@@ -102,7 +102,7 @@ type Listener struct {
 	Push *ListenerPush `yaml:"push,omitempty" json:"push,omitempty"`
 	// Overload is a listener-wide admission cap with a core reserve (resilience.go).
 	Overload *Overload `yaml:"overload,omitempty" json:"overload,omitempty"`
-	// GRPCTransport: grpc-go (default) | direct (grpcserve.go).
+	// GRPCTransport: direct (default) | grpc-go (grpcserve.go).
 	GRPCTransport string `yaml:"grpc_transport,omitempty" json:"grpc_transport,omitempty"`
 
 	ListenerObservability `yaml:",inline"` // observability.go

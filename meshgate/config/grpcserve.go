@@ -1,28 +1,30 @@
 package config
 
-import "fmt"
-
 // The gRPC server transport of a grpc listener (listeners[].grpc_transport).
 //
 //	listeners:
 //	  - name: grpc-in
 //	    kind: grpc
 //	    address: 0.0.0.0:9090
-//	    grpc_transport: direct
+//	    grpc_transport: grpc-go   # opt out of the default direct transport
 //
-// grpc-go (the default, also when the field is empty) serves calls with
-// grpc-go's server. direct serves them with MeshGate's own HTTP/2 server
-// transport (package meshgate/grpcserve: one goroutine per connection, no
-// writer goroutine, fewer allocations per call). It serves unary calls
-// only, so it is rejected on a listener that needs a streaming service:
-// a stream route (routes[].stream), the push API (push.api, whose
-// Subscribe streams) or the reflection service (reflection, streaming;
-// with it go the body transcoders, which need its descriptor sets).
+// direct (the default, also when the field is empty) serves the listener
+// with MeshGate's own HTTP/2 server transport (package meshgate/grpcserve):
+// unary routes and the health service's Check on its fast path (one
+// goroutine per connection, no writer goroutine, fewer allocations per
+// call); every other stream — stream routes (routes[].stream), the push
+// API (push.api), the reflection service, health Watch, unknown methods —
+// is delegated to the listener's grpc-go server (its http.Handler), which
+// serves it as with grpc-go. grpc-go serves every call with grpc-go's
+// server: for a behaviour only grpc-go's own HTTP/2 transport has (its
+// server-side OpenTelemetry metrics of unary calls, telemetry.grpc_metrics,
+// until the direct transport records them; its BDP-based window sizing).
 
 // DirectServer reports whether the grpc listener serves calls with the
-// direct HTTP/2 server transport.
+// direct HTTP/2 server transport (grpc_transport direct, or empty: the
+// default).
 func (l *Listener) DirectServer() bool {
-	return l.Kind == KindGRPC && l.GRPCTransport == GRPCTransportDirect
+	return l.Kind == KindGRPC && l.GRPCTransport != GRPCTransportGRPCGo
 }
 
 // checkListenerTransport validates listeners[i].grpc_transport (f is
@@ -30,29 +32,12 @@ func (l *Listener) DirectServer() bool {
 func checkListenerTransport(e *errs, f string, l *Listener) {
 	field := f + ".grpc_transport"
 	switch l.GRPCTransport {
-	case "", GRPCTransportGRPCGo:
-		return
-	case GRPCTransportDirect:
+	case "", GRPCTransportGRPCGo, GRPCTransportDirect:
 	default:
 		e.add(field, "must be %q or %q, got %q", GRPCTransportGRPCGo, GRPCTransportDirect, l.GRPCTransport)
 		return
 	}
-	if l.Kind != KindGRPC {
+	if l.GRPCTransport == GRPCTransportDirect && l.Kind != KindGRPC {
 		e.add(field, "%q is for grpc listeners only (kind is %q)", GRPCTransportDirect, l.Kind)
-		return
-	}
-	unsupported := func(sub, what string) {
-		e.add(f+"."+sub, "%s is not served by grpc_transport %q (unary calls only); use %q", what, GRPCTransportDirect, GRPCTransportGRPCGo)
-	}
-	for j := range l.Routes {
-		if l.Routes[j].IsStream() {
-			unsupported(fmt.Sprintf("routes[%d].stream", j), "a streaming route")
-		}
-	}
-	if l.Push != nil && l.Push.API {
-		unsupported("push.api", "the push API")
-	}
-	if l.Reflection != nil {
-		unsupported("reflection", "the reflection service (and body transcoding, which needs its descriptor sets)")
 	}
 }

@@ -6,18 +6,21 @@ import (
 	"testing"
 )
 
-// TestListenerGRPCTransport: listeners[].grpc_transport accepts grpc-go
-// (the default) and direct; anything else, direct on a private listener,
-// and direct with a streaming route, the push API or reflection are
-// rejected naming the field.
+// TestListenerGRPCTransport: listeners[].grpc_transport accepts direct
+// (the default: empty) and grpc-go, also with a streaming route, the push API and
+// reflection (delegated to grpc-go's server); anything else and direct on
+// a private listener are rejected naming the field.
 func TestListenerGRPCTransport(t *testing.T) {
 	const grpcL = "address: 127.0.0.1:7001"
 	cfg, err := Parse([]byte(good), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listeners[1].DirectServer() {
-		t.Fatal("direct server transport without asking")
+	if !cfg.Listeners[1].DirectServer() {
+		t.Fatal("an empty grpc_transport is not the default direct transport")
+	}
+	if cfg.Listeners[0].DirectServer() {
+		t.Fatal("a private listener on the direct gRPC transport")
 	}
 	for _, v := range []string{"grpc-go", "direct"} {
 		c, err := Parse([]byte(strings.Replace(good, grpcL, grpcL+"\n    grpc_transport: "+v, 1)), "")
@@ -29,14 +32,20 @@ func TestListenerGRPCTransport(t *testing.T) {
 		}
 	}
 	direct := strings.Replace(good, grpcL, grpcL+"\n    grpc_transport: direct", 1)
+	for name, c := range map[string]struct{ from, to string }{
+		"stream":     {"cmd: 1, upstream: p}", "cmd: 1, upstream: p, stream: server}"},
+		"push api":   {grpcL, grpcL + "\n    push: {api: true}"},
+		"reflection": {grpcL, grpcL + "\n    reflection: {descriptor_sets: [x.protoset]}"},
+	} {
+		if _, err := Parse([]byte(strings.Replace(direct, c.from, c.to, 1)), ""); err != nil {
+			t.Errorf("direct with %s: %v", name, err)
+		}
+	}
 	for name, c := range map[string]struct {
 		base, from, to, field string
 	}{
-		"unknown":    {good, grpcL, grpcL + "\n    grpc_transport: h2", `listeners[1].grpc_transport: must be "grpc-go" or "direct", got "h2"`},
-		"private":    {good, "address: 127.0.0.1:7000", "address: 127.0.0.1:7000\n    grpc_transport: direct", `listeners[0].grpc_transport: "direct" is for grpc listeners only`},
-		"stream":     {direct, "cmd: 1, upstream: p}", "cmd: 1, upstream: p, stream: server}", `listeners[1].routes[0].stream: a streaming route is not served by grpc_transport "direct"`},
-		"push api":   {direct, grpcL, grpcL + "\n    push: {api: true}", `listeners[1].push.api: the push API is not served`},
-		"reflection": {direct, grpcL, grpcL + "\n    reflection: {descriptor_sets: [x.protoset]}", `listeners[1].reflection: the reflection service`},
+		"unknown": {good, grpcL, grpcL + "\n    grpc_transport: h2", `listeners[1].grpc_transport: must be "grpc-go" or "direct", got "h2"`},
+		"private": {good, "address: 127.0.0.1:7000", "address: 127.0.0.1:7000\n    grpc_transport: direct", `listeners[0].grpc_transport: "direct" is for grpc listeners only`},
 	} {
 		_, err := Parse([]byte(strings.Replace(c.base, c.from, c.to, 1)), "")
 		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.field) {

@@ -1,6 +1,7 @@
 package grpcserve
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -43,6 +45,8 @@ type Call struct {
 	msg     *[]byte // pooled (mem.DefaultBufferPool), nil: no message
 	hasMsg  bool
 	msgTook bool
+
+	d *delegated // delegated to Config.Fallback (delegate.go); nil: the fast path
 
 	finished atomic.Bool
 	reset    atomic.Bool // the client reset the stream, or the conn closed
@@ -121,7 +125,7 @@ func (cl *Call) join(dst *metadata.MD, md metadata.MD) error {
 var errFinished = status.Error(codes.Internal, "grpcserve: call already finished")
 
 // SendMsg sets the response message (copied: b may be reused after it
-// returns). A message over the listener's send limit is
+// returns; compressed with the request's grpc-encoding when it has one). A message over the listener's send limit is
 // RESOURCE_EXHAUSTED, as grpc-go reports it; a second message is an
 // error (unary).
 func (cl *Call) SendMsg(b []byte) error {
@@ -137,12 +141,48 @@ func (cl *Call) SendMsg(b []byte) error {
 		return status.Error(codes.Internal, "grpcserve: a unary call sends one response message")
 	}
 	cl.hasOut = true
+	if cl.enc != "" && cl.enc != "identity" {
+		out, err := compress(cl.enc, b)
+		if err != nil {
+			return err
+		}
+		cl.out = out
+		return nil
+	}
 	out := make([]byte, 5+len(b))
 	n := uint32(len(b))
 	out[1], out[2], out[3], out[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	copy(out[5:], b)
 	cl.out = out
 	return nil
+}
+
+// compress returns b compressed with the request's encoding enc behind a
+// 5-byte prefix flagged compressed: the reply uses the request's
+// encoding, as grpc-go's server does ("attempt to respond with same
+// encoding"); the request was only accepted if enc's compressor is
+// installed.
+func compress(enc string, b []byte) ([]byte, error) {
+	comp := encoding.GetCompressor(enc)
+	if comp == nil {
+		return nil, status.Errorf(codes.Internal, "grpc: Compressor is not installed for grpc-encoding %q", enc)
+	}
+	var buf bytes.Buffer
+	buf.Grow(5 + len(b)/2)
+	buf.Write([]byte{1, 0, 0, 0, 0})
+	w, err := comp.Compress(&buf)
+	if err == nil {
+		if _, err = w.Write(b); err == nil {
+			err = w.Close()
+		}
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "grpc: error while compressing: %v", err)
+	}
+	out := buf.Bytes()
+	n := uint32(len(out) - 5)
+	out[1], out[2], out[3], out[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	return out, nil
 }
 
 // Finish answers the call: the message set by SendMsg (if err is nil)

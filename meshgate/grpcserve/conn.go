@@ -76,6 +76,7 @@ type conn struct {
 	streams   map[uint32]*Call
 	lastID    uint32
 	inflight  int
+	ndeleg    int    // of inflight, delegated streams (delegate.go)
 	goAway    bool   // GOAWAY sent: no new streams
 	goAwayID  uint32 // last stream id accepted
 	closed    bool
@@ -95,7 +96,8 @@ type conn struct {
 	connSendWin int64
 	peerInitWin int64
 	peerMaxFrm  int
-	pending     []*Call // replies waiting for send window
+	pending     []*Call       // replies waiting for send window
+	winCh       chan struct{} // closed when send window arrives; delegated writers wait on it
 	werr        error
 }
 
@@ -547,6 +549,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
+	c.wakeWriters()
 	b := appendSettingsAck(c.getBuf())
 	b = c.writePending(b)
 	return c.flush(b)
@@ -586,7 +589,7 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	// clients send a BDP ping after the replies they read) or the next
 	// housekeeping tick (at most 1 s); otherwise it is written now.
 	c.mu.Lock()
-	busy := c.inflight > 0
+	busy := c.inflight > c.ndeleg // delegated streams may live long
 	c.mu.Unlock()
 	if !busy {
 		return c.flush(appendPingAck(c.getBuf(), f.Data))
@@ -640,6 +643,7 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return c.flush(b)
 		}
 	}
+	c.wakeWriters()
 	if len(c.pending) == 0 {
 		return nil
 	}
@@ -787,6 +791,9 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			[]hpack.HeaderField{{Name: "grpc-accept-encoding", Value: "gzip"}})
 		return nil
 	}
+	if c.s.fast != nil && !c.s.fast.Fast(cl.method) {
+		return c.delegate(cl, f)
+	}
 	if cl.endStream {
 		return c.endOfRequest(cl)
 	}
@@ -813,6 +820,10 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	c.mu.Unlock()
 	if cl == nil || cl.answered {
 		return nil // a stream already reset or answered: dropped
+	}
+	if cl.d != nil {
+		c.onDelegatedData(cl, f.Data(), n, f.StreamEnded())
+		return nil
 	}
 	if cl.endStream {
 		c.resetStream(cl, http2.ErrCodeStreamClosed)
@@ -899,6 +910,10 @@ func (cl *Call) appendData(p []byte, maxMsg int) *status.Status {
 // endOfRequest: the client half-closed cl; check the message and hand
 // the call to the handler.
 func (c *conn) endOfRequest(cl *Call) error {
+	if cl.d != nil {
+		cl.d.endBody()
+		return nil
+	}
 	if cl.answered || cl.started {
 		return nil
 	}
@@ -1131,6 +1146,9 @@ func (c *conn) answer(cl *Call) {
 	c.hbuf.b = c.hbuf.b[:0]
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
 	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	if cl.out[0]&1 != 0 { // compressed with the request's encoding (SendMsg)
+		_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-encoding", Value: cl.enc})
+	}
 	for k, vs := range cl.header {
 		for _, v := range vs {
 			writeMD(c.henc, k, v)

@@ -7,10 +7,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sendQueueEmpty reports whether the socket has sent, and had
-// acknowledged, everything written to it (SIOCOUTQ is 0): a small write
-// then fits its send buffer without blocking. The ioctl is a raw syscall,
-// like the socket's reads and writes (package rawio).
+// sendQueueEmpty reports whether the socket's send queue is (nearly)
+// empty: at most sendQueueSlack bytes written and not yet acknowledged
+// (SIOCOUTQ), so a small write fits its send buffer without blocking.
+// The slack admits a few control frames: a PING ack written while no
+// call was open is often unacknowledged when the next reply is ready (the
+// client's request crossed it on the wire; its delayed ACK comes later),
+// and an exact zero sent ~95 % of sequential calls' answers to a
+// goroutine of their own. The ioctl is a raw syscall, like the socket's
+// reads and writes (package rawio).
 func sendQueueEmpty(rc syscall.RawConn) bool {
 	q := int32(-1)
 	_ = rc.Control(func(fd uintptr) {
@@ -19,5 +24,10 @@ func sendQueueEmpty(rc syscall.RawConn) bool {
 			q = v
 		}
 	})
-	return q == 0
+	return q >= 0 && q <= sendQueueSlack
 }
+
+// sendQueueSlack: unacknowledged bytes tolerated by sendQueueEmpty; with
+// noWaitBytes it stays far inside the smallest send buffer a connected
+// TCP socket has (tcp_wmem's default 16 KB, grown at connect time).
+const sendQueueSlack = 1 << 10

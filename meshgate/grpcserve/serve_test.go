@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -269,7 +270,10 @@ func TestLargeMessages(t *testing.T) {
 	}
 }
 
-// TestGzip: a gzip-compressed request is decompressed for the handler.
+// TestGzip: a gzip-compressed request is decompressed for the handler
+// and answered gzip-compressed (grpc-encoding gzip, the message flagged
+// compressed on the wire), as grpc-go's server answers; a grpc-go client
+// decodes it. An uncompressed request gets an uncompressed reply.
 func TestGzip(t *testing.T) {
 	ts := start(t, handlerFunc(echo), nil)
 	cc := dial(t, ts.addr)
@@ -280,6 +284,65 @@ func TestGzip(t *testing.T) {
 	}
 	if !bytes.Equal(resp, req) {
 		t.Fatal("reply differs")
+	}
+
+	rc := rawDial(t, ts.addr)
+	var zb bytes.Buffer
+	zw, _ := encoding.GetCompressor(gzip.Name).Compress(&zb)
+	_, _ = zw.Write(req)
+	_ = zw.Close()
+	for i, enc := range []string{"gzip", ""} {
+		id := uint32(2*i + 1)
+		kv := append([]string{}, grpcReq...)
+		m := msg(req)
+		if enc != "" {
+			kv = append(kv, "grpc-encoding", enc)
+			m = msg(zb.Bytes())
+			m[0] = 1
+		}
+		rc.headers(id, false, kv...)
+		_ = rc.fr.WriteData(id, true, m)
+		var hdrEnc string
+		var flag byte = 0xff
+		var body []byte
+		for {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == id {
+				if h.StreamEnded() {
+					break
+				}
+				for _, hf := range h.Fields {
+					if hf.Name == "grpc-encoding" {
+						hdrEnc = hf.Value
+					}
+				}
+			}
+			if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id {
+				if flag == 0xff {
+					flag = d.Data()[0]
+				}
+				body = append(body, d.Data()...)
+			}
+		}
+		if enc == "" {
+			if flag != 0 || hdrEnc != "" || !bytes.Equal(body[5:], req) {
+				t.Fatalf("identity request: reply flag %d grpc-encoding %q", flag, hdrEnc)
+			}
+			continue
+		}
+		if flag != 1 || hdrEnc != "gzip" || len(body) >= len(req) {
+			t.Fatalf("gzip request: reply flag %d grpc-encoding %q, %d bytes", flag, hdrEnc, len(body))
+		}
+		r, err := encoding.GetCompressor(gzip.Name).Decompress(bytes.NewReader(body[5:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, req) {
+			t.Fatalf("gzip reply decodes to %d bytes: %v", len(got), err)
+		}
 	}
 }
 

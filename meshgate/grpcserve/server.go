@@ -1,6 +1,8 @@
-// Package grpcserve is MeshGate's own HTTP/2 server transport for unary
-// gRPC calls (listeners[].grpc_transport: direct), the server-side
-// counterpart of package grpcdirect.
+// Package grpcserve is MeshGate's own HTTP/2 server transport for gRPC
+// listeners (listeners[].grpc_transport: direct, the default), the
+// server-side counterpart of package grpcdirect: a fast path for unary
+// calls, and every other stream delegated to an http.Handler such as
+// grpc-go's server (delegate.go).
 //
 // HTTP/2 is spoken with golang.org/x/net/http2's Framer (reading, with
 // HPACK decoding via ReadMetaHeaders and a bounded header list) and an
@@ -14,10 +16,12 @@
 // by the reading goroutine). There is no per-call goroutine, no writer
 // goroutine and no BDP ping.
 //
-// Only unary calls exist on this transport: a stream carries exactly the
-// request HEADERS, its DATA and END_STREAM. Streaming methods are the
-// listener's concern (config validation rejects them with this
-// transport).
+// The fast path serves unary calls: a stream carries exactly the request
+// HEADERS, its DATA and END_STREAM. With Config.Fallback set, a Handler
+// that is a FastPath decides per method at HEADERS time; the streams it
+// does not serve (streaming methods, services registered on grpc-go,
+// unknown methods) go to the Fallback on a goroutine of their own, with
+// the request body and the response flow-controlled on the stream.
 package grpcserve
 
 import (
@@ -26,6 +30,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +69,11 @@ type Config struct {
 	// Name labels the protocol error counter (the listener's name).
 	Name    string
 	Handler Handler
+	// Fallback, when set, serves the streams whose method the Handler
+	// does not serve itself (FastPath; a Handler without it serves every
+	// method): a *grpc.Server's ServeHTTP, for one, on a goroutine per
+	// stream (delegate.go).
+	Fallback http.Handler
 	// Blocking runs Handler.Start on a pool of long-lived workers
 	// (4 × GOMAXPROCS, a goroutine of its own past that) instead of the
 	// reading goroutine. A Handler that is also an InlineStarter gets
@@ -177,12 +187,14 @@ func NewErrorCounter(reg prometheus.Registerer) (*prometheus.CounterVec, error) 
 	return cv, nil
 }
 
-// Server serves unary gRPC calls over HTTP/2 connections.
+// Server serves gRPC calls over HTTP/2 connections: unary calls on its
+// fast path, other streams by its Fallback.
 type Server struct {
 	cfg    Config
 	wk     connio.Workers[*Call] // Handler.Start of a blocking handler on long-lived goroutines
 	handed atomic.Uint64         // calls dispatched to wk (HandedOff)
 	in     InlineStarter         // cfg.Handler's, when Blocking; nil: none
+	fast   FastPath              // cfg.Handler's, when cfg.Fallback is set; nil: every stream is the Handler's
 	held   atomic.Int64          // read buffers held by connections (idle.go)
 
 	mu       sync.Mutex
@@ -203,6 +215,9 @@ func New(cfg Config) *Server {
 	}
 	if is, ok := cfg.Handler.(InlineStarter); ok && cfg.Blocking {
 		s.in = is
+	}
+	if fp, ok := cfg.Handler.(FastPath); ok && cfg.Fallback != nil {
+		s.fast = fp
 	}
 	return s
 }

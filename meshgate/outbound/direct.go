@@ -30,13 +30,33 @@ import (
 // served by handle, then finished with its status. Wrap, when set, may
 // answer a call itself (the health service): it returns false to leave
 // it to the routes.
-func (s *Server) DirectHandler(wrap func(c *grpcserve.Call, st *DirectStream) bool) grpcserve.Handler {
-	return &directHandler{s: s, wrap: wrap}
+//
+// It is also a grpcserve.FastPath: the transport serves on its fast path
+// the methods of unary routes, and delegates the rest (stream routes, the
+// services registered on the listener's grpc-go server, unknown methods)
+// to that server. Own, when set, decides first for the methods the
+// listener serves itself (ok true; fast: Wrap answers them).
+func (s *Server) DirectHandler(wrap func(c *grpcserve.Call, st *DirectStream) bool, own func(method string) (fast, ok bool)) grpcserve.Handler {
+	return &directHandler{s: s, wrap: wrap, own: own}
 }
 
 type directHandler struct {
 	s    *Server
 	wrap func(*grpcserve.Call, *DirectStream) bool
+	own  func(method string) (fast, ok bool)
+}
+
+// Fast reports whether method is served on the transport's fast path:
+// the listener's own unary methods and the methods of unary routes
+// (grpcserve.FastPath).
+func (h *directHandler) Fast(method string) bool {
+	if h.own != nil {
+		if fast, ok := h.own(method); ok {
+			return fast
+		}
+	}
+	r := h.s.table.Load().lookup(method)
+	return r != nil && r.Stream == ""
 }
 
 var directPool = sync.Pool{New: func() any { return new(DirectStream) }}

@@ -17,12 +17,16 @@ import (
 // directHandler is what a grpc listener with grpc_transport direct needs
 // of its bridge (outbound.Server).
 type directHandler interface {
-	DirectHandler(wrap func(*grpcserve.Call, *outbound.DirectStream) bool) grpcserve.Handler
+	DirectHandler(wrap func(*grpcserve.Call, *outbound.DirectStream) bool, own func(method string) (fast, ok bool)) grpcserve.Handler
 }
 
 // directServer builds the direct HTTP/2 server transport of grpc listener
 // lc (config.Listener.DirectServer): its limits, TLS (ALPN h2) and the
-// health service's unary Check beside the routes.
+// health service's unary Check beside the unary routes on the fast path;
+// every other stream (stream routes, health Watch, the push API,
+// reflection, unknown methods) is delegated to the listener's grpc-go
+// server g.gs (its ServeHTTP: grpc-go's handler transport), which serves
+// it as a grpc-go listener would.
 func (r *Runtime) directServer(lc *config.Listener, ts *tlsconf.Server, g *grpcServer) (*grpcserve.Server, error) {
 	dh, ok := g.bridge.(directHandler)
 	if !ok {
@@ -35,7 +39,8 @@ func (r *Runtime) directServer(lc *config.Listener, ts *tlsconf.Server, g *grpcS
 	lim := lc.Limits.Effective()
 	cfg := grpcserve.Config{
 		Name: lc.Name, Blocking: true, Errors: errs, Logger: r.opts.Logger,
-		Handler:              dh.DirectHandler(g.serveHealth),
+		Handler:              dh.DirectHandler(g.serveHealth, healthFast),
+		Fallback:             g.gs,
 		MaxConcurrentStreams: lim.MaxConcurrentStreams, MaxInFlightPerConn: lim.MaxInFlightPerConnection,
 		StreamWindow: lim.StreamWindow, ConnWindow: lim.ConnWindow,
 		MaxRecvMsgSize: lc.RecvSize(), MaxSendMsgSize: lc.SendSize(), MaxHeaderListSize: uint32(lim.MaxHeaderListSize),
@@ -53,18 +58,27 @@ func (r *Runtime) directServer(lc *config.Listener, ts *tlsconf.Server, g *grpcS
 	return grpcserve.New(cfg), nil
 }
 
+const healthSvc = "/grpc.health.v1.Health/"
+
+// healthFast: the health service's Check is answered on the fast path
+// (serveHealth); its other methods (Watch) are delegated to grpc-go's
+// registered service.
+func healthFast(method string) (fast, ok bool) {
+	m, ok := strings.CutPrefix(method, healthSvc)
+	return ok && m == "Check", ok
+}
+
 // serveHealth answers grpc.health.v1.Health/Check from the listener's
-// health server, as grpc-go's registered service does; the streaming
-// Watch and every other health method are UNIMPLEMENTED on the direct
-// transport. Other methods go to the routes (false).
+// health server, as grpc-go's registered service does (the other health
+// methods are delegated: healthFast). Other methods go to the routes
+// (false).
 func (g *grpcServer) serveHealth(c *grpcserve.Call, ds *outbound.DirectStream) bool {
-	const svc = "/grpc.health.v1.Health/"
-	m, ok := strings.CutPrefix(c.Method(), svc)
+	m, ok := strings.CutPrefix(c.Method(), healthSvc)
 	if !ok {
 		return false
 	}
 	if m != "Check" {
-		c.Finish(status.Errorf(codes.Unimplemented, "unknown method %s for service grpc.health.v1.Health (streaming methods are not served by grpc_transport direct)", m))
+		c.Finish(status.Errorf(codes.Unimplemented, "unknown method %s for service grpc.health.v1.Health", m))
 		return true
 	}
 	var req healthpb.HealthCheckRequest

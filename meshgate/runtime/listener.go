@@ -116,7 +116,7 @@ func (r *Runtime) newListener(lc config.Listener, cfg *config.Config, cd codec.C
 			return nil, err
 		}
 		g.refl = descset.NewReflector(g.gs) // reflection v1 + v1alpha with the config's descriptor sets
-		if lc.DirectServer() {              // grpc_transport direct: served by grpcserve, not gs (grpcserve.go)
+		if lc.DirectServer() {              // grpc_transport direct: served by grpcserve, delegating to gs (grpcserve.go)
 			if g.direct, err = r.directServer(&lc, ts, g); err != nil {
 				_ = ln.Close()
 				l.closeTLS()
@@ -259,7 +259,7 @@ type grpcServer struct {
 	healthSvcs map[string]bool
 	// pushAuthz: the push API's policy when push.api is set (push.go).
 	pushAuthz *atomic.Pointer[pushPolicy]
-	direct    *grpcserve.Server // grpc_transport direct: serves instead of gs
+	direct    *grpcserve.Server // grpc_transport direct: serves, delegating what its fast path does not serve to gs
 }
 
 func (g *grpcServer) Start(ln net.Listener) error {
@@ -298,8 +298,9 @@ func (g *grpcServer) Shutdown(ctx context.Context, grace time.Duration) error {
 		}
 	}
 	if g.direct != nil {
-		g.gs.Stop() // never served
-		return g.direct.Shutdown(ctx)
+		err := g.direct.Shutdown(ctx) // delegated streams are served by gs until they end
+		g.gs.Stop()
+		return err
 	}
 	return connio.Drain(ctx, g.gs.GracefulStop, g.gs.Stop)
 }

@@ -1,0 +1,389 @@
+package grpcserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/grpclog"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/interop"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
+)
+
+// interopT is the test running an interop.Do* case: the interop package
+// reports a failed check with grpclog Fatal, turned into t.Fatal here.
+var interopT atomic.Pointer[testing.T]
+
+type interopLogger struct{ grpclog.LoggerV2 }
+
+func (l interopLogger) fatal(msg string) {
+	if t := interopT.Load(); t != nil {
+		t.Fatal(msg)
+	}
+	l.LoggerV2.Error(msg)
+}
+
+func (l interopLogger) Fatal(args ...any)                 { l.fatal(fmt.Sprint(args...)) }
+func (l interopLogger) Fatalln(args ...any)               { l.fatal(fmt.Sprintln(args...)) }
+func (l interopLogger) Fatalf(format string, args ...any) { l.fatal(fmt.Sprintf(format, args...)) }
+
+func init() {
+	grpclog.SetLoggerV2(interopLogger{grpclog.NewLoggerV2(io.Discard, io.Discard, os.Stderr)})
+}
+
+func runCase(t *testing.T, name string, fn func(ctx context.Context)) {
+	t.Run(name, func(t *testing.T) {
+		if !interopT.CompareAndSwap(nil, t) {
+			t.Fatal("interop cases must not run in parallel")
+		}
+		defer interopT.Store(nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fn(ctx)
+	})
+}
+
+// fastOnly serves /t.S/M (echo) on the fast path and delegates the rest.
+type fastOnly struct{ fast atomic.Int64 }
+
+func (h *fastOnly) Start(c *Call)           { h.fast.Add(1); echo(c) }
+func (h *fastOnly) Fast(method string) bool { return method == "/t.S/M" }
+
+// startHybrid starts a server whose fast path serves /t.S/M and whose
+// Fallback is a real grpc-go server with grpc-go's interop TestService
+// and a health server.
+func startHybrid(t *testing.T, mod func(*Config)) (*testServer, *fastOnly, *health.Server, *grpc.Server) {
+	t.Helper()
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	t.Cleanup(gs.Stop)
+	h := &fastOnly{}
+	ts := start(t, h, func(c *Config) {
+		c.Fallback = gs
+		if mod != nil {
+			mod(c)
+		}
+	})
+	return ts, h, hs, gs
+}
+
+func dialPlain(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// TestDelegatedInterop: grpc-go's interop client's full case list on one
+// connection of a hybrid server: every TestService method is delegated to
+// grpc-go's server (streams in both directions, cancellation, deadlines,
+// metadata, statuses, unknown methods), while /t.S/M calls on the same
+// connection stay on the fast path.
+func TestDelegatedInterop(t *testing.T) {
+	ts, h, _, _ := startHybrid(t, nil)
+	cc := dialPlain(t, ts.addr)
+	tc := testgrpc.NewTestServiceClient(cc)
+	fast := dial(t, ts.addr) // the raw codec, for /t.S/M
+	for _, c := range []struct {
+		name string
+		fn   func(ctx context.Context)
+	}{
+		{"empty_unary", func(ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) }},
+		{"large_unary", func(ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) }},
+		{"client_streaming", func(ctx context.Context) { interop.DoClientStreaming(ctx, tc) }},
+		{"server_streaming", func(ctx context.Context) { interop.DoServerStreaming(ctx, tc) }},
+		{"ping_pong", func(ctx context.Context) { interop.DoPingPong(ctx, tc) }},
+		{"empty_stream", func(ctx context.Context) { interop.DoEmptyStream(ctx, tc) }},
+		{"cancel_after_begin", func(ctx context.Context) { interop.DoCancelAfterBegin(ctx, tc) }},
+		{"cancel_after_first_response", func(ctx context.Context) { interop.DoCancelAfterFirstResponse(ctx, tc) }},
+		{"timeout_on_sleeping_server", func(ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) }},
+		{"custom_metadata", func(ctx context.Context) { interop.DoCustomMetadata(ctx, tc) }},
+		{"status_code_and_message", func(ctx context.Context) { interop.DoStatusCodeAndMessage(ctx, tc) }},
+		{"special_status_message", func(ctx context.Context) { interop.DoSpecialStatusMessage(ctx, tc) }},
+		{"unimplemented_method", func(ctx context.Context) { interop.DoUnimplementedMethod(ctx, cc) }},
+		{"unimplemented_service", func(ctx context.Context) {
+			interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
+		}},
+	} {
+		runCase(t, c.name, c.fn)
+		var resp []byte
+		if err := fast.Invoke(ctxT(t, 5*time.Second), "/t.S/M", &[]byte{1, 2}, &resp); err != nil || len(resp) != 2 {
+			t.Fatalf("fast call after %s: %v %v", c.name, resp, err)
+		}
+	}
+	if n := h.fast.Load(); n != 14 {
+		t.Fatalf("fast path served %d calls, want 14 (every delegated call must bypass it)", n)
+	}
+	testkit.Within(t, 5*time.Second, "no call in flight", func() bool { return ts.inflight() == 0 })
+}
+
+// TestDelegatedHealthWatchAndDrain: a grpc-go client's health Watch (a
+// server stream) is delegated: it receives SERVING, then NOT_SERVING;
+// Shutdown sends GOAWAY and waits for the open Watch until its context
+// ends (bounded), then closes it.
+func TestDelegatedHealthWatchAndDrain(t *testing.T) {
+	ts, _, hs, _ := startHybrid(t, nil)
+	cc := dialPlain(t, ts.addr)
+	ctx := ctxT(t, 10*time.Second)
+	w, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := w.Recv(); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first: %v %v", r, err)
+	}
+	hs.Shutdown() // every service NOT_SERVING
+	if r, err := w.Recv(); err != nil || r.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("second: %v %v", r, err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := ts.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with an open Watch: %v, want the deadline (it waits for the stream)", err)
+	}
+	if _, err := w.Recv(); err == nil {
+		t.Fatal("Watch still open after Shutdown")
+	}
+}
+
+// TestDelegatedRSTEndsHandler: a client cancelling a server stream it
+// reads from cancels the delegated handler's context; the stream's
+// goroutines end (in-flight count back to 0; goleak at TestMain).
+func TestDelegatedRSTEndsHandler(t *testing.T) {
+	ts, _, _, _ := startHybrid(t, nil)
+	cc := dialPlain(t, ts.addr)
+	tc := testgrpc.NewTestServiceClient(cc)
+	ctx, cancel := context.WithCancel(ctxT(t, 10*time.Second))
+	params := make([]*testgrpc.ResponseParameters, 50)
+	for i := range params {
+		params[i] = &testgrpc.ResponseParameters{Size: 1 << 10, IntervalUs: 100000} // 5 s in all
+	}
+	st, err := tc.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if ts.inflight() != 1 {
+		t.Fatalf("in flight %d, want 1", ts.inflight())
+	}
+	cancel()
+	testkit.Within(t, 3*time.Second, "delegated stream ended", func() bool { return ts.inflight() == 0 })
+}
+
+// TestDelegatedNoWriteIsReset: a Fallback that returns without writing
+// gets RST_STREAM INTERNAL_ERROR (a grpc-go client sees INTERNAL).
+func TestDelegatedNoWriteIsReset(t *testing.T) {
+	ts := start(t, &fastOnly{}, func(c *Config) {
+		c.Fallback = http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	})
+	rc := rawDial(t, ts.addr)
+	req := append([]string{}, grpcReq...)
+	req[5] = "/t.S/Other"
+	rc.headers(1, true, req...)
+	f, err := rc.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := f.(*http2.RSTStreamFrame).ErrCode; code != http2.ErrCodeInternal {
+		t.Fatalf("RST code %v", code)
+	}
+	var resp []byte
+	err = dial(t, ts.addr).Invoke(ctxT(t, 5*time.Second), "/t.S/Other", &[]byte{1}, &resp)
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("grpc-go client: %v", err)
+	}
+	testkit.Within(t, 3*time.Second, "stream ended", func() bool { return ts.inflight() == 0 })
+}
+
+// TestDelegatedStalledReaders: a client opens delegated server streams up
+// to MAX_CONCURRENT_STREAMS and never reads (no WINDOW_UPDATE): the next
+// stream is refused, the stalled streams' writes stop at the windows and
+// are reset after WriteTimeout; meanwhile another client's calls (fast
+// and delegated) are served.
+func TestDelegatedStalledReaders(t *testing.T) {
+	ts, _, _, _ := startHybrid(t, func(c *Config) {
+		c.MaxConcurrentStreams = 4
+		c.WriteTimeout = 500 * time.Millisecond
+	})
+	rc := rawDial(t, ts.addr)
+	// StreamingOutputCall asking for 4 × 64 KiB: more than a 64 KiB window.
+	p := &testgrpc.ResponseParameters{Size: 64 << 10}
+	body, err := proto.Marshal(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{p, p, p, p}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := append([]string{}, grpcReq...)
+	hdr[5] = "/grpc.testing.TestService/StreamingOutputCall"
+	for i := range 5 {
+		id := uint32(2*i + 1)
+		rc.headers(id, false, hdr...)
+		_ = rc.fr.WriteData(id, true, msg(body))
+	}
+	// The fifth is refused.
+	if _, err := rc.until(func(f http2.Frame) bool {
+		r, ok := f.(*http2.RSTStreamFrame)
+		return ok && r.StreamID == 9 && r.ErrCode == http2.ErrCodeRefusedStream
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Within(t, 3*time.Second, "four delegated streams", func() bool { return ts.inflight() == 4 })
+	// Another client is served meanwhile.
+	cc := dialPlain(t, ts.addr)
+	ctx := ctxT(t, 5*time.Second)
+	interopT.Store(t)
+	interop.DoLargeUnaryCall(ctx, testgrpc.NewTestServiceClient(cc))
+	interopT.Store(nil)
+	var resp []byte
+	if err := dial(t, ts.addr).Invoke(ctx, "/t.S/M", &[]byte{7}, &resp); err != nil {
+		t.Fatal(err)
+	}
+	// The stalled streams are reset after the write timeout.
+	resets := 0
+	for resets < 4 {
+		f, err := rc.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+		if err != nil {
+			t.Fatalf("after %d resets: %v", resets, err)
+		}
+		if r := f.(*http2.RSTStreamFrame); r.ErrCode == http2.ErrCodeCancel {
+			resets++
+		}
+	}
+	testkit.Within(t, 3*time.Second, "stalled streams ended", func() bool { return ts.inflight() == 0 })
+	if n := testutil.ToFloat64(ts.errs.WithLabelValues("l", ReasonStalled)); n != 4 {
+		t.Fatalf("stalled count %v", n)
+	}
+}
+
+// TestDelegatedRequestWindow: a client sending more than the stream's
+// receive window to a delegated stream whose handler does not read is
+// reset FLOW_CONTROL; the connection stays.
+func TestDelegatedRequestWindow(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	ts := start(t, &fastOnly{}, func(c *Config) {
+		c.StreamWindow = 65535
+		c.Fallback = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select { // holds the body unread
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+	})
+	rc := rawDial(t, ts.addr)
+	hdr := append([]string{}, grpcReq...)
+	hdr[5] = "/t.S/Stream"
+	rc.headers(1, false, hdr...)
+	chunk := make([]byte, 16384)
+	for range 4 {
+		_ = rc.fr.WriteData(1, false, chunk) // 65536 > 65535
+	}
+	f, err := rc.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := f.(*http2.RSTStreamFrame).ErrCode; code != http2.ErrCodeFlowControl {
+		t.Fatalf("RST %v", code)
+	}
+	rc.headers(3, false, grpcReq...)
+	_ = rc.fr.WriteData(3, true, msg([]byte("x")))
+	if st, err := rc.statusOf(3); err != nil || st["grpc-status"] != "0" {
+		t.Fatalf("after the reset: %v %v", st, err)
+	}
+	testkit.Within(t, 3*time.Second, "stream ended", func() bool { return ts.inflight() == 0 })
+}
+
+// TestDelegatedTLSPeer: over mTLS, a delegated call's grpc-go handler sees
+// the client's certificate (credentials.TLSInfo from Request.TLS) and the
+// peer's address, as on grpc-go's own transport.
+func TestDelegatedTLSPeer(t *testing.T) {
+	_, _, files := testkit.PKI(t, "server", "client")
+	srv := testkit.TLSServer(t, files["server"], 0)
+	tc := srv.Config().Clone()
+	tc.NextProtos = []string{"h2"}
+	var got atomic.Value
+	gs := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		p, _ := peer.FromContext(st.Context())
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+			got.Store(ti.State.PeerCertificates[0].Subject.CommonName + " " + p.Addr.String())
+		}
+		var m []byte
+		if err := st.RecvMsg(&m); err != nil {
+			return err
+		}
+		return st.SendMsg(m)
+	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
+	t.Cleanup(gs.Stop)
+	ts := start(t, &fastOnly{}, func(c *Config) { c.TLS, c.Fallback = tc, gs })
+	cl := testkit.TLSClient(t, testkit.Config(files["client"], "localhost"), 0)
+	cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(cl.Credentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var resp []byte
+	if err := cc.Invoke(ctxT(t, 5*time.Second), "/t.S/Delegated", []byte("tls"), &resp); err != nil || string(resp) != "tls" {
+		t.Fatalf("%v %q", err, resp)
+	}
+	v, _ := got.Load().(string)
+	if !strings.HasPrefix(v, "client 127.0.0.1:") {
+		t.Fatalf("delegated handler saw peer %q", v)
+	}
+}
+
+// BenchmarkUnaryHybrid is BenchmarkUnary with a Fallback and a FastPath
+// handler: the fast path's cost with delegation configured (compare
+// allocs/op with BenchmarkUnary: the Fast check adds none).
+func BenchmarkUnaryHybrid(b *testing.B) {
+	gs := grpc.NewServer()
+	defer gs.Stop()
+	s := New(Config{Name: "l", Handler: &fastOnly{}, Blocking: true, Fallback: gs})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	req := make([]byte, 1024)
+	var resp []byte
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := cc.Invoke(cctx, "/t.S/M", req, &resp); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+	}
+}
