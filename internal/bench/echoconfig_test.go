@@ -18,7 +18,7 @@ func TestEchoConfigsParse(t *testing.T) {
 		{"S3", meshGatePrivToGRPC("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoGRPC, EchoCmd, EchoMethod},
 		{"S3g", meshGatePrivToGRPCGo("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoGRPC, EchoCmd, EchoMethod},
 		{"S6", meshGateGRPCToPriv("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoPrivate, EchoCmd, EchoMethod},
-		{"S6d", meshGateGRPCToPrivDirect("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoPrivate, EchoCmd, EchoMethod},
+		{"S6g", meshGateGRPCToPrivGRPCGo("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoPrivate, EchoCmd, EchoMethod},
 		{"MPP", meshGatePrivToPriv("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindPrivate, config.ProtoPrivate, EchoCmd, ""},
 		{"MGG", meshGateGRPCToGRPC("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"), config.KindGRPC, config.ProtoGRPC, 0, EchoMethod},
 	} {
@@ -40,7 +40,7 @@ func TestEchoConfigsParse(t *testing.T) {
 		if want := map[bool]string{true: config.GRPCTransportGRPCGo}[c.name == "S3g"]; u.GRPCTransport != want {
 			t.Errorf("%s: grpc_transport %q, want %q", c.name, u.GRPCTransport, want)
 		}
-		if want := map[bool]string{true: config.GRPCTransportDirect}[c.name == "S6d"]; l.GRPCTransport != want {
+		if want := map[bool]string{true: config.GRPCTransportGRPCGo}[c.name == "S6g"]; l.GRPCTransport != want {
 			t.Errorf("%s: listener grpc_transport %q, want %q", c.name, l.GRPCTransport, want)
 		}
 	}

@@ -12,7 +12,7 @@ var HopDefs = []HopDef{
 	{"MeshGate private→gRPC", "S3", "S5"},
 	{"MeshGate private→gRPC, grpc-go upstream client", "S3g", "S5"},
 	{"MeshGate gRPC→private", "S6", "S0"},
-	{"MeshGate gRPC→private, direct HTTP/2 server", "S6d", "S0"},
+	{"MeshGate gRPC→private, grpc-go listener server", "S6g", "S0"},
 	{"Envoy L7 gRPC proxy", "EL7", "S5"},
 	{"Envoy JSON→gRPC transcoder (vs JSON direct)", "EJT", "HJ"},
 	{"Envoy JSON→gRPC transcoder (vs grpc-go direct)", "EJT", "S5"},

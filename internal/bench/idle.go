@@ -10,7 +10,7 @@ import (
 // "grpc" or "http").
 var clientKind = map[string]string{
 	"S0": "mgp", "S1": "mgp", "S1w": "mgp", "S2": "mgp", "S3": "mgp", "S3g": "mgp", "S4": "mgp", "MPP": "mgp", "MPPs": "mgp",
-	"S5": "grpc", "S6": "grpc", "S6d": "grpc", "EL7": "grpc", "MGG": "grpc", "MGGs": "grpc",
+	"S5": "grpc", "S6": "grpc", "S6g": "grpc", "EL7": "grpc", "MGG": "grpc", "MGGs": "grpc",
 	"HJ": "http", "EJT": "http",
 }
 

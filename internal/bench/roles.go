@@ -12,4 +12,4 @@ const (
 )
 
 // scenarioOrder is the display order (and chart colour index).
-var scenarioOrder = []string{"S0", "S1", "S1w", "S2", "S3", "S3g", "S4", "S5", "S6", "S6d", "EL7", "HJ", "EJT", "MPP", "MGG", "MPPs", "MGGs"}
+var scenarioOrder = []string{"S0", "S1", "S1w", "S2", "S3", "S3g", "S4", "S5", "S6", "S6g", "EL7", "HJ", "EJT", "MPP", "MGG", "MPPs", "MGGs"}

@@ -165,10 +165,10 @@ func meshGateGRPCToPriv(admin, listen, legacyAddr string) string {
 	return echoConfig(admin, listen, config.KindGRPC, config.ProtoPrivate, legacyAddr, "")
 }
 
-// meshGateGRPCToPrivDirect is the S6d config: S6's with the listener on
-// grpc_transport: direct.
-func meshGateGRPCToPrivDirect(admin, listen, legacyAddr string) string {
-	return strings.Replace(meshGateGRPCToPriv(admin, listen, legacyAddr), "  routes:\n", "  grpc_transport: direct\n  routes:\n", 1)
+// meshGateGRPCToPrivGRPCGo is the S6g config: S6's with the listener on
+// grpc_transport: grpc-go (grpc-go's server, the opt-out).
+func meshGateGRPCToPrivGRPCGo(admin, listen, legacyAddr string) string {
+	return strings.Replace(meshGateGRPCToPriv(admin, listen, legacyAddr), "  routes:\n", "  grpc_transport: grpc-go\n  routes:\n", 1)
 }
 
 // ports returns n free loopback ports.
@@ -245,9 +245,9 @@ var (
 	setupS3g = setupBridge("grpc", "meshgate-s3g", meshGatePrivToGRPCGo, "", (*env).legacyDial)
 	setupS5  = setupDirect("grpc", (*env).grpcDial)
 	setupS6  = setupBridge("legacy", "meshgate-s6", meshGateGRPCToPriv, "", (*env).grpcDial)
-	// S6d is S6 with the listener on MeshGate's direct HTTP/2 server
-	// transport (grpc_transport: direct) instead of grpc-go's server.
-	setupS6d = setupBridge("legacy", "meshgate-s6d", meshGateGRPCToPrivDirect, "", (*env).grpcDial)
+	// S6g is S6 with the listener on grpc-go's server (grpc_transport:
+	// grpc-go) instead of the default direct HTTP/2 server transport.
+	setupS6g = setupBridge("legacy", "meshgate-s6g", meshGateGRPCToPrivGRPCGo, "", (*env).grpcDial)
 )
 
 func setupS1(wasm bool) func(context.Context, *env, *topology) (*topology, error) {

@@ -98,7 +98,7 @@ func Scenarios() []Scenario {
 		{ID: "S4", Title: "S3 + 2 Envoys mTLS", Needs: []string{"binary", "envoy"}, setup: setupS4},
 		{ID: "S5", Title: "grpc-go direct", setup: setupS5},
 		{ID: "S6", Title: "MeshGate gRPC→priv", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS6},
-		{ID: "S6d", Title: "S6, direct HTTP/2 server", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS6d},
+		{ID: "S6g", Title: "S6, grpc-go listener server", Needs: []string{"binary"}, Proxy: RoleMeshGate, setup: setupS6g},
 		{ID: "EL7", Title: "Envoy L7 gRPC proxy", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupEL7},
 		{ID: "HJ", Title: "HTTP/1.1 JSON direct", setup: setupHJ},
 		{ID: "EJT", Title: "Envoy JSON→gRPC transcoder", Needs: []string{"envoy"}, Proxy: RoleEnvoyA, setup: setupEJT},
