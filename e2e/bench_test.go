@@ -265,30 +265,6 @@ func TestBenchQuick(t *testing.T) {
 	}
 }
 
-// ghzBin finds the ghz binary (`make deps` installs it into bin/tools, on
-// PATH for make targets): PATH, then bin/tools, then $GOPATH/bin. Missing,
-// it fails the test under CI=true and skips it otherwise.
-func ghzBin(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("ghz"); err == nil {
-		return p
-	}
-	cands := []string{filepath.Join(harness.RepoRoot(), "bin", "tools", "ghz")}
-	if gp, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		cands = append(cands, filepath.Join(strings.TrimSpace(string(gp)), "bin", "ghz"))
-	}
-	for _, p := range cands {
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("ghz not installed: run `make deps` (installs github.com/bojand/ghz/cmd/ghz into bin/tools)")
-	}
-	t.Skip("ghz not installed (run `make deps`); skipped outside CI only (CI=true fails above)")
-	return ""
-}
-
 // ghzReport is the part of ghz's --format json report the test reads.
 type ghzReport struct {
 	Count          uint64         `json:"count"`
@@ -309,7 +285,7 @@ type ghzReport struct {
 // ghz's JSON report: 200 calls, no error, all OK; and MeshGate's own
 // meshgate_requests_total counted them OK on the route.
 func TestGhzThroughReflection(t *testing.T) {
-	ghz := ghzBin(t)
+	ghz := harness.Tool(t, "ghz")
 	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 
 	dir := t.TempDir()

@@ -3,18 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/meshgate/meshgate/e2e/harness"
@@ -72,29 +67,8 @@ upstreams:
 
 	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
-	for _, c := range []struct {
-		name string
-		fn   func(ctx context.Context)
-	}{
-		{"empty_unary", func(ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) }},
-		{"large_unary", func(ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) }},
-		{"large_unary_gzip", func(ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc, grpc.UseCompressor(gzip.Name)) }},
-		{"empty_stream", func(ctx context.Context) { interop.DoEmptyStream(ctx, tc) }},
-		{"client_streaming", func(ctx context.Context) { interop.DoClientStreaming(ctx, tc) }},
-		{"server_streaming", func(ctx context.Context) { interop.DoServerStreaming(ctx, tc) }},
-		{"ping_pong", func(ctx context.Context) { interop.DoPingPong(ctx, tc) }},
-		{"cancel_after_begin", func(ctx context.Context) { interop.DoCancelAfterBegin(ctx, tc) }},
-		{"cancel_after_first_response", func(ctx context.Context) { interop.DoCancelAfterFirstResponse(ctx, tc) }},
-		{"timeout_on_sleeping_server", func(ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) }},
-		{"custom_metadata", func(ctx context.Context) { interop.DoCustomMetadata(ctx, tc) }},
-		{"status_code_and_message", func(ctx context.Context) { interop.DoStatusCodeAndMessage(ctx, tc) }},
-		{"special_status_message", func(ctx context.Context) { interop.DoSpecialStatusMessage(ctx, tc) }},
-		{"unimplemented_method", func(ctx context.Context) { interop.DoUnimplementedMethod(ctx, cc) }},
-		{"unimplemented_service", func(ctx context.Context) {
-			interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
-		}},
-	} {
-		runInteropCase(t, c.name, func(t *testing.T, ctx context.Context) { c.fn(ctx) })
+	for _, c := range testkit.InteropCases(tc, cc) {
+		testkit.RunInteropCase(t, c.Name, func(_ *testing.T, ctx context.Context) { c.Run(ctx) })
 	}
 
 	// Health: Check on the fast path, Watch delegated; the drain turns it
@@ -125,29 +99,6 @@ upstreams:
 	}
 }
 
-// grpcurlBin finds grpcurl (PATH, bin/tools of the repository, GOPATH/bin),
-// or skips (fails under CI).
-func grpcurlBin(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("grpcurl"); err == nil {
-		return p
-	}
-	cands := []string{filepath.Join(harness.RepoRoot(), "bin", "tools", "grpcurl")}
-	if gp, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		cands = append(cands, filepath.Join(strings.TrimSpace(string(gp)), "bin", "grpcurl"))
-	}
-	for _, p := range cands {
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("grpcurl not installed: run `make deps` (installs it into bin/tools)")
-	}
-	t.Skip("grpcurl not installed (make deps)")
-	return ""
-}
-
 // TestDirectServerReflectionGrpcurl: grpcurl, knowing only the address,
 // lists and describes the services of a direct-transport listener through
 // MeshGate's reflection service (a bidi stream, delegated to the
@@ -155,7 +106,7 @@ func grpcurlBin(t *testing.T) string {
 // body it encodes from what reflection told it (a unary route: the fast
 // path).
 func TestDirectServerReflectionGrpcurl(t *testing.T) {
-	grpcurl := grpcurlBin(t)
+	grpcurl := harness.Tool(t, "grpcurl")
 	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
 	dir := t.TempDir()
 	ps := descsettest.Write(t, dir)

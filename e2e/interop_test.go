@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -31,51 +28,7 @@ import (
 // different chain of listeners and upstreams; self-loop upstreams name the
 // instance's own listeners with harness.ListenerRef.
 
-// interopT is the test whose goroutine runs an interop.Do* case right now.
-// The interop package reports a failed case with grpclog Fatal, which would
-// end the whole test binary; interopLogger turns it into t.Fatal of that
-// (sub)test instead, so a failing case fails only its own subtest.
-var interopT atomic.Pointer[testing.T]
-
-// interopLogger is grpclog's default logger (errors to stderr) except that a
-// Fatal while interopT is set fails that test (t.Fatal runs
-// runtime.Goexit, so grpclog never reaches its os.Exit).
-type interopLogger struct{ grpclog.LoggerV2 }
-
-func (l interopLogger) fatal(msg string) {
-	if t := interopT.Load(); t != nil {
-		t.Fatal(msg)
-	}
-	l.LoggerV2.Error(msg)
-}
-
-func (l interopLogger) Fatal(args ...any)                 { l.fatal(fmt.Sprint(args...)) }
-func (l interopLogger) Fatalln(args ...any)               { l.fatal(fmt.Sprintln(args...)) }
-func (l interopLogger) Fatalf(format string, args ...any) { l.fatal(fmt.Sprintf(format, args...)) }
-
-func init() {
-	// Before any test starts a gRPC goroutine: SetLoggerV2 is not
-	// synchronised.
-	grpclog.SetLoggerV2(interopLogger{grpclog.NewLoggerV2(discard{}, discard{}, os.Stderr)})
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-// runInteropCase runs one interop case as subtest name; a failed check in
-// the case fails that subtest.
-func runInteropCase(t *testing.T, name string, fn func(t *testing.T, ctx context.Context)) {
-	t.Run(name, func(t *testing.T) {
-		if !interopT.CompareAndSwap(nil, t) {
-			t.Fatal("interop cases must not run in parallel")
-		}
-		defer interopT.Store(nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		fn(t, ctx)
-	})
-}
+func init() { testkit.InstallInteropLogger() }
 
 const (
 	// interopSvc prefixes the interop TestService's methods.
@@ -99,7 +52,7 @@ func runStreamingCases(t *testing.T, tc testgrpc.TestServiceClient) {
 		{"cancel_after_first_response", interop.DoCancelAfterFirstResponse},
 		{"timeout_on_sleeping_server", interop.DoTimeoutOnSleepingServer},
 	} {
-		runInteropCase(t, c.name, func(t *testing.T, ctx context.Context) { c.fn(ctx, tc) })
+		testkit.RunInteropCase(t, c.name, func(t *testing.T, ctx context.Context) { c.fn(ctx, tc) })
 	}
 }
 
@@ -154,19 +107,19 @@ upstreams:
 	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
 
-	runInteropCase(t, "empty_unary", func(t *testing.T, ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) })
-	runInteropCase(t, "large_unary", func(t *testing.T, ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) })
-	runInteropCase(t, "status_code_and_message", func(t *testing.T, ctx context.Context) { interop.DoStatusCodeAndMessage(ctx, tc) })
-	runInteropCase(t, "special_status_message", func(t *testing.T, ctx context.Context) { interop.DoSpecialStatusMessage(ctx, tc) })
+	testkit.RunInteropCase(t, "empty_unary", func(t *testing.T, ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) })
+	testkit.RunInteropCase(t, "large_unary", func(t *testing.T, ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) })
+	testkit.RunInteropCase(t, "status_code_and_message", func(t *testing.T, ctx context.Context) { interop.DoStatusCodeAndMessage(ctx, tc) })
+	testkit.RunInteropCase(t, "special_status_message", func(t *testing.T, ctx context.Context) { interop.DoSpecialStatusMessage(ctx, tc) })
 	// Unary and FullDuplexCall halves: before metadata pairs were carried on
 	// stream exchanges, the stream half failed ("Expected exactly one header
 	// from server. Received 0").
-	runInteropCase(t, "custom_metadata", func(t *testing.T, ctx context.Context) { interop.DoCustomMetadata(ctx, tc) })
-	runInteropCase(t, "unimplemented_method", func(t *testing.T, ctx context.Context) { interop.DoUnimplementedMethod(ctx, cc) })
-	runInteropCase(t, "unimplemented_service", func(t *testing.T, ctx context.Context) {
+	testkit.RunInteropCase(t, "custom_metadata", func(t *testing.T, ctx context.Context) { interop.DoCustomMetadata(ctx, tc) })
+	testkit.RunInteropCase(t, "unimplemented_method", func(t *testing.T, ctx context.Context) { interop.DoUnimplementedMethod(ctx, cc) })
+	testkit.RunInteropCase(t, "unimplemented_service", func(t *testing.T, ctx context.Context) {
 		interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
 	})
-	runInteropCase(t, "timeout_on_sleeping_server", func(t *testing.T, ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) })
+	testkit.RunInteropCase(t, "timeout_on_sleeping_server", func(t *testing.T, ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) })
 }
 
 // TestInteropCustomMetadataThroughPassthrough runs interop custom_metadata
@@ -209,7 +162,7 @@ upstreams:
 
 	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
-	runInteropCase(t, "custom_metadata", func(t *testing.T, ctx context.Context) { interop.DoCustomMetadata(ctx, tc) })
+	testkit.RunInteropCase(t, "custom_metadata", func(t *testing.T, ctx context.Context) { interop.DoCustomMetadata(ctx, tc) })
 }
 
 // TestInteropStreamsThroughDoubleBridge runs grpc-go's interop streaming

@@ -317,3 +317,27 @@ func (p *Proc) Exited(t testing.TB, timeout time.Duration) int {
 	}
 	return p.Cmd.ProcessState.ExitCode()
 }
+
+// Tool finds a command-line tool that `make deps` installs (ghz,
+// grpcurl): on PATH, in the repository's bin/tools, or in $GOPATH/bin.
+// Missing, it fails the test under CI=true and skips it otherwise.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	cands := []string{filepath.Join(RepoRoot(), "bin", "tools", name)}
+	if gp, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		cands = append(cands, filepath.Join(strings.TrimSpace(string(gp)), "bin", name))
+	}
+	for _, p := range cands {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not installed: run `make deps` (installs it into bin/tools)", name)
+	}
+	t.Skipf("%s not installed (run `make deps`); skipped outside CI only (CI=true fails)", name)
+	return ""
+}

@@ -3,10 +3,7 @@ package grpcserve
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,7 +15,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
@@ -32,38 +28,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
-// interopT is the test running an interop.Do* case: the interop package
-// reports a failed check with grpclog Fatal, turned into t.Fatal here.
-var interopT atomic.Pointer[testing.T]
-
-type interopLogger struct{ grpclog.LoggerV2 }
-
-func (l interopLogger) fatal(msg string) {
-	if t := interopT.Load(); t != nil {
-		t.Fatal(msg)
-	}
-	l.LoggerV2.Error(msg)
-}
-
-func (l interopLogger) Fatal(args ...any)                 { l.fatal(fmt.Sprint(args...)) }
-func (l interopLogger) Fatalln(args ...any)               { l.fatal(fmt.Sprintln(args...)) }
-func (l interopLogger) Fatalf(format string, args ...any) { l.fatal(fmt.Sprintf(format, args...)) }
-
-func init() {
-	grpclog.SetLoggerV2(interopLogger{grpclog.NewLoggerV2(io.Discard, io.Discard, os.Stderr)})
-}
-
-func runCase(t *testing.T, name string, fn func(ctx context.Context)) {
-	t.Run(name, func(t *testing.T) {
-		if !interopT.CompareAndSwap(nil, t) {
-			t.Fatal("interop cases must not run in parallel")
-		}
-		defer interopT.Store(nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		fn(ctx)
-	})
-}
+func init() { testkit.InstallInteropLogger() }
 
 // fastOnly serves /t.S/M (echo) on the fast path and delegates the rest.
 type fastOnly struct{ fast atomic.Int64 }
@@ -111,35 +76,16 @@ func TestDelegatedInterop(t *testing.T) {
 	cc := dialPlain(t, ts.addr)
 	tc := testgrpc.NewTestServiceClient(cc)
 	fast := dial(t, ts.addr) // the raw codec, for /t.S/M
-	for _, c := range []struct {
-		name string
-		fn   func(ctx context.Context)
-	}{
-		{"empty_unary", func(ctx context.Context) { interop.DoEmptyUnaryCall(ctx, tc) }},
-		{"large_unary", func(ctx context.Context) { interop.DoLargeUnaryCall(ctx, tc) }},
-		{"client_streaming", func(ctx context.Context) { interop.DoClientStreaming(ctx, tc) }},
-		{"server_streaming", func(ctx context.Context) { interop.DoServerStreaming(ctx, tc) }},
-		{"ping_pong", func(ctx context.Context) { interop.DoPingPong(ctx, tc) }},
-		{"empty_stream", func(ctx context.Context) { interop.DoEmptyStream(ctx, tc) }},
-		{"cancel_after_begin", func(ctx context.Context) { interop.DoCancelAfterBegin(ctx, tc) }},
-		{"cancel_after_first_response", func(ctx context.Context) { interop.DoCancelAfterFirstResponse(ctx, tc) }},
-		{"timeout_on_sleeping_server", func(ctx context.Context) { interop.DoTimeoutOnSleepingServer(ctx, tc) }},
-		{"custom_metadata", func(ctx context.Context) { interop.DoCustomMetadata(ctx, tc) }},
-		{"status_code_and_message", func(ctx context.Context) { interop.DoStatusCodeAndMessage(ctx, tc) }},
-		{"special_status_message", func(ctx context.Context) { interop.DoSpecialStatusMessage(ctx, tc) }},
-		{"unimplemented_method", func(ctx context.Context) { interop.DoUnimplementedMethod(ctx, cc) }},
-		{"unimplemented_service", func(ctx context.Context) {
-			interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
-		}},
-	} {
-		runCase(t, c.name, c.fn)
+	cases := testkit.InteropCases(tc, cc)
+	for _, c := range cases {
+		testkit.RunInteropCase(t, c.Name, func(_ *testing.T, ctx context.Context) { c.Run(ctx) })
 		var resp []byte
 		if err := fast.Invoke(ctxT(t, 5*time.Second), "/t.S/M", &[]byte{1, 2}, &resp); err != nil || len(resp) != 2 {
-			t.Fatalf("fast call after %s: %v %v", c.name, resp, err)
+			t.Fatalf("fast call after %s: %v %v", c.Name, resp, err)
 		}
 	}
-	if n := h.fast.Load(); n != 14 {
-		t.Fatalf("fast path served %d calls, want 14 (every delegated call must bypass it)", n)
+	if n := h.fast.Load(); n != int64(len(cases)) {
+		t.Fatalf("fast path served %d calls, want %d (every delegated call must bypass it)", n, len(cases))
 	}
 	testkit.Within(t, 5*time.Second, "no call in flight", func() bool { return ts.inflight() == 0 })
 }
@@ -259,9 +205,9 @@ func TestDelegatedStalledReaders(t *testing.T) {
 	// Another client is served meanwhile.
 	cc := dialPlain(t, ts.addr)
 	ctx := ctxT(t, 5*time.Second)
-	interopT.Store(t)
-	interop.DoLargeUnaryCall(ctx, testgrpc.NewTestServiceClient(cc))
-	interopT.Store(nil)
+	testkit.RunInteropCase(t, "large_unary_meanwhile", func(_ *testing.T, ctx context.Context) {
+		interop.DoLargeUnaryCall(ctx, testgrpc.NewTestServiceClient(cc))
+	})
 	var resp []byte
 	if err := dial(t, ts.addr).Invoke(ctx, "/t.S/M", &[]byte{7}, &resp); err != nil {
 		t.Fatal(err)
