@@ -70,6 +70,8 @@ type conn struct {
 	ctlWin      rate
 	lastPing    time.Time
 	pingStrikes int
+	lastRead    atomic.Int64 // UnixNano of the last frame read (keepalive)
+	kaPing      time.Time    // keepalive PING sent and not answered (mu)
 	wroteStream atomic.Bool // a stream's HEADERS or DATA was written since the last PING
 
 	mu        sync.Mutex
@@ -197,6 +199,9 @@ func (c *conn) run() {
 		}
 		f, err := c.fr.ReadFrame()
 		if err == nil {
+			if c.s.cfg.KeepaliveTime > 0 {
+				c.lastRead.Store(time.Now().UnixNano())
+			}
 			err = c.handle(f)
 		}
 		if err != nil {
@@ -281,6 +286,7 @@ func (c *conn) handshake() bool {
 	now := time.Now()
 	c.mu.Lock()
 	c.born, c.idleSince, c.ready = now, now, true
+	c.lastRead.Store(now.UnixNano())
 	c.timerDue = now.Add(c.nextCheck(now))
 	c.timer = time.AfterFunc(time.Until(c.timerDue), c.housekeep)
 	c.mu.Unlock()
@@ -425,6 +431,13 @@ func (c *conn) nextCheck(now time.Time) time.Duration {
 	if cfg.MaxConnectionIdle > 0 && !c.idleSince.IsZero() {
 		d = min(d, c.idleSince.Add(cfg.MaxConnectionIdle).Sub(now))
 	}
+	if ka := cfg.KeepaliveTime; ka > 0 {
+		if c.kaPing.IsZero() {
+			d = min(d, time.Unix(0, c.lastRead.Load()).Add(ka).Sub(now))
+		} else {
+			d = min(d, c.kaPing.Add(cfg.KeepaliveTimeout).Sub(now))
+		}
+	}
 	if cfg.MaxConnectionAge > 0 {
 		age := c.born.Add(cfg.MaxConnectionAge)
 		if !now.Before(age) {
@@ -473,6 +486,7 @@ func (c *conn) housekeep() {
 	}
 	old := cfg.MaxConnectionAge > 0 && now.Sub(c.born) >= cfg.MaxConnectionAge
 	hard := old && now.Sub(c.born) >= cfg.MaxConnectionAge+cfg.MaxConnectionAgeGrace
+	ping, dead := c.keepalive(now)
 	d := c.nextCheck(now)
 	c.timerDue = now.Add(d)
 	c.timer.Reset(d)
@@ -481,12 +495,47 @@ func (c *conn) housekeep() {
 	for _, cl := range late {
 		c.earlyStatus(cl, 200, status.New(codes.DeadlineExceeded, "outbound: request message not received in time"), nil)
 	}
+	if ping {
+		c.lockWrite()
+		*c.wbuf() = appendPing(c.getBuf(), 0, keepalivePing)
+		c.lazyOnly = false
+		c.unlockWrite()
+	}
 	switch {
+	case dead:
+		c.s.cfg.Logger.Debug("keepalive ping not answered", "remote", c.peer.Addr)
+		c.closeNow(errors.New("grpcserve: keepalive ping not answered"))
 	case hard:
 		c.closeNow(errors.New("grpcserve: max connection age"))
 	case idle || old:
 		c.drain()
 	}
+}
+
+// keepalivePing is the payload of the server's keepalive PINGs.
+var keepalivePing = [8]byte{'m', 'g', 'k', 'a'}
+
+// keepalive decides (mu held), as grpc-go's server keepalive does, whether
+// to PING a client silent for KeepaliveTime, and whether a PING sent has
+// gone unanswered (no frame at all) for KeepaliveTimeout.
+func (c *conn) keepalive(now time.Time) (ping, dead bool) {
+	cfg := &c.s.cfg
+	if cfg.KeepaliveTime <= 0 {
+		return false, false
+	}
+	last := time.Unix(0, c.lastRead.Load())
+	if !c.kaPing.IsZero() {
+		if last.After(c.kaPing) {
+			c.kaPing = time.Time{} // answered (or any other frame)
+		} else {
+			return false, now.Sub(c.kaPing) >= cfg.KeepaliveTimeout
+		}
+	}
+	if now.Sub(last) >= cfg.KeepaliveTime {
+		c.kaPing = now
+		return true, false
+	}
+	return false, false
 }
 
 // handle processes one frame (reading goroutine).

@@ -117,6 +117,11 @@ type Config struct {
 	// MaxConnectionAge: GOAWAY after this long, closed hard
 	// MaxConnectionAgeGrace later. 0: never.
 	MaxConnectionAge, MaxConnectionAgeGrace time.Duration
+	// KeepaliveTime: after this long without a frame from the client the
+	// server PINGs it, and closes the connection when nothing arrives
+	// within KeepaliveTimeout (grpc-go's keepalive.ServerParameters Time
+	// and Timeout). 0: no pings.
+	KeepaliveTime, KeepaliveTimeout time.Duration
 	// KeepaliveMinTime: a client that pings more often than this while
 	// no call is open is sent GOAWAY ENHANCE_YOUR_CALM after a few
 	// strikes. Default 5 min (grpc-go's).
@@ -165,6 +170,9 @@ func (c *Config) setDefaults() {
 	defD(&c.RecvTimeout, 10*time.Second)
 	defD(&c.WriteTimeout, 10*time.Second)
 	defD(&c.KeepaliveMinTime, 5*time.Minute)
+	if c.KeepaliveTime > 0 {
+		defD(&c.KeepaliveTimeout, 20*time.Second)
+	}
 	defD(&c.IdleGrace, time.Second)
 	def(&c.MaxResetsPerSecond, 200)
 	def(&c.MaxControlPerSecond, 100)

@@ -51,7 +51,11 @@ func appendGoAway(b []byte, lastID uint32, code http2.ErrCode, debug string) []b
 }
 
 func appendPingAck(b []byte, data [8]byte) []byte {
-	b = appendFrameHeader(b, 8, http2.FramePing, http2.FlagPingAck, 0)
+	return appendPing(b, http2.FlagPingAck, data)
+}
+
+func appendPing(b []byte, flags http2.Flags, data [8]byte) []byte {
+	b = appendFrameHeader(b, 8, http2.FramePing, flags, 0)
 	return append(b, data[:]...)
 }
 

@@ -46,7 +46,7 @@ func (r *Runtime) directServer(lc *config.Listener, ts *tlsconf.Server, g *grpcS
 		MaxRecvMsgSize: lc.RecvSize(), MaxSendMsgSize: lc.SendSize(), MaxHeaderListSize: uint32(lim.MaxHeaderListSize),
 		HandshakeTimeout: lim.RecvTimeout, RecvTimeout: lim.RecvTimeout, WriteTimeout: lim.SendTimeout,
 		MaxConnectionIdle: lim.MaxConnectionIdle, MaxConnectionAge: lim.MaxConnectionAge, MaxConnectionAgeGrace: lim.MaxConnectionAgeGrace,
-		KeepaliveMinTime: lim.KeepaliveMinTime,
+		KeepaliveTime: lim.KeepaliveTime, KeepaliveTimeout: lim.KeepaliveTimeout, KeepaliveMinTime: lim.KeepaliveMinTime,
 	}
 	if ts != nil {
 		tc := ts.Config().Clone()

@@ -2,13 +2,18 @@ package runtime
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -200,4 +205,51 @@ func countWith(t *testing.T, rt *Runtime, name string, want map[string]string) f
 		}
 	}
 	return n
+}
+
+// TestDirectKeepalivePing: limits.keepalive_time and keepalive_timeout of
+// a grpc listener reach the direct server: a silent client is PINGed and,
+// not answering, closed.
+func TestDirectKeepalivePing(t *testing.T) {
+	rt := start(t, mustParse(t, fmt.Sprintf(`
+defaults: {drain_timeout: 1s}
+listeners:
+  - name: direct
+    kind: grpc
+    address: 127.0.0.1:0
+    limits: {keepalive_time: 100ms, keepalive_timeout: 200ms}
+    routes:
+      - {method: /legacy.Legacy/Echo, cmd: 1, upstream: legacy}
+upstreams:
+  - {name: legacy, protocol: private, endpoints: [%q]}
+`, legacyServer(t))))
+	nc, err := net.DialTimeout("tcp", rt.Addr("direct").String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	fr := http2.NewFramer(nc, nc)
+	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	pinged := false
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			if !pinged {
+				t.Fatalf("connection ended without a keepalive PING: %v", err)
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("an unanswered keepalive PING did not close the connection")
+			}
+			return // closed after the unanswered PING
+		}
+		if p, ok := f.(*http2.PingFrame); ok && !p.IsAck() {
+			pinged = true
+		}
+	}
 }
