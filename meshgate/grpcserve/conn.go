@@ -72,7 +72,7 @@ type conn struct {
 	pingStrikes int
 	lastRead    atomic.Int64 // UnixNano of the last frame read (keepalive)
 	kaPing      time.Time    // keepalive PING sent and not answered (mu)
-	wroteStream atomic.Bool // a stream's HEADERS or DATA was written since the last PING
+	wroteStream atomic.Bool  // a stream's HEADERS or DATA was written since the last PING
 
 	mu        sync.Mutex
 	streams   map[uint32]*Call
