@@ -51,6 +51,7 @@ import (
 	"time"
 
 	otelmetric "go.opentelemetry.io/otel/metric"
+	"golang.org/x/net/http/httpproxy"
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/balancer/leastrequest" // least_request_experimental
 	_ "google.golang.org/grpc/balancer/ringhash"     // ring_hash_experimental
@@ -199,7 +200,11 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})),
 			grpc.WithUserAgent("meshgate"),
 			grpc.WithConnectParams(connectParams(u)),
-			grpc.WithContextDialer(dialRaw),
+		}
+		if !envProxy {
+			// grpc-go ignores HTTPS_PROXY with a custom dialer: keep its
+			// own where the environment names a proxy.
+			dopts = append(dopts, grpc.WithContextDialer(dialRaw))
 		}
 		dopts = append(dopts, transportOptions()...)
 		if xdsTarget {
@@ -254,6 +259,10 @@ const (
 	StreamWindow = 4 << 20
 	ConnWindow   = 16 << 20
 )
+
+// envProxy: the environment names an HTTPS proxy, which grpc-go's own
+// dialer honours (HTTPS_PROXY, as net/http reads it).
+var envProxy = httpproxy.FromEnvironment().HTTPSProxy != ""
 
 // dialRaw is the pool's dialer: grpc-go's own (a plain TCP dial) with the
 // connection's reads and writes kept off the runtime's blocking-syscall
