@@ -84,7 +84,7 @@ func runBench(ctx context.Context, args []string) error {
 		matrix    = fs.Bool("matrix", false, "full matrix: 64 B,1 KB,16 KB × 1k,5k rps × 1,16 connections")
 		scenarios = fs.String("scenarios", "", "comma-separated scenarios to run (S0,S1,S1w,S2,S3,S3g,S4,S5,S6,S6g,EL7,HJ,EJT,MPP,MGG,MPPs,MGGs); default all")
 		closed    = fs.String("closed", "128", "closed-loop points: requests in flight K (comma list; 0 or empty = none); measured at each payload and connection count")
-		idleConns = fs.Int("idle-conns", 500, "idle mode: before any load, open N idle client connections per proxy scenario and report RSS per connection (0 = off)")
+		idleConns = fs.Int("idle-conns", 2000, "idle mode: before any load, open N idle client connections per proxy scenario and report RSS per connection (0 = off)")
 		rates     = fs.String("rate", "1000", "requests per second (comma list, e.g. 1k,5k)")
 		conns     = fs.String("conns", "1", "connections (comma list, e.g. 1,16)")
 		payloads  = fs.String("payload", "1kb", "payload bytes (comma list, e.g. 64,1kb,16kb)")
