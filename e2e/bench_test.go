@@ -286,22 +286,7 @@ type ghzReport struct {
 // meshgate_requests_total counted them OK on the route.
 func TestGhzThroughReflection(t *testing.T) {
 	ghz := harness.Tool(t, "ghz")
-	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
-
-	dir := t.TempDir()
-	ps := descsettest.Write(t, dir) // legacy.proto: service legacy.Legacy { rpc Echo(EchoRequest) returns (EchoResponse); ... }
-	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
-listeners:
-  - name: grpc-in
-    kind: grpc
-    address: 127.0.0.1:0
-    reflection: {descriptor_sets: [%q]}
-    routes:
-      - {method: /legacy.Legacy/Echo, cmd: %d, upstream: legacy}
-upstreams:
-  - {name: legacy, protocol: private, endpoints: [%q]}
-`, ps, legacy.CmdEcho, ls.Addr().String())
-	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
+	mg := startReflectionEcho(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -333,4 +318,26 @@ upstreams:
 	if got := harness.MetricSum(metrics, "meshgate_requests_total", harness.Labels{"listener": "grpc-in", "code": "OK"}); got != 200 {
 		t.Fatalf("meshgate_requests_total{listener=grpc-in,code=OK} = %v, want 200", got)
 	}
+}
+
+// startReflectionEcho starts meshgate with one grpc listener, grpc-in,
+// serving reflection from a descriptor set of legacy.proto (descsettest)
+// and routing /legacy.Legacy/Echo to a reference legacy server.
+func startReflectionEcho(t *testing.T) *harness.Meshgate {
+	t.Helper()
+	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
+	dir := t.TempDir()
+	ps := descsettest.Write(t, dir) // legacy.proto: service legacy.Legacy { rpc Echo(EchoRequest) returns (EchoResponse); ... }
+	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
+listeners:
+  - name: grpc-in
+    kind: grpc
+    address: 127.0.0.1:0
+    reflection: {descriptor_sets: [%q]}
+    routes:
+      - {method: /legacy.Legacy/Echo, cmd: %d, upstream: legacy}
+upstreams:
+  - {name: legacy, protocol: private, endpoints: [%q]}
+`, ps, legacy.CmdEcho, ls.Addr().String())
+	return harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
 }

@@ -13,9 +13,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/meshgate/meshgate/e2e/harness"
-	"github.com/meshgate/meshgate/internal/sim/legacy"
 	"github.com/meshgate/meshgate/internal/testkit"
-	"github.com/meshgate/meshgate/meshgate/descset/descsettest"
 )
 
 // TestInteropDirectServer runs grpc-go's interop client's full case list
@@ -107,22 +105,7 @@ upstreams:
 // path).
 func TestDirectServerReflectionGrpcurl(t *testing.T) {
 	grpcurl := harness.Tool(t, "grpcurl")
-	ls, _ := testkit.Legacy(t, nil, nil, legacy.ServerOptions{})
-	dir := t.TempDir()
-	ps := descsettest.Write(t, dir)
-	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
-listeners:
-  - name: grpc-in
-    kind: grpc
-    address: 127.0.0.1:0
-    grpc_transport: direct
-    reflection: {descriptor_sets: [%q]}
-    routes:
-      - {method: /legacy.Legacy/Echo, cmd: %d, upstream: legacy}
-upstreams:
-  - {name: legacy, protocol: private, endpoints: [%q]}
-`, ps, legacy.CmdEcho, ls.Addr().String())
-	mg := harness.StartMeshgate(t, cfg, harness.InDir(dir), harness.WaitReady(20*time.Second))
+	mg := startReflectionEcho(t) // the default grpc_transport: direct
 	run := func(args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
