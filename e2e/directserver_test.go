@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -28,40 +27,7 @@ import (
 // Before delegation every streaming case failed (config validation
 // rejected stream routes with this transport; Watch was UNIMPLEMENTED).
 func TestInteropDirectServer(t *testing.T) {
-	is := interopServer(t)
-	const svc, unimp, pairs = interopSvc, "/grpc.testing.UnimplementedService/UnimplementedCall", echoPairs
-	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
-listeners:
-  - name: grpc-in
-    kind: grpc
-    address: 127.0.0.1:0
-    grpc_transport: direct
-    metadata: %[3]s
-    routes:
-      - {method: %[4]sEmptyCall, cmd: 21, upstream: loop}
-      - {method: %[4]sUnaryCall, cmd: 22, upstream: loop}
-      - {method: %[4]sFullDuplexCall, cmd: 23, upstream: loop, stream: bidi, timeout: 10s}
-      - {method: %[4]sUnimplementedCall, cmd: 24, upstream: loop}
-      - {method: %[5]s, cmd: 25, upstream: loop}
-      - {method: %[4]sStreamingOutputCall, cmd: 11, upstream: loop, stream: server, timeout: 10s}
-      - {method: %[4]sStreamingInputCall, cmd: 12, upstream: loop, stream: client, timeout: 10s}
-  - name: mgp-mid
-    kind: private
-    address: 127.0.0.1:0
-    metadata: %[3]s
-    routes:
-      - {cmd: 21, method: %[4]sEmptyCall, upstream: interop}
-      - {cmd: 22, method: %[4]sUnaryCall, upstream: interop}
-      - {cmd: 23, method: %[4]sFullDuplexCall, upstream: interop, stream: bidi}
-      - {cmd: 24, method: %[4]sUnimplementedCall, upstream: interop}
-      - {cmd: 25, method: %[5]s, upstream: interop}
-      - {cmd: 11, method: %[4]sStreamingOutputCall, upstream: interop, stream: server}
-      - {cmd: 12, method: %[4]sStreamingInputCall, upstream: interop, stream: client}
-upstreams:
-  - {name: loop, protocol: private, endpoints: [%[1]q], connections: 1}
-  - {name: interop, protocol: grpc, endpoints: [%[2]q]}
-`, harness.ListenerRef("mgp-mid"), is, pairs, svc, unimp)
-	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second))
+	mg := startDoubleBridge(t, "") // grpc-in on the default transport: direct
 
 	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)

@@ -74,35 +74,7 @@ func TestInteropUnaryThroughDoubleBridge(t *testing.T) {
 }
 
 func testInteropUnaryThroughDoubleBridge(t *testing.T, transport string) {
-	is := interopServer(t)
-	const svc, unimp, pairs = interopSvc, "/grpc.testing.UnimplementedService/UnimplementedCall", echoPairs
-	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
-listeners:
-  - name: grpc-in
-    kind: grpc
-    address: 127.0.0.1:0
-    metadata: %[3]s
-    routes:
-      - {method: %[4]sEmptyCall, cmd: 21, upstream: loop}
-      - {method: %[4]sUnaryCall, cmd: 22, upstream: loop}
-      - {method: %[4]sFullDuplexCall, cmd: 23, upstream: loop, stream: bidi, timeout: 10s}
-      - {method: %[4]sUnimplementedCall, cmd: 24, upstream: loop}
-      - {method: %[5]s, cmd: 25, upstream: loop}
-  - name: mgp-mid
-    kind: private
-    address: 127.0.0.1:0
-    metadata: %[3]s
-    routes:
-      - {cmd: 21, method: %[4]sEmptyCall, upstream: interop}
-      - {cmd: 22, method: %[4]sUnaryCall, upstream: interop}
-      - {cmd: 23, method: %[4]sFullDuplexCall, upstream: interop, stream: bidi}
-      - {cmd: 24, method: %[4]sUnimplementedCall, upstream: interop}
-      - {cmd: 25, method: %[5]s, upstream: interop}
-upstreams:
-  - {name: loop, protocol: private, endpoints: [%[1]q], connections: 1}
-  - {name: interop, protocol: grpc, endpoints: [%[2]q], grpc_transport: %[6]s}
-`, harness.ListenerRef("mgp-mid"), is, pairs, svc, unimp, transport)
-	mg := harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second)) // both upstreams connected, the self-loop too
+	mg := startDoubleBridge(t, transport)
 
 	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
@@ -384,4 +356,52 @@ upstreams:
 		t.Fatalf("slow stream got all %d messages: nothing was bounded", n)
 	}
 	t.Logf("slow stream cut after %d of 100000 messages", n)
+}
+
+// startDoubleBridge starts the double bridge of the interop tests: grpc-go
+// client → grpc-in (gRPC listener, its default transport) → MGP over the
+// private upstream "loop" → mgp-mid (MeshGate's own private listener) →
+// gRPC upstream "interop" (grpc_transport transport; "" the default) →
+// grpc-go's interop test server. One cmd per method, the streaming ones
+// as stream routes; custom_metadata's echo keys ride as application
+// extensions (listeners[].metadata) on the MGP hop.
+func startDoubleBridge(t *testing.T, transport string) *harness.Meshgate {
+	t.Helper()
+	is := interopServer(t)
+	const svc, unimp, pairs = interopSvc, "/grpc.testing.UnimplementedService/UnimplementedCall", echoPairs
+	ut := ""
+	if transport != "" {
+		ut = ", grpc_transport: " + transport
+	}
+	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
+listeners:
+  - name: grpc-in
+    kind: grpc
+    address: 127.0.0.1:0
+    metadata: %[3]s
+    routes:
+      - {method: %[4]sEmptyCall, cmd: 21, upstream: loop}
+      - {method: %[4]sUnaryCall, cmd: 22, upstream: loop}
+      - {method: %[4]sFullDuplexCall, cmd: 23, upstream: loop, stream: bidi, timeout: 10s}
+      - {method: %[4]sUnimplementedCall, cmd: 24, upstream: loop}
+      - {method: %[5]s, cmd: 25, upstream: loop}
+      - {method: %[4]sStreamingOutputCall, cmd: 11, upstream: loop, stream: server, timeout: 10s}
+      - {method: %[4]sStreamingInputCall, cmd: 12, upstream: loop, stream: client, timeout: 10s}
+  - name: mgp-mid
+    kind: private
+    address: 127.0.0.1:0
+    metadata: %[3]s
+    routes:
+      - {cmd: 21, method: %[4]sEmptyCall, upstream: interop}
+      - {cmd: 22, method: %[4]sUnaryCall, upstream: interop}
+      - {cmd: 23, method: %[4]sFullDuplexCall, upstream: interop, stream: bidi}
+      - {cmd: 24, method: %[4]sUnimplementedCall, upstream: interop}
+      - {cmd: 25, method: %[5]s, upstream: interop}
+      - {cmd: 11, method: %[4]sStreamingOutputCall, upstream: interop, stream: server}
+      - {cmd: 12, method: %[4]sStreamingInputCall, upstream: interop, stream: client}
+upstreams:
+  - {name: loop, protocol: private, endpoints: [%[1]q], connections: 1}
+  - {name: interop, protocol: grpc, endpoints: [%[2]q]%[6]s}
+`, harness.ListenerRef("mgp-mid"), is, pairs, svc, unimp, ut)
+	return harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second)) // both upstreams connected, the self-loop too
 }
