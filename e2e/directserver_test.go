@@ -27,7 +27,7 @@ import (
 // Before delegation every streaming case failed (config validation
 // rejected stream routes with this transport; Watch was UNIMPLEMENTED).
 func TestInteropDirectServer(t *testing.T) {
-	mg := startDoubleBridge(t, "") // grpc-in on the default transport: direct
+	mg := startDoubleBridge(t, "", "") // grpc-in on the default transport: direct
 
 	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)

@@ -68,13 +68,15 @@ func runStreamingCases(t *testing.T, tc testgrpc.TestServiceClient) {
 // grpc-go's client and MeshGate's direct HTTP/2 client (the bidi route
 // keeps grpc-go in both).
 func TestInteropUnaryThroughDoubleBridge(t *testing.T) {
+	// Each transport on both sides: the grpc listener's server
+	// (listeners[].grpc_transport) and the gRPC upstream's client.
 	for _, transport := range []string{"grpc-go", "direct"} {
 		t.Run(transport, func(t *testing.T) { testInteropUnaryThroughDoubleBridge(t, transport) })
 	}
 }
 
 func testInteropUnaryThroughDoubleBridge(t *testing.T, transport string) {
-	mg := startDoubleBridge(t, transport)
+	mg := startDoubleBridge(t, transport, transport)
 
 	cc := testkit.Dial(t, mg.Addr("grpc-in"))
 	tc := testgrpc.NewTestServiceClient(cc)
@@ -359,25 +361,29 @@ upstreams:
 }
 
 // startDoubleBridge starts the double bridge of the interop tests: grpc-go
-// client → grpc-in (gRPC listener, its default transport) → MGP over the
-// private upstream "loop" → mgp-mid (MeshGate's own private listener) →
-// gRPC upstream "interop" (grpc_transport transport; "" the default) →
-// grpc-go's interop test server. One cmd per method, the streaming ones
-// as stream routes; custom_metadata's echo keys ride as application
-// extensions (listeners[].metadata) on the MGP hop.
-func startDoubleBridge(t *testing.T, transport string) *harness.Meshgate {
+// client → grpc-in (gRPC listener) → MGP over the private upstream "loop"
+// → mgp-mid (MeshGate's own private listener) → gRPC upstream "interop" →
+// grpc-go's interop test server. listener and upstream are the
+// grpc_transport of grpc-in and of "interop" ("": the default). One cmd
+// per method, the streaming ones as stream routes; custom_metadata's echo
+// keys ride as application extensions (listeners[].metadata) on the MGP
+// hop.
+func startDoubleBridge(t *testing.T, listener, upstream string) *harness.Meshgate {
 	t.Helper()
 	is := interopServer(t)
 	const svc, unimp, pairs = interopSvc, "/grpc.testing.UnimplementedService/UnimplementedCall", echoPairs
-	ut := ""
-	if transport != "" {
-		ut = ", grpc_transport: " + transport
+	lt, ut := "", ""
+	if listener != "" {
+		lt = "\n    grpc_transport: " + listener
+	}
+	if upstream != "" {
+		ut = ", grpc_transport: " + upstream
 	}
 	cfg := fmt.Sprintf(`defaults: {drain_timeout: 1s}
 listeners:
   - name: grpc-in
     kind: grpc
-    address: 127.0.0.1:0
+    address: 127.0.0.1:0%[7]s
     metadata: %[3]s
     routes:
       - {method: %[4]sEmptyCall, cmd: 21, upstream: loop}
@@ -402,6 +408,6 @@ listeners:
 upstreams:
   - {name: loop, protocol: private, endpoints: [%[1]q], connections: 1}
   - {name: interop, protocol: grpc, endpoints: [%[2]q]%[6]s}
-`, harness.ListenerRef("mgp-mid"), is, pairs, svc, unimp, ut)
+`, harness.ListenerRef("mgp-mid"), is, pairs, svc, unimp, ut, lt)
 	return harness.StartMeshgate(t, cfg, harness.WaitReady(20*time.Second)) // both upstreams connected, the self-loop too
 }
