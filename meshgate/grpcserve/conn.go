@@ -363,6 +363,9 @@ func (c *conn) closeNow(err error) {
 		if cl.cancel != nil {
 			cl.cancel()
 		}
+		if !cl.started { // no longer set once closed (endOfRequest)
+			c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
+		}
 	}
 	_ = err
 }
@@ -655,9 +658,13 @@ func (c *conn) dropStream(cl *Call) {
 		c.streamClosedLocked()
 	}
 	cl.reset.Store(true)
+	unstarted := !cl.started
 	c.mu.Unlock()
 	if cl.cancel != nil {
 		cl.cancel()
+	}
+	if unstarted { // the request never reached the handler
+		c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
 	}
 }
 
@@ -787,6 +794,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			[]hpack.HeaderField{{Name: "grpc-accept-encoding", Value: "gzip"}})
 		return nil
 	}
+	c.s.cfg.Metrics.begin(c.base, cl)
 	if cl.endStream {
 		return c.endOfRequest(cl)
 	}
@@ -1024,6 +1032,7 @@ func (c *conn) earlyStatus(cl *Call, httpStatus int, st *status.Status, extra []
 	if cl.cancel != nil {
 		cl.cancel()
 	}
+	c.s.cfg.Metrics.answered(c.base, cl, st.Code())
 	if drained {
 		c.closeDrained()
 	}
