@@ -56,6 +56,11 @@ type conn struct {
 	peer peer.Peer
 	base context.Context // carries the peer; cancelled on close
 	stop context.CancelFunc
+	// callBase is base without its cancellation, the parent of the calls'
+	// contexts (closeNow cancels every call itself): base's cancelCtx then
+	// never keeps a map of children, nor a done channel, for the
+	// connection's life.
+	callBase context.Context
 
 	// reading goroutine only
 	br          *connReader
@@ -71,6 +76,8 @@ type conn struct {
 	lastPing    time.Time
 	pingStrikes int
 	wroteStream atomic.Bool // a stream's HEADERS or DATA was written since the last PING
+	hdec        *hpack.Decoder
+	hencLim     uint32
 
 	mu        sync.Mutex
 	streams   map[uint32]*Call
@@ -185,9 +192,7 @@ func (c *conn) run() {
 					return
 				}
 				_ = c.io.SetReadDeadline(time.Time{})
-				// A new Framer: the old one keeps a payload buffer as large
-				// as the largest frame it read, for the connection's life.
-				c.fr = c.newFramer(c.fr.ReadMetaHeaders)
+				c.shrink()
 				c.parked.Store(true)
 				go c.idleWait()
 				return
@@ -232,6 +237,7 @@ func (c *conn) handshake() bool {
 		c.peer.AuthInfo = credentials.TLSInfo{State: cs, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
 	}
 	c.base = peer.NewContext(c.base, &c.peer)
+	c.callBase = context.WithoutCancel(c.base)
 	c.br = &connReader{src: c.io, held: &c.s.held}
 	if cfg.TLS == nil {
 		c.raw = rawConn(c.io)
@@ -239,6 +245,11 @@ func (c *conn) handshake() bool {
 	c.br.keep = c.raw == nil
 	c.peekFn = c.peek.Ready
 	var pre [len(http2.ClientPreface)]byte
+	if err := c.awaitBytes(); err != nil {
+		c.count(ReasonHandshake)
+		c.closeNow(err)
+		return false
+	}
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		c.count(ReasonHandshake)
 		c.closeNow(err)
@@ -945,7 +956,7 @@ func (c *conn) endOfRequest(cl *Call) error {
 	cl.started = true
 	c.mu.Unlock()
 
-	ctx := metadata.NewIncomingContext(c.base, cl.md)
+	ctx := metadata.NewIncomingContext(c.callBase, cl.md)
 	ctx = grpc.NewContextWithServerTransportStream(ctx, cl)
 	if cl.dl.IsZero() {
 		cl.ctx, cl.cancel = context.WithCancel(ctx)

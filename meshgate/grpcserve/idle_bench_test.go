@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,4 +101,49 @@ func BenchmarkUnary(b *testing.B) {
 		}
 		cancel()
 	}
+}
+
+// TestIdleShrinks: a connection that parks after IdleGrace holds no
+// HPACK encoder (nor its dynamic table) and no header scratch buffer
+// (idle.go, shrink); the next calls of the same grpc-go client still
+// decode every header and trailer (the first header block after the idle
+// period empties the client's copy of the table with size updates), and
+// the connection parks small again.
+func TestIdleShrinks(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.IdleGrace = 50 * time.Millisecond })
+	cc := dial(t, ts.addr)
+	for i := range 3 {
+		var hdr, trl metadata.MD
+		var resp []byte
+		want := "v" + strings.Repeat("x", i)
+		ctx := metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "echo-k", want)
+		if err := cc.Invoke(ctx, "/t.S/M", []byte("a"), &resp, grpc.Header(&hdr), grpc.Trailer(&trl)); err != nil {
+			t.Fatal(err)
+		}
+		if string(resp) != "a" || len(hdr["echo-k"]) != 1 || hdr["echo-k"][0] != want || len(trl["t-echo-k"]) != 1 || trl["t-echo-k"][0] != want {
+			t.Fatalf("call %d: %q header %v trailer %v", i, resp, hdr, trl)
+		}
+		c := ts.onlyConn(t)
+		testkit.Within(t, 2*time.Second, "connection parked", func() bool { return c.parked.Load() })
+		c.wmu.Lock()
+		enc, scratch := c.henc, c.hbuf.b
+		c.wmu.Unlock()
+		if enc != nil || scratch != nil {
+			t.Fatalf("parked connection keeps its HPACK encoder (%v) or %d bytes of header scratch", enc != nil, cap(scratch))
+		}
+	}
+}
+
+// onlyConn is the server's one connection.
+func (ts *testServer) onlyConn(t *testing.T) *conn {
+	t.Helper()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.conns) != 1 {
+		t.Fatalf("%d connections", len(ts.conns))
+	}
+	for c := range ts.conns {
+		return c
+	}
+	return nil
 }
