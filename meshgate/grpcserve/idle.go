@@ -136,8 +136,10 @@ func (c *conn) awaitBytes() error {
 func (c *conn) shrink() {
 	c.hdec, c.fr = c.fr.ReadMetaHeaders, nil
 	// The decoder keeps the slice it decoded last; one indexed field of
-	// the static table (no table change, emitted to the no-op Framer
-	// callback) moves it off the read buffer.
+	// the static table (no table change, emitted to a no-op; the Framer
+	// sets its own callback per header block) moves it off the read
+	// buffer.
+	c.hdec.SetEmitFunc(discardField)
 	_, _ = c.hdec.Write(staticField[:])
 	_ = c.hdec.Close()
 	c.lockWrite()
@@ -161,10 +163,15 @@ func (c *conn) shrink() {
 // (":method: GET").
 var staticField = [1]byte{0x82}
 
-// wake rebuilds what shrink dropped (reading goroutine, before it reads
-// the frames that woke it).
+func discardField(hpack.HeaderField) {}
+
+// wake rebuilds what shrink dropped, if it did, and re-arms the
+// housekeeping timer (reading goroutine, before it reads the frames that
+// woke it).
 func (c *conn) wake() {
-	c.fr, c.hdec = c.newFramer(c.hdec), nil
+	if c.fr == nil {
+		c.fr, c.hdec = c.newFramer(c.hdec), nil
+	}
 	c.lockWrite()
 	if c.henc == nil {
 		c.henc = hpack.NewEncoder(&c.hbuf)
@@ -173,6 +180,17 @@ func (c *conn) wake() {
 		c.henc.SetMaxDynamicTableSize(c.hencLim)
 	}
 	c.unlockWrite()
+	// While parked the housekeeping timer was set for the idle or age
+	// limits only: re-arm it so that a wake-up without a stream (a PING,
+	// SETTINGS) parks again after IdleGrace.
+	now := time.Now()
+	c.mu.Lock()
+	if c.timer != nil && !c.closed {
+		d := c.nextCheck(now)
+		c.timerDue = now.Add(d)
+		c.timer.Reset(d)
+	}
+	c.mu.Unlock()
 }
 
 // idleWait is the goroutine of an idle connection: it parks until the

@@ -134,6 +134,26 @@ func TestIdleShrinks(t *testing.T) {
 	}
 }
 
+// TestIdleBeforeFirstCall: a connection that parks after its handshake,
+// and again after a PING (no header block decoded yet), then serves its
+// first call.
+func TestIdleBeforeFirstCall(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.IdleGrace = 20 * time.Millisecond })
+	rc := rawDial(t, ts.addr)
+	c := ts.onlyConnWithin(t)
+	testkit.Within(t, 2*time.Second, "parked after the handshake", func() bool { return c.parked.Load() })
+	_ = rc.fr.WritePing(false, [8]byte{1})
+	if _, err := rc.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Within(t, 2*time.Second, "parked after the PING", func() bool { return c.parked.Load() && !c.wokenLocked() })
+	rc.headers(1, false, grpcReq...)
+	_ = rc.fr.WriteData(1, true, msg([]byte("first")))
+	if st, err := rc.statusOf(1); err != nil || st["grpc-status"] != "0" {
+		t.Fatalf("first call: %v %v", st, err)
+	}
+}
+
 // onlyConn is the server's one connection.
 func (ts *testServer) onlyConn(t *testing.T) *conn {
 	t.Helper()
@@ -146,4 +166,23 @@ func (ts *testServer) onlyConn(t *testing.T) *conn {
 		return c
 	}
 	return nil
+}
+
+// onlyConnWithin waits for the server's one connection.
+func (ts *testServer) onlyConnWithin(t *testing.T) *conn {
+	t.Helper()
+	testkit.Within(t, 2*time.Second, "one connection", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return len(ts.conns) == 1
+	})
+	return ts.onlyConn(t)
+}
+
+// wokenLocked reports whether the connection holds its HPACK encoder
+// (under wmu): true between a wake-up and the next park.
+func (c *conn) wokenLocked() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.henc != nil
 }
