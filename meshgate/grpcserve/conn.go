@@ -798,6 +798,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		cl.dl = cl.opened.Add(d)
 	}
+	c.s.cfg.Metrics.begin(c.base, cl) // grpc-go's server counts the call from here
 	switch cl.enc {
 	case "", "identity", "gzip":
 	default:
@@ -805,7 +806,6 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			[]hpack.HeaderField{{Name: "grpc-accept-encoding", Value: "gzip"}})
 		return nil
 	}
-	c.s.cfg.Metrics.begin(c.base, cl)
 	if cl.endStream {
 		return c.endOfRequest(cl)
 	}

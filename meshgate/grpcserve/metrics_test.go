@@ -52,7 +52,8 @@ func counts(t *testing.T, rd sdkmetric.Reader) map[string]int64 {
 // (DEADLINE_EXCEEDED), a stream the client resets before its request is
 // complete (CANCELLED); headers the transport rejects (content-type) and
 // a malformed method name are not recorded; a registered method is
-// labelled by name. Every call started ends exactly once.
+// labelled by name; an unknown grpc-encoding counts (UNIMPLEMENTED). Every
+// call started ends exactly once.
 func TestMetricsTransportAnswers(t *testing.T) {
 	rd := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(rd))
@@ -83,11 +84,17 @@ func TestMetricsTransportAnswers(t *testing.T) {
 	if _, err := rc.statusOf(7); err != nil {
 		t.Fatal(err)
 	}
+	enc := append([]string{}, grpcReq...)
+	enc = append(enc, "grpc-encoding", "snappy") // grpc-go counts it: its handler answers UNIMPLEMENTED
+	rc.headers(9, true, enc...)
+	if st, err := rc.statusOf(9); err != nil || st["grpc-status"] != "12" {
+		t.Fatalf("unknown encoding: %v %v", st, err)
+	}
 	reg := append([]string{}, grpcReq...)
 	reg[5] = "/reg.Svc/Get"
-	rc.headers(9, false, reg...)
-	_ = rc.fr.WriteData(9, true, msg([]byte("abc")))
-	if st, err := rc.statusOf(9); err != nil || st["grpc-status"] != "0" {
+	rc.headers(11, false, reg...)
+	_ = rc.fr.WriteData(11, true, msg([]byte("abc")))
+	if st, err := rc.statusOf(11); err != nil || st["grpc-status"] != "0" {
 		t.Fatalf("registered method: %v %v", st, err)
 	}
 
@@ -97,7 +104,10 @@ func TestMetricsTransportAnswers(t *testing.T) {
 		rcvd    = grpcotel.ServerCallRcvdCompressedTotalMessageSizeMetricName
 	)
 	want := map[string]int64{
-		started + " grpc.method=other":                                                                                   2,
+		started + " grpc.method=other":                                                                                   3,
+		dur + " grpc.method=other,grpc.status=UNIMPLEMENTED":                                                             1,
+		rcvd + " grpc.method=other,grpc.status=UNIMPLEMENTED":                                                            1,
+		grpcotel.ServerCallSentCompressedTotalMessageSizeMetricName + " grpc.method=other,grpc.status=UNIMPLEMENTED":     1,
 		dur + " grpc.method=other,grpc.status=DEADLINE_EXCEEDED":                                                         1,
 		dur + " grpc.method=other,grpc.status=CANCELLED":                                                                 1,
 		started + " grpc.method=reg.Svc/Get":                                                                             1,
