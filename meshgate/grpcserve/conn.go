@@ -447,6 +447,24 @@ func (c *conn) nextCheck(now time.Time) time.Duration {
 	return max(d, 10*time.Millisecond)
 }
 
+// lazyAckDelay bounds how long a PING ack waits for a reply to ride with
+// when no call is in flight.
+const lazyAckDelay = 20 * time.Millisecond
+
+// armLazyAck makes sure housekeeping runs within lazyAckDelay, to write a
+// PING ack that waits for the next reply (mu held); false: no timer, ack
+// now.
+func (c *conn) armLazyAck(now time.Time) bool {
+	if c.timer == nil || c.closed {
+		return false
+	}
+	if c.timerDue.Sub(now) > lazyAckDelay {
+		c.timerDue = now.Add(lazyAckDelay)
+		c.timer.Reset(lazyAckDelay)
+	}
+	return true
+}
+
 // armForStream makes sure housekeeping runs within a tick once a stream
 // is open (mu held): re-arming only when the timer was set for an idle
 // connection, so a busy connection does not touch it per call.
@@ -601,10 +619,11 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	// housekeeping tick (at most 1 s); otherwise it is written now.
 	c.mu.Lock()
 	busy := c.inflight > 0
-	c.mu.Unlock()
-	if !busy {
+	if !busy && !c.armLazyAck(now) {
+		c.mu.Unlock()
 		return c.flush(appendPingAck(c.getBuf(), f.Data))
 	}
+	c.mu.Unlock()
 	lazy := c.wb == nil || c.lazyOnly
 	*c.wbuf() = appendPingAck(c.getBuf(), f.Data)
 	c.lazyOnly = lazy

@@ -186,3 +186,49 @@ func (c *conn) wokenLocked() bool {
 	defer c.wmu.Unlock()
 	return c.henc != nil
 }
+
+// pingProbe answers calls on the reading goroutine (InlineStarter) and
+// reports, when a call starts, whether a PING ack was pending unwritten.
+type pingProbe struct{ seen chan bool }
+
+func (p pingProbe) Start(c *Call) { c.Finish(nil) }
+
+func (p pingProbe) TryStart(cl *Call) bool {
+	cl.c.wmu.Lock()
+	pending := cl.c.wb != nil && cl.c.lazyOnly
+	cl.c.wmu.Unlock()
+	p.seen <- pending
+	cl.Finish(nil)
+	return true
+}
+
+// TestPingAckRidesWithReply: a PING that arrives with no call in flight
+// (a grpc-go client's BDP ping after each reply it reads) is not written
+// on its own: its ack waits, and leaves with the next reply's write.
+func TestPingAckRidesWithReply(t *testing.T) {
+	p := pingProbe{seen: make(chan bool, 1)}
+	ts := start(t, p, nil)
+	rc := rawDial(t, ts.addr)
+	rc.headers(1, false, grpcReq...)
+	_ = rc.fr.WriteData(1, true, msg([]byte("a")))
+	if st, err := rc.statusOf(1); err != nil || st["grpc-status"] != "0" {
+		t.Fatalf("first call: %v %v", st, err)
+	}
+	<-p.seen
+	_ = rc.fr.WritePing(false, [8]byte{7})
+	rc.headers(3, false, grpcReq...)
+	_ = rc.fr.WriteData(3, true, msg([]byte("b")))
+	if !<-p.seen {
+		t.Fatal("the PING ack was written on its own before the next reply")
+	}
+	acked := false
+	if _, err := rc.until(func(f http2.Frame) bool {
+		if pf, ok := f.(*http2.PingFrame); ok && pf.IsAck() && pf.Data == [8]byte{7} {
+			acked = true
+		}
+		h, ok := f.(*http2.MetaHeadersFrame)
+		return ok && h.StreamID == 3 && h.StreamEnded()
+	}); err != nil || !acked {
+		t.Fatalf("reply with the ack: acked %v, %v", acked, err)
+	}
+}
