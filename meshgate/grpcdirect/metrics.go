@@ -3,15 +3,15 @@ package grpcdirect
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	otelmetric "go.opentelemetry.io/otel/metric"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+
+	"github.com/meshgate/meshgate/meshgate/grpcmeter"
 )
 
 // Metrics records, for calls over the direct transport, the per-call
@@ -46,16 +46,6 @@ type Metrics struct {
 	methods sync.Map // method label → *methodAttrs
 }
 
-// The instruments' definitions, as in grpc-go's stats/opentelemetry
-// (client_metrics.go and DefaultLatencyBounds / DefaultSizeBounds).
-var (
-	latencyBounds = []float64{0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.013, 0.016, 0.02, 0.025, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8, 1, 2, 5, 10, 20, 50, 100}
-	sizeBounds    = []float64{0, 1024, 2048, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456, 1073741824, 4294967296}
-)
-
-// MeterName is the instrumentation scope of grpc-go's metrics.
-const MeterName = "grpc-go"
-
 // NewMetrics creates the instruments on mp for calls to target (the
 // grpc.target attribute: what grpc-go's ClientConn.CanonicalTarget of the
 // same upstream returns). A nil mp gives a nil *Metrics.
@@ -63,7 +53,7 @@ func NewMetrics(mp otelmetric.MeterProvider, target string) (*Metrics, error) {
 	if mp == nil {
 		return nil, nil
 	}
-	meter := mp.Meter(MeterName, otelmetric.WithInstrumentationVersion(grpc.Version))
+	meter := grpcmeter.Meter(mp)
 	m := &Metrics{target: target}
 	var err error
 	if m.attemptStarted, err = meter.Int64Counter("grpc.client.attempt.started",
@@ -72,22 +62,22 @@ func NewMetrics(mp otelmetric.MeterProvider, target string) (*Metrics, error) {
 	}
 	if m.attemptDuration, err = meter.Float64Histogram("grpc.client.attempt.duration",
 		otelmetric.WithUnit("s"), otelmetric.WithDescription("End-to-end time taken to complete a client call attempt."),
-		otelmetric.WithExplicitBucketBoundaries(latencyBounds...)); err != nil {
+		grpcmeter.Latency); err != nil {
 		return nil, fmt.Errorf("grpcdirect: metrics: %w", err)
 	}
 	if m.attemptSent, err = meter.Int64Histogram("grpc.client.attempt.sent_total_compressed_message_size",
 		otelmetric.WithUnit("By"), otelmetric.WithDescription("Compressed message bytes sent per client call attempt."),
-		otelmetric.WithExplicitBucketBoundaries(sizeBounds...)); err != nil {
+		grpcmeter.Size); err != nil {
 		return nil, fmt.Errorf("grpcdirect: metrics: %w", err)
 	}
 	if m.attemptRcvd, err = meter.Int64Histogram("grpc.client.attempt.rcvd_total_compressed_message_size",
 		otelmetric.WithUnit("By"), otelmetric.WithDescription("Compressed message bytes received per call attempt."),
-		otelmetric.WithExplicitBucketBoundaries(sizeBounds...)); err != nil {
+		grpcmeter.Size); err != nil {
 		return nil, fmt.Errorf("grpcdirect: metrics: %w", err)
 	}
 	if m.callDuration, err = meter.Float64Histogram("grpc.client.call.duration",
 		otelmetric.WithUnit("s"), otelmetric.WithDescription("Time taken by gRPC to complete an RPC from application's perspective."),
-		otelmetric.WithExplicitBucketBoundaries(latencyBounds...)); err != nil {
+		grpcmeter.Latency); err != nil {
 		return nil, fmt.Errorf("grpcdirect: metrics: %w", err)
 	}
 	return m, nil
@@ -125,7 +115,7 @@ func (m *Metrics) forMethod(method string, static bool) *methodAttrs {
 func (a *methodAttrs) recordOpts(c codes.Code) []otelmetric.RecordOption {
 	return []otelmetric.RecordOption{otelmetric.WithAttributeSet(attribute.NewSet(
 		attribute.String("grpc.method", a.method), attribute.String("grpc.target", a.m.target),
-		attribute.String("grpc.status", canonicalString(c))))}
+		attribute.String("grpc.status", grpcmeter.StatusName(c))))}
 }
 
 func (a *methodAttrs) statusOpts(c codes.Code) []otelmetric.RecordOption {
@@ -184,46 +174,4 @@ func (r *callRecord) endCall(ctx context.Context, c codes.Code) {
 		return
 	}
 	r.a.m.callDuration.Record(ctx, time.Since(r.callStart).Seconds(), r.a.statusOpts(c)...)
-}
-
-// canonicalString is grpc-go's name of a code in metrics (codes'
-// canonicalString, which grpc-go keeps internal).
-func canonicalString(c codes.Code) string {
-	switch c {
-	case codes.OK:
-		return "OK"
-	case codes.Canceled:
-		return "CANCELLED"
-	case codes.Unknown:
-		return "UNKNOWN"
-	case codes.InvalidArgument:
-		return "INVALID_ARGUMENT"
-	case codes.DeadlineExceeded:
-		return "DEADLINE_EXCEEDED"
-	case codes.NotFound:
-		return "NOT_FOUND"
-	case codes.AlreadyExists:
-		return "ALREADY_EXISTS"
-	case codes.PermissionDenied:
-		return "PERMISSION_DENIED"
-	case codes.ResourceExhausted:
-		return "RESOURCE_EXHAUSTED"
-	case codes.FailedPrecondition:
-		return "FAILED_PRECONDITION"
-	case codes.Aborted:
-		return "ABORTED"
-	case codes.OutOfRange:
-		return "OUT_OF_RANGE"
-	case codes.Unimplemented:
-		return "UNIMPLEMENTED"
-	case codes.Internal:
-		return "INTERNAL"
-	case codes.Unavailable:
-		return "UNAVAILABLE"
-	case codes.DataLoss:
-		return "DATA_LOSS"
-	case codes.Unauthenticated:
-		return "UNAUTHENTICATED"
-	}
-	return "CODE(" + strconv.FormatInt(int64(c), 10) + ")"
 }

@@ -50,6 +50,7 @@ type Call struct {
 
 	finished atomic.Bool
 	reset    atomic.Bool // the client reset the stream, or the conn closed
+	rec      callRecord  // grpc-go's server metrics (metrics.go)
 
 	// response, handler-owned until Finish; then under conn.wmu
 	hmu     sync.Mutex
@@ -79,6 +80,7 @@ func (cl *Call) Metadata() metadata.MD { return cl.md }
 // none; more reports bytes after the first message (a second message).
 // The slice is valid until Finish unless TakeMessage took it.
 func (cl *Call) Message() (b []byte, ok, more bool) {
+	cl.rec.read = true
 	if !cl.hasMsg {
 		return nil, false, cl.extra
 	}
@@ -192,6 +194,7 @@ func compress(enc string, b []byte) ([]byte, error) {
 func (cl *Call) Finish(err error) {
 	if cl.settle(err) {
 		cl.c.finish(cl)
+		cl.c.s.cfg.Metrics.finished(cl.ctx, cl)
 	}
 }
 
@@ -206,6 +209,7 @@ func (cl *Call) Finish(err error) {
 func (cl *Call) FinishNoWait(err error) {
 	if cl.settle(err) {
 		cl.c.finishNoWait(cl)
+		cl.c.s.cfg.Metrics.finished(cl.ctx, cl)
 	}
 }
 
@@ -219,6 +223,7 @@ func (cl *Call) settle(err error) bool {
 		cl.st = status.Convert(err)
 		cl.out, cl.hasOut = nil, false
 	}
+	cl.rec.note(cl)
 	cl.hmu.Unlock()
 	cl.freeMsg()
 	return true

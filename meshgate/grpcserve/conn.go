@@ -56,6 +56,11 @@ type conn struct {
 	peer peer.Peer
 	base context.Context // carries the peer; cancelled on close
 	stop context.CancelFunc
+	// callBase is base without its cancellation, the parent of the calls'
+	// contexts (closeNow cancels every call itself): base's cancelCtx then
+	// never keeps a map of children, nor a done channel, for the
+	// connection's life.
+	callBase context.Context
 
 	// reading goroutine only
 	br          *connReader
@@ -73,6 +78,8 @@ type conn struct {
 	lastRead    atomic.Int64 // UnixNano of the last frame read (keepalive)
 	kaPing      time.Time    // keepalive PING sent and not answered (mu)
 	wroteStream atomic.Bool  // a stream's HEADERS or DATA was written since the last PING
+	hdec        *hpack.Decoder
+	hencLim     uint32
 
 	mu        sync.Mutex
 	streams   map[uint32]*Call
@@ -189,9 +196,7 @@ func (c *conn) run() {
 					return
 				}
 				_ = c.io.SetReadDeadline(time.Time{})
-				// A new Framer: the old one keeps a payload buffer as large
-				// as the largest frame it read, for the connection's life.
-				c.fr = c.newFramer(c.fr.ReadMetaHeaders)
+				c.shrink()
 				c.parked.Store(true)
 				go c.idleWait()
 				return
@@ -239,6 +244,7 @@ func (c *conn) handshake() bool {
 		c.peer.AuthInfo = credentials.TLSInfo{State: cs, CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
 	}
 	c.base = peer.NewContext(c.base, &c.peer)
+	c.callBase = context.WithoutCancel(c.base)
 	c.br = &connReader{src: c.io, held: &c.s.held}
 	if cfg.TLS == nil {
 		c.raw = rawConn(c.io)
@@ -246,6 +252,11 @@ func (c *conn) handshake() bool {
 	c.br.keep = c.raw == nil
 	c.peekFn = c.peek.Ready
 	var pre [len(http2.ClientPreface)]byte
+	if err := c.awaitBytes(); err != nil {
+		c.count(ReasonHandshake)
+		c.closeNow(err)
+		return false
+	}
 	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != http2.ClientPreface {
 		c.count(ReasonHandshake)
 		c.closeNow(err)
@@ -371,6 +382,9 @@ func (c *conn) closeNow(err error) {
 		if cl.cancel != nil {
 			cl.cancel()
 		}
+		if !cl.started { // no longer set once closed (endOfRequest)
+			c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
+		}
 	}
 	_ = err
 }
@@ -446,6 +460,24 @@ func (c *conn) nextCheck(now time.Time) time.Duration {
 		d = min(d, age.Sub(now))
 	}
 	return max(d, 10*time.Millisecond)
+}
+
+// lazyAckDelay bounds how long a PING ack waits for a reply to ride with
+// when no call is in flight.
+const lazyAckDelay = 20 * time.Millisecond
+
+// armLazyAck makes sure housekeeping runs within lazyAckDelay, to write a
+// PING ack that waits for the next reply (mu held); false: no timer, ack
+// now.
+func (c *conn) armLazyAck(now time.Time) bool {
+	if c.timer == nil || c.closed {
+		return false
+	}
+	if c.timerDue.Sub(now) > lazyAckDelay {
+		c.timerDue = now.Add(lazyAckDelay)
+		c.timer.Reset(lazyAckDelay)
+	}
+	return true
 }
 
 // armForStream makes sure housekeeping runs within a tick once a stream
@@ -639,10 +671,11 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	// housekeeping tick (at most 1 s); otherwise it is written now.
 	c.mu.Lock()
 	busy := c.inflight > c.ndeleg // delegated streams may live long
-	c.mu.Unlock()
-	if !busy {
+	if !busy && !c.armLazyAck(now) {
+		c.mu.Unlock()
 		return c.flush(appendPingAck(c.getBuf(), f.Data))
 	}
+	c.mu.Unlock()
 	lazy := c.wb == nil || c.lazyOnly
 	*c.wbuf() = appendPingAck(c.getBuf(), f.Data)
 	c.lazyOnly = lazy
@@ -708,9 +741,13 @@ func (c *conn) dropStream(cl *Call) {
 		c.streamClosedLocked()
 	}
 	cl.reset.Store(true)
+	unstarted := !cl.started
 	c.mu.Unlock()
 	if cl.cancel != nil {
 		cl.cancel()
+	}
+	if unstarted { // the request never reached the handler
+		c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
 	}
 }
 
@@ -833,15 +870,18 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		cl.dl = cl.opened.Add(d)
 	}
+	if c.s.fast != nil && !c.s.fast.Fast(cl.method) {
+		// grpc-go's handler transport checks the encoding and records the
+		// call in its own metrics.
+		return c.delegate(cl, f)
+	}
+	c.s.cfg.Metrics.begin(c.base, cl) // grpc-go's server counts the call from here
 	switch cl.enc {
 	case "", "identity", "gzip":
 	default:
 		c.earlyStatus(cl, 200, status.Newf(codes.Unimplemented, "grpc: Decompressor is not installed for grpc-encoding %q", cl.enc),
 			[]hpack.HeaderField{{Name: "grpc-accept-encoding", Value: "gzip"}})
 		return nil
-	}
-	if c.s.fast != nil && !c.s.fast.Fast(cl.method) {
-		return c.delegate(cl, f)
 	}
 	if cl.endStream {
 		return c.endOfRequest(cl)
@@ -1001,7 +1041,7 @@ func (c *conn) endOfRequest(cl *Call) error {
 	cl.started = true
 	c.mu.Unlock()
 
-	ctx := metadata.NewIncomingContext(c.base, cl.md)
+	ctx := metadata.NewIncomingContext(c.callBase, cl.md)
 	ctx = grpc.NewContextWithServerTransportStream(ctx, cl)
 	if cl.dl.IsZero() {
 		cl.ctx, cl.cancel = context.WithCancel(ctx)
@@ -1088,6 +1128,7 @@ func (c *conn) earlyStatus(cl *Call, httpStatus int, st *status.Status, extra []
 	if cl.cancel != nil {
 		cl.cancel()
 	}
+	c.s.cfg.Metrics.answered(c.base, cl, st.Code())
 	if drained {
 		c.closeDrained()
 	}

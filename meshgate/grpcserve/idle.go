@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/http2/hpack"
+
 	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/rawio"
 )
@@ -105,6 +107,93 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	return rc
 }
 
+// awaitBytes waits without a read buffer until the socket of a plain TCP
+// connection is readable (at once otherwise): a connection that has just
+// been accepted holds no buffer until its client sends its preface, so a
+// burst of connections being opened costs no burst of buffers.
+func (c *conn) awaitBytes() error {
+	if c.raw == nil || !c.br.empty() {
+		return nil
+	}
+	c.br.release()
+	return c.raw.Read(c.peekFn)
+}
+
+// shrink drops, when the connection parks after Config.IdleGrace (reading
+// goroutine, no stream open), what its next frames can rebuild:
+//   - the Framer (its payload buffer is as large as the largest frame it
+//     read); the HPACK decoder, which mirrors the client's header table,
+//     is kept in c.hdec, and made to let go of the last header block it
+//     decoded (a slice of that buffer);
+//   - the HPACK encoder and its dynamic table (c.henc is nil while
+//     parked: only a stream's reply, or the reading goroutine, encode
+//     headers); the encoder made on wake-up starts its first header block
+//     with table size updates 0 and the size in force, which empty the
+//     client's copy of the table (RFC 7541 §4.2, §6.3);
+//   - the header block scratch buffer, and the stream map's storage.
+//
+// They are made again (a few hundred bytes) when the next frame arrives
+// (wake); a connection in use never parks and keeps them.
+func (c *conn) shrink() {
+	c.hdec, c.fr = c.fr.ReadMetaHeaders, nil
+	// The decoder keeps the slice it decoded last; one indexed field of
+	// the static table (no table change, emitted to a no-op; the Framer
+	// sets its own callback per header block) moves it off the read
+	// buffer.
+	c.hdec.SetEmitFunc(discardField)
+	_, _ = c.hdec.Write(staticField[:])
+	_ = c.hdec.Close()
+	c.lockWrite()
+	c.mu.Lock()
+	// The wait can end in its deadline after the reader went on to open
+	// streams (the interrupt was armed while it handled frames): replies
+	// of open streams need the encoder.
+	idle := len(c.streams) == 0
+	if idle {
+		c.streams = map[uint32]*Call{}
+	}
+	c.mu.Unlock()
+	if idle && c.henc != nil {
+		c.hencLim = c.henc.MaxDynamicTableSize()
+		c.henc, c.hbuf.b = nil, nil
+	}
+	c.unlockWrite()
+}
+
+// staticField is an HPACK indexed header field of the static table
+// (":method: GET").
+var staticField = [1]byte{0x82}
+
+func discardField(hpack.HeaderField) {}
+
+// wake rebuilds what shrink dropped, if it did, and re-arms the
+// housekeeping timer (reading goroutine, before it reads the frames that
+// woke it).
+func (c *conn) wake() {
+	if c.fr == nil {
+		c.fr, c.hdec = c.newFramer(c.hdec), nil
+	}
+	c.lockWrite()
+	if c.henc == nil {
+		c.henc = hpack.NewEncoder(&c.hbuf)
+		c.henc.SetMaxDynamicTableSizeLimit(c.hencLim)
+		c.henc.SetMaxDynamicTableSize(0)
+		c.henc.SetMaxDynamicTableSize(c.hencLim)
+	}
+	c.unlockWrite()
+	// While parked the housekeeping timer was set for the idle or age
+	// limits only: re-arm it so that a wake-up without a stream (a PING,
+	// SETTINGS) parks again after IdleGrace.
+	now := time.Now()
+	c.mu.Lock()
+	if c.timer != nil && !c.closed {
+		d := c.nextCheck(now)
+		c.timerDue = now.Add(d)
+		c.timer.Reset(d)
+	}
+	c.mu.Unlock()
+}
+
 // idleWait is the goroutine of an idle connection: it parks until the
 // socket is readable without a buffer, then reads frames (run). The
 // buffer-less wait has no deadline (idle connections are closed by the
@@ -112,6 +201,7 @@ func rawConn(nc net.Conn) syscall.RawConn {
 func (c *conn) idleWait() {
 	err := c.raw.Read(c.peekFn)
 	c.parked.Store(false)
+	c.wake()
 	if err != nil {
 		c.end(err)
 		return

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,5 +100,135 @@ func BenchmarkUnary(b *testing.B) {
 			b.Fatal(err)
 		}
 		cancel()
+	}
+}
+
+// TestIdleShrinks: a connection that parks after IdleGrace holds no
+// HPACK encoder (nor its dynamic table) and no header scratch buffer
+// (idle.go, shrink); the next calls of the same grpc-go client still
+// decode every header and trailer (the first header block after the idle
+// period empties the client's copy of the table with size updates), and
+// the connection parks small again.
+func TestIdleShrinks(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.IdleGrace = 50 * time.Millisecond })
+	cc := dial(t, ts.addr)
+	for i := range 3 {
+		var hdr, trl metadata.MD
+		var resp []byte
+		want := "v" + strings.Repeat("x", i)
+		ctx := metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "echo-k", want)
+		if err := cc.Invoke(ctx, "/t.S/M", []byte("a"), &resp, grpc.Header(&hdr), grpc.Trailer(&trl)); err != nil {
+			t.Fatal(err)
+		}
+		if string(resp) != "a" || len(hdr["echo-k"]) != 1 || hdr["echo-k"][0] != want || len(trl["t-echo-k"]) != 1 || trl["t-echo-k"][0] != want {
+			t.Fatalf("call %d: %q header %v trailer %v", i, resp, hdr, trl)
+		}
+		c := ts.onlyConn(t)
+		testkit.Within(t, 2*time.Second, "connection parked", func() bool { return c.parked.Load() })
+		c.wmu.Lock()
+		enc, scratch := c.henc, c.hbuf.b
+		c.wmu.Unlock()
+		if enc != nil || scratch != nil {
+			t.Fatalf("parked connection keeps its HPACK encoder (%v) or %d bytes of header scratch", enc != nil, cap(scratch))
+		}
+	}
+}
+
+// TestIdleBeforeFirstCall: a connection that parks after its handshake,
+// and again after a PING (no header block decoded yet), then serves its
+// first call.
+func TestIdleBeforeFirstCall(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.IdleGrace = 20 * time.Millisecond })
+	rc := rawDial(t, ts.addr)
+	c := ts.onlyConnWithin(t)
+	testkit.Within(t, 2*time.Second, "parked after the handshake", func() bool { return c.parked.Load() })
+	_ = rc.fr.WritePing(false, [8]byte{1})
+	if _, err := rc.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && p.IsAck() }); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Within(t, 2*time.Second, "parked after the PING", func() bool { return c.parked.Load() && !c.wokenLocked() })
+	rc.headers(1, false, grpcReq...)
+	_ = rc.fr.WriteData(1, true, msg([]byte("first")))
+	if st, err := rc.statusOf(1); err != nil || st["grpc-status"] != "0" {
+		t.Fatalf("first call: %v %v", st, err)
+	}
+}
+
+// onlyConn is the server's one connection.
+func (ts *testServer) onlyConn(t *testing.T) *conn {
+	t.Helper()
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.conns) != 1 {
+		t.Fatalf("%d connections", len(ts.conns))
+	}
+	for c := range ts.conns {
+		return c
+	}
+	return nil
+}
+
+// onlyConnWithin waits for the server's one connection.
+func (ts *testServer) onlyConnWithin(t *testing.T) *conn {
+	t.Helper()
+	testkit.Within(t, 2*time.Second, "one connection", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return len(ts.conns) == 1
+	})
+	return ts.onlyConn(t)
+}
+
+// wokenLocked reports whether the connection holds its HPACK encoder
+// (under wmu): true between a wake-up and the next park.
+func (c *conn) wokenLocked() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.henc != nil
+}
+
+// pingProbe answers calls on the reading goroutine (InlineStarter) and
+// reports, when a call starts, whether a PING ack was pending unwritten.
+type pingProbe struct{ seen chan bool }
+
+func (p pingProbe) Start(c *Call) { c.Finish(nil) }
+
+func (p pingProbe) TryStart(cl *Call) bool {
+	cl.c.wmu.Lock()
+	pending := cl.c.wb != nil && cl.c.lazyOnly
+	cl.c.wmu.Unlock()
+	p.seen <- pending
+	cl.Finish(nil)
+	return true
+}
+
+// TestPingAckRidesWithReply: a PING that arrives with no call in flight
+// (a grpc-go client's BDP ping after each reply it reads) is not written
+// on its own: its ack waits, and leaves with the next reply's write.
+func TestPingAckRidesWithReply(t *testing.T) {
+	p := pingProbe{seen: make(chan bool, 1)}
+	ts := start(t, p, nil)
+	rc := rawDial(t, ts.addr)
+	rc.headers(1, false, grpcReq...)
+	_ = rc.fr.WriteData(1, true, msg([]byte("a")))
+	if st, err := rc.statusOf(1); err != nil || st["grpc-status"] != "0" {
+		t.Fatalf("first call: %v %v", st, err)
+	}
+	<-p.seen
+	_ = rc.fr.WritePing(false, [8]byte{7})
+	rc.headers(3, false, grpcReq...)
+	_ = rc.fr.WriteData(3, true, msg([]byte("b")))
+	if !<-p.seen {
+		t.Fatal("the PING ack was written on its own before the next reply")
+	}
+	acked := false
+	if _, err := rc.until(func(f http2.Frame) bool {
+		if pf, ok := f.(*http2.PingFrame); ok && pf.IsAck() && pf.Data == [8]byte{7} {
+			acked = true
+		}
+		h, ok := f.(*http2.MetaHeadersFrame)
+		return ok && h.StreamID == 3 && h.StreamEnded()
+	}); err != nil || !acked {
+		t.Fatalf("reply with the ack: acked %v, %v", acked, err)
 	}
 }

@@ -139,6 +139,9 @@ type Config struct {
 	Errors *prometheus.CounterVec
 	// Logger; nil discards. Nothing above Debug per frame or call.
 	Logger *slog.Logger
+	// Metrics records grpc-go's OpenTelemetry server metrics of the calls
+	// served (metrics.go); nil: none.
+	Metrics *Metrics
 }
 
 func (c *Config) setDefaults() {

@@ -36,9 +36,13 @@ func (r *Runtime) directServer(lc *config.Listener, ts *tlsconf.Server, g *grpcS
 	if err != nil {
 		return nil, err
 	}
+	mx, err := grpcserve.NewMetrics(r.gm.MeterProvider(), g.gs.GetServiceInfo()) // nil without telemetry.grpc_metrics
+	if err != nil {
+		return nil, err
+	}
 	lim := lc.Limits.Effective()
 	cfg := grpcserve.Config{
-		Name: lc.Name, Blocking: true, Errors: errs, Logger: r.opts.Logger,
+		Name: lc.Name, Blocking: true, Errors: errs, Logger: r.opts.Logger, Metrics: mx,
 		Handler:              dh.DirectHandler(g.serveHealth, healthFast),
 		Fallback:             g.gs,
 		MaxConcurrentStreams: lim.MaxConcurrentStreams, MaxInFlightPerConn: lim.MaxInFlightPerConnection,
