@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -92,8 +93,7 @@ func delta(before, after map[string]serverPoint) map[string]serverPoint {
 // the registered health Check; grpc.status), counts and message sizes.
 // Before the direct transport recorded them, its calls exported none.
 func TestDirectServerMetricsParity(t *testing.T) {
-	cfg := strings.Replace(directConfig(legacyServer(t)), "  - name: grpcgo\n    kind: grpc\n",
-		"  - name: grpcgo\n    kind: grpc\n    grpc_transport: grpc-go\n", 1) + "telemetry: {grpc_metrics: true}\n"
+	cfg := directConfig(legacyServer(t)) + "telemetry: {grpc_metrics: true}\n"
 	rt := start(t, mustParse(t, cfg))
 	var fail [2]byte
 	binary.BigEndian.PutUint16(fail[:], 8)
@@ -129,12 +129,47 @@ func TestDirectServerMetricsParity(t *testing.T) {
 		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "nope.Svc"}); status.Code(err) != codes.NotFound {
 			t.Fatalf("%s: health of an unknown service: %v", listener, err)
 		}
+		// A streaming call (delegated to grpc-go's server on the direct
+		// transport): counted once, by grpc-go, on both listeners.
+		wctx, cancel := context.WithCancel(ctx)
+		w, err := hc.Watch(wctx, &healthpb.HealthCheckRequest{Service: "legacy.Legacy"})
+		if err == nil {
+			_, err = w.Recv()
+		}
+		if err != nil {
+			t.Fatalf("%s: health Watch: %v", listener, err)
+		}
+		cancel()
+		testkit.Within(t, 5*time.Second, "the Watch ends", func() bool { _, err := w.Recv(); return err != nil })
+	}
+	// settled waits until the server has recorded the end of the n-th
+	// Watch (after the client saw its stream end) and returns the metrics.
+	settled := func(n uint64) map[string]serverPoint {
+		var m map[string]serverPoint
+		testkit.Within(t, 5*time.Second, "the Watch's end recorded", func() bool {
+			m = serverMetrics(t, rt)
+			// grpc-go records the three end-of-call instruments one
+			// after the other.
+			for _, name := range []string{"duration_seconds", "rcvd_total_compressed_message_size_bytes", "sent_total_compressed_message_size_bytes"} {
+				var ended uint64
+				for k, p := range m {
+					if strings.HasPrefix(k, "grpc_server_call_"+name+"{grpc_method=grpc.health.v1.Health/Watch,") {
+						ended += p.count
+					}
+				}
+				if ended != n {
+					return false
+				}
+			}
+			return true
+		})
+		return m
 	}
 	s0 := serverMetrics(t, rt)
 	run("grpcgo")
-	s1 := serverMetrics(t, rt)
+	s1 := settled(1)
 	run("direct")
-	s2 := serverMetrics(t, rt)
+	s2 := settled(2)
 	want, got := delta(s0, s1), delta(s1, s2)
 	if len(want) == 0 {
 		t.Fatal("grpc-go recorded no server metrics")
@@ -166,6 +201,7 @@ func TestDirectServerMetricsParity(t *testing.T) {
 	for _, k := range []string{
 		`grpc_server_call_started_total{grpc_method=other,`,
 		`grpc_server_call_duration_seconds{grpc_method=grpc.health.v1.Health/Check,grpc_status=NOT_FOUND,`,
+		`grpc_server_call_started_total{grpc_method=grpc.health.v1.Health/Watch,`,
 	} {
 		if !slices.ContainsFunc(sorted, func(s string) bool { return strings.HasPrefix(s, k) }) {
 			t.Errorf("no series %s…", k)
