@@ -3,7 +3,6 @@ package grpcdirect
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"strconv"
@@ -25,6 +24,7 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/meshgate/grpcwire"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
@@ -288,14 +288,14 @@ func (h *hdrState) field(hf hpack.HeaderField) {
 		}
 		h.code = codes.Code(uint32(v))
 	case "grpc-message":
-		h.grpcMsg = decodeGrpcMessage(hf.Value)
+		h.grpcMsg = grpcwire.DecodeMessage(hf.Value)
 	case ":status":
 		h.httpStatus = hf.Value
 	default:
 		if isReserved(hf.Name) {
 			break
 		}
-		v, err := decodeMDValue(hf.Name, hf.Value)
+		v, err := grpcwire.DecodeValue(hf.Name, hf.Value)
 		if err != nil {
 			h.hdrErr = fmt.Sprintf("transport: malformed %s: %v", hf.Name, err)
 			break
@@ -490,40 +490,6 @@ func isReserved(h string) bool {
 	return false
 }
 
-func decodeMDValue(k, v string) (string, error) {
-	if strings.HasSuffix(k, "-bin") {
-		var b []byte
-		var err error
-		if len(v)%4 == 0 {
-			b, err = base64.StdEncoding.DecodeString(v)
-		} else {
-			b, err = base64.RawStdEncoding.DecodeString(v)
-		}
-		return string(b), err
-	}
-	return v, nil
-}
-
-// decodeGrpcMessage percent-decodes grpc-message as grpc-go does.
-func decodeGrpcMessage(msg string) string {
-	if !strings.Contains(msg, "%") {
-		return msg
-	}
-	var sb strings.Builder
-	for i := 0; i < len(msg); i++ {
-		c := msg[i]
-		if c == '%' && i+2 < len(msg) {
-			if v, err := strconv.ParseUint(msg[i+1:i+3], 16, 8); err == nil {
-				sb.WriteByte(byte(v))
-				i += 2
-				continue
-			}
-		}
-		sb.WriteByte(c)
-	}
-	return sb.String()
-}
-
 var httpCodes = map[int]codes.Code{
 	400: codes.Internal,
 	401: codes.Unauthenticated,
@@ -575,44 +541,9 @@ func writeMetadata(e *hpack.Encoder, ctx context.Context) {
 }
 
 func writeMD(e *hpack.Encoder, k, v string) {
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; 'A' <= c && c <= 'Z' {
-			k = strings.ToLower(k)
-			break
-		}
-	}
+	k = grpcwire.LowerKey(k)
 	if isReserved(k) {
 		return
 	}
-	if strings.HasSuffix(k, "-bin") {
-		v = base64.RawStdEncoding.EncodeToString([]byte(v))
-	}
-	e.WriteField(hpack.HeaderField{Name: k, Value: v})
-}
-
-// appendTimeout appends d in grpc-timeout form (at most 8 digits, rounded
-// up), as grpc-go encodes it.
-func appendTimeout(b []byte, d time.Duration) []byte {
-	if d <= 0 {
-		return append(b, '0', 'n')
-	}
-	const maxV = 1e8 - 1
-	units := [...]struct {
-		d time.Duration
-		u byte
-	}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}}
-	for _, u := range units {
-		v := int64(d / u.d)
-		if d%u.d > 0 {
-			v++
-		}
-		if v <= maxV {
-			return append(strconv.AppendInt(b, v, 10), u.u)
-		}
-	}
-	v := int64(d / time.Hour)
-	if d%time.Hour > 0 {
-		v++
-	}
-	return append(strconv.AppendInt(b, v, 10), 'H')
+	e.WriteField(hpack.HeaderField{Name: k, Value: grpcwire.EncodeValue(k, v)})
 }

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/grpcwire"
 )
 
 // errRefused: the stream was never processed by the server (GOAWAY above
@@ -478,7 +480,7 @@ func (c *conn) writeHeaders(ctx context.Context, cl *call, method string, timeou
 	e.WriteField(hpack.HeaderField{Name: "te", Value: "trailers"})
 	e.WriteField(hpack.HeaderField{Name: "grpc-accept-encoding", Value: acceptEncoding})
 	if timeout > 0 {
-		cl.tbuf = appendTimeout(cl.tbuf[:0], timeout)
+		cl.tbuf = grpcwire.AppendTimeout(cl.tbuf[:0], timeout)
 		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: string(cl.tbuf), Sensitive: true})
 	}
 	writeMetadata(e, ctx)

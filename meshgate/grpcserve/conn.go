@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/meshgate/meshgate/meshgate/connio"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -27,6 +26,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/meshgate/meshgate/meshgate/connio"
+	"github.com/meshgate/meshgate/meshgate/grpcwire"
 )
 
 const (
@@ -247,7 +249,7 @@ func (c *conn) handshake() bool {
 	c.callBase = context.WithoutCancel(c.base)
 	c.br = &connReader{src: c.io, held: &c.s.held}
 	if cfg.TLS == nil {
-		c.raw = rawConn(c.io)
+		c.raw = connio.RawConn(c.io)
 	}
 	c.br.keep = c.raw == nil
 	c.peekFn = c.peek.Ready
@@ -845,7 +847,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			v := hf.Value
 			if len(hf.Name) > 4 && hf.Name[len(hf.Name)-4:] == "-bin" {
 				var err error
-				if v, err = decodeBin(v); err != nil {
+				if v, err = grpcwire.DecodeValue(hf.Name, v); err != nil {
 					c.earlyStatus(cl, 200, status.Newf(codes.Internal, "grpcserve: malformed binary metadata %q", hf.Name), nil)
 					return nil
 				}
@@ -863,7 +865,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	if te != "" {
-		d, err := parseTimeout(te)
+		d, err := grpcwire.ParseTimeout(te)
 		if err != nil {
 			c.earlyStatus(cl, 200, status.Newf(codes.Internal, "grpcserve: malformed grpc-timeout %q", te), nil)
 			return nil
@@ -1144,7 +1146,7 @@ func (c *conn) writeStatus(st *status.Status, trl metadata.MD) {
 	_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(code))})
 	if st != nil {
 		if m := st.Message(); m != "" {
-			_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(m)})
+			_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: grpcwire.EncodeMessage(m)})
 		}
 		if p := st.Proto(); p != nil && len(p.Details) > 0 {
 			if b, err := proto.Marshal(p); err == nil {

@@ -4,13 +4,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/meshgate/meshgate/meshgate/connio"
-	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // A waiting connection holds no read buffer, and an idle one a small
@@ -91,20 +87,6 @@ func (cr *connReader) release() {
 		cr.buf, cr.r, cr.w = nil, 0, 0
 		cr.held.Add(-1)
 	}
-}
-
-// rawConn returns the socket of a plain TCP connection for the
-// buffer-less wait, or nil.
-func rawConn(nc net.Conn) syscall.RawConn {
-	tc, ok := rawio.TCP(nc)
-	if !ok || !connio.PeekSupported {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
 }
 
 // awaitBytes waits without a read buffer until the socket of a plain TCP

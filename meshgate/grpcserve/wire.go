@@ -1,14 +1,12 @@
 package grpcserve
 
 import (
-	"encoding/base64"
-	"errors"
-	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meshgate/meshgate/meshgate/grpcwire"
 )
 
 // Frames are written by hand into the connection's write buffer (a frame
@@ -118,95 +116,11 @@ func isReserved(h string) bool {
 // writeMD encodes one metadata pair of a reply: reserved names skipped,
 // -bin values base64 without padding (as grpc-go sends them).
 func writeMD(e *hpack.Encoder, k, v string) {
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; 'A' <= c && c <= 'Z' {
-			k = strings.ToLower(k)
-			break
-		}
-	}
+	k = grpcwire.LowerKey(k)
 	if isReserved(k) || k == "content-type" {
 		return
 	}
-	if strings.HasSuffix(k, "-bin") {
-		v = base64.RawStdEncoding.EncodeToString([]byte(v))
-	}
-	_ = e.WriteField(hpack.HeaderField{Name: k, Value: v})
-}
-
-// decodeBin decodes a -bin metadata value (padded or not).
-func decodeBin(v string) (string, error) {
-	var b []byte
-	var err error
-	if len(v)%4 == 0 {
-		b, err = base64.StdEncoding.DecodeString(v)
-	} else {
-		b, err = base64.RawStdEncoding.DecodeString(v)
-	}
-	return string(b), err
-}
-
-// encodeGrpcMessage percent-encodes a status message as grpc-go does:
-// bytes outside printable ASCII and '%' become %XX.
-func encodeGrpcMessage(msg string) string {
-	need := false
-	for i := 0; i < len(msg); i++ {
-		if c := msg[i]; c < 0x20 || c > 0x7e || c == '%' {
-			need = true
-			break
-		}
-	}
-	if !need {
-		return msg
-	}
-	const hex = "0123456789ABCDEF"
-	var sb strings.Builder
-	sb.Grow(len(msg) + 8)
-	for i := 0; i < len(msg); i++ {
-		c := msg[i]
-		if c < 0x20 || c > 0x7e || c == '%' {
-			sb.WriteByte('%')
-			sb.WriteByte(hex[c>>4])
-			sb.WriteByte(hex[c&15])
-			continue
-		}
-		sb.WriteByte(c)
-	}
-	return sb.String()
-}
-
-var errTimeout = errors.New("malformed grpc-timeout")
-
-// parseTimeout parses a grpc-timeout value ("1-8 digits" + H M S m u n).
-func parseTimeout(s string) (time.Duration, error) {
-	if len(s) < 2 || len(s) > 9 {
-		return 0, errTimeout
-	}
-	var unit time.Duration
-	switch s[len(s)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
-		return 0, errTimeout
-	}
-	v, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
-	if err != nil {
-		return 0, errTimeout
-	}
-	const maxD = time.Duration(1<<63 - 1)
-	if unit > 1 && v > uint64(maxD/unit) {
-		return maxD, nil
-	}
-	return time.Duration(v) * unit, nil
+	_ = e.WriteField(hpack.HeaderField{Name: k, Value: grpcwire.EncodeValue(k, v)})
 }
 
 // validContentType: application/grpc, optionally +subtype or ;params.

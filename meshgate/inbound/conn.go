@@ -81,7 +81,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
 	c.wcond = sync.NewCond(&c.wmu)
-	if c.raw = rawConn(nc); c.raw != nil {
+	if c.raw = connio.RawConn(nc); c.raw != nil {
 		c.peekFn, c.waitFn, c.writeFn = c.peek.Ready, c.idleWait, c.writeRaw
 		// The end of the connection's context (abort, a failed write)
 		// cancels its requests in flight on the I/O goroutines (async.go)

@@ -2,13 +2,9 @@ package inbound
 
 import (
 	"errors"
-	"net"
-	"syscall"
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
-	"github.com/meshgate/meshgate/meshgate/connio"
-	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // An idle connection holds no read buffer.
@@ -66,20 +62,6 @@ func (s *Server) newReaderBox() any {
 	b := &readerBox{}
 	b.rd = codec.NewReader(&b.src, s.codec, readBase)
 	return b
-}
-
-// rawConn returns the socket of a plain TCP connection for the buffer-less
-// wait, or nil when the connection keeps a reader for its life.
-func rawConn(nc net.Conn) syscall.RawConn {
-	tc, ok := rawio.TCP(nc)
-	if !ok || !connio.PeekSupported {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
 }
 
 // idleLinger is how long a connection that just went idle waits for its
