@@ -192,3 +192,28 @@ func InUse() (heap, stack int64) {
 	goruntime.ReadMemStats(&m)
 	return int64(m.HeapInuse), int64(m.StackInuse)
 }
+
+// PerConn measures, across a benchmark's iterations, the heap and stack
+// bytes in use (InUse) per connection opened between Start and Stop.
+type PerConn struct {
+	heap, stack float64
+	h0, s0      int64
+}
+
+// Start takes the baseline of one iteration.
+func (m *PerConn) Start() { m.h0, m.s0 = InUse() }
+
+// Stop adds the growth since Start, divided by the n connections opened.
+func (m *PerConn) Stop(n int) {
+	h, s := InUse()
+	m.heap += float64(h-m.h0) / float64(n)
+	m.stack += float64(s-m.s0) / float64(n)
+}
+
+// Report reports the mean per iteration as idle-B/conn, heap-B/conn and
+// stack-B/conn.
+func (m *PerConn) Report(b *testing.B) {
+	b.ReportMetric((m.heap+m.stack)/float64(b.N), "idle-B/conn")
+	b.ReportMetric(m.heap/float64(b.N), "heap-B/conn")
+	b.ReportMetric(m.stack/float64(b.N), "stack-B/conn")
+}

@@ -33,9 +33,9 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 	go func() { _ = s.Serve(ln) }()
 	defer s.Close()
 	addr := ln.Addr().String()
-	var heap, stack float64
+	var m testkit.PerConn
 	for i := 0; i < b.N; i++ {
-		before := idleMem()
+		m.Start()
 		conns := make([]*rawClient, 0, n)
 		for range n {
 			rc := rawDial(b, addr)
@@ -54,27 +54,17 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		time.Sleep(300 * time.Millisecond) // past IdleGrace: the waits move to small goroutines
-		after := idleMem()
+		m.Stop(n)
 		if p := os.Getenv("MESHGATE_HEAPPROFILE"); p != "" {
 			f, _ := os.Create(p)
 			_ = pprof.WriteHeapProfile(f)
 			_ = f.Close()
 		}
-		heap += float64(after.heap-before.heap) / n
-		stack += float64(after.stack-before.stack) / n
 		for _, rc := range conns {
 			_ = rc.nc.Close()
 		}
 	}
-	b.ReportMetric((heap+stack)/float64(b.N), "idle-B/conn")
-	b.ReportMetric(heap/float64(b.N), "heap-B/conn")
-	b.ReportMetric(stack/float64(b.N), "stack-B/conn")
-}
-
-// idleMem is testkit.InUse as one value.
-func idleMem() (u struct{ heap, stack int64 }) {
-	u.heap, u.stack = testkit.InUse()
-	return u
+	m.Report(b)
 }
 
 // BenchmarkUnary: one 1 KB unary call from a grpc-go client to an echo

@@ -72,18 +72,16 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 	w := dialRaw(b, e.addr)
 	roundTrip(w)
 	defer w.Close()
-	var heap, stack float64
+	var m testkit.PerConn
 	for i := 0; i < b.N; i++ {
-		before := idleMem()
+		m.Start()
 		conns := make([]sysConn, 0, n)
 		for range n {
 			c := dialRaw(b, e.addr)
 			conns = append(conns, c)
 			roundTrip(c)
 		}
-		after := idleMem()
-		heap += float64(after.heap-before.heap) / n
-		stack += float64(after.stack-before.stack) / n
+		m.Stop(n)
 		for _, c := range conns {
 			_ = c.Close()
 		}
@@ -92,13 +90,5 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	b.ReportMetric((heap+stack)/float64(b.N), "idle-B/conn")
-	b.ReportMetric(heap/float64(b.N), "heap-B/conn")
-	b.ReportMetric(stack/float64(b.N), "stack-B/conn")
-}
-
-// idleMem is testkit.InUse as one value.
-func idleMem() (u struct{ heap, stack int64 }) {
-	u.heap, u.stack = testkit.InUse()
-	return u
+	m.Report(b)
 }
