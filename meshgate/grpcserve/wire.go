@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -142,7 +143,8 @@ func decodeBin(v string) (string, error) {
 }
 
 // encodeGrpcMessage percent-encodes a status message as grpc-go does:
-// bytes outside printable ASCII and '%' become %XX.
+// bytes outside printable ASCII and '%' become %XX; a byte that is not
+// valid UTF-8 is sent as U+FFFD's bytes (%EF%BF%BD), as grpc-go sends it.
 func encodeGrpcMessage(msg string) string {
 	need := false
 	for i := 0; i < len(msg); i++ {
@@ -157,15 +159,28 @@ func encodeGrpcMessage(msg string) string {
 	const hex = "0123456789ABCDEF"
 	var sb strings.Builder
 	sb.Grow(len(msg) + 8)
-	for i := 0; i < len(msg); i++ {
-		c := msg[i]
-		if c < 0x20 || c > 0x7e || c == '%' {
-			sb.WriteByte('%')
-			sb.WriteByte(hex[c>>4])
-			sb.WriteByte(hex[c&15])
-			continue
+	pct := func(c byte) {
+		sb.WriteByte('%')
+		sb.WriteByte(hex[c>>4])
+		sb.WriteByte(hex[c&15])
+	}
+	for len(msg) > 0 {
+		r, size := utf8.DecodeRuneInString(msg)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			pct(0xEF)
+			pct(0xBF)
+			pct(0xBD)
+		case size > 1:
+			for i := range size {
+				pct(msg[i])
+			}
+		case msg[0] < 0x20 || msg[0] > 0x7e || msg[0] == '%':
+			pct(msg[0])
+		default:
+			sb.WriteByte(msg[0])
 		}
-		sb.WriteByte(c)
+		msg = msg[size:]
 	}
 	return sb.String()
 }
@@ -212,4 +227,18 @@ func validContentType(ct string) bool {
 		return false
 	}
 	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
+}
+
+// replyContentType is the content-type of a reply to a request of
+// content-type ct (valid): grpc-go's server echoes the content-subtype
+// (lower-cased) and drops parameters.
+func replyContentType(ct string) string {
+	const base = "application/grpc"
+	if len(ct) <= len(base)+1 || ct[len(base)] != '+' {
+		return base
+	}
+	if sub := ct[len(base)+1:]; strings.ToLower(sub) != sub {
+		return base + "+" + strings.ToLower(sub)
+	}
+	return ct
 }
