@@ -2,8 +2,11 @@ package grpcserve
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"runtime"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,10 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // Attacks on the direct transport by raw HTTP/2 clients (x/net/http2's
@@ -451,4 +458,214 @@ func rawDialNoPreface(t *testing.T, addr string) *rawClient {
 	rc2.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	rc2.henc = hpack.NewEncoder(&rc2.hbuf)
 	return rc2
+}
+
+// replyCase is what a handler answers in TestHostileRepliesMatchGrpcGo.
+type replyCase struct {
+	st      *status.Status
+	header  bool // sets header metadata
+	trailer bool // sets trailer metadata
+	reply   bool // sends a message
+}
+
+func replyCases() []replyCase {
+	msgs := []string{"", "plain", "100% done", "héllo ✓ 世界", "bad\xffutf8\x80", "tab\tnl\n"}
+	var cs []replyCase
+	for code := codes.OK; code <= codes.Unauthenticated; code++ {
+		for _, m := range msgs {
+			cs = append(cs, replyCase{st: status.New(code, m)})
+		}
+		cs = append(cs, replyCase{st: status.New(code, "h"), header: true, trailer: true})
+	}
+	det, _ := status.New(codes.InvalidArgument, "with details").WithDetails(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "f", Description: "d"}}})
+	cs = append(cs,
+		replyCase{st: det}, replyCase{st: det, header: true},
+		replyCase{st: status.New(codes.OK, ""), reply: true},
+		replyCase{st: status.New(codes.OK, ""), reply: true, header: true, trailer: true},
+		replyCase{st: status.New(codes.Aborted, "after a message"), reply: true, trailer: true},
+	)
+	return cs
+}
+
+// caseOf is the case a request's "x-case" metadata names.
+func caseOf(md map[string][]string) replyCase {
+	var i int
+	if v := md["x-case"]; len(v) == 1 {
+		for _, c := range v[0] {
+			i = 10*i + int(c-'0')
+		}
+	}
+	return replyCases()[i]
+}
+
+// TestHostileRepliesMatchGrpcGo sends the same raw requests to the
+// direct transport and to a real grpc-go server whose handler gives the
+// same result, and compares what comes back frame by frame (HEADERS with
+// their END_STREAM flag and decoded field set, DATA bytes, RST_STREAM
+// codes): every status code 0..16 with messages needing percent-encoding
+// (non-ASCII, '%', invalid UTF-8, control characters), status details,
+// header and trailer metadata, with and without a reply message; and
+// malformed or odd requests (content-type variants, :method GET, no TE,
+// :authority/host variants, :scheme, bad grpc-timeout, a connection
+// header).
+func TestHostileRepliesMatchGrpcGo(t *testing.T) {
+	ours := start(t, handlerFunc(func(c *Call) {
+		rc := caseOf(c.Metadata())
+		if rc.header {
+			_ = c.SetHeader(metadata.Pairs("h-key", "hv", "h-bin", "\x00\x01"))
+		}
+		if rc.trailer {
+			_ = c.SetTrailer(metadata.Pairs("t-key", "tv"))
+		}
+		if rc.reply {
+			_ = c.SendMsg([]byte("reply"))
+		}
+		c.Finish(rc.st.Err())
+	}), nil)
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		var in []byte
+		if err := ss.RecvMsg(&in); err != nil {
+			return err
+		}
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		rc := caseOf(md)
+		if rc.header {
+			_ = ss.SetHeader(metadata.Pairs("h-key", "hv", "h-bin", "\x00\x01"))
+		}
+		if rc.trailer {
+			ss.SetTrailer(metadata.Pairs("t-key", "tv"))
+		}
+		if rc.reply && rc.st.Code() == codes.OK { // unary: no reply with an error (Call.Finish)
+			if err := ss.SendMsg([]byte("reply")); err != nil {
+				return err
+			}
+		}
+		return rc.st.Err()
+	}))
+	ln := testkit.Listen(t, "127.0.0.1:0")
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+
+	type req struct {
+		name string
+		hdr  []string
+	}
+	var reqs []req
+	for i := range replyCases() {
+		reqs = append(reqs, req{"case " + strconv.Itoa(i), append(append([]string{}, grpcReq...), "x-case", strconv.Itoa(i))})
+	}
+	with := func(name string, set ...string) req {
+		h := append([]string{}, grpcReq...)
+		for i := 0; i+1 < len(set); i += 2 {
+			found := false
+			for j := 0; j+1 < len(h); j += 2 {
+				if h[j] == set[i] {
+					h[j+1], found = set[i+1], true
+				}
+			}
+			if !found {
+				h = append(h, set[i], set[i+1])
+			}
+		}
+		return req{name, append(h, "x-case", "0")}
+	}
+	without := func(name, key string, extra ...string) req {
+		var h []string
+		for j := 0; j+1 < len(grpcReq); j += 2 {
+			if grpcReq[j] != key {
+				h = append(h, grpcReq[j], grpcReq[j+1])
+			}
+		}
+		return req{name, append(append(h, extra...), "x-case", "0")}
+	}
+	reqs = append(reqs,
+		with("grpc+proto", "content-type", "application/grpc+proto"),
+		with("grpc+PROTO", "content-type", "application/grpc+PROTO"),
+		with("grpc;charset", "content-type", "application/grpc;charset=utf-8"),
+		with("text/plain", "content-type", "text/plain"),
+		with("application/grpcx", "content-type", "application/grpcx"),
+		without("no content-type", "content-type"),
+		without("no te", "te"),
+		with("GET", ":method", "GET"),
+		with("https scheme", ":scheme", "https"),
+		with("odd authority", ":authority", "[::1]:99999"),
+		without("no authority", ":authority"),
+		without("host only", ":authority", "host", "h"),
+		without("two hosts", "", "host", "a", "host", "b"),
+		without("two authorities", "", ":authority", "y"),
+		with("bad timeout", "grpc-timeout", "9x"),
+		with("long timeout", "grpc-timeout", "123456789S"),
+		with("zero timeout", "grpc-timeout", "0n"),
+		with("connection header", "connection", "close"),
+		with("bad bin", "x-bin", "!!!"),
+	)
+	var diffs []string
+	for _, r := range reqs {
+		a := exchange(t, ours.addr, r.hdr)
+		b := exchange(t, ln.Addr().String(), r.hdr)
+		if a != b {
+			diffs = append(diffs, fmt.Sprintf("%s:\n  direct: %s\n  grpc-go: %s", r.name, a, b))
+		}
+	}
+	if len(diffs) > 0 {
+		t.Fatalf("%d of %d replies differ from grpc-go's:\n%s", len(diffs), len(reqs), strings.Join(diffs, "\n"))
+	}
+}
+
+// exchange sends one request (hdr, then a one-message body) on a fresh
+// connection and describes the reply frames of its stream, up to the
+// PING ack that follows them.
+func exchange(t *testing.T, addr string, hdr []string) string {
+	rc := rawDial(t, addr)
+	defer rc.nc.Close()
+	rc.headers(1, false, hdr...)
+	_ = rc.fr.WriteData(1, true, msg([]byte("req")))
+	var out []string
+	var data []byte
+	deadline := time.Now().Add(3 * time.Second)
+	pinged := false
+	for time.Now().Before(deadline) {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			out = append(out, "read: "+err.Error())
+			break
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if len(data) > 0 {
+				out = append(out, fmt.Sprintf("DATA %q", data))
+				data = nil
+			}
+			var fs []string
+			for _, hf := range f.Fields {
+				fs = append(fs, hf.Name+"="+hf.Value)
+			}
+			sort.Strings(fs)
+			out = append(out, fmt.Sprintf("HEADERS end=%v %v", f.StreamEnded(), fs))
+			if f.StreamEnded() && !pinged {
+				pinged = true
+				_ = rc.fr.WritePing(false, [8]byte{9})
+			}
+		case *http2.DataFrame:
+			data = append(data, f.Data()...)
+			if f.StreamEnded() {
+				out = append(out, fmt.Sprintf("DATA %q end", data))
+				data = nil
+			}
+		case *http2.RSTStreamFrame:
+			out = append(out, "RST "+f.ErrCode.String())
+			if !pinged {
+				pinged = true
+				_ = rc.fr.WritePing(false, [8]byte{9})
+			}
+		case *http2.GoAwayFrame:
+			out = append(out, "GOAWAY "+f.ErrCode.String())
+		case *http2.PingFrame:
+			if f.IsAck() && f.Data == [8]byte{9} {
+				return strings.Join(out, " | ")
+			}
+		}
+	}
+	return strings.Join(out, " | ") + " (no end)"
 }

@@ -2,7 +2,7 @@ package grpcserve
 
 import (
 	"encoding/base64"
-	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -185,12 +185,14 @@ func encodeGrpcMessage(msg string) string {
 	return sb.String()
 }
 
-var errTimeout = errors.New("malformed grpc-timeout")
-
-// parseTimeout parses a grpc-timeout value ("1-8 digits" + H M S m u n).
+// parseTimeout parses a grpc-timeout value ("1-8 digits" + H M S m u n);
+// its errors are grpc-go's.
 func parseTimeout(s string) (time.Duration, error) {
-	if len(s) < 2 || len(s) > 9 {
-		return 0, errTimeout
+	if len(s) < 2 {
+		return 0, fmt.Errorf("transport: timeout string is too short: %q", s)
+	}
+	if len(s) > 9 {
+		return 0, fmt.Errorf("transport: timeout string is too long: %q", s)
 	}
 	var unit time.Duration
 	switch s[len(s)-1] {
@@ -207,11 +209,11 @@ func parseTimeout(s string) (time.Duration, error) {
 	case 'n':
 		unit = time.Nanosecond
 	default:
-		return 0, errTimeout
+		return 0, fmt.Errorf("transport: timeout unit is not recognized: %q", s)
 	}
 	v, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
 	if err != nil {
-		return 0, errTimeout
+		return 0, err
 	}
 	const maxD = time.Duration(1<<63 - 1)
 	if unit > 1 && v > uint64(maxD/unit) {
@@ -230,15 +232,16 @@ func validContentType(ct string) bool {
 }
 
 // replyContentType is the content-type of a reply to a request of
-// content-type ct (valid): grpc-go's server echoes the content-subtype
-// (lower-cased) and drops parameters.
+// content-type ct (valid), as grpc-go's server answers it: what follows
+// "application/grpc" and its '+' or ';' is the content-subtype, echoed
+// after a '+'.
 func replyContentType(ct string) string {
 	const base = "application/grpc"
-	if len(ct) <= len(base)+1 || ct[len(base)] != '+' {
+	switch {
+	case len(ct) <= len(base)+1:
 		return base
+	case ct[len(base)] == '+':
+		return ct
 	}
-	if sub := ct[len(base)+1:]; strings.ToLower(sub) != sub {
-		return base + "+" + strings.ToLower(sub)
-	}
-	return ct
+	return base + "+" + ct[len(base)+1:]
 }
