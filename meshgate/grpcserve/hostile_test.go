@@ -19,6 +19,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/interop"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -668,4 +670,114 @@ func exchange(t *testing.T, addr string, hdr []string) string {
 		}
 	}
 	return strings.Join(out, " | ") + " (no end)"
+}
+
+// holdFast serves /t.S/M on the fast path, holding each call until
+// release; the rest goes to the Fallback.
+type holdFast struct{ release chan struct{} }
+
+func (h *holdFast) Start(c *Call) {
+	go func() {
+		select {
+		case <-h.release:
+		case <-c.Context().Done():
+		}
+		echo(c)
+	}()
+}
+func (h *holdFast) Fast(method string) bool { return method == "/t.S/M" }
+
+// TestHostileGracefulShutdownInFlight: Shutdown with a fast call and a
+// delegated stream in flight on one connection sends GOAWAY NO_ERROR
+// whose last-stream-id is the last stream opened; a stream opened after
+// it is refused (REFUSED_STREAM: safe to retry); both calls in flight
+// complete; then the connection closes and Shutdown returns.
+func TestHostileGracefulShutdownInFlight(t *testing.T) {
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
+	t.Cleanup(gs.Stop)
+	h := &holdFast{release: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(h.release) })
+	ts := start(t, h, func(c *Config) { c.Fallback = gs; c.Blocking = false })
+	t.Cleanup(release)
+	rc := rawDial(t, ts.addr)
+	rc.headers(1, false, grpcReq...)
+	_ = rc.fr.WriteData(1, true, msg([]byte("fast")))
+	dup := append([]string{}, grpcReq...)
+	dup[5] = "/grpc.testing.TestService/FullDuplexCall"
+	rc.headers(3, false, dup...)
+	testkit.Within(t, 2*time.Second, "two calls in flight", func() bool { return ts.inflight() == 2 })
+
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(ctxT(t, 5*time.Second)) }()
+	f, err := rc.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ga := f.(*http2.GoAwayFrame); ga.ErrCode != http2.ErrCodeNo || ga.LastStreamID != 3 {
+		t.Fatalf("GOAWAY %v last %d, want NO_ERROR last 3", ga.ErrCode, ga.LastStreamID)
+	}
+	rc.headers(5, true, grpcReq...)
+	if code, err := rc.rstOf(5); err != nil || code != http2.ErrCodeRefusedStream {
+		t.Fatalf("stream after GOAWAY: RST %v %v", code, err)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned with calls in flight: %v", err)
+	default:
+	}
+	release()
+	if m, err := rc.statusOf(1); err != nil || m["grpc-status"] != "0" {
+		t.Fatalf("fast call: %v %v", m, err)
+	}
+	_ = rc.fr.WriteData(3, true, nil) // the duplex stream's client half-closes
+	if m, err := rc.statusOf(3); err != nil || m["grpc-status"] != "0" {
+		t.Fatalf("delegated stream: %v %v", m, err)
+	}
+	if err := testkit.Receive(t, shut, 3*time.Second, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if _, err := rc.until(func(http2.Frame) bool { return false }); err == nil {
+		t.Fatal("connection not closed")
+	}
+}
+
+// TestHostileMaxAgeClientRetries: connections drained by GOAWAY every
+// 200 ms (max connection age) under a grpc-go client's steady calls
+// (fast and delegated): no call fails; grpc-go moves to new connections
+// on its own.
+func TestHostileMaxAgeClientRetries(t *testing.T) {
+	ts, _, _, _ := startHybrid(t, func(c *Config) {
+		c.MaxConnectionAge, c.MaxConnectionAgeGrace = 200*time.Millisecond, 2*time.Second
+	})
+	cc := dial(t, ts.addr)
+	pc := dialPlain(t, ts.addr)
+	tc := testgrpc.NewTestServiceClient(pc)
+	stop := time.Now().Add(1200 * time.Millisecond)
+	var wg sync.WaitGroup
+	var calls atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				var resp []byte
+				err := cc.Invoke(ctx, "/t.S/M", &[]byte{1}, &resp)
+				if err == nil {
+					_, err = tc.EmptyCall(ctx, &testgrpc.Empty{})
+				}
+				cancel()
+				if err != nil {
+					t.Errorf("call during connection drains: %v", err)
+					return
+				}
+				calls.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if calls.Load() == 0 {
+		t.Fatal("no calls")
+	}
 }
