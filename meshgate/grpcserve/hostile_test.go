@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"runtime"
 	"sort"
 	"strconv"
@@ -780,4 +781,57 @@ func TestHostileMaxAgeClientRetries(t *testing.T) {
 	if calls.Load() == 0 {
 		t.Fatal("no calls")
 	}
+}
+
+// TestHostileResetDoesNotFreeDelegated: the same on the delegated path —
+// streams reset while their Fallback handler (one that ignores the
+// request's context) still runs keep their slot, so the handlers running
+// at once never exceed MAX_CONCURRENT_STREAMS.
+func TestHostileResetDoesNotFreeDelegated(t *testing.T) {
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	var running, peak atomic.Int64
+	ts := start(t, &fastOnly{}, func(c *Config) {
+		c.MaxConcurrentStreams = 8
+		c.MaxResetsPerSecond = 10000
+		c.Fallback = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n := running.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			<-hold // ignores r.Context()
+			running.Add(-1)
+		})
+	})
+	t.Cleanup(release)
+	rc := rawDial(t, ts.addr)
+	other := append([]string{}, grpcReq...)
+	other[5] = "/t.S/Delegated"
+	const streams = 40
+	last := uint32(2*streams - 1)
+	for i := range streams {
+		id := uint32(2*i + 1)
+		rc.headers(id, false, other...)
+		_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}
+	refused := 0
+	for done := false; !done; {
+		f, err := rc.until(func(http2.Frame) bool { return true })
+		if err != nil {
+			t.Fatalf("after %d refused: %v", refused, err)
+		}
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			if r.ErrCode == http2.ErrCodeRefusedStream {
+				refused++
+			}
+			done = r.StreamID == last
+		}
+	}
+	release()
+	if p := peak.Load(); p > 8 {
+		t.Fatalf("%d delegated handlers ran at once; MAX_CONCURRENT_STREAMS is 8", p)
+	}
+	if refused < streams-8 {
+		t.Fatalf("%d streams refused, want ≥ %d", refused, streams-8)
+	}
+	testkit.Within(t, 3*time.Second, "handlers returned", func() bool { return ts.inflight() == 0 })
 }
