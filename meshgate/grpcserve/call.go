@@ -40,7 +40,9 @@ type Call struct {
 	unacked   uint32 // stream window consumed, not yet granted back
 	endStream bool
 	answered  bool // an early status was written: ignore the rest
-	started   bool // handed to the handler
+	started   bool // handed to the handler (under conn.mu)
+	handled   bool // the handler answered (under conn.mu)
+	orphan    bool // reset while the handler runs: counted in conn.orphans (under conn.mu)
 
 	// request message, for the handler
 	msg     *[]byte // pooled (mem.DefaultBufferPool), nil: no message

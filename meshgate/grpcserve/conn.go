@@ -77,6 +77,7 @@ type conn struct {
 	lastID    uint32
 	inflight  int
 	ndeleg    int    // of inflight, delegated streams (delegate.go)
+	orphans   int    // of inflight, calls whose stream was reset while their handler runs
 	goAway    bool   // GOAWAY sent: no new streams
 	goAwayID  uint32 // last stream id accepted
 	closed    bool
@@ -718,11 +719,25 @@ func (c *conn) dropStream(cl *Call) {
 	if c.streams[cl.id] == cl {
 		delete(c.streams, cl.id)
 		c.streamClosedLocked()
+		if cl.started && !cl.handled && !cl.orphan {
+			cl.orphan = true
+			c.orphans++
+		}
 	}
 	cl.reset.Store(true)
 	c.mu.Unlock()
 	if cl.cancel != nil {
 		cl.cancel()
+	}
+}
+
+// handlerDone notes that cl's handler has answered (mu held): a call
+// whose stream was reset no longer holds a stream slot.
+func (c *conn) handlerDone(cl *Call) {
+	cl.handled = true
+	if cl.orphan {
+		cl.orphan = false
+		c.orphans--
 	}
 }
 
@@ -783,9 +798,9 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.lastID = id
 	// Calls reset by the client count until their handler returns
-	// (inflight): a client resetting streams cannot run more handlers
-	// than MaxConcurrentStreams (grpc-go bounds its handlers the same way).
-	refuse := c.goAway || uint32(max(len(c.streams), c.inflight)) >= c.s.cfg.MaxConcurrentStreams
+	// (orphans): a client resetting streams cannot run more handlers than
+	// MaxConcurrentStreams (grpc-go bounds its handlers the same way).
+	refuse := c.goAway || uint32(len(c.streams)+c.orphans) >= c.s.cfg.MaxConcurrentStreams
 	c.mu.Unlock()
 	if refuse {
 		c.lockWrite()
@@ -1234,6 +1249,7 @@ func (c *conn) finishNoWait(cl *Call) {
 func (c *conn) settled(cl *Call) bool {
 	c.mu.Lock()
 	c.inflight--
+	c.handlerDone(cl)
 	live := !c.closed && c.streams[cl.id] == cl && !cl.reset.Load()
 	c.mu.Unlock()
 	if !live {

@@ -286,6 +286,10 @@ func TestHostileFlowControlAndSettings(t *testing.T) {
 func TestHostileResetWhileAnswering(t *testing.T) {
 	ts := start(t, handlerFunc(func(c *Call) { go echo(c) }), func(c *Config) { c.MaxResetsPerSecond = 100000 })
 	rc := rawDial(t, ts.addr)
+	// Windows wide open: the replies that do get written must not use up
+	// the connection window the last reply needs.
+	_ = rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+	_ = rc.fr.WriteWindowUpdate(0, 1<<30)
 	const n = 300
 	last := uint32(2*n + 1)
 	got := make(chan map[string]string, 1)
