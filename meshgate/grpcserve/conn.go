@@ -412,15 +412,21 @@ func (c *conn) closeNow(err error) {
 // drain sends GOAWAY (graceful: the streams already opened are served)
 // and closes the connection once they are answered.
 func (c *conn) drain() {
-	c.lockWrite() // before goAway is set: see connError
 	c.mu.Lock()
 	if c.goAway || c.closed || !c.ready {
 		ready := c.ready
 		c.mu.Unlock()
-		c.unlockWrite()
 		if !ready { // still handshaking: nothing to drain
 			c.closeNow(errServerClosed)
 		}
+		return
+	}
+	c.mu.Unlock()
+	c.lockWrite() // before goAway is set: see connError
+	c.mu.Lock()
+	if c.goAway || c.closed {
+		c.mu.Unlock()
+		c.unlockWrite()
 		return
 	}
 	c.goAway, c.goAwayID = true, c.lastID
