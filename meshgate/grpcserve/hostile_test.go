@@ -839,3 +839,27 @@ func TestHostileResetDoesNotFreeDelegated(t *testing.T) {
 	}
 	testkit.Within(t, 3*time.Second, "handlers returned", func() bool { return ts.inflight() == 0 })
 }
+
+// TestHostileUnfinishedHeaderBlock: HEADERS without END_HEADERS and no
+// CONTINUATION ever after (the reading goroutine waits inside the header
+// block) opens no stream; max connection idle still ends the connection
+// with GOAWAY, and another client is served meanwhile.
+func TestHostileUnfinishedHeaderBlock(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.MaxConnectionIdle = 300 * time.Millisecond })
+	rc := rawDial(t, ts.addr)
+	rc.hbuf.Reset()
+	for i := 0; i+1 < len(grpcReq); i += 2 {
+		_ = rc.henc.WriteField(hpack.HeaderField{Name: grpcReq[i], Value: grpcReq[i+1]})
+	}
+	_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes()[:4], EndHeaders: false})
+	var resp []byte
+	if err := dial(t, ts.addr).Invoke(ctxT(t, 3*time.Second), "/t.S/M", &[]byte{1}, &resp); err != nil {
+		t.Fatalf("another client: %v", err)
+	}
+	if code, err := rc.goAway(); err != nil || code != http2.ErrCodeNo {
+		t.Fatalf("GOAWAY %v %v", code, err)
+	}
+	if _, err := rc.until(func(http2.Frame) bool { return false }); err == nil {
+		t.Fatal("connection not closed")
+	}
+}
