@@ -95,7 +95,7 @@ type conn struct {
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	connSendWin int64
-	peerInitWin int64
+	peerInitWin int64 // written by the reading goroutine only (under wmu)
 	peerMaxFrm  int
 	pending     []*Call       // replies waiting for send window
 	winCh       chan struct{} // closed when send window arrives; delegated writers wait on it
@@ -825,9 +825,10 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			break
 		}
 	}
-	c.lockWrite()
+	// peerInitWin changes only on this goroutine (onSettings), and cl is
+	// not published yet: no write lock, which a writer stuck on a client
+	// that stopped reading may hold for the write timeout.
 	cl.sendWin = c.peerInitWin
-	c.unlockWrite()
 	c.mu.Lock()
 	c.streams[id] = cl
 	c.idleSince = time.Time{}
