@@ -27,6 +27,7 @@ type Call struct {
 	md     metadata.MD
 	dl     time.Time // zero: no grpc-timeout
 	enc    string    // grpc-encoding ("" = identity)
+	ct     string    // the reply's content-type ("": application/grpc)
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -39,7 +40,9 @@ type Call struct {
 	unacked   uint32 // stream window consumed, not yet granted back
 	endStream bool
 	answered  bool // an early status was written: ignore the rest
-	started   bool // handed to the handler
+	started   bool // handed to the handler (under conn.mu)
+	handled   bool // the handler answered (under conn.mu)
+	orphan    bool // reset while the handler runs: counted in conn.orphans (under conn.mu)
 
 	// request message, for the handler
 	msg     *[]byte // pooled (mem.DefaultBufferPool), nil: no message
@@ -59,9 +62,10 @@ type Call struct {
 	out     []byte // 5-byte prefix + message; nil: no message
 	hasOut  bool
 	st      *status.Status
-	sent    int   // bytes of out written
-	sendWin int64 // under conn.wmu
-	hdrSent bool  // under conn.wmu
+	sent    int       // bytes of out written
+	sendWin int64     // under conn.wmu
+	hdrSent bool      // under conn.wmu
+	stall   time.Time // under conn.wmu: when the queued reply (conn.pending) last made progress
 }
 
 // Context is the call's context: the incoming metadata, the peer, the
@@ -69,6 +73,14 @@ type Call struct {
 // stream. It is cancelled when the client resets the stream, the
 // connection closes, or the call is finished.
 func (cl *Call) Context() context.Context { return cl.ctx }
+
+// replyCT is the reply's content-type.
+func (cl *Call) replyCT() string {
+	if cl.ct == "" {
+		return "application/grpc"
+	}
+	return cl.ct
+}
 
 // Method is the called method ("/pkg.Svc/Method").
 func (cl *Call) Method() string { return cl.method }

@@ -88,6 +88,7 @@ type conn struct {
 	lastID    uint32
 	inflight  int
 	ndeleg    int    // of inflight, delegated streams (delegate.go)
+	orphans   int    // of inflight, calls whose stream was reset while their handler runs
 	goAway    bool   // GOAWAY sent: no new streams
 	goAwayID  uint32 // last stream id accepted
 	closed    bool
@@ -105,7 +106,7 @@ type conn struct {
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	connSendWin int64
-	peerInitWin int64
+	peerInitWin int64 // written by the reading goroutine only (under wmu)
 	peerMaxFrm  int
 	pending     []*Call       // replies waiting for send window
 	winCh       chan struct{} // closed when send window arrives; delegated writers wait on it
@@ -210,12 +211,49 @@ func (c *conn) run() {
 				c.lastRead.Store(time.Now().UnixNano())
 			}
 			err = c.handle(f)
+		} else {
+			err = c.onStreamError(err)
 		}
 		if err != nil {
 			c.end(err)
 			return
 		}
 	}
+}
+
+// onStreamError answers a frame the Framer rejected with a stream error:
+// a request whose header block decoded but is invalid (an uppercase or
+// connection-specific field, bad pseudo-headers) gets RST_STREAM and the
+// connection goes on serving its other streams, as grpc-go's server
+// does. Any other error (nil for a stream error without a decoded block,
+// which may have left the HPACK state behind) is returned as a
+// connection error.
+func (c *conn) onStreamError(err error) error {
+	var se http2.StreamError
+	if !errors.As(err, &se) {
+		return err
+	}
+	if se.Cause == nil || se.StreamID%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.s.cfg.Logger.Debug("stream error", "remote", c.peer.Addr, "stream", se.StreamID, "err", se)
+	c.mu.Lock()
+	cl := c.streams[se.StreamID]
+	if cl == nil && se.StreamID <= c.lastID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeStreamClosed)
+	}
+	if cl == nil {
+		c.lastID = se.StreamID // the stream is used up
+	}
+	c.mu.Unlock()
+	if cl != nil {
+		c.resetStream(cl, se.Code)
+		return nil
+	}
+	c.lockWrite()
+	defer c.unlockWrite()
+	return c.flush(appendRST(c.getBuf(), se.StreamID, se.Code))
 }
 
 func isTimeout(err error) bool {
@@ -347,11 +385,13 @@ var errCalm = errors.New("grpcserve: connection closed for abuse")
 func (c *conn) connError(code http2.ErrCode, reason, debug string) {
 	c.count(reason)
 	c.s.cfg.Logger.Debug("connection error", "remote", c.peer.Addr, "code", code, "reason", reason, "detail", c.fr.ErrorDetail())
+	// goAway is set under the write lock: a call finishing meanwhile
+	// that sees it (closeDrained) closes only after the GOAWAY is out.
+	c.lockWrite()
 	c.mu.Lock()
 	last := c.lastID
 	c.goAway = true
 	c.mu.Unlock()
-	c.lockWrite()
 	_ = c.flushNow(appendGoAway(c.getBuf(), last, code, debug))
 	c.unlockWrite()
 	c.closeNow(fmt.Errorf("grpcserve: %v", code))
@@ -403,10 +443,17 @@ func (c *conn) drain() {
 		}
 		return
 	}
+	c.mu.Unlock()
+	c.lockWrite() // before goAway is set: see connError
+	c.mu.Lock()
+	if c.goAway || c.closed {
+		c.mu.Unlock()
+		c.unlockWrite()
+		return
+	}
 	c.goAway, c.goAwayID = true, c.lastID
 	empty := len(c.streams) == 0
 	c.mu.Unlock()
-	c.lockWrite()
 	_ = c.flushNow(appendGoAway(c.getBuf(), c.goAwayID, http2.ErrCodeNo, ""))
 	c.unlockWrite()
 	if empty {
@@ -525,7 +572,7 @@ func (c *conn) housekeep() {
 	c.timerDue = now.Add(d)
 	c.timer.Reset(d)
 	c.mu.Unlock()
-	c.flushLazy()
+	c.flushLazy(now)
 	for _, cl := range late {
 		c.earlyStatus(cl, 200, status.New(codes.DeadlineExceeded, "outbound: request message not received in time"), nil)
 	}
@@ -539,6 +586,8 @@ func (c *conn) housekeep() {
 	case dead:
 		c.s.cfg.Logger.Debug("keepalive ping not answered", "remote", c.peer.Addr)
 		c.closeNow(errors.New("grpcserve: keepalive ping not answered"))
+	case c.drainedEmpty():
+		c.closeDrained()
 	case hard:
 		c.closeNow(errors.New("grpcserve: max connection age"))
 	case idle || old:
@@ -684,9 +733,28 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	return nil
 }
 
-// flushLazy writes a PING ack no reply took along (housekeeping).
-func (c *conn) flushLazy() {
+// flushLazy writes a PING ack no reply took along (housekeeping), and
+// resets the streams whose queued reply has waited for send window
+// longer than WriteTimeout (a peer that reads the socket but grants no
+// window would otherwise hold the reply and the stream forever), as a
+// delegated stream's writer does.
+func (c *conn) flushLazy(now time.Time) {
 	c.lockWrite()
+	if len(c.pending) > 0 {
+		keep := c.pending[:0]
+		for _, cl := range c.pending {
+			if cl.reset.Load() || now.Sub(cl.stall) < c.s.cfg.WriteTimeout {
+				keep = append(keep, cl)
+				continue
+			}
+			*c.wbuf() = appendRST(c.getBuf(), cl.id, http2.ErrCodeCancel)
+			c.dropStream(cl) // takes mu: fine with wmu held
+			cl.out = nil
+			c.count(ReasonStalled)
+		}
+		clear(c.pending[len(keep):])
+		c.pending = keep
+	}
 	if c.wb != nil {
 		_ = c.write()
 	}
@@ -741,6 +809,10 @@ func (c *conn) dropStream(cl *Call) {
 	if c.streams[cl.id] == cl {
 		delete(c.streams, cl.id)
 		c.streamClosedLocked()
+		if cl.started && !cl.handled && !cl.orphan {
+			cl.orphan = true
+			c.orphans++
+		}
 	}
 	cl.reset.Store(true)
 	unstarted := !cl.started
@@ -750,6 +822,16 @@ func (c *conn) dropStream(cl *Call) {
 	}
 	if unstarted { // the request never reached the handler
 		c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
+	}
+}
+
+// handlerDone notes that cl's handler has answered (mu held): a call
+// whose stream was reset no longer holds a stream slot.
+func (c *conn) handlerDone(cl *Call) {
+	cl.handled = true
+	if cl.orphan {
+		cl.orphan = false
+		c.orphans--
 	}
 }
 
@@ -775,7 +857,18 @@ func (c *conn) onRST(f *http2.RSTStreamFrame) error {
 	if !c.resetWin.add(time.Now(), c.s.cfg.MaxResetsPerSecond) {
 		return c.calm(ReasonRapidReset, "too many resets")
 	}
+	if c.drainedEmpty() { // the client reset the last stream after GOAWAY
+		c.closeDrained()
+	}
 	return nil
+}
+
+// drainedEmpty reports a connection sent GOAWAY whose last stream has
+// gone (to be closed).
+func (c *conn) drainedEmpty() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.goAway && !c.closed && len(c.streams) == 0
 }
 
 func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
@@ -798,7 +891,10 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return http2.ConnectionError(http2.ErrCodeStreamClosed)
 	}
 	c.lastID = id
-	refuse := c.goAway || uint32(len(c.streams)) >= c.s.cfg.MaxConcurrentStreams
+	// Calls reset by the client count until their handler returns
+	// (orphans): a client resetting streams cannot run more handlers than
+	// MaxConcurrentStreams (grpc-go bounds its handlers the same way).
+	refuse := c.goAway || uint32(len(c.streams)+c.orphans) >= c.s.cfg.MaxConcurrentStreams
 	c.mu.Unlock()
 	if refuse {
 		c.lockWrite()
@@ -807,9 +903,20 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return err
 	}
 	cl := &Call{c: c, id: id, msgLen: -1, opened: time.Now(), endStream: f.StreamEnded()}
-	c.lockWrite()
+	// The reply's content-type, set before the call is published (the
+	// housekeeping timer may answer it).
+	for _, hf := range f.RegularFields() {
+		if hf.Name == "content-type" {
+			if validContentType(hf.Value) {
+				cl.ct = replyContentType(hf.Value)
+			}
+			break
+		}
+	}
+	// peerInitWin changes only on this goroutine (onSettings), and cl is
+	// not published yet: no write lock, which a writer stuck on a client
+	// that stopped reading may hold for the write timeout.
 	cl.sendWin = c.peerInitWin
-	c.unlockWrite()
 	c.mu.Lock()
 	c.streams[id] = cl
 	c.idleSince = time.Time{}
@@ -820,19 +927,26 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.earlyStatus(cl, 200, status.New(codes.Internal, "grpcserve: header list size exceeds the limit"), nil)
 		return nil
 	}
-	var ct, te string
+	// Checked in grpc-go's server's order, answered as it answers.
+	var ct, te, method, host string
+	var nAuth, nHost int
+	var connHdr bool
+	var hdrErr *status.Status
 	md := make(metadata.MD, len(f.Fields))
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":method":
-			if hf.Value != "POST" {
-				c.earlyStatus(cl, 405, status.New(codes.Internal, "grpcserve: method must be POST"), nil)
-				return nil
-			}
+			method = hf.Value
 		case ":path":
 			cl.method = hf.Value
 		case ":authority":
+			nAuth++
 			md[":authority"] = append(md[":authority"], hf.Value)
+		case "host":
+			nHost++
+			host = hf.Value
+		case "connection": // makes the request malformed (gRFC A41)
+			connHdr = true
 		case "content-type":
 			ct = hf.Value
 			md[hf.Name] = append(md[hf.Name], hf.Value)
@@ -848,29 +962,55 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			if len(hf.Name) > 4 && hf.Name[len(hf.Name)-4:] == "-bin" {
 				var err error
 				if v, err = grpcwire.DecodeValue(hf.Name, v); err != nil {
-					c.earlyStatus(cl, 200, status.Newf(codes.Internal, "grpcserve: malformed binary metadata %q", hf.Name), nil)
-					return nil
+					hdrErr = status.Newf(codes.Internal, "malformed binary metadata %q in header %q: %v", hf.Value, hf.Name, err)
+					continue
 				}
 			}
 			md[hf.Name] = append(md[hf.Name], v)
 		}
 	}
 	cl.md = md
-	if !validContentType(ct) {
-		c.earlyStatus(cl, 415, status.Newf(codes.Internal, "grpcserve: invalid gRPC request content-type %q", ct), nil)
+	switch {
+	case nAuth > 1 || nHost > 1:
+		c.earlyStatus(cl, 400, status.Newf(codes.Internal, "num values of :authority: %v, num values of host: %v, both must only have 1 value as per HTTP/2 spec", nAuth, nHost), nil)
+		return nil
+	case connHdr:
+		c.resetStream(cl, http2.ErrCodeProtocol)
+		return nil
+	case !validContentType(ct):
+		c.earlyStatus(cl, 415, status.Newf(codes.InvalidArgument, "invalid gRPC request content-type %q", ct), nil)
+		return nil
+	}
+	if te != "" && hdrErr == nil {
+		d, err := grpcwire.ParseTimeout(te)
+		if err != nil {
+			hdrErr = status.Newf(codes.Internal, "malformed grpc-timeout: %v", err)
+		} else {
+			cl.dl = cl.opened.Add(d)
+		}
+	}
+	switch {
+	case hdrErr != nil:
+		c.earlyStatus(cl, 400, hdrErr, nil)
+		return nil
+	case nAuth == 0 && nHost == 0:
+		c.earlyStatus(cl, 400, status.New(codes.Internal, "no host or :authority header present"), nil)
+		return nil
+	case nAuth == 0:
+		md[":authority"] = []string{host}
+	}
+	if method != "POST" {
+		c.earlyStatus(cl, 405, status.Newf(codes.Internal, "Received a HEADERS frame with :method %q which should be POST", method), nil)
+		return nil
+	}
+	if !cl.dl.IsZero() && cl.dl.Sub(cl.opened) < time.Millisecond && !time.Now().Before(cl.dl) {
+		// A deadline already past (grpc-timeout 0, a few ns).
+		c.earlyStatus(cl, 200, status.New(codes.DeadlineExceeded, context.DeadlineExceeded.Error()), nil)
 		return nil
 	}
 	if cl.method == "" {
 		c.earlyStatus(cl, 200, status.New(codes.Unimplemented, "grpcserve: no :path"), nil)
 		return nil
-	}
-	if te != "" {
-		d, err := grpcwire.ParseTimeout(te)
-		if err != nil {
-			c.earlyStatus(cl, 200, status.Newf(codes.Internal, "grpcserve: malformed grpc-timeout %q", te), nil)
-			return nil
-		}
-		cl.dl = cl.opened.Add(d)
 	}
 	if c.s.fast != nil && !c.s.fast.Fast(cl.method) {
 		// grpc-go's handler transport checks the encoding and records the
@@ -1109,7 +1249,7 @@ func (c *conn) earlyStatus(cl *Call, httpStatus int, st *status.Status, extra []
 	c.lockWrite()
 	c.hbuf.b = c.hbuf.b[:0]
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(httpStatus)})
-	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: cl.replyCT()})
 	for _, hf := range extra {
 		_ = c.henc.WriteField(hf)
 	}
@@ -1144,10 +1284,13 @@ func (c *conn) writeStatus(st *status.Status, trl metadata.MD) {
 		code = st.Code()
 	}
 	_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(code))})
+	msg := ""
 	if st != nil {
-		if m := st.Message(); m != "" {
-			_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: grpcwire.EncodeMessage(m)})
-		}
+		msg = st.Message()
+	}
+	// grpc-go sends grpc-message even when empty.
+	_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-message", Value: grpcwire.EncodeMessage(msg)})
+	if st != nil {
 		if p := st.Proto(); p != nil && len(p.Details) > 0 {
 			if b, err := proto.Marshal(p); err == nil {
 				_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})
@@ -1205,6 +1348,7 @@ func (c *conn) finishNoWait(cl *Call) {
 func (c *conn) settled(cl *Call) bool {
 	c.mu.Lock()
 	c.inflight--
+	c.handlerDone(cl)
 	live := !c.closed && c.streams[cl.id] == cl && !cl.reset.Load()
 	c.mu.Unlock()
 	if !live {
@@ -1218,14 +1362,19 @@ func (c *conn) answer(cl *Call) {
 	c.wroteStream.Store(true)
 	b := c.getBuf()
 	if cl.st != nil || !cl.hasOut {
-		// trailers-only
+		// trailers-only, unless header metadata was set: then HEADERS and
+		// trailers, as grpc-go's server sends them
 		c.hbuf.b = c.hbuf.b[:0]
 		_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-		_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
-		for k, vs := range cl.header {
-			for _, v := range vs {
-				writeMD(c.henc, k, v)
+		_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: cl.replyCT()})
+		if len(cl.header) > 0 {
+			for k, vs := range cl.header {
+				for _, v := range vs {
+					writeMD(c.henc, k, v)
+				}
 			}
+			b = appendHeaderBlock(b, cl.id, c.hbuf.b, false, c.peerMaxFrm)
+			c.hbuf.b = c.hbuf.b[:0]
 		}
 		c.writeStatus(cl.st, cl.trailer)
 		b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
@@ -1237,7 +1386,7 @@ func (c *conn) answer(cl *Call) {
 	}
 	c.hbuf.b = c.hbuf.b[:0]
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	_ = c.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: cl.replyCT()})
 	if cl.out[0]&1 != 0 { // compressed with the request's encoding (SendMsg)
 		_ = c.henc.WriteField(hpack.HeaderField{Name: "grpc-encoding", Value: cl.enc})
 	}
@@ -1250,10 +1399,12 @@ func (c *conn) answer(cl *Call) {
 	cl.hdrSent = true
 	var done bool
 	if len(c.pending) > 0 {
+		cl.stall = time.Now()
 		c.pending = append(c.pending, cl) // keep reply order fair
 		b = c.writePending(b)
 		done = false
 	} else if b, done = c.writeBody(b, cl); !done {
+		cl.stall = time.Now()
 		c.pending = append(c.pending, cl)
 	}
 	err := c.flush(b)
@@ -1319,8 +1470,12 @@ func (c *conn) writePending(b []byte) []byte {
 			continue
 		}
 		var done bool
+		sent := cl.sent
 		b, done = c.writeBody(b, cl)
 		if !done {
+			if cl.sent != sent {
+				cl.stall = time.Now()
+			}
 			keep = append(keep, c.pending[i:]...)
 			break
 		}

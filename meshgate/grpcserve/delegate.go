@@ -537,6 +537,7 @@ func (d *delegated) finish() {
 	c.mu.Lock()
 	c.inflight--
 	c.ndeleg--
+	c.handlerDone(cl)
 	if c.streams[cl.id] == cl {
 		delete(c.streams, cl.id)
 		c.streamClosedLocked()

@@ -506,7 +506,7 @@ func TestRequestChecks(t *testing.T) {
 	bad := append([]string{}, grpcReq...)
 	bad[9] = "text/plain"
 	rc.headers(1, true, bad...)
-	if m, err := rc.statusOf(1); err != nil || m[":status"] != "415" || m["grpc-status"] != "13" {
+	if m, err := rc.statusOf(1); err != nil || m[":status"] != "415" || m["grpc-status"] != "3" {
 		t.Fatalf("content-type: %v %v", m, err)
 	}
 	rc.headers(3, false, append(grpcReq, "grpc-encoding", "snappy")...)

@@ -131,3 +131,18 @@ func validContentType(ct string) bool {
 	}
 	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
 }
+
+// replyContentType is the content-type of a reply to a request of
+// content-type ct (valid), as grpc-go's server answers it: what follows
+// "application/grpc" and its '+' or ';' is the content-subtype, echoed
+// after a '+'.
+func replyContentType(ct string) string {
+	const base = "application/grpc"
+	switch {
+	case len(ct) <= len(base)+1:
+		return base
+	case ct[len(base)] == '+':
+		return ct
+	}
+	return base + "+" + ct[len(base)+1:]
+}

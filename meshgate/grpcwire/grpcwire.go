@@ -7,10 +7,11 @@ package grpcwire
 
 import (
 	"encoding/base64"
-	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // LowerKey returns k in lower case (metadata keys are lower case on the
@@ -51,7 +52,8 @@ func DecodeValue(k, v string) (string, error) {
 }
 
 // EncodeMessage percent-encodes a grpc-message value as grpc-go does:
-// bytes outside printable ASCII, and '%', become %XX.
+// bytes outside printable ASCII, and '%', become %XX; a byte that is not
+// valid UTF-8 is sent as U+FFFD's bytes (%EF%BF%BD).
 func EncodeMessage(msg string) string {
 	need := false
 	for i := 0; i < len(msg); i++ {
@@ -66,15 +68,28 @@ func EncodeMessage(msg string) string {
 	const hex = "0123456789ABCDEF"
 	var sb strings.Builder
 	sb.Grow(len(msg) + 8)
-	for i := 0; i < len(msg); i++ {
-		c := msg[i]
-		if c < 0x20 || c > 0x7e || c == '%' {
-			sb.WriteByte('%')
-			sb.WriteByte(hex[c>>4])
-			sb.WriteByte(hex[c&15])
-			continue
+	pct := func(c byte) {
+		sb.WriteByte('%')
+		sb.WriteByte(hex[c>>4])
+		sb.WriteByte(hex[c&15])
+	}
+	for len(msg) > 0 {
+		r, size := utf8.DecodeRuneInString(msg)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			pct(0xEF)
+			pct(0xBF)
+			pct(0xBD)
+		case size > 1:
+			for i := range size {
+				pct(msg[i])
+			}
+		case msg[0] < 0x20 || msg[0] > 0x7e || msg[0] == '%':
+			pct(msg[0])
+		default:
+			sb.WriteByte(msg[0])
 		}
-		sb.WriteByte(c)
+		msg = msg[size:]
 	}
 	return sb.String()
 }
@@ -100,14 +115,15 @@ func DecodeMessage(msg string) string {
 	return sb.String()
 }
 
-// ErrTimeout: a grpc-timeout value that is not 1–8 digits and a unit.
-var ErrTimeout = errors.New("malformed grpc-timeout")
-
 // ParseTimeout parses a grpc-timeout value (1–8 digits and one of H M S m
-// u n); a value past time.Duration's range is its maximum.
+// u n); a value past time.Duration's range is its maximum. Its errors
+// read as grpc-go's.
 func ParseTimeout(s string) (time.Duration, error) {
-	if len(s) < 2 || len(s) > 9 {
-		return 0, ErrTimeout
+	if len(s) < 2 {
+		return 0, fmt.Errorf("transport: timeout string is too short: %q", s)
+	}
+	if len(s) > 9 {
+		return 0, fmt.Errorf("transport: timeout string is too long: %q", s)
 	}
 	var unit time.Duration
 	switch s[len(s)-1] {
@@ -124,11 +140,11 @@ func ParseTimeout(s string) (time.Duration, error) {
 	case 'n':
 		unit = time.Nanosecond
 	default:
-		return 0, ErrTimeout
+		return 0, fmt.Errorf("transport: timeout unit is not recognized: %q", s)
 	}
 	v, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
 	if err != nil {
-		return 0, ErrTimeout
+		return 0, err
 	}
 	const maxD = time.Duration(1<<63 - 1)
 	if unit > 1 && v > uint64(maxD/unit) {

@@ -3,6 +3,7 @@
 package rawio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -66,6 +67,10 @@ func (o *op) write(fd uintptr) bool {
 // net.ErrClosed).
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
+		// As *net.TCPConn: at once, but net.ErrClosed once closed.
+		if err := c.rc.Read(readNothing); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, c.opErr("read", err)
+		}
 		return 0, nil
 	}
 	o := &c.r
@@ -107,6 +112,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// readNothing is the RawConn callback of a zero-length Read.
+func readNothing(uintptr) bool { return true }
 
 func (c *Conn) opErr(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}

@@ -132,8 +132,9 @@ func TestReadErrors(t *testing.T) {
 // what was written counted.
 func TestWriteDeadline(t *testing.T) {
 	c, _ := pair(t)
+	big := make([]byte, 64<<20) // before the deadline: zeroing it may take longer than 50 ms under -race
 	_ = c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-	n, err := c.Write(make([]byte, 64<<20))
+	n, err := c.Write(big)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("write to a stalled peer: %v, want deadline exceeded", err)
 	}
