@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,36 +106,22 @@ upstreams:
 	// The steady client.
 	tc := testgrpc.NewTestServiceClient(testkit.Dial(t, addr))
 	stop := make(chan struct{})
-	var calls, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 100})
-				cancel()
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-				calls.Add(1)
-			}
-		}()
-	}
+	var calls atomic.Int64
+	wait := testkit.Load(2, stop, func() error {
+		calls.Add(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 100})
+		return err
+	})
 	stopped := false
+	var failed int64
+	var errs []error
 	stopClient := func() {
 		if !stopped {
 			stopped = true
 			close(stop)
-			wg.Wait()
+			_, failed, errs = wait()
 		}
 	}
 	t.Cleanup(stopClient)
@@ -214,8 +199,8 @@ upstreams:
 	testkit.Within(t, 5*time.Second, "calls after the reload", func() bool { return calls.Load() > before+20 })
 
 	stopClient()
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d steady calls failed during the attacks; first: %v", n, calls.Load(), firstErr.Load())
+	if failed > 0 {
+		t.Fatalf("%d of %d steady calls failed during the attacks; first: %v", failed, calls.Load(), errs)
 	}
 	for _, reason := range []string{"rapid_reset", "too_many_pings"} {
 		n, err := mg.Metric("meshgate_grpc_protocol_errors_total", harness.Labels{"listener": "grpc-in", "reason": reason})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"testing"
 	"time"
 
@@ -123,30 +122,9 @@ func TestDirectMetricsParity(t *testing.T) {
 	if len(want) == 0 {
 		t.Fatal("grpc-go recorded no client metrics")
 	}
-	keys := map[string]bool{}
-	for k := range want {
-		keys[k] = true
-	}
-	for k := range got {
-		keys[k] = true
-	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
-	for _, k := range sorted {
-		w, okW := want[k]
-		g, okG := got[k]
-		switch {
-		case !okG:
-			t.Errorf("direct lacks %s", k)
-		case !okW:
-			t.Errorf("direct records %s, grpc-go does not", k)
-		case w.scope != g.scope || w.unit != g.unit || w.desc != g.desc || w.count != g.count || w.sum != g.sum || !slices.Equal(w.bounds, g.bounds):
-			t.Errorf("%s:\n direct  %s\n grpc-go %s", k, show(g), show(w))
-		}
-	}
+	testkit.CompareSeries(t, want, got, func(w, g point) bool {
+		return w.scope == g.scope && w.unit == g.unit && w.desc == g.desc && w.count == g.count && w.sum == g.sum && slices.Equal(w.bounds, g.bounds)
+	}, show)
 }
 
 func show(p point) string {

@@ -19,7 +19,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -311,25 +310,5 @@ func TestDelegatedTLSPeer(t *testing.T) {
 func BenchmarkUnaryHybrid(b *testing.B) {
 	gs := grpc.NewServer()
 	defer gs.Stop()
-	s := New(Config{Name: "l", Handler: &fastOnly{}, Blocking: true, Fallback: gs})
-	ln := testkit.Listen(b, "127.0.0.1:0")
-	go func() { _ = s.Serve(ln) }()
-	defer s.Close()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Close()
-	req := make([]byte, 1024)
-	var resp []byte
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := cc.Invoke(cctx, "/t.S/M", req, &resp); err != nil {
-			b.Fatal(err)
-		}
-		cancel()
-	}
+	benchUnary(b, Config{Name: "l", Handler: &fastOnly{}, Blocking: true, Fallback: gs})
 }

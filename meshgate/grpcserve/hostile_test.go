@@ -123,20 +123,8 @@ func TestHostileResetDoesNotFreeHandlers(t *testing.T) {
 		_ = rc.fr.WriteData(id, true, msg([]byte("x")))
 		_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 	}
-	refused := 0
 	last := uint32(2*streams - 1)
-	for done := false; !done; {
-		f, err := rc.until(func(http2.Frame) bool { return true })
-		if err != nil {
-			t.Fatalf("after %d refused: %v", refused, err)
-		}
-		if r, ok := f.(*http2.RSTStreamFrame); ok {
-			if r.ErrCode == http2.ErrCodeRefusedStream {
-				refused++
-			}
-			done = r.StreamID == last
-		}
-	}
+	refused := rc.refusedUntil(last)
 	release()
 	if p := peak.Load(); p > 8 {
 		t.Fatalf("%d handlers ran at once; MAX_CONCURRENT_STREAMS is 8", p)
@@ -453,7 +441,7 @@ func TestHostileHeaderAbuse(t *testing.T) {
 }
 
 // rawDialNoPreface is rawDial without the preface and SETTINGS.
-func rawDialNoPreface(t *testing.T, addr string) *rawClient {
+func rawDialNoPreface(t testing.TB, addr string) *rawClient {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -461,10 +449,10 @@ func rawDialNoPreface(t *testing.T, addr string) *rawClient {
 	}
 	t.Cleanup(func() { _ = nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	rc2 := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
-	rc2.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rc2.henc = hpack.NewEncoder(&rc2.hbuf)
-	return rc2
+	rc := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
+	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	rc.henc = hpack.NewEncoder(&rc.hbuf)
+	return rc
 }
 
 // replyCase is what a handler answers in TestHostileRepliesMatchGrpcGo.
@@ -817,19 +805,7 @@ func TestHostileResetDoesNotFreeDelegated(t *testing.T) {
 		rc.headers(id, false, other...)
 		_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 	}
-	refused := 0
-	for done := false; !done; {
-		f, err := rc.until(func(http2.Frame) bool { return true })
-		if err != nil {
-			t.Fatalf("after %d refused: %v", refused, err)
-		}
-		if r, ok := f.(*http2.RSTStreamFrame); ok {
-			if r.ErrCode == http2.ErrCodeRefusedStream {
-				refused++
-			}
-			done = r.StreamID == last
-		}
-	}
+	refused := rc.refusedUntil(last)
 	release()
 	if p := peak.Load(); p > 8 {
 		t.Fatalf("%d delegated handlers ran at once; MAX_CONCURRENT_STREAMS is 8", p)
@@ -861,5 +837,26 @@ func TestHostileUnfinishedHeaderBlock(t *testing.T) {
 	}
 	if _, err := rc.until(func(http2.Frame) bool { return false }); err == nil {
 		t.Fatal("connection not closed")
+	}
+}
+
+// refusedUntil reads frames until the RST_STREAM of stream last and
+// returns how many streams were refused (REFUSED_STREAM) meanwhile.
+func (rc *rawClient) refusedUntil(last uint32) int {
+	rc.t.Helper()
+	refused := 0
+	for {
+		f, err := rc.until(func(http2.Frame) bool { return true })
+		if err != nil {
+			rc.t.Fatalf("after %d refused: %v", refused, err)
+		}
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			if r.ErrCode == http2.ErrCodeRefusedStream {
+				refused++
+			}
+			if r.StreamID == last {
+				return refused
+			}
+		}
 	}
 }

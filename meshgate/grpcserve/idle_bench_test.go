@@ -70,7 +70,12 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 // BenchmarkUnary: one 1 KB unary call from a grpc-go client to an echo
 // handler with metadata and a deadline (client and server in-process).
 func BenchmarkUnary(b *testing.B) {
-	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+	benchUnary(b, Config{Name: "l", Handler: handlerFunc(echo), Blocking: true})
+}
+
+// benchUnary measures 1 KB unary calls of /t.S/M to a server with cfg.
+func benchUnary(b *testing.B, cfg Config) {
+	s := New(cfg)
 	ln := testkit.Listen(b, "127.0.0.1:0")
 	go func() { _ = s.Serve(ln) }()
 	defer s.Close()

@@ -419,15 +419,8 @@ type rawClient struct {
 
 func rawDial(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rc.henc = hpack.NewEncoder(&rc.hbuf)
+	rc := rawDialNoPreface(t, addr)
+	nc := rc.nc
 	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}

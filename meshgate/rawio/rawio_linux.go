@@ -73,22 +73,11 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		return 0, nil
 	}
-	o := &c.r
-	o.mu.Lock()
-	o.buf, o.n, o.err = p, 0, 0
-	err := c.rc.Read(o.fn)
-	n, errno := o.n, o.err
-	o.buf = nil
-	o.mu.Unlock()
-	switch {
-	case err != nil:
-		return 0, c.opErr("read", err)
-	case errno != 0:
-		return 0, c.opErr("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	n, err := c.do(&c.r, p, false)
+	if err == nil && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // Write writes all of p like (*net.TCPConn).Write, waiting for the socket
@@ -97,18 +86,30 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	o := &c.w
+	return c.do(&c.w, p, true)
+}
+
+// do runs one direction's callback over p and returns what it did, errors
+// as *net.OpError.
+func (c *Conn) do(o *op, p []byte, write bool) (int, error) {
+	name := "read"
 	o.mu.Lock()
 	o.buf, o.n, o.err = p, 0, 0
-	err := c.rc.Write(o.fn)
+	var err error
+	if write {
+		name = "write"
+		err = c.rc.Write(o.fn)
+	} else {
+		err = c.rc.Read(o.fn)
+	}
 	n, errno := o.n, o.err
 	o.buf = nil
 	o.mu.Unlock()
 	switch {
 	case err != nil:
-		return n, c.opErr("write", err)
+		return n, c.opErr(name, err)
 	case errno != 0:
-		return n, c.opErr("write", os.NewSyscallError("write", errno))
+		return n, c.opErr(name, os.NewSyscallError(name, errno))
 	}
 	return n, nil
 }

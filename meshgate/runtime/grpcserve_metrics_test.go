@@ -174,30 +174,9 @@ func TestDirectServerMetricsParity(t *testing.T) {
 	if len(want) == 0 {
 		t.Fatal("grpc-go recorded no server metrics")
 	}
-	keys := map[string]bool{}
-	for k := range want {
-		keys[k] = true
-	}
-	for k := range got {
-		keys[k] = true
-	}
-	sorted := make([]string, 0, len(keys))
-	for k := range keys {
-		sorted = append(sorted, k)
-	}
-	sort.Strings(sorted)
-	for _, k := range sorted {
-		w, okW := want[k]
-		g, okG := got[k]
-		switch {
-		case !okG:
-			t.Errorf("direct lacks %s", k)
-		case !okW:
-			t.Errorf("direct records %s, grpc-go does not", k)
-		case w.help != g.help || w.kind != g.kind || w.count != g.count || w.sum != g.sum || !slices.Equal(w.bounds, g.bounds):
-			t.Errorf("%s:\n direct  %s\n grpc-go %s", k, showServer(g), showServer(w))
-		}
-	}
+	sorted := testkit.CompareSeries(t, want, got, func(w, g serverPoint) bool {
+		return w.help == g.help && w.kind == g.kind && w.count == g.count && w.sum == g.sum && slices.Equal(w.bounds, g.bounds)
+	}, showServer)
 	for _, k := range []string{
 		`grpc_server_call_started_total{grpc_method=other,`,
 		`grpc_server_call_duration_seconds{grpc_method=grpc.health.v1.Health/Check,grpc_status=NOT_FOUND,`,
