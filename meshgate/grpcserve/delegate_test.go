@@ -288,16 +288,7 @@ func TestDelegatedTLSPeer(t *testing.T) {
 	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
 	t.Cleanup(gs.Stop)
 	ts := start(t, &fastOnly{}, func(c *Config) { c.TLS, c.Fallback = tc, gs })
-	cl := testkit.TLSClient(t, testkit.Config(files["client"], "localhost"), 0)
-	cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(cl.Credentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	var resp []byte
-	if err := cc.Invoke(ctxT(t, 5*time.Second), "/t.S/Delegated", []byte("tls"), &resp); err != nil || string(resp) != "tls" {
-		t.Fatalf("%v %q", err, resp)
-	}
+	tlsEcho(t, ts.addr, files["client"], "/t.S/Delegated")
 	v, _ := got.Load().(string)
 	if !strings.HasPrefix(v, "client 127.0.0.1:") {
 		t.Fatalf("delegated handler saw peer %q", v)

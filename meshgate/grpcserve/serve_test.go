@@ -30,8 +30,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/internal/testpki"
 	"github.com/meshgate/meshgate/meshgate/connlimit"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/tlsconf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -622,6 +624,19 @@ func TestHostile(t *testing.T) {
 	}
 }
 
+// tlsEcho calls method with "tls" over mTLS with the client certificate
+// client and checks the echo; it returns the TLS client.
+func tlsEcho(t *testing.T, addr string, client testpki.TLSFiles, method string) *tlsconf.Client {
+	t.Helper()
+	cl := testkit.TLSClient(t, testkit.Config(client, "localhost"), 0)
+	cc := dial(t, addr, grpc.WithTransportCredentials(cl.Credentials()))
+	var resp []byte
+	if err := cc.Invoke(ctxT(t, 5*time.Second), method, []byte("tls"), &resp); err != nil || string(resp) != "tls" {
+		t.Fatalf("%v %q", err, resp)
+	}
+	return cl
+}
+
 // TestTLSALPN: over TLS the call works and the handler's peer carries the
 // client certificate (mTLS); a client not offering ALPN h2 is refused.
 func TestTLSALPN(t *testing.T) {
@@ -638,16 +653,7 @@ func TestTLSALPN(t *testing.T) {
 		}
 		echo(c)
 	}), func(c *Config) { c.TLS = tc })
-	cl := testkit.TLSClient(t, testkit.Config(files["client"], "localhost"), 0)
-	cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(cl.Credentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	var resp []byte
-	if err := cc.Invoke(ctxT(t, 5*time.Second), "/t.S/M", []byte("tls"), &resp); err != nil || string(resp) != "tls" {
-		t.Fatalf("%v %q", err, resp)
-	}
+	cl := tlsEcho(t, ts.addr, files["client"], "/t.S/M")
 	if v, _ := cn.Load().(string); v != "client" {
 		t.Fatalf("peer certificate CN %q", v)
 	}
