@@ -149,14 +149,14 @@ upstreams:
 
 	// Rapid reset.
 	a = attack(t, addr)
-	go func() {
+	go func(a *h2Attacker) { // its own a: the test reuses the variable
 		for id := uint32(1); id < 1200; id += 2 {
 			a.headers(id, false, unary)
 			if a.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 				return
 			}
 		}
-	}()
+	}(a)
 	if f, err := a.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }); err != nil {
 		t.Fatalf("rapid reset: %v", err)
 	} else if g := f.(*http2.GoAwayFrame); g.ErrCode != http2.ErrCodeEnhanceYourCalm {
@@ -165,13 +165,13 @@ upstreams:
 
 	// PING flood.
 	a = attack(t, addr)
-	go func() {
+	go func(a *h2Attacker) {
 		for i := range 200 {
 			if a.fr.WritePing(false, [8]byte{byte(i)}) != nil {
 				return
 			}
 		}
-	}()
+	}(a)
 	if f, err := a.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }); err != nil {
 		t.Fatalf("ping flood: %v", err)
 	} else if g := f.(*http2.GoAwayFrame); g.ErrCode != http2.ErrCodeEnhanceYourCalm {
