@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // Call is one unary call. The reading goroutine fills it and hands it to
@@ -218,12 +220,23 @@ func (cl *Call) Finish(err error) {
 // a goroutine of its own otherwise. A client that stops reading thus
 // never stalls the goroutine that completes its calls, nor through it
 // other clients' calls.
-func (cl *Call) FinishNoWait(err error) {
+func (cl *Call) FinishNoWait(err error) { cl.FinishNoWaitIn(err, nil) }
+
+// FinishNoWaitIn is FinishNoWait for a connection reader with write batch
+// b (nil: none): an answer it would write itself is left to b's flush
+// (connio.Batch).
+func (cl *Call) FinishNoWaitIn(err error, b *connio.Batch) {
 	if cl.settle(err) {
-		cl.c.finishNoWait(cl)
+		cl.c.finishNoWait(cl, b)
 		cl.c.s.cfg.Metrics.finished(cl.ctx, cl)
 	}
 }
+
+// Batch is the write batch of the connection's reading goroutine, for a
+// call started on it (InlineStarter.TryStart): requests the call sends to
+// other connections may be left to it, and are written before the reader
+// next reads its socket. Only valid during TryStart.
+func (cl *Call) Batch() *connio.Batch { return &cl.c.batch }
 
 // settle records the call's outcome; false if it was already finished.
 func (cl *Call) settle(err error) bool {

@@ -65,6 +65,9 @@ type conn struct {
 	callBase context.Context
 
 	// reading goroutine only
+	// batch: what calls started on this goroutine left for other
+	// connections' writers (Call.Batch), flushed before every read
+	batch       connio.Batch
 	br          *connReader
 	raw         syscall.RawConn // plain TCP: the buffer-less wait (idle.go)
 	peekFn      func(uintptr) bool
@@ -102,6 +105,7 @@ type conn struct {
 	wq          atomic.Int32 // writers queued for wmu (lockWrite)
 	wb          *[]byte      // pending bytes (pooled), nil: none
 	lazyOnly    bool         // what is pending is a PING ack that may wait (onPing)
+	qEmpty      bool         // the send queue was found empty and nothing was written since
 	wdl         time.Time    // write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
@@ -178,6 +182,7 @@ func (c *conn) done() {
 
 // end closes the connection after a read or handling error and releases it.
 func (c *conn) end(err error) {
+	c.batch.Flush()
 	c.readError(err)
 	c.done()
 }
@@ -193,6 +198,9 @@ func (c *conn) run() {
 	for {
 		if c.raw != nil && c.br.empty() {
 			c.br.release()
+			if c.batch.Pending() {
+				c.batch.Flush()
+			}
 			if err := c.raw.Read(c.peekFn); err != nil {
 				if !isTimeout(err) {
 					c.end(err)
@@ -285,7 +293,7 @@ func (c *conn) handshake() bool {
 	}
 	c.base = peer.NewContext(c.base, &c.peer)
 	c.callBase = context.WithoutCancel(c.base)
-	c.br = &connReader{src: c.io, held: &c.s.held}
+	c.br = &connReader{src: c.io, held: &c.s.held, batch: &c.batch}
 	if cfg.TLS == nil {
 		c.raw = connio.RawConn(c.io)
 	}
@@ -1310,7 +1318,7 @@ func (c *conn) writeStatus(st *status.Status, trl metadata.MD) {
 func (c *conn) finish(cl *Call) {
 	if c.settled(cl) {
 		c.lockWrite()
-		c.answer(cl)
+		c.answer(cl, nil)
 	}
 }
 
@@ -1320,26 +1328,66 @@ func (c *conn) finish(cl *Call) {
 const noWaitBytes = 8 << 10
 
 // finishNoWait is finish for a goroutine that must not block on this
-// connection (Call.FinishNoWait).
-func (c *conn) finishNoWait(cl *Call) {
+// connection (Call.FinishNoWaitIn): b, when not nil, is that goroutine's
+// write batch, which the answer is left to when it is written here.
+func (c *conn) finishNoWait(cl *Call, b *connio.Batch) {
 	if !c.settled(cl) {
 		return
 	}
 	if c.raw != nil && c.wmu.TryLock() {
 		n := len(cl.out) + 1024 // the answer, its headers and trailers
-		if c.wb != nil {
-			n += len(*c.wb)
-		}
-		if n <= noWaitBytes && len(c.pending) == 0 && sendQueueEmpty(c.raw) {
-			c.answer(cl)
-			return
+		if len(c.pending) == 0 && (c.qEmpty || sendQueueEmpty(c.raw)) {
+			c.qEmpty = true
+			if c.wb != nil && len(*c.wb) > 0 {
+				if n+len(*c.wb) > noWaitBytes && !c.lazyOnly {
+					// What batches left here: at most noWaitBytes, into an
+					// empty send queue.
+					_ = c.write()
+				} else {
+					n += len(*c.wb)
+				}
+			}
+			if n <= noWaitBytes {
+				c.answer(cl, b)
+				return
+			}
 		}
 		c.wmu.Unlock()
 	}
 	go func() {
 		c.lockWrite()
-		c.answer(cl)
+		c.answer(cl, nil)
 	}()
+}
+
+// FlushBatch writes the answers a batch left pending (connio.Flusher).
+// When another goroutine holds the write lock it writes them itself.
+func (c *conn) FlushBatch() {
+	if !c.wmu.TryLock() {
+		return
+	}
+	if c.wb != nil && len(*c.wb) > 0 && !c.lazyOnly {
+		_ = c.write()
+	}
+	c.wmu.Unlock()
+}
+
+// flushIn is flush for answer's last write, then releases wmu: with a
+// batch, b is only made pending and the batch flushes it.
+func (c *conn) flushIn(b []byte, batch *connio.Batch) error {
+	if batch == nil || c.werr != nil {
+		err := c.flush(b)
+		c.unlockWrite()
+		return err
+	}
+	if c.wb == nil {
+		c.wb = wbufPool.Get().(*[]byte)
+	}
+	*c.wb = b
+	c.lazyOnly = false
+	c.wmu.Unlock()
+	batch.Defer(c)
+	return nil
 }
 
 // settled counts the call out of the connection's in-flight calls and
@@ -1357,8 +1405,9 @@ func (c *conn) settled(cl *Call) bool {
 	return live
 }
 
-// answer writes the call's response (wmu held; released on return).
-func (c *conn) answer(cl *Call) {
+// answer writes the call's response (wmu held; released on return),
+// or leaves the write to batch (nil: write now).
+func (c *conn) answer(cl *Call, batch *connio.Batch) {
 	c.wroteStream.Store(true)
 	b := c.getBuf()
 	if cl.st != nil || !cl.hasOut {
@@ -1379,9 +1428,7 @@ func (c *conn) answer(cl *Call) {
 		c.writeStatus(cl.st, cl.trailer)
 		b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
 		cl.hdrSent, cl.sent, cl.out = true, 0, nil
-		err := c.flush(b)
-		c.unlockWrite()
-		c.streamDone(cl, err)
+		c.streamDone(cl, c.flushIn(b, batch))
 		return
 	}
 	c.hbuf.b = c.hbuf.b[:0]
@@ -1407,8 +1454,7 @@ func (c *conn) answer(cl *Call) {
 		cl.stall = time.Now()
 		c.pending = append(c.pending, cl)
 	}
-	err := c.flush(b)
-	c.unlockWrite()
+	err := c.flushIn(b, batch)
 	if done {
 		c.streamDone(cl, err)
 	}
@@ -1565,6 +1611,7 @@ func (c *conn) write() error {
 		c.wdl = now.Add(t + t/8)
 		_ = c.io.SetWriteDeadline(c.wdl)
 	}
+	c.qEmpty = false
 	if _, err := c.io.Write(b); err != nil {
 		c.werr = err
 		c.closeNow(err) // takes mu, never wmu: safe with wmu held

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // A waiting connection holds no read buffer, and an idle one a small
@@ -37,6 +39,8 @@ type connReader struct {
 	// handshake, plain TCP): one that hits a read within a frame is
 	// cleared and the read retried.
 	intr bool
+	// batch is flushed before every read of the socket (connio.Batch)
+	batch *connio.Batch
 }
 
 func (cr *connReader) Read(p []byte) (int, error) {
@@ -65,6 +69,9 @@ func (cr *connReader) Read(p []byte) (int, error) {
 // read reads the socket; a deadline within a frame is cleared and the
 // read retried (only the idle interrupt sets one).
 func (cr *connReader) read(p []byte) (int, error) {
+	if cr.batch.Pending() {
+		cr.batch.Flush()
+	}
 	for {
 		n, err := cr.src.Read(p)
 		if n > 0 {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/grpcserve"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -149,7 +150,9 @@ func (a *asyncCall) send(ctx context.Context) error {
 	dl, _ := ctx.Deadline()
 	a.refs.Add(1) // the cancel hook
 	a.stop = context.AfterFunc(a.c.Context(), a.hookFn)
+	a.call.SetBatch(a.c.Batch()) // on the client connection's reader
 	err = r.Pool.StartPolicy(&a.call, f, dl, &r.Policy, a.doneFn)
+	a.call.SetBatch(nil)
 	switch {
 	case errors.Is(err, resilience.ErrWouldWait):
 		go a.sync()
@@ -183,20 +186,24 @@ func (a *asyncCall) done(resp *codec.Frame, err error) {
 		a.unref() // the hook will not run
 	}
 	a.cs.msg.Free() // the body was encoded onto the wire (or the call failed)
-	a.finish(a.s.answer(a.ctx, a.r, &a.ds, resp, err))
+	a.finishIn(a.s.answer(a.ctx, a.r, &a.ds, resp, err), a.call.ReplyBatch())
 	a.unref()
 }
 
 // finish answers the call with err (nil: the message answer set),
 // releases the route and counts the call.
-func (a *asyncCall) finish(err error) {
+func (a *asyncCall) finish(err error) { a.finishIn(err, nil) }
+
+// finishIn is finish on a connection reader with write batch b (nil:
+// none), which the answer's write may be left to.
+func (a *asyncCall) finishIn(err error, b *connio.Batch) {
 	a.cancel()
 	a.r.release()
 	a.r.m.Observe(status.Code(err), time.Since(a.start))
 	// Often on the upstream connection's reader: it must not wait on this
 	// client (a client that stops reading would stall every reply on that
 	// upstream connection).
-	a.c.FinishNoWait(err)
+	a.c.FinishNoWaitIn(err, b)
 }
 
 func (a *asyncCall) unref() {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // ErrDeadlineExceeded completes a Start whose deadline passed before its
@@ -59,10 +60,28 @@ func (cn *Conn) Start(req *codec.Frame, deadline time.Time, done func(resp *code
 // (Ticket, Cancel). StartHandle sets it when it registers the request,
 // before any completion, and the completion clears it before calling
 // back. Safe for concurrent use.
+//
+// Batch, set by the caller before StartHandle, is the write batch of the
+// reading goroutine that starts the request (nil: write at once): the
+// request is then written when that batch is flushed (connio.Batch). It
+// is read only during StartHandle.
 type Handle struct {
 	cn  atomic.Pointer[Conn]
 	seq atomic.Uint32
+
+	Batch *connio.Batch
+	// reply is the batch of the connection reader that calls the
+	// completion with a reply (nil on any other completion); written by
+	// the completer just before the callback.
+	reply *connio.Batch
 }
+
+// ReplyBatch is, during a completion with a reply, the write batch of the
+// connection reader running it: a callback that writes the reply to
+// another connection may append it there and leave the write to the
+// reader's flush (connio.Batch). Nil otherwise; only valid during the
+// callback.
+func (h *Handle) ReplyBatch() *connio.Batch { return h.reply }
 
 // Ticket is what a Handle names: a Start on a connection (zero: none).
 type Ticket struct {
@@ -114,7 +133,11 @@ func (cn *Conn) StartHandle(req *codec.Frame, deadline time.Time, h *Handle, don
 	}
 	req.Seq = seq
 	req.Flags &^= codec.FlagResponse | codec.FlagOneway | codec.FlagHeartbeat | codec.FlagPush
-	werr := cn.w.WriteFrame(req)
+	var b *connio.Batch
+	if h != nil {
+		b = h.Batch
+	}
+	werr := cn.w.WriteFrameIn(req, b)
 	if werr != nil && cn.unregister(seq, w) {
 		// Still ours: nobody will complete it.
 		if h != nil {
@@ -139,7 +162,7 @@ func (cn *Conn) StartHandle(req *codec.Frame, deadline time.Time, h *Handle, don
 	if !w.state.CompareAndSwap(stateWriting, stateWritten) {
 		// A failure, the deadline or Cancel took w while req was being
 		// encoded and left its completion to us (req is ours until now).
-		cn.complete(w, nil, w.err)
+		cn.complete(w, nil, w.err, nil)
 	}
 	cn.unref(w)
 	return nil
@@ -182,15 +205,17 @@ func (cn *Conn) completeErr(w *waiter, err error) {
 	if w.state.CompareAndSwap(stateWriting, stateDeferred) {
 		return
 	}
-	cn.complete(w, nil, err)
+	cn.complete(w, nil, err, nil)
 }
 
 // complete ends a Start: it frees the in-flight slot, calls the callback
-// and drops the completion's reference to w.
-func (cn *Conn) complete(w *waiter, resp *codec.Frame, err error) {
+// and drops the completion's reference to w. rb is the reader's batch
+// when the reader completes with a reply (Handle.ReplyBatch).
+func (cn *Conn) complete(w *waiter, resp *codec.Frame, err error, rb *connio.Batch) {
 	done := w.done
 	if w.h != nil {
 		w.h.cn.Store(nil)
+		w.h.reply = rb
 	}
 	cn.inflight.Add(-1)
 	done(resp, err)

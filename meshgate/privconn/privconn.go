@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
@@ -209,6 +210,7 @@ func New(nc net.Conn, c codec.Codec, opts Options) *Conn {
 		done:      make(chan struct{}),
 	}
 	cn.log = log.With("component", "privconn", "remote", cn.remote)
+	cn.w.OnError = func(err error) { cn.fail(fmt.Errorf("%w: write: %w", ErrClosed, err)) }
 	cn.wg.Add(1)
 	go cn.readLoop()
 	if opts.Heartbeat > 0 {
@@ -402,7 +404,11 @@ func (cn *Conn) Send(ctx context.Context, req *codec.Frame) error {
 
 func (cn *Conn) readLoop() {
 	defer cn.wg.Done()
-	r := codec.NewReader(cn.nc, cn.c, cn.opts.ReadBufferSize)
+	// Replies completed here may leave their writes to rb, flushed before
+	// every read of the socket (connio.Batch).
+	var rb connio.Batch
+	defer rb.Flush()
+	r := codec.NewReader(connio.FlushingReader{R: cn.nc, B: &rb}, cn.c, cn.opts.ReadBufferSize)
 	var f codec.Frame
 	for {
 		if err := r.ReadFrame(&f); err != nil {
@@ -446,7 +452,7 @@ func (cn *Conn) readLoop() {
 			delete(cn.pending, f.Seq)
 			cn.mu.Unlock()
 			if w.done != nil {
-				cn.complete(w, &f, nil)
+				cn.complete(w, &f, nil, &rb)
 				continue
 			}
 			w.resp = Clone(&f)

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // FrameWriter encodes frames onto a stream with flush coalescing: callers
@@ -23,6 +24,11 @@ type FrameWriter struct {
 	spare    []byte // the buffer the flusher returns
 	flushing bool
 	err      error
+
+	// OnError, when set before the first write, is called once (without
+	// the lock) with the error of a write that a batch flush made: its
+	// frames had been accepted, so the owner must fail what waits on them.
+	OnError func(error)
 }
 
 // NewFrameWriter returns a FrameWriter over w.
@@ -37,6 +43,18 @@ const maxRetained = 256 << 10
 // the flusher currently running). Encoding errors (codec.ErrInvalidFrame)
 // are returned without affecting the stream.
 func (fw *FrameWriter) WriteFrame(f *codec.Frame) error {
+	return fw.WriteFrameIn(f, nil)
+}
+
+// maxHeld bounds what a batch lets a FrameWriter hold back: past it the
+// caller writes at once.
+const maxHeld = 64 << 10
+
+// WriteFrameIn is WriteFrame for a caller that reads on behalf of batch b
+// (nil: write now): the frame is appended and, unless a flusher is active
+// or maxHeld is reached, written when b is flushed (connio.Batch). A write
+// error is then reported to OnError, not to this caller.
+func (fw *FrameWriter) WriteFrameIn(f *codec.Frame, b *connio.Batch) error {
 	fw.mu.Lock()
 	if fw.err != nil {
 		err := fw.err
@@ -54,6 +72,30 @@ func (fw *FrameWriter) WriteFrame(f *codec.Frame) error {
 		fw.mu.Unlock()
 		return nil
 	}
+	if b != nil && len(fw.buf) < maxHeld {
+		fw.mu.Unlock()
+		b.Defer(fw)
+		return nil
+	}
+	return fw.flushLocked()
+}
+
+// FlushBatch writes what batches made the writer hold (connio.Flusher).
+func (fw *FrameWriter) FlushBatch() {
+	fw.mu.Lock()
+	if fw.flushing || len(fw.buf) == 0 || fw.err != nil {
+		fw.mu.Unlock()
+		return
+	}
+	if err := fw.flushLocked(); err != nil && fw.OnError != nil {
+		fw.OnError(err)
+	}
+}
+
+// flushLocked writes the buffer (and what others append meanwhile) until
+// it is empty; mu held on entry, released on return.
+func (fw *FrameWriter) flushLocked() error {
+	var err error
 	fw.flushing = true
 	for len(fw.buf) > 0 && fw.err == nil {
 		out := fw.buf

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 )
@@ -26,6 +27,7 @@ type Call struct {
 	last error
 	done func(resp *codec.Frame, err error)
 	h    privconn.Handle // the attempt in flight, for Ticket
+	rb   *connio.Batch   // the completing reader's batch (ReplyBatch)
 
 	sendFn  resilience.Send
 	replyFn func(resp *codec.Frame, err error)
@@ -58,6 +60,7 @@ func (p *PrivatePool) StartPolicy(c *Call, req *codec.Frame, deadline time.Time,
 	if c.sendFn == nil {
 		c.sendFn, c.replyFn = c.send, c.reply
 	}
+	c.rb = nil
 	if p.ctx.Err() != nil {
 		done(nil, ErrPoolClosed)
 		return nil
@@ -80,6 +83,16 @@ func (p *PrivatePool) StartPolicy(c *Call, req *codec.Frame, deadline time.Time,
 	done(nil, err)
 	return nil
 }
+
+// SetBatch makes the calls StartPolicy sends from now on leave their
+// write to batch b (nil: write at once), the write batch of the caller's
+// connection reader (connio.Batch). Only for a caller that flushes b.
+func (c *Call) SetBatch(b *connio.Batch) { c.h.Batch = b }
+
+// ReplyBatch is, during StartPolicy's callback with a reply, the write
+// batch of the upstream connection's reader that runs it (nil otherwise):
+// the callback may leave the write of its answer to it.
+func (c *Call) ReplyBatch() *connio.Batch { return c.rb }
 
 // Ticket names the call's attempt in flight (zero when none), for
 // cancelling it from another goroutine: Ticket().Cancel() completes the
@@ -118,6 +131,7 @@ func (c *Call) send(ge *resilience.Endpoint, _ int) bool {
 // connection, and calls the request's callback.
 func (c *Call) reply(resp *codec.Frame, err error) {
 	p, e, done := c.p, c.e, c.done
+	c.rb = c.h.ReplyBatch()
 	e.end(err)
 	var o resilience.Outcome
 	switch {
