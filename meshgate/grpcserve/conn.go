@@ -898,18 +898,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return http2.ConnectionError(http2.ErrCodeStreamClosed)
 	}
-	c.lastID = id
-	// Calls reset by the client count until their handler returns
-	// (orphans): a client resetting streams cannot run more handlers than
-	// MaxConcurrentStreams (grpc-go bounds its handlers the same way).
-	refuse := c.goAway || uint32(len(c.streams)+c.orphans) >= c.s.cfg.MaxConcurrentStreams
 	c.mu.Unlock()
-	if refuse {
-		c.lockWrite()
-		err := c.flush(appendRST(c.getBuf(), id, http2.ErrCodeRefusedStream))
-		c.unlockWrite()
-		return err
-	}
 	cl := &Call{c: c, id: id, msgLen: -1, opened: time.Now(), endStream: f.StreamEnded()}
 	// The reply's content-type, set before the call is published (the
 	// housekeeping timer may answer it).
@@ -926,10 +915,26 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	// that stopped reading may hold for the write timeout.
 	cl.sendWin = c.peerInitWin
 	c.mu.Lock()
-	c.streams[id] = cl
-	c.idleSince = time.Time{}
-	c.armForStream(cl.opened)
+	c.lastID = id
+	// Calls reset by the client count until their handler returns
+	// (orphans): a client resetting streams cannot run more handlers than
+	// MaxConcurrentStreams (grpc-go bounds its handlers the same way).
+	refuse := c.goAway || uint32(len(c.streams)+c.orphans) >= c.s.cfg.MaxConcurrentStreams
+	if !refuse {
+		// Published with lastID, under the same lock: a GOAWAY (drain)
+		// that counts the stream as seen also finds it open, and does not
+		// close the connection under it.
+		c.streams[id] = cl
+		c.idleSince = time.Time{}
+		c.armForStream(cl.opened)
+	}
 	c.mu.Unlock()
+	if refuse {
+		c.lockWrite()
+		err := c.flush(appendRST(c.getBuf(), id, http2.ErrCodeRefusedStream))
+		c.unlockWrite()
+		return err
+	}
 
 	if f.Truncated {
 		c.earlyStatus(cl, 200, status.New(codes.Internal, "grpcserve: header list size exceeds the limit"), nil)
