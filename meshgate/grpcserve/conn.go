@@ -907,7 +907,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	// housekeeping timer may answer it).
 	for _, hf := range f.RegularFields() {
 		if hf.Name == "content-type" {
-			if validContentType(hf.Value) {
+			if grpcwire.ValidContentType(hf.Value) {
 				cl.ct = replyContentType(hf.Value)
 			}
 			break
@@ -977,7 +977,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	case connHdr:
 		c.resetStream(cl, http2.ErrCodeProtocol)
 		return nil
-	case !validContentType(ct):
+	case !grpcwire.ValidContentType(ct):
 		c.earlyStatus(cl, 415, status.Newf(codes.InvalidArgument, "invalid gRPC request content-type %q", ct), nil)
 		return nil
 	}

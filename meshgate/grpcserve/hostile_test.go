@@ -3,7 +3,6 @@ package grpcserve
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"runtime"
 	"sort"
@@ -172,11 +171,7 @@ func TestHostileStalledFastReply(t *testing.T) {
 	})
 	// A reply whose window is granted is still written.
 	_ = rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
-	rc.headers(3, false, grpcReq...)
-	_ = rc.fr.WriteData(3, true, msg([]byte("ok")))
-	if m, err := rc.statusOf(3); err != nil || m["grpc-status"] != "0" {
-		t.Fatalf("after: %v %v", m, err)
-	}
+	rc.wantOK(3, "after")
 }
 
 // TestHostileFlowControlAndSettings: window and SETTINGS abuse.
@@ -196,11 +191,7 @@ func TestHostileFlowControlAndSettings(t *testing.T) {
 		if code, err := rc.rstOf(1); err != nil || code != http2.ErrCodeFlowControl {
 			t.Fatalf("RST %v %v", code, err)
 		}
-		rc.headers(3, false, grpcReq...)
-		_ = rc.fr.WriteData(3, true, msg([]byte("ok")))
-		if m, err := rc.statusOf(3); err != nil || m["grpc-status"] != "0" {
-			t.Fatalf("after: %v %v", m, err)
-		}
+		rc.wantOK(3, "after")
 	})
 	t.Run("initial window too large", func(t *testing.T) {
 		rc := rawDial(t, ts.addr)
@@ -256,11 +247,7 @@ func TestHostileFlowControlAndSettings(t *testing.T) {
 		rc := rawDial(t, ts.addr)
 		_ = rc.fr.WritePriority(1, http2.PriorityParam{StreamDep: 0, Weight: 9})
 		_ = rc.fr.WriteRawFrame(0xee, 0, 0, []byte("whatever"))
-		rc.headers(1, false, grpcReq...)
-		_ = rc.fr.WriteData(1, true, msg([]byte("ok")))
-		if m, err := rc.statusOf(1); err != nil || m["grpc-status"] != "0" {
-			t.Fatalf("after: %v %v", m, err)
-		}
+		rc.wantOK(1, "after")
 		_ = rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
 		if code, err := rc.goAway(); err != nil || code != http2.ErrCodeProtocol {
 			t.Fatalf("GOAWAY %v %v", code, err)
@@ -396,11 +383,7 @@ func TestHostileHeaderAbuse(t *testing.T) {
 		if m, err := rc.statusOf(1); err != nil || m["grpc-status"] != "13" {
 			t.Fatalf("%v %v", m, err)
 		}
-		rc.headers(3, false, grpcReq...)
-		_ = rc.fr.WriteData(3, true, msg([]byte("ok")))
-		if m, err := rc.statusOf(3); err != nil || m["grpc-status"] != "0" {
-			t.Fatalf("after: %v %v", m, err)
-		}
+		rc.wantOK(3, "after")
 	})
 	t.Run("grpc-timeout extremes", func(t *testing.T) {
 		rc := rawDial(t, ts.addr)
@@ -443,14 +426,8 @@ func TestHostileHeaderAbuse(t *testing.T) {
 // rawDialNoPreface is rawDial without the preface and SETTINGS.
 func rawDialNoPreface(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	nc, fr := testkit.H2Dial(t, addr, 10*time.Second)
+	rc := &rawClient{t: t, nc: nc, fr: fr}
 	rc.henc = hpack.NewEncoder(&rc.hbuf)
 	return rc
 }
