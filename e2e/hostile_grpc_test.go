@@ -29,14 +29,8 @@ type h2Attacker struct {
 
 func attack(t *testing.T, addr string) *h2Attacker {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(15 * time.Second))
-	a := &h2Attacker{nc: nc, fr: http2.NewFramer(nc, nc)}
-	a.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	nc, fr := testkit.H2Dial(t, addr, 15*time.Second)
+	a := &h2Attacker{nc: nc, fr: fr}
 	a.henc = hpack.NewEncoder(&a.hbuf)
 	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
@@ -57,15 +51,7 @@ func (a *h2Attacker) headers(id uint32, end bool, method string, extra ...string
 
 // until reads frames until f holds (nil and the error if the connection ends).
 func (a *h2Attacker) until(f func(http2.Frame) bool) (http2.Frame, error) {
-	for {
-		fr, err := a.fr.ReadFrame()
-		if err != nil {
-			return nil, err
-		}
-		if f(fr) {
-			return fr, nil
-		}
-	}
+	return testkit.H2Until(a.fr, f)
 }
 
 // TestHostileGRPCListener attacks the real binary's gRPC listener
@@ -157,10 +143,8 @@ upstreams:
 			}
 		}
 	}(a)
-	if f, err := a.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }); err != nil {
-		t.Fatalf("rapid reset: %v", err)
-	} else if g := f.(*http2.GoAwayFrame); g.ErrCode != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("rapid reset: GOAWAY %v", g.ErrCode)
+	if code, err := testkit.H2GoAway(a.fr); err != nil || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("rapid reset: GOAWAY %v, %v", code, err)
 	}
 
 	// PING flood.
@@ -172,10 +156,8 @@ upstreams:
 			}
 		}
 	}(a)
-	if f, err := a.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }); err != nil {
-		t.Fatalf("ping flood: %v", err)
-	} else if g := f.(*http2.GoAwayFrame); g.ErrCode != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("ping flood: GOAWAY %v", g.ErrCode)
+	if code, err := testkit.H2GoAway(a.fr); err != nil || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("ping flood: GOAWAY %v, %v", code, err)
 	}
 
 	// Connections holding delegated streams open, never reading: the
