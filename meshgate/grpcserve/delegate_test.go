@@ -149,8 +149,7 @@ func TestDelegatedNoWriteIsReset(t *testing.T) {
 		c.Fallback = http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 	})
 	rc := rawDial(t, ts.addr)
-	req := append([]string{}, grpcReq...)
-	req[5] = "/t.S/Other"
+	req := reqWith(":path", "/t.S/Other")
 	rc.headers(1, true, req...)
 	f, err := rc.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
 	if err != nil {
@@ -184,8 +183,7 @@ func TestDelegatedStalledReaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := append([]string{}, grpcReq...)
-	hdr[5] = "/grpc.testing.TestService/StreamingOutputCall"
+	hdr := reqWith(":path", "/grpc.testing.TestService/StreamingOutputCall")
 	for i := range 5 {
 		id := uint32(2*i + 1)
 		rc.headers(id, false, hdr...)
@@ -242,8 +240,7 @@ func TestDelegatedRequestWindow(t *testing.T) {
 		})
 	})
 	rc := rawDial(t, ts.addr)
-	hdr := append([]string{}, grpcReq...)
-	hdr[5] = "/t.S/Stream"
+	hdr := reqWith(":path", "/t.S/Stream")
 	rc.headers(1, false, hdr...)
 	chunk := make([]byte, 16384)
 	for range 4 {

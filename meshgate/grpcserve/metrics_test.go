@@ -72,26 +72,22 @@ func TestMetricsTransportAnswers(t *testing.T) {
 	rc.headers(3, false, grpcReq...) // reset mid-request
 	_ = rc.fr.WriteData(3, false, []byte{0, 0, 0, 0, 9, 'a'})
 	_ = rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
-	bad := append([]string{}, grpcReq...)
-	bad[9] = "text/plain" // content-type: rejected with HTTP 415
+	bad := reqWith("content-type", "text/plain") // content-type: rejected with HTTP 415
 	rc.headers(5, true, bad...)
 	if st, err := rc.statusOf(5); err != nil || st[":status"] != "415" {
 		t.Fatalf("content-type: %v %v", st, err)
 	}
-	malformed := append([]string{}, grpcReq...)
-	malformed[5] = "noslash"
+	malformed := reqWith(":path", "noslash")
 	rc.headers(7, true, malformed...)
 	if _, err := rc.statusOf(7); err != nil {
 		t.Fatal(err)
 	}
-	enc := append([]string{}, grpcReq...)
-	enc = append(enc, "grpc-encoding", "snappy") // grpc-go counts it: its handler answers UNIMPLEMENTED
+	enc := reqWith("grpc-encoding", "snappy") // grpc-go counts it: its handler answers UNIMPLEMENTED
 	rc.headers(9, true, enc...)
 	if st, err := rc.statusOf(9); err != nil || st["grpc-status"] != "12" {
 		t.Fatalf("unknown encoding: %v %v", st, err)
 	}
-	reg := append([]string{}, grpcReq...)
-	reg[5] = "/reg.Svc/Get"
+	reg := reqWith(":path", "/reg.Svc/Get")
 	rc.headers(11, false, reg...)
 	_ = rc.fr.WriteData(11, true, msg([]byte("abc")))
 	if st, err := rc.statusOf(11); err != nil || st["grpc-status"] != "0" {

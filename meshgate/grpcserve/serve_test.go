@@ -43,6 +43,18 @@ type handlerFunc func(c *Call)
 
 func (f handlerFunc) Start(c *Call) { f(c) }
 
+// echoOr answers /t.S/Echo with echo (a call that shows the connection
+// still serves) and every other method with f.
+func echoOr(f func(c *Call)) handlerFunc {
+	return func(c *Call) {
+		if c.Method() == "/t.S/Echo" {
+			echo(c)
+			return
+		}
+		f(c)
+	}
+}
+
 // echo answers with the request message; request metadata "echo-*" keys
 // come back in the header and as trailer "t-<key>".
 func echo(c *Call) {
@@ -186,11 +198,7 @@ func (s *ctxStream) RecvMsg(any) error            { return nil }
 func TestDeadlineAndCancel(t *testing.T) {
 	release := make(chan struct{})
 	ended := make(chan error, 2)
-	ts := start(t, handlerFunc(func(c *Call) {
-		if c.Method() == "/t.S/Echo" {
-			echo(c)
-			return
-		}
+	ts := start(t, echoOr(func(c *Call) {
 		select {
 		case <-c.Context().Done():
 			ended <- c.Context().Err()
@@ -443,6 +451,24 @@ func (rc *rawClient) headers(id uint32, end bool, kv ...string) {
 
 var grpcReq = []string{":method", "POST", ":scheme", "http", ":path", "/t.S/M", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
 
+// reqWith is a copy of grpcReq with the named fields set (name, value
+// pairs): a field grpcReq has gets the value, any other is appended.
+func reqWith(set ...string) []string {
+	h := append([]string{}, grpcReq...)
+	for i := 0; i+1 < len(set); i += 2 {
+		found := false
+		for j := 0; j+1 < len(h); j += 2 {
+			if h[j] == set[i] {
+				h[j+1], found = set[i+1], true
+			}
+		}
+		if !found {
+			h = append(h, set[i], set[i+1])
+		}
+	}
+	return h
+}
+
 func msg(b []byte) []byte {
 	n := len(b)
 	return append([]byte{0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, b...)
@@ -495,8 +521,7 @@ func TestRequestChecks(t *testing.T) {
 		echo(c)
 	}), nil)
 	rc := rawDial(t, ts.addr)
-	bad := append([]string{}, grpcReq...)
-	bad[9] = "text/plain"
+	bad := reqWith("content-type", "text/plain")
 	rc.headers(1, true, bad...)
 	if m, err := rc.statusOf(1); err != nil || m[":status"] != "415" || m["grpc-status"] != "3" {
 		t.Fatalf("content-type: %v %v", m, err)
@@ -528,11 +553,7 @@ func TestRequestChecks(t *testing.T) {
 func TestHostile(t *testing.T) {
 	hold := make(chan struct{})
 	defer close(hold)
-	ts := start(t, handlerFunc(func(c *Call) {
-		if c.Method() == "/t.S/Echo" {
-			echo(c)
-			return
-		}
+	ts := start(t, echoOr(func(c *Call) {
 		select {
 		case <-c.Context().Done():
 		case <-hold:
