@@ -54,6 +54,18 @@ func (a *h2Attacker) until(f func(http2.Frame) bool) (http2.Frame, error) {
 	return testkit.H2Until(a.fr, f)
 }
 
+// wantCalm runs flood on a fresh attacker connection to addr, on a
+// goroutine of its own, and checks the server ends the connection with
+// GOAWAY ENHANCE_YOUR_CALM.
+func wantCalm(t *testing.T, addr, what string, flood func(a *h2Attacker)) {
+	t.Helper()
+	a := attack(t, addr)
+	go flood(a)
+	if code, err := testkit.H2GoAway(a.fr); err != nil || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("%s: GOAWAY %v, %v", what, code, err)
+	}
+}
+
 // TestHostileGRPCListener attacks the real binary's gRPC listener
 // (grpc_transport: direct, the default) with raw HTTP/2 clients while a
 // grpc-go client calls steadily through it (fast-path unary route) and
@@ -134,31 +146,23 @@ upstreams:
 	}
 
 	// Rapid reset.
-	a = attack(t, addr)
-	go func(a *h2Attacker) { // its own a: the test reuses the variable
+	wantCalm(t, addr, "rapid reset", func(a *h2Attacker) {
 		for id := uint32(1); id < 1200; id += 2 {
 			a.headers(id, false, unary)
 			if a.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 				return
 			}
 		}
-	}(a)
-	if code, err := testkit.H2GoAway(a.fr); err != nil || code != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("rapid reset: GOAWAY %v, %v", code, err)
-	}
+	})
 
 	// PING flood.
-	a = attack(t, addr)
-	go func(a *h2Attacker) {
+	wantCalm(t, addr, "ping flood", func(a *h2Attacker) {
 		for i := range 200 {
 			if a.fr.WritePing(false, [8]byte{byte(i)}) != nil {
 				return
 			}
 		}
-	}(a)
-	if code, err := testkit.H2GoAway(a.fr); err != nil || code != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("ping flood: GOAWAY %v, %v", code, err)
-	}
+	})
 
 	// Connections holding delegated streams open, never reading: the
 	// stream past MAX_CONCURRENT_STREAMS (100) is refused.
