@@ -56,11 +56,7 @@ func TestInteropDirectServer(t *testing.T) {
 	if r, err := w.Recv(); err != nil || r.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("health Watch after SIGTERM: %v %v", r, err)
 	}
-	select {
-	case <-mg.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("meshgate did not exit within drain_timeout (+ slack) with a Watch open")
-	}
+	testkit.Receive(t, mg.Done(), 10*time.Second, "meshgate did not exit within drain_timeout (+ slack) with a Watch open")
 }
 
 // TestDirectServerReflectionGrpcurl: grpcurl, knowing only the address,

@@ -29,14 +29,8 @@ type h2Attacker struct {
 
 func attack(t *testing.T, addr string) *h2Attacker {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(15 * time.Second))
-	a := &h2Attacker{nc: nc, fr: http2.NewFramer(nc, nc)}
-	a.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	nc, fr := testkit.H2Dial(t, addr, 15*time.Second)
+	a := &h2Attacker{nc: nc, fr: fr}
 	a.henc = hpack.NewEncoder(&a.hbuf)
 	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
 		t.Fatal(err)
@@ -57,14 +51,18 @@ func (a *h2Attacker) headers(id uint32, end bool, method string, extra ...string
 
 // until reads frames until f holds (nil and the error if the connection ends).
 func (a *h2Attacker) until(f func(http2.Frame) bool) (http2.Frame, error) {
-	for {
-		fr, err := a.fr.ReadFrame()
-		if err != nil {
-			return nil, err
-		}
-		if f(fr) {
-			return fr, nil
-		}
+	return testkit.H2Until(a.fr, f)
+}
+
+// wantCalm runs flood on a fresh attacker connection to addr, on a
+// goroutine of its own, and checks the server ends the connection with
+// GOAWAY ENHANCE_YOUR_CALM.
+func wantCalm(t *testing.T, addr, what string, flood func(a *h2Attacker)) {
+	t.Helper()
+	a := attack(t, addr)
+	go flood(a)
+	if code, err := testkit.H2GoAway(a.fr); err != nil || code != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("%s: GOAWAY %v, %v", what, code, err)
 	}
 }
 
@@ -148,35 +146,23 @@ upstreams:
 	}
 
 	// Rapid reset.
-	a = attack(t, addr)
-	go func(a *h2Attacker) { // its own a: the test reuses the variable
+	wantCalm(t, addr, "rapid reset", func(a *h2Attacker) {
 		for id := uint32(1); id < 1200; id += 2 {
 			a.headers(id, false, unary)
 			if a.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 				return
 			}
 		}
-	}(a)
-	if f, err := a.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }); err != nil {
-		t.Fatalf("rapid reset: %v", err)
-	} else if g := f.(*http2.GoAwayFrame); g.ErrCode != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("rapid reset: GOAWAY %v", g.ErrCode)
-	}
+	})
 
 	// PING flood.
-	a = attack(t, addr)
-	go func(a *h2Attacker) {
+	wantCalm(t, addr, "ping flood", func(a *h2Attacker) {
 		for i := range 200 {
 			if a.fr.WritePing(false, [8]byte{byte(i)}) != nil {
 				return
 			}
 		}
-	}(a)
-	if f, err := a.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }); err != nil {
-		t.Fatalf("ping flood: %v", err)
-	} else if g := f.(*http2.GoAwayFrame); g.ErrCode != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("ping flood: GOAWAY %v", g.ErrCode)
-	}
+	})
 
 	// Connections holding delegated streams open, never reading: the
 	// stream past MAX_CONCURRENT_STREAMS (100) is refused.

@@ -310,11 +310,7 @@ upstreams:
 		t.Fatalf("first flood message: %d bytes, %v", len(first), err)
 	}
 	// The slow client reads nothing more. Its exchange is cut at the bound.
-	select {
-	case <-legacy.cancels:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no CANCEL upstream: the flooded exchange was not bounded")
-	}
+	testkit.Receive(t, legacy.cancels, 20*time.Second, "no CANCEL upstream: the flooded exchange was not bounded")
 
 	start := time.Now()
 	fast, err := dial().NewStream(ctx, desc, "/test.S/Small")

@@ -293,6 +293,32 @@ func (b *nodeBuilder) tlsSocket(t *model.TLS, p model.Protocol, side func(*tlsv3
 	return &core.TransportSocket{Name: tlsSocketName, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(side(ctx))}}, nil
 }
 
+// addSecret adds secret name, made by mk from the contents of files (in
+// order), to the node's resources unless it is there already: a secret
+// several listeners or clusters name is read and sent once.
+func (b *nodeBuilder) addSecret(name string, mk func(data [][]byte) *tlsv3.Secret, files ...string) error {
+	if b.secrets[name] {
+		return nil
+	}
+	data := make([][]byte, len(files))
+	for i, f := range files {
+		var err error
+		if data[i], err = b.file(f); err != nil {
+			return err
+		}
+	}
+	sec := mk(data)
+	sec.Name = name
+	b.secrets[name] = true
+	b.res.Secrets = append(b.res.Secrets, sec)
+	return nil
+}
+
+// inline is an SDS data source holding b itself.
+func inline(b []byte) *core.DataSource {
+	return &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: b}}
+}
+
 // commonTLS builds a TLS context whose certificate and trusted CA come
 // from SDS secrets (pushed over ADS), so rotating the files only pushes
 // new secrets: listeners and clusters stay as they are and established
@@ -305,33 +331,20 @@ func (b *nodeBuilder) commonTLS(t *model.TLS, h2 bool) (*tlsv3.CommonTlsContext,
 		ctx.AlpnProtocols = []string{"h2"}
 	}
 	if c := t.Certificate; c != nil {
-		if !b.secrets[c.Name] {
-			cert, err := b.file(c.CertFile)
-			if err != nil {
-				return nil, err
-			}
-			key, err := b.file(c.KeyFile)
-			if err != nil {
-				return nil, err
-			}
-			b.secrets[c.Name] = true
-			b.res.Secrets = append(b.res.Secrets, &tlsv3.Secret{Name: c.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-				CertificateChain: &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: cert}},
-				PrivateKey:       &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: key}},
-			}}})
+		if err := b.addSecret(c.Name, func(d [][]byte) *tlsv3.Secret {
+			return &tlsv3.Secret{Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+				CertificateChain: inline(d[0]), PrivateKey: inline(d[1]),
+			}}}
+		}, c.CertFile, c.KeyFile); err != nil {
+			return nil, err
 		}
 		ctx.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: c.Name, SdsConfig: adsSource()}}
 	}
 	if v := t.Validation; v != nil {
-		if !b.secrets[v.Name] {
-			ca, err := b.file(v.CAFile)
-			if err != nil {
-				return nil, err
-			}
-			b.secrets[v.Name] = true
-			b.res.Secrets = append(b.res.Secrets, &tlsv3.Secret{Name: v.Name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: ca}},
-			}}})
+		if err := b.addSecret(v.Name, func(d [][]byte) *tlsv3.Secret {
+			return &tlsv3.Secret{Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{TrustedCa: inline(d[0])}}}
+		}, v.CAFile); err != nil {
+			return nil, err
 		}
 		def := &tlsv3.CertificateValidationContext{}
 		if t.MatchDNSSAN != "" {

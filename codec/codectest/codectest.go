@@ -368,3 +368,54 @@ func CheckDecode(t testing.TB, c codec.Codec, data []byte) {
 		}
 	}
 }
+
+// CheckMalformed checks a rejection: err is codec.ErrMalformed and, when
+// tooLarge, a *codec.TooLargeError (codec.ErrFrameTooLarge); otherwise a
+// *codec.FieldError naming field and not a size error.
+func CheckMalformed(t testing.TB, err error, tooLarge bool, field string) {
+	t.Helper()
+	if !errors.Is(err, codec.ErrMalformed) {
+		t.Fatalf("err=%v, want ErrMalformed", err)
+	}
+	var tl *codec.TooLargeError
+	if tooLarge {
+		if !errors.Is(err, codec.ErrFrameTooLarge) || !errors.As(err, &tl) {
+			t.Fatalf("err=%v, want ErrFrameTooLarge", err)
+		}
+		return
+	}
+	var fe *codec.FieldError
+	if !errors.As(err, &fe) || fe.Field != field {
+		t.Fatalf("err=%v, want *FieldError for %q", err, field)
+	}
+	if errors.Is(err, codec.ErrFrameTooLarge) || errors.As(err, &tl) {
+		t.Fatalf("err=%v is not a size error", err)
+	}
+}
+
+// CheckZeroAllocs checks that Decode of f's encoding into a frame that
+// already held one, and Append of f into a buffer large enough, allocate
+// nothing.
+func CheckZeroAllocs(t testing.TB, c codec.Codec, f *codec.Frame) {
+	t.Helper()
+	wire, err := c.Append(nil, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got codec.Frame
+	if a := testing.AllocsPerRun(200, func() {
+		if _, _, err := c.Decode(wire, &got); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("Decode: %v allocs", a)
+	}
+	dst := make([]byte, 0, len(wire))
+	if a := testing.AllocsPerRun(200, func() {
+		if dst, err = c.Append(dst[:0], f); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("Append: %v allocs", a)
+	}
+}

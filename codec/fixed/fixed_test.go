@@ -101,9 +101,9 @@ func TestMalformedLE16(t *testing.T) {
 			c := mustLoad(t, "le16.yaml", tc.max)
 			var f codec.Frame
 			_, _, err := c.Decode(hx(tc.wire), &f)
-			checkMalformed(t, err, tc.tooLarge, tc.field)
+			codectest.CheckMalformed(t, err, tc.tooLarge, tc.field)
 			_, err = codectest.ReadAll(c, codectest.NewChunkReader(hx(tc.wire), 1), 64)
-			checkMalformed(t, err, tc.tooLarge, tc.field)
+			codectest.CheckMalformed(t, err, tc.tooLarge, tc.field)
 		})
 	}
 	// Exactly the maximum is accepted.
@@ -117,21 +117,6 @@ func TestMalformedLE16(t *testing.T) {
 	}
 	if _, err := c.Append(nil, &codec.Frame{Body: make([]byte, 49)}); !errors.Is(err, codec.ErrInvalidFrame) {
 		t.Fatalf("encode max+1: %v", err)
-	}
-}
-
-func checkMalformed(t *testing.T, err error, tooLarge bool, field string) {
-	t.Helper()
-	if !errors.Is(err, codec.ErrMalformed) {
-		t.Fatalf("err=%v, want ErrMalformed", err)
-	}
-	var tl *codec.TooLargeError
-	if tooLarge != errors.As(err, &tl) {
-		t.Fatalf("err=%v, too large %v", err, tooLarge)
-	}
-	var fe *codec.FieldError
-	if !tooLarge && (!errors.As(err, &fe) || fe.Field != field) {
-		t.Fatalf("err=%v, want *FieldError for %q", err, field)
 	}
 }
 
@@ -230,28 +215,9 @@ func TestSplitAndBatch(t *testing.T) {
 
 func TestZeroAllocs(t *testing.T) {
 	for _, spec := range []string{"le16.yaml", "mgp.yaml"} {
-		c := mustLoad(t, spec, 0)
-		fs := frames(3, spec == "le16.yaml")
-		wire, err := c.Append(nil, &fs[1])
-		if err != nil {
-			t.Fatal(err)
-		}
-		var f codec.Frame
-		if a := testing.AllocsPerRun(200, func() {
-			if _, _, err := c.Decode(wire, &f); err != nil {
-				t.Fatal(err)
-			}
-		}); a != 0 {
-			t.Fatalf("%s Decode: %v allocs", spec, a)
-		}
-		dst := make([]byte, 0, 2048)
-		if a := testing.AllocsPerRun(200, func() {
-			if dst, err = c.Append(dst[:0], &fs[1]); err != nil {
-				t.Fatal(err)
-			}
-		}); a != 0 {
-			t.Fatalf("%s Append: %v allocs", spec, a)
-		}
+		t.Run(spec, func(t *testing.T) {
+			codectest.CheckZeroAllocs(t, mustLoad(t, spec, 0), &frames(3, spec == "le16.yaml")[1])
+		})
 	}
 }
 
@@ -294,15 +260,15 @@ trailer: {bytes: [0x0d, 0x0a]}
 	bad := bytes.Clone(wire)
 	bad[len(bad)-1] = 0
 	_, _, err = c.Decode(bad, &g)
-	checkMalformed(t, err, false, "trailer[1]")
+	codectest.CheckMalformed(t, err, false, "trailer[1]")
 	bad = bytes.Clone(wire)
 	bad[9] = 1 // len 1 < trailer 2
 	_, _, err = c.Decode(bad, &g)
-	checkMalformed(t, err, false, "len")
+	codectest.CheckMalformed(t, err, false, "len")
 	bad = bytes.Clone(wire)
 	bad[10] = 20 // hlen not a multiple of 8
 	_, _, err = c.Decode(bad, &g)
-	checkMalformed(t, err, false, "hlen")
+	codectest.CheckMalformed(t, err, false, "hlen")
 	if _, err := c.Append(nil, &codec.Frame{Result: 256}); !errors.Is(err, codec.ErrInvalidFrame) {
 		t.Fatalf("result 256: %v", err)
 	}

@@ -248,35 +248,14 @@ func TestMalformed(t *testing.T) {
 			wire := hx(tc.wire)
 			var f codec.Frame
 			n, _, err := c.Decode(wire, &f)
-			checkMalformed(t, err, tc.tooLarge, tc.field)
+			codectest.CheckMalformed(t, err, tc.tooLarge, tc.field)
 			if n != 0 {
 				t.Fatalf("n=%d on error", n)
 			}
 			// The same verdict through a Reader fed one byte per read.
 			_, err = codectest.ReadAll(c, codectest.NewChunkReader(wire, 1), 64)
-			checkMalformed(t, err, tc.tooLarge, tc.field)
+			codectest.CheckMalformed(t, err, tc.tooLarge, tc.field)
 		})
-	}
-}
-
-func checkMalformed(t *testing.T, err error, tooLarge bool, field string) {
-	t.Helper()
-	if !errors.Is(err, codec.ErrMalformed) {
-		t.Fatalf("err=%v, want ErrMalformed", err)
-	}
-	if tooLarge {
-		var tl *codec.TooLargeError
-		if !errors.Is(err, codec.ErrFrameTooLarge) || !errors.As(err, &tl) {
-			t.Fatalf("err=%v, want ErrFrameTooLarge", err)
-		}
-		return
-	}
-	var fe *codec.FieldError
-	if !errors.As(err, &fe) || fe.Field != field {
-		t.Fatalf("err=%v, want *FieldError for %q", err, field)
-	}
-	if errors.Is(err, codec.ErrFrameTooLarge) {
-		t.Fatalf("err=%v is not a size error", err)
 	}
 }
 
@@ -450,24 +429,8 @@ func TestHundredFramesOneWrite(t *testing.T) {
 
 func TestZeroAllocs(t *testing.T) {
 	c := New(0)
-	wire := hx(errHex)
+	codectest.CheckZeroAllocs(t, c, &errFrame)
 	var f codec.Frame
-	if a := testing.AllocsPerRun(200, func() {
-		if _, _, err := c.Decode(wire, &f); err != nil {
-			t.Fatal(err)
-		}
-	}); a != 0 {
-		t.Fatalf("Decode: %v allocs", a)
-	}
-	dst := make([]byte, 0, 256)
-	if a := testing.AllocsPerRun(200, func() {
-		var err error
-		if dst, err = c.Append(dst[:0], &errFrame); err != nil {
-			t.Fatal(err)
-		}
-	}); a != 0 {
-		t.Fatalf("Append: %v allocs", a)
-	}
 	buf, _ := stream(t, 50)
 	rd := codec.NewReader(&loopReader{data: buf, chunk: 1500}, c, 4096)
 	for range 100 { // warm up: grow the buffer and f.Ext

@@ -8,7 +8,8 @@
 //     back from -address-file (meshgate.go);
 //   - MetricSum, samples of a Prometheus text exposition (metrics.go).
 //
-// harness imports only the standard library (deploy/e2e uses it too); the
+// harness imports only the standard library and internal/proc (itself
+// standard library only; deploy/e2e uses harness too); the
 // in-process peers and clients of the e2e tests are in e2e/helpers_test.go.
 //
 // FreePort/FreeAddr remain only for ports that must be known before any
@@ -31,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/internal/proc"
 )
 
 // builds caches one `go build` per package per test binary.
@@ -169,20 +172,7 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Stop sends SIGTERM, waits up to 5s, then kills. Safe to call twice.
 func (p *Proc) Stop() {
-	p.once.Do(func() {
-		select {
-		case <-p.done:
-			return
-		default:
-		}
-		_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			_ = p.Cmd.Process.Kill()
-			<-p.done
-		}
-	})
+	p.once.Do(func() { proc.Terminate(p.Cmd.Process, p.done, 5*time.Second) })
 }
 
 // Eventually polls cond every 50ms until it returns nil or timeout passes,

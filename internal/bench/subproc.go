@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/meshgate/meshgate/internal/proc"
 )
 
 // subproc is a child process the suite started (MeshGate, a server).
@@ -69,18 +71,10 @@ func (p *subproc) logTail() string {
 
 // stop sends SIGTERM and waits, then SIGKILL.
 func (p *subproc) stop() error {
-	if p.exited() {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if proc.Terminate(p.cmd.Process, p.done, 5*time.Second) {
 		return fmt.Errorf("bench: %s did not stop on SIGTERM", p.name)
 	}
+	return nil
 }
 
 // freePort returns a loopback port that was free a moment ago.

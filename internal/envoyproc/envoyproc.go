@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/meshgate/meshgate/internal/proc"
 )
 
 // Errors.
@@ -406,17 +408,7 @@ func (e *Envoy) Log() string {
 // than once.
 func (e *Envoy) Stop() error {
 	e.stopOnce.Do(func() {
-		select {
-		case <-e.done:
-		default:
-			_ = e.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-e.done:
-			case <-time.After(5 * time.Second):
-				_ = e.cmd.Process.Kill()
-				<-e.done
-			}
-		}
+		proc.Terminate(e.cmd.Process, e.done, 5*time.Second)
 		e.client.CloseIdleConnections()
 		if e.ownDir {
 			e.finalLog = e.Log()

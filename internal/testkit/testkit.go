@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/e2e/harness"
 )
 
 // Listen listens on addr ("127.0.0.1:0" for a fresh port). A just-closed
@@ -43,15 +45,11 @@ func Listen(tb testing.TB, addr string) net.Listener {
 }
 
 // FreeAddr is a loopback address that was free a moment ago (for a
-// component that must be given its address rather than report one).
+// component that must be given its address rather than report one):
+// harness.FreeAddr, for the tests that use testkit alone.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return harness.FreeAddr(tb)
 }
 
 // Context is a context that ends after d or at cleanup.

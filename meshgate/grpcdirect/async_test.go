@@ -199,11 +199,7 @@ func TestStartCancel(t *testing.T) {
 	e := newEP(t, Config{Addr: b.addr})
 	warm(t, e)
 	tk, ch := startWait(t, e, context.Background(), "/"+svc+"/Stall", time.Time{}, []byte("x"))
-	select {
-	case <-started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("call never reached the server")
-	}
+	testkit.Receive(t, started, 5*time.Second, "call never reached the server")
 	tk.Cancel()
 	if r := waitResult(t, ch); status.Code(r.err) != codes.Canceled {
 		t.Fatalf("got %v, want Canceled", r.err)
@@ -232,11 +228,7 @@ func TestStartConnectionLost(t *testing.T) {
 		chs = append(chs, ch)
 	}
 	for range 5 {
-		select {
-		case <-started:
-		case <-time.After(5 * time.Second):
-			t.Fatal("calls never reached the server")
-		}
+		testkit.Receive(t, started, 5*time.Second, "calls never reached the server")
 	}
 	go b.srv.Stop() // closes the connections (Stop waits for nothing of ours)
 	for i, ch := range chs {

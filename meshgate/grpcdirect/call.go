@@ -271,7 +271,7 @@ func (h *hdrState) add(k, v string) {
 func (h *hdrState) field(hf hpack.HeaderField) {
 	switch hf.Name {
 	case "content-type":
-		if !validContentType(hf.Value) {
+		if !grpcwire.ValidContentType(hf.Value) {
 			h.ctErr = fmt.Sprintf("transport: received unexpected content-type %q", hf.Value)
 			break
 		}
@@ -469,14 +469,6 @@ func (cl *call) deliverMD() {
 	if cl.peerAddr != nil && cl.c != nil {
 		*cl.peerAddr = cl.c.peer
 	}
-}
-
-func validContentType(ct string) bool {
-	const base = "application/grpc"
-	if !strings.HasPrefix(ct, base) {
-		return false
-	}
-	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
 }
 
 func isReserved(h string) bool {

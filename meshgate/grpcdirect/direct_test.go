@@ -240,11 +240,7 @@ func TestCancellation(t *testing.T) {
 		var resp rawcodec.Message
 		errc <- e.Invoke(ctx, "/"+svc+"/Stall", []byte("x"), &resp)
 	}()
-	select {
-	case <-started:
-	case <-time.After(5 * time.Second):
-		t.Fatal("call never reached the server")
-	}
+	testkit.Receive(t, started, 5*time.Second, "call never reached the server")
 	cancel()
 	if err := <-errc; status.Code(err) != codes.Canceled {
 		t.Fatalf("got %v, want Canceled", err)

@@ -68,11 +68,7 @@ func TestServerPingAnswered(t *testing.T) {
 		}
 	})
 	e := newEP(t, Config{Addr: addr})
-	select {
-	case <-acked:
-	case <-time.After(5 * time.Second):
-		t.Fatal("server PING never acknowledged")
-	}
+	testkit.Receive(t, acked, 5*time.Second, "server PING never acknowledged")
 	_ = e
 }
 
@@ -95,11 +91,7 @@ func TestKeepaliveClosesDeadPeer(t *testing.T) {
 		}
 	})
 	e := newEP(t, Config{Addr: addr, KeepaliveTime: 30 * time.Millisecond, KeepaliveTimeout: 50 * time.Millisecond})
-	select {
-	case <-pinged:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no keepalive PING sent")
-	}
+	testkit.Receive(t, pinged, 5*time.Second, "no keepalive PING sent")
 	testkit.Within(t, 10*time.Second, "the unanswered connection to close", func() bool {
 		err := e.LastError()
 		return err != nil && strings.Contains(err.Error(), "keepalive")

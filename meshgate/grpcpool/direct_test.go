@@ -131,11 +131,7 @@ func TestDirectRetire(t *testing.T) {
 	default:
 	}
 	p.Release()
-	select {
-	case <-p.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed after last release")
-	}
+	testkit.Receive(t, p.Done(), 5*time.Second, "not closed after last release")
 	var out []byte
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

@@ -102,11 +102,7 @@ func TestRetireWaitsForLastCall(t *testing.T) {
 		t.Fatal("acquire after retire")
 	}
 	p.Release() // closes in the background
-	select {
-	case <-p.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed after last release")
-	}
+	testkit.Receive(t, p.Done(), 5*time.Second, "not closed after last release")
 }
 
 func TestSame(t *testing.T) {

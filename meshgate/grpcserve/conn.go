@@ -904,7 +904,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	// housekeeping timer may answer it).
 	for _, hf := range f.RegularFields() {
 		if hf.Name == "content-type" {
-			if validContentType(hf.Value) {
+			if grpcwire.ValidContentType(hf.Value) {
 				cl.ct = replyContentType(hf.Value)
 			}
 			break
@@ -990,7 +990,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	case connHdr:
 		c.resetStream(cl, http2.ErrCodeProtocol)
 		return nil
-	case !validContentType(ct):
+	case !grpcwire.ValidContentType(ct):
 		c.earlyStatus(cl, 415, status.Newf(codes.InvalidArgument, "invalid gRPC request content-type %q", ct), nil)
 		return nil
 	}
@@ -1181,19 +1181,9 @@ func (c *conn) endOfRequest(cl *Call) error {
 	}
 	cl.buf = nil
 	c.mu.Lock()
-	if c.closed || c.streams[cl.id] != cl {
-		c.mu.Unlock()
-		cl.freeMsg()
+	if !c.admitLocked(cl, cl.freeMsg) {
 		return nil
 	}
-	if cfg.MaxInFlightPerConn > 0 && c.inflight >= cfg.MaxInFlightPerConn {
-		c.mu.Unlock()
-		cl.freeMsg()
-		c.earlyStatus(cl, 200, status.New(codes.ResourceExhausted, "outbound: too many calls in flight on this connection"), nil)
-		return nil
-	}
-	c.inflight++
-	cl.started = true
 	c.mu.Unlock()
 
 	ctx := metadata.NewIncomingContext(c.callBase, cl.md)
@@ -1252,6 +1242,28 @@ func (c *conn) resetStream(cl *Call, code http2.ErrCode) {
 	c.lockWrite()
 	_ = c.flush(appendRST(c.getBuf(), cl.id, code))
 	c.unlockWrite()
+}
+
+// admitLocked starts cl (c.mu held): it is counted in flight and marked
+// started, and c.mu stays held. If the connection closed or the stream is
+// gone, or MaxInFlightPerConn calls are in flight already (answered
+// RESOURCE_EXHAUSTED), it returns false with c.mu released and release
+// (what the caller holds for cl) run before any answer is written.
+func (c *conn) admitLocked(cl *Call, release func()) bool {
+	if c.closed || c.streams[cl.id] != cl {
+		c.mu.Unlock()
+		release()
+		return false
+	}
+	if n := c.s.cfg.MaxInFlightPerConn; n > 0 && c.inflight >= n {
+		c.mu.Unlock()
+		release()
+		c.earlyStatus(cl, 200, status.New(codes.ResourceExhausted, "outbound: too many calls in flight on this connection"), nil)
+		return false
+	}
+	c.inflight++
+	cl.started = true
+	return true
 }
 
 // earlyStatus answers a stream the handler never saw: a trailers-only

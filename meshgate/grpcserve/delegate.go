@@ -14,9 +14,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 )
 
 // Delegated streams.
@@ -86,26 +84,16 @@ type delegated struct {
 // delegate hands cl (headers f, validated) to the Fallback (reading
 // goroutine).
 func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
-	cfg := &c.s.cfg
 	d := &delegated{c: c, cl: cl, hdr: http.Header{}, more: make(chan struct{}), eof: cl.endStream}
 	ctx := context.WithValue(c.base, http.LocalAddrContextKey, c.peer.LocalAddr)
 	d.ctx, d.end = context.WithCancel(ctx)
 	// Set before mu: closeNow and dropStream read them after taking it.
 	cl.ctx, cl.cancel = d.ctx, d.abort
 	c.mu.Lock()
-	if c.closed || c.streams[cl.id] != cl {
-		c.mu.Unlock()
-		d.abort()
+	if !c.admitLocked(cl, d.abort) { // at the cap, earlyStatus aborts d again (a no-op)
 		return nil
 	}
-	if cfg.MaxInFlightPerConn > 0 && c.inflight >= cfg.MaxInFlightPerConn {
-		c.mu.Unlock()
-		c.earlyStatus(cl, 200, status.New(codes.ResourceExhausted, "outbound: too many calls in flight on this connection"), nil)
-		return nil
-	}
-	c.inflight++
 	c.ndeleg++
-	cl.started = true
 	c.s.wg.Add(1)
 	c.mu.Unlock()
 	cl.d = d // the reading goroutine's (onData, endOfRequest)

@@ -13,13 +13,11 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -151,8 +149,7 @@ func TestDelegatedNoWriteIsReset(t *testing.T) {
 		c.Fallback = http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 	})
 	rc := rawDial(t, ts.addr)
-	req := append([]string{}, grpcReq...)
-	req[5] = "/t.S/Other"
+	req := reqWith(":path", "/t.S/Other")
 	rc.headers(1, true, req...)
 	f, err := rc.until(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
 	if err != nil {
@@ -186,8 +183,7 @@ func TestDelegatedStalledReaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr := append([]string{}, grpcReq...)
-	hdr[5] = "/grpc.testing.TestService/StreamingOutputCall"
+	hdr := reqWith(":path", "/grpc.testing.TestService/StreamingOutputCall")
 	for i := range 5 {
 		id := uint32(2*i + 1)
 		rc.headers(id, false, hdr...)
@@ -244,8 +240,7 @@ func TestDelegatedRequestWindow(t *testing.T) {
 		})
 	})
 	rc := rawDial(t, ts.addr)
-	hdr := append([]string{}, grpcReq...)
-	hdr[5] = "/t.S/Stream"
+	hdr := reqWith(":path", "/t.S/Stream")
 	rc.headers(1, false, hdr...)
 	chunk := make([]byte, 16384)
 	for range 4 {
@@ -258,11 +253,7 @@ func TestDelegatedRequestWindow(t *testing.T) {
 	if code := f.(*http2.RSTStreamFrame).ErrCode; code != http2.ErrCodeFlowControl {
 		t.Fatalf("RST %v", code)
 	}
-	rc.headers(3, false, grpcReq...)
-	_ = rc.fr.WriteData(3, true, msg([]byte("x")))
-	if st, err := rc.statusOf(3); err != nil || st["grpc-status"] != "0" {
-		t.Fatalf("after the reset: %v %v", st, err)
-	}
+	rc.wantOK(3, "after the reset")
 	testkit.Within(t, 3*time.Second, "stream ended", func() bool { return ts.inflight() == 0 })
 }
 
@@ -270,15 +261,11 @@ func TestDelegatedRequestWindow(t *testing.T) {
 // the client's certificate (credentials.TLSInfo from Request.TLS) and the
 // peer's address, as on grpc-go's own transport.
 func TestDelegatedTLSPeer(t *testing.T) {
-	_, _, files := testkit.PKI(t, "server", "client")
-	srv := testkit.TLSServer(t, files["server"], 0)
-	tc := srv.Config().Clone()
-	tc.NextProtos = []string{"h2"}
+	tc, files := h2TLS(t)
 	var got atomic.Value
 	gs := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
-		p, _ := peer.FromContext(st.Context())
-		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-			got.Store(ti.State.PeerCertificates[0].Subject.CommonName + " " + p.Addr.String())
+		if name, addr := peerCN(st.Context()); name != "" {
+			got.Store(name + " " + addr.String())
 		}
 		var m []byte
 		if err := st.RecvMsg(&m); err != nil {

@@ -3,7 +3,6 @@ package grpcserve
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"runtime"
 	"sort"
@@ -56,8 +55,8 @@ func TestHostileInvalidHeaderFieldResetsStream(t *testing.T) {
 	rc := rawDial(t, ts.addr)
 	rc.headers(1, false, grpcReq...) // in flight: its body comes last
 	bad := [][]string{
-		append(append([]string{}, grpcReq...), "connection", "keep-alive"),
-		append(append([]string{}, grpcReq...), "X-Upper", "v"),
+		reqWith("connection", "keep-alive"),
+		reqWith("X-Upper", "v"),
 		append(append([]string{}, grpcReq...), ":path", "/t.S/Other"),
 	}
 	id := uint32(3)
@@ -74,7 +73,7 @@ func TestHostileInvalidHeaderFieldResetsStream(t *testing.T) {
 		t.Fatalf("call in flight: %v %v", m, err)
 	}
 	// A stream id at or below one already used stays a connection error.
-	rc.headers(3, true, append(append([]string{}, grpcReq...), "connection", "x")...)
+	rc.headers(3, true, reqWith("connection", "x")...)
 	if code, err := rc.goAway(); err != nil || code != http2.ErrCodeStreamClosed {
 		t.Fatalf("reused id: GOAWAY %v %v", code, err)
 	}
@@ -172,11 +171,7 @@ func TestHostileStalledFastReply(t *testing.T) {
 	})
 	// A reply whose window is granted is still written.
 	_ = rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
-	rc.headers(3, false, grpcReq...)
-	_ = rc.fr.WriteData(3, true, msg([]byte("ok")))
-	if m, err := rc.statusOf(3); err != nil || m["grpc-status"] != "0" {
-		t.Fatalf("after: %v %v", m, err)
-	}
+	rc.wantOK(3, "after")
 }
 
 // TestHostileFlowControlAndSettings: window and SETTINGS abuse.
@@ -196,11 +191,7 @@ func TestHostileFlowControlAndSettings(t *testing.T) {
 		if code, err := rc.rstOf(1); err != nil || code != http2.ErrCodeFlowControl {
 			t.Fatalf("RST %v %v", code, err)
 		}
-		rc.headers(3, false, grpcReq...)
-		_ = rc.fr.WriteData(3, true, msg([]byte("ok")))
-		if m, err := rc.statusOf(3); err != nil || m["grpc-status"] != "0" {
-			t.Fatalf("after: %v %v", m, err)
-		}
+		rc.wantOK(3, "after")
 	})
 	t.Run("initial window too large", func(t *testing.T) {
 		rc := rawDial(t, ts.addr)
@@ -256,11 +247,7 @@ func TestHostileFlowControlAndSettings(t *testing.T) {
 		rc := rawDial(t, ts.addr)
 		_ = rc.fr.WritePriority(1, http2.PriorityParam{StreamDep: 0, Weight: 9})
 		_ = rc.fr.WriteRawFrame(0xee, 0, 0, []byte("whatever"))
-		rc.headers(1, false, grpcReq...)
-		_ = rc.fr.WriteData(1, true, msg([]byte("ok")))
-		if m, err := rc.statusOf(1); err != nil || m["grpc-status"] != "0" {
-			t.Fatalf("after: %v %v", m, err)
-		}
+		rc.wantOK(1, "after")
 		_ = rc.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
 		if code, err := rc.goAway(); err != nil || code != http2.ErrCodeProtocol {
 			t.Fatalf("GOAWAY %v %v", code, err)
@@ -326,8 +313,7 @@ func TestHostileAttackersBounded(t *testing.T) {
 	baseHeap := testkit.HeapInuse()
 
 	var attackers []*rawClient
-	dup := append([]string{}, grpcReq...)
-	dup[5] = "/grpc.testing.TestService/FullDuplexCall"
+	dup := reqWith(":path", "/grpc.testing.TestService/FullDuplexCall")
 	for range 6 { // delegated streams held open, never read
 		rc := rawDial(t, ts.addr)
 		_ = rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
@@ -396,11 +382,7 @@ func TestHostileHeaderAbuse(t *testing.T) {
 		if m, err := rc.statusOf(1); err != nil || m["grpc-status"] != "13" {
 			t.Fatalf("%v %v", m, err)
 		}
-		rc.headers(3, false, grpcReq...)
-		_ = rc.fr.WriteData(3, true, msg([]byte("ok")))
-		if m, err := rc.statusOf(3); err != nil || m["grpc-status"] != "0" {
-			t.Fatalf("after: %v %v", m, err)
-		}
+		rc.wantOK(3, "after")
 	})
 	t.Run("grpc-timeout extremes", func(t *testing.T) {
 		rc := rawDial(t, ts.addr)
@@ -408,7 +390,7 @@ func TestHostileHeaderAbuse(t *testing.T) {
 			{"99999999H", "0"}, {"1n", "4"}, {"0S", "4"}, {"123456789S", "13"}, {"-1S", "13"}, {"10x", "13"}, {"S", "13"}, {"", "0"},
 		} {
 			id := uint32(2*i + 1)
-			rc.headers(id, false, append(append([]string{}, grpcReq...), "grpc-timeout", c.v)...)
+			rc.headers(id, false, reqWith("grpc-timeout", c.v)...)
 			_ = rc.fr.WriteData(id, true, msg([]byte("x")))
 			if m, err := rc.statusOf(id); err != nil || m["grpc-status"] != c.want {
 				t.Fatalf("grpc-timeout %q: %v %v, want grpc-status %s", c.v, m, err, c.want)
@@ -443,14 +425,8 @@ func TestHostileHeaderAbuse(t *testing.T) {
 // rawDialNoPreface is rawDial without the preface and SETTINGS.
 func rawDialNoPreface(t testing.TB, addr string) *rawClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	nc, fr := testkit.H2Dial(t, addr, 10*time.Second)
+	rc := &rawClient{t: t, nc: nc, fr: fr}
 	rc.henc = hpack.NewEncoder(&rc.hbuf)
 	return rc
 }
@@ -548,23 +524,9 @@ func TestHostileRepliesMatchGrpcGo(t *testing.T) {
 	}
 	var reqs []req
 	for i := range replyCases() {
-		reqs = append(reqs, req{"case " + strconv.Itoa(i), append(append([]string{}, grpcReq...), "x-case", strconv.Itoa(i))})
+		reqs = append(reqs, req{"case " + strconv.Itoa(i), reqWith("x-case", strconv.Itoa(i))})
 	}
-	with := func(name string, set ...string) req {
-		h := append([]string{}, grpcReq...)
-		for i := 0; i+1 < len(set); i += 2 {
-			found := false
-			for j := 0; j+1 < len(h); j += 2 {
-				if h[j] == set[i] {
-					h[j+1], found = set[i+1], true
-				}
-			}
-			if !found {
-				h = append(h, set[i], set[i+1])
-			}
-		}
-		return req{name, append(h, "x-case", "0")}
-	}
+	with := func(name string, set ...string) req { return req{name, append(reqWith(set...), "x-case", "0")} }
 	without := func(name, key string, extra ...string) req {
 		var h []string
 		for j := 0; j+1 < len(grpcReq); j += 2 {
@@ -696,8 +658,7 @@ func TestHostileGracefulShutdownInFlight(t *testing.T) {
 	rc := rawDial(t, ts.addr)
 	rc.headers(1, false, grpcReq...)
 	_ = rc.fr.WriteData(1, true, msg([]byte("fast")))
-	dup := append([]string{}, grpcReq...)
-	dup[5] = "/grpc.testing.TestService/FullDuplexCall"
+	dup := reqWith(":path", "/grpc.testing.TestService/FullDuplexCall")
 	rc.headers(3, false, dup...)
 	testkit.Within(t, 2*time.Second, "two calls in flight", func() bool { return ts.inflight() == 2 })
 
@@ -796,8 +757,7 @@ func TestHostileResetDoesNotFreeDelegated(t *testing.T) {
 	})
 	t.Cleanup(release)
 	rc := rawDial(t, ts.addr)
-	other := append([]string{}, grpcReq...)
-	other[5] = "/t.S/Delegated"
+	other := reqWith(":path", "/t.S/Delegated")
 	const streams = 40
 	last := uint32(2*streams - 1)
 	for i := range streams {

@@ -142,11 +142,7 @@ func TestIdleBeforeFirstCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Within(t, 2*time.Second, "parked after the PING", func() bool { return c.parked.Load() && !c.wokenLocked() })
-	rc.headers(1, false, grpcReq...)
-	_ = rc.fr.WriteData(1, true, msg([]byte("first")))
-	if st, err := rc.statusOf(1); err != nil || st["grpc-status"] != "0" {
-		t.Fatalf("first call: %v %v", st, err)
-	}
+	rc.wantOK(1, "first call")
 }
 
 // onlyConn is the server's one connection.
@@ -204,11 +200,7 @@ func TestPingAckRidesWithReply(t *testing.T) {
 	p := pingProbe{seen: make(chan bool, 1)}
 	ts := start(t, p, nil)
 	rc := rawDial(t, ts.addr)
-	rc.headers(1, false, grpcReq...)
-	_ = rc.fr.WriteData(1, true, msg([]byte("a")))
-	if st, err := rc.statusOf(1); err != nil || st["grpc-status"] != "0" {
-		t.Fatalf("first call: %v %v", st, err)
-	}
+	rc.wantOK(1, "first call")
 	<-p.seen
 	_ = rc.fr.WritePing(false, [8]byte{7})
 	rc.headers(3, false, grpcReq...)

@@ -72,30 +72,25 @@ func TestMetricsTransportAnswers(t *testing.T) {
 	rc.headers(3, false, grpcReq...) // reset mid-request
 	_ = rc.fr.WriteData(3, false, []byte{0, 0, 0, 0, 9, 'a'})
 	_ = rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
-	bad := append([]string{}, grpcReq...)
-	bad[9] = "text/plain" // content-type: rejected with HTTP 415
-	rc.headers(5, true, bad...)
-	if st, err := rc.statusOf(5); err != nil || st[":status"] != "415" {
-		t.Fatalf("content-type: %v %v", st, err)
-	}
-	malformed := append([]string{}, grpcReq...)
-	malformed[5] = "noslash"
-	rc.headers(7, true, malformed...)
-	if _, err := rc.statusOf(7); err != nil {
-		t.Fatal(err)
-	}
-	enc := append([]string{}, grpcReq...)
-	enc = append(enc, "grpc-encoding", "snappy") // grpc-go counts it: its handler answers UNIMPLEMENTED
-	rc.headers(9, true, enc...)
-	if st, err := rc.statusOf(9); err != nil || st["grpc-status"] != "12" {
-		t.Fatalf("unknown encoding: %v %v", st, err)
-	}
-	reg := append([]string{}, grpcReq...)
-	reg[5] = "/reg.Svc/Get"
-	rc.headers(11, false, reg...)
-	_ = rc.fr.WriteData(11, true, msg([]byte("abc")))
-	if st, err := rc.statusOf(11); err != nil || st["grpc-status"] != "0" {
-		t.Fatalf("registered method: %v %v", st, err)
+	for _, c := range []struct {
+		name      string
+		id        uint32
+		hdr       []string
+		body      []byte // nil: the headers end the stream
+		key, want string // the field that ends the stream ("": any answer)
+	}{
+		{"content-type", 5, reqWith("content-type", "text/plain"), nil, ":status", "415"}, // rejected with HTTP 415
+		{"malformed method", 7, reqWith(":path", "noslash"), nil, "", ""},
+		{"unknown encoding", 9, reqWith("grpc-encoding", "snappy"), nil, "grpc-status", "12"}, // grpc-go counts it: its handler answers UNIMPLEMENTED
+		{"registered method", 11, reqWith(":path", "/reg.Svc/Get"), []byte("abc"), "grpc-status", "0"},
+	} {
+		rc.headers(c.id, c.body == nil, c.hdr...)
+		if c.body != nil {
+			_ = rc.fr.WriteData(c.id, true, msg(c.body))
+		}
+		if st, err := rc.statusOf(c.id); err != nil || st[c.key] != c.want {
+			t.Fatalf("%s: %v %v", c.name, st, err)
+		}
 	}
 
 	const (

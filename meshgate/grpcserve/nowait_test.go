@@ -62,8 +62,7 @@ func TestFinishNoWaitStalledClient(t *testing.T) {
 	if err := rc.fr.WriteWindowUpdate(0, 1<<31-1-65535); err != nil {
 		t.Fatal(err)
 	}
-	bigReq := append([]string{}, grpcReq...)
-	bigReq[5] = "/t.S/Big"
+	bigReq := reqWith(":path", "/t.S/Big")
 	const n = 80 // 20 MB of answers: more than loopback's socket buffers hold
 	for i := range n {
 		id := uint32(2*i + 1)

@@ -43,6 +43,18 @@ type handlerFunc func(c *Call)
 
 func (f handlerFunc) Start(c *Call) { f(c) }
 
+// echoOr answers /t.S/Echo with echo (a call that shows the connection
+// still serves) and every other method with f.
+func echoOr(f func(c *Call)) handlerFunc {
+	return func(c *Call) {
+		if c.Method() == "/t.S/Echo" {
+			echo(c)
+			return
+		}
+		f(c)
+	}
+}
+
 // echo answers with the request message; request metadata "echo-*" keys
 // come back in the header and as trailer "t-<key>".
 func echo(c *Call) {
@@ -186,11 +198,7 @@ func (s *ctxStream) RecvMsg(any) error            { return nil }
 func TestDeadlineAndCancel(t *testing.T) {
 	release := make(chan struct{})
 	ended := make(chan error, 2)
-	ts := start(t, handlerFunc(func(c *Call) {
-		if c.Method() == "/t.S/Echo" {
-			echo(c)
-			return
-		}
+	ts := start(t, echoOr(func(c *Call) {
 		select {
 		case <-c.Context().Done():
 			ended <- c.Context().Err()
@@ -443,6 +451,24 @@ func (rc *rawClient) headers(id uint32, end bool, kv ...string) {
 
 var grpcReq = []string{":method", "POST", ":scheme", "http", ":path", "/t.S/M", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
 
+// reqWith is a copy of grpcReq with the named fields set (name, value
+// pairs): a field grpcReq has gets the value, any other is appended.
+func reqWith(set ...string) []string {
+	h := append([]string{}, grpcReq...)
+	for i := 0; i+1 < len(set); i += 2 {
+		found := false
+		for j := 0; j+1 < len(h); j += 2 {
+			if h[j] == set[i] {
+				h[j+1], found = set[i+1], true
+			}
+		}
+		if !found {
+			h = append(h, set[i], set[i+1])
+		}
+	}
+	return h
+}
+
 func msg(b []byte) []byte {
 	n := len(b)
 	return append([]byte{0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, b...)
@@ -451,24 +477,10 @@ func msg(b []byte) []byte {
 // until reads frames until one satisfies f (or the connection ends:
 // returns nil and the read error).
 func (rc *rawClient) until(f func(http2.Frame) bool) (http2.Frame, error) {
-	for {
-		fr, err := rc.fr.ReadFrame()
-		if err != nil {
-			return nil, err
-		}
-		if f(fr) {
-			return fr, nil
-		}
-	}
+	return testkit.H2Until(rc.fr, f)
 }
 
-func (rc *rawClient) goAway() (http2.ErrCode, error) {
-	f, err := rc.until(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
-	if err != nil {
-		return 0, err
-	}
-	return f.(*http2.GoAwayFrame).ErrCode, nil
-}
+func (rc *rawClient) goAway() (http2.ErrCode, error) { return testkit.H2GoAway(rc.fr) }
 
 // statusOf reads frames until stream id's END_STREAM headers and returns
 // its :status and grpc-status and the fields.
@@ -487,6 +499,17 @@ func (rc *rawClient) statusOf(id uint32) (map[string]string, error) {
 	return m, nil
 }
 
+// wantOK makes a unary call on stream id and fails the test (what, the
+// fields seen) unless it ends with grpc-status 0: the connection serves.
+func (rc *rawClient) wantOK(id uint32, what string) {
+	rc.t.Helper()
+	rc.headers(id, false, grpcReq...)
+	_ = rc.fr.WriteData(id, true, msg([]byte("ok")))
+	if m, err := rc.statusOf(id); err != nil || m["grpc-status"] != "0" {
+		rc.t.Fatalf("%s: %v %v", what, m, err)
+	}
+}
+
 // TestRequestChecks: content-type, grpc-encoding, two messages on one
 // stream and a truncated message are answered with a status (the
 // handler sees only the two-message call, marked), the connection stays.
@@ -498,8 +521,7 @@ func TestRequestChecks(t *testing.T) {
 		echo(c)
 	}), nil)
 	rc := rawDial(t, ts.addr)
-	bad := append([]string{}, grpcReq...)
-	bad[9] = "text/plain"
+	bad := reqWith("content-type", "text/plain")
 	rc.headers(1, true, bad...)
 	if m, err := rc.statusOf(1); err != nil || m[":status"] != "415" || m["grpc-status"] != "3" {
 		t.Fatalf("content-type: %v %v", m, err)
@@ -522,11 +544,7 @@ func TestRequestChecks(t *testing.T) {
 	if m, err := rc.statusOf(9); err != nil || m["grpc-status"] != "13" {
 		t.Fatalf("grpc-timeout: %v %v", m, err)
 	}
-	rc.headers(11, false, grpcReq...)
-	_ = rc.fr.WriteData(11, true, msg([]byte("fine")))
-	if m, err := rc.statusOf(11); err != nil || m["grpc-status"] != "0" {
-		t.Fatalf("good call after the bad ones: %v %v", m, err)
-	}
+	rc.wantOK(11, "good call after the bad ones")
 }
 
 // TestHostile: stream id misuse, a rapid reset, a PING flood, a
@@ -535,11 +553,7 @@ func TestRequestChecks(t *testing.T) {
 func TestHostile(t *testing.T) {
 	hold := make(chan struct{})
 	defer close(hold)
-	ts := start(t, handlerFunc(func(c *Call) {
-		if c.Method() == "/t.S/Echo" {
-			echo(c)
-			return
-		}
+	ts := start(t, echoOr(func(c *Call) {
 		select {
 		case <-c.Context().Done():
 		case <-hold:
@@ -624,6 +638,30 @@ func TestHostile(t *testing.T) {
 	}
 }
 
+// h2TLS is a listener's mTLS config offering ALPN h2, with the server
+// and client certificates it was made from (files["client"] is one the
+// listener accepts).
+func h2TLS(t *testing.T) (*tls.Config, map[string]testpki.TLSFiles) {
+	t.Helper()
+	_, _, files := testkit.PKI(t, "server", "client")
+	tc := testkit.TLSServer(t, files["server"], 0).Config().Clone()
+	tc.NextProtos = []string{"h2"}
+	return tc, files
+}
+
+// peerCN is the common name of the client certificate of ctx's peer (""
+// without one) and the peer's address.
+func peerCN(ctx context.Context) (string, net.Addr) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", nil
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+		return ti.State.PeerCertificates[0].Subject.CommonName, p.Addr
+	}
+	return "", p.Addr
+}
+
 // tlsEcho calls method with "tls" over mTLS with the client certificate
 // client and checks the echo; it returns the TLS client.
 func tlsEcho(t *testing.T, addr string, client testpki.TLSFiles, method string) *tlsconf.Client {
@@ -640,16 +678,11 @@ func tlsEcho(t *testing.T, addr string, client testpki.TLSFiles, method string) 
 // TestTLSALPN: over TLS the call works and the handler's peer carries the
 // client certificate (mTLS); a client not offering ALPN h2 is refused.
 func TestTLSALPN(t *testing.T) {
-	_, _, files := testkit.PKI(t, "server", "client")
-	srv := testkit.TLSServer(t, files["server"], 0)
-	tc := srv.Config().Clone()
-	tc.NextProtos = []string{"h2"}
+	tc, files := h2TLS(t)
 	var cn atomic.Value
 	ts := start(t, handlerFunc(func(c *Call) {
-		if p, ok := peer.FromContext(c.Context()); ok {
-			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-				cn.Store(ti.State.PeerCertificates[0].Subject.CommonName)
-			}
+		if name, _ := peerCN(c.Context()); name != "" {
+			cn.Store(name)
 		}
 		echo(c)
 	}), func(c *Config) { c.TLS = tc })

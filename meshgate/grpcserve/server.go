@@ -28,6 +28,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -239,17 +240,27 @@ func New(cfg Config) *Server {
 // reading goroutine are not counted.
 func (s *Server) HandedOff() uint64 { return s.handed.Load() }
 
+// track runs add under s.mu, unless the server is draining or closed:
+// then it closes cl (s.mu released) and returns false.
+func (s *Server) track(cl io.Closer, add func()) bool {
+	s.mu.Lock()
+	stopped := s.draining || s.closed
+	if !stopped {
+		add()
+	}
+	s.mu.Unlock()
+	if stopped {
+		_ = cl.Close()
+	}
+	return !stopped
+}
+
 // Serve accepts connections on ln until Shutdown or Close; it returns
 // ErrServerClosed then.
 func (s *Server) Serve(ln net.Listener) error {
-	s.mu.Lock()
-	if s.draining || s.closed {
-		s.mu.Unlock()
-		_ = ln.Close()
+	if !s.track(ln, func() { s.lns[ln] = struct{}{} }) {
 		return ErrServerClosed
 	}
-	s.lns[ln] = struct{}{}
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.lns, ln)
@@ -275,15 +286,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		c := newConn(s, nc)
-		s.mu.Lock()
-		if s.draining || s.closed {
-			s.mu.Unlock()
-			_ = nc.Close()
+		if !s.track(nc, func() { s.conns[c] = struct{}{}; s.wg.Add(1) }) {
 			return ErrServerClosed
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		go c.serve() // its last goroutine calls s.remove and s.wg.Done
 	}
 }

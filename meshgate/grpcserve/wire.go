@@ -1,8 +1,6 @@
 package grpcserve
 
 import (
-	"strings"
-
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
@@ -121,15 +119,6 @@ func writeMD(e *hpack.Encoder, k, v string) {
 		return
 	}
 	_ = e.WriteField(hpack.HeaderField{Name: k, Value: grpcwire.EncodeValue(k, v)})
-}
-
-// validContentType: application/grpc, optionally +subtype or ;params.
-func validContentType(ct string) bool {
-	const base = "application/grpc"
-	if !strings.HasPrefix(ct, base) {
-		return false
-	}
-	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
 }
 
 // replyContentType is the content-type of a reply to a request of

@@ -1,6 +1,6 @@
 // Package grpcwire holds the header encodings of gRPC over HTTP/2 that
 // both of MeshGate's own transports speak (the client, meshgate/grpcdirect,
-// and the server, meshgate/grpcserve): binary metadata values,
+// and the server, meshgate/grpcserve): the content-type check, binary metadata values,
 // grpc-message percent-encoding and grpc-timeout, as grpc-go encodes and
 // decodes them (its own helpers are internal to grpc-go).
 package grpcwire
@@ -13,6 +13,16 @@ import (
 	"time"
 	"unicode/utf8"
 )
+
+// ValidContentType reports whether ct is a gRPC content-type:
+// application/grpc, optionally followed by +subtype or ;params.
+func ValidContentType(ct string) bool {
+	const base = "application/grpc"
+	if !strings.HasPrefix(ct, base) {
+		return false
+	}
+	return len(ct) == len(base) || ct[len(base)] == '+' || ct[len(base)] == ';'
+}
 
 // LowerKey returns k in lower case (metadata keys are lower case on the
 // wire), without allocating when it already is.

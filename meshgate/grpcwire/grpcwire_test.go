@@ -75,3 +75,14 @@ func TestValues(t *testing.T) {
 		t.Error("LowerKey")
 	}
 }
+
+func TestValidContentType(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/grpc": true, "application/grpc+proto": true, "application/grpc;charset=utf-8": true,
+		"": false, "application/json": false, "application/grpcx": false, "application/grp": false, "text/plain": false,
+	} {
+		if got := ValidContentType(ct); got != want {
+			t.Errorf("ValidContentType(%q) = %v, want %v", ct, got, want)
+		}
+	}
+}

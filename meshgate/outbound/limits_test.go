@@ -105,11 +105,7 @@ func dialH2(t *testing.T, addr string) *h2 {
 	}
 	go c.readLoop()
 	t.Cleanup(func() { nc.Close(); <-c.done })
-	select {
-	case <-c.gotSet:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no SETTINGS from server")
-	}
+	testkit.Receive(t, c.gotSet, 5*time.Second, "no SETTINGS from server")
 	return c
 }
 
@@ -354,11 +350,7 @@ func TestNonReadingClientBoundedAndReleased(t *testing.T) {
 		t.Fatalf("non-reading client pins %d MiB, want <= %d MiB", held>>20, bound>>20)
 	}
 	t.Logf("held by %d unread streams (cap %d): %d MiB", streams, maxStr, held>>20)
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("connection not closed by max_connection_age + grace")
-	}
+	testkit.Receive(t, c.done, 10*time.Second, "connection not closed by max_connection_age + grace")
 	var after uint64
 	testkit.Within(t, 5*time.Second, "memory release", func() bool {
 		after = testkit.HeapInuse()

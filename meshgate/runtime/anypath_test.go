@@ -359,11 +359,7 @@ upstreams:
 	if r.err != nil || r.f.Result != 0 {
 		t.Fatalf("in-flight call: %v %+v", r.err, r.f)
 	}
-	select {
-	case <-old.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("retired pool still open 5s after its last call (drain_timeout is 60s)")
-	}
+	testkit.Receive(t, old.Done(), 5*time.Second, "retired pool still open 5s after its last call (drain_timeout is 60s)")
 	// The new pool serves.
 	if f, err := cl.Call(ctx, 4, 1, binary.BigEndian.AppendUint32(nil, 0), nil); err != nil || f.Result != 0 {
 		t.Fatalf("after reload: %v %+v", err, f)

@@ -55,6 +55,15 @@ func asyncEnv(t *testing.T) (*Runtime, *grpcserve.Server) {
 	return rt, srv
 }
 
+// noHandOff fails the test if srv started a call on a worker: every call
+// so far was answered from the I/O goroutines.
+func noHandOff(t *testing.T, srv *grpcserve.Server) {
+	t.Helper()
+	if n := srv.HandedOff(); n != 0 {
+		t.Fatalf("%d calls handed off to workers", n)
+	}
+}
+
 func slowBody(ms uint32) []byte {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], ms)
@@ -95,9 +104,7 @@ func TestDirectAsyncNoHandOff(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if n := srv.HandedOff(); n != 0 {
-		t.Fatalf("%d calls handed off to workers", n)
-	}
+	noHandOff(t, srv)
 	if n := count(t, rt, "meshgate_requests_total", "direct"); n != workers*per {
 		t.Fatalf("meshgate_requests_total{listener=direct} = %v, want %d", n, workers*per)
 	}
@@ -126,9 +133,7 @@ func TestDirectAsyncDeadline(t *testing.T) {
 	if el > 2*time.Second {
 		t.Fatalf("answered after %v", el)
 	}
-	if n := srv.HandedOff(); n != 0 {
-		t.Fatalf("%d calls handed off", n)
-	}
+	noHandOff(t, srv)
 }
 
 // A client that cancels its call resets the stream: the upstream request
@@ -163,9 +168,7 @@ func TestDirectAsyncClientCancel(t *testing.T) {
 	if o := invoke(t, cc, "/legacy.Legacy/Echo", []byte("after")); o.Code != codes.OK || o.Body != "after" {
 		t.Fatalf("after the cancel: %+v", o)
 	}
-	if n := srv.HandedOff(); n != 0 {
-		t.Fatalf("%d calls handed off", n)
-	}
+	noHandOff(t, srv)
 }
 
 // An upstream that cannot be reached answers UNAVAILABLE, as the worker
@@ -177,9 +180,7 @@ func TestDirectAsyncUpstreamDown(t *testing.T) {
 	if o.Code != codes.Unavailable {
 		t.Fatalf("call to a dead upstream: %+v, want UNAVAILABLE", o)
 	}
-	if n := srv.HandedOff(); n != 0 {
-		t.Fatalf("%d calls handed off", n)
-	}
+	noHandOff(t, srv)
 	if o := invoke(t, cc, "/legacy.Legacy/Echo", []byte("x"), "x-mgp-uin", "nope"); o.Code != codes.InvalidArgument {
 		t.Fatalf("bad uin: %+v, want INVALID_ARGUMENT", o)
 	}
@@ -234,9 +235,7 @@ func TestDirectAsyncConcurrentCancel(t *testing.T) {
 	if all := count(t, rt, "meshgate_requests_total", "direct"); okCounted != float64(ok.Load()) || all > n {
 		t.Fatalf("meshgate_requests_total: OK %v (want %d), all %v (want at most %d)", okCounted, ok.Load(), all, n)
 	}
-	if h := srv.HandedOff(); h != 0 {
-		t.Fatalf("%d calls handed off", h)
-	}
+	noHandOff(t, srv)
 }
 
 // countCode is meshgate_requests_total of listener l with code c.

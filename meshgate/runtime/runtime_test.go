@@ -206,11 +206,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if r, err := call(cl, 2, ""); err != nil || string(r.Body) != "B" {
 		t.Fatalf("after switch to B: %+v %v", r, err)
 	}
-	select {
-	case <-p.Done():
-	case <-time.After(3 * time.Second):
-		t.Fatal("retired pool not closed")
-	}
+	testkit.Receive(t, p.Done(), 3*time.Second, "retired pool not closed")
 }
 
 func TestBadReloadRejected(t *testing.T) {

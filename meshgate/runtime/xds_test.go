@@ -113,11 +113,7 @@ func TestReadinessAnswersDuringSlowXDSPush(t *testing.T) {
 	}
 	ready := make(chan error, 1)
 	go func() { ready <- rt.Admin().Ready() }()
-	select {
-	case <-ready:
-	case <-time.After(time.Second):
-		t.Fatal("/readyz blocked behind an xDS push waiting for ACKs")
-	}
+	testkit.Receive(t, ready, time.Second, "/readyz blocked behind an xDS push waiting for ACKs")
 	if v := rt.configView(); v == nil {
 		t.Fatal("/config view empty")
 	}

@@ -36,11 +36,7 @@ func startCall(t *testing.T, p *upstream.PrivatePool, c *upstream.Call, req *cod
 	}); serr != nil {
 		t.Fatalf("StartPolicy: %v", serr)
 	}
-	select {
-	case <-ch:
-	case <-time.After(10 * time.Second):
-		t.Fatal("callback never called")
-	}
+	testkit.Receive(t, ch, 10*time.Second, "callback never called")
 	return body, result, err
 }
 
