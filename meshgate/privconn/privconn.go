@@ -53,6 +53,8 @@ var (
 	// ErrNotSent wraps errors of requests that never reached the wire (the
 	// connection was already closed): safe to retry elsewhere.
 	ErrNotSent = errors.New("privconn: request not sent")
+	// ErrPeerClosed is the cause when the peer closed the connection.
+	ErrPeerClosed = errors.New("privconn: peer closed the connection")
 	// ErrLivenessTimeout is the cause when the peer stopped answering.
 	ErrLivenessTimeout = errors.New("privconn: peer did not answer heartbeats")
 	// ErrTLS wraps Dial errors of the TLS handshake (Options.TLS).
@@ -431,7 +433,7 @@ func (cn *Conn) readLoop() {
 			case errors.Is(err, codec.ErrMalformed):
 				cn.fail(fmt.Errorf("%w: malformed reply: %w", ErrClosed, err))
 			case errors.Is(err, io.EOF):
-				cn.fail(fmt.Errorf("%w: peer closed the connection", ErrClosed))
+				cn.fail(fmt.Errorf("%w: %w", ErrClosed, ErrPeerClosed))
 			default:
 				cn.fail(fmt.Errorf("%w: read: %w", ErrClosed, err))
 			}
