@@ -34,6 +34,9 @@ const (
 	defaultMaxFrame = 16384
 	ioBuffer        = 32 << 10
 	maxHeaderList   = 16 << 20
+	// maxContinuations bounds the CONTINUATION frames of one header
+	// block: four times what the largest block takes in full frames.
+	maxContinuations = 4 * maxHeaderList / defaultMaxFrame
 	// unlimitedStreams stands for "no SETTINGS_MAX_CONCURRENT_STREAMS"
 	// (grpc-go servers send none by default).
 	unlimitedStreams = 1 << 31
@@ -95,6 +98,7 @@ type conn struct {
 	hdec        *hpack.Decoder
 	hst         hdrState
 	hblock      []byte // a header block continued in CONTINUATION frames
+	hframes     int    // CONTINUATION frames of the block so far
 	hstream     uint32
 	hend        bool
 	hcall       *call // the block's stream, nil if not open
@@ -547,11 +551,17 @@ func (c *conn) handle(f http2.Frame) (err error) {
 			err = c.onHeaderBlock(f.HeaderBlockFragment())
 		} else {
 			c.hblock = append(c.hblock[:0], f.HeaderBlockFragment()...)
+			c.hframes = 0
 		}
 	case *http2.ContinuationFrame:
 		c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
+		c.hframes++
 		if len(c.hblock) > maxHeaderList {
 			err = errors.New("grpcdirect: header block too large")
+		} else if c.hframes > maxContinuations {
+			// A block never finished in small (or empty) frames would
+			// hold the connection: nothing else may be read meanwhile.
+			err = errors.New("grpcdirect: header block in too many CONTINUATION frames")
 		} else if f.HeadersEnded() {
 			err = c.onHeaderBlock(c.hblock)
 		}
@@ -801,7 +811,7 @@ func (c *conn) emit(hf hpack.HeaderField) {
 func (c *conn) onRST(f *http2.RSTStreamFrame) {
 	code, ok := rstCodes[f.ErrCode]
 	if !ok {
-		code = codes.Internal
+		code = codes.Unknown // as grpc-go: an error code HTTP/2 does not define
 	}
 	if f.ErrCode == http2.ErrCodeRefusedStream {
 		c.complete(f.StreamID, nil, errRefused)
