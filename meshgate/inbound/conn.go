@@ -282,7 +282,10 @@ func (c *conn) finish(reason string, rerr error) {
 		if reason == "truncated" || reason == "read_timeout" {
 			s.log.Debug("closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason)
 		} else {
-			s.log.Warn("malformed frame, closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason, "err", rerr)
+			// At most one line a second (suppressed=N counts the
+			// rest; the metric counts every one): a client that opens
+			// connections to send garbage must not flood the log.
+			s.badFrames.Warn("malformed frame, closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason, "err", rerr)
 		}
 	case reason != "":
 		s.rejected(reason)

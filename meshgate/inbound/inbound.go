@@ -131,6 +131,7 @@ type Server struct {
 	mRejMax     prometheus.Counter
 	mRejFD      prometheus.Counter
 	refusals    connlimit.LogLimiter
+	badFrames   connlimit.LogLimiter // malformed-frame closes: a client controls their rate
 
 	// push (push.go)
 	pushCfg  atomic.Pointer[pushConfig]
@@ -172,6 +173,7 @@ func New(opts Options, t *Table) *Server {
 		}
 	}
 	s.refusals.Log = s.log
+	s.badFrames.Log = s.log
 	s.auth.init(s)
 	s.work.Init((*request).run)
 	s.readers.New = s.newReaderBox

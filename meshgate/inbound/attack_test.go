@@ -1,0 +1,150 @@
+package inbound
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/internal/testkit"
+)
+
+// warnCounter is a slog.Handler counting Warn records by message.
+type warnCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (w *warnCounter) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnCounter) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	w.n[r.Message]++
+	w.mu.Unlock()
+	return nil
+}
+func (w *warnCounter) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnCounter) WithGroup(string) slog.Handler      { return w }
+func (w *warnCounter) count(msg string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n[msg]
+}
+
+// TestAttackHostileClientsWellBehavedServed: while hostile clients work
+// on the same listener — clients that pipeline large requests and never
+// read the replies, a flood of connections that each send a malformed
+// frame, a client reusing one seq while it is in flight — a well-behaved
+// client's calls all succeed. Every malformed connection is counted, but
+// the log gets at most one line a second about them (before: one Warn
+// line per connection, which a client controls).
+func TestAttackHostileClientsWellBehavedServed(t *testing.T) {
+	wc := &warnCounter{n: map[string]int{}}
+	e := newEnv(t, envOpts{sendTO: 300 * time.Millisecond, log: slog.New(wc)})
+	good := e.dial()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+
+	// Non-readers: 3 connections, 200 × 64 KiB echo requests each.
+	body := bytes.Repeat([]byte("n"), 64<<10)
+	var reqs []byte
+	for i := range 200 {
+		reqs, _ = e.codec.Append(reqs, &codec.Frame{Cmd: cmdEcho, Seq: uint32(i + 1), Body: body})
+	}
+	for range 3 {
+		nc, err := net.DialTimeout("tcp", e.addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.(*net.TCPConn).SetReadBuffer(4096)
+		wg.Add(1)
+		go func() { // ends when the server cuts the connection off
+			defer wg.Done()
+			defer nc.Close()
+			_, _ = nc.Write(reqs)
+			<-stop
+		}()
+	}
+
+	// Malformed-frame flood: 100 connections, one bad frame each.
+	bad := validFrame(t)
+	bad[0] = 0x7f
+	const floods = 100
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range floods {
+			nc, err := net.DialTimeout("tcp", e.addr, 2*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = nc.Write(bad)
+			_, _ = io.Copy(io.Discard, nc) // until the server closes it
+			nc.Close()
+		}
+	}()
+
+	// Seq reuse: the same seq sent again while the first is in flight.
+	reuse := e.dial()
+	var dupRejected atomic.Int32
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 20 {
+			var buf []byte
+			buf, _ = e.codec.Append(buf, &codec.Frame{Cmd: cmdSleep, Seq: 7, Body: []byte("20ms")})
+			buf, _ = e.codec.Append(buf, &codec.Frame{Cmd: cmdEcho, Seq: 7, Body: []byte("dup")})
+			reuse.write(buf)
+			for range 2 {
+				select {
+				case f, ok := <-reuse.got:
+					if !ok {
+						t.Error("the seq-reusing client was disconnected")
+						return
+					}
+					if f.Result == codec.ResultBadRequest {
+						dupRejected.Add(1)
+					}
+				case <-time.After(5 * time.Second):
+					t.Error("no reply to the seq-reusing client")
+					return
+				}
+			}
+		}
+	}()
+
+	// The well-behaved client, throughout.
+	for i := 0; i < 300; i++ {
+		want := []byte{byte(i), byte(i >> 8)}
+		r, ok := good.call(codec.Frame{Cmd: cmdEcho, Body: want})
+		if !ok || r.Result != 0 || !bytes.Equal(r.Body, want) {
+			t.Fatalf("good client call %d during the attack: ok=%v result=%d %s", i, ok, r.Result, errMsg(r))
+		}
+	}
+	testkit.Within(t, 10*time.Second, "the non-reading connections cut off", func() bool { return e.srv.Conns() <= 2 })
+	close(stop)
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	if n := dupRejected.Load(); n != 20 {
+		t.Errorf("%d of 20 duplicate seqs rejected", n)
+	}
+	if n := int(testutil.ToFloat64(e.metrics.Malformed.WithLabelValues("priv", "stx"))); n != floods {
+		t.Errorf("malformed connections counted %d, want %d", n, floods)
+	}
+	lines := wc.count("malformed frame, closing connection")
+	if max := 1 + int(elapsed/time.Second); lines > max {
+		t.Errorf("%d Warn lines about malformed frames in %v (at most %d: one a second)", lines, elapsed.Round(time.Millisecond), max)
+	}
+	t.Logf("%v: %d malformed lines logged for %d connections", elapsed.Round(time.Millisecond), lines, floods)
+}
