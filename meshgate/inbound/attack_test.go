@@ -15,6 +15,8 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/internal/testkit"
+	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 )
 
 // warnCounter is a slog.Handler counting Warn records by message.
@@ -147,4 +149,67 @@ func TestAttackHostileClientsWellBehavedServed(t *testing.T) {
 		t.Errorf("%d Warn lines about malformed frames in %v (at most %d: one a second)", lines, elapsed.Round(time.Millisecond), max)
 	}
 	t.Logf("%v: %d malformed lines logged for %d connections", elapsed.Round(time.Millisecond), lines, floods)
+}
+
+// TestAttackStreamFloodListenerCap: stream exchanges count against the
+// listener-wide cap (overload.max_in_flight) like unary requests: three
+// connections opening held streams get result 6 past the cap, and the
+// slots come back when the exchanges end. Before, streams bypassed the
+// listener cap (only the per-connection max_in_flight and 256 exchanges
+// bounded them, times max_connections).
+func TestAttackStreamFloodListenerCap(t *testing.T) {
+	base := newStreamEnv(t)
+	tb := base.srv.table.Load()
+	routes := make([]Route, 0, 3)
+	for _, cmd := range []uint32{30, 31, cmdEcho} {
+		routes = append(routes, *tb.Lookup(cmd, 0))
+	}
+	nt := NewTable("priv", routes, Limits{MaxInFlight: 16, IdleTimeout: time.Minute, ReadTimeout: 10 * time.Second}, nil, nil)
+	nt.Admission = resilience.NewAdmission(&config.Overload{MaxInFlight: 8})
+	base.srv.SetTable(nt)
+
+	var cls []*client
+	overloaded := 0
+	for range 3 {
+		cl := base.dial()
+		cls = append(cls, cl)
+		for seq := uint32(1); seq <= 4; seq++ {
+			send(cl, codec.Frame{Cmd: 31, Seq: seq, Flags: codec.FlagMore, Body: []byte("x")})
+		}
+	}
+	// Rejections come back at once; held exchanges answer nothing yet.
+	// A unary call on each connection orders the replies: once it is
+	// answered, every rejection sent before it has arrived.
+	for _, cl := range cls {
+		r, ok := cl.call(codec.Frame{Cmd: cmdEcho, Seq: 100, Body: []byte("u")})
+		if !ok {
+			t.Fatal("connection closed")
+		}
+		if r.Result == codec.ResultOverloaded {
+			overloaded++ // the unary call itself found the listener full
+		}
+		for done := false; !done; {
+			select {
+			case f := <-cl.got:
+				if f.Seq != 100 && f.Result == codec.ResultOverloaded {
+					overloaded++
+				}
+			default:
+				done = true
+			}
+		}
+	}
+	if overloaded < 4 {
+		t.Fatalf("12 held streams against a listener cap of 8: %d refused, want at least 4", overloaded)
+	}
+	// Cancel every exchange: the listener's slots come back.
+	for _, cl := range cls {
+		for seq := uint32(1); seq <= 4; seq++ {
+			send(cl, codec.Frame{Cmd: 31, Seq: seq, Flags: codec.FlagCancel})
+		}
+	}
+	testkit.Within(t, 5*time.Second, "the listener's slots released", func() bool {
+		r, ok := cls[0].call(codec.Frame{Cmd: cmdEcho, Seq: 101, Body: []byte("v")})
+		return ok && r.Result == 0
+	})
 }

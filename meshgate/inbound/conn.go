@@ -359,16 +359,18 @@ func (c *conn) handle(f *codec.Frame) bool {
 		}
 		return true
 	}
-	if r.Stream != "" {
-		c.startStream(r, f, keyID, t.Auth != nil, t.MD)
-		return true
-	}
+	// The listener-wide cap (overload.max_in_flight) counts stream
+	// exchanges too: they hold their slot until they end.
 	if !t.Admission.Acquire(r.Policy.Core) {
 		r.release()
 		s.rejected("overload")
 		if !oneway {
 			c.replyError(f, codec.ResultOverloaded, "overloaded: listener_overload")
 		}
+		return true
+	}
+	if r.Stream != "" {
+		c.startStream(r, f, keyID, t.Auth != nil, t.MD, t.Admission)
 		return true
 	}
 	if !oneway {
