@@ -215,8 +215,8 @@ func TestAttackSIGTERMStalledBackend(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit code %d, want 1 (drain timed out)", code)
 	}
-	if r.err == nil && r.result != 7 {
-		t.Errorf("stalled request answered with result %d, want 7 or a closed connection", r.result)
+	if r.err != nil || r.result != 7 {
+		t.Errorf("stalled request: result %d, err %v; want result 7 (server shutting down)", r.result, r.err)
 	}
 	p.WaitOutput(t, time.Second, "drain timed out")
 }

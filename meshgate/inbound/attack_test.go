@@ -213,3 +213,26 @@ func TestAttackStreamFloodListenerCap(t *testing.T) {
 		return ok && r.Result == 0
 	})
 }
+
+// TestAttackDrainTimeoutAnswersInFlight: when a drain times out, the
+// calls still in flight (here a gRPC upstream that takes 5s) are answered
+// result 7 "server shutting down" before their connection closes; before,
+// the connection was closed with no answer.
+func TestAttackDrainTimeoutAnswersInFlight(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cl := e.dial()
+	ch := cl.start(codec.Frame{Cmd: cmdSleep, Body: []byte("5s")})
+	testkit.Within(t, 5*time.Second, "the call in flight", func() bool {
+		return testutil.ToFloat64(e.metrics.InFlight.WithLabelValues("priv")) == 1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown with a call held for 5s reported a clean drain")
+	}
+	r, ok := wait(t, ch)
+	if !ok || r.Result != codec.ResultUnavailable || errMsg(r) != "server shutting down" {
+		t.Fatalf("call in flight at the drain timeout: ok=%v result=%d %q", ok, r.Result, errMsg(r))
+	}
+	_ = cl.waitClosed() // and the connection closes
+}

@@ -34,6 +34,9 @@ type conn struct {
 	rd  *codec.Reader // nil while a plain TCP connection waits for bytes (idle.go)
 	ctx context.Context
 	end context.CancelFunc
+	// stop ends ctx with a cause: errShuttingDown when a drain timed out
+	// (the calls still in flight are answered UNAVAILABLE).
+	stop context.CancelCauseFunc
 
 	calls    sync.WaitGroup
 	inflight atomic.Int64
@@ -78,8 +81,9 @@ type conn struct {
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
+	ctx, stop := context.WithCancelCause(context.Background())
+	c := &conn{s: s, nc: nc, ctx: ctx, stop: stop, seqs: map[uint32]struct{}{}}
+	c.end = func() { stop(context.Canceled) }
 	c.wcond = sync.NewCond(&c.wmu)
 	if c.raw = connio.RawConn(nc); c.raw != nil {
 		c.peekFn, c.waitFn, c.writeFn = c.peek.Ready, c.idleWait, c.writeRaw
@@ -156,6 +160,19 @@ func (c *conn) drainNudge() {
 		_ = c.nc.SetReadDeadline(c.rdl)
 	}
 	c.dmu.Unlock()
+}
+
+// errShuttingDown ends the calls still in flight when a drain timed out;
+// their clients are answered UNAVAILABLE, "server shutting down".
+var errShuttingDown = errors.New("inbound: drain timed out")
+
+// shutdownStatus is err, or UNAVAILABLE "server shutting down" when the
+// call failed because its connection was ended by a timed-out drain.
+func (c *conn) shutdownStatus(err error) error {
+	if err != nil && context.Cause(c.ctx) == errShuttingDown {
+		return status.Error(codes.Unavailable, "server shutting down")
+	}
+	return err
 }
 
 // abort cancels every call and closes the socket.
@@ -537,7 +554,7 @@ func (q *request) run() {
 		}
 	}
 	cancel()
-	body, err := q.replyBody(err)
+	body, err := q.replyBody(c.shutdownStatus(err))
 	q.endTelemetry(oc, err)
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
@@ -582,7 +599,7 @@ func (q *request) forward() {
 	} else {
 		resp, err = r.doPrivate(ctx, &q.fwd)
 	}
-	err = upstream.Status(ctx, err)
+	err = c.shutdownStatus(upstream.Status(ctx, err))
 	cancel()
 	r.release()
 	elapsed := time.Since(q.start)
