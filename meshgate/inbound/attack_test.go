@@ -236,3 +236,38 @@ func TestAttackDrainTimeoutAnswersInFlight(t *testing.T) {
 	}
 	_ = cl.waitClosed() // and the connection closes
 }
+
+// TestAttackBadMACFlood: a client pipelining 20,000 frames whose MAC is
+// wrong gets result 3 for each and keeps its connection (no per-frame
+// log line above Debug), while a client with the right key is answered
+// throughout.
+func TestAttackBadMACFlood(t *testing.T) {
+	e := newEnv(t, envOpts{auth: authPolicy(30*time.Second, 0)})
+	const n = 20_000
+	now := uint64(time.Now().UnixMilli())
+	var wire []byte
+	for i := range n {
+		b := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: uint32(i + 1), Body: []byte("forged")}, 7, now, uint64(1_000_000+i))
+		b[len(b)-2] ^= 0xff // the body: the MAC no longer matches
+		wire = append(wire, b...)
+	}
+	flood := make(chan map[uint16]int, 1)
+	go func() { flood <- testkit.Flood(t, e.addr, wire, n) }()
+	good := e.dial()
+	for i := range 200 {
+		f := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: uint32(i + 1), Body: []byte("real")}, 7, uint64(time.Now().UnixMilli()), uint64(i+1))
+		ch := make(chan codec.Frame, 1)
+		good.mu.Lock()
+		good.pend[uint32(i+1)] = ch
+		good.mu.Unlock()
+		good.write(f)
+		r, ok := wait(t, ch)
+		if !ok || r.Result != 0 || string(r.Body) != "real" {
+			t.Fatalf("signed call %d during the flood: ok=%v result=%d %s", i, ok, r.Result, errMsg(r))
+		}
+	}
+	got := testkit.Receive(t, flood, 60*time.Second, "the forged frames' answers")
+	if got[codec.ResultUnauthenticated] != n {
+		t.Fatalf("forged frames answered %v, want %d × result 3", got, n)
+	}
+}
