@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,7 +34,7 @@ const (
 	LostMalformed    = "malformed"     // the backend sent bytes that are not a frame (or a frame over the limit)
 	LostWriteTimeout = "write_timeout" // the backend took no bytes for the write timeout
 	LostLiveness     = "liveness"      // nothing read for the liveness timeout
-	LostClosed       = "closed"        // the backend closed the connection (possibly mid-frame)
+	LostClosed       = "closed"        // the backend closed (or reset) the connection, possibly mid-frame
 	LostError        = "error"         // any other socket error
 )
 
@@ -47,7 +48,8 @@ func (m *poolMetrics) lost(err error) {
 		reason = LostWriteTimeout
 	case errors.Is(err, privconn.ErrLivenessTimeout):
 		reason = LostLiveness
-	case errors.Is(err, privconn.ErrPeerClosed), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, privconn.ErrPeerClosed), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		reason = LostClosed
 	}
 	m.connLost.WithLabelValues(reason).Inc()
