@@ -147,6 +147,14 @@ func TestAttackHostileGRPCBackend(t *testing.T) {
 			_ = fr.WriteRSTStream(id, http2.ErrCodeFlowControl)
 			return true
 		}},
+		{"push_promise", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WritePushPromise(http2.PushPromiseParam{StreamID: id, PromiseID: 2,
+				BlockFragment: hpackBlock(":method", "GET", ":path", "/x", ":scheme", "http", ":authority", "a"), EndHeaders: true})
+			headers(fr, id)
+			_ = fr.WriteData(id, false, grpcMsg(1, []byte("x")))
+			trailers(fr, id, "0")
+			return true
+		}},
 		{"goaway_below_inflight", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
 			_ = fr.WriteGoAway(0, http2.ErrCodeEnhanceYourCalm, []byte("calm"))
 			return true
@@ -250,5 +258,37 @@ func TestAttackAnnouncedMessageCostsNothing(t *testing.T) {
 	t.Logf("heap grew by %d KiB for %d streams announcing 4 MiB each", grown>>10, calls)
 	if grown > 32<<20 {
 		t.Fatalf("heap grew by %d MiB for %d streams that sent 6 bytes of message each", grown>>20, calls)
+	}
+}
+
+// TestAttackInvalidSettings: a server whose SETTINGS carry values HTTP/2
+// forbids (SETTINGS_MAX_FRAME_SIZE 0, ENABLE_PUSH 2) gets a connection
+// error: the call fails UNAVAILABLE in bounded time. Before, a maximum
+// frame size of 0 made the request's header write loop for ever on empty
+// frames, holding the connection's write lock and a core, past the call's
+// deadline.
+func TestAttackInvalidSettings(t *testing.T) {
+	for _, s := range []http2.Setting{{ID: http2.SettingMaxFrameSize, Val: 0}, {ID: http2.SettingEnablePush, Val: 2}} {
+		t.Run(s.ID.String(), func(t *testing.T) {
+			addr := rawH2Server(t, func(fr *http2.Framer) {
+				_ = fr.WriteSettings(s)
+				for {
+					if _, err := fr.ReadFrame(); err != nil {
+						return
+					}
+				}
+			})
+			e := newEP(t, Config{Addr: addr})
+			done := make(chan error, 1)
+			go func() {
+				var resp rawcodec.Message
+				done <- e.Invoke(ctxT(t, 2*time.Second), "/"+svc+"/Echo", []byte("x"), &resp)
+			}()
+			err := testkit.Receive(t, done, 5*time.Second, "the call to a server with invalid SETTINGS")
+			if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+				t.Fatalf("call: %v, want UNAVAILABLE (or DEADLINE_EXCEEDED while reconnecting)", err)
+			}
+			t.Logf("grpcdirect: %v; grpc-go: %v", err, invokeGRPCGo(t, addr, 2*time.Second))
+		})
 	}
 }

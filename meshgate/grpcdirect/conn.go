@@ -581,6 +581,11 @@ func (c *conn) handle(f http2.Frame) (err error) {
 		c.onGoAway(f)
 	case *http2.WindowUpdateFrame:
 		err = c.onWindowUpdate(f)
+	case *http2.PushPromiseFrame:
+		// We announce SETTINGS_ENABLE_PUSH 0: a PUSH_PROMISE is a
+		// connection error (RFC 9113 8.4), and its header block, left
+		// undecoded, would put HPACK out of step.
+		err = errors.New("grpcdirect: PUSH_PROMISE received with push disabled")
 	}
 	return err
 }
@@ -661,13 +666,15 @@ func (c *conn) writeControl(w func() error) error {
 func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	c.mu.Lock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
+		// Values HTTP/2 forbids are a connection error (RFC 9113
+		// 6.5.2): a maximum frame size of 0 would make every write loop.
+		if err := s.Valid(); err != nil {
+			return err
+		}
 		switch s.ID {
 		case http2.SettingMaxConcurrentStreams:
 			c.maxStreams = s.Val
 		case http2.SettingInitialWindowSize:
-			if s.Val > 1<<31-1 {
-				return http2.ConnectionError(http2.ErrCodeFlowControl)
-			}
 			delta := int64(s.Val) - c.initWin
 			c.initWin = int64(s.Val)
 			for _, st := range c.streams {
