@@ -69,7 +69,7 @@ type call struct {
 	pre        [5]byte
 	preN       int
 	msgLen     int
-	msg        *[]byte // pooled buffer of msgLen
+	msg        *[]byte // pooled buffer: msgLen once the whole message arrived (growMsg)
 	msgN       int
 	unacked    uint32
 	st         *status.Status // final status; nil with ended: OK
@@ -229,11 +229,17 @@ func (cl *call) appendData(p []byte) *status.Status {
 			if cl.msgLen > cl.maxRecv {
 				return status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", cl.msgLen, cl.maxRecv)
 			}
-			cl.msg = mem.DefaultBufferPool().Get(cl.msgLen)
+			// The buffer follows the bytes that arrive, not the length
+			// announced: a server that announces large messages and sends
+			// nothing more costs at most msgChunk per stream.
+			cl.msg = mem.DefaultBufferPool().Get(min(cl.msgLen, msgChunk))
 			cl.msgN = 0
 			continue
 		}
-		k := copy((*cl.msg)[cl.msgN:cl.msgLen], p)
+		if need := cl.msgN + len(p); need > len(*cl.msg) && len(*cl.msg) < cl.msgLen {
+			cl.growMsg(need)
+		}
+		k := copy((*cl.msg)[cl.msgN:min(cl.msgLen, len(*cl.msg))], p)
 		cl.msgN += k
 		p = p[k:]
 		if cl.msgN == cl.msgLen && len(p) > 0 {
@@ -241,6 +247,20 @@ func (cl *call) appendData(p []byte) *status.Status {
 		}
 	}
 	return nil
+}
+
+// msgChunk is the most a response message's buffer holds before its
+// bytes arrive; it doubles as they do, up to the announced length.
+const msgChunk = 32 << 10 // one of grpc-go's buffer pool tiers (a 64 KiB Get takes a 1 MiB buffer)
+
+// growMsg enlarges the message buffer to hold need bytes (at least double,
+// at most msgLen), keeping what arrived.
+func (cl *call) growMsg(need int) {
+	n := min(max(need, 2*len(*cl.msg)), cl.msgLen)
+	b := mem.DefaultBufferPool().Get(n)
+	copy(*b, (*cl.msg)[:cl.msgN])
+	mem.DefaultBufferPool().Put(cl.msg)
+	cl.msg = b
 }
 
 // hdrState accumulates one decoded header block (the reader's, reused).

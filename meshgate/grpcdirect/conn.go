@@ -34,6 +34,9 @@ const (
 	defaultMaxFrame = 16384
 	ioBuffer        = 32 << 10
 	maxHeaderList   = 16 << 20
+	// maxContinuations bounds the CONTINUATION frames of one header
+	// block: four times what the largest block takes in full frames.
+	maxContinuations = 4 * maxHeaderList / defaultMaxFrame
 	// unlimitedStreams stands for "no SETTINGS_MAX_CONCURRENT_STREAMS"
 	// (grpc-go servers send none by default).
 	unlimitedStreams = 1 << 31
@@ -95,6 +98,7 @@ type conn struct {
 	hdec        *hpack.Decoder
 	hst         hdrState
 	hblock      []byte // a header block continued in CONTINUATION frames
+	hframes     int    // CONTINUATION frames of the block so far
 	hstream     uint32
 	hend        bool
 	hcall       *call // the block's stream, nil if not open
@@ -547,11 +551,17 @@ func (c *conn) handle(f http2.Frame) (err error) {
 			err = c.onHeaderBlock(f.HeaderBlockFragment())
 		} else {
 			c.hblock = append(c.hblock[:0], f.HeaderBlockFragment()...)
+			c.hframes = 0
 		}
 	case *http2.ContinuationFrame:
 		c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
+		c.hframes++
 		if len(c.hblock) > maxHeaderList {
 			err = errors.New("grpcdirect: header block too large")
+		} else if c.hframes > maxContinuations {
+			// A block never finished in small (or empty) frames would
+			// hold the connection: nothing else may be read meanwhile.
+			err = errors.New("grpcdirect: header block in too many CONTINUATION frames")
 		} else if f.HeadersEnded() {
 			err = c.onHeaderBlock(c.hblock)
 		}
@@ -571,6 +581,11 @@ func (c *conn) handle(f http2.Frame) (err error) {
 		c.onGoAway(f)
 	case *http2.WindowUpdateFrame:
 		err = c.onWindowUpdate(f)
+	case *http2.PushPromiseFrame:
+		// We announce SETTINGS_ENABLE_PUSH 0: a PUSH_PROMISE is a
+		// connection error (RFC 9113 8.4), and its header block, left
+		// undecoded, would put HPACK out of step.
+		err = errors.New("grpcdirect: PUSH_PROMISE received with push disabled")
 	}
 	return err
 }
@@ -651,13 +666,15 @@ func (c *conn) writeControl(w func() error) error {
 func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	c.mu.Lock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
+		// Values HTTP/2 forbids are a connection error (RFC 9113
+		// 6.5.2): a maximum frame size of 0 would make every write loop.
+		if err := s.Valid(); err != nil {
+			return err
+		}
 		switch s.ID {
 		case http2.SettingMaxConcurrentStreams:
 			c.maxStreams = s.Val
 		case http2.SettingInitialWindowSize:
-			if s.Val > 1<<31-1 {
-				return http2.ConnectionError(http2.ErrCodeFlowControl)
-			}
 			delta := int64(s.Val) - c.initWin
 			c.initWin = int64(s.Val)
 			for _, st := range c.streams {
@@ -801,7 +818,7 @@ func (c *conn) emit(hf hpack.HeaderField) {
 func (c *conn) onRST(f *http2.RSTStreamFrame) {
 	code, ok := rstCodes[f.ErrCode]
 	if !ok {
-		code = codes.Internal
+		code = codes.Unknown // as grpc-go: an error code HTTP/2 does not define
 	}
 	if f.ErrCode == http2.ErrCodeRefusedStream {
 		c.complete(f.StreamID, nil, errRefused)

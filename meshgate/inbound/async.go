@@ -144,7 +144,7 @@ func (s *asyncSet) cancel() {
 func (q *request) asyncDone(resp *codec.Frame, err error) {
 	c, r := q.c, q.r
 	c.async.remove(q)
-	err = upstream.Status(c.ctx, err)
+	err = c.shutdownStatus(upstream.Status(c.ctx, err))
 	r.release()
 	elapsed := time.Since(q.start)
 	q.count(r, countedAs(resp, err), elapsed)

@@ -83,7 +83,7 @@ func (q *request) asyncGRPCDone(err error) {
 	c, r := q.c, q.r
 	c.async.remove(q)
 	q.gasync = false
-	body, err := q.replyBody(err)
+	body, err := q.replyBody(c.shutdownStatus(err))
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
 	// Count before answering: whoever sees the reply sees it counted.

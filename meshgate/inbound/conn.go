@@ -34,6 +34,9 @@ type conn struct {
 	rd  *codec.Reader // nil while a plain TCP connection waits for bytes (idle.go)
 	ctx context.Context
 	end context.CancelFunc
+	// stop ends ctx with a cause: errShuttingDown when a drain timed out
+	// (the calls still in flight are answered UNAVAILABLE).
+	stop context.CancelCauseFunc
 
 	calls    sync.WaitGroup
 	inflight atomic.Int64
@@ -78,8 +81,9 @@ type conn struct {
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{s: s, nc: nc, ctx: ctx, end: cancel, seqs: map[uint32]struct{}{}}
+	ctx, stop := context.WithCancelCause(context.Background())
+	c := &conn{s: s, nc: nc, ctx: ctx, stop: stop, seqs: map[uint32]struct{}{}}
+	c.end = func() { stop(context.Canceled) }
 	c.wcond = sync.NewCond(&c.wmu)
 	if c.raw = connio.RawConn(nc); c.raw != nil {
 		c.peekFn, c.waitFn, c.writeFn = c.peek.Ready, c.idleWait, c.writeRaw
@@ -156,6 +160,19 @@ func (c *conn) drainNudge() {
 		_ = c.nc.SetReadDeadline(c.rdl)
 	}
 	c.dmu.Unlock()
+}
+
+// errShuttingDown ends the calls still in flight when a drain timed out;
+// their clients are answered UNAVAILABLE, "server shutting down".
+var errShuttingDown = errors.New("inbound: drain timed out")
+
+// shutdownStatus is err, or UNAVAILABLE "server shutting down" when the
+// call failed because its connection was ended by a timed-out drain.
+func (c *conn) shutdownStatus(err error) error {
+	if err != nil && context.Cause(c.ctx) == errShuttingDown {
+		return status.Error(codes.Unavailable, "server shutting down")
+	}
+	return err
 }
 
 // abort cancels every call and closes the socket.
@@ -282,7 +299,10 @@ func (c *conn) finish(reason string, rerr error) {
 		if reason == "truncated" || reason == "read_timeout" {
 			s.log.Debug("closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason)
 		} else {
-			s.log.Warn("malformed frame, closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason, "err", rerr)
+			// At most one line a second (suppressed=N counts the
+			// rest; the metric counts every one): a client that opens
+			// connections to send garbage must not flood the log.
+			s.badFrames.Warn("malformed frame, closing connection", "remote", c.nc.RemoteAddr().String(), "reason", reason, "err", rerr)
 		}
 	case reason != "":
 		s.rejected(reason)
@@ -356,16 +376,18 @@ func (c *conn) handle(f *codec.Frame) bool {
 		}
 		return true
 	}
-	if r.Stream != "" {
-		c.startStream(r, f, keyID, t.Auth != nil, t.MD)
-		return true
-	}
+	// The listener-wide cap (overload.max_in_flight) counts stream
+	// exchanges too: they hold their slot until they end.
 	if !t.Admission.Acquire(r.Policy.Core) {
 		r.release()
 		s.rejected("overload")
 		if !oneway {
 			c.replyError(f, codec.ResultOverloaded, "overloaded: listener_overload")
 		}
+		return true
+	}
+	if r.Stream != "" {
+		c.startStream(r, f, keyID, t.Auth != nil, t.MD, t.Admission)
 		return true
 	}
 	if !oneway {
@@ -532,7 +554,7 @@ func (q *request) run() {
 		}
 	}
 	cancel()
-	body, err := q.replyBody(err)
+	body, err := q.replyBody(c.shutdownStatus(err))
 	q.endTelemetry(oc, err)
 	r.Upstream.Release()
 	elapsed := time.Since(q.start)
@@ -577,7 +599,7 @@ func (q *request) forward() {
 	} else {
 		resp, err = r.doPrivate(ctx, &q.fwd)
 	}
-	err = upstream.Status(ctx, err)
+	err = c.shutdownStatus(upstream.Status(ctx, err))
 	cancel()
 	r.release()
 	elapsed := time.Since(q.start)

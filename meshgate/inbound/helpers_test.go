@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -56,6 +57,7 @@ type envOpts struct {
 	maxConns int           // Options.MaxConnections
 	sendTO   time.Duration // Options.SendTimeout
 	backend  []grpc.ServerOption
+	log      *slog.Logger // Options.Logger
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -96,7 +98,7 @@ func newEnvO(t testing.TB, o envOpts) *env {
 		routes[i].Timeout = config.DefaultTimeout
 	}
 	c := mgp.New(o.maxFrame)
-	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO}, NewTable("priv", routes, o.lim, o.auth, m))
+	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO, Logger: o.log}, NewTable("priv", routes, o.lim, o.auth, m))
 	e := &env{t: t, gs: backend.Server, pool: pool, srv: srv, metrics: m, codec: c}
 	e.serve(t)
 	return e

@@ -131,6 +131,7 @@ type Server struct {
 	mRejMax     prometheus.Counter
 	mRejFD      prometheus.Counter
 	refusals    connlimit.LogLimiter
+	badFrames   connlimit.LogLimiter // malformed-frame closes: a client controls their rate
 
 	// push (push.go)
 	pushCfg  atomic.Pointer[pushConfig]
@@ -172,6 +173,7 @@ func New(opts Options, t *Table) *Server {
 		}
 	}
 	s.refusals.Log = s.log
+	s.badFrames.Log = s.log
 	s.auth.init(s)
 	s.work.Init((*request).run)
 	s.readers.New = s.newReaderBox
@@ -271,12 +273,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range s.stopAccepting(false) {
 		c.drainNudge()
 	}
-	if err := connio.Drain(ctx, s.connWG.Wait, s.Close); err != nil {
-		return err
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.Close()
+		return nil
+	case <-ctx.Done():
 	}
+	// The drain timed out: end the calls still in flight; their clients
+	// are answered UNAVAILABLE ("server shutting down") and each
+	// connection closes once its replies are written, for at most
+	// shutdownReplies; then whatever is left is closed hard.
+	for _, c := range s.stopAccepting(false) {
+		c.stop(errShuttingDown)
+		c.drainNudge()
+	}
+	t := time.NewTimer(shutdownReplies)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
 	s.Close()
-	return nil
+	<-done
+	return ctx.Err()
 }
+
+// shutdownReplies bounds the writing of the answers to the calls a
+// timed-out drain ends.
+const shutdownReplies = time.Second
 
 // Close closes the listeners and every connection now, cancelling calls
 // in flight, and waits for the connection goroutines to finish.

@@ -17,6 +17,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 	"github.com/meshgate/meshgate/meshgate/stream"
 	"github.com/meshgate/meshgate/meshgate/upstream"
 )
@@ -61,7 +62,7 @@ type frameStreamer interface {
 //
 // mm (the table's extension ⇄ metadata pairs) maps request extensions to
 // metadata keys and reply metadata back, for gRPC upstreams.
-func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool, mm *mapping.MDMap) {
+func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool, mm *mapping.MDMap, adm *resilience.Admission) {
 	s := c.s
 	var up streamer
 	var fup frameStreamer
@@ -73,6 +74,7 @@ func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool, 
 	}
 	if !ok {
 		r.release()
+		adm.Release()
 		c.replyError(f, codec.ResultInternal, "upstream cannot stream")
 		return
 	}
@@ -82,6 +84,7 @@ func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool, 
 	ex, ok := c.streams.Open(f.Seq)
 	if !ok {
 		r.release()
+		adm.Release()
 		s.rejected("stream_limit")
 		c.replyError(f, codec.ResultOverloaded, "too many streams in flight on this connection")
 		return
@@ -110,12 +113,12 @@ func (c *conn) startStream(r *Route, f *codec.Frame, keyID uint32, authed bool, 
 	c.calls.Add(1)
 	cmd, seq, uin := f.Cmd, f.Seq, f.UIN // f aliases the read buffer
 	if fup != nil {
-		go c.runStream(r, ex, cmd, seq, uin, nil, timeout, func(ctx context.Context, cancel context.CancelFunc) error {
+		go c.runStream(r, adm, ex, cmd, seq, uin, nil, timeout, func(ctx context.Context, cancel context.CancelFunc) error {
 			return c.proxyStream(ctx, cancel, r, fup, ex, cmd, seq, uin, ext)
 		})
 		return
 	}
-	go c.runStream(r, ex, cmd, seq, uin, md.MD, timeout, func(ctx context.Context, cancel context.CancelFunc) error {
+	go c.runStream(r, adm, ex, cmd, seq, uin, md.MD, timeout, func(ctx context.Context, cancel context.CancelFunc) error {
 		return c.bridgeStream(ctx, cancel, r, up, mm, ex, cmd, seq, uin)
 	})
 }
@@ -134,13 +137,14 @@ func passExt(f *codec.Frame) []codec.Ext {
 	return out
 }
 
-func (c *conn) runStream(r *Route, ex *stream.Exchange, cmd, seq uint32, uin uint64, md metadata.MD, timeout time.Duration, call func(context.Context, context.CancelFunc) error) {
+func (c *conn) runStream(r *Route, adm *resilience.Admission, ex *stream.Exchange, cmd, seq uint32, uin uint64, md metadata.MD, timeout time.Duration, call func(context.Context, context.CancelFunc) error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, md), timeout)
 	err := call(ctx, cancel)
 	cancel()
 	c.streams.Close(seq)
 	r.release()
+	adm.Release()
 	c.s.observe(r, err, time.Since(start))
 	<-c.sem
 	if c.inflight.Add(-1) == 0 && c.s.draining.Load() {

@@ -145,7 +145,7 @@ func (cn *Conn) StartHandle(req *codec.Frame, deadline time.Time, h *Handle, don
 		}
 		cn.inflight.Add(-1)
 		putAsync(w)
-		if errors.Is(werr, codec.ErrInvalidFrame) {
+		if errors.Is(werr, codec.ErrInvalidFrame) || errors.Is(werr, ErrWriteBacklog) {
 			return werr
 		}
 		werr = fmt.Errorf("%w: write: %w", ErrClosed, werr)
@@ -154,7 +154,7 @@ func (cn *Conn) StartHandle(req *codec.Frame, deadline time.Time, h *Handle, don
 	}
 	if werr == nil {
 		cn.sent.Add(1)
-	} else if !errors.Is(werr, codec.ErrInvalidFrame) {
+	} else if !errors.Is(werr, codec.ErrInvalidFrame) && !errors.Is(werr, ErrWriteBacklog) {
 		// Taken by a completer meanwhile; the write error still closes
 		// the connection.
 		cn.fail(fmt.Errorf("%w: write: %w", ErrClosed, werr))

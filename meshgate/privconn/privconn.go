@@ -17,7 +17,9 @@
 // never issued, or was already answered, is dropped and counted (UnknownSeq).
 // An idle connection sends heartbeats; if nothing is read for the liveness
 // timeout the connection is closed and every pending request fails with an
-// error wrapping [ErrClosed].
+// error wrapping [ErrClosed]. A peer that stops reading is caught by the
+// write timeout (Options.WriteTimeout), and what may queue behind a stuck
+// write is bounded ([MaxBacklog], [ErrWriteBacklog]).
 //
 // With Options.TLS, [Dial] runs a TLS handshake (bounded by the dial
 // context) before the first frame; framing, multiplexing and heartbeats are
@@ -52,16 +54,26 @@ var (
 	// ErrNotSent wraps errors of requests that never reached the wire (the
 	// connection was already closed): safe to retry elsewhere.
 	ErrNotSent = errors.New("privconn: request not sent")
+	// ErrPeerClosed is the cause when the peer closed the connection.
+	ErrPeerClosed = errors.New("privconn: peer closed the connection")
 	// ErrLivenessTimeout is the cause when the peer stopped answering.
 	ErrLivenessTimeout = errors.New("privconn: peer did not answer heartbeats")
 	// ErrTLS wraps Dial errors of the TLS handshake (Options.TLS).
 	ErrTLS = errors.New("privconn: tls")
+	// ErrWriteBacklog is returned when MaxBacklog bytes already wait
+	// behind a socket write the peer is not taking: the request was not
+	// sent and the connection stays open. It wraps ErrTooManyInFlight
+	// (an overloaded connection: try another, else RESOURCE_EXHAUSTED).
+	ErrWriteBacklog = fmt.Errorf("%w: write backlog full", ErrTooManyInFlight)
 )
 
 // Defaults.
 const (
 	DefaultMaxInFlight = 1024
 	DefaultHeartbeat   = 10 * time.Second
+	// DefaultWriteTimeout bounds a socket write to the peer (as the
+	// listeners' limits.send_timeout does to a client).
+	DefaultWriteTimeout = 10 * time.Second
 )
 
 // Options configure a Conn. The zero value is usable.
@@ -74,6 +86,11 @@ type Options struct {
 	// Liveness closes the connection when nothing was read for this long;
 	// default 3 × Heartbeat.
 	Liveness time.Duration
+	// WriteTimeout bounds each socket write: a peer that takes no bytes
+	// for this long (it stopped reading; liveness alone does not catch a
+	// peer that still sends) closes the connection and fails its pending
+	// requests. 0 = DefaultWriteTimeout, negative disables it.
+	WriteTimeout time.Duration
 	// ReadBufferSize is the initial read buffer, and the size it returns to
 	// after a large reply (codec.Reader); default 32 KiB.
 	ReadBufferSize int
@@ -192,6 +209,9 @@ func New(nc net.Conn, c codec.Codec, opts Options) *Conn {
 	if opts.ReadBufferSize <= 0 {
 		opts.ReadBufferSize = 32 << 10
 	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -209,6 +229,7 @@ func New(nc net.Conn, c codec.Codec, opts Options) *Conn {
 		abandoned: make(map[uint32]int64),
 		done:      make(chan struct{}),
 	}
+	cn.w.SetTimeout(opts.WriteTimeout)
 	cn.log = log.With("component", "privconn", "remote", cn.remote)
 	cn.w.OnError = func(err error) { cn.fail(fmt.Errorf("%w: write: %w", ErrClosed, err)) }
 	cn.wg.Add(1)
@@ -315,8 +336,10 @@ func (cn *Conn) register(w *waiter) (uint32, error) {
 // Do sends req and waits for its reply. It overwrites req.Seq with the
 // connection's own sequence number and clears the response flags. The
 // returned frame is owned by the caller. A reply's Result is not an error;
-// errors are transport failures (wrapping ErrClosed), ErrTooManyInFlight,
-// codec.ErrInvalidFrame, or ctx's error.
+// errors are transport failures (wrapping ErrClosed), ErrTooManyInFlight
+// (or ErrWriteBacklog, which wraps it: not sent), codec.ErrInvalidFrame,
+// or ctx's error. The goroutine that ends up writing the socket may stay
+// past ctx's deadline, at most Options.WriteTimeout per write.
 func (cn *Conn) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -344,7 +367,7 @@ func (cn *Conn) Do(ctx context.Context, req *codec.Frame) (*codec.Frame, error) 
 			w.resp, w.err = nil, nil
 			waiterPool.Put(w)
 		}
-		if errors.Is(err, codec.ErrInvalidFrame) {
+		if errors.Is(err, codec.ErrInvalidFrame) || errors.Is(err, ErrWriteBacklog) {
 			return nil, err
 		}
 		err = fmt.Errorf("%w: write: %w", ErrClosed, err)
@@ -416,7 +439,7 @@ func (cn *Conn) readLoop() {
 			case errors.Is(err, codec.ErrMalformed):
 				cn.fail(fmt.Errorf("%w: malformed reply: %w", ErrClosed, err))
 			case errors.Is(err, io.EOF):
-				cn.fail(fmt.Errorf("%w: peer closed the connection", ErrClosed))
+				cn.fail(fmt.Errorf("%w: %w", ErrClosed, ErrPeerClosed))
 			default:
 				cn.fail(fmt.Errorf("%w: read: %w", ErrClosed, err))
 			}
@@ -552,7 +575,7 @@ func (cn *Conn) heartbeatLoop() {
 			}
 			if idle >= cn.opts.Heartbeat {
 				hb := codec.Frame{Seq: cn.seq.Add(1), Flags: codec.FlagHeartbeat}
-				if err := cn.w.WriteFrame(&hb); err != nil {
+				if err := cn.w.WriteFrame(&hb); err != nil && !errors.Is(err, ErrWriteBacklog) {
 					cn.fail(fmt.Errorf("%w: write heartbeat: %w", ErrClosed, err))
 					return
 				}

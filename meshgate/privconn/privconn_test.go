@@ -378,7 +378,7 @@ func TestStuckPeerReleasedByLiveness(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cn.Close()
-	body := make([]byte, 1<<20)
+	body := make([]byte, 256<<10) // 16 of them fit privconn.MaxBacklog
 	t0 := time.Now()
 	doAllClosed(t, ctx, cn, 16, codec.Frame{Cmd: 1, Body: body})
 	if el := time.Since(t0); el > 3*time.Second {

@@ -153,7 +153,7 @@ func (s *Stream) forget() {
 // write sends f, failing the connection on a socket error.
 func (cn *Conn) write(f *codec.Frame) error {
 	if err := cn.w.WriteFrame(f); err != nil {
-		if errors.Is(err, codec.ErrInvalidFrame) {
+		if errors.Is(err, codec.ErrInvalidFrame) || errors.Is(err, ErrWriteBacklog) {
 			return err
 		}
 		err = fmt.Errorf("%w: write: %w", ErrClosed, err)

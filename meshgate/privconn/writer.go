@@ -3,6 +3,7 @@ package privconn
 import (
 	"io"
 	"sync"
+	"time"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/connio"
@@ -15,9 +16,20 @@ import (
 // goroutine sits on the write path, and concurrent writers share syscalls.
 //
 // It is safe for concurrent use. A write error is sticky.
+//
+// Two bounds keep a peer that stops reading from holding callers and
+// memory: with SetTimeout, each socket write that makes no progress for
+// the timeout fails (a sticky error wrapping os.ErrDeadlineExceeded), and
+// at most MaxBacklog bytes queue behind a write in progress: a frame that
+// finds the queue fuller is refused with ErrWriteBacklog and not written.
 type FrameWriter struct {
 	w io.Writer
 	c codec.Codec
+
+	// timeout bounds each socket write (0: none); dl is the write deadline
+	// last armed, touched only by the flusher.
+	timeout time.Duration
+	dl      time.Time
 
 	mu       sync.Mutex
 	buf      []byte // frames waiting to be written
@@ -38,6 +50,39 @@ func NewFrameWriter(w io.Writer, c codec.Codec) *FrameWriter {
 
 // maxRetained bounds the buffers kept between flushes.
 const maxRetained = 256 << 10
+
+// MaxBacklog is how many encoded bytes may wait behind a socket write in
+// progress before WriteFrame refuses further frames (ErrWriteBacklog).
+const MaxBacklog = 4 << 20
+
+// deadliner is a writer whose writes can be bounded (a net.Conn).
+type deadliner interface{ SetWriteDeadline(time.Time) error }
+
+// SetTimeout bounds each socket write: a write that has made no progress
+// for d fails (the writer's sticky error). It applies when the writer is a
+// net.Conn (anything with SetWriteDeadline); d <= 0 means no bound. Call it
+// before the first WriteFrame.
+func (fw *FrameWriter) SetTimeout(d time.Duration) {
+	if _, ok := fw.w.(deadliner); ok && d > 0 {
+		fw.timeout = d
+	}
+}
+
+// armWrite sets the write deadline for a flush, timeout from now; like the
+// listeners' send timeout it keeps a deadline that lies between T and
+// T + T/8 from now, so a busy connection re-arms about once every T/8
+// rather than once per write. Called by the flusher only.
+func (fw *FrameWriter) armWrite() {
+	t := fw.timeout
+	if t <= 0 {
+		return
+	}
+	now := time.Now()
+	if dl := now.Add(t); fw.dl.Before(dl) || fw.dl.After(dl.Add(t/8)) {
+		fw.dl = dl.Add(t / 8)
+		_ = fw.w.(deadliner).SetWriteDeadline(fw.dl)
+	}
+}
 
 // WriteFrame encodes f and makes sure it is written (by this caller or by
 // the flusher currently running). Encoding errors (codec.ErrInvalidFrame)
@@ -60,6 +105,12 @@ func (fw *FrameWriter) WriteFrameIn(f *codec.Frame, b *connio.Batch) error {
 		err := fw.err
 		fw.mu.Unlock()
 		return err
+	}
+	if fw.flushing && len(fw.buf) >= MaxBacklog {
+		// The peer is not taking bytes as fast as they come: refuse
+		// rather than queue without bound (the frame is not sent).
+		fw.mu.Unlock()
+		return ErrWriteBacklog
 	}
 	var err error
 	fw.buf, err = fw.c.Append(fw.buf, f)
@@ -101,6 +152,7 @@ func (fw *FrameWriter) flushLocked() error {
 		out := fw.buf
 		fw.buf = fw.spare[:0]
 		fw.mu.Unlock()
+		fw.armWrite()
 		_, werr := fw.w.Write(out)
 		fw.mu.Lock()
 		if werr != nil {

@@ -1,8 +1,16 @@
 package upstream
 
 import (
-	"github.com/meshgate/meshgate/meshgate/promreg"
+	"errors"
+	"io"
+	"os"
+	"syscall"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/privconn"
+	"github.com/meshgate/meshgate/meshgate/promreg"
 )
 
 // metrics are shared by every pool registered on one Registerer, so a pool
@@ -11,11 +19,40 @@ import (
 type metrics struct {
 	endpoints, healthy, conns                             *prometheus.GaugeVec
 	dialErrors, reconnects, ejections, late, unknown, noH *prometheus.CounterVec
+	connLost                                              *prometheus.CounterVec // upstream, reason
 }
 
 type poolMetrics struct {
 	endpoints, healthy, conns                                   prometheus.Gauge
 	dialErrors, reconnects, ejections, late, unknown, noHealthy prometheus.Counter
+	connLost                                                    *prometheus.CounterVec // reason
+}
+
+// Why a private upstream connection was lost
+// (meshgate_private_upstream_connections_lost_total{reason}).
+const (
+	LostMalformed    = "malformed"     // the backend sent bytes that are not a frame (or a frame over the limit)
+	LostWriteTimeout = "write_timeout" // the backend took no bytes for the write timeout
+	LostLiveness     = "liveness"      // nothing read for the liveness timeout
+	LostClosed       = "closed"        // the backend closed (or reset) the connection, possibly mid-frame
+	LostError        = "error"         // any other socket error
+)
+
+// lost counts a connection that closed with err (privconn.Conn.Err).
+func (m *poolMetrics) lost(err error) {
+	reason := LostError
+	switch {
+	case errors.Is(err, codec.ErrMalformed):
+		reason = LostMalformed
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		reason = LostWriteTimeout
+	case errors.Is(err, privconn.ErrLivenessTimeout):
+		reason = LostLiveness
+	case errors.Is(err, privconn.ErrPeerClosed), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		reason = LostClosed
+	}
+	m.connLost.WithLabelValues(reason).Inc()
 }
 
 var metricsReg promreg.PerRegisterer[*metrics]
@@ -42,11 +79,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		late:       c("late_replies_total", "Replies that arrived after their request was abandoned (dropped)."),
 		unknown:    c("unknown_seq_replies_total", "Replies matching no request (dropped)."),
 		noH:        c("no_healthy_total", "Requests failed because no endpoint was healthy."),
+		connLost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgate_private_upstream_connections_lost_total",
+			Help: "Connections to private upstream endpoints lost, by reason (malformed, write_timeout, liveness, closed, error)."},
+			[]string{"upstream", "reason"}),
 	}
 	if err := promreg.AdoptAll(reg, &m.endpoints, &m.healthy, &m.conns); err != nil {
 		return nil, err
 	}
-	if err := promreg.AdoptAll(reg, &m.dialErrors, &m.reconnects, &m.ejections, &m.late, &m.unknown, &m.noH); err != nil {
+	if err := promreg.AdoptAll(reg, &m.dialErrors, &m.reconnects, &m.ejections, &m.late, &m.unknown, &m.noH, &m.connLost); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -59,5 +99,6 @@ func (m *metrics) forPool(name string) *poolMetrics {
 		reconnects: m.reconnects.WithLabelValues(name), ejections: m.ejections.WithLabelValues(name),
 		late: m.late.WithLabelValues(name), unknown: m.unknown.WithLabelValues(name),
 		noHealthy: m.noH.WithLabelValues(name),
+		connLost:  m.connLost.MustCurryWith(prometheus.Labels{"upstream": name}),
 	}
 }

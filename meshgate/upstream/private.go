@@ -55,6 +55,7 @@ type poolOptions struct {
 	backoffBase, backoffMax time.Duration
 	dialTimeout             time.Duration
 	liveness                time.Duration
+	writeTimeout            time.Duration
 	tlsRefresh              time.Duration
 	onPush                  func(*codec.Frame) // push.go
 	epRequests              *prometheus.CounterVec
@@ -78,6 +79,11 @@ func WithDialTimeout(d time.Duration) Option { return func(o *poolOptions) { o.d
 
 // WithLiveness overrides the privconn liveness timeout (default 3 × heartbeat).
 func WithLiveness(d time.Duration) Option { return func(o *poolOptions) { o.liveness = d } }
+
+// WithWriteTimeout bounds each socket write to an endpoint (default
+// privconn.DefaultWriteTimeout): a backend that stops reading loses its
+// connection after this long without progress.
+func WithWriteTimeout(d time.Duration) Option { return func(o *poolOptions) { o.writeTimeout = d } }
 
 // WithTLSRefresh sets how often TLS files are re-read (default
 // config.DefaultTLSRefresh).
@@ -231,6 +237,7 @@ func (p *PrivatePool) keep(e *Endpoint, slot int) {
 			MaxInFlight:  p.cfg.MaxInFlight,
 			Heartbeat:    p.cfg.Heartbeat,
 			Liveness:     p.opts.liveness,
+			WriteTimeout: p.opts.writeTimeout,
 			Logger:       p.log,
 			OnLate:       p.onLate,
 			OnUnknownSeq: p.onUnknown,
@@ -282,6 +289,7 @@ func (p *PrivatePool) keep(e *Endpoint, slot int) {
 			return
 		}
 		p.m.reconnects.Inc()
+		p.m.lost(cn.Err())
 		// A connection that dropped: wait a little (jittered) before
 		// redialing so a restarting backend is not hammered.
 		if !p.sleep(jitter(p.opts.backoffBase)) {

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/meshgate/meshgate/meshgate/addrfile"
 	"github.com/meshgate/meshgate/meshgate/config"
@@ -112,6 +115,8 @@ func runCmd(ctx context.Context, args []string) error {
 	<-ctx.Done()
 	hup.draining()
 	log.Info("signal received: draining", "timeout", cfg.Defaults.DrainTimeout)
+	stopRepeat := repeatedSignals(log, cfg.Defaults.DrainTimeout)
+	defer stopRepeat()
 	wcancel()
 	<-watchDone
 	err = rt.Shutdown(context.Background())
@@ -119,6 +124,27 @@ func runCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("drain: %w", err)
 	}
 	return nil
+}
+
+// repeatedSignals logs each SIGTERM/SIGINT that arrives while draining:
+// it does not cut the drain short (the requests in flight still get their
+// answers), which ends within drain_timeout anyway; SIGKILL stops at
+// once. It returns the function that stops listening.
+func repeatedSignals(log *slog.Logger, drain time.Duration) func() {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case sig := <-ch:
+				log.Warn("signal ignored: already draining", "signal", sig.String(), "drain_timeout", drain)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
 }
 
 // hupHandler owns SIGHUP for the whole life of `meshgate run`. During
