@@ -1,8 +1,12 @@
 package grpcserve
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/meshgate/meshgate/meshgate/connio"
 )
@@ -77,5 +81,61 @@ func TestFinishNoWaitInHoldsForBatch(t *testing.T) {
 	}
 	if st, err := rc.statusOf(1); err != nil || st["grpc-status"] != "0" {
 		t.Fatalf("after the flush: %v %v", st, err)
+	}
+}
+
+// TestStreamSlotFreeBeforeTrailers: a grpc-go client keeping its
+// connection at the server's MAX_CONCURRENT_STREAMS opens a new stream as
+// soon as it reads the last one's trailers; the server must have freed
+// that stream's slot by then (as grpc-go's server does), or the new
+// stream is refused (REFUSED_STREAM → UNAVAILABLE).
+func TestStreamSlotFreeBeforeTrailers(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.MaxConcurrentStreams = 2 })
+	cc := dial(t, ts.addr)
+	ctx := ctxT(t, 20*time.Second)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for range 300 {
+				var resp []byte
+				if err := cc.Invoke(ctx, "/t.S/M", &[]byte{1}, &resp); err != nil {
+					if failed.Add(1) == 1 {
+						t.Errorf("call: %v", err)
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d callers failed", n)
+	}
+}
+
+// TestDelegatedStreamSlotFreeBeforeTrailers: the same for calls
+// delegated to the Fallback grpc-go server.
+func TestDelegatedStreamSlotFreeBeforeTrailers(t *testing.T) {
+	ts, _, _, _ := startHybrid(t, func(c *Config) { c.MaxConcurrentStreams = 2 })
+	tc := testgrpc.NewTestServiceClient(dialPlain(t, ts.addr))
+	ctx := ctxT(t, 20*time.Second)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				if _, err := tc.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+					if failed.Add(1) == 1 {
+						t.Errorf("call: %v", err)
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d callers failed", n)
 	}
 }

@@ -1445,7 +1445,8 @@ func (c *conn) answer(cl *Call, batch *connio.Batch) {
 		c.writeStatus(cl.st, cl.trailer)
 		b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
 		cl.hdrSent, cl.sent, cl.out = true, 0, nil
-		c.streamDone(cl, c.flushIn(b, batch))
+		drained := c.streamEnding(cl)
+		c.streamEnded(cl, drained, c.flushIn(b, batch))
 		return
 	}
 	c.hbuf.b = c.hbuf.b[:0]
@@ -1471,22 +1472,39 @@ func (c *conn) answer(cl *Call, batch *connio.Batch) {
 		cl.stall = time.Now()
 		c.pending = append(c.pending, cl)
 	}
+	drained := done && c.streamEnding(cl)
 	err := c.flushIn(b, batch)
 	if done {
-		c.streamDone(cl, err)
+		c.streamEnded(cl, drained, err)
 	}
 }
 
 // streamDone forgets a stream whose last frames were written (err: the
 // write's error).
 func (c *conn) streamDone(cl *Call, err error) {
+	c.streamEnded(cl, c.streamEnding(cl), err)
+}
+
+// streamEnding forgets a stream whose last frames are about to be
+// written, before they are (as grpc-go's server deletes a stream before
+// it queues the trailers): a client that reads them may open its next
+// stream at once and must find the stream's slot free, or it would be
+// refused (REFUSED_STREAM at the MAX_CONCURRENT_STREAMS limit). It
+// reports whether the connection is then drained.
+func (c *conn) streamEnding(cl *Call) (drained bool) {
 	c.mu.Lock()
 	if c.streams[cl.id] == cl {
 		delete(c.streams, cl.id)
 		c.streamClosedLocked()
 	}
-	drained := c.goAway && len(c.streams) == 0
+	drained = c.goAway && len(c.streams) == 0
 	c.mu.Unlock()
+	return drained
+}
+
+// streamEnded completes streamEnding once the frames are written (err:
+// the write's error).
+func (c *conn) streamEnded(cl *Call, drained bool, err error) {
 	cl.cancel()
 	if err != nil {
 		c.closeNow(err)

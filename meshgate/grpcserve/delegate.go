@@ -367,8 +367,11 @@ func (d *delegated) writeHeaders(trailersOnly bool) error {
 	d.sentHdr = true
 	c.wroteStream.Store(true)
 	b := appendHeaderBlock(c.getBuf(), cl.id, c.hbuf.b, trailersOnly, c.peerMaxFrm)
-	if trailersOnly && !d.halfClosed() {
-		b = appendRST(b, cl.id, http2.ErrCodeNo)
+	if trailersOnly {
+		if !d.halfClosed() {
+			b = appendRST(b, cl.id, http2.ErrCodeNo)
+		}
+		c.streamEnding(cl) // the slot is free before the client reads the end
 	}
 	return c.flush(b)
 }
@@ -518,6 +521,7 @@ func (d *delegated) finish() {
 				b = appendRST(b, cl.id, http2.ErrCodeNo)
 			}
 			c.wroteStream.Store(true)
+			c.streamEnding(cl) // the slot is free before the client reads the end
 			_ = c.flush(b)
 		}
 		c.unlockWrite()
