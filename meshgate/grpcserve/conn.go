@@ -32,7 +32,7 @@ import (
 )
 
 const (
-	readBuffer = 4 << 10
+	readBuffer = 16 << 10
 	// maxPingStrikes: pings tolerated under the keepalive policy before
 	// GOAWAY ENHANCE_YOUR_CALM (grpc-go's value).
 	maxPingStrikes = 2

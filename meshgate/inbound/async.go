@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/privconn"
@@ -72,7 +73,10 @@ func (q *request) startAsync() bool {
 	n := len(q.fwd.Ext)
 	mapping.AppendDeadline(&q.fwd, &q.dl, time.Until(dl))
 	c.async.add(q)
-	if err := r.async.StartPolicy(&q.call, &q.fwd, dl, &r.Policy, q.asyncFn); err != nil {
+	q.call.SetBatch(&c.batch) // on the connection's reader
+	err := r.async.StartPolicy(&q.call, &q.fwd, dl, &r.Policy, q.asyncFn)
+	q.call.SetBatch(nil)
+	if err != nil {
 		c.async.remove(q)
 		q.fwd.Ext = q.fwd.Ext[:n] // the worker appends its own ext 3
 		return false
@@ -149,7 +153,7 @@ func (q *request) asyncDone(resp *codec.Frame, err error) {
 	elapsed := time.Since(q.start)
 	q.count(r, countedAs(resp, err), elapsed)
 	q.replyFrom(resp, err)
-	blocked := c.replyNow(&q.out)
+	blocked := c.replyNowIn(&q.out, q.call.ReplyBatch())
 	q.out.Body = nil
 	clear(q.out.Ext) // they alias the upstream connection's read buffer
 	if blocked {
@@ -177,7 +181,13 @@ func (q *request) doneWhenQueued() {
 // its own takes the flush when none is in progress). It reports whether
 // the write queue is over its bound (the caller then holds its slot until
 // it drains).
-func (c *conn) replyNow(f *codec.Frame) (blocked bool) {
+func (c *conn) replyNow(f *codec.Frame) (blocked bool) { return c.replyNowIn(f, nil) }
+
+// replyNowIn is replyNow on a connection reader with write batch b (nil:
+// none): the reply is encoded and its write left to b's flush while the
+// buffer holds less than maxHeld (connio.Batch; FlushBatch writes it as
+// replyNow would).
+func (c *conn) replyNowIn(f *codec.Frame, batch *connio.Batch) (blocked bool) {
 	c.loginReply(f)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -198,6 +208,31 @@ func (c *conn) replyNow(f *codec.Frame) (blocked bool) {
 	if c.flushing {
 		return len(c.wbuf) >= maxPendingWrite
 	}
+	if batch != nil && len(c.wbuf) < maxHeld {
+		batch.Defer(c)
+		return false
+	}
+	c.writeNowLocked()
+	return false
+}
+
+// maxHeld bounds the replies a batch leaves in the write buffer.
+const maxHeld = 32 << 10
+
+// FlushBatch writes the replies batches left (connio.Flusher), as
+// replyNow writes: one non-blocking attempt, the rest to the coalescing
+// writer.
+func (c *conn) FlushBatch() {
+	c.wmu.Lock()
+	if !c.flushing && c.werr == nil && len(c.wbuf) > 0 {
+		c.writeNowLocked()
+	}
+	c.wmu.Unlock()
+}
+
+// writeNowLocked writes wbuf with one non-blocking attempt and leaves the
+// rest to flushAsync (wmu held, no flush in progress).
+func (c *conn) writeNowLocked() {
 	c.armWrite()
 	n, werr := c.writeNow(c.wbuf)
 	if werr != nil {
@@ -205,17 +240,17 @@ func (c *conn) replyNow(f *codec.Frame) (blocked bool) {
 		c.end()
 		_ = c.nc.Close()
 		c.wcond.Broadcast()
-		return false
+		return
 	}
 	if n == len(c.wbuf) {
 		putWbuf(c.wp, c.wbuf)
 		c.wbuf, c.wp = nil, nil
-		return false
+		return
 	}
 	c.wbuf = c.wbuf[:copy(c.wbuf, c.wbuf[n:])]
 	c.flushing = true
 	go c.flushAsync()
-	return false
+	return
 }
 
 // flushAsync writes what replyNow left queued.

@@ -78,6 +78,9 @@ type conn struct {
 	wnowN   int
 	wnowErr error
 	async   asyncSet // requests in flight on the I/O goroutines
+	// batch: the reading goroutine's writes left for one flush before it
+	// reads again (requests started on it, connio.Batch)
+	batch connio.Batch
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -119,6 +122,9 @@ const readBase = 2048
 type deadlineReader struct{ c *conn }
 
 func (d deadlineReader) Read(p []byte) (int, error) {
+	if d.c.batch.Pending() {
+		d.c.batch.Flush() // before waiting for more bytes (connio.Batch)
+	}
 	d.c.armRead(time.Now())
 	return d.c.nc.Read(p)
 }
@@ -229,6 +235,7 @@ func (c *conn) start() bool {
 func (c *conn) run() {
 	for {
 		if c.rd == nil {
+			c.batch.Flush()
 			if c.linger() {
 				continue
 			}
@@ -255,6 +262,7 @@ func (c *conn) run() {
 // close ends the connection: the reader goes, the close is counted and
 // logged, the replies in flight are written, the socket closed.
 func (c *conn) close(reason string, rerr error) {
+	c.batch.Flush()
 	c.dropReader()
 	c.finish(reason, rerr)
 	c.detachPush()
