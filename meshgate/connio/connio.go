@@ -3,7 +3,9 @@
 // the buffer-less readiness check of an idle socket (Peeker). The private
 // listener (meshgate/inbound) and the direct gRPC server transport
 // (meshgate/grpcserve) use both. Drain is the graceful shutdown with a
-// hard stop at a deadline that listeners and servers share.
+// hard stop at a deadline that listeners and servers share. Batch is a
+// connection reader's write batch: the frames it produces for other
+// connections are written once per read instead of once each.
 package connio
 
 import (
