@@ -60,6 +60,10 @@ func start(t *testing.T, cfg *config.Config) *Runtime {
 // startWith is a Runtime of cfg with opts, closed at cleanup.
 func startWith(t *testing.T, cfg *config.Config, opts Options) *Runtime {
 	t.Helper()
+	if cfg.Admin.Address == "127.0.0.1:9901" {
+		// The default: a fixed port another process (make run) may hold.
+		cfg.Admin.Address = "127.0.0.1:0"
+	}
 	rt, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
