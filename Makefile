@@ -19,7 +19,7 @@ export ENVOY_BIN ?= $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_pa
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 build: ## Build the product binary (meshgate) and the tools binary (meshgate-dev) into bin/
 	$(GO) build -o $(BIN)/meshgate ./meshgate/cmd/meshgate
