@@ -48,9 +48,13 @@ type migrateClient struct {
 }
 
 func migrateCmd(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, migrateUsage)
 		return errUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(os.Stderr, migrateUsage) // asked for: not an error
+		return nil
 	}
 	verb, args := args[0], args[1:]
 	fs := flag.NewFlagSet("migrate "+verb, flag.ContinueOnError)
@@ -70,6 +74,9 @@ func migrateCmd(ctx context.Context, args []string) error {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
 			return err
 		}
 		if fs.NArg() == 0 {

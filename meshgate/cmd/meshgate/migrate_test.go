@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +64,17 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	if _, err := run("rollback", "-admin", addr); err == nil {
 		t.Fatal("rollback without a route accepted")
+	}
+}
+
+// TestMigrateHelp: asking for help is not an error (exit 0); no verb is.
+func TestMigrateHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"status", "-h"}} {
+		if err := migrateCmd(context.Background(), args); err != nil {
+			t.Errorf("migrate %v: %v, want nil", args, err)
+		}
+	}
+	if err := migrateCmd(context.Background(), nil); !errors.Is(err, errUsage) {
+		t.Errorf("migrate with no verb: %v, want errUsage", err)
 	}
 }
