@@ -72,6 +72,7 @@ type conn struct {
 	initWin     int64 // peer's initial stream window
 	maxFrame    uint32
 	winCh       chan struct{} // closed and replaced when send windows grow
+	winWanted   bool          // a writer holds winCh (so winWakeLocked replaces it)
 	goAway      bool
 	goAwayID    uint32
 	err         error
@@ -255,8 +256,7 @@ func (c *conn) close(err error) {
 	c.active = 0
 	c.waiters = nil // they see dead
 	close(c.dead)
-	close(c.winCh)
-	c.winCh = make(chan struct{})
+	c.winWakeLocked()
 	if c.dlTimer != nil {
 		c.dlTimer.Stop()
 	}
@@ -425,6 +425,7 @@ func (c *conn) writeRequest(ctx context.Context, cl *call, method string) error 
 		// it to answer PINGs and SETTINGS).
 		c.mu.Lock()
 		ch, fin := c.winCh, c.streams[cl.id] != cl
+		c.winWanted = true
 		c.needReaderLocked()
 		c.mu.Unlock()
 		c.wmu.Unlock()
@@ -686,8 +687,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		return nil
 	})
 	c.grantLocked()
-	close(c.winCh)
-	c.winCh = make(chan struct{})
+	c.winWakeLocked()
 	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("grpcdirect: bad SETTINGS: %w", err)
@@ -719,8 +719,7 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	} else if s := c.streams[f.StreamID]; s != nil {
 		s.sendWin += int64(f.Increment)
 	}
-	close(c.winCh)
-	c.winCh = make(chan struct{})
+	c.winWakeLocked()
 	c.mu.Unlock()
 	return nil
 }
@@ -888,6 +887,17 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode, st *status.Status) {
 
 // complete finishes stream id with st (or err) and hands it to its
 // caller; false if it was not open.
+// winWakeLocked wakes the writers waiting for window (c.mu held): winCh
+// is closed and replaced only when one took it, so a completion with no
+// writer waiting allocates nothing.
+func (c *conn) winWakeLocked() {
+	if c.winWanted {
+		close(c.winCh)
+		c.winCh = make(chan struct{})
+		c.winWanted = false
+	}
+}
+
 func (c *conn) complete(id uint32, st *status.Status, err error) bool {
 	c.mu.Lock()
 	s := c.streams[id]
@@ -904,8 +914,7 @@ func (c *conn) complete(id uint32, st *status.Status, err error) bool {
 	}
 	c.releaseLocked()
 	// A writer waiting for window learns the stream ended.
-	close(c.winCh)
-	c.winCh = make(chan struct{})
+	c.winWakeLocked()
 	c.mu.Unlock()
 	c.deliver(s)
 	c.closeIfDrained()
