@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // Asynchronous unary calls (Endpoint.Start).
@@ -68,27 +70,41 @@ func (t Ticket) Cancel() {
 // Invoke's, on a goroutine of its own, with ctx and the deadline; its
 // Ticket is zero.
 func (e *Endpoint) Start(ctx context.Context, method string, deadline time.Time, req, reply any, done func(error), opts ...grpc.CallOption) Ticket {
+	return e.start(ctx, method, deadline, req, reply, done, nil, nil, opts)
+}
+
+// StartIn is Start for a connection's reading goroutine with write batch
+// b: the request's frames are left to b's flush (connio.Batch), and done
+// also gets the write batch of the connection reader that completes the
+// call (nil on any other completion), which the answer's write may be
+// left to.
+func (e *Endpoint) StartIn(ctx context.Context, method string, deadline time.Time, req, reply any, b *connio.Batch, done func(error, *connio.Batch), opts ...grpc.CallOption) Ticket {
+	return e.start(ctx, method, deadline, req, reply, nil, b, done, opts)
+}
+
+func (e *Endpoint) start(ctx context.Context, method string, deadline time.Time, req, reply any, done func(error), b *connio.Batch, doneIn func(error, *connio.Batch), opts []grpc.CallOption) Ticket {
 	cl := getCall()
 	cl.applyOpts(e, opts)
 	cl.async, cl.onDone, cl.reply, cl.actx, cl.method, cl.deadline = true, done, reply, ctx, method, deadline
+	cl.batch, cl.onDoneIn = b, doneIn
 	if e.cfg.Metrics != nil {
 		cl.rec.begin(e.cfg.Metrics, method, cl.static)
 		cl.rec.startAttempt(ctx)
 	}
 	if !deadline.IsZero() && !time.Now().Before(deadline) {
 		cl.err = status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
-		e.finishAsync(nil, cl)
+		e.finishAsync(nil, cl, nil)
 		return Ticket{}
 	}
 	if err := cl.marshal(req); err != nil {
 		cl.err = err
-		e.finishAsync(nil, cl)
+		e.finishAsync(nil, cl, nil)
 		return Ticket{}
 	}
 	if t, ok := e.startOn(cl, nil); ok {
 		return t
 	}
-	cl.async = false
+	cl.async, cl.batch = false, nil
 	go e.startWaiting(cl)
 	return Ticket{}
 }
@@ -111,8 +127,18 @@ func (e *Endpoint) startWaiting(cl *call) {
 	code := status.Code(err)
 	cl.rec.endAttempt(ctx, cl, code)
 	cl.rec.endCall(ctx, code)
-	done := cl.onDone
+	cl.callBack(err, nil)
+}
+
+// callBack pools cl and runs its callback with err (rb: the completing
+// reader's batch, for StartIn's).
+func (cl *call) callBack(err error, rb *connio.Batch) {
+	done, doneIn := cl.onDone, cl.onDoneIn
 	putCall(cl)
+	if doneIn != nil {
+		doneIn(err, rb)
+		return
+	}
 	done(err)
 }
 
@@ -173,13 +199,19 @@ func (c *conn) startAsync(cl *call) (id uint32, ok bool) {
 	c.needReaderLocked() // someone must read while async calls are pending
 	c.mu.Unlock()
 
+	b := cl.batch
+	cl.batch = nil // the first attempt's only: a retry runs on a reader
 	err := c.writeHeaders(cl.actx, cl, cl.method, timeout)
 	if err == nil {
 		_, err = c.writeData(cl) // the windows take it all (checked above)
 	}
-	if err == nil {
+	switch {
+	case err == nil && b != nil:
+		c.wmu.Unlock()
+		b.Defer(c) // written at the batch's flush (FlushBatch)
+	case err == nil:
 		err = c.unlockWrite()
-	} else {
+	default:
 		c.wmu.Unlock()
 	}
 	// cl is no longer used here: a completion that came meanwhile is
@@ -190,7 +222,7 @@ func (c *conn) startAsync(cl *call) (id uint32, ok bool) {
 	cl.deferred = false
 	c.mu.Unlock()
 	if deferred {
-		c.deliver(cl)
+		c.deliver(cl, nil)
 	}
 	if err != nil {
 		c.close(fmt.Errorf("write: %w", err)) // completes cl if still open
@@ -212,7 +244,7 @@ func (c *conn) endAsync(cl *call, id uint32, err error) {
 	c.releaseLocked()
 	c.mu.Unlock()
 	_ = c.writeControl(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeCancel) })
-	c.deliver(cl)
+	c.deliver(cl, nil)
 	c.closeIfDrained()
 }
 
@@ -252,7 +284,7 @@ func (c *conn) expireAsync() {
 
 // deliver hands a completed call to its caller: the done channel of a
 // synchronous call, the callback of an asynchronous one (no lock held).
-func (c *conn) deliver(cl *call) {
+func (c *conn) deliver(cl *call, rb *connio.Batch) {
 	if cl.async {
 		c.mu.Lock()
 		if cl.writing {
@@ -261,7 +293,7 @@ func (c *conn) deliver(cl *call) {
 			return
 		}
 		c.mu.Unlock()
-		c.e.finishAsync(c, cl)
+		c.e.finishAsync(c, cl, rb)
 		return
 	}
 	cl.done <- struct{}{}
@@ -270,7 +302,7 @@ func (c *conn) deliver(cl *call) {
 // finishAsync completes async call cl, which c ended: a refused stream is
 // retried once on another connection, as Invoke does; otherwise the reply
 // (or metadata) is delivered, the metrics recorded and the callback run.
-func (e *Endpoint) finishAsync(c *conn, cl *call) {
+func (e *Endpoint) finishAsync(c *conn, cl *call, rb *connio.Batch) {
 	err := cl.result()
 	if err == errRefused && cl.attempt == 0 {
 		cl.rec.endAttempt(cl.actx, cl, codes.Unavailable)
@@ -294,7 +326,15 @@ func (e *Endpoint) finishAsync(c *conn, cl *call) {
 	code := status.Code(err)
 	cl.rec.endAttempt(cl.actx, cl, code)
 	cl.rec.endCall(cl.actx, code)
-	done := cl.onDone
-	putCall(cl)
-	done(err)
+	cl.callBack(err, rb)
+}
+
+// FlushBatch writes the requests batches left buffered (connio.Flusher);
+// a write error closes the connection, failing its calls, as a failed
+// request write does.
+func (c *conn) FlushBatch() {
+	c.lockWrite()
+	if err := c.unlockWrite(); err != nil {
+		c.close(fmt.Errorf("write: %w", err))
+	}
 }

@@ -24,6 +24,7 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/grpcwire"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
@@ -77,13 +78,17 @@ type call struct {
 	err        error
 
 	// an asynchronous call (async.go)
-	async   bool
-	onDone  func(error)
-	reply   any
-	actx    context.Context // outgoing metadata; metrics
-	method  string
-	rec     callRecord
-	attempt int
+	async  bool
+	onDone func(error)
+	// StartIn's: the starter's write batch (taken by the first write) and
+	// the callback that also gets the completing reader's batch
+	batch    *connio.Batch
+	onDoneIn func(error, *connio.Batch)
+	reply    any
+	actx     context.Context // outgoing metadata; metrics
+	method   string
+	rec      callRecord
+	attempt  int
 	// under c.mu: its starter is still writing it; a completion meanwhile
 	// is left to the starter (deferred)
 	writing, deferred bool

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/grpcwire"
 )
 
@@ -95,7 +96,11 @@ type conn struct {
 	lastLead   atomic.Int64 // unix nanos a caller last released the read role
 
 	// read-role holder only
-	br          *bufio.Reader
+	br *bufio.Reader
+	// rb: the read role's write batch (answers completed by the reader,
+	// connio.Batch), flushed before a socket read and when the role is
+	// given up
+	rb          connio.Batch
 	hdec        *hpack.Decoder
 	hst         hdrState
 	hblock      []byte // a header block continued in CONTINUATION frames
@@ -150,7 +155,7 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 	}
 	c.bw = bufio.NewWriterSize(&c.dw, ioBuffer)
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
-	c.br = bufio.NewReaderSize(nc, ioBuffer)
+	c.br = bufio.NewReaderSize(connio.FlushingReader{R: nc, B: &c.rb}, ioBuffer)
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame) // we announce the default SETTINGS_MAX_FRAME_SIZE
@@ -266,7 +271,7 @@ func (c *conn) close(err error) {
 	delete(c.e.live, c)
 	c.e.mu.Unlock()
 	for _, s := range done {
-		c.deliver(s)
+		c.deliver(s, nil)
 	}
 }
 
@@ -871,7 +876,7 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	idle := len(c.streams) == 0
 	c.mu.Unlock()
 	for _, s := range refused {
-		c.deliver(s)
+		c.deliver(s, nil)
 	}
 	if idle {
 		c.close(errors.New("GOAWAY received"))
@@ -885,8 +890,6 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode, st *status.Status) {
 	}
 }
 
-// complete finishes stream id with st (or err) and hands it to its
-// caller; false if it was not open.
 // winWakeLocked wakes the writers waiting for window (c.mu held): winCh
 // is closed and replaced only when one took it, so a completion with no
 // writer waiting allocates nothing.
@@ -898,6 +901,9 @@ func (c *conn) winWakeLocked() {
 	}
 }
 
+// complete finishes stream id with st (or err) and hands it to its
+// caller (on the reading goroutine: with its batch); false if it was not
+// open.
 func (c *conn) complete(id uint32, st *status.Status, err error) bool {
 	c.mu.Lock()
 	s := c.streams[id]
@@ -916,7 +922,7 @@ func (c *conn) complete(id uint32, st *status.Status, err error) bool {
 	// A writer waiting for window learns the stream ended.
 	c.winWakeLocked()
 	c.mu.Unlock()
-	c.deliver(s)
+	c.deliver(s, &c.rb)
 	c.closeIfDrained()
 	return true
 }

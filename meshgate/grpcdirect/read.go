@@ -170,6 +170,7 @@ func (c *conn) lead(ctx context.Context, cl *call) error {
 		c.readOne()
 	}
 	stop()
+	c.rb.Flush() // before the role goes
 	c.mu.Lock()
 	c.rstate, c.leaderCall = rsNone, nil
 	c.passRoleLocked()
@@ -253,6 +254,7 @@ func (c *conn) bgLoop() {
 		c.mu.Unlock()
 		for {
 			if c.readOne() {
+				c.rb.Flush() // before the role may go
 				c.mu.Lock()
 				if c.yield {
 					c.rstate, c.yield = rsNone, false
@@ -266,6 +268,7 @@ func (c *conn) bgLoop() {
 			}
 			select {
 			case <-c.dead:
+				c.rb.Flush()
 				return
 			default:
 			}

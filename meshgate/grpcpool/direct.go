@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/meshgate/config"
+	"github.com/meshgate/meshgate/meshgate/connio"
 	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/resilience"
@@ -128,9 +129,23 @@ type DirectCall struct {
 	tk  grpcdirect.Ticket // the attempt in flight, for Ticket
 	gen uint64            // counts completions: a late ticket is not stored
 
-	sendFn   resilience.Send
-	finishFn func(error)
+	sendFn     resilience.Send
+	finishInFn func(error, *connio.Batch)
+
+	batch *connio.Batch // SetBatch: the starter's write batch
+	rb    *connio.Batch // the completing reader's (ReplyBatch)
 }
+
+// SetBatch makes the calls StartPolicy starts from now on leave their
+// request's write to batch b (nil: write at once), the write batch of the
+// caller's connection reader (connio.Batch). Only for a caller that
+// flushes b.
+func (c *DirectCall) SetBatch(b *connio.Batch) { c.batch = b }
+
+// ReplyBatch is, during StartPolicy's callback, the write batch of the
+// direct connection's reader that completed the call (nil otherwise): the
+// callback may leave the write of its answer to it.
+func (c *DirectCall) ReplyBatch() *connio.Batch { return c.rb }
 
 // Ticket names the call's attempt in flight over the direct transport
 // (zero when none): Ticket().Cancel() completes it with Canceled if it is
@@ -165,8 +180,9 @@ func (p *Pool) StartPolicy(ctx context.Context, c *DirectCall, method string, ke
 		return resilience.ErrWouldWait
 	}
 	if c.sendFn == nil {
-		c.sendFn, c.finishFn = c.send, c.finish
+		c.sendFn, c.finishInFn = c.send, c.finishIn
 	}
+	c.rb = nil
 	c.p, c.ctx, c.method, c.dl, c.req, c.reply, c.opts, c.done = p, ctx, method, deadline, req, reply, opts, done
 	_, sent, err := p.guard.Start(key, pol, deadline, &c.a, c.sendFn)
 	if sent {
@@ -190,13 +206,20 @@ func (c *DirectCall) send(ep *resilience.Endpoint, _ int) bool {
 	c.mu.Lock()
 	gen := c.gen
 	c.mu.Unlock()
-	tk := e.Start(c.ctx, c.method, c.dl, c.req, c.reply, c.finishFn, c.opts...)
+	tk := e.StartIn(c.ctx, c.method, c.dl, c.req, c.reply, c.batch, c.finishInFn, c.opts...)
 	c.mu.Lock()
 	if c.gen == gen { // not completed meanwhile
 		c.tk = tk
 	}
 	c.mu.Unlock()
 	return true
+}
+
+// finishIn is finish from the endpoint, with the completing reader's
+// batch.
+func (c *DirectCall) finishIn(err error, rb *connio.Batch) {
+	c.rb = rb
+	c.finish(err)
 }
 
 // finish ends the attempt: the Guard's outcome as Do records it, then

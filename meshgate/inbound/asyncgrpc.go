@@ -64,7 +64,9 @@ func (q *request) startAsyncGRPC() bool {
 	ctx := metadata.NewOutgoingContext(c.ctx, q.md.MD)
 	q.gasync = true
 	c.async.add(q)
+	q.gcall.SetBatch(&c.batch) // on the connection's reader
 	err := r.gasync.StartPolicy(ctx, &q.gcall, r.Method, q.uin, q.start.Add(q.timeout), &r.Policy, &q.req, &q.resp, q.gasyncFn, q.opts...)
+	q.gcall.SetBatch(nil)
 	if err != nil {
 		c.async.remove(q)
 		q.gasync = false
@@ -94,7 +96,7 @@ func (q *request) asyncGRPCDone(err error) {
 	if err != nil && c.s.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.s.log.Debug("upstream call failed", "method", r.Method, "err", err)
 	}
-	if c.replyNow(&q.out) {
+	if c.replyNowIn(&q.out, q.gcall.ReplyBatch()) {
 		go q.doneWhenQueued()
 		return
 	}
