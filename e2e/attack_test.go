@@ -159,14 +159,7 @@ func TestAttackSIGTERMTwice(t *testing.T) {
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
 	_ = p.Cmd.Process.Signal(syscall.SIGINT)
 	p.WaitOutput(t, 5*time.Second, "signal ignored: already draining")
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("in-flight request: %v", err)
-	}
-	if code := p.Exited(t, 15*time.Second); code != 0 {
-		t.Fatalf("exit code %d, want 0", code)
-	}
+	inFlightDoneExit0(t, p, &wg, errs)
 }
 
 // TestAttackSIGTERMStalledBackend: SIGTERM while a request waits on a

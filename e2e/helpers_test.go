@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,4 +86,19 @@ func envoyListener(t testing.TB, env envoyAdmin, name string) string {
 		return fmt.Errorf("not listed yet: %s", b)
 	})
 	return addr
+}
+
+// inFlightDoneExit0 waits for the requests a drain test had in flight
+// (wg, their errors in errs), reports every one that failed, and wants
+// the process to exit 0.
+func inFlightDoneExit0(t *testing.T, p *harness.Proc, wg *sync.WaitGroup, errs chan error) {
+	t.Helper()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("in-flight request: %v", err)
+	}
+	if code := p.Exited(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
 }

@@ -63,14 +63,7 @@ upstreams:
 		_ = p.Cmd.Process.Signal(syscall.SIGHUP)
 	}
 	p.WaitOutput(t, 5*time.Second, "SIGHUP ignored: draining")
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("in-flight request: %v", err)
-	}
-	if code := p.Exited(t, 15*time.Second); code != 0 {
-		t.Fatalf("exit code %d, want 0", code)
-	}
+	inFlightDoneExit0(t, p, &wg, errs)
 }
 
 // TestSIGHUPDuringStartup: a SIGHUP that arrives while `meshgate run -c`

@@ -1,6 +1,7 @@
 package grpcserve
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,26 +93,10 @@ func TestFinishNoWaitInHoldsForBatch(t *testing.T) {
 func TestStreamSlotFreeBeforeTrailers(t *testing.T) {
 	ts := start(t, handlerFunc(echo), func(c *Config) { c.MaxConcurrentStreams = 2 })
 	cc := dial(t, ts.addr)
-	ctx := ctxT(t, 20*time.Second)
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for range 8 {
-		wg.Go(func() {
-			for range 300 {
-				var resp []byte
-				if err := cc.Invoke(ctx, "/t.S/M", &[]byte{1}, &resp); err != nil {
-					if failed.Add(1) == 1 {
-						t.Errorf("call: %v", err)
-					}
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d callers failed", n)
-	}
+	atStreamLimit(t, 300, func(ctx context.Context) error {
+		var resp []byte
+		return cc.Invoke(ctx, "/t.S/M", &[]byte{1}, &resp)
+	})
 }
 
 // TestDelegatedStreamSlotFreeBeforeTrailers: the same for calls
@@ -119,13 +104,22 @@ func TestStreamSlotFreeBeforeTrailers(t *testing.T) {
 func TestDelegatedStreamSlotFreeBeforeTrailers(t *testing.T) {
 	ts, _, _, _ := startHybrid(t, func(c *Config) { c.MaxConcurrentStreams = 2 })
 	tc := testgrpc.NewTestServiceClient(dialPlain(t, ts.addr))
+	atStreamLimit(t, 200, func(ctx context.Context) error {
+		_, err := tc.EmptyCall(ctx, &testgrpc.Empty{})
+		return err
+	})
+}
+
+// atStreamLimit runs 8 callers of n calls each (more than the server's
+// stream limit) and fails on the first call that fails.
+func atStreamLimit(t *testing.T, n int, call func(context.Context) error) {
 	ctx := ctxT(t, 20*time.Second)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for range 8 {
 		wg.Go(func() {
-			for range 200 {
-				if _, err := tc.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+			for range n {
+				if err := call(ctx); err != nil {
 					if failed.Add(1) == 1 {
 						t.Errorf("call: %v", err)
 					}
