@@ -42,7 +42,7 @@ const (
 	RefusedIdentity  = "identity_mismatch" // certificate not allowed to claim the node id
 )
 
-var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity}
+var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity, RefusedTooManyStreams}
 
 // accessTable is the node/identity table of one config.
 type accessTable struct {
@@ -134,9 +134,15 @@ func (s *Server) streamOpened(ctx context.Context, k streamKey) error {
 	s.connected.Inc()
 	pi := identityOf(ctx)
 	s.nackMu.Lock()
-	s.peers[k] = pi
+	err := s.admitStreamLocked(pi)
+	if err == nil {
+		s.peers[k] = pi
+	}
 	s.nackMu.Unlock()
-	return nil
+	if err != nil {
+		s.refuse(RefusedTooManyStreams, "peer", pi.who)
+	}
+	return err // an error closes the stream (the closed callback still runs)
 }
 
 // authorize refuses a request whose node id the stream may not claim; the
@@ -168,7 +174,7 @@ const refusedLogEvery = 10 * time.Second
 
 func newRefusedCounter() (*prometheus.CounterVec, map[string]*atomic.Int64) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch).",
+		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch, too_many_streams).",
 	}, []string{"reason"})
 	logs := map[string]*atomic.Int64{}
 	for _, r := range refusedReasons {

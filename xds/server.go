@@ -30,7 +30,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/xds/model"
@@ -633,10 +632,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	gopts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
-	}
+	gopts := serverOptions() // limits.go
 	s.mu.Lock()
 	if s.creds != nil {
 		gopts = append(gopts, grpc.Creds(s.creds))
@@ -788,6 +784,9 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 	if err := s.authorize(streamKey{false, id}, node); err != nil {
 		return err
 	}
+	if !knownType(req.GetTypeUrl()) {
+		return nil // the cache answers nothing; nothing is recorded
+	}
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
 	} else if req.GetResponseNonce() != "" {
@@ -806,6 +805,9 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 	version, known := s.nonces[nonceKey{id, nonce}]
 	delete(s.nonces, nonceKey{id, nonce})
 	s.nackMu.Unlock()
+	if !knownType(req.GetTypeUrl()) {
+		return nil
+	}
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
 	} else if nonce != "" && known {
@@ -816,6 +818,7 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 
 func (s *Server) recordNack(node, typeURL, detail string) {
 	s.nackReqs.Add(1)
+	detail = clipDetail(detail)
 	version := s.Version()
 	k := nackKey{node, typeURL}
 	s.nackMu.Lock()
@@ -912,10 +915,17 @@ func (s *Server) NackCheck() error {
 	return fmt.Errorf("%w: %s", ErrNack, strings.Join(parts, "; "))
 }
 
-// cacheLogger adapts slog to go-control-plane's logger (all at Debug).
+// cacheLogger adapts slog to go-control-plane's logger. Its warnings are
+// about requests (a client asking for names the snapshot lacks: one line
+// per request, with every requested name), so a client would control
+// their rate and size: they go to Debug with the rest; errors stay.
 type cacheLogger struct{ l *slog.Logger }
 
-func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Debugf(f string, a ...any) {
+	if c.l.Enabled(context.Background(), slog.LevelDebug) { // formatting a request's names costs
+		c.l.Debug(fmt.Sprintf(f, a...))
+	}
+}
+func (c cacheLogger) Infof(f string, a ...any)  { c.Debugf(f, a...) }
+func (c cacheLogger) Warnf(f string, a ...any)  { c.Debugf(f, a...) }
 func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }

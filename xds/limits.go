@@ -1,0 +1,104 @@
+package xds
+
+import (
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// What one xDS client may hold. An Envoy opens one ADS stream (or one per
+// resource type, six at most, without ADS); a proxyless gRPC process one
+// per xDS server. The bounds leave room for that many times over and keep
+// one client (one certificate, or one misbehaving process on a plaintext
+// socket) from taking what the others need.
+const (
+	// MaxStreamsPerConn is the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS of
+	// the ADS listener: further streams of a connection wait for a slot.
+	MaxStreamsPerConn = 16
+	// MaxStreamsPerIdentity bounds the open streams of one client
+	// certificate identity over all its connections (TLS only); more are
+	// refused with ResourceExhausted, reason "too_many_streams".
+	MaxStreamsPerIdentity = 32
+	// MaxStreams bounds the open streams of the whole control plane.
+	MaxStreams = 4096
+	// MaxRecvMsgSize bounds one DiscoveryRequest (resource_names lists
+	// included); a larger one ends its stream with ResourceExhausted.
+	MaxRecvMsgSize = 4 << 20
+	// MaxHeaderListSize bounds a stream's request headers (grpc-go's own
+	// server default is 16 MiB).
+	MaxHeaderListSize = 64 << 10
+	// HandshakeTimeout bounds a connection's TLS handshake (grpc-go's
+	// default is 120 s): a peer that connects and says nothing is dropped.
+	HandshakeTimeout = 10 * time.Second
+	// MaxConnectionIdle closes a connection that has had no stream for that
+	// long (Envoy and grpc-go keep their ADS stream open and reconnect).
+	MaxConnectionIdle = 5 * time.Minute
+	// maxNackDetail bounds what is kept, logged and shown by /readyz of a
+	// client's error_detail.
+	maxNackDetail = 1024
+)
+
+// RefusedTooManyStreams: a client (certificate identity) or the control
+// plane as a whole has as many streams open as it may.
+const RefusedTooManyStreams = "too_many_streams"
+
+// serverOptions are the gRPC server options of the ADS listener.
+func serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second, MaxConnectionIdle: MaxConnectionIdle}),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConn),
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
+		grpc.ConnectionTimeout(HandshakeTimeout),
+	}
+}
+
+// knownType reports whether typeURL is one of the resource types the
+// control plane serves. ACKs and NACKs of other types are not recorded: a
+// client choosing type URLs must not grow the server's maps, the
+// nacks_total label set or the readiness report.
+func knownType(typeURL string) bool {
+	switch typeURL {
+	case resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType:
+		return true
+	}
+	return false
+}
+
+// admitStream counts a new stream of pi against the caps; s.nackMu is
+// held. It returns a ResourceExhausted status when a cap is reached.
+func (s *Server) admitStreamLocked(pi peerIdentity) error {
+	if len(s.peers) >= MaxStreams {
+		return status.Errorf(codes.ResourceExhausted, "%v: the control plane has %d streams open", ErrRefused, MaxStreams)
+	}
+	if !pi.tls {
+		return nil
+	}
+	n := 0
+	for _, p := range s.peers {
+		if p.tls && p.who == pi.who {
+			n++
+		}
+	}
+	if n >= MaxStreamsPerIdentity {
+		return status.Errorf(codes.ResourceExhausted, "%v: %s has %d streams open", ErrRefused, pi.who, MaxStreamsPerIdentity)
+	}
+	return nil
+}
+
+// clipDetail bounds a client's error_detail message.
+func clipDetail(d string) string {
+	if len(d) <= maxNackDetail {
+		return d
+	}
+	n := maxNackDetail
+	for n > 0 && d[n]&0xC0 == 0x80 { // UTF-8 boundary
+		n--
+	}
+	return d[:n] + "…(clipped)"
+}
