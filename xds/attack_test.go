@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshgate/meshgate/internal/testkit"
 	"github.com/meshgate/meshgate/internal/testkit/xdstest"
+	"github.com/meshgate/meshgate/meshgate/config"
 )
 
 // Hostile xDS clients against the real control plane, with go-control-
@@ -264,5 +265,108 @@ func TestAttackOtherNodesSecretNames(t *testing.T) {
 	}
 	if len(r.GetResources()) != 1 {
 		t.Fatalf("idc got %d secrets, want its own cluster/up/cert", len(r.GetResources()))
+	}
+}
+
+// envoyPairConfig: Envoy nodes a and b on plaintext loopback, each with a
+// listener routed to cluster <cluster> of n endpoints.
+func envoyPairConfig(t *testing.T, cluster string, n int) *config.Config {
+	t.Helper()
+	eps := make([]string, n)
+	for i := range eps {
+		eps[i] = fmt.Sprintf("%q", fmt.Sprintf("127.0.%d.%d:%d", i/250, i%250+1, 10000+i))
+	}
+	node := func(id string) string {
+		return fmt.Sprintf(`  - node: %s
+    listeners:
+    - {name: in, address: 127.0.0.1:10000, protocol: private, route_to: {cluster: %s}}
+    clusters:
+    - {name: %s, protocol: private, endpoints: [%s]}
+`, id, cluster, cluster, strings.Join(eps, ", "))
+	}
+	return xdsConfig(t, "", "  address: 127.0.0.1:0\n  insecure: true\n  envoy:\n"+node("a")+node("b"))
+}
+
+// TestAttackNeverReadingClientBoundsPush: node a opens an ADS stream,
+// asks for everything and then neither reads nor ACKs; node b reads and
+// ACKs. Updates that change the clusters (make-before-break, each phase
+// waiting for ACKs) return within their bound although a's stream is
+// stuck (its HTTP/2 window full), and b gets and ACKs every last version.
+func TestAttackNeverReadingClientBoundsPush(t *testing.T) {
+	s, addr := listening(t, Options{}, envoyPairConfig(t, "up0", 2000))
+	s.phaseTimeout, s.phaseSettle = 200*time.Millisecond, 10*time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	defer func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	ctx := testkit.Context(t, 60*time.Second)
+	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
+
+	bad, err := adsClient(t, addr, insecure.NewCredentials()).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range types {
+		if err := bad.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "a"}, TypeUrl: typ}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, err := adsClient(t, addr, insecure.NewCredentials()).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range types {
+		if err := good.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "b"}, TypeUrl: typ}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acker := make(chan error, 1)
+	go func() {
+		for {
+			r, err := good.Recv()
+			if err != nil {
+				acker <- err
+				return
+			}
+			if err := good.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "b"}, TypeUrl: r.GetTypeUrl(),
+				VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}); err != nil {
+				acker <- err
+				return
+			}
+		}
+	}()
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool {
+		return s.AckedVersion("b", resource.ClusterType) == s.Version()
+	}, "b never ACKed the first version")
+
+	const bound = 3 * time.Second // 2 phases × 200 ms, and slack for -race
+	for i := 1; i <= 6; i++ {
+		start := time.Now()
+		if err := s.Update(xdstest.Model(t, envoyPairConfig(t, fmt.Sprintf("up%d", i), 2000))); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > bound {
+			t.Fatalf("update %d took %v with a stuck client, bound %v", i, d, bound)
+		}
+	}
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool {
+		for _, typ := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType} {
+			if s.AckedVersion("b", typ) != s.Version() {
+				return false
+			}
+		}
+		return true
+	}, "b did not ACK the last version %s", s.Version())
+	if v := s.AckedVersion("a", resource.ClusterType); v != "" {
+		t.Fatalf("a ACKed %q", v)
+	}
+	select {
+	case err := <-acker:
+		t.Fatalf("good client's stream: %v", err)
+	default:
 	}
 }
