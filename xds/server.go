@@ -76,7 +76,11 @@ type Server struct {
 	nacks   map[nackKey]nackInfo
 	streams map[streamKey]string // stream → node id
 	peers   map[streamKey]peerIdentity
-	acks    map[nackKey]string  // (node, type) → last version ACKed
+	acks    map[nackKey]string // (node, type) → last version ACKed
+	// lagging: nodes that let a make-before-break phase time out; later
+	// phases do not wait for them until they ACK again (one stuck client
+	// would otherwise hold every reload for the whole bound).
+	lagging map[string]bool
 	nonces  map[nonceKey]string // delta stream response nonce → snapshot version
 
 	// phaseTimeout bounds each make-before-break phase's wait for ACKs;
@@ -128,6 +132,7 @@ func NewServer(opts Options) *Server {
 		streams:      map[streamKey]string{},
 		peers:        map[streamKey]peerIdentity{},
 		acks:         map[nackKey]string{},
+		lagging:      map[string]bool{},
 		nonces:       map[nonceKey]string{},
 		closed:       make(chan struct{}),
 		phaseTimeout: 5 * time.Second,
@@ -462,7 +467,7 @@ func (s *Server) waitAcked(version string, prev, cur map[string]*Resources, phas
 	connected := map[string]bool{}
 	s.nackMu.Lock()
 	for _, n := range s.streams {
-		connected[n] = true
+		connected[n] = !s.lagging[n]
 	}
 	s.nackMu.Unlock()
 	for node, r := range cur {
@@ -522,7 +527,17 @@ func (s *Server) waitAcked(version string, prev, cur map[string]*Resources, phas
 			return
 		}
 		if time.Now().After(deadline) {
-			s.log.Warn("make-before-break phase not acknowledged in time; continuing", "phase", phase, "version", version, "waiting_for", missing)
+			var late []string
+			s.nackMu.Lock()
+			for _, w := range wants {
+				if s.acks[nackKey{w.node, w.typeURL}] != version && !s.lagging[w.node] {
+					s.lagging[w.node] = true
+					late = append(late, w.node)
+				}
+			}
+			s.nackMu.Unlock()
+			s.log.Warn("make-before-break phase not acknowledged in time; continuing without waiting for these nodes until they ACK again",
+				"phase", phase, "version", version, "waiting_for", missing, "lagging", late)
 			return
 		}
 		select {
@@ -856,6 +871,7 @@ func (s *Server) recordAck(node, typeURL, version string) {
 	k := nackKey{node, typeURL}
 	s.nackMu.Lock()
 	s.acks[k] = version
+	delete(s.lagging, node)
 	n, had := s.nacks[k]
 	if had && s.newer(version, n.version) {
 		delete(s.nacks, k)
