@@ -42,7 +42,7 @@ const (
 	RefusedIdentity  = "identity_mismatch" // certificate not allowed to claim the node id
 )
 
-var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity, RefusedTooManyStreams}
+var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity, RefusedTooManyStreams, RefusedTooManyNames, RefusedUnknownType}
 
 // accessTable is the node/identity table of one config.
 type accessTable struct {
@@ -159,6 +159,15 @@ func (s *Server) authorize(k streamKey, node string) error {
 	return status.Errorf(codes.PermissionDenied, "%v: node %q: %s", ErrRefused, node, reason)
 }
 
+// refuseType closes a stream that asked for a type URL not served.
+func (s *Server) refuseType(node, typeURL string) error {
+	if len(typeURL) > 128 {
+		typeURL = typeURL[:128] + "…"
+	}
+	s.refuse(RefusedUnknownType, "node", node, "type_url", typeURL)
+	return status.Errorf(codes.InvalidArgument, "%v: type_url %q is not served", ErrRefused, typeURL)
+}
+
 // refuse counts a refusal and logs it at most once per logEvery per reason.
 func (s *Server) refuse(reason string, attrs ...any) {
 	s.refused.WithLabelValues(reason).Inc()
@@ -174,7 +183,7 @@ const refusedLogEvery = 10 * time.Second
 
 func newRefusedCounter() (*prometheus.CounterVec, map[string]*atomic.Int64) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch, too_many_streams).",
+		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch, too_many_streams, too_many_names, unknown_type).",
 	}, []string{"reason"})
 	logs := map[string]*atomic.Int64{}
 	for _, r := range refusedReasons {

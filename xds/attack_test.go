@@ -147,12 +147,14 @@ func metricLabels(reg *prometheus.Registry, name string) []string {
 	return out
 }
 
-// TestAttackNackStorm: a declared client sends NACKs and ACKs with type
-// URLs of its choosing, huge error details, and requests for names that
-// do not exist. Only the five served types are recorded (the nacks_total
-// label set, Nacks, the ACK table stay bounded), the detail kept and shown
-// by readiness is clipped, and the log gets one line for the one real
-// rejection, not one per request.
+// TestAttackNackStorm: a declared client NACKs with huge error details,
+// over and over, and asks for names that do not exist; another asks for
+// type URLs of its choosing (NACK, ACK, plain request, SotW and delta).
+// A type not served closes its stream InvalidArgument (counted
+// unknown_type) and records nothing: the nacks_total label set, Nacks and
+// the ACK table stay bounded. The detail kept and shown by readiness is
+// clipped, and the log gets one line for the one rejected version, not
+// one per request.
 func TestAttackNackStorm(t *testing.T) {
 	var warns atomic.Int64
 	reg := prometheus.NewRegistry()
@@ -166,43 +168,60 @@ func TestAttackNackStorm(t *testing.T) {
 		}
 	})
 	ctx := testkit.Context(t, 20*time.Second)
-	st, err := adsClient(t, addr, insecure.NewCredentials()).StreamAggregatedResources(ctx)
+	c := adsClient(t, addr, insecure.NewCredentials())
+	node := &core.Node{Id: "client-1"}
+	huge := strings.Repeat("é", 64<<10)
+
+	for i, r := range []*discovery.DiscoveryRequest{
+		{Node: node, TypeUrl: "type.googleapis.com/bogus.T1", ResponseNonce: "x", ErrorDetail: &rpcstatus.Status{Message: huge}},
+		{Node: node, TypeUrl: "type.googleapis.com/bogus.T2", VersionInfo: "v", ResponseNonce: "y"},
+		{Node: node, TypeUrl: "type.googleapis.com/bogus.T3", ResourceNames: []string{"a"}},
+	} {
+		st, err := c.StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("bogus type %d: %v, want InvalidArgument", i, err)
+		}
+	}
+	dst, err := c.DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &core.Node{Id: "client-1"}
-	huge := strings.Repeat("é", 64<<10)
+	if err := dst.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: "type.googleapis.com/bogus.D", ResourceNamesSubscribe: []string{"*"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bogus delta type: %v, want InvalidArgument", err)
+	}
+	if n := refusedCount(reg, RefusedUnknownType); n != 4 {
+		t.Fatalf("refused{unknown_type} = %v, want 4", n)
+	}
+
+	st, err := c.StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	const n = 300
 	for i := range n {
-		typ := fmt.Sprintf("type.googleapis.com/bogus.T%d", i)
-		reqs := []*discovery.DiscoveryRequest{
-			{Node: node, TypeUrl: typ, ResponseNonce: "x", ErrorDetail: &rpcstatus.Status{Message: huge}},
-			{Node: node, TypeUrl: typ + "ack", VersionInfo: "v", ResponseNonce: "y"},
+		for _, r := range []*discovery.DiscoveryRequest{
+			{Node: node, TypeUrl: resource.ListenerType, ResponseNonce: "z", ErrorDetail: &rpcstatus.Status{Message: huge}},
 			{Node: node, TypeUrl: resource.ClusterType, ResourceNames: []string{fmt.Sprintf("nope-%d", i)}},
-		}
-		for _, r := range reqs {
+		} {
 			if err := st.Send(r); err != nil {
 				t.Fatalf("request %d: %v", i, err)
 			}
 		}
 	}
-	// The last request, a NACK of a served type, is recorded once all the
-	// others were handled (one stream is handled in order).
-	if err := st.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: resource.ListenerType, ResponseNonce: "z",
-		ErrorDetail: &rpcstatus.Status{Message: huge}}); err != nil {
-		t.Fatal(err)
-	}
-	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool { return len(s.Nacks()) > 0 && s.NackRequests() > 0 }, "the real NACK not recorded")
-	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool {
-		for _, nk := range s.Nacks() {
-			if nk.TypeURL == resource.ListenerType {
-				return true
-			}
-		}
-		return false
-	}, "the listener NACK not recorded")
-	if ns := s.Nacks(); len(ns) != 1 || len(ns[0].Detail) > maxNackDetail+16 {
-		t.Fatalf("%d outstanding NACKs (want 1, the served type), first detail %d bytes", len(ns), len(ns[0].Detail))
+	// One stream is handled in order: once the server counted every NACK
+	// it has seen every request.
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool { return s.NackRequests() == n }, "NACKs counted: %d of %d", s.NackRequests(), n)
+	if ns := s.Nacks(); len(ns) != 1 || ns[0].TypeURL != resource.ListenerType || len(ns[0].Detail) > maxNackDetail+16 {
+		t.Fatalf("outstanding NACKs %d (want the listener one), first detail %d bytes", len(ns), len(ns[0].Detail))
 	}
 	if err := s.NackCheck(); err == nil || len(err.Error()) > 2*maxNackDetail {
 		t.Fatalf("readiness report of %d bytes", len(fmt.Sprint(err)))
@@ -214,10 +233,121 @@ func TestAttackNackStorm(t *testing.T) {
 	acks := len(s.acks)
 	s.nackMu.Unlock()
 	if acks != 0 {
-		t.Fatalf("%d ACK entries for types never served", acks)
+		t.Fatalf("%d ACK entries, none was ACKed", acks)
 	}
-	if w := warns.Load(); w > 1 {
-		t.Fatalf("%d log lines at Warn or above for one real NACK", w)
+	// One Error line for the rejected version; the refusals' Warn lines
+	// (at most one per reason per 10 s): unknown_type.
+	if w := warns.Load(); w > 2 {
+		t.Fatalf("%d log lines at Warn or above", w)
+	}
+}
+
+// TestAttackDeltaSubscriptionGrowth: a delta subscription accumulates
+// over requests; a client adding names a request at a time is cut off
+// (ResourceExhausted, counted too_many_names) once it holds more than
+// MaxSubscribedBytes, though every request is small. Unsubscribing keeps
+// a well-behaved stream under the bound however long it lives.
+func TestAttackDeltaSubscriptionGrowth(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s, addr := serveForTest(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"), reg)
+	_ = s
+	c := adsClient(t, addr, insecure.NewCredentials())
+	ctx := testkit.Context(t, 20*time.Second)
+	batch := func(from int) []string {
+		out := make([]string, 1000)
+		for i := range out {
+			out[i] = fmt.Sprintf("%063d", from+i) // 63 bytes a name
+		}
+		return out
+	}
+	node := &core.Node{Id: "delta-1"}
+
+	// Churn: subscribe a batch, unsubscribe it; 40 × 63 KB never held.
+	churn, err := c.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		b := batch(i * 1000)
+		for _, r := range []*discovery.DeltaDiscoveryRequest{
+			{Node: node, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: b},
+			{Node: node, TypeUrl: resource.ClusterType, ResourceNamesUnsubscribe: b},
+		} {
+			if err := churn.Send(r); err != nil {
+				t.Fatalf("churn %d: %v", i, err)
+			}
+		}
+	}
+	if err := churn.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"grpc/svc"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := churn.Recv(); err != nil || len(r.GetResources()) != 1 {
+		t.Fatalf("after churning 40,000 names: %v %v", r, err)
+	}
+
+	grow, err := c.DeltaAggregatedResources(testkit.Context(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gerr error
+	for i := 0; i < 2*MaxSubscribedBytes/63000 && gerr == nil; i++ {
+		gerr = grow.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.EndpointType, ResourceNamesSubscribe: batch(i * 1000)})
+	}
+	if gerr == nil {
+		gerr = grow.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"grpc/svc"}})
+	}
+	var rerr error
+	for rerr == nil {
+		_, rerr = grow.Recv()
+	}
+	if status.Code(rerr) != codes.ResourceExhausted {
+		t.Fatalf("growing subscription: %v (send: %v), want ResourceExhausted", rerr, gerr)
+	}
+	if n := refusedCount(reg, RefusedTooManyNames); n != 1 {
+		t.Fatalf("refused{too_many_names} = %v", n)
+	}
+}
+
+// TestAttackDeltaBogusNonces: delta requests with response nonces the
+// server never sent and made-up initial resource versions record no ACK
+// and break nothing: the stream is answered with the real resources.
+func TestAttackDeltaBogusNonces(t *testing.T) {
+	s, addr := serveForTest(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"), nil)
+	ctx := testkit.Context(t, 20*time.Second)
+	st, err := adsClient(t, addr, insecure.NewCredentials()).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &core.Node{Id: "delta-1"}
+	for i := range 50 {
+		if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ListenerType,
+			ResponseNonce: fmt.Sprintf("forged-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := s.AckedVersion("delta-1", resource.ListenerType); v != "" {
+		t.Fatalf("forged nonces recorded as an ACK of %q", v)
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType,
+		ResourceNamesSubscribe: []string{"*"}, InitialResourceVersions: map[string]string{"grpc/svc": "forged", "ghost": "1"}}); err != nil {
+		t.Fatal(err)
+	}
+	var r *discovery.DeltaDiscoveryResponse
+	for r == nil || r.GetTypeUrl() != resource.ClusterType {
+		if r, err = st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "grpc/svc" {
+		t.Fatalf("clusters after forged versions: %v", r.GetResources())
+	}
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: r.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, ctx, 10*time.Millisecond, func() bool { return s.AckedVersion("delta-1", resource.ClusterType) == s.Version() },
+		"the real nonce not recorded as an ACK")
+	if v := s.AckedVersion("delta-1", resource.ListenerType); v != "" {
+		t.Fatalf("forged nonces recorded as an ACK of %q", v)
 	}
 }
 

@@ -3,6 +3,7 @@ package xds
 import (
 	"time"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -59,9 +60,10 @@ func serverOptions() []grpc.ServerOption {
 }
 
 // knownType reports whether typeURL is one of the resource types the
-// control plane serves. ACKs and NACKs of other types are not recorded: a
-// client choosing type URLs must not grow the server's maps, the
-// nacks_total label set or the readiness report.
+// control plane serves. A request for another type closes its stream
+// (InvalidArgument, counted unknown_type): its watch would never be
+// answered, and a client choosing type URLs must not grow the server's
+// maps, the nacks_total label set or the readiness report.
 func knownType(typeURL string) bool {
 	switch typeURL {
 	case resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType:
@@ -101,4 +103,63 @@ func clipDetail(d string) string {
 		n--
 	}
 	return d[:n] + "…(clipped)"
+}
+
+// MaxSubscribedBytes bounds the resource names one delta stream may be
+// subscribed to (the bytes of the names, all types together; initial
+// resource versions count too). A delta subscription accumulates over
+// requests, so without a bound a client could grow it a request at a time;
+// past it the stream ends with ResourceExhausted. (A state-of-the-world
+// request replaces its type's names and is bounded by MaxRecvMsgSize.)
+const MaxSubscribedBytes = 1 << 20
+
+// RefusedTooManyNames: a delta stream subscribed to more than
+// MaxSubscribedBytes of names.
+const RefusedTooManyNames = "too_many_names"
+
+// RefusedUnknownType: a request for a type URL the control plane does not
+// serve (the watch it would open is never answered and keeps its names).
+const RefusedUnknownType = "unknown_type"
+
+// deltaNames is what one delta stream is subscribed to.
+type deltaNames struct {
+	names map[string]int // type URL + "\x00" + name → bytes counted
+	bytes int
+}
+
+// trackDelta applies req's subscriptions to the stream's set and refuses
+// one that would exceed MaxSubscribedBytes.
+func (s *Server) trackDelta(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	typ := req.GetTypeUrl()
+	s.nackMu.Lock()
+	d := s.deltaSubs[id]
+	if d == nil {
+		d = &deltaNames{names: map[string]int{}}
+		s.deltaSubs[id] = d
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		k := typ + "\x00" + n
+		d.bytes -= d.names[k]
+		delete(d.names, k)
+	}
+	add := func(n string, size int) {
+		k := typ + "\x00" + n
+		if _, ok := d.names[k]; !ok {
+			d.names[k] = size
+			d.bytes += size
+		}
+	}
+	for _, n := range req.GetResourceNamesSubscribe() {
+		add(n, len(n))
+	}
+	for n, v := range req.GetInitialResourceVersions() {
+		add(n, len(n)+len(v))
+	}
+	over := d.bytes > MaxSubscribedBytes
+	s.nackMu.Unlock()
+	if over {
+		s.refuse(RefusedTooManyNames, "stream", id)
+		return status.Errorf(codes.ResourceExhausted, "xds: delta stream subscribed to more than %d bytes of resource names", MaxSubscribedBytes)
+	}
+	return nil
 }

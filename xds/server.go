@@ -81,7 +81,9 @@ type Server struct {
 	// phases do not wait for them until they ACK again (one stuck client
 	// would otherwise hold every reload for the whole bound).
 	lagging map[string]bool
-	nonces  map[nonceKey]string // delta stream response nonce → snapshot version
+	// deltaSubs: what each delta stream is subscribed to (limits.go).
+	deltaSubs map[int64]*deltaNames
+	nonces    map[nonceKey]string // delta stream response nonce → snapshot version
 
 	// phaseTimeout bounds each make-before-break phase's wait for ACKs;
 	// phaseSettle is waited after a phase was ACKed.
@@ -133,6 +135,7 @@ func NewServer(opts Options) *Server {
 		peers:        map[streamKey]peerIdentity{},
 		acks:         map[nackKey]string{},
 		lagging:      map[string]bool{},
+		deltaSubs:    map[int64]*deltaNames{},
 		nonces:       map[nonceKey]string{},
 		closed:       make(chan struct{}),
 		phaseTimeout: 5 * time.Second,
@@ -785,6 +788,7 @@ func (s *Server) forget(id streamKey) {
 	delete(s.streams, id)
 	delete(s.peers, id)
 	if id.delta {
+		delete(s.deltaSubs, id.id)
 		for k := range s.nonces {
 			if k.stream == id.id {
 				delete(s.nonces, k)
@@ -800,7 +804,7 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 		return err
 	}
 	if !knownType(req.GetTypeUrl()) {
-		return nil // the cache answers nothing; nothing is recorded
+		return s.refuseType(node, req.GetTypeUrl())
 	}
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
@@ -815,14 +819,17 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 	if err := s.authorize(streamKey{true, id}, node); err != nil {
 		return err
 	}
+	if t := req.GetTypeUrl(); t != "" && !knownType(t) { // "": the per-type service's own
+		return s.refuseType(node, t)
+	}
+	if err := s.trackDelta(id, req); err != nil {
+		return err
+	}
 	nonce := req.GetResponseNonce()
 	s.nackMu.Lock()
 	version, known := s.nonces[nonceKey{id, nonce}]
 	delete(s.nonces, nonceKey{id, nonce})
 	s.nackMu.Unlock()
-	if !knownType(req.GetTypeUrl()) {
-		return nil
-	}
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
 	} else if nonce != "" && known {
