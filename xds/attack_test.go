@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -507,4 +508,37 @@ func TestAttackNeverReadingClientBoundsPush(t *testing.T) {
 		t.Fatalf("good client's stream: %v", err)
 	default:
 	}
+}
+
+// TestAttackUnauthenticatedFlood: on the mutual-TLS listener, 100
+// connections that never start a handshake and 50 that send garbage do
+// not keep a client with a certificate from its secrets; the garbage ones
+// are counted as refused handshakes.
+func TestAttackUnauthenticatedFlood(t *testing.T) {
+	s, reg, dial, pki := secureServer(t)
+	addr := s.Addr().String()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range 150 {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if i >= 100 {
+			if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("\x16\x03\x01\x00", 64))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx := testkit.Context(t, 10*time.Second)
+	if _, err := xdstest.FirstSecrets(ctx, dial(pki.Creds(t, "idc")), "idc"); err != nil {
+		t.Fatalf("idc during the flood: %v", err)
+	}
+	testkit.Eventually(t, ctx, 20*time.Millisecond, func() bool { return refusedCount(reg, RefusedHandshake) >= 50 },
+		"refused{handshake} = %v, want >= 50", refusedCount(reg, RefusedHandshake))
 }
