@@ -542,3 +542,57 @@ func TestAttackUnauthenticatedFlood(t *testing.T) {
 	testkit.Eventually(t, ctx, 20*time.Millisecond, func() bool { return refusedCount(reg, RefusedHandshake) >= 50 },
 		"refused{handshake} = %v, want >= 50", refusedCount(reg, RefusedHandshake))
 }
+
+// TestAttackDeltaNonceFlood: a delta client that makes the server answer
+// thousands of times and never ACKs must not make the server forget
+// another stream's outstanding nonce (before, the nonce table was
+// cleared for every stream once it held 4096 entries, so the other
+// node's ACK was not recognized and make-before-break waited for it).
+func TestAttackDeltaNonceFlood(t *testing.T) {
+	s, addr := serveForTest(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"), nil)
+	ctx := testkit.Context(t, 30*time.Second)
+	c := adsClient(t, addr, insecure.NewCredentials())
+
+	good, err := c.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := good.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "delta-1"}, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := good.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	flood, err := c.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &core.Node{Id: "client-1"}
+	const n = 4500 // a response each (the unsubscribe is not answered)
+	go func() {
+		for range n {
+			for _, r := range []*discovery.DeltaDiscoveryRequest{
+				{Node: node, TypeUrl: resource.ClusterType, ResourceNamesSubscribe: []string{"grpc/svc"}},
+				{Node: node, TypeUrl: resource.ClusterType, ResourceNamesUnsubscribe: []string{"grpc/svc"}},
+			} {
+				if flood.Send(r) != nil {
+					return
+				}
+			}
+		}
+	}()
+	got := 0
+	for got < 4200 {
+		if _, err := flood.Recv(); err != nil {
+			t.Fatalf("flood stream after %d responses: %v", got, err)
+		}
+		got++
+	}
+	if err := good.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: first.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, testkit.Context(t, 5*time.Second), 10*time.Millisecond, func() bool { return s.AckedVersion("delta-1", resource.ClusterType) == s.Version() },
+		"delta-1's ACK not recognized after %d unACKed responses to another stream", got)
+}

@@ -38,6 +38,10 @@ const (
 	// MaxConnectionIdle closes a connection that has had no stream for that
 	// long (Envoy and grpc-go keep their ADS stream open and reconnect).
 	MaxConnectionIdle = 5 * time.Minute
+	// maxNoncesPerStream bounds the response nonces of one delta stream
+	// awaiting an ACK (one per type is the norm); past it that stream's
+	// are forgotten, never another stream's.
+	maxNoncesPerStream = 64
 	// maxNackDetail bounds what is kept, logged and shown by /readyz of a
 	// client's error_detail.
 	maxNackDetail = 1024

@@ -83,7 +83,7 @@ type Server struct {
 	lagging map[string]bool
 	// deltaSubs: what each delta stream is subscribed to (limits.go).
 	deltaSubs map[int64]*deltaNames
-	nonces    map[nonceKey]string // delta stream response nonce → snapshot version
+	nonces    map[int64]map[string]string // delta stream → response nonce → snapshot version
 
 	// phaseTimeout bounds each make-before-break phase's wait for ACKs;
 	// phaseSettle is waited after a phase was ACKed.
@@ -110,12 +110,6 @@ type streamKey struct {
 	id    int64
 }
 
-// nonceKey: delta nonces are per stream.
-type nonceKey struct {
-	stream int64
-	nonce  string
-}
-
 type nackInfo struct {
 	version string // the snapshot version that was rejected
 	detail  string
@@ -136,7 +130,7 @@ func NewServer(opts Options) *Server {
 		acks:         map[nackKey]string{},
 		lagging:      map[string]bool{},
 		deltaSubs:    map[int64]*deltaNames{},
-		nonces:       map[nonceKey]string{},
+		nonces:       map[int64]map[string]string{},
 		closed:       make(chan struct{}),
 		phaseTimeout: 5 * time.Second,
 		phaseSettle:  250 * time.Millisecond,
@@ -170,10 +164,15 @@ func NewServer(opts Options) *Server {
 		StreamDeltaRequestFunc: s.onDeltaRequest,
 		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
 			s.nackMu.Lock()
-			if len(s.nonces) > 4096 { // never ACKed (stream gone); keep it bounded
-				clear(s.nonces)
+			m := s.nonces[id]
+			if m == nil {
+				m = map[string]string{}
+				s.nonces[id] = m
 			}
-			s.nonces[nonceKey{id, resp.GetNonce()}] = resp.GetSystemVersionInfo()
+			if len(m) >= maxNoncesPerStream { // a client that never ACKs: forget its own, nobody else's
+				clear(m)
+			}
+			m[resp.GetNonce()] = resp.GetSystemVersionInfo()
 			s.nackMu.Unlock()
 		},
 	}
@@ -789,11 +788,7 @@ func (s *Server) forget(id streamKey) {
 	delete(s.peers, id)
 	if id.delta {
 		delete(s.deltaSubs, id.id)
-		for k := range s.nonces {
-			if k.stream == id.id {
-				delete(s.nonces, k)
-			}
-		}
+		delete(s.nonces, id.id)
 	}
 	s.nackMu.Unlock()
 }
@@ -827,8 +822,8 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 	}
 	nonce := req.GetResponseNonce()
 	s.nackMu.Lock()
-	version, known := s.nonces[nonceKey{id, nonce}]
-	delete(s.nonces, nonceKey{id, nonce})
+	version, known := s.nonces[id][nonce]
+	delete(s.nonces[id], nonce)
 	s.nackMu.Unlock()
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
