@@ -107,6 +107,16 @@ func identityOf(ctx context.Context) peerIdentity {
 	return pi
 }
 
+// knows reports whether any of ids may claim a node.
+func (t *accessTable) knows(ids []string) bool {
+	for _, id := range ids {
+		if len(t.byID[id]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // check decides whether a stream with identity pi may claim node.
 func (t *accessTable) check(pi peerIdentity, node string, requireTLS bool) (reason string) {
 	switch {
@@ -133,6 +143,12 @@ func (t *accessTable) check(pi peerIdentity, node string, requireTLS bool) (reas
 func (s *Server) streamOpened(ctx context.Context, k streamKey) error {
 	s.connected.Inc()
 	pi := identityOf(ctx)
+	if pi.tls && !s.access.Load().knows(pi.ids) {
+		// A certificate of the CA listed for no node can claim nothing:
+		// it holds no stream waiting for a first request.
+		s.refuse(RefusedIdentity, "peer", pi.who, "identities", pi.ids)
+		return status.Errorf(codes.PermissionDenied, "%v: no node is declared for identities %q", ErrRefused, pi.ids)
+	}
 	s.nackMu.Lock()
 	err := s.admitStreamLocked(pi)
 	if err == nil {

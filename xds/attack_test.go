@@ -596,3 +596,32 @@ func TestAttackDeltaNonceFlood(t *testing.T) {
 	testkit.Eventually(t, testkit.Context(t, 5*time.Second), 10*time.Millisecond, func() bool { return s.AckedVersion("delta-1", resource.ClusterType) == s.Version() },
 		"delta-1's ACK not recognized after %d unACKed responses to another stream", got)
 }
+
+// TestAttackStrangerHoldsNoStream: a certificate signed by the xDS CA but
+// listed for no node is refused PermissionDenied when its stream opens,
+// before any request (before, the stream stayed open, counted, waiting
+// for a first request that could only be refused); none is held.
+func TestAttackStrangerHoldsNoStream(t *testing.T) {
+	s, reg, dial, pki := secureServer(t)
+	stranger := dial(pki.Creds(t, "stranger"))
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		st, err := stranger.StreamAggregatedResources(ctx)
+		if err == nil {
+			_, err = st.Recv() // no request sent
+		}
+		cancel()
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("stranger stream %d: %v, want PermissionDenied at open", i, err)
+		}
+	}
+	if n := refusedCount(reg, RefusedIdentity); n != 5 {
+		t.Fatalf("refused{identity_mismatch} = %v, want 5", n)
+	}
+	s.nackMu.Lock()
+	held := len(s.peers)
+	s.nackMu.Unlock()
+	if held != 0 {
+		t.Fatalf("%d streams held", held)
+	}
+}
