@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -304,21 +306,52 @@ func (s *Server) socketModeLocked() os.FileMode {
 	return os.FileMode(s.model.Server.SocketMode)
 }
 
-// listenUnix listens on path and sets its mode. A stale socket of a
-// previous run is removed first.
+// listenUnix listens on path with mode. A stale socket of a previous run
+// is removed first. The socket is bound in a private directory (0700:
+// nobody else can reach it there), given its mode, then renamed into
+// place, so it never exists at path with the wider mode the umask would
+// give it between bind and chmod (a peer connected then would keep a
+// trusted plaintext connection).
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
 		os.Remove(path)
 	}
-	ln, err := net.Listen("unix", path)
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".xds-sock-")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, mode); err != nil {
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false) // it is unlinked by its final name below
+	if err := os.Chmod(tmp, mode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &unixListener{UnixListener: ln, addr: &net.UnixAddr{Name: path, Net: "unix"}}, nil
+}
+
+// unixListener is a socket renamed after bind: it reports and unlinks
+// its final path.
+type unixListener struct {
+	*net.UnixListener
+	addr *net.UnixAddr
+	once sync.Once
+}
+
+func (l *unixListener) Addr() net.Addr { return l.addr }
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() { os.Remove(l.addr.Name) })
+	return err
 }
 
 func loopback(host string) bool {
