@@ -44,7 +44,7 @@ const (
 	RefusedIdentity  = "identity_mismatch" // certificate not allowed to claim the node id
 )
 
-var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity, RefusedTooManyStreams, RefusedTooManyNames, RefusedUnknownType}
+var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity, RefusedTooManyStreams, RefusedTooManyNames, RefusedUnknownType, RefusedTooManyConnections}
 
 // accessTable is the node/identity table of one config.
 type accessTable struct {
@@ -201,7 +201,7 @@ const refusedLogEvery = 10 * time.Second
 
 func newRefusedCounter() (*prometheus.CounterVec, map[string]*atomic.Int64) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch, too_many_streams, too_many_names, unknown_type).",
+		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch, too_many_streams, too_many_names, unknown_type, too_many_connections).",
 	}, []string{"reason"})
 	logs := map[string]*atomic.Int64{}
 	for _, r := range refusedReasons {

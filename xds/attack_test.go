@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -624,4 +625,60 @@ func TestAttackStrangerHoldsNoStream(t *testing.T) {
 	if held != 0 {
 		t.Fatalf("%d streams held", held)
 	}
+}
+
+// TestAttackConnectionCap: connections past the cap are closed as soon as
+// they are accepted (counted too_many_connections) instead of holding a
+// descriptor each; once the flood's connections go, clients are served.
+func TestAttackConnectionCap(t *testing.T) {
+	dir := t.TempDir()
+	pki := securePKI(t, dir)
+	reg := prometheus.NewRegistry()
+	s, addr := listening(t, Options{Registerer: reg}, secureConfig(t, dir, "127.0.0.1:0"))
+	const max = 20
+	s.maxConns = max
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for range max {
+		c, err := net.DialTimeout("tcp", addr.String(), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	extra, err := net.DialTimeout("tcp", addr.String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("connection %d: read %v, want EOF (closed at accept)", max+1, err)
+	}
+	if n := refusedCount(reg, RefusedTooManyConnections); n != 1 {
+		t.Fatalf("refused{too_many_connections} = %v", n)
+	}
+	for _, c := range silent {
+		c.Close()
+	}
+	silent = nil
+	c := adsClient(t, addr, pki.Creds(t, "idc"))
+	testkit.Succeeds(t, testkit.Context(t, 10*time.Second), 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := xdstest.FirstSecrets(ctx, c, "idc")
+		return err
+	}, "idc not served after the flood")
 }

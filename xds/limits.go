@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"net"
+	"sync/atomic"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -166,4 +168,50 @@ func (s *Server) trackDelta(id int64, req *discovery.DeltaDiscoveryRequest) erro
 		return status.Errorf(codes.ResourceExhausted, "xds: delta stream subscribed to more than %d bytes of resource names", MaxSubscribedBytes)
 	}
 	return nil
+}
+
+// MaxConnections bounds the open connections of the ADS listener; the
+// next is closed as soon as it is accepted (counted too_many_connections),
+// so a connection flood costs the control plane, not the process's file
+// descriptors. Envoys already connected keep their streams.
+const MaxConnections = 1024
+
+// RefusedTooManyConnections: the ADS listener had MaxConnections open.
+const RefusedTooManyConnections = "too_many_connections"
+
+// capListener closes connections accepted past max.
+type capListener struct {
+	net.Listener
+	s    *Server
+	max  int64
+	open atomic.Int64
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			l.s.refuse(RefusedTooManyConnections, "peer", c.RemoteAddr().String(), "max_connections", l.max)
+			c.Close()
+			continue
+		}
+		return &capConn{Conn: c, l: l}, nil
+	}
+}
+
+type capConn struct {
+	net.Conn
+	l      *capListener
+	closed atomic.Bool
+}
+
+func (c *capConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+	}
+	return c.Conn.Close()
 }

@@ -89,6 +89,7 @@ type Server struct {
 	// phaseSettle is waited after a phase was ACKed.
 	phaseTimeout time.Duration
 	phaseSettle  time.Duration
+	maxConns     int // MaxConnections (tests lower it before Serve)
 
 	nackReqs   atomic.Uint64 // every request carrying error_detail
 	nackTotal  *prometheus.CounterVec
@@ -134,6 +135,7 @@ func NewServer(opts Options) *Server {
 		closed:       make(chan struct{}),
 		phaseTimeout: 5 * time.Second,
 		phaseSettle:  250 * time.Millisecond,
+		maxConns:     MaxConnections,
 		nackTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshgate_xds_nacks_total", Help: "xDS responses rejected by a client (NACK), by resource type.",
 		}, []string{"type_url"}),
@@ -701,7 +703,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("xds serving", "addr", ln.Addr().String())
-	err := g.Serve(ln)
+	err := g.Serve(&capListener{Listener: ln, s: s, max: int64(s.maxConns)})
 	close(stop)
 	wg.Wait()
 	s.mu.Lock()
