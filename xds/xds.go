@@ -70,6 +70,13 @@
 // reason. Plaintext is served only on a unix socket (mode xds.socket_mode,
 // default 0600) or, with xds.insecure, on a loopback address; there any
 // declared node id is accepted.
+//
+// Limits (limits.go): what one client may hold is bounded, so it cannot
+// take what the others need: connections (MaxConnections), streams per
+// connection, per certificate identity and in all, the size of a request
+// and its headers, a delta stream's accumulated subscriptions, the TLS
+// handshake's duration. A request for a type URL the plane does not serve
+// closes its stream. Each refusal is counted like the access refusals.
 package xds
 
 import "errors"
