@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -187,5 +189,47 @@ func TestAttackHugeHeaders(t *testing.T) {
 		if c := request(t, "GET", "http://"+a+"/healthz", "", "X-Pad", strings.Repeat("a", 64<<10)); c != http.StatusRequestHeaderFieldsTooLarge {
 			t.Errorf("%s: %d, want 431", a, c)
 		}
+	}
+}
+
+// TestAttackConfigSecretFieldsRedacted walks every exported field of the
+// config model (/config never shows unexported ones): a field whose YAML
+// name says it holds a secret (key, keys, token, secret, password,
+// credential; not a *_file path or a key_ids list) must carry json:"-",
+// so /config can never show it. A new secret field without it fails here.
+func TestAttackConfigSecretFieldsRedacted(t *testing.T) {
+	secret := regexp.MustCompile(`(^|_)(keys?|token|secret|password|passwd|credentials?)$`)
+	notSecret := map[string]bool{
+		"config.listeners.auth.max_nonces_per_key":            true, // a count
+		"config.listeners.listenerobservability.metadata.key": true, // a metadata key name
+	}
+	seen := map[reflect.Type]bool{}
+	var walk func(tp reflect.Type, path string)
+	walk = func(tp reflect.Type, path string) {
+		for tp.Kind() == reflect.Pointer || tp.Kind() == reflect.Slice || tp.Kind() == reflect.Map || tp.Kind() == reflect.Array {
+			tp = tp.Elem()
+		}
+		if tp.Kind() != reflect.Struct || seen[tp] || tp.PkgPath() != reflect.TypeFor[config.Config]().PkgPath() {
+			return
+		}
+		seen[tp] = true
+		for i := range tp.NumField() {
+			f := tp.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			if secret.MatchString(name) && f.Tag.Get("json") != "-" && !notSecret[path+"."+name] {
+				t.Errorf("%s.%s (yaml %q) looks secret but is shown by /config (json tag %q)", path, f.Name, name, f.Tag.Get("json"))
+			}
+			walk(f.Type, path+"."+name)
+		}
+	}
+	walk(reflect.TypeFor[config.Config](), "config")
+	if len(seen) < 20 {
+		t.Fatalf("walked only %d config types", len(seen))
 	}
 }
