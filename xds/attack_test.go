@@ -35,7 +35,11 @@ import (
 // is refused ResourceExhausted (counted too_many_streams), another
 // identity is still served, and a closed stream frees its slot.
 func TestAttackStreamsPerIdentity(t *testing.T) {
-	_, reg, dial, pki := secureServer(t)
+	s, reg, dial, pki := secureServer(t)
+	const MaxStreamsPerIdentity = 40 // lowered for the test (the product's is 1024)
+	s.nackMu.Lock()
+	s.maxPerIdentity = MaxStreamsPerIdentity
+	s.nackMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var conns []discovery.AggregatedDiscoveryServiceClient

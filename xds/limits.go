@@ -15,9 +15,11 @@ import (
 
 // What one xDS client may hold. An Envoy opens one ADS stream (or one per
 // resource type, six at most, without ADS); a proxyless gRPC process one
-// per xDS server. The bounds leave room for that many times over and keep
-// one client (one certificate, or one misbehaving process on a plaintext
-// socket) from taking what the others need.
+// per xDS server. The replicas of one workload share a node id and a
+// certificate identity, so an identity's bound leaves room for a thousand
+// of them. The bounds keep one client (one certificate, or one
+// misbehaving process on a plaintext socket) from taking what the others
+// need.
 const (
 	// MaxStreamsPerConn is the HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS of
 	// the ADS listener: further streams of a connection wait for a slot.
@@ -25,9 +27,9 @@ const (
 	// MaxStreamsPerIdentity bounds the open streams of one client
 	// certificate identity over all its connections (TLS only); more are
 	// refused with ResourceExhausted, reason "too_many_streams".
-	MaxStreamsPerIdentity = 32
+	MaxStreamsPerIdentity = 1024
 	// MaxStreams bounds the open streams of the whole control plane.
-	MaxStreams = 4096
+	MaxStreams = 8192
 	// MaxRecvMsgSize bounds one DiscoveryRequest (resource_names lists
 	// included); a larger one ends its stream with ResourceExhausted.
 	MaxRecvMsgSize = 4 << 20
@@ -81,8 +83,8 @@ func knownType(typeURL string) bool {
 // admitStream counts a new stream of pi against the caps; s.nackMu is
 // held. It returns a ResourceExhausted status when a cap is reached.
 func (s *Server) admitStreamLocked(pi peerIdentity) error {
-	if len(s.peers) >= MaxStreams {
-		return status.Errorf(codes.ResourceExhausted, "%v: the control plane has %d streams open", ErrRefused, MaxStreams)
+	if len(s.peers) >= s.maxStreams {
+		return status.Errorf(codes.ResourceExhausted, "%v: the control plane has %d streams open", ErrRefused, s.maxStreams)
 	}
 	if !pi.tls {
 		return nil
@@ -93,8 +95,8 @@ func (s *Server) admitStreamLocked(pi peerIdentity) error {
 			n++
 		}
 	}
-	if n >= MaxStreamsPerIdentity {
-		return status.Errorf(codes.ResourceExhausted, "%v: %s has %d streams open", ErrRefused, pi.who, MaxStreamsPerIdentity)
+	if n >= s.maxPerIdentity {
+		return status.Errorf(codes.ResourceExhausted, "%v: %s has %d streams open", ErrRefused, pi.who, s.maxPerIdentity)
 	}
 	return nil
 }
@@ -174,7 +176,7 @@ func (s *Server) trackDelta(id int64, req *discovery.DeltaDiscoveryRequest) erro
 // next is closed as soon as it is accepted (counted too_many_connections),
 // so a connection flood costs the control plane, not the process's file
 // descriptors. Envoys already connected keep their streams.
-const MaxConnections = 1024
+const MaxConnections = 4096
 
 // RefusedTooManyConnections: the ADS listener had MaxConnections open.
 const RefusedTooManyConnections = "too_many_connections"

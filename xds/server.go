@@ -90,6 +90,9 @@ type Server struct {
 	phaseTimeout time.Duration
 	phaseSettle  time.Duration
 	maxConns     int // MaxConnections (tests lower it before Serve)
+	// maxStreams, maxPerIdentity: MaxStreams, MaxStreamsPerIdentity
+	// (read under nackMu; tests lower them).
+	maxStreams, maxPerIdentity int
 
 	nackReqs   atomic.Uint64 // every request carrying error_detail
 	nackTotal  *prometheus.CounterVec
@@ -122,20 +125,22 @@ func NewServer(opts Options) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log:          opts.Logger.With("component", "xds"),
-		opts:         opts,
-		start:        strconv.FormatInt(time.Now().UnixNano(), 36),
-		nacks:        map[nackKey]nackInfo{},
-		streams:      map[streamKey]string{},
-		peers:        map[streamKey]peerIdentity{},
-		acks:         map[nackKey]string{},
-		lagging:      map[string]bool{},
-		deltaSubs:    map[int64]*deltaNames{},
-		nonces:       map[int64]map[string]string{},
-		closed:       make(chan struct{}),
-		phaseTimeout: 5 * time.Second,
-		phaseSettle:  250 * time.Millisecond,
-		maxConns:     MaxConnections,
+		log:            opts.Logger.With("component", "xds"),
+		opts:           opts,
+		start:          strconv.FormatInt(time.Now().UnixNano(), 36),
+		nacks:          map[nackKey]nackInfo{},
+		streams:        map[streamKey]string{},
+		peers:          map[streamKey]peerIdentity{},
+		acks:           map[nackKey]string{},
+		lagging:        map[string]bool{},
+		deltaSubs:      map[int64]*deltaNames{},
+		nonces:         map[int64]map[string]string{},
+		closed:         make(chan struct{}),
+		phaseTimeout:   5 * time.Second,
+		phaseSettle:    250 * time.Millisecond,
+		maxConns:       MaxConnections,
+		maxStreams:     MaxStreams,
+		maxPerIdentity: MaxStreamsPerIdentity,
 		nackTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshgate_xds_nacks_total", Help: "xDS responses rejected by a client (NACK), by resource type.",
 		}, []string{"type_url"}),
