@@ -93,14 +93,14 @@ func TestAttackStreamsPerIdentity(t *testing.T) {
 }
 
 // TestAttackHugeDiscoveryRequest: a DiscoveryRequest over MaxRecvMsgSize
-// (a 5 MiB resource_names list) ends its stream with ResourceExhausted;
+// (a 2 MiB resource_names list) ends its stream with ResourceExhausted;
 // the connection and the server keep serving.
 func TestAttackHugeDiscoveryRequest(t *testing.T) {
 	s, addr := serveForTest(t, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"), nil)
 	_ = s
 	c := adsClient(t, addr, insecure.NewCredentials())
 	ctx := testkit.Context(t, 20*time.Second)
-	names := make([]string, 0, 5<<20/64)
+	names := make([]string, 0, 2*MaxRecvMsgSize/64)
 	for i := range cap(names) {
 		names = append(names, fmt.Sprintf("%063d", i))
 	}
@@ -112,7 +112,7 @@ func TestAttackHugeDiscoveryRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := st.Recv(); status.Code(err) != codes.ResourceExhausted {
-		t.Fatalf("5 MiB request: %v, want ResourceExhausted", err)
+		t.Fatalf("2 MiB request: %v, want ResourceExhausted", err)
 	}
 	st, err = c.StreamAggregatedResources(ctx)
 	if err != nil {

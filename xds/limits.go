@@ -31,8 +31,10 @@ const (
 	// MaxStreams bounds the open streams of the whole control plane.
 	MaxStreams = 8192
 	// MaxRecvMsgSize bounds one DiscoveryRequest (resource_names lists
-	// included); a larger one ends its stream with ResourceExhausted.
-	MaxRecvMsgSize = 4 << 20
+	// included: some 20,000 names); a larger one ends its stream with
+	// ResourceExhausted. A state-of-the-world stream holds at most one
+	// request's names per type.
+	MaxRecvMsgSize = 1 << 20
 	// MaxHeaderListSize bounds a stream's request headers (grpc-go's own
 	// server default is 16 MiB).
 	MaxHeaderListSize = 64 << 10
@@ -114,12 +116,12 @@ func clipDetail(d string) string {
 }
 
 // MaxSubscribedBytes bounds the resource names one delta stream may be
-// subscribed to (the bytes of the names, all types together; initial
+// subscribed to (some 5,000 names; the bytes of the names, all types together; initial
 // resource versions count too). A delta subscription accumulates over
 // requests, so without a bound a client could grow it a request at a time;
 // past it the stream ends with ResourceExhausted. (A state-of-the-world
 // request replaces its type's names and is bounded by MaxRecvMsgSize.)
-const MaxSubscribedBytes = 1 << 20
+const MaxSubscribedBytes = 256 << 10
 
 // RefusedTooManyNames: a delta stream subscribed to more than
 // MaxSubscribedBytes of names.
