@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,7 +44,7 @@ const (
 	RefusedIdentity  = "identity_mismatch" // certificate not allowed to claim the node id
 )
 
-var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity}
+var refusedReasons = []string{RefusedHandshake, RefusedNoNode, RefusedUnknown, RefusedIdentity, RefusedTooManyStreams, RefusedTooManyNames, RefusedUnknownType, RefusedTooManyConnections}
 
 // accessTable is the node/identity table of one config.
 type accessTable struct {
@@ -107,6 +109,16 @@ func identityOf(ctx context.Context) peerIdentity {
 	return pi
 }
 
+// knows reports whether any of ids may claim a node.
+func (t *accessTable) knows(ids []string) bool {
+	for _, id := range ids {
+		if len(t.byID[id]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // check decides whether a stream with identity pi may claim node.
 func (t *accessTable) check(pi peerIdentity, node string, requireTLS bool) (reason string) {
 	switch {
@@ -133,10 +145,22 @@ func (t *accessTable) check(pi peerIdentity, node string, requireTLS bool) (reas
 func (s *Server) streamOpened(ctx context.Context, k streamKey) error {
 	s.connected.Inc()
 	pi := identityOf(ctx)
+	if pi.tls && !s.access.Load().knows(pi.ids) {
+		// A certificate of the CA listed for no node can claim nothing:
+		// it holds no stream waiting for a first request.
+		s.refuse(RefusedIdentity, "peer", pi.who, "identities", pi.ids)
+		return status.Errorf(codes.PermissionDenied, "%v: no node is declared for identities %q", ErrRefused, pi.ids)
+	}
 	s.nackMu.Lock()
-	s.peers[k] = pi
+	err := s.admitStreamLocked(pi)
+	if err == nil {
+		s.peers[k] = pi
+	}
 	s.nackMu.Unlock()
-	return nil
+	if err != nil {
+		s.refuse(RefusedTooManyStreams, "peer", pi.who)
+	}
+	return err // an error closes the stream (the closed callback still runs)
 }
 
 // authorize refuses a request whose node id the stream may not claim; the
@@ -151,6 +175,15 @@ func (s *Server) authorize(k streamKey, node string) error {
 	}
 	s.refuse(reason, "node", node, "peer", pi.who, "identities", pi.ids)
 	return status.Errorf(codes.PermissionDenied, "%v: node %q: %s", ErrRefused, node, reason)
+}
+
+// refuseType closes a stream that asked for a type URL not served.
+func (s *Server) refuseType(node, typeURL string) error {
+	if len(typeURL) > 128 {
+		typeURL = typeURL[:128] + "…"
+	}
+	s.refuse(RefusedUnknownType, "node", node, "type_url", typeURL)
+	return status.Errorf(codes.InvalidArgument, "%v: type_url %q is not served", ErrRefused, typeURL)
 }
 
 // refuse counts a refusal and logs it at most once per logEvery per reason.
@@ -168,7 +201,7 @@ const refusedLogEvery = 10 * time.Second
 
 func newRefusedCounter() (*prometheus.CounterVec, map[string]*atomic.Int64) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch).",
+		Name: "meshgate_xds_refused_total", Help: "xDS connections and streams refused (handshake, no_node, unknown_node, identity_mismatch, too_many_streams, too_many_names, unknown_type, too_many_connections).",
 	}, []string{"reason"})
 	logs := map[string]*atomic.Int64{}
 	for _, r := range refusedReasons {
@@ -273,21 +306,52 @@ func (s *Server) socketModeLocked() os.FileMode {
 	return os.FileMode(s.model.Server.SocketMode)
 }
 
-// listenUnix listens on path and sets its mode. A stale socket of a
-// previous run is removed first.
+// listenUnix listens on path with mode. A stale socket of a previous run
+// is removed first. The socket is bound in a private directory (0700:
+// nobody else can reach it there), given its mode, then renamed into
+// place, so it never exists at path with the wider mode the umask would
+// give it between bind and chmod (a peer connected then would keep a
+// trusted plaintext connection).
 func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
 		os.Remove(path)
 	}
-	ln, err := net.Listen("unix", path)
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".xds-sock-")
 	if err != nil {
 		return nil, err
 	}
-	if err := os.Chmod(path, mode); err != nil {
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false) // it is unlinked by its final name below
+	if err := os.Chmod(tmp, mode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &unixListener{UnixListener: ln, addr: &net.UnixAddr{Name: path, Net: "unix"}}, nil
+}
+
+// unixListener is a socket renamed after bind: it reports and unlinks
+// its final path.
+type unixListener struct {
+	*net.UnixListener
+	addr *net.UnixAddr
+	once sync.Once
+}
+
+func (l *unixListener) Addr() net.Addr { return l.addr }
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() { os.Remove(l.addr.Name) })
+	return err
 }
 
 func loopback(host string) bool {

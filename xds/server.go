@@ -30,7 +30,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshgate/meshgate/xds/model"
@@ -77,13 +76,23 @@ type Server struct {
 	nacks   map[nackKey]nackInfo
 	streams map[streamKey]string // stream → node id
 	peers   map[streamKey]peerIdentity
-	acks    map[nackKey]string  // (node, type) → last version ACKed
-	nonces  map[nonceKey]string // delta stream response nonce → snapshot version
+	acks    map[nackKey]string // (node, type) → last version ACKed
+	// lagging: nodes that let a make-before-break phase time out; later
+	// phases do not wait for them until they ACK again (one stuck client
+	// would otherwise hold every reload for the whole bound).
+	lagging map[string]bool
+	// deltaSubs: what each delta stream is subscribed to (limits.go).
+	deltaSubs map[int64]*deltaNames
+	nonces    map[int64]map[string]string // delta stream → response nonce → snapshot version
 
 	// phaseTimeout bounds each make-before-break phase's wait for ACKs;
 	// phaseSettle is waited after a phase was ACKed.
 	phaseTimeout time.Duration
 	phaseSettle  time.Duration
+	maxConns     int // MaxConnections (tests lower it before Serve)
+	// maxStreams, maxPerIdentity: MaxStreams, MaxStreamsPerIdentity
+	// (read under nackMu; tests lower them).
+	maxStreams, maxPerIdentity int
 
 	nackReqs   atomic.Uint64 // every request carrying error_detail
 	nackTotal  *prometheus.CounterVec
@@ -105,12 +114,6 @@ type streamKey struct {
 	id    int64
 }
 
-// nonceKey: delta nonces are per stream.
-type nonceKey struct {
-	stream int64
-	nonce  string
-}
-
 type nackInfo struct {
 	version string // the snapshot version that was rejected
 	detail  string
@@ -122,17 +125,22 @@ func NewServer(opts Options) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log:          opts.Logger.With("component", "xds"),
-		opts:         opts,
-		start:        strconv.FormatInt(time.Now().UnixNano(), 36),
-		nacks:        map[nackKey]nackInfo{},
-		streams:      map[streamKey]string{},
-		peers:        map[streamKey]peerIdentity{},
-		acks:         map[nackKey]string{},
-		nonces:       map[nonceKey]string{},
-		closed:       make(chan struct{}),
-		phaseTimeout: 5 * time.Second,
-		phaseSettle:  250 * time.Millisecond,
+		log:            opts.Logger.With("component", "xds"),
+		opts:           opts,
+		start:          strconv.FormatInt(time.Now().UnixNano(), 36),
+		nacks:          map[nackKey]nackInfo{},
+		streams:        map[streamKey]string{},
+		peers:          map[streamKey]peerIdentity{},
+		acks:           map[nackKey]string{},
+		lagging:        map[string]bool{},
+		deltaSubs:      map[int64]*deltaNames{},
+		nonces:         map[int64]map[string]string{},
+		closed:         make(chan struct{}),
+		phaseTimeout:   5 * time.Second,
+		phaseSettle:    250 * time.Millisecond,
+		maxConns:       MaxConnections,
+		maxStreams:     MaxStreams,
+		maxPerIdentity: MaxStreamsPerIdentity,
 		nackTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshgate_xds_nacks_total", Help: "xDS responses rejected by a client (NACK), by resource type.",
 		}, []string{"type_url"}),
@@ -163,10 +171,15 @@ func NewServer(opts Options) *Server {
 		StreamDeltaRequestFunc: s.onDeltaRequest,
 		StreamDeltaResponseFunc: func(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
 			s.nackMu.Lock()
-			if len(s.nonces) > 4096 { // never ACKed (stream gone); keep it bounded
-				clear(s.nonces)
+			m := s.nonces[id]
+			if m == nil {
+				m = map[string]string{}
+				s.nonces[id] = m
 			}
-			s.nonces[nonceKey{id, resp.GetNonce()}] = resp.GetSystemVersionInfo()
+			if len(m) >= maxNoncesPerStream { // a client that never ACKs: forget its own, nobody else's
+				clear(m)
+			}
+			m[resp.GetNonce()] = resp.GetSystemVersionInfo()
 			s.nackMu.Unlock()
 		},
 	}
@@ -463,7 +476,7 @@ func (s *Server) waitAcked(version string, prev, cur map[string]*Resources, phas
 	connected := map[string]bool{}
 	s.nackMu.Lock()
 	for _, n := range s.streams {
-		connected[n] = true
+		connected[n] = !s.lagging[n]
 	}
 	s.nackMu.Unlock()
 	for node, r := range cur {
@@ -523,7 +536,17 @@ func (s *Server) waitAcked(version string, prev, cur map[string]*Resources, phas
 			return
 		}
 		if time.Now().After(deadline) {
-			s.log.Warn("make-before-break phase not acknowledged in time; continuing", "phase", phase, "version", version, "waiting_for", missing)
+			var late []string
+			s.nackMu.Lock()
+			for _, w := range wants {
+				if s.acks[nackKey{w.node, w.typeURL}] != version && !s.lagging[w.node] {
+					s.lagging[w.node] = true
+					late = append(late, w.node)
+				}
+			}
+			s.nackMu.Unlock()
+			s.log.Warn("make-before-break phase not acknowledged in time; continuing without waiting for these nodes until they ACK again",
+				"phase", phase, "version", version, "waiting_for", missing, "lagging", late)
 			return
 		}
 		select {
@@ -633,10 +656,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	gopts := []grpc.ServerOption{
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
-	}
+	gopts := serverOptions() // limits.go
 	s.mu.Lock()
 	if s.creds != nil {
 		gopts = append(gopts, grpc.Creds(s.creds))
@@ -688,7 +708,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("xds serving", "addr", ln.Addr().String())
-	err := g.Serve(ln)
+	err := g.Serve(&capListener{Listener: ln, s: s, max: int64(s.maxConns)})
 	close(stop)
 	wg.Wait()
 	s.mu.Lock()
@@ -774,11 +794,8 @@ func (s *Server) forget(id streamKey) {
 	delete(s.streams, id)
 	delete(s.peers, id)
 	if id.delta {
-		for k := range s.nonces {
-			if k.stream == id.id {
-				delete(s.nonces, k)
-			}
-		}
+		delete(s.deltaSubs, id.id)
+		delete(s.nonces, id.id)
 	}
 	s.nackMu.Unlock()
 }
@@ -787,6 +804,9 @@ func (s *Server) onRequest(id int64, req *discovery.DiscoveryRequest) error {
 	node := s.nodeOf(streamKey{false, id}, req.GetNode())
 	if err := s.authorize(streamKey{false, id}, node); err != nil {
 		return err
+	}
+	if !knownType(req.GetTypeUrl()) {
+		return s.refuseType(node, req.GetTypeUrl())
 	}
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
@@ -801,10 +821,16 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 	if err := s.authorize(streamKey{true, id}, node); err != nil {
 		return err
 	}
+	if t := req.GetTypeUrl(); t != "" && !knownType(t) { // "": the per-type service's own
+		return s.refuseType(node, t)
+	}
+	if err := s.trackDelta(id, req); err != nil {
+		return err
+	}
 	nonce := req.GetResponseNonce()
 	s.nackMu.Lock()
-	version, known := s.nonces[nonceKey{id, nonce}]
-	delete(s.nonces, nonceKey{id, nonce})
+	version, known := s.nonces[id][nonce]
+	delete(s.nonces[id], nonce)
 	s.nackMu.Unlock()
 	if d := req.GetErrorDetail(); d != nil {
 		s.recordNack(node, req.GetTypeUrl(), d.GetMessage())
@@ -816,6 +842,7 @@ func (s *Server) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) 
 
 func (s *Server) recordNack(node, typeURL, detail string) {
 	s.nackReqs.Add(1)
+	detail = clipDetail(detail)
 	version := s.Version()
 	k := nackKey{node, typeURL}
 	s.nackMu.Lock()
@@ -853,6 +880,7 @@ func (s *Server) recordAck(node, typeURL, version string) {
 	k := nackKey{node, typeURL}
 	s.nackMu.Lock()
 	s.acks[k] = version
+	delete(s.lagging, node)
 	n, had := s.nacks[k]
 	if had && s.newer(version, n.version) {
 		delete(s.nacks, k)
@@ -912,10 +940,17 @@ func (s *Server) NackCheck() error {
 	return fmt.Errorf("%w: %s", ErrNack, strings.Join(parts, "; "))
 }
 
-// cacheLogger adapts slog to go-control-plane's logger (all at Debug).
+// cacheLogger adapts slog to go-control-plane's logger. Its warnings are
+// about requests (a client asking for names the snapshot lacks: one line
+// per request, with every requested name), so a client would control
+// their rate and size: they go to Debug with the rest; errors stay.
 type cacheLogger struct{ l *slog.Logger }
 
-func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Debugf(f string, a ...any) {
+	if c.l.Enabled(context.Background(), slog.LevelDebug) { // formatting a request's names costs
+		c.l.Debug(fmt.Sprintf(f, a...))
+	}
+}
+func (c cacheLogger) Infof(f string, a ...any)  { c.Debugf(f, a...) }
+func (c cacheLogger) Warnf(f string, a ...any)  { c.Debugf(f, a...) }
 func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }

@@ -31,8 +31,11 @@
 // phase waits (bounded, 5s) until every connected Envoy node ACKed the
 // phase's version for each resource type that changed (ACKs are tracked
 // per node and type for SotW and delta streams), then a short settle. A
-// phase a node rejects ends the wait at once. Updates that keep the set of
-// clusters (endpoint moves, certificate rotation) are one snapshot.
+// phase a node rejects ends the wait at once. A node that lets a phase
+// time out is "lagging": later phases and updates do not wait for it
+// until it ACKs again, so one stuck client costs one phase timeout, not
+// two per update. Updates that keep the set of clusters (endpoint moves,
+// certificate rotation) are one snapshot.
 //
 // Certificates reach Envoy as SDS secrets (named by the model) built from
 // the files the model names (inline bytes). Serve re-reads the files every
@@ -67,6 +70,13 @@
 // reason. Plaintext is served only on a unix socket (mode xds.socket_mode,
 // default 0600) or, with xds.insecure, on a loopback address; there any
 // declared node id is accepted.
+//
+// Limits (limits.go): what one client may hold is bounded, so it cannot
+// take what the others need: connections (MaxConnections), streams per
+// connection, per certificate identity and in all, the size of a request
+// and its headers, a delta stream's accumulated subscriptions, the TLS
+// handshake's duration. A request for a type URL the plane does not serve
+// closes its stream. Each refusal is counted like the access refusals.
 package xds
 
 import "errors"

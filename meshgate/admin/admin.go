@@ -7,6 +7,11 @@
 // admin.health_address) serves exactly /healthz, /readyz and /metrics, for
 // kubelet probes and Prometheus scrapes from outside the pod, so that the
 // admin address with /config and pprof can stay on loopback.
+//
+// The admin listener refuses cross-origin browser mutations, Host names
+// other than IP literals and localhost while it is bound to loopback (DNS
+// rebinding), bodies slower than BodyTimeout, and mutations from
+// non-loopback peers without the migrate.token bearer token (guard.go).
 package admin
 
 import (
@@ -42,6 +47,9 @@ type Server struct {
 
 	pprof bool
 	extra []extraHandler
+	// loopbackOnly: the admin listener is bound to loopback, so the Host
+	// header must be literal (guard.go); set by Listen before serving.
+	loopbackOnly bool
 
 	migrate Migration // migrate.go; nil = no /migrate endpoints
 
@@ -83,12 +91,12 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 		o(s)
 	}
 	mux := s.healthMux()
-	mux.HandleFunc("/config", s.configz)
+	mux.HandleFunc("GET /config", s.configz)
 	if s.migrate != nil {
 		s.migrateRoutes(mux)
 	}
 	for _, e := range s.extra {
-		mux.Handle(e.pattern, e.h)
+		mux.Handle(e.pattern, s.mutating(e.h))
 	}
 	if s.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -99,7 +107,7 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 	}
 	// No WriteTimeout on admin: a pprof CPU profile streams for its whole
 	// duration. The health listener may face the network: bound it all.
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
+	s.srv = &http.Server{Handler: s.guard(mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	s.health = &http.Server{Handler: s.healthMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	return s
@@ -178,10 +186,14 @@ func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
 
 // Listen binds addr and starts serving the admin handler in the background.
 func (s *Server) Listen(addr string) error {
-	ln, err := s.serve(s.srv, addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("admin: %w", err)
 	}
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		s.loopbackOnly = true
+	}
+	s.start(s.srv, ln, addr)
 	s.ln = ln
 	return nil
 }
@@ -202,6 +214,12 @@ func (s *Server) serve(srv *http.Server, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
+	s.start(srv, ln, addr)
+	return ln, nil
+}
+
+// start serves srv on ln in the background.
+func (s *Server) start(srv *http.Server, ln net.Listener, addr string) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -209,7 +227,6 @@ func (s *Server) serve(srv *http.Server, addr string) (net.Listener, error) {
 			s.log.Error("admin server stopped", "address", addr, "err", err)
 		}
 	}()
-	return ln, nil
 }
 
 // HealthAddr is the health listener's bound address (nil before

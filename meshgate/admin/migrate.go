@@ -115,14 +115,18 @@ func (s *Server) migrateRoutes(mux *http.ServeMux) {
 	})
 }
 
-// migrateAllowed admits loopback peers, and others with the bearer token.
+// migrateAllowed admits loopback peers, and others with the bearer token
+// (migrate.token; none: loopback only). It guards every admin mutation.
 func (s *Server) migrateAllowed(w http.ResponseWriter, r *http.Request) bool {
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 			return true
 		}
 	}
-	tok := s.migrate.Token()
+	tok := ""
+	if s.migrate != nil {
+		tok = s.migrate.Token()
+	}
 	if tok == "" {
 		s.writeError(w, http.StatusForbidden, "overrides can only be changed from loopback (set migrate.token to allow remote operators)")
 		return false

@@ -9,6 +9,7 @@ package xdstest
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"path/filepath"
 	"testing"
 
@@ -110,10 +111,10 @@ func FirstSecrets(ctx context.Context, c discovery.AggregatedDiscoveryServiceCli
 	if err != nil {
 		return nil, err
 	}
-	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType}); err != nil {
+	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType}); err != nil && err != io.EOF {
 		return nil, err
 	}
-	return st.Recv()
+	return st.Recv() // after io.EOF from Send: the stream's status
 }
 
 // FirstDeltaSecrets is FirstSecrets over an incremental (delta) stream
@@ -123,7 +124,7 @@ func FirstDeltaSecrets(ctx context.Context, c discovery.AggregatedDiscoveryServi
 	if err != nil {
 		return nil, err
 	}
-	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"*"}}); err != nil {
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"*"}}); err != nil && err != io.EOF {
 		return nil, err
 	}
 	return st.Recv()
