@@ -229,7 +229,7 @@ func TestAttackNackStorm(t *testing.T) {
 	if ns := s.Nacks(); len(ns) != 1 || ns[0].TypeURL != resource.ListenerType || len(ns[0].Detail) > maxNackDetail+16 {
 		t.Fatalf("outstanding NACKs %d (want the listener one), first detail %d bytes", len(ns), len(ns[0].Detail))
 	}
-	if err := s.NackCheck(); err == nil || len(err.Error()) > 2*maxNackDetail {
+	if err := s.nackError(nil); err == nil || len(err.Error()) > 2*maxNackDetail {
 		t.Fatalf("readiness report of %d bytes", len(fmt.Sprint(err)))
 	}
 	if got := metricLabels(reg, "meshgate_xds_nacks_total"); len(got) != 1 || got[0] != resource.ListenerType {

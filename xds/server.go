@@ -55,6 +55,9 @@ type Server struct {
 	// access is the node/identity table of the current config;
 	// requireTLS is set while ADS is served over mutual TLS.
 	access     atomic.Pointer[accessTable]
+	// proxyless: the proxyless gRPC node ids of the current config, whose
+	// NACKs do not fail NackCheck (see there)
+	proxyless atomic.Pointer[map[string]bool]
 	requireTLS atomic.Bool
 
 	start   string // process-start component of versions
@@ -358,6 +361,11 @@ func (s *Server) pushLocked(m *model.XDS, files Files) error {
 		return err
 	}
 	s.model, s.files, s.res = m, files, res
+	pl := make(map[string]bool, len(m.Proxyless.Nodes))
+	for _, n := range m.Proxyless.Nodes {
+		pl[n.ID] = true
+	}
+	s.proxyless.Store(&pl)
 	s.log.Info("snapshot set", "version", v, "nodes", len(res))
 	return nil
 }
@@ -926,16 +934,33 @@ func (s *Server) Nacks() []Nack {
 	return out
 }
 
-// NackCheck is a readiness check: nil while no client rejects the current
-// configuration, an error wrapping ErrNack otherwise.
+// NackCheck is a readiness check: nil while no Envoy node rejects the
+// current configuration, an error wrapping ErrNack otherwise. A proxyless
+// gRPC client's rejection is logged, counted and listed by Nacks, but does
+// not fail it: such a client only consumes the config (its NACK leaves it
+// on its last accepted one), and one buggy or hostile replica must not
+// take MeshGate out of its Service for every other client. An Envoy
+// node's NACK does: that Envoy is part of MeshGate's own data path.
 func (s *Server) NackCheck() error {
-	ns := s.Nacks()
-	if len(ns) == 0 {
-		return nil
+	var pl map[string]bool
+	if p := s.proxyless.Load(); p != nil {
+		pl = *p
 	}
-	parts := make([]string, len(ns))
-	for i, n := range ns {
-		parts[i] = fmt.Sprintf("%s rejected %s version %s: %s", n.Node, n.TypeURL, n.Version, n.Detail)
+	return s.nackError(func(node string) bool { return !pl[node] })
+}
+
+// nackError reports the outstanding rejections of the nodes include
+// accepts (nil: all), an error wrapping ErrNack; nil when there is none.
+func (s *Server) nackError(include func(node string) bool) error {
+	var parts []string
+	for _, n := range s.Nacks() {
+		if include != nil && !include(n.Node) {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s rejected %s version %s: %s", n.Node, n.TypeURL, n.Version, n.Detail))
+	}
+	if len(parts) == 0 {
+		return nil
 	}
 	return fmt.Errorf("%w: %s", ErrNack, strings.Join(parts, "; "))
 }

@@ -142,7 +142,7 @@ func recvTimeout[R any](ch <-chan R, d time.Duration) (R, error) {
 // nackCleared waits until no client's NACK is outstanding.
 func nackCleared(t *testing.T, s *Server) {
 	t.Helper()
-	testkit.Succeeds(t, testkit.Context(t, 5*time.Second), 10*time.Millisecond, s.NackCheck, "NACK not cleared")
+	testkit.Succeeds(t, testkit.Context(t, 5*time.Second), 10*time.Millisecond, func() error { return s.nackError(nil) }, "NACK not cleared")
 }
 
 var errTimeout = errors.New("no response")
@@ -175,9 +175,13 @@ func TestNackNotResentAndReported(t *testing.T) {
 	if r, err := recvTimeout(in, 500*time.Millisecond); !errors.Is(err, errTimeout) {
 		t.Fatalf("after NACK the server answered %v %v (re-send loop)", r, err)
 	}
-	err = s.NackCheck()
+	err = s.nackError(nil)
 	if !errors.Is(err, ErrNack) || !strings.Contains(err.Error(), "client-1") || !strings.Contains(err.Error(), "bad cluster") {
-		t.Fatalf("NackCheck = %v", err)
+		t.Fatalf("NACK report = %v", err)
+	}
+	// client-1 is a proxyless client: its NACK does not fail readiness.
+	if err := s.NackCheck(); err != nil {
+		t.Fatalf("NackCheck after a proxyless client's NACK = %v, want nil", err)
 	}
 	if n := testutil.ToFloat64(s.nackTotal.WithLabelValues(resource.ClusterType)); n != 1 {
 		t.Fatalf("nacks_total = %v", n)
@@ -281,8 +285,8 @@ func TestDeltaNack(t *testing.T) {
 	if r := recv(500 * time.Millisecond); r != nil {
 		t.Fatalf("re-sent after NACK: %v", r)
 	}
-	if err := s.NackCheck(); !errors.Is(err, ErrNack) || !strings.Contains(err.Error(), "delta-1") {
-		t.Fatalf("NackCheck = %v", err)
+	if err := s.nackError(nil); !errors.Is(err, ErrNack) || !strings.Contains(err.Error(), "delta-1") {
+		t.Fatalf("NACK report = %v", err)
 	}
 	// A new cluster is sent; its ACK clears the NACK.
 	cfg2 := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,7 +91,7 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 	for _, o := range opts {
 		o(s)
 	}
-	mux := s.healthMux()
+	mux := s.healthMux(true)
 	mux.HandleFunc("GET /config", s.configz)
 	if s.migrate != nil {
 		s.migrateRoutes(mux)
@@ -108,16 +109,24 @@ func New(m *Metrics, config func() any, log *slog.Logger, opts ...Option) *Serve
 	// No WriteTimeout on admin: a pprof CPU profile streams for its whole
 	// duration. The health listener may face the network: bound it all.
 	s.srv = &http.Server{Handler: s.guard(mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
-	s.health = &http.Server{Handler: s.healthMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+	s.health = &http.Server{Handler: s.healthMux(false), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 	return s
 }
 
-// healthMux serves /healthz, /readyz and /metrics, nothing else.
-func (s *Server) healthMux() *http.ServeMux {
+// healthMux serves /healthz, /readyz and /metrics, nothing else. With
+// detail /readyz says why each failing check fails (the admin listener);
+// without (the health listener, which may face the network) it names
+// them only: a failure's text can carry what a peer sent (an Envoy's NACK
+// detail) or upstream addresses.
+func (s *Server) healthMux(detail bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", s.readyz)
+	if detail {
+		mux.HandleFunc("GET /readyz", s.readyz)
+	} else {
+		mux.HandleFunc("GET /readyz", s.readyzNames)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{Registry: s.metrics.Registry}))
 	return mux
 }
@@ -143,6 +152,13 @@ func (s *Server) SetReadiness(name string, c Check) {
 
 // Ready runs every readiness check and joins the failures.
 func (s *Server) Ready() error {
+	_, err := s.run()
+	return err
+}
+
+// run runs every readiness check: the names of the failing ones, and
+// their failures joined.
+func (s *Server) run() ([]string, error) {
 	s.mu.Lock()
 	names := make([]string, 0, len(s.checks))
 	for n := range s.checks {
@@ -155,12 +171,23 @@ func (s *Server) Ready() error {
 	}
 	s.mu.Unlock()
 	var errs []error
+	var failing []string
 	for i, c := range checks {
 		if err := c(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", names[i], err))
+			failing = append(failing, names[i])
 		}
 	}
-	return errors.Join(errs...)
+	return failing, errors.Join(errs...)
+}
+
+// readyzNames is /readyz naming the failing checks only.
+func (s *Server) readyzNames(w http.ResponseWriter, _ *http.Request) {
+	if failing, err := s.run(); err != nil {
+		http.Error(w, "not ready: "+strings.Join(failing, ", "), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
