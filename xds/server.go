@@ -54,10 +54,10 @@ type Server struct {
 	xds   serverv3.Server
 	// access is the node/identity table of the current config;
 	// requireTLS is set while ADS is served over mutual TLS.
-	access     atomic.Pointer[accessTable]
+	access atomic.Pointer[accessTable]
 	// proxyless: the proxyless gRPC node ids of the current config, whose
 	// NACKs do not fail NackCheck (see there)
-	proxyless atomic.Pointer[map[string]bool]
+	proxyless  atomic.Pointer[map[string]bool]
 	requireTLS atomic.Bool
 
 	start   string // process-start component of versions
