@@ -445,24 +445,21 @@ func TestAttackNeverReadingClientBoundsPush(t *testing.T) {
 	ctx := testkit.Context(t, 60*time.Second)
 	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
 
-	bad, err := adsClient(t, addr, insecure.NewCredentials()).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, typ := range types {
-		if err := bad.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "a"}, TypeUrl: typ}); err != nil {
+	// subscribe opens an ADS stream for node and asks for every type.
+	subscribe := func(node string) discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+		st, err := adsClient(t, addr, insecure.NewCredentials()).StreamAggregatedResources(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	good, err := adsClient(t, addr, insecure.NewCredentials()).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, typ := range types {
-		if err := good.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "b"}, TypeUrl: typ}); err != nil {
-			t.Fatal(err)
+		for _, typ := range types {
+			if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: node}, TypeUrl: typ}); err != nil {
+				t.Fatal(err)
+			}
 		}
+		return st
 	}
+	_ = subscribe("a") // node a never reads nor ACKs
+	good := subscribe("b")
 	acker := make(chan error, 1)
 	go func() {
 		for {
