@@ -176,6 +176,7 @@ func TestAttackXDSReloadStuckClient(t *testing.T) {
 	)
 	stop := make(chan struct{})
 	polled := make(chan struct{})
+	readyz := m.AdminURL("/readyz") // read here: Reload re-reads the addresses
 	go func() {
 		defer close(polled)
 		for {
@@ -184,7 +185,7 @@ func TestAttackXDSReloadStuckClient(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			c, _, d, err := adminGet(m.AdminURL("/readyz"), "")
+			c, _, d, err := adminGet(readyz, "")
 			mu.Lock()
 			samples++
 			worst = max(worst, d)
