@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ type Meshgate struct {
 	Dir      string // holds the config file and the address file
 	CfgPath  string
 	addrFile string
+	amu      sync.Mutex // guards addrs: Reload rewrites it while tests read it
 	addrs    BoundAddrs
 }
 
@@ -166,7 +168,7 @@ func (m *Meshgate) Reload(cfg string) {
 	if err := m.readAddrs(); err != nil { // reloads not made by Reload count too
 		m.t.Fatal(err)
 	}
-	gen := m.addrs.Generation
+	gen := m.bound().Generation
 	m.WriteConfig(cfg)
 	if err := m.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		m.t.Fatalf("SIGHUP %s: %v", m.Name, err)
@@ -181,11 +183,11 @@ func (m *Meshgate) waitGeneration(gen uint64) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		err := m.readAddrs()
-		if err == nil && m.addrs.Generation >= gen {
+		if err == nil && m.bound().Generation >= gen {
 			return
 		}
 		if err == nil {
-			err = fmt.Errorf("generation %d", m.addrs.Generation)
+			err = fmt.Errorf("generation %d", m.bound().Generation)
 		}
 		select {
 		case <-m.Done():
@@ -203,32 +205,42 @@ func (m *Meshgate) readAddrs() error {
 	if err != nil {
 		return err
 	}
+	m.amu.Lock()
 	m.addrs = b
+	m.amu.Unlock()
 	return nil
+}
+
+// bound is the last addresses read.
+func (m *Meshgate) bound() BoundAddrs {
+	m.amu.Lock()
+	defer m.amu.Unlock()
+	return m.addrs
 }
 
 // Addr is the bound host:port of listener name; the test fails if there is
 // no such listener.
 func (m *Meshgate) Addr(name string) string {
 	m.t.Helper()
-	a, ok := m.addrs.Listeners[name]
+	ba := m.bound()
+	a, ok := ba.Listeners[name]
 	if !ok {
-		m.t.Fatalf("%s has no listener %q (has %v)", m.Name, name, m.addrs.Listeners)
+		m.t.Fatalf("%s has no listener %q (has %v)", m.Name, name, ba.Listeners)
 	}
 	return a
 }
 
 // Admin is the admin listener's host:port.
-func (m *Meshgate) Admin() string { return m.addrs.Admin }
+func (m *Meshgate) Admin() string { return m.bound().Admin }
 
 // Health is admin.health_address's listener (empty when not configured).
-func (m *Meshgate) Health() string { return m.addrs.Health }
+func (m *Meshgate) Health() string { return m.bound().Health }
 
 // XDS is the embedded xDS server's address (empty without an xds section).
-func (m *Meshgate) XDS() string { return m.addrs.XDS }
+func (m *Meshgate) XDS() string { return m.bound().XDS }
 
 // AdminURL is "http://ADMIN" + path.
-func (m *Meshgate) AdminURL(path string) string { return "http://" + m.addrs.Admin + path }
+func (m *Meshgate) AdminURL(path string) string { return "http://" + m.bound().Admin + path }
 
 // WaitReady waits up to timeout for /readyz to answer 200.
 func (m *Meshgate) WaitReady(timeout time.Duration) {
