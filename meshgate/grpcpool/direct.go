@@ -136,10 +136,11 @@ type DirectCall struct {
 	rb    *connio.Batch // the completing reader's (ReplyBatch)
 }
 
-// SetBatch makes the calls StartPolicy starts from now on leave their
-// request's write to batch b (nil: write at once), the write batch of the
-// caller's connection reader (connio.Batch). Only for a caller that
-// flushes b.
+// SetBatch makes the next StartPolicy leave its request's write to batch
+// b, the write batch of the caller's connection reader (connio.Batch),
+// which the caller flushes. StartPolicy consumes it (the call may
+// complete, and its owner be reused, before StartPolicy returns): set it
+// before each call, never clear it after.
 func (c *DirectCall) SetBatch(b *connio.Batch) { c.batch = b }
 
 // ReplyBatch is, during StartPolicy's callback, the write batch of the
@@ -177,6 +178,7 @@ func (c *DirectCall) Ticket() grpcdirect.Ticket {
 // waiting path on a goroutine of its own (grpcdirect.Endpoint.Start).
 func (p *Pool) StartPolicy(ctx context.Context, c *DirectCall, method string, key uint64, deadline time.Time, pol *resilience.Policy, req, reply any, done func(error), opts ...grpc.CallOption) error {
 	if p.direct == nil || p.guard == nil {
+		c.batch = nil
 		return resilience.ErrWouldWait
 	}
 	if c.sendFn == nil {
@@ -206,7 +208,9 @@ func (c *DirectCall) send(ep *resilience.Endpoint, _ int) bool {
 	c.mu.Lock()
 	gen := c.gen
 	c.mu.Unlock()
-	tk := e.StartIn(c.ctx, c.method, c.dl, c.req, c.reply, c.batch, c.finishInFn, c.opts...)
+	b := c.batch
+	c.batch = nil
+	tk := e.StartIn(c.ctx, c.method, c.dl, c.req, c.reply, b, c.finishInFn, c.opts...)
 	c.mu.Lock()
 	if c.gen == gen { // not completed meanwhile
 		c.tk = tk
@@ -236,5 +240,5 @@ func (c *DirectCall) clear() {
 	c.tk = grpcdirect.Ticket{}
 	c.gen++
 	c.mu.Unlock()
-	c.p, c.ctx, c.req, c.reply, c.opts, c.done = nil, nil, nil, nil, nil, nil
+	c.p, c.ctx, c.req, c.reply, c.opts, c.done, c.batch = nil, nil, nil, nil, nil, nil, nil
 }

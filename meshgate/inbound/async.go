@@ -75,7 +75,6 @@ func (q *request) startAsync() bool {
 	c.async.add(q)
 	q.call.SetBatch(&c.batch) // on the connection's reader
 	err := r.async.StartPolicy(&q.call, &q.fwd, dl, &r.Policy, q.asyncFn)
-	q.call.SetBatch(nil)
 	if err != nil {
 		c.async.remove(q)
 		q.fwd.Ext = q.fwd.Ext[:n] // the worker appends its own ext 3

@@ -66,7 +66,6 @@ func (q *request) startAsyncGRPC() bool {
 	c.async.add(q)
 	q.gcall.SetBatch(&c.batch) // on the connection's reader
 	err := r.gasync.StartPolicy(ctx, &q.gcall, r.Method, q.uin, q.start.Add(q.timeout), &r.Policy, &q.req, &q.resp, q.gasyncFn, q.opts...)
-	q.gcall.SetBatch(nil)
 	if err != nil {
 		c.async.remove(q)
 		q.gasync = false

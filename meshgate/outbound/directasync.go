@@ -152,7 +152,6 @@ func (a *asyncCall) send(ctx context.Context) error {
 	a.stop = context.AfterFunc(a.c.Context(), a.hookFn)
 	a.call.SetBatch(a.c.Batch()) // on the client connection's reader
 	err = r.Pool.StartPolicy(&a.call, f, dl, &r.Policy, a.doneFn)
-	a.call.SetBatch(nil)
 	switch {
 	case errors.Is(err, resilience.ErrWouldWait):
 		go a.sync()

@@ -63,8 +63,9 @@ func (cn *Conn) Start(req *codec.Frame, deadline time.Time, done func(resp *code
 //
 // Batch, set by the caller before StartHandle, is the write batch of the
 // reading goroutine that starts the request (nil: write at once): the
-// request is then written when that batch is flushed (connio.Batch). It
-// is read only during StartHandle.
+// request is then written when that batch is flushed (connio.Batch).
+// StartHandle consumes it (sets it to nil), so it never outlives the
+// start.
 type Handle struct {
 	cn  atomic.Pointer[Conn]
 	seq atomic.Uint32
@@ -135,7 +136,7 @@ func (cn *Conn) StartHandle(req *codec.Frame, deadline time.Time, h *Handle, don
 	req.Flags &^= codec.FlagResponse | codec.FlagOneway | codec.FlagHeartbeat | codec.FlagPush
 	var b *connio.Batch
 	if h != nil {
-		b = h.Batch
+		b, h.Batch = h.Batch, nil
 	}
 	werr := cn.w.WriteFrameIn(req, b)
 	if werr != nil && cn.unregister(seq, w) {

@@ -28,6 +28,7 @@ type Call struct {
 	done func(resp *codec.Frame, err error)
 	h    privconn.Handle // the attempt in flight, for Ticket
 	rb   *connio.Batch   // the completing reader's batch (ReplyBatch)
+	wb   *connio.Batch   // SetBatch's, for the next send
 
 	sendFn  resilience.Send
 	replyFn func(resp *codec.Frame, err error)
@@ -55,6 +56,7 @@ type Call struct {
 // endpoint sink of WithEndpointSink is not reported (no context).
 func (p *PrivatePool) StartPolicy(c *Call, req *codec.Frame, deadline time.Time, pol *resilience.Policy, done func(resp *codec.Frame, err error)) error {
 	if pol.MaxAttempts > 1 || pol.HedgeDelay > 0 {
+		c.wb = nil
 		return resilience.ErrWouldWait
 	}
 	if c.sendFn == nil {
@@ -84,10 +86,12 @@ func (p *PrivatePool) StartPolicy(c *Call, req *codec.Frame, deadline time.Time,
 	return nil
 }
 
-// SetBatch makes the calls StartPolicy sends from now on leave their
-// write to batch b (nil: write at once), the write batch of the caller's
-// connection reader (connio.Batch). Only for a caller that flushes b.
-func (c *Call) SetBatch(b *connio.Batch) { c.h.Batch = b }
+// SetBatch makes the next StartPolicy leave its request's write to batch
+// b, the write batch of the caller's connection reader (connio.Batch),
+// which the caller flushes. StartPolicy consumes it (the call may
+// complete, and its owner be reused, before StartPolicy returns): set it
+// before each call, never clear it after.
+func (c *Call) SetBatch(b *connio.Batch) { c.wb = b }
 
 // ReplyBatch is, during StartPolicy's callback with a reply, the write
 // batch of the upstream connection's reader that runs it (nil otherwise):
@@ -112,6 +116,7 @@ func (c *Call) send(ge *resilience.Endpoint, _ int) bool {
 		return false
 	}
 	e.begin()
+	c.h.Batch, c.wb = c.wb, nil // read by StartHandle only
 	err := cn.StartHandle(c.req, c.dl, &c.h, c.replyFn)
 	if err == nil {
 		return true // c belongs to the reply now
@@ -160,7 +165,7 @@ func (c *Call) reply(resp *codec.Frame, err error) {
 }
 
 func (c *Call) reset() {
-	c.p, c.e, c.req, c.done, c.last = nil, nil, nil, nil, nil
+	c.p, c.e, c.req, c.done, c.last, c.wb = nil, nil, nil, nil, nil, nil
 	c.dl = time.Time{}
 }
 
