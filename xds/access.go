@@ -380,5 +380,6 @@ func (s *Server) TransportChanged(m *model.XDS) bool {
 		return t.CertFile + "\x00" + t.KeyFile + "\x00" + t.CAFile
 	}
 	return (s.opts.Address == "" && a.Address != b.Address) || a.Insecure != b.Insecure ||
-		a.SocketMode != b.SocketMode || tlsKey(a.TLS) != tlsKey(b.TLS)
+		a.SocketMode != b.SocketMode || tlsKey(a.TLS) != tlsKey(b.TLS) ||
+		a.MaxConnections != b.MaxConnections || a.MaxStreams != b.MaxStreams || a.MaxStreamsPerIdentity != b.MaxStreamsPerIdentity
 }

@@ -683,3 +683,28 @@ func TestAttackConnectionCap(t *testing.T) {
 		return err
 	}, "idc not served after the flood")
 }
+
+// TestLimitsFromConfig: xds.limits reach the listener (0 keeps the
+// defaults), and changing them is a transport change (the control plane
+// restarts with the new caps).
+func TestLimitsFromConfig(t *testing.T) {
+	cfg := proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201")
+	cfg.XDS.Limits = config.XDSLimits{MaxConnections: 7, MaxStreamsPerIdentity: 3}
+	s, _ := listening(t, Options{}, cfg)
+	s.mu.Lock()
+	conns := s.maxConns
+	s.mu.Unlock()
+	s.nackMu.Lock()
+	streams, perID := s.maxStreams, s.maxPerIdentity
+	s.nackMu.Unlock()
+	if conns != 7 || perID != 3 || streams != MaxStreams {
+		t.Fatalf("caps: %d connections, %d streams, %d per identity; want 7, %d, 3", conns, streams, perID, MaxStreams)
+	}
+	if s.TransportChanged(xdstest.Model(t, cfg)) {
+		t.Fatal("same limits: reported a transport change")
+	}
+	cfg.XDS.Limits.MaxStreamsPerIdentity = 2000
+	if !s.TransportChanged(xdstest.Model(t, cfg)) {
+		t.Fatal("new limits: no transport change")
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshgate/meshgate/xds/model"
 )
 
 // What one xDS client may hold. An Envoy opens one ADS stream (or one per
@@ -80,6 +82,23 @@ func knownType(typeURL string) bool {
 		return true
 	}
 	return false
+}
+
+// applyLimitsLocked takes the configured caps (zero: keep the default) when
+// the listener starts (s.mu held); a change later restarts the control
+// plane (TransportChanged).
+func (s *Server) applyLimitsLocked(m *model.Server) {
+	if m.MaxConnections > 0 {
+		s.maxConns = m.MaxConnections
+	}
+	s.nackMu.Lock()
+	if m.MaxStreams > 0 {
+		s.maxStreams = m.MaxStreams
+	}
+	if m.MaxStreamsPerIdentity > 0 {
+		s.maxPerIdentity = m.MaxStreamsPerIdentity
+	}
+	s.nackMu.Unlock()
 }
 
 // admitStream counts a new stream of pi against the caps; s.nackMu is

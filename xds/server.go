@@ -644,6 +644,7 @@ func (s *Server) Listen() (net.Addr, error) {
 	if s.model != nil {
 		srv := s.model.Server
 		s.listened = &srv
+		s.applyLimitsLocked(&srv)
 	}
 	return ln.Addr(), nil
 }

@@ -204,6 +204,8 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"xds", "xds on private", "endpoints: [127.0.0.1:8000]", `endpoints: ["xds:///legacy"]`, "upstreams[1].endpoints[0]: xds:/// endpoints are for grpc upstreams only"},
 		{"xds", "no target name", "endpoints: [127.0.0.1:9000]", `endpoints: ["xds:///"]`, "upstreams[0].endpoints[0]: xds:/// needs a target name"},
 		// wasm.config must be the plugin's JSON (a map with non-string keys is not).
+		{"xdsmodel", "xds limit negative", "  address: 127.0.0.1:18000", "  address: 127.0.0.1:18000\n  limits: {max_connections: -1}", "xds.limits.max_connections: must be in [0, 1048576], got -1"},
+		{"xdsmodel", "xds per-identity above total", "  address: 127.0.0.1:18000", "  address: 127.0.0.1:18000\n  limits: {max_streams: 10, max_streams_per_identity: 20}", "xds.limits.max_streams_per_identity: exceeds xds.limits.max_streams"},
 		{"xdsmodel", "wasm config", "config: {allow_cmds: [1]}", "config: {allow: {1: x}}", "xds.envoy[0].listeners[0].wasm.config"},
 		// A proxyless client's name is required and neither another client's nor an Envoy node's.
 		{"xdsmodel", "client named as a node", "{name: bridge, route_to: {meshgate_listener: grpc_in}}", "{name: idc, route_to: {meshgate_listener: grpc_in}}", `xds.grpc_clients[0].name: duplicate name "idc"`},

@@ -31,6 +31,7 @@ import (
 //	      protocol: private             # grpc => HTTP/2 upstream, pooled
 //	      endpoints: [127.0.0.1:10100]
 //	      tls: {cert_file: .., key_file: .., ca_file: .., server_name: cloud}
+//	  limits: {max_connections: 4096, max_streams: 8192, max_streams_per_identity: 1024}   # 0: these defaults
 //	  grpc_clients:                     # proxyless gRPC: xds:///NAME
 //	  - name: legacy-bridge
 //	    route_to: {meshgate_listener: grpc_in}
@@ -53,6 +54,22 @@ type XDS struct {
 	SocketMode string `yaml:"socket_mode,omitempty" json:"socket_mode,omitempty"`
 	// Proxyless lists the proxyless gRPC client nodes and their identities.
 	Proxyless []ProxylessNode `yaml:"proxyless_nodes,omitempty" json:"proxyless_nodes,omitempty"`
+	// Limits bound what xDS clients may hold (defaults: docs/security-xds.md).
+	Limits XDSLimits `yaml:"limits,omitempty" json:"limits,omitempty"`
+}
+
+// XDSLimits bound the ADS listener; 0 keeps the default. The replicas of
+// one workload share an identity: max_streams_per_identity must cover
+// them all (one ADS stream each).
+type XDSLimits struct {
+	// MaxConnections: open connections (default 4096); more are closed
+	// as soon as they are accepted.
+	MaxConnections int `yaml:"max_connections,omitempty" json:"max_connections,omitempty"`
+	// MaxStreams: open ADS streams in all (default 8192).
+	MaxStreams int `yaml:"max_streams,omitempty" json:"max_streams,omitempty"`
+	// MaxStreamsPerIdentity: open streams of one client certificate
+	// identity over all its connections (default 1024).
+	MaxStreamsPerIdentity int `yaml:"max_streams_per_identity,omitempty" json:"max_streams_per_identity,omitempty"`
 }
 
 // EnvoyNode is one Envoy's configuration.
@@ -171,6 +188,12 @@ func (c *Config) MeshgateListener(name string) *Listener {
 func (x *XDS) validate(c *Config, e *errs) {
 	checkAddr(e, "xds.address", x.Address)
 	checkNotNegative(e, "xds.cert_poll", x.CertPoll)
+	checkRange(e, "xds.limits.max_connections", x.Limits.MaxConnections, 0, 1<<20)
+	checkRange(e, "xds.limits.max_streams", x.Limits.MaxStreams, 0, 1<<20)
+	if checkRange(e, "xds.limits.max_streams_per_identity", x.Limits.MaxStreamsPerIdentity, 0, 1<<20) &&
+		x.Limits.MaxStreams > 0 && x.Limits.MaxStreamsPerIdentity > x.Limits.MaxStreams {
+		e.add("xds.limits.max_streams_per_identity", "exceeds xds.limits.max_streams")
+	}
 	nodes := map[string]bool{}
 	for i := range x.Envoy {
 		n := &x.Envoy[i]

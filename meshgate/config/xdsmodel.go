@@ -26,6 +26,10 @@ func (c *Config) XDSModel() (*model.XDS, error) {
 		Insecure:   x.Insecure,
 		SocketMode: x.SocketFileMode(),
 		CertPoll:   x.CertPoll,
+
+		MaxConnections:        x.Limits.MaxConnections,
+		MaxStreams:            x.Limits.MaxStreams,
+		MaxStreamsPerIdentity: x.Limits.MaxStreamsPerIdentity,
 	}}
 	if t := x.TLS; t != nil {
 		m.Server.TLS = &model.ServerTLS{CertFile: c.Path(t.CertFile), KeyFile: c.Path(t.KeyFile), CAFile: c.Path(t.CAFile)}

@@ -56,6 +56,11 @@ type Server struct {
 	SocketMode uint32 `yaml:"socket_mode"`
 	// CertPoll is how often the certificate files are re-read (> 0).
 	CertPoll time.Duration `yaml:"cert_poll"`
+	// MaxConnections, MaxStreams and MaxStreamsPerIdentity bound the ADS
+	// listener (0: the xds package's defaults).
+	MaxConnections        int `yaml:"max_connections,omitempty"`
+	MaxStreams            int `yaml:"max_streams,omitempty"`
+	MaxStreamsPerIdentity int `yaml:"max_streams_per_identity,omitempty"`
 }
 
 // ServerTLS is the control plane's certificate and the CA its clients'
