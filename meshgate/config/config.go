@@ -186,6 +186,10 @@ type Upstream struct {
 	MaxInFlight int `yaml:"max_in_flight,omitempty" json:"max_in_flight,omitempty"`
 	// Heartbeat interval for idle private connections; 0 = default 10s.
 	Heartbeat time.Duration `yaml:"heartbeat,omitempty" json:"heartbeat,omitempty"`
+	// WriteTimeout bounds each socket write to a private endpoint: a
+	// backend that takes no bytes for that long loses the connection
+	// (its calls fail UNAVAILABLE); 0 = default 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout,omitempty" json:"write_timeout,omitempty"`
 	// TLS, when set, dials with (m)TLS.
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// ReconnectBackoffMax caps a grpc upstream's reconnect backoff (default 5s; see lifecycle.go).

@@ -74,6 +74,8 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"core", "auth without keys", "kind: private", "kind: private\n    auth: {max_skew: 1s}", "listeners[0].auth.keys"},
 		{"core", "listener grpc_transport", "address: 127.0.0.1:7001", "address: 127.0.0.1:7001\n    grpc_transport: h2", `listeners[1].grpc_transport: must be "grpc-go" or "direct", got "h2"`},
 		{"core", "direct on a private listener", "address: 127.0.0.1:7000", "address: 127.0.0.1:7000\n    grpc_transport: direct", `listeners[0].grpc_transport: "direct" is for grpc listeners only`},
+		{"core", "write_timeout on grpc", "endpoints: [127.0.0.1:9000]", "endpoints: [127.0.0.1:9000], write_timeout: 1s", "upstreams[0].write_timeout: only for protocol private"},
+		{"core", "write_timeout negative", "lb: consistent_hash}", "lb: consistent_hash, write_timeout: -1s}", "upstreams[1].write_timeout: must be in"},
 		{"core", "upstream grpc_transport", "endpoints: [127.0.0.1:9000]", "endpoints: [127.0.0.1:9000], grpc_transport: h2", `upstreams[0].grpc_transport: must be "grpc-go" or "direct", got "h2"`},
 		{"core", "direct on a private upstream", "endpoints: [127.0.0.1:8000]", "endpoints: [127.0.0.1:8000], grpc_transport: direct", `upstreams[1].grpc_transport: "direct" is for grpc upstreams only`},
 		{"core", "direct to xds", "endpoints: [127.0.0.1:9000]", `endpoints: ["xds:///svc"], grpc_transport: direct`, `upstreams[0].grpc_transport: "direct" needs static endpoints`},

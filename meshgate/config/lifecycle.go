@@ -228,6 +228,13 @@ func (c *Config) validateLifecycle(e *errs) {
 		case u.ReconnectBackoffMax < 0 || u.ReconnectBackoffMax > 10*time.Minute:
 			e.add(f, "must be in (0, 10m], got %s", u.ReconnectBackoffMax)
 		}
+		f = fmt.Sprintf("upstreams[%d].write_timeout", i)
+		switch {
+		case u.Protocol != ProtoPrivate && u.WriteTimeout != 0:
+			e.add(f, "only for protocol private")
+		case u.WriteTimeout < 0 || u.WriteTimeout > 10*time.Minute:
+			e.add(f, "must be in (0, 10m], got %s", u.WriteTimeout)
+		}
 	}
 }
 

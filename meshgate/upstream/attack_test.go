@@ -132,9 +132,10 @@ func TestAttackHostilePrivateBackends(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			good := startLegacy(t, "127.0.0.1:0", legacy.ServerOptions{})
 			bad := hostileBackend(t, c.read, c.fn)
+			// write_timeout from the config (never_reads depends on it)
 			u := config.Upstream{Name: "legacy", Protocol: config.ProtoPrivate, LB: config.LBRoundRobin,
-				Endpoints: []string{good.Addr().String(), bad}, Connections: 1}
-			p := pooltest.Private(t, u.WithDefaults(), reg, 2, pooltest.FastBackoff(), upstream.WithWriteTimeout(300*time.Millisecond))
+				Endpoints: []string{good.Addr().String(), bad}, Connections: 1, WriteTimeout: 300 * time.Millisecond}
+			p := pooltest.Private(t, u.WithDefaults(), reg, 2, pooltest.FastBackoff())
 			ctx := testkit.Context(t, 20*time.Second)
 			// 40 calls at once: round robin sends about half of them to
 			// the bad endpoint before its first failure is known.

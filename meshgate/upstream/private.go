@@ -165,6 +165,9 @@ func NewPrivatePool(u config.Upstream, c codec.Codec, logger *slog.Logger, reg p
 	for _, f := range opts {
 		f(&o)
 	}
+	if u.WriteTimeout > 0 {
+		o.writeTimeout = u.WriteTimeout // upstreams[].write_timeout
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
