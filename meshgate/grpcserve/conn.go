@@ -101,12 +101,16 @@ type conn struct {
 	timer     *time.Timer // housekeeping (recv timeout, idle, age)
 	timerDue  time.Time
 
-	wmu         sync.Mutex
-	wq          atomic.Int32 // writers queued for wmu (lockWrite)
-	wb          *[]byte      // pending bytes (pooled), nil: none
-	lazyOnly    bool         // what is pending is a PING ack that may wait (onPing)
-	qEmpty      bool         // the send queue was found empty and nothing was written since
-	wdl         time.Time    // write deadline armed (with slack)
+	wmu      sync.Mutex
+	wq       atomic.Int32 // writers queued for wmu (lockWrite)
+	wb       *[]byte      // pending bytes (pooled), nil: none
+	lazyOnly bool         // what is pending is a PING ack that may wait (onPing)
+	qEmpty   bool         // the send queue was found empty and nothing was written since
+	// answers finishNoWait left to drainNoWait (nwRun: it runs)
+	nwMu        sync.Mutex
+	nwQ         []*Call
+	nwRun       bool
+	wdl         time.Time // write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	connSendWin int64
@@ -1371,10 +1375,40 @@ func (c *conn) finishNoWait(cl *Call, b *connio.Batch) {
 		}
 		c.wmu.Unlock()
 	}
-	go func() {
-		c.lockWrite()
-		c.answer(cl, nil)
-	}()
+	// Left to a goroutine of its own, one per burst: the answers that
+	// queue while it runs leave in one write.
+	c.nwMu.Lock()
+	c.nwQ = append(c.nwQ, cl)
+	start := !c.nwRun
+	c.nwRun = true
+	c.nwMu.Unlock()
+	if start {
+		go c.drainNoWait()
+	}
+}
+
+// drainNoWait answers the calls finishNoWait queued, until none is left:
+// each burst is encoded under the write lock call by call and written
+// once (a local batch).
+func (c *conn) drainNoWait() {
+	var b connio.Batch
+	var q []*Call
+	for {
+		c.nwMu.Lock()
+		q, c.nwQ = c.nwQ, q[:0]
+		if len(q) == 0 {
+			c.nwRun = false
+			c.nwMu.Unlock()
+			return
+		}
+		c.nwMu.Unlock()
+		for i, cl := range q {
+			c.lockWrite()
+			c.answer(cl, &b)
+			q[i] = nil
+		}
+		b.Flush()
+	}
 }
 
 // FlushBatch writes the answers a batch left pending (connio.Flusher).
