@@ -165,14 +165,7 @@ func TestAttackNackStorm(t *testing.T) {
 	var warns atomic.Int64
 	reg := prometheus.NewRegistry()
 	s, addr := listening(t, Options{Registerer: reg, Logger: slog.New(logCount{&warns})}, proxylessConfig(t, "127.0.0.1:0", "127.0.0.1:7201"))
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	serveUntilCleanup(t, s)
 	ctx := testkit.Context(t, 20*time.Second)
 	c := adsClient(t, addr, insecure.NewCredentials())
 	node := &core.Node{Id: "client-1"}
@@ -434,14 +427,7 @@ func TestAttackNeverReadingClientBoundsPush(t *testing.T) {
 	s, addr := listening(t, Options{}, envoyPairConfig(t, "up0", 2000))
 	const phase = time.Second
 	s.phaseTimeout, s.phaseSettle = phase, 10*time.Millisecond
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
-	defer func() {
-		s.Close()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
+	serveUntilCleanup(t, s)
 	ctx := testkit.Context(t, 60*time.Second)
 	types := []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
 
@@ -638,14 +624,7 @@ func TestAttackConnectionCap(t *testing.T) {
 	s, addr := listening(t, Options{Registerer: reg}, secureConfig(t, dir, "127.0.0.1:0"))
 	const max = 20
 	s.maxConns = max
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(context.Background()) }()
-	t.Cleanup(func() {
-		s.Close()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	serveUntilCleanup(t, s)
 	var silent []net.Conn
 	defer func() {
 		for _, c := range silent {

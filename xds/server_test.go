@@ -77,6 +77,14 @@ func listening(t *testing.T, opts Options, cfg *config.Config) (*Server, net.Add
 func serveForTest(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (*Server, net.Addr) {
 	t.Helper()
 	s, addr := listening(t, Options{Registerer: reg}, cfg)
+	serveUntilCleanup(t, s)
+	return s, addr
+}
+
+// serveUntilCleanup serves s until the test ends, then closes it and
+// wants Serve to return nil.
+func serveUntilCleanup(t *testing.T, s *Server) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(context.Background()) }()
 	t.Cleanup(func() {
@@ -85,7 +93,6 @@ func serveForTest(t *testing.T, cfg *config.Config, reg prometheus.Registerer) (
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return s, addr
 }
 
 // adsClient is an ADS client of addr (TCP or unix) with creds, its
