@@ -18,6 +18,7 @@
 package rawio
 
 import (
+	"context"
 	"net"
 	"syscall"
 )
@@ -44,6 +45,17 @@ func Wrap(c net.Conn) net.Conn {
 	rw.r.fn = rw.r.read
 	rw.w.fn = rw.w.write
 	return rw
+}
+
+// Dial is a plain TCP dial whose connection is wrapped (Wrap); its
+// signature is grpc.WithContextDialer's.
+func Dial(ctx context.Context, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
 }
 
 // TCP returns the *net.TCPConn under c (a *net.TCPConn or a *Conn).

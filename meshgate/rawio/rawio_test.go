@@ -2,6 +2,7 @@ package rawio
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -34,13 +35,15 @@ func pair(t *testing.T) (*Conn, net.Conn) {
 		}
 		acc <- c
 	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	raw, err := Dial(ctx, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, ok := Wrap(raw).(*Conn)
+	c, ok := raw.(*Conn)
 	if !ok {
-		t.Fatalf("Wrap(*net.TCPConn) = %T, want *Conn", Wrap(raw))
+		t.Fatalf("Dial = %T, want *Conn", raw)
 	}
 	s := <-acc
 	if s == nil {
@@ -156,6 +159,23 @@ func TestWrapOthers(t *testing.T) {
 	c, _ := pair(t)
 	if tc, ok := TCP(c); !ok || tc != c.TCPConn {
 		t.Fatal("TCP of a *Conn must return its *net.TCPConn")
+	}
+}
+
+// Dial reports a refused connection as the dialer's error, with no conn.
+func TestDialRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, addr)
+	var op *net.OpError
+	if c != nil || !errors.As(err, &op) || op.Op != "dial" {
+		t.Fatalf("Dial(closed port) = %v, %v; want nil and a dial *net.OpError", c, err)
 	}
 }
 
