@@ -182,6 +182,15 @@ func TestProcParsing(t *testing.T) {
 	if _, err := parseStatCPU([]byte("1 (x) S 1 2")); !errors.Is(err, ErrProc) {
 		t.Fatalf("short stat: %v", err)
 	}
+	if age, err := parseAge(stat, []byte("10.05 123.4\n")); err != nil || age != 10*time.Second {
+		t.Fatalf("age %v err %v, want 10s (started 5 ticks after boot, up 10.05 s)", age, err)
+	}
+	if _, err := parseAge([]byte("1 (x) S 1 2"), []byte("1.0 1.0")); !errors.Is(err, ErrProc) {
+		t.Fatalf("short stat: %v", err)
+	}
+	if age, err := procAge(os.Getpid()); err != nil || age <= 0 || age > time.Hour {
+		t.Fatalf("own age %v err %v", age, err)
+	}
 	rss, hwm := parseStatusRSS([]byte("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"))
 	if rss != 1<<20 || hwm != 2<<20 {
 		t.Fatalf("rss %d hwm %d", rss, hwm)

@@ -60,6 +60,7 @@ func (r *IdleResult) proc(role string) *IdleProc {
 // connection.
 func measureIdle(ctx context.Context, e *env, l *live, n int) IdleResult {
 	res := IdleResult{Scenario: l.sc.ID, Title: l.sc.Title, Kind: clientKind[l.sc.ID], Proxy: l.sc.Proxy, Conns: n}
+	waitStartedFor(ctx, l.topo.procs, settleAfterStart)
 	before := make([]ProcSample, len(l.topo.procs))
 	for i, p := range l.topo.procs {
 		before[i], _ = ReadProc(p.PID)
@@ -89,6 +90,34 @@ func measureIdle(ctx context.Context, e *env, l *live, n int) IdleResult {
 		res.Procs = append(res.Procs, ip)
 	}
 	return res
+}
+
+// settleAfterStart is how old every process of a topology must be before
+// its idle memory is read: a process's first seconds still run start-up
+// work (MeshGate trims its executable's resident pages a second time 2 s
+// after start, meshgate/cmd/meshgate), and a reading taken then would
+// count that start-up tail, or see it end between two readings, as the
+// cost of connections.
+const settleAfterStart = 3 * time.Second
+
+// waitStartedFor waits (bounded by age) until every process is at least
+// age old; a process whose age cannot be read is not waited for.
+func waitStartedFor(ctx context.Context, procs []Proc, age time.Duration) {
+	var wait time.Duration
+	for _, p := range procs {
+		if a, err := procAge(p.PID); err == nil && age-a > wait {
+			wait = age - a
+		}
+	}
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // settledRSS polls the processes' RSS every 100 ms until two consecutive

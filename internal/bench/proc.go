@@ -109,6 +109,45 @@ func parseStatCPU(stat []byte) (float64, error) {
 	return float64(ut+st) / clockTicks, nil
 }
 
+// procAge returns how long ago process pid started (/proc/<pid>/stat
+// field 22 against /proc/uptime).
+func procAge(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrProc, err)
+	}
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrProc, err)
+	}
+	return parseAge(stat, up)
+}
+
+func parseAge(stat, uptime []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%w: stat: no ')'", ErrProc)
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// f[0] is field 3; starttime (clock ticks after boot) is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("%w: stat: %d fields", ErrProc, len(f))
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: stat: %v", ErrProc, err)
+	}
+	u := strings.Fields(string(uptime))
+	if len(u) < 1 {
+		return 0, fmt.Errorf("%w: uptime: empty", ErrProc)
+	}
+	secs, err := strconv.ParseFloat(u[0], 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: uptime: %v", ErrProc, err)
+	}
+	return time.Duration((secs - float64(start)/clockTicks) * float64(time.Second)), nil
+}
+
 // parseStatusRSS returns VmRSS and VmHWM in bytes from /proc/<pid>/status.
 func parseStatusRSS(status []byte) (rss, hwm int64) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
