@@ -6,9 +6,11 @@
 // binary whose file is cached ends up with most of its text and rodata
 // counted in its RSS after start-up, used or not. Executable tells the
 // kernel that the binary's read-only mappings are accessed randomly (no
-// fault-around, no read-ahead) and drops the pages mapped so far; what the
-// proxy touches afterwards is mapped again page by page, from the page
-// cache. Mappings holding private (copied-on-write) pages, such as
+// read-ahead) and drops the pages mapped so far; what the proxy touches
+// afterwards is mapped again from the page cache, with the fault-around
+// window of each first touch (MADV_RANDOM does not turn that off on Linux
+// 6.18), so calling Executable again once start-up's last code has run
+// drops more. Mappings holding private (copied-on-write) pages, such as
 // relocated read-only data of a position-independent build, are left
 // alone, as is every writable mapping.
 package memtrim
