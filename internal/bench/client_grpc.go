@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
-	"github.com/meshgate/meshgate/meshgate/rawio"
 )
 
 // ErrShortReply reports a reply whose size does not match the request (the
@@ -37,10 +36,6 @@ func DialGRPC(addr, method string, n int) (Client, error) {
 	for i := 0; i < n; i++ {
 		cc, err := grpc.NewClient("passthrough:///"+addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			// The load generator's sockets stay off the runtime's
-			// blocking-syscall path, as MeshGate's do (package rawio):
-			// fewer wake-ups of its own on the cores it shares.
-			grpc.WithContextDialer(rawio.Dial),
 			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
 		if err != nil {
 			_ = c.Close()

@@ -15,20 +15,20 @@ import (
 var ErrResult = errors.New("bench: reply carries an error result")
 
 // legacyClient sends MGP/1 echo requests over multiplexed privconn
-// connections (each assigns its own seq and matches replies). A request is
-// written by the goroutine that fires it (privconn's Start) and completed by
-// the connection's reader: no goroutine and no channel per request, so the
-// load generator's own wake-ups (which share the machine's cores with the
-// processes it measures) are one timer wake-up per send and one socket
-// wake-up per reply burst.
+// connections (each assigns its own seq and matches replies); every request
+// waits for its reply in its own goroutine.
 type legacyClient struct {
 	conns []*privconn.Conn
+	// ctx spans the client's life (see grpcClient).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // DialLegacy opens n multiplexed MGP/1 connections to addr and checks each
 // with one echo round trip.
 func DialLegacy(addr string, n int) (Client, error) {
 	c := &legacyClient{}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	cd := mgp.New(codec.DefaultMaxFrameSize)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -49,12 +49,6 @@ func DialLegacy(addr string, n int) (Client, error) {
 
 func echoOnce(ctx context.Context, cn *privconn.Conn, payload []byte) error {
 	resp, err := cn.Do(ctx, &codec.Frame{Cmd: EchoCmd, UIN: 42, Body: payload})
-	return checkEcho(resp, err, payload)
-}
-
-// checkEcho is the verdict on one echo: resp must carry result 0 and a body
-// of payload's length.
-func checkEcho(resp *codec.Frame, err error, payload []byte) error {
 	if err != nil {
 		return err
 	}
@@ -70,17 +64,10 @@ func checkEcho(resp *codec.Frame, err error, payload []byte) error {
 
 func (c *legacyClient) Go(conn int, payload []byte, done func(error)) {
 	cn := c.conns[conn%len(c.conns)]
-	req := &codec.Frame{Cmd: EchoCmd, UIN: 42, Body: payload}
-	// No deadline: a reply that never comes is counted by the measurement's
-	// drain; a closed connection completes the request with its error.
-	err := cn.Start(req, time.Time{}, func(resp *codec.Frame, err error) {
-		done(checkEcho(resp, err, payload))
-	})
-	if err != nil {
-		done(err)
-	}
+	go func() { done(echoOnce(c.ctx, cn, payload)) }()
 }
 
 func (c *legacyClient) Close() error {
+	c.cancel()
 	return closeAll(c.conns)
 }
