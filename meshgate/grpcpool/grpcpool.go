@@ -44,7 +44,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -202,9 +201,11 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 			grpc.WithConnectParams(connectParams(u)),
 		}
 		if !envProxy {
-			// grpc-go ignores HTTPS_PROXY with a custom dialer: keep its
-			// own where the environment names a proxy.
-			dopts = append(dopts, grpc.WithContextDialer(dialRaw))
+			// grpc-go's own dial (plain TCP) with the connection's
+			// reads and writes off the runtime's blocking-syscall path
+			// (rawio). grpc-go ignores HTTPS_PROXY with a custom dialer:
+			// keep its own where the environment names a proxy.
+			dopts = append(dopts, grpc.WithContextDialer(rawio.Dial))
 		}
 		dopts = append(dopts, transportOptions()...)
 		if xdsTarget {
@@ -263,18 +264,6 @@ const (
 // envProxy: the environment names an HTTPS proxy, which grpc-go's own
 // dialer honours (HTTPS_PROXY, as net/http reads it).
 var envProxy = httpproxy.FromEnvironment().HTTPSProxy != ""
-
-// dialRaw is the pool's dialer: grpc-go's own (a plain TCP dial) with the
-// connection's reads and writes kept off the runtime's blocking-syscall
-// path (package rawio).
-func dialRaw(ctx context.Context, addr string) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	return rawio.Wrap(c), nil
-}
 
 // transportOptions are the dial options tuning the pool's transports.
 func transportOptions() []grpc.DialOption {
