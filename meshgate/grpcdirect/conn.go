@@ -493,7 +493,7 @@ func (c *conn) writeHeaders(ctx context.Context, cl *call, method string, timeou
 		cl.tbuf = grpcwire.AppendTimeout(cl.tbuf[:0], timeout)
 		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: string(cl.tbuf), Sensitive: true})
 	}
-	writeMetadata(e, ctx)
+	writeMetadata(e, ctx, cl.omd)
 	blk := c.hbuf.b
 	first := true
 	for first || len(blk) > 0 {

@@ -82,6 +82,28 @@ func BenchmarkBridgeSerial(b *testing.B) {
 	}
 }
 
+// BenchmarkBridgeAsyncSerial is BenchmarkBridgeSerial on the path the
+// product takes for a one-attempt private → gRPC route (scenario S3): the
+// route goes through its upstream's Guard over the direct transport, so
+// the connection's reader starts the call (grpcpool.Pool.StartPolicy,
+// grpcdirect) and the HTTP/2 connection's reader writes the reply; no
+// worker. "sync" is the same table with the asynchronous start turned
+// off (the worker + Invoke path a retrying route takes).
+func BenchmarkBridgeAsyncSerial(b *testing.B) {
+	for _, async := range []bool{true, false} {
+		name := "async"
+		if !async {
+			name = "sync"
+		}
+		for _, size := range []int{16, 1024} {
+			b.Run(name+"/"+byteSize(size), func(b *testing.B) {
+				e := newGRPCAsyncEnv(b, async)
+				serialLoop(b, e.addr, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1, UIN: 42, Body: make([]byte, size)})
+			})
+		}
+	}
+}
+
 // BenchmarkPrivateProxySerial: one MGP client, one request at a time:
 // frame → inbound → private pool (one multiplexed connection, MeshGate's
 // own seq) → the reference legacy server (Echo) → frame. Allocations

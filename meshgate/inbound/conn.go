@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/connio"
+	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -464,13 +465,18 @@ type request struct {
 	gasyncFn func(error)
 	gasync   bool
 	// Reused across pooled lives: the call options (header and trailer
-	// capture into q.header and q.trailer).
+	// capture into q.header and q.trailer; on the direct transport the
+	// request metadata is read from q.md and the response metadata
+	// refilled into q.header and q.trailer with q.mds: grpcdirect's
+	// OutgoingMD and MDStore).
 	opts []grpc.CallOption
+	mds  grpcdirect.MDStore
 }
 
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
-	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod()}
+	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod(),
+		&grpcdirect.OutgoingMD{MD: &q.md.MD}, &q.mds}
 	q.res.attemptFn = q.attempt
 	return q
 }}
@@ -537,9 +543,16 @@ func (q *request) release() {
 		q.fbuf = nil
 	}
 	q.md.Reset()
-	q.header, q.trailer = nil, nil
+	q.clearMD()
 	q.c, q.r, q.mm = nil, nil, nil
 	reqPool.Put(q)
+}
+
+// clearMD empties q.header and q.trailer, keeping their storage for the
+// next call (q.mds).
+func (q *request) clearMD() {
+	q.mds.Clear(q.header)
+	q.mds.Clear(q.trailer)
 }
 
 func (q *request) run() {

@@ -34,7 +34,7 @@ func (q *request) guarded(ctx context.Context, opts []grpc.CallOption) error {
 func (q *request) attempt(ctx context.Context, ep *resilience.Endpoint, n int) resilience.Outcome {
 	if n > 0 {
 		q.resp.Free()
-		q.header, q.trailer = nil, nil
+		q.clearMD()
 	}
 	err := q.r.Upstream.Invoke(resilience.WithEndpoint(ctx, ep), q.r.Method, &q.req, &q.resp, q.res.callOpts...)
 	q.res.err = err

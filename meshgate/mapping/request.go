@@ -18,6 +18,18 @@ type RequestMD struct {
 	// one-value backing arrays for the fixed keys, so that setting them
 	// does not allocate a slice each time.
 	vals [4][1]string
+	// the last uin and key id formatted (kept by Reset): the same caller
+	// again costs no string
+	uin, keyID       uint64
+	uinStr, keyIDStr string
+}
+
+// formatCached is v in decimal, reusing *s when v is *last.
+func formatCached(v uint64, last *uint64, s *string) string {
+	if *s == "" || *last != v {
+		*last, *s = v, strconv.FormatUint(v, 10)
+	}
+	return *s
 }
 
 // NewRequestMD returns an empty RequestMD.
@@ -34,10 +46,10 @@ func (m *RequestMD) set(i int, k, v string) {
 // 1, 3 and 4 are dropped (conversion path), ext 2 never travels.
 func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeout time.Duration, hasDeadline bool) {
 	if f.UIN != 0 {
-		m.set(0, MDUIN, strconv.FormatUint(f.UIN, 10))
+		m.set(0, MDUIN, formatCached(f.UIN, &m.uin, &m.uinStr))
 	}
 	if authed {
-		m.set(1, MDKeyID, strconv.FormatUint(uint64(keyID), 10))
+		m.set(1, MDKeyID, formatCached(uint64(keyID), &m.keyID, &m.keyIDStr))
 	}
 	for i := range f.Ext {
 		e := &f.Ext[i]
