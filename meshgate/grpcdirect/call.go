@@ -67,8 +67,8 @@ type call struct {
 	trailer    metadata.MD // tmd once received (nil: none)
 	// the call's own metadata maps, kept across pooled lives (md.go);
 	// a map handed out to a caller (no MDStore) is not kept
-	hmd, tmd metadata.MD
-	own      MDStore
+	hmd, tmd   metadata.MD
+	own        MDStore
 	nonGRPC    *status.Status
 	encoding   string // the response's grpc-encoding
 	compressed bool   // the message has the compressed flag
