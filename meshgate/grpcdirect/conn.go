@@ -552,13 +552,7 @@ func (c *conn) handle(f http2.Frame) (err error) {
 	case *http2.DataFrame:
 		err = c.onData(f)
 	case *http2.HeadersFrame:
-		c.hstream, c.hend = f.StreamID, f.StreamEnded()
-		if f.HeadersEnded() {
-			err = c.onHeaderBlock(f.HeaderBlockFragment())
-		} else {
-			c.hblock = append(c.hblock[:0], f.HeaderBlockFragment()...)
-			c.hframes = 0
-		}
+		err = c.onHeadersFrame(f.StreamID, f.StreamEnded(), f.HeadersEnded(), f.HeaderBlockFragment())
 	case *http2.ContinuationFrame:
 		c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
 		c.hframes++
@@ -578,15 +572,11 @@ func (c *conn) handle(f http2.Frame) (err error) {
 			err = c.onSettings(f)
 		}
 	case *http2.PingFrame:
-		if f.IsAck() {
-			c.pingAcked.Store(true)
-		} else {
-			err = c.ackPing(f.Data)
-		}
+		err = c.onPing(f.IsAck(), f.Data)
 	case *http2.GoAwayFrame:
 		c.onGoAway(f)
 	case *http2.WindowUpdateFrame:
-		err = c.onWindowUpdate(f)
+		err = c.onWindowUpdate(f.StreamID, f.Increment)
 	case *http2.PushPromiseFrame:
 		// We announce SETTINGS_ENABLE_PUSH 0: a PUSH_PROMISE is a
 		// connection error (RFC 9113 8.4), and its header block, left
@@ -594,6 +584,27 @@ func (c *conn) handle(f http2.Frame) (err error) {
 		err = errors.New("grpcdirect: PUSH_PROMISE received with push disabled")
 	}
 	return err
+}
+
+// onHeadersFrame takes a HEADERS frame of stream id: a whole header block
+// (endHeaders), or its first fragment (CONTINUATION frames follow).
+func (c *conn) onHeadersFrame(id uint32, endStream, endHeaders bool, frag []byte) error {
+	c.hstream, c.hend = id, endStream
+	if endHeaders {
+		return c.onHeaderBlock(frag)
+	}
+	c.hblock = append(c.hblock[:0], frag...)
+	c.hframes = 0
+	return nil
+}
+
+// onPing takes a PING: an ack of ours, or one to answer.
+func (c *conn) onPing(ack bool, data [8]byte) error {
+	if ack {
+		c.pingAcked.Store(true)
+		return nil
+	}
+	return c.ackPing(data)
 }
 
 // ackPing answers a PING. Read by a calling goroutine (the background one
@@ -713,16 +724,16 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	})
 }
 
-func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+func (c *conn) onWindowUpdate(id, inc uint32) error {
 	c.mu.Lock()
-	if f.StreamID == 0 {
-		c.connWin += int64(f.Increment)
+	if id == 0 {
+		c.connWin += int64(inc)
 		if c.connWin > 1<<31-1 {
 			c.mu.Unlock()
 			return errors.New("grpcdirect: connection send window overflow")
 		}
-	} else if s := c.streams[f.StreamID]; s != nil {
-		s.sendWin += int64(f.Increment)
+	} else if s := c.streams[id]; s != nil {
+		s.sendWin += int64(inc)
 	}
 	c.winWakeLocked()
 	c.mu.Unlock()
