@@ -48,8 +48,10 @@ type call struct {
 	maxRecv, maxSend int
 	static           bool // grpc.StaticMethod: metrics name the method
 
-	// request: the 5-byte prefix, then req's buffers
+	// request: the 5-byte prefix, then req's buffers (a single one in
+	// reqOne: rawcodec.Message.TakeInto)
 	req       mem.BufferSlice
+	reqOne    [1]mem.Buffer
 	prefix    [5]byte
 	total     int // prefix + message
 	sent      int
@@ -157,9 +159,14 @@ func (cl *call) applyOpts(e *Endpoint, opts []grpc.CallOption) {
 
 // marshal takes req's bytes (the raw codec) and checks the send limit.
 func (cl *call) marshal(req any) error {
-	data, err := rawcodec.Codec{}.Marshal(req)
-	if err != nil {
-		return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+	var data mem.BufferSlice
+	if m, ok := req.(*rawcodec.Message); ok {
+		data = m.TakeInto(&cl.reqOne)
+	} else {
+		var err error
+		if data, err = (rawcodec.Codec{}).Marshal(req); err != nil {
+			return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+		}
 	}
 	cl.req = data
 	n := data.Len()
@@ -453,6 +460,10 @@ func (cl *call) finishReply(reply any) error {
 	cl.deliverMD()
 	buf := mem.NewBuffer(cl.msg, mem.DefaultBufferPool())
 	cl.msg = nil
+	if m, ok := reply.(*rawcodec.Message); ok && !cl.compressed {
+		m.SetSingle(buf) // as Unmarshal, without a slice
+		return nil
+	}
 	data := mem.BufferSlice{buf}
 	if cl.compressed {
 		var err error

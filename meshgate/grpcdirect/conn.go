@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -491,7 +492,9 @@ func (c *conn) writeHeaders(ctx context.Context, cl *call, method string, timeou
 	e.WriteField(hpack.HeaderField{Name: "grpc-accept-encoding", Value: acceptEncoding})
 	if timeout > 0 {
 		cl.tbuf = grpcwire.AppendTimeout(cl.tbuf[:0], timeout)
-		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: string(cl.tbuf), Sensitive: true})
+		// Sensitive: never indexed, so the encoder keeps no reference
+		// to the value, which may alias cl.tbuf.
+		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: unsafe.String(unsafe.SliceData(cl.tbuf), len(cl.tbuf)), Sensitive: true})
 	}
 	writeMetadata(e, ctx, cl.omd)
 	blk := c.hbuf.b
