@@ -120,7 +120,7 @@ func putCall(cl *call) {
 
 func (cl *call) freeMsg() {
 	if cl.msg != nil {
-		mem.DefaultBufferPool().Put(cl.msg)
+		rawcodec.BufferPool.Put(cl.msg)
 		cl.msg = nil
 	}
 }
@@ -253,7 +253,7 @@ func (cl *call) appendData(p []byte) *status.Status {
 			// The buffer follows the bytes that arrive, not the length
 			// announced: a server that announces large messages and sends
 			// nothing more costs at most msgChunk per stream.
-			cl.msg = mem.DefaultBufferPool().Get(min(cl.msgLen, msgChunk))
+			cl.msg = rawcodec.BufferPool.Get(min(cl.msgLen, msgChunk))
 			cl.msgN = 0
 			continue
 		}
@@ -278,9 +278,9 @@ const msgChunk = 32 << 10 // one of grpc-go's buffer pool tiers (a 64 KiB Get ta
 // at most msgLen), keeping what arrived.
 func (cl *call) growMsg(need int) {
 	n := min(max(need, 2*len(*cl.msg)), cl.msgLen)
-	b := mem.DefaultBufferPool().Get(n)
+	b := rawcodec.BufferPool.Get(n)
 	copy(*b, (*cl.msg)[:cl.msgN])
-	mem.DefaultBufferPool().Put(cl.msg)
+	rawcodec.BufferPool.Put(cl.msg)
 	cl.msg = b
 }
 
@@ -458,7 +458,7 @@ func (cl *call) result() error {
 // finishReply delivers an OK call's message into reply and its metadata.
 func (cl *call) finishReply(reply any) error {
 	cl.deliverMD()
-	buf := mem.NewBuffer(cl.msg, mem.DefaultBufferPool())
+	buf := mem.NewBuffer(cl.msg, rawcodec.BufferPool)
 	cl.msg = nil
 	if m, ok := reply.(*rawcodec.Message); ok && !cl.compressed {
 		m.SetSingle(buf) // as Unmarshal, without a slice
@@ -493,7 +493,7 @@ func decompress(name string, d mem.BufferSlice, maxRecv int) (mem.BufferSlice, e
 	if c, ok := dr.(io.Closer); ok {
 		defer c.Close()
 	}
-	out, err := mem.ReadAll(io.LimitReader(dr, int64(maxRecv)+1), mem.DefaultBufferPool())
+	out, err := mem.ReadAll(io.LimitReader(dr, int64(maxRecv)+1), rawcodec.BufferPool)
 	if err != nil {
 		out.Free()
 		return nil, status.Errorf(codes.Internal, "grpc: failed to read decompressed data: %v", err)

@@ -22,6 +22,7 @@ type RequestMD struct {
 	// again costs no string
 	uin, keyID       uint64
 	uinStr, keyIDStr string
+	caller           string // the last caller (ext 4)
 }
 
 // formatCached is v in decimal, reusing *s when v is *last.
@@ -57,7 +58,10 @@ func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeou
 		case e.Key == codec.ExtTraceparent:
 			m.set(2, MDTraceparent, string(e.Value))
 		case e.Key == codec.ExtCaller:
-			m.set(3, MDCaller, string(e.Value))
+			if string(e.Value) != m.caller { // compared without a copy
+				m.caller = string(e.Value)
+			}
+			m.set(3, MDCaller, m.caller)
 		case e.Key >= codec.ExtAppMin:
 			k := ExtMDKey(e.Key)
 			m.MD[k] = append(m.MD[k], string(e.Value))

@@ -112,16 +112,12 @@ type Message struct {
 // the call returns; the pooled buffer goes back when gRPC frees it. It
 // allocates nothing once the pools are warm: a body of at most
 // mem's pooling threshold (1 KiB, which mem.Copy would copy to a new
-// slice) takes a buffer of smallPool.
+// slice) takes a buffer of BufferPool's own.
 func (m *Message) SetBytes(b []byte) {
 	m.Free()
-	pool := mem.DefaultBufferPool()
-	if mem.IsBelowBufferPoolingThreshold(len(b)) {
-		pool = smallPool
-	}
-	buf := pool.Get(len(b))
+	buf := BufferPool.Get(len(b))
 	copy(*buf, b)
-	m.setOne(mem.NewBuffer(buf, pool))
+	m.setOne(mem.NewBuffer(buf, BufferPool))
 }
 
 // SetSingle makes m carry buffer b (taking over its reference), releasing
@@ -148,17 +144,19 @@ func (m *Message) TakeInto(dst *[1]mem.Buffer) mem.BufferSlice {
 	return dst[:1:1]
 }
 
-// smallPool holds the buffers of messages of at most 1 KiB (the
-// threshold under which mem.NewBuffer does not pool): each is one byte
-// longer than the threshold, so that mem.NewBuffer pools it.
-var smallPool mem.BufferPool = &smallBuffers{}
+// BufferPool is mem.DefaultBufferPool, except that buffers for at most
+// 1 KiB (mem's pooling threshold, at or under which mem.NewBuffer does not
+// pool a buffer: mem.Copy allocates one per message) come from a pool of
+// its own, one byte longer than the threshold, so that mem.NewBuffer pools
+// them.
+var BufferPool mem.BufferPool = &smallBuffers{}
 
 type smallBuffers struct{ p sync.Pool }
 
 const smallCap = 1<<10 + 1
 
 func (s *smallBuffers) Get(n int) *[]byte {
-	if n > smallCap {
+	if !mem.IsBelowBufferPoolingThreshold(n) {
 		return mem.DefaultBufferPool().Get(n)
 	}
 	b, _ := s.p.Get().(*[]byte)
