@@ -96,6 +96,8 @@ type conn struct {
 	bgWake     chan struct{}
 	lastLead   atomic.Int64 // unix nanos a caller last released the read role
 
+	kickFn func() // c.kick, bound once (lead)
+
 	// read-role holder only
 	br *bufio.Reader
 	// rb: the read role's write batch (answers completed by the reader,
@@ -154,6 +156,7 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 		dead:       make(chan struct{}),
 		bgWake:     make(chan struct{}, 1),
 	}
+	c.kickFn = c.kick
 	c.bw = bufio.NewWriterSize(&c.dw, ioBuffer)
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	c.br = bufio.NewReaderSize(connio.FlushingReader{R: nc, B: &c.rb}, ioBuffer)

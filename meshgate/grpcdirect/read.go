@@ -221,7 +221,7 @@ func (c *conn) giveUp(ctx context.Context, cl *call) error {
 // lead reads frames, holding the read role, until cl completes or ctx
 // ends; then it passes the role on.
 func (c *conn) lead(ctx context.Context, cl *call) error {
-	stop := context.AfterFunc(ctx, c.kick)
+	stop := context.AfterFunc(ctx, c.kickFn)
 	own := false
 	for !own {
 		select {

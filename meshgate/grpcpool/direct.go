@@ -70,10 +70,8 @@ func (p *Pool) invokeDirect(ctx context.Context, method string, req, reply any, 
 		return p.direct[ep.Index()].Invoke(ctx, method, req, reply, opts...)
 	}
 	var key uint64
-	if md, ok := metadata.FromOutgoingContext(ctx); ok {
-		if v := md.Get(mapping.MDUIN); len(v) > 0 {
-			key, _ = strconv.ParseUint(v[0], 10, 64)
-		}
+	if v := outgoingMD(ctx, opts).Get(mapping.MDUIN); len(v) > 0 {
+		key, _ = strconv.ParseUint(v[0], 10, 64)
 	}
 	i := 0
 	if ep := p.guard.Pick(key); ep != nil {
@@ -93,6 +91,24 @@ func (p *Pool) invokeDirect(ctx context.Context, method string, req, reply any, 
 	ge.Record(resilience.ClassifyGRPC(ctx, err), time.Since(start))
 	return err
 }
+
+// outgoingMD is a direct call's request metadata: the OutgoingMD option's
+// (grpcdirect sends it in place of the context's), else the context's.
+func outgoingMD(ctx context.Context, opts []grpc.CallOption) metadata.MD {
+	for _, o := range opts {
+		if o, ok := o.(*grpcdirect.OutgoingMD); ok && o.MD != nil {
+			return *o.MD
+		}
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	return md
+}
+
+// DirectTransport reports whether the pool's unary calls go over the
+// direct transport (grpcdirect), which reads the request metadata from a
+// grpcdirect.OutgoingMD call option when one is given: a caller that
+// gives one needs no outgoing metadata in the call's context.
+func (p *Pool) DirectTransport() bool { return p.direct != nil }
 
 // directReady: every connection index has a ready connection to some
 // endpoint (as each grpc-go ClientConn is ready with one ready endpoint).
@@ -166,7 +182,8 @@ func (c *DirectCall) Ticket() grpcdirect.Ticket {
 // once with the error Invoke would return (nil: reply holds the message;
 // the grpc.Header and grpc.Trailer options are set), on the goroutine
 // that completed the call, possibly before StartPolicy returns. ctx
-// carries the outgoing metadata and the cancellation the outcome is
+// carries the outgoing metadata (unless a grpcdirect.OutgoingMD option
+// gives it: then ctx needs none) and the cancellation the outcome is
 // classified with (resilience.ClassifyGRPC); deadline (zero: none) is
 // the call's, so ctx needs no timer.
 //

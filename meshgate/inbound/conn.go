@@ -548,6 +548,14 @@ func (q *request) release() {
 	reqPool.Put(q)
 }
 
+// directTransport reports whether gRPC target u sends the request
+// metadata of a grpcdirect.OutgoingMD call option (grpcpool.Pool on the
+// direct transport).
+func directTransport(u Upstream) bool {
+	d, ok := u.(interface{ DirectTransport() bool })
+	return ok && d.DirectTransport()
+}
+
 // clearMD empties q.header and q.trailer, keeping their storage for the
 // next call (q.mds).
 func (q *request) clearMD() {
@@ -562,7 +570,13 @@ func (q *request) run() {
 	}
 	c, r := q.c, q.r
 	oc := q.startTelemetry()
-	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
+	ctx := c.ctx
+	if !directTransport(r.Upstream) {
+		// grpc-go's transport reads the metadata from the context; the
+		// direct one from q.opts (grpcdirect.OutgoingMD).
+		ctx = metadata.NewOutgoingContext(ctx, q.md.MD)
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	err := q.transcodeRequest()
 	if r.mig != nil {
 		q.mirrorBefore()
