@@ -274,6 +274,9 @@ func (c *conn) close(err error) {
 	c.e.mu.Lock()
 	delete(c.e.live, c)
 	c.e.mu.Unlock()
+	if err != ErrClosed && c.e.cfg.OnLost != nil {
+		c.e.cfg.OnLost(LostReason(err))
+	}
 	for _, s := range done {
 		c.deliver(s, nil)
 	}
@@ -336,7 +339,7 @@ func (c *conn) closeIfDrained() {
 	drained := c.goAway && c.err == nil && c.active == 0 && len(c.streams) == 0
 	c.mu.Unlock()
 	if drained {
-		c.close(errors.New("drained after GOAWAY"))
+		c.close(errDrained)
 	}
 }
 
@@ -563,11 +566,11 @@ func (c *conn) handle(f http2.Frame) (err error) {
 		c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
 		c.hframes++
 		if len(c.hblock) > maxHeaderList {
-			err = errors.New("grpcdirect: header block too large")
+			err = protocolError(errors.New("grpcdirect: header block too large"))
 		} else if c.hframes > maxContinuations {
 			// A block never finished in small (or empty) frames would
 			// hold the connection: nothing else may be read meanwhile.
-			err = errors.New("grpcdirect: header block in too many CONTINUATION frames")
+			err = protocolError(errors.New("grpcdirect: header block in too many CONTINUATION frames"))
 		} else if f.HeadersEnded() {
 			err = c.onHeaderBlock(c.hblock)
 		}
@@ -587,7 +590,7 @@ func (c *conn) handle(f http2.Frame) (err error) {
 		// We announce SETTINGS_ENABLE_PUSH 0: a PUSH_PROMISE is a
 		// connection error (RFC 9113 8.4), and its header block, left
 		// undecoded, would put HPACK out of step.
-		err = errors.New("grpcdirect: PUSH_PROMISE received with push disabled")
+		err = protocolError(errors.New("grpcdirect: PUSH_PROMISE received with push disabled"))
 	}
 	return err
 }
@@ -712,7 +715,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	c.winWakeLocked()
 	c.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("grpcdirect: bad SETTINGS: %w", err)
+		return protocolError(fmt.Errorf("grpcdirect: bad SETTINGS: %w", err))
 	}
 	var tableSize uint32
 	hasTable := false
@@ -736,7 +739,7 @@ func (c *conn) onWindowUpdate(id, inc uint32) error {
 		c.connWin += int64(inc)
 		if c.connWin > 1<<31-1 {
 			c.mu.Unlock()
-			return errors.New("grpcdirect: connection send window overflow")
+			return protocolError(errors.New("grpcdirect: connection send window overflow"))
 		}
 	} else if s := c.streams[id]; s != nil {
 		s.sendWin += int64(inc)
@@ -809,7 +812,7 @@ func (c *conn) onHeaderBlock(b []byte) error {
 		err = c.hdec.Close()
 	}
 	if err != nil {
-		return fmt.Errorf("grpcdirect: HPACK: %w", err)
+		return protocolError(fmt.Errorf("grpcdirect: HPACK: %w", err))
 	}
 	if s == nil {
 		return nil
@@ -896,7 +899,7 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 		c.deliver(s, nil)
 	}
 	if idle {
-		c.close(errors.New("GOAWAY received"))
+		c.close(errGoAway)
 	}
 }
 
@@ -982,7 +985,7 @@ func (c *conn) keepalive(stop <-chan struct{}) {
 			return
 		}
 		if !c.pingAcked.Load() && !time.Unix(0, c.lastRead.Load()).After(sent) {
-			c.close(errors.New("keepalive ping not acknowledged"))
+			c.close(errLiveness)
 			return
 		}
 		t.Reset(kt)

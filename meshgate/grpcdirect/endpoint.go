@@ -108,6 +108,10 @@ type Config struct {
 	// OnState, when set, is called when a connection becomes ready or
 	// stops being ready (for readiness reporting). It must not block.
 	OnState func()
+	// OnLost, when set, is called once for each established connection
+	// that closes for another reason than Close, with why (LostProtocol,
+	// LostGoAway, ...: LostReason). It must not block.
+	OnLost func(reason string)
 }
 
 func (c *Config) defaults() {

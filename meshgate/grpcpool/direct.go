@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
@@ -22,8 +23,9 @@ import (
 // newDirect builds the direct-transport endpoints of upstream u
 // (config.Upstream.DirectTransport), one per Guard endpoint in the same order,
 // each with u.Connections HTTP/2 connections, recording grpc-go's client
-// metrics on m (nil: none).
-func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metrics) []*grpcdirect.Endpoint {
+// metrics on m (nil: none) and the connections lost on lost, by reason.
+func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metrics, lost *prometheus.CounterVec) []*grpcdirect.Endpoint {
+	onLost := func(reason string) { lost.WithLabelValues(reason).Inc() }
 	cp := connectParams(u)
 	// The same :authority and TLS name as the grpc-go ClientConns: the
 	// configured server_name, else the upstream's name (docs/security-tls.md).
@@ -54,6 +56,7 @@ func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metri
 			BackoffMax:     cp.Backoff.MaxDelay,
 			ConnectTimeout: cp.MinConnectTimeout,
 			Metrics:        m,
+			OnLost:         onLost,
 		})
 	}
 	return out
