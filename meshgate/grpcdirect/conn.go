@@ -817,7 +817,17 @@ func (c *conn) onHeaderBlock(b []byte) error {
 	if s == nil {
 		return nil
 	}
+	// Under c.mu, and only if the stream is still open: a stream ended
+	// meanwhile (close from a writer, a cancel) has been handed to its
+	// caller, and its call may be pooled and reused; its metadata maps
+	// are written here (keepMD).
+	c.mu.Lock()
+	if c.streams[c.hstream] != s {
+		c.mu.Unlock()
+		return nil
+	}
 	st, done, rst := s.onHeaders(&c.hst, c.hend, c.htrunc)
+	c.mu.Unlock()
 	switch {
 	case rst:
 		c.resetStream(c.hstream, http2.ErrCodeProtocol, st)

@@ -23,6 +23,31 @@ type RequestMD struct {
 	uin, keyID       uint64
 	uinStr, keyIDStr string
 	caller           string // the last caller (ext 4)
+	// application extensions: the metadata keys of the last few
+	// extension keys (kept by Reset), and one-value backing arrays for
+	// the values of the first keys of a frame
+	extKeys [4]extKey
+	extNext int
+	extVals [8][1]string
+	nExt    int
+}
+
+type extKey struct {
+	k uint16
+	s string
+}
+
+// extMDKey is ExtMDKey(k), reusing the string of a recent key.
+func (m *RequestMD) extMDKey(k uint16) string {
+	for i := range m.extKeys {
+		if e := &m.extKeys[i]; e.s != "" && e.k == k {
+			return e.s
+		}
+	}
+	s := ExtMDKey(k)
+	m.extKeys[m.extNext] = extKey{k, s}
+	m.extNext = (m.extNext + 1) % len(m.extKeys)
+	return s
 }
 
 // formatCached is v in decimal, reusing *s when v is *last.
@@ -63,8 +88,14 @@ func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeou
 			}
 			m.set(3, MDCaller, m.caller)
 		case e.Key >= codec.ExtAppMin:
-			k := ExtMDKey(e.Key)
-			m.MD[k] = append(m.MD[k], string(e.Value))
+			k, v := m.extMDKey(e.Key), string(e.Value)
+			if vs, ok := m.MD[k]; ok || m.nExt == len(m.extVals) {
+				m.MD[k] = append(vs, v) // a one-value slot's slice grows into a new array
+				break
+			}
+			m.extVals[m.nExt][0] = v
+			m.MD[k] = m.extVals[m.nExt][:1:1]
+			m.nExt++
 		}
 	}
 	return Timeout(f)
@@ -74,6 +105,8 @@ func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeou
 func (m *RequestMD) Reset() {
 	clear(m.MD)
 	m.vals = [4][1]string{}
+	m.extVals = [8][1]string{}
+	m.nExt = 0
 }
 
 // RequestFrame fills request frame f's uin and extensions from incoming
