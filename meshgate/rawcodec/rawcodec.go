@@ -156,7 +156,7 @@ type smallBuffers struct{ p sync.Pool }
 const smallCap = 1<<10 + 1
 
 func (s *smallBuffers) Get(n int) *[]byte {
-	if !mem.IsBelowBufferPoolingThreshold(n) {
+	if n > smallCap || !mem.IsBelowBufferPoolingThreshold(n) {
 		return mem.DefaultBufferPool().Get(n)
 	}
 	b, _ := s.p.Get().(*[]byte)
