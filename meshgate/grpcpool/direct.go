@@ -69,7 +69,11 @@ func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metri
 // next endpoint with a ready connection if that one has none — and its
 // outcome recorded, as the grpc-go picker does.
 func (p *Pool) invokeDirect(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error {
-	if ep := resilience.EndpointFrom(ctx); ep != nil {
+	ep := resilience.EndpointFrom(ctx)
+	if ep == nil {
+		ep = atEndpoint(opts)
+	}
+	if ep != nil {
 		return p.direct[ep.Index()].Invoke(ctx, method, req, reply, opts...)
 	}
 	var key uint64
@@ -93,6 +97,25 @@ func (p *Pool) invokeDirect(ctx context.Context, method string, req, reply any, 
 	release()
 	ge.Record(resilience.ClassifyGRPC(ctx, err), time.Since(start))
 	return err
+}
+
+// AtEndpoint is a call option of Invoke on the direct transport: when EP
+// is set, the call goes to that endpoint of the pool's Guard, as
+// resilience.WithEndpoint in the call's context says (without a context
+// made per call). grpc-go's ClientConn ignores it: a call that may go to
+// either transport uses resilience.WithEndpoint.
+type AtEndpoint struct {
+	grpc.EmptyCallOption
+	EP *resilience.Endpoint
+}
+
+func atEndpoint(opts []grpc.CallOption) *resilience.Endpoint {
+	for _, o := range opts {
+		if o, ok := o.(*AtEndpoint); ok && o.EP != nil {
+			return o.EP
+		}
+	}
+	return nil
 }
 
 // outgoingMD is a direct call's request metadata: the OutgoingMD option's

@@ -468,15 +468,16 @@ type request struct {
 	// capture into q.header and q.trailer; on the direct transport the
 	// request metadata is read from q.md and the response metadata
 	// refilled into q.header and q.trailer with q.mds: grpcdirect's
-	// OutgoingMD and MDStore).
+	// OutgoingMD and MDStore; an attempt's endpoint is q.at).
 	opts []grpc.CallOption
 	mds  grpcdirect.MDStore
+	at   grpcpool.AtEndpoint // the Guard's endpoint of an attempt (resilience.go)
 }
 
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
 	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod(),
-		&grpcdirect.OutgoingMD{MD: &q.md.MD}, &q.mds}
+		&grpcdirect.OutgoingMD{MD: &q.md.MD}, &q.mds, &q.at}
 	q.res.attemptFn = q.attempt
 	return q
 }}

@@ -36,7 +36,14 @@ func (q *request) attempt(ctx context.Context, ep *resilience.Endpoint, n int) r
 		q.resp.Free()
 		q.clearMD()
 	}
-	err := q.r.Upstream.Invoke(resilience.WithEndpoint(ctx, ep), q.r.Method, &q.req, &q.resp, q.res.callOpts...)
+	actx := ctx
+	if directTransport(q.r.Upstream) {
+		q.at.EP = ep // in q.opts: no context per attempt
+	} else {
+		actx = resilience.WithEndpoint(ctx, ep) // grpc-go's picker reads it there
+	}
+	err := q.r.Upstream.Invoke(actx, q.r.Method, &q.req, &q.resp, q.res.callOpts...)
+	q.at.EP = nil
 	q.res.err = err
 	return resilience.ClassifyGRPC(ctx, err)
 }
