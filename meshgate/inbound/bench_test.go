@@ -158,9 +158,15 @@ upstreams:
 	serialLoop(b, servePrivate(b, New(Options{Name: "p2p", Codec: c, Metrics: m}, tbl)), c, reqs...)
 }
 
-// BenchmarkBridgePipelined keeps 64 requests in flight on one connection.
-func BenchmarkBridgePipelined(b *testing.B) {
-	e := benchEnv(b)
+// BenchmarkBridgePipelined keeps 64 requests in flight on one connection
+// (the workers' path: its table has no Guard).
+func BenchmarkBridgePipelined(b *testing.B) { pipelined(b, benchEnv(b)) }
+
+// BenchmarkBridgeAsyncPipelined is BenchmarkBridgePipelined on the S3
+// path (BenchmarkBridgeAsyncSerial's table).
+func BenchmarkBridgeAsyncPipelined(b *testing.B) { pipelined(b, newGRPCAsyncEnv(b, true)) }
+
+func pipelined(b *testing.B, e *env) {
 	nc, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		b.Fatal(err)
