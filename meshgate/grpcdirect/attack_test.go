@@ -159,6 +159,45 @@ func TestAttackHostileGRPCBackend(t *testing.T) {
 			_ = fr.WriteGoAway(0, http2.ErrCodeEnhanceYourCalm, []byte("calm"))
 			return true
 		}},
+		// The frames grpcdirect reads from its buffer itself (HEADERS,
+		// PING, WINDOW_UPDATE: fastFrame) when they are not well-formed
+		// go to x/net's Framer, with its verdicts.
+		{"headers_padded_priority", codes.OK, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hpackBlock(okHeaders...), EndHeaders: true,
+				PadLength: 7, Priority: http2.PriorityParam{StreamDep: 0, Weight: 3}})
+			_ = fr.WriteData(id, false, grpcMsg(1, []byte("x")))
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hpackBlock("grpc-status", "0"), EndHeaders: true, EndStream: true, PadLength: 1})
+			return true
+		}},
+		{"headers_stream_zero", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 0, hpackBlock(okHeaders...))
+			return true
+		}},
+		{"ping_mid_header_block", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hpackBlock(okHeaders...)})
+			_ = fr.WritePing(false, [8]byte{1})
+			return true
+		}},
+		{"ping_short", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteRawFrame(http2.FramePing, 0, 0, []byte{1, 2, 3, 4})
+			return true
+		}},
+		{"ping_on_stream", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteRawFrame(http2.FramePing, 0, id, make([]byte, 8))
+			return true
+		}},
+		{"window_update_zero_conn", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0})
+			return true
+		}},
+		{"window_update_zero_stream", codes.Internal, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteRawFrame(http2.FrameWindowUpdate, 0, id, []byte{0x80, 0, 0, 0}) // reserved bit only
+			return true
+		}},
+		{"window_update_long", codes.Unavailable, func(fr *http2.Framer, id uint32) bool {
+			_ = fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 1, 0})
+			return true
+		}},
 		{"settings_and_ping_flood", codes.OK, func(fr *http2.Framer, id uint32) bool {
 			for i := range 20000 {
 				var err error

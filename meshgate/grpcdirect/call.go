@@ -42,12 +42,16 @@ type call struct {
 
 	// options
 	hdrAddr, trlAddr *metadata.MD
+	omd              *metadata.MD // OutgoingMD: the request metadata (nil: the context's)
+	store            *MDStore     // MDStore: refill the targets in place
 	peerAddr         *peer.Peer
 	maxRecv, maxSend int
 	static           bool // grpc.StaticMethod: metrics name the method
 
-	// request: the 5-byte prefix, then req's buffers
+	// request: the 5-byte prefix, then req's buffers (a single one in
+	// reqOne: rawcodec.Message.TakeInto)
 	req       mem.BufferSlice
+	reqOne    [1]mem.Buffer
 	prefix    [5]byte
 	total     int // prefix + message
 	sent      int
@@ -61,8 +65,12 @@ type call struct {
 
 	// response (reader-written)
 	gotHeaders bool
-	header     metadata.MD
-	trailer    metadata.MD
+	header     metadata.MD // hmd once received (nil: none)
+	trailer    metadata.MD // tmd once received (nil: none)
+	// the call's own metadata maps, kept across pooled lives (md.go);
+	// a map handed out to a caller (no MDStore) is not kept
+	hmd, tmd   metadata.MD
+	own        MDStore
 	nonGRPC    *status.Status
 	encoding   string // the response's grpc-encoding
 	compressed bool   // the message has the compressed flag
@@ -106,14 +114,13 @@ func putCall(cl *call) {
 	}
 	cl.req.Free()
 	cl.freeMsg()
-	tb := cl.tbuf
-	*cl = call{done: cl.done, leadCh: cl.leadCh, tbuf: tb[:0]}
+	*cl = call{done: cl.done, leadCh: cl.leadCh, tbuf: cl.tbuf[:0], hmd: cl.hmd, tmd: cl.tmd, own: cl.own}
 	callPool.Put(cl)
 }
 
 func (cl *call) freeMsg() {
 	if cl.msg != nil {
-		mem.DefaultBufferPool().Put(cl.msg)
+		rawcodec.BufferPool.Put(cl.msg)
 		cl.msg = nil
 	}
 }
@@ -142,15 +149,24 @@ func (cl *call) applyOpts(e *Endpoint, opts []grpc.CallOption) {
 			cl.maxSend = o.MaxSendMsgSize
 		case grpc.StaticMethodCallOption:
 			cl.static = true
+		case *OutgoingMD:
+			cl.omd = o.MD
+		case *MDStore:
+			cl.store = o
 		}
 	}
 }
 
 // marshal takes req's bytes (the raw codec) and checks the send limit.
 func (cl *call) marshal(req any) error {
-	data, err := rawcodec.Codec{}.Marshal(req)
-	if err != nil {
-		return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+	var data mem.BufferSlice
+	if m, ok := req.(*rawcodec.Message); ok {
+		data = m.TakeInto(&cl.reqOne)
+	} else {
+		var err error
+		if data, err = (rawcodec.Codec{}).Marshal(req); err != nil {
+			return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+		}
 	}
 	cl.req = data
 	n := data.Len()
@@ -237,7 +253,7 @@ func (cl *call) appendData(p []byte) *status.Status {
 			// The buffer follows the bytes that arrive, not the length
 			// announced: a server that announces large messages and sends
 			// nothing more costs at most msgChunk per stream.
-			cl.msg = mem.DefaultBufferPool().Get(min(cl.msgLen, msgChunk))
+			cl.msg = rawcodec.BufferPool.Get(min(cl.msgLen, msgChunk))
 			cl.msgN = 0
 			continue
 		}
@@ -262,16 +278,18 @@ const msgChunk = 32 << 10 // one of grpc-go's buffer pool tiers (a 64 KiB Get ta
 // at most msgLen), keeping what arrived.
 func (cl *call) growMsg(need int) {
 	n := min(max(need, 2*len(*cl.msg)), cl.msgLen)
-	b := mem.DefaultBufferPool().Get(n)
+	b := rawcodec.BufferPool.Get(n)
 	copy(*b, (*cl.msg)[:cl.msgN])
-	mem.DefaultBufferPool().Put(cl.msg)
+	rawcodec.BufferPool.Put(cl.msg)
 	cl.msg = b
 }
 
-// hdrState accumulates one decoded header block (the reader's, reused).
+// hdrState accumulates one decoded header block (the reader's, reused:
+// md and its value slices are kept from block to block).
 type hdrState struct {
 	isGRPC     bool
 	md         metadata.MD
+	mds        MDStore
 	ctErr      string
 	grpcMsg    string
 	code       codes.Code
@@ -282,15 +300,15 @@ type hdrState struct {
 }
 
 func (h *hdrState) reset(initial bool) {
-	*h = hdrState{isGRPC: !initial, ctErr: "malformed header: missing HTTP content-type", code: codes.Unknown}
+	md, mds := h.md, h.mds
+	if md == nil || len(md) > maxKeptKeys {
+		md = make(metadata.MD)
+	}
+	mds.Clear(md)
+	*h = hdrState{isGRPC: !initial, ctErr: "malformed header: missing HTTP content-type", code: codes.Unknown, md: md, mds: mds}
 }
 
-func (h *hdrState) add(k, v string) {
-	if h.md == nil {
-		h.md = metadata.MD{}
-	}
-	h.md[k] = append(h.md[k], v)
-}
+func (h *hdrState) add(k, v string) { h.mds.add(h.md, k, v) }
 
 // field takes one decoded header field, as grpc-go's client does.
 func (h *hdrState) field(hf hpack.HeaderField) {
@@ -383,14 +401,14 @@ func (cl *call) onHeaders(h *hdrState, end, truncated bool) (st *status.Status, 
 	}
 	if !end {
 		cl.gotHeaders = true
-		cl.header = h.md
+		cl.header = nil
+		if len(h.md) > 0 {
+			cl.header = cl.keepMD(&cl.hmd, h.md)
+		}
 		cl.encoding = h.encoding // a compressed message is decompressed by its caller (finishReply)
 		return nil, false, false
 	}
-	cl.trailer = h.md
-	if cl.trailer == nil {
-		cl.trailer = metadata.MD{}
-	}
+	cl.trailer = cl.keepMD(&cl.tmd, h.md) // not nil: trailers came
 	if h.code == codes.OK && h.md["grpc-status-details-bin"] == nil {
 		return nil, true, false // OK: no status to build
 	}
@@ -440,8 +458,12 @@ func (cl *call) result() error {
 // finishReply delivers an OK call's message into reply and its metadata.
 func (cl *call) finishReply(reply any) error {
 	cl.deliverMD()
-	buf := mem.NewBuffer(cl.msg, mem.DefaultBufferPool())
+	buf := mem.NewBuffer(cl.msg, rawcodec.BufferPool)
 	cl.msg = nil
+	if m, ok := reply.(*rawcodec.Message); ok && !cl.compressed {
+		m.SetSingle(buf) // as Unmarshal, without a slice
+		return nil
+	}
 	data := mem.BufferSlice{buf}
 	if cl.compressed {
 		var err error
@@ -471,7 +493,7 @@ func decompress(name string, d mem.BufferSlice, maxRecv int) (mem.BufferSlice, e
 	if c, ok := dr.(io.Closer); ok {
 		defer c.Close()
 	}
-	out, err := mem.ReadAll(io.LimitReader(dr, int64(maxRecv)+1), mem.DefaultBufferPool())
+	out, err := mem.ReadAll(io.LimitReader(dr, int64(maxRecv)+1), rawcodec.BufferPool)
 	if err != nil {
 		out.Free()
 		return nil, status.Errorf(codes.Internal, "grpc: failed to read decompressed data: %v", err)
@@ -483,13 +505,43 @@ func decompress(name string, d mem.BufferSlice, maxRecv int) (mem.BufferSlice, e
 	return out, nil
 }
 
-// deliverMD sets the grpc.Header, grpc.Trailer and grpc.Peer options.
+// keepMD copies a decoded block's metadata src into the call's own map
+// *dst (made when missing) and returns it.
+func (cl *call) keepMD(dst *metadata.MD, src metadata.MD) metadata.MD {
+	if *dst == nil {
+		*dst = make(metadata.MD, len(src))
+	}
+	cl.own.fill(dst, src)
+	if *dst == nil { // fill dropped an oversized map
+		*dst = make(metadata.MD)
+		cl.own.fill(dst, src)
+	}
+	return *dst
+}
+
+// deliverMD sets the grpc.Header, grpc.Trailer and grpc.Peer options:
+// with an MDStore, the targets are refilled in place; otherwise they get
+// the call's own maps, which the call then no longer keeps.
 func (cl *call) deliverMD() {
 	if cl.hdrAddr != nil {
-		*cl.hdrAddr = cl.header
+		if cl.store != nil {
+			cl.store.fill(cl.hdrAddr, cl.header)
+		} else {
+			*cl.hdrAddr = cl.header
+			if cl.header != nil {
+				cl.hmd = nil
+			}
+		}
 	}
 	if cl.trlAddr != nil {
-		*cl.trlAddr = cl.trailer
+		if cl.store != nil {
+			cl.store.fill(cl.trlAddr, cl.trailer)
+		} else {
+			*cl.trlAddr = cl.trailer
+			if cl.trailer != nil {
+				cl.tmd = nil
+			}
+		}
 	}
 	if cl.peerAddr != nil && cl.c != nil {
 		*cl.peerAddr = cl.c.peer
@@ -542,13 +594,18 @@ func httpStatusText(c int) string {
 	return ""
 }
 
-// writeMetadata encodes the call's outgoing metadata: lowercase keys,
-// reserved and pseudo headers skipped, -bin values base64 (unpadded, as
-// grpc-go sends them).
-func writeMetadata(e *hpack.Encoder, ctx context.Context) {
-	md, ok := metadata.FromOutgoingContext(ctx)
-	if !ok {
-		return
+// writeMetadata encodes the call's outgoing metadata (omd when not nil,
+// else the context's): lowercase keys, reserved and pseudo headers
+// skipped, -bin values base64 (unpadded, as grpc-go sends them).
+func writeMetadata(e *hpack.Encoder, ctx context.Context, omd *metadata.MD) {
+	var md metadata.MD
+	if omd != nil {
+		md = *omd
+	} else {
+		var ok bool
+		if md, ok = metadata.FromOutgoingContext(ctx); !ok {
+			return
+		}
 	}
 	for k, vs := range md {
 		for _, v := range vs {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -95,6 +96,8 @@ type conn struct {
 	bgWake     chan struct{}
 	lastLead   atomic.Int64 // unix nanos a caller last released the read role
 
+	kickFn func() // c.kick, bound once (lead)
+
 	// read-role holder only
 	br *bufio.Reader
 	// rb: the read role's write batch (answers completed by the reader,
@@ -153,6 +156,7 @@ func newConn(e *Endpoint, nc net.Conn) *conn {
 		dead:       make(chan struct{}),
 		bgWake:     make(chan struct{}, 1),
 	}
+	c.kickFn = c.kick
 	c.bw = bufio.NewWriterSize(&c.dw, ioBuffer)
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	c.br = bufio.NewReaderSize(connio.FlushingReader{R: nc, B: &c.rb}, ioBuffer)
@@ -270,6 +274,9 @@ func (c *conn) close(err error) {
 	c.e.mu.Lock()
 	delete(c.e.live, c)
 	c.e.mu.Unlock()
+	if err != ErrClosed && c.e.cfg.OnLost != nil {
+		c.e.cfg.OnLost(LostReason(err))
+	}
 	for _, s := range done {
 		c.deliver(s, nil)
 	}
@@ -332,7 +339,7 @@ func (c *conn) closeIfDrained() {
 	drained := c.goAway && c.err == nil && c.active == 0 && len(c.streams) == 0
 	c.mu.Unlock()
 	if drained {
-		c.close(errors.New("drained after GOAWAY"))
+		c.close(errDrained)
 	}
 }
 
@@ -491,9 +498,11 @@ func (c *conn) writeHeaders(ctx context.Context, cl *call, method string, timeou
 	e.WriteField(hpack.HeaderField{Name: "grpc-accept-encoding", Value: acceptEncoding})
 	if timeout > 0 {
 		cl.tbuf = grpcwire.AppendTimeout(cl.tbuf[:0], timeout)
-		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: string(cl.tbuf), Sensitive: true})
+		// Sensitive: never indexed, so the encoder keeps no reference
+		// to the value, which may alias cl.tbuf.
+		e.WriteField(hpack.HeaderField{Name: "grpc-timeout", Value: unsafe.String(unsafe.SliceData(cl.tbuf), len(cl.tbuf)), Sensitive: true})
 	}
-	writeMetadata(e, ctx)
+	writeMetadata(e, ctx, cl.omd)
 	blk := c.hbuf.b
 	first := true
 	for first || len(blk) > 0 {
@@ -552,22 +561,16 @@ func (c *conn) handle(f http2.Frame) (err error) {
 	case *http2.DataFrame:
 		err = c.onData(f)
 	case *http2.HeadersFrame:
-		c.hstream, c.hend = f.StreamID, f.StreamEnded()
-		if f.HeadersEnded() {
-			err = c.onHeaderBlock(f.HeaderBlockFragment())
-		} else {
-			c.hblock = append(c.hblock[:0], f.HeaderBlockFragment()...)
-			c.hframes = 0
-		}
+		err = c.onHeadersFrame(f.StreamID, f.StreamEnded(), f.HeadersEnded(), f.HeaderBlockFragment())
 	case *http2.ContinuationFrame:
 		c.hblock = append(c.hblock, f.HeaderBlockFragment()...)
 		c.hframes++
 		if len(c.hblock) > maxHeaderList {
-			err = errors.New("grpcdirect: header block too large")
+			err = protocolError(errors.New("grpcdirect: header block too large"))
 		} else if c.hframes > maxContinuations {
 			// A block never finished in small (or empty) frames would
 			// hold the connection: nothing else may be read meanwhile.
-			err = errors.New("grpcdirect: header block in too many CONTINUATION frames")
+			err = protocolError(errors.New("grpcdirect: header block in too many CONTINUATION frames"))
 		} else if f.HeadersEnded() {
 			err = c.onHeaderBlock(c.hblock)
 		}
@@ -578,22 +581,39 @@ func (c *conn) handle(f http2.Frame) (err error) {
 			err = c.onSettings(f)
 		}
 	case *http2.PingFrame:
-		if f.IsAck() {
-			c.pingAcked.Store(true)
-		} else {
-			err = c.ackPing(f.Data)
-		}
+		err = c.onPing(f.IsAck(), f.Data)
 	case *http2.GoAwayFrame:
 		c.onGoAway(f)
 	case *http2.WindowUpdateFrame:
-		err = c.onWindowUpdate(f)
+		err = c.onWindowUpdate(f.StreamID, f.Increment)
 	case *http2.PushPromiseFrame:
 		// We announce SETTINGS_ENABLE_PUSH 0: a PUSH_PROMISE is a
 		// connection error (RFC 9113 8.4), and its header block, left
 		// undecoded, would put HPACK out of step.
-		err = errors.New("grpcdirect: PUSH_PROMISE received with push disabled")
+		err = protocolError(errors.New("grpcdirect: PUSH_PROMISE received with push disabled"))
 	}
 	return err
+}
+
+// onHeadersFrame takes a HEADERS frame of stream id: a whole header block
+// (endHeaders), or its first fragment (CONTINUATION frames follow).
+func (c *conn) onHeadersFrame(id uint32, endStream, endHeaders bool, frag []byte) error {
+	c.hstream, c.hend = id, endStream
+	if endHeaders {
+		return c.onHeaderBlock(frag)
+	}
+	c.hblock = append(c.hblock[:0], frag...)
+	c.hframes = 0
+	return nil
+}
+
+// onPing takes a PING: an ack of ours, or one to answer.
+func (c *conn) onPing(ack bool, data [8]byte) error {
+	if ack {
+		c.pingAcked.Store(true)
+		return nil
+	}
+	return c.ackPing(data)
 }
 
 // ackPing answers a PING. Read by a calling goroutine (the background one
@@ -695,7 +715,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	c.winWakeLocked()
 	c.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("grpcdirect: bad SETTINGS: %w", err)
+		return protocolError(fmt.Errorf("grpcdirect: bad SETTINGS: %w", err))
 	}
 	var tableSize uint32
 	hasTable := false
@@ -713,16 +733,16 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	})
 }
 
-func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+func (c *conn) onWindowUpdate(id, inc uint32) error {
 	c.mu.Lock()
-	if f.StreamID == 0 {
-		c.connWin += int64(f.Increment)
+	if id == 0 {
+		c.connWin += int64(inc)
 		if c.connWin > 1<<31-1 {
 			c.mu.Unlock()
-			return errors.New("grpcdirect: connection send window overflow")
+			return protocolError(errors.New("grpcdirect: connection send window overflow"))
 		}
-	} else if s := c.streams[f.StreamID]; s != nil {
-		s.sendWin += int64(f.Increment)
+	} else if s := c.streams[id]; s != nil {
+		s.sendWin += int64(inc)
 	}
 	c.winWakeLocked()
 	c.mu.Unlock()
@@ -792,12 +812,22 @@ func (c *conn) onHeaderBlock(b []byte) error {
 		err = c.hdec.Close()
 	}
 	if err != nil {
-		return fmt.Errorf("grpcdirect: HPACK: %w", err)
+		return protocolError(fmt.Errorf("grpcdirect: HPACK: %w", err))
 	}
 	if s == nil {
 		return nil
 	}
+	// Under c.mu, and only if the stream is still open: a stream ended
+	// meanwhile (close from a writer, a cancel) has been handed to its
+	// caller, and its call may be pooled and reused; its metadata maps
+	// are written here (keepMD).
+	c.mu.Lock()
+	if c.streams[c.hstream] != s {
+		c.mu.Unlock()
+		return nil
+	}
 	st, done, rst := s.onHeaders(&c.hst, c.hend, c.htrunc)
+	c.mu.Unlock()
 	switch {
 	case rst:
 		c.resetStream(c.hstream, http2.ErrCodeProtocol, st)
@@ -879,7 +909,7 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 		c.deliver(s, nil)
 	}
 	if idle {
-		c.close(errors.New("GOAWAY received"))
+		c.close(errGoAway)
 	}
 }
 
@@ -965,7 +995,7 @@ func (c *conn) keepalive(stop <-chan struct{}) {
 			return
 		}
 		if !c.pingAcked.Load() && !time.Unix(0, c.lastRead.Load()).After(sent) {
-			c.close(errors.New("keepalive ping not acknowledged"))
+			c.close(errLiveness)
 			return
 		}
 		t.Reset(kt)

@@ -31,8 +31,17 @@
 // grpc.Header / grpc.Trailer, grpc.Peer, outgoing metadata (-bin values
 // base64), message size limits, gzip-compressed responses (grpc-accept-encoding
 // gzip; the receive limit bounds the decompressed size), reconnects with
-// bounded exponential backoff, and grpc-go's OpenTelemetry client call
-// metrics (Metrics).
+// bounded exponential backoff, grpc-go's OpenTelemetry client call
+// metrics (Metrics), and the reason of every connection lost
+// (Config.OnLost, LostReason).
+//
+// A call allocates nothing of its own once the pools are warm when its
+// caller passes the request metadata as an OutgoingMD option and the
+// header and trailer targets with an MDStore (md.go), its messages as
+// rawcodec.Message, and its deadline as a value (Start, StartIn): frames
+// every call brings (HEADERS, PING, WINDOW_UPDATE) are read from the
+// connection's buffer, header blocks decoded into reused maps, the call
+// state pooled.
 //
 // It does not implement streaming calls, request compression, or
 // SETTINGS_MAX_HEADER_LIST_SIZE of the peer.
@@ -108,6 +117,10 @@ type Config struct {
 	// OnState, when set, is called when a connection becomes ready or
 	// stops being ready (for readiness reporting). It must not block.
 	OnState func()
+	// OnLost, when set, is called once for each established connection
+	// that closes for another reason than Close, with why (LostProtocol,
+	// LostGoAway, ...: LostReason). It must not block.
+	OnLost func(reason string)
 }
 
 func (c *Config) defaults() {

@@ -2,6 +2,7 @@ package grpcdirect
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -51,25 +52,37 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// readFrame returns the next frame once it is wholly buffered (a
-// deadline interrupting the wait consumes nothing).
-func (c *conn) readFrame() (http2.Frame, error) {
+// readHeader returns the next frame's header once the whole frame is
+// buffered (a deadline interrupting the wait consumes nothing); its
+// payload is then read by readPayload.
+func (c *conn) readHeader() (http2.FrameHeader, error) {
 	hdr, err := c.br.Peek(9)
 	if err != nil {
-		return nil, err
+		return http2.FrameHeader{}, err
 	}
 	if n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2]); n <= defaultMaxFrame {
 		if _, err := c.br.Peek(9 + n); err != nil {
-			return nil, err
+			return http2.FrameHeader{}, err
 		}
 	}
-	return c.fr.ReadFrame() // an oversized frame: the framer reports it
+	return c.fr.ReadFrameHeader() // an oversized frame: the framer reports it
 }
 
 // readOne reads and handles one frame. interrupted: a read deadline
 // expired (cleared again); the connection is fine.
 func (c *conn) readOne() (interrupted bool) {
-	f, err := c.readFrame()
+	fh, err := c.readHeader()
+	var f http2.Frame
+	if err == nil {
+		var fast bool
+		if fast, err = c.fastFrame(fh); fast {
+			if err != nil {
+				c.close(err)
+			}
+			return false
+		}
+		f, err = c.fr.ReadFrameForHeader(fh)
+	}
 	if err != nil {
 		if isTimeout(err) {
 			select {
@@ -91,6 +104,59 @@ func (c *conn) readOne() (interrupted bool) {
 		c.close(err)
 	}
 	return false
+}
+
+// fastFrame handles the frames every call brings (HEADERS, and the PING
+// and WINDOW_UPDATE a grpc-go server sends for most requests) straight
+// from the read buffer: x/net's Framer allocates a frame for each
+// (SetReuseFrames reuses DATA frames only). It takes only well-formed
+// frames (false, nothing read otherwise: the Framer parses the rest and
+// reports what is wrong with them). The Framer has checked the frame's
+// size and order (ReadFrameHeader); the payload is buffered (readHeader).
+// err is a connection error.
+func (c *conn) fastFrame(fh http2.FrameHeader) (fast bool, err error) {
+	n := int(fh.Length)
+	switch fh.Type {
+	case http2.FramePing:
+		if n != 8 || fh.StreamID != 0 {
+			return false, nil
+		}
+	case http2.FrameWindowUpdate:
+		if n != 4 {
+			return false, nil
+		}
+	case http2.FrameHeaders:
+		if fh.StreamID == 0 || fh.Flags.Has(http2.FlagHeadersPadded) || fh.Flags.Has(http2.FlagHeadersPriority) {
+			return false, nil
+		}
+	default:
+		return false, nil
+	}
+	p, perr := c.br.Peek(n)
+	if perr != nil {
+		return false, nil
+	}
+	switch fh.Type {
+	case http2.FramePing:
+		c.lastRead.Store(time.Now().UnixNano())
+		data := [8]byte(p)
+		_, _ = c.br.Discard(n)
+		return true, c.onPing(fh.Flags.Has(http2.FlagPingAck), data)
+	case http2.FrameWindowUpdate:
+		inc := binary.BigEndian.Uint32(p) & 0x7fffffff
+		if inc == 0 {
+			return false, nil // an error: the Framer's
+		}
+		c.lastRead.Store(time.Now().UnixNano())
+		_, _ = c.br.Discard(n)
+		return true, c.onWindowUpdate(fh.StreamID, inc)
+	}
+	// HEADERS: the fragment is read from the buffer, which nothing reads
+	// until it is handled.
+	c.lastRead.Store(time.Now().UnixNano())
+	err = c.onHeadersFrame(fh.StreamID, fh.Flags.Has(http2.FlagHeadersEndStream), fh.Flags.Has(http2.FlagHeadersEndHeaders), p)
+	_, _ = c.br.Discard(n)
+	return true, err
 }
 
 // await waits for cl's completion, leading the reads when nobody else
@@ -155,7 +221,7 @@ func (c *conn) giveUp(ctx context.Context, cl *call) error {
 // lead reads frames, holding the read role, until cl completes or ctx
 // ends; then it passes the role on.
 func (c *conn) lead(ctx context.Context, cl *call) error {
-	stop := context.AfterFunc(ctx, c.kick)
+	stop := context.AfterFunc(ctx, c.kickFn)
 	own := false
 	for !own {
 		select {

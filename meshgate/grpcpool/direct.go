@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
@@ -22,8 +23,9 @@ import (
 // newDirect builds the direct-transport endpoints of upstream u
 // (config.Upstream.DirectTransport), one per Guard endpoint in the same order,
 // each with u.Connections HTTP/2 connections, recording grpc-go's client
-// metrics on m (nil: none).
-func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metrics) []*grpcdirect.Endpoint {
+// metrics on m (nil: none) and the connections lost on lost, by reason.
+func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metrics, lost *prometheus.CounterVec) []*grpcdirect.Endpoint {
+	onLost := func(reason string) { lost.WithLabelValues(reason).Inc() }
 	cp := connectParams(u)
 	// The same :authority and TLS name as the grpc-go ClientConns: the
 	// configured server_name, else the upstream's name (docs/security-tls.md).
@@ -54,6 +56,7 @@ func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metri
 			BackoffMax:     cp.Backoff.MaxDelay,
 			ConnectTimeout: cp.MinConnectTimeout,
 			Metrics:        m,
+			OnLost:         onLost,
 		})
 	}
 	return out
@@ -66,14 +69,16 @@ func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metri
 // next endpoint with a ready connection if that one has none — and its
 // outcome recorded, as the grpc-go picker does.
 func (p *Pool) invokeDirect(ctx context.Context, method string, req, reply any, opts ...grpc.CallOption) error {
-	if ep := resilience.EndpointFrom(ctx); ep != nil {
+	ep := resilience.EndpointFrom(ctx)
+	if ep == nil {
+		ep = atEndpoint(opts)
+	}
+	if ep != nil {
 		return p.direct[ep.Index()].Invoke(ctx, method, req, reply, opts...)
 	}
 	var key uint64
-	if md, ok := metadata.FromOutgoingContext(ctx); ok {
-		if v := md.Get(mapping.MDUIN); len(v) > 0 {
-			key, _ = strconv.ParseUint(v[0], 10, 64)
-		}
+	if v := outgoingMD(ctx, opts).Get(mapping.MDUIN); len(v) > 0 {
+		key, _ = strconv.ParseUint(v[0], 10, 64)
 	}
 	i := 0
 	if ep := p.guard.Pick(key); ep != nil {
@@ -93,6 +98,43 @@ func (p *Pool) invokeDirect(ctx context.Context, method string, req, reply any, 
 	ge.Record(resilience.ClassifyGRPC(ctx, err), time.Since(start))
 	return err
 }
+
+// AtEndpoint is a call option of Invoke on the direct transport: when EP
+// is set, the call goes to that endpoint of the pool's Guard, as
+// resilience.WithEndpoint in the call's context says (without a context
+// made per call). grpc-go's ClientConn ignores it: a call that may go to
+// either transport uses resilience.WithEndpoint.
+type AtEndpoint struct {
+	grpc.EmptyCallOption
+	EP *resilience.Endpoint
+}
+
+func atEndpoint(opts []grpc.CallOption) *resilience.Endpoint {
+	for _, o := range opts {
+		if o, ok := o.(*AtEndpoint); ok && o.EP != nil {
+			return o.EP
+		}
+	}
+	return nil
+}
+
+// outgoingMD is a direct call's request metadata: the OutgoingMD option's
+// (grpcdirect sends it in place of the context's), else the context's.
+func outgoingMD(ctx context.Context, opts []grpc.CallOption) metadata.MD {
+	for _, o := range opts {
+		if o, ok := o.(*grpcdirect.OutgoingMD); ok && o.MD != nil {
+			return *o.MD
+		}
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	return md
+}
+
+// DirectTransport reports whether the pool's unary calls go over the
+// direct transport (grpcdirect), which reads the request metadata from a
+// grpcdirect.OutgoingMD call option when one is given: a caller that
+// gives one needs no outgoing metadata in the call's context.
+func (p *Pool) DirectTransport() bool { return p.direct != nil }
 
 // directReady: every connection index has a ready connection to some
 // endpoint (as each grpc-go ClientConn is ready with one ready endpoint).
@@ -166,7 +208,8 @@ func (c *DirectCall) Ticket() grpcdirect.Ticket {
 // once with the error Invoke would return (nil: reply holds the message;
 // the grpc.Header and grpc.Trailer options are set), on the goroutine
 // that completed the call, possibly before StartPolicy returns. ctx
-// carries the outgoing metadata and the cancellation the outcome is
+// carries the outgoing metadata (unless a grpcdirect.OutgoingMD option
+// gives it: then ctx needs none) and the cancellation the outcome is
 // classified with (resilience.ClassifyGRPC); deadline (zero: none) is
 // the call's, so ctx needs no timer.
 //

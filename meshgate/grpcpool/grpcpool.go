@@ -49,6 +49,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	otelmetric "go.opentelemetry.io/otel/metric"
 	"golang.org/x/net/http/httpproxy"
 	"google.golang.org/grpc"
@@ -98,6 +99,9 @@ type Options struct {
 	// metrics (the one DialOptions instrument the ClientConns with): the
 	// direct transport records the same client metrics on it.
 	Meter otelmetric.MeterProvider
+	// Registerer, when set, gets the pool's Prometheus metrics
+	// (meshgate_grpc_upstream_connections_lost_total, lost.go).
+	Registerer prometheus.Registerer
 }
 
 // Pool is the set of shared ClientConns of one gRPC upstream.
@@ -231,7 +235,11 @@ func New(u config.Upstream, opts Options) (*Pool, error) {
 		if err != nil {
 			return nil, fail(err)
 		}
-		p.direct = newDirect(u, n, tc, m)
+		lost, err := lostCounter(opts.Registerer, u.Name)
+		if err != nil {
+			return nil, fail(err)
+		}
+		p.direct = newDirect(u, n, tc, m, lost)
 	}
 	p.watchStates()
 	if opts.Conns != nil {

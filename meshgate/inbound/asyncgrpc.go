@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
@@ -61,11 +60,13 @@ func (q *request) startAsyncGRPC() bool {
 	if q.gasyncFn == nil {
 		q.gasyncFn = q.asyncGRPCDone // bound once per pooled request
 	}
-	ctx := metadata.NewOutgoingContext(c.ctx, q.md.MD)
 	q.gasync = true
 	c.async.add(q)
 	q.gcall.SetBatch(&c.batch) // on the connection's reader
-	err := r.gasync.StartPolicy(ctx, &q.gcall, r.Method, q.uin, q.start.Add(q.timeout), &r.Policy, &q.req, &q.resp, q.gasyncFn, q.opts...)
+	// The metadata goes from q.md straight into HPACK (q.opts:
+	// grpcdirect.OutgoingMD); the deadline is a value, enforced by the
+	// HTTP/2 connection's one timer: the call needs no context of its own.
+	err := r.gasync.StartPolicy(c.ctx, &q.gcall, r.Method, q.uin, q.start.Add(q.timeout), &r.Policy, &q.req, &q.resp, q.gasyncFn, q.opts...)
 	if err != nil {
 		c.async.remove(q)
 		q.gasync = false

@@ -22,7 +22,7 @@ import (
 // newGRPCAsyncEnv is a private listener whose routes go through their
 // Guard to a real grpc-go backend over the direct transport, as the
 // runtime wires them; async false keeps every request on the workers.
-func newGRPCAsyncEnv(t *testing.T, async bool) *env {
+func newGRPCAsyncEnv(t testing.TB, async bool) *env {
 	t.Helper()
 	backend := &testkit.Stub{}
 	m := admin.NewMetrics()

@@ -82,6 +82,28 @@ func BenchmarkBridgeSerial(b *testing.B) {
 	}
 }
 
+// BenchmarkBridgeAsyncSerial is BenchmarkBridgeSerial on the path the
+// product takes for a one-attempt private → gRPC route (scenario S3): the
+// route goes through its upstream's Guard over the direct transport, so
+// the connection's reader starts the call (grpcpool.Pool.StartPolicy,
+// grpcdirect) and the HTTP/2 connection's reader writes the reply; no
+// worker. "sync" is the same table with the asynchronous start turned
+// off (the worker + Invoke path a retrying route takes).
+func BenchmarkBridgeAsyncSerial(b *testing.B) {
+	for _, async := range []bool{true, false} {
+		name := "async"
+		if !async {
+			name = "sync"
+		}
+		for _, size := range []int{16, 1024} {
+			b.Run(name+"/"+byteSize(size), func(b *testing.B) {
+				e := newGRPCAsyncEnv(b, async)
+				serialLoop(b, e.addr, e.codec, codec.Frame{Cmd: cmdEcho, Seq: 1, UIN: 42, Body: make([]byte, size)})
+			})
+		}
+	}
+}
+
 // BenchmarkPrivateProxySerial: one MGP client, one request at a time:
 // frame → inbound → private pool (one multiplexed connection, MeshGate's
 // own seq) → the reference legacy server (Echo) → frame. Allocations
@@ -136,9 +158,15 @@ upstreams:
 	serialLoop(b, servePrivate(b, New(Options{Name: "p2p", Codec: c, Metrics: m}, tbl)), c, reqs...)
 }
 
-// BenchmarkBridgePipelined keeps 64 requests in flight on one connection.
-func BenchmarkBridgePipelined(b *testing.B) {
-	e := benchEnv(b)
+// BenchmarkBridgePipelined keeps 64 requests in flight on one connection
+// (the workers' path: its table has no Guard).
+func BenchmarkBridgePipelined(b *testing.B) { pipelined(b, benchEnv(b)) }
+
+// BenchmarkBridgeAsyncPipelined is BenchmarkBridgePipelined on the S3
+// path (BenchmarkBridgeAsyncSerial's table).
+func BenchmarkBridgeAsyncPipelined(b *testing.B) { pipelined(b, newGRPCAsyncEnv(b, true)) }
+
+func pipelined(b *testing.B, e *env) {
 	nc, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		b.Fatal(err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshgate/meshgate/codec"
 	"github.com/meshgate/meshgate/meshgate/connio"
+	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
 	"github.com/meshgate/meshgate/meshgate/mapping"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
@@ -464,13 +465,19 @@ type request struct {
 	gasyncFn func(error)
 	gasync   bool
 	// Reused across pooled lives: the call options (header and trailer
-	// capture into q.header and q.trailer).
+	// capture into q.header and q.trailer; on the direct transport the
+	// request metadata is read from q.md and the response metadata
+	// refilled into q.header and q.trailer with q.mds: grpcdirect's
+	// OutgoingMD and MDStore; an attempt's endpoint is q.at).
 	opts []grpc.CallOption
+	mds  grpcdirect.MDStore
+	at   grpcpool.AtEndpoint // the Guard's endpoint of an attempt (resilience.go)
 }
 
 var reqPool = sync.Pool{New: func() any {
 	q := &request{md: mapping.NewRequestMD()}
-	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod()}
+	q.opts = []grpc.CallOption{grpc.Header(&q.header), grpc.Trailer(&q.trailer), grpc.StaticMethod(),
+		&grpcdirect.OutgoingMD{MD: &q.md.MD}, &q.mds, &q.at}
 	q.res.attemptFn = q.attempt
 	return q
 }}
@@ -537,9 +544,24 @@ func (q *request) release() {
 		q.fbuf = nil
 	}
 	q.md.Reset()
-	q.header, q.trailer = nil, nil
+	q.clearMD()
 	q.c, q.r, q.mm = nil, nil, nil
 	reqPool.Put(q)
+}
+
+// directTransport reports whether gRPC target u sends the request
+// metadata of a grpcdirect.OutgoingMD call option (grpcpool.Pool on the
+// direct transport).
+func directTransport(u Upstream) bool {
+	d, ok := u.(interface{ DirectTransport() bool })
+	return ok && d.DirectTransport()
+}
+
+// clearMD empties q.header and q.trailer, keeping their storage for the
+// next call (q.mds).
+func (q *request) clearMD() {
+	q.mds.Clear(q.header)
+	q.mds.Clear(q.trailer)
 }
 
 func (q *request) run() {
@@ -549,7 +571,13 @@ func (q *request) run() {
 	}
 	c, r := q.c, q.r
 	oc := q.startTelemetry()
-	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(c.ctx, q.md.MD), q.timeout)
+	ctx := c.ctx
+	if !directTransport(r.Upstream) {
+		// grpc-go's transport reads the metadata from the context; the
+		// direct one from q.opts (grpcdirect.OutgoingMD).
+		ctx = metadata.NewOutgoingContext(ctx, q.md.MD)
+	}
+	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	err := q.transcodeRequest()
 	if r.mig != nil {
 		q.mirrorBefore()

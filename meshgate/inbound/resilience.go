@@ -34,9 +34,16 @@ func (q *request) guarded(ctx context.Context, opts []grpc.CallOption) error {
 func (q *request) attempt(ctx context.Context, ep *resilience.Endpoint, n int) resilience.Outcome {
 	if n > 0 {
 		q.resp.Free()
-		q.header, q.trailer = nil, nil
+		q.clearMD()
 	}
-	err := q.r.Upstream.Invoke(resilience.WithEndpoint(ctx, ep), q.r.Method, &q.req, &q.resp, q.res.callOpts...)
+	actx := ctx
+	if directTransport(q.r.Upstream) {
+		q.at.EP = ep // in q.opts: no context per attempt
+	} else {
+		actx = resilience.WithEndpoint(ctx, ep) // grpc-go's picker reads it there
+	}
+	err := q.r.Upstream.Invoke(actx, q.r.Method, &q.req, &q.resp, q.res.callOpts...)
+	q.at.EP = nil
 	q.res.err = err
 	return resilience.ClassifyGRPC(ctx, err)
 }

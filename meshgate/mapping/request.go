@@ -18,6 +18,44 @@ type RequestMD struct {
 	// one-value backing arrays for the fixed keys, so that setting them
 	// does not allocate a slice each time.
 	vals [4][1]string
+	// the last uin and key id formatted (kept by Reset): the same caller
+	// again costs no string
+	uin, keyID       uint64
+	uinStr, keyIDStr string
+	caller           string // the last caller (ext 4)
+	// application extensions: the metadata keys of the last few
+	// extension keys (kept by Reset), and one-value backing arrays for
+	// the values of the first keys of a frame
+	extKeys [4]extKey
+	extNext int
+	extVals [8][1]string
+	nExt    int
+}
+
+type extKey struct {
+	k uint16
+	s string
+}
+
+// extMDKey is ExtMDKey(k), reusing the string of a recent key.
+func (m *RequestMD) extMDKey(k uint16) string {
+	for i := range m.extKeys {
+		if e := &m.extKeys[i]; e.s != "" && e.k == k {
+			return e.s
+		}
+	}
+	s := ExtMDKey(k)
+	m.extKeys[m.extNext] = extKey{k, s}
+	m.extNext = (m.extNext + 1) % len(m.extKeys)
+	return s
+}
+
+// formatCached is v in decimal, reusing *s when v is *last.
+func formatCached(v uint64, last *uint64, s *string) string {
+	if *s == "" || *last != v {
+		*last, *s = v, strconv.FormatUint(v, 10)
+	}
+	return *s
 }
 
 // NewRequestMD returns an empty RequestMD.
@@ -34,10 +72,10 @@ func (m *RequestMD) set(i int, k, v string) {
 // 1, 3 and 4 are dropped (conversion path), ext 2 never travels.
 func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeout time.Duration, hasDeadline bool) {
 	if f.UIN != 0 {
-		m.set(0, MDUIN, strconv.FormatUint(f.UIN, 10))
+		m.set(0, MDUIN, formatCached(f.UIN, &m.uin, &m.uinStr))
 	}
 	if authed {
-		m.set(1, MDKeyID, strconv.FormatUint(uint64(keyID), 10))
+		m.set(1, MDKeyID, formatCached(uint64(keyID), &m.keyID, &m.keyIDStr))
 	}
 	for i := range f.Ext {
 		e := &f.Ext[i]
@@ -45,10 +83,19 @@ func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeou
 		case e.Key == codec.ExtTraceparent:
 			m.set(2, MDTraceparent, string(e.Value))
 		case e.Key == codec.ExtCaller:
-			m.set(3, MDCaller, string(e.Value))
+			if string(e.Value) != m.caller { // compared without a copy
+				m.caller = string(e.Value)
+			}
+			m.set(3, MDCaller, m.caller)
 		case e.Key >= codec.ExtAppMin:
-			k := ExtMDKey(e.Key)
-			m.MD[k] = append(m.MD[k], string(e.Value))
+			k, v := m.extMDKey(e.Key), string(e.Value)
+			if vs, ok := m.MD[k]; ok || m.nExt == len(m.extVals) {
+				m.MD[k] = append(vs, v) // a one-value slot's slice grows into a new array
+				break
+			}
+			m.extVals[m.nExt][0] = v
+			m.MD[k] = m.extVals[m.nExt][:1:1]
+			m.nExt++
 		}
 	}
 	return Timeout(f)
@@ -58,6 +105,8 @@ func (m *RequestMD) FromFrame(f *codec.Frame, keyID uint32, authed bool) (timeou
 func (m *RequestMD) Reset() {
 	clear(m.MD)
 	m.vals = [4][1]string{}
+	m.extVals = [8][1]string{}
+	m.nExt = 0
 }
 
 // RequestFrame fills request frame f's uin and extensions from incoming

@@ -21,6 +21,7 @@ package rawcodec
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // fallback for generated messages
@@ -102,15 +103,77 @@ func isProto(v any) bool {
 // an empty message. A Message is not safe for concurrent use.
 type Message struct {
 	data mem.BufferSlice
-	flat []byte // materialized form of a multi-buffer data, when asked for
+	flat []byte        // materialized form of a multi-buffer data, when asked for
+	one  [1]mem.Buffer // data's storage when it is one buffer set here (no slice allocated)
 }
 
 // SetBytes makes m carry a copy of b in a pooled buffer, releasing what m
 // held. The copy is needed because gRPC may still be writing a request after
-// the call returns; the pooled buffer goes back when gRPC frees it.
+// the call returns; the pooled buffer goes back when gRPC frees it. It
+// allocates nothing once the pools are warm: a body of at most
+// mem's pooling threshold (1 KiB, which mem.Copy would copy to a new
+// slice) takes a buffer of BufferPool's own.
 func (m *Message) SetBytes(b []byte) {
 	m.Free()
-	m.data = mem.BufferSlice{mem.Copy(b, mem.DefaultBufferPool())}
+	buf := BufferPool.Get(len(b))
+	copy(*buf, b)
+	m.setOne(mem.NewBuffer(buf, BufferPool))
+}
+
+// SetSingle makes m carry buffer b (taking over its reference), releasing
+// what m held.
+func (m *Message) SetSingle(b mem.Buffer) {
+	m.Free()
+	m.setOne(b)
+}
+
+func (m *Message) setOne(b mem.Buffer) {
+	m.one[0] = b
+	m.data = m.one[:1:1]
+}
+
+// TakeInto hands m's buffers to a transport as take does, a single buffer
+// in dst's storage (the transport's own: nothing allocated); m becomes
+// empty.
+func (m *Message) TakeInto(dst *[1]mem.Buffer) mem.BufferSlice {
+	if len(m.data) != 1 {
+		return m.take()
+	}
+	dst[0] = m.data[0]
+	m.data, m.flat, m.one[0] = nil, nil, nil
+	return dst[:1:1]
+}
+
+// BufferPool is mem.DefaultBufferPool, except that buffers for at most
+// 1 KiB (mem's pooling threshold, at or under which mem.NewBuffer does not
+// pool a buffer: mem.Copy allocates one per message) come from a pool of
+// its own, one byte longer than the threshold, so that mem.NewBuffer pools
+// them.
+var BufferPool mem.BufferPool = &smallBuffers{}
+
+type smallBuffers struct{ p sync.Pool }
+
+const smallCap = 1<<10 + 1
+
+func (s *smallBuffers) Get(n int) *[]byte {
+	if n > smallCap || !mem.IsBelowBufferPoolingThreshold(n) {
+		return mem.DefaultBufferPool().Get(n)
+	}
+	b, _ := s.p.Get().(*[]byte)
+	if b == nil {
+		nb := make([]byte, smallCap)
+		b = &nb
+	}
+	*b = (*b)[:n]
+	return b
+}
+
+func (s *smallBuffers) Put(b *[]byte) {
+	if cap(*b) != smallCap {
+		mem.DefaultBufferPool().Put(b)
+		return
+	}
+	s.p.Put(b)
 }
 
 // SetBuffer makes m carry data (taking over its reference).
@@ -146,14 +209,18 @@ func (m *Message) Free() {
 	if m.data != nil {
 		m.data.Free()
 	}
-	m.data, m.flat = nil, nil
+	m.data, m.flat, m.one[0] = nil, nil, nil
 }
 
 // take hands m's buffers to gRPC (which frees them once written); m
 // becomes empty.
 func (m *Message) take() mem.BufferSlice {
 	d := m.data
-	m.data, m.flat = nil, nil
+	if len(d) == 1 && &d[0] == &m.one[0] {
+		// The transport keeps the slice past m's next use: its own.
+		d = mem.BufferSlice{d[0]}
+	}
+	m.data, m.flat, m.one[0] = nil, nil, nil
 	if d == nil {
 		return mem.BufferSlice{}
 	}

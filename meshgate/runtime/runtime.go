@@ -304,6 +304,7 @@ func (r *Runtime) apply(cfg *config.Config, initial bool) error {
 			DialOptions: r.upstreamDialOptions(&u),
 			Meter:       r.gm.MeterProvider(),
 			Resilience:  r.res.guardOptions(u.Name, r.opts.Logger),
+			Registerer:  r.metrics.Registry,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("upstreams[%d]: %w", i, err))
