@@ -213,7 +213,9 @@ func (c *conn) run() {
 				_ = c.io.SetReadDeadline(time.Time{})
 				c.shrink()
 				c.parked.Store(true)
-				go c.idleWait()
+				if !c.s.park.park(c) {
+					go c.idleWait()
+				}
 				return
 			}
 		}
@@ -428,6 +430,9 @@ func (c *conn) closeNow(err error) {
 		delete(c.streams, id)
 	}
 	c.mu.Unlock()
+	if c.raw != nil && c.parked.Load() {
+		c.s.park.unpark(c) // its idleWait finds the socket closed
+	}
 	_ = c.nc.Close()
 	if c.stop != nil {
 		c.stop()

@@ -178,7 +178,7 @@ func (c *Config) setDefaults() {
 	if c.KeepaliveTime > 0 {
 		defD(&c.KeepaliveTimeout, 20*time.Second)
 	}
-	defD(&c.IdleGrace, time.Second)
+	defD(&c.IdleGrace, 50*time.Millisecond)
 	def(&c.MaxResetsPerSecond, 200)
 	def(&c.MaxControlPerSecond, 100)
 	if c.Logger == nil {
@@ -209,6 +209,7 @@ type Server struct {
 	in     InlineStarter         // cfg.Handler's, when Blocking; nil: none
 	fast   FastPath              // cfg.Handler's, when cfg.Fallback is set; nil: every stream is the Handler's
 	held   atomic.Int64          // read buffers held by connections (idle.go)
+	park   parker                // idle connections without a goroutine (park_linux.go)
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -354,6 +355,7 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.park.close()
 	s.wk.Close()
 }
 
