@@ -1,0 +1,98 @@
+//go:build linux
+
+package grpcserve
+
+import (
+	"bytes"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/meshgate/meshgate/internal/testkit"
+)
+
+// connGoroutines counts the goroutines running a conn method of this
+// package (the reading goroutine or an idle wait).
+func connGoroutines() int {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	n := 0
+	for g := range bytes.SplitSeq(b.Bytes(), []byte("\n\n")) {
+		if bytes.Contains(g, []byte("grpcserve.(*conn).")) {
+			n++
+		}
+	}
+	return n
+}
+
+// parkedIn reports whether c is in its server's parker.
+func parkedIn(c *conn) bool {
+	p := &c.s.park
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pc := range p.conns {
+		if pc == c {
+			return true
+		}
+	}
+	return false
+}
+
+// TestParkedHoldsNoGoroutine: a grpc-go client's connection idle for
+// IdleGrace is held by the parker without any goroutine; the next call
+// (after the grace) wakes it and is served with its header and trailer
+// metadata, several times over; a client that then goes away is noticed
+// while parked (the connection is removed), and so is a server Close
+// (goleak, and Close returning, in the cleanup).
+func TestParkedHoldsNoGoroutine(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) { c.IdleGrace = 30 * time.Millisecond })
+	cc := dial(t, ts.addr)
+	for i := range 3 {
+		callEcho(t, cc, i)
+		c := ts.onlyConn(t)
+		testkit.Within(t, 2*time.Second, "connection parked without a goroutine", func() bool {
+			return parkedIn(c) && connGoroutines() == 0
+		})
+	}
+	c := ts.onlyConn(t)
+	_ = cc.Close()
+	testkit.Within(t, 2*time.Second, "parked connection removed after the client closed", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return len(ts.conns) == 0 && !parkedIn(c)
+	})
+
+	cc2 := dial(t, ts.addr)
+	callEcho(t, cc2, 0)
+	c2 := ts.onlyConnWithin(t)
+	testkit.Within(t, 2*time.Second, "second connection parked", func() bool { return parkedIn(c2) })
+	ts.Close() // unparks and ends it; Cleanup's Close is a no-op then
+	if parkedIn(c2) || connGoroutines() != 0 {
+		t.Fatal("a parked connection outlived Close")
+	}
+	testkit.Within(t, 2*time.Second, "client sees the connection gone", func() bool {
+		s := cc2.GetState()
+		return s == connectivity.Idle || s == connectivity.TransientFailure || s == connectivity.Connecting
+	})
+}
+
+// callEcho makes one echo call on cc with metadata that must come back
+// in the header and the trailer (HPACK state on both sides).
+func callEcho(t *testing.T, cc *grpc.ClientConn, i int) {
+	t.Helper()
+	var hdr, trl metadata.MD
+	var resp []byte
+	want := "v" + strings.Repeat("x", i)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "echo-k", want)
+	if err := cc.Invoke(ctx, "/t.S/M", []byte("a"), &resp, grpc.Header(&hdr), grpc.Trailer(&trl)); err != nil {
+		t.Fatalf("call %d: %v", i, err)
+	}
+	if string(resp) != "a" || len(hdr["echo-k"]) != 1 || hdr["echo-k"][0] != want || len(trl["t-echo-k"]) != 1 || trl["t-echo-k"][0] != want {
+		t.Fatalf("call %d: %q header %v trailer %v", i, resp, hdr, trl)
+	}
+}
