@@ -35,7 +35,6 @@ type Call struct {
 
 	// request, reading goroutine only until dispatch
 	opened    time.Time
-	buf       []byte // DATA received (bounded: see onData)
 	msgLen    int    // -1 until the 5-byte prefix is in
 	extra     bool   // bytes past the first message
 	recvUsed  int64  // stream receive window used
@@ -45,6 +44,8 @@ type Call struct {
 	started   bool // handed to the handler (under conn.mu)
 	handled   bool // the handler answered (under conn.mu)
 	orphan    bool // reset while the handler runs: counted in conn.orphans (under conn.mu)
+	npfx      uint8   // bytes of pfx received
+	pfx       [5]byte // the message's 5-byte prefix (flag, length)
 
 	// request message, for the handler
 	msg     *[]byte // pooled (mem.DefaultBufferPool), nil: no message
@@ -55,6 +56,8 @@ type Call struct {
 
 	finished atomic.Bool
 	reset    atomic.Bool // the client reset the stream, or the conn closed
+	hook     func()       // OnCancel's
+	hookSt   atomic.Int32 // hookNone, hookArmed, hookDone
 	rec      callRecord  // grpc-go's server metrics (metrics.go)
 
 	// response, handler-owned until Finish; then under conn.wmu
@@ -75,6 +78,36 @@ type Call struct {
 // stream. It is cancelled when the client resets the stream, the
 // connection closes, or the call is finished.
 func (cl *Call) Context() context.Context { return cl.ctx }
+
+// Cancel hook states.
+const (
+	hookNone  = iota // no hook; the call not cancelled
+	hookArmed        // OnCancel set one
+	hookDone         // cancelled (the hook started, if armed), or the hook stopped
+)
+
+// OnCancel arranges for f to run on a goroutine of its own when the
+// call is cancelled because the client reset its stream or the
+// connection ended: what context.AfterFunc(Context(), f) does for those
+// causes (not for the deadline, nor the cancellation at Finish), without
+// its allocations. It returns false, and f never runs, when the call was
+// cancelled so already. One hook per call.
+func (cl *Call) OnCancel(f func()) bool {
+	cl.hook = f
+	return cl.hookSt.CompareAndSwap(hookNone, hookArmed)
+}
+
+// StopOnCancel disarms OnCancel's hook: true if it had not started and
+// now never will.
+func (cl *Call) StopOnCancel() bool { return cl.hookSt.CompareAndSwap(hookArmed, hookDone) }
+
+// cancelled runs the OnCancel hook after the client's reset or the
+// connection's end cancelled the call's context.
+func (cl *Call) cancelled() {
+	if cl.hookSt.Swap(hookDone) == hookArmed {
+		go cl.hook()
+	}
+}
 
 // replyCT is the reply's content-type.
 func (cl *Call) replyCT() string {

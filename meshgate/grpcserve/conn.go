@@ -106,6 +106,7 @@ type conn struct {
 	wb       *[]byte      // pending bytes (pooled), nil: none
 	lazyOnly bool         // what is pending is a PING ack that may wait (onPing)
 	qEmpty   bool         // the send queue was found empty and nothing was written since
+	sq       sendQueue    // its probe (made on first use, dropped when the connection parks)
 	// answers finishNoWait left to drainNoWait (nwRun: it runs)
 	nwMu        sync.Mutex
 	nwQ         []*Call
@@ -441,6 +442,7 @@ func (c *conn) closeNow(err error) {
 		if cl.cancel != nil {
 			cl.cancel()
 		}
+		cl.cancelled()
 		if !cl.started { // no longer set once closed (endOfRequest)
 			c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
 		}
@@ -837,6 +839,7 @@ func (c *conn) dropStream(cl *Call) {
 	if cl.cancel != nil {
 		cl.cancel()
 	}
+	cl.cancelled()
 	if unstarted { // the request never reached the handler
 		c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
 	}
@@ -954,7 +957,25 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	var nAuth, nHost int
 	var connHdr bool
 	var hdrErr *status.Status
-	md := make(metadata.MD, len(f.Fields))
+	// One map sized for the keys it gets (a small map up to 8) and one
+	// backing array for the first value of every key (a key's slice has
+	// capacity 1: a second value of the key is appended to a copy).
+	nmd := 0
+	for _, hf := range f.Fields {
+		if hf.Name == ":authority" || !isReserved(hf.Name) && hf.Name != "host" && hf.Name != "connection" {
+			nmd++
+		}
+	}
+	md := make(metadata.MD, nmd)
+	vals := make([]string, 0, nmd)
+	add := func(k, v string) {
+		if old, ok := md[k]; ok {
+			md[k] = append(old, v)
+			return
+		}
+		vals = append(vals, v)
+		md[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":method":
@@ -963,7 +984,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			cl.method = hf.Value
 		case ":authority":
 			nAuth++
-			md[":authority"] = append(md[":authority"], hf.Value)
+			add(":authority", hf.Value)
 		case "host":
 			nHost++
 			host = hf.Value
@@ -971,7 +992,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			connHdr = true
 		case "content-type":
 			ct = hf.Value
-			md[hf.Name] = append(md[hf.Name], hf.Value)
+			add(hf.Name, hf.Value)
 		case "grpc-timeout":
 			te = hf.Value
 		case "grpc-encoding":
@@ -988,7 +1009,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 					continue
 				}
 			}
-			md[hf.Name] = append(md[hf.Name], v)
+			add(hf.Name, v)
 		}
 	}
 	cl.md = md
@@ -1134,13 +1155,13 @@ func (cl *Call) appendData(p []byte, maxMsg int) *status.Status {
 			return nil
 		}
 		if cl.msgLen < 0 {
-			k := min(5-len(cl.buf), len(p))
-			cl.buf = append(cl.buf, p[:k]...)
+			k := copy(cl.pfx[cl.npfx:], p)
+			cl.npfx += uint8(k)
 			p = p[k:]
-			if len(cl.buf) < 5 {
+			if cl.npfx < 5 {
 				return nil
 			}
-			ml := int(uint32(cl.buf[1])<<24 | uint32(cl.buf[2])<<16 | uint32(cl.buf[3])<<8 | uint32(cl.buf[4]))
+			ml := int(uint32(cl.pfx[1])<<24 | uint32(cl.pfx[2])<<16 | uint32(cl.pfx[3])<<8 | uint32(cl.pfx[4]))
 			if ml > maxMsg || ml < 0 {
 				return status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", ml, maxMsg)
 			}
@@ -1173,14 +1194,14 @@ func (c *conn) endOfRequest(cl *Call) error {
 	cl.endStream = true
 	cfg := &c.s.cfg
 	switch {
-	case cl.msgLen < 0 && len(cl.buf) > 0,
+	case cl.msgLen < 0 && cl.npfx > 0,
 		cl.msgLen >= 0 && len(*cl.msg) < cl.msgLen:
 		cl.freeMsg()
 		c.earlyStatus(cl, 200, status.New(codes.Internal, "grpcserve: request message truncated"), nil)
 		return nil
 	case cl.msgLen >= 0:
 		cl.hasMsg = true
-		if cl.buf[0]&1 != 0 {
+		if cl.pfx[0]&1 != 0 {
 			if st := cl.decompress(cfg.MaxRecvMsgSize); st != nil {
 				cl.freeMsg()
 				c.earlyStatus(cl, 200, st, nil)
@@ -1188,7 +1209,6 @@ func (c *conn) endOfRequest(cl *Call) error {
 			}
 		}
 	}
-	cl.buf = nil
 	c.mu.Lock()
 	if !c.admitLocked(cl, cl.freeMsg) {
 		return nil
@@ -1362,7 +1382,7 @@ func (c *conn) finishNoWait(cl *Call, b *connio.Batch) {
 	}
 	if c.raw != nil && c.wmu.TryLock() {
 		n := len(cl.out) + 1024 // the answer, its headers and trailers
-		if len(c.pending) == 0 && (c.qEmpty || sendQueueEmpty(c.raw)) {
+		if len(c.pending) == 0 && (c.qEmpty || sendQueueEmpty(c.raw, &c.sq)) {
 			c.qEmpty = true
 			if c.wb != nil && len(*c.wb) > 0 {
 				if n+len(*c.wb) > noWaitBytes && !c.lazyOnly {

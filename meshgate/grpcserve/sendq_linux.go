@@ -16,15 +16,26 @@ import (
 // and an exact zero sent ~95 % of sequential calls' answers to a
 // goroutine of their own. The ioctl is a raw syscall, like the socket's
 // reads and writes (package rawio).
-func sendQueueEmpty(rc syscall.RawConn) bool {
-	q := int32(-1)
-	_ = rc.Control(func(fd uintptr) {
-		var v int32
-		if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCOUTQ, uintptr(unsafe.Pointer(&v))); e == 0 {
-			q = v
-		}
-	})
-	return q >= 0 && q <= sendQueueSlack
+func sendQueueEmpty(rc syscall.RawConn, q *sendQueue) bool {
+	if q.fn == nil {
+		q.fn = q.probe // a method value: made once, not per call
+	}
+	q.n = -1
+	_ = rc.Control(q.fn)
+	return q.n >= 0 && q.n <= sendQueueSlack
+}
+
+// sendQueue is a connection's SIOCOUTQ probe (under its write lock).
+type sendQueue struct {
+	fn func(uintptr)
+	n  int32
+}
+
+func (q *sendQueue) probe(fd uintptr) {
+	var v int32
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCOUTQ, uintptr(unsafe.Pointer(&v))); e == 0 {
+		q.n = v
+	}
 }
 
 // sendQueueSlack: unacknowledged bytes tolerated by sendQueueEmpty; with
