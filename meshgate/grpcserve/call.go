@@ -40,10 +40,10 @@ type Call struct {
 	recvUsed  int64  // stream receive window used
 	unacked   uint32 // stream window consumed, not yet granted back
 	endStream bool
-	answered  bool // an early status was written: ignore the rest
-	started   bool // handed to the handler (under conn.mu)
-	handled   bool // the handler answered (under conn.mu)
-	orphan    bool // reset while the handler runs: counted in conn.orphans (under conn.mu)
+	answered  bool    // an early status was written: ignore the rest
+	started   bool    // handed to the handler (under conn.mu)
+	handled   bool    // the handler answered (under conn.mu)
+	orphan    bool    // reset while the handler runs: counted in conn.orphans (under conn.mu)
 	npfx      uint8   // bytes of pfx received
 	pfx       [5]byte // the message's 5-byte prefix (flag, length)
 
@@ -55,10 +55,10 @@ type Call struct {
 	d *delegated // delegated to Config.Fallback (delegate.go); nil: the fast path
 
 	finished atomic.Bool
-	reset    atomic.Bool // the client reset the stream, or the conn closed
+	reset    atomic.Bool  // the client reset the stream, or the conn closed
 	hook     func()       // OnCancel's
 	hookSt   atomic.Int32 // hookNone, hookArmed, hookDone
-	rec      callRecord  // grpc-go's server metrics (metrics.go)
+	rec      callRecord   // grpc-go's server metrics (metrics.go)
 
 	// response, handler-owned until Finish; then under conn.wmu
 	hmu     sync.Mutex
