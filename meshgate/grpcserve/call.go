@@ -48,7 +48,8 @@ type Call struct {
 	pfx       [5]byte // the message's 5-byte prefix (flag, length)
 
 	// request message, for the handler
-	msg     *[]byte // pooled (mem.DefaultBufferPool), nil: no message
+	msg     *[]byte // pooled (mem.DefaultBufferPool), or &small; nil: no message
+	small   []byte  // a message below mem's pooling threshold
 	hasMsg  bool
 	msgTook bool
 
@@ -64,7 +65,8 @@ type Call struct {
 	hmu     sync.Mutex
 	header  metadata.MD
 	trailer metadata.MD
-	out     []byte // 5-byte prefix + message; nil: no message
+	out     []byte  // 5-byte prefix + message; nil: no message
+	outP    *[]byte // out's pooled buffer (mem.DefaultBufferPool), nil: not pooled
 	hasOut  bool
 	st      *status.Status
 	sent    int       // bytes of out written
@@ -198,12 +200,23 @@ func (cl *Call) SendMsg(b []byte) error {
 		cl.out = out
 		return nil
 	}
-	out := make([]byte, 5+len(b))
+	p := mem.DefaultBufferPool().Get(5 + len(b))
+	out := *p
 	n := uint32(len(b))
-	out[1], out[2], out[3], out[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	out[0], out[1], out[2], out[3], out[4] = 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	copy(out[5:], b)
-	cl.out = out
+	cl.out, cl.outP = out, p
 	return nil
+}
+
+// dropOut forgets the response message once it is written or will not
+// be: its buffer goes back to the pool.
+func (cl *Call) dropOut() {
+	cl.out = nil
+	if p := cl.outP; p != nil {
+		cl.outP = nil
+		mem.DefaultBufferPool().Put(p)
+	}
 }
 
 // compress returns b compressed with the request's encoding enc behind a
@@ -279,7 +292,8 @@ func (cl *Call) settle(err error) bool {
 	cl.hmu.Lock() // fence with late SetHeader/SetTrailer/SendMsg
 	if err != nil {
 		cl.st = status.Convert(err)
-		cl.out, cl.hasOut = nil, false
+		cl.dropOut()
+		cl.hasOut = false
 	}
 	cl.rec.note(cl)
 	cl.hmu.Unlock()
@@ -292,7 +306,16 @@ func (cl *Call) String() string { return fmt.Sprintf("stream %d %s", cl.id, cl.m
 
 func (cl *Call) freeMsg() {
 	if cl.msg != nil && !cl.msgTook {
-		mem.DefaultBufferPool().Put(cl.msg)
+		cl.putMsg()
 	}
 	cl.msg = nil
+}
+
+// putMsg gives the request message's buffer back to the pool, if it
+// came from there.
+func (cl *Call) putMsg() {
+	if cl.msg != &cl.small {
+		mem.DefaultBufferPool().Put(cl.msg)
+	}
+	cl.small = nil
 }

@@ -768,7 +768,7 @@ func (c *conn) flushLazy(now time.Time) {
 			}
 			*c.wbuf() = appendRST(c.getBuf(), cl.id, http2.ErrCodeCancel)
 			c.dropStream(cl) // takes mu: fine with wmu held
-			cl.out = nil
+			cl.dropOut()
 			c.count(ReasonStalled)
 		}
 		clear(c.pending[len(keep):])
@@ -1166,8 +1166,15 @@ func (cl *Call) appendData(p []byte, maxMsg int) *status.Status {
 				return status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", ml, maxMsg)
 			}
 			cl.msgLen = ml
-			cl.msg = mem.DefaultBufferPool().Get(ml)
-			*cl.msg = (*cl.msg)[:0]
+			if mem.IsBelowBufferPoolingThreshold(ml) {
+				// mem.NewBuffer (TakeMessage) would not give a pooled
+				// buffer this small back to the pool.
+				cl.small = make([]byte, 0, ml)
+				cl.msg = &cl.small
+			} else {
+				cl.msg = mem.DefaultBufferPool().Get(ml)
+				*cl.msg = (*cl.msg)[:0]
+			}
 			continue
 		}
 		if len(*cl.msg) == cl.msgLen {
@@ -1257,7 +1264,7 @@ func (cl *Call) decompress(maxMsg int) *status.Status {
 	if n > int64(maxMsg) {
 		return status.Newf(codes.ResourceExhausted, "grpc: received message after decompression larger than max %d", maxMsg)
 	}
-	mem.DefaultBufferPool().Put(cl.msg)
+	cl.putMsg()
 	b := out.Bytes()
 	cl.msg = &b
 	cl.msgTook = false
@@ -1503,7 +1510,8 @@ func (c *conn) answer(cl *Call, batch *connio.Batch) {
 		}
 		c.writeStatus(cl.st, cl.trailer)
 		b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
-		cl.hdrSent, cl.sent, cl.out = true, 0, nil
+		cl.hdrSent, cl.sent = true, 0
+		cl.dropOut()
 		drained := c.streamEnding(cl)
 		c.streamEnded(cl, drained, c.flushIn(b, batch))
 		return
@@ -1597,7 +1605,7 @@ func (c *conn) writeBody(b []byte, cl *Call) ([]byte, bool) {
 	c.hbuf.b = c.hbuf.b[:0]
 	c.writeStatus(nil, cl.trailer)
 	b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
-	cl.out = nil
+	cl.dropOut()
 	return b, true
 }
 
