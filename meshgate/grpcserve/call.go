@@ -200,14 +200,25 @@ func (cl *Call) SendMsg(b []byte) error {
 		cl.out = out
 		return nil
 	}
-	p := mem.DefaultBufferPool().Get(5 + len(b))
-	out := *p
+	var p *[]byte
+	var out []byte
+	if 5+len(b) <= maxPooledOut {
+		p = mem.DefaultBufferPool().Get(5 + len(b))
+		out = *p
+	} else {
+		out = make([]byte, 5+len(b))
+	}
 	n := uint32(len(b))
 	out[0], out[1], out[2], out[3], out[4] = 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	copy(out[5:], b)
 	cl.out, cl.outP = out, p
 	return nil
 }
+
+// maxPooledOut bounds the response messages whose buffer comes from
+// mem.DefaultBufferPool (power-of-two tiers: a larger message would
+// hold up to twice its size while it waits for flow control).
+const maxPooledOut = 32 << 10
 
 // dropOut forgets the response message once it is written or will not
 // be: its buffer goes back to the pool.
