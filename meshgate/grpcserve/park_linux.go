@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -135,6 +136,11 @@ func (p *parker) startLocked() bool {
 	}
 	p.ep, p.epfd = os.NewFile(uintptr(fd), "grpcserve-parker"), fd
 	rc, err := p.ep.SyscallConn()
+	if err == nil {
+		// Not on the netpoller (os.NewFile could not add it): a wait
+		// would fail at once.
+		err = p.ep.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		_ = p.ep.Close()
 		p.ep, p.fail = nil, true
@@ -183,8 +189,28 @@ func (p *parker) wait(rc syscall.RawConn) {
 			}
 		})
 		if err != nil {
-			return // closed
+			p.abandon()
+			return
 		}
+	}
+}
+
+// abandon hands every parked connection back to a goroutine of its own
+// when the wait ends: the server closed (none is parked then), or an
+// unexpected error of the epoll descriptor (connections then park on
+// goroutines from now on).
+func (p *parker) abandon() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fail = true
+	for fd, c := range p.conns {
+		delete(p.conns, fd)
+		if !p.done { // the epoll descriptor is still open
+			_ = c.raw.Control(func(sfd uintptr) {
+				_ = epollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(sfd), nil)
+			})
+		}
+		go c.idleWait()
 	}
 }
 
