@@ -78,7 +78,7 @@ type conn struct {
 	connUnacked uint32 // connection window consumed, not yet granted back
 	resetWin    rate
 	ctlWin      rate
-	lastPing    time.Time
+	lastPing    int64 // mono time of the last PING received (0: none)
 	pingStrikes int
 	lastRead    atomic.Int64 // UnixNano of the last frame read (keepalive)
 	kaPing      time.Time    // keepalive PING sent and not answered (mu)
@@ -96,22 +96,22 @@ type conn struct {
 	goAwayID  uint32 // last stream id accepted
 	closed    bool
 	ready     bool      // handshake done
+	nwRun     bool      // drainNoWait runs
 	idleSince time.Time // when the last stream closed (zero: busy)
 	born      time.Time
 	timer     *time.Timer // housekeeping (recv timeout, idle, age)
 	timerDue  time.Time
 
 	wmu      sync.Mutex
-	wq       atomic.Int32 // writers queued for wmu (lockWrite)
-	wb       *[]byte      // pending bytes (pooled), nil: none
-	lazyOnly bool         // what is pending is a PING ack that may wait (onPing)
-	qEmpty   bool         // the send queue was found empty and nothing was written since
-	sq       sendQueue    // its probe (made on first use, dropped when the connection parks)
-	// answers finishNoWait left to drainNoWait (nwRun: it runs)
-	nwMu        sync.Mutex
+	wq       atomic.Int32  // writers queued for wmu (lockWrite)
+	sqN      int32         // what sendQueueEmpty's probe read (wmu)
+	sqFn     func(uintptr) // that probe (made on first use, dropped when the connection parks)
+	wb       *[]byte       // pending bytes (pooled), nil: none
+	lazyOnly bool          // what is pending is a PING ack that may wait (onPing)
+	qEmpty   bool          // the send queue was found empty and nothing was written since
+	// answers finishNoWait left to drainNoWait (under mu; nwRun: it runs)
 	nwQ         []*Call
-	nwRun       bool
-	wdl         time.Time // write deadline armed (with slack)
+	wdl         int64 // mono time of the write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	connSendWin int64
@@ -122,15 +122,22 @@ type conn struct {
 	werr        error
 }
 
+// monoEpoch is the origin of the monotonic times kept as int64 (mono):
+// 8 bytes each instead of a time.Time's 24 in the connection's struct.
+var monoEpoch = time.Now()
+
+// mono is t as nanoseconds since monoEpoch (monotonic clock).
+func mono(t time.Time) int64 { return int64(t.Sub(monoEpoch)) }
+
 // rate counts events in one-second windows.
 type rate struct {
-	start time.Time
+	start int64 // mono time
 	n     int
 }
 
 func (r *rate) add(now time.Time, limit int) bool {
-	if now.Sub(r.start) > time.Second {
-		r.start, r.n = now, 0
+	if t := mono(now); t-r.start > int64(time.Second) {
+		r.start, r.n = t, 0
 	}
 	r.n++
 	return r.n <= limit
@@ -723,12 +730,12 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 		minT = 2 * time.Hour
 	}
 	last := c.lastPing
-	c.lastPing = now
+	c.lastPing = mono(now)
 	if c.wroteStream.Swap(false) {
 		// A reply was written since the last ping: this one is not checked
 		// (grpc-go: a client's BDP pings follow the server's data).
 		c.pingStrikes = 0
-	} else if !last.IsZero() && now.Sub(last) < minT {
+	} else if last != 0 && mono(now)-last < int64(minT) {
 		c.pingStrikes++
 		if c.pingStrikes > maxPingStrikes {
 			return c.calm(ReasonPing, "too_many_pings")
@@ -1389,7 +1396,7 @@ func (c *conn) finishNoWait(cl *Call, b *connio.Batch) {
 	}
 	if c.raw != nil && c.wmu.TryLock() {
 		n := len(cl.out) + 1024 // the answer, its headers and trailers
-		if len(c.pending) == 0 && (c.qEmpty || sendQueueEmpty(c.raw, &c.sq)) {
+		if len(c.pending) == 0 && (c.qEmpty || c.sendQueueEmpty()) {
 			c.qEmpty = true
 			if c.wb != nil && len(*c.wb) > 0 {
 				if n+len(*c.wb) > noWaitBytes && !c.lazyOnly {
@@ -1409,11 +1416,11 @@ func (c *conn) finishNoWait(cl *Call, b *connio.Batch) {
 	}
 	// Left to a goroutine of its own, one per burst: the answers that
 	// queue while it runs leave in one write.
-	c.nwMu.Lock()
+	c.mu.Lock()
 	c.nwQ = append(c.nwQ, cl)
 	start := !c.nwRun
 	c.nwRun = true
-	c.nwMu.Unlock()
+	c.mu.Unlock()
 	if start {
 		go c.drainNoWait()
 	}
@@ -1426,14 +1433,14 @@ func (c *conn) drainNoWait() {
 	var b connio.Batch
 	var q []*Call
 	for {
-		c.nwMu.Lock()
+		c.mu.Lock()
 		q, c.nwQ = c.nwQ, q[:0]
 		if len(q) == 0 {
 			c.nwRun = false
-			c.nwMu.Unlock()
+			c.mu.Unlock()
 			return
 		}
-		c.nwMu.Unlock()
+		c.mu.Unlock()
 		for i, cl := range q {
 			c.lockWrite()
 			c.answer(cl, &b)
@@ -1709,9 +1716,10 @@ func (c *conn) write() error {
 		return c.werr
 	}
 	t := c.s.cfg.WriteTimeout
-	if now := time.Now(); c.wdl.Sub(now) < t {
-		c.wdl = now.Add(t + t/8)
-		_ = c.io.SetWriteDeadline(c.wdl)
+	if now := time.Now(); c.wdl-mono(now) < int64(t) {
+		dl := now.Add(t + t/8)
+		c.wdl = mono(dl)
+		_ = c.io.SetWriteDeadline(dl)
 	}
 	c.qEmpty = false
 	if _, err := c.io.Write(b); err != nil {

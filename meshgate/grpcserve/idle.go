@@ -151,7 +151,7 @@ func (c *conn) shrink() {
 		c.hencLim = c.henc.MaxDynamicTableSize()
 		c.henc, c.hbuf.b = nil, nil
 	}
-	c.sq.fn = nil
+	c.sqFn = nil
 	c.unlockWrite()
 }
 

@@ -16,25 +16,20 @@ import (
 // and an exact zero sent ~95 % of sequential calls' answers to a
 // goroutine of their own. The ioctl is a raw syscall, like the socket's
 // reads and writes (package rawio).
-func sendQueueEmpty(rc syscall.RawConn, q *sendQueue) bool {
-	if q.fn == nil {
-		q.fn = q.probe // a method value: made once, not per call
+func (c *conn) sendQueueEmpty() bool {
+	if c.sqFn == nil {
+		c.sqFn = c.probeSendQueue // a method value: made once, not per call
 	}
-	q.n = -1
-	_ = rc.Control(q.fn)
-	return q.n >= 0 && q.n <= sendQueueSlack
+	c.sqN = -1
+	_ = c.raw.Control(c.sqFn)
+	return c.sqN >= 0 && c.sqN <= sendQueueSlack
 }
 
-// sendQueue is a connection's SIOCOUTQ probe (under its write lock).
-type sendQueue struct {
-	fn func(uintptr)
-	n  int32
-}
-
-func (q *sendQueue) probe(fd uintptr) {
+// probeSendQueue reads the send queue's length into c.sqN (wmu held).
+func (c *conn) probeSendQueue(fd uintptr) {
 	var v int32
 	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCOUTQ, uintptr(unsafe.Pointer(&v))); e == 0 {
-		q.n = v
+		c.sqN = v
 	}
 }
 
