@@ -87,7 +87,7 @@ type conn struct {
 	hencLim     uint32
 
 	mu        sync.Mutex
-	streams   map[uint32]*Call
+	streams   map[uint32]*Call // nil until the first stream, and while parked
 	lastID    uint32
 	inflight  int
 	ndeleg    int    // of inflight, delegated streams (delegate.go)
@@ -148,7 +148,7 @@ func (r *rate) add(now time.Time, limit int) bool {
 var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc, streams: map[uint32]*Call{}, connSendWin: defaultWindow, peerInitWin: defaultWindow, peerMaxFrm: defaultMaxFrm}
+	c := &conn{s: s, nc: nc, connSendWin: defaultWindow, peerInitWin: defaultWindow, peerMaxFrm: defaultMaxFrm}
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	c.base, c.stop = context.WithCancel(context.Background())
 	// Reads and writes go to the accepted socket itself when nc wraps it
@@ -943,6 +943,9 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		// Published with lastID, under the same lock: a GOAWAY (drain)
 		// that counts the stream as seen also finds it open, and does not
 		// close the connection under it.
+		if c.streams == nil { // none yet, or dropped while parked (shrink)
+			c.streams = map[uint32]*Call{}
+		}
 		c.streams[id] = cl
 		c.idleSince = time.Time{}
 		c.armForStream(cl.opened)

@@ -124,7 +124,7 @@ func (c *conn) awaitBytes() error {
 //     headers); the encoder made on wake-up starts its first header block
 //     with table size updates 0 and the size in force, which empty the
 //     client's copy of the table (RFC 7541 §4.2, §6.3);
-//   - the header block scratch buffer, and the stream map's storage.
+//   - the header block scratch buffer, and the stream map.
 //
 // They are made again (a few hundred bytes) when the next frame arrives
 // (wake); a connection in use never parks and keeps them.
@@ -144,7 +144,7 @@ func (c *conn) shrink() {
 	// of open streams need the encoder.
 	idle := len(c.streams) == 0
 	if idle {
-		c.streams = map[uint32]*Call{}
+		c.streams = nil
 	}
 	c.mu.Unlock()
 	if idle && c.henc != nil {
