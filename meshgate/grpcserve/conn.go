@@ -438,7 +438,7 @@ func (c *conn) closeNow(err error) {
 		delete(c.streams, id)
 	}
 	c.mu.Unlock()
-	if c.raw != nil && c.parked.Load() {
+	if c.parked.Load() { // (only ever set after the handshake, on plain TCP)
 		c.s.park.unpark(c) // its idleWait finds the socket closed
 	}
 	_ = c.nc.Close()
