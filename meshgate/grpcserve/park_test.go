@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
@@ -143,4 +144,38 @@ func BenchmarkCallAfterPark(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestParkedKeepaliveAndMaxAge: a parked connection (no goroutine) is
+// still PINGed after KeepaliveTime, and its ack wakes it and it parks
+// again; at MaxConnectionAge it gets GOAWAY NO_ERROR and is closed (the
+// housekeeping timer's work, unchanged by parking).
+func TestParkedKeepaliveAndMaxAge(t *testing.T) {
+	ts := start(t, handlerFunc(echo), func(c *Config) {
+		c.IdleGrace = 20 * time.Millisecond
+		c.KeepaliveTime, c.KeepaliveTimeout = 150*time.Millisecond, 2*time.Second
+		c.MaxConnectionAge, c.MaxConnectionAgeGrace = 600*time.Millisecond, 300*time.Millisecond
+	})
+	rc := rawDial(t, ts.addr)
+	rc.wantOK(1, "first call")
+	c := ts.onlyConn(t)
+	testkit.Within(t, 2*time.Second, "parked", func() bool { return parkedIn(c) })
+	f, err := rc.until(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() })
+	if err != nil {
+		t.Fatalf("keepalive PING to a parked connection: %v", err)
+	}
+	_ = rc.fr.WritePing(true, f.(*http2.PingFrame).Data)
+	testkit.Within(t, 2*time.Second, "parked again after the PING ack", func() bool { return parkedIn(c) && connGoroutines() == 0 })
+	code, err := rc.goAway()
+	if err != nil || code != http2.ErrCodeNo {
+		t.Fatalf("max age: GOAWAY %v %v", code, err)
+	}
+	if _, err := rc.until(func(http2.Frame) bool { return false }); err == nil {
+		t.Fatal("connection not closed after max age")
+	}
+	testkit.Within(t, 2*time.Second, "connection removed", func() bool {
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		return len(ts.conns) == 0 && !parkedIn(c)
+	})
 }
