@@ -35,33 +35,38 @@ type Call struct {
 
 	// request, reading goroutine only until dispatch
 	opened    time.Time
-	buf       []byte // DATA received (bounded: see onData)
 	msgLen    int    // -1 until the 5-byte prefix is in
 	extra     bool   // bytes past the first message
 	recvUsed  int64  // stream receive window used
 	unacked   uint32 // stream window consumed, not yet granted back
 	endStream bool
-	answered  bool // an early status was written: ignore the rest
-	started   bool // handed to the handler (under conn.mu)
-	handled   bool // the handler answered (under conn.mu)
-	orphan    bool // reset while the handler runs: counted in conn.orphans (under conn.mu)
+	answered  bool    // an early status was written: ignore the rest
+	started   bool    // handed to the handler (under conn.mu)
+	handled   bool    // the handler answered (under conn.mu)
+	orphan    bool    // reset while the handler runs: counted in conn.orphans (under conn.mu)
+	npfx      uint8   // bytes of pfx received
+	pfx       [5]byte // the message's 5-byte prefix (flag, length)
 
 	// request message, for the handler
-	msg     *[]byte // pooled (mem.DefaultBufferPool), nil: no message
+	msg     *[]byte // pooled (mem.DefaultBufferPool), or &small; nil: no message
+	small   []byte  // a message below mem's pooling threshold
 	hasMsg  bool
 	msgTook bool
 
 	d *delegated // delegated to Config.Fallback (delegate.go); nil: the fast path
 
 	finished atomic.Bool
-	reset    atomic.Bool // the client reset the stream, or the conn closed
-	rec      callRecord  // grpc-go's server metrics (metrics.go)
+	reset    atomic.Bool  // the client reset the stream, or the conn closed
+	hook     func()       // OnCancel's
+	hookSt   atomic.Int32 // hookNone, hookArmed, hookDone
+	rec      callRecord   // grpc-go's server metrics (metrics.go)
 
 	// response, handler-owned until Finish; then under conn.wmu
 	hmu     sync.Mutex
 	header  metadata.MD
 	trailer metadata.MD
-	out     []byte // 5-byte prefix + message; nil: no message
+	out     []byte  // 5-byte prefix + message; nil: no message
+	outP    *[]byte // out's pooled buffer (mem.DefaultBufferPool), nil: not pooled
 	hasOut  bool
 	st      *status.Status
 	sent    int       // bytes of out written
@@ -75,6 +80,36 @@ type Call struct {
 // stream. It is cancelled when the client resets the stream, the
 // connection closes, or the call is finished.
 func (cl *Call) Context() context.Context { return cl.ctx }
+
+// Cancel hook states.
+const (
+	hookNone  = iota // no hook; the call not cancelled
+	hookArmed        // OnCancel set one
+	hookDone         // cancelled (the hook started, if armed), or the hook stopped
+)
+
+// OnCancel arranges for f to run on a goroutine of its own when the
+// call is cancelled because the client reset its stream or the
+// connection ended: what context.AfterFunc(Context(), f) does for those
+// causes (not for the deadline, nor the cancellation at Finish), without
+// its allocations. It returns false, and f never runs, when the call was
+// cancelled so already. One hook per call.
+func (cl *Call) OnCancel(f func()) bool {
+	cl.hook = f
+	return cl.hookSt.CompareAndSwap(hookNone, hookArmed)
+}
+
+// StopOnCancel disarms OnCancel's hook: true if it had not started and
+// now never will.
+func (cl *Call) StopOnCancel() bool { return cl.hookSt.CompareAndSwap(hookArmed, hookDone) }
+
+// cancelled runs the OnCancel hook after the client's reset or the
+// connection's end cancelled the call's context.
+func (cl *Call) cancelled() {
+	if cl.hookSt.Swap(hookDone) == hookArmed {
+		go cl.hook()
+	}
+}
 
 // replyCT is the reply's content-type.
 func (cl *Call) replyCT() string {
@@ -165,12 +200,34 @@ func (cl *Call) SendMsg(b []byte) error {
 		cl.out = out
 		return nil
 	}
-	out := make([]byte, 5+len(b))
+	var p *[]byte
+	var out []byte
+	if 5+len(b) <= maxPooledOut {
+		p = mem.DefaultBufferPool().Get(5 + len(b))
+		out = *p
+	} else {
+		out = make([]byte, 5+len(b))
+	}
 	n := uint32(len(b))
-	out[1], out[2], out[3], out[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	out[0], out[1], out[2], out[3], out[4] = 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	copy(out[5:], b)
-	cl.out = out
+	cl.out, cl.outP = out, p
 	return nil
+}
+
+// maxPooledOut bounds the response messages whose buffer comes from
+// mem.DefaultBufferPool (power-of-two tiers: a larger message would
+// hold up to twice its size while it waits for flow control).
+const maxPooledOut = 32 << 10
+
+// dropOut forgets the response message once it is written or will not
+// be: its buffer goes back to the pool.
+func (cl *Call) dropOut() {
+	cl.out = nil
+	if p := cl.outP; p != nil {
+		cl.outP = nil
+		mem.DefaultBufferPool().Put(p)
+	}
 }
 
 // compress returns b compressed with the request's encoding enc behind a
@@ -246,7 +303,8 @@ func (cl *Call) settle(err error) bool {
 	cl.hmu.Lock() // fence with late SetHeader/SetTrailer/SendMsg
 	if err != nil {
 		cl.st = status.Convert(err)
-		cl.out, cl.hasOut = nil, false
+		cl.dropOut()
+		cl.hasOut = false
 	}
 	cl.rec.note(cl)
 	cl.hmu.Unlock()
@@ -259,7 +317,16 @@ func (cl *Call) String() string { return fmt.Sprintf("stream %d %s", cl.id, cl.m
 
 func (cl *Call) freeMsg() {
 	if cl.msg != nil && !cl.msgTook {
-		mem.DefaultBufferPool().Put(cl.msg)
+		cl.putMsg()
 	}
 	cl.msg = nil
+}
+
+// putMsg gives the request message's buffer back to the pool, if it
+// came from there.
+func (cl *Call) putMsg() {
+	if cl.msg != &cl.small {
+		mem.DefaultBufferPool().Put(cl.msg)
+	}
+	cl.small = nil
 }

@@ -78,7 +78,7 @@ type conn struct {
 	connUnacked uint32 // connection window consumed, not yet granted back
 	resetWin    rate
 	ctlWin      rate
-	lastPing    time.Time
+	lastPing    int64 // mono time of the last PING received (0: none)
 	pingStrikes int
 	lastRead    atomic.Int64 // UnixNano of the last frame read (keepalive)
 	kaPing      time.Time    // keepalive PING sent and not answered (mu)
@@ -87,7 +87,7 @@ type conn struct {
 	hencLim     uint32
 
 	mu        sync.Mutex
-	streams   map[uint32]*Call
+	streams   map[uint32]*Call // nil until the first stream, and while parked
 	lastID    uint32
 	inflight  int
 	ndeleg    int    // of inflight, delegated streams (delegate.go)
@@ -96,21 +96,22 @@ type conn struct {
 	goAwayID  uint32 // last stream id accepted
 	closed    bool
 	ready     bool      // handshake done
+	nwRun     bool      // drainNoWait runs
 	idleSince time.Time // when the last stream closed (zero: busy)
 	born      time.Time
 	timer     *time.Timer // housekeeping (recv timeout, idle, age)
 	timerDue  time.Time
 
 	wmu      sync.Mutex
-	wq       atomic.Int32 // writers queued for wmu (lockWrite)
-	wb       *[]byte      // pending bytes (pooled), nil: none
-	lazyOnly bool         // what is pending is a PING ack that may wait (onPing)
-	qEmpty   bool         // the send queue was found empty and nothing was written since
-	// answers finishNoWait left to drainNoWait (nwRun: it runs)
-	nwMu        sync.Mutex
+	wq       atomic.Int32  // writers queued for wmu (lockWrite)
+	sqN      int32         // what sendQueueEmpty's probe read (wmu)
+	sqFn     func(uintptr) // that probe (made on first use, dropped when the connection parks)
+	wb       *[]byte       // pending bytes (pooled), nil: none
+	lazyOnly bool          // what is pending is a PING ack that may wait (onPing)
+	qEmpty   bool          // the send queue was found empty and nothing was written since
+	// answers finishNoWait left to drainNoWait (under mu; nwRun: it runs)
 	nwQ         []*Call
-	nwRun       bool
-	wdl         time.Time // write deadline armed (with slack)
+	wdl         int64 // mono time of the write deadline armed (with slack)
 	henc        *hpack.Encoder
 	hbuf        headerBuf
 	connSendWin int64
@@ -121,15 +122,22 @@ type conn struct {
 	werr        error
 }
 
+// monoEpoch is the origin of the monotonic times kept as int64 (mono):
+// 8 bytes each instead of a time.Time's 24 in the connection's struct.
+var monoEpoch = time.Now()
+
+// mono is t as nanoseconds since monoEpoch (monotonic clock).
+func mono(t time.Time) int64 { return int64(t.Sub(monoEpoch)) }
+
 // rate counts events in one-second windows.
 type rate struct {
-	start time.Time
+	start int64 // mono time
 	n     int
 }
 
 func (r *rate) add(now time.Time, limit int) bool {
-	if now.Sub(r.start) > time.Second {
-		r.start, r.n = now, 0
+	if t := mono(now); t-r.start > int64(time.Second) {
+		r.start, r.n = t, 0
 	}
 	r.n++
 	return r.n <= limit
@@ -140,7 +148,7 @@ func (r *rate) add(now time.Time, limit int) bool {
 var wbufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc, streams: map[uint32]*Call{}, connSendWin: defaultWindow, peerInitWin: defaultWindow, peerMaxFrm: defaultMaxFrm}
+	c := &conn{s: s, nc: nc, connSendWin: defaultWindow, peerInitWin: defaultWindow, peerMaxFrm: defaultMaxFrm}
 	c.peer = peer.Peer{Addr: nc.RemoteAddr(), LocalAddr: nc.LocalAddr()}
 	c.base, c.stop = context.WithCancel(context.Background())
 	// Reads and writes go to the accepted socket itself when nc wraps it
@@ -213,7 +221,9 @@ func (c *conn) run() {
 				_ = c.io.SetReadDeadline(time.Time{})
 				c.shrink()
 				c.parked.Store(true)
-				go c.idleWait()
+				if !c.s.park.park(c) {
+					go c.idleWait()
+				}
 				return
 			}
 		}
@@ -428,6 +438,9 @@ func (c *conn) closeNow(err error) {
 		delete(c.streams, id)
 	}
 	c.mu.Unlock()
+	if c.parked.Load() { // (only ever set after the handshake, on plain TCP)
+		c.s.park.unpark(c) // its idleWait finds the socket closed
+	}
 	_ = c.nc.Close()
 	if c.stop != nil {
 		c.stop()
@@ -436,6 +449,7 @@ func (c *conn) closeNow(err error) {
 		if cl.cancel != nil {
 			cl.cancel()
 		}
+		cl.cancelled()
 		if !cl.started { // no longer set once closed (endOfRequest)
 			c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
 		}
@@ -716,12 +730,12 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 		minT = 2 * time.Hour
 	}
 	last := c.lastPing
-	c.lastPing = now
+	c.lastPing = mono(now)
 	if c.wroteStream.Swap(false) {
 		// A reply was written since the last ping: this one is not checked
 		// (grpc-go: a client's BDP pings follow the server's data).
 		c.pingStrikes = 0
-	} else if !last.IsZero() && now.Sub(last) < minT {
+	} else if last != 0 && mono(now)-last < int64(minT) {
 		c.pingStrikes++
 		if c.pingStrikes > maxPingStrikes {
 			return c.calm(ReasonPing, "too_many_pings")
@@ -761,7 +775,7 @@ func (c *conn) flushLazy(now time.Time) {
 			}
 			*c.wbuf() = appendRST(c.getBuf(), cl.id, http2.ErrCodeCancel)
 			c.dropStream(cl) // takes mu: fine with wmu held
-			cl.out = nil
+			cl.dropOut()
 			c.count(ReasonStalled)
 		}
 		clear(c.pending[len(keep):])
@@ -832,6 +846,7 @@ func (c *conn) dropStream(cl *Call) {
 	if cl.cancel != nil {
 		cl.cancel()
 	}
+	cl.cancelled()
 	if unstarted { // the request never reached the handler
 		c.s.cfg.Metrics.answered(c.base, cl, codes.Canceled)
 	}
@@ -928,6 +943,9 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		// Published with lastID, under the same lock: a GOAWAY (drain)
 		// that counts the stream as seen also finds it open, and does not
 		// close the connection under it.
+		if c.streams == nil { // none yet, or dropped while parked (shrink)
+			c.streams = map[uint32]*Call{}
+		}
 		c.streams[id] = cl
 		c.idleSince = time.Time{}
 		c.armForStream(cl.opened)
@@ -949,7 +967,25 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	var nAuth, nHost int
 	var connHdr bool
 	var hdrErr *status.Status
-	md := make(metadata.MD, len(f.Fields))
+	// One map sized for the keys it gets (a small map up to 8) and one
+	// backing array for the first value of every key (a key's slice has
+	// capacity 1: a second value of the key is appended to a copy).
+	nmd := 0
+	for _, hf := range f.Fields {
+		if hf.Name == ":authority" || !isReserved(hf.Name) && hf.Name != "host" && hf.Name != "connection" {
+			nmd++
+		}
+	}
+	md := make(metadata.MD, nmd)
+	vals := make([]string, 0, nmd)
+	add := func(k, v string) {
+		if old, ok := md[k]; ok {
+			md[k] = append(old, v)
+			return
+		}
+		vals = append(vals, v)
+		md[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":method":
@@ -958,7 +994,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			cl.method = hf.Value
 		case ":authority":
 			nAuth++
-			md[":authority"] = append(md[":authority"], hf.Value)
+			add(":authority", hf.Value)
 		case "host":
 			nHost++
 			host = hf.Value
@@ -966,7 +1002,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			connHdr = true
 		case "content-type":
 			ct = hf.Value
-			md[hf.Name] = append(md[hf.Name], hf.Value)
+			add(hf.Name, hf.Value)
 		case "grpc-timeout":
 			te = hf.Value
 		case "grpc-encoding":
@@ -983,7 +1019,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 					continue
 				}
 			}
-			md[hf.Name] = append(md[hf.Name], v)
+			add(hf.Name, v)
 		}
 	}
 	cl.md = md
@@ -1129,19 +1165,26 @@ func (cl *Call) appendData(p []byte, maxMsg int) *status.Status {
 			return nil
 		}
 		if cl.msgLen < 0 {
-			k := min(5-len(cl.buf), len(p))
-			cl.buf = append(cl.buf, p[:k]...)
+			k := copy(cl.pfx[cl.npfx:], p)
+			cl.npfx += uint8(k)
 			p = p[k:]
-			if len(cl.buf) < 5 {
+			if cl.npfx < 5 {
 				return nil
 			}
-			ml := int(uint32(cl.buf[1])<<24 | uint32(cl.buf[2])<<16 | uint32(cl.buf[3])<<8 | uint32(cl.buf[4]))
+			ml := int(uint32(cl.pfx[1])<<24 | uint32(cl.pfx[2])<<16 | uint32(cl.pfx[3])<<8 | uint32(cl.pfx[4]))
 			if ml > maxMsg || ml < 0 {
 				return status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", ml, maxMsg)
 			}
 			cl.msgLen = ml
-			cl.msg = mem.DefaultBufferPool().Get(ml)
-			*cl.msg = (*cl.msg)[:0]
+			if mem.IsBelowBufferPoolingThreshold(ml) {
+				// mem.NewBuffer (TakeMessage) would not give a pooled
+				// buffer this small back to the pool.
+				cl.small = make([]byte, 0, ml)
+				cl.msg = &cl.small
+			} else {
+				cl.msg = mem.DefaultBufferPool().Get(ml)
+				*cl.msg = (*cl.msg)[:0]
+			}
 			continue
 		}
 		if len(*cl.msg) == cl.msgLen {
@@ -1168,14 +1211,14 @@ func (c *conn) endOfRequest(cl *Call) error {
 	cl.endStream = true
 	cfg := &c.s.cfg
 	switch {
-	case cl.msgLen < 0 && len(cl.buf) > 0,
+	case cl.msgLen < 0 && cl.npfx > 0,
 		cl.msgLen >= 0 && len(*cl.msg) < cl.msgLen:
 		cl.freeMsg()
 		c.earlyStatus(cl, 200, status.New(codes.Internal, "grpcserve: request message truncated"), nil)
 		return nil
 	case cl.msgLen >= 0:
 		cl.hasMsg = true
-		if cl.buf[0]&1 != 0 {
+		if cl.pfx[0]&1 != 0 {
 			if st := cl.decompress(cfg.MaxRecvMsgSize); st != nil {
 				cl.freeMsg()
 				c.earlyStatus(cl, 200, st, nil)
@@ -1183,7 +1226,6 @@ func (c *conn) endOfRequest(cl *Call) error {
 			}
 		}
 	}
-	cl.buf = nil
 	c.mu.Lock()
 	if !c.admitLocked(cl, cl.freeMsg) {
 		return nil
@@ -1232,7 +1274,7 @@ func (cl *Call) decompress(maxMsg int) *status.Status {
 	if n > int64(maxMsg) {
 		return status.Newf(codes.ResourceExhausted, "grpc: received message after decompression larger than max %d", maxMsg)
 	}
-	mem.DefaultBufferPool().Put(cl.msg)
+	cl.putMsg()
 	b := out.Bytes()
 	cl.msg = &b
 	cl.msgTook = false
@@ -1357,7 +1399,7 @@ func (c *conn) finishNoWait(cl *Call, b *connio.Batch) {
 	}
 	if c.raw != nil && c.wmu.TryLock() {
 		n := len(cl.out) + 1024 // the answer, its headers and trailers
-		if len(c.pending) == 0 && (c.qEmpty || sendQueueEmpty(c.raw)) {
+		if len(c.pending) == 0 && (c.qEmpty || c.sendQueueEmpty()) {
 			c.qEmpty = true
 			if c.wb != nil && len(*c.wb) > 0 {
 				if n+len(*c.wb) > noWaitBytes && !c.lazyOnly {
@@ -1377,11 +1419,11 @@ func (c *conn) finishNoWait(cl *Call, b *connio.Batch) {
 	}
 	// Left to a goroutine of its own, one per burst: the answers that
 	// queue while it runs leave in one write.
-	c.nwMu.Lock()
+	c.mu.Lock()
 	c.nwQ = append(c.nwQ, cl)
 	start := !c.nwRun
 	c.nwRun = true
-	c.nwMu.Unlock()
+	c.mu.Unlock()
 	if start {
 		go c.drainNoWait()
 	}
@@ -1394,14 +1436,14 @@ func (c *conn) drainNoWait() {
 	var b connio.Batch
 	var q []*Call
 	for {
-		c.nwMu.Lock()
+		c.mu.Lock()
 		q, c.nwQ = c.nwQ, q[:0]
 		if len(q) == 0 {
 			c.nwRun = false
-			c.nwMu.Unlock()
+			c.mu.Unlock()
 			return
 		}
-		c.nwMu.Unlock()
+		c.mu.Unlock()
 		for i, cl := range q {
 			c.lockWrite()
 			c.answer(cl, &b)
@@ -1478,7 +1520,8 @@ func (c *conn) answer(cl *Call, batch *connio.Batch) {
 		}
 		c.writeStatus(cl.st, cl.trailer)
 		b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
-		cl.hdrSent, cl.sent, cl.out = true, 0, nil
+		cl.hdrSent, cl.sent = true, 0
+		cl.dropOut()
 		drained := c.streamEnding(cl)
 		c.streamEnded(cl, drained, c.flushIn(b, batch))
 		return
@@ -1572,7 +1615,7 @@ func (c *conn) writeBody(b []byte, cl *Call) ([]byte, bool) {
 	c.hbuf.b = c.hbuf.b[:0]
 	c.writeStatus(nil, cl.trailer)
 	b = appendHeaderBlock(b, cl.id, c.hbuf.b, true, c.peerMaxFrm)
-	cl.out = nil
+	cl.dropOut()
 	return b, true
 }
 
@@ -1676,9 +1719,10 @@ func (c *conn) write() error {
 		return c.werr
 	}
 	t := c.s.cfg.WriteTimeout
-	if now := time.Now(); c.wdl.Sub(now) < t {
-		c.wdl = now.Add(t + t/8)
-		_ = c.io.SetWriteDeadline(c.wdl)
+	if now := time.Now(); c.wdl-mono(now) < int64(t) {
+		dl := now.Add(t + t/8)
+		c.wdl = mono(dl)
+		_ = c.io.SetWriteDeadline(dl)
 	}
 	c.qEmpty = false
 	if _, err := c.io.Write(b); err != nil {

@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -289,4 +290,42 @@ func BenchmarkUnaryHybrid(b *testing.B) {
 	gs := grpc.NewServer()
 	defer gs.Stop()
 	benchUnary(b, Config{Name: "l", Handler: &fastOnly{}, Blocking: true, Fallback: gs})
+}
+
+// BenchmarkDelegatedUnary: a 1 KB unary call delegated to the Fallback
+// (a grpc-go server whose unknown-service handler echoes raw bytes): the
+// delegated path's cost per call (compare allocs/op with BenchmarkUnary).
+func BenchmarkDelegatedUnary(b *testing.B) {
+	gs := grpc.NewServer(grpc.ForceServerCodecV2(rawcodec.Codec{}), grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		var m rawcodec.Message
+		if err := st.RecvMsg(&m); err != nil {
+			return err
+		}
+		defer m.Free()
+		return st.SendMsg(&m)
+	}))
+	defer gs.Stop()
+	s := New(Config{Name: "l", Handler: &fastOnly{}, Blocking: true, Fallback: gs})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	req := make([]byte, 1024)
+	var resp []byte
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")
+	b.ReportAllocs()
+	for b.Loop() {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := cc.Invoke(cctx, "/x.Y/Z", req, &resp); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		if len(resp) != len(req) {
+			b.Fatalf("%d bytes back", len(resp))
+		}
+	}
 }

@@ -11,19 +11,24 @@ import (
 	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
-// A waiting connection holds no read buffer, and an idle one a small
-// goroutine, as a private listener's connection (package inbound,
-// idle.go): on a plain TCP connection (Linux) the bytes are read through
-// a reader whose 4 KB buffer comes from a pool while bytes arrive and
-// goes back once every buffered byte has been handled; the wait for the
-// next frame parks on the netpoller without a buffer
+// A waiting connection holds no read buffer, and an idle one no
+// goroutine: on a plain TCP connection (Linux) the bytes are read
+// through a reader whose buffer (readBuffer) comes from a pool while
+// bytes arrive and goes back once every buffered byte has been handled;
+// the wait for the next frame parks on the netpoller without a buffer
 // (syscall.RawConn.Read with a callback that peeks at one byte,
 // MSG_PEEK|MSG_DONTWAIT). After Config.IdleGrace without frames the
-// housekeeping timer interrupts that wait (a read deadline in the past)
-// and a fresh goroutine (2 KB stack) takes it over from the one whose
-// stack handling frames has grown. Cost per burst of frames: one peek
-// syscall. TLS connections (crypto/tls buffers inside) and other
-// net.Conns keep their buffer and goroutine.
+// housekeeping timer interrupts that wait (a read deadline in the past),
+// the connection drops what its next frames can rebuild (shrink), and
+// the reading goroutine, whose stack handling frames has grown, hands
+// the wait to the server's parker (park_linux.go: an epoll set of the
+// server's own, no goroutine per connection) and ends; when the socket
+// becomes readable a fresh goroutine takes the connection over
+// (idleWait). Where the parker is unavailable a fresh goroutine (2 KB
+// stack) does the wait. Cost per burst of frames: one peek syscall; per
+// wake-up after IdleGrace, two epoll_ctl and one goroutine start. TLS
+// connections (crypto/tls buffers inside) and other net.Conns keep their
+// buffer and goroutine.
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBuffer); return &b }}
 
@@ -119,7 +124,7 @@ func (c *conn) awaitBytes() error {
 //     headers); the encoder made on wake-up starts its first header block
 //     with table size updates 0 and the size in force, which empty the
 //     client's copy of the table (RFC 7541 §4.2, §6.3);
-//   - the header block scratch buffer, and the stream map's storage.
+//   - the header block scratch buffer, and the stream map.
 //
 // They are made again (a few hundred bytes) when the next frame arrives
 // (wake); a connection in use never parks and keeps them.
@@ -139,13 +144,14 @@ func (c *conn) shrink() {
 	// of open streams need the encoder.
 	idle := len(c.streams) == 0
 	if idle {
-		c.streams = map[uint32]*Call{}
+		c.streams = nil
 	}
 	c.mu.Unlock()
 	if idle && c.henc != nil {
 		c.hencLim = c.henc.MaxDynamicTableSize()
 		c.henc, c.hbuf.b = nil, nil
 	}
+	c.sqFn = nil
 	c.unlockWrite()
 }
 
@@ -183,8 +189,10 @@ func (c *conn) wake() {
 	c.mu.Unlock()
 }
 
-// idleWait is the goroutine of an idle connection: it parks until the
-// socket is readable without a buffer, then reads frames (run). The
+// idleWait is the goroutine of an idle connection, started by the
+// parker when its socket became readable (or, without the parker, when
+// it parked): it waits until the socket is readable without a buffer,
+// then reads frames (run); a closed socket ends the connection. The
 // buffer-less wait has no deadline (idle connections are closed by the
 // housekeeping timer: max_connection_idle).
 func (c *conn) idleWait() {

@@ -219,3 +219,120 @@ func TestPingAckRidesWithReply(t *testing.T) {
 		t.Fatalf("reply with the ack: acked %v, %v", acked, err)
 	}
 }
+
+// BenchmarkIdleConnBytesGRPC: what the server keeps per idle connection
+// of real grpc-go clients (grpc.NewClient over 127.0.0.1, raw codec, one
+// unary call each, N = 500, in-process), at two moments: right after the
+// calls ("busy": what the process holds while a burst of connections is
+// being opened, which sets its heap's high-water mark) and after
+// IdleGrace ("idle"). server-*-B/conn counts only allocations made by
+// this package's frames or under its Serve (the socket it accepts), from
+// the heap profile (MemProfileRate 1, after GC): the clients' own memory
+// is not ours. idle-B/conn, heap-B/conn and stack-B/conn count both
+// sides. MESHGATE_HEAPPROFILE=FILE writes the idle heap profile.
+func BenchmarkIdleConnBytesGRPC(b *testing.B) {
+	const n = 500
+	rate := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	defer func() { runtime.MemProfileRate = rate }()
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: 200 * time.Millisecond})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	addr := ln.Addr().String()
+	var m testkit.PerConn
+	var busy, idle float64
+	for i := 0; i < b.N; i++ {
+		base := serverHeap()
+		m.Start()
+		conns := make([]*grpc.ClientConn, 0, n)
+		for range n {
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, cc)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		for _, cc := range conns {
+			var resp []byte
+			if err := cc.Invoke(ctx, "/t.S/M", []byte("warm"), &resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cancel()
+		busy += float64(serverHeap()-base) / n
+		if !waitParked(s, n, 10*time.Second) {
+			b.Fatal("the connections did not park")
+		}
+		m.Stop(n)
+		idle += float64(serverHeap()-base) / n
+		if p := os.Getenv("MESHGATE_HEAPPROFILE"); p != "" {
+			f, _ := os.Create(p)
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+		}
+		for _, cc := range conns {
+			_ = cc.Close()
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) && func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) > 0 }() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	m.Report(b)
+	b.ReportMetric(busy/float64(b.N), "server-busy-B/conn")
+	b.ReportMetric(idle/float64(b.N), "server-idle-B/conn")
+}
+
+// waitParked polls until n connections of s are parked (idle.go).
+func waitParked(s *Server, n int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		k := 0
+		s.mu.Lock()
+		for c := range s.conns {
+			if c.parked.Load() {
+				k++
+			}
+		}
+		s.mu.Unlock()
+		if k >= n {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// serverHeap is the heap in use (after GC, MemProfileRate 1) allocated
+// by this package's code or below its Serve.
+func serverHeap() int64 {
+	runtime.GC()
+	runtime.GC()
+	var recs []runtime.MemProfileRecord
+	for {
+		k, ok := runtime.MemProfile(recs, true)
+		if ok {
+			recs = recs[:k]
+			break
+		}
+		recs = make([]runtime.MemProfileRecord, k+64)
+	}
+	var sum int64
+	for i := range recs {
+		r := &recs[i]
+		frames := runtime.CallersFrames(r.Stack())
+		for {
+			f, more := frames.Next()
+			if strings.Contains(f.Function, "meshgate/meshgate/grpcserve.") && !strings.Contains(f.Function, "grpcserve.Benchmark") && !strings.Contains(f.Function, "grpcserve.serverHeap") {
+				sum += r.InUseBytes()
+				break
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	return sum
+}

@@ -16,15 +16,21 @@ import (
 // and an exact zero sent ~95 % of sequential calls' answers to a
 // goroutine of their own. The ioctl is a raw syscall, like the socket's
 // reads and writes (package rawio).
-func sendQueueEmpty(rc syscall.RawConn) bool {
-	q := int32(-1)
-	_ = rc.Control(func(fd uintptr) {
-		var v int32
-		if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCOUTQ, uintptr(unsafe.Pointer(&v))); e == 0 {
-			q = v
-		}
-	})
-	return q >= 0 && q <= sendQueueSlack
+func (c *conn) sendQueueEmpty() bool {
+	if c.sqFn == nil {
+		c.sqFn = c.probeSendQueue // a method value: made once, not per call
+	}
+	c.sqN = -1
+	_ = c.raw.Control(c.sqFn)
+	return c.sqN >= 0 && c.sqN <= sendQueueSlack
+}
+
+// probeSendQueue reads the send queue's length into c.sqN (wmu held).
+func (c *conn) probeSendQueue(fd uintptr) {
+	var v int32
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCOUTQ, uintptr(unsafe.Pointer(&v))); e == 0 {
+		c.sqN = v
+	}
 }
 
 // sendQueueSlack: unacknowledged bytes tolerated by sendQueueEmpty; with

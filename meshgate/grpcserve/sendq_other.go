@@ -2,9 +2,7 @@
 
 package grpcserve
 
-import "syscall"
-
 // sendQueueEmpty is false where the send queue cannot be read: answers
 // completed by other goroutines are then written on a goroutine of their
 // own.
-func sendQueueEmpty(syscall.RawConn) bool { return false }
+func (c *conn) sendQueueEmpty() bool { return false }

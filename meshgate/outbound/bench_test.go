@@ -16,6 +16,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
+	"github.com/meshgate/meshgate/meshgate/grpcserve"
 	"github.com/meshgate/meshgate/meshgate/outbound"
 	"github.com/meshgate/meshgate/meshgate/rawcodec"
 	"github.com/meshgate/meshgate/meshgate/upstream"
@@ -91,4 +92,32 @@ func benchInvoke(b *testing.B, cc *grpc.ClientConn, method string) {
 			}
 		})
 	})
+}
+
+// BenchmarkDirectPrivate: the S6 path in one process: grpc-go client →
+// grpcserve (the direct server transport) → DirectHandler (TryStart on
+// the reading goroutine) → private pool (StartPolicy) → privconn → legacy
+// echo backend over TCP → back, 128 B, serial calls on one connection.
+// allocs/op counts both ends (grpc-go's client, the backend); the
+// MeshGate share is what -memprofile (-memprofilerate 1) attributes to
+// meshgate/ frames outside the client and the backend.
+func BenchmarkDirectPrivate(b *testing.B) {
+	e := newEnv(b, legacy.ServerOptions{OnRequest: func(*codec.Frame) {}}, 1, 1)
+	gs := grpcserve.New(grpcserve.Config{Name: "grpc-in", Blocking: true, Handler: e.out.DirectHandler(nil, nil)})
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	go func() { _ = gs.Serve(ln) }()
+	b.Cleanup(gs.Close)
+	cc := testkit.Client(b, ln.Addr().String())
+	body := make([]byte, 128)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "12345", "x-mgp-caller", "bench")
+	var out []byte
+	if err := cc.Invoke(ctx, "/test.Echo/Echo", body, &out); err != nil || len(out) != len(body) {
+		b.Fatalf("warm-up call: %d bytes, %v", len(out), err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := cc.Invoke(ctx, "/test.Echo/Echo", body, &out); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

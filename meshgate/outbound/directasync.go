@@ -50,9 +50,9 @@ type asyncCall struct {
 	ds     DirectStream
 	cs     *callState
 	call   upstream.Call
-	ctx    context.Context    // requestFrame's (the call's, bounded)
-	cancel context.CancelFunc // requestFrame's
-	stop   func() bool        // stops the cancel hook
+	ctx    context.Context    // the call's
+	cancel context.CancelFunc // noCancel
+	dl     time.Time          // the call's deadline, else the route's timeout
 	start  time.Time
 	refs   atomic.Int32
 
@@ -135,11 +135,12 @@ func (a *asyncCall) send(ctx context.Context) error {
 	r, cs := a.r, a.cs
 	f := &cs.f
 	f.Cmd, f.Ext = r.Cmd, cs.ext[:0]
-	ctx, cancel, err := r.requestFrame(ctx, f, &cs.dl)
-	a.ctx, a.cancel = ctx, cancel // finish cancels
+	a.ctx = ctx
+	dl, err := r.requestFrameDirect(ctx, a.c.Metadata(), f, &cs.dl)
 	if err != nil {
 		return err
 	}
+	a.dl = dl
 	if err := recvOne(&a.ds, &cs.msg, &cs.extra); err != nil {
 		return err
 	}
@@ -147,9 +148,10 @@ func (a *asyncCall) send(ctx context.Context) error {
 	if err := transcodeRequest(r, f); err != nil {
 		return err
 	}
-	dl, _ := ctx.Deadline()
 	a.refs.Add(1) // the cancel hook
-	a.stop = context.AfterFunc(a.c.Context(), a.hookFn)
+	if !a.c.OnCancel(a.hookFn) {
+		a.refs.Add(-1) // cancelled already: checked after StartPolicy
+	}
 	a.call.SetBatch(a.c.Batch()) // on the client connection's reader
 	err = r.Pool.StartPolicy(&a.call, f, dl, &r.Policy, a.doneFn)
 	switch {
@@ -164,7 +166,8 @@ func (a *asyncCall) send(ctx context.Context) error {
 }
 
 // hook cancels the upstream request when the client reset the stream or
-// the connection ended (not at the deadline: StartPolicy answers that).
+// the connection ended (grpcserve.Call.OnCancel; not at the deadline:
+// StartPolicy answers that).
 func (a *asyncCall) hook() {
 	if errors.Is(a.c.Context().Err(), context.Canceled) {
 		a.call.Ticket().Cancel()
@@ -174,14 +177,16 @@ func (a *asyncCall) hook() {
 
 // sync sends the request with DoPolicy (the breaker would queue it).
 func (a *asyncCall) sync() {
-	resp, err := a.r.Pool.DoPolicy(a.ctx, &a.cs.f, &a.r.Policy)
+	ctx, cancel := context.WithDeadline(a.ctx, a.dl)
+	resp, err := a.r.Pool.DoPolicy(ctx, &a.cs.f, &a.r.Policy)
+	cancel()
 	a.done(resp, err)
 }
 
 // done is the completion: StartPolicy's callback (resp valid only during
 // the call) or sync's.
 func (a *asyncCall) done(resp *codec.Frame, err error) {
-	if a.stop() {
+	if a.c.StopOnCancel() {
 		a.unref() // the hook will not run
 	}
 	a.cs.msg.Free() // the body was encoded onto the wire (or the call failed)
@@ -214,7 +219,7 @@ func (a *asyncCall) unref() {
 	cs.f = codec.Frame{}
 	clear(cs.ext[:])
 	statePool.Put(cs)
-	a.s, a.r, a.c, a.cs, a.ctx, a.cancel, a.stop = nil, nil, nil, nil, nil, nil, nil
+	a.s, a.r, a.c, a.cs, a.ctx, a.cancel, a.dl = nil, nil, nil, nil, nil, nil, time.Time{}
 	a.ds = DirectStream{}
 	asyncPool.Put(a)
 }

@@ -106,10 +106,9 @@ func callDeadline(ctx context.Context, timeout time.Duration) (context.Context, 
 // returns the bounded context and its cancel (to defer, also on error).
 func (r *Route) requestFrame(ctx context.Context, f *codec.Frame, dlb *[4]byte) (context.Context, context.CancelFunc, error) {
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if err := mapping.RequestFrame(md, f); err != nil {
-			return ctx, noCancel, status.Errorf(codes.InvalidArgument, "outbound: %v", err)
+		if err := r.frameFromMD(md, f); err != nil {
+			return ctx, noCancel, err
 		}
-		r.md.RequestFromMD(md, f)
 	}
 	ctx, cancel, remaining := callDeadline(ctx, r.Timeout)
 	if remaining <= 0 {
@@ -117,6 +116,37 @@ func (r *Route) requestFrame(ctx context.Context, f *codec.Frame, dlb *[4]byte) 
 	}
 	mapping.AppendDeadline(f, dlb, remaining)
 	return ctx, cancel, nil
+}
+
+// frameFromMD fills f's uin and extensions from the call's metadata md
+// (read only: values alias it).
+func (r *Route) frameFromMD(md metadata.MD, f *codec.Frame) error {
+	if err := mapping.RequestFrame(md, f); err != nil {
+		return status.Errorf(codes.InvalidArgument, "outbound: %v", err)
+	}
+	r.md.RequestFromMD(md, f)
+	return nil
+}
+
+// requestFrameDirect is requestFrame for a call of the direct transport
+// started on its reading goroutine (directasync.go): the metadata is the
+// call's own (no copy: metadata.FromIncomingContext copies), and no
+// context is derived: it returns the deadline (the call's, else the
+// route's timeout from now), which StartPolicy enforces itself.
+func (r *Route) requestFrameDirect(ctx context.Context, md metadata.MD, f *codec.Frame, dlb *[4]byte) (time.Time, error) {
+	if err := r.frameFromMD(md, f); err != nil {
+		return time.Time{}, err
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(r.Timeout)
+	}
+	remaining := time.Until(dl)
+	if remaining <= 0 {
+		return dl, status.Error(codes.DeadlineExceeded, "outbound: deadline exceeded before sending")
+	}
+	mapping.AppendDeadline(f, dlb, remaining)
+	return dl, nil
 }
 
 // proxyContext is the context of a gRPC → gRPC call: the call's deadline,
