@@ -107,7 +107,16 @@ func callEcho(t *testing.T, cc *grpc.ClientConn, i int) {
 // the Framer, the HPACK encoder). The wait for the park is outside the
 // timer.
 func BenchmarkCallAfterPark(b *testing.B) {
-	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: time.Millisecond})
+	// parked: the connection parks (no goroutine) before each call;
+	// waiting: the same pause (10 ms) with the reading goroutine blocked
+	// in its read, as it is within IdleGrace. The difference is the cost
+	// of the wake-up.
+	b.Run("parked", func(b *testing.B) { benchCallAfterPause(b, time.Millisecond, true) })
+	b.Run("waiting", func(b *testing.B) { benchCallAfterPause(b, time.Hour, false) })
+}
+
+func benchCallAfterPause(b *testing.B, grace time.Duration, park bool) {
+	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: grace})
 	ln := testkit.Listen(b, "127.0.0.1:0")
 	go func() { _ = s.Serve(ln) }()
 	defer s.Close()
@@ -132,8 +141,9 @@ func BenchmarkCallAfterPark(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
+		time.Sleep(10 * time.Millisecond)
 		deadline := time.Now().Add(5 * time.Second)
-		for !parkedIn(c) {
+		for park && !parkedIn(c) {
 			if time.Now().After(deadline) {
 				b.Fatal("the connection did not park")
 			}
