@@ -106,6 +106,8 @@ type Options struct {
 	Replay *ReplayCache
 	// Telemetry records spans and access-log lines; nil = none.
 	Telemetry *telemetry.Hub
+	// IdleGrace: a plain-TCP connection idle this long waits without a goroutine (idle.go); 0: 200 ms, < 0: never.
+	IdleGrace time.Duration
 }
 
 // Server serves one private listener.
@@ -143,6 +145,8 @@ type Server struct {
 	readers sync.Pool    // *readerBox: frame readers of plain TCP connections (idle.go)
 	held    atomic.Int64 // pooled readers held by connections (idle.go)
 	waits   atomic.Int64 // idle-wait goroutines started (idle.go)
+
+	park connio.Parker // idle connections without a goroutine (idle.go)
 }
 
 // New returns a server using table t (replace it with SetTable).
@@ -155,6 +159,9 @@ func New(opts Options, t *Table) *Server {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.IdleGrace == 0 {
+		opts.IdleGrace = defaultIdleGrace
 	}
 	s := &Server{
 		opts:  opts,
@@ -311,6 +318,7 @@ func (s *Server) Close() {
 		c.abort()
 	}
 	s.connWG.Wait()
+	s.park.Close()
 	s.work.Close()
 }
 
