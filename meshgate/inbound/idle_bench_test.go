@@ -54,9 +54,17 @@ func (r sysConn) Close() error { return syscall.Close(int(r)) }
 // (a connection that has served a request is the realistic idle state),
 // then stay open; after a GC the growth of heap in use plus goroutine
 // stacks, divided by N, is reported as idle-B/conn (not asserted).
+// parked: measured once every connection is parked (IdleGrace passed, no
+// goroutine); waiting: parking off (IdleGrace < 0), measured after the
+// same settling pause, each connection waiting on its small goroutine.
 func BenchmarkIdleConnBytes(b *testing.B) {
+	b.Run("parked", func(b *testing.B) { benchIdleConnBytes(b, 0) })
+	b.Run("waiting", func(b *testing.B) { benchIdleConnBytes(b, -1) })
+}
+
+func benchIdleConnBytes(b *testing.B, grace time.Duration) {
 	const n = 500
-	e := benchEnv(b)
+	e := newEnvO(b, envOpts{grace: grace})
 	wire, _ := e.codec.Append(nil, &codec.Frame{Cmd: cmdEcho, Seq: 1, UIN: 42, Body: []byte("warm")})
 	roundTrip := func(c sysConn) {
 		if _, err := c.Write(wire); err != nil {
@@ -81,11 +89,18 @@ func BenchmarkIdleConnBytes(b *testing.B) {
 			conns = append(conns, c)
 			roundTrip(c)
 		}
+		// Settle: past the linger and the grace (and, parking, until
+		// every connection is parked).
+		time.Sleep(defaultIdleGrace + idleLinger + 50*time.Millisecond)
+		deadline := time.Now().Add(5 * time.Second)
+		for grace >= 0 && e.srv.park.Len() < n && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		m.Stop(n)
 		for _, c := range conns {
 			_ = c.Close()
 		}
-		deadline := time.Now().Add(5 * time.Second)
+		deadline = time.Now().Add(5 * time.Second)
 		for e.srv.Conns() > 1 && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}

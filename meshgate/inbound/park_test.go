@@ -242,3 +242,53 @@ func TestParkWakeConcurrent(t *testing.T) {
 	}
 	testkit.Within(t, 5*time.Second, "all parked", func() bool { return e.srv.park.Len() == conns && connGoroutines() == 0 })
 }
+
+// BenchmarkHeartbeatAfterPark: one heartbeat (answered by MeshGate
+// itself, so that the wake-up is most of the cost) after a 30 ms pause,
+// on a connection that is parked (IdleGrace 1 ms, the park awaited
+// outside the timer) or waiting on its idle goroutine (parking off; the
+// pause is past the 20 ms linger, so that goroutine is the small fresh
+// one of an idle connection). The difference is the wake-up's cost.
+func BenchmarkHeartbeatAfterPark(b *testing.B) {
+	b.Run("parked", func(b *testing.B) { benchHeartbeatAfterPause(b, time.Millisecond) })
+	b.Run("waiting", func(b *testing.B) { benchHeartbeatAfterPause(b, -1) })
+}
+
+func benchHeartbeatAfterPause(b *testing.B, grace time.Duration) {
+	e := newEnvO(b, envOpts{grace: grace})
+	c := dialRaw(b, e.addr)
+	defer c.Close()
+	hb, _ := e.codec.Append(nil, &codec.Frame{Cmd: 1, Seq: 1, Flags: codec.FlagHeartbeat})
+	rd := codec.NewReader(c, e.codec, 256)
+	var f codec.Frame
+	beat := func() {
+		if _, err := c.Write(hb); err != nil {
+			b.Fatal(err)
+		}
+		if err := rd.ReadFrame(&f); err != nil || f.Flags&codec.FlagResponse == 0 {
+			b.Fatalf("heartbeat reply %v %+v", err, f)
+		}
+	}
+	beat()
+	var sc *conn
+	e.srv.mu.Lock()
+	for k := range e.srv.conns {
+		sc = k
+	}
+	e.srv.mu.Unlock()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		time.Sleep(30 * time.Millisecond)
+		deadline := time.Now().Add(5 * time.Second)
+		for grace > 0 && !parked(sc) {
+			if time.Now().After(deadline) {
+				b.Fatal("the connection did not park")
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		b.StartTimer()
+		beat()
+	}
+}
