@@ -5,6 +5,7 @@ package inbound
 import (
 	"io"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -81,8 +82,10 @@ func benchIdleConnBytes(b *testing.B, grace time.Duration) {
 	roundTrip(w)
 	defer w.Close()
 	var m testkit.PerConn
+	var gs float64
 	for i := 0; i < b.N; i++ {
 		m.Start()
+		g0 := runtime.NumGoroutine()
 		conns := make([]sysConn, 0, n)
 		for range n {
 			c := dialRaw(b, e.addr)
@@ -97,6 +100,7 @@ func benchIdleConnBytes(b *testing.B, grace time.Duration) {
 			time.Sleep(time.Millisecond)
 		}
 		m.Stop(n)
+		gs += float64(runtime.NumGoroutine()-g0) / n
 		for _, c := range conns {
 			_ = c.Close()
 		}
@@ -106,4 +110,5 @@ func benchIdleConnBytes(b *testing.B, grace time.Duration) {
 		}
 	}
 	m.Report(b)
+	b.ReportMetric(gs/float64(b.N), "goroutines/conn")
 }
