@@ -7,7 +7,8 @@
 //
 // Per connection one goroutine reads frames (codec.Reader; an idle plain
 // TCP connection waits on a small fresh goroutine without a read buffer,
-// idle.go); each request is dispatched to its own goroutine, so many
+// and after Options.IdleGrace in the listener's connio.Parker without any
+// goroutine, idle.go); each request is dispatched to its own goroutine, so many
 // requests are in flight at once (pipelining) and replies go out in
 // completion order. A private → private request on a one-attempt route
 // is instead sent by the reader itself and answered from the upstream
