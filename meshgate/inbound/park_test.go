@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"runtime/pprof"
 	"sync"
 	"testing"
@@ -290,5 +292,36 @@ func benchHeartbeatAfterPause(b *testing.B, grace time.Duration) {
 		}
 		b.StartTimer()
 		beat()
+	}
+}
+
+// TestParkedCountTowardMaxConnections: parked connections hold their
+// slots of max_connections (one past the cap is refused), and a parked
+// connection whose client leaves frees its slot for a new one.
+func TestParkedCountTowardMaxConnections(t *testing.T) {
+	e := newEnv(t, envOpts{grace: 20 * time.Millisecond, maxConns: 2})
+	var cls []*client
+	for range 2 {
+		cl := e.dial()
+		if _, ok := cl.call(codecFrame(cmdEcho, 0, "x")); !ok {
+			t.Fatal("no reply within the cap")
+		}
+		cls = append(cls, cl)
+	}
+	testkit.Within(t, 2*time.Second, "both parked", func() bool { return e.srv.park.Len() == 2 })
+	nc, err := net.DialTimeout("tcp", e.addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); err != io.EOF && !isReset(err) {
+		t.Fatalf("connection past the cap: read %v, want it closed by the server", err)
+	}
+	_ = nc.Close()
+	_ = cls[0].nc.Close()
+	testkit.Within(t, 2*time.Second, "the parked connection's slot freed", func() bool { return e.srv.Conns() == 1 && e.srv.park.Len() == 1 })
+	cl := e.dial()
+	if r, ok := cl.call(codecFrame(cmdEcho, 0, "freed")); !ok || string(r.Body) != "freed" {
+		t.Fatalf("new connection in the freed slot: ok=%v %+v", ok, r)
 	}
 }
