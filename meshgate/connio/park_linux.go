@@ -49,6 +49,14 @@ type Parker struct {
 	fail  bool              // epoll unavailable: Park refuses
 	done  bool              // closed
 	wg    sync.WaitGroup    // the waiting goroutine
+
+	// epoll_ctl of a socket under its RawConn.Control (p.mu held):
+	// ctlFn is p.ctl bound once, ctlAdd and ctlPC its arguments, ctlOK
+	// its result (no closure allocated per park or wake-up).
+	ctlFn  func(uintptr)
+	ctlAdd bool
+	ctlPC  *Parked
+	ctlOK  bool
 }
 
 // parkEvents: events drained per epoll_pwait.
@@ -63,22 +71,37 @@ func (p *Parker) Park(pc *Parked) bool {
 	if p.done || p.fail || !p.startLocked() {
 		return false
 	}
-	ok := false
-	err := pc.raw.Control(func(fd uintptr) {
-		if old := p.conns[int32(fd)]; old != nil && old != pc {
-			// The descriptor number is reused: old's socket was closed
-			// while parked (its registration ended with it).
-			delete(p.conns, int32(fd))
-			go old.wake()
-		}
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd)}
-		if epollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) == nil {
-			p.conns[int32(fd)] = pc
-			pc.fd = int32(fd)
-			ok = true
-		}
-	})
-	return err == nil && ok
+	return p.control(pc, true)
+}
+
+// control runs ctl on pc's descriptor (p.mu held): add registers it
+// (true when done), else it is removed from the epoll set.
+func (p *Parker) control(pc *Parked, add bool) bool {
+	p.ctlAdd, p.ctlPC, p.ctlOK = add, pc, false
+	err := pc.raw.Control(p.ctlFn)
+	p.ctlPC = nil
+	return err == nil && p.ctlOK
+}
+
+// ctl is the RawConn.Control callback of control.
+func (p *Parker) ctl(fd uintptr) {
+	if !p.ctlAdd {
+		_ = epollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+		return
+	}
+	pc := p.ctlPC
+	if old := p.conns[int32(fd)]; old != nil && old != pc {
+		// The descriptor number is reused: old's socket was closed
+		// while parked (its registration ended with it).
+		delete(p.conns, int32(fd))
+		go old.wake()
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd)}
+	if epollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev) == nil {
+		p.conns[int32(fd)] = pc
+		pc.fd = int32(fd)
+		p.ctlOK = true
+	}
 }
 
 // Unpark takes pc out of the parker, if it is there, and starts its
@@ -91,10 +114,9 @@ func (p *Parker) Unpark(pc *Parked) bool {
 	}
 	delete(p.conns, pc.fd)
 	if !p.done {
-		// Not after a close of the socket: the descriptor may be another's.
-		_ = pc.raw.Control(func(fd uintptr) {
-			_ = epollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-		})
+		// Not after a close of the socket (Control fails then): the
+		// descriptor may be another's.
+		p.control(pc, false)
 	}
 	go pc.wake()
 	return true
@@ -158,6 +180,7 @@ func (p *Parker) startLocked() bool {
 		return false
 	}
 	p.conns = map[int32]*Parked{}
+	p.ctlFn = p.ctl
 	p.wg.Add(1)
 	go p.wait(rc)
 	return true
@@ -183,9 +206,7 @@ func (p *Parker) wait(rc syscall.RawConn) {
 						continue
 					}
 					delete(p.conns, ev.Fd)
-					_ = pc.raw.Control(func(sfd uintptr) {
-						_ = epollCtl(int(fd), unix.EPOLL_CTL_DEL, int(sfd), nil)
-					})
+					p.control(pc, false)
 					woken = append(woken, pc)
 				}
 				p.mu.Unlock()
@@ -216,9 +237,7 @@ func (p *Parker) abandon() {
 	for fd, pc := range p.conns {
 		delete(p.conns, fd)
 		if !p.done { // the epoll descriptor is still open
-			_ = pc.raw.Control(func(sfd uintptr) {
-				_ = epollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(sfd), nil)
-			})
+			p.control(pc, false)
 		}
 		go pc.wake()
 	}
