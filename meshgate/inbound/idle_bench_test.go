@@ -40,13 +40,28 @@ func dialRaw(tb testing.TB, addr string) sysConn {
 	return sysConn(fd)
 }
 
-func (r sysConn) Write(p []byte) (int, error) { return syscall.Write(int(r), p) }
-func (r sysConn) Read(p []byte) (int, error) {
-	n, err := syscall.Read(int(r), p)
-	if n == 0 && err == nil {
-		return 0, io.EOF
+// Write and Read retry EINTR (the runtime's preemption signals interrupt
+// blocking syscalls).
+func (r sysConn) Write(p []byte) (int, error) {
+	for {
+		n, err := syscall.Write(int(r), p)
+		if err != syscall.EINTR {
+			return n, err
+		}
 	}
-	return max(n, 0), err
+}
+
+func (r sysConn) Read(p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(int(r), p)
+		if err == syscall.EINTR {
+			continue
+		}
+		if n == 0 && err == nil {
+			return 0, io.EOF
+		}
+		return max(n, 0), err
+	}
 }
 func (r sysConn) Close() error { return syscall.Close(int(r)) }
 
