@@ -73,10 +73,11 @@ type conn struct {
 	box    *readerBox // the reader held (rd is box.rd), with the frame read
 	// parked wait of an idle plain TCP connection (idle.go): pk its
 	// place in the listener's parker; parked and parkDL (the deadline
-	// of the wait) under dmu; ptimer ends the wait at parkDL.
+	// of the wait, Unix nanoseconds: conn stays in the 512-byte size
+	// class) under dmu; ptimer ends the wait at parkDL.
 	pk     connio.Parked
 	parked bool
-	parkDL time.Time
+	parkDL int64
 	ptimer *time.Timer
 
 	// replyNow's non-blocking write (async.go): writeFn is writeRaw,
@@ -175,7 +176,7 @@ func (c *conn) drainNudge() {
 		c.rdl = time.Now().Add(c.s.opts.DrainQuiet)
 		_ = c.nc.SetReadDeadline(c.rdl)
 		if c.parked { // its wait goes on, with this deadline, on a goroutine
-			c.parkDL = c.rdl
+			c.parkDL = c.rdl.UnixNano()
 			c.s.park.Unpark(&c.pk)
 		}
 	}

@@ -195,7 +195,7 @@ func (c *conn) park(g, dl time.Time) bool {
 		return false // drainNudge armed its own deadline
 	}
 	if !c.s.draining.Load() && c.ctx.Err() == nil && time.Now().Before(dl) {
-		c.parkDL, c.parked = dl, true
+		c.parkDL, c.parked = dl.UnixNano(), true
 		if c.s.park.Park(&c.pk) {
 			if c.ptimer == nil {
 				c.ptimer = time.AfterFunc(time.Until(dl), c.parkTimeout)
@@ -219,7 +219,7 @@ func (c *conn) unparked() {
 	c.dmu.Lock()
 	c.parked = false
 	c.ptimer.Stop()
-	c.rdl = c.parkDL
+	c.rdl = time.Unix(0, c.parkDL)
 	_ = c.nc.SetReadDeadline(c.rdl)
 	c.dmu.Unlock()
 	c.s.waits.Add(1)
