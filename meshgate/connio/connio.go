@@ -5,7 +5,9 @@
 // (meshgate/grpcserve) use both. Drain is the graceful shutdown with a
 // hard stop at a deadline that listeners and servers share. Batch is a
 // connection reader's write batch: the frames it produces for other
-// connections are written once per read instead of once each.
+// connections are written once per read instead of once each. Parker
+// holds connections idle past their grace without a goroutine each (one
+// epoll set per listener or server, Linux; park_linux.go).
 package connio
 
 import (

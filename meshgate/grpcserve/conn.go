@@ -72,7 +72,8 @@ type conn struct {
 	raw         syscall.RawConn // plain TCP: the buffer-less wait (idle.go)
 	peekFn      func(uintptr) bool
 	peek        connio.Peeker
-	parked      atomic.Bool // the buffer-less wait holds the connection (idle.go)
+	parked      atomic.Bool   // the buffer-less wait holds the connection (idle.go)
+	pk          connio.Parked // its place in the server's parker (idle.go)
 	fr          *http2.Framer
 	connUsed    int64  // connection receive window used
 	connUnacked uint32 // connection window consumed, not yet granted back
@@ -221,7 +222,7 @@ func (c *conn) run() {
 				_ = c.io.SetReadDeadline(time.Time{})
 				c.shrink()
 				c.parked.Store(true)
-				if !c.s.park.park(c) {
+				if !c.park() {
 					go c.idleWait()
 				}
 				return
@@ -313,6 +314,7 @@ func (c *conn) handshake() bool {
 	}
 	c.br.keep = c.raw == nil
 	c.peekFn = c.peek.Ready
+	c.pk.Init(c.raw, c.idleWait)
 	var pre [len(http2.ClientPreface)]byte
 	if err := c.awaitBytes(); err != nil {
 		c.count(ReasonHandshake)
@@ -439,7 +441,7 @@ func (c *conn) closeNow(err error) {
 	}
 	c.mu.Unlock()
 	if c.parked.Load() { // (only ever set after the handshake, on plain TCP)
-		c.s.park.unpark(c) // its idleWait finds the socket closed
+		c.s.park.Unpark(&c.pk) // its idleWait finds the socket closed
 	}
 	_ = c.nc.Close()
 	if c.stop != nil {

@@ -21,7 +21,7 @@ import (
 // housekeeping timer interrupts that wait (a read deadline in the past),
 // the connection drops what its next frames can rebuild (shrink), and
 // the reading goroutine, whose stack handling frames has grown, hands
-// the wait to the server's parker (park_linux.go: an epoll set of the
+// the wait to the server's parker (connio.Parker: an epoll set of the
 // server's own, no goroutine per connection) and ends; when the socket
 // becomes readable a fresh goroutine takes the connection over
 // (idleWait). Where the parker is unavailable a fresh goroutine (2 KB
@@ -204,4 +204,26 @@ func (c *conn) idleWait() {
 		return
 	}
 	c.run()
+}
+
+// park hands the wait of c (reading goroutine, about to end) to the
+// server's parker (connio.Parker: one epoll set per server, no goroutine
+// per connection); false: not possible (the caller waits on a
+// goroutine). Ownership: whoever takes the connection out of the parker
+// (an event of its socket, or closeNow before it closes the socket)
+// starts its idleWait.
+func (c *conn) park() bool {
+	if !c.s.park.Park(&c.pk) {
+		return false
+	}
+	// closeNow sets closed before it looks for the connection in the
+	// parker: one that closed meanwhile is not left behind (whichever of
+	// the two takes it out starts its idleWait).
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		c.s.park.Unpark(&c.pk)
+	}
+	return true
 }

@@ -36,15 +36,7 @@ func connGoroutines() int {
 
 // parkedIn reports whether c is in its server's parker.
 func parkedIn(c *conn) bool {
-	p := &c.s.park
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pc := range p.conns {
-		if pc == c {
-			return true
-		}
-	}
-	return false
+	return c.s.park.Holds(&c.pk)
 }
 
 // TestParkedHoldsNoGoroutine: a grpc-go client's connection idle for

@@ -114,7 +114,7 @@ type Config struct {
 	MaxConnectionIdle time.Duration
 	// IdleGrace: a plain-TCP connection without frames for this long
 	// drops what its next frames can rebuild and waits without a
-	// goroutine (idle.go, park_linux.go; elsewhere on a small one).
+	// goroutine (idle.go, connio.Parker; elsewhere on a small one).
 	// Default 200 ms: what a connection holds while in use (a grown stack,
 	// the Framer, the HPACK encoder) is held only that long after its
 	// last frame; a call after a longer pause pays the wake-up (a
@@ -215,7 +215,7 @@ type Server struct {
 	in     InlineStarter         // cfg.Handler's, when Blocking; nil: none
 	fast   FastPath              // cfg.Handler's, when cfg.Fallback is set; nil: every stream is the Handler's
 	held   atomic.Int64          // read buffers held by connections (idle.go)
-	park   parker                // idle connections without a goroutine (park_linux.go)
+	park   connio.Parker         // idle connections without a goroutine (idle.go)
 
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -361,7 +361,7 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	s.park.close()
+	s.park.Close()
 	s.wk.Close()
 }
 

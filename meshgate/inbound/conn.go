@@ -71,6 +71,14 @@ type conn struct {
 	waitFn func()
 	peek   connio.Peeker
 	box    *readerBox // the reader held (rd is box.rd), with the frame read
+	// parked wait of an idle plain TCP connection (idle.go): pk its
+	// place in the listener's parker; parked and parkDL (the deadline
+	// of the wait, Unix nanoseconds: conn stays in the 512-byte size
+	// class) under dmu; ptimer ends the wait at parkDL.
+	pk     connio.Parked
+	parked bool
+	parkDL int64
+	ptimer *time.Timer
 
 	// replyNow's non-blocking write (async.go): writeFn is writeRaw,
 	// bound once; wnow the bytes, wnowN and wnowErr its result (under wmu).
@@ -94,7 +102,9 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		// The end of the connection's context (abort, a failed write)
 		// cancels its requests in flight on the I/O goroutines (async.go)
 		// as it cancels the workers' calls.
-		context.AfterFunc(ctx, c.async.cancel)
+		// It also takes a parked connection out of the parker (idle.go).
+		context.AfterFunc(ctx, c.ended)
+		c.pk.Init(c.raw, c.unparked)
 	} else {
 		c.takeReader() // kept for the connection's life
 	}
@@ -165,6 +175,10 @@ func (c *conn) drainNudge() {
 	if c.inflight.Load() == 0 {
 		c.rdl = time.Now().Add(c.s.opts.DrainQuiet)
 		_ = c.nc.SetReadDeadline(c.rdl)
+		if c.parked { // its wait goes on, with this deadline, on a goroutine
+			c.parkDL = c.rdl.UnixNano()
+			c.s.park.Unpark(&c.pk)
+		}
 	}
 	c.dmu.Unlock()
 }

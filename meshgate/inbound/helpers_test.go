@@ -57,7 +57,8 @@ type envOpts struct {
 	maxConns int           // Options.MaxConnections
 	sendTO   time.Duration // Options.SendTimeout
 	backend  []grpc.ServerOption
-	log      *slog.Logger // Options.Logger
+	log      *slog.Logger  // Options.Logger
+	grace    time.Duration // Options.IdleGrace
 }
 
 func newEnv(t *testing.T, o envOpts) *env {
@@ -98,7 +99,7 @@ func newEnvO(t testing.TB, o envOpts) *env {
 		routes[i].Timeout = config.DefaultTimeout
 	}
 	c := mgp.New(o.maxFrame)
-	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO, Logger: o.log}, NewTable("priv", routes, o.lim, o.auth, m))
+	srv := New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond, Now: o.now, MaxConnections: o.maxConns, SendTimeout: o.sendTO, Logger: o.log, IdleGrace: o.grace}, NewTable("priv", routes, o.lim, o.auth, m))
 	e := &env{t: t, gs: backend.Server, pool: pool, srv: srv, metrics: m, codec: c}
 	e.serve(t)
 	return e

@@ -2,9 +2,11 @@ package inbound
 
 import (
 	"errors"
+	"os"
 	"time"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/connio"
 )
 
 // An idle connection holds no read buffer.
@@ -108,9 +110,22 @@ func (c *conn) goIdle() {
 
 // idleWait is the goroutine of an idle connection: it parks until the
 // socket is readable (or the read deadline passes) without a buffer, then
-// takes a reader and runs the connection.
+// takes a reader and runs the connection. After Options.IdleGrace it
+// hands the wait to the listener's parker and ends (park).
 func (c *conn) idleWait() {
-	if err := c.raw.Read(c.peekFn); err != nil {
+	var err error
+	if g, dl, ok := c.armGrace(); ok {
+		err = c.raw.Read(c.peekFn)
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if c.park(g, dl) {
+				return
+			}
+			err = c.raw.Read(c.peekFn) // the wait goes on here
+		}
+	} else {
+		err = c.raw.Read(c.peekFn)
+	}
+	if err != nil {
 		reason, rerr, again := c.readFailed(err)
 		if !again {
 			c.close(reason, rerr)
@@ -121,6 +136,113 @@ func (c *conn) idleWait() {
 	}
 	c.takeReader()
 	c.run()
+}
+
+// An idle connection holds no goroutine (Linux, plain TCP): after
+// Options.IdleGrace (default 200 ms) in the buffer-less wait, the wait
+// goroutine hands the socket to the listener's parker (connio.Parker: one
+// epoll set per listener, waited for by one goroutine) and ends. The
+// grace is the wait's read deadline (armGrace); the idle deadline that
+// was armed (idle timeout, with its slack) becomes the parked wait's
+// deadline (parkDL), kept by one timer per connection (made on its first
+// park, reset on each): at parkDL the timer takes the connection out of
+// the parker. Whoever takes it out (an event of the socket: bytes, the
+// client's close; the timer; a drain nudge; the end of the connection's
+// context, which every close of the socket follows) starts unparked,
+// which re-arms parkDL as the read deadline and waits as before, so a
+// readable socket is read, a passed deadline is the idle timeout (or,
+// draining, the quiet period), and a closed socket ends the connection.
+// A connection parks only with nothing buffered in its reader (it has
+// none: a frame's bytes are read up to its end under the read timeout),
+// not while draining and not when the deadline is less than a grace away.
+// Cost per wake-up against a waiting goroutine: two epoll_ctl, one
+// goroutine start, a timer reset and two read deadlines (docs/performance.md).
+
+// defaultIdleGrace is Options.IdleGrace's default: a client sending a
+// frame at least every 200 ms never pays the wake-up, and a heartbeat
+// client (one frame every 30 to 60 s) is parked for more than 99 % of its
+// life.
+const defaultIdleGrace = 200 * time.Millisecond
+
+// armGrace arms the read deadline of the buffer-less wait to end after
+// IdleGrace (g), unless parking is off, the server is draining or the
+// armed deadline (dl) is less than two graces away; ok: armed.
+func (c *conn) armGrace() (g, dl time.Time, ok bool) {
+	grace := c.s.opts.IdleGrace
+	if grace < 0 || !connio.ParkSupported || c.s.draining.Load() {
+		return g, dl, false
+	}
+	now := time.Now()
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	dl, g = c.rdl, now.Add(grace)
+	if dl.Sub(g) < grace {
+		return g, dl, false
+	}
+	_ = c.nc.SetReadDeadline(g)
+	c.rdl = g
+	return g, dl, true
+}
+
+// park hands the wait to the listener's parker when the grace (g) has
+// passed; false: not possible (a drain nudge re-armed the deadline, the
+// server is draining, the connection ended, the parker refused), and the
+// caller waits on with the deadline dl (or the nudged one).
+func (c *conn) park(g, dl time.Time) bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !c.rdl.Equal(g) {
+		return false // drainNudge armed its own deadline
+	}
+	if !c.s.draining.Load() && c.ctx.Err() == nil && time.Now().Before(dl) {
+		c.parkDL, c.parked = dl.UnixNano(), true
+		if c.s.park.Park(&c.pk) {
+			if c.ptimer == nil {
+				c.ptimer = time.AfterFunc(time.Until(dl), c.parkTimeout)
+			} else {
+				c.ptimer.Reset(time.Until(dl))
+			}
+			return true
+		}
+		c.parked = false
+	}
+	_ = c.nc.SetReadDeadline(dl)
+	c.rdl = dl
+	return false
+}
+
+// unparked is the wake of a parked connection (a goroutine of its own,
+// started by whoever took it out of the parker): the read deadline of the
+// parked wait is armed again, and the wait goes on (idleWait) and finds
+// the socket readable, closed, or its deadline passed.
+func (c *conn) unparked() {
+	c.dmu.Lock()
+	c.parked = false
+	c.ptimer.Stop()
+	c.rdl = time.Unix(0, c.parkDL)
+	_ = c.nc.SetReadDeadline(c.rdl)
+	c.dmu.Unlock()
+	c.s.waits.Add(1)
+	c.idleWait()
+}
+
+// parkTimeout ends the parked wait at its deadline (the timer's func). A
+// timer that fired as the connection was woken otherwise may wake its
+// next parked wait early: that wait then simply goes on.
+func (c *conn) parkTimeout() { c.s.park.Unpark(&c.pk) }
+
+// ended runs when the connection's context ends (every close of its
+// socket follows): requests in flight on the I/O goroutines are
+// cancelled (async.go), and a parked connection is taken out of the
+// parker, so that its wait ends (the socket is closed, or a timed-out
+// drain goes on).
+func (c *conn) ended() {
+	c.async.cancel()
+	c.dmu.Lock()
+	if c.parked {
+		c.s.park.Unpark(&c.pk)
+	}
+	c.dmu.Unlock()
 }
 
 // takeReader gives the connection a reader from the pool.

@@ -7,7 +7,8 @@
 //
 // Per connection one goroutine reads frames (codec.Reader; an idle plain
 // TCP connection waits on a small fresh goroutine without a read buffer,
-// idle.go); each request is dispatched to its own goroutine, so many
+// and after Options.IdleGrace in the listener's connio.Parker without any
+// goroutine, idle.go); each request is dispatched to its own goroutine, so many
 // requests are in flight at once (pipelining) and replies go out in
 // completion order. A private → private request on a one-attempt route
 // is instead sent by the reader itself and answered from the upstream
@@ -106,6 +107,8 @@ type Options struct {
 	Replay *ReplayCache
 	// Telemetry records spans and access-log lines; nil = none.
 	Telemetry *telemetry.Hub
+	// IdleGrace: a plain-TCP connection idle this long waits without a goroutine (idle.go); 0: 200 ms, < 0: never.
+	IdleGrace time.Duration
 }
 
 // Server serves one private listener.
@@ -143,6 +146,8 @@ type Server struct {
 	readers sync.Pool    // *readerBox: frame readers of plain TCP connections (idle.go)
 	held    atomic.Int64 // pooled readers held by connections (idle.go)
 	waits   atomic.Int64 // idle-wait goroutines started (idle.go)
+
+	park connio.Parker // idle connections without a goroutine (idle.go)
 }
 
 // New returns a server using table t (replace it with SetTable).
@@ -155,6 +160,9 @@ func New(opts Options, t *Table) *Server {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.IdleGrace == 0 {
+		opts.IdleGrace = defaultIdleGrace
 	}
 	s := &Server{
 		opts:  opts,
@@ -311,6 +319,7 @@ func (s *Server) Close() {
 		c.abort()
 	}
 	s.connWG.Wait()
+	s.park.Close()
 	s.work.Close()
 }
 
