@@ -81,9 +81,9 @@ type delegated struct {
 	werr     error
 }
 
-// delegate hands cl (headers f, validated) to the Fallback (reading
+// delegate hands cl (header fields, validated) to the Fallback (reading
 // goroutine).
-func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
+func (c *conn) delegate(cl *Call, fields []hpack.HeaderField) error {
 	d := &delegated{c: c, cl: cl, hdr: http.Header{}, more: make(chan struct{}), eof: cl.endStream}
 	ctx := context.WithValue(c.base, http.LocalAddrContextKey, c.peer.LocalAddr)
 	d.ctx, d.end = context.WithCancel(ctx)
@@ -98,9 +98,9 @@ func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 	cl.d = d // the reading goroutine's (onData, endOfRequest)
 
-	h := make(http.Header, len(f.Fields))
+	h := make(http.Header, len(fields))
 	var host string
-	for _, hf := range f.Fields {
+	for _, hf := range fields {
 		if strings.HasPrefix(hf.Name, ":") {
 			if hf.Name == ":authority" {
 				host = hf.Value
