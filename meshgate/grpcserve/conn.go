@@ -74,8 +74,8 @@ type conn struct {
 	peek        connio.Peeker
 	parked      atomic.Bool // the buffer-less wait holds the connection (idle.go)
 	fr          *http2.Framer
-	connUsed    int64   // connection receive window used
-	connUnacked uint32  // connection window consumed, not yet granted back
+	connUsed    int64  // connection receive window used
+	connUnacked uint32 // connection window consumed, not yet granted back
 	resetWin    rate
 	ctlWin      rate
 	lastPing    int64 // mono time of the last PING received (0: none)
