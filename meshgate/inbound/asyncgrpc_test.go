@@ -3,6 +3,7 @@ package inbound
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"regexp"
 	"testing"
 	"time"
@@ -24,6 +25,34 @@ import (
 // runtime wires them; async false keeps every request on the workers.
 func newGRPCAsyncEnv(t testing.TB, async bool) *env {
 	t.Helper()
+	if async {
+		return newGRPCEnv(t, grpcAsync)
+	}
+	return newGRPCEnv(t, grpcWorkers)
+}
+
+// How newGRPCEnv's requests are served.
+const (
+	grpcAsync   = iota // on the I/O goroutines
+	grpcWorkers        // on workers, with a context per request (the route as if it had retries)
+	grpcWait           // on workers waiting for a started call (waitDirect): one-attempt routes, clients whose connection is not plain TCP (as a TLS client's)
+)
+
+// opaqueListener's connections hide their *net.TCPConn, as TLS does:
+// their requests go to the workers.
+type opaqueListener struct{ net.Listener }
+
+func (l opaqueListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{c}, nil
+}
+
+func newGRPCEnv(t testing.TB, mode int) *env {
+	t.Helper()
+	async := mode != grpcWorkers
 	backend := &testkit.Stub{}
 	m := admin.NewMetrics()
 	pool := pooltest.GRPC(t, config.Upstream{Name: "demo", Protocol: "grpc", Endpoints: []string{backend.Start(t)}, LB: "round_robin", Connections: 1,
@@ -53,7 +82,18 @@ func newGRPCAsyncEnv(t testing.TB, async bool) *env {
 	c := mgp.New(0)
 	e := &env{t: t, gs: backend.Server, pool: pool, metrics: m, codec: c,
 		srv: New(Options{Name: "priv", Codec: c, Metrics: m, DrainQuiet: 100 * time.Millisecond}, tab)}
-	e.serve(t)
+	if mode != grpcWait {
+		e.serve(t)
+		return e
+	}
+	ln := testkit.Listen(t, "127.0.0.1:0")
+	e.addr = ln.Addr().String()
+	e.done = make(chan error, 1)
+	go func() { e.done <- e.srv.Serve(opaqueListener{ln}) }()
+	t.Cleanup(func() {
+		e.srv.Close()
+		<-e.done
+	})
 	return e
 }
 
@@ -75,8 +115,8 @@ func TestAsyncGRPCSameAsWorker(t *testing.T) {
 		{Cmd: cmdSleep, Body: []byte("2s"), Ext: []codec.Ext{deadlineExt(60)}},
 		{Cmd: cmdSleep, Body: []byte("1ms"), Ext: []codec.Ext{deadlineExt(2000)}},
 	}
-	run := func(async bool) ([]codec.Frame, *env) {
-		e := newGRPCAsyncEnv(t, async)
+	run := func(mode int) ([]codec.Frame, *env) {
+		e := newGRPCEnv(t, mode)
 		cl := e.dial()
 		var out []codec.Frame
 		for _, r := range reqs {
@@ -89,13 +129,20 @@ func TestAsyncGRPCSameAsWorker(t *testing.T) {
 		}
 		return out, e
 	}
-	work, we := run(false)
-	async, ae := run(true)
+	work, we := run(grpcWorkers)
+	async, ae := run(grpcAsync)
+	waited, wte := run(grpcWait)
 	for i := range reqs {
-		w, a := work[i], async[i]
+		w, a, wt := work[i], async[i], waited[i]
 		if w.Result != a.Result || !bytes.Equal(w.Body, a.Body) || fmt.Sprint(w.Ext) != fmt.Sprint(a.Ext) || w.UIN != a.UIN || w.Seq != a.Seq {
 			t.Errorf("request %d (cmd %d): worker %d %q %v, async %d %q %v", i, reqs[i].Cmd, w.Result, trim(w.Body), w.Ext, a.Result, trim(a.Body), a.Ext)
 		}
+		if w.Result != wt.Result || !bytes.Equal(w.Body, wt.Body) || fmt.Sprint(w.Ext) != fmt.Sprint(wt.Ext) || w.UIN != wt.UIN || w.Seq != wt.Seq {
+			t.Errorf("request %d (cmd %d): worker %d %q %v, worker waiting for a started call %d %q %v", i, reqs[i].Cmd, w.Result, trim(w.Body), w.Ext, wt.Result, trim(wt.Body), wt.Ext)
+		}
+	}
+	if n := wte.srv.workersStarted(); n == 0 {
+		t.Fatal("the waiting environment started no worker")
 	}
 	if async[6].Result != codec.ResultTimeout {
 		t.Errorf("expired request: result %d", async[6].Result)
@@ -110,6 +157,9 @@ func TestAsyncGRPCSameAsWorker(t *testing.T) {
 		for _, cmd := range []int{cmdEcho, cmdFail, cmdSleep} {
 			wv := testutil.ToFloat64(we.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmd), "demo", code))
 			av := testutil.ToFloat64(ae.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmd), "demo", code))
+			if tv := testutil.ToFloat64(wte.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmd), "demo", code)); tv != wv {
+				t.Errorf("cmd %d %s counted %v on the workers, %v on workers waiting for a started call", cmd, code, wv, tv)
+			}
 			if wv != av {
 				t.Errorf("cmd %d %s counted %v on the workers, %v on the I/O goroutines", cmd, code, wv, av)
 			}

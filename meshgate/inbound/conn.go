@@ -464,6 +464,10 @@ type request struct {
 	gcall    grpcpool.DirectCall
 	gasyncFn func(error)
 	gasync   bool
+	// a worker's call through gcall (asyncgrpc.go, waitDirect): its
+	// completion, and workerDone bound once
+	wdone   chan error
+	wdoneFn func(error)
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer; on the direct transport the
 	// request metadata is read from q.md and the response metadata
@@ -577,19 +581,23 @@ func (q *request) run() {
 		// direct one from q.opts (grpcdirect.OutgoingMD).
 		ctx = metadata.NewOutgoingContext(ctx, q.md.MD)
 	}
-	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	dl := time.Now().Add(q.timeout)
 	err := q.transcodeRequest()
 	if r.mig != nil {
 		q.mirrorBefore()
 	}
 	if err == nil {
-		if r.Guard != nil {
-			err = q.guarded(ctx, oc.CallOptions(q.opts))
-		} else {
-			err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+		var waited bool
+		if waited, err = q.waitDirect(dl, oc.CallOptions(q.opts)); !waited {
+			ctx, cancel := context.WithDeadline(ctx, dl)
+			if r.Guard != nil {
+				err = q.guarded(ctx, oc.CallOptions(q.opts))
+			} else {
+				err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+			}
+			cancel()
 		}
 	}
-	cancel()
 	body, err := q.replyBody(c.shutdownStatus(err))
 	q.endTelemetry(oc, err)
 	r.Upstream.Release()
