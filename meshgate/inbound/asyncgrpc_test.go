@@ -204,17 +204,22 @@ func TestAsyncGRPCPipelined(t *testing.T) {
 // TestAsyncGRPCCloseCancels: Close cancels a request in flight on the
 // I/O goroutines (RST_STREAM: the upstream handler sees it) and returns
 // at once; the Guard's in-flight count returns to zero.
+//
+// The same for a worker waiting for a call it started (waitDirect): the
+// connection's end cancels the call, which the worker waits for.
 func TestAsyncGRPCCloseCancels(t *testing.T) {
-	e := newGRPCAsyncEnv(t, true)
-	cl := e.dial()
-	cl.start(codec.Frame{Cmd: cmdSleep, Body: []byte("5s")})
-	ep := e.pool.Guard().Endpoints()[0]
-	closeInFlight(t, e.srv, ep.InFlight)
-	if !testkit.Await(2*time.Second, func() bool { return ep.InFlight() == 0 }) {
-		t.Fatalf("in flight after Close: %d", ep.InFlight())
-	}
-	cnt := testutil.ToFloat64(e.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmdSleep), "demo", "Canceled"))
-	if cnt != 1 {
-		t.Fatalf("cancelled requests counted %v, want 1", cnt)
+	for _, mode := range []int{grpcAsync, grpcWait} {
+		e := newGRPCEnv(t, mode)
+		cl := e.dial()
+		cl.start(codec.Frame{Cmd: cmdSleep, Body: []byte("5s")})
+		ep := e.pool.Guard().Endpoints()[0]
+		closeInFlight(t, e.srv, ep.InFlight)
+		if !testkit.Await(2*time.Second, func() bool { return ep.InFlight() == 0 }) {
+			t.Fatalf("mode %d: in flight after Close: %d", mode, ep.InFlight())
+		}
+		cnt := testutil.ToFloat64(e.metrics.Requests.WithLabelValues("priv", fmt.Sprint(cmdSleep), "demo", "Canceled"))
+		if cnt != 1 {
+			t.Fatalf("mode %d: cancelled requests counted %v, want 1", mode, cnt)
+		}
 	}
 }
