@@ -18,6 +18,7 @@ import (
 	"github.com/meshgate/meshgate/meshgate/admin"
 	"github.com/meshgate/meshgate/meshgate/config"
 	"github.com/meshgate/meshgate/meshgate/grpcpool"
+	"github.com/meshgate/meshgate/meshgate/resilience"
 )
 
 // newGRPCAsyncEnv is a private listener whose routes go through their
@@ -36,6 +37,7 @@ const (
 	grpcAsync   = iota // on the I/O goroutines
 	grpcWorkers        // on workers, with a context per request (the route as if it had retries)
 	grpcWait           // on workers waiting for a started call (waitDirect): one-attempt routes, clients whose connection is not plain TCP (as a TLS client's)
+	grpcRetry          // on workers, routes with retries (3 attempts on Unavailable): the Guard's DoUntil, the deadline a value (guardedUntil)
 )
 
 // opaqueListener's connections hide their *net.TCPConn, as TLS does:
@@ -52,7 +54,7 @@ func (l opaqueListener) Accept() (net.Conn, error) {
 
 func newGRPCEnv(t testing.TB, mode int) *env {
 	t.Helper()
-	async := mode != grpcWorkers
+	async := mode != grpcWorkers && mode != grpcRetry
 	backend := &testkit.Stub{}
 	m := admin.NewMetrics()
 	pool := pooltest.GRPC(t, config.Upstream{Name: "demo", Protocol: "grpc", Endpoints: []string{backend.Start(t)}, LB: "round_robin", Connections: 1,
@@ -66,12 +68,15 @@ func newGRPCEnv(t testing.TB, mode int) *env {
 	}
 	for i := range routes {
 		routes[i].Timeout = config.DefaultTimeout
+		if mode == grpcRetry {
+			routes[i].Policy = resilience.Policy{Idempotent: true, RetryOn: resilience.RetryUnavailable, MaxAttempts: 3}
+		}
 	}
 	lim := Limits{MaxInFlight: config.DefaultMaxInFlight, IdleTimeout: config.DefaultIdleTimeout, ReadTimeout: config.DefaultReadTimeout}
 	tab := NewTable("priv", routes, lim, nil, m)
 	for _, rs := range tab.byCmd {
 		for _, r := range rs {
-			if r.gasync == nil {
+			if r.gasync == nil && mode != grpcRetry {
 				t.Fatalf("route %d not asynchronous", r.Cmd)
 			}
 			if !async {
@@ -132,10 +137,14 @@ func TestAsyncGRPCSameAsWorker(t *testing.T) {
 	work, we := run(grpcWorkers)
 	async, ae := run(grpcAsync)
 	waited, wte := run(grpcWait)
+	retried, rte := run(grpcRetry)
 	for i := range reqs {
 		w, a, wt := work[i], async[i], waited[i]
 		if w.Result != a.Result || !bytes.Equal(w.Body, a.Body) || fmt.Sprint(w.Ext) != fmt.Sprint(a.Ext) || w.UIN != a.UIN || w.Seq != a.Seq {
 			t.Errorf("request %d (cmd %d): worker %d %q %v, async %d %q %v", i, reqs[i].Cmd, w.Result, trim(w.Body), w.Ext, a.Result, trim(a.Body), a.Ext)
+		}
+		if rt := retried[i]; w.Result != rt.Result || !bytes.Equal(w.Body, rt.Body) || fmt.Sprint(w.Ext) != fmt.Sprint(rt.Ext) || w.UIN != rt.UIN || w.Seq != rt.Seq {
+			t.Errorf("request %d (cmd %d): worker %d %q %v, worker with retries %d %q %v", i, reqs[i].Cmd, w.Result, trim(w.Body), w.Ext, rt.Result, trim(rt.Body), rt.Ext)
 		}
 		if w.Result != wt.Result || !bytes.Equal(w.Body, wt.Body) || fmt.Sprint(w.Ext) != fmt.Sprint(wt.Ext) || w.UIN != wt.UIN || w.Seq != wt.Seq {
 			t.Errorf("request %d (cmd %d): worker %d %q %v, worker waiting for a started call %d %q %v", i, reqs[i].Cmd, w.Result, trim(w.Body), w.Ext, wt.Result, trim(wt.Body), wt.Ext)
@@ -143,6 +152,12 @@ func TestAsyncGRPCSameAsWorker(t *testing.T) {
 	}
 	if n := wte.srv.workersStarted(); n == 0 {
 		t.Fatal("the waiting environment started no worker")
+	}
+	// The Unavailable reply ("14 down") was retried once; with one
+	// endpoint the next retry finds no untried endpoint (as on the
+	// context path).
+	if st := rte.pool.Guard().Stats(); st.Retries["retry"] != 1 || st.Retries["no_endpoint"] != 1 {
+		t.Errorf("retries %v, want 1 sent and 1 without an endpoint", st.Retries)
 	}
 	if async[6].Result != codec.ResultTimeout {
 		t.Errorf("expired request: result %d", async[6].Result)
@@ -208,7 +223,7 @@ func TestAsyncGRPCPipelined(t *testing.T) {
 // The same for a worker waiting for a call it started (waitDirect): the
 // connection's end cancels the call, which the worker waits for.
 func TestAsyncGRPCCloseCancels(t *testing.T) {
-	for _, mode := range []int{grpcAsync, grpcWait} {
+	for _, mode := range []int{grpcAsync, grpcWait, grpcRetry} {
 		e := newGRPCEnv(t, mode)
 		cl := e.dial()
 		cl.start(codec.Frame{Cmd: cmdSleep, Body: []byte("5s")})

@@ -588,7 +588,10 @@ func (q *request) run() {
 	}
 	if err == nil {
 		var waited bool
-		if waited, err = q.waitDirect(dl, oc.CallOptions(q.opts)); !waited {
+		if waited, err = q.waitDirect(dl, oc.CallOptions(q.opts)); !waited && r.Guard != nil {
+			waited, err = q.guardedUntil(ctx, dl, oc.CallOptions(q.opts))
+		}
+		if !waited {
 			ctx, cancel := context.WithDeadline(ctx, dl)
 			if r.Guard != nil {
 				err = q.guarded(ctx, oc.CallOptions(q.opts))
