@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
@@ -236,7 +237,11 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	}()
 	f := &cs.f
 	f.Cmd, f.Ext = r.Cmd, cs.ext[:0]
-	ctx, cancel, err := r.requestFrame(ctx, f, &cs.dl)
+	var md metadata.MD
+	if ds, ok := stream.(*DirectStream); ok {
+		md = ds.c.Metadata() // the call's own: no copy
+	}
+	ctx, cancel, err := r.requestFrameMD(ctx, md, f, &cs.dl)
 	defer cancel()
 	if err != nil {
 		return err
