@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/grpc/status"
 
@@ -47,52 +48,16 @@ func (p *PrivatePool) DoPolicy(ctx context.Context, req *codec.Frame, pol *resil
 	if p.ctx.Err() != nil {
 		return nil, ErrPoolClosed
 	}
-	var (
-		resps [8]*codec.Frame
-		errs  [8]error
-		eps   [8]*Endpoint
-	)
-	n, err := p.guard.Do(ctx, req.UIN, pol, func(ctx context.Context, ge *resilience.Endpoint, n int) resilience.Outcome {
-		e := p.eps[ge.Index()]
-		eps[n] = e
-		cn, ok := e.conn()
-		if !ok {
-			errs[n] = fmt.Errorf("%w: %s: endpoint %s has no live connection", ErrNoHealthy, p.name, e.addr)
-			return resilience.NotSent
-		}
-		f := req
-		if pol.HedgeDelay > 0 {
-			cp := *req // attempts may run side by side: each its own seq; req stays read-only
-			f = &cp
-		}
-		reportEndpoint(ctx, e.addr)
-		e.begin()
-		r, err := cn.Do(ctx, f)
-		e.end(err)
-		errs[n] = err
-		switch {
-		case err == nil:
-			e.count(resultCode(r.Result))
-			resps[n] = r
-			return resilience.ClassifyResult(r.Result)
-		case errors.Is(err, privconn.ErrNotSent), errors.Is(err, privconn.ErrTooManyInFlight):
-			return resilience.NotSent
-		}
-		e.count(status.Code(Status(ctx, err)))
-		switch {
-		case errors.Is(err, context.DeadlineExceeded):
-			return resilience.Timeout
-		case errors.Is(err, context.Canceled):
-			return resilience.Cancelled
-		}
-		return resilience.ConnectFailure
-	})
+	pc := policyCalls.Get().(*policyCall)
+	pc.p, pc.req, pc.pol = p, req, pol
+	n, err := p.guard.Do(ctx, req.UIN, pol, pc.fn)
 	var resp *codec.Frame
 	var last error
 	var lastEp *Endpoint
 	if err == nil {
-		resp, last, lastEp = resps[n], errs[n], eps[n]
+		resp, last, lastEp = pc.resps[n], pc.errs[n], pc.eps[n]
 	}
+	pc.release() // every attempt has returned (Do waits for hedged ones)
 	switch {
 	case err == nil && last == nil:
 		return resp, nil
@@ -102,4 +67,69 @@ func (p *PrivatePool) DoPolicy(ctx context.Context, req *codec.Frame, pol *resil
 		return nil, p.notSent(last)
 	}
 	return nil, p.wrap(lastEp, last)
+}
+
+// policyCall is the state of one DoPolicy call, pooled with its attempt
+// function bound once: a closure over per-call arrays escaped to the
+// heap (four allocations per call).
+type policyCall struct {
+	p     *PrivatePool
+	req   *codec.Frame
+	pol   *resilience.Policy
+	resps [8]*codec.Frame
+	errs  [8]error
+	eps   [8]*Endpoint
+	fn    resilience.Attempt // attempt
+}
+
+var policyCalls = sync.Pool{New: func() any {
+	pc := new(policyCall)
+	pc.fn = pc.attempt
+	return pc
+}}
+
+func (pc *policyCall) release() {
+	pc.p, pc.req, pc.pol = nil, nil, nil
+	clear(pc.resps[:])
+	clear(pc.errs[:])
+	clear(pc.eps[:])
+	policyCalls.Put(pc)
+}
+
+// attempt is one try of a DoPolicy call on the Guard's endpoint ge.
+func (pc *policyCall) attempt(ctx context.Context, ge *resilience.Endpoint, n int) resilience.Outcome {
+	p, req, pol := pc.p, pc.req, pc.pol
+	e := p.eps[ge.Index()]
+	pc.eps[n] = e
+	cn, ok := e.conn()
+	if !ok {
+		pc.errs[n] = fmt.Errorf("%w: %s: endpoint %s has no live connection", ErrNoHealthy, p.name, e.addr)
+		return resilience.NotSent
+	}
+	f := req
+	if pol.HedgeDelay > 0 {
+		cp := *req // attempts may run side by side: each its own seq; req stays read-only
+		f = &cp
+	}
+	reportEndpoint(ctx, e.addr)
+	e.begin()
+	r, err := cn.Do(ctx, f)
+	e.end(err)
+	pc.errs[n] = err
+	switch {
+	case err == nil:
+		e.count(resultCode(r.Result))
+		pc.resps[n] = r
+		return resilience.ClassifyResult(r.Result)
+	case errors.Is(err, privconn.ErrNotSent), errors.Is(err, privconn.ErrTooManyInFlight):
+		return resilience.NotSent
+	}
+	e.count(status.Code(Status(ctx, err)))
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return resilience.Timeout
+	case errors.Is(err, context.Canceled):
+		return resilience.Cancelled
+	}
+	return resilience.ConnectFailure
 }
