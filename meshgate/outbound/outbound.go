@@ -241,7 +241,18 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	if ds, ok := stream.(*DirectStream); ok {
 		md = ds.c.Metadata() // the call's own: no copy
 	}
-	ctx, cancel, err := r.requestFrameMD(ctx, md, f, &cs.dl)
+	// A call of the direct transport answered by one reply, without a
+	// shadow copy: the deadline is a value (DoPolicyUntil), no context
+	// or timer of its own.
+	byValue := md != nil && !r.Oneway && r.mig == nil
+	var dl time.Time
+	cancel := noCancel
+	var err error
+	if byValue {
+		dl, err = r.requestFrameDirect(ctx, md, f, &cs.dl)
+	} else {
+		ctx, cancel, err = r.requestFrameMD(ctx, md, f, &cs.dl)
+	}
 	defer cancel()
 	if err != nil {
 		return err
@@ -266,7 +277,12 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		}
 		return stream.SendMsg(empty)
 	}
-	resp, err := r.Pool.DoPolicy(ctx, f, &r.Policy)
+	var resp *codec.Frame
+	if byValue {
+		resp, err = r.Pool.DoPolicyUntil(ctx, dl, f, &r.Policy)
+	} else {
+		resp, err = r.Pool.DoPolicy(ctx, f, &r.Policy)
+	}
 	if r.mig != nil && r.mig.Mirror.Want(false) {
 		method, _ := grpc.MethodFromServerStream(stream)
 		req := shadowRequest(ctx, method, f.Body, f, false)
