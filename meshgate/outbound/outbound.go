@@ -240,10 +240,11 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	var md metadata.MD
 	if ds, ok := stream.(*DirectStream); ok {
 		md = ds.c.Metadata() // the call's own: no copy
+	} else {
+		md, _ = metadata.FromIncomingContext(ctx)
 	}
-	// A call of the direct transport answered by one reply, without a
-	// shadow copy: the deadline is a value (DoPolicyUntil), no context
-	// or timer of its own.
+	// A call answered by one reply, without a shadow copy: the deadline
+	// is a value (DoPolicyUntil), no context or timer of its own.
 	byValue := md != nil && !r.Oneway && r.mig == nil
 	var dl time.Time
 	cancel := noCancel

@@ -2,6 +2,9 @@ package outbound_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,6 +64,23 @@ func TestDirectWorkersDeadlineAsValue(t *testing.T) {
 	} else if ms, _ := mgp.Deadline(&f); ms == 0 || ms > 5000 {
 		t.Fatalf("deadline ext %d", ms)
 	}
+
+	// Concurrent calls on the pool's one connection: each reply is its
+	// own (a reply aliasing the connection reader's buffer would be
+	// overwritten by the next one read).
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				body := fmt.Sprintf("g%d-call%d-%s", g, i, strings.Repeat("x", i*7))
+				if out, err := invoke(ctx, "/test.Echo/Echo", []byte(body)); err != nil || string(out) != body {
+					t.Errorf("echo %q: %q %v", body, out, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 
 	// The client's deadline.
 	cctx, cancel := context.WithTimeout(context.Background(), 80*time.Millisecond)

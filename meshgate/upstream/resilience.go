@@ -135,8 +135,12 @@ func (pc *policyCall) startWait(ctx context.Context, cn *privconn.Conn, f *codec
 	return r, err
 }
 
-// startDone is the completion of startWait's Start.
+// startDone is the completion of startWait's Start. A reply aliases the
+// connection reader's buffer: it is copied, as Do's reply is.
 func (pc *policyCall) startDone(resp *codec.Frame, err error) {
+	if resp != nil {
+		resp = privconn.Clone(resp)
+	}
 	pc.resp, pc.err = resp, err
 	pc.ch <- struct{}{}
 }
