@@ -633,21 +633,30 @@ func (q *request) forward() {
 		q.mirrorBefore()
 	}
 	oc := q.startForwardTelemetry()
-	ctx, cancel := context.WithTimeout(c.ctx, q.timeout)
+	dl := time.Now().Add(q.timeout)
+	ctx := c.ctx
 	if oc != nil {
 		ctx = upstream.WithEndpointSink(ctx, &oc.Endpoint)
 	}
-	dl, _ := ctx.Deadline()
 	mapping.AppendDeadline(&q.fwd, &q.dl, time.Until(dl))
 	var resp *codec.Frame
 	var err error
-	if q.oneway {
-		err = r.Private.Send(ctx, &q.fwd)
+	var cancel context.CancelFunc
+	if pu, ok := r.Private.(policyUntilDoer); ok && !q.oneway {
+		// The deadline as a value: no context or timer per request.
+		resp, err = pu.DoPolicyUntil(ctx, dl, &q.fwd, &r.Policy)
 	} else {
-		resp, err = r.doPrivate(ctx, &q.fwd)
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		if q.oneway {
+			err = r.Private.Send(ctx, &q.fwd)
+		} else {
+			resp, err = r.doPrivate(ctx, &q.fwd)
+		}
 	}
 	err = c.shutdownStatus(upstream.Status(ctx, err))
-	cancel()
+	if cancel != nil {
+		cancel()
+	}
 	r.release()
 	elapsed := time.Since(q.start)
 	q.endForwardTelemetry(oc, err, resp)

@@ -122,6 +122,12 @@ func (c *conn) replySwitch(f *codec.Frame, sw *resilience.Switch) {
 	c.reply(&out)
 }
 
+// policyUntilDoer is a private target that takes the route's policy and
+// the request's deadline as a value (upstream.PrivatePool.DoPolicyUntil).
+type policyUntilDoer interface {
+	DoPolicyUntil(ctx context.Context, deadline time.Time, req *codec.Frame, pol *resilience.Policy) (*codec.Frame, error)
+}
+
 // policyDoer is a private target that takes the route's resilience policy
 // (upstream.PrivatePool).
 type policyDoer interface {
