@@ -88,6 +88,9 @@ type conn struct {
 
 	// ctl is the payload of a PING or WINDOW_UPDATE (readFrame).
 	ctl [8]byte
+	// deleg: what the connection's delegated requests share (delegate.go;
+	// made on the first)
+	deleg *delegConn
 
 	mu        sync.Mutex
 	streams   map[uint32]*Call // nil until the first stream, and while parked
