@@ -62,6 +62,17 @@ func newDirect(u config.Upstream, n int, tc *tlsconf.Client, m *grpcdirect.Metri
 	return out
 }
 
+// StartAt starts one attempt of a call made through the Guard (the
+// caller's Guard.Do accounts for it) on ep's direct endpoint without
+// waiting: grpcdirect.Endpoint.Start, the deadline a value. false: not a
+// direct pool, nothing done.
+func (p *Pool) StartAt(ctx context.Context, ep *resilience.Endpoint, method string, deadline time.Time, req, reply any, done func(error), opts ...grpc.CallOption) (grpcdirect.Ticket, bool) {
+	if p.direct == nil {
+		return grpcdirect.Ticket{}, false
+	}
+	return p.direct[ep.Index()].Start(ctx, method, deadline, req, reply, done, opts...), true
+}
+
 // invokeDirect makes a unary call over the direct transport. A call made
 // through the Guard (resilience.WithEndpoint) goes to the endpoint it
 // picked; any other call (a gRPC → gRPC proxy call) is balanced by the

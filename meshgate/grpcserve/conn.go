@@ -87,6 +87,12 @@ type conn struct {
 	hdec        *hpack.Decoder
 	hencLim     uint32
 
+	// ctl is the payload of a PING or WINDOW_UPDATE (readFrame).
+	ctl [8]byte
+	// deleg: what the connection's delegated requests share (delegate.go;
+	// made on the first)
+	deleg *delegConn
+
 	mu        sync.Mutex
 	streams   map[uint32]*Call // nil until the first stream, and while parked
 	lastID    uint32
@@ -228,16 +234,7 @@ func (c *conn) run() {
 				return
 			}
 		}
-		f, err := c.fr.ReadFrame()
-		if err == nil {
-			if c.s.cfg.KeepaliveTime > 0 {
-				c.lastRead.Store(time.Now().UnixNano())
-			}
-			err = c.handle(f)
-		} else {
-			err = c.onStreamError(err)
-		}
-		if err != nil {
+		if err := c.readFrame(); err != nil {
 			c.end(err)
 			return
 		}
@@ -653,7 +650,7 @@ func (c *conn) keepalive(now time.Time) (ping, dead bool) {
 func (c *conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		return c.onHeaders(f)
+		return c.onHeaders(f.StreamID, f.StreamEnded(), f.Truncated, f.Fields)
 	case *http2.DataFrame:
 		return c.onData(f)
 	case *http2.RSTStreamFrame:
@@ -661,9 +658,9 @@ func (c *conn) handle(f http2.Frame) error {
 	case *http2.SettingsFrame:
 		return c.onSettings(f)
 	case *http2.PingFrame:
-		return c.onPing(f)
+		return c.onPing(f.IsAck(), f.Data)
 	case *http2.WindowUpdateFrame:
-		return c.onWindowUpdate(f)
+		return c.onWindowUpdate(f.StreamID, f.Increment)
 	case *http2.GoAwayFrame:
 		return nil // the client leaves; its open streams are answered
 	case *http2.PushPromiseFrame:
@@ -715,8 +712,9 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	return c.flush(b)
 }
 
-func (c *conn) onPing(f *http2.PingFrame) error {
-	if f.IsAck() {
+// onPing takes a PING (data: its payload).
+func (c *conn) onPing(ack bool, data [8]byte) error {
+	if ack {
 		return nil
 	}
 	now := time.Now()
@@ -752,11 +750,11 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	busy := c.inflight > c.ndeleg // delegated streams may live long
 	if !busy && !c.armLazyAck(now) {
 		c.mu.Unlock()
-		return c.flush(appendPingAck(c.getBuf(), f.Data))
+		return c.flush(appendPingAck(c.getBuf(), data))
 	}
 	c.mu.Unlock()
 	lazy := c.wb == nil || c.lazyOnly
-	*c.wbuf() = appendPingAck(c.getBuf(), f.Data)
+	*c.wbuf() = appendPingAck(c.getBuf(), data)
 	c.lazyOnly = lazy
 	return nil
 }
@@ -797,18 +795,19 @@ func (c *conn) wbuf() *[]byte {
 	return c.wb
 }
 
-func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+// onWindowUpdate takes a WINDOW_UPDATE of stream id (0: the connection).
+func (c *conn) onWindowUpdate(id, inc uint32) error {
 	c.lockWrite()
 	defer c.unlockWrite()
-	if f.StreamID == 0 {
-		c.connSendWin += int64(f.Increment)
+	if id == 0 {
+		c.connSendWin += int64(inc)
 		if c.connSendWin > maxWindow {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 	} else {
 		c.mu.Lock()
-		cl := c.streams[f.StreamID]
-		idle := f.StreamID > c.lastID
+		cl := c.streams[id]
+		idle := id > c.lastID
 		c.mu.Unlock()
 		if idle {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -816,9 +815,9 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if cl == nil {
 			return nil // a closed stream: ignored
 		}
-		cl.sendWin += int64(f.Increment)
+		cl.sendWin += int64(inc)
 		if cl.sendWin > maxWindow {
-			b := appendRST(c.getBuf(), f.StreamID, http2.ErrCodeFlowControl)
+			b := appendRST(c.getBuf(), id, http2.ErrCodeFlowControl)
 			c.dropStream(cl)
 			return c.flush(b)
 		}
@@ -900,8 +899,9 @@ func (c *conn) drainedEmpty() bool {
 	return c.goAway && !c.closed && len(c.streams) == 0
 }
 
-func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+// onHeaders takes the header block of stream id: its fields as decoded
+// (truncated: the header list exceeded MaxHeaderListSize).
+func (c *conn) onHeaders(id uint32, endStream, truncated bool, fields []hpack.HeaderField) error {
 	if id%2 == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
@@ -909,7 +909,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if cl := c.streams[id]; cl != nil {
 		c.mu.Unlock()
 		// Trailers from the client: they must end the stream.
-		if !f.StreamEnded() {
+		if !endStream {
 			c.resetStream(cl, http2.ErrCodeProtocol)
 			return nil
 		}
@@ -920,10 +920,10 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return http2.ConnectionError(http2.ErrCodeStreamClosed)
 	}
 	c.mu.Unlock()
-	cl := &Call{c: c, id: id, msgLen: -1, opened: time.Now(), endStream: f.StreamEnded()}
+	cl := &Call{c: c, id: id, msgLen: -1, opened: time.Now(), endStream: endStream}
 	// The reply's content-type, set before the call is published (the
 	// housekeeping timer may answer it).
-	for _, hf := range f.RegularFields() {
+	for _, hf := range fields {
 		if hf.Name == "content-type" {
 			if grpcwire.ValidContentType(hf.Value) {
 				cl.ct = replyContentType(hf.Value)
@@ -960,7 +960,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return err
 	}
 
-	if f.Truncated {
+	if truncated {
 		c.earlyStatus(cl, 200, status.New(codes.Internal, "grpcserve: header list size exceeds the limit"), nil)
 		return nil
 	}
@@ -973,7 +973,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	// backing array for the first value of every key (a key's slice has
 	// capacity 1: a second value of the key is appended to a copy).
 	nmd := 0
-	for _, hf := range f.Fields {
+	for _, hf := range fields {
 		if hf.Name == ":authority" || !isReserved(hf.Name) && hf.Name != "host" && hf.Name != "connection" {
 			nmd++
 		}
@@ -988,7 +988,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		vals = append(vals, v)
 		md[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
-	for _, hf := range f.Fields {
+	for _, hf := range fields {
 		switch hf.Name {
 		case ":method":
 			method = hf.Value
@@ -1070,7 +1070,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	if c.s.fast != nil && !c.s.fast.Fast(cl.method) {
 		// grpc-go's handler transport checks the encoding and records the
 		// call in its own metrics.
-		return c.delegate(cl, f)
+		return c.delegate(cl, fields)
 	}
 	c.s.cfg.Metrics.begin(c.base, cl) // grpc-go's server counts the call from here
 	switch cl.enc {

@@ -2,6 +2,7 @@ package grpcserve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -81,12 +82,12 @@ type delegated struct {
 	werr     error
 }
 
-// delegate hands cl (headers f, validated) to the Fallback (reading
+// delegate hands cl (header fields, validated) to the Fallback (reading
 // goroutine).
-func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
+func (c *conn) delegate(cl *Call, fields []hpack.HeaderField) error {
 	d := &delegated{c: c, cl: cl, hdr: http.Header{}, more: make(chan struct{}), eof: cl.endStream}
-	ctx := context.WithValue(c.base, http.LocalAddrContextKey, c.peer.LocalAddr)
-	d.ctx, d.end = context.WithCancel(ctx)
+	dc := c.delegConn()
+	d.ctx, d.end = context.WithCancel(dc.base)
 	// Set before mu: closeNow and dropStream read them after taking it.
 	cl.ctx, cl.cancel = d.ctx, d.abort
 	c.mu.Lock()
@@ -98,9 +99,19 @@ func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
 	c.mu.Unlock()
 	cl.d = d // the reading goroutine's (onData, endOfRequest)
 
-	h := make(http.Header, len(f.Fields))
+	// One map sized for the regular fields and one backing array for the
+	// first value of every key (a key's slice has capacity 1: a second
+	// value is appended to a copy), as onHeaders builds the metadata.
+	n := 0
+	for _, hf := range fields {
+		if !strings.HasPrefix(hf.Name, ":") {
+			n++
+		}
+	}
+	h := make(http.Header, n)
+	vals := make([]string, 0, n)
 	var host string
-	for _, hf := range f.Fields {
+	for _, hf := range fields {
 		if strings.HasPrefix(hf.Name, ":") {
 			if hf.Name == ":authority" {
 				host = hf.Value
@@ -108,20 +119,47 @@ func (c *conn) delegate(cl *Call, f *http2.MetaHeadersFrame) error {
 			continue
 		}
 		k := textproto.CanonicalMIMEHeaderKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if old, ok := h[k]; ok {
+			h[k] = append(old, hf.Value)
+			continue
+		}
+		vals = append(vals, hf.Value)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	req := &http.Request{
 		Method: http.MethodPost, Proto: "HTTP/2.0", ProtoMajor: 2,
 		URL: &url.URL{Path: cl.method}, RequestURI: cl.method, Host: host,
 		Header: h, Body: (*body)(d), ContentLength: -1,
-		RemoteAddr: c.peer.Addr.String(),
-	}
-	if ti, ok := c.peer.AuthInfo.(credentials.TLSInfo); ok {
-		req.TLS = &ti.State
+		RemoteAddr: dc.remote, TLS: dc.tls,
 	}
 	req = req.WithContext(d.ctx)
 	go d.serve(req)
 	return nil
+}
+
+// delegConn is what every delegated request of a connection shares, made
+// on its first (reading goroutine): the context carrying the local
+// address, the peer's address string and the TLS state (one pointer per
+// connection, as x/net's HTTP/2 server shares it).
+type delegConn struct {
+	base   context.Context
+	remote string
+	tls    *tls.ConnectionState
+}
+
+// delegConn returns the connection's delegConn (reading goroutine).
+func (c *conn) delegConn() *delegConn {
+	if c.deleg == nil {
+		dc := &delegConn{
+			base:   context.WithValue(c.base, http.LocalAddrContextKey, c.peer.LocalAddr),
+			remote: c.peer.Addr.String(),
+		}
+		if ti, ok := c.peer.AuthInfo.(credentials.TLSInfo); ok {
+			dc.tls = &ti.State
+		}
+		c.deleg = dc
+	}
+	return c.deleg
 }
 
 // serve runs the Fallback and ends the stream.

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -326,6 +327,49 @@ func BenchmarkDelegatedUnary(b *testing.B) {
 		cancel()
 		if len(resp) != len(req) {
 			b.Fatalf("%d bytes back", len(resp))
+		}
+	}
+}
+
+// TestDelegatedMetadataValues: a delegated call's metadata reaches the
+// Fallback whole: a key sent several times keeps every value in order,
+// and the keys around it (whose values share one backing array) keep
+// theirs; the peer address is the client's on every call of the
+// connection.
+func TestDelegatedMetadataValues(t *testing.T) {
+	type seen struct {
+		md   metadata.MD
+		peer string
+	}
+	got := make(chan seen, 2)
+	gs := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, st grpc.ServerStream) error {
+		md, _ := metadata.FromIncomingContext(st.Context())
+		p, _ := peer.FromContext(st.Context())
+		got <- seen{md, p.Addr.String()}
+		var m []byte
+		if err := st.RecvMsg(&m); err != nil {
+			return err
+		}
+		return st.SendMsg(m)
+	}), grpc.ForceServerCodecV2(rawcodec.Codec{}))
+	t.Cleanup(gs.Stop)
+	ts := start(t, &fastOnly{}, func(c *Config) { c.Fallback = gs })
+	cc := dial(t, ts.addr)
+	for i := range 2 {
+		ctx := metadata.AppendToOutgoingContext(ctxT(t, 5*time.Second), "x-one", "1", "x-multi", "a", "x-multi", "b", "x-two", "2", "x-multi", "c")
+		var out []byte
+		if err := cc.Invoke(ctx, "/t.S/Delegated", []byte{byte(i)}, &out); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		s := <-got
+		if v := s.md.Get("x-multi"); strings.Join(v, ",") != "a,b,c" {
+			t.Errorf("call %d: x-multi %q", i, v)
+		}
+		if v1, v2 := s.md.Get("x-one"), s.md.Get("x-two"); len(v1) != 1 || v1[0] != "1" || len(v2) != 1 || v2[0] != "2" {
+			t.Errorf("call %d: x-one %q, x-two %q", i, v1, v2)
+		}
+		if !strings.HasPrefix(s.peer, "127.0.0.1:") {
+			t.Errorf("call %d: peer %q", i, s.peer)
 		}
 	}
 }

@@ -135,9 +135,11 @@ func serialCalls(t *testing.T, addr string, c codec.Codec, n int, reqs ...codec.
 // TestBridgeOwnAllocs: a private → gRPC request costs MeshGate's own code
 // (inbound, mapping, grpcpool, grpcdirect, rawcodec, resilience, ...) no
 // heap allocation on the path the product takes for a one-attempt route
-// (the I/O goroutines: grpcpool.StartPolicy, grpcdirect.StartIn), and at
-// most the documented few on the workers' path (a route with retries:
-// the call's context, its deadline timer, the wait's AfterFunc); real TCP, a real grpc-go server. The requests carry a uin,
+// (the I/O goroutines: grpcpool.StartPolicy, grpcdirect.StartIn), nor on
+// the workers' paths: a route through its Guard (as with retries),
+// a one-attempt route whose client's connection is not plain TCP, and a
+// route with retries (workerAllocsCeiling); real TCP, a real grpc-go
+// server. The requests carry a uin,
 // a caller and a deadline, so the metadata and grpc-timeout are sent.
 // The grpc-go server's and the client's allocations are not counted.
 func TestBridgeOwnAllocs(t *testing.T) {
@@ -151,14 +153,16 @@ func TestBridgeOwnAllocs(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		async   bool
+		mode    int
 		ceiling float64 // own allocations per request
 	}{
-		{"async", true, 0.05},
-		{"workers", false, workerAllocsCeiling},
+		{"async", grpcAsync, 0.05},
+		{"workers", grpcWorkers, workerAllocsCeiling},
+		{"workers one attempt", grpcWait, waitAllocsCeiling},
+		{"workers retries", grpcRetry, waitAllocsCeiling},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newGRPCAsyncEnv(t, tc.async)
+			e := newGRPCEnv(t, tc.mode)
 			short := serialCalls(t, e.addr, e.codec, calls/4, reqs...)
 			long := serialCalls(t, e.addr, e.codec, calls/4+calls, reqs...)
 			short() // warm the pools and the HPACK tables
@@ -186,11 +190,21 @@ func TestBridgeOwnAllocs(t *testing.T) {
 }
 
 // workerAllocsCeiling is what a request on the workers' path allocates in
-// MeshGate's code (measured 9.0 per request): the call's
-// context.WithTimeout (4: the timerCtx, its cancel, its timer) and the
-// direct transport's wait for its reply, which interrupts its read when
-// the context ends (context.AfterFunc on the fresh context: 5, its
-// children map and Done channel included). The request metadata and the
-// Guard's endpoint are no longer put in the context for the direct
-// transport (grpcdirect.OutgoingMD, grpcpool.AtEndpoint).
-const workerAllocsCeiling = 9.5
+// MeshGate's code: none (0.01 measured; before, 9.0: the call's
+// context.WithTimeout, 4, and the direct transport's context.AfterFunc on
+// that fresh context, 5). A route through its Guard on the direct
+// transport passes the deadline as a value (resilience.Guard.DoUntil) and
+// starts each attempt with it (grpcpool.Pool.StartAt, grpcdirect's
+// Start), waiting for the completion on a channel kept in the pooled
+// request (guardedUntil); the request metadata and the Guard's endpoint
+// are call options (grpcdirect.OutgoingMD, grpcpool.AtEndpoint). Hedged
+// routes and grpc-go transport upstreams keep a context per request.
+const workerAllocsCeiling = 0.05
+
+// waitAllocsCeiling is what a request of a one-attempt route allocates
+// in MeshGate's code on the workers' path (a client whose connection is
+// not plain TCP, as a TLS client's; telemetry on; a shadow copy): the
+// worker starts the call as the I/O goroutines do and waits for its
+// completion (waitDirect), with no context, timer or AfterFunc of its
+// own.
+const waitAllocsCeiling = 0.05

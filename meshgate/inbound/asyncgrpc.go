@@ -102,3 +102,39 @@ func (q *request) asyncGRPCDone(err error) {
 	}
 	q.done()
 }
+
+// waitDirect makes bridged request q's call on a worker as the I/O
+// goroutines start theirs (grpcpool.Pool.StartPolicy: the Guard's
+// admission, endpoint choice and accounting, the deadline dl a value
+// enforced by the HTTP/2 connection's timer) and waits for its
+// completion: no context, deadline timer or AfterFunc per request. A
+// route the I/O goroutines could take but a request that may not (a TLS
+// client, telemetry on, a shadow copy, a JSON body, oneway) thus costs
+// no more than there. The connection's end cancels the call (its
+// ticket; an attempt on grpcdirect's waiting path by its context,
+// c.ctx). waited false: nothing done, the call needs the context path (a
+// route with retries or hedging, not the direct transport, a breaker
+// that would queue it).
+func (q *request) waitDirect(dl time.Time, opts []grpc.CallOption) (waited bool, err error) {
+	c, r := q.c, q.r
+	if r.gasync == nil {
+		return false, nil
+	}
+	if q.wdone == nil { // once per pooled request
+		q.wdone, q.wdoneFn = make(chan error, 1), q.workerDone
+	}
+	q.gcall.SetBatch(nil) // a worker: the request is written at once
+	if r.gasync.StartPolicy(c.ctx, &q.gcall, r.Method, q.uin, dl, &r.Policy, &q.req, &q.resp, q.wdoneFn, opts...) != nil {
+		return false, nil
+	}
+	select {
+	case err = <-q.wdone:
+	case <-c.ctx.Done():
+		q.gcall.Ticket().Cancel()
+		err = <-q.wdone
+	}
+	return true, err
+}
+
+// workerDone is the completion of a call waitDirect waits for.
+func (q *request) workerDone(err error) { q.wdone <- err }

@@ -223,3 +223,24 @@ func byteSize(n int) string {
 	}
 	return "16B"
 }
+
+// BenchmarkPrivateProxyWorkersSerial is BenchmarkPrivateProxySerial with
+// every request on a worker: the client's connection hides its
+// *net.TCPConn, as a TLS client's does (the path of TLS clients,
+// telemetry, shadow copies and retries).
+func BenchmarkPrivateProxyWorkersSerial(b *testing.B) {
+	_, addr := testkit.Legacy(b, nil, nil, legacy.ServerOptions{})
+	pool := benchPool(b, "legacy", addr)
+	c := mgp.New(0)
+	m := admin.NewMetrics()
+	srv := New(Options{Name: "p2p", Codec: c, Metrics: m}, NewTable("p2p", []Route{{Cmd: legacy.CmdEcho, Private: pool, Timeout: config.DefaultTimeout}},
+		Limits{MaxInFlight: config.DefaultMaxInFlight, IdleTimeout: config.DefaultIdleTimeout, ReadTimeout: config.DefaultReadTimeout}, nil, m))
+	ln := testkit.Listen(b, "127.0.0.1:0")
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(opaqueListener{ln}) }()
+	b.Cleanup(func() { srv.Close(); <-done })
+	serialLoop(b, ln.Addr().String(), c, codec.Frame{Cmd: legacy.CmdEcho, Seq: 1, UIN: 42, Body: make([]byte, 16)})
+	if srv.workersStarted() == 0 {
+		b.Fatal("no request went to a worker")
+	}
+}

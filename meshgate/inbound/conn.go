@@ -478,6 +478,10 @@ type request struct {
 	gcall    grpcpool.DirectCall
 	gasyncFn func(error)
 	gasync   bool
+	// a worker's call through gcall (asyncgrpc.go, waitDirect): its
+	// completion, and workerDone bound once
+	wdone   chan error
+	wdoneFn func(error)
 	// Reused across pooled lives: the call options (header and trailer
 	// capture into q.header and q.trailer; on the direct transport the
 	// request metadata is read from q.md and the response metadata
@@ -591,19 +595,26 @@ func (q *request) run() {
 		// direct one from q.opts (grpcdirect.OutgoingMD).
 		ctx = metadata.NewOutgoingContext(ctx, q.md.MD)
 	}
-	ctx, cancel := context.WithTimeout(ctx, q.timeout)
+	dl := time.Now().Add(q.timeout)
 	err := q.transcodeRequest()
 	if r.mig != nil {
 		q.mirrorBefore()
 	}
 	if err == nil {
-		if r.Guard != nil {
-			err = q.guarded(ctx, oc.CallOptions(q.opts))
-		} else {
-			err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+		var waited bool
+		if waited, err = q.waitDirect(dl, oc.CallOptions(q.opts)); !waited && r.Guard != nil {
+			waited, err = q.guardedUntil(ctx, dl, oc.CallOptions(q.opts))
+		}
+		if !waited {
+			ctx, cancel := context.WithDeadline(ctx, dl)
+			if r.Guard != nil {
+				err = q.guarded(ctx, oc.CallOptions(q.opts))
+			} else {
+				err = r.Upstream.Invoke(ctx, r.Method, &q.req, &q.resp, oc.CallOptions(q.opts)...)
+			}
+			cancel()
 		}
 	}
-	cancel()
 	body, err := q.replyBody(c.shutdownStatus(err))
 	q.endTelemetry(oc, err)
 	r.Upstream.Release()
@@ -636,21 +647,30 @@ func (q *request) forward() {
 		q.mirrorBefore()
 	}
 	oc := q.startForwardTelemetry()
-	ctx, cancel := context.WithTimeout(c.ctx, q.timeout)
+	dl := time.Now().Add(q.timeout)
+	ctx := c.ctx
 	if oc != nil {
 		ctx = upstream.WithEndpointSink(ctx, &oc.Endpoint)
 	}
-	dl, _ := ctx.Deadline()
 	mapping.AppendDeadline(&q.fwd, &q.dl, time.Until(dl))
 	var resp *codec.Frame
 	var err error
-	if q.oneway {
-		err = r.Private.Send(ctx, &q.fwd)
+	var cancel context.CancelFunc
+	if pu, ok := r.Private.(policyUntilDoer); ok && !q.oneway {
+		// The deadline as a value: no context or timer per request.
+		resp, err = pu.DoPolicyUntil(ctx, dl, &q.fwd, &r.Policy)
 	} else {
-		resp, err = r.doPrivate(ctx, &q.fwd)
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		if q.oneway {
+			err = r.Private.Send(ctx, &q.fwd)
+		} else {
+			resp, err = r.doPrivate(ctx, &q.fwd)
+		}
 	}
 	err = c.shutdownStatus(upstream.Status(ctx, err))
-	cancel()
+	if cancel != nil {
+		cancel()
+	}
 	r.release()
 	elapsed := time.Since(q.start)
 	q.endForwardTelemetry(oc, err, resp)

@@ -2,10 +2,14 @@ package inbound
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
+	"github.com/meshgate/meshgate/meshgate/grpcdirect"
 	"github.com/meshgate/meshgate/meshgate/resilience"
 )
 
@@ -16,6 +20,41 @@ type resilienceState struct {
 	attemptFn resilience.Attempt // q.attempt, bound once per pooled request
 	callOpts  []grpc.CallOption
 	err       error // the last attempt's error
+	// dl: the deadline as a value (guardedUntil), the attempts started
+	// with it on the direct transport (attemptStarter)
+	dl    time.Time
+	start attemptStarter
+}
+
+// attemptStarter is a gRPC target that starts one attempt of a Guard's
+// call on an endpoint without waiting, the deadline a value
+// (grpcpool.Pool on the direct transport).
+type attemptStarter interface {
+	StartAt(ctx context.Context, ep *resilience.Endpoint, method string, deadline time.Time, req, reply any, done func(error), opts ...grpc.CallOption) (grpcdirect.Ticket, bool)
+}
+
+// guardedUntil is guarded with the deadline dl as a value
+// (resilience.Guard.DoUntil): ctx, the connection's, needs no timer, and
+// each attempt is started on the direct transport with dl and waited for
+// (attempt): no context, timer or AfterFunc per request. false: the
+// route's target cannot (not the direct transport, or a hedged policy,
+// which makes a context per attempt anyway): nothing done.
+func (q *request) guardedUntil(ctx context.Context, dl time.Time, opts []grpc.CallOption) (bool, error) {
+	r := q.r
+	st, ok := r.Upstream.(attemptStarter)
+	if !ok || !directTransport(r.Upstream) || r.Policy.Idempotent && r.Policy.HedgeDelay > 0 && r.Policy.MaxAttempts > 1 {
+		return false, nil
+	}
+	if q.wdone == nil { // once per pooled request
+		q.wdone, q.wdoneFn = make(chan error, 1), q.workerDone
+	}
+	q.res.callOpts, q.res.err, q.res.dl, q.res.start = opts, nil, dl, st
+	_, err := r.Guard.DoUntil(ctx, dl, q.uin, &r.Policy, q.res.attemptFn)
+	q.res.start = nil
+	if err != nil {
+		return true, resilience.Status(err) // nothing was sent
+	}
+	return true, q.res.err
 }
 
 // guarded runs a bridged gRPC call through the route's Guard: deadline
@@ -36,6 +75,9 @@ func (q *request) attempt(ctx context.Context, ep *resilience.Endpoint, n int) r
 		q.resp.Free()
 		q.clearMD()
 	}
+	if st := q.res.start; st != nil {
+		return q.startAttempt(ctx, st, ep)
+	}
 	actx := ctx
 	if directTransport(q.r.Upstream) {
 		q.at.EP = ep // in q.opts: no context per attempt
@@ -44,6 +86,26 @@ func (q *request) attempt(ctx context.Context, ep *resilience.Endpoint, n int) r
 	}
 	err := q.r.Upstream.Invoke(actx, q.r.Method, &q.req, &q.resp, q.res.callOpts...)
 	q.at.EP = nil
+	q.res.err = err
+	return resilience.ClassifyGRPC(ctx, err)
+}
+
+// startAttempt is attempt on the direct transport with the deadline as
+// a value: the attempt is started on ep and waited for; ctx's end (the
+// connection's) cancels it.
+func (q *request) startAttempt(ctx context.Context, st attemptStarter, ep *resilience.Endpoint) resilience.Outcome {
+	tk, ok := st.StartAt(ctx, ep, q.r.Method, q.res.dl, &q.req, &q.resp, q.wdoneFn, q.res.callOpts...)
+	var err error
+	if !ok {
+		err = status.Error(codes.Internal, "inbound: not a direct gRPC upstream")
+	} else {
+		select {
+		case err = <-q.wdone:
+		case <-ctx.Done():
+			tk.Cancel() // an attempt on the waiting path ends with ctx itself
+			err = <-q.wdone
+		}
+	}
 	q.res.err = err
 	return resilience.ClassifyGRPC(ctx, err)
 }
@@ -58,6 +120,12 @@ func (c *conn) replySwitch(f *codec.Frame, sw *resilience.Switch) {
 		out.Ext = ext[:]
 	}
 	c.reply(&out)
+}
+
+// policyUntilDoer is a private target that takes the route's policy and
+// the request's deadline as a value (upstream.PrivatePool.DoPolicyUntil).
+type policyUntilDoer interface {
+	DoPolicyUntil(ctx context.Context, deadline time.Time, req *codec.Frame, pol *resilience.Policy) (*codec.Frame, error)
 }
 
 // policyDoer is a private target that takes the route's resilience policy

@@ -105,7 +105,18 @@ func callDeadline(ctx context.Context, timeout time.Duration) (context.Context, 
 // configured pairs), the deadline (else the route's timeout) → ext 3. It
 // returns the bounded context and its cancel (to defer, also on error).
 func (r *Route) requestFrame(ctx context.Context, f *codec.Frame, dlb *[4]byte) (context.Context, context.CancelFunc, error) {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
+	return r.requestFrameMD(ctx, nil, f, dlb)
+}
+
+// requestFrameMD is requestFrame with the call's metadata md when the
+// caller has it (a call of the direct server transport: its own, read
+// only, no copy); nil: the context's (metadata.FromIncomingContext, a
+// copy).
+func (r *Route) requestFrameMD(ctx context.Context, md metadata.MD, f *codec.Frame, dlb *[4]byte) (context.Context, context.CancelFunc, error) {
+	if md == nil {
+		md, _ = metadata.FromIncomingContext(ctx)
+	}
+	if md != nil {
 		if err := r.frameFromMD(md, f); err != nil {
 			return ctx, noCancel, err
 		}

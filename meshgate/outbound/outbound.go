@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshgate/meshgate/codec"
@@ -236,7 +237,23 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 	}()
 	f := &cs.f
 	f.Cmd, f.Ext = r.Cmd, cs.ext[:0]
-	ctx, cancel, err := r.requestFrame(ctx, f, &cs.dl)
+	var md metadata.MD
+	if ds, ok := stream.(*DirectStream); ok {
+		md = ds.c.Metadata() // the call's own: no copy
+	} else {
+		md, _ = metadata.FromIncomingContext(ctx)
+	}
+	// A call answered by one reply, without a shadow copy: the deadline
+	// is a value (DoPolicyUntil), no context or timer of its own.
+	byValue := md != nil && !r.Oneway && r.mig == nil
+	var dl time.Time
+	cancel := noCancel
+	var err error
+	if byValue {
+		dl, err = r.requestFrameDirect(ctx, md, f, &cs.dl)
+	} else {
+		ctx, cancel, err = r.requestFrameMD(ctx, md, f, &cs.dl)
+	}
 	defer cancel()
 	if err != nil {
 		return err
@@ -261,7 +278,12 @@ func (s *Server) call(r *Route, stream grpc.ServerStream) error {
 		}
 		return stream.SendMsg(empty)
 	}
-	resp, err := r.Pool.DoPolicy(ctx, f, &r.Policy)
+	var resp *codec.Frame
+	if byValue {
+		resp, err = r.Pool.DoPolicyUntil(ctx, dl, f, &r.Policy)
+	} else {
+		resp, err = r.Pool.DoPolicy(ctx, f, &r.Policy)
+	}
 	if r.mig != nil && r.mig.Mirror.Want(false) {
 		method, _ := grpc.MethodFromServerStream(stream)
 		req := shadowRequest(ctx, method, f.Body, f, false)

@@ -134,6 +134,32 @@ func (g *Guard) Pick(key uint64) *Endpoint { return g.bal.Pick(key, 0) }
 // *Rejected. Do does not allocate unless it queues or hedges.
 func (g *Guard) Do(ctx context.Context, key uint64, p *Policy, call Attempt) (int, error) {
 	dl, hasDL := ctx.Deadline()
+	return g.do(ctx, key, p, call, dl, hasDL, false)
+}
+
+// DoUntil is Do for a request whose deadline is the value deadline (zero:
+// none; ctx's, if ctx has an earlier one): ctx needs no timer of its own,
+// and its cancellation still ends the wait in the queue and the retries.
+// The attempts get ctx as it is: each enforces the deadline itself (a
+// transport that takes it as a value, such as grpcdirect's Start). The
+// deadline ends the retries as an expired ctx ends Do's. A hedged policy
+// runs Do on a context with the deadline: hedging makes a context per
+// attempt anyway.
+func (g *Guard) DoUntil(ctx context.Context, deadline time.Time, key uint64, p *Policy, call Attempt) (int, error) {
+	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+		deadline = d
+	}
+	if p.Idempotent && p.HedgeDelay > 0 && p.MaxAttempts > 1 && !deadline.IsZero() {
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		return g.Do(dctx, key, p, call)
+	}
+	return g.do(ctx, key, p, call, deadline, !deadline.IsZero(), true)
+}
+
+// do is Do with the request's deadline dl (hasDL: set); byValue: ctx does
+// not carry it, so its passing is checked where Do checks ctx.Err().
+func (g *Guard) do(ctx context.Context, key uint64, p *Policy, call Attempt, dl time.Time, hasDL, byValue bool) (int, error) {
 	var until time.Time
 	if hasDL {
 		until = dl.Add(-g.minRemaining)
@@ -185,11 +211,12 @@ func (g *Guard) Do(ctx context.Context, key uint64, p *Policy, call Attempt) (in
 			g.budget.Release()
 			held = false
 		}
+		ended := ctx.Err() != nil || byValue && hasDL && !time.Now().Before(dl)
 		if o == NotSent {
-			if n+1 >= max(p.MaxAttempts, notSentAttempts) || ctx.Err() != nil {
+			if n+1 >= max(p.MaxAttempts, notSentAttempts) || ended {
 				return n, nil
 			}
-		} else if n+1 >= p.MaxAttempts || p.RetryOn&o.bit() == 0 || ctx.Err() != nil {
+		} else if n+1 >= p.MaxAttempts || p.RetryOn&o.bit() == 0 || ended {
 			return n, nil
 		}
 		if hasDL && !time.Now().Before(until) {

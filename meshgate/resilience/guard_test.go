@@ -84,6 +84,58 @@ func TestRetryNotAfterDeadline(t *testing.T) {
 	}
 }
 
+// DoUntil with the deadline as a value, on a context without one: the
+// same admission, retry and deadline decisions as Do on a context with
+// that deadline, and no timer in the attempts' context.
+func TestDoUntilDeadlineAsValue(t *testing.T) {
+	rc := defaults()
+	rc.MinRemaining = 80 * time.Millisecond
+	rc.OutlierDetection.Disabled = true
+	g := New("u", LBRoundRobin, addrs(3), rc)
+	// Retries go out while the deadline allows.
+	attempts := 0
+	n, err := g.DoUntil(context.Background(), time.Now().Add(5*time.Second), 0, pol(idem), func(ctx context.Context, _ *Endpoint, _ int) Outcome {
+		if _, ok := ctx.Deadline(); ok {
+			t.Error("the attempt's context has a deadline")
+		}
+		attempts++
+		return Unavailable
+	})
+	if err != nil || n != 2 || attempts != 3 {
+		t.Fatalf("DoUntil = %d, %v after %d attempts; want 3 attempts", n, err, attempts)
+	}
+	// No retry once the remaining time is below min_remaining.
+	dl := time.Now().Add(200 * time.Millisecond)
+	attempts = 0
+	n, err = g.DoUntil(context.Background(), dl, 0, pol(idem), func(context.Context, *Endpoint, int) Outcome {
+		attempts++
+		time.Sleep(time.Until(dl) - 40*time.Millisecond) // the backend is slow: leaves 40ms < min_remaining
+		return Unavailable
+	})
+	if err != nil || n != 0 || attempts != 1 {
+		t.Fatalf("DoUntil = %d, %v after %d attempts; want one attempt and no retry", n, err, attempts)
+	}
+	if got := g.Stats().Retries["deadline"]; got != 1 {
+		t.Fatalf("deadline-denied retries = %d, want 1", got)
+	}
+	// A deadline already past: nothing sent.
+	if _, err := g.DoUntil(context.Background(), time.Now().Add(-time.Millisecond), 0, pol(idem), func(context.Context, *Endpoint, int) Outcome {
+		t.Fatal("sent")
+		return Success
+	}); err != ErrDeadline {
+		t.Fatalf("expired: %v, want ErrDeadline", err)
+	}
+	// A context's earlier deadline wins.
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	if _, err := g.DoUntil(ctx, time.Now().Add(time.Hour), 0, pol(idem), func(context.Context, *Endpoint, int) Outcome {
+		t.Fatal("sent")
+		return Success
+	}); err != ErrDeadline {
+		t.Fatalf("context expired: %v, want ErrDeadline", err)
+	}
+}
+
 // A flapping upstream: concurrent requests all fail; retries in flight
 // never exceed the budget (20 % of live requests, minimum 2) and denied
 // retries are counted.
