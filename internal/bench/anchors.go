@@ -134,7 +134,7 @@ func (s EnvoySpec) httpBootstrap(host, port string) string {
   clusters:
   - name: upstream
     connect_timeout: 2s
-    type: STATIC
+` + circuitBreakersYAML + `    type: STATIC
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions

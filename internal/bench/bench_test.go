@@ -443,7 +443,7 @@ func TestEnvoyBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"port_value: 2", "port_value: 3", "UpstreamTlsContext", `sni: "b.bench"`, `filename: "/f.wasm"`, `value: "{\"x\":\"y\"}"`, "tcp_proxy"} {
+	for _, s := range []string{"port_value: 2", "port_value: 3", "UpstreamTlsContext", `sni: "b.bench"`, `filename: "/f.wasm"`, `value: "{\"x\":\"y\"}"`, "tcp_proxy", "max_connections: 4294967295"} {
 		if !strings.Contains(y, s) {
 			t.Errorf("bootstrap lacks %q:\n%s", s, y)
 		}

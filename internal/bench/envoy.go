@@ -103,6 +103,7 @@ func (s EnvoySpec) Bootstrap() (string, error) {
 	b.WriteString("  clusters:\n")
 	b.WriteString("  - name: upstream\n")
 	b.WriteString("    connect_timeout: 2s\n")
+	b.WriteString(circuitBreakersYAML)
 	b.WriteString("    type: STATIC\n")
 	b.WriteString("    load_assignment:\n")
 	b.WriteString("      cluster_name: upstream\n")
@@ -121,6 +122,16 @@ func (s EnvoySpec) Bootstrap() (string, error) {
 	}
 	return b.String(), nil
 }
+
+// circuitBreakersYAML lifts the upstream cluster's circuit breakers as
+// Istio does for every sidecar cluster (4294967295 each): Envoy's defaults
+// (1024 connections, pending and active requests) would make tcp_proxy
+// close every downstream connection past the 1024th (upstream_cx_overflow),
+// which is what the idle mode's 2000 connections ran into.
+const circuitBreakersYAML = `    circuit_breakers:
+      thresholds:
+      - {max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 4294967295, max_retries: 4294967295}
+`
 
 // bootstrapHead writes what every bootstrap of s starts with: node,
 // admin, and the head of its one listener.
