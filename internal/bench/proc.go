@@ -92,14 +92,10 @@ func parseCtxSwitches(status []byte) int64 {
 // The command name (field 2) may contain spaces and parentheses, so fields
 // are counted from the last ')'.
 func parseStatCPU(stat []byte) (float64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("%w: stat: no ')'", ErrProc)
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	// f[0] is field 3 (state); utime is field 14, stime field 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("%w: stat: %d fields", ErrProc, len(f))
+	// utime is field 14, stime field 15.
+	f, err := statFields(stat, 15)
+	if err != nil {
+		return 0, err
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
@@ -107,6 +103,21 @@ func parseStatCPU(stat []byte) (float64, error) {
 		return 0, fmt.Errorf("%w: stat: %v", ErrProc, err)
 	}
 	return float64(ut+st) / clockTicks, nil
+}
+
+// statFields returns the fields of a /proc/<pid>/stat line after the
+// command name (which may hold spaces and parentheses): f[0] is field 3,
+// field n is f[n-3]. It fails when field n is missing.
+func statFields(stat []byte, n int) ([]string, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil, fmt.Errorf("%w: stat: no ')'", ErrProc)
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < n-2 {
+		return nil, fmt.Errorf("%w: stat: %d fields", ErrProc, len(f))
+	}
+	return f, nil
 }
 
 // procAge returns how long ago process pid started (/proc/<pid>/stat
@@ -124,14 +135,10 @@ func procAge(pid int) (time.Duration, error) {
 }
 
 func parseAge(stat, uptime []byte) (time.Duration, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("%w: stat: no ')'", ErrProc)
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	// f[0] is field 3; starttime (clock ticks after boot) is field 22.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("%w: stat: %d fields", ErrProc, len(f))
+	// starttime (clock ticks after boot) is field 22.
+	f, err := statFields(stat, 22)
+	if err != nil {
+		return 0, err
 	}
 	start, err := strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
