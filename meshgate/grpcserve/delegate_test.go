@@ -306,15 +306,8 @@ func BenchmarkDelegatedUnary(b *testing.B) {
 		return st.SendMsg(&m)
 	}))
 	defer gs.Stop()
-	s := New(Config{Name: "l", Handler: &fastOnly{}, Blocking: true, Fallback: gs})
-	ln := testkit.Listen(b, "127.0.0.1:0")
-	go func() { _ = s.Serve(ln) }()
-	defer s.Close()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Close()
+	ts := start(b, &fastOnly{}, func(c *Config) { c.Fallback = gs })
+	cc := dial(b, ts.addr)
 	req := make([]byte, 1024)
 	var resp []byte
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")

@@ -75,15 +75,8 @@ func BenchmarkUnary(b *testing.B) {
 
 // benchUnary measures 1 KB unary calls of /t.S/M to a server with cfg.
 func benchUnary(b *testing.B, cfg Config) {
-	s := New(cfg)
-	ln := testkit.Listen(b, "127.0.0.1:0")
-	go func() { _ = s.Serve(ln) }()
-	defer s.Close()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Close()
+	ts := start(b, cfg.Handler, func(c *Config) { *c = cfg })
+	cc := dial(b, ts.addr)
 	req := make([]byte, 1024)
 	var resp []byte
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")

@@ -13,11 +13,9 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshgate/meshgate/internal/testkit"
-	"github.com/meshgate/meshgate/meshgate/rawcodec"
 )
 
 // connGoroutines counts the goroutines running a conn method of this
@@ -108,15 +106,8 @@ func BenchmarkCallAfterPark(b *testing.B) {
 }
 
 func benchCallAfterPause(b *testing.B, grace time.Duration, park bool) {
-	s := New(Config{Name: "l", Handler: handlerFunc(echo), Blocking: true, IdleGrace: grace})
-	ln := testkit.Listen(b, "127.0.0.1:0")
-	go func() { _ = s.Serve(ln) }()
-	defer s.Close()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Close()
+	ts := start(b, handlerFunc(echo), func(c *Config) { c.IdleGrace = grace })
+	s, cc := ts.Server, dial(b, ts.addr)
 	req := make([]byte, 1024)
 	var resp []byte
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "42")

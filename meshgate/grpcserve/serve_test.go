@@ -83,7 +83,7 @@ type testServer struct {
 	served chan error
 }
 
-func start(t *testing.T, h Handler, mod func(*Config)) *testServer {
+func start(t testing.TB, h Handler, mod func(*Config)) *testServer {
 	t.Helper()
 	errs, _ := NewErrorCounter(nil)
 	cfg := Config{Name: "l", Handler: h, Blocking: true, Errors: errs}
@@ -103,7 +103,7 @@ func start(t *testing.T, h Handler, mod func(*Config)) *testServer {
 	return ts
 }
 
-func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{}))}, opts...)
 	cc, err := grpc.NewClient(addr, opts...)

@@ -104,17 +104,25 @@ func BenchmarkBridgeAsyncSerial(b *testing.B) {
 	}
 }
 
-// BenchmarkPrivateProxySerial: one MGP client, one request at a time:
-// frame → inbound → private pool (one multiplexed connection, MeshGate's
-// own seq) → the reference legacy server (Echo) → frame. Allocations
-// include the legacy server's and the pool connection's.
-func BenchmarkPrivateProxySerial(b *testing.B) {
+// benchP2P is the private-proxy benchmarks' listener: cmd Echo to the
+// reference legacy server through a private pool (one multiplexed
+// connection), and its codec.
+func benchP2P(b *testing.B) (*Server, codec.Codec) {
 	_, addr := testkit.Legacy(b, nil, nil, legacy.ServerOptions{})
 	pool := benchPool(b, "legacy", addr)
 	c := mgp.New(0)
 	m := admin.NewMetrics()
 	srv := New(Options{Name: "p2p", Codec: c, Metrics: m}, NewTable("p2p", []Route{{Cmd: legacy.CmdEcho, Private: pool, Timeout: config.DefaultTimeout}},
 		Limits{MaxInFlight: config.DefaultMaxInFlight, IdleTimeout: config.DefaultIdleTimeout, ReadTimeout: config.DefaultReadTimeout}, nil, m))
+	return srv, c
+}
+
+// BenchmarkPrivateProxySerial: one MGP client, one request at a time:
+// frame → inbound → private pool (one multiplexed connection, MeshGate's
+// own seq) → the reference legacy server (Echo) → frame. Allocations
+// include the legacy server's and the pool connection's.
+func BenchmarkPrivateProxySerial(b *testing.B) {
+	srv, c := benchP2P(b)
 	serialLoop(b, servePrivate(b, srv), c, codec.Frame{Cmd: legacy.CmdEcho, Seq: 1, UIN: 42, Body: make([]byte, 16)})
 }
 
@@ -229,12 +237,7 @@ func byteSize(n int) string {
 // *net.TCPConn, as a TLS client's does (the path of TLS clients,
 // telemetry, shadow copies and retries).
 func BenchmarkPrivateProxyWorkersSerial(b *testing.B) {
-	_, addr := testkit.Legacy(b, nil, nil, legacy.ServerOptions{})
-	pool := benchPool(b, "legacy", addr)
-	c := mgp.New(0)
-	m := admin.NewMetrics()
-	srv := New(Options{Name: "p2p", Codec: c, Metrics: m}, NewTable("p2p", []Route{{Cmd: legacy.CmdEcho, Private: pool, Timeout: config.DefaultTimeout}},
-		Limits{MaxInFlight: config.DefaultMaxInFlight, IdleTimeout: config.DefaultIdleTimeout, ReadTimeout: config.DefaultReadTimeout}, nil, m))
+	srv, c := benchP2P(b)
 	ln := testkit.Listen(b, "127.0.0.1:0")
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(opaqueListener{ln}) }()

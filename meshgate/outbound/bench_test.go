@@ -103,7 +103,13 @@ func benchInvoke(b *testing.B, cc *grpc.ClientConn, method string) {
 // meshgate/ frames outside the client and the backend.
 func BenchmarkDirectPrivate(b *testing.B) {
 	e := newEnv(b, legacy.ServerOptions{OnRequest: func(*codec.Frame) {}}, 1, 1)
-	gs := grpcserve.New(grpcserve.Config{Name: "grpc-in", Blocking: true, Handler: e.out.DirectHandler(nil, nil)})
+	benchDirectPrivate(b, e.out.DirectHandler(nil, nil))
+}
+
+// benchDirectPrivate runs serial 128 B echo calls through a direct server
+// whose handler is h.
+func benchDirectPrivate(b *testing.B, h grpcserve.Handler) {
+	gs := grpcserve.New(grpcserve.Config{Name: "grpc-in", Blocking: true, Handler: h})
 	ln := testkit.Listen(b, "127.0.0.1:0")
 	go func() { _ = gs.Serve(ln) }()
 	b.Cleanup(gs.Close)
@@ -127,22 +133,5 @@ func BenchmarkDirectPrivate(b *testing.B) {
 // with telemetry on or a route with retries.
 func BenchmarkDirectPrivateWorkers(b *testing.B) {
 	e := newEnv(b, legacy.ServerOptions{OnRequest: func(*codec.Frame) {}}, 1, 1)
-	h := struct{ grpcserve.Handler }{e.out.DirectHandler(nil, nil)} // no TryStart: the workers
-	gs := grpcserve.New(grpcserve.Config{Name: "grpc-in", Blocking: true, Handler: h})
-	ln := testkit.Listen(b, "127.0.0.1:0")
-	go func() { _ = gs.Serve(ln) }()
-	b.Cleanup(gs.Close)
-	cc := testkit.Client(b, ln.Addr().String())
-	body := make([]byte, 128)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-mgp-uin", "12345", "x-mgp-caller", "bench")
-	var out []byte
-	if err := cc.Invoke(ctx, "/test.Echo/Echo", body, &out); err != nil || len(out) != len(body) {
-		b.Fatalf("warm-up call: %d bytes, %v", len(out), err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := cc.Invoke(ctx, "/test.Echo/Echo", body, &out); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchDirectPrivate(b, struct{ grpcserve.Handler }{e.out.DirectHandler(nil, nil)}) // no TryStart: the workers
 }
