@@ -10,12 +10,14 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	goruntime "runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -214,4 +216,19 @@ func (m *PerConn) Report(b *testing.B) {
 	b.ReportMetric((m.heap+m.stack)/float64(b.N), "idle-B/conn")
 	b.ReportMetric(m.heap/float64(b.N), "heap-B/conn")
 	b.ReportMetric(m.stack/float64(b.N), "stack-B/conn")
+}
+
+// Goroutines counts the goroutines whose stack has a frame containing
+// frame (e.g. "inbound.(*conn)."): what a test of goroutine-free idle
+// connections counts.
+func Goroutines(frame string) int {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	n := 0
+	for g := range bytes.SplitSeq(b.Bytes(), []byte("\n\n")) {
+		if bytes.Contains(g, []byte(frame)) {
+			n++
+		}
+	}
+	return n
 }

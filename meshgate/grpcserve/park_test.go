@@ -3,9 +3,7 @@
 package grpcserve
 
 import (
-	"bytes"
 	"context"
-	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -20,17 +18,7 @@ import (
 
 // connGoroutines counts the goroutines running a conn method of this
 // package (the reading goroutine or an idle wait).
-func connGoroutines() int {
-	var b bytes.Buffer
-	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
-	n := 0
-	for g := range bytes.SplitSeq(b.Bytes(), []byte("\n\n")) {
-		if bytes.Contains(g, []byte("grpcserve.(*conn).")) {
-			n++
-		}
-	}
-	return n
-}
+func connGoroutines() int { return testkit.Goroutines("grpcserve.(*conn).") }
 
 // parkedIn reports whether c is in its server's parker.
 func parkedIn(c *conn) bool {

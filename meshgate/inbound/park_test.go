@@ -3,12 +3,10 @@
 package inbound
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
-	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -22,17 +20,7 @@ import (
 
 // connGoroutines counts the goroutines running a conn method of this
 // package (a reading goroutine or an idle wait).
-func connGoroutines() int {
-	var b bytes.Buffer
-	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
-	n := 0
-	for g := range bytes.SplitSeq(b.Bytes(), []byte("\n\n")) {
-		if bytes.Contains(g, []byte("inbound.(*conn).")) {
-			n++
-		}
-	}
-	return n
-}
+func connGoroutines() int { return testkit.Goroutines("inbound.(*conn).") }
 
 // onlyConn is the server's one connection.
 func (e *env) onlyConn(t *testing.T) *conn {
