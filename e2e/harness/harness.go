@@ -8,8 +8,8 @@
 //     back from -address-file (meshgate.go);
 //   - MetricSum, samples of a Prometheus text exposition (metrics.go).
 //
-// harness imports only the standard library and internal/proc (itself
-// standard library only; deploy/e2e uses harness too); the
+// harness imports only the standard library, internal/proc and
+// internal/freeport (both standard library only; deploy/e2e uses harness too); the
 // in-process peers and clients of the e2e tests are in e2e/helpers_test.go.
 //
 // FreePort/FreeAddr remain only for ports that must be known before any
@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgate/meshgate/internal/freeport"
 	"github.com/meshgate/meshgate/internal/proc"
 )
 
@@ -96,17 +97,17 @@ func binary(t testing.TB, env, pkg, name string) string {
 	return b.path
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago: another
-// process may take it before it is used. Prefer port 0 and reading the
+// FreePort returns a loopback TCP port that is free now, from outside the
+// kernel's ephemeral range so no port-0 listener or outgoing connection can
+// take it before it is used (freeport.Pick). Prefer port 0 and reading the
 // address back (StartMeshgate; in e2e, envoyListener and testkit.Listen).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Pick()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // FreeAddr returns "127.0.0.1:PORT" with a free port.

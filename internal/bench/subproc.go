@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshgate/meshgate/internal/freeport"
 	"github.com/meshgate/meshgate/internal/proc"
 )
 
@@ -77,15 +78,9 @@ func (p *subproc) stop() error {
 	return nil
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a loopback port outside the ephemeral range, so no
+// topology's port-0 listener or connection takes it first.
+func freePort() (int, error) { return freeport.Pick() }
 
 // ErrNotReady reports a component that did not come up.
 var ErrNotReady = errors.New("bench: component not ready")
