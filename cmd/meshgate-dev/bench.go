@@ -103,6 +103,7 @@ func runBench(ctx context.Context, args []string) error {
 		workdir   = fs.String("workdir", "", "keep bootstraps, configs, certs and logs here (default: temp dir, removed)")
 		drain     = fs.Duration("drain", 2*time.Second, "after each repeat, wait this long for in-flight replies; the rest count as errors")
 		verbose   = fs.Bool("v", false, "debug logging")
+		resident  = fs.String("resident", bench.ResidentOne, "which topologies run while one is measured: one (only the measured scenario's, started per repeat and stopped after its load points, as in a pod) or all (every topology up for the whole run)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -183,6 +184,9 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	if *resident != bench.ResidentOne && *resident != bench.ResidentAll {
+		return fmt.Errorf("-resident: want %s or %s, got %q", bench.ResidentOne, bench.ResidentAll, *resident)
+	}
 	if *idleConns < 0 {
 		return fmt.Errorf("-idle-conns: must not be negative, got %d", *idleConns)
 	}
@@ -197,7 +201,8 @@ func runBench(ctx context.Context, args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	opts := bench.Options{
 		Scenarios: ids, Params: params, Repeats: *repeats, Drain: *drain, IdleConns: *idleConns,
-		Binary: self, MeshGate: meshgateBin, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
+		Resident: *resident,
+		Binary:   self, MeshGate: meshgateBin, InProcServers: *inproc, EnvoyBin: *envoyBin, EnvoyConcurrency: *conc,
 		Wasm: *wasm, WorkDir: *workdir, Log: log, Progress: os.Stderr,
 	}
 	var rep *bench.Report

@@ -51,7 +51,19 @@ type Options struct {
 	IdleConns int
 	// Progress, when set, receives one line per measurement.
 	Progress io.Writer
+	// Resident is which topologies run while one is measured:
+	// ResidentOne (the default) starts a scenario's topology for its load
+	// points in each repeat and stops it afterwards, so only the measured
+	// path's processes are on the machine, as in a pod; ResidentAll starts
+	// every topology first and keeps them all up for the whole run.
+	Resident string
 }
+
+// Resident modes (Options.Resident).
+const (
+	ResidentOne = "one"
+	ResidentAll = "all"
+)
 
 // Scenario is one path through the system.
 type Scenario struct {
@@ -190,13 +202,23 @@ func (o *Options) defaults() {
 	if len(o.Params) == 0 {
 		o.Params = []Params{{Rate: 1000, Conns: 1, Payload: 1024, Duration: 10 * time.Second, Warmup: 2 * time.Second}}
 	}
+	if o.Resident == "" {
+		o.Resident = ResidentOne
+	}
 }
+
+// ErrBadOption reports an Options field with a value the suite does not
+// know.
+var ErrBadOption = errors.New("bench: bad option")
 
 // RunSuite runs the suite and returns the finished report. A scenario that
 // cannot start or measure is reported with its error (and the run goes
 // on); Run itself fails only for bad options or a cancelled ctx.
 func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 	opts.defaults()
+	if opts.Resident != ResidentOne && opts.Resident != ResidentAll {
+		return nil, fmt.Errorf("%w: Resident %q (want %q or %q)", ErrBadOption, opts.Resident, ResidentOne, ResidentAll)
+	}
 	scs, err := SelectScenarios(opts.Scenarios)
 	if err != nil {
 		return nil, err
@@ -213,20 +235,21 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 	e := &env{opts: opts, dir: dir, log: opts.Log}
 	rep := &Report{Started: time.Now().UTC(), Machine: ThisMachine(), Repeats: opts.Repeats}
 	rep.Notes = append(rep.Notes, methodNotes(&opts)...)
-	// Every topology is started first, then measured repeat-major: each
-	// repeat runs every load point of every scenario back to back, so a
-	// burst of background load on a shared machine spreads over the
-	// scenarios instead of landing on one scenario's repeats.
+	// Measured repeat-major: each repeat runs every load point of every
+	// scenario back to back, so a burst of background load on a shared
+	// machine spreads over the scenarios instead of landing on one
+	// scenario's repeats. With ResidentAll every topology is started
+	// first and stays up; with ResidentOne a topology runs only while its
+	// own load points are measured (and while its idle memory is read).
+	one := opts.Resident == ResidentOne
 	var lives []*live
 	defer func() {
 		for _, l := range lives {
-			if err := l.topo.close(); err != nil {
-				e.log.Warn("bench: teardown", "scenario", l.sc.ID, "err", err)
-			}
+			l.down(e)
 		}
 	}()
 	for _, sc := range scs {
-		l, failed := setupScenario(ctx, e, sc, rep)
+		l, failed := setupScenario(ctx, e, sc, rep, !one)
 		rep.Results = append(rep.Results, failed...)
 		if l != nil {
 			lives = append(lives, l)
@@ -235,23 +258,53 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 			break
 		}
 	}
-	if opts.IdleConns > 0 {
+	// idle reads l's idle memory (a topology before any load) when the
+	// options ask for it and l has a single proxy with an MGP or gRPC
+	// client.
+	idle := func(l *live) {
+		if k := clientKind[l.sc.ID]; opts.IdleConns <= 0 || l.sc.Proxy == "" || (k != "mgp" && k != "grpc") || ctx.Err() != nil {
+			return
+		}
+		ir := measureIdle(ctx, e, l, opts.IdleConns)
+		rep.Idle = append(rep.Idle, ir)
+		if ir.Error != "" {
+			e.progress("%-4s idle: %s", l.sc.ID, ir.Error)
+		} else if p := ir.proc(l.sc.Proxy); p != nil {
+			e.progress("%-4s idle: %s RSS %s, %s per idle %s connection (%d open)", l.sc.ID, p.Role, mb(p.RSSIdle), kb(p.BytesPerConn), ir.Kind, ir.Conns)
+		}
+	}
+	if !one {
 		for _, l := range lives {
-			if k := clientKind[l.sc.ID]; l.sc.Proxy != "" && (k == "mgp" || k == "grpc") && ctx.Err() == nil {
-				ir := measureIdle(ctx, e, l, opts.IdleConns)
-				rep.Idle = append(rep.Idle, ir)
-				if ir.Error != "" {
-					e.progress("%-4s idle: %s", l.sc.ID, ir.Error)
-				} else if p := ir.proc(l.sc.Proxy); p != nil {
-					e.progress("%-4s idle: %s RSS %s, %s per idle %s connection (%d open)", l.sc.ID, p.Role, mb(p.RSSIdle), kb(p.BytesPerConn), ir.Kind, ir.Conns)
-				}
-			}
+			idle(l)
 		}
 	}
 	for i := 0; i < opts.Repeats && ctx.Err() == nil; i++ {
+		if one {
+			// Scenario-major inside the repeat: one start per topology.
+			for _, l := range lives {
+				if !l.pending() || ctx.Err() != nil || !l.upOrFail(ctx, e, rep) {
+					continue
+				}
+				if i == 0 {
+					idle(l) // fresh, before any load
+				}
+				// A fresh process's start-up tail (MeshGate's second
+				// trim at 2 s) stays out of the measured window.
+				waitStartedFor(ctx, l.topo.procs, settleAfterStart)
+				for pi, p := range opts.Params {
+					if r := l.results[pi]; r.Error == "" && ctx.Err() == nil {
+						beforeMeasure(l, lives)
+						measureOnce(ctx, e, l, p, r, i)
+					}
+				}
+				l.down(e)
+			}
+			continue
+		}
 		for pi, p := range opts.Params {
 			for _, l := range lives {
 				if r := l.results[pi]; r.Error == "" && ctx.Err() == nil {
+					beforeMeasure(l, lives)
 					measureOnce(ctx, e, l, p, r, i)
 				}
 			}
@@ -287,9 +340,14 @@ func RunSuite(ctx context.Context, opts Options) (*Report, error) {
 func methodNotes(o *Options) []string {
 	n := []string{
 		"open loop: one scheduler fires request i at start+i/rate round-robin over the connections, never waiting for replies; latency recorded from the intended send time (CO-free, shown) and the actual send time",
-		"repeat-major order: all topologies start first, then each repeat measures every scenario and load point back to back (a fresh client per measurement), so background bursts spread over scenarios",
+		"repeat-major order: each repeat measures every scenario and load point back to back (a fresh client per measurement), so background bursts spread over scenarios",
 		"HdrHistogram 1 µs resolution, 3 significant digits; warm-up requests discarded; percentiles are medians over repeats, spread = min–max",
 		fmt.Sprintf("every Envoy is a real subprocess (--concurrency %d); MeshGate is the real product binary as a subprocess (`meshgate run -c FILE`)", o.EnvoyConcurrency),
+	}
+	if o.Resident == ResidentAll {
+		n = append(n, "resident all: every topology starts first and stays up for the whole run; a scenario is measured with the others' processes idle beside it")
+	} else {
+		n = append(n, "resident one: a scenario's topology starts for its load points in each repeat (measured once every process is 3 s old) and stops after them, so only the measured path's processes are on the machine")
 	}
 	if o.InProcServers {
 		n = append(n, "backend servers (legacy MGP, grpc-go demo.Echo) run in the bench process: their CPU/RSS is inside 'bench'")
@@ -301,17 +359,96 @@ func methodNotes(o *Options) []string {
 	return n
 }
 
-// live is a scenario whose topology is up, with its results per load
-// point (index into Options.Params).
+// live is a runnable scenario, its topology when up, and its results per
+// load point (index into Options.Params).
 type live struct {
 	sc      Scenario
-	topo    *topology
+	topo    *topology // nil while down
 	results []*Result
 }
 
-// setupScenario starts sc's topology, or returns its results marked
-// skipped or failed.
-func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report) (*live, []Result) {
+// up starts l's topology.
+func (l *live) up(ctx context.Context, e *env, rep *Report) error {
+	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	topo, err := l.sc.setup(setupCtx, e, &topology{id: l.sc.ID})
+	if err != nil {
+		return err
+	}
+	for _, note := range topo.notes {
+		if !slices.Contains(rep.Notes, note) {
+			rep.Notes = append(rep.Notes, note)
+		}
+	}
+	l.topo = topo
+	return nil
+}
+
+// upOrFail starts l's topology, or marks every result of l failed (or
+// skipped) with why and reports false.
+func (l *live) upOrFail(ctx context.Context, e *env, rep *Report) bool {
+	err := l.up(ctx, e, rep)
+	if err == nil {
+		return true
+	}
+	why := isSkip(err)
+	for _, r := range l.results {
+		if why != "" {
+			r.Skipped = why
+		} else if r.Error == "" {
+			r.Error = "setup: " + err.Error()
+		}
+	}
+	if why != "" {
+		e.progress("%-4s skipped: %s", l.sc.ID, why)
+	} else {
+		e.progress("%-4s setup failed: %v", l.sc.ID, err)
+	}
+	return false
+}
+
+// down stops l's topology if it is up.
+func (l *live) down(e *env) {
+	if l.topo == nil {
+		return
+	}
+	if err := l.topo.close(); err != nil {
+		e.log.Warn("bench: teardown", "scenario", l.sc.ID, "err", err)
+	}
+	l.topo = nil
+}
+
+// pending reports whether a load point of l is still to be measured.
+func (l *live) pending() bool {
+	for _, r := range l.results {
+		if r.Error == "" && r.Skipped == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// testHookMeasure, when set by a test, is called before every measurement
+// with the measured scenario and the scenarios whose topology is up.
+var testHookMeasure func(measured string, up []string)
+
+// beforeMeasure calls testHookMeasure.
+func beforeMeasure(l *live, lives []*live) {
+	if testHookMeasure == nil {
+		return
+	}
+	var up []string
+	for _, o := range lives {
+		if o.topo != nil {
+			up = append(up, o.sc.ID)
+		}
+	}
+	testHookMeasure(l.sc.ID, up)
+}
+
+// setupScenario returns sc as a live scenario, started when start is set,
+// or its results marked skipped or failed.
+func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report, start bool) (*live, []Result) {
 	mk := func(p Params) Result { return Result{Scenario: sc.ID, Title: sc.Title, Params: p} }
 	// every returns a result per parameter set, each with skipped or error.
 	every := func(skipped, errMsg string) []Result {
@@ -327,23 +464,18 @@ func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report) (*live
 		e.progress("%-4s skipped: %s", sc.ID, why)
 		return nil, every(why, "")
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	topo, err := sc.setup(setupCtx, e, &topology{id: sc.ID})
-	cancel()
-	if why := isSkip(err); why != "" {
-		e.progress("%-4s skipped: %s", sc.ID, why)
-		return nil, every(why, "")
-	}
-	if err != nil {
-		e.progress("%-4s setup failed: %v", sc.ID, err)
-		return nil, every("", "setup: "+err.Error())
-	}
-	for _, note := range topo.notes {
-		if !slices.Contains(rep.Notes, note) {
-			rep.Notes = append(rep.Notes, note)
+	l := &live{sc: sc}
+	if start {
+		err := l.up(ctx, e, rep)
+		if why := isSkip(err); why != "" {
+			e.progress("%-4s skipped: %s", sc.ID, why)
+			return nil, every(why, "")
+		}
+		if err != nil {
+			e.progress("%-4s setup failed: %v", sc.ID, err)
+			return nil, every("", "setup: "+err.Error())
 		}
 	}
-	l := &live{sc: sc, topo: topo}
 	for _, p := range e.opts.Params {
 		r := mk(p)
 		l.results = append(l.results, &r)

@@ -56,19 +56,42 @@ func TestSkipReasons(t *testing.T) {
 // TestRunSuiteInProcess runs S0 (real legacy server and privconn clients)
 // and S5 (real grpc-go server and client) in-process, plus S1 and S3, which
 // must be reported as skipped (no Envoy, no binary), never silently dropped.
+//
+// It runs in both resident modes and checks which topologies are up at
+// every measurement: only the measured one (ResidentOne), or every one
+// (ResidentAll).
 func TestRunSuiteInProcess(t *testing.T) {
+	for _, mode := range []string{ResidentOne, ResidentAll} {
+		t.Run(mode, func(t *testing.T) { testRunSuiteInProcess(t, mode) })
+	}
+}
+
+func testRunSuiteInProcess(t *testing.T, mode string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var progress bytes.Buffer
+	var seen []string
+	testHookMeasure = func(measured string, up []string) {
+		seen = append(seen, measured+":"+strings.Join(up, ","))
+	}
+	defer func() { testHookMeasure = nil }()
 	rep, err := RunSuite(ctx, Options{
 		Scenarios:     []string{"S0", "S1", "S3", "S5"},
 		Params:        []Params{{Rate: 500, Conns: 2, Payload: 1024, Duration: 400 * time.Millisecond, Warmup: 100 * time.Millisecond}},
 		Repeats:       2,
 		InProcServers: true,
 		Progress:      &progress,
+		Resident:      mode,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	want := "S0:S0 S5:S5 S0:S0 S5:S5"
+	if mode == ResidentAll {
+		want = "S0:S0,S5 S5:S0,S5 S0:S0,S5 S5:S0,S5"
+	}
+	if got := strings.Join(seen, " "); got != want {
+		t.Errorf("measured:up = %s, want %s", got, want)
 	}
 	if len(rep.Results) != 4 {
 		t.Fatalf("%d results", len(rep.Results))
@@ -102,5 +125,12 @@ func TestRunSuiteInProcess(t *testing.T) {
 func TestServeUnknownKind(t *testing.T) {
 	if err := Serve(context.Background(), "nope", nil, nil); !errors.Is(err, ErrServerKind) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+func TestRunSuiteBadResident(t *testing.T) {
+	_, err := RunSuite(context.Background(), Options{Scenarios: []string{"S0"}, Resident: "some"})
+	if !errors.Is(err, ErrBadOption) || !strings.Contains(err.Error(), "Resident") {
+		t.Fatalf("err = %v, want ErrBadOption naming Resident", err)
 	}
 }
