@@ -19,7 +19,7 @@ type migration struct {
 
 func (r *Runtime) initMigration() {
 	r.mig.c = migrate.New(r.metrics.Registry, r.opts.Logger,
-		migrate.WithUnifiedMetrics(r.metrics.Registry, "meshgate_requests_total", "meshgate_request_duration_seconds"))
+		migrate.WithUnifiedMetrics(r.metrics.RequestGatherer, "meshgate_requests_total", "meshgate_request_duration_seconds"))
 }
 
 // startMigration samples the backend counters for /migrate/status.
