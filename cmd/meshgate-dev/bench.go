@@ -80,7 +80,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var (
-		quick     = fs.Bool("quick", false, "quick mode: 1 KB × 1k rps × 1 conn (+ the -closed points), 2s + 0.5s warm-up, 1 repeat, 100 idle connections (all scenarios ~1.5 min)")
+		quick     = fs.Bool("quick", false, "quick mode: 1 KB × 1k rps × 1 conn (+ the -closed points), 2s + 0.5s warm-up, 1 repeat, 100 idle connections, too few for a per-connection figure (all scenarios ~2.5 min)")
 		matrix    = fs.Bool("matrix", false, "full matrix: 64 B,1 KB,16 KB × 1k,5k rps × 1,16 connections")
 		scenarios = fs.String("scenarios", "", "comma-separated scenarios to run (S0,S1,S1w,S2,S3,S3g,S4,S5,S6,S6g,EL7,HJ,EJT,MPP,MGG,MPPs,MGGs); default all")
 		closed    = fs.String("closed", "128", "closed-loop points: requests in flight K (comma list; 0 or empty = none); measured at each payload and connection count")
