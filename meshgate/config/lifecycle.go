@@ -152,6 +152,19 @@ func jsonView(v reflect.Value) any {
 				continue
 			}
 			fv := v.Field(i)
+			if inlined(sf) {
+				// An embedded struct without a json name is flattened
+				// into its parent, as encoding/json (and yaml ",inline")
+				// does: its fields are the route's or listener's own.
+				if m, ok := jsonView(fv).(map[string]any); ok {
+					for k, x := range m {
+						if _, taken := out[k]; !taken {
+							out[k] = x
+						}
+					}
+				}
+				continue
+			}
 			if omitEmpty && (fv.IsZero() || ((fv.Kind() == reflect.Slice || fv.Kind() == reflect.Map) && fv.Len() == 0)) {
 				continue
 			}
@@ -241,6 +254,22 @@ func (c *Config) validateLifecycle(e *errs) {
 // fieldTag reads struct field sf's key tag ("yaml", "json"): the field's
 // name (def when the tag names none) and whether option opt is set; ok is
 // false for an unexported field or a "-" tag.
+// inlined reports whether sf is an embedded struct (or pointer to one)
+// with no json name of its own, which jsonView flattens into its parent.
+func inlined(sf reflect.StructField) bool {
+	if !sf.Anonymous {
+		return false
+	}
+	if name, _, _ := strings.Cut(sf.Tag.Get("json"), ","); name != "" {
+		return false
+	}
+	t := sf.Type
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct
+}
+
 func fieldTag(sf reflect.StructField, key, def, opt string) (name string, hasOpt, ok bool) {
 	tag := sf.Tag.Get(key)
 	if !sf.IsExported() || tag == "-" {
