@@ -27,7 +27,9 @@ const migrateUsage = `usage: meshgate migrate <status|diffs|rollback|clear> [fla
 
   status                      per route: the split, each side's request rate, error rate, p99, shadow counts
   diffs [-route R] [-n N]     the most recent shadow mismatches, newest first
-  rollback ROUTE [-to B]      send every request of ROUTE to backend B (default: the base side, backends[0])
+  rollback ROUTE [-to B] [-reason TEXT]
+                              send every request of ROUTE to backend B (default: the base side,
+                              backends[0]); TEXT is kept with the override (an incident id, why)
   clear ROUTE                 remove ROUTE's override: the configured split applies again
 
 common flags:
@@ -57,19 +59,8 @@ func migrateCmd(ctx context.Context, args []string) error {
 		return nil
 	}
 	verb, args := args[0], args[1:]
-	fs := flag.NewFlagSet("migrate "+verb, flag.ContinueOnError)
-	fs.Usage = func() { fmt.Fprint(os.Stderr, migrateUsage) }
-	def := os.Getenv("MESHGATE_ADMIN")
-	if def == "" {
-		def = "127.0.0.1:9901"
-	}
-	admin := fs.String("admin", def, "admin address")
-	tokenFile := fs.String("token-file", "", "bearer token file")
-	asJSON := fs.Bool("json", false, "print JSON")
-	route := fs.String("route", "", "diffs: only this route")
-	n := fs.Int("n", 20, "diffs: at most N")
-	to := fs.String("to", "", "rollback: the backend (default backends[0])")
-	reason := fs.String("reason", "", "rollback: a note shown with the override")
+	fs, f := migrateFlags(verb)
+	admin, tokenFile, asJSON, route, n, to, reason := f.admin, f.tokenFile, f.asJSON, f.route, f.n, f.to, f.reason
 	// flags may come before or after the ROUTE argument
 	var pos []string
 	for {
@@ -153,6 +144,33 @@ func migrateCmd(ctx context.Context, args []string) error {
 	}
 	show()
 	return nil
+}
+
+// migrateFlagVals are the values of migrate's flags.
+type migrateFlagVals struct {
+	admin, tokenFile, route, to, reason *string
+	asJSON                              *bool
+	n                                   *int
+}
+
+// migrateFlags is the flag set of `meshgate migrate VERB` (every verb
+// takes every flag; migrateUsage documents each).
+func migrateFlags(verb string) (*flag.FlagSet, migrateFlagVals) {
+	fs := flag.NewFlagSet("migrate "+verb, flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(os.Stderr, migrateUsage) }
+	def := os.Getenv("MESHGATE_ADMIN")
+	if def == "" {
+		def = "127.0.0.1:9901"
+	}
+	return fs, migrateFlagVals{
+		admin:     fs.String("admin", def, "admin address"),
+		tokenFile: fs.String("token-file", "", "bearer token file"),
+		asJSON:    fs.Bool("json", false, "print JSON"),
+		route:     fs.String("route", "", "diffs: only this route"),
+		n:         fs.Int("n", 20, "diffs: at most N"),
+		to:        fs.String("to", "", "rollback: the backend (default backends[0])"),
+		reason:    fs.String("reason", "", "rollback: a note shown with the override"),
+	}
 }
 
 func adminURL(addr string) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -77,4 +78,15 @@ func TestMigrateHelp(t *testing.T) {
 	if err := migrateCmd(context.Background(), nil); !errors.Is(err, errUsage) {
 		t.Errorf("migrate with no verb: %v, want errUsage", err)
 	}
+}
+
+// TestMigrateUsageNamesEveryFlag: `meshgate migrate -h` documents every
+// flag the verbs accept (it once left out -reason).
+func TestMigrateUsageNamesEveryFlag(t *testing.T) {
+	fs, _ := migrateFlags("rollback")
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.Contains(migrateUsage, "-"+f.Name+" ") && !strings.Contains(migrateUsage, "-"+f.Name+"]") {
+			t.Errorf("migrate usage does not mention -%s", f.Name)
+		}
+	})
 }
