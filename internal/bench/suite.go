@@ -391,20 +391,26 @@ func (l *live) upOrFail(ctx context.Context, e *env, rep *Report) bool {
 	if err == nil {
 		return true
 	}
-	why := isSkip(err)
-	for _, r := range l.results {
-		if why != "" {
-			r.Skipped = why
-		} else if r.Error == "" {
-			r.Error = "setup: " + err.Error()
-		}
-	}
-	if why != "" {
+	if why := isSkip(err); why != "" {
+		l.mark(why, "")
 		e.progress("%-4s skipped: %s", l.sc.ID, why)
 	} else {
+		l.mark("", "setup: "+err.Error())
 		e.progress("%-4s setup failed: %v", l.sc.ID, err)
 	}
 	return false
+}
+
+// mark sets skipped, or (when skipped is "") errMsg, on every result of
+// l not failed already.
+func (l *live) mark(skipped, errMsg string) {
+	for _, r := range l.results {
+		if skipped != "" {
+			r.Skipped = skipped
+		} else if r.Error == "" {
+			r.Error = errMsg
+		}
+	}
 }
 
 // down stops l's topology if it is up.
@@ -449,38 +455,28 @@ func beforeMeasure(l *live, lives []*live) {
 // setupScenario returns sc as a live scenario, started when start is set,
 // or its results marked skipped or failed.
 func setupScenario(ctx context.Context, e *env, sc Scenario, rep *Report, start bool) (*live, []Result) {
-	mk := func(p Params) Result { return Result{Scenario: sc.ID, Title: sc.Title, Params: p} }
-	// every returns a result per parameter set, each with skipped or error.
-	every := func(skipped, errMsg string) []Result {
-		var out []Result
-		for _, p := range e.opts.Params {
-			r := mk(p)
-			r.Skipped, r.Error = skipped, errMsg
-			out = append(out, r)
-		}
-		return out
+	l := &live{sc: sc}
+	for _, p := range e.opts.Params {
+		l.results = append(l.results, &Result{Scenario: sc.ID, Title: sc.Title, Params: p})
 	}
 	if why := e.opts.skipReason(sc); why != "" {
 		e.progress("%-4s skipped: %s", sc.ID, why)
-		return nil, every(why, "")
+		l.mark(why, "")
+		return nil, l.values()
 	}
-	l := &live{sc: sc}
-	if start {
-		err := l.up(ctx, e, rep)
-		if why := isSkip(err); why != "" {
-			e.progress("%-4s skipped: %s", sc.ID, why)
-			return nil, every(why, "")
-		}
-		if err != nil {
-			e.progress("%-4s setup failed: %v", sc.ID, err)
-			return nil, every("", "setup: "+err.Error())
-		}
-	}
-	for _, p := range e.opts.Params {
-		r := mk(p)
-		l.results = append(l.results, &r)
+	if start && !l.upOrFail(ctx, e, rep) {
+		return nil, l.values()
 	}
 	return l, nil
+}
+
+// values returns copies of l's results.
+func (l *live) values() []Result {
+	out := make([]Result, len(l.results))
+	for i, r := range l.results {
+		out[i] = *r
+	}
+	return out
 }
 
 // measureOnce dials a fresh client at p and measures one repeat into r.
