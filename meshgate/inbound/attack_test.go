@@ -256,10 +256,7 @@ func TestAttackBadMACFlood(t *testing.T) {
 	good := e.dial()
 	for i := range 200 {
 		f := signFrame(t, e.codec, codec.Frame{Cmd: cmdEcho, Seq: uint32(i + 1), Body: []byte("real")}, 7, uint64(time.Now().UnixMilli()), uint64(i+1))
-		ch := make(chan codec.Frame, 1)
-		good.mu.Lock()
-		good.pend[uint32(i+1)] = ch
-		good.mu.Unlock()
+		ch := good.expect(uint32(i + 1))
 		good.write(f)
 		r, ok := wait(t, ch)
 		if !ok || r.Result != 0 || string(r.Body) != "real" {

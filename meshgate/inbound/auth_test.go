@@ -24,10 +24,7 @@ func TestAuth(t *testing.T) {
 		return b
 	}
 	send := func(seq uint32, raw []byte) codec.Frame {
-		ch := make(chan codec.Frame, 1)
-		cl.mu.Lock()
-		cl.pend[seq] = ch
-		cl.mu.Unlock()
+		ch := cl.expect(seq)
 		cl.write(raw)
 		r, _ := wait(t, ch)
 		return r

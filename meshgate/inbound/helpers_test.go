@@ -176,6 +176,16 @@ func (cl *client) readLoop() {
 	}
 }
 
+// expect registers a reply channel for seq before the test writes the
+// request's bytes itself (split, signed or batched frames).
+func (cl *client) expect(seq uint32) chan codec.Frame {
+	ch := make(chan codec.Frame, 1)
+	cl.mu.Lock()
+	cl.pend[seq] = ch
+	cl.mu.Unlock()
+	return ch
+}
+
 // start sends f (assigning a seq when f.Seq == 0) and returns the reply
 // channel (closed without a value if the connection closes).
 func (cl *client) start(f codec.Frame) chan codec.Frame {

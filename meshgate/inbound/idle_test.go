@@ -46,10 +46,7 @@ func TestIdleConnsHoldNoReader(t *testing.T) {
 	cl := cls[0]
 	f := codec.Frame{Cmd: cmdEcho, Seq: 4242, Body: []byte("byte by byte")}
 	b, _ := e.codec.Append(nil, &f)
-	ch := make(chan codec.Frame, 1)
-	cl.mu.Lock()
-	cl.pend[f.Seq] = ch
-	cl.mu.Unlock()
+	ch := cl.expect(f.Seq)
 	for i := range b {
 		cl.write(b[i : i+1])
 	}
@@ -61,10 +58,7 @@ func TestIdleConnsHoldNoReader(t *testing.T) {
 	// rest: one frame.
 	f.Seq, f.Body = 4243, []byte("split")
 	b, _ = e.codec.Append(nil, &f)
-	ch = make(chan codec.Frame, 1)
-	cl.mu.Lock()
-	cl.pend[f.Seq] = ch
-	cl.mu.Unlock()
+	ch = cl.expect(f.Seq)
 	cl.write(b[:1])
 	testkit.Within(t, 5*time.Second, "the connection to take a reader for its first byte", func() bool { return e.srv.held.Load() == 1 })
 	cl.write(b[1:])

@@ -118,10 +118,7 @@ func TestFrameSizeLimitAndSplitWrites(t *testing.T) {
 	// One byte per write.
 	f := codec.Frame{Cmd: cmdEcho, Seq: 4242, Body: []byte("slow but fine")}
 	b, _ := e.codec.Append(nil, &f)
-	ch := make(chan codec.Frame, 1)
-	cl.mu.Lock()
-	cl.pend[4242] = ch
-	cl.mu.Unlock()
+	ch := cl.expect(4242)
 	for i := range b {
 		cl.write(b[i : i+1])
 	}
@@ -135,12 +132,9 @@ func TestFrameSizeLimitAndSplitWrites(t *testing.T) {
 		all, _ = e.codec.Append(all, &f)
 	}
 	chs := make([]chan codec.Frame, 100)
-	cl.mu.Lock()
 	for i := range chs {
-		chs[i] = make(chan codec.Frame, 1)
-		cl.pend[uint32(10000+i)] = chs[i]
+		chs[i] = cl.expect(uint32(10000 + i))
 	}
-	cl.mu.Unlock()
 	cl.write(all)
 	for i, ch := range chs {
 		if r, ok := wait(t, ch); !ok || r.Seq != uint32(10000+i) {

@@ -179,10 +179,7 @@ func TestHalfFrameNotParked(t *testing.T) {
 	testkit.Within(t, 2*time.Second, "parked", func() bool { return parked(c) })
 	f := codec.Frame{Cmd: cmdEcho, Seq: 77, Body: []byte("half then the rest")}
 	b, _ := e.codec.Append(nil, &f)
-	ch := make(chan codec.Frame, 1)
-	cl.mu.Lock()
-	cl.pend[f.Seq] = ch
-	cl.mu.Unlock()
+	ch := cl.expect(f.Seq)
 	cl.write(b[:len(b)/2])
 	testkit.Within(t, 2*time.Second, "the half frame read into a reader", func() bool { return e.srv.held.Load() == 1 && !parked(c) })
 	time.Sleep(5 * grace) // silent for longer than the grace, mid-frame
